@@ -1,0 +1,24 @@
+// Elementwise kernels over flat f32 arrays.
+// Dispatch: 1-D over elements, folded into 2-D when it exceeds the per-dimension limit.
+
+struct Params {
+    n: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+// Plain copy: the bandwidth roofline memory-bound kernels are compared against.
+@compute @workgroup_size(256)
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.n {
+        return;
+    }
+    dst[i] = src[i];
+}

@@ -1,0 +1,190 @@
+//! The kernel table: every WGSL family embedded once, explicit bind-group layouts, and a
+//! pipeline cache keyed by (family, entry point, override constants).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, Result};
+
+/// A WGSL source file in `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Elementwise,
+    Quant,
+    Calib,
+    Gemm,
+}
+
+impl Family {
+    /// Every family, for validation tests and `qforge devices --check`.
+    pub const ALL: [Family; 4] = [Family::Elementwise, Family::Quant, Family::Calib, Family::Gemm];
+
+    /// The file name without extension.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Elementwise => "elementwise",
+            Family::Quant => "quant",
+            Family::Calib => "calib",
+            Family::Gemm => "gemm",
+        }
+    }
+
+    /// The WGSL source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Family::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Family::Quant => include_str!("../../shaders/quant.wgsl"),
+            Family::Calib => include_str!("../../shaders/calib.wgsl"),
+            Family::Gemm => include_str!("../../shaders/gemm.wgsl"),
+        }
+    }
+}
+
+/// How a kernel uses one binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// A uniform parameter block (always binding 0).
+    Uniform,
+    /// A read-only storage buffer.
+    Read,
+    /// A read-write storage buffer.
+    ReadWrite,
+}
+
+/// One entry point with its binding signature (bindings numbered from 0 in this order).
+#[derive(Debug)]
+pub struct Kernel {
+    pub family: Family,
+    pub entry: &'static str,
+    pub bindings: &'static [Access],
+}
+
+/// A compiled pipeline and the layout its bind groups are made against.
+pub struct CachedPipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+type PipelineKey = (Family, &'static str, Vec<(&'static str, u64)>);
+
+/// Shader modules, bind-group layouts and pipelines, created once and shared.
+#[derive(Default)]
+pub struct KernelCache {
+    modules: RwLock<HashMap<Family, Arc<wgpu::ShaderModule>>>,
+    layouts: RwLock<HashMap<&'static [Access], Arc<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>>>,
+    pipelines: RwLock<HashMap<PipelineKey, Arc<CachedPipeline>>>,
+}
+
+/// Runs `f` inside validation + internal error scopes and turns a captured error into `err`.
+fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T, err: impl FnOnce(String) -> Error) -> Result<T> {
+    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let v = pollster::block_on(validation.pop());
+    let i = pollster::block_on(internal.pop());
+    match v.or(i) {
+        Some(e) => Err(err(e.to_string())),
+        None => Ok(value),
+    }
+}
+
+fn get_or_create<K: std::hash::Hash + Eq + Clone, V>(
+    map: &RwLock<HashMap<K, Arc<V>>>,
+    key: &K,
+    create: impl FnOnce() -> Result<V>,
+) -> Result<Arc<V>> {
+    if let Some(v) = map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        return Ok(v.clone());
+    }
+    let mut w = map.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = w.get(key) {
+        return Ok(v.clone());
+    }
+    let v = Arc::new(create()?);
+    w.insert(key.clone(), v.clone());
+    Ok(v)
+}
+
+impl KernelCache {
+    fn module(&self, device: &wgpu::Device, family: Family) -> Result<Arc<wgpu::ShaderModule>> {
+        get_or_create(&self.modules, &family, || {
+            scoped(
+                device,
+                || {
+                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(family.name()),
+                        source: wgpu::ShaderSource::Wgsl(family.source().into()),
+                    })
+                },
+                |message| Error::Shader { family: family.name().into(), message },
+            )
+        })
+    }
+
+    fn layout(&self, device: &wgpu::Device, bindings: &'static [Access]) -> Arc<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
+        get_or_create(&self.layouts, &bindings, || {
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+                .iter()
+                .enumerate()
+                .map(|(i, a)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match a {
+                            Access::Uniform => wgpu::BufferBindingType::Uniform,
+                            Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                            Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
+            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: None,
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+            Ok((bgl, pl))
+        })
+        .expect("layout creation is infallible")
+    }
+
+    /// The pipeline for `kernel` specialised by `constants`, compiled on first use.
+    pub fn pipeline(&self, device: &wgpu::Device, kernel: &Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<CachedPipeline>> {
+        let key: PipelineKey = (kernel.family, kernel.entry, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
+        get_or_create(&self.pipelines, &key, || {
+            let module = self.module(device, kernel.family)?;
+            let layout = self.layout(device, kernel.bindings);
+            let pipeline = scoped(
+                device,
+                || {
+                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(kernel.entry),
+                        layout: Some(&layout.1),
+                        module: &module,
+                        entry_point: Some(kernel.entry),
+                        compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: true },
+                        cache: None,
+                    })
+                },
+                |message| Error::Pipeline { family: kernel.family.name().into(), entry: kernel.entry.into(), message },
+            )?;
+            Ok(CachedPipeline { pipeline, layout: layout.0.clone() })
+        })
+    }
+
+    /// Number of compiled pipelines (for tests of the cache).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl crate::gpu::Gpu {
+    /// Builds a family's shader module on this device (errors name the family and the cause).
+    pub fn check_family(&self, family: Family) -> Result<()> {
+        self.kernels.module(&self.device, family).map(|_| ())
+    }
+}

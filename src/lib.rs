@@ -1,0 +1,29 @@
+//! qforge: quantize and compress trained neural networks on any GPU through wgpu.
+//!
+//! The crate is laid out by what each part does:
+//! * [`gpu`]: the wgpu runtime (context, tensors, buffer pool, kernel table, submission).
+//! * [`ops`]: one function per WGSL kernel, recording into an encoder.
+//! * [`reference`]: plain CPU implementations of every kernel, the oracle for tests and the
+//!   baseline in benches.
+//! * [`quant`]: the quantization math.
+//!
+//! ```no_run
+//! use qforge::{gpu::Gpu, ops, quant::{Encoding, QuantKind}};
+//! # fn main() -> qforge::Result<()> {
+//! let gpu = Gpu::new()?;
+//! let x = gpu.upload_slice(&[4], &[-1.0f32, 0.1, 0.5, 2.0])?;
+//! let q = Encoding::from_ranges(&[-1.0], &[2.0], 8, QuantKind::Asymmetric, None)?;
+//! let mut enc = gpu.encoder();
+//! let y = ops::quant::fake_quant(&mut enc, &gpu, &x, &q)?;
+//! gpu.submit(enc)?;
+//! let y = gpu.download::<f32>(&y)?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod quant;
+pub mod reference;
+
+pub use error::{DType, Error, Result};

@@ -1,0 +1,95 @@
+//! Batched matrix multiply (`shaders/gemm.wgsl`).
+
+use crate::error::{DType, Error, Result};
+use crate::gpu::kernels::{Access, Family, Kernel};
+use crate::gpu::{Bind, Encoder, Gpu, GpuTensor};
+
+static MATMUL: Kernel = Kernel { family: Family::Gemm, entry: "matmul", bindings: &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite] };
+
+const TILE: u64 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_stride: u32,
+    b_stride: u32,
+    c_stride: u32,
+    a_skip: u32,
+    b_skip: u32,
+    c_skip: u32,
+    _pad: [u32; 3],
+}
+
+/// Splits `[batch, rows, cols]` or `[rows, cols]` into (batch, rows, cols).
+fn dims(op: &'static str, name: &str, t: &GpuTensor) -> Result<(usize, usize, usize)> {
+    t.expect_dtype(op, name, DType::F32)?;
+    match *t.shape() {
+        [r, c] => Ok((1, r, c)),
+        [b, r, c] => Ok((b, r, c)),
+        _ => Err(Error::ShapeMismatch { op, tensor: name.into(), expected: "[rows, cols] or [batch, rows, cols]".into(), got: t.shape().to_vec() }),
+    }
+}
+
+/// `C[b] = op(A[b]) * op(B[b])` with `op` a transpose when `trans_a` / `trans_b` is set.
+/// A 2-D operand (or a batch of 1) is shared by every batch item. Returns `[batch, M, N]`
+/// (or `[M, N]` when both operands are 2-D).
+pub fn matmul(enc: &mut Encoder, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> Result<GpuTensor> {
+    const OP: &str = "matmul";
+    let (ba, ra, ca) = dims(OP, "a", a)?;
+    let (bb, rb, cb) = dims(OP, "b", b)?;
+    let (m, k) = if trans_a { (ca, ra) } else { (ra, ca) };
+    let (kb, n) = if trans_b { (cb, rb) } else { (rb, cb) };
+    if k != kb {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("inner dimension {k} (from a {:?}, trans_a={trans_a})", a.shape()), got: b.shape().to_vec() });
+    }
+    if ba != bb && ba != 1 && bb != 1 {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("batch {ba} or 1"), got: b.shape().to_vec() });
+    }
+    let batch = ba.max(bb);
+    let shape = if a.shape().len() == 2 && b.shape().len() == 2 { vec![m, n] } else { vec![batch, m, n] };
+    let c = gpu.empty(&shape, DType::F32)?;
+    if m == 0 || n == 0 || batch == 0 {
+        return Ok(c);
+    }
+    if k == 0 {
+        return Err(Error::EmptyTensor { op: OP, tensor: "a (inner dimension 0)".into() });
+    }
+    let limits = gpu.limits();
+    let (sa, sb, sc) = ((m * k) as u64, (k * n) as u64, (m * n) as u64);
+    let stride = |shared: bool, s: u64| if shared { 0 } else { s };
+    let (sa, sb) = (stride(ba == 1, sa), stride(bb == 1, sb));
+    let item_max = (m * k).max(k * n).max(m * n) as u64 * 4;
+    let align_e = (limits.offset_align / 4).max(1);
+    if item_max + limits.offset_align > limits.max_binding || (m * k).max(k * n).max(m * n) as u64 > u32::MAX as u64 {
+        return Err(Error::TooLarge { op: OP, tensor: "one matrix of a, b or c".into(), bytes: item_max, limit: limits.max_binding, which: "storage binding (matrices are split by batch only)" });
+    }
+    // Batch items per dispatch: bounded by the grid's z limit and by the binding size.
+    let per_binding = |s: u64| if s == 0 { u64::MAX } else { (limits.max_binding / 4 - align_e) / s };
+    let step = per_binding(sa).min(per_binding(sb)).min(per_binding(sc)).min(limits.max_groups as u64).max(1);
+    let grid_xy = [(n as u64).div_ceil(TILE), (m as u64).div_ceil(TILE)];
+    if grid_xy.iter().any(|&g| g > limits.max_groups as u64) {
+        return Err(Error::invalid(OP, "matrix size", format!("{m}x{n}"), "more row or column tiles than one dispatch allows"));
+    }
+    let constants = [("TRANS_A", trans_a as u32 as f64), ("TRANS_B", trans_b as u32 as f64)];
+    let mut b0 = 0u64;
+    while b0 < batch as u64 {
+        let nb = step.min(batch as u64 - b0);
+        // A shared operand (stride 0) is bound whole; others from the aligned start of item b0.
+        fn bind(t: &GpuTensor, b0: u64, nb: u64, align_e: u64, s: u64, item: u64) -> (Bind<'_>, u32) {
+            let first = b0 * s;
+            let start = first / align_e * align_e;
+            let len = if s == 0 { item } else { first - start + nb * s };
+            (Bind::Range { tensor: t, offset: start * 4, size: len * 4 }, (first - start) as u32)
+        }
+        let (ab, a_skip) = bind(a, b0, nb, align_e, sa, (m * k) as u64);
+        let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, (k * n) as u64);
+        let (cbind, c_skip) = bind(&c, b0, nb, align_e, sc, (m * n) as u64);
+        let params = Params { m: m as u32, n: n as u32, k: k as u32, a_stride: sa as u32, b_stride: sb as u32, c_stride: sc as u32, a_skip, b_skip, c_skip, _pad: [0; 3] };
+        enc.dispatch(gpu, &MATMUL, &constants, &params, &[ab, bbind, cbind], [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32])?;
+        b0 += nb;
+    }
+    Ok(c)
+}

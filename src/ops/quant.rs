@@ -1,0 +1,126 @@
+//! Fake quantization forward/backward and quantize-to-codes (`shaders/quant.wgsl`).
+
+use crate::error::{DType, Error, Result};
+use crate::gpu::kernels::{Access, Family, Kernel};
+use crate::gpu::launch::{grid_1d, linear_chunks, ChannelView, WG};
+use crate::gpu::{Bind, Encoder, Gpu, GpuTensor};
+use crate::ops::calib;
+use crate::quant::Encoding;
+
+use Access::{Read, ReadWrite, Uniform};
+
+static FAKE_QUANT: Kernel = Kernel { family: Family::Quant, entry: "fake_quant", bindings: &[Uniform, Read, Read, ReadWrite] };
+static CODES: Kernel = Kernel { family: Family::Quant, entry: "quantize_codes", bindings: &[Uniform, Read, Read, ReadWrite] };
+static BACKWARD: Kernel = Kernel {
+    family: Family::Quant,
+    entry: "fake_quant_backward",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    base: u32,
+    inner: u32,
+    channels: u32,
+    qmax: f32,
+    signed_codes: u32,
+    _pad: [u32; 2],
+}
+
+/// Gradients of a fake-quant node.
+#[derive(Debug)]
+pub struct QuantGrads {
+    /// dL/dx (straight-through inside the grid, zero where clamped).
+    pub grad_x: GpuTensor,
+    /// dL/dscale per channel (`[channels]`).
+    pub grad_scale: GpuTensor,
+    /// dL/doffset per channel (`[channels]`).
+    pub grad_offset: GpuTensor,
+}
+
+/// Validates `x` against `q` and returns the channel view the kernels index by.
+fn check(op: &'static str, x: &GpuTensor, q: &Encoding) -> Result<ChannelView> {
+    x.expect_dtype(op, "x", DType::F32)?;
+    q.validate(op)?;
+    let view = ChannelView::new(x.shape(), q.axis, op)?;
+    if view.channels as usize != q.channels() {
+        return Err(Error::ShapeMismatch {
+            op,
+            tensor: "x".into(),
+            expected: format!("{} channels on axis {:?}", q.channels(), q.axis),
+            got: x.shape().to_vec(),
+        });
+    }
+    if x.len() as u64 > u32::MAX as u64 {
+        return Err(Error::TooLarge { op, tensor: "x".into(), bytes: x.bytes(), limit: u32::MAX as u64 * 4, which: "32-bit element index" });
+    }
+    Ok(view)
+}
+
+/// Records one elementwise quant kernel over `x` in binding-sized chunks; `outs` are written
+/// at the same positions as `x`.
+fn launch(enc: &mut Encoder, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], q: &Encoding, view: ChannelView) -> Result<()> {
+    let table = gpu.upload_slice(&[q.channels(), 4], bytemuck::cast_slice::<[f32; 4], f32>(&q.table()))?;
+    let limits = gpu.limits();
+    for ch in linear_chunks(x.len() as u64, &limits) {
+        let range = |t| Bind::Range { tensor: t, offset: ch.start * 4, size: ch.len * 4 };
+        let mut binds = vec![Bind::Whole(&table), range(x)];
+        binds.extend(ins.iter().map(|t| range(t)));
+        binds.extend(outs.iter().map(|t| range(t)));
+        let params = Params {
+            n: ch.len as u32,
+            base: ch.start as u32,
+            inner: view.inner.max(1) as u32,
+            channels: view.channels as u32,
+            qmax: q.steps() as f32,
+            signed_codes: q.signed_codes() as u32,
+            _pad: [0; 2],
+        };
+        enc.dispatch(gpu, kernel, &[], &params, &binds, grid_1d(ch.len.div_ceil(WG), limits.max_groups)?)?;
+    }
+    Ok(())
+}
+
+/// Quantize-dequantize `x` with `q` (per tensor, or per channel along `q.axis`).
+/// NaN stays NaN; +-Inf saturate to the grid's ends.
+pub fn fake_quant(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> Result<GpuTensor> {
+    let view = check("fake_quant", x, q)?;
+    let out = gpu.empty(x.shape(), DType::F32)?;
+    if !x.is_empty() {
+        launch(enc, gpu, &FAKE_QUANT, x, &[], &[&out], q, view)?;
+    }
+    Ok(out)
+}
+
+/// Integer codes of `x` under `q` (i32): `q + offset` on signed grids, `q` in [0, N] otherwise.
+/// NaN gets the code of 0.0.
+pub fn quantize_codes(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> Result<GpuTensor> {
+    let view = check("quantize_codes", x, q)?;
+    let out = gpu.empty(x.shape(), DType::I32)?;
+    if !x.is_empty() {
+        launch(enc, gpu, &CODES, x, &[], &[&out], q, view)?;
+    }
+    Ok(out)
+}
+
+/// Backward pass of [`fake_quant`] for an upstream gradient `grad`.
+pub fn fake_quant_backward(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, grad: &GpuTensor, q: &Encoding) -> Result<QuantGrads> {
+    const OP: &str = "fake_quant_backward";
+    let view = check(OP, x, q)?;
+    grad.expect_dtype(OP, "grad", DType::F32)?;
+    if grad.shape() != x.shape() {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "grad".into(), expected: format!("{:?} (shape of x)", x.shape()), got: grad.shape().to_vec() });
+    }
+    if x.is_empty() {
+        return Err(Error::EmptyTensor { op: OP, tensor: "x".into() });
+    }
+    let grad_x = gpu.empty(x.shape(), DType::F32)?;
+    let gs = gpu.empty(x.shape(), DType::F32)?;
+    let go = gpu.empty(x.shape(), DType::F32)?;
+    launch(enc, gpu, &BACKWARD, x, &[grad], &[&grad_x, &gs, &go], q, view)?;
+    let grad_scale = calib::channel_sum(enc, gpu, &gs, q.axis)?;
+    let grad_offset = calib::channel_sum(enc, gpu, &go, q.axis)?;
+    Ok(QuantGrads { grad_x, grad_scale, grad_offset })
+}
