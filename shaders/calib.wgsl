@@ -21,6 +21,10 @@ struct Chunk {
     slots: u32,     // slots per channel in the partial buffers
     ny: u32,        // grid y size (channel = y + z * ny)
     bins: u32,      // histogram bins
+    step_o: u32,    // (splits * 256) / inner_n: outer rows a thread advances per step
+    step_i: u32,    // (splits * 256) % inner_n
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Chunk;
@@ -35,9 +39,30 @@ fn channel_of(wid: vec3<u32>) -> u32 {
     return wid.y + wid.z * p.ny;
 }
 
-// Element j (0 <= j < outer_n * inner_n) of chunk channel cl, as an index into the binding.
-fn elem(cl: u32, j: u32) -> u32 {
-    return p.skip + (j / p.inner_n) * p.o_stride + cl * p.c_stride + (j % p.inner_n);
+// A thread walks elements j, j + splits * 256, ... of its channel in the chunk, keeping the
+// (outer row, inner position) pair incrementally: one integer division per thread.
+struct Cursor {
+    o: u32,
+    ii: u32,
+}
+
+fn cursor_start(split: u32, lid: u32) -> Cursor {
+    let j = split * WG + lid;
+    return Cursor(j / p.inner_n, j % p.inner_n);
+}
+
+fn cursor_next(c: ptr<function, Cursor>) {
+    (*c).ii += p.step_i;
+    (*c).o += p.step_o;
+    if (*c).ii >= p.inner_n {
+        (*c).ii -= p.inner_n;
+        (*c).o += 1u;
+    }
+}
+
+// Index into the binding of the cursor's element of chunk channel cl.
+fn elem(cl: u32, c: Cursor) -> u32 {
+    return p.skip + c.o * p.o_stride + cl * p.c_stride + c.ii;
 }
 
 fn slot(cl: u32, split: u32) -> u32 {
@@ -63,9 +88,8 @@ fn minmax_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     var lo = bitcast<f32>(0x7f800000u);
     var hi = -lo;
     var bad = 0u;
-    let total = p.outer_n * p.inner_n;
-    for (var j = wid.x * WG + lid; j < total; j += p.splits * WG) {
-        let v = mm_x[elem(cl, j)];
+    for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
+        let v = mm_x[elem(cl, cur)];
         if is_finite(v) {
             lo = min(lo, v);
             hi = max(hi, v);
@@ -100,10 +124,10 @@ fn minmax_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 
 @compute @workgroup_size(256)
 fn minmax_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = channel_of(wid);
-    if c >= p.c_count {
+    if channel_of(wid) >= p.c_count {
         return;
     }
+    let c = p.c0 + channel_of(wid);
     var lo = bitcast<f32>(0x7f800000u);
     var hi = -lo;
     var bad = 0u;
@@ -174,9 +198,8 @@ fn moments_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var n = 0u;
     var mean = 0.0;
     var m2 = 0.0;
-    let total = p.outer_n * p.inner_n;
-    for (var j = wid.x * WG + lid; j < total; j += p.splits * WG) {
-        let v = mo_x[elem(cl, j)];
+    for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
+        let v = mo_x[elem(cl, cur)];
         if is_finite(v) {
             n += 1u;
             let d = v - mean;
@@ -202,10 +225,10 @@ fn moments_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 
 @compute @workgroup_size(256)
 fn moments_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = channel_of(wid);
-    if c >= p.c_count {
+    if channel_of(wid) >= p.c_count {
         return;
     }
+    let c = p.c0 + channel_of(wid);
     var n = 0u;
     var mean = 0.0;
     var m2 = 0.0;
@@ -238,9 +261,8 @@ fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         return;
     }
     var acc = 0.0;
-    let total = p.outer_n * p.inner_n;
-    for (var j = wid.x * WG + lid; j < total; j += p.splits * WG) {
-        acc += su_x[elem(cl, j)];
+    for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
+        acc += su_x[elem(cl, cur)];
     }
     sh_a[lid] = acc;
     workgroupBarrier();
@@ -260,10 +282,10 @@ fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
 @compute @workgroup_size(256)
 fn sum_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = channel_of(wid);
-    if c >= p.c_count {
+    if channel_of(wid) >= p.c_count {
         return;
     }
+    let c = p.c0 + channel_of(wid);
     var acc = 0.0;
     for (var s = lid; s < p.slots; s += WG) {
         acc += suf_part[c * p.slots + s];
@@ -311,9 +333,8 @@ fn histogram_local(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
     workgroupBarrier();
     let r = hi_range[p.c0 + cl];
-    let total = p.outer_n * p.inner_n;
-    for (var j = wid.x * WG + lid; j < total; j += p.splits * WG) {
-        let v = hi_x[elem(cl, j)];
+    for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
+        let v = hi_x[elem(cl, cur)];
         if is_finite(v) {
             atomicAdd(&sh_hist[bin_of(v, r)], 1u);
         }
@@ -337,9 +358,8 @@ fn histogram_global(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     }
     let r = hi_range[p.c0 + cl];
     let base = (p.c0 + cl) * p.bins;
-    let total = p.outer_n * p.inner_n;
-    for (var j = wid.x * WG + lid; j < total; j += p.splits * WG) {
-        let v = hi_x[elem(cl, j)];
+    for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
+        let v = hi_x[elem(cl, cur)];
         if is_finite(v) {
             atomicAdd(&hi_counts[base + bin_of(v, r)], 1u);
         }

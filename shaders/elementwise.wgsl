@@ -1,9 +1,9 @@
 // Elementwise kernels over flat f32 arrays.
-// Dispatch: 1-D over elements, folded into 2-D when it exceeds the per-dimension limit.
+// Grid-stride loops over elements; the grid folds into 2-D past the per-dimension limit.
 
 struct Params {
     n: u32,
-    _pad0: u32,
+    step: u32,      // threads in the dispatch (grid stride)
     _pad1: u32,
     _pad2: u32,
 }
@@ -16,9 +16,7 @@ struct Params {
 @compute @workgroup_size(256)
 fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if i >= p.n {
-        return;
+    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < p.n; i += p.step) {
+        dst[i] = src[i];
     }
-    dst[i] = src[i];
 }

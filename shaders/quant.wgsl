@@ -7,6 +7,9 @@
 // WGSL division may be off by 2.5 ULP, multiplication is correctly rounded, so GPU and CPU
 // agree bit for bit.
 // Per-channel: channel = ((base + i) / inner) % channels; per-tensor is channels = 1.
+// Grid-stride loops: each thread walks elements i, i + step, ... and advances its channel
+// incrementally (one integer division per thread, not per element: GPUs and SIMD CPUs have no
+// fast vector integer division).
 // NaN inputs stay NaN in x_hat, quantize to the code of 0.0, and get zero gradients.
 
 struct Params {
@@ -16,6 +19,9 @@ struct Params {
     channels: u32,   // channels (1 = per tensor)
     qmax: f32,       // N = number of steps: 2^bw - 1 (2^bw - 2 for strict symmetric)
     signed_codes: u32, // codes: 1 = q + offset (signed grid), 0 = q
+    step: u32,       // threads in the dispatch (the grid stride)
+    step_r: u32,     // step % inner
+    step_c: u32,     // (step / inner) % channels
     _pad0: u32,
     _pad1: u32,
 }
@@ -37,38 +43,53 @@ fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
-fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 256u + lid;
+// A thread's position: element i of the chunk, its remainder within the inner run, its channel.
+struct Cursor {
+    i: u32,
+    rem: u32,
+    ch: u32,
 }
 
-fn encoding_of(i: u32) -> vec4<f32> {
-    return enc[((p.base + i) / p.inner) % p.channels];
+fn cursor_start(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Cursor {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    let g = p.base + i;
+    return Cursor(i, g % p.inner, (g / p.inner) % p.channels);
+}
+
+fn cursor_next(c: ptr<function, Cursor>) {
+    (*c).i += p.step;
+    (*c).rem += p.step_r;
+    var carry = 0u;
+    if (*c).rem >= p.inner {
+        (*c).rem -= p.inner;
+        carry = 1u;
+    }
+    (*c).ch += p.step_c + carry;
+    if (*c).ch >= p.channels {
+        (*c).ch -= p.channels;
+    }
 }
 
 @compute @workgroup_size(256)
 fn fake_quant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
-    if i >= p.n {
-        return;
+    for (var c = cursor_start(wid, nwg, lid); c.i < p.n; cursor_next(&c)) {
+        let e = enc[c.ch];
+        let v = x[c.i];
+        let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
+        y[c.i] = select((q + e.z) * e.x, v, is_nan(v));
     }
-    let e = encoding_of(i);
-    let v = x[i];
-    let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
-    y[i] = select((q + e.z) * e.x, v, is_nan(v));
 }
 
 @compute @workgroup_size(256)
 fn quantize_codes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
-    if i >= p.n {
-        return;
+    for (var c = cursor_start(wid, nwg, lid); c.i < p.n; cursor_next(&c)) {
+        let e = enc[c.ch];
+        let v = select(x[c.i], 0.0, is_nan(x[c.i]));
+        let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
+        codes[c.i] = i32(q) + select(0, i32(e.z), p.signed_codes != 0u);
     }
-    let e = encoding_of(i);
-    let v = select(x[i], 0.0, is_nan(x[i]));
-    let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
-    codes[i] = i32(q) + select(0, i32(e.z), p.signed_codes != 0u);
 }
 
 // Straight-through estimator for x; LSQ-style gradients for scale and offset, per element
@@ -78,24 +99,23 @@ fn quantize_codes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(256)
 fn fake_quant_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
-    if i >= p.n {
-        return;
+    for (var c = cursor_start(wid, nwg, lid); c.i < p.n; cursor_next(&c)) {
+        let i = c.i;
+        let e = enc[c.ch];
+        let v = x[i];
+        let g = grad[i];
+        if is_nan(v) {
+            grad_x[i] = 0.0;
+            grad_scale_el[i] = 0.0;
+            grad_offset_el[i] = 0.0;
+            continue;
+        }
+        let t = v * e.y;
+        let r = round(t);
+        let qu = r - e.z;
+        let inside = qu >= 0.0 && qu <= p.qmax;
+        grad_x[i] = select(0.0, g, inside);
+        grad_scale_el[i] = g * (clamp(r, e.z, e.z + p.qmax) - select(0.0, t, inside));
+        grad_offset_el[i] = select(g * e.x, 0.0, inside);
     }
-    let e = encoding_of(i);
-    let v = x[i];
-    let g = grad[i];
-    if is_nan(v) {
-        grad_x[i] = 0.0;
-        grad_scale_el[i] = 0.0;
-        grad_offset_el[i] = 0.0;
-        return;
-    }
-    let t = v * e.y;
-    let r = round(t);
-    let qu = r - e.z;
-    let inside = qu >= 0.0 && qu <= p.qmax;
-    grad_x[i] = select(0.0, g, inside);
-    grad_scale_el[i] = g * (clamp(r, e.z, e.z + p.qmax) - select(0.0, t, inside));
-    grad_offset_el[i] = select(g * e.x, 0.0, inside);
 }

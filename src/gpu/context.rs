@@ -227,3 +227,15 @@ impl Gpu {
         format!("{} ({:?}, {:?}, driver {} {})", s.name, s.backend, s.device_type, s.driver, s.driver_info)
     }
 }
+
+impl Gpu {
+    /// Counters of the buffer pool.
+    pub fn pool_stats(&self) -> crate::gpu::pool::PoolStats {
+        self.pool.stats()
+    }
+
+    /// Number of compiled pipelines in the cache.
+    pub fn pipeline_count(&self) -> usize {
+        self.kernels.pipeline_count()
+    }
+}

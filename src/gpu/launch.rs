@@ -21,6 +21,16 @@ pub fn grid_1d(groups: u64, max: u32) -> Result<[u32; 3]> {
     Ok([max as u32, y as u32, 1])
 }
 
+/// Elements each thread of a grid-stride kernel handles (at least).
+pub const ELEMS_PER_THREAD: u64 = 8;
+
+/// A grid for a grid-stride loop over `n` elements: about [`ELEMS_PER_THREAD`] per thread.
+/// Returns the grid and the stride (threads in the grid).
+pub fn grid_stride(n: u64, max: u32) -> Result<([u32; 3], u64)> {
+    let grid = grid_1d(n.div_ceil(WG * ELEMS_PER_THREAD).max(1), max)?;
+    Ok((grid, grid[0] as u64 * grid[1] as u64 * WG))
+}
+
 /// A grid with `x` workgroups per channel for `channels` channels: channel = y + z * ny.
 /// Returns the grid and `ny`.
 pub fn grid_channels(x: u32, channels: u64, max: u32) -> Result<([u32; 3], u32)> {

@@ -42,6 +42,9 @@ struct ChunkParams {
     slots: u32,
     ny: u32,
     bins: u32,
+    step_o: u32,
+    step_i: u32,
+    _pad: [u32; 2],
 }
 
 /// How a reduction over one tensor is split: chunks, workgroups per channel per chunk, slots.
@@ -83,28 +86,44 @@ impl Plan {
             slots: self.slots as u32,
             ny,
             bins,
+            step_o: (self.splits * WG / chunk.inner_n) as u32,
+            step_i: (self.splits * WG % chunk.inner_n) as u32,
+            _pad: [0; 2],
         }
     }
 
     /// Records the partial stage: for each chunk, bindings `pre ++ [x chunk] ++ post`.
+    /// A chunk with more channels than one grid holds is dispatched in channel groups.
     fn partials(&self, enc: &mut Encoder, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, pre: &[&GpuTensor], post: &[&GpuTensor], bins: u32) -> Result<()> {
+        let max = gpu.limits().max_groups as u64;
         for (i, chunk) in self.chunks.iter().enumerate() {
-            let (grid, ny) = grid_channels(self.splits as u32, chunk.c_count, gpu.limits().max_groups)?;
             let mut binds: Vec<Bind> = pre.iter().map(|t| Bind::Whole(t)).collect();
             binds.push(Bind::Range { tensor: x, offset: chunk.bind_start * 4, size: chunk.bind_len * 4 });
             binds.extend(post.iter().map(|t| Bind::Whole(t)));
-            enc.dispatch(gpu, kernel, &[], &self.params(chunk, i, ny, bins), &binds, grid)?;
+            for sub in (0..chunk.c_count).step_by((max * max) as usize) {
+                let count = (max * max).min(chunk.c_count - sub);
+                let (grid, ny) = grid_channels(self.splits as u32, count, max as u32)?;
+                let mut params = self.params(chunk, i, ny, bins);
+                params.c0 += sub as u32;
+                params.c_count = count as u32;
+                params.skip += (sub * self.view.inner) as u32;
+                enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;
+            }
         }
         Ok(())
     }
 
     /// Records the final stage: one workgroup per channel over all slots.
     fn finals(&self, enc: &mut Encoder, gpu: &Gpu, kernel: &Kernel, tensors: &[&GpuTensor]) -> Result<()> {
-        let c = self.view.channels;
-        let (grid, ny) = grid_channels(1, c, gpu.limits().max_groups)?;
-        let params = ChunkParams { c_count: c as u32, slots: self.slots as u32, ny, ..Default::default() };
+        let max = gpu.limits().max_groups as u64;
         let binds: Vec<Bind> = tensors.iter().map(|t| Bind::Whole(t)).collect();
-        enc.dispatch(gpu, kernel, &[], &params, &binds, grid)
+        for c0 in (0..self.view.channels).step_by((max * max) as usize) {
+            let count = (max * max).min(self.view.channels - c0);
+            let (grid, ny) = grid_channels(1, count, max as u32)?;
+            let params = ChunkParams { c0: c0 as u32, c_count: count as u32, slots: self.slots as u32, ny, ..Default::default() };
+            enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;
+        }
+        Ok(())
     }
 
     fn slot_count(&self) -> usize {

@@ -2,7 +2,7 @@
 
 use crate::error::{DType, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
-use crate::gpu::launch::{grid_1d, linear_chunks, WG};
+use crate::gpu::launch::{grid_stride, linear_chunks};
 use crate::gpu::{Bind, Encoder, Gpu, GpuTensor};
 
 static COPY: Kernel = Kernel { family: Family::Elementwise, entry: "copy", bindings: &[Access::Uniform, Access::Read, Access::ReadWrite] };
@@ -11,7 +11,8 @@ static COPY: Kernel = Kernel { family: Family::Elementwise, entry: "copy", bindi
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
-    _pad: [u32; 3],
+    step: u32,
+    _pad: [u32; 2],
 }
 
 /// Copies an f32 tensor with a compute kernel (the bandwidth roofline of the other
@@ -22,8 +23,9 @@ pub fn copy(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor> {
     let limits = gpu.limits();
     for ch in linear_chunks(x.len() as u64, &limits) {
         let range = |t| Bind::Range { tensor: t, offset: ch.start * 4, size: ch.len * 4 };
-        let params = Params { n: ch.len as u32, _pad: [0; 3] };
-        enc.dispatch(gpu, &COPY, &[], &params, &[range(x), range(&out)], grid_1d(ch.len.div_ceil(WG), limits.max_groups)?)?;
+        let (grid, step) = grid_stride(ch.len, limits.max_groups)?;
+        let params = Params { n: ch.len as u32, step: step as u32, _pad: [0; 2] };
+        enc.dispatch(gpu, &COPY, &[], &params, &[range(x), range(&out)], grid)?;
     }
     Ok(out)
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
-use crate::gpu::launch::{grid_1d, linear_chunks, ChannelView, WG};
+use crate::gpu::launch::{grid_stride, linear_chunks, ChannelView};
 use crate::gpu::{Bind, Encoder, Gpu, GpuTensor};
 use crate::ops::calib;
 use crate::quant::Encoding;
@@ -26,6 +26,9 @@ struct Params {
     channels: u32,
     qmax: f32,
     signed_codes: u32,
+    step: u32,
+    step_r: u32,
+    step_c: u32,
     _pad: [u32; 2],
 }
 
@@ -69,16 +72,21 @@ fn launch(enc: &mut Encoder, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&
         let mut binds = vec![Bind::Whole(&table), range(x)];
         binds.extend(ins.iter().map(|t| range(t)));
         binds.extend(outs.iter().map(|t| range(t)));
+        let (grid, step) = grid_stride(ch.len, limits.max_groups)?;
+        let inner = view.inner.max(1);
         let params = Params {
             n: ch.len as u32,
             base: ch.start as u32,
-            inner: view.inner.max(1) as u32,
+            inner: inner as u32,
             channels: view.channels as u32,
             qmax: q.steps() as f32,
             signed_codes: q.signed_codes() as u32,
+            step: step as u32,
+            step_r: (step % inner) as u32,
+            step_c: ((step / inner) % view.channels) as u32,
             _pad: [0; 2],
         };
-        enc.dispatch(gpu, kernel, &[], &params, &binds, grid_1d(ch.len.div_ceil(WG), limits.max_groups)?)?;
+        enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;
     }
     Ok(())
 }
