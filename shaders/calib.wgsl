@@ -79,24 +79,41 @@ var<workgroup> sh_n: array<u32, WG>;
 @group(0) @binding(2) var<storage, read_write> mm_part: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> mm_bad: array<u32>;
 
+var<private> acc_lo: f32;
+var<private> acc_hi: f32;
+var<private> acc_bad: u32;
+
+fn minmax_visit(v: f32) {
+    if is_finite(v) {
+        acc_lo = min(acc_lo, v);
+        acc_hi = max(acc_hi, v);
+    } else {
+        acc_bad += 1u;
+    }
+}
+
 @compute @workgroup_size(256)
 fn minmax_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let cl = channel_of(wid);
     if cl >= p.c_count {
         return;
     }
-    var lo = bitcast<f32>(0x7f800000u);
-    var hi = -lo;
-    var bad = 0u;
-    for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
-        let v = mm_x[elem(cl, cur)];
-        if is_finite(v) {
-            lo = min(lo, v);
-            hi = max(hi, v);
-        } else {
-            bad += 1u;
+    acc_lo = bitcast<f32>(0x7f800000u);
+    acc_hi = -acc_lo;
+    acc_bad = 0u;
+    if p.outer_n == 1u {
+        let base = p.skip + cl * p.c_stride;
+        for (var j = wid.x * WG + lid; j < p.inner_n; j += p.splits * WG) {
+            minmax_visit(mm_x[base + j]);
+        }
+    } else {
+        for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
+            minmax_visit(mm_x[elem(cl, cur)]);
         }
     }
+    let lo = acc_lo;
+    let hi = acc_hi;
+    let bad = acc_bad;
     sh_a[lid] = lo;
     sh_b[lid] = hi;
     sh_n[lid] = bad;
@@ -333,10 +350,20 @@ fn histogram_local(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
     workgroupBarrier();
     let r = hi_range[p.c0 + cl];
-    for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
-        let v = hi_x[elem(cl, cur)];
-        if is_finite(v) {
-            atomicAdd(&sh_hist[bin_of(v, r)], 1u);
+    if p.outer_n == 1u {
+        let base = p.skip + cl * p.c_stride;
+        for (var j = wid.x * WG + lid; j < p.inner_n; j += p.splits * WG) {
+            let v = hi_x[base + j];
+            if is_finite(v) {
+                atomicAdd(&sh_hist[bin_of(v, r)], 1u);
+            }
+        }
+    } else {
+        for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
+            let v = hi_x[elem(cl, cur)];
+            if is_finite(v) {
+                atomicAdd(&sh_hist[bin_of(v, r)], 1u);
+            }
         }
     }
     workgroupBarrier();

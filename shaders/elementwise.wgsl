@@ -1,22 +1,171 @@
-// Elementwise kernels over flat f32 arrays.
+// Elementwise kernels over flat f32 arrays: copy, unary activations, broadcasting binary ops,
+// per-channel affine (inference batch norm), fill, and strided copies (transpose, slice,
+// concat, split, pad).
 // Grid-stride loops over elements; the grid folds into 2-D past the per-dimension limit.
 
 struct Params {
     n: u32,
     step: u32,      // threads in the dispatch (grid stride)
-    _pad1: u32,
-    _pad2: u32,
+    op: u32,        // unary / binary op code
+    inner: u32,     // affine: elements per channel run
+    channels: u32,  // affine: channels
+    base: u32,      // global index of the chunk's first element
+    alpha: f32,
+    beta: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
+fn first_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * 256u + lid;
+}
+
 // Plain copy: the bandwidth roofline memory-bound kernels are compared against.
 @compute @workgroup_size(256)
 fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < p.n; i += p.step) {
+    for (var i = first_index(wid, nwg, lid); i < p.n; i += p.step) {
         dst[i] = src[i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < p.n; i += p.step) {
+        dst[i] = p.alpha;
+    }
+}
+
+// erf with Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+fn erf_approx(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return sign(x) * (1.0 - poly * exp(-x * x));
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// Op codes (src/ops/elementwise.rs: Unary).
+fn unary(op: u32, x: f32) -> f32 {
+    switch op {
+        case 0u: { return max(x, 0.0); }                                   // Relu
+        case 1u: { return min(max(x, p.alpha), p.beta); }                  // Clip(alpha, beta)
+        case 2u: { return select(x, x * p.alpha, x < 0.0); }               // LeakyRelu(alpha)
+        case 3u: { return sigmoid(x); }                                    // Sigmoid
+        case 4u: { return clamp(p.alpha * x + p.beta, 0.0, 1.0); }        // HardSigmoid
+        case 5u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }           // HardSwish
+        case 6u: { return tanh(x); }                                       // Tanh
+        case 7u: { return erf_approx(x); }                                 // Erf
+        case 8u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); } // Gelu
+        case 9u: { return exp(x); }                                        // Exp
+        case 10u: { return sqrt(x); }                                      // Sqrt
+        case 11u: { return -x; }                                           // Neg
+        default: { return x; }
+    }
+}
+
+@compute @workgroup_size(256)
+fn unary_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < p.n; i += p.step) {
+        dst[i] = unary(p.op, src[i]);
+    }
+}
+
+// Inference batch norm and any per-channel affine map: y = x * ab[c].x + ab[c].y,
+// channel = ((base + i) / inner) % channels.
+@group(0) @binding(2) var<storage, read> aff_ab: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> aff_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn channel_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < p.n; i += p.step) {
+        let ab = aff_ab[((p.base + i) / p.inner) % p.channels];
+        aff_y[i] = fma(src[i], ab.x, ab.y);
+    }
+}
+
+// ---- broadcasting binary ops and strided copies: shapes of up to 8 dims in the uniform --------
+
+struct Nd {
+    n: u32,
+    ndim: u32,
+    op: u32,
+    step: u32,
+    a_off: u32,     // strided copy: input element offset
+    y_off: u32,     // strided copy: output element offset
+    _pad0: u32,
+    _pad1: u32,
+    dims: array<vec4<u32>, 2>,  // iteration shape
+    sa: array<vec4<u32>, 2>,    // strides of a (0 on broadcast dims)
+    sb: array<vec4<u32>, 2>,    // strides of b (binary) or of the output (strided copy)
+}
+
+@group(0) @binding(0) var<uniform> q: Nd;
+@group(0) @binding(1) var<storage, read> bin_a: array<f32>;
+@group(0) @binding(2) var<storage, read> bin_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bin_y: array<f32>;
+
+fn at(v: array<vec4<u32>, 2>, d: u32) -> u32 {
+    return v[d / 4u][d % 4u];
+}
+
+fn binary(op: u32, a: f32, b: f32) -> f32 {
+    switch op {
+        case 0u: { return a + b; }
+        case 1u: { return a - b; }
+        case 2u: { return a * b; }
+        case 3u: { return a / b; }
+        case 4u: { return select(a, a * b, a < 0.0); }  // PRelu(x = a, slope = b)
+        case 5u: { return max(a, b); }
+        case 6u: { return min(a, b); }
+        case 7u: { return pow(a, b); }
+        default: { return a; }
+    }
+}
+
+@compute @workgroup_size(256)
+fn binary_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
+        var rem = i;
+        var ia = 0u;
+        var ib = 0u;
+        for (var d = i32(q.ndim) - 1; d >= 0; d--) {
+            let dim = at(q.dims, u32(d));
+            let c = rem % dim;
+            rem /= dim;
+            ia += c * at(q.sa, u32(d));
+            ib += c * at(q.sb, u32(d));
+        }
+        bin_y[i] = binary(q.op, bin_a[ia], bin_b[ib]);
+    }
+}
+
+@group(0) @binding(1) var<storage, read> st_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> st_y: array<f32>;
+
+// y[y_off + sum c_d * sb_d] = x[a_off + sum c_d * sa_d] over the iteration shape.
+@compute @workgroup_size(256)
+fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
+        var rem = i;
+        var ix = q.a_off;
+        var iy = q.y_off;
+        for (var d = i32(q.ndim) - 1; d >= 0; d--) {
+            let dim = at(q.dims, u32(d));
+            let c = rem % dim;
+            rem /= dim;
+            ix += c * at(q.sa, u32(d));
+            iy += c * at(q.sb, u32(d));
+        }
+        st_y[iy] = st_x[ix];
     }
 }

@@ -1,4 +1,5 @@
-// Batched matrix multiply C[b] = op(A[b]) * op(B[b]), f32, tiled in workgroup memory.
+// Batched matrix multiply C[b] = alpha * op(A[b]) * op(B[b]) + bias, f32, tiled in workgroup
+// memory. bias_mode: 0 none, 1 per column [N], 2 per row [M], 3 full [M, N].
 // op(A) is M x K, op(B) is K x N. TRANS_A: A is stored K x M; TRANS_B: B is stored N x K.
 // A batch stride of 0 broadcasts that operand across the batch.
 // Tile 64 x 64 x 16; 256 threads, each computing a 4 x 4 block.
@@ -17,15 +18,16 @@ struct Params {
     a_skip: u32,    // element offset of batch item 0 within the bound ranges
     b_skip: u32,
     c_skip: u32,
+    bias_mode: u32,
+    alpha: f32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -112,7 +114,14 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + lid3.x * 4u + j;
             if col < p.n {
-                c[c_base + row * p.n + col] = acc[i * 4u + j];
+                var v = p.alpha * acc[i * 4u + j];
+                switch p.bias_mode {
+                    case 1u: { v += bias[col]; }
+                    case 2u: { v += bias[row]; }
+                    case 3u: { v += bias[row * p.n + col]; }
+                    default: {}
+                }
+                c[c_base + row * p.n + col] = v;
             }
         }
     }

@@ -70,25 +70,45 @@ fn cursor_next(c: ptr<function, Cursor>) {
     }
 }
 
+fn fake_quant_one(v: f32, e: vec4<f32>) -> f32 {
+    let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
+    return select((q + e.z) * e.x, v, is_nan(v));
+}
+
+fn code_of(x: f32, e: vec4<f32>) -> i32 {
+    let v = select(x, 0.0, is_nan(x));
+    let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
+    return i32(q) + select(0, i32(e.z), p.signed_codes != 0u);
+}
+
+// Per-tensor encodings take a loop without channel bookkeeping.
 @compute @workgroup_size(256)
 fn fake_quant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
+    if p.channels == 1u {
+        let e = enc[0];
+        for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < p.n; i += p.step) {
+            y[i] = fake_quant_one(x[i], e);
+        }
+        return;
+    }
     for (var c = cursor_start(wid, nwg, lid); c.i < p.n; cursor_next(&c)) {
-        let e = enc[c.ch];
-        let v = x[c.i];
-        let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
-        y[c.i] = select((q + e.z) * e.x, v, is_nan(v));
+        y[c.i] = fake_quant_one(x[c.i], enc[c.ch]);
     }
 }
 
 @compute @workgroup_size(256)
 fn quantize_codes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
+    if p.channels == 1u {
+        let e = enc[0];
+        for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < p.n; i += p.step) {
+            codes[i] = code_of(x[i], e);
+        }
+        return;
+    }
     for (var c = cursor_start(wid, nwg, lid); c.i < p.n; cursor_next(&c)) {
-        let e = enc[c.ch];
-        let v = select(x[c.i], 0.0, is_nan(x[c.i]));
-        let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
-        codes[c.i] = i32(q) + select(0, i32(e.z), p.signed_codes != 0u);
+        codes[c.i] = code_of(x[c.i], enc[c.ch]);
     }
 }
 

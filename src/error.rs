@@ -52,6 +52,22 @@ pub enum Error {
     #[error("{op}: '{tensor}' needs {bytes} bytes but the limit is {limit} bytes ({which})")]
     TooLarge { op: &'static str, tensor: String, bytes: u64, limit: u64, which: &'static str },
 
+    /// A file could not be read or written.
+    #[error("{action} '{path}': {message}")]
+    Io { action: &'static str, path: String, message: String },
+
+    /// A model file is not valid ONNX or breaks one of ONNX's rules.
+    #[error("model '{model}': {message}")]
+    Model { model: String, message: String },
+
+    /// Ops the model uses that qforge does not run, all listed at once.
+    #[error("model '{model}' (opset {opset}) uses unsupported ops: {}", ops.join(", "))]
+    Unsupported { model: String, opset: i64, ops: Vec<String> },
+
+    /// The graph's structure is broken: a cycle, a dangling name, a missing input.
+    #[error("graph '{model}': {message}")]
+    Graph { model: String, message: String },
+
     /// Input data contains NaN or infinite values where they are not allowed.
     #[error("{op}: '{tensor}' contains {count} non-finite value(s) (NaN or Inf)")]
     NonFinite { op: &'static str, tensor: String, count: u64 },

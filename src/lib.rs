@@ -22,6 +22,8 @@
 
 pub mod error;
 pub mod gpu;
+pub mod exec;
+pub mod graph;
 pub mod ops;
 pub mod quant;
 pub mod reference;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{Access, Kernel};
+use crate::gpu::kernels::{Access, CachedPipeline, Kernel};
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::{Gpu, GpuTensor};
 
@@ -26,11 +26,56 @@ pub enum Bind<'a> {
     Range { tensor: &'a GpuTensor, offset: u64, size: u64 },
 }
 
-impl<'a> Bind<'a> {
-    fn tensor(&self) -> &'a GpuTensor {
-        match *self {
-            Bind::Whole(t) | Bind::Range { tensor: t, .. } => t,
+/// One prepared dispatch: pipeline, bind group (with its uniform block) and grid. Made once by
+/// [`Gpu::prepare`], recorded any number of times; holds the buffers it binds.
+pub struct Step {
+    pipeline: Arc<CachedPipeline>,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+    keep: Vec<Arc<PooledBuffer>>,
+    label: &'static str,
+}
+
+impl Step {
+    /// The kernel's entry point (for profiling and errors).
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+}
+
+/// Anything kernels can be recorded into: an [`Encoder`] (runs when submitted) or a [`Steps`]
+/// list (prepared once, replayed by an executor plan).
+pub trait Record {
+    /// Records one dispatch of `kernel` with a uniform parameter block (binding 0) and the
+    /// given storage bindings (1..), specialised by `constants`.
+    fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        binds: &[Bind<'_>],
+        groups: [u32; 3],
+    ) -> Result<()>;
+}
+
+impl Record for Encoder {
+    fn dispatch<P: bytemuck::Pod>(&mut self, gpu: &Gpu, kernel: &Kernel, constants: &[(&'static str, f64)], params: &P, binds: &[Bind<'_>], groups: [u32; 3]) -> Result<()> {
+        if let Some(step) = gpu.prepare(kernel, constants, params, binds, groups)? {
+            self.run(std::slice::from_ref(&step));
         }
+        Ok(())
+    }
+}
+
+/// Prepared dispatches in order.
+#[derive(Default)]
+pub struct Steps(pub Vec<Step>);
+
+impl Record for Steps {
+    fn dispatch<P: bytemuck::Pod>(&mut self, gpu: &Gpu, kernel: &Kernel, constants: &[(&'static str, f64)], params: &P, binds: &[Bind<'_>], groups: [u32; 3]) -> Result<()> {
+        self.0.extend(gpu.prepare(kernel, constants, params, binds, groups)?);
+        Ok(())
     }
 }
 
@@ -40,55 +85,19 @@ impl Encoder {
         self.dispatches
     }
 
-    /// Records one compute dispatch of `kernel` with a uniform parameter block (binding 0) and
-    /// the given storage bindings (1..), specialised by `constants`.
-    pub fn dispatch<P: bytemuck::Pod>(
-        &mut self,
-        gpu: &Gpu,
-        kernel: &Kernel,
-        constants: &[(&'static str, f64)],
-        params: &P,
-        binds: &[Bind<'_>],
-        groups: [u32; 3],
-    ) -> Result<()> {
-        debug_assert_eq!(kernel.bindings.len(), binds.len() + 1, "{}: binding count", kernel.entry);
-        debug_assert_eq!(kernel.bindings[0], Access::Uniform);
-        if groups.contains(&0) {
-            return Ok(());
+    /// Records prepared steps in one compute pass (wgpu orders dispatches within it).
+    pub fn run(&mut self, steps: &[Step]) {
+        let mut pass = self.inner.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for step in steps {
+            pass.set_pipeline(&step.pipeline.pipeline);
+            pass.set_bind_group(0, &step.bind_group, &[]);
+            pass.dispatch_workgroups(step.groups[0], step.groups[1], step.groups[2]);
         }
-        let pipeline = gpu.kernels.pipeline(&gpu.device, kernel, constants)?;
-        let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(kernel.entry),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, b) in binds.iter().enumerate() {
-            let resource = match *b {
-                Bind::Whole(t) => wgpu::BufferBinding {
-                    buffer: t.buf.raw(),
-                    offset: 0,
-                    size: wgpu::BufferSize::new(t.bytes().max(4)),
-                },
-                Bind::Range { tensor, offset, size } => {
-                    wgpu::BufferBinding { buffer: tensor.buf.raw(), offset, size: wgpu::BufferSize::new(size.max(4)) }
-                }
-            };
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: wgpu::BindingResource::Buffer(resource) });
-            self.keep.push(b.tensor().buf.clone());
-        }
-        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.entry),
-            layout: &pipeline.layout,
-            entries: &entries,
-        });
-        let mut pass = self.inner.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.entry), timestamp_writes: None });
-        pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         drop(pass);
-        self.dispatches += 1;
-        Ok(())
+        for step in steps {
+            self.keep.extend(step.keep.iter().cloned());
+        }
+        self.dispatches += steps.len();
     }
 
     /// Records a buffer-to-buffer copy of `bytes` bytes.
@@ -96,6 +105,37 @@ impl Encoder {
         self.inner.copy_buffer_to_buffer(src.buf.raw(), src_offset, dst.buf.raw(), dst_offset, bytes);
         self.keep.push(src.buf.clone());
         self.keep.push(dst.buf.clone());
+    }
+}
+
+impl Gpu {
+    /// Prepares one dispatch (`None` for an empty grid): pipeline from the cache, a uniform
+    /// buffer holding `params`, and a bind group over `binds`.
+    pub fn prepare<P: bytemuck::Pod>(&self, kernel: &Kernel, constants: &[(&'static str, f64)], params: &P, binds: &[Bind<'_>], groups: [u32; 3]) -> Result<Option<Step>> {
+        debug_assert_eq!(kernel.bindings.len(), binds.len() + 1, "{}: binding count", kernel.entry);
+        debug_assert_eq!(kernel.bindings[0], Access::Uniform);
+        if groups.contains(&0) {
+            return Ok(None);
+        }
+        let pipeline = self.kernels.pipeline(&self.device, kernel, constants)?;
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(kernel.entry),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        let mut keep = Vec::with_capacity(binds.len());
+        for (i, b) in binds.iter().enumerate() {
+            let (tensor, offset, size) = match *b {
+                Bind::Whole(t) => (t, 0, t.bytes()),
+                Bind::Range { tensor, offset, size } => (tensor, offset, size),
+            };
+            let resource = wgpu::BufferBinding { buffer: tensor.buf.raw(), offset, size: wgpu::BufferSize::new(size.max(4)) };
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: wgpu::BindingResource::Buffer(resource) });
+            keep.push(tensor.buf.clone());
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(kernel.entry), layout: &pipeline.layout, entries: &entries });
+        Ok(Some(Step { pipeline, bind_group, groups, keep, label: kernel.entry }))
     }
 }
 

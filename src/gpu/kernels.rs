@@ -13,11 +13,14 @@ pub enum Family {
     Quant,
     Calib,
     Gemm,
+    Conv,
+    Pool,
+    Reduce,
 }
 
 impl Family {
     /// Every family, for validation tests and `qforge devices --check`.
-    pub const ALL: [Family; 4] = [Family::Elementwise, Family::Quant, Family::Calib, Family::Gemm];
+    pub const ALL: [Family; 7] = [Family::Elementwise, Family::Quant, Family::Calib, Family::Gemm, Family::Conv, Family::Pool, Family::Reduce];
 
     /// The file name without extension.
     pub fn name(self) -> &'static str {
@@ -26,6 +29,9 @@ impl Family {
             Family::Quant => "quant",
             Family::Calib => "calib",
             Family::Gemm => "gemm",
+            Family::Conv => "conv",
+            Family::Pool => "pool",
+            Family::Reduce => "reduce",
         }
     }
 
@@ -36,6 +42,9 @@ impl Family {
             Family::Quant => include_str!("../../shaders/quant.wgsl"),
             Family::Calib => include_str!("../../shaders/calib.wgsl"),
             Family::Gemm => include_str!("../../shaders/gemm.wgsl"),
+            Family::Conv => include_str!("../../shaders/conv.wgsl"),
+            Family::Pool => include_str!("../../shaders/pool.wgsl"),
+            Family::Reduce => include_str!("../../shaders/reduce.wgsl"),
         }
     }
 }

@@ -8,5 +8,5 @@ pub mod pool;
 mod tensor;
 
 pub use context::{list_adapters, pick_adapter, AdapterSummary, Gpu, GpuLimits};
-pub use encoder::{Bind, Encoder};
+pub use encoder::{Bind, Encoder, Record, Step, Steps};
 pub use tensor::{to_array, Element, GpuTensor};

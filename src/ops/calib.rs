@@ -4,7 +4,7 @@
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::{channel_chunks, grid_1d, grid_channels, ChannelChunk, ChannelView, WG};
-use crate::gpu::{Bind, Encoder, Gpu, GpuTensor};
+use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -23,7 +23,7 @@ pub const DEFAULT_BINS: u32 = 2048;
 /// Largest bin count gathered in workgroup memory (16 KiB of u32 counters).
 const LOCAL_BINS: u32 = 4096;
 /// Elements each workgroup should cover at least before another split is worth it.
-const ELEMS_PER_GROUP: u64 = 4096;
+const ELEMS_PER_GROUP: u64 = 16384;
 /// Most workgroups per channel in one chunk.
 const MAX_SPLITS: u64 = 1024;
 
@@ -94,7 +94,7 @@ impl Plan {
 
     /// Records the partial stage: for each chunk, bindings `pre ++ [x chunk] ++ post`.
     /// A chunk with more channels than one grid holds is dispatched in channel groups.
-    fn partials(&self, enc: &mut Encoder, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, pre: &[&GpuTensor], post: &[&GpuTensor], bins: u32) -> Result<()> {
+    fn partials(&self, enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, pre: &[&GpuTensor], post: &[&GpuTensor], bins: u32) -> Result<()> {
         let max = gpu.limits().max_groups as u64;
         for (i, chunk) in self.chunks.iter().enumerate() {
             let mut binds: Vec<Bind> = pre.iter().map(|t| Bind::Whole(t)).collect();
@@ -114,7 +114,7 @@ impl Plan {
     }
 
     /// Records the final stage: one workgroup per channel over all slots.
-    fn finals(&self, enc: &mut Encoder, gpu: &Gpu, kernel: &Kernel, tensors: &[&GpuTensor]) -> Result<()> {
+    fn finals(&self, enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, tensors: &[&GpuTensor]) -> Result<()> {
         let max = gpu.limits().max_groups as u64;
         let binds: Vec<Bind> = tensors.iter().map(|t| Bind::Whole(t)).collect();
         for c0 in (0..self.view.channels).step_by((max * max) as usize) {
@@ -141,7 +141,7 @@ pub struct MinMax {
 }
 
 /// Min/max per tensor (`axis = None`) or per channel along `axis`.
-pub fn min_max(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<MinMax> {
+pub fn min_max(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<MinMax> {
     let plan = plan("min_max", gpu, x, axis)?;
     let n = plan.slot_count();
     let identity: Vec<[f32; 2]> = vec![[f32::INFINITY, f32::NEG_INFINITY]; n];
@@ -157,7 +157,7 @@ pub fn min_max(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>)
 
 /// Per-channel `[channels, 4]` = (count, mean, M2, sum) of the finite values; the variance is
 /// `M2 / count`. Partials combine with Chan's parallel formula.
-pub fn moments(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<GpuTensor> {
+pub fn moments(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<GpuTensor> {
     let plan = plan("moments", gpu, x, axis)?;
     let n = plan.slot_count();
     let part = gpu.upload_slice(&[n, 2], &vec![0f32; 2 * n])?;
@@ -169,7 +169,7 @@ pub fn moments(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>)
 }
 
 /// Per-channel sums `[channels]` (NaN and Inf included).
-pub fn channel_sum(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<GpuTensor> {
+pub fn channel_sum(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<GpuTensor> {
     let plan = plan("channel_sum", gpu, x, axis)?;
     let n = plan.slot_count();
     let part = gpu.upload_slice(&[n], &vec![0f32; n])?;
@@ -206,7 +206,7 @@ fn check_ranges(op: &'static str, ranges: &[(f32, f32)], channels: u64) -> Resul
 /// Adds the histogram of `x` (per tensor or per channel) over the given per-channel ranges to
 /// `counts` (`[channels, bins]` u32), or to a new zeroed histogram when `counts` is `None`.
 /// Values outside a range land in its edge bins; non-finite values are left out.
-pub fn histogram(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>, ranges: &[(f32, f32)], bins: u32, counts: Option<&GpuTensor>) -> Result<GpuTensor> {
+pub fn histogram(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>, ranges: &[(f32, f32)], bins: u32, counts: Option<&GpuTensor>) -> Result<GpuTensor> {
     const OP: &str = "histogram";
     check_bins(OP, bins)?;
     let plan = plan(OP, gpu, x, axis)?;
@@ -250,7 +250,7 @@ pub fn rebin_table(old: (f32, f32), new: (f32, f32), bins: u32) -> (Vec<[u32; 2]
 }
 
 /// Re-bins `counts` (`[channels, bins]`) from `old` to `new` per-channel ranges on the GPU.
-pub fn rebin(enc: &mut Encoder, gpu: &Gpu, counts: &GpuTensor, old: &[(f32, f32)], new: &[(f32, f32)]) -> Result<GpuTensor> {
+pub fn rebin(enc: &mut impl Record, gpu: &Gpu, counts: &GpuTensor, old: &[(f32, f32)], new: &[(f32, f32)]) -> Result<GpuTensor> {
     const OP: &str = "histogram_rebin";
     counts.expect_dtype(OP, "counts", DType::U32)?;
     let [c, bins] = counts.shape() else {

@@ -1,31 +1,274 @@
-//! Elementwise kernels (`shaders/elementwise.wgsl`).
+//! Elementwise kernels (`shaders/elementwise.wgsl`): copy, fill, unary activations,
+//! broadcasting binary ops, per-channel affine maps and strided copies.
+//! The `*_into` forms write a given output tensor (the executor's preallocated buffers).
 
-use crate::error::{DType, Result};
+use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::{grid_stride, linear_chunks};
-use crate::gpu::{Bind, Encoder, Gpu, GpuTensor};
+use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 
-static COPY: Kernel = Kernel { family: Family::Elementwise, entry: "copy", bindings: &[Access::Uniform, Access::Read, Access::ReadWrite] };
+use Access::{Read, ReadWrite, Uniform};
+
+static COPY: Kernel = Kernel { family: Family::Elementwise, entry: "copy", bindings: &[Uniform, Read, ReadWrite] };
+static FILL: Kernel = Kernel { family: Family::Elementwise, entry: "fill", bindings: &[Uniform, Read, ReadWrite] };
+static UNARY: Kernel = Kernel { family: Family::Elementwise, entry: "unary_op", bindings: &[Uniform, Read, ReadWrite] };
+static AFFINE: Kernel = Kernel { family: Family::Elementwise, entry: "channel_affine", bindings: &[Uniform, Read, Read, ReadWrite] };
+static BINARY: Kernel = Kernel { family: Family::Elementwise, entry: "binary_op", bindings: &[Uniform, Read, Read, ReadWrite] };
+static STRIDED: Kernel = Kernel { family: Family::Elementwise, entry: "strided_copy", bindings: &[Uniform, Read, ReadWrite] };
+
+/// Most dims a broadcasting or strided kernel handles.
+pub const MAX_DIMS: usize = 8;
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
     step: u32,
+    op: u32,
+    inner: u32,
+    channels: u32,
+    base: u32,
+    alpha: f32,
+    beta: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct NdParams {
+    n: u32,
+    ndim: u32,
+    op: u32,
+    step: u32,
+    a_off: u32,
+    y_off: u32,
     _pad: [u32; 2],
+    dims: [u32; MAX_DIMS],
+    sa: [u32; MAX_DIMS],
+    sb: [u32; MAX_DIMS],
+}
+
+/// Unary activations (op codes shared with the shader).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Relu,
+    /// Clip to [min, max].
+    Clip(f32, f32),
+    LeakyRelu(f32),
+    Sigmoid,
+    /// max(0, min(1, alpha * x + beta)).
+    HardSigmoid(f32, f32),
+    HardSwish,
+    Tanh,
+    Erf,
+    Gelu,
+    Exp,
+    Sqrt,
+    Neg,
+}
+
+impl Unary {
+    fn code(self) -> (u32, f32, f32) {
+        match self {
+            Unary::Relu => (0, 0.0, 0.0),
+            Unary::Clip(lo, hi) => (1, lo, hi),
+            Unary::LeakyRelu(a) => (2, a, 0.0),
+            Unary::Sigmoid => (3, 0.0, 0.0),
+            Unary::HardSigmoid(a, b) => (4, a, b),
+            Unary::HardSwish => (5, 0.0, 0.0),
+            Unary::Tanh => (6, 0.0, 0.0),
+            Unary::Erf => (7, 0.0, 0.0),
+            Unary::Gelu => (8, 0.0, 0.0),
+            Unary::Exp => (9, 0.0, 0.0),
+            Unary::Sqrt => (10, 0.0, 0.0),
+            Unary::Neg => (11, 0.0, 0.0),
+        }
+    }
+}
+
+/// Binary ops with NumPy broadcasting (op codes shared with the shader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// PRelu: a where a >= 0, a * b elsewhere.
+    PRelu,
+    Max,
+    Min,
+    Pow,
+}
+
+fn check_f32(op: &'static str, name: &str, t: &GpuTensor) -> Result<()> {
+    t.expect_dtype(op, name, DType::F32)
+}
+
+fn check_same_len(op: &'static str, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+    if x.len() != y.len() {
+        return Err(Error::ShapeMismatch { op, tensor: "output".into(), expected: format!("{} elements", x.len()), got: y.shape().to_vec() });
+    }
+    Ok(())
+}
+
+/// Records a flat kernel (copy, fill, unary, affine) over `x` in binding-sized chunks.
+fn flat(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, extra: Option<&GpuTensor>, y: &GpuTensor, mut params: Params) -> Result<()> {
+    let limits = gpu.limits();
+    for ch in linear_chunks(y.len() as u64, &limits) {
+        let range = |t| Bind::Range { tensor: t, offset: ch.start * 4, size: ch.len * 4 };
+        let (grid, step) = grid_stride(ch.len, limits.max_groups)?;
+        params.n = ch.len as u32;
+        params.step = step as u32;
+        params.base = ch.start as u32;
+        let mut binds = vec![if kernel.entry == "fill" { Bind::Whole(x) } else { range(x) }];
+        binds.extend(extra.map(Bind::Whole));
+        binds.push(range(y));
+        enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;
+    }
+    Ok(())
 }
 
 /// Copies an f32 tensor with a compute kernel (the bandwidth roofline of the other
 /// memory-bound kernels; `Encoder::copy` is the DMA copy).
-pub fn copy(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor> {
-    x.expect_dtype("copy", "x", DType::F32)?;
+pub fn copy(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor> {
+    check_f32("copy", "x", x)?;
     let out = gpu.empty(x.shape(), DType::F32)?;
-    let limits = gpu.limits();
-    for ch in linear_chunks(x.len() as u64, &limits) {
-        let range = |t| Bind::Range { tensor: t, offset: ch.start * 4, size: ch.len * 4 };
-        let (grid, step) = grid_stride(ch.len, limits.max_groups)?;
-        let params = Params { n: ch.len as u32, step: step as u32, _pad: [0; 2] };
-        enc.dispatch(gpu, &COPY, &[], &params, &[range(x), range(&out)], grid)?;
-    }
+    flat(enc, gpu, &COPY, x, None, &out, Params::default())?;
     Ok(out)
+}
+
+/// Sets every element of `y` to `value`.
+pub fn fill_into(enc: &mut impl Record, gpu: &Gpu, y: &GpuTensor, value: f32) -> Result<()> {
+    check_f32("fill", "y", y)?;
+    flat(enc, gpu, &FILL, y, None, y, Params { alpha: value, ..Default::default() })
+}
+
+/// `y = f(x)` elementwise.
+pub fn unary_into(enc: &mut impl Record, gpu: &Gpu, f: Unary, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+    check_f32("unary", "x", x)?;
+    check_same_len("unary", x, y)?;
+    let (op, alpha, beta) = f.code();
+    flat(enc, gpu, &UNARY, x, None, y, Params { op, alpha, beta, ..Default::default() })
+}
+
+/// `y = x * scale[c] + shift[c]` with channel `c = (i / inner) % channels` (`ab` = `[channels, 2]`).
+pub fn channel_affine_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, ab: &GpuTensor, inner: usize, y: &GpuTensor) -> Result<()> {
+    check_f32("channel_affine", "x", x)?;
+    check_same_len("channel_affine", x, y)?;
+    let channels = ab.len() / 2;
+    if channels == 0 || inner == 0 || x.len() % (channels * inner) != 0 {
+        return Err(Error::ShapeMismatch { op: "channel_affine", tensor: "x".into(), expected: format!("a multiple of {channels} channels x {inner}"), got: x.shape().to_vec() });
+    }
+    flat(enc, gpu, &AFFINE, x, Some(ab), y, Params { inner: inner as u32, channels: channels as u32, ..Default::default() })
+}
+
+/// Row-major strides of a shape.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// The NumPy broadcast of two shapes.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    (0..n)
+        .map(|i| {
+            let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+            let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            match (da, db) {
+                (x, y) if x == y => Some(x),
+                (1, y) => Some(y),
+                (x, 1) => Some(x),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Strides of `shape` seen inside the broadcast `out` shape (0 on broadcast dims).
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<u32> {
+    let st = strides(shape);
+    let lead = out.len() - shape.len();
+    (0..out.len()).map(|i| if i < lead || shape[i - lead] == 1 { 0 } else { st[i - lead] as u32 }).collect()
+}
+
+fn check_nd(op: &'static str, gpu: &Gpu, shape: &[usize], tensors: &[&GpuTensor]) -> Result<()> {
+    if shape.len() > MAX_DIMS {
+        return Err(Error::invalid(op, "rank", shape.len(), format!("at most {MAX_DIMS} dims")));
+    }
+    for t in tensors {
+        if t.bytes() > gpu.limits().max_binding {
+            return Err(Error::TooLarge { op, tensor: format!("{t:?}"), bytes: t.bytes(), limit: gpu.limits().max_binding, which: "storage binding" });
+        }
+    }
+    Ok(())
+}
+
+fn pack(v: &[u32]) -> [u32; MAX_DIMS] {
+    let mut out = [0u32; MAX_DIMS];
+    out[..v.len()].copy_from_slice(v);
+    out
+}
+
+/// `y = a op b` with NumPy broadcasting; `y` has the broadcast shape.
+pub fn binary_into(enc: &mut impl Record, gpu: &Gpu, op: Binary, a: &GpuTensor, b: &GpuTensor, y: &GpuTensor) -> Result<()> {
+    const OP: &str = "binary";
+    check_f32(OP, "a", a)?;
+    check_f32(OP, "b", b)?;
+    let out = broadcast_shape(a.shape(), b.shape())
+        .ok_or_else(|| Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("broadcastable with {:?}", a.shape()), got: b.shape().to_vec() })?;
+    if out.iter().product::<usize>() != y.len() {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("{out:?}"), got: y.shape().to_vec() });
+    }
+    check_nd(OP, gpu, &out, &[a, b, y])?;
+    let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
+    let params = NdParams {
+        n: y.len() as u32,
+        ndim: out.len() as u32,
+        op: op as u32,
+        step: step as u32,
+        dims: pack(&out.iter().map(|&d| d as u32).collect::<Vec<_>>()),
+        sa: pack(&broadcast_strides(a.shape(), &out)),
+        sb: pack(&broadcast_strides(b.shape(), &out)),
+        ..Default::default()
+    };
+    enc.dispatch(gpu, &BINARY, &[], &params, &[Bind::Whole(a), Bind::Whole(b), Bind::Whole(y)], grid)
+}
+
+/// A strided view for [`strided_copy_into`]: element offset and per-dim strides.
+#[derive(Clone, Debug)]
+pub struct StridedView {
+    pub offset: usize,
+    pub strides: Vec<usize>,
+}
+
+/// Copies the `dims`-shaped region `x[src]` into `y[dst]` (transpose, slice, concat, pad …).
+pub fn strided_copy_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, src: &StridedView, y: &GpuTensor, dst: &StridedView, dims: &[usize]) -> Result<()> {
+    const OP: &str = "strided_copy";
+    check_f32(OP, "x", x)?;
+    check_nd(OP, gpu, dims, &[x, y])?;
+    let n: usize = dims.iter().product();
+    if n == 0 {
+        return Ok(());
+    }
+    let last = |v: &StridedView| v.offset + dims.iter().zip(&v.strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>();
+    if last(src) >= x.len() || last(dst) >= y.len() {
+        return Err(Error::invalid(OP, "region", format!("{dims:?}"), "reaches past the end of a tensor"));
+    }
+    let (grid, step) = grid_stride(n as u64, gpu.limits().max_groups)?;
+    let to32 = |v: &[usize]| pack(&v.iter().map(|&d| d as u32).collect::<Vec<_>>());
+    let params = NdParams {
+        n: n as u32,
+        ndim: dims.len() as u32,
+        step: step as u32,
+        a_off: src.offset as u32,
+        y_off: dst.offset as u32,
+        dims: to32(dims),
+        sa: to32(&src.strides),
+        sb: to32(&dst.strides),
+        ..Default::default()
+    };
+    enc.dispatch(gpu, &STRIDED, &[], &params, &[Bind::Whole(x), Bind::Whole(y)], grid)
 }

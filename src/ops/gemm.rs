@@ -2,9 +2,21 @@
 
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
-use crate::gpu::{Bind, Encoder, Gpu, GpuTensor};
+use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 
-static MATMUL: Kernel = Kernel { family: Family::Gemm, entry: "matmul", bindings: &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite] };
+static MATMUL: Kernel = Kernel { family: Family::Gemm, entry: "matmul", bindings: &[Access::Uniform, Access::Read, Access::Read, Access::Read, Access::ReadWrite] };
+
+/// What is added to every product matrix.
+#[derive(Clone, Copy, Debug)]
+pub enum Bias<'a> {
+    None,
+    /// `[N]`: one value per column.
+    PerColumn(&'a GpuTensor),
+    /// `[M]`: one value per row.
+    PerRow(&'a GpuTensor),
+    /// `[M, N]`, shared by every batch item.
+    Full(&'a GpuTensor),
+}
 
 const TILE: u64 = 64;
 
@@ -20,39 +32,66 @@ struct Params {
     a_skip: u32,
     b_skip: u32,
     c_skip: u32,
-    _pad: [u32; 3],
+    bias_mode: u32,
+    alpha: f32,
+    _pad: u32,
 }
 
-/// Splits `[batch, rows, cols]` or `[rows, cols]` into (batch, rows, cols).
-fn dims(op: &'static str, name: &str, t: &GpuTensor) -> Result<(usize, usize, usize)> {
-    t.expect_dtype(op, name, DType::F32)?;
-    match *t.shape() {
+/// The output shape of [`matmul`], or why the operands do not fit together.
+pub fn output_shape(a: &[usize], b: &[usize], trans_a: bool, trans_b: bool) -> Result<Vec<usize>> {
+    const OP: &str = "matmul";
+    let split = |s: &[usize], name: &str| match *s {
         [r, c] => Ok((1, r, c)),
-        [b, r, c] => Ok((b, r, c)),
-        _ => Err(Error::ShapeMismatch { op, tensor: name.into(), expected: "[rows, cols] or [batch, rows, cols]".into(), got: t.shape().to_vec() }),
+        [bt, r, c] => Ok((bt, r, c)),
+        _ => Err(Error::ShapeMismatch { op: OP, tensor: name.into(), expected: "[rows, cols] or [batch, rows, cols]".into(), got: s.to_vec() }),
+    };
+    let ((ba, ra, ca), (bb, rb, cb)) = (split(a, "a")?, split(b, "b")?);
+    let (m, k) = if trans_a { (ca, ra) } else { (ra, ca) };
+    let (kb, n) = if trans_b { (cb, rb) } else { (rb, cb) };
+    if k != kb {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("inner dimension {k} (from a {a:?}, trans_a={trans_a})"), got: b.to_vec() });
     }
+    if ba != bb && ba != 1 && bb != 1 {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("batch {ba} or 1"), got: b.to_vec() });
+    }
+    Ok(if a.len() == 2 && b.len() == 2 { vec![m, n] } else { vec![ba.max(bb), m, n] })
 }
 
 /// `C[b] = op(A[b]) * op(B[b])` with `op` a transpose when `trans_a` / `trans_b` is set.
 /// A 2-D operand (or a batch of 1) is shared by every batch item. Returns `[batch, M, N]`
 /// (or `[M, N]` when both operands are 2-D).
-pub fn matmul(enc: &mut Encoder, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> Result<GpuTensor> {
+pub fn matmul(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> Result<GpuTensor> {
+    let c = gpu.empty(&output_shape(a.shape(), b.shape(), trans_a, trans_b)?, DType::F32)?;
+    matmul_into(enc, gpu, a, b, trans_a, trans_b, 1.0, Bias::None, &c)?;
+    Ok(c)
+}
+
+/// `C = alpha * op(A) * op(B) + bias` into a preallocated `c` of [`output_shape`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool, alpha: f32, bias: Bias<'_>, c: &GpuTensor) -> Result<()> {
     const OP: &str = "matmul";
-    let (ba, ra, ca) = dims(OP, "a", a)?;
-    let (bb, rb, cb) = dims(OP, "b", b)?;
-    let (m, k) = if trans_a { (ca, ra) } else { (ra, ca) };
-    let (kb, n) = if trans_b { (cb, rb) } else { (rb, cb) };
-    if k != kb {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("inner dimension {k} (from a {:?}, trans_a={trans_a})", a.shape()), got: b.shape().to_vec() });
+    let shape = output_shape(a.shape(), b.shape(), trans_a, trans_b)?;
+    for (name, t) in [("a", a), ("b", b), ("c", c)] {
+        t.expect_dtype(OP, name, DType::F32)?;
     }
-    if ba != bb && ba != 1 && bb != 1 {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("batch {ba} or 1"), got: b.shape().to_vec() });
+    if c.shape().iter().product::<usize>() != shape.iter().product::<usize>() {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "c".into(), expected: format!("{shape:?}"), got: c.shape().to_vec() });
     }
-    let batch = ba.max(bb);
-    let shape = if a.shape().len() == 2 && b.shape().len() == 2 { vec![m, n] } else { vec![batch, m, n] };
-    let c = gpu.empty(&shape, DType::F32)?;
+    let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let k = if trans_a { a.shape()[a.shape().len() - 2] } else { a.shape()[a.shape().len() - 1] };
+    let batch = if shape.len() == 3 { shape[0] } else { 1 };
+    let (ba, bb) = (if a.shape().len() == 3 { a.shape()[0] } else { 1 }, if b.shape().len() == 3 { b.shape()[0] } else { 1 });
+    let (bias_mode, bias_t, bias_len) = match bias {
+        Bias::None => (0, a, 0),
+        Bias::PerColumn(t) => (1, t, n),
+        Bias::PerRow(t) => (2, t, m),
+        Bias::Full(t) => (3, t, m * n),
+    };
+    if bias_mode != 0 && bias_t.len() != bias_len {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "bias".into(), expected: format!("{bias_len} elements"), got: bias_t.shape().to_vec() });
+    }
     if m == 0 || n == 0 || batch == 0 {
-        return Ok(c);
+        return Ok(());
     }
     if k == 0 {
         return Err(Error::EmptyTensor { op: OP, tensor: "a (inner dimension 0)".into() });
@@ -86,10 +125,10 @@ pub fn matmul(enc: &mut Encoder, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_
         }
         let (ab, a_skip) = bind(a, b0, nb, align_e, sa, (m * k) as u64);
         let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, (k * n) as u64);
-        let (cbind, c_skip) = bind(&c, b0, nb, align_e, sc, (m * n) as u64);
-        let params = Params { m: m as u32, n: n as u32, k: k as u32, a_stride: sa as u32, b_stride: sb as u32, c_stride: sc as u32, a_skip, b_skip, c_skip, _pad: [0; 3] };
-        enc.dispatch(gpu, &MATMUL, &constants, &params, &[ab, bbind, cbind], [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32])?;
+        let (cbind, c_skip) = bind(c, b0, nb, align_e, sc, (m * n) as u64);
+        let params = Params { m: m as u32, n: n as u32, k: k as u32, a_stride: sa as u32, b_stride: sb as u32, c_stride: sc as u32, a_skip, b_skip, c_skip, bias_mode, alpha, _pad: 0 };
+        enc.dispatch(gpu, &MATMUL, &constants, &params, &[ab, bbind, Bind::Whole(bias_t), cbind], [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32])?;
         b0 += nb;
     }
-    Ok(c)
+    Ok(())
 }

@@ -1,9 +1,11 @@
-//! One Rust function per kernel: each validates its inputs, records into an [`Encoder`] it is
-//! given and returns its outputs. Ops never submit or wait.
-//!
-//! [`Encoder`]: crate::gpu::Encoder
+//! One Rust function per kernel: each validates its inputs, records into a
+//! [`Record`](crate::gpu::Record) (an encoder, or a plan's prepared steps) and returns its
+//! outputs (or writes the `*_into` output it is given). Ops never submit or wait.
 
 pub mod calib;
+pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod pool;
 pub mod quant;
+pub mod reduce;

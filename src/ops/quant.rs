@@ -3,7 +3,7 @@
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::{grid_stride, linear_chunks, ChannelView};
-use crate::gpu::{Bind, Encoder, Gpu, GpuTensor};
+use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::ops::calib;
 use crate::quant::Encoding;
 
@@ -64,7 +64,7 @@ fn check(op: &'static str, x: &GpuTensor, q: &Encoding) -> Result<ChannelView> {
 
 /// Records one elementwise quant kernel over `x` in binding-sized chunks; `outs` are written
 /// at the same positions as `x`.
-fn launch(enc: &mut Encoder, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], q: &Encoding, view: ChannelView) -> Result<()> {
+fn launch(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], q: &Encoding, view: ChannelView) -> Result<()> {
     let table = gpu.upload_slice(&[q.channels(), 4], bytemuck::cast_slice::<[f32; 4], f32>(&q.table()))?;
     let limits = gpu.limits();
     for ch in linear_chunks(x.len() as u64, &limits) {
@@ -93,7 +93,7 @@ fn launch(enc: &mut Encoder, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&
 
 /// Quantize-dequantize `x` with `q` (per tensor, or per channel along `q.axis`).
 /// NaN stays NaN; +-Inf saturate to the grid's ends.
-pub fn fake_quant(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> Result<GpuTensor> {
+pub fn fake_quant(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> Result<GpuTensor> {
     let view = check("fake_quant", x, q)?;
     let out = gpu.empty(x.shape(), DType::F32)?;
     if !x.is_empty() {
@@ -104,7 +104,7 @@ pub fn fake_quant(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> 
 
 /// Integer codes of `x` under `q` (i32): `q + offset` on signed grids, `q` in [0, N] otherwise.
 /// NaN gets the code of 0.0.
-pub fn quantize_codes(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> Result<GpuTensor> {
+pub fn quantize_codes(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> Result<GpuTensor> {
     let view = check("quantize_codes", x, q)?;
     let out = gpu.empty(x.shape(), DType::I32)?;
     if !x.is_empty() {
@@ -114,7 +114,7 @@ pub fn quantize_codes(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, q: &Encoding)
 }
 
 /// Backward pass of [`fake_quant`] for an upstream gradient `grad`.
-pub fn fake_quant_backward(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, grad: &GpuTensor, q: &Encoding) -> Result<QuantGrads> {
+pub fn fake_quant_backward(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, grad: &GpuTensor, q: &Encoding) -> Result<QuantGrads> {
     const OP: &str = "fake_quant_backward";
     let view = check(OP, x, q)?;
     grad.expect_dtype(OP, "grad", DType::F32)?;

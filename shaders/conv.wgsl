@@ -1,0 +1,88 @@
+// 2-D convolution, NCHW, f32: groups (depthwise included), strides, dilations, asymmetric pads,
+// optional bias. Each thread computes COB output channels of one output pixel, sharing the input
+// loads when the COB channels lie in one group.
+// Grid: x = pixel tile (64 pixels), y = output-channel block, z = batch item.
+
+override COB: u32 = 4u;
+
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    groups: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_t: u32,
+    pad_l: u32,
+    dil_h: u32,
+    dil_w: u32,
+    has_bias: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;   // [cout, cin / groups, kh, kw]
+@group(0) @binding(3) var<storage, read> bias: array<f32>; // [cout] (ignored unless has_bias)
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let pix = wid.x * 64u + lid;
+    let npix = p.oh * p.ow;
+    if pix >= npix {
+        return;
+    }
+    let n = wid.z;
+    let co0 = wid.y * COB;
+    let oy = pix / p.ow;
+    let ox = pix % p.ow;
+    let cin_g = p.cin / p.groups;
+    let cout_g = p.cout / p.groups;
+    let ksize = cin_g * p.kh * p.kw;
+    var acc: array<f32, 4>;
+    // COB > 1 is only used when the block's channels share one group.
+    let g = min(co0, p.cout - 1u) / cout_g;
+    let x_base = (n * p.cin + g * cin_g) * p.h * p.w;
+    let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
+    let ix0 = i32(ox * p.stride_w) - i32(p.pad_l);
+    for (var ci = 0u; ci < cin_g; ci++) {
+        let xc = x_base + ci * p.h * p.w;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = iy0 + i32(ky * p.dil_h);
+            if iy < 0 || iy >= i32(p.h) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = ix0 + i32(kx * p.dil_w);
+                if ix < 0 || ix >= i32(p.w) {
+                    continue;
+                }
+                let xv = x[xc + u32(iy) * p.w + u32(ix)];
+                let kidx = (ci * p.kh + ky) * p.kw + kx;
+                for (var k = 0u; k < COB; k++) {
+                    let co = min(co0 + k, p.cout - 1u);
+                    acc[k] = fma(xv, wt[co * ksize + kidx], acc[k]);
+                }
+            }
+        }
+    }
+    for (var k = 0u; k < COB; k++) {
+        let co = co0 + k;
+        if co < p.cout {
+            var v = acc[k];
+            if p.has_bias != 0u {
+                v += bias[co];
+            }
+            y[(n * p.cout + co) * npix + pix] = v;
+        }
+    }
+}

@@ -1,0 +1,112 @@
+// Pooling, NCHW: max and average windows, and global average over H x W.
+// Window grid: one thread per output element, 1-D grid-stride.
+
+struct Params {
+    nc: u32,        // batch * channels
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_t: u32,
+    pad_l: u32,
+    dil_h: u32,
+    dil_w: u32,
+    count_include_pad: u32,
+    pad_b: u32,     // bottom/right pads bound the window for count_include_pad
+    pad_r: u32,
+    step: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn max_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let total = p.nc * p.oh * p.ow;
+    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < total; i += p.step) {
+        let ox = i % p.ow;
+        let oy = (i / p.ow) % p.oh;
+        let base = (i / (p.ow * p.oh)) * p.h * p.w;
+        var m = bitcast<f32>(0xff800000u);
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.stride_h + ky * p.dil_h) - i32(p.pad_t);
+            if iy < 0 || iy >= i32(p.h) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = i32(ox * p.stride_w + kx * p.dil_w) - i32(p.pad_l);
+                if ix >= 0 && ix < i32(p.w) {
+                    m = max(m, x[base + u32(iy) * p.w + u32(ix)]);
+                }
+            }
+        }
+        y[i] = m;
+    }
+}
+
+@compute @workgroup_size(256)
+fn avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let total = p.nc * p.oh * p.ow;
+    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < total; i += p.step) {
+        let ox = i % p.ow;
+        let oy = (i / p.ow) % p.oh;
+        let base = (i / (p.ow * p.oh)) * p.h * p.w;
+        var s = 0.0;
+        var cnt = 0u;
+        var cnt_pad = 0u;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.stride_h + ky) - i32(p.pad_t);
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = i32(ox * p.stride_w + kx) - i32(p.pad_l);
+                let inside_pad = iy < i32(p.h + p.pad_b) && ix < i32(p.w + p.pad_r);
+                if inside_pad {
+                    cnt_pad += 1u;
+                }
+                if iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w) {
+                    s += x[base + u32(iy) * p.w + u32(ix)];
+                    cnt += 1u;
+                }
+            }
+        }
+        let d = select(cnt, cnt_pad, p.count_include_pad != 0u);
+        y[i] = s / f32(max(d, 1u));
+    }
+}
+
+var<workgroup> sh: array<f32, 256>;
+
+// One workgroup per (n, c) plane: mean over h * w. Grid folded: plane = x + y * nwg.x.
+@compute @workgroup_size(256)
+fn global_avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let plane = wid.x + wid.y * nwg.x;
+    if plane >= p.nc {
+        return;
+    }
+    let hw = p.h * p.w;
+    var s = 0.0;
+    for (var i = lid; i < hw; i += 256u) {
+        s += x[plane * hw + i];
+    }
+    sh[lid] = s;
+    workgroupBarrier();
+    for (var k = 128u; k > 0u; k >>= 1u) {
+        if lid < k {
+            sh[lid] += sh[lid + k];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        y[plane] = sh[0] / f32(hw);
+    }
+}

@@ -1,0 +1,207 @@
+//! [`Graph`] → ONNX: attribute-inputs re-emitted in the opset's form, constants as
+//! initializers, written atomically (temp file + rename), never over the input model.
+
+use std::path::Path;
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::graph::ir::{Const, Dim, Graph, Op};
+use crate::graph::onnx;
+use crate::ops::elementwise::Unary;
+
+fn attr_int(name: &str, v: i64) -> onnx::AttributeProto {
+    onnx::AttributeProto { name: Some(name.into()), r#type: Some(2), i: Some(v), ..Default::default() }
+}
+fn attr_float(name: &str, v: f32) -> onnx::AttributeProto {
+    onnx::AttributeProto { name: Some(name.into()), r#type: Some(1), f: Some(v), ..Default::default() }
+}
+fn attr_ints(name: &str, v: &[i64]) -> onnx::AttributeProto {
+    onnx::AttributeProto { name: Some(name.into()), r#type: Some(7), ints: v.to_vec(), ..Default::default() }
+}
+fn attr_str(name: &str, v: &str) -> onnx::AttributeProto {
+    onnx::AttributeProto { name: Some(name.into()), r#type: Some(3), s: Some(v.as_bytes().to_vec()), ..Default::default() }
+}
+
+/// A constant as a TensorProto (raw little-endian data).
+pub fn tensor_proto(name: &str, c: &Const) -> onnx::TensorProto {
+    let (data_type, raw): (i32, Vec<u8>) = match c {
+        Const::F32(a) => (1, a.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        Const::I64(a) => (7, a.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    };
+    onnx::TensorProto { name: Some(name.into()), dims: c.shape().iter().map(|&d| d as i64).collect(), data_type: Some(data_type), raw_data: Some(raw), ..Default::default() }
+}
+
+fn value_info(name: &str, dims: Option<Vec<Dim>>) -> onnx::ValueInfoProto {
+    use onnx::tensor_shape_proto::{dimension::Value, Dimension};
+    let shape = dims.map(|d| onnx::TensorShapeProto {
+        dim: d
+            .into_iter()
+            .map(|d| Dimension {
+                value: Some(match d {
+                    Dim::Fixed(v) => Value::DimValue(v as i64),
+                    Dim::Named(n) => Value::DimParam(n),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    onnx::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(onnx::TypeProto { value: Some(onnx::type_proto::Value::TensorType(onnx::type_proto::Tensor { elem_type: Some(1), shape })), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Builds the ONNX model of a graph.
+pub fn to_model(g: &Graph) -> onnx::ModelProto {
+    let mut initializers: Vec<onnx::TensorProto> = g.consts.iter().map(|(n, c)| tensor_proto(n, c)).collect();
+    let mut extra_const = |stem: &str, c: Const| {
+        let mut name = stem.to_string();
+        let mut k = 1;
+        while g.consts.contains_key(&name) || initializers.iter().any(|t| t.name.as_deref() == Some(name.as_str())) {
+            name = format!("{stem}_{k}");
+            k += 1;
+        }
+        initializers.push(tensor_proto(&name, &c));
+        name
+    };
+    let ints_const = |v: &[i64]| Const::I64(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.to_vec()).expect("1-D"));
+    let scalar = |v: f32| Const::F32(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), v));
+    let mut nodes = Vec::with_capacity(g.nodes.len());
+    for n in &g.nodes {
+        let mut inputs = n.inputs.clone();
+        let mut attrs = Vec::new();
+        match &n.op {
+            Op::Conv(c) | Op::ConvTranspose { conv: c, .. } => {
+                attrs.push(attr_ints("strides", &c.strides.map(|v| v as i64)));
+                attrs.push(attr_ints("pads", &c.pads.map(|v| v as i64)));
+                attrs.push(attr_ints("dilations", &c.dilations.map(|v| v as i64)));
+                attrs.push(attr_int("group", c.groups as i64));
+                if let Op::ConvTranspose { output_padding, .. } = &n.op {
+                    attrs.push(attr_ints("output_padding", &output_padding.map(|v| v as i64)));
+                }
+            }
+            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                attrs.extend([attr_float("alpha", *alpha), attr_float("beta", *beta), attr_int("transA", *trans_a as i64), attr_int("transB", *trans_b as i64)]);
+            }
+            Op::BatchNorm { epsilon } => attrs.push(attr_float("epsilon", *epsilon)),
+            Op::Unary(Unary::Clip(lo, hi)) => {
+                if g.opset >= 11 {
+                    inputs.push(extra_const(&format!("{}_min", n.name), scalar(*lo)));
+                    inputs.push(extra_const(&format!("{}_max", n.name), scalar(*hi)));
+                } else {
+                    attrs.extend([attr_float("min", *lo), attr_float("max", *hi)]);
+                }
+            }
+            Op::Unary(Unary::LeakyRelu(a)) => attrs.push(attr_float("alpha", *a)),
+            Op::Unary(Unary::HardSigmoid(a, b)) => attrs.extend([attr_float("alpha", *a), attr_float("beta", *b)]),
+            Op::MaxPool(p) | Op::AveragePool(p) => {
+                attrs.push(attr_ints("kernel_shape", &p.kernel.map(|v| v as i64)));
+                attrs.push(attr_ints("strides", &p.strides.map(|v| v as i64)));
+                attrs.push(attr_ints("pads", &p.pads.map(|v| v as i64)));
+                attrs.push(attr_int("ceil_mode", p.ceil_mode as i64));
+                if matches!(n.op, Op::MaxPool(_)) {
+                    attrs.push(attr_ints("dilations", &p.dilations.map(|v| v as i64)));
+                } else {
+                    attrs.push(attr_int("count_include_pad", p.count_include_pad as i64));
+                }
+            }
+            Op::Flatten { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::Reshape { allow_zero } if *allow_zero => attrs.push(attr_int("allowzero", 1)),
+            Op::Transpose { perm } if !perm.is_empty() => attrs.push(attr_ints("perm", &perm.iter().map(|&p| p as i64).collect::<Vec<_>>())),
+            Op::Concat { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::Split { axis, split } => {
+                attrs.push(attr_int("axis", *axis));
+                if !split.is_empty() {
+                    let v: Vec<i64> = split.iter().map(|&s| s as i64).collect();
+                    if g.opset >= 13 {
+                        inputs.push(extra_const(&format!("{}_split", n.name), ints_const(&v)));
+                    } else {
+                        attrs.push(attr_ints("split", &v));
+                    }
+                }
+            }
+            Op::Pad { mode, value } => {
+                attrs.push(attr_str("mode", mode));
+                inputs.truncate(2);
+                inputs.push(extra_const(&format!("{}_value", n.name), scalar(*value)));
+            }
+            Op::Resize { mode, coordinate_transformation, nearest_mode } => {
+                attrs.extend([attr_str("mode", mode), attr_str("coordinate_transformation_mode", coordinate_transformation), attr_str("nearest_mode", nearest_mode)]);
+            }
+            Op::Softmax { axis, .. } => attrs.push(attr_int("axis", *axis)),
+            Op::ReduceMean { axes, keepdims } => {
+                attrs.push(attr_int("keepdims", *keepdims as i64));
+                if !axes.is_empty() {
+                    if g.opset >= 18 {
+                        inputs.push(extra_const(&format!("{}_axes", n.name), ints_const(axes)));
+                    } else {
+                        attrs.push(attr_ints("axes", axes));
+                    }
+                }
+            }
+            Op::Squeeze { axes } | Op::Unsqueeze { axes } if !axes.is_empty() => {
+                if g.opset >= 13 {
+                    inputs.push(extra_const(&format!("{}_axes", n.name), ints_const(axes)));
+                } else {
+                    attrs.push(attr_ints("axes", axes));
+                }
+            }
+            Op::Gather { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::Cast { to } => attrs.push(attr_int("to", *to as i64)),
+            _ => {}
+        }
+        nodes.push(onnx::NodeProto {
+            name: Some(n.name.clone()),
+            op_type: Some(n.op.onnx_type().into()),
+            input: inputs,
+            output: n.outputs.clone(),
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+    let graph = onnx::GraphProto {
+        name: Some(g.name.clone()),
+        node: nodes,
+        initializer: initializers,
+        input: g.inputs.iter().map(|i| value_info(i, g.input_dims.get(i).cloned())).collect(),
+        output: g.outputs.iter().map(|o| value_info(o, None)).collect(),
+        ..Default::default()
+    };
+    onnx::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![onnx::OperatorSetIdProto { domain: Some(String::new()), version: Some(g.opset) }],
+        producer_name: Some("qforge".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+/// Writes bytes to `path` through a temporary file in the same folder and a rename, so a
+/// failure never leaves a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |action: &'static str, e: std::io::Error| Error::Io { action, path: path.display().to_string(), message: e.to_string() };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|f| f.to_str()).unwrap_or("out"), std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| io("writing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("renaming into", e)
+    })
+}
+
+/// Exports the graph as ONNX to `path`; refuses to overwrite `source` (the model it came from).
+pub fn save(g: &Graph, path: &Path, source: Option<&Path>) -> Result<()> {
+    if let Some(src) = source {
+        let same = match (std::fs::canonicalize(src), std::fs::canonicalize(path)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same {
+            return Err(Error::Io { action: "refusing to overwrite the input model", path: path.display().to_string(), message: "choose another output path".into() });
+        }
+    }
+    write_atomic(path, &to_model(g).encode_to_vec())
+}

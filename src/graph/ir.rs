@@ -1,0 +1,214 @@
+//! The host-side graph every pass and the executor work on: nodes with typed ops, values by
+//! name (as ONNX and AIMET's encodings name them), constants as arrays, static shapes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ndarray::ArrayD;
+
+use crate::ops::conv::Conv2d;
+use crate::ops::elementwise::{Binary, Unary};
+use crate::ops::pool::Pool2d;
+
+/// A tensor known at load time: a weight, an initializer, a folded constant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Const {
+    F32(ArrayD<f32>),
+    I64(ArrayD<i64>),
+}
+
+impl Const {
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Const::F32(a) => a.shape(),
+            Const::I64(a) => a.shape(),
+        }
+    }
+
+    /// Values as i64 (f32 truncated), for shape arithmetic.
+    pub fn to_i64(&self) -> Vec<i64> {
+        match self {
+            Const::F32(a) => a.iter().map(|&v| v as i64).collect(),
+            Const::I64(a) => a.iter().copied().collect(),
+        }
+    }
+
+    /// Values as f32.
+    pub fn to_f32(&self) -> ArrayD<f32> {
+        match self {
+            Const::F32(a) => a.clone(),
+            Const::I64(a) => a.mapv(|v| v as f32),
+        }
+    }
+}
+
+/// A dimension of a graph input as declared: fixed, or named (batch, height …).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(usize),
+    Named(String),
+}
+
+/// What a node computes, with its attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Conv(Conv2d),
+    ConvTranspose { conv: Conv2d, output_padding: [usize; 2] },
+    /// Y = alpha * op(A) * op(B) + beta * C.
+    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    MatMul,
+    BatchNorm { epsilon: f32 },
+    Unary(Unary),
+    Binary(Binary),
+    MaxPool(Pool2d),
+    AveragePool(Pool2d),
+    GlobalAveragePool,
+    Flatten { axis: i64 },
+    /// Shape from the second input (a constant after folding).
+    Reshape { allow_zero: bool },
+    Transpose { perm: Vec<usize> },
+    Concat { axis: i64 },
+    /// Split sizes from the attribute or the second input.
+    Split { axis: i64, split: Vec<usize> },
+    /// starts, ends, axes, steps from inputs (constants after folding) or attributes (opset < 10).
+    Slice,
+    Pad { mode: String, value: f32 },
+    Resize { mode: String, coordinate_transformation: String, nearest_mode: String },
+    Softmax { axis: i64, legacy: bool },
+    ReduceMean { axes: Vec<i64>, keepdims: bool },
+    Squeeze { axes: Vec<i64> },
+    Unsqueeze { axes: Vec<i64> },
+    Identity,
+    Dropout,
+    /// Shape-computing ops, folded away at load when their inputs are constant.
+    Shape,
+    Gather { axis: i64 },
+    Cast { to: i32 },
+    ConstantOfShape { value: f32 },
+}
+
+impl Op {
+    /// The ONNX op type.
+    pub fn onnx_type(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::ConvTranspose { .. } => "ConvTranspose",
+            Op::Gemm { .. } => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Unary(u) => match u {
+                Unary::Relu => "Relu",
+                Unary::Clip(..) => "Clip",
+                Unary::LeakyRelu(_) => "LeakyRelu",
+                Unary::Sigmoid => "Sigmoid",
+                Unary::HardSigmoid(..) => "HardSigmoid",
+                Unary::HardSwish => "HardSwish",
+                Unary::Tanh => "Tanh",
+                Unary::Erf => "Erf",
+                Unary::Gelu => "Gelu",
+                Unary::Exp => "Exp",
+                Unary::Sqrt => "Sqrt",
+                Unary::Neg => "Neg",
+            },
+            Op::Binary(b) => match b {
+                Binary::Add => "Add",
+                Binary::Sub => "Sub",
+                Binary::Mul => "Mul",
+                Binary::Div => "Div",
+                Binary::PRelu => "PRelu",
+                Binary::Max => "Max",
+                Binary::Min => "Min",
+                Binary::Pow => "Pow",
+            },
+            Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool(_) => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Concat { .. } => "Concat",
+            Op::Split { .. } => "Split",
+            Op::Slice => "Slice",
+            Op::Pad { .. } => "Pad",
+            Op::Resize { .. } => "Resize",
+            Op::Softmax { .. } => "Softmax",
+            Op::ReduceMean { .. } => "ReduceMean",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Identity => "Identity",
+            Op::Dropout => "Dropout",
+            Op::Shape => "Shape",
+            Op::Gather { .. } => "Gather",
+            Op::Cast { .. } => "Cast",
+            Op::ConstantOfShape { .. } => "ConstantOfShape",
+        }
+    }
+
+    /// Ops that only reinterpret their input's shape (no data movement on the GPU).
+    pub fn is_view(&self) -> bool {
+        matches!(self, Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity | Op::Dropout)
+    }
+}
+
+/// One node: an op from named inputs to named outputs ("" = an omitted optional input).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+/// A model: runtime inputs and outputs, nodes in topological order, constants, shapes.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: String,
+    /// Default-domain opset the model was imported with.
+    pub opset: i64,
+    /// Runtime inputs (not constants), in model order.
+    pub inputs: Vec<String>,
+    /// Declared dims of each runtime input (named dims resolved at [`Graph::resolve`]).
+    pub input_dims: HashMap<String, Vec<Dim>>,
+    pub outputs: Vec<String>,
+    pub nodes: Vec<Node>,
+    /// Weights and constants by name.
+    pub consts: BTreeMap<String, Const>,
+    /// Static shape of every runtime value, filled by [`Graph::resolve`].
+    pub shapes: HashMap<String, Vec<usize>>,
+    /// Metadata carried through export.
+    pub producer: String,
+}
+
+impl Graph {
+    /// The node that produces `value`, if any.
+    pub fn producer_of(&self, value: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.outputs.iter().any(|o| o == value))
+    }
+
+    /// Indices of the nodes that read `value`.
+    pub fn consumers_of(&self, value: &str) -> Vec<usize> {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.inputs.iter().any(|i| i == value)).map(|(i, _)| i).collect()
+    }
+
+    /// An f32 constant by name.
+    pub fn weight(&self, name: &str) -> Option<&ArrayD<f32>> {
+        match self.consts.get(name) {
+            Some(Const::F32(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Number of f32 weight elements.
+    pub fn param_count(&self) -> usize {
+        self.consts.values().map(|c| if let Const::F32(a) = c { a.len() } else { 0 }).sum()
+    }
+
+    /// A fresh value or node name starting with `stem` that is not used yet.
+    pub fn unique_name(&self, stem: &str) -> String {
+        let taken = |s: &str| self.consts.contains_key(s) || self.shapes.contains_key(s) || self.nodes.iter().any(|n| n.name == s || n.outputs.iter().any(|o| o == s));
+        if !taken(stem) {
+            return stem.to_string();
+        }
+        (1..).map(|i| format!("{stem}_{i}")).find(|s| !taken(s)).expect("some suffix is free")
+    }
+}

@@ -1,0 +1,3 @@
+//! Graph rewrites: each pass takes a resolved graph and returns what it changed.
+
+pub mod bn_fold;

@@ -1,0 +1,132 @@
+//! 2-D convolution (`shaders/conv.wgsl`), NCHW.
+
+use crate::error::{DType, Error, Result};
+use crate::gpu::kernels::{Access, Family, Kernel};
+use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+
+use Access::{Read, ReadWrite, Uniform};
+
+static CONV2D: Kernel = Kernel { family: Family::Conv, entry: "conv2d", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
+
+const PIXELS_PER_GROUP: usize = 64;
+
+/// Convolution attributes (ONNX Conv, 2-D).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// (height, width).
+    pub strides: [usize; 2],
+    /// (top, left, bottom, right).
+    pub pads: [usize; 4],
+    /// (height, width).
+    pub dilations: [usize; 2],
+    pub groups: usize,
+}
+
+impl Default for Conv2d {
+    fn default() -> Self {
+        Conv2d { strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    groups: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_t: u32,
+    pad_l: u32,
+    dil_h: u32,
+    dil_w: u32,
+    has_bias: u32,
+    _pad: [u32; 3],
+}
+
+/// Output size of one spatial dim.
+pub fn out_dim(input: usize, kernel: usize, stride: usize, pad_begin: usize, pad_end: usize, dilation: usize) -> Option<usize> {
+    let span = dilation * (kernel.checked_sub(1)?) + 1;
+    let padded = input + pad_begin + pad_end;
+    if padded < span || stride == 0 {
+        return None;
+    }
+    Some((padded - span) / stride + 1)
+}
+
+/// The output shape `[n, cout, oh, ow]` of a convolution, checking every constraint.
+pub fn output_shape(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[usize; 4]> {
+    const OP: &str = "Conv";
+    let ([n, cin, h, wd], [cout, cin_g, kh, kw]) = (x, w) else {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "input / weight".into(), expected: "4-D NCHW input and [cout, cin/groups, kh, kw] weight".into(), got: x.to_vec() });
+    };
+    if a.groups == 0 || cin % a.groups != 0 || cout % a.groups != 0 || cin / a.groups != *cin_g {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "weight".into(), expected: format!("[cout divisible by {g}, {} = cin / groups, kh, kw] for input channels {cin}", cin / a.groups.max(1), g = a.groups), got: w.to_vec() });
+    }
+    let oh = out_dim(*h, *kh, a.strides[0], a.pads[0], a.pads[2], a.dilations[0]);
+    let ow = out_dim(*wd, *kw, a.strides[1], a.pads[1], a.pads[3], a.dilations[1]);
+    match (oh, ow) {
+        (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok([*n, *cout, oh, ow]),
+        _ => Err(Error::invalid(OP, "kernel/stride/pads", format!("{a:?}"), format!("no output for a {h}x{wd} input and a {kh}x{kw} kernel"))),
+    }
+}
+
+/// `y = conv(x, w) + bias` into a preallocated `y` of [`output_shape`].
+pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, a: &Conv2d, y: &GpuTensor) -> Result<()> {
+    const OP: &str = "Conv";
+    for (name, t) in [("x", x), ("w", w), ("y", y)] {
+        t.expect_dtype(OP, name, DType::F32)?;
+        if t.bytes() > gpu.limits().max_binding {
+            return Err(Error::TooLarge { op: OP, tensor: name.into(), bytes: t.bytes(), limit: gpu.limits().max_binding, which: "storage binding (split the batch)" });
+        }
+    }
+    let [n, cout, oh, ow] = output_shape(x.shape(), w.shape(), a)?;
+    if y.shape() != [n, cout, oh, ow] {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: y.shape().to_vec() });
+    }
+    if let Some(b) = bias {
+        if b.len() != cout {
+            return Err(Error::ShapeMismatch { op: OP, tensor: "bias".into(), expected: format!("[{cout}]"), got: b.shape().to_vec() });
+        }
+    }
+    let limits = gpu.limits();
+    if n > limits.max_groups as usize {
+        return Err(Error::invalid(OP, "batch", n, format!("at most {} per dispatch", limits.max_groups)));
+    }
+    let cout_g = cout / a.groups;
+    let cob = if cout_g % 4 == 0 { 4 } else { 1 };
+    let s = x.shape();
+    let params = Params {
+        n: n as u32,
+        cin: s[1] as u32,
+        h: s[2] as u32,
+        w: s[3] as u32,
+        cout: cout as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        groups: a.groups as u32,
+        kh: w.shape()[2] as u32,
+        kw: w.shape()[3] as u32,
+        stride_h: a.strides[0] as u32,
+        stride_w: a.strides[1] as u32,
+        pad_t: a.pads[0] as u32,
+        pad_l: a.pads[1] as u32,
+        dil_h: a.dilations[0] as u32,
+        dil_w: a.dilations[1] as u32,
+        has_bias: bias.is_some() as u32,
+        _pad: [0; 3],
+    };
+    let grid = [(oh * ow).div_ceil(PIXELS_PER_GROUP) as u32, cout.div_ceil(cob) as u32, n as u32];
+    if grid[0] > limits.max_groups || grid[1] > limits.max_groups {
+        return Err(Error::invalid(OP, "output size", format!("{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
+    }
+    let bias = bias.unwrap_or(w);
+    enc.dispatch(gpu, &CONV2D, &[("COB", cob as f64)], &params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
+}

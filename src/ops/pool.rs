@@ -1,0 +1,122 @@
+//! Pooling (`shaders/pool.wgsl`), NCHW.
+
+use crate::error::{DType, Error, Result};
+use crate::gpu::kernels::{Access, Family, Kernel};
+use crate::gpu::launch::{grid_1d, grid_stride};
+use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+
+use Access::{Read, ReadWrite, Uniform};
+
+static MAX_POOL: Kernel = Kernel { family: Family::Pool, entry: "max_pool", bindings: &[Uniform, Read, ReadWrite] };
+static AVG_POOL: Kernel = Kernel { family: Family::Pool, entry: "avg_pool", bindings: &[Uniform, Read, ReadWrite] };
+static GLOBAL_AVG: Kernel = Kernel { family: Family::Pool, entry: "global_avg_pool", bindings: &[Uniform, Read, ReadWrite] };
+
+/// Window pooling attributes (ONNX MaxPool / AveragePool, 2-D).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    /// (top, left, bottom, right).
+    pub pads: [usize; 4],
+    pub dilations: [usize; 2],
+    pub ceil_mode: bool,
+    pub count_include_pad: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    nc: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_t: u32,
+    pad_l: u32,
+    dil_h: u32,
+    dil_w: u32,
+    count_include_pad: u32,
+    pad_b: u32,
+    pad_r: u32,
+    step: u32,
+    _pad: [u32; 3],
+}
+
+fn pooled(input: usize, k: usize, s: usize, p0: usize, p1: usize, d: usize, ceil: bool) -> Option<usize> {
+    let span = d * k.checked_sub(1)? + 1;
+    let padded = input + p0 + p1;
+    if padded < span || s == 0 {
+        return None;
+    }
+    let num = padded - span;
+    let mut out = if ceil { num.div_ceil(s) + 1 } else { num / s + 1 };
+    // The last window must start inside the input or the left padding.
+    if ceil && (out - 1) * s >= input + p0 {
+        out -= 1;
+    }
+    Some(out)
+}
+
+/// Output shape of a window pooling.
+pub fn output_shape(x: &[usize], a: &Pool2d) -> Result<[usize; 4]> {
+    let [n, c, h, w] = x else {
+        return Err(Error::ShapeMismatch { op: "Pool", tensor: "x".into(), expected: "4-D NCHW".into(), got: x.to_vec() });
+    };
+    let oh = pooled(*h, a.kernel[0], a.strides[0], a.pads[0], a.pads[2], a.dilations[0], a.ceil_mode);
+    let ow = pooled(*w, a.kernel[1], a.strides[1], a.pads[1], a.pads[3], a.dilations[1], a.ceil_mode);
+    match (oh, ow) {
+        (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok([*n, *c, oh, ow]),
+        _ => Err(Error::invalid("Pool", "kernel/stride/pads", format!("{a:?}"), format!("no output for a {h}x{w} input"))),
+    }
+}
+
+/// Max (`max = true`) or average window pooling into a preallocated `y`.
+pub fn pool2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, a: &Pool2d, max: bool, y: &GpuTensor) -> Result<()> {
+    let op = if max { "MaxPool" } else { "AveragePool" };
+    x.expect_dtype(op, "x", DType::F32)?;
+    let [n, c, oh, ow] = output_shape(x.shape(), a)?;
+    if y.shape() != [n, c, oh, ow] {
+        return Err(Error::ShapeMismatch { op, tensor: "y".into(), expected: format!("{:?}", [n, c, oh, ow]), got: y.shape().to_vec() });
+    }
+    let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
+    let s = x.shape();
+    let params = Params {
+        nc: (n * c) as u32,
+        h: s[2] as u32,
+        w: s[3] as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        kh: a.kernel[0] as u32,
+        kw: a.kernel[1] as u32,
+        stride_h: a.strides[0] as u32,
+        stride_w: a.strides[1] as u32,
+        pad_t: a.pads[0] as u32,
+        pad_l: a.pads[1] as u32,
+        dil_h: a.dilations[0] as u32,
+        dil_w: a.dilations[1] as u32,
+        count_include_pad: a.count_include_pad as u32,
+        pad_b: a.pads[2] as u32,
+        pad_r: a.pads[3] as u32,
+        step: step as u32,
+        _pad: [0; 3],
+    };
+    enc.dispatch(gpu, if max { &MAX_POOL } else { &AVG_POOL }, &[], &params, &[Bind::Whole(x), Bind::Whole(y)], grid)
+}
+
+/// Mean over the spatial dims of `[n, c, ...]` into `y` of `[n, c, 1, ...]`.
+pub fn global_avg_pool_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+    const OP: &str = "GlobalAveragePool";
+    x.expect_dtype(OP, "x", DType::F32)?;
+    let s = x.shape();
+    if s.len() < 3 || y.len() != s[0] * s[1] {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "x".into(), expected: "[n, c, spatial...] with y of n*c elements".into(), got: s.to_vec() });
+    }
+    let nc = s[0] * s[1];
+    let params = Params { nc: nc as u32, h: 1, w: (x.len() / nc.max(1)) as u32, ..Default::default() };
+    let grid = grid_1d(nc as u64, gpu.limits().max_groups)?;
+    enc.dispatch(gpu, &GLOBAL_AVG, &[], &params, &[Bind::Whole(x), Bind::Whole(y)], grid)
+}
