@@ -76,6 +76,25 @@ impl GpuTensor {
         Ok(GpuTensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype: self.dtype })
     }
 
+    /// Elements the underlying buffer can hold (at least [`GpuTensor::len`]).
+    pub fn capacity(&self) -> usize {
+        (self.buf.raw().size() / 4) as usize
+    }
+
+    /// A view of the first `shape.iter().product()` elements of the same buffer, with any dtype.
+    pub fn view(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if n > self.capacity() {
+            return Err(Error::ShapeMismatch { op: "view", tensor: "buffer".into(), expected: format!("at most {} elements", self.capacity()), got: shape.to_vec() });
+        }
+        Ok(GpuTensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype })
+    }
+
+    /// True when both tensors use the same buffer.
+    pub fn same_buffer(&self, other: &GpuTensor) -> bool {
+        std::sync::Arc::ptr_eq(&self.buf, &other.buf)
+    }
+
     /// Fails unless the tensor holds `T`.
     pub fn expect_dtype(&self, op: &'static str, name: &str, want: DType) -> Result<()> {
         if self.dtype != want {

@@ -29,6 +29,12 @@ impl Graph {
     /// Binds named input dims (`dims`: name → size, e.g. "N" → 8), folds constants and infers
     /// the static shape of every value. Idempotent.
     pub fn resolve(&mut self, dims: &HashMap<String, usize>) -> Result<()> {
+        self.resolve_with_batch(dims, None)
+    }
+
+    /// As [`Graph::resolve`], and with `batch` set, dim 0 of every input becomes `batch`
+    /// (whether it was declared named or fixed at 1, as exported classifiers often are).
+    pub fn resolve_with_batch(&mut self, dims: &HashMap<String, usize>, batch: Option<usize>) -> Result<()> {
         let model = self.name.clone();
         let err = |message: String| Error::Graph { model: model.clone(), message };
         self.shapes.clear();
@@ -36,12 +42,16 @@ impl Graph {
             let mut missing = Vec::new();
             let shape: Vec<usize> = self.input_dims[input]
                 .iter()
-                .map(|d| match d {
+                .enumerate()
+                .map(|(i, d)| match (i, batch, d) {
+                    (0, Some(b), Dim::Named(_) | Dim::Fixed(1)) => b,
+                    (_, _, d) => match d {
                     Dim::Fixed(v) => *v,
                     Dim::Named(n) => dims.get(n).copied().unwrap_or_else(|| {
                         missing.push(n.clone());
                         0
                     }),
+                    },
                 })
                 .collect();
             if !missing.is_empty() {

@@ -1,0 +1,79 @@
+//! Real models end to end on the GPU against onnxruntime goldens (tools/make_goldens.py).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use ndarray::{ArrayD, Axis};
+use ndarray_npy::read_npy;
+use qforge::exec::Executor;
+use qforge::graph::{self, passes::bn_fold};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shared(rel: &str) -> PathBuf {
+    root().join("..").join("shared").join(rel)
+}
+
+fn golden(name: &str) -> ArrayD<f32> {
+    read_npy(root().join("tests/golden").join(name)).unwrap()
+}
+
+fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn eval4() -> ArrayD<f32> {
+    let all: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/eval.npy")).expect("../shared/reference/mobilenet_v2/eval.npy");
+    all.slice_axis(Axis(0), (0..4).into()).to_owned()
+}
+
+#[test]
+fn mobilenet_v2_matches_onnxruntime() {
+    let Some(gpu) = gpu() else { return };
+    let g = graph::load(&root().join("models/mobilenet_v2.onnx")).unwrap();
+    let exec = Executor::new(gpu, g);
+    let x = eval4();
+    let y = exec.run(&[("input", x.view())]).unwrap().remove(0);
+    let want = golden("mobilenet_v2_eval4_logits.npy");
+    let d = max_abs_diff(&y, &want);
+    assert!(d < 2e-3, "max |diff| {d}");
+    for i in 0..4 {
+        let argmax = |a: &ArrayD<f32>| a.index_axis(Axis(0), i).iter().enumerate().max_by(|p, q| p.1.total_cmp(q.1)).unwrap().0;
+        assert_eq!(argmax(&y), argmax(&want), "top-1 of image {i}");
+    }
+}
+
+#[test]
+fn fmnist_cnn_matches_onnxruntime_with_a_named_batch() {
+    let Some(gpu) = gpu() else { return };
+    let g = graph::load(&shared("models/fmnist_cnn.onnx")).unwrap();
+    let exec = Executor::new(gpu, g);
+    let x = golden("fmnist_input8.npy");
+    let y = exec.run(&[("input", x.view())]).unwrap().remove(0);
+    let d = max_abs_diff(&y, &golden("fmnist_logits8.npy"));
+    assert!(d < 1e-4, "max |diff| {d}");
+}
+
+#[test]
+fn bn_folding_keeps_outputs() {
+    let Some(gpu) = gpu() else { return };
+    for (model, input) in [("models/mobilenet_v2.onnx", eval4()), ("../shared/models/fmnist_cnn.onnx", golden("fmnist_input8.npy"))] {
+        let g = graph::load(&root().join(model)).unwrap();
+        let exec = Executor::new(gpu.clone(), g.clone());
+        let batch = input.shape()[0];
+        let mut folded = exec.resolved(batch, &[]).unwrap();
+        let report = bn_fold::fold_batch_norms(&mut folded).unwrap();
+        assert!(!report.is_empty());
+        assert!(!folded.nodes.iter().any(|n| matches!(n.op, graph::Op::BatchNorm { .. })), "{model}: every BN folded");
+        let plan = qforge::exec::Plan::compile(gpu.clone(), &folded, &[]).unwrap();
+        let a = exec.run(&[("input", input.view())]).unwrap().remove(0);
+        let b = plan.run(&[("input", input.view())], plan.outputs()).unwrap().remove(0);
+        let d = max_abs_diff(&a, &b);
+        assert!(d < 1e-3, "{model}: folded vs unfolded max |diff| {d}");
+    }
+}
