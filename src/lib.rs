@@ -20,6 +20,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod compress;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod exec;

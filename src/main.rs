@@ -2,8 +2,17 @@
 
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
+use ndarray::{ArrayD, Axis};
+use qforge::compress::cost;
+use qforge::data::{images, npy};
+use qforge::exec::Executor;
 use qforge::gpu::{list_adapters, pick_adapter, Gpu};
+use qforge::graph::{self, Dim};
 
 #[derive(Parser)]
 #[command(name = "qforge", version, about = "Quantize and compress neural networks on any GPU")]
@@ -20,6 +29,152 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Show a model's inputs, outputs, op counts, parameters and MACs per layer.
+    Inspect {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Batch size for the MAC counts.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Sizes of other named dims, e.g. `--dim height=224`.
+        #[arg(long = "dim", value_parser = parse_dim)]
+        dims: Vec<(String, usize)>,
+    },
+    /// Run a model on the GPU: on a .npy input, or on a folder of images (prints top-5).
+    Run {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Input tensor (.npy, f32); its shape gives the batch and other named dims.
+        #[arg(long, conflicts_with = "images")]
+        input: Option<PathBuf>,
+        /// A folder of .jpg/.png images, resized, centre-cropped and normalised.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Crop size for --images.
+        #[arg(long, default_value_t = 224)]
+        size: u32,
+        /// Shorter side before cropping (default: size * 256 / 224).
+        #[arg(long)]
+        resize: Option<u32>,
+        /// Per-channel mean for --images (default ImageNet's).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![0.485, 0.456, 0.406])]
+        mean: Vec<f32>,
+        /// Per-channel std for --images (default ImageNet's).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![0.229, 0.224, 0.225])]
+        std: Vec<f32>,
+        /// Write the first output here (.npy).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Write every output as DIR/<output name>.npy.
+        #[arg(long)]
+        outputs: Option<PathBuf>,
+    },
+}
+
+fn parse_dim(s: &str) -> Result<(String, usize), String> {
+    let (k, v) = s.split_once('=').ok_or("expected NAME=SIZE")?;
+    Ok((k.to_string(), v.parse().map_err(|_| format!("'{v}' is not a size"))?))
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} G", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+fn inspect(model: &PathBuf, batch: usize, dims: &[(String, usize)]) -> qforge::Result<()> {
+    let g = match graph::load(model) {
+        Err(qforge::Error::Unsupported { model, opset, ops }) => {
+            println!("model: {model} (opset {opset})");
+            println!("unsupported ops ({}):", ops.len());
+            for o in &ops {
+                println!("  {o}");
+            }
+            return Err(qforge::Error::Unsupported { model, opset, ops });
+        }
+        other => other?,
+    };
+    println!("model: {} (opset {}, producer '{}')", model.display(), g.opset, g.producer);
+    for i in &g.inputs {
+        let d: Vec<String> = g.input_dims[i].iter().map(|d| match d { Dim::Fixed(v) => v.to_string(), Dim::Named(n) => n.clone() }).collect();
+        println!("input  {i}: [{}]", d.join(", "));
+    }
+    let mut r = g.clone();
+    r.resolve_with_batch(&dims.iter().cloned().collect(), Some(batch))?;
+    for o in &r.outputs {
+        println!("output {o}: {:?} (batch {batch})", r.shapes[o]);
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &r.nodes {
+        *counts.entry(n.op.onnx_type()).or_default() += 1;
+    }
+    println!("ops: {}", counts.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", "));
+    let costs = cost::layer_costs(&r);
+    let total_macs: u64 = costs.iter().map(|c| c.macs).sum();
+    println!("parameters: {} ({} bytes as f32)", human(r.param_count() as u64), human(r.param_count() as u64 * 4));
+    println!("MACs (batch {batch}): {}", human(total_macs));
+    println!("unsupported ops: none");
+    println!("\n{:<40} {:<20} {:>12} {:>10} {:>6}  output", "layer", "op", "MACs", "params", "%MACs");
+    for c in costs.iter().filter(|c| c.macs > 0 || c.params > 0) {
+        let pct = if total_macs > 0 { 100.0 * c.macs as f64 / total_macs as f64 } else { 0.0 };
+        println!("{:<40} {:<20} {:>12} {:>10} {:>5.1}%  {:?}", c.node, c.op, human(c.macs), human(c.params), pct, c.output_shape);
+    }
+    Ok(())
+}
+
+/// File name for an output: characters other than letters, digits, '-', '_' and '.' become '_'.
+fn sanitize(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let s = s.trim_start_matches('.').to_string();
+    if s.is_empty() { "output".into() } else { s }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(model: &PathBuf, input: Option<&PathBuf>, image_dir: Option<&PathBuf>, pre: images::Preprocess, output: Option<&PathBuf>, outputs: Option<&PathBuf>) -> qforge::Result<()> {
+    let g = graph::load(model)?;
+    if g.inputs.len() != 1 {
+        return Err(qforge::Error::Graph { model: model.display().to_string(), message: format!("`run` feeds one input; this model has {:?}", g.inputs) });
+    }
+    let (names, x): (Vec<String>, ArrayD<f32>) = match (input, image_dir) {
+        (Some(p), None) => (vec![p.display().to_string()], npy::read(p)?),
+        (None, Some(d)) => {
+            let (files, x) = images::load_dir(d, &pre)?;
+            (files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect(), x)
+        }
+        _ => return Err(qforge::Error::invalid("run", "input", "none", "give --input FILE.npy or --images DIR")),
+    };
+    let gpu = Arc::new(Gpu::new()?);
+    eprintln!("adapter: {}", gpu.describe());
+    let exec = Executor::new(gpu, g);
+    let input_name = exec.graph().inputs[0].clone();
+    let t0 = std::time::Instant::now();
+    let ys = exec.run(&[(&input_name, x.view())])?;
+    eprintln!("ran {} on {:?} in {:.3} s", model.display(), x.shape(), t0.elapsed().as_secs_f64());
+    let y = &ys[0];
+    if y.ndim() == 2 && y.shape()[1] > 1 {
+        for (i, row) in y.axis_iter(Axis(0)).enumerate() {
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            let label = if names.len() == y.shape()[0] { names[i].clone() } else { format!("{} [{i}]", names[0]) };
+            let top: Vec<String> = idx.iter().take(5).map(|&k| format!("{k} ({:.3})", row[k])).collect();
+            println!("{label}: top-5 {}", top.join(", "));
+        }
+    } else {
+        println!("output {:?}: shape {:?}", exec.graph().outputs[0], y.shape());
+    }
+    if let Some(p) = output {
+        npy::write(p, y)?;
+    }
+    if let Some(dir) = outputs {
+        std::fs::create_dir_all(dir).map_err(|e| qforge::Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
+        for (name, y) in exec.graph().outputs.iter().zip(&ys) {
+            npy::write(&dir.join(format!("{}.npy", sanitize(name))), y)?;
+        }
+    }
+    Ok(())
 }
 
 fn devices(check: bool) -> qforge::Result<()> {
@@ -64,6 +219,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices { check } => devices(check),
+        Command::Inspect { model, batch, dims } => inspect(&model, batch, &dims),
+        Command::Run { model, input, images: dir, size, resize, mean, std, output, outputs } => {
+            let channels = mean.len();
+            let pre = images::Preprocess { size, resize: resize.unwrap_or(size * 256 / 224), mean, std, channels };
+            run(&model, input.as_ref(), dir.as_ref(), pre, output.as_ref(), outputs.as_ref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -77,3 +77,25 @@ fn bn_folding_keeps_outputs() {
         assert!(d < 1e-3, "{model}: folded vs unfolded max |diff| {d}");
     }
 }
+
+#[test]
+fn export_round_trips_and_never_overwrites_the_input() {
+    let Some(gpu) = gpu() else { return };
+    let src = root().join("models/mobilenet_v2.onnx");
+    let g = graph::load(&src).unwrap();
+    let exec = Executor::new(gpu.clone(), g.clone());
+    let mut folded = exec.resolved(1, &[]).unwrap();
+    bn_fold::fold_batch_norms(&mut folded).unwrap();
+    let dir = std::env::temp_dir().join(format!("qforge-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("mnv2_folded.onnx");
+    graph::export::save(&folded, &out, Some(&src)).unwrap();
+    assert!(graph::export::save(&folded, &src, Some(&src)).is_err(), "the input model is never overwritten");
+    let back = graph::load(&out).unwrap();
+    assert_eq!(back.nodes.len(), folded.nodes.len());
+    let x = eval4();
+    let a = exec.run(&[("input", x.view())]).unwrap().remove(0);
+    let b = Executor::new(gpu, back).run(&[("input", x.view())]).unwrap().remove(0);
+    assert!(max_abs_diff(&a, &b) < 1e-3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

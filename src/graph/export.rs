@@ -53,9 +53,28 @@ fn value_info(name: &str, dims: Option<Vec<Dim>>) -> onnx::ValueInfoProto {
     }
 }
 
+/// An output's dims: its resolved shape, with dim 0 named like the first input's when that one
+/// is named (the batch).
+fn output_dims(g: &Graph, name: &str) -> Option<Vec<Dim>> {
+    let shape = g.shapes.get(name)?;
+    let batch = g.inputs.first().and_then(|i| g.input_dims.get(i)).and_then(|d| d.first()).cloned();
+    Some(
+        shape
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| match (&batch, i) {
+                (Some(Dim::Named(n)), 0) => Dim::Named(n.clone()),
+                _ => Dim::Fixed(d),
+            })
+            .collect(),
+    )
+}
+
 /// Builds the ONNX model of a graph.
 pub fn to_model(g: &Graph) -> onnx::ModelProto {
-    let mut initializers: Vec<onnx::TensorProto> = g.consts.iter().map(|(n, c)| tensor_proto(n, c)).collect();
+    // Only constants something reads (folded attribute inputs such as Clip's bounds are not).
+    let used: std::collections::HashSet<&str> = g.nodes.iter().flat_map(|n| n.inputs.iter()).chain(&g.outputs).map(String::as_str).collect();
+    let mut initializers: Vec<onnx::TensorProto> = g.consts.iter().filter(|(n, _)| used.contains(n.as_str())).map(|(n, c)| tensor_proto(n, c)).collect();
     let mut extra_const = |stem: &str, c: Const| {
         let mut name = stem.to_string();
         let mut k = 1;
@@ -166,7 +185,7 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
         node: nodes,
         initializer: initializers,
         input: g.inputs.iter().map(|i| value_info(i, g.input_dims.get(i).cloned())).collect(),
-        output: g.outputs.iter().map(|o| value_info(o, None)).collect(),
+        output: g.outputs.iter().map(|o| value_info(o, output_dims(g, o))).collect(),
         ..Default::default()
     };
     onnx::ModelProto {

@@ -3,6 +3,7 @@
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+use crate::ops::gemm::{matmul_into, Bias};
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -96,13 +97,26 @@ pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTenso
             return Err(Error::ShapeMismatch { op: OP, tensor: "bias".into(), expected: format!("[{cout}]"), got: b.shape().to_vec() });
         }
     }
+    let s = x.shape();
+    let [kh, kw] = [w.shape()[2], w.shape()[3]];
+    if kh == 1 && kw == 1 && a.strides == [1, 1] && a.pads == [0; 4] && a.groups == 1 {
+        // A pointwise conv is a batched GEMM: y[n] = W[cout, cin] * x[n][cin, h*w] + bias.
+        let hw = s[2] * s[3];
+        let xv = x.view(&[n, s[1], hw], DType::F32)?;
+        let wv = w.view(&[cout, s[1]], DType::F32)?;
+        let yv = y.view(&[n, cout, hw], DType::F32)?;
+        let b = match bias {
+            Some(b) => Bias::PerRow(b),
+            None => Bias::None,
+        };
+        return matmul_into(enc, gpu, &wv, &xv, false, false, 1.0, b, &yv);
+    }
     let limits = gpu.limits();
     if n > limits.max_groups as usize {
         return Err(Error::invalid(OP, "batch", n, format!("at most {} per dispatch", limits.max_groups)));
     }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
-    let s = x.shape();
     let params = Params {
         n: n as u32,
         cin: s[1] as u32,
@@ -112,8 +126,8 @@ pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTenso
         oh: oh as u32,
         ow: ow as u32,
         groups: a.groups as u32,
-        kh: w.shape()[2] as u32,
-        kw: w.shape()[3] as u32,
+        kh: kh as u32,
+        kw: kw as u32,
         stride_h: a.strides[0] as u32,
         stride_w: a.strides[1] as u32,
         pad_t: a.pads[0] as u32,

@@ -1,0 +1,3 @@
+//! Compression: the cost model (MACs and memory per layer).
+
+pub mod cost;
