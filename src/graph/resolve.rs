@@ -151,10 +151,9 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
         let s = g.shapes.get(&node.inputs[0]).cloned().or_else(|| c(0).map(|c| c.shape().to_vec())).ok_or("input shape unknown")?;
         return Ok(Some(vec![arr_i64(&[s.len()], s.iter().map(|&d| d as i64).collect())]));
     }
-    if !all_const || node.inputs.is_empty() {
+    let Some(x) = c(0).filter(|_| all_const) else {
         return Ok(None);
-    }
-    let x = c(0).expect("all constant");
+    };
     let out = match &node.op {
         Op::Gather { axis } => {
             let idx = c(1).ok_or("Gather needs indices")?;
@@ -205,7 +204,7 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
             Const::F32(ArrayD::from_elem(IxDyn(&s), *value))
         }
         Op::Binary(b) if node.inputs.len() == 2 => {
-            let y = c(1).expect("all constant");
+            let y = c(1).ok_or("needs two inputs")?;
             let out = broadcast_shape(x.shape(), y.shape()).ok_or("shapes do not broadcast")?;
             match (x, y) {
                 (Const::I64(a), Const::I64(bv)) => {
