@@ -31,11 +31,13 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
+@group(0) @binding(1) var<storage, read_write> fill_dst: array<f32>;
+
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     for (var i = first_index(wid, nwg, lid); i < p.n; i += p.step) {
-        dst[i] = p.alpha;
+        fill_dst[i] = p.alpha;
     }
 }
 

@@ -99,3 +99,22 @@ fn export_round_trips_and_never_overwrites_the_input() {
     assert!(max_abs_diff(&a, &b) < 1e-3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn op_zoo_matches_onnxruntime_and_the_cpu_reference() {
+    let Some(gpu) = gpu() else { return };
+    let g = graph::load(&root().join("tests/golden/op_zoo.onnx")).unwrap();
+    let exec = Executor::new(gpu, g);
+    let x = golden("op_zoo_x.npy");
+    let ys = exec.run(&[("x", x.view())]).unwrap();
+    let resolved = exec.resolved(x.shape()[0], &[]).unwrap();
+    assert!(!resolved.nodes.iter().any(|n| matches!(n.op, graph::Op::Shape | graph::Op::Gather { .. })), "shape chain folded away");
+    let cpu = qforge::reference::graph::run(&resolved, &[("x", x.clone())]).unwrap();
+    for (i, name) in ["op_zoo_y.npy", "op_zoo_y2.npy"].iter().enumerate() {
+        let want = golden(name);
+        let d = max_abs_diff(&ys[i], &want);
+        assert!(d < 1e-4, "output {i}: GPU vs onnxruntime max |diff| {d}");
+        let d = max_abs_diff(&cpu[i], &want);
+        assert!(d < 1e-4, "output {i}: CPU reference vs onnxruntime max |diff| {d}");
+    }
+}

@@ -10,7 +10,7 @@ use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use Access::{Read, ReadWrite, Uniform};
 
 static COPY: Kernel = Kernel { family: Family::Elementwise, entry: "copy", bindings: &[Uniform, Read, ReadWrite] };
-static FILL: Kernel = Kernel { family: Family::Elementwise, entry: "fill", bindings: &[Uniform, Read, ReadWrite] };
+static FILL: Kernel = Kernel { family: Family::Elementwise, entry: "fill", bindings: &[Uniform, ReadWrite] };
 static UNARY: Kernel = Kernel { family: Family::Elementwise, entry: "unary_op", bindings: &[Uniform, Read, ReadWrite] };
 static AFFINE: Kernel = Kernel { family: Family::Elementwise, entry: "channel_affine", bindings: &[Uniform, Read, Read, ReadWrite] };
 static BINARY: Kernel = Kernel { family: Family::Elementwise, entry: "binary_op", bindings: &[Uniform, Read, Read, ReadWrite] };
@@ -119,7 +119,10 @@ fn flat(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, extra:
         params.n = ch.len as u32;
         params.step = step as u32;
         params.base = ch.start as u32;
-        let mut binds = vec![if kernel.entry == "fill" { Bind::Whole(x) } else { range(x) }];
+        let mut binds = Vec::with_capacity(3);
+        if !std::ptr::eq(kernel, &FILL) {
+            binds.push(range(x));
+        }
         binds.extend(extra.map(Bind::Whole));
         binds.push(range(y));
         enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;

@@ -3,6 +3,8 @@
 
 pub mod calib;
 pub mod gemm;
+pub mod graph;
+pub mod nn;
 pub mod quant;
 
 use crate::error::Result;

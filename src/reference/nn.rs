@@ -1,0 +1,144 @@
+//! CPU references of the network kernels (conv, pooling, activations, broadcasting, row
+//! reductions), f64 accumulation.
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::ops::conv::{output_shape as conv_shape, Conv2d};
+use crate::ops::elementwise::{broadcast_shape, Binary, Unary};
+use crate::ops::pool::{output_shape as pool_shape, Pool2d};
+
+/// 2-D convolution, NCHW.
+pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<&ArrayViewD<'_, f32>>, a: &Conv2d) -> ArrayD<f32> {
+    let [n, cout, oh, ow] = conv_shape(x.shape(), w.shape(), a).expect("valid conv");
+    let (cin, h, wd) = (x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (kh, kw) = (w.shape()[2], w.shape()[3]);
+    let cin_g = cin / a.groups;
+    let cout_g = cout / a.groups;
+    let mut y = ArrayD::<f32>::zeros(IxDyn(&[n, cout, oh, ow]));
+    for b_ in 0..n {
+        for co in 0..cout {
+            let g = co / cout_g;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b.map_or(0.0, |b| b[[co]] as f64);
+                    for ci in 0..cin_g {
+                        for ky in 0..kh {
+                            let iy = (oy * a.strides[0] + ky * a.dilations[0]) as isize - a.pads[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ix = (ox * a.strides[1] + kx * a.dilations[1]) as isize - a.pads[1] as isize;
+                                if ix < 0 || ix >= wd as isize {
+                                    continue;
+                                }
+                                acc += x[[b_, g * cin_g + ci, iy as usize, ix as usize]] as f64 * w[[co, ci, ky, kx]] as f64;
+                            }
+                        }
+                    }
+                    y[[b_, co, oy, ox]] = acc as f32;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Max or average window pooling, NCHW.
+pub fn pool2d(x: &ArrayViewD<'_, f32>, a: &Pool2d, max: bool) -> ArrayD<f32> {
+    let [n, c, oh, ow] = pool_shape(x.shape(), a).expect("valid pool");
+    let (h, w) = (x.shape()[2] as isize, x.shape()[3] as isize);
+    let mut y = ArrayD::<f32>::zeros(IxDyn(&[n, c, oh, ow]));
+    for b in 0..n {
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut m, mut s, mut cnt, mut cnt_pad) = (f32::NEG_INFINITY, 0f64, 0usize, 0usize);
+                    for ky in 0..a.kernel[0] {
+                        let dil = if max { a.dilations } else { [1, 1] };
+                        let iy = (oy * a.strides[0] + ky * dil[0]) as isize - a.pads[0] as isize;
+                        for kx in 0..a.kernel[1] {
+                            let ix = (ox * a.strides[1] + kx * dil[1]) as isize - a.pads[1] as isize;
+                            if iy < h + a.pads[2] as isize && ix < w + a.pads[3] as isize {
+                                cnt_pad += 1;
+                            }
+                            if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                let v = x[[b, ch, iy as usize, ix as usize]];
+                                m = m.max(v);
+                                s += v as f64;
+                                cnt += 1;
+                            }
+                        }
+                    }
+                    let d = if a.count_include_pad { cnt_pad } else { cnt }.max(1);
+                    y[[b, ch, oy, ox]] = if max { m } else { (s / d as f64) as f32 };
+                }
+            }
+        }
+    }
+    y
+}
+
+fn erf(x: f64) -> f64 {
+    // Abramowitz & Stegun 7.1.26 in f64 (|error| < 1.5e-7), as the kernel.
+    let t = 1.0 / (1.0 + 0.3275911 * x.abs());
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    x.signum() * (1.0 - poly * (-x * x).exp())
+}
+
+/// One activation value.
+pub fn unary_value(f: Unary, x: f32) -> f32 {
+    let v = x as f64;
+    (match f {
+        Unary::Relu => v.max(0.0),
+        Unary::Clip(lo, hi) => v.max(lo as f64).min(hi as f64),
+        Unary::LeakyRelu(a) => if v < 0.0 { v * a as f64 } else { v },
+        Unary::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        Unary::HardSigmoid(a, b) => (a as f64 * v + b as f64).clamp(0.0, 1.0),
+        Unary::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        Unary::Tanh => v.tanh(),
+        Unary::Erf => erf(v),
+        Unary::Gelu => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
+        Unary::Exp => v.exp(),
+        Unary::Sqrt => v.sqrt(),
+        Unary::Neg => -v,
+    }) as f32
+}
+
+/// Broadcasting binary op.
+pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> ArrayD<f32> {
+    let out = broadcast_shape(a.shape(), b.shape()).expect("broadcastable");
+    let (a, b) = (a.broadcast(IxDyn(&out)).unwrap(), b.broadcast(IxDyn(&out)).unwrap());
+    let data: Vec<f32> = a
+        .iter()
+        .zip(b.iter())
+        .map(|(&p, &q)| match op {
+            Binary::Add => p + q,
+            Binary::Sub => p - q,
+            Binary::Mul => p * q,
+            Binary::Div => p / q,
+            Binary::PRelu => if p < 0.0 { p * q } else { p },
+            Binary::Max => p.max(q),
+            Binary::Min => p.min(q),
+            Binary::Pow => p.powf(q),
+        })
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(&out), data).expect("shape")
+}
+
+/// Softmax over consecutive rows of `len` elements.
+pub fn softmax_rows(x: &[f32], len: usize) -> Vec<f32> {
+    x.chunks(len)
+        .flat_map(|row| {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.into_iter().map(move |v| (v / s) as f32)
+        })
+        .collect()
+}
+
+/// Mean of consecutive rows of `len` elements.
+pub fn mean_rows(x: &[f32], len: usize) -> Vec<f32> {
+    x.chunks(len).map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / len as f64) as f32).collect()
+}

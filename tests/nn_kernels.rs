@@ -1,0 +1,137 @@
+//! conv, pool, elementwise and reduce kernels against their CPU references over random shapes.
+
+mod common;
+
+use common::*;
+use ndarray::{ArrayD, IxDyn};
+use qforge::gpu::Gpu;
+use qforge::ops::conv::{self, Conv2d};
+use qforge::ops::elementwise::{self as ew, Binary, Unary};
+use qforge::ops::pool::{self, Pool2d};
+use qforge::ops::reduce;
+use qforge::reference::nn;
+use qforge::DType;
+use rand::Rng;
+
+fn random(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> ArrayD<f32> {
+    let n = shape.iter().product();
+    ArrayD::from_shape_vec(IxDyn(shape), values(rng, n, -2.0, 2.0)).unwrap()
+}
+
+fn close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tol: Tol) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    assert_close(what, &got.iter().map(|&v| v as f64).collect::<Vec<_>>(), &want.iter().map(|&v| v as f64).collect::<Vec<_>>(), tol);
+}
+
+fn run1(gpu: &Gpu, shape: &[usize], f: impl FnOnce(&mut qforge::gpu::Encoder, &qforge::gpu::GpuTensor)) -> ArrayD<f32> {
+    let y = gpu.empty(shape, DType::F32).unwrap();
+    let mut enc = gpu.encoder();
+    f(&mut enc, &y);
+    gpu.submit(enc).unwrap();
+    gpu.download(&y).unwrap()
+}
+
+#[test]
+fn conv2d_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(30);
+    for case in 0..50 {
+        let groups = [1, 1, 2, 3, 0][case % 5];
+        let cin_g = rng.random_range(1..6);
+        let (cin, cout) = if groups == 0 { let c = rng.random_range(1..20); (c, c) } else { (cin_g * groups, rng.random_range(1..4) * groups * [1, 4][case % 2]) };
+        let groups = if groups == 0 { cin } else { groups };
+        let k = [1, 3, 3, 5, 2][case % 5];
+        let a = Conv2d {
+            strides: [rng.random_range(1..3), rng.random_range(1..3)],
+            pads: [rng.random_range(0..3), rng.random_range(0..3), rng.random_range(0..3), rng.random_range(0..3)],
+            dilations: [rng.random_range(1..3), 1],
+            groups,
+        };
+        let a = if case % 7 == 0 { Conv2d { strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 } } else { a };
+        let n = rng.random_range(1..3);
+        let (h, w) = (rng.random_range(k * 2..30), rng.random_range(k * 2..30));
+        let x = random(&mut rng, &[n, cin, h, w]);
+        let wt = random(&mut rng, &[cout, cin / a.groups, if case % 7 == 0 { 1 } else { k }, if case % 7 == 0 { 1 } else { k }]);
+        let b = random(&mut rng, &[cout]);
+        let Ok(shape) = conv::output_shape(x.shape(), wt.shape(), &a) else { continue };
+        let (tx, tw, tb) = (gpu.upload(&x.view()).unwrap(), gpu.upload(&wt.view()).unwrap(), gpu.upload(&b.view()).unwrap());
+        let with_bias = case % 3 != 0;
+        let got = run1(&gpu, &shape, |e, y| conv::conv2d_into(e, &gpu, &tx, &tw, with_bias.then_some(&tb), &a, y).unwrap());
+        let bv = b.view();
+        let want = nn::conv2d(&x.view(), &wt.view(), with_bias.then_some(&bv), &a);
+        close(&format!("conv case {case} {a:?} x {:?} w {:?}", x.shape(), wt.shape()), &got, &want, Tol::GEMM);
+    }
+}
+
+#[test]
+fn pools_match_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(31);
+    for case in 0..40 {
+        let kernel = [rng.random_range(1..4), rng.random_range(1..4)];
+        let a = Pool2d {
+            kernel,
+            strides: [rng.random_range(1..3), rng.random_range(1..3)],
+            pads: [rng.random_range(0..kernel[0]), rng.random_range(0..kernel[1]), rng.random_range(0..kernel[0]), rng.random_range(0..kernel[1])],
+            dilations: [1, 1],
+            ceil_mode: case % 2 == 0,
+            count_include_pad: case % 3 == 0,
+        };
+        let shape = [rng.random_range(1..3), rng.random_range(1..5), rng.random_range(4..20), rng.random_range(4..20)];
+        let x = random(&mut rng, &shape);
+        let shape = pool::output_shape(x.shape(), &a).unwrap();
+        let tx = gpu.upload(&x.view()).unwrap();
+        for max in [true, false] {
+            let got = run1(&gpu, &shape, |e, y| pool::pool2d_into(e, &gpu, &tx, &a, max, y).unwrap());
+            close(&format!("pool case {case} max={max} {a:?}"), &got, &nn::pool2d(&x.view(), &a, max), Tol::STATS);
+        }
+    }
+    let x = random(&mut rng, &[3, 5, 17, 9]);
+    let tx = gpu.upload(&x.view()).unwrap();
+    let got = run1(&gpu, &[3, 5, 1, 1], |e, y| pool::global_avg_pool_into(e, &gpu, &tx, y).unwrap());
+    let want = x.mean_axis(ndarray::Axis(3)).unwrap().mean_axis(ndarray::Axis(2)).unwrap().into_shape_with_order(IxDyn(&[3, 5, 1, 1])).unwrap();
+    close("global average pool", &got, &want, Tol::STATS);
+}
+
+#[test]
+fn activations_match_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(32);
+    let x = random(&mut rng, &[7, 301]);
+    let tx = gpu.upload(&x.view()).unwrap();
+    let all = [Unary::Relu, Unary::Clip(-0.5, 1.5), Unary::LeakyRelu(0.1), Unary::Sigmoid, Unary::HardSigmoid(0.2, 0.5), Unary::HardSwish, Unary::Tanh, Unary::Erf, Unary::Gelu, Unary::Exp, Unary::Neg];
+    for f in all {
+        let got = run1(&gpu, x.shape(), |e, y| ew::unary_into(e, &gpu, f, &tx, y).unwrap());
+        close(&format!("{f:?}"), &got, &x.mapv(|v| nn::unary_value(f, v)), Tol { abs: 2e-6, rel: 2e-5 });
+    }
+}
+
+#[test]
+fn broadcasting_binary_ops_match_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(33);
+    let pairs: [(&[usize], &[usize]); 6] = [(&[2, 3, 4, 5], &[2, 3, 4, 5]), (&[2, 3, 4, 5], &[1, 3, 1, 1]), (&[2, 3, 4, 5], &[5]), (&[4, 1], &[1, 6]), (&[1], &[3, 7]), (&[2, 1, 3, 1, 2, 1, 2, 3], &[1, 4, 1, 2, 1, 3, 1, 1])];
+    for (sa, sb) in pairs {
+        let (a, b) = (random(&mut rng, sa), random(&mut rng, sb).mapv(|v| if v.abs() < 0.1 { 0.5 } else { v }));
+        let (ta, tb) = (gpu.upload(&a.view()).unwrap(), gpu.upload(&b.view()).unwrap());
+        for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::PRelu, Binary::Max, Binary::Min] {
+            let want = nn::binary(op, &a.view(), &b.view());
+            let got = run1(&gpu, want.shape(), |e, y| ew::binary_into(e, &gpu, op, &ta, &tb, y).unwrap());
+            close(&format!("{op:?} {sa:?} {sb:?}"), &got, &want, Tol { abs: 1e-6, rel: 1e-6 });
+        }
+    }
+}
+
+#[test]
+fn softmax_and_mean_rows_match_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(34);
+    for len in [1, 7, 256, 1000, 3001] {
+        let x = random(&mut rng, &[5, len]).mapv(|v| v * 10.0);
+        let tx = gpu.upload(&x.view()).unwrap();
+        let got = run1(&gpu, &[5, len], |e, y| reduce::softmax_rows_into(e, &gpu, &tx, len, y).unwrap());
+        close(&format!("softmax {len}"), &got, &ArrayD::from_shape_vec(IxDyn(&[5, len]), nn::softmax_rows(x.as_slice().unwrap(), len)).unwrap(), Tol { abs: 1e-6, rel: 1e-4 });
+        let got = run1(&gpu, &[5], |e, y| reduce::mean_rows_into(e, &gpu, &tx, len, y).unwrap());
+        close(&format!("mean {len}"), &got, &ArrayD::from_shape_vec(IxDyn(&[5]), nn::mean_rows(x.as_slice().unwrap(), len)).unwrap(), Tol::STATS);
+    }
+}
