@@ -86,3 +86,45 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         }
     }
 }
+
+// Transposed convolution: one output element per thread, gathering the inputs that scatter
+// into it. Weight layout [cin, cout / groups, kh, kw]. Grid: x = pixel tile, y = output
+// channel, z = batch item.
+@compute @workgroup_size(64)
+fn conv_transpose2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let pix = wid.x * 64u + lid;
+    let npix = p.oh * p.ow;
+    if pix >= npix {
+        return;
+    }
+    let n = wid.z;
+    let co = wid.y;
+    let oy = i32(pix / p.ow);
+    let ox = i32(pix % p.ow);
+    let cin_g = p.cin / p.groups;
+    let cout_g = p.cout / p.groups;
+    let g = co / cout_g;
+    let col = co % cout_g;
+    var acc = 0.0;
+    for (var ci = g * cin_g; ci < (g + 1u) * cin_g; ci++) {
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let ty = oy + i32(p.pad_t) - i32(ky * p.dil_h);
+            if ty < 0 || ty % i32(p.stride_h) != 0 || ty / i32(p.stride_h) >= i32(p.h) {
+                continue;
+            }
+            let iy = u32(ty / i32(p.stride_h));
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let tx = ox + i32(p.pad_l) - i32(kx * p.dil_w);
+                if tx < 0 || tx % i32(p.stride_w) != 0 || tx / i32(p.stride_w) >= i32(p.w) {
+                    continue;
+                }
+                let ix = u32(tx / i32(p.stride_w));
+                acc = fma(x[((n * p.cin + ci) * p.h + iy) * p.w + ix], wt[((ci * cout_g + col) * p.kh + ky) * p.kw + kx], acc);
+            }
+        }
+    }
+    if p.has_bias != 0u {
+        acc += bias[co];
+    }
+    y[(n * p.cout + co) * npix + pix] = acc;
+}

@@ -110,3 +110,68 @@ fn global_avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         y[plane] = sh[0] / f32(hw);
     }
 }
+
+// Resize of the spatial dims (NCHW), ONNX semantics. Uses the window Params as:
+// kh = mode (0 nearest, 1 linear), kw = coordinate transform (0 half_pixel, 1 asymmetric,
+// 2 align_corners, 3 pytorch_half_pixel), stride_h = nearest mode (0 round_prefer_floor,
+// 1 round_prefer_ceil, 2 floor, 3 ceil); scales in rs.
+@group(0) @binding(3) var<storage, read> rs: array<f32>; // (scale_h, scale_w)
+
+fn source_coord(o: u32, out_len: u32, in_len: u32, scale: f32) -> f32 {
+    let o_f = f32(o);
+    switch p.kw {
+        case 1u: { return o_f / scale; }
+        case 2u: {
+            if out_len <= 1u {
+                return 0.0;
+            }
+            return o_f * f32(in_len - 1u) / f32(out_len - 1u);
+        }
+        case 3u: {
+            if out_len <= 1u {
+                return 0.0;
+            }
+            return (o_f + 0.5) / scale - 0.5;
+        }
+        default: { return (o_f + 0.5) / scale - 0.5; }
+    }
+}
+
+fn nearest(c: f32, len: u32) -> u32 {
+    var r: f32;
+    switch p.stride_h {
+        case 1u: { r = select(round(c), ceil(c), fract(c) == 0.5); }
+        case 2u: { r = floor(c); }
+        case 3u: { r = ceil(c); }
+        default: { r = select(round(c), floor(c), fract(c) == 0.5); }
+    }
+    return u32(clamp(r, 0.0, f32(len - 1u)));
+}
+
+@compute @workgroup_size(256)
+fn resize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let total = p.nc * p.oh * p.ow;
+    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < total; i += p.step) {
+        let ox = i % p.ow;
+        let oy = (i / p.ow) % p.oh;
+        let base = (i / (p.ow * p.oh)) * p.h * p.w;
+        let sy = source_coord(oy, p.oh, p.h, rs[0]);
+        let sx = source_coord(ox, p.ow, p.w, rs[1]);
+        if p.kh == 0u {
+            y[i] = x[base + nearest(sy, p.h) * p.w + nearest(sx, p.w)];
+        } else {
+            let cy = clamp(sy, 0.0, f32(p.h - 1u));
+            let cx = clamp(sx, 0.0, f32(p.w - 1u));
+            let y0 = u32(floor(cy));
+            let x0 = u32(floor(cx));
+            let y1 = min(y0 + 1u, p.h - 1u);
+            let x1 = min(x0 + 1u, p.w - 1u);
+            let fy = cy - f32(y0);
+            let fx = cx - f32(x0);
+            let top = mix(x[base + y0 * p.w + x0], x[base + y0 * p.w + x1], fx);
+            let bot = mix(x[base + y1 * p.w + x0], x[base + y1 * p.w + x1], fx);
+            y[i] = mix(top, bot, fy);
+        }
+    }
+}

@@ -110,7 +110,7 @@ fn op_zoo_matches_onnxruntime_and_the_cpu_reference() {
     let resolved = exec.resolved(x.shape()[0], &[]).unwrap();
     assert!(!resolved.nodes.iter().any(|n| matches!(n.op, graph::Op::Shape | graph::Op::Gather { .. })), "shape chain folded away");
     let cpu = qforge::reference::graph::run(&resolved, &[("x", x.clone())]).unwrap();
-    for (i, name) in ["op_zoo_y.npy", "op_zoo_y2.npy"].iter().enumerate() {
+    for (i, name) in ["op_zoo_y.npy", "op_zoo_y2.npy", "op_zoo_y3.npy"].iter().enumerate() {
         let want = golden(name);
         let d = max_abs_diff(&ys[i], &want);
         assert!(d < 1e-4, "output {i}: GPU vs onnxruntime max |diff| {d}");

@@ -54,6 +54,9 @@ nodes = [
     h.make_node("Unsqueeze", ["th", c("uax", [1])], ["u"]),
     h.make_node("Squeeze", ["u", c("sax", [1])], ["y"]),
     h.make_node("Clip", ["c2", c("lo", 0.0, np.float32), c("hi", 0.5, np.float32)], ["y2"]),
+    h.make_node("ConvTranspose", ["a2", w("wt", 8, 3, 3, 3), w("bt", 6)], ["ct"], strides=[2, 2], pads=[1, 0, 1, 1], output_padding=[1, 0], group=2),
+    h.make_node("Resize", ["ct", "", c("scales", [1, 1, 2, 1.5], np.float32)], ["rz"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    h.make_node("Resize", ["rz", "", "", c("sizes", [2, 6, 50, 33])], ["y3"], mode="linear", coordinate_transformation_mode="half_pixel"),
 ]
 
 
@@ -67,16 +70,17 @@ def main():
         if t.name == "wg":
             inits[i] = nh.from_array(rng.normal(0, 0.1, size=(12, flat.shape[1])).astype(np.float32), "wg")
     graph = h.make_graph(nodes, "op_zoo", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 21, 17])],
-                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 12]), h.make_tensor_value_info("y2", T.FLOAT, ["N", 8, 20, 8])], inits)
+                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 12]), h.make_tensor_value_info("y2", T.FLOAT, ["N", 8, 20, 8]), h.make_tensor_value_info("y3", T.FLOAT, [2, 6, 50, 33])], inits)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 14)], producer_name="make_op_zoo")
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, os.path.join(OUT, "op_zoo.onnx"))
-    y, y2 = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    y, y2, y3 = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.save(os.path.join(OUT, "op_zoo_x.npy"), x)
     np.save(os.path.join(OUT, "op_zoo_y.npy"), y)
     np.save(os.path.join(OUT, "op_zoo_y2.npy"), y2)
-    print("op_zoo:", y.shape, y2.shape)
+    np.save(os.path.join(OUT, "op_zoo_y3.npy"), y3)
+    print("op_zoo:", y.shape, y2.shape, y3.shape)
 
 
 if __name__ == "__main__":

@@ -4,5 +4,5 @@
 mod plan;
 mod runner;
 
-pub use plan::Plan;
+pub use plan::{resize_scales, Plan};
 pub use runner::Executor;

@@ -36,6 +36,15 @@ fn data_inputs(node: &Node) -> &[String] {
     &node.inputs[..n.min(node.inputs.len())]
 }
 
+/// Resize's (h, w) scales: the constant scales input, or output / input when sizes were given.
+pub fn resize_scales(g: &Graph, node: &Node, x: &[usize], y: &[usize]) -> [f32; 2] {
+    let given = node.inputs.get(2).filter(|n| !n.is_empty()).and_then(|n| g.consts.get(n)).map(|c| c.to_f32().iter().copied().collect::<Vec<f32>>()).filter(|v| v.len() == 4);
+    match given {
+        Some(v) => [v[2], v[3]],
+        None => [y[2] as f32 / x[2] as f32, y[3] as f32 / x[3] as f32],
+    }
+}
+
 struct Builder<'g> {
     gpu: &'g Gpu,
     g: &'g Graph,
@@ -133,6 +142,22 @@ impl<'g> Builder<'g> {
                 };
                 let y = self.out(node, 0)?;
                 conv::conv2d_into(&mut self.steps, gpu, &x, &w, b.as_ref(), a, &y)?;
+            }
+            Op::ConvTranspose { conv: a, output_padding } => {
+                let (x, w) = (self.get(&node.inputs[0])?, self.get(&node.inputs[1])?);
+                let b = match node.inputs.get(2).filter(|b| !b.is_empty()) {
+                    Some(b) => Some(self.get(b)?),
+                    None => None,
+                };
+                let y = self.out(node, 0)?;
+                conv::conv_transpose2d_into(&mut self.steps, gpu, &x, &w, b.as_ref(), a, *output_padding, &y)?;
+            }
+            Op::Resize { mode, coordinate_transformation, nearest_mode } => {
+                let x = self.get(&node.inputs[0])?;
+                let y = self.out(node, 0)?;
+                let r = pool::Resize::from_onnx(mode, coordinate_transformation, nearest_mode).ok_or_else(|| self.err(node, "unsupported mode"))?;
+                let scales = resize_scales(self.g, node, x.shape(), y.shape());
+                pool::resize_into(&mut self.steps, gpu, &x, r, scales, &y)?;
             }
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
                 let (a, b) = (self.get(&node.inputs[0])?, self.get(&node.inputs[1])?);

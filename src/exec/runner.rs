@@ -82,11 +82,17 @@ impl Executor {
         Ok(plan)
     }
 
-    /// The largest batch whose every activation fits one storage binding.
-    pub fn max_batch(&self, dims: &[(String, usize)]) -> Result<usize> {
-        let g = self.resolved(1, dims)?;
-        let per_sample = g.shapes.values().map(|s| s.iter().product::<usize>() as u64 * 4).max().unwrap_or(4).max(4);
-        Ok(((self.gpu.limits().max_binding / per_sample) as usize).clamp(1, self.gpu.limits().max_groups as usize))
+    /// The batch to run at once: `batch` itself when every activation fits one storage
+    /// binding, otherwise the largest piece that does (activations scale with the batch).
+    pub fn batch_piece(&self, batch: usize, dims: &[(String, usize)]) -> Result<usize> {
+        let g = self.resolved(batch, dims)?;
+        let largest = g.shapes.values().map(|s| s.iter().product::<usize>() as u64 * 4).max().unwrap_or(4).max(4);
+        let limits = self.gpu.limits();
+        if largest <= limits.max_binding && batch <= limits.max_groups as usize {
+            return Ok(batch);
+        }
+        let per_sample = largest.div_ceil(batch as u64);
+        Ok(((limits.max_binding / per_sample) as usize).clamp(1, limits.max_groups as usize).min(batch))
     }
 
     /// Runs the graph; returns the outputs in model order. Batches larger than the adapter
@@ -106,7 +112,7 @@ impl Executor {
                 return Err(Error::NonFinite { op: "run", tensor: name.to_string(), count: bad as u64 });
             }
         }
-        let chunk = self.max_batch(&dims)?.min(batch);
+        let chunk = self.batch_piece(batch, &dims)?;
         let mut pieces: Vec<Vec<ArrayD<f32>>> = Vec::new();
         let mut start = 0;
         while start < batch {

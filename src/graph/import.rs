@@ -262,6 +262,12 @@ fn to_op(op_type: &str, attrs: &HashMap<&str, &onnx::AttributeProto>, opset: i64
     let axes = || a.ints("axes").unwrap_or_default();
     Ok(Some(match op_type {
         "Conv" => Op::Conv(conv()?),
+        "ConvTranspose" => {
+            if a.ints("output_shape").is_some() {
+                return Err("ConvTranspose with output_shape is not supported; export with pads".into());
+            }
+            Op::ConvTranspose { conv: conv()?, output_padding: a.pair("output_padding", 0)? }
+        }
         "Gemm" => Op::Gemm { alpha: a.float("alpha", 1.0), beta: a.float("beta", 1.0), trans_a: a.int("transA", 0) != 0, trans_b: a.int("transB", 0) != 0 },
         "MatMul" => Op::MatMul,
         "BatchNormalization" => {

@@ -282,14 +282,7 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
     let one = |v: Vec<usize>| Ok(vec![v]);
     match &node.op {
         Op::Conv(a) => one(conv::output_shape(x, s.get(1).ok_or("no weight")?, a).map_err(|e| e.to_string())?.to_vec()),
-        Op::ConvTranspose { conv, output_padding } => {
-            let w = s.get(1).ok_or("no weight")?;
-            let ([n, _, h, wd], [_, cout_g, kh, kw]) = (x.as_slice(), w.as_slice()) else { return Err("ConvTranspose needs 4-D input and weight".into()) };
-            let dim = |i: usize, k: usize, st: usize, p0: usize, p1: usize, d: usize, op: usize| ((i - 1) * st + d * (k - 1) + op + 1).checked_sub(p0 + p1);
-            let oh = dim(*h, *kh, conv.strides[0], conv.pads[0], conv.pads[2], conv.dilations[0], output_padding[0]).ok_or("pads larger than output")?;
-            let ow = dim(*wd, *kw, conv.strides[1], conv.pads[1], conv.pads[3], conv.dilations[1], output_padding[1]).ok_or("pads larger than output")?;
-            one(vec![*n, cout_g * conv.groups, oh, ow])
-        }
+        Op::ConvTranspose { conv: c, output_padding } => one(conv::transpose_output_shape(x, s.get(1).ok_or("no weight")?, c, *output_padding).map_err(|e| e.to_string())?.to_vec()),
         Op::Gemm { trans_a, trans_b, .. } => {
             let (a, b) = (x, s.get(1).ok_or("no B")?);
             if a.len() != 2 || b.len() != 2 {
@@ -432,11 +425,9 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
             one(x.iter().enumerate().map(|(d, &v)| v + pads[d] as usize + pads[d + x.len()] as usize).collect())
         }
         Op::Resize { mode, coordinate_transformation, .. } => {
-            if !matches!(mode.as_str(), "nearest" | "linear") {
-                return Err(format!("Resize mode '{mode}' is not supported"));
-            }
-            if !matches!(coordinate_transformation.as_str(), "half_pixel" | "asymmetric" | "align_corners" | "pytorch_half_pixel") {
-                return Err(format!("coordinate_transformation_mode '{coordinate_transformation}' is not supported"));
+            let Op::Resize { nearest_mode, .. } = &node.op else { unreachable!() };
+            if pool::Resize::from_onnx(mode, coordinate_transformation, nearest_mode).is_none() {
+                return Err(format!("Resize mode '{mode}' / '{coordinate_transformation}' / '{nearest_mode}' is not supported"));
             }
             let sizes = node.inputs.get(3).filter(|n| !n.is_empty()).map(|n| const_ints(consts, n)).transpose()?;
             let scales = node.inputs.get(2).filter(|n| !n.is_empty()).map(|n| consts.get(n).map(|c| c.to_f32().iter().copied().collect::<Vec<_>>()).ok_or("scales must be constant")).transpose()?;

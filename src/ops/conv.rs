@@ -8,6 +8,7 @@ use crate::ops::gemm::{matmul_into, Bias};
 use Access::{Read, ReadWrite, Uniform};
 
 static CONV2D: Kernel = Kernel { family: Family::Conv, entry: "conv2d", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
+static CONV_T2D: Kernel = Kernel { family: Family::Conv, entry: "conv_transpose2d", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
 
 const PIXELS_PER_GROUP: usize = 64;
 
@@ -143,4 +144,63 @@ pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTenso
     }
     let bias = bias.unwrap_or(w);
     enc.dispatch(gpu, &CONV2D, &[("COB", cob as f64)], &params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
+}
+
+/// Output shape of a transposed convolution (weight `[cin, cout / groups, kh, kw]`).
+pub fn transpose_output_shape(x: &[usize], w: &[usize], a: &Conv2d, output_padding: [usize; 2]) -> Result<[usize; 4]> {
+    const OP: &str = "ConvTranspose";
+    let ([n, cin, h, wd], [wcin, cout_g, kh, kw]) = (x, w) else {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "input / weight".into(), expected: "4-D NCHW input and [cin, cout/groups, kh, kw] weight".into(), got: x.to_vec() });
+    };
+    if a.groups == 0 || cin != wcin || cin % a.groups != 0 || *h == 0 || *wd == 0 {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "weight".into(), expected: format!("[{cin}, cout/groups, kh, kw] with groups dividing {cin}"), got: w.to_vec() });
+    }
+    let dim = |i: usize, k: usize, s: usize, p0: usize, p1: usize, d: usize, op: usize| ((i - 1) * s + d * (k.max(1) - 1) + op + 1).checked_sub(p0 + p1).filter(|&v| v > 0);
+    match (dim(*h, *kh, a.strides[0], a.pads[0], a.pads[2], a.dilations[0], output_padding[0]), dim(*wd, *kw, a.strides[1], a.pads[1], a.pads[3], a.dilations[1], output_padding[1])) {
+        (Some(oh), Some(ow)) => Ok([*n, cout_g * a.groups, oh, ow]),
+        _ => Err(Error::invalid(OP, "pads", format!("{:?}", a.pads), "larger than the output")),
+    }
+}
+
+/// Transposed convolution into a preallocated `y` of [`transpose_output_shape`].
+pub fn conv_transpose2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, a: &Conv2d, output_padding: [usize; 2], y: &GpuTensor) -> Result<()> {
+    const OP: &str = "ConvTranspose";
+    for (name, t) in [("x", x), ("w", w), ("y", y)] {
+        t.expect_dtype(OP, name, DType::F32)?;
+    }
+    let [n, cout, oh, ow] = transpose_output_shape(x.shape(), w.shape(), a, output_padding)?;
+    if y.shape() != [n, cout, oh, ow] {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: y.shape().to_vec() });
+    }
+    if bias.is_some_and(|b| b.len() != cout) {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "bias".into(), expected: format!("[{cout}]"), got: bias.map(|b| b.shape().to_vec()).unwrap_or_default() });
+    }
+    let limits = gpu.limits();
+    let grid = [(oh * ow).div_ceil(PIXELS_PER_GROUP) as u32, cout as u32, n as u32];
+    if grid.iter().any(|&g| g > limits.max_groups) {
+        return Err(Error::invalid(OP, "output size", format!("{n}x{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
+    }
+    let s = x.shape();
+    let params = Params {
+        n: n as u32,
+        cin: s[1] as u32,
+        h: s[2] as u32,
+        w: s[3] as u32,
+        cout: cout as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        groups: a.groups as u32,
+        kh: w.shape()[2] as u32,
+        kw: w.shape()[3] as u32,
+        stride_h: a.strides[0] as u32,
+        stride_w: a.strides[1] as u32,
+        pad_t: a.pads[0] as u32,
+        pad_l: a.pads[1] as u32,
+        dil_h: a.dilations[0] as u32,
+        dil_w: a.dilations[1] as u32,
+        has_bias: bias.is_some() as u32,
+        _pad: [0; 3],
+    };
+    let bias = bias.unwrap_or(w);
+    enc.dispatch(gpu, &CONV_T2D, &[("COB", 1.0)], &params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
 }

@@ -9,6 +9,7 @@ use Access::{Read, ReadWrite, Uniform};
 
 static MAX_POOL: Kernel = Kernel { family: Family::Pool, entry: "max_pool", bindings: &[Uniform, Read, ReadWrite] };
 static AVG_POOL: Kernel = Kernel { family: Family::Pool, entry: "avg_pool", bindings: &[Uniform, Read, ReadWrite] };
+static RESIZE: Kernel = Kernel { family: Family::Pool, entry: "resize", bindings: &[Uniform, Read, ReadWrite, Read] };
 static GLOBAL_AVG: Kernel = Kernel { family: Family::Pool, entry: "global_avg_pool", bindings: &[Uniform, Read, ReadWrite] };
 
 /// Window pooling attributes (ONNX MaxPool / AveragePool, 2-D).
@@ -119,4 +120,59 @@ pub fn global_avg_pool_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, y: 
     let params = Params { nc: nc as u32, h: 1, w: (x.len() / nc.max(1)) as u32, ..Default::default() };
     let grid = grid_1d(nc as u64, gpu.limits().max_groups)?;
     enc.dispatch(gpu, &GLOBAL_AVG, &[], &params, &[Bind::Whole(x), Bind::Whole(y)], grid)
+}
+
+/// ONNX Resize settings qforge runs (spatial dims of NCHW tensors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resize {
+    /// false = nearest, true = linear.
+    pub linear: bool,
+    /// 0 half_pixel, 1 asymmetric, 2 align_corners, 3 pytorch_half_pixel.
+    pub coordinates: u32,
+    /// 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.
+    pub nearest: u32,
+}
+
+impl Resize {
+    /// From ONNX attribute strings.
+    pub fn from_onnx(mode: &str, coordinates: &str, nearest: &str) -> Option<Resize> {
+        Some(Resize {
+            linear: match mode {
+                "nearest" => false,
+                "linear" => true,
+                _ => return None,
+            },
+            coordinates: ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"].iter().position(|&c| c == coordinates)? as u32,
+            nearest: ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].iter().position(|&c| c == nearest)? as u32,
+        })
+    }
+}
+
+/// Resizes the spatial dims of `x` into `y` (`[n, c, oh, ow]`); `scales` = (h, w) as ONNX
+/// defines them (output / input when sizes were given).
+pub fn resize_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, r: Resize, scales: [f32; 2], y: &GpuTensor) -> Result<()> {
+    const OP: &str = "Resize";
+    x.expect_dtype(OP, "x", DType::F32)?;
+    let (s, o) = (x.shape(), y.shape());
+    if s.len() != 4 || o.len() != 4 || s[..2] != o[..2] || s.contains(&0) || o.contains(&0) {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("[{}, {}, oh, ow] from x {s:?}", s.first().unwrap_or(&0), s.get(1).unwrap_or(&0)), got: o.to_vec() });
+    }
+    if !scales.iter().all(|v| v.is_finite() && *v > 0.0) {
+        return Err(Error::invalid(OP, "scales", format!("{scales:?}"), "must be finite and > 0"));
+    }
+    let table = gpu.upload_slice(&[2], &scales)?;
+    let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
+    let params = Params {
+        nc: (s[0] * s[1]) as u32,
+        h: s[2] as u32,
+        w: s[3] as u32,
+        oh: o[2] as u32,
+        ow: o[3] as u32,
+        kh: r.linear as u32,
+        kw: r.coordinates,
+        stride_h: r.nearest,
+        step: step as u32,
+        ..Default::default()
+    };
+    enc.dispatch(gpu, &RESIZE, &[], &params, &[Bind::Whole(x), Bind::Whole(y), Bind::Whole(&table)], grid)
 }

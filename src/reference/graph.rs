@@ -28,6 +28,17 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 let b = node.inputs.get(2).filter(|b| !b.is_empty()).map(|_| get(2)).transpose()?;
                 outs.push(nn::conv2d(&get(0)?.view(), &get(1)?.view(), b.as_ref().map(|b| b.view()).as_ref(), a));
             }
+            Op::ConvTranspose { conv, output_padding } => {
+                let b = node.inputs.get(2).filter(|b| !b.is_empty()).map(|_| get(2)).transpose()?;
+                outs.push(nn::conv_transpose2d(&get(0)?.view(), &get(1)?.view(), b.as_ref().map(|b| b.view()).as_ref(), conv, *output_padding));
+            }
+            Op::Resize { mode, coordinate_transformation, nearest_mode } => {
+                let x = get(0)?;
+                let r = crate::ops::pool::Resize::from_onnx(mode, coordinate_transformation, nearest_mode).ok_or_else(|| err("unsupported Resize mode".into()))?;
+                let o = out_shape(0);
+                let scales = crate::exec::resize_scales(g, node, x.shape(), &o);
+                outs.push(nn::resize(&x.view(), r, scales, [o[2], o[3]]));
+            }
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
                 let (a, b) = (get(0)?, get(1)?);
                 let a3 = a.view().into_shape_with_order((1, a.shape()[0], a.shape()[1])).unwrap();

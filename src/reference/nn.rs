@@ -142,3 +142,90 @@ pub fn softmax_rows(x: &[f32], len: usize) -> Vec<f32> {
 pub fn mean_rows(x: &[f32], len: usize) -> Vec<f32> {
     x.chunks(len).map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / len as f64) as f32).collect()
 }
+
+/// Transposed convolution, NCHW, weight `[cin, cout / groups, kh, kw]` (scatter form).
+pub fn conv_transpose2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<&ArrayViewD<'_, f32>>, a: &Conv2d, output_padding: [usize; 2]) -> ArrayD<f32> {
+    let [n, cout, oh, ow] = crate::ops::conv::transpose_output_shape(x.shape(), w.shape(), a, output_padding).expect("valid");
+    let (cin, h, wd) = (x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (cout_g, kh, kw) = (w.shape()[1], w.shape()[2], w.shape()[3]);
+    let cin_g = cin / a.groups;
+    let mut acc = vec![0f64; n * cout * oh * ow];
+    for b_ in 0..n {
+        for ci in 0..cin {
+            let g = ci / cin_g;
+            for iy in 0..h {
+                for ix in 0..wd {
+                    let xv = x[[b_, ci, iy, ix]] as f64;
+                    for c in 0..cout_g {
+                        let co = g * cout_g + c;
+                        for ky in 0..kh {
+                            let oy = (iy * a.strides[0] + ky * a.dilations[0]) as isize - a.pads[0] as isize;
+                            if oy < 0 || oy >= oh as isize {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ox = (ix * a.strides[1] + kx * a.dilations[1]) as isize - a.pads[1] as isize;
+                                if ox < 0 || ox >= ow as isize {
+                                    continue;
+                                }
+                                acc[((b_ * cout + co) * oh + oy as usize) * ow + ox as usize] += xv * w[[ci, c, ky, kx]] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut y = ArrayD::from_shape_vec(IxDyn(&[n, cout, oh, ow]), acc.into_iter().map(|v| v as f32).collect()).expect("shape");
+    if let Some(b) = b {
+        for (co, mut lane) in y.axis_iter_mut(ndarray::Axis(1)).enumerate() {
+            lane.mapv_inplace(|v| v + b[[co]]);
+        }
+    }
+    y
+}
+
+/// ONNX Resize of the spatial dims (nearest or linear), as the kernel.
+pub fn resize(x: &ArrayViewD<'_, f32>, r: crate::ops::pool::Resize, scales: [f32; 2], out: [usize; 2]) -> ArrayD<f32> {
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let src = |o: usize, out_len: usize, in_len: usize, scale: f32| -> f32 {
+        let of = o as f32;
+        match r.coordinates {
+            1 => of / scale,
+            2 => if out_len <= 1 { 0.0 } else { of * (in_len - 1) as f32 / (out_len - 1) as f32 },
+            3 => if out_len <= 1 { 0.0 } else { (of + 0.5) / scale - 0.5 },
+            _ => (of + 0.5) / scale - 0.5,
+        }
+    };
+    let nearest = |v: f32, len: usize| -> usize {
+        let half = v.fract() == 0.5;
+        let r = match r.nearest {
+            1 => if half { v.ceil() } else { v.round_ties_even() },
+            2 => v.floor(),
+            3 => v.ceil(),
+            _ => if half { v.floor() } else { v.round_ties_even() },
+        };
+        r.clamp(0.0, (len - 1) as f32) as usize
+    };
+    let mut y = ArrayD::<f32>::zeros(IxDyn(&[n, c, out[0], out[1]]));
+    for b in 0..n {
+        for ch in 0..c {
+            for oy in 0..out[0] {
+                for ox in 0..out[1] {
+                    let (sy, sx) = (src(oy, out[0], h, scales[0]), src(ox, out[1], w, scales[1]));
+                    y[[b, ch, oy, ox]] = if !r.linear {
+                        x[[b, ch, nearest(sy, h), nearest(sx, w)]]
+                    } else {
+                        let (cy, cx) = (sy.clamp(0.0, (h - 1) as f32), sx.clamp(0.0, (w - 1) as f32));
+                        let (y0, x0) = (cy.floor() as usize, cx.floor() as usize);
+                        let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
+                        let (fy, fx) = (cy - y0 as f32, cx - x0 as f32);
+                        let lerp = |a: f32, b: f32, t: f32| a * (1.0 - t) + b * t;
+                        lerp(lerp(x[[b, ch, y0, x0]], x[[b, ch, y0, x1]], fx), lerp(x[[b, ch, y1, x0]], x[[b, ch, y1, x1]], fx), fy)
+                    };
+                }
+            }
+        }
+    }
+    y
+}
