@@ -68,6 +68,10 @@ pub enum Error {
     #[error("graph '{model}': {message}")]
     Graph { model: String, message: String },
 
+    /// A quantsim config file is malformed: the key and what was wrong with it.
+    #[error("config '{file}': {key}: {message}")]
+    Config { file: String, key: String, message: String },
+
     /// Input data contains NaN or infinite values where they are not allowed.
     #[error("{op}: '{tensor}' contains {count} non-finite value(s) (NaN or Inf)")]
     NonFinite { op: &'static str, tensor: String, count: u64 },

@@ -23,6 +23,7 @@
 pub mod compress;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod exec;
 pub mod graph;

@@ -13,13 +13,15 @@ use crate::graph::ir::{Const, Graph, Node, Op};
 use crate::graph::resolve::{norm_axis, slice_spec};
 use crate::ops::elementwise::{self as ew, strides, StridedView};
 use crate::ops::gemm::{self, Bias};
-use crate::ops::{conv, pool, reduce};
+use crate::ops::{conv, pool, quant, reduce};
 
 /// A compiled forward pass.
 pub struct Plan {
     gpu: Arc<Gpu>,
     name: String,
     inputs: Vec<String>,
+    /// The buffers the host writes inputs into (before any input quantizer).
+    input_buffers: HashMap<String, GpuTensor>,
     outputs: Vec<String>,
     values: HashMap<String, GpuTensor>,
     steps: Steps,
@@ -115,6 +117,17 @@ impl<'g> Builder<'g> {
         let t = self.alloc(&shape)?;
         self.define(name, t.clone());
         Ok(t)
+    }
+
+    /// Replaces `name`'s value by its fake-quantized copy when it has a quantizer.
+    fn quantize(&mut self, name: &str, act_quant: &HashMap<String, (GpuTensor, u32)>) -> Result<()> {
+        let Some((table, steps)) = act_quant.get(name) else { return Ok(()) };
+        let x = self.values[name].clone();
+        let y = self.alloc(x.shape())?;
+        quant::fake_quant_table_into(&mut self.steps, self.gpu, &x, table, *steps, None, &y)?;
+        self.release(name);
+        self.define(name, y);
+        Ok(())
     }
 
     fn shape(&self, name: &str) -> Vec<usize> {
@@ -346,6 +359,14 @@ impl Plan {
     /// Compiles a resolved graph. `taps` are values kept readable after a forward (never
     /// shared with other activations).
     pub fn compile(gpu: Arc<Gpu>, g: &Graph, taps: &[String]) -> Result<Plan> {
+        Plan::compile_quantized(gpu, g, taps, &HashMap::new())
+    }
+
+    /// Compiles with fake quantization after every value in `act_quant` (value name →
+    /// (encoding table on the GPU, grid steps N)): the simulation of a quantized model. Inputs
+    /// and node outputs listed there are replaced by their quantize-dequantized values; the
+    /// tables can be rewritten between runs.
+    pub fn compile_quantized(gpu: Arc<Gpu>, g: &Graph, taps: &[String], act_quant: &HashMap<String, (GpuTensor, u32)>) -> Result<Plan> {
         for t in taps {
             if !g.shapes.contains_key(t) {
                 return Err(Error::Graph { model: g.name.clone(), message: format!("tap '{t}' is not a runtime value of the graph") });
@@ -359,16 +380,22 @@ impl Plan {
         }
         let keep: HashSet<&str> = g.outputs.iter().chain(taps).map(String::as_str).collect();
         let mut b = Builder { gpu: &gpu, g, values: HashMap::new(), weights: HashMap::new(), free: Vec::new(), users: HashMap::new(), steps: Steps::default() };
+        let mut input_buffers = HashMap::new();
         for i in &g.inputs {
             let t = gpu.empty(&g.shapes[i], DType::F32)?;
+            input_buffers.insert(i.clone(), t.clone());
             b.define(i, t);
             // Inputs are written by the host before each forward: never reuse their buffers.
             *b.users.entry(key(&b.values[i])).or_default() += 1;
+            b.quantize(i, act_quant)?;
         }
         let mut node_steps = Vec::with_capacity(g.nodes.len());
         for (i, n) in g.nodes.iter().enumerate() {
             node_steps.push((n.name.clone(), b.steps.0.len()));
             b.node(n)?;
+            for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+                b.quantize(o, act_quant)?;
+            }
             for o in &n.outputs {
                 if keep.contains(o.as_str()) {
                     *b.users.entry(key(&b.values[o])).or_default() += 1;
@@ -387,7 +414,7 @@ impl Plan {
                 }
             }
         }
-        Ok(Plan { gpu: gpu.clone(), name: g.name.clone(), inputs: g.inputs.clone(), outputs: g.outputs.clone(), values: b.values, steps: b.steps, node_steps })
+        Ok(Plan { gpu: gpu.clone(), name: g.name.clone(), inputs: g.inputs.clone(), input_buffers, outputs: g.outputs.clone(), values: b.values, steps: b.steps, node_steps })
     }
 
     /// The GPU tensor of a value (inputs, outputs and taps hold their value after a forward).
@@ -421,7 +448,7 @@ impl Plan {
             let Some((_, data)) = inputs.iter().find(|(n, _)| n == name) else {
                 return Err(Error::Graph { model: self.name.clone(), message: format!("missing input '{name}'") });
             };
-            let t = &self.values[name];
+            let t = &self.input_buffers[name];
             if data.shape() != t.shape() {
                 return Err(Error::ShapeMismatch { op: "forward", tensor: name.clone(), expected: format!("{:?}", t.shape()), got: data.shape().to_vec() });
             }

@@ -65,11 +65,46 @@ fn check(op: &'static str, x: &GpuTensor, q: &Encoding) -> Result<ChannelView> {
 /// Records one elementwise quant kernel over `x` in binding-sized chunks; `outs` are written
 /// at the same positions as `x`.
 fn launch(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], q: &Encoding, view: ChannelView) -> Result<()> {
-    let table = gpu.upload_slice(&[q.channels(), 4], bytemuck::cast_slice::<[f32; 4], f32>(&q.table()))?;
+    let table = upload_table(gpu, q)?;
+    launch_table(enc, gpu, kernel, x, ins, outs, &table, q.steps(), q.signed_codes(), view)
+}
+
+/// An encoding's kernel table on the GPU (`[channels, 4]`: scale, 1/scale, offset, 0).
+pub fn upload_table(gpu: &Gpu, q: &Encoding) -> Result<GpuTensor> {
+    gpu.upload_slice(&[q.channels(), 4], bytemuck::cast_slice::<[f32; 4], f32>(&q.table()))
+}
+
+/// Overwrites a table made by [`upload_table`] (same channel count) for the next submission.
+pub fn write_table(gpu: &Gpu, table: &GpuTensor, q: &Encoding) -> Result<()> {
+    if table.len() != q.channels() * 4 {
+        return Err(Error::ShapeMismatch { op: "write_table", tensor: "table".into(), expected: format!("[{}, 4]", q.channels()), got: table.shape().to_vec() });
+    }
+    q.validate("write_table")?;
+    gpu.queue.write_buffer(table.buf.raw(), 0, bytemuck::cast_slice(&q.table()));
+    Ok(())
+}
+
+/// Fake-quant of `x` into `y` with an encoding table on the GPU (updatable without recompiling
+/// a plan): `steps` = N of the grid, channels from the table along `axis`.
+pub fn fake_quant_table_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, table: &GpuTensor, steps: u32, axis: Option<usize>, y: &GpuTensor) -> Result<()> {
+    const OP: &str = "fake_quant";
+    x.expect_dtype(OP, "x", DType::F32)?;
+    let view = ChannelView::new(x.shape(), axis, OP)?;
+    if view.channels as usize * 4 != table.len() || y.len() != x.len() {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "table / y".into(), expected: format!("{} channels and {} outputs", view.channels, x.len()), got: table.shape().to_vec() });
+    }
+    if x.is_empty() {
+        return Ok(());
+    }
+    launch_table(enc, gpu, &FAKE_QUANT, x, &[], &[y], table, steps, false, view)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], table: &GpuTensor, steps: u32, signed_codes: bool, view: ChannelView) -> Result<()> {
     let limits = gpu.limits();
     for ch in linear_chunks(x.len() as u64, &limits) {
         let range = |t| Bind::Range { tensor: t, offset: ch.start * 4, size: ch.len * 4 };
-        let mut binds = vec![Bind::Whole(&table), range(x)];
+        let mut binds = vec![Bind::Whole(table), range(x)];
         binds.extend(ins.iter().map(|t| range(t)));
         binds.extend(outs.iter().map(|t| range(t)));
         let (grid, step) = grid_stride(ch.len, limits.max_groups)?;
@@ -79,8 +114,8 @@ fn launch(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins:
             base: ch.start as u32,
             inner: inner as u32,
             channels: view.channels as u32,
-            qmax: q.steps() as f32,
-            signed_codes: q.signed_codes() as u32,
+            qmax: steps as f32,
+            signed_codes: signed_codes as u32,
             step: step as u32,
             step_r: (step % inner) as u32,
             step_c: ((step / inner) % view.channels) as u32,

@@ -1,6 +1,8 @@
 //! The quantization math, stated once: encodings from ranges, and the grid they describe.
 //!
-//! * Range fix-up: `min = min(min, 0)`, `max = max(max, 0)`, `max >= min + 0.01`.
+//! * Range fix-up: `min = min(min, 0)`, `max = max(max, 0)`; a range whose step would be
+//!   below f32's epsilon is widened to one epsilon per step (AIMET 2.x's rule; its older C++
+//!   kernels forced 0.01 instead, which AIMET 2.42's MobileNetV2 encodings show it no longer does).
 //! * N = 2^bw - 1 steps (2^bw - 2 for strict symmetric).
 //! * Asymmetric: `scale = (max - min) / N`, `offset = round(min / scale)` (<= 0).
 //! * Signed symmetric: grid [-2^(bw-1), 2^(bw-1) - 1],
@@ -16,8 +18,8 @@
 
 use crate::error::{Error, Result};
 
-/// AIMET's smallest allowed encoding range.
-pub const MIN_RANGE: f64 = 0.01;
+/// AIMET's smallest allowed step size (f32 epsilon).
+pub const MIN_SCALE: f64 = f32::EPSILON as f64;
 
 /// The shape of the integer grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,15 +70,16 @@ fn check_bitwidth(op: &'static str, bitwidth: u32) -> Result<()> {
 fn scale_offset(min: f64, max: f64, bitwidth: u32, kind: QuantKind) -> (f32, f32) {
     let mut min = min.min(0.0);
     let mut max = max.max(0.0);
-    if max - min < MIN_RANGE {
-        // Keep zero inside and grow the side that is already non-empty.
-        if max > 0.0 || min == 0.0 {
-            max = min + MIN_RANGE;
+    let n = steps(bitwidth, kind) as f64;
+    if (max - min) / n < MIN_SCALE {
+        // AIMET's adjustment: one minimum step per grid step, split around zero if symmetric.
+        if kind == QuantKind::Asymmetric || (kind == QuantKind::UnsignedSymmetric && min >= 0.0) {
+            max += n * MIN_SCALE;
         } else {
-            min = max - MIN_RANGE;
+            max += (n / 2.0).floor() * MIN_SCALE;
+            min -= (n / 2.0).ceil() * MIN_SCALE;
         }
     }
-    let n = steps(bitwidth, kind) as f64;
     let half = (1u64 << (bitwidth - 1)) as f64;
     let kind = if kind == QuantKind::UnsignedSymmetric && min < 0.0 { QuantKind::SignedSymmetric } else { kind };
     match kind {
@@ -201,7 +204,7 @@ mod tests {
     #[test]
     fn tiny_and_zero_ranges_get_the_minimum_range() {
         let e = Encoding::from_ranges(&[0.0], &[0.0], 8, QuantKind::Asymmetric, None).unwrap();
-        assert!((e.scale[0] as f64 * 255.0 - MIN_RANGE).abs() < 1e-6);
+        assert!((e.scale[0] as f64 - MIN_SCALE).abs() < 1e-12);
         let e = Encoding::from_ranges(&[-1e-4], &[-1e-5], 8, QuantKind::Asymmetric, None).unwrap();
         assert!(e.grid_range(0).0 < 0.0 && e.grid_range(0).1 >= 0.0);
     }

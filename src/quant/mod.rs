@@ -1,5 +1,13 @@
 //! Quantization: the encoding math (calibration, simulation and export build on it).
 
+pub mod calibrate;
+pub mod config;
 pub mod encoding;
+pub mod export;
+pub mod params;
+pub mod placement;
+pub mod sim;
 
+pub use config::QuantConfig;
 pub use encoding::{steps, Encoding, QuantKind};
+pub use placement::{place, Placement, Quantizer};

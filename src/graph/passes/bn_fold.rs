@@ -86,13 +86,25 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<Folded>> {
             node.inputs.resize(3, String::new());
         }
         node.inputs[2] = bias_name;
-        if forward {
-            // The conv now produces the BN's output name.
-            node.outputs[0] = bn.outputs[0].clone();
-        } else {
-            node.inputs[0] = bn.inputs[0].clone();
+        // As AIMET: the conv keeps its output name and the BN's readers read it instead
+        // (unless the BN's output is a model output, whose name stays).
+        let bn_is_output = g.outputs.contains(&bn.outputs[0]);
+        if forward && bn_is_output {
+            g.nodes[target].outputs[0] = bn.outputs[0].clone();
         }
-        let removed_value = if forward { tnode.outputs[0].clone() } else { bn.outputs[0].clone() };
+        let (removed_value, kept_value) = match (forward, bn_is_output) {
+            (true, false) => (bn.outputs[0].clone(), tnode.outputs[0].clone()),
+            (true, true) => (tnode.outputs[0].clone(), bn.outputs[0].clone()),
+            (false, _) => (bn.outputs[0].clone(), bn.inputs[0].clone()),
+        };
+        for n in g.nodes.iter_mut() {
+            for i in n.inputs.iter_mut().filter(|i| **i == removed_value) {
+                *i = kept_value.clone();
+            }
+        }
+        for o in g.outputs.iter_mut().filter(|o| **o == removed_value) {
+            *o = kept_value.clone();
+        }
         g.nodes.remove(bn_idx);
         g.shapes.remove(&removed_value);
         for p in &bn.inputs[1..] {

@@ -1,0 +1,41 @@
+//! Fidelity metrics shared by quantization and compression: SQNR and top-k agreement.
+
+use ndarray::{ArrayD, Axis};
+
+/// 10 log10(|y|^2 / |y - y_q|^2) in dB over all elements (f64 sums); +inf when identical.
+pub fn sqnr_db(reference: &ArrayD<f32>, test: &ArrayD<f32>) -> f64 {
+    let (mut s, mut n) = (0f64, 0f64);
+    for (&a, &b) in reference.iter().zip(test.iter()) {
+        s += (a as f64).powi(2);
+        n += (a as f64 - b as f64).powi(2);
+    }
+    if n == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (s / n).log10()
+    }
+}
+
+/// Indices of the k largest values of each row of a `[n, classes]` array.
+pub fn top_k(y: &ArrayD<f32>, k: usize) -> Vec<Vec<usize>> {
+    y.axis_iter(Axis(0))
+        .map(|row| {
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            idx.truncate(k);
+            idx
+        })
+        .collect()
+}
+
+/// Fraction of rows whose top-1 class is the same in both.
+pub fn top1_agreement(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
+    let (ta, tb) = (top_k(a, 1), top_k(b, 1));
+    ta.iter().zip(&tb).filter(|(x, y)| x[0] == y[0]).count() as f64 / ta.len().max(1) as f64
+}
+
+/// Fraction of rows where the reference's top-1 class is among the test's top 5.
+pub fn top5_agreement(reference: &ArrayD<f32>, test: &ArrayD<f32>) -> f64 {
+    let (ta, tb) = (top_k(reference, 1), top_k(test, 5));
+    ta.iter().zip(&tb).filter(|(x, y)| y.contains(&x[0])).count() as f64 / ta.len().max(1) as f64
+}

@@ -1,0 +1,120 @@
+//! Calibration on the GPU: forward passes of the prepared FP32 graph with taps on every
+//! quantized activation; per batch, the observers record their statistics into the same
+//! submission and one readback returns them all. Memory stays flat in the number of batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ndarray::{ArrayViewD, Axis};
+
+use crate::error::{Error, Result};
+use crate::exec::Plan;
+use crate::gpu::{Gpu, GpuTensor};
+use crate::graph::ir::{Const, Graph};
+use crate::graph::passes::bn_fold;
+use crate::ops::calib;
+use crate::quant::placement::Placement;
+
+/// The model as quantization sees it: the imported graph, resolved for a batch size, with
+/// batch norms folded (as AIMET prepares it).
+#[derive(Clone)]
+pub struct Prepared {
+    source: Graph,
+    dims: HashMap<String, usize>,
+    /// Weights replaced after folding (their quantize-dequantized values, once computed).
+    overrides: BTreeMap<String, Const>,
+}
+
+impl Prepared {
+    /// Prepares an imported graph; `dims` sizes named dims other than the batch.
+    pub fn new(source: Graph, dims: HashMap<String, usize>) -> Prepared {
+        Prepared { source, dims, overrides: BTreeMap::new() }
+    }
+
+    /// Replaces constants (by name) in every prepared graph from now on.
+    pub fn override_consts(&mut self, consts: BTreeMap<String, Const>) {
+        self.overrides.extend(consts);
+    }
+
+    /// The prepared graph for one batch size.
+    pub fn at(&self, batch: usize) -> Result<Graph> {
+        Ok(self.at_with_report(batch)?.0)
+    }
+
+    /// The prepared graph and what batch-norm folding did.
+    pub fn at_with_report(&self, batch: usize) -> Result<(Graph, Vec<bn_fold::Folded>)> {
+        let mut g = self.source.clone();
+        g.resolve_with_batch(&self.dims, Some(batch))?;
+        let folded = bn_fold::fold_batch_norms(&mut g)?;
+        for (k, v) in &self.overrides {
+            g.consts.insert(k.clone(), v.clone());
+        }
+        Ok((g, folded))
+    }
+}
+
+/// Running min/max of every quantized activation (AIMET's "tf" / min-max scheme).
+pub struct MinMaxCalibrator {
+    gpu: Arc<Gpu>,
+    model: Prepared,
+    names: Vec<String>,
+    plans: HashMap<usize, Plan>,
+    /// Per activation: (min, max) of finite values so far.
+    pub ranges: Vec<(f32, f32)>,
+    /// Per activation: non-finite values seen (left out of the ranges).
+    pub non_finite: Vec<u64>,
+    /// Samples seen.
+    pub samples: usize,
+}
+
+impl MinMaxCalibrator {
+    /// Observers for every activation quantizer of `placement` on the prepared model.
+    pub fn new(gpu: Arc<Gpu>, model: Prepared, placement: &Placement) -> MinMaxCalibrator {
+        let names: Vec<String> = placement.activations.iter().map(|q| q.tensor.clone()).collect();
+        let n = names.len();
+        MinMaxCalibrator { gpu, model, names, plans: HashMap::new(), ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 }
+    }
+
+    fn plan(&mut self, batch: usize) -> Result<&Plan> {
+        if !self.plans.contains_key(&batch) {
+            let g = self.model.at(batch)?;
+            let taps: Vec<String> = self.names.iter().filter(|t| !g.inputs.contains(t)).cloned().collect();
+            self.plans.insert(batch, Plan::compile(self.gpu.clone(), &g, &taps)?);
+        }
+        Ok(&self.plans[&batch])
+    }
+
+    /// Adds one batch (`input` name → `[batch, ...]`): one submission, one readback.
+    pub fn add(&mut self, input: &str, x: ArrayViewD<'_, f32>) -> Result<()> {
+        let batch = x.len_of(Axis(0));
+        let gpu = self.gpu.clone();
+        let names = self.names.clone();
+        let plan = self.plan(batch)?;
+        plan.write_inputs(&[(input, x)])?;
+        let mut enc = gpu.encoder();
+        plan.record(&mut enc);
+        let mut outs: Vec<GpuTensor> = Vec::with_capacity(2 * names.len());
+        for name in &names {
+            let t = plan.tensor(name).ok_or_else(|| Error::Graph { model: "calibration".into(), message: format!("no tap for '{name}'") })?;
+            let mm = calib::min_max(&mut enc, &gpu, t, None)?;
+            outs.push(mm.range);
+            outs.push(mm.non_finite);
+        }
+        let refs: Vec<&GpuTensor> = outs.iter().collect();
+        let bytes = gpu.submit_and_read(enc, &refs)?;
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let r: &[f32] = bytemuck::cast_slice(&pair[0]);
+            let bad: &[u32] = bytemuck::cast_slice(&pair[1]);
+            self.ranges[i].0 = self.ranges[i].0.min(r[0]);
+            self.ranges[i].1 = self.ranges[i].1.max(r[1]);
+            self.non_finite[i] += bad[0] as u64;
+        }
+        self.samples += batch;
+        Ok(())
+    }
+
+    /// The activation names, in placement order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}

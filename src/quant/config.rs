@@ -1,0 +1,232 @@
+//! AIMET quantsim config files: which tensors get quantizers, and how.
+//!
+//! Schema (as AIMET's files): `defaults` (`ops`, `params`, `strict_symmetric`,
+//! `unsigned_symmetric`, `per_channel_quantization`, `hw_version`), `params` (per parameter role:
+//! `weight`, `bias` …), `op_type` (per ONNX op type: `is_input_quantized`,
+//! `is_output_quantized`, `is_symmetric`, `per_channel_quantization`, `params`,
+//! `supported_kernels`, `encoding_constraints`), `supergroups` (`op_list` sequences),
+//! `supergroup_pass_list`, `model_input`, `model_output`. Booleans are the strings "True" /
+//! "False" (JSON booleans are accepted too). Unknown keys and wrong types are errors naming the
+//! key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Quantizer settings for a parameter role or an op's output.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    pub is_quantized: Option<bool>,
+    pub is_symmetric: Option<bool>,
+}
+
+/// Per-op-type overrides.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpSettings {
+    pub is_input_quantized: Option<bool>,
+    pub is_output_quantized: Option<bool>,
+    pub is_symmetric: Option<bool>,
+    pub per_channel_quantization: Option<bool>,
+    pub params: BTreeMap<String, Settings>,
+    /// (min, max) the op's output range is pinned to (e.g. Sigmoid: 0..1).
+    pub encoding_constraints: Option<(Option<f32>, Option<f32>)>,
+    /// Kernels the target supports, as given (kept for export; not used for placement).
+    pub supported_kernels: Option<Value>,
+}
+
+/// A parsed quantsim config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantConfig {
+    /// Default for op outputs.
+    pub ops_output_quantized: bool,
+    pub ops_symmetric: bool,
+    /// Default for parameters.
+    pub params_quantized: bool,
+    pub params_symmetric: bool,
+    pub strict_symmetric: bool,
+    pub unsigned_symmetric: bool,
+    pub per_channel: bool,
+    pub hw_version: Option<String>,
+    /// Per parameter role ("weight", "bias", …).
+    pub params: BTreeMap<String, Settings>,
+    pub op_type: BTreeMap<String, OpSettings>,
+    /// Op-type sequences fused on the target: no quantizer between their members.
+    pub supergroups: Vec<Vec<String>>,
+    pub supergroup_pass_list: Vec<String>,
+    pub model_input_quantized: bool,
+    pub model_output_quantized: bool,
+}
+
+/// AIMET's per-channel default (default_config_per_channel.json), built in.
+pub const DEFAULT_PER_CHANNEL: &str = r#"{
+  "defaults": {"ops": {"is_output_quantized": "True"}, "params": {"is_quantized": "True", "is_symmetric": "True"},
+               "strict_symmetric": "False", "per_channel_quantization": "False"},
+  "params": {"bias": {"is_quantized": "False"}},
+  "op_type": {
+    "Conv": {"per_channel_quantization": "True"}, "ConvTranspose": {"per_channel_quantization": "True"},
+    "Gemm": {"per_channel_quantization": "True"}, "MatMul": {"per_channel_quantization": "True"},
+    "PRelu": {"per_channel_quantization": "True"},
+    "BatchNormalization": {"params": {"running_mean": {"is_quantized": "False"}, "running_var": {"is_quantized": "False"}}},
+    "Cast": {"is_output_quantized": "False"}
+  },
+  "supergroup_pass_list": ["MatmulAdd"],
+  "supergroups": [{"op_list": ["Conv", "Relu"]}, {"op_list": ["Conv", "Clip"]}, {"op_list": ["ConvTranspose", "Relu"]},
+                  {"op_list": ["Add", "Relu"]}, {"op_list": ["Gemm", "Relu"]}],
+  "model_input": {"is_input_quantized": "True"},
+  "model_output": {}
+}"#;
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> Error {
+        Error::Config { file: self.file.to_string(), key: key.to_string(), message: message.into() }
+    }
+
+    fn object<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Map<String, Value>> {
+        v.as_object().ok_or_else(|| self.err(key, format!("expected an object, found {v}")))
+    }
+
+    fn known(&self, key: &str, m: &Map<String, Value>, allowed: &[&str]) -> Result<()> {
+        for k in m.keys() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(self.err(&format!("{key}.{k}"), format!("unknown key (expected one of {allowed:?})")));
+            }
+        }
+        Ok(())
+    }
+
+    fn boolean(&self, key: &str, v: &Value) -> Result<bool> {
+        match v {
+            Value::Bool(b) => Ok(*b),
+            Value::String(s) if s == "True" || s == "true" => Ok(true),
+            Value::String(s) if s == "False" || s == "false" => Ok(false),
+            other => Err(self.err(key, format!("expected \"True\" or \"False\", found {other}"))),
+        }
+    }
+
+    fn opt_bool(&self, key: &str, m: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
+        m.get(name).map(|v| self.boolean(&format!("{key}.{name}"), v)).transpose()
+    }
+
+    fn settings(&self, key: &str, v: &Value) -> Result<Settings> {
+        let m = self.object(key, v)?;
+        self.known(key, m, &["is_quantized", "is_symmetric"])?;
+        Ok(Settings { is_quantized: self.opt_bool(key, m, "is_quantized")?, is_symmetric: self.opt_bool(key, m, "is_symmetric")? })
+    }
+}
+
+impl QuantConfig {
+    /// AIMET's per-channel default.
+    pub fn default_per_channel() -> QuantConfig {
+        QuantConfig::parse(DEFAULT_PER_CHANNEL, "built-in default").expect("the built-in config parses")
+    }
+
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<QuantConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { action: "reading config", path: path.display().to_string(), message: e.to_string() })?;
+        QuantConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config JSON; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<QuantConfig> {
+        let cx = Ctx { file };
+        let root: Value = serde_json::from_str(text).map_err(|e| cx.err("(file)", format!("not valid JSON: {e}")))?;
+        let root = cx.object("(root)", &root)?;
+        cx.known("(root)", root, &["defaults", "params", "op_type", "supergroups", "supergroup_pass_list", "model_input", "model_output"])?;
+        let defaults = cx.object("defaults", root.get("defaults").ok_or_else(|| cx.err("defaults", "missing"))?)?;
+        cx.known("defaults", defaults, &["ops", "params", "strict_symmetric", "unsigned_symmetric", "per_channel_quantization", "hw_version"])?;
+        let ops = match defaults.get("ops") {
+            Some(v) => cx.object("defaults.ops", v)?.clone(),
+            None => Map::new(),
+        };
+        cx.known("defaults.ops", &ops, &["is_output_quantized", "is_symmetric", "is_input_quantized"])?;
+        let dparams = match defaults.get("params") {
+            Some(v) => cx.settings("defaults.params", v)?,
+            None => Settings::default(),
+        };
+        let flag = |name: &str, default: bool| -> Result<bool> { Ok(cx.opt_bool("defaults", defaults, name)?.unwrap_or(default)) };
+        let mut params = BTreeMap::new();
+        if let Some(v) = root.get("params") {
+            for (role, s) in cx.object("params", v)? {
+                params.insert(role.clone(), cx.settings(&format!("params.{role}"), s)?);
+            }
+        }
+        let mut op_type = BTreeMap::new();
+        if let Some(v) = root.get("op_type") {
+            for (op, s) in cx.object("op_type", v)? {
+                let key = format!("op_type.{op}");
+                let m = cx.object(&key, s)?;
+                cx.known(&key, m, &["is_input_quantized", "is_output_quantized", "is_symmetric", "per_channel_quantization", "params", "supported_kernels", "encoding_constraints"])?;
+                let mut o = OpSettings {
+                    is_input_quantized: cx.opt_bool(&key, m, "is_input_quantized")?,
+                    is_output_quantized: cx.opt_bool(&key, m, "is_output_quantized")?,
+                    is_symmetric: cx.opt_bool(&key, m, "is_symmetric")?,
+                    per_channel_quantization: cx.opt_bool(&key, m, "per_channel_quantization")?,
+                    supported_kernels: m.get("supported_kernels").cloned(),
+                    ..Default::default()
+                };
+                if let Some(p) = m.get("params") {
+                    for (role, s) in cx.object(&format!("{key}.params"), p)? {
+                        o.params.insert(role.clone(), cx.settings(&format!("{key}.params.{role}"), s)?);
+                    }
+                }
+                if let Some(c) = m.get("encoding_constraints") {
+                    let ck = format!("{key}.encoding_constraints");
+                    let cm = cx.object(&ck, c)?;
+                    cx.known(&ck, cm, &["min", "max"])?;
+                    let num = |n: &str| cm.get(n).map(|v| v.as_f64().map(|f| f as f32).ok_or_else(|| cx.err(&format!("{ck}.{n}"), format!("expected a number, found {v}")))).transpose();
+                    o.encoding_constraints = Some((num("min")?, num("max")?));
+                }
+                op_type.insert(op.clone(), o);
+            }
+        }
+        let mut supergroups = Vec::new();
+        if let Some(v) = root.get("supergroups") {
+            let list = v.as_array().ok_or_else(|| cx.err("supergroups", "expected a list"))?;
+            for (i, g) in list.iter().enumerate() {
+                let key = format!("supergroups[{i}]");
+                let m = cx.object(&key, g)?;
+                cx.known(&key, m, &["op_list"])?;
+                let ops = m.get("op_list").and_then(Value::as_array).ok_or_else(|| cx.err(&format!("{key}.op_list"), "expected a list of op types"))?;
+                supergroups.push(ops.iter().map(|o| o.as_str().map(str::to_string).ok_or_else(|| cx.err(&format!("{key}.op_list"), format!("expected op type strings, found {o}")))).collect::<Result<_>>()?);
+            }
+        }
+        let supergroup_pass_list = match root.get("supergroup_pass_list") {
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| cx.err("supergroup_pass_list", format!("expected strings, found {v}")))).collect::<Result<_>>()?,
+            Some(other) => return Err(cx.err("supergroup_pass_list", format!("expected a list, found {other}"))),
+            None => Vec::new(),
+        };
+        let section = |name: &str, flag: &str| -> Result<Option<bool>> {
+            match root.get(name) {
+                None => Ok(None),
+                Some(v) => {
+                    let m = cx.object(name, v)?;
+                    cx.known(name, m, &[flag])?;
+                    cx.opt_bool(name, m, flag)
+                }
+            }
+        };
+        Ok(QuantConfig {
+            ops_output_quantized: cx.opt_bool("defaults.ops", &ops, "is_output_quantized")?.unwrap_or(false),
+            ops_symmetric: cx.opt_bool("defaults.ops", &ops, "is_symmetric")?.unwrap_or(false),
+            params_quantized: dparams.is_quantized.unwrap_or(true),
+            params_symmetric: dparams.is_symmetric.unwrap_or(true),
+            strict_symmetric: flag("strict_symmetric", false)?,
+            unsigned_symmetric: flag("unsigned_symmetric", false)?,
+            per_channel: flag("per_channel_quantization", false)?,
+            hw_version: defaults.get("hw_version").and_then(Value::as_str).map(str::to_string),
+            params,
+            op_type,
+            supergroups,
+            supergroup_pass_list,
+            model_input_quantized: section("model_input", "is_input_quantized")?.unwrap_or(false),
+            model_output_quantized: section("model_output", "is_output_quantized")?.unwrap_or(false),
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! Quantizer placement: which activations and parameters of a prepared graph get quantizers,
+//! following a [`QuantConfig`] the way AIMET places them.
+//!
+//! * Activations: the model inputs (when `model_input` says so) and every op output whose op
+//!   type is quantized, except outputs inside a supergroup (a Conv followed only by its Relu
+//!   has one quantizer, after the Relu) and outputs of ops that only move or reinterpret data
+//!   (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, Transpose, Gather, Cast): those
+//!   reuse their input's grid.
+//! * Supergroups match AIMET's op types: a depthwise convolution is AIMET's
+//!   `DepthwiseConv2d`, not `Conv`, so `Conv + Clip` does not fuse it (AIMET's reference
+//!   encodings of MobileNetV2 quantize depthwise outputs before their Clip).
+//! * Parameters: the weight (input 1) of Conv, ConvTranspose, Gemm, MatMul with a constant B,
+//!   and PRelu's slope, per channel along the output-channel axis when the op type says so;
+//!   biases only when `params.bias.is_quantized`.
+
+use crate::graph::ir::{Graph, Node, Op};
+use crate::quant::config::QuantConfig;
+
+/// What a quantizer is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A runtime tensor (model input or op output).
+    Activation,
+    /// A constant input of `node` ("weight", "bias").
+    Param { node: String, role: &'static str },
+}
+
+/// One quantizer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantizer {
+    /// The tensor it quantizes (ONNX name).
+    pub tensor: String,
+    pub role: Role,
+    pub symmetric: bool,
+    /// Channel axis for per-channel quantizers.
+    pub axis: Option<usize>,
+    /// (min, max) the range is pinned to, from the op type's encoding constraints.
+    pub constraints: Option<(Option<f32>, Option<f32>)>,
+}
+
+/// All quantizers of a graph.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub activations: Vec<Quantizer>,
+    pub params: Vec<Quantizer>,
+}
+
+/// AIMET's op type for a node (depthwise convolutions are their own type).
+pub fn aimet_type(n: &Node, g: &Graph) -> &'static str {
+    if let Op::Conv(a) = &n.op {
+        let cin = g.shapes.get(&n.inputs[0]).and_then(|s| s.get(1)).copied().unwrap_or(0);
+        if a.groups > 1 && a.groups == cin {
+            return "DepthwiseConv2d";
+        }
+    }
+    n.op.onnx_type()
+}
+
+fn passes_through(op: &Op) -> bool {
+    op.is_view() || matches!(op, Op::Transpose { .. } | Op::Gather { .. } | Op::Cast { .. })
+}
+
+/// Whether `n`'s output is the inside of a supergroup: its only consumer continues a
+/// configured op sequence that starts at `n`.
+fn inside_supergroup(g: &Graph, i: usize, cfg: &QuantConfig) -> bool {
+    let n = &g.nodes[i];
+    let consumers = g.consumers_of(&n.outputs[0]);
+    let [c] = consumers[..] else { return false };
+    if g.outputs.contains(&n.outputs[0]) {
+        return false;
+    }
+    let (t0, t1) = (aimet_type(n, g), aimet_type(&g.nodes[c], g));
+    cfg.supergroups.iter().any(|sg| sg.windows(2).any(|w| w[0] == t0 && w[1] == t1))
+}
+
+/// Places quantizers on a resolved (and usually BN-folded) graph.
+pub fn place(g: &Graph, cfg: &QuantConfig) -> Placement {
+    let mut p = Placement::default();
+    if cfg.model_input_quantized {
+        for i in &g.inputs {
+            p.activations.push(Quantizer { tensor: i.clone(), role: Role::Activation, symmetric: cfg.ops_symmetric, axis: None, constraints: None });
+        }
+    }
+    for (i, n) in g.nodes.iter().enumerate() {
+        let t = aimet_type(n, g);
+        let op_cfg = cfg.op_type.get(t).or_else(|| cfg.op_type.get(n.op.onnx_type()));
+        let out_q = op_cfg.and_then(|o| o.is_output_quantized).unwrap_or(cfg.ops_output_quantized);
+        if out_q && !passes_through(&n.op) && !inside_supergroup(g, i, cfg) {
+            for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+                p.activations.push(Quantizer {
+                    tensor: o.clone(),
+                    role: Role::Activation,
+                    symmetric: op_cfg.and_then(|o| o.is_symmetric).unwrap_or(cfg.ops_symmetric),
+                    axis: None,
+                    constraints: op_cfg.and_then(|o| o.encoding_constraints),
+                });
+            }
+        }
+        let per_channel = op_cfg.and_then(|o| o.per_channel_quantization).unwrap_or(cfg.per_channel);
+        let weight = match &n.op {
+            Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::ConvTranspose { .. } | Op::Binary(crate::ops::elementwise::Binary::PRelu) => n.inputs.get(1),
+            _ => None,
+        };
+        let mut params = vec![];
+        if let Some(w) = weight.filter(|w| g.weight(w).is_some()) {
+            let axis = match &n.op {
+                Op::Gemm { trans_b: false, .. } | Op::MatMul => Some(g.weight(w).map_or(1, |a| a.ndim().saturating_sub(1))),
+                Op::ConvTranspose { .. } => Some(1),
+                _ => Some(0),
+            };
+            params.push(("weight", w.clone(), axis.filter(|_| per_channel)));
+        }
+        if matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::ConvTranspose { .. }) {
+            if let Some(b) = n.inputs.get(2).filter(|b| !b.is_empty() && g.weight(b).is_some()) {
+                params.push(("bias", b.clone(), None));
+            }
+        }
+        for (role, tensor, axis) in params {
+            let over = op_cfg.and_then(|o| o.params.get(role));
+            let global = cfg.params.get(role);
+            let quantized = over.and_then(|s| s.is_quantized).or(global.and_then(|s| s.is_quantized)).unwrap_or(cfg.params_quantized);
+            if !quantized || p.params.iter().any(|q| q.tensor == tensor) {
+                continue;
+            }
+            let symmetric = over.and_then(|s| s.is_symmetric).or(global.and_then(|s| s.is_symmetric)).unwrap_or(cfg.params_symmetric);
+            p.params.push(Quantizer { tensor, role: Role::Param { node: n.name.clone(), role }, symmetric, axis, constraints: None });
+        }
+    }
+    p
+}

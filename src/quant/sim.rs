@@ -1,0 +1,193 @@
+//! [`QuantSim`]: AIMET's QuantizationSimModel on the GPU — prepare (BN fold), place
+//! quantizers from a config, quantize the weights once, calibrate activation ranges, simulate
+//! with fake quantization, evaluate against FP32, export encodings.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use ndarray::{ArrayD, ArrayViewD, Axis};
+
+use crate::error::{Error, Result};
+use crate::eval;
+use crate::exec::Plan;
+use crate::gpu::{Gpu, GpuTensor};
+use crate::graph::ir::Graph;
+use crate::ops::quant::{upload_table, write_table};
+use crate::quant::calibrate::{MinMaxCalibrator, Prepared};
+use crate::quant::config::QuantConfig;
+use crate::quant::encoding::{Encoding, QuantKind};
+use crate::quant::params::{param_encodings, quantize_weights, ParamScheme};
+use crate::quant::placement::{place, Placement};
+
+/// Bitwidths and grid options.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantOptions {
+    pub param_bw: u32,
+    pub act_bw: u32,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        QuantOptions { param_bw: 8, act_bw: 8 }
+    }
+}
+
+/// FP32 vs simulated outputs.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub sqnr_db: f64,
+    pub top1_agreement: f64,
+    pub top5_agreement: f64,
+    pub samples: usize,
+}
+
+/// A quantization simulation of one model.
+pub struct QuantSim {
+    gpu: Arc<Gpu>,
+    model: Prepared,
+    fp32: Prepared,
+    config: QuantConfig,
+    opts: QuantOptions,
+    placement: Placement,
+    params: Vec<(String, Encoding)>,
+    activations: Vec<(String, Encoding)>,
+    tables: HashMap<String, (GpuTensor, u32)>,
+    plans: Mutex<HashMap<usize, Arc<Plan>>>,
+    input: String,
+}
+
+impl QuantSim {
+    /// Prepares `graph` (resolved per batch with `dims`, BN folded), places quantizers per
+    /// `config`, and quantizes the weights.
+    pub fn new(gpu: Arc<Gpu>, graph: Graph, config: &QuantConfig, opts: QuantOptions, dims: HashMap<String, usize>) -> Result<QuantSim> {
+        if graph.inputs.len() != 1 {
+            return Err(Error::Graph { model: graph.name.clone(), message: format!("quantization takes models with one input; this one has {:?}", graph.inputs) });
+        }
+        let input = graph.inputs[0].clone();
+        let fp32 = Prepared::new(graph, dims);
+        let g = fp32.at(1)?;
+        let placement = place(&g, config);
+        let params = param_encodings(&g, &placement, ParamScheme { bitwidth: opts.param_bw, strict: config.strict_symmetric })?;
+        let mut model = fp32.clone();
+        model.override_consts(quantize_weights(&gpu, &g, &params)?);
+        Ok(QuantSim { gpu, model, fp32, config: config.clone(), opts, placement, params, activations: Vec::new(), tables: HashMap::new(), plans: Mutex::new(HashMap::new()), input })
+    }
+
+    /// The quantizers.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Parameter encodings (name, encoding).
+    pub fn param_encodings(&self) -> &[(String, Encoding)] {
+        &self.params
+    }
+
+    /// Activation encodings (empty until calibrated).
+    pub fn activation_encodings(&self) -> &[(String, Encoding)] {
+        &self.activations
+    }
+
+    /// Min-max calibration over `batches` (each `[batch, ...]`), with the weights quantized as
+    /// AIMET calibrates. Statistics stay on the GPU per batch; memory is flat in the count.
+    pub fn calibrate<'a>(&mut self, batches: impl IntoIterator<Item = ArrayViewD<'a, f32>>) -> Result<()> {
+        let mut cal = MinMaxCalibrator::new(self.gpu.clone(), self.model.clone(), &self.placement);
+        for b in batches {
+            cal.add(&self.input, b)?;
+        }
+        if cal.samples == 0 {
+            return Err(Error::EmptyTensor { op: "calibrate", tensor: "calibration data".into() });
+        }
+        let mut acts = Vec::with_capacity(cal.names().len());
+        for (q, &(lo, hi)) in self.placement.activations.iter().zip(&cal.ranges) {
+            if lo > hi {
+                return Err(Error::NonFinite { op: "calibrate", tensor: q.tensor.clone(), count: cal.samples as u64 });
+            }
+            let (mut lo, mut hi) = (lo, hi);
+            if let Some((cmin, cmax)) = q.constraints {
+                lo = cmin.unwrap_or(lo);
+                hi = cmax.unwrap_or(hi);
+            }
+            let kind = if q.symmetric { QuantKind::SignedSymmetric } else { QuantKind::Asymmetric };
+            acts.push((q.tensor.clone(), Encoding::from_ranges(&[lo], &[hi], self.opts.act_bw, kind, None)?));
+        }
+        for (name, bad) in cal.names().iter().zip(&cal.non_finite).filter(|(_, &b)| b > 0) {
+            log::warn!("calibration: {bad} non-finite values in '{name}' were left out of its range");
+        }
+        self.activations = acts;
+        for (name, e) in &self.activations {
+            match self.tables.get(name) {
+                Some((t, _)) => write_table(&self.gpu, t, e)?,
+                None => {
+                    self.tables.insert(name.clone(), (upload_table(&self.gpu, e)?, e.steps()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sim_plan(&self, batch: usize) -> Result<Arc<Plan>> {
+        if self.activations.is_empty() {
+            return Err(Error::invalid("simulate", "encodings", "none", "calibrate first"));
+        }
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = plans.get(&batch) {
+            return Ok(p.clone());
+        }
+        let g = self.model.at(batch)?;
+        let p = Arc::new(Plan::compile_quantized(self.gpu.clone(), &g, &[], &self.tables)?);
+        plans.insert(batch, p.clone());
+        Ok(p)
+    }
+
+    /// The simulated (fake-quantized) outputs for `x` (`[batch, ...]`), in pieces of `piece`.
+    pub fn simulate(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
+        let mut out: Vec<Vec<ArrayD<f32>>> = Vec::new();
+        for chunk in x.axis_chunks_iter(Axis(0), piece.max(1)) {
+            let plan = self.sim_plan(chunk.len_of(Axis(0)))?;
+            out.push(plan.run(&[(&self.input, chunk)], plan.outputs())?);
+        }
+        join(out)
+    }
+
+    /// The FP32 outputs of the prepared (BN-folded) model.
+    pub fn fp32(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
+        let mut out: Vec<Vec<ArrayD<f32>>> = Vec::new();
+        for chunk in x.axis_chunks_iter(Axis(0), piece.max(1)) {
+            let plan = Plan::compile(self.gpu.clone(), &self.fp32.at(chunk.len_of(Axis(0)))?, &[])?;
+            out.push(plan.run(&[(&self.input, chunk)], plan.outputs())?);
+        }
+        join(out)
+    }
+
+    /// SQNR and top-1/top-5 agreement of the first output, simulated vs FP32.
+    pub fn evaluate(&self, x: &ArrayD<f32>, piece: usize) -> Result<Evaluation> {
+        let (f, q) = (self.fp32(x, piece)?.remove(0), self.simulate(x, piece)?.remove(0));
+        Ok(Evaluation { sqnr_db: eval::sqnr_db(&f, &q), top1_agreement: eval::top1_agreement(&f, &q), top5_agreement: eval::top5_agreement(&f, &q), samples: x.len_of(Axis(0)) })
+    }
+
+    /// Writes `<stem>.onnx` (the prepared FP32 model) and `<stem>.encodings` (AIMET 1.0.0)
+    /// into `dir`.
+    pub fn export(&self, dir: &Path, stem: &str) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
+        let g = self.fp32.at(1)?;
+        crate::graph::export::save(&g, &dir.join(format!("{stem}.onnx")), None)?;
+        let args = serde_json::json!({
+            "activation_bitwidth": self.opts.act_bw,
+            "dtype": "int",
+            "is_symmetric": self.config.params_symmetric,
+            "param_bitwidth": self.opts.param_bw,
+            "per_channel_quantization": self.placement.params.iter().any(|q| q.axis.is_some()),
+            "quant_scheme": "min_max",
+        });
+        let json = crate::quant::export::encodings_1_0_0(&self.activations, &self.params, args);
+        let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
+        crate::graph::export::write_atomic(&dir.join(format!("{stem}.encodings")), text.as_bytes())
+    }
+}
+
+fn join(pieces: Vec<Vec<ArrayD<f32>>>) -> Result<Vec<ArrayD<f32>>> {
+    let n = pieces.first().map_or(0, Vec::len);
+    (0..n).map(|o| ndarray::concatenate(Axis(0), &pieces.iter().map(|p| p[o].view()).collect::<Vec<_>>()).map_err(|e| Error::invalid("simulate", "outputs", e, "cannot join pieces"))).collect()
+}
