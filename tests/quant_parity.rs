@@ -163,11 +163,47 @@ fn simulation_is_at_least_as_close_to_fp32_as_aimets() {
     // between them, about as far from each as they are from one another (~15 dB here).
     assert!(vs_aimet > 12.0 && vs_qdq > 12.0, "qforge vs AIMET sim {vs_aimet} dB, vs AIMET QDQ {vs_qdq} dB");
     let dir = std::env::temp_dir().join(format!("qforge-sim-{}", std::process::id()));
-    sim.export(&dir, "mobilenet_v2").unwrap();
-    let written: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("mobilenet_v2.encodings")).unwrap()).unwrap();
-    assert_eq!(written["version"], "1.0.0");
-    assert_eq!(written["param_encodings"].as_array().unwrap().len(), 53);
-    assert_eq!(written["activation_encodings"].as_array().unwrap().len(), 82);
-    assert!(qforge::graph::load(&dir.join("mobilenet_v2.onnx")).is_ok());
+    check_exports(&sim, &dir);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every encodings format has AIMET's layout and the same names as AIMET's files (less Clip's
+/// constant bounds, which qforge folds).
+fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {
+    use qforge::quant::export::EncodingsVersion::*;
+    let read = |p: PathBuf| -> Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let aimet_dir = shared("reference/mobilenet_v2/aimet_pc_bnfold");
+    for (version, file) in [(V1_0_0, "model.encodings"), (V0_6_1, "model_0.6.1.encodings"), (V2_0_0, "model_2.0.0.encodings")] {
+        sim.export(dir, "mobilenet_v2", version).unwrap();
+        let ours = read(dir.join("mobilenet_v2.encodings"));
+        let theirs = read(aimet_dir.join(file));
+        assert_eq!(ours["version"], theirs["version"]);
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&ours), keys(&theirs), "{file}: top-level keys");
+        let names = |v: &Value| -> BTreeSet<String> {
+            match v {
+                Value::Array(a) => a.iter().map(|e| e["name"].as_str().unwrap().to_string()).collect(),
+                Value::Object(m) => m.keys().cloned().collect(),
+                _ => panic!("unexpected section"),
+            }
+        };
+        let sections: Vec<&str> = if version == V2_0_0 { vec!["encodings"] } else { vec!["activation_encodings", "param_encodings"] };
+        for sec in sections {
+            let (o, t) = (names(&ours[sec]), names(&theirs[sec]));
+            let missing: BTreeSet<String> = t.difference(&o).cloned().collect();
+            assert!(missing.iter().all(|m| m == "clip_min" || m == "clip_max"), "{file} {sec}: missing {missing:?}");
+            assert!(o.is_subset(&t), "{file} {sec}: extra {:?}", o.difference(&t).collect::<Vec<_>>());
+        }
+        if version == V2_0_0 {
+            let by = |v: &Value| -> HashMap<String, Value> { v["encodings"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), e.clone())).collect() };
+            let (o, t) = (by(&ours), by(&theirs));
+            for (name, e) in &o {
+                let te = &t[name];
+                assert_eq!(e.as_object().unwrap().keys().collect::<Vec<_>>(), te.as_object().unwrap().keys().collect::<Vec<_>>(), "{name}: fields");
+                assert_eq!(e["output_dtype"], te["output_dtype"], "{name}");
+                assert_eq!(e.get("y_zero_point"), te.get("y_zero_point"), "{name}");
+            }
+        }
+    }
+    assert!(qforge::graph::load(&dir.join("mobilenet_v2.onnx")).is_ok());
 }

@@ -17,6 +17,7 @@ use crate::ops::quant::{upload_table, write_table};
 use crate::quant::calibrate::{MinMaxCalibrator, Prepared};
 use crate::quant::config::QuantConfig;
 use crate::quant::encoding::{Encoding, QuantKind};
+use crate::quant::export::{self, EncodingsVersion};
 use crate::quant::params::{param_encodings, quantize_weights, ParamScheme};
 use crate::quant::placement::{place, Placement};
 
@@ -167,9 +168,42 @@ impl QuantSim {
         Ok(Evaluation { sqnr_db: eval::sqnr_db(&f, &q), top1_agreement: eval::top1_agreement(&f, &q), top5_agreement: eval::top5_agreement(&f, &q), samples: x.len_of(Axis(0)) })
     }
 
-    /// Writes `<stem>.onnx` (the prepared FP32 model) and `<stem>.encodings` (AIMET 1.0.0)
-    /// into `dir`.
-    pub fn export(&self, dir: &Path, stem: &str) -> Result<()> {
+    /// Encodings of tensors without a quantizer of their own, as AIMET's 2.0.0 export lists
+    /// them: outputs inside a supergroup take the group output's encoding, outputs of ops that
+    /// only move data take their input's.
+    fn aliases(&self, g: &Graph) -> Vec<(String, Encoding)> {
+        let mut known: HashMap<String, Encoding> = self.activations.iter().cloned().collect();
+        let mut out = Vec::new();
+        // Data-moving ops forward their input's encoding (in graph order).
+        for n in &g.nodes {
+            if n.op.is_view() || matches!(n.op, crate::graph::ir::Op::Transpose { .. }) {
+                if let (Some(e), Some(o)) = (known.get(&n.inputs[0]).cloned(), n.outputs.first()) {
+                    if !known.contains_key(o) {
+                        known.insert(o.clone(), e.clone());
+                        out.push((o.clone(), e));
+                    }
+                }
+            }
+        }
+        // Supergroup insides take the encoding of their single consumer's output (last first).
+        for n in g.nodes.iter().rev() {
+            let Some(o) = n.outputs.first() else { continue };
+            if known.contains_key(o) {
+                continue;
+            }
+            if let [c] = g.consumers_of(o)[..] {
+                if let Some(e) = g.nodes[c].outputs.first().and_then(|co| known.get(co)).cloned() {
+                    known.insert(o.clone(), e.clone());
+                    out.push((o.clone(), e));
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes `<stem>.onnx` (the prepared FP32 model) and `<stem>.encodings` in the chosen
+    /// AIMET format into `dir`.
+    pub fn export(&self, dir: &Path, stem: &str, version: EncodingsVersion) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
         let g = self.fp32.at(1)?;
         crate::graph::export::save(&g, &dir.join(format!("{stem}.onnx")), None)?;
@@ -181,7 +215,24 @@ impl QuantSim {
             "per_channel_quantization": self.placement.params.iter().any(|q| q.axis.is_some()),
             "quant_scheme": "min_max",
         });
-        let json = crate::quant::export::encodings_1_0_0(&self.activations, &self.params, args);
+        let json = match version {
+            EncodingsVersion::V1_0_0 => export::encodings_1_0_0(&self.activations, &self.params, args),
+            EncodingsVersion::V0_6_1 => export::encodings_0_6_1(&self.activations, &self.params, args),
+            EncodingsVersion::V2_0_0 => {
+                let aliases = self.aliases(&g);
+                let mut entries: Vec<serde_json::Value> = self.activations.iter().chain(&self.params).chain(&aliases).map(|(n, e)| export::entry_2_0_0(n, e)).collect();
+                let acts: HashMap<&str, &Encoding> = self.activations.iter().chain(&aliases).map(|(n, e)| (n.as_str(), e)).collect();
+                let params: HashMap<&str, &Encoding> = self.params.iter().map(|(n, e)| (n.as_str(), e)).collect();
+                for n in &g.nodes {
+                    let (Some(w), Some(b), Some(x)) = (n.inputs.get(1), n.inputs.get(2).filter(|b| !b.is_empty()), n.inputs.first()) else { continue };
+                    if let (Some(we), Some(xe)) = (params.get(w.as_str()), acts.get(x.as_str())) {
+                        let scales: Vec<f32> = we.scale.iter().map(|&s| s * xe.scale[0]).collect();
+                        entries.push(export::bias_entry_2_0_0(b, &scales));
+                    }
+                }
+                export::encodings_2_0_0(entries)
+            }
+        };
         let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
         crate::graph::export::write_atomic(&dir.join(format!("{stem}.encodings")), text.as_bytes())
     }
