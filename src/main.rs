@@ -66,6 +66,10 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// Also write the simulated outputs on the evaluation data (.npy), e.g. to compare with
+        /// an ONNX Runtime run of the QDQ model.
+        #[arg(long)]
+        sim_outputs: Option<PathBuf>,
         /// AIMET encodings format: 0.6.1, 1.0.0 or 2.0.0.
         #[arg(long, default_value = "1.0.0")]
         encodings_version: qforge::quant::export::EncodingsVersion,
@@ -111,7 +115,7 @@ fn load_data(p: &PathBuf) -> qforge::Result<ArrayD<f32>> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn quantize(model: Option<PathBuf>, calib: Option<PathBuf>, eval: Option<PathBuf>, config: Option<PathBuf>, param_bw: u32, act_bw: u32, batch: usize, out: PathBuf, version: qforge::quant::export::EncodingsVersion) -> qforge::Result<()> {
+fn quantize(model: Option<PathBuf>, calib: Option<PathBuf>, eval: Option<PathBuf>, config: Option<PathBuf>, param_bw: u32, act_bw: u32, batch: usize, out: PathBuf, version: qforge::quant::export::EncodingsVersion, sim_outputs: Option<PathBuf>) -> qforge::Result<()> {
     use qforge::quant::{sim::{QuantOptions, QuantSim}, QuantConfig};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = model.unwrap_or_else(|| root.join("models/mobilenet_v2.onnx"));
@@ -142,6 +146,10 @@ fn quantize(model: Option<PathBuf>, calib: Option<PathBuf>, eval: Option<PathBuf
     let stem = model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
     let t = std::time::Instant::now();
     sim.export(&out, &stem, version)?;
+    sim.export_qdq(&out, &stem)?;
+    if let Some(p) = &sim_outputs {
+        npy::write(p, &sim.simulate(&ev, batch.max(1))?.remove(0))?;
+    }
     let t_export = t.elapsed().as_secs_f64();
     let p = sim.placement();
     println!("model            {}", model.display());
@@ -149,7 +157,7 @@ fn quantize(model: Option<PathBuf>, calib: Option<PathBuf>, eval: Option<PathBuf
     println!("calibration      {} samples ({})", x.shape()[0], calib.display());
     println!("evaluation       {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);
     println!("time             load {t_load:.1} s, prepare {t_prepare:.1} s, calibrate {t_calib:.1} s, evaluate {t_eval:.1} s, export {t_export:.2} s");
-    println!("wrote            {}/{stem}.onnx (BN folded), {}/{stem}.encodings (AIMET {version:?})", out.display(), out.display());
+    println!("wrote            {0}/{stem}.onnx (BN folded), {0}/{stem}.encodings (AIMET {version:?}), {0}/{stem}_qdq.onnx", out.display());
     Ok(())
 }
 
@@ -302,7 +310,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { check } => devices(check),
         Command::Inspect { model, batch, dims } => inspect(&model, batch, &dims),
-        Command::Quantize { model, calib, eval, config, param_bw, act_bw, batch, out, encodings_version } => quantize(model, calib, eval, config, param_bw, act_bw, batch, out, encodings_version),
+        Command::Quantize { model, calib, eval, config, param_bw, act_bw, batch, out, encodings_version, sim_outputs } => quantize(model, calib, eval, config, param_bw, act_bw, batch, out, encodings_version, sim_outputs),
         Command::Run { model, input, images: dir, size, resize, mean, std, output, outputs } => {
             let channels = mean.len();
             let pre = images::Preprocess { size, resize: resize.unwrap_or(size * 256 / 224), mean, std, channels };

@@ -207,3 +207,26 @@ fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {
     }
     assert!(qforge::graph::load(&dir.join("mobilenet_v2.onnx")).is_ok());
 }
+
+#[test]
+fn qdq_export_has_a_quantizer_pair_per_activation_and_int8_weights() {
+    let Some(gpu) = gpu() else { return };
+    use prost::Message;
+    let g = qforge::graph::load(&shared("models/fmnist_cnn.onnx")).unwrap();
+    let dims: HashMap<String, usize> = [("N".to_string(), 4)].into_iter().collect();
+    let mut sim = qforge::quant::sim::QuantSim::new(gpu, g, &QuantConfig::default_per_channel(), Default::default(), dims).unwrap();
+    let x: ArrayD<f32> = read_npy(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fmnist_input8.npy")).unwrap();
+    sim.calibrate(x.axis_chunks_iter(Axis(0), 4)).unwrap();
+    let dir = std::env::temp_dir().join(format!("qforge-qdq-{}", std::process::id()));
+    sim.export_qdq(&dir, "fmnist").unwrap();
+    let m = qforge::graph::onnx::ModelProto::decode(&std::fs::read(dir.join("fmnist_qdq.onnx")).unwrap()[..]).unwrap();
+    let g = m.graph.unwrap();
+    let count = |op: &str| g.node.iter().filter(|n| n.op_type.as_deref() == Some(op)).count();
+    let (acts, params) = (sim.activation_encodings().len(), sim.param_encodings().len());
+    assert_eq!(count("QuantizeLinear"), acts);
+    assert_eq!(count("DequantizeLinear"), acts + params);
+    let int8 = g.initializer.iter().filter(|t| t.data_type == Some(3) && t.name.as_deref().is_some_and(|n| n.ends_with("_quantized"))).count();
+    assert_eq!(int8, params, "every weight stored as int8");
+    assert!(g.output.iter().any(|o| o.name.as_deref() == Some("logits")), "output names kept");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,6 +6,7 @@ pub mod encoding;
 pub mod export;
 pub mod params;
 pub mod placement;
+pub mod qdq;
 pub mod sim;
 
 pub use config::QuantConfig;

@@ -238,6 +238,30 @@ impl QuantSim {
     }
 }
 
+impl QuantSim {
+    /// Writes `<stem>_qdq.onnx`: the prepared model with QuantizeLinear/DequantizeLinear on
+    /// every quantized activation and int8 weights (8-bit grids).
+    pub fn export_qdq(&self, dir: &Path, stem: &str) -> Result<()> {
+        if self.activations.is_empty() {
+            return Err(Error::invalid("export_qdq", "encodings", "none", "calibrate first"));
+        }
+        let g = self.fp32.at(1)?;
+        let mut enc = self.gpu.encoder();
+        let mut codes = Vec::with_capacity(self.params.len());
+        for (name, e) in &self.params {
+            let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
+            let t = self.gpu.upload(&w.view())?;
+            codes.push((name.clone(), crate::ops::quant::quantize_codes(&mut enc, &self.gpu, &t, e)?));
+        }
+        let refs: Vec<&GpuTensor> = codes.iter().map(|(_, t)| t).collect();
+        let bytes = self.gpu.submit_and_read(enc, &refs)?;
+        let codes: HashMap<String, ArrayD<i32>> = codes.iter().zip(bytes).map(|((n, t), b)| Ok((n.clone(), crate::gpu::to_array::<i32>(t, &b)?))).collect::<Result<_>>()?;
+        let model = crate::quant::qdq::qdq_model(&g, &self.activations, &self.params, &codes)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
+        crate::graph::export::write_atomic(&dir.join(format!("{stem}_qdq.onnx")), &prost::Message::encode_to_vec(&model))
+    }
+}
+
 fn join(pieces: Vec<Vec<ArrayD<f32>>>) -> Result<Vec<ArrayD<f32>>> {
     let n = pieces.first().map_or(0, Vec::len);
     (0..n).map(|o| ndarray::concatenate(Axis(0), &pieces.iter().map(|p| p[o].view()).collect::<Vec<_>>()).map_err(|e| Error::invalid("simulate", "outputs", e, "cannot join pieces"))).collect()
