@@ -60,6 +60,16 @@ enum Command {
         /// Activation bitwidth.
         #[arg(long, default_value_t = 8)]
         act_bw: u32,
+        /// Labels of the evaluation data (IDX, e.g. Fashion-MNIST's t10k-labels-idx1-ubyte.gz):
+        /// reports FP32 and simulated accuracy.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Use at most this many calibration samples.
+        #[arg(long)]
+        calib_count: Option<usize>,
+        /// Use at most this many evaluation samples.
+        #[arg(long)]
+        eval_count: Option<usize>,
         /// Images per GPU batch.
         #[arg(long, default_value_t = 8)]
         batch: usize,
@@ -105,17 +115,42 @@ enum Command {
     },
 }
 
-/// Calibration or evaluation data: an image folder (ImageNet preprocessing) or an .npy batch.
-fn load_data(p: &PathBuf) -> qforge::Result<ArrayD<f32>> {
-    if p.is_dir() {
-        Ok(images::load_dir(p, &images::Preprocess::imagenet())?.1)
+/// Calibration or evaluation data: an image folder (ImageNet preprocessing), IDX images
+/// (Fashion-MNIST normalisation) or an .npy batch; at most `limit` samples.
+fn load_data(p: &PathBuf, limit: Option<usize>) -> qforge::Result<ArrayD<f32>> {
+    use qforge::data::idx;
+    let x = if p.is_dir() {
+        images::load_dir(p, &images::Preprocess::imagenet())?.1
+    } else if idx::is_idx(p) {
+        return idx::read_images(p, limit, idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD);
     } else {
-        npy::read(p)
-    }
+        npy::read(p)?
+    };
+    Ok(match limit {
+        Some(n) if n < x.shape()[0] => x.slice_axis(Axis(0), (0..n).into()).to_owned(),
+        _ => x,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn quantize(model: Option<PathBuf>, calib: Option<PathBuf>, eval: Option<PathBuf>, config: Option<PathBuf>, param_bw: u32, act_bw: u32, batch: usize, out: PathBuf, version: qforge::quant::export::EncodingsVersion, sim_outputs: Option<PathBuf>) -> qforge::Result<()> {
+struct QuantizeArgs {
+    model: Option<PathBuf>,
+    calib: Option<PathBuf>,
+    eval: Option<PathBuf>,
+    labels: Option<PathBuf>,
+    calib_count: Option<usize>,
+    eval_count: Option<usize>,
+    config: Option<PathBuf>,
+    param_bw: u32,
+    act_bw: u32,
+    batch: usize,
+    out: PathBuf,
+    version: qforge::quant::export::EncodingsVersion,
+    sim_outputs: Option<PathBuf>,
+}
+
+fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
+    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, param_bw, act_bw, batch, out, version, sim_outputs } = a;
     use qforge::quant::{sim::{QuantOptions, QuantSim}, QuantConfig};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = model.unwrap_or_else(|| root.join("models/mobilenet_v2.onnx"));
@@ -128,20 +163,22 @@ fn quantize(model: Option<PathBuf>, calib: Option<PathBuf>, eval: Option<PathBuf
     let g = graph::load(&model)?;
     let gpu = Arc::new(Gpu::new()?);
     eprintln!("adapter: {}", gpu.describe());
-    let x = load_data(&calib)?;
+    let x = load_data(&calib, calib_count)?;
     let ev = match &eval {
-        Some(p) => load_data(p)?,
+        Some(p) => load_data(p, eval_count)?,
         None => x.clone(),
     };
+    let labels = labels.map(|l| qforge::data::idx::read_labels(&l, Some(ev.shape()[0]))).transpose()?;
+    let dims: std::collections::HashMap<String, usize> = Default::default();
     let t_load = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let mut sim = QuantSim::new(gpu, g, &cfg, QuantOptions { param_bw, act_bw }, Default::default())?;
+    let mut sim = QuantSim::new(gpu, g, &cfg, QuantOptions { param_bw, act_bw }, dims)?;
     let t_prepare = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     sim.calibrate(x.axis_chunks_iter(Axis(0), batch.max(1)))?;
     let t_calib = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let e = sim.evaluate(&ev, batch.max(1))?;
+    let e = sim.evaluate(&ev, batch.max(1), labels.as_deref())?;
     let t_eval = t.elapsed().as_secs_f64();
     let stem = model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
     let t = std::time::Instant::now();
@@ -156,6 +193,9 @@ fn quantize(model: Option<PathBuf>, calib: Option<PathBuf>, eval: Option<PathBuf
     println!("quantizers       {} activations, {} parameters (W{param_bw}A{act_bw}, {})", p.activations.len(), p.params.len(), config.as_ref().map_or("AIMET per-channel default".to_string(), |c| c.display().to_string()));
     println!("calibration      {} samples ({})", x.shape()[0], calib.display());
     println!("evaluation       {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);
+    if let Some((f, q)) = e.accuracy {
+        println!("accuracy         FP32 {:.2}%, simulated {:.2}% (labels)", 100.0 * f, 100.0 * q);
+    }
     println!("time             load {t_load:.1} s, prepare {t_prepare:.1} s, calibrate {t_calib:.1} s, evaluate {t_eval:.1} s, export {t_export:.2} s");
     println!("wrote            {0}/{stem}.onnx (BN folded), {0}/{stem}.encodings (AIMET {version:?}), {0}/{stem}_qdq.onnx", out.display());
     Ok(())
@@ -310,7 +350,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { check } => devices(check),
         Command::Inspect { model, batch, dims } => inspect(&model, batch, &dims),
-        Command::Quantize { model, calib, eval, config, param_bw, act_bw, batch, out, encodings_version, sim_outputs } => quantize(model, calib, eval, config, param_bw, act_bw, batch, out, encodings_version, sim_outputs),
+        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, param_bw, act_bw, batch, out, encodings_version, sim_outputs } => {
+            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs })
+        }
         Command::Run { model, input, images: dir, size, resize, mean, std, output, outputs } => {
             let channels = mean.len();
             let pre = images::Preprocess { size, resize: resize.unwrap_or(size * 256 / 224), mean, std, channels };

@@ -144,7 +144,7 @@ fn simulation_is_at_least_as_close_to_fp32_as_aimets() {
     let calib: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/calib.npy")).unwrap();
     sim.calibrate(calib.axis_chunks_iter(Axis(0), 8)).unwrap();
     let eval: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/eval.npy")).unwrap();
-    let e = sim.evaluate(&eval, 8).unwrap();
+    let e = sim.evaluate(&eval, 8, None).unwrap();
     let ours = sim.simulate(&eval, 8).unwrap().remove(0);
     let aimet_sim: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/aimet_pc_bnfold/sim_outputs.npy")).unwrap();
     let vs_aimet = qforge::eval::sqnr_db(&aimet_sim, &ours);
@@ -229,4 +229,28 @@ fn qdq_export_has_a_quantizer_pair_per_activation_and_int8_weights() {
     assert_eq!(int8, params, "every weight stored as int8");
     assert!(g.output.iter().any(|o| o.name.as_deref() == Some("logits")), "output names kept");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fashion_mnist_accuracy_survives_w8a8() {
+    let Some(gpu) = gpu() else { return };
+    let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
+    if !dir.exists() {
+        assert!(std::env::var("QFORGE_REQUIRE_GPU").as_deref() != Ok("1"), "CI installs dataset-fashion-mnist");
+        eprintln!("SKIPPED: apt-get install dataset-fashion-mnist for this test");
+        return;
+    }
+    use qforge::data::idx;
+    let calib = idx::read_images(&dir.join("train-images-idx3-ubyte.gz"), Some(256), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
+    let test = idx::read_images(&dir.join("t10k-images-idx3-ubyte.gz"), Some(1000), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
+    let labels = idx::read_labels(&dir.join("t10k-labels-idx1-ubyte.gz"), Some(1000)).unwrap();
+    let g = qforge::graph::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/fmnist_cnn.onnx")).unwrap();
+    let mut sim = qforge::quant::sim::QuantSim::new(gpu, g, &QuantConfig::default_per_channel(), Default::default(), HashMap::new()).unwrap();
+    sim.calibrate(calib.axis_chunks_iter(Axis(0), 128)).unwrap();
+    let e = sim.evaluate(&test, 250, Some(&labels)).unwrap();
+    let (fp32, q) = e.accuracy.unwrap();
+    eprintln!("Fashion-MNIST (first 1000 test images): FP32 {fp32:.3}, W8A8 {q:.3}, top-1 agreement {:.3}, SQNR {:.1} dB", e.top1_agreement, e.sqnr_db);
+    assert!(fp32 > 0.88, "FP32 accuracy {fp32}");
+    assert!(q >= fp32 - 0.01, "W8A8 accuracy {q} vs FP32 {fp32}");
+    assert!(e.top1_agreement >= 0.97);
 }

@@ -39,3 +39,9 @@ pub fn top5_agreement(reference: &ArrayD<f32>, test: &ArrayD<f32>) -> f64 {
     let (ta, tb) = (top_k(reference, 1), top_k(test, 5));
     ta.iter().zip(&tb).filter(|(x, y)| y.contains(&x[0])).count() as f64 / ta.len().max(1) as f64
 }
+
+/// Fraction of rows whose top-1 class equals the label.
+pub fn accuracy(y: &ArrayD<f32>, labels: &[usize]) -> f64 {
+    let t = top_k(y, 1);
+    t.iter().zip(labels).filter(|(p, &l)| p[0] == l).count() as f64 / t.len().max(1) as f64
+}

@@ -41,6 +41,8 @@ pub struct Evaluation {
     pub top1_agreement: f64,
     pub top5_agreement: f64,
     pub samples: usize,
+    /// (FP32 accuracy, simulated accuracy) when labels were given.
+    pub accuracy: Option<(f64, f64)>,
 }
 
 /// A quantization simulation of one model.
@@ -162,10 +164,22 @@ impl QuantSim {
         join(out)
     }
 
-    /// SQNR and top-1/top-5 agreement of the first output, simulated vs FP32.
-    pub fn evaluate(&self, x: &ArrayD<f32>, piece: usize) -> Result<Evaluation> {
+    /// SQNR and top-1/top-5 agreement of the first output, simulated vs FP32, and accuracy of
+    /// both when `labels` are given.
+    pub fn evaluate(&self, x: &ArrayD<f32>, piece: usize, labels: Option<&[usize]>) -> Result<Evaluation> {
         let (f, q) = (self.fp32(x, piece)?.remove(0), self.simulate(x, piece)?.remove(0));
-        Ok(Evaluation { sqnr_db: eval::sqnr_db(&f, &q), top1_agreement: eval::top1_agreement(&f, &q), top5_agreement: eval::top5_agreement(&f, &q), samples: x.len_of(Axis(0)) })
+        if let Some(l) = labels {
+            if l.len() != x.len_of(Axis(0)) {
+                return Err(Error::invalid("evaluate", "labels", l.len(), format!("{} samples to label", x.len_of(Axis(0)))));
+            }
+        }
+        Ok(Evaluation {
+            sqnr_db: eval::sqnr_db(&f, &q),
+            top1_agreement: eval::top1_agreement(&f, &q),
+            top5_agreement: eval::top5_agreement(&f, &q),
+            samples: x.len_of(Axis(0)),
+            accuracy: labels.map(|l| (eval::accuracy(&f, l), eval::accuracy(&q, l))),
+        })
     }
 
     /// Encodings of tensors without a quantizer of their own, as AIMET's 2.0.0 export lists
