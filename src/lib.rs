@@ -30,5 +30,6 @@ pub mod graph;
 pub mod ops;
 pub mod quant;
 pub mod reference;
+pub mod report;
 
 pub use error::{DType, Error, Result};

@@ -180,6 +180,12 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let t = std::time::Instant::now();
     let e = sim.evaluate(&ev, batch.max(1), labels.as_deref())?;
     let t_eval = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let probe = ev.slice_axis(Axis(0), (0..ev.shape()[0].min(16)).into()).to_owned();
+    let per_layer = sim.per_layer_sqnr(&probe, batch.max(1))?;
+    let t_layers = t.elapsed().as_secs_f64();
+    let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
+    worst.sort_by(|a, b| a.1.total_cmp(&b.1));
     let stem = model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
     let t = std::time::Instant::now();
     sim.export(&out, &stem, version)?;
@@ -187,6 +193,34 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     if let Some(p) = &sim_outputs {
         npy::write(p, &sim.simulate(&ev, batch.max(1))?.remove(0))?;
     }
+    let mut weight_ranges = Vec::new();
+    for (name, _) in worst.iter().take(3) {
+        if let Some(w) = sim.weight_ranges_for(name)? {
+            if !weight_ranges.iter().any(|(n, _): &(String, Vec<(f32, f32)>)| *n == w.0) {
+                weight_ranges.push(w);
+            }
+        }
+    }
+    let mut summary = vec![
+        ("model".to_string(), model.display().to_string()),
+        ("quantizers".to_string(), format!("{} activations, {} parameters, W{param_bw}A{act_bw}", sim.placement().activations.len(), sim.placement().params.len())),
+        ("calibration".to_string(), format!("{} samples, min-max", x.shape()[0])),
+        ("top-1 agreement (FP32 vs simulated)".to_string(), format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples)),
+        ("top-5 agreement".to_string(), format!("{:.1}%", 100.0 * e.top5_agreement)),
+        ("output SQNR".to_string(), format!("{:.2} dB", e.sqnr_db)),
+    ];
+    if let Some((f, q)) = e.accuracy {
+        summary.push(("accuracy (labels)".to_string(), format!("FP32 {:.2}%, simulated {:.2}%", 100.0 * f, 100.0 * q)));
+    }
+    let report = qforge::report::QuantReport {
+        model: &stem,
+        summary,
+        per_layer: &per_layer,
+        activations: sim.activation_encodings(),
+        params: sim.param_encodings(),
+        weight_ranges,
+    };
+    qforge::graph::export::write_atomic(&out.join("report.html"), qforge::report::quant_report_html(&report).as_bytes())?;
     let t_export = t.elapsed().as_secs_f64();
     let p = sim.placement();
     println!("model            {}", model.display());
@@ -196,8 +230,10 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     if let Some((f, q)) = e.accuracy {
         println!("accuracy         FP32 {:.2}%, simulated {:.2}% (labels)", 100.0 * f, 100.0 * q);
     }
-    println!("time             load {t_load:.1} s, prepare {t_prepare:.1} s, calibrate {t_calib:.1} s, evaluate {t_eval:.1} s, export {t_export:.2} s");
-    println!("wrote            {0}/{stem}.onnx (BN folded), {0}/{stem}.encodings (AIMET {version:?}), {0}/{stem}_qdq.onnx", out.display());
+    let worst5: Vec<String> = worst.iter().take(5).map(|(n, v)| format!("{n} {v:.1} dB")).collect();
+    println!("worst layers     {} (SQNR on {} samples)", worst5.join(", "), probe.shape()[0]);
+    println!("time             load {t_load:.1} s, prepare {t_prepare:.1} s, calibrate {t_calib:.1} s, evaluate {t_eval:.1} s, per-layer {t_layers:.1} s, export {t_export:.2} s");
+    println!("wrote            {0}/{stem}.onnx (BN folded), {0}/{stem}.encodings (AIMET {version:?}), {0}/{stem}_qdq.onnx, {0}/report.html", out.display());
     Ok(())
 }
 

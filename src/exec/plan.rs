@@ -388,6 +388,9 @@ impl Plan {
             // Inputs are written by the host before each forward: never reuse their buffers.
             *b.users.entry(key(&b.values[i])).or_default() += 1;
             b.quantize(i, act_quant)?;
+            if keep.contains(i.as_str()) {
+                *b.users.entry(key(&b.values[i])).or_default() += 1;
+            }
         }
         let mut node_steps = Vec::with_capacity(g.nodes.len());
         for (i, n) in g.nodes.iter().enumerate() {

@@ -77,6 +77,30 @@ impl QuantSim {
         Ok(QuantSim { gpu, model, fp32, config: config.clone(), opts, placement, params, activations: Vec::new(), tables: HashMap::new(), plans: Mutex::new(HashMap::new()), input })
     }
 
+    /// The prepared FP32 graph (BN folded) for one batch size.
+    pub fn prepared(&self, batch: usize) -> Result<Graph> {
+        self.fp32.at(batch)
+    }
+
+    /// Per-output-channel (min, max) of the weights feeding the layer that produces `activation`
+    /// (following Relu/Clip back to their Conv/Gemm), with the weight's name.
+    pub fn weight_ranges_for(&self, activation: &str) -> Result<Option<(String, Vec<(f32, f32)>)>> {
+        let g = self.fp32.at(1)?;
+        let mut value = activation.to_string();
+        for _ in 0..3 {
+            let Some(i) = g.producer_of(&value) else { return Ok(None) };
+            let n = &g.nodes[i];
+            if let Some(q) = self.placement.params.iter().find(|q| n.inputs.get(1) == Some(&q.tensor)) {
+                let w = g.weight(&q.tensor).expect("placed weights are constants");
+                let axis = q.axis.unwrap_or(0);
+                let ranges = w.axis_iter(Axis(axis)).map(|c| c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)))).collect();
+                return Ok(Some((q.tensor.clone(), ranges)));
+            }
+            value = n.inputs[0].clone();
+        }
+        Ok(None)
+    }
+
     /// The quantizers.
     pub fn placement(&self) -> &Placement {
         &self.placement
@@ -253,6 +277,29 @@ impl QuantSim {
 }
 
 impl QuantSim {
+    /// SQNR of every quantized activation against its FP32 value on `x` (name, dB), in
+    /// placement order: signal and noise power summed over all batches.
+    pub fn per_layer_sqnr(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<(String, f64)>> {
+        let names: Vec<String> = self.activations.iter().map(|(n, _)| n.clone()).collect();
+        let mut power = vec![(0f64, 0f64); names.len()];
+        for chunk in x.axis_chunks_iter(Axis(0), piece.max(1)) {
+            let b = chunk.len_of(Axis(0));
+            // Every quantized value is a tap, the input too: its quantized copy is an ordinary
+            // activation buffer that would otherwise be reused after its last reader.
+            let fp = Plan::compile(self.gpu.clone(), &self.fp32.at(b)?, &names)?;
+            let q = Plan::compile_quantized(self.gpu.clone(), &self.model.at(b)?, &names, &self.tables)?;
+            let a = fp.run(&[(&self.input, chunk.view())], &names)?;
+            let c = q.run(&[(&self.input, chunk.view())], &names)?;
+            for (i, (f, t)) in a.iter().zip(&c).enumerate() {
+                for (&u, &v) in f.iter().zip(t.iter()) {
+                    power[i].0 += (u as f64).powi(2);
+                    power[i].1 += (u as f64 - v as f64).powi(2);
+                }
+            }
+        }
+        Ok(names.into_iter().zip(power).map(|(n, (s, e))| (n, if e == 0.0 { f64::INFINITY } else { 10.0 * (s / e).log10() })).collect())
+    }
+
     /// Writes `<stem>_qdq.onnx`: the prepared model with QuantizeLinear/DequantizeLinear on
     /// every quantized activation and int8 weights (8-bit grids).
     pub fn export_qdq(&self, dir: &Path, stem: &str) -> Result<()> {

@@ -1,0 +1,52 @@
+//! The HTML report: self-contained, plots as inline SVG (no scripts, no external files).
+
+pub mod svg;
+
+use crate::quant::encoding::Encoding;
+
+/// What a quantization report shows.
+pub struct QuantReport<'a> {
+    pub model: &'a str,
+    pub summary: Vec<(String, String)>,
+    /// (activation, SQNR dB) in graph order.
+    pub per_layer: &'a [(String, f64)],
+    pub activations: &'a [(String, Encoding)],
+    pub params: &'a [(String, Encoding)],
+    /// (weight name, per-output-channel (min, max)) of the layers to show.
+    pub weight_ranges: Vec<(String, Vec<(f32, f32)>)>,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The report as one HTML page.
+pub fn quant_report_html(r: &QuantReport<'_>) -> String {
+    let mut h = String::new();
+    h.push_str(&format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>qforge: {}</title>", esc(r.model)));
+    h.push_str("<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}h2{margin-top:1.6em}</style></head><body>");
+    h.push_str(&format!("<h1>Quantization report: {}</h1><table>", esc(r.model)));
+    for (k, v) in &r.summary {
+        h.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v)));
+    }
+    h.push_str("</table>");
+    let mut worst: Vec<&(String, f64)> = r.per_layer.iter().collect();
+    worst.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let worst5: Vec<&str> = worst.iter().take(5).map(|(n, _)| n.as_str()).collect();
+    h.push_str("<h2>Per-layer SQNR (quantized vs FP32 activation)</h2><p>Lower is worse; the five worst are red.</p>");
+    let bars: Vec<(String, f64, bool)> = r.per_layer.iter().map(|(n, v)| (n.clone(), if v.is_finite() { *v } else { 99.0 }, worst5.contains(&n.as_str()))).collect();
+    h.push_str(&svg::hbar_chart(&bars, "dB"));
+    for (name, ranges) in &r.weight_ranges {
+        h.push_str(&format!("<h2>Per-channel weight ranges: {}</h2>", esc(name)));
+        h.push_str(&svg::range_chart(ranges));
+    }
+    h.push_str("<h2>Encodings</h2><table><tr><th>tensor</th><th>kind</th><th>bitwidth</th><th>channels</th><th>scale (first)</th><th>offset (first)</th><th>min</th><th>max</th></tr>");
+    for (kind, list) in [("activation", r.activations), ("parameter", r.params)] {
+        for (n, e) in list {
+            let (lo, hi) = e.grid_range(0);
+            h.push_str(&format!("<tr><td>{}</td><td>{kind}</td><td>{}</td><td>{}</td><td>{:.6e}</td><td>{}</td><td>{:.5}</td><td>{:.5}</td></tr>", esc(n), e.bitwidth, e.channels(), e.scale[0], e.offset[0], lo, hi));
+        }
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}

@@ -1,0 +1,46 @@
+//! Minimal SVG charts for the report: horizontal bars and per-channel range bars.
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Horizontal bars: (label, value, highlighted), one row per bar.
+pub fn hbar_chart(bars: &[(String, f64, bool)], unit: &str) -> String {
+    let (row, label_w, plot_w) = (14.0, 220.0, 700.0);
+    let max = bars.iter().map(|b| b.1).fold(1e-9f64, f64::max);
+    let min = bars.iter().map(|b| b.1).fold(0f64, f64::min);
+    let span = max - min;
+    let height = bars.len() as f64 * row + 30.0;
+    let x0 = label_w + (-min / span) * plot_w;
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-size=\"10\">", label_w + plot_w + 60.0);
+    for (i, (label, v, hot)) in bars.iter().enumerate() {
+        let y = i as f64 * row + 4.0;
+        let (xa, xb) = (x0.min(x0 + v / span * plot_w), x0.max(x0 + v / span * plot_w));
+        s.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", label_w - 4.0, y + 10.0, esc(label)));
+        s.push_str(&format!("<rect x=\"{xa:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>", (xb - xa).max(0.5), row - 3.0, if *hot { "#d62728" } else { "#1f77b4" }));
+        s.push_str(&format!("<text x=\"{:.1}\" y=\"{}\">{v:.1}</text>", xb + 3.0, y + 10.0));
+    }
+    let axis_y = bars.len() as f64 * row + 8.0;
+    s.push_str(&format!("<line x1=\"{x0:.1}\" y1=\"0\" x2=\"{x0:.1}\" y2=\"{axis_y}\" stroke=\"#444\"/>"));
+    s.push_str(&format!("<text x=\"{}\" y=\"{}\">{unit}: {min:.1} … {max:.1}</text></svg>", label_w, axis_y + 14.0));
+    s
+}
+
+/// Vertical min..max bars per channel, around a zero line.
+pub fn range_chart(ranges: &[(f32, f32)]) -> String {
+    let (w, h) = (900.0, 220.0);
+    let lo = ranges.iter().map(|r| r.0 as f64).fold(0f64, f64::min);
+    let hi = ranges.iter().map(|r| r.1 as f64).fold(0f64, f64::max);
+    let span = (hi - lo).max(1e-12);
+    let y = |v: f64| 10.0 + (hi - v) / span * (h - 30.0);
+    let bw = (w - 40.0) / ranges.len().max(1) as f64;
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"10\">");
+    for (c, &(a, b)) in ranges.iter().enumerate() {
+        let x = 35.0 + c as f64 * bw;
+        s.push_str(&format!("<rect x=\"{x:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"#2ca02c\"/>", y(b as f64), (bw * 0.8).max(0.5), (y(a as f64) - y(b as f64)).max(0.5)));
+    }
+    s.push_str(&format!("<line x1=\"35\" y1=\"{0:.1}\" x2=\"{w}\" y2=\"{0:.1}\" stroke=\"#444\"/>", y(0.0)));
+    s.push_str(&format!("<text x=\"0\" y=\"{:.1}\">{hi:.3}</text><text x=\"0\" y=\"{:.1}\">{lo:.3}</text>", y(hi) + 4.0, y(lo)));
+    s.push_str(&format!("<text x=\"35\" y=\"{}\">{} output channels (min..max)</text></svg>", h - 2.0, ranges.len()));
+    s
+}
