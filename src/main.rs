@@ -54,6 +54,9 @@ enum Command {
         /// An AIMET quantsim config JSON (default: AIMET's per-channel default).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Calibration scheme: minmax, tf-enhanced (AIMET's SQNR search) or percentile[:P].
+        #[arg(long, default_value = "minmax")]
+        scheme: qforge::quant::analyzers::Scheme,
         /// Parameter bitwidth.
         #[arg(long, default_value_t = 8)]
         param_bw: u32,
@@ -141,6 +144,7 @@ struct QuantizeArgs {
     calib_count: Option<usize>,
     eval_count: Option<usize>,
     config: Option<PathBuf>,
+    scheme: qforge::quant::analyzers::Scheme,
     param_bw: u32,
     act_bw: u32,
     batch: usize,
@@ -150,7 +154,7 @@ struct QuantizeArgs {
 }
 
 fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
-    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, param_bw, act_bw, batch, out, version, sim_outputs } = a;
+    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, scheme, param_bw, act_bw, batch, out, version, sim_outputs } = a;
     use qforge::quant::{sim::{QuantOptions, QuantSim}, QuantConfig};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = model.unwrap_or_else(|| root.join("models/mobilenet_v2.onnx"));
@@ -175,7 +179,7 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let mut sim = QuantSim::new(gpu, g, &cfg, QuantOptions { param_bw, act_bw }, dims)?;
     let t_prepare = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    sim.calibrate(x.axis_chunks_iter(Axis(0), batch.max(1)))?;
+    sim.calibrate(scheme, x.axis_chunks_iter(Axis(0), batch.max(1)))?;
     let t_calib = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let e = sim.evaluate(&ev, batch.max(1), labels.as_deref())?;
@@ -204,7 +208,7 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let mut summary = vec![
         ("model".to_string(), model.display().to_string()),
         ("quantizers".to_string(), format!("{} activations, {} parameters, W{param_bw}A{act_bw}", sim.placement().activations.len(), sim.placement().params.len())),
-        ("calibration".to_string(), format!("{} samples, min-max", x.shape()[0])),
+        ("calibration".to_string(), format!("{} samples, {scheme:?}", x.shape()[0])),
         ("top-1 agreement (FP32 vs simulated)".to_string(), format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples)),
         ("top-5 agreement".to_string(), format!("{:.1}%", 100.0 * e.top5_agreement)),
         ("output SQNR".to_string(), format!("{:.2} dB", e.sqnr_db)),
@@ -225,7 +229,7 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let p = sim.placement();
     println!("model            {}", model.display());
     println!("quantizers       {} activations, {} parameters (W{param_bw}A{act_bw}, {})", p.activations.len(), p.params.len(), config.as_ref().map_or("AIMET per-channel default".to_string(), |c| c.display().to_string()));
-    println!("calibration      {} samples ({})", x.shape()[0], calib.display());
+    println!("calibration      {} samples ({}), {scheme:?}", x.shape()[0], calib.display());
     println!("evaluation       {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);
     if let Some((f, q)) = e.accuracy {
         println!("accuracy         FP32 {:.2}%, simulated {:.2}% (labels)", 100.0 * f, 100.0 * q);
@@ -386,8 +390,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { check } => devices(check),
         Command::Inspect { model, batch, dims } => inspect(&model, batch, &dims),
-        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, param_bw, act_bw, batch, out, encodings_version, sim_outputs } => {
-            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs })
+        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, scheme, param_bw, act_bw, batch, out, encodings_version, sim_outputs } => {
+            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, scheme, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs })
         }
         Command::Run { model, input, images: dir, size, resize, mean, std, output, outputs } => {
             let channels = mean.len();

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ndarray::{Array3, ArrayD, IxDyn};
+use ndarray::{Array3, ArrayD};
 use qforge::gpu::Gpu;
 use qforge::ops::gemm::matmul;
 use qforge::reference;

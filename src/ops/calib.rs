@@ -297,21 +297,30 @@ impl RunningHistogram {
 
     /// Adds a batch. Reads back the batch's min/max (one small wait) to choose the range.
     pub fn update(&mut self, gpu: &Gpu, x: &GpuTensor) -> Result<()> {
-        const OP: &str = "running_histogram";
         let mut enc = gpu.encoder();
         let mm = min_max(&mut enc, gpu, x, self.axis)?;
         let bytes = gpu.submit_and_read(enc, &[&mm.range, &mm.non_finite])?;
-        let range: &[[f32; 2]] = bytemuck::cast_slice(&bytes[0]);
+        let range: Vec<(f32, f32)> = bytemuck::cast_slice::<u8, [f32; 2]>(&bytes[0]).iter().map(|r| (r[0], r[1])).collect();
         let bad: &[u32] = bytemuck::cast_slice(&bytes[1]);
+        let mut enc = gpu.encoder();
+        self.update_known(&mut enc, gpu, x, &range, bad)?;
+        gpu.submit(enc)
+    }
+
+    /// Adds a batch whose per-channel (min, max) of finite values and non-finite counts are
+    /// already known (e.g. read back together for many tensors): records the re-binning and
+    /// the batch's histogram into `enc`.
+    pub fn update_known(&mut self, enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, range: &[(f32, f32)], bad: &[u32]) -> Result<()> {
+        const OP: &str = "running_histogram";
         self.non_finite += bad.iter().map(|&b| b as u64).sum::<u64>();
         if !self.ranges.is_empty() && self.ranges.len() != range.len() {
             return Err(Error::invalid(OP, "channels", range.len(), format!("earlier batches had {}", self.ranges.len())));
         }
         let mut new_ranges = Vec::with_capacity(range.len());
-        for (c, r) in range.iter().enumerate() {
-            let (mut lo, mut hi) = (r[0], r[1]);
+        for (c, &(lo, hi)) in range.iter().enumerate() {
+            let (mut lo, mut hi) = (lo, hi);
             if lo > hi {
-                return Err(Error::NonFinite { op: OP, tensor: format!("channel {c} of x (no finite value)"), count: bad[c] as u64 });
+                return Err(Error::NonFinite { op: OP, tensor: format!("channel {c} of x (no finite value)"), count: bad.get(c).copied().unwrap_or(0) as u64 });
             }
             if lo == hi {
                 lo -= 0.5;
@@ -323,14 +332,12 @@ impl RunningHistogram {
             }
             new_ranges.push((lo, hi));
         }
-        let mut enc = gpu.encoder();
         let counts = match self.counts.take() {
-            Some(old) if new_ranges != self.ranges => rebin(&mut enc, gpu, &old, &self.ranges, &new_ranges)?,
+            Some(old) if new_ranges != self.ranges => rebin(enc, gpu, &old, &self.ranges, &new_ranges)?,
             Some(old) => old,
             None => gpu.upload_slice(&[new_ranges.len(), self.bins as usize], &vec![0u32; new_ranges.len() * self.bins as usize])?,
         };
-        let counts = histogram(&mut enc, gpu, x, self.axis, &new_ranges, self.bins, Some(&counts))?;
-        gpu.submit(enc)?;
+        let counts = histogram(enc, gpu, x, self.axis, &new_ranges, self.bins, Some(&counts))?;
         self.ranges = new_ranges;
         self.counts = Some(counts);
         Ok(())

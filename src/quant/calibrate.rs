@@ -12,7 +12,8 @@ use crate::exec::Plan;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::graph::ir::{Const, Graph};
 use crate::graph::passes::bn_fold;
-use crate::ops::calib;
+use crate::ops::calib::{self, RunningHistogram};
+use crate::quant::analyzers::{percentile, tf_enhanced, Hist, Scheme};
 use crate::quant::placement::Placement;
 
 /// The model as quantization sees it: the imported graph, resolved for a batch size, with
@@ -53,12 +54,15 @@ impl Prepared {
     }
 }
 
-/// Running min/max of every quantized activation (AIMET's "tf" / min-max scheme).
-pub struct MinMaxCalibrator {
+/// Observers on every quantized activation: running min/max always, and a running histogram
+/// (AIMET's observer, on the GPU) for the histogram schemes.
+pub struct Calibrator {
     gpu: Arc<Gpu>,
     model: Prepared,
     names: Vec<String>,
     plans: HashMap<usize, Plan>,
+    scheme: Scheme,
+    histograms: Vec<RunningHistogram>,
     /// Per activation: (min, max) of finite values so far.
     pub ranges: Vec<(f32, f32)>,
     /// Per activation: non-finite values seen (left out of the ranges).
@@ -67,12 +71,16 @@ pub struct MinMaxCalibrator {
     pub samples: usize,
 }
 
-impl MinMaxCalibrator {
+impl Calibrator {
     /// Observers for every activation quantizer of `placement` on the prepared model.
-    pub fn new(gpu: Arc<Gpu>, model: Prepared, placement: &Placement) -> MinMaxCalibrator {
+    pub fn new(gpu: Arc<Gpu>, model: Prepared, placement: &Placement, scheme: Scheme) -> Result<Calibrator> {
         let names: Vec<String> = placement.activations.iter().map(|q| q.tensor.clone()).collect();
         let n = names.len();
-        MinMaxCalibrator { gpu, model, names, plans: HashMap::new(), ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 }
+        let histograms = match scheme {
+            Scheme::MinMax => Vec::new(),
+            _ => (0..n).map(|_| RunningHistogram::new(calib::DEFAULT_BINS, None)).collect::<Result<_>>()?,
+        };
+        Ok(Calibrator { gpu, model, names, plans: HashMap::new(), scheme, histograms, ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 })
     }
 
     fn plan(&mut self, batch: usize) -> Result<&Plan> {
@@ -102,15 +110,53 @@ impl MinMaxCalibrator {
         }
         let refs: Vec<&GpuTensor> = outs.iter().collect();
         let bytes = gpu.submit_and_read(enc, &refs)?;
+        let mut batch_ranges = Vec::with_capacity(names.len());
         for (i, pair) in bytes.chunks(2).enumerate() {
             let r: &[f32] = bytemuck::cast_slice(&pair[0]);
             let bad: &[u32] = bytemuck::cast_slice(&pair[1]);
             self.ranges[i].0 = self.ranges[i].0.min(r[0]);
             self.ranges[i].1 = self.ranges[i].1.max(r[1]);
             self.non_finite[i] += bad[0] as u64;
+            batch_ranges.push(((r[0], r[1]), bad[0]));
+        }
+        if !self.histograms.is_empty() {
+            // The taps still hold this batch: histogram them in a second submission.
+            let plan = &self.plans[&batch];
+            let mut enc = gpu.encoder();
+            for ((name, h), (range, bad)) in names.iter().zip(self.histograms.iter_mut()).zip(&batch_ranges) {
+                let t = plan.tensor(name).expect("tapped above");
+                h.update_known(&mut enc, &gpu, t, &[*range], &[*bad])?;
+            }
+            gpu.submit(enc)?;
         }
         self.samples += batch;
         Ok(())
+    }
+
+    /// Each activation's (min, max) under the scheme, for a grid of `num_steps` steps
+    /// (`symmetric[i]`: activation i uses a symmetric grid).
+    pub fn ranges_for(&self, num_steps: u32, symmetric: &[bool]) -> Result<Vec<(f32, f32)>> {
+        if self.histograms.is_empty() {
+            return Ok(self.ranges.clone());
+        }
+        let counts: Vec<&GpuTensor> = self.histograms.iter().map(|h| h.counts().expect("one batch was added")).collect();
+        let bytes = self.gpu.submit_and_read(self.gpu.encoder(), &counts)?;
+        Ok(self
+            .histograms
+            .iter()
+            .zip(bytes)
+            .zip(symmetric)
+            .map(|((h, b), &sym)| {
+                let counts: &[u32] = bytemuck::cast_slice(&b);
+                let (lo, hi) = h.ranges()[0];
+                let hist = Hist { counts, lo, hi };
+                match self.scheme {
+                    Scheme::TfEnhanced { gamma } => tf_enhanced(&hist, num_steps, sym, gamma),
+                    Scheme::Percentile(p) => percentile(&hist, p),
+                    Scheme::MinMax => (lo, hi),
+                }
+            })
+            .collect())
     }
 
     /// The activation names, in placement order.

@@ -1,5 +1,6 @@
 //! Quantization: the encoding math (calibration, simulation and export build on it).
 
+pub mod analyzers;
 pub mod calibrate;
 pub mod config;
 pub mod encoding;

@@ -14,7 +14,8 @@ use crate::exec::Plan;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::graph::ir::Graph;
 use crate::ops::quant::{upload_table, write_table};
-use crate::quant::calibrate::{MinMaxCalibrator, Prepared};
+use crate::quant::analyzers::Scheme;
+use crate::quant::calibrate::{Calibrator, Prepared};
 use crate::quant::config::QuantConfig;
 use crate::quant::encoding::{Encoding, QuantKind};
 use crate::quant::export::{self, EncodingsVersion};
@@ -58,6 +59,7 @@ pub struct QuantSim {
     tables: HashMap<String, (GpuTensor, u32)>,
     plans: Mutex<HashMap<usize, Arc<Plan>>>,
     input: String,
+    scheme: Scheme,
 }
 
 impl QuantSim {
@@ -74,7 +76,7 @@ impl QuantSim {
         let params = param_encodings(&g, &placement, ParamScheme { bitwidth: opts.param_bw, strict: config.strict_symmetric })?;
         let mut model = fp32.clone();
         model.override_consts(quantize_weights(&gpu, &g, &params)?);
-        Ok(QuantSim { gpu, model, fp32, config: config.clone(), opts, placement, params, activations: Vec::new(), tables: HashMap::new(), plans: Mutex::new(HashMap::new()), input })
+        Ok(QuantSim { gpu, model, fp32, config: config.clone(), opts, placement, params, activations: Vec::new(), tables: HashMap::new(), plans: Mutex::new(HashMap::new()), input, scheme: Scheme::MinMax })
     }
 
     /// The prepared FP32 graph (BN folded) for one batch size.
@@ -116,19 +118,21 @@ impl QuantSim {
         &self.activations
     }
 
-    /// Min-max calibration over `batches` (each `[batch, ...]`), with the weights quantized as
-    /// AIMET calibrates. Statistics stay on the GPU per batch; memory is flat in the count.
-    pub fn calibrate<'a>(&mut self, batches: impl IntoIterator<Item = ArrayViewD<'a, f32>>) -> Result<()> {
-        let mut cal = MinMaxCalibrator::new(self.gpu.clone(), self.model.clone(), &self.placement);
+    /// Calibration over `batches` (each `[batch, ...]`) with the given scheme, the weights
+    /// quantized as AIMET calibrates. Statistics stay on the GPU; memory is flat in the count.
+    pub fn calibrate<'a>(&mut self, scheme: Scheme, batches: impl IntoIterator<Item = ArrayViewD<'a, f32>>) -> Result<()> {
+        let mut cal = Calibrator::new(self.gpu.clone(), self.model.clone(), &self.placement, scheme)?;
         for b in batches {
             cal.add(&self.input, b)?;
         }
         if cal.samples == 0 {
             return Err(Error::EmptyTensor { op: "calibrate", tensor: "calibration data".into() });
         }
+        let symmetric: Vec<bool> = self.placement.activations.iter().map(|q| q.symmetric).collect();
+        let ranges = cal.ranges_for(crate::quant::steps(self.opts.act_bw, QuantKind::Asymmetric), &symmetric)?;
         let mut acts = Vec::with_capacity(cal.names().len());
-        for (q, &(lo, hi)) in self.placement.activations.iter().zip(&cal.ranges) {
-            if lo > hi {
+        for ((q, &(lo, hi)), &(olo, ohi)) in self.placement.activations.iter().zip(&ranges).zip(&cal.ranges) {
+            if olo > ohi {
                 return Err(Error::NonFinite { op: "calibrate", tensor: q.tensor.clone(), count: cal.samples as u64 });
             }
             let (mut lo, mut hi) = (lo, hi);
@@ -143,6 +147,7 @@ impl QuantSim {
             log::warn!("calibration: {bad} non-finite values in '{name}' were left out of its range");
         }
         self.activations = acts;
+        self.scheme = scheme;
         for (name, e) in &self.activations {
             match self.tables.get(name) {
                 Some((t, _)) => write_table(&self.gpu, t, e)?,
@@ -251,7 +256,11 @@ impl QuantSim {
             "is_symmetric": self.config.params_symmetric,
             "param_bitwidth": self.opts.param_bw,
             "per_channel_quantization": self.placement.params.iter().any(|q| q.axis.is_some()),
-            "quant_scheme": "min_max",
+            "quant_scheme": match self.scheme {
+                Scheme::MinMax => "min_max".to_string(),
+                Scheme::TfEnhanced { .. } => "tf_enhanced".to_string(),
+                Scheme::Percentile(p) => format!("percentile_{p}"),
+            },
         });
         let json = match version {
             EncodingsVersion::V1_0_0 => export::encodings_1_0_0(&self.activations, &self.params, args),
