@@ -18,6 +18,7 @@ pub fn tag(gpu: &Gpu) -> String {
 }
 
 /// Records with `f`, submits, and waits for the GPU to finish.
+#[allow(dead_code)]
 pub fn run(gpu: &Gpu, f: impl FnOnce(&mut Encoder)) {
     let mut enc = gpu.encoder();
     f(&mut enc);

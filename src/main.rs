@@ -191,11 +191,24 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));
     let stem = model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    // Everything is written into a scratch folder first and moved into `out` at the end, so a
+    // failure leaves no partial output behind.
     let t = std::time::Instant::now();
-    sim.export(&out, &stem, version)?;
-    sim.export_qdq(&out, &stem)?;
+    let scratch = out.join(format!(".qforge-partial-{}", std::process::id()));
+    let cleanup = |e: qforge::Error| {
+        let _ = std::fs::remove_dir_all(&scratch);
+        e
+    };
+    sim.export(&scratch, &stem, version).map_err(cleanup)?;
+    let mut written = vec![format!("{stem}.onnx"), format!("{stem}.encodings")];
+    if act_bw == 8 && param_bw == 8 {
+        sim.export_qdq(&scratch, &stem).map_err(cleanup)?;
+        written.push(format!("{stem}_qdq.onnx"));
+    } else {
+        eprintln!("note: QDQ export skipped (ONNX QuantizeLinear holds 8-bit grids; this run is W{param_bw}A{act_bw})");
+    }
     if let Some(p) = &sim_outputs {
-        npy::write(p, &sim.simulate(&ev, batch.max(1))?.remove(0))?;
+        npy::write(p, &sim.simulate(&ev, batch.max(1)).map_err(cleanup)?.remove(0)).map_err(cleanup)?;
     }
     let mut weight_ranges = Vec::new();
     for (name, _) in worst.iter().take(3) {
@@ -224,7 +237,12 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
         params: sim.param_encodings(),
         weight_ranges,
     };
-    qforge::graph::export::write_atomic(&out.join("report.html"), qforge::report::quant_report_html(&report).as_bytes())?;
+    qforge::graph::export::write_atomic(&scratch.join("report.html"), qforge::report::quant_report_html(&report).as_bytes()).map_err(cleanup)?;
+    written.push("report.html".into());
+    for f in &written {
+        std::fs::rename(scratch.join(f), out.join(f)).map_err(|e| qforge::Error::Io { action: "moving into", path: out.join(f).display().to_string(), message: e.to_string() })?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
     let t_export = t.elapsed().as_secs_f64();
     let p = sim.placement();
     println!("model            {}", model.display());
@@ -237,7 +255,7 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let worst5: Vec<String> = worst.iter().take(5).map(|(n, v)| format!("{n} {v:.1} dB")).collect();
     println!("worst layers     {} (SQNR on {} samples)", worst5.join(", "), probe.shape()[0]);
     println!("time             load {t_load:.1} s, prepare {t_prepare:.1} s, calibrate {t_calib:.1} s, evaluate {t_eval:.1} s, per-layer {t_layers:.1} s, export {t_export:.2} s");
-    println!("wrote            {0}/{stem}.onnx (BN folded), {0}/{stem}.encodings (AIMET {version:?}), {0}/{stem}_qdq.onnx, {0}/report.html", out.display());
+    println!("wrote            {} into {} ({stem}.onnx is the BN-folded FP32 model; encodings in AIMET {version:?})", written.join(", "), out.display());
     Ok(())
 }
 

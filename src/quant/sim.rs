@@ -1,6 +1,23 @@
 //! [`QuantSim`]: AIMET's QuantizationSimModel on the GPU — prepare (BN fold), place
 //! quantizers from a config, quantize the weights once, calibrate activation ranges, simulate
 //! with fake quantization, evaluate against FP32, export encodings.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ndarray::Axis;
+//! use qforge::quant::{analyzers::Scheme, export::EncodingsVersion, sim::QuantSim, QuantConfig};
+//! # fn main() -> qforge::Result<()> {
+//! let gpu = Arc::new(qforge::gpu::Gpu::new()?);
+//! let graph = qforge::graph::load("models/mobilenet_v2.onnx".as_ref())?;
+//! let mut sim = QuantSim::new(gpu, graph, &QuantConfig::default_per_channel(), Default::default(), Default::default())?;
+//! let calib = qforge::data::npy::read("calib.npy".as_ref())?;
+//! sim.calibrate(Scheme::MinMax, calib.axis_chunks_iter(Axis(0), 8))?;
+//! let report = sim.evaluate(&calib, 8, None)?;
+//! println!("SQNR {:.1} dB, top-1 agreement {:.0}%", report.sqnr_db, 100.0 * report.top1_agreement);
+//! sim.export("out".as_ref(), "mobilenet_v2", EncodingsVersion::V1_0_0)?;
+//! sim.export_qdq("out".as_ref(), "mobilenet_v2")?;
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,0 +1,40 @@
+//! Calibration throughput for MobileNetV2 at 224x224 (images/s) with min-max and tf-enhanced
+//! observers, next to the plain FP32 forward of the same prepared model in the same run.
+//!
+//! `cargo bench --bench calibration`
+
+mod common;
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ndarray::{ArrayD, IxDyn};
+use qforge::exec::Plan;
+use qforge::quant::analyzers::Scheme;
+use qforge::quant::calibrate::{Calibrator, Prepared};
+use qforge::quant::{place, QuantConfig};
+
+fn calibration(c: &mut Criterion) {
+    let gpu = common::gpu();
+    let tag = common::tag(&gpu);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
+    let model = Prepared::new(qforge::graph::load(&path).unwrap(), Default::default());
+    let batch = 8;
+    let g = model.at(batch).unwrap();
+    let placement = place(&g, &QuantConfig::default_per_channel());
+    let x = ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0);
+    let mut grp = c.benchmark_group(format!("calibration[{tag}]"));
+    grp.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(10));
+    grp.throughput(Throughput::Elements(batch as u64));
+    let plan = Plan::compile(gpu.clone(), &g, &[]).unwrap();
+    grp.bench_function(BenchmarkId::new("plain forward", batch), |b| b.iter(|| plan.run(&[("input", x.view())], plan.outputs()).unwrap()));
+    for (name, scheme) in [("minmax", Scheme::MinMax), ("tf-enhanced", Scheme::TfEnhanced { gamma: 3.0 })] {
+        let mut cal = Calibrator::new(gpu.clone(), model.clone(), &placement, scheme).unwrap();
+        cal.add("input", x.view()).unwrap();
+        grp.bench_function(BenchmarkId::new(format!("calibrate {name}"), batch), |b| b.iter(|| cal.add("input", x.view()).unwrap()));
+    }
+    grp.finish();
+}
+
+criterion_group!(benches, calibration);
+criterion_main!(benches);
