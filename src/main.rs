@@ -54,7 +54,10 @@ enum Command {
         /// An AIMET quantsim config JSON (default: AIMET's per-channel default).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Calibration scheme: minmax, tf-enhanced (AIMET's SQNR search) or percentile[:P].
+        /// Quantize every weight per tensor (overrides the config's per-channel settings).
+        #[arg(long)]
+        per_tensor: bool,
+        /// Calibration scheme: minmax, tf-enhanced (AIMET's SQNR search), mse or percentile[:P].
         #[arg(long, default_value = "minmax")]
         scheme: qforge::quant::analyzers::Scheme,
         /// Parameter bitwidth.
@@ -144,6 +147,7 @@ struct QuantizeArgs {
     calib_count: Option<usize>,
     eval_count: Option<usize>,
     config: Option<PathBuf>,
+    per_tensor: bool,
     scheme: qforge::quant::analyzers::Scheme,
     param_bw: u32,
     act_bw: u32,
@@ -154,7 +158,7 @@ struct QuantizeArgs {
 }
 
 fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
-    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, scheme, param_bw, act_bw, batch, out, version, sim_outputs } = a;
+    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version, sim_outputs } = a;
     use qforge::quant::{sim::{QuantOptions, QuantSim}, QuantConfig};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = model.unwrap_or_else(|| root.join("models/mobilenet_v2.onnx"));
@@ -163,6 +167,7 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
         Some(p) => QuantConfig::load(p)?,
         None => QuantConfig::default_per_channel(),
     };
+    let cfg = if per_tensor { cfg.per_tensor() } else { cfg };
     let t = std::time::Instant::now();
     let g = graph::load(&model)?;
     let gpu = Arc::new(Gpu::new()?);
@@ -408,8 +413,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { check } => devices(check),
         Command::Inspect { model, batch, dims } => inspect(&model, batch, &dims),
-        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, scheme, param_bw, act_bw, batch, out, encodings_version, sim_outputs } => {
-            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, scheme, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs })
+        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, encodings_version, sim_outputs } => {
+            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs })
         }
         Command::Run { model, input, images: dir, size, resize, mean, std, output, outputs } => {
             let channels = mean.len();

@@ -28,6 +28,9 @@ impl std::str::FromStr for Scheme {
         match s {
             "minmax" | "min_max" | "tf" => Ok(Scheme::MinMax),
             "tf-enhanced" | "tf_enhanced" | "sqnr" => Ok(Scheme::TfEnhanced { gamma: 3.0 }),
+            // With clipping weighted like rounding (gamma = 1) the SQNR search minimises the
+            // histogram's mean squared quantization error.
+            "mse" => Ok(Scheme::TfEnhanced { gamma: 1.0 }),
             p if p.starts_with("percentile") => {
                 let v = p.trim_start_matches("percentile").trim_start_matches([':', '=']);
                 let v: f32 = if v.is_empty() { 99.99 } else { v.parse().map_err(|_| format!("bad percentile '{v}'"))? };
@@ -36,7 +39,7 @@ impl std::str::FromStr for Scheme {
                 }
                 Ok(Scheme::Percentile(v))
             }
-            other => Err(format!("unknown scheme '{other}' (minmax, tf-enhanced, percentile[:P])")),
+            other => Err(format!("unknown scheme '{other}' (minmax, tf-enhanced, mse, percentile[:P])")),
         }
     }
 }

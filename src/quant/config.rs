@@ -122,6 +122,15 @@ impl Ctx<'_> {
 }
 
 impl QuantConfig {
+    /// The same config with every weight quantized per tensor.
+    pub fn per_tensor(mut self) -> QuantConfig {
+        self.per_channel = false;
+        for o in self.op_type.values_mut() {
+            o.per_channel_quantization = Some(false);
+        }
+        self
+    }
+
     /// AIMET's per-channel default.
     pub fn default_per_channel() -> QuantConfig {
         QuantConfig::parse(DEFAULT_PER_CHANNEL, "built-in default").expect("the built-in config parses")
