@@ -143,7 +143,7 @@ fn tensor_larger_than_the_storage_binding_limit() {
     let mut rng = rng(4);
     let x = ArrayD::from_shape_vec(IxDyn(&[n]), (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect()).unwrap();
     let q = Encoding::from_ranges(&[-2.0], &[2.5], 8, QuantKind::Asymmetric, None).unwrap();
-    check_forward(&gpu, &x, &q, &format!("{} MiB tensor", n * 4 >> 20));
+    check_forward(&gpu, &x, &q, &format!("{} MiB tensor", (n * 4) >> 20));
 }
 
 #[test]

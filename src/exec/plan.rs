@@ -258,7 +258,7 @@ impl<'g> Builder<'g> {
                 let xs = strides(x.shape());
                 let src = StridedView { offset: 0, strides: perm.iter().map(|&p| xs[p]).collect() };
                 let dst = StridedView { offset: 0, strides: strides(y.shape()) };
-                ew::strided_copy_into(&mut self.steps, gpu, &x, &src, &y, &dst, &y.shape().to_vec())?;
+                ew::strided_copy_into(&mut self.steps, gpu, &x, &src, &y, &dst, y.shape())?;
             }
             Op::Concat { axis } => {
                 let y = self.out(node, 0)?;
@@ -268,7 +268,7 @@ impl<'g> Builder<'g> {
                 for i in &node.inputs {
                     let x = self.get(i)?;
                     let dst = StridedView { offset: at * ys[a], strides: ys.clone() };
-                    ew::strided_copy_into(&mut self.steps, gpu, &x, &StridedView { offset: 0, strides: strides(x.shape()) }, &y, &dst, &x.shape().to_vec())?;
+                    ew::strided_copy_into(&mut self.steps, gpu, &x, &StridedView { offset: 0, strides: strides(x.shape()) }, &y, &dst, x.shape())?;
                     at += x.shape()[a];
                 }
             }
@@ -280,7 +280,7 @@ impl<'g> Builder<'g> {
                 for i in 0..node.outputs.len() {
                     let y = self.out(node, i)?;
                     let src = StridedView { offset: at * xs[a], strides: xs.clone() };
-                    ew::strided_copy_into(&mut self.steps, gpu, &x, &src, &y, &StridedView { offset: 0, strides: strides(y.shape()) }, &y.shape().to_vec())?;
+                    ew::strided_copy_into(&mut self.steps, gpu, &x, &src, &y, &StridedView { offset: 0, strides: strides(y.shape()) }, y.shape())?;
                     at += y.shape()[a];
                 }
             }
@@ -294,7 +294,7 @@ impl<'g> Builder<'g> {
                 let xs = strides(x.shape());
                 let y = self.out(node, 0)?;
                 let src = StridedView { offset: spec.iter().zip(&xs).map(|(s, st)| s.start * st).sum(), strides: spec.iter().zip(&xs).map(|(s, st)| s.step as usize * st).collect() };
-                ew::strided_copy_into(&mut self.steps, gpu, &x, &src, &y, &StridedView { offset: 0, strides: strides(y.shape()) }, &y.shape().to_vec())?;
+                ew::strided_copy_into(&mut self.steps, gpu, &x, &src, &y, &StridedView { offset: 0, strides: strides(y.shape()) }, y.shape())?;
             }
             Op::Pad { value, .. } => {
                 let x = self.get(&node.inputs[0])?;
@@ -303,7 +303,7 @@ impl<'g> Builder<'g> {
                 ew::fill_into(&mut self.steps, gpu, &y, *value)?;
                 let ys = strides(y.shape());
                 let dst = StridedView { offset: ys.iter().enumerate().map(|(d, s)| pads[d] as usize * s).sum(), strides: ys };
-                ew::strided_copy_into(&mut self.steps, gpu, &x, &StridedView { offset: 0, strides: strides(x.shape()) }, &y, &dst, &x.shape().to_vec())?;
+                ew::strided_copy_into(&mut self.steps, gpu, &x, &StridedView { offset: 0, strides: strides(x.shape()) }, &y, &dst, x.shape())?;
             }
             Op::Softmax { axis, legacy } => {
                 let x = self.get(&node.inputs[0])?;
