@@ -53,6 +53,33 @@ struct Params {
     _pad: [u32; 3],
 }
 
+impl Params {
+    /// The kernel parameters for input `x` `[n, cin, h, w]`, a `kernel` window, and an output of
+    /// `out` = (cout, oh, ow).
+    fn new(x: &[usize], kernel: [usize; 2], a: &Conv2d, out: [usize; 3], has_bias: bool) -> Params {
+        Params {
+            n: x[0] as u32,
+            cin: x[1] as u32,
+            h: x[2] as u32,
+            w: x[3] as u32,
+            cout: out[0] as u32,
+            oh: out[1] as u32,
+            ow: out[2] as u32,
+            groups: a.groups as u32,
+            kh: kernel[0] as u32,
+            kw: kernel[1] as u32,
+            stride_h: a.strides[0] as u32,
+            stride_w: a.strides[1] as u32,
+            pad_t: a.pads[0] as u32,
+            pad_l: a.pads[1] as u32,
+            dil_h: a.dilations[0] as u32,
+            dil_w: a.dilations[1] as u32,
+            has_bias: has_bias as u32,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// Output size of one spatial dim.
 pub fn out_dim(input: usize, kernel: usize, stride: usize, pad_begin: usize, pad_end: usize, dilation: usize) -> Option<usize> {
     let span = dilation * (kernel.checked_sub(1)?) + 1;
@@ -118,26 +145,7 @@ pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTenso
     }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
-    let params = Params {
-        n: n as u32,
-        cin: s[1] as u32,
-        h: s[2] as u32,
-        w: s[3] as u32,
-        cout: cout as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        groups: a.groups as u32,
-        kh: kh as u32,
-        kw: kw as u32,
-        stride_h: a.strides[0] as u32,
-        stride_w: a.strides[1] as u32,
-        pad_t: a.pads[0] as u32,
-        pad_l: a.pads[1] as u32,
-        dil_h: a.dilations[0] as u32,
-        dil_w: a.dilations[1] as u32,
-        has_bias: bias.is_some() as u32,
-        _pad: [0; 3],
-    };
+    let params = Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some());
     let grid = [(oh * ow).div_ceil(PIXELS_PER_GROUP) as u32, cout.div_ceil(cob) as u32, n as u32];
     if grid[0] > limits.max_groups || grid[1] > limits.max_groups {
         return Err(Error::invalid(OP, "output size", format!("{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
@@ -180,27 +188,7 @@ pub fn conv_transpose2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w:
     if grid.iter().any(|&g| g > limits.max_groups) {
         return Err(Error::invalid(OP, "output size", format!("{n}x{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
     }
-    let s = x.shape();
-    let params = Params {
-        n: n as u32,
-        cin: s[1] as u32,
-        h: s[2] as u32,
-        w: s[3] as u32,
-        cout: cout as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        groups: a.groups as u32,
-        kh: w.shape()[2] as u32,
-        kw: w.shape()[3] as u32,
-        stride_h: a.strides[0] as u32,
-        stride_w: a.strides[1] as u32,
-        pad_t: a.pads[0] as u32,
-        pad_l: a.pads[1] as u32,
-        dil_h: a.dilations[0] as u32,
-        dil_w: a.dilations[1] as u32,
-        has_bias: bias.is_some() as u32,
-        _pad: [0; 3],
-    };
+    let params = Params::new(x.shape(), [w.shape()[2], w.shape()[3]], a, [cout, oh, ow], bias.is_some());
     let bias = bias.unwrap_or(w);
     enc.dispatch(gpu, &CONV_T2D, &[("COB", 1.0)], &params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
 }
