@@ -102,8 +102,12 @@ fn minmax_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     acc_hi = -acc_lo;
     acc_bad = 0u;
     if p.outer_n == 1u {
+        // Contiguous channel: each workgroup takes one contiguous block (sequential memory
+        // for CPU adapters, coalesced for GPUs).
         let base = p.skip + cl * p.c_stride;
-        for (var j = wid.x * WG + lid; j < p.inner_n; j += p.splits * WG) {
+        let block = (p.inner_n + p.splits - 1u) / p.splits;
+        let end = min(p.inner_n, (wid.x + 1u) * block);
+        for (var j = wid.x * block + lid; j < end; j += WG) {
             minmax_visit(mm_x[base + j]);
         }
     } else {

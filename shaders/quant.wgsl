@@ -7,9 +7,10 @@
 // WGSL division may be off by 2.5 ULP, multiplication is correctly rounded, so GPU and CPU
 // agree bit for bit.
 // Per-channel: channel = ((base + i) / inner) % channels; per-tensor is channels = 1.
-// Grid-stride loops: each thread walks elements i, i + step, ... and advances its channel
-// incrementally (one integer division per thread, not per element: GPUs and SIMD CPUs have no
-// fast vector integer division).
+// Each workgroup walks one contiguous block of `block` elements (sequential memory for CPU
+// adapters, coalesced for GPUs); a thread takes every 256th element of it and advances its
+// channel incrementally (one integer division per thread, not per element: GPUs and SIMD CPUs
+// have no fast vector integer division).
 // NaN inputs stay NaN in x_hat, quantize to the code of 0.0, and get zero gradients.
 
 struct Params {
@@ -19,10 +20,10 @@ struct Params {
     channels: u32,   // channels (1 = per tensor)
     qmax: f32,       // N = number of steps: 2^bw - 1 (2^bw - 2 for strict symmetric)
     signed_codes: u32, // codes: 1 = q + offset (signed grid), 0 = q
-    step: u32,       // threads in the dispatch (the grid stride)
+    step: u32,       // distance between a thread's successive elements (the workgroup size)
     step_r: u32,     // step % inner
     step_c: u32,     // (step / inner) % channels
-    _pad0: u32,
+    block: u32,      // elements per workgroup (a contiguous block)
     _pad1: u32,
 }
 
@@ -48,12 +49,21 @@ struct Cursor {
     i: u32,
     rem: u32,
     ch: u32,
+    end: u32,
+}
+
+fn block_start(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return (wid.x + wid.y * nwg.x) * p.block;
+}
+
+fn block_end(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return min(p.n, block_start(wid, nwg) + p.block);
 }
 
 fn cursor_start(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Cursor {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    let i = block_start(wid, nwg) + lid;
     let g = p.base + i;
-    return Cursor(i, g % p.inner, (g / p.inner) % p.channels);
+    return Cursor(i, g % p.inner, (g / p.inner) % p.channels, block_end(wid, nwg));
 }
 
 fn cursor_next(c: ptr<function, Cursor>) {
@@ -87,12 +97,12 @@ fn fake_quant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) lid: u32) {
     if p.channels == 1u {
         let e = enc[0];
-        for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < p.n; i += p.step) {
+        for (var i = block_start(wid, nwg) + lid; i < block_end(wid, nwg); i += 256u) {
             y[i] = fake_quant_one(x[i], e);
         }
         return;
     }
-    for (var c = cursor_start(wid, nwg, lid); c.i < p.n; cursor_next(&c)) {
+    for (var c = cursor_start(wid, nwg, lid); c.i < c.end; cursor_next(&c)) {
         y[c.i] = fake_quant_one(x[c.i], enc[c.ch]);
     }
 }
@@ -102,12 +112,12 @@ fn quantize_codes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                   @builtin(local_invocation_index) lid: u32) {
     if p.channels == 1u {
         let e = enc[0];
-        for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < p.n; i += p.step) {
+        for (var i = block_start(wid, nwg) + lid; i < block_end(wid, nwg); i += 256u) {
             codes[i] = code_of(x[i], e);
         }
         return;
     }
-    for (var c = cursor_start(wid, nwg, lid); c.i < p.n; cursor_next(&c)) {
+    for (var c = cursor_start(wid, nwg, lid); c.i < c.end; cursor_next(&c)) {
         codes[c.i] = code_of(x[c.i], enc[c.ch]);
     }
 }
@@ -119,7 +129,7 @@ fn quantize_codes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(256)
 fn fake_quant_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    for (var c = cursor_start(wid, nwg, lid); c.i < p.n; cursor_next(&c)) {
+    for (var c = cursor_start(wid, nwg, lid); c.i < c.end; cursor_next(&c)) {
         let i = c.i;
         let e = enc[c.ch];
         let v = x[i];

@@ -2,7 +2,7 @@
 
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
-use crate::gpu::launch::{grid_stride, linear_chunks, ChannelView};
+use crate::gpu::launch::{grid_1d, linear_chunks, ChannelView, ELEMS_PER_THREAD, WG};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::ops::calib;
 use crate::quant::Encoding;
@@ -29,7 +29,8 @@ struct Params {
     step: u32,
     step_r: u32,
     step_c: u32,
-    _pad: [u32; 2],
+    block: u32,
+    _pad: u32,
 }
 
 /// Gradients of a fake-quant node.
@@ -107,7 +108,9 @@ fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor
         let mut binds = vec![Bind::Whole(table), range(x)];
         binds.extend(ins.iter().map(|t| range(t)));
         binds.extend(outs.iter().map(|t| range(t)));
-        let (grid, step) = grid_stride(ch.len, limits.max_groups)?;
+        let block = WG * ELEMS_PER_THREAD;
+        let grid = grid_1d(ch.len.div_ceil(block).max(1), limits.max_groups)?;
+        let step = WG;
         let inner = view.inner.max(1);
         let params = Params {
             n: ch.len as u32,
@@ -119,7 +122,8 @@ fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor
             step: step as u32,
             step_r: (step % inner) as u32,
             step_c: ((step / inner) % view.channels) as u32,
-            _pad: [0; 2],
+            block: block as u32,
+            _pad: 0,
         };
         enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;
     }
