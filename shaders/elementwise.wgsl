@@ -118,6 +118,19 @@ fn at(v: array<vec4<u32>, 2>, d: u32) -> u32 {
     return v[d / 4u][d % 4u];
 }
 
+// Flat element i of the iteration shape as offsets into the two strided layouts (sa, sb).
+fn nd_offsets(i: u32) -> vec2<u32> {
+    var rem = i;
+    var o = vec2<u32>(0u, 0u);
+    for (var d = i32(q.ndim) - 1; d >= 0; d--) {
+        let dim = at(q.dims, u32(d));
+        let c = rem % dim;
+        rem /= dim;
+        o += c * vec2<u32>(at(q.sa, u32(d)), at(q.sb, u32(d)));
+    }
+    return o;
+}
+
 fn binary(op: u32, a: f32, b: f32) -> f32 {
     switch op {
         case 0u: { return a + b; }
@@ -136,17 +149,8 @@ fn binary(op: u32, a: f32, b: f32) -> f32 {
 fn binary_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
-        var rem = i;
-        var ia = 0u;
-        var ib = 0u;
-        for (var d = i32(q.ndim) - 1; d >= 0; d--) {
-            let dim = at(q.dims, u32(d));
-            let c = rem % dim;
-            rem /= dim;
-            ia += c * at(q.sa, u32(d));
-            ib += c * at(q.sb, u32(d));
-        }
-        bin_y[i] = binary(q.op, bin_a[ia], bin_b[ib]);
+        let o = nd_offsets(i);
+        bin_y[i] = binary(q.op, bin_a[o.x], bin_b[o.y]);
     }
 }
 
@@ -158,16 +162,7 @@ fn binary_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
-        var rem = i;
-        var ix = q.a_off;
-        var iy = q.y_off;
-        for (var d = i32(q.ndim) - 1; d >= 0; d--) {
-            let dim = at(q.dims, u32(d));
-            let c = rem % dim;
-            rem /= dim;
-            ix += c * at(q.sa, u32(d));
-            iy += c * at(q.sb, u32(d));
-        }
-        st_y[iy] = st_x[ix];
+        let o = nd_offsets(i);
+        st_y[q.y_off + o.y] = st_x[q.a_off + o.x];
     }
 }
