@@ -5,4 +5,4 @@ mod plan;
 mod runner;
 
 pub use plan::{resize_scales, Plan};
-pub use runner::Executor;
+pub use runner::{join_batches, Executor};

@@ -122,9 +122,15 @@ impl Executor {
             pieces.push(plan.run(&part, plan.outputs())?);
             start += n;
         }
-        if pieces.len() == 1 {
-            return Ok(pieces.pop().expect("one piece"));
-        }
-        (0..pieces[0].len()).map(|o| concatenate(Axis(0), &pieces.iter().map(|p| p[o].view()).collect::<Vec<_>>()).map_err(|e| Error::invalid("run", "outputs", e, "cannot join batch pieces"))).collect()
+        join_batches(pieces)
     }
+}
+
+/// Joins the outputs of consecutive batch pieces (each a list of outputs) along the batch axis.
+pub fn join_batches(mut pieces: Vec<Vec<ArrayD<f32>>>) -> Result<Vec<ArrayD<f32>>> {
+    if pieces.len() == 1 {
+        return Ok(pieces.pop().expect("one piece"));
+    }
+    let n = pieces.first().map_or(0, Vec::len);
+    (0..n).map(|o| concatenate(Axis(0), &pieces.iter().map(|p| p[o].view()).collect::<Vec<_>>()).map_err(|e| Error::invalid("run", "outputs", e, "cannot join batch pieces"))).collect()
 }

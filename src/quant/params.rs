@@ -29,6 +29,15 @@ pub fn kind_for(symmetric: bool, strict: bool) -> QuantKind {
     }
 }
 
+/// (min, max) of each slice along `axis` (one pair for the whole tensor when `None`).
+pub fn channel_ranges(w: &ndarray::ArrayD<f32>, axis: Option<usize>) -> Vec<(f32, f32)> {
+    let range = |it: &mut dyn Iterator<Item = &f32>| it.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    match axis {
+        Some(a) => w.axis_iter(Axis(a)).map(|c| range(&mut c.iter())).collect(),
+        None => vec![range(&mut w.iter())],
+    }
+}
+
 /// Encodings for every parameter quantizer, from the weights' exact min/max (per channel along
 /// the quantizer's axis). Non-finite weights are an error naming the tensor.
 pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) -> Result<Vec<(String, Encoding)>> {
@@ -39,11 +48,7 @@ pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) ->
         if bad > 0 {
             return Err(Error::NonFinite { op: "param_encodings", tensor: q.tensor.clone(), count: bad as u64 });
         }
-        let ranges: Vec<(f32, f32)> = match q.axis {
-            Some(a) => w.axis_iter(Axis(a)).map(|c| c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))).collect(),
-            None => vec![w.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))],
-        };
-        let (mins, maxs): (Vec<f32>, Vec<f32>) = ranges.into_iter().unzip();
+        let (mins, maxs): (Vec<f32>, Vec<f32>) = channel_ranges(w, q.axis).into_iter().unzip();
         out.push((q.tensor.clone(), Encoding::from_ranges(&mins, &maxs, scheme.bitwidth, kind_for(q.symmetric, scheme.strict), q.axis)?));
     }
     Ok(out)

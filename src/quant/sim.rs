@@ -27,7 +27,7 @@ use ndarray::{ArrayD, ArrayViewD, Axis};
 
 use crate::error::{Error, Result};
 use crate::eval;
-use crate::exec::Plan;
+use crate::exec::{join_batches, Plan};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::graph::ir::Graph;
 use crate::ops::quant::{upload_table, write_table};
@@ -36,7 +36,7 @@ use crate::quant::calibrate::{Calibrator, Prepared};
 use crate::quant::config::QuantConfig;
 use crate::quant::encoding::{Encoding, QuantKind};
 use crate::quant::export::{self, EncodingsVersion};
-use crate::quant::params::{param_encodings, quantize_weights, ParamScheme};
+use crate::quant::params::{channel_ranges, param_encodings, quantize_weights, ParamScheme};
 use crate::quant::placement::{place, Placement};
 
 /// Bitwidths and grid options.
@@ -74,7 +74,8 @@ pub struct QuantSim {
     params: Vec<(String, Encoding)>,
     activations: Vec<(String, Encoding)>,
     tables: HashMap<String, (GpuTensor, u32)>,
-    plans: Mutex<HashMap<usize, Arc<Plan>>>,
+    /// Compiled plans by (batch, simulated?).
+    plans: Mutex<HashMap<(usize, bool), Arc<Plan>>>,
     input: String,
     scheme: Scheme,
 }
@@ -112,8 +113,7 @@ impl QuantSim {
             if let Some(q) = self.placement.params.iter().find(|q| n.inputs.get(1) == Some(&q.tensor)) {
                 let w = g.weight(&q.tensor).expect("placed weights are constants");
                 let axis = q.axis.unwrap_or(0);
-                let ranges = w.axis_iter(Axis(axis)).map(|c| c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)))).collect();
-                return Ok(Some((q.tensor.clone(), ranges)));
+                return Ok(Some((q.tensor.clone(), channel_ranges(w, Some(axis)))));
             }
             value = n.inputs[0].clone();
         }
@@ -176,38 +176,41 @@ impl QuantSim {
         Ok(())
     }
 
-    fn sim_plan(&self, batch: usize) -> Result<Arc<Plan>> {
-        if self.activations.is_empty() {
+    /// The plan for one batch size (cached): simulated (`quantized`) or the prepared FP32 model.
+    fn plan(&self, batch: usize, quantized: bool) -> Result<Arc<Plan>> {
+        if quantized && self.activations.is_empty() {
             return Err(Error::invalid("simulate", "encodings", "none", "calibrate first"));
         }
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = plans.get(&batch) {
+        if let Some(p) = plans.get(&(batch, quantized)) {
             return Ok(p.clone());
         }
-        let g = self.model.at(batch)?;
-        let p = Arc::new(Plan::compile_quantized(self.gpu.clone(), &g, &[], &self.tables)?);
-        plans.insert(batch, p.clone());
+        let p = Arc::new(if quantized {
+            Plan::compile_quantized(self.gpu.clone(), &self.model.at(batch)?, &[], &self.tables)?
+        } else {
+            Plan::compile(self.gpu.clone(), &self.fp32.at(batch)?, &[])?
+        });
+        plans.insert((batch, quantized), p.clone());
         Ok(p)
+    }
+
+    fn run_pieces(&self, x: &ArrayD<f32>, piece: usize, quantized: bool) -> Result<Vec<ArrayD<f32>>> {
+        let mut out: Vec<Vec<ArrayD<f32>>> = Vec::new();
+        for chunk in x.axis_chunks_iter(Axis(0), piece.max(1)) {
+            let plan = self.plan(chunk.len_of(Axis(0)), quantized)?;
+            out.push(plan.run(&[(&self.input, chunk)], plan.outputs())?);
+        }
+        join_batches(out)
     }
 
     /// The simulated (fake-quantized) outputs for `x` (`[batch, ...]`), in pieces of `piece`.
     pub fn simulate(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
-        let mut out: Vec<Vec<ArrayD<f32>>> = Vec::new();
-        for chunk in x.axis_chunks_iter(Axis(0), piece.max(1)) {
-            let plan = self.sim_plan(chunk.len_of(Axis(0)))?;
-            out.push(plan.run(&[(&self.input, chunk)], plan.outputs())?);
-        }
-        join(out)
+        self.run_pieces(x, piece, true)
     }
 
     /// The FP32 outputs of the prepared (BN-folded) model.
     pub fn fp32(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
-        let mut out: Vec<Vec<ArrayD<f32>>> = Vec::new();
-        for chunk in x.axis_chunks_iter(Axis(0), piece.max(1)) {
-            let plan = Plan::compile(self.gpu.clone(), &self.fp32.at(chunk.len_of(Axis(0)))?, &[])?;
-            out.push(plan.run(&[(&self.input, chunk)], plan.outputs())?);
-        }
-        join(out)
+        self.run_pieces(x, piece, false)
     }
 
     /// SQNR and top-1/top-5 agreement of the first output, simulated vs FP32, and accuracy of
@@ -347,9 +350,4 @@ impl QuantSim {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
         crate::graph::export::write_atomic(&dir.join(format!("{stem}_qdq.onnx")), &prost::Message::encode_to_vec(&model))
     }
-}
-
-fn join(pieces: Vec<Vec<ArrayD<f32>>>) -> Result<Vec<ArrayD<f32>>> {
-    let n = pieces.first().map_or(0, Vec::len);
-    (0..n).map(|o| ndarray::concatenate(Axis(0), &pieces.iter().map(|p| p[o].view()).collect::<Vec<_>>()).map_err(|e| Error::invalid("simulate", "outputs", e, "cannot join pieces"))).collect()
 }
