@@ -10,7 +10,7 @@ use ndarray::{ArrayViewD, Axis};
 use crate::error::{Error, Result};
 use crate::exec::Plan;
 use crate::gpu::{Gpu, GpuTensor};
-use crate::graph::ir::{Const, Graph};
+use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::passes::bn_fold;
 use crate::ops::calib::{self, RunningHistogram};
 use crate::quant::analyzers::{percentile, tf_enhanced, Hist, Scheme};
@@ -22,19 +22,26 @@ use crate::quant::placement::Placement;
 pub struct Prepared {
     source: Graph,
     dims: HashMap<String, usize>,
-    /// Weights replaced after folding (their quantize-dequantized values, once computed).
+    /// Weights replaced after folding (equalized, bias-corrected or quantize-dequantized).
     overrides: BTreeMap<String, Const>,
+    /// Ops replaced after folding, by node name (CLE's Clip → Relu).
+    ops: BTreeMap<String, Op>,
 }
 
 impl Prepared {
     /// Prepares an imported graph; `dims` sizes named dims other than the batch.
     pub fn new(source: Graph, dims: HashMap<String, usize>) -> Prepared {
-        Prepared { source, dims, overrides: BTreeMap::new() }
+        Prepared { source, dims, overrides: BTreeMap::new(), ops: BTreeMap::new() }
     }
 
     /// Replaces constants (by name) in every prepared graph from now on.
     pub fn override_consts(&mut self, consts: BTreeMap<String, Const>) {
         self.overrides.extend(consts);
+    }
+
+    /// Replaces ops (by node name) in every prepared graph from now on.
+    pub fn override_ops(&mut self, ops: BTreeMap<String, Op>) {
+        self.ops.extend(ops);
     }
 
     /// The prepared graph for one batch size.
@@ -49,6 +56,11 @@ impl Prepared {
         let folded = bn_fold::fold_batch_norms(&mut g)?;
         for (k, v) in &self.overrides {
             g.consts.insert(k.clone(), v.clone());
+        }
+        for n in g.nodes.iter_mut() {
+            if let Some(op) = self.ops.get(&n.name) {
+                n.op = op.clone();
+            }
         }
         Ok((g, folded))
     }

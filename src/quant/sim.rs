@@ -30,6 +30,7 @@ use crate::eval;
 use crate::exec::{join_batches, Plan};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::graph::ir::Graph;
+use crate::graph::passes::cle::{self, bn_stats, BnStats, CleOptions, CleReport};
 use crate::ops::quant::{upload_table, write_table};
 use crate::quant::analyzers::Scheme;
 use crate::quant::calibrate::{Calibrator, Prepared};
@@ -66,8 +67,14 @@ pub struct Evaluation {
 /// A quantization simulation of one model.
 pub struct QuantSim {
     gpu: Arc<Gpu>,
+    /// The simulated model: `fp32` with its weights quantize-dequantized.
     model: Prepared,
+    /// The FP32 model as exported: BN folded, then equalized and bias-corrected when asked.
     fp32: Prepared,
+    /// The BN-folded original, the reference every evaluation compares against.
+    reference: Prepared,
+    /// Folded batch-norm statistics per conv, kept in step with `fp32` (CLE scales them).
+    bn: BnStats,
     config: QuantConfig,
     opts: QuantOptions,
     placement: Placement,
@@ -89,12 +96,104 @@ impl QuantSim {
         }
         let input = graph.inputs[0].clone();
         let fp32 = Prepared::new(graph, dims);
-        let g = fp32.at(1)?;
+        let (g, folded) = fp32.at_with_report(1)?;
         let placement = place(&g, config);
-        let params = param_encodings(&g, &placement, ParamScheme { bitwidth: opts.param_bw, strict: config.strict_symmetric })?;
-        let mut model = fp32.clone();
-        model.override_consts(quantize_weights(&gpu, &g, &params)?);
-        Ok(QuantSim { gpu, model, fp32, config: config.clone(), opts, placement, params, activations: Vec::new(), tables: HashMap::new(), plans: Mutex::new(HashMap::new()), input, scheme: Scheme::MinMax })
+        let mut sim = QuantSim {
+            gpu,
+            model: fp32.clone(),
+            reference: fp32.clone(),
+            fp32,
+            bn: bn_stats(&folded),
+            config: config.clone(),
+            opts,
+            placement,
+            params: Vec::new(),
+            activations: Vec::new(),
+            tables: HashMap::new(),
+            plans: Mutex::new(HashMap::new()),
+            input,
+            scheme: Scheme::MinMax,
+        };
+        sim.requantize()?;
+        Ok(sim)
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> QuantOptions {
+        self.opts
+    }
+
+    /// Parameter encodings from the current FP32 weights' exact ranges, and the simulated
+    /// model's weights from them.
+    fn requantize(&mut self) -> Result<()> {
+        let g = self.fp32.at(1)?;
+        let params = param_encodings(&g, &self.placement, ParamScheme { bitwidth: self.opts.param_bw, strict: self.config.strict_symmetric })?;
+        self.set_param_encodings(params)
+    }
+
+    /// Replaces the parameter encodings (seq-MSE's search picks its own ranges) and
+    /// re-quantizes the simulated model's weights with them.
+    pub fn set_param_encodings(&mut self, params: Vec<(String, Encoding)>) -> Result<()> {
+        let g = self.fp32.at(1)?;
+        let mut model = self.fp32.clone();
+        model.override_consts(quantize_weights(&self.gpu, &g, &params)?);
+        self.model = model;
+        self.params = params;
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(())
+    }
+
+    /// Cross-layer equalization of the FP32 model (and high-bias absorption), then the weights
+    /// are quantized again. Call before calibrating: it changes the activations' ranges.
+    pub fn equalize(&mut self, opts: CleOptions) -> Result<CleReport> {
+        let mut g = self.fp32.at(1)?;
+        let before = g.clone();
+        let report = cle::equalize(&mut g, &mut self.bn, opts)?;
+        let consts = g.consts.iter().filter(|(k, v)| before.consts.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let ops = g.nodes.iter().zip(&before.nodes).filter(|(a, b)| a.op != b.op).map(|(a, _)| (a.name.clone(), a.op.clone())).collect();
+        self.fp32.override_consts(consts);
+        self.fp32.override_ops(ops);
+        self.placement = place(&self.fp32.at(1)?, &self.config);
+        self.activations.clear();
+        self.requantize()?;
+        Ok(report)
+    }
+
+    /// Replaces FP32 constants (corrected biases) in both the exported and the simulated model.
+    pub(crate) fn override_fp32_consts(&mut self, consts: std::collections::BTreeMap<String, crate::graph::ir::Const>) {
+        self.fp32.override_consts(consts.clone());
+        self.model.override_consts(consts);
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The folded batch-norm statistics per conv (after CLE's scaling and absorption).
+    pub fn bn_stats(&self) -> &BnStats {
+        &self.bn
+    }
+
+    /// The simulated model's graph (quantized weights) for one batch size.
+    pub fn simulated_graph(&self, batch: usize) -> Result<Graph> {
+        self.model.at(batch)
+    }
+
+    /// The reference FP32 graph (BN-folded original) for one batch size.
+    pub fn reference_graph(&self, batch: usize) -> Result<Graph> {
+        self.reference.at(batch)
+    }
+
+    /// The GPU context.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// The model's input name.
+    pub fn input_name(&self) -> &str {
+        &self.input
+    }
+
+    /// Activation quantizer tables for [`Plan::compile_quantized`].
+    pub fn activation_tables(&self) -> &HashMap<String, (GpuTensor, u32)> {
+        &self.tables
     }
 
     /// The prepared FP32 graph (BN folded) for one batch size.
@@ -188,7 +287,7 @@ impl QuantSim {
         let p = Arc::new(if quantized {
             Plan::compile_quantized(self.gpu.clone(), &self.model.at(batch)?, &[], &self.tables)?
         } else {
-            Plan::compile(self.gpu.clone(), &self.fp32.at(batch)?, &[])?
+            Plan::compile(self.gpu.clone(), &self.reference.at(batch)?, &[])?
         });
         plans.insert((batch, quantized), p.clone());
         Ok(p)
@@ -208,7 +307,7 @@ impl QuantSim {
         self.run_pieces(x, piece, true)
     }
 
-    /// The FP32 outputs of the prepared (BN-folded) model.
+    /// The FP32 outputs of the reference (the BN-folded original model).
     pub fn fp32(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
         self.run_pieces(x, piece, false)
     }
@@ -315,7 +414,7 @@ impl QuantSim {
             let b = chunk.len_of(Axis(0));
             // Every quantized value is a tap, the input too: its quantized copy is an ordinary
             // activation buffer that would otherwise be reused after its last reader.
-            let fp = Plan::compile(self.gpu.clone(), &self.fp32.at(b)?, &names)?;
+            let fp = Plan::compile(self.gpu.clone(), &self.reference.at(b)?, &names)?;
             let q = Plan::compile_quantized(self.gpu.clone(), &self.model.at(b)?, &names, &self.tables)?;
             let a = fp.run(&[(&self.input, chunk.view())], &names)?;
             let c = q.run(&[(&self.input, chunk.view())], &names)?;
