@@ -89,6 +89,8 @@ enum Command {
         /// AIMET encodings format: 0.6.1, 1.0.0 or 2.0.0.
         #[arg(long, default_value = "1.0.0")]
         encodings_version: qforge::quant::export::EncodingsVersion,
+        #[command(flatten)]
+        ptq: PtqArgs,
     },
     /// Run a model on the GPU: on a .npy input, or on a folder of images (prints top-5).
     Run {
@@ -119,6 +121,30 @@ enum Command {
         #[arg(long)]
         outputs: Option<PathBuf>,
     },
+}
+
+/// Post-training techniques applied before and after calibration.
+#[derive(clap::Args, Clone, Debug)]
+struct PtqArgs {
+    /// Cross-layer equalization (with high-bias absorption) before quantizing.
+    #[arg(long)]
+    cle: bool,
+    /// Bias correction: empirical (on calibration data) or analytical (data-free).
+    #[arg(long, value_parser = ["empirical", "analytical"])]
+    bias_correction: Option<String>,
+    /// Sequential MSE: per-channel weight ranges searched layer by layer.
+    #[arg(long)]
+    seq_mse: bool,
+    /// Candidate ranges per layer for --seq-mse.
+    #[arg(long, default_value_t = 20)]
+    seq_mse_candidates: usize,
+    /// Data-free quantization: CLE + analytical bias correction; without --calib the
+    /// activation ranges come from batch-norm statistics too.
+    #[arg(long)]
+    dfq: bool,
+    /// Calibration samples used by --seq-mse and empirical bias correction.
+    #[arg(long, default_value_t = 8)]
+    ptq_samples: usize,
 }
 
 /// Calibration or evaluation data: an image folder (ImageNet preprocessing), IDX images
@@ -155,10 +181,12 @@ struct QuantizeArgs {
     out: PathBuf,
     version: qforge::quant::export::EncodingsVersion,
     sim_outputs: Option<PathBuf>,
+    ptq: PtqArgs,
 }
 
 fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
-    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version, sim_outputs } = a;
+    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version, sim_outputs, ptq } = a;
+    let data_free = ptq.dfq && calib.is_none();
     use qforge::quant::{sim::{QuantOptions, QuantSim}, QuantConfig};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = model.unwrap_or_else(|| root.join("models/mobilenet_v2.onnx"));
@@ -184,14 +212,30 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let mut sim = QuantSim::new(gpu, g, &cfg, QuantOptions { param_bw, act_bw }, dims)?;
     let t_prepare = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let chunks = x.shape()[0].div_ceil(batch.max(1)) as u64;
-    let bar = indicatif::ProgressBar::new(chunks).with_style(indicatif::ProgressStyle::with_template("calibrating {bar:40} {pos}/{len} batches {elapsed}").expect("valid template"));
-    sim.calibrate(scheme, indicatif::ProgressIterator::progress_with(x.axis_chunks_iter(Axis(0), batch.max(1)), bar.clone()))?;
-    bar.finish_and_clear();
+    let ptq_x = x.slice_axis(Axis(0), (0..x.shape()[0].min(ptq.ptq_samples.max(1))).into()).to_owned();
+    let (techniques, cle_ranges) = apply_ptq_before(&mut sim, &ptq, &ptq_x, batch)?;
+    let t_ptq = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    if data_free {
+        sim.calibrate_data_free()?;
+    } else {
+        let chunks = x.shape()[0].div_ceil(batch.max(1)) as u64;
+        let bar = indicatif::ProgressBar::new(chunks).with_style(indicatif::ProgressStyle::with_template("calibrating {bar:40} {pos}/{len} batches {elapsed}").expect("valid template"));
+        sim.calibrate(scheme, indicatif::ProgressIterator::progress_with(x.axis_chunks_iter(Axis(0), batch.max(1)), bar.clone()))?;
+        bar.finish_and_clear();
+    }
     let t_calib = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let spinner = indicatif::ProgressBar::new_spinner().with_message(format!("evaluating FP32 and simulated on {} samples", ev.shape()[0]));
-    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let mut techniques = techniques;
+    if ptq.bias_correction.as_deref() == Some("empirical") {
+        let spinner = spinner(format!("empirical bias correction on {} samples", ptq_x.shape()[0]));
+        let bc = qforge::quant::bias_correction::empirical(&mut sim, &ptq_x, batch.max(1))?;
+        spinner.finish_and_clear();
+        techniques.push(format!("empirical bias correction: {} layers corrected, {} skipped", bc.corrected.len(), bc.skipped.len()));
+    }
+    let t_ptq = t_ptq + t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let spinner = spinner(format!("evaluating FP32 and simulated on {} samples", ev.shape()[0]));
     let e = sim.evaluate(&ev, batch.max(1), labels.as_deref())?;
     spinner.set_message("per-layer SQNR");
     let t_eval = t.elapsed().as_secs_f64();
@@ -233,7 +277,8 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let mut summary = vec![
         ("model".to_string(), model.display().to_string()),
         ("quantizers".to_string(), format!("{} activations, {} parameters, W{param_bw}A{act_bw}", sim.placement().activations.len(), sim.placement().params.len())),
-        ("calibration".to_string(), format!("{} samples, {scheme:?}", x.shape()[0])),
+        ("calibration".to_string(), if data_free { "data-free (batch-norm statistics)".to_string() } else { format!("{} samples, {scheme:?}", x.shape()[0]) }),
+        ("techniques".to_string(), if techniques.is_empty() { "none".to_string() } else { techniques.join("; ") }),
         ("top-1 agreement (FP32 vs simulated)".to_string(), format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples)),
         ("top-5 agreement".to_string(), format!("{:.1}%", 100.0 * e.top5_agreement)),
         ("output SQNR".to_string(), format!("{:.2} dB", e.sqnr_db)),
@@ -248,6 +293,7 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
         activations: sim.activation_encodings(),
         params: sim.param_encodings(),
         weight_ranges,
+        cle_ranges,
     };
     qforge::graph::export::write_atomic(&scratch.join("report.html"), qforge::report::quant_report_html(&report).as_bytes()).map_err(cleanup)?;
     written.push("report.html".into());
@@ -259,16 +305,79 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let p = sim.placement();
     println!("model            {}", model.display());
     println!("quantizers       {} activations, {} parameters (W{param_bw}A{act_bw}, {})", p.activations.len(), p.params.len(), config.as_ref().map_or("AIMET per-channel default".to_string(), |c| c.display().to_string()));
-    println!("calibration      {} samples ({}), {scheme:?}", x.shape()[0], calib.display());
+    if data_free {
+        println!("calibration      data-free: activation ranges from batch-norm statistics");
+    } else {
+        println!("calibration      {} samples ({}), {scheme:?}", x.shape()[0], calib.display());
+    }
+    for t in &techniques {
+        println!("technique        {t}");
+    }
     println!("evaluation       {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);
     if let Some((f, q)) = e.accuracy {
         println!("accuracy         FP32 {:.2}%, simulated {:.2}% (labels)", 100.0 * f, 100.0 * q);
     }
     let worst5: Vec<String> = worst.iter().take(5).map(|(n, v)| format!("{n} {v:.1} dB")).collect();
     println!("worst layers     {} (SQNR on {} samples)", worst5.join(", "), probe.shape()[0]);
-    println!("time             load {t_load:.1} s, prepare {t_prepare:.1} s, calibrate {t_calib:.1} s, evaluate {t_eval:.1} s, per-layer {t_layers:.1} s, export {t_export:.2} s");
+    println!("time             load {t_load:.1} s, prepare {t_prepare:.1} s, techniques {t_ptq:.1} s, calibrate {t_calib:.1} s, evaluate {t_eval:.1} s, per-layer {t_layers:.1} s, export {t_export:.2} s");
     println!("wrote            {} into {} ({stem}.onnx is the BN-folded FP32 model; encodings in AIMET {version:?})", written.join(", "), out.display());
     Ok(())
+}
+
+fn spinner(message: String) -> indicatif::ProgressBar {
+    let s = indicatif::ProgressBar::new_spinner().with_message(message);
+    s.enable_steady_tick(std::time::Duration::from_millis(200));
+    s
+}
+
+/// Per-output-channel weight ranges of every equalized layer, before and after CLE.
+type CleRanges = Vec<(String, Vec<[f32; 4]>, Vec<[f32; 4]>)>;
+
+/// The techniques that run before calibration (CLE, analytical bias correction, seq-MSE);
+/// returns a line per technique and the weight ranges CLE changed.
+fn apply_ptq_before(sim: &mut qforge::quant::sim::QuantSim, ptq: &PtqArgs, x: &ArrayD<f32>, batch: usize) -> qforge::Result<(Vec<String>, CleRanges)> {
+    use qforge::quant::params::channel_summary;
+    let mut lines = Vec::new();
+    let mut ranges = Vec::new();
+    if ptq.cle || ptq.dfq {
+        let before = sim.prepared(1)?;
+        let r = sim.equalize(Default::default())?;
+        let after = sim.prepared(1)?;
+        let probe = x.slice_axis(Axis(0), (0..x.shape()[0].min(4)).into()).to_owned();
+        let change = sim.fp32_change_db(&probe, batch.max(1))?;
+        for name in r.sets.iter().flatten() {
+            let Some(n) = after.nodes.iter().find(|n| &n.name == name) else { continue };
+            let w = &n.inputs[1];
+            if let (Some(a), Some(b)) = (before.weight(w), after.weight(w)) {
+                if !ranges.iter().any(|(x, _, _): &(String, _, _)| x == w) {
+                    ranges.push((w.clone(), channel_summary(a, 0), channel_summary(b, 0)));
+                }
+            }
+        }
+        lines.push(format!(
+            "CLE: {} sets ({} depthwise triplets), {} passes, {} Clips made per-channel, high-bias absorbed in {} pairs; equalized FP32 vs original {:.1} dB SQNR on {} samples{}",
+            r.sets.len(),
+            r.sets.iter().filter(|s| s.len() == 3).count(),
+            r.iterations,
+            r.relu6_replaced.len(),
+            r.absorbed.len(),
+            change,
+            probe.shape()[0],
+            if r.zero_channels.is_empty() { String::new() } else { format!(", zero-range channels left alone: {:?}", r.zero_channels) }
+        ));
+    }
+    if ptq.bias_correction.as_deref() == Some("analytical") || ptq.dfq {
+        let bc = qforge::quant::bias_correction::analytical(sim)?;
+        lines.push(format!("analytical bias correction: {} layers corrected, {} skipped ({})", bc.corrected.len(), bc.skipped.len(), bc.skipped.iter().map(|(n, why)| format!("{n}: {why}")).collect::<Vec<_>>().join(", ")));
+    }
+    if ptq.seq_mse {
+        let s = spinner(format!("sequential MSE on {} samples, {} candidates per layer", x.shape()[0], ptq.seq_mse_candidates));
+        let r = qforge::quant::seq_mse::apply(sim, x, batch.max(1), ptq.seq_mse_candidates)?;
+        s.finish_and_clear();
+        let mean_frac = r.layers.iter().map(|l| l.1).sum::<f32>() / r.layers.len().max(1) as f32;
+        lines.push(format!("seq-MSE: {} layers, mean chosen range {:.0}% of max |w|", r.layers.len(), 100.0 * mean_frac));
+    }
+    Ok((lines, ranges))
 }
 
 fn parse_dim(s: &str) -> Result<(String, usize), String> {
@@ -420,8 +529,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { check } => devices(check),
         Command::Inspect { model, batch, dims } => inspect(&model, batch, &dims),
-        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, encodings_version, sim_outputs } => {
-            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs })
+        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, encodings_version, sim_outputs, ptq } => {
+            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs, ptq })
         }
         Command::Run { model, input, images: dir, size, resize, mean, std, output, outputs } => {
             let channels = mean.len();

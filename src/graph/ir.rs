@@ -212,3 +212,22 @@ impl Graph {
         (1..).map(|i| format!("{stem}_{i}")).find(|s| !taken(s)).expect("some suffix is free")
     }
 }
+
+impl Graph {
+    /// The part of the graph that computes `outputs` (nodes they depend on), with them as
+    /// the graph's outputs. Constants and shapes are kept whole.
+    pub fn truncated(&self, outputs: &[String]) -> Graph {
+        let mut needed: std::collections::HashSet<&str> = outputs.iter().map(String::as_str).collect();
+        let mut keep = vec![false; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate().rev() {
+            if n.outputs.iter().any(|o| needed.contains(o.as_str())) {
+                keep[i] = true;
+                needed.extend(n.inputs.iter().map(String::as_str));
+            }
+        }
+        let mut g = self.clone();
+        g.nodes = self.nodes.iter().zip(&keep).filter(|(_, &k)| k).map(|(n, _)| n.clone()).collect();
+        g.outputs = outputs.to_vec();
+        g
+    }
+}

@@ -10,7 +10,7 @@ use ndarray::{ArrayViewD, Axis};
 use crate::error::{Error, Result};
 use crate::exec::Plan;
 use crate::gpu::{Gpu, GpuTensor};
-use crate::graph::ir::{Const, Graph, Op};
+use crate::graph::ir::{Const, Graph, Node};
 use crate::graph::passes::bn_fold;
 use crate::ops::calib::{self, RunningHistogram};
 use crate::quant::analyzers::{percentile, tf_enhanced, Hist, Scheme};
@@ -24,14 +24,17 @@ pub struct Prepared {
     dims: HashMap<String, usize>,
     /// Weights replaced after folding (equalized, bias-corrected or quantize-dequantized).
     overrides: BTreeMap<String, Const>,
-    /// Ops replaced after folding, by node name (CLE's Clip → Relu).
-    ops: BTreeMap<String, Op>,
+    /// Nodes replaced after folding, by name (CLE's Clip → Relu).
+    nodes: BTreeMap<String, Node>,
+    /// Nodes inserted after folding: (the node they follow, the node), in order (CLE's
+    /// per-channel clip bounds).
+    inserted: Vec<(String, Node)>,
 }
 
 impl Prepared {
     /// Prepares an imported graph; `dims` sizes named dims other than the batch.
     pub fn new(source: Graph, dims: HashMap<String, usize>) -> Prepared {
-        Prepared { source, dims, overrides: BTreeMap::new(), ops: BTreeMap::new() }
+        Prepared { source, dims, overrides: BTreeMap::new(), nodes: BTreeMap::new(), inserted: Vec::new() }
     }
 
     /// Replaces constants (by name) in every prepared graph from now on.
@@ -39,9 +42,16 @@ impl Prepared {
         self.overrides.extend(consts);
     }
 
-    /// Replaces ops (by node name) in every prepared graph from now on.
-    pub fn override_ops(&mut self, ops: BTreeMap<String, Op>) {
-        self.ops.extend(ops);
+    /// Replaces nodes (by name) and inserts new ones (each after the named node) in every
+    /// prepared graph from now on. New values take the shape of their node's first input.
+    pub fn edit_nodes(&mut self, replaced: BTreeMap<String, Node>, inserted: Vec<(String, Node)>) {
+        self.nodes.extend(replaced);
+        self.inserted.extend(inserted);
+    }
+
+    /// Whether any node was replaced or inserted (the FP32 function may differ).
+    pub fn changes_ops(&self) -> bool {
+        !self.nodes.is_empty() || !self.inserted.is_empty()
     }
 
     /// The prepared graph for one batch size.
@@ -58,8 +68,22 @@ impl Prepared {
             g.consts.insert(k.clone(), v.clone());
         }
         for n in g.nodes.iter_mut() {
-            if let Some(op) = self.ops.get(&n.name) {
-                n.op = op.clone();
+            if let Some(r) = self.nodes.get(&n.name) {
+                *n = r.clone();
+            }
+        }
+        for (after, node) in &self.inserted {
+            let i = g.nodes.iter().position(|n| &n.name == after).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("inserted node '{}' follows '{after}', which is gone", node.name) })?;
+            g.nodes.insert(i + 1, node.clone());
+        }
+        if !self.nodes.is_empty() || !self.inserted.is_empty() {
+            for i in 0..g.nodes.len() {
+                for o in g.nodes[i].outputs.clone() {
+                    if !g.shapes.contains_key(&o) {
+                        let s = g.shapes.get(&g.nodes[i].inputs[0]).cloned().unwrap_or_default();
+                        g.shapes.insert(o, s);
+                    }
+                }
             }
         }
         Ok((g, folded))

@@ -1,8 +1,11 @@
 //! Quantization: the encoding math (calibration, simulation and export build on it).
 
 pub mod analyzers;
+pub mod bias_correction;
 pub mod calibrate;
 pub mod config;
+pub mod seq_mse;
+pub mod dfq;
 pub mod encoding;
 pub mod export;
 pub mod params;

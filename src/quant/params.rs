@@ -38,6 +38,19 @@ pub fn channel_ranges(w: &ndarray::ArrayD<f32>, axis: Option<usize>) -> Vec<(f32
     }
 }
 
+/// (min, max, mean, std) of each slice along `axis`: what the report's weight-range plots show.
+pub fn channel_summary(w: &ndarray::ArrayD<f32>, axis: usize) -> Vec<[f32; 4]> {
+    w.axis_iter(Axis(axis))
+        .map(|c| {
+            let n = c.len().max(1) as f64;
+            let mean = c.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = c.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let (lo, hi) = c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            [lo, hi, mean as f32, var.sqrt() as f32]
+        })
+        .collect()
+}
+
 /// Encodings for every parameter quantizer, from the weights' exact min/max (per channel along
 /// the quantizer's axis). Non-finite weights are an error naming the tensor.
 pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) -> Result<Vec<(String, Encoding)>> {

@@ -73,6 +73,16 @@ fn inside_supergroup(g: &Graph, i: usize, cfg: &QuantConfig) -> bool {
     cfg.supergroups.iter().any(|sg| sg.windows(2).any(|w| w[0] == t0 && w[1] == t1))
 }
 
+/// A Relu whose only reader is a Min against a constant: CLE's per-channel clip, one
+/// activation (quantized after the Min).
+fn inside_channel_clip(g: &Graph, i: usize) -> bool {
+    let n = &g.nodes[i];
+    if !matches!(n.op, Op::Unary(crate::ops::elementwise::Unary::Relu)) || g.outputs.contains(&n.outputs[0]) {
+        return false;
+    }
+    matches!(g.consumers_of(&n.outputs[0])[..], [c] if matches!(g.nodes[c].op, Op::Binary(crate::ops::elementwise::Binary::Min)) && g.nodes[c].inputs.get(1).is_some_and(|b| g.weight(b).is_some()))
+}
+
 /// Places quantizers on a resolved (and usually BN-folded) graph.
 pub fn place(g: &Graph, cfg: &QuantConfig) -> Placement {
     let mut p = Placement::default();
@@ -85,7 +95,7 @@ pub fn place(g: &Graph, cfg: &QuantConfig) -> Placement {
         let t = aimet_type(n, g);
         let op_cfg = cfg.op_type.get(t).or_else(|| cfg.op_type.get(n.op.onnx_type()));
         let out_q = op_cfg.and_then(|o| o.is_output_quantized).unwrap_or(cfg.ops_output_quantized);
-        if out_q && !passes_through(&n.op) && !inside_supergroup(g, i, cfg) {
+        if out_q && !passes_through(&n.op) && !inside_supergroup(g, i, cfg) && !inside_channel_clip(g, i) {
             for o in n.outputs.iter().filter(|o| !o.is_empty()) {
                 p.activations.push(Quantizer {
                     tensor: o.clone(),

@@ -150,9 +150,21 @@ impl QuantSim {
         let before = g.clone();
         let report = cle::equalize(&mut g, &mut self.bn, opts)?;
         let consts = g.consts.iter().filter(|(k, v)| before.consts.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let ops = g.nodes.iter().zip(&before.nodes).filter(|(a, b)| a.op != b.op).map(|(a, _)| (a.name.clone(), a.op.clone())).collect();
+        let old: HashMap<&str, &crate::graph::ir::Node> = before.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let mut replaced = std::collections::BTreeMap::new();
+        let mut inserted = Vec::new();
+        for (i, n) in g.nodes.iter().enumerate() {
+            match old.get(n.name.as_str()) {
+                Some(o) if *o != n => {
+                    replaced.insert(n.name.clone(), n.clone());
+                }
+                Some(_) => {}
+                None if i > 0 => inserted.push((g.nodes[i - 1].name.clone(), n.clone())),
+                None => return Err(Error::Graph { model: g.name.clone(), message: format!("CLE inserted '{}' before every node", n.name) }),
+            }
+        }
         self.fp32.override_consts(consts);
-        self.fp32.override_ops(ops);
+        self.fp32.edit_nodes(replaced, inserted);
         self.placement = place(&self.fp32.at(1)?, &self.config);
         self.activations.clear();
         self.requantize()?;
@@ -246,11 +258,41 @@ impl QuantSim {
         }
         let symmetric: Vec<bool> = self.placement.activations.iter().map(|q| q.symmetric).collect();
         let ranges = cal.ranges_for(crate::quant::steps(self.opts.act_bw, QuantKind::Asymmetric), &symmetric)?;
-        let mut acts = Vec::with_capacity(cal.names().len());
-        for ((q, &(lo, hi)), &(olo, ohi)) in self.placement.activations.iter().zip(&ranges).zip(&cal.ranges) {
+        for ((q, &(olo, ohi)), &bad) in self.placement.activations.iter().zip(&cal.ranges).zip(&cal.non_finite) {
             if olo > ohi {
-                return Err(Error::NonFinite { op: "calibrate", tensor: q.tensor.clone(), count: cal.samples as u64 });
+                return Err(Error::NonFinite { op: "calibrate", tensor: q.tensor.clone(), count: bad.max(cal.samples as u64) });
             }
+        }
+        for (name, bad) in cal.names().iter().zip(&cal.non_finite).filter(|(_, &b)| b > 0) {
+            log::warn!("calibration: {bad} non-finite values in '{name}' were left out of its range");
+        }
+        self.set_activation_ranges(&ranges)?;
+        self.scheme = scheme;
+        Ok(())
+    }
+
+    /// Activation encodings from batch-norm statistics alone (data-free: mean ± 3 std per
+    /// channel, clipped to the activation's bounds; the model input taken as N(0, 1)).
+    pub fn calibrate_data_free(&mut self) -> Result<()> {
+        let stats = crate::quant::dfq::channel_stats(&self.fp32.at(1)?, &self.bn);
+        let mut ranges = Vec::with_capacity(self.placement.activations.len());
+        let mut unknown = Vec::new();
+        for q in &self.placement.activations {
+            match stats.get(&q.tensor) {
+                Some(s) => ranges.push(s.range(3.0)),
+                None => unknown.push(q.tensor.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(Error::invalid("calibrate_data_free", "activations", unknown.join(", "), "their statistics do not follow from batch norms: calibrate on data"));
+        }
+        self.set_activation_ranges(&ranges)
+    }
+
+    /// Sets every activation quantizer's encoding from its (min, max), in placement order.
+    fn set_activation_ranges(&mut self, ranges: &[(f32, f32)]) -> Result<()> {
+        let mut acts = Vec::with_capacity(ranges.len());
+        for (q, &(lo, hi)) in self.placement.activations.iter().zip(ranges) {
             let (mut lo, mut hi) = (lo, hi);
             if let Some((cmin, cmax)) = q.constraints {
                 lo = cmin.unwrap_or(lo);
@@ -259,11 +301,7 @@ impl QuantSim {
             let kind = if q.symmetric { QuantKind::SignedSymmetric } else { QuantKind::Asymmetric };
             acts.push((q.tensor.clone(), Encoding::from_ranges(&[lo], &[hi], self.opts.act_bw, kind, None)?));
         }
-        for (name, bad) in cal.names().iter().zip(&cal.non_finite).filter(|(_, &b)| b > 0) {
-            log::warn!("calibration: {bad} non-finite values in '{name}' were left out of its range");
-        }
         self.activations = acts;
-        self.scheme = scheme;
         for (name, e) in &self.activations {
             match self.tables.get(name) {
                 Some((t, _)) => write_table(&self.gpu, t, e)?,
@@ -272,6 +310,7 @@ impl QuantSim {
                 }
             }
         }
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
     }
 
@@ -310,6 +349,17 @@ impl QuantSim {
     /// The FP32 outputs of the reference (the BN-folded original model).
     pub fn fp32(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
         self.run_pieces(x, piece, false)
+    }
+
+    /// SQNR of the prepared FP32 model's first output (equalized, bias-corrected) against the
+    /// reference on `x`: what the techniques changed in the FP32 function itself.
+    pub fn fp32_change_db(&self, x: &ArrayD<f32>, piece: usize) -> Result<f64> {
+        let mut out = Vec::new();
+        for chunk in x.axis_chunks_iter(Axis(0), piece.max(1)) {
+            let plan = Plan::compile(self.gpu.clone(), &self.fp32.at(chunk.len_of(Axis(0)))?, &[])?;
+            out.push(plan.run(&[(&self.input, chunk)], plan.outputs())?);
+        }
+        Ok(eval::sqnr_db(&self.fp32(x, piece)?.remove(0), &join_batches(out)?.remove(0)))
     }
 
     /// SQNR and top-1/top-5 agreement of the first output, simulated vs FP32, and accuracy of
@@ -405,7 +455,8 @@ impl QuantSim {
 }
 
 impl QuantSim {
-    /// SQNR of every quantized activation against its FP32 value on `x` (name, dB), in
+    /// SQNR of every quantized activation against its value in the prepared FP32 model
+    /// (equalized when CLE ran: its channels are scaled like the simulation's) on `x` (name, dB), in
     /// placement order: signal and noise power summed over all batches.
     pub fn per_layer_sqnr(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<(String, f64)>> {
         let names: Vec<String> = self.activations.iter().map(|(n, _)| n.clone()).collect();
@@ -414,7 +465,7 @@ impl QuantSim {
             let b = chunk.len_of(Axis(0));
             // Every quantized value is a tap, the input too: its quantized copy is an ordinary
             // activation buffer that would otherwise be reused after its last reader.
-            let fp = Plan::compile(self.gpu.clone(), &self.reference.at(b)?, &names)?;
+            let fp = Plan::compile(self.gpu.clone(), &self.fp32.at(b)?, &names)?;
             let q = Plan::compile_quantized(self.gpu.clone(), &self.model.at(b)?, &names, &self.tables)?;
             let a = fp.run(&[(&self.input, chunk.view())], &names)?;
             let c = q.run(&[(&self.input, chunk.view())], &names)?;

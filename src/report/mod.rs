@@ -14,6 +14,41 @@ pub struct QuantReport<'a> {
     pub params: &'a [(String, Encoding)],
     /// (weight name, per-output-channel (min, max)) of the layers to show.
     pub weight_ranges: Vec<(String, Vec<(f32, f32)>)>,
+    /// (weight name, per-output-channel [min, max, mean, std] before CLE, after CLE) of every
+    /// equalized layer; empty without CLE.
+    pub cle_ranges: Vec<(String, Vec<[f32; 4]>, Vec<[f32; 4]>)>,
+}
+
+/// How uneven a layer's channels are: the largest channel's max |w| over the median one's
+/// (1 = every channel spans the same range; per-tensor quantization suffers as it grows).
+pub fn range_spread(channels: &[[f32; 4]]) -> f64 {
+    let mut r: Vec<f64> = channels.iter().map(|c| c[0].abs().max(c[1].abs()) as f64).collect();
+    if r.is_empty() {
+        return 1.0;
+    }
+    r.sort_by(f64::total_cmp);
+    let median = r[r.len() / 2];
+    if median > 0.0 { r[r.len() - 1] / median } else { f64::INFINITY }
+}
+
+fn cle_section(h: &mut String, layers: &[(String, Vec<[f32; 4]>, Vec<[f32; 4]>)]) {
+    h.push_str("<h2>Weight ranges before and after cross-layer equalization</h2><p>Per layer, the largest output channel's max |w| over the median channel's (log scale would flatter; this is linear): before (grey) and after (blue). Per-tensor quantization spends its grid on the largest channel, so high bars are the problem layers.</p>");
+    let mut bars = Vec::with_capacity(2 * layers.len());
+    for (name, before, after) in layers {
+        bars.push((format!("{name} (before)"), range_spread(before).min(1e3), true));
+        bars.push((format!("{name} (after)"), range_spread(after).min(1e3), false));
+    }
+    h.push_str(&svg::hbar_chart_colors(&bars, "max/median channel range", ("#999999", "#1f77b4")));
+    let mut worst: Vec<&(String, Vec<[f32; 4]>, Vec<[f32; 4]>)> = layers.iter().collect();
+    worst.sort_by(|a, b| range_spread(&b.1).total_cmp(&range_spread(&a.1)));
+    for (name, before, after) in worst.into_iter().take(6) {
+        h.push_str(&format!("<h3>{}: spread {:.1} before, {:.1} after</h3>", esc(name), range_spread(before), range_spread(after)));
+        h.push_str("<p>Bars: min..max per output channel; black ticks: mean ± std.</p>");
+        h.push_str("<div>before CLE</div>");
+        h.push_str(&svg::summary_chart(before));
+        h.push_str("<div>after CLE</div>");
+        h.push_str(&svg::summary_chart(after));
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -39,6 +74,9 @@ pub fn quant_report_html(r: &QuantReport<'_>) -> String {
     for (name, ranges) in &r.weight_ranges {
         h.push_str(&format!("<h2>Per-channel weight ranges: {}</h2>", esc(name)));
         h.push_str(&svg::range_chart(ranges));
+    }
+    if !r.cle_ranges.is_empty() {
+        cle_section(&mut h, &r.cle_ranges);
     }
     h.push_str("<h2>Encodings</h2><table><tr><th>tensor</th><th>kind</th><th>bitwidth</th><th>channels</th><th>scale (first)</th><th>offset (first)</th><th>min</th><th>max</th></tr>");
     for (kind, list) in [("activation", r.activations), ("parameter", r.params)] {

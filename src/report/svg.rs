@@ -4,8 +4,13 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Horizontal bars: (label, value, highlighted), one row per bar.
+/// Horizontal bars: (label, value, highlighted), one row per bar; highlighted bars red.
 pub fn hbar_chart(bars: &[(String, f64, bool)], unit: &str) -> String {
+    hbar_chart_colors(bars, unit, ("#d62728", "#1f77b4"))
+}
+
+/// Horizontal bars with (highlighted, plain) colours.
+pub fn hbar_chart_colors(bars: &[(String, f64, bool)], unit: &str, colors: (&str, &str)) -> String {
     let (row, label_w, plot_w) = (14.0, 220.0, 700.0);
     let max = bars.iter().map(|b| b.1).fold(1e-9f64, f64::max);
     let min = bars.iter().map(|b| b.1).fold(0f64, f64::min);
@@ -17,7 +22,7 @@ pub fn hbar_chart(bars: &[(String, f64, bool)], unit: &str) -> String {
         let y = i as f64 * row + 4.0;
         let (xa, xb) = (x0.min(x0 + v / span * plot_w), x0.max(x0 + v / span * plot_w));
         s.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", label_w - 4.0, y + 10.0, esc(label)));
-        s.push_str(&format!("<rect x=\"{xa:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>", (xb - xa).max(0.5), row - 3.0, if *hot { "#d62728" } else { "#1f77b4" }));
+        s.push_str(&format!("<rect x=\"{xa:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>", (xb - xa).max(0.5), row - 3.0, if *hot { colors.0 } else { colors.1 }));
         s.push_str(&format!("<text x=\"{:.1}\" y=\"{}\">{v:.1}</text>", xb + 3.0, y + 10.0));
     }
     let axis_y = bars.len() as f64 * row + 8.0;
@@ -42,5 +47,25 @@ pub fn range_chart(ranges: &[(f32, f32)]) -> String {
     s.push_str(&format!("<line x1=\"35\" y1=\"{0:.1}\" x2=\"{w}\" y2=\"{0:.1}\" stroke=\"#444\"/>", y(0.0)));
     s.push_str(&format!("<text x=\"0\" y=\"{:.1}\">{hi:.3}</text><text x=\"0\" y=\"{:.1}\">{lo:.3}</text>", y(hi) + 4.0, y(lo)));
     s.push_str(&format!("<text x=\"35\" y=\"{}\">{} output channels (min..max)</text></svg>", h - 2.0, ranges.len()));
+    s
+}
+
+/// Per-channel min..max bars with mean ± std ticks: `[min, max, mean, std]` per channel.
+pub fn summary_chart(channels: &[[f32; 4]]) -> String {
+    let ranges: Vec<(f32, f32)> = channels.iter().map(|c| (c[0], c[1])).collect();
+    let mut s = range_chart(&ranges);
+    let (w, h) = (900.0, 220.0);
+    let lo = ranges.iter().map(|r| r.0 as f64).fold(0f64, f64::min);
+    let hi = ranges.iter().map(|r| r.1 as f64).fold(0f64, f64::max);
+    let span = (hi - lo).max(1e-12);
+    let y = |v: f64| 10.0 + (hi - v) / span * (h - 30.0);
+    let bw = (w - 40.0) / channels.len().max(1) as f64;
+    let mut ticks = String::new();
+    for (c, v) in channels.iter().enumerate() {
+        let x = 35.0 + c as f64 * bw;
+        let (m, d) = (v[2] as f64, v[3] as f64);
+        ticks.push_str(&format!("<rect x=\"{x:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"#000\"/>", y(m + d), (bw * 0.8).max(0.5), (y(m - d) - y(m + d)).max(0.8)));
+    }
+    s.insert_str(s.len() - "</svg>".len(), &ticks);
     s
 }

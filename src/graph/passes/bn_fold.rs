@@ -30,7 +30,11 @@ fn bn_affine(g: &Graph, inputs: &[String], eps: f32, node: &str) -> Result<(Vec<
     let mut s = Vec::with_capacity(gamma.len());
     let mut t = Vec::with_capacity(gamma.len());
     for c in 0..gamma.len() {
-        let sc = (gamma[c] as f64 / (var[c] as f64 + eps as f64).sqrt()) as f32;
+        let denom = var[c] as f64 + eps as f64;
+        if !(denom > 0.0) || !gamma[c].is_finite() || !beta[c].is_finite() || !mean[c].is_finite() {
+            return Err(Error::Graph { model: g.name.clone(), message: format!("BatchNormalization '{node}': channel {c} has variance {} + epsilon {eps} (or non-finite parameters); it cannot be folded", var[c]) });
+        }
+        let sc = (gamma[c] as f64 / denom.sqrt()) as f32;
         s.push(sc);
         t.push((beta[c] as f64 - mean[c] as f64 * sc as f64) as f32);
     }
