@@ -142,6 +142,9 @@ struct PtqArgs {
     /// activation ranges come from batch-norm statistics too.
     #[arg(long)]
     dfq: bool,
+    /// Evaluation samples for the per-layer SQNR table (0 skips it).
+    #[arg(long, default_value_t = 16)]
+    per_layer_samples: usize,
     /// Calibration samples used by --seq-mse and empirical bias correction.
     #[arg(long, default_value_t = 8)]
     ptq_samples: usize,
@@ -240,8 +243,8 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     spinner.set_message("per-layer SQNR");
     let t_eval = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let probe = ev.slice_axis(Axis(0), (0..ev.shape()[0].min(16)).into()).to_owned();
-    let per_layer = sim.per_layer_sqnr(&probe, batch.max(1))?;
+    let probe = ev.slice_axis(Axis(0), (0..ev.shape()[0].min(ptq.per_layer_samples)).into()).to_owned();
+    let per_layer = if probe.shape()[0] > 0 { sim.per_layer_sqnr(&probe, batch.max(1))? } else { Vec::new() };
     spinner.finish_and_clear();
     let t_layers = t.elapsed().as_secs_f64();
     let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
@@ -368,7 +371,8 @@ fn apply_ptq_before(sim: &mut qforge::quant::sim::QuantSim, ptq: &PtqArgs, x: &A
     }
     if ptq.bias_correction.as_deref() == Some("analytical") || ptq.dfq {
         let bc = qforge::quant::bias_correction::analytical(sim)?;
-        lines.push(format!("analytical bias correction: {} layers corrected, {} skipped ({})", bc.corrected.len(), bc.skipped.len(), bc.skipped.iter().map(|(n, why)| format!("{n}: {why}")).collect::<Vec<_>>().join(", ")));
+        let skipped: Vec<String> = bc.skipped.iter().map(|(n, why)| format!("{n}: {why}")).collect();
+        lines.push(format!("analytical bias correction: {} layers corrected, {} skipped{}", bc.corrected.len(), skipped.len(), if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join(", ")) }));
     }
     if ptq.seq_mse {
         let s = spinner(format!("sequential MSE on {} samples, {} candidates per layer", x.shape()[0], ptq.seq_mse_candidates));

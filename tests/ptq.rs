@@ -208,3 +208,56 @@ fn dfq_techniques_order_on_mobilenet_v2() {
     assert!(per_channel > naive, "per-channel {per_channel:.2} vs per-tensor {naive:.2}");
     assert!(data_free > naive, "data-free DFQ {data_free:.2} vs calibrated naive per-tensor {naive:.2}");
 }
+
+/// Fashion-MNIST (train 256 for calibration, test 500 for evaluation) when installed.
+fn fashion() -> Option<(ArrayD<f32>, ArrayD<f32>, Vec<usize>)> {
+    use qforge::data::idx;
+    let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
+    if !dir.exists() {
+        assert!(std::env::var("QFORGE_REQUIRE_GPU").as_deref() != Ok("1"), "CI installs dataset-fashion-mnist");
+        eprintln!("SKIPPED: apt-get install dataset-fashion-mnist for this test");
+        return None;
+    }
+    let calib = idx::read_images(&dir.join("train-images-idx3-ubyte.gz"), Some(256), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
+    let test = idx::read_images(&dir.join("t10k-images-idx3-ubyte.gz"), Some(500), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
+    let labels = idx::read_labels(&dir.join("t10k-labels-idx1-ubyte.gz"), Some(500)).unwrap();
+    Some((calib, test, labels))
+}
+
+#[test]
+fn bias_correction_and_seq_mse_help_4_bit_weights_on_fashion_mnist() {
+    use qforge::quant::{analyzers::Scheme, bias_correction, seq_mse};
+    let Some(gpu) = common::gpu() else { return };
+    let Some((calib, test, labels)) = fashion() else { return };
+    let opts = QuantOptions { param_bw: 4, act_bw: 8 };
+    let new = |cfg: &QuantConfig| QuantSim::new(gpu.clone(), fmnist(), cfg, opts, HashMap::new()).unwrap();
+    let score = |s: &mut QuantSim| {
+        s.calibrate(Scheme::MinMax, calib.axis_chunks_iter(Axis(0), 128)).unwrap();
+        s.evaluate(&test, 250, Some(&labels)).unwrap()
+    };
+    let pc = QuantConfig::default_per_channel();
+    let naive = score(&mut new(&pc));
+    let mut s = new(&pc);
+    let r = seq_mse::apply(&mut s, &calib.slice_axis(Axis(0), (0..64).into()).to_owned(), 64, 20).unwrap();
+    assert_eq!(r.layers.len(), 9, "every conv and the classifier");
+    assert!(r.layers.iter().all(|l| l.3 <= l.2 * (1.0 + 1e-9)), "the chosen range never loses to the full range: {:?}", r.layers);
+    assert!(r.layers.iter().any(|l| l.1 < 0.999), "4-bit weights clip some channels");
+    let seq = score(&mut s);
+    let mut s = new(&pc);
+    let mut s2 = new(&pc);
+    let naive_s = score(&mut s);
+    let bc = bias_correction::empirical(&mut s, &calib.slice_axis(Axis(0), (0..128).into()).to_owned(), 128).unwrap();
+    assert_eq!(bc.corrected.len(), 9);
+    let emp = s.evaluate(&test, 250, Some(&labels)).unwrap();
+    let ana = bias_correction::analytical(&mut s2).unwrap();
+    assert!(!ana.corrected.is_empty());
+    let ana_e = score(&mut s2);
+    let acc = |e: &qforge::quant::sim::Evaluation| e.accuracy.unwrap().1;
+    eprintln!(
+        "fmnist W4A8 per-channel: naive {:.3} ({:.1} dB), seq-MSE {:.3} ({:.1} dB), empirical BC {:.3} ({:.1} dB), analytical BC {:.3} ({:.1} dB)",
+        acc(&naive), naive.sqnr_db, acc(&seq), seq.sqnr_db, acc(&emp), emp.sqnr_db, acc(&ana_e), ana_e.sqnr_db
+    );
+    assert_eq!(naive.sqnr_db, naive_s.sqnr_db, "deterministic");
+    assert!(seq.sqnr_db > naive.sqnr_db, "seq-MSE {:.2} vs naive {:.2} dB", seq.sqnr_db, naive.sqnr_db);
+    assert!(emp.sqnr_db > naive.sqnr_db, "empirical BC {:.2} vs naive {:.2} dB", emp.sqnr_db, naive.sqnr_db);
+}

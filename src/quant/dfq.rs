@@ -5,7 +5,7 @@
 //!
 //! Used for AIMET's analytical bias correction (E[x] through the clipped-normal expectation)
 //! and for activation ranges without calibration data (mean ± 3 std per channel, clipped to
-//! the activation's bounds). The model input is taken as standardized, N(0, 1) per channel.
+//! the activation's bounds; 6 std past a linear layer without a batch norm). The model input is taken as standardized, N(0, 1) per channel.
 
 use std::collections::HashMap;
 
@@ -23,16 +23,21 @@ pub struct ChannelStats {
     /// Hard bounds of the values (from Relu/Clip), per channel.
     pub lo: Vec<f32>,
     pub hi: Vec<f32>,
+    /// How many standard deviations the range spans: 3 where a batch norm measured the
+    /// distribution, 6 where it was propagated through a linear layer assuming independent
+    /// channels (which underestimates the tails: logits clipped at 3 std tie at the top).
+    pub k: f32,
 }
 
 impl ChannelStats {
     fn normal(mean: Vec<f32>, std: Vec<f32>) -> ChannelStats {
         let n = mean.len();
-        ChannelStats { mean, std, lo: vec![f32::NEG_INFINITY; n], hi: vec![f32::INFINITY; n] }
+        ChannelStats { mean, std, lo: vec![f32::NEG_INFINITY; n], hi: vec![f32::INFINITY; n], k: 3.0 }
     }
 
-    /// The tensor's (min, max) estimate: mean ± `k` std per channel within the bounds.
-    pub fn range(&self, k: f32) -> (f32, f32) {
+    /// The tensor's (min, max) estimate: mean ± `self.k` std per channel within the bounds.
+    pub fn range(&self) -> (f32, f32) {
+        let k = self.k;
         let mut r = (f32::INFINITY, f32::NEG_INFINITY);
         for c in 0..self.mean.len() {
             r.0 = r.0.min((self.mean[c] - k * self.std[c]).max(self.lo[c]));
@@ -102,7 +107,7 @@ pub(crate) fn linear(s: &ChannelStats, w: &ArrayD<f32>, out_axis: usize, groups:
             mean[o] += b[o];
         }
     }
-    Some(ChannelStats::normal(mean, var.into_iter().map(f32::sqrt).collect()))
+    Some(ChannelStats { k: 6.0, ..ChannelStats::normal(mean, var.into_iter().map(f32::sqrt).collect()) })
 }
 
 fn node_stats(g: &Graph, n: &Node, bn: &BnStats, known: &HashMap<String, ChannelStats>) -> Option<ChannelStats> {
@@ -119,7 +124,7 @@ fn node_stats(g: &Graph, n: &Node, bn: &BnStats, known: &HashMap<String, Channel
             (a.mean.len() == b.mean.len()).then(|| {
                 let mean = a.mean.iter().zip(&b.mean).map(|(u, v)| u + v).collect();
                 let std = a.std.iter().zip(&b.std).map(|(u, v)| (u * u + v * v).sqrt()).collect();
-                ChannelStats::normal(mean, std)
+                ChannelStats { k: a.k.max(b.k), ..ChannelStats::normal(mean, std) }
             })
         }
         Op::Binary(Binary::Min) => {

@@ -272,14 +272,15 @@ impl QuantSim {
     }
 
     /// Activation encodings from batch-norm statistics alone (data-free: mean ± 3 std per
-    /// channel, clipped to the activation's bounds; the model input taken as N(0, 1)).
+    /// channel where a batch norm measured it, 6 past a linear layer without one; clipped to
+    /// the activation's bounds; the model input taken as N(0, 1)).
     pub fn calibrate_data_free(&mut self) -> Result<()> {
         let stats = crate::quant::dfq::channel_stats(&self.fp32.at(1)?, &self.bn);
         let mut ranges = Vec::with_capacity(self.placement.activations.len());
         let mut unknown = Vec::new();
         for q in &self.placement.activations {
             match stats.get(&q.tensor) {
-                Some(s) => ranges.push(s.range(3.0)),
+                Some(s) => ranges.push(s.range()),
                 None => unknown.push(q.tensor.clone()),
             }
         }

@@ -32,7 +32,7 @@ pub fn range_spread(channels: &[[f32; 4]]) -> f64 {
 }
 
 fn cle_section(h: &mut String, layers: &[(String, Vec<[f32; 4]>, Vec<[f32; 4]>)]) {
-    h.push_str("<h2>Weight ranges before and after cross-layer equalization</h2><p>Per layer, the largest output channel's max |w| over the median channel's (log scale would flatter; this is linear): before (grey) and after (blue). Per-tensor quantization spends its grid on the largest channel, so high bars are the problem layers.</p>");
+    h.push_str("<h2>Weight ranges before and after cross-layer equalization</h2><p>Per layer, the largest output channel's max |w| over the median channel's: before (grey) and after (blue). Per-tensor quantization spends its grid on the largest channel, so high bars are the problem layers.</p>");
     let mut bars = Vec::with_capacity(2 * layers.len());
     for (name, before, after) in layers {
         bars.push((format!("{name} (before)"), range_spread(before).min(1e3), true));
