@@ -209,7 +209,7 @@ fn dfq_techniques_order_on_mobilenet_v2() {
     assert!(data_free > naive, "data-free DFQ {data_free:.2} vs calibrated naive per-tensor {naive:.2}");
 }
 
-/// Fashion-MNIST (train 256 for calibration, test 500 for evaluation) when installed.
+/// Fashion-MNIST (train 256 for calibration, test 300 for evaluation) when installed.
 fn fashion() -> Option<(ArrayD<f32>, ArrayD<f32>, Vec<usize>)> {
     use qforge::data::idx;
     let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
@@ -219,8 +219,8 @@ fn fashion() -> Option<(ArrayD<f32>, ArrayD<f32>, Vec<usize>)> {
         return None;
     }
     let calib = idx::read_images(&dir.join("train-images-idx3-ubyte.gz"), Some(256), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
-    let test = idx::read_images(&dir.join("t10k-images-idx3-ubyte.gz"), Some(500), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
-    let labels = idx::read_labels(&dir.join("t10k-labels-idx1-ubyte.gz"), Some(500)).unwrap();
+    let test = idx::read_images(&dir.join("t10k-images-idx3-ubyte.gz"), Some(300), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
+    let labels = idx::read_labels(&dir.join("t10k-labels-idx1-ubyte.gz"), Some(300)).unwrap();
     Some((calib, test, labels))
 }
 
@@ -233,12 +233,12 @@ fn bias_correction_and_seq_mse_help_4_bit_weights_on_fashion_mnist() {
     let new = |cfg: &QuantConfig| QuantSim::new(gpu.clone(), fmnist(), cfg, opts, HashMap::new()).unwrap();
     let score = |s: &mut QuantSim| {
         s.calibrate(Scheme::MinMax, calib.axis_chunks_iter(Axis(0), 128)).unwrap();
-        s.evaluate(&test, 250, Some(&labels)).unwrap()
+        s.evaluate(&test, 150, Some(&labels)).unwrap()
     };
     let pc = QuantConfig::default_per_channel();
     let naive = score(&mut new(&pc));
     let mut s = new(&pc);
-    let r = seq_mse::apply(&mut s, &calib.slice_axis(Axis(0), (0..64).into()).to_owned(), 64, 20).unwrap();
+    let r = seq_mse::apply(&mut s, &calib.slice_axis(Axis(0), (0..32).into()).to_owned(), 32, 20).unwrap();
     assert_eq!(r.layers.len(), 9, "every conv and the classifier");
     assert!(r.layers.iter().all(|l| l.3 <= l.2 * (1.0 + 1e-9)), "the chosen range never loses to the full range: {:?}", r.layers);
     assert!(r.layers.iter().any(|l| l.1 < 0.999), "4-bit weights clip some channels");
@@ -246,9 +246,9 @@ fn bias_correction_and_seq_mse_help_4_bit_weights_on_fashion_mnist() {
     let mut s = new(&pc);
     let mut s2 = new(&pc);
     let naive_s = score(&mut s);
-    let bc = bias_correction::empirical(&mut s, &calib.slice_axis(Axis(0), (0..128).into()).to_owned(), 128).unwrap();
+    let bc = bias_correction::empirical(&mut s, &calib.slice_axis(Axis(0), (0..64).into()).to_owned(), 64).unwrap();
     assert_eq!(bc.corrected.len(), 9);
-    let emp = s.evaluate(&test, 250, Some(&labels)).unwrap();
+    let emp = s.evaluate(&test, 150, Some(&labels)).unwrap();
     let ana = bias_correction::analytical(&mut s2).unwrap();
     assert!(!ana.corrected.is_empty());
     let ana_e = score(&mut s2);
