@@ -83,11 +83,18 @@ pub fn analytical(sim: &mut QuantSim) -> Result<BiasCorrection> {
     Ok(out)
 }
 
-/// Per-channel (axis 1) means of `names` over `x`, from a plan compiled with them as taps.
-fn channel_means(plan: &Plan, input: &str, x: &ArrayD<f32>, piece: usize, names: &[String], gpu: &crate::gpu::Gpu) -> Result<Vec<Vec<f64>>> {
+/// Per-channel (axis 1) means of `names` over `x`, from plans (one per chunk size, made by
+/// `compile` from a graph for that batch) with them as taps.
+fn channel_means(compile: impl Fn(usize) -> Result<Plan>, input: &str, x: &ArrayD<f32>, piece: usize, names: &[String], gpu: &crate::gpu::Gpu) -> Result<Vec<Vec<f64>>> {
     let mut sums: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut count = vec![0usize; names.len()];
+    let mut plans: std::collections::HashMap<usize, Plan> = std::collections::HashMap::new();
     for chunk in x.axis_chunks_iter(Axis(0), piece) {
+        let n = chunk.len_of(Axis(0));
+        if !plans.contains_key(&n) {
+            plans.insert(n, compile(n)?);
+        }
+        let plan = &plans[&n];
         let tensors = plan.run_with(&[(input, chunk)], |enc, p| names.iter().map(|n| channel_sum(enc, gpu, p.tensor(n).expect("tapped"), Some(1))).collect::<Result<Vec<_>>>())?;
         for (k, t) in tensors.iter().enumerate() {
             let s = gpu.download::<f32>(t)?;
@@ -112,8 +119,7 @@ pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<Bi
     let g = sim.prepared(b)?;
     let t = targets(sim, &g);
     let names: Vec<String> = t.iter().map(|(i, ..)| g.nodes[*i].outputs[0].clone()).collect();
-    let fp = Plan::compile(gpu.clone(), &g, &names)?;
-    let want = channel_means(&fp, &input, x, piece, &names, &gpu)?;
+    let want = channel_means(|n| Plan::compile(gpu.clone(), &sim.prepared(n)?, &names), &input, x, piece, &names, &gpu)?;
     let mut out = BiasCorrection::default();
     for ((i, bias, ..), (name, want)) in t.iter().zip(names.iter().zip(&want)) {
         let node = g.nodes[*i].name.clone();
@@ -121,9 +127,8 @@ pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<Bi
             out.skipped.push((node, "no bias".into()));
             continue;
         };
-        let q = sim.simulated_graph(b)?.truncated(std::slice::from_ref(name));
-        let plan = Plan::compile_quantized(gpu.clone(), &q, std::slice::from_ref(name), sim.activation_tables())?;
-        let got = channel_means(&plan, &input, x, piece, std::slice::from_ref(name), &gpu)?.remove(0);
+        let one = std::slice::from_ref(name);
+        let got = channel_means(|n| Plan::compile_quantized(gpu.clone(), &sim.simulated_graph(n)?.truncated(one), one, sim.activation_tables()), &input, x, piece, one, &gpu)?.remove(0);
         let delta: Vec<f32> = want.iter().zip(&got).map(|(w, g)| (w - g) as f32).collect();
         out.corrected.push((node, delta.iter().fold(0f32, |m, d| m.max(d.abs()))));
         let cur = sim.prepared(1)?;
