@@ -78,7 +78,7 @@ pub fn apply(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize, candidates: usiz
             })
             .collect::<Result<_>>()?;
         // Candidate weights, quantized on the GPU in one submission.
-        let mut one = g.clone();
+        let mut one = Graph { name: g.name.clone(), ..Default::default() };
         let named: Vec<(String, Encoding)> = cands.iter().enumerate().map(|(k, e)| (format!("{wname}#{k}"), e.clone())).collect();
         for (n, _) in &named {
             one.consts.insert(n.clone(), Const::F32(w.clone()));
