@@ -33,6 +33,18 @@ pub fn hbar_chart_colors(bars: &[(String, f64, bool)], unit: &str, colors: (&str
 
 /// Vertical min..max bars per channel, around a zero line.
 pub fn range_chart(ranges: &[(f32, f32)]) -> String {
+    channel_bars(ranges, &[])
+}
+
+/// Per-channel min..max bars with mean ± std ticks: `[min, max, mean, std]` per channel.
+pub fn summary_chart(channels: &[[f32; 4]]) -> String {
+    let ranges: Vec<(f32, f32)> = channels.iter().map(|c| (c[0], c[1])).collect();
+    let ticks: Vec<(f32, f32)> = channels.iter().map(|c| (c[2] - c[3], c[2] + c[3])).collect();
+    channel_bars(&ranges, &ticks)
+}
+
+/// Green min..max bars per channel, and black (lo, hi) ticks over them when given.
+fn channel_bars(ranges: &[(f32, f32)], ticks: &[(f32, f32)]) -> String {
     let (w, h) = (900.0, 220.0);
     let lo = ranges.iter().map(|r| r.0 as f64).fold(0f64, f64::min);
     let hi = ranges.iter().map(|r| r.1 as f64).fold(0f64, f64::max);
@@ -40,32 +52,14 @@ pub fn range_chart(ranges: &[(f32, f32)]) -> String {
     let y = |v: f64| 10.0 + (hi - v) / span * (h - 30.0);
     let bw = (w - 40.0) / ranges.len().max(1) as f64;
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"10\">");
-    for (c, &(a, b)) in ranges.iter().enumerate() {
-        let x = 35.0 + c as f64 * bw;
-        s.push_str(&format!("<rect x=\"{x:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"#2ca02c\"/>", y(b as f64), (bw * 0.8).max(0.5), (y(a as f64) - y(b as f64)).max(0.5)));
+    for (fill, min_h, bars) in [("#2ca02c", 0.5, ranges), ("#000", 0.8, ticks)] {
+        for (c, &(a, b)) in bars.iter().enumerate() {
+            let x = 35.0 + c as f64 * bw;
+            s.push_str(&format!("<rect x=\"{x:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"{fill}\"/>", y(b as f64), (bw * 0.8).max(0.5), (y(a as f64) - y(b as f64)).max(min_h)));
+        }
     }
     s.push_str(&format!("<line x1=\"35\" y1=\"{0:.1}\" x2=\"{w}\" y2=\"{0:.1}\" stroke=\"#444\"/>", y(0.0)));
     s.push_str(&format!("<text x=\"0\" y=\"{:.1}\">{hi:.3}</text><text x=\"0\" y=\"{:.1}\">{lo:.3}</text>", y(hi) + 4.0, y(lo)));
     s.push_str(&format!("<text x=\"35\" y=\"{}\">{} output channels (min..max)</text></svg>", h - 2.0, ranges.len()));
-    s
-}
-
-/// Per-channel min..max bars with mean ± std ticks: `[min, max, mean, std]` per channel.
-pub fn summary_chart(channels: &[[f32; 4]]) -> String {
-    let ranges: Vec<(f32, f32)> = channels.iter().map(|c| (c[0], c[1])).collect();
-    let mut s = range_chart(&ranges);
-    let (w, h) = (900.0, 220.0);
-    let lo = ranges.iter().map(|r| r.0 as f64).fold(0f64, f64::min);
-    let hi = ranges.iter().map(|r| r.1 as f64).fold(0f64, f64::max);
-    let span = (hi - lo).max(1e-12);
-    let y = |v: f64| 10.0 + (hi - v) / span * (h - 30.0);
-    let bw = (w - 40.0) / channels.len().max(1) as f64;
-    let mut ticks = String::new();
-    for (c, v) in channels.iter().enumerate() {
-        let x = 35.0 + c as f64 * bw;
-        let (m, d) = (v[2] as f64, v[3] as f64);
-        ticks.push_str(&format!("<rect x=\"{x:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"#000\"/>", y(m + d), (bw * 0.8).max(0.5), (y(m - d) - y(m + d)).max(0.8)));
-    }
-    s.insert_str(s.len() - "</svg>".len(), &ticks);
     s
 }
