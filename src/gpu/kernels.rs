@@ -16,11 +16,13 @@ pub enum Family {
     Conv,
     Pool,
     Reduce,
+    Svd,
+    Lstsq,
 }
 
 impl Family {
     /// Every family, for validation tests and `qforge devices --check`.
-    pub const ALL: [Family; 7] = [Family::Elementwise, Family::Quant, Family::Calib, Family::Gemm, Family::Conv, Family::Pool, Family::Reduce];
+    pub const ALL: [Family; 9] = [Family::Elementwise, Family::Quant, Family::Calib, Family::Gemm, Family::Conv, Family::Pool, Family::Reduce, Family::Svd, Family::Lstsq];
 
     /// The file name without extension.
     pub fn name(self) -> &'static str {
@@ -32,6 +34,8 @@ impl Family {
             Family::Conv => "conv",
             Family::Pool => "pool",
             Family::Reduce => "reduce",
+            Family::Svd => "svd",
+            Family::Lstsq => "lstsq",
         }
     }
 
@@ -45,6 +49,8 @@ impl Family {
             Family::Conv => include_str!("../../shaders/conv.wgsl"),
             Family::Pool => include_str!("../../shaders/pool.wgsl"),
             Family::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Family::Svd => include_str!("../../shaders/svd.wgsl"),
+            Family::Lstsq => include_str!("../../shaders/lstsq.wgsl"),
         }
     }
 }

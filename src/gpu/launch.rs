@@ -4,6 +4,11 @@
 use crate::error::{Error, Result};
 use crate::gpu::GpuLimits;
 
+/// Loop iterations one invocation may run inside one outermost loop: llvmpipe (lavapipe, the
+/// software adapter) silently stops a loop nest after 65535 iterations in total, so kernels
+/// with long nested loops are split into dispatches that stay under this budget.
+pub const LOOP_BUDGET: u64 = 32768;
+
 /// Threads per workgroup of the 1-D kernels.
 pub const WG: u64 = 256;
 

@@ -6,6 +6,7 @@ pub mod calib;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod linalg;
 pub mod pool;
 pub mod quant;
 pub mod reduce;
