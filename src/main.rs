@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+
+mod cli;
 use ndarray::{ArrayD, Axis};
 use qforge::compress::cost;
 use qforge::data::{images, npy};
@@ -92,6 +94,9 @@ enum Command {
         #[command(flatten)]
         ptq: PtqArgs,
     },
+    /// Compress a model: spatial/weight SVD and channel pruning (least-squares rebuilt), with
+    /// per-layer ratios chosen greedily to meet a target MAC or memory ratio.
+    Compress(cli::compress::CompressArgs),
     /// Run a model on the GPU: on a .npy input, or on a folder of images (prints top-5).
     Run {
         /// The ONNX model.
@@ -536,6 +541,7 @@ fn main() -> ExitCode {
         Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, encodings_version, sim_outputs, ptq } => {
             quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs, ptq })
         }
+        Command::Compress(args) => cli::compress::run(args),
         Command::Run { model, input, images: dir, size, resize, mean, std, output, outputs } => {
             let channels = mean.len();
             let pre = images::Preprocess { size, resize: resize.unwrap_or(size * 256 / 224), mean, std, channels };

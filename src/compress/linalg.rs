@@ -160,6 +160,15 @@ impl NormalEquations {
         Ok(NormalEquations { gram: gpu.upload_slice(&[k, k], &vec![0f32; k * k])?, rhs: gpu.upload_slice(&[k, o], &vec![0f32; k * o])?, samples: 0 })
     }
 
+    /// Equations from a Gram matrix and right-hand side computed elsewhere.
+    pub fn from_parts(gpu: &Gpu, gram: &Array2<f32>, rhs: &Array2<f32>) -> Result<NormalEquations> {
+        let k = gram.nrows();
+        if gram.ncols() != k || rhs.nrows() != k || k == 0 || rhs.ncols() == 0 {
+            return Err(Error::ShapeMismatch { op: "lstsq", tensor: "normal equations".into(), expected: format!("[{k}, {k}] and [{k}, outputs]"), got: rhs.shape().to_vec() });
+        }
+        Ok(NormalEquations { gram: gpu.upload(&gram.view().into_dyn())?, rhs: gpu.upload(&rhs.view().into_dyn())?, samples: 0 })
+    }
+
     /// Adds samples: `x` `[s, k]` features, `y` `[s, o]` targets (one submission).
     pub fn add(&mut self, gpu: &Gpu, x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Result<()> {
         if x.nrows() != y.nrows() {

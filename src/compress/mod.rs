@@ -1,4 +1,401 @@
-//! Compression: the cost model (MACs and memory per layer).
+//! Compression: the cost model, spatial/weight SVD, channel pruning with least-squares
+//! reconstruction, and AIMET's greedy per-layer ratio selection.
+//!
+//! [`Compressor`] holds a BN-folded model (resolved at batch 1 for costs), the evaluation
+//! images and the per-layer data each method needs (SVDs of every candidate layer in one GPU
+//! batch; Gram matrices of sampled input patches for pruning). It scores each layer alone at
+//! each candidate ratio ([`Compressor::score_table`]), picks per-layer ratios that meet a
+//! target cost ([`select::greedy`]) and applies them ([`Compressor::apply`]).
 
 pub mod cost;
 pub mod linalg;
+pub mod pipeline;
+pub mod prune;
+pub mod select;
+pub mod svd;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayD, Axis};
+
+use crate::compress::linalg::{svd_batched, NormalEquations, Svd, SvdOptions};
+use crate::compress::prune::PruneLayer;
+use crate::compress::select::{LayerScores, ScoreTable};
+use crate::compress::svd::{SvdKind, SvdLayer};
+use crate::error::{Error, Result};
+use crate::exec::{Executor, Plan};
+use crate::gpu::Gpu;
+use crate::graph::ir::Graph;
+
+/// MACs and weight elements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub macs: u64,
+    pub params: u64,
+}
+
+/// Which cost a target ratio is measured in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CostMetric {
+    Macs,
+    Memory,
+}
+
+impl CostMetric {
+    /// The metric's value of a cost.
+    pub fn of(self, c: &Cost) -> u64 {
+        match self {
+            CostMetric::Macs => c.macs,
+            CostMetric::Memory => c.params,
+        }
+    }
+
+    /// Its name in files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            CostMetric::Macs => "macs",
+            CostMetric::Memory => "memory",
+        }
+    }
+}
+
+/// A compression technique applied per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    SpatialSvd,
+    WeightSvd,
+    ChannelPruning,
+}
+
+impl Method {
+    /// Short name (CLI and files).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::SpatialSvd => "ssvd",
+            Method::WeightSvd => "wsvd",
+            Method::ChannelPruning => "cp",
+        }
+    }
+
+    /// Parses `ssvd`, `wsvd` or `cp`.
+    pub fn parse(s: &str) -> Result<Method> {
+        match s.trim() {
+            "ssvd" => Ok(Method::SpatialSvd),
+            "wsvd" => Ok(Method::WeightSvd),
+            "cp" => Ok(Method::ChannelPruning),
+            other => Err(Error::invalid("compress", "method", other, "expected ssvd, wsvd or cp")),
+        }
+    }
+}
+
+/// Cost of a whole graph (at its resolved batch).
+pub fn model_cost(g: &Graph) -> Cost {
+    cost::layer_costs(g).iter().fold(Cost::default(), |c, l| Cost { macs: c.macs + l.macs, params: c.params + l.params })
+}
+
+/// Settings of a compression run.
+#[derive(Clone, Debug)]
+pub struct CompressOptions {
+    /// Target cost of the compressed model as a fraction of the original, in (0, 1].
+    pub target: f64,
+    pub metric: CostMetric,
+    /// Candidate per-layer ratios, each in (0, 1).
+    pub candidates: Vec<f64>,
+    /// Layers (node names) left alone.
+    pub ignore: Vec<String>,
+    /// Ranks and kept channels are rounded to a multiple of this.
+    pub multiplicity: usize,
+    /// Output positions sampled per image for the least-squares rebuild (AIMET: 10).
+    pub samples_per_image: usize,
+    /// Ridge of the least-squares rebuild, relative to the mean diagonal of the Gram matrix.
+    pub ridge: f32,
+    /// Rebuild pruned weights by least squares (otherwise only slice them).
+    pub reconstruct: bool,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions {
+            target: 0.5,
+            metric: CostMetric::Macs,
+            candidates: (1..10).map(|i| i as f64 / 10.0).collect(),
+            ignore: Vec::new(),
+            multiplicity: 1,
+            samples_per_image: 10,
+            ridge: 1e-4,
+            reconstruct: true,
+        }
+    }
+}
+
+impl CompressOptions {
+    /// Checks the ranges of every field.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.target > 0.0 && self.target <= 1.0) {
+            return Err(Error::invalid("compress", "target ratio", self.target, "must be in (0, 1]"));
+        }
+        if self.candidates.is_empty() || self.candidates.iter().any(|&r| !(r > 0.0 && r < 1.0)) {
+            return Err(Error::invalid("compress", "candidate ratios", format!("{:?}", self.candidates), "need at least one, each in (0, 1)"));
+        }
+        if self.samples_per_image == 0 || !(self.ridge >= 0.0 && self.ridge.is_finite()) {
+            return Err(Error::invalid("compress", "reconstruction", format!("{} samples per image, ridge {}", self.samples_per_image, self.ridge), "need >= 1 sample and a finite ridge >= 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Evaluation images and how a model is scored on them: labelled accuracy when labels are
+/// given, otherwise top-1 agreement with the original model.
+pub struct Scorer {
+    gpu: Arc<Gpu>,
+    input: String,
+    images: ArrayD<f32>,
+    labels: Option<Vec<usize>>,
+    reference: Vec<usize>,
+}
+
+impl Scorer {
+    /// Scores against `original` (its top-1 classes on `images` are the reference).
+    pub fn new(gpu: Arc<Gpu>, original: &Graph, images: ArrayD<f32>, labels: Option<Vec<usize>>) -> Result<Scorer> {
+        if images.shape().first().copied().unwrap_or(0) == 0 {
+            return Err(Error::EmptyTensor { op: "compress", tensor: "evaluation images".into() });
+        }
+        if let Some(l) = &labels {
+            if l.len() != images.shape()[0] {
+                return Err(Error::invalid("compress", "labels", l.len(), format!("need one per evaluation image ({})", images.shape()[0])));
+            }
+        }
+        let input = original.inputs.first().cloned().ok_or_else(|| Error::Graph { model: original.name.clone(), message: "no input".into() })?;
+        let mut s = Scorer { gpu, input, images, labels, reference: Vec::new() };
+        let y = s.outputs(original)?;
+        s.reference = crate::eval::top_k(&y, 1).into_iter().map(|t| t[0]).collect();
+        Ok(s)
+    }
+
+    /// The model's first output on every image.
+    pub fn outputs(&self, g: &Graph) -> Result<ArrayD<f32>> {
+        let ex = Executor::new(self.gpu.clone(), g.clone());
+        Ok(ex.run(&[(&self.input, self.images.view())])?.remove(0))
+    }
+
+    /// The score of `g` in [0, 1]; NaN when its outputs are not finite.
+    pub fn score(&self, g: &Graph) -> Result<f64> {
+        let y = self.outputs(g)?;
+        if y.iter().any(|v| !v.is_finite()) {
+            return Ok(f64::NAN);
+        }
+        let top: Vec<usize> = crate::eval::top_k(&y, 1).into_iter().map(|t| t[0]).collect();
+        let want = self.labels.as_ref().unwrap_or(&self.reference);
+        Ok(top.iter().zip(want).filter(|(a, b)| a == b).count() as f64 / want.len() as f64)
+    }
+
+    /// The evaluation images.
+    pub fn images(&self) -> &ArrayD<f32> {
+        &self.images
+    }
+
+    /// The model input they feed.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// Whether the score is labelled accuracy (otherwise agreement with the original).
+    pub fn labelled(&self) -> bool {
+        self.labels.is_some()
+    }
+}
+
+/// Per-layer data a method needs to compress a layer at any ratio.
+enum Prepared {
+    Svd(Vec<(SvdLayer, Svd)>),
+    Prune(Vec<(PruneLayer, Array2<f32>, Array2<f32>)>),
+}
+
+/// A model being compressed with one method.
+pub struct Compressor {
+    gpu: Arc<Gpu>,
+    /// BN-folded, resolved at batch 1.
+    graph: Graph,
+    method: Method,
+    opts: CompressOptions,
+    prepared: Prepared,
+    /// Candidate layers the method cannot handle, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+fn bn_folded(g: &Graph) -> Result<Graph> {
+    let mut g = g.clone();
+    g.resolve_with_batch(&HashMap::new(), Some(1))?;
+    crate::graph::passes::bn_fold::fold_batch_norms(&mut g)?;
+    Ok(g)
+}
+
+/// Runs `g` (resolved for any batch) on `images` and returns the named values, batch by batch
+/// of at most `piece` images, concatenated.
+fn tapped(gpu: &Arc<Gpu>, g: &Graph, input: &str, images: &ArrayD<f32>, names: &[String], piece: usize) -> Result<Vec<ArrayD<f32>>> {
+    let n = images.shape()[0];
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let b = piece.min(n - start);
+        let mut gb = g.clone();
+        gb.resolve_with_batch(&HashMap::new(), Some(b))?;
+        let plan = Plan::compile(gpu.clone(), &gb, names)?;
+        pieces.push(plan.run(&[(input, images.slice_axis(Axis(0), (start..start + b).into()))], names)?);
+        start += b;
+    }
+    crate::exec::join_batches(pieces)
+}
+
+impl Compressor {
+    /// Prepares `method` on `model` (BN is folded first): SVDs of every candidate layer in
+    /// one GPU batch, or, for pruning, sampled patches of every candidate layer's input from
+    /// one tapped forward over the scorer's images, accumulated into normal equations.
+    pub fn new(gpu: Arc<Gpu>, model: &Graph, method: Method, opts: CompressOptions, scorer: &Scorer) -> Result<Compressor> {
+        opts.validate()?;
+        let graph = bn_folded(model)?;
+        let ignored = |n: &str| opts.ignore.iter().any(|i| i == n);
+        let (prepared, mut skipped) = match method {
+            Method::SpatialSvd | Method::WeightSvd => {
+                let kind = if method == Method::SpatialSvd { SvdKind::Spatial } else { SvdKind::Weight };
+                let (layers, skipped) = svd::layers(&graph, kind);
+                let layers: Vec<SvdLayer> = layers.into_iter().filter(|l| !ignored(&l.node)).collect();
+                let mats = layers.iter().map(|l| svd::matrix(&graph, l)).collect::<Result<Vec<_>>>()?;
+                let views: Vec<_> = mats.iter().map(|m| m.view()).collect();
+                let svds = svd_batched(&gpu, &views, &SvdOptions::default())?;
+                (Prepared::Svd(layers.into_iter().zip(svds).collect()), skipped)
+            }
+            Method::ChannelPruning => {
+                let (layers, skipped) = prune::layers(&graph);
+                let layers: Vec<PruneLayer> = layers.into_iter().filter(|l| !ignored(&l.node)).collect();
+                let mut out = Vec::new();
+                for l in layers {
+                    let (g, b) = normal_equations(&gpu, &graph, &l.node, scorer, &opts)?;
+                    out.push((l, g, b));
+                }
+                (Prepared::Prune(out), skipped)
+            }
+        };
+        skipped.retain(|(n, _)| !ignored(n));
+        skipped.extend(opts.ignore.iter().map(|n| (n.clone(), "ignored by request".to_string())));
+        let c = Compressor { gpu, graph, method, opts, prepared, skipped };
+        if c.layer_names().is_empty() {
+            return Err(Error::invalid("compress", "model", &model.name, format!("has no layer {} can compress ({} skipped: {})", method.name(), c.skipped.len(), c.skipped.iter().map(|(n, w)| format!("{n}: {w}")).collect::<Vec<_>>().join("; "))));
+        }
+        Ok(c)
+    }
+
+    /// The BN-folded model at batch 1.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Names of the layers this method can compress.
+    pub fn layer_names(&self) -> Vec<String> {
+        match &self.prepared {
+            Prepared::Svd(v) => v.iter().map(|(l, _)| l.node.clone()).collect(),
+            Prepared::Prune(v) => v.iter().map(|(l, _, _)| l.node.clone()).collect(),
+        }
+    }
+
+    /// `g` with layer `i` compressed to `ratio` of its cost (`None`: the ratio changes
+    /// nothing, e.g. a rank at or above the full rank).
+    fn compress_layer(&self, g: &Graph, i: usize, ratio: f64) -> Result<Option<Graph>> {
+        let mut g = g.clone();
+        match &self.prepared {
+            Prepared::Svd(v) => {
+                let (l, d) = &v[i];
+                let Some(r) = svd::rank_for_ratio(l, ratio, self.opts.metric, self.opts.multiplicity) else { return Ok(None) };
+                svd::split(&mut g, l, d, r)?;
+            }
+            Prepared::Prune(v) => {
+                let (l, gram, rhs) = &v[i];
+                let Some(k) = prune::keep_for_ratio(l, ratio, self.opts.multiplicity) else { return Ok(None) };
+                let keep = prune::select(&prune::magnitude_scores(&g, l), k);
+                prune::prune(&mut g, l, &keep)?;
+                if self.opts.reconstruct {
+                    prune::reconstruct(&mut g, &l.node, &keep, gram, rhs, &self.gpu, self.opts.ridge)?;
+                }
+            }
+        }
+        Ok(Some(g))
+    }
+
+    /// Scores every layer alone at every candidate ratio (`progress` is called after each
+    /// evaluation with (done, total)).
+    pub fn score_table(&self, scorer: &Scorer, mut progress: impl FnMut(usize, usize)) -> Result<ScoreTable> {
+        let names = self.layer_names();
+        let base_cost = model_cost(&self.graph);
+        let baseline = scorer.score(&self.graph)?;
+        let total = names.len() * self.opts.candidates.len();
+        let mut layers = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let mut entries = Vec::new();
+            for (k, &ratio) in self.opts.candidates.iter().enumerate() {
+                if let Some(g) = self.compress_layer(&self.graph, i, ratio)? {
+                    let c = model_cost(&g);
+                    entries.push(select::Entry { ratio, score: scorer.score(&g)?, macs_saved: base_cost.macs - c.macs, params_saved: base_cost.params - c.params });
+                }
+                progress(i * self.opts.candidates.len() + k + 1, total);
+            }
+            layers.push(LayerScores { name: name.clone(), entries });
+        }
+        Ok(ScoreTable { method: self.method.name().into(), metric: self.opts.metric.name().into(), baseline, cost: base_cost, layers })
+    }
+
+    /// Applies per-layer ratios (layer name -> ratio) in graph order. Pruned layers are
+    /// rebuilt on inputs from the model pruned so far (outputs from the original).
+    pub fn apply(&self, ratios: &HashMap<String, f64>, scorer: &Scorer) -> Result<Graph> {
+        let names = self.layer_names();
+        let mut g = self.graph.clone();
+        for (i, name) in names.iter().enumerate() {
+            let Some(&ratio) = ratios.get(name) else { continue };
+            if ratio >= 1.0 {
+                continue;
+            }
+            match &self.prepared {
+                Prepared::Svd(_) => {
+                    if let Some(next) = self.compress_layer(&g, i, ratio)? {
+                        g = next;
+                    }
+                }
+                Prepared::Prune(v) => {
+                    let l = &v[i].0;
+                    // The chain is traced again on the current graph (earlier layers may have
+                    // renamed shared constants).
+                    let idx = g.nodes.iter().position(|n| &n.name == name).expect("layer kept its name");
+                    let l = prune::layer(&g, idx).map_err(|why| Error::Graph { model: g.name.clone(), message: format!("'{}' is no longer prunable: {why}", l.node) })?;
+                    let Some(k) = prune::keep_for_ratio(&l, ratio, self.opts.multiplicity) else { continue };
+                    let (gram, rhs) = if self.opts.reconstruct { normal_equations_between(&self.gpu, &self.graph, &g, &l.node, scorer, &self.opts)? } else { (Array2::zeros((0, 0)), Array2::zeros((0, 0))) };
+                    let keep = prune::select(&prune::magnitude_scores(&g, &l), k);
+                    prune::prune(&mut g, &l, &keep)?;
+                    if self.opts.reconstruct {
+                        prune::reconstruct(&mut g, &l.node, &keep, &gram, &rhs, &self.gpu, self.opts.ridge)?;
+                    }
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// Normal equations of `node` in `g` from its own input and output.
+fn normal_equations(gpu: &Arc<Gpu>, g: &Graph, node: &str, scorer: &Scorer, opts: &CompressOptions) -> Result<(Array2<f32>, Array2<f32>)> {
+    normal_equations_between(gpu, g, g, node, scorer, opts)
+}
+
+/// Normal equations of `node` with inputs from `current` (the model compressed so far) and
+/// targets from `original`'s output of that node.
+fn normal_equations_between(gpu: &Arc<Gpu>, original: &Graph, current: &Graph, node: &str, scorer: &Scorer, opts: &CompressOptions) -> Result<(Array2<f32>, Array2<f32>)> {
+    let find = |g: &Graph| g.nodes.iter().find(|n| n.name == node).cloned().ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("no node named '{node}'") });
+    let (no, nc) = (find(original)?, find(current)?);
+    let images = scorer.images();
+    let piece = 16;
+    let y = tapped(gpu, &original.truncated(&[no.outputs[0].clone()]), scorer.input(), images, &[no.outputs[0].clone()], piece)?.remove(0);
+    let x = tapped(gpu, &current.truncated(&[nc.inputs[0].clone()]), scorer.input(), images, &[nc.inputs[0].clone()], piece)?.remove(0);
+    let s = prune::sample(current, node, &x, &y, opts.samples_per_image, 0x5eed)?;
+    let mut ne = NormalEquations::new(gpu, s.patches.ncols(), s.targets.ncols())?;
+    ne.add(gpu, s.patches.view(), s.targets.view())?;
+    ne.read(gpu)
+}

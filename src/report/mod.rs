@@ -1,5 +1,6 @@
 //! The HTML report: self-contained, plots as inline SVG (no scripts, no external files).
 
+pub mod compress;
 pub mod svg;
 
 use crate::quant::encoding::Encoding;
@@ -51,7 +52,7 @@ fn cle_section(h: &mut String, layers: &[(String, Vec<[f32; 4]>, Vec<[f32; 4]>)]
     }
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -63,3 +63,31 @@ fn channel_bars(ranges: &[(f32, f32)], ticks: &[(f32, f32)]) -> String {
     s.push_str(&format!("<text x=\"35\" y=\"{}\">{} output channels (min..max)</text></svg>", h - 2.0, ranges.len()));
     s
 }
+
+/// A small line chart of score (0..1, vertical) against ratio (0..1, horizontal) for one
+/// layer: the points of `curve`, the baseline as a dashed line, and the chosen ratio (if
+/// any, and below 1) as a red marker.
+pub fn sensitivity_chart(title: &str, curve: &[(f64, f64)], baseline: f64, chosen: Option<f64>) -> String {
+    let (w, h, l, b) = (260.0, 150.0, 30.0, 22.0);
+    let (pw, ph) = (w - l - 8.0, h - b - 18.0);
+    let x = |r: f64| l + r.clamp(0.0, 1.0) * pw;
+    let y = |s: f64| 18.0 + (1.0 - s.clamp(0.0, 1.0)) * ph;
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"9\">");
+    s.push_str(&format!("<text x=\"{l}\" y=\"11\" font-size=\"10\">{}</text>", esc(title)));
+    s.push_str(&format!("<rect x=\"{l}\" y=\"18\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#aaa\"/>"));
+    for t in [0.0, 0.5, 1.0] {
+        s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{t}</text>", l - 3.0, y(t) + 3.0));
+        s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t}</text>", x(t), h - 8.0));
+    }
+    s.push_str(&format!("<line x1=\"{l}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#888\" stroke-dasharray=\"3,3\"/>", y(baseline), l + pw, y(baseline)));
+    let pts: Vec<String> = curve.iter().filter(|p| p.1.is_finite()).map(|&(r, v)| format!("{:.1},{:.1}", x(r), y(v))).collect();
+    s.push_str(&format!("<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>", pts.join(" ")));
+    for &(r, v) in curve.iter().filter(|p| p.1.is_finite()) {
+        s.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"#1f77b4\"/>", x(r), y(v)));
+    }
+    if let Some(c) = chosen.filter(|&c| c < 1.0) {
+        s.push_str(&format!("<line x1=\"{:.1}\" y1=\"18\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#d62728\" stroke-width=\"1.5\"/>", x(c), x(c), 18.0 + ph));
+    }
+    s.push_str("</svg>");
+    s
+}

@@ -1,0 +1,3 @@
+//! Subcommands of the `qforge` binary that have their own file.
+
+pub mod compress;

@@ -1,0 +1,48 @@
+//! The compression report: summary, per-layer sensitivity curves (score vs ratio, the chosen
+//! ratio marked) for each method, the chosen ratios, and what was skipped.
+
+use crate::compress::pipeline::Outcome;
+use crate::report::{esc, svg};
+
+/// The whole report as one HTML page.
+pub fn compress_report_html(model: &str, summary: &[(String, String)], outcome: &Outcome) -> String {
+    let mut h = String::new();
+    h.push_str(&format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>qforge: {}</title>", esc(model)));
+    h.push_str("<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}h2{margin-top:1.6em}.grid{display:flex;flex-wrap:wrap;gap:6px}</style></head><body>");
+    h.push_str(&format!("<h1>Compression report: {}</h1><table>", esc(model)));
+    for (k, v) in summary {
+        h.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v)));
+    }
+    h.push_str("</table>");
+    for st in &outcome.stages {
+        let m = st.method.name();
+        h.push_str(&format!("<h2>{m}: per-layer sensitivity</h2><p>Score with only that layer compressed, against the layer's cost ratio (blue); the uncompressed score dashed; the chosen ratio red. {}</p>", if st.reused_scores { "Scores read from the saved table." } else { "" }));
+        h.push_str("<div class=\"grid\">");
+        for l in &st.table.layers {
+            let curve: Vec<(f64, f64)> = l.entries.iter().map(|e| (e.ratio, e.score)).collect();
+            let chosen = st.selection.as_ref().and_then(|s| s.ratios.iter().find(|(n, _)| n == &l.name).map(|r| r.1));
+            h.push_str(&svg::sensitivity_chart(&l.name, &curve, st.table.baseline, chosen));
+        }
+        h.push_str("</div>");
+        match &st.selection {
+            Some(s) => {
+                h.push_str(&format!("<h3>{m}: chosen ratios (score threshold {:.3})</h3><table><tr><th>layer</th><th>ratio</th><th>score alone</th></tr>", s.threshold));
+                for (n, r) in &s.ratios {
+                    let score = st.table.layers.iter().find(|l| &l.name == n).and_then(|l| l.entries.iter().find(|e| e.ratio == *r)).map_or("-".to_string(), |e| format!("{:.3}", e.score));
+                    h.push_str(&format!("<tr><td>{}</td><td>{r:.2}</td><td>{score}</td></tr>", esc(n)));
+                }
+                h.push_str("</table>");
+            }
+            None => h.push_str(&format!("<p>{m}: its share of the target was out of reach; left to the next method.</p>")),
+        }
+        if !st.skipped.is_empty() {
+            h.push_str(&format!("<h3>{m}: layers not compressed</h3><table><tr><th>layer</th><th>why</th></tr>"));
+            for (n, why) in &st.skipped {
+                h.push_str(&format!("<tr><td>{}</td><td style=\"text-align:left\">{}</td></tr>", esc(n), esc(why)));
+            }
+            h.push_str("</table>");
+        }
+    }
+    h.push_str("</body></html>\n");
+    h
+}
