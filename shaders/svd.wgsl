@@ -122,3 +122,94 @@ fn jacobi_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         atomicAdd(&rotations[mat], 1u);
     }
 }
+
+// Rounds [p.round, p.round_end) of every matrix's sweep in one dispatch: workgroup x =
+// matrix x, each thread orthogonalises whole pairs (dot products and rotations over all
+// rows), with a barrier between rounds. Used when the batch has at least as many matrices as
+// the GPU has cores to fill; jacobi_round spreads one round of a few large matrices instead.
+struct RoundsParams {
+    batch: u32,
+    round: u32,
+    tol: f32,
+    round_end: u32,
+}
+
+@group(0) @binding(0) var<uniform> q: RoundsParams;
+
+@compute @workgroup_size(256)
+fn jacobi_rounds(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let mat = wid.x + wid.y * 65535u;
+    var d = vec4<u32>(0u, 0u, 0u, 0u);
+    var on = false;
+    if mat < q.batch {
+        d = desc[mat];
+        on = live[mat] != 0u;
+    }
+    let m = d.x;
+    let n = d.y;
+    let np = n + (n & 1u);
+    var rotated = 0u;
+    for (var r = q.round; r < q.round_end; r++) {
+        if on && np >= 2u && r < np - 1u {
+            let k = np - 1u;
+            for (var pair = lid; pair < np / 2u; pair += 256u) {
+                var cp = r;
+                var cq = k;
+                if pair > 0u {
+                    cp = (r + pair) % k;
+                    cq = (r + k - pair) % k;
+                }
+                if cp > cq {
+                    let t = cp;
+                    cp = cq;
+                    cq = t;
+                }
+                if cq >= n {
+                    continue;
+                }
+                let ap = d.z + cp * m;
+                let aq = d.z + cq * m;
+                var al = 0.0;
+                var be = 0.0;
+                var ga = 0.0;
+                for (var i = 0u; i < m; i++) {
+                    let x = a[ap + i];
+                    let y = a[aq + i];
+                    al += x * x;
+                    be += y * y;
+                    ga += x * y;
+                }
+                if al <= 0.0 || be <= 0.0 || abs(ga) <= q.tol * sqrt(al) * sqrt(be) {
+                    continue;
+                }
+                let zeta = (be - al) / (2.0 * ga);
+                var t = 1.0 / (abs(zeta) + sqrt(1.0 + zeta * zeta));
+                if zeta < 0.0 {
+                    t = -t;
+                }
+                let c = 1.0 / sqrt(1.0 + t * t);
+                let s = c * t;
+                for (var i = 0u; i < m; i++) {
+                    let x = a[ap + i];
+                    let y = a[aq + i];
+                    a[ap + i] = c * x - s * y;
+                    a[aq + i] = s * x + c * y;
+                }
+                let vp = d.w + cp * n;
+                let vq = d.w + cq * n;
+                for (var i = 0u; i < n; i++) {
+                    let x = v[vp + i];
+                    let y = v[vq + i];
+                    v[vp + i] = c * x - s * y;
+                    v[vq + i] = s * x + c * y;
+                }
+                rotated += 1u;
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+    }
+    if rotated > 0u {
+        atomicAdd(&rotations[mat], rotated);
+    }
+}

@@ -6,7 +6,8 @@ use ndarray::{Array2, ArrayView2};
 
 use crate::error::{Error, Result};
 use crate::gpu::{to_array, Gpu, GpuTensor};
-use crate::ops::linalg::{cholesky_solve, gram_accumulate, jacobi_round, JacobiBatch, GRAM_MAX_SAMPLES};
+use crate::gpu::launch::LOOP_BUDGET;
+use crate::ops::linalg::{cholesky_solve, gram_accumulate, jacobi_round, jacobi_rounds, JacobiBatch, GRAM_MAX_SAMPLES};
 
 /// Controls of [`svd_batched`].
 #[derive(Clone, Copy, Debug)]
@@ -16,11 +17,36 @@ pub struct SvdOptions {
     /// A pair rotates while |a_p . a_q| > tolerance |a_p| |a_q|; `None`: 8 eps sqrt(rows),
     /// the level f32 dot products of that length resolve.
     pub tolerance: Option<f32>,
+    /// Which kernel runs the sweeps; `None` picks by batch shape.
+    pub strategy: Option<SvdStrategy>,
+}
+
+/// How the Jacobi sweeps are spread over the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SvdStrategy {
+    /// One workgroup per matrix, threads take whole column pairs, many rounds per dispatch:
+    /// for batches of many matrices (every layer of a model).
+    PerMatrix,
+    /// One workgroup per column pair, one round per dispatch: for a few large matrices.
+    PerPair,
+}
+
+impl SvdStrategy {
+    /// PerMatrix when the batch alone gives the GPU enough workgroups, the matrices are
+    /// small, or the adapter is a CPU (where fewer, longer dispatches win: 1.7-2.9x on
+    /// lavapipe); PerPair otherwise.
+    pub fn pick(batch: usize, max_n: usize, software: bool) -> SvdStrategy {
+        if software || batch >= 8 || max_n <= 64 {
+            SvdStrategy::PerMatrix
+        } else {
+            SvdStrategy::PerPair
+        }
+    }
 }
 
 impl Default for SvdOptions {
     fn default() -> Self {
-        SvdOptions { max_sweeps: 40, tolerance: None }
+        SvdOptions { max_sweeps: 40, tolerance: None, strategy: None }
     }
 }
 
@@ -107,13 +133,25 @@ fn svd_group(gpu: &Gpu, mats: &[(bool, Array2<f32>)], opts: &SvdOptions) -> Resu
     let v_t = gpu.upload_slice(&[v.len()], &v)?;
     let mut live = gpu.upload_slice(&[batch], &vec![1u32; batch])?;
     let rounds = (max_n + (max_n & 1)).saturating_sub(1);
+    let strategy = opts.strategy.unwrap_or(SvdStrategy::pick(batch, max_n, gpu.adapter().is_software()));
     let (mut sweeps, mut counts) = (0, vec![1u32; batch]);
     while sweeps < opts.max_sweeps && counts.iter().any(|&c| c > 0) {
         let rotations = gpu.upload_slice(&[batch], &vec![0u32; batch])?;
         let b = JacobiBatch { desc: &desc_t, live: &live, a: &a_t, v: &v_t, rotations: &rotations, max_n };
         let mut enc = gpu.encoder();
-        for r in 0..rounds {
-            jacobi_round(&mut enc, gpu, &b, r, tol)?;
+        match strategy {
+            SvdStrategy::PerPair => {
+                for r in 0..rounds {
+                    jacobi_round(&mut enc, gpu, &b, r, tol)?;
+                }
+            }
+            SvdStrategy::PerMatrix => {
+                let per_round = (max_n as u64 + 1).div_ceil(2).div_ceil(256) * (2 * max_m + max_n) as u64 + 1;
+                let step = (LOOP_BUDGET / per_round).max(1) as usize;
+                for r in (0..rounds).step_by(step) {
+                    jacobi_rounds(&mut enc, gpu, &b, r, (r + step).min(rounds), tol)?;
+                }
+            }
         }
         let bytes = gpu.submit_and_read(enc, &[&rotations])?;
         counts = bytemuck::pod_collect_to_vec(&bytes[0]);

@@ -12,6 +12,7 @@ const WG: u64 = 256;
 use Access::{Read, ReadWrite, Uniform};
 
 static JACOBI: Kernel = Kernel { family: Family::Svd, entry: "jacobi_round", bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite] };
+static JACOBI_ROUNDS: Kernel = Kernel { family: Family::Svd, entry: "jacobi_rounds", bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite] };
 static GRAM: Kernel = Kernel { family: Family::Lstsq, entry: "gram_accumulate", bindings: &[Uniform, Read, Read, ReadWrite] };
 static RIDGE: Kernel = Kernel { family: Family::Lstsq, entry: "add_ridge", bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite] };
 static COLUMNS: Kernel = Kernel { family: Family::Lstsq, entry: "cholesky_columns", bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite] };
@@ -63,6 +64,36 @@ pub fn jacobi_round(enc: &mut impl Record, gpu: &Gpu, b: &JacobiBatch<'_>, round
     }
     let params = JacobiParams { batch: batch as u32, round: round as u32, tol, _pad: 0 };
     enc.dispatch(gpu, &JACOBI, &[], &params, &[Bind::Whole(b.desc), Bind::Whole(b.live), Bind::Whole(b.a), Bind::Whole(b.v), Bind::Whole(b.rotations)], [pairs as u32, batch as u32, 1])
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RoundsParams {
+    batch: u32,
+    round: u32,
+    tol: f32,
+    round_end: u32,
+}
+
+/// Records rounds `[start, end)` of every matrix's sweep in one dispatch, one workgroup per
+/// matrix (threads take whole column pairs). Callers keep `(end - start)` times the
+/// per-thread work of a round (`ceil(pairs / 256) * (2 m + n)` loop iterations) within
+/// [`LOOP_BUDGET`].
+pub fn jacobi_rounds(enc: &mut impl Record, gpu: &Gpu, b: &JacobiBatch<'_>, start: usize, end: usize, tol: f32) -> Result<()> {
+    const OP: &str = "jacobi_rounds";
+    let batch = b.live.len();
+    for (name, t, dt) in [("desc", b.desc, DType::U32), ("live", b.live, DType::U32), ("a", b.a, DType::F32), ("v", b.v, DType::F32), ("rotations", b.rotations, DType::U32)] {
+        t.expect_dtype(OP, name, dt)?;
+    }
+    if b.desc.len() != batch * 4 || b.rotations.len() != batch {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "desc".into(), expected: format!("[{batch}, 4] and rotations [{batch}]"), got: b.desc.shape().to_vec() });
+    }
+    if !(tol > 0.0 && tol.is_finite()) {
+        return Err(Error::invalid(OP, "tolerance", tol, "must be positive and finite"));
+    }
+    let params = RoundsParams { batch: batch as u32, round: start as u32, tol, round_end: end as u32 };
+    let groups = crate::gpu::launch::grid_1d(batch as u64, 65535)?;
+    enc.dispatch(gpu, &JACOBI_ROUNDS, &[], &params, &[Bind::Whole(b.desc), Bind::Whole(b.live), Bind::Whole(b.a), Bind::Whole(b.v), Bind::Whole(b.rotations)], groups)
 }
 
 #[repr(C)]
