@@ -44,6 +44,10 @@ pub struct CompressArgs {
     /// Output positions sampled per image for the least-squares rebuild of pruned layers.
     #[arg(long, default_value_t = 10)]
     samples_per_image: usize,
+    /// How pruning ranks input channels: magnitude (AIMET's L1 norm of the weights) or energy
+    /// (each channel's output energy on the sampled inputs).
+    #[arg(long, default_value = "magnitude")]
+    selection: String,
     /// Prune without rebuilding the weights by least squares.
     #[arg(long)]
     no_reconstruct: bool,
@@ -66,7 +70,12 @@ pub fn run(a: CompressArgs) -> qforge::Result<()> {
         (None, None) => (0.5, CostMetric::Macs),
     };
     let methods = a.method.split(',').map(Method::parse).collect::<qforge::Result<Vec<_>>>()?;
-    let opts = CompressOptions { target, metric, candidates: a.candidates, ignore: a.ignore, multiplicity: a.multiplicity, samples_per_image: a.samples_per_image, reconstruct: !a.no_reconstruct, ..Default::default() };
+    let selection = match a.selection.as_str() {
+        "magnitude" => qforge::compress::prune::Selection::Magnitude,
+        "energy" => qforge::compress::prune::Selection::Energy,
+        other => return Err(qforge::Error::invalid("compress", "selection", other, "expected magnitude or energy")),
+    };
+    let opts = CompressOptions { selection, target, metric, candidates: a.candidates, ignore: a.ignore, multiplicity: a.multiplicity, samples_per_image: a.samples_per_image, reconstruct: !a.no_reconstruct, ..Default::default() };
     opts.validate()?;
     let t0 = std::time::Instant::now();
     let g = graph::load(&model)?;

@@ -112,6 +112,8 @@ pub struct CompressOptions {
     pub ridge: f32,
     /// Rebuild pruned weights by least squares (otherwise only slice them).
     pub reconstruct: bool,
+    /// How pruning ranks the input channels it keeps.
+    pub selection: prune::Selection,
 }
 
 impl Default for CompressOptions {
@@ -125,6 +127,7 @@ impl Default for CompressOptions {
             samples_per_image: 10,
             ridge: 1e-4,
             reconstruct: true,
+            selection: prune::Selection::Magnitude,
         }
     }
 }
@@ -291,6 +294,15 @@ impl Compressor {
         &self.graph
     }
 
+    /// What a score table made by this compressor is keyed by: the method and, for pruning,
+    /// the channel selection and whether weights are rebuilt.
+    pub fn table_key(&self) -> String {
+        match self.method {
+            Method::ChannelPruning => format!("cp/{:?}/{}", self.opts.selection, if self.opts.reconstruct { "rebuilt" } else { "sliced" }).to_lowercase(),
+            m => m.name().to_string(),
+        }
+    }
+
     /// Names of the layers this method can compress.
     pub fn layer_names(&self) -> Vec<String> {
         match &self.prepared {
@@ -312,7 +324,7 @@ impl Compressor {
             Prepared::Prune(v) => {
                 let (l, gram, rhs) = &v[i];
                 let Some(k) = prune::keep_for_ratio(l, ratio, self.opts.multiplicity) else { return Ok(None) };
-                let keep = prune::select(&prune::magnitude_scores(&g, l), k);
+                let keep = prune::select(&prune::scores(&g, l, self.opts.selection, gram), k);
                 prune::prune(&mut g, l, &keep)?;
                 if self.opts.reconstruct {
                     prune::reconstruct(&mut g, &l.node, &keep, gram, rhs, &self.gpu, self.opts.ridge)?;
@@ -341,7 +353,7 @@ impl Compressor {
             }
             layers.push(LayerScores { name: name.clone(), entries });
         }
-        Ok(ScoreTable { method: self.method.name().into(), metric: self.opts.metric.name().into(), baseline, cost: base_cost, layers })
+        Ok(ScoreTable { method: self.table_key(), metric: self.opts.metric.name().into(), baseline, cost: base_cost, layers })
     }
 
     /// Applies per-layer ratios (layer name -> ratio) in graph order. Pruned layers are
@@ -367,8 +379,9 @@ impl Compressor {
                     let idx = g.nodes.iter().position(|n| &n.name == name).expect("layer kept its name");
                     let l = prune::layer(&g, idx).map_err(|why| Error::Graph { model: g.name.clone(), message: format!("'{}' is no longer prunable: {why}", l.node) })?;
                     let Some(k) = prune::keep_for_ratio(&l, ratio, self.opts.multiplicity) else { continue };
-                    let (gram, rhs) = if self.opts.reconstruct { normal_equations_between(&self.gpu, &self.graph, &g, &l.node, scorer, &self.opts)? } else { (Array2::zeros((0, 0)), Array2::zeros((0, 0))) };
-                    let keep = prune::select(&prune::magnitude_scores(&g, &l), k);
+                    let needs_samples = self.opts.reconstruct || self.opts.selection == prune::Selection::Energy;
+                    let (gram, rhs) = if needs_samples { normal_equations_between(&self.gpu, &self.graph, &g, &l.node, scorer, &self.opts)? } else { (Array2::zeros((0, 0)), Array2::zeros((0, 0))) };
+                    let keep = prune::select(&prune::scores(&g, &l, self.opts.selection, &gram), k);
                     prune::prune(&mut g, &l, &keep)?;
                     if self.opts.reconstruct {
                         prune::reconstruct(&mut g, &l.node, &keep, &gram, &rhs, &self.gpu, self.opts.ridge)?;

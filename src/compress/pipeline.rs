@@ -59,7 +59,7 @@ pub fn compress(gpu: Arc<Gpu>, model: &Graph, methods: &[Method], opts: &Compres
         let c = Compressor::new(gpu.clone(), &current, method, CompressOptions { target: stage_target, ..opts.clone() }, scorer)?;
         let file = tables_dir.map(|d| d.join(format!("{}.scores.json", method.name())));
         let names = c.layer_names();
-        let cached = file.as_ref().filter(|f| f.exists()).map(|f| ScoreTable::load(f)).transpose()?.filter(|t| t.matches(method.name(), opts.metric, &names) && t.cost == model_cost(c.graph()));
+        let cached = file.as_ref().filter(|f| f.exists()).map(|f| ScoreTable::load(f)).transpose()?.filter(|t| t.matches(&c.table_key(), opts.metric, &names) && t.cost == model_cost(c.graph()));
         let reused = cached.is_some();
         let table = match cached {
             Some(t) => t,

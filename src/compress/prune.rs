@@ -126,6 +126,48 @@ pub fn magnitude_scores(g: &Graph, layer: &PruneLayer) -> Vec<f32> {
     w.axis_iter(Axis(1)).map(|c| c.iter().map(|v| v.abs()).sum()).collect()
 }
 
+/// How input channels are ranked for keeping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// AIMET's: L1 norm of each input channel's weights.
+    Magnitude,
+    /// Energy each input channel contributes to the layer's output on the sampled inputs:
+    /// `sum_o w_oc^T G_cc w_oc` with `G_cc` the channel's block of the patch Gram matrix
+    /// (so a channel with large weights but near-silent inputs ranks low).
+    Energy,
+}
+
+/// Output energy per input channel from the Gram matrix of full-input patches.
+pub fn energy_scores(g: &Graph, layer: &PruneLayer, gram: &Array2<f32>) -> Vec<f32> {
+    let n = &g.nodes[g.nodes.iter().position(|x| x.name == layer.node).expect("in graph")];
+    let w = g.weight(&n.inputs[1]).expect("checked");
+    let (co, ci, win) = (w.shape()[0], w.shape()[1], w.shape()[2] * w.shape()[3]);
+    let flat = w.as_standard_layout();
+    let flat = flat.as_slice().expect("standard layout");
+    (0..ci)
+        .map(|c| {
+            let mut e = 0f64;
+            for o in 0..co {
+                let wo = &flat[(o * ci + c) * win..(o * ci + c + 1) * win];
+                for a in 0..win {
+                    for b in 0..win {
+                        e += wo[a] as f64 * gram[[c * win + a, c * win + b]] as f64 * wo[b] as f64;
+                    }
+                }
+            }
+            e as f32
+        })
+        .collect()
+}
+
+/// Scores under `selection` (`gram`: the layer's full-input Gram matrix, for Energy).
+pub fn scores(g: &Graph, layer: &PruneLayer, selection: Selection, gram: &Array2<f32>) -> Vec<f32> {
+    match selection {
+        Selection::Magnitude => magnitude_scores(g, layer),
+        Selection::Energy => energy_scores(g, layer, gram),
+    }
+}
+
 /// The `keep` channels with the highest scores, ascending.
 pub fn select(scores: &[f32], keep: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();

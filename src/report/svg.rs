@@ -70,13 +70,16 @@ fn channel_bars(ranges: &[(f32, f32)], ticks: &[(f32, f32)]) -> String {
 pub fn sensitivity_chart(title: &str, curve: &[(f64, f64)], baseline: f64, chosen: Option<f64>) -> String {
     let (w, h, l, b) = (260.0, 150.0, 30.0, 22.0);
     let (pw, ph) = (w - l - 8.0, h - b - 18.0);
+    // Vertical axis from the lowest score (rounded down to 0.1) to 1.
+    let lo = curve.iter().map(|p| p.1).filter(|v| v.is_finite()).fold(baseline, f64::min).clamp(0.0, 0.9);
+    let lo = (lo * 10.0).floor() / 10.0;
     let x = |r: f64| l + r.clamp(0.0, 1.0) * pw;
-    let y = |s: f64| 18.0 + (1.0 - s.clamp(0.0, 1.0)) * ph;
+    let y = |s: f64| 18.0 + (1.0 - (s.clamp(lo, 1.0) - lo) / (1.0 - lo)) * ph;
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"9\">");
     s.push_str(&format!("<text x=\"{l}\" y=\"11\" font-size=\"10\">{}</text>", esc(title)));
     s.push_str(&format!("<rect x=\"{l}\" y=\"18\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#aaa\"/>"));
-    for t in [0.0, 0.5, 1.0] {
-        s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{t}</text>", l - 3.0, y(t) + 3.0));
+    for (t, v) in [(0.0, lo), (0.5, (lo + 1.0) / 2.0), (1.0, 1.0)] {
+        s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>", l - 3.0, y(v) + 3.0));
         s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t}</text>", x(t), h - 8.0));
     }
     s.push_str(&format!("<line x1=\"{l}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#888\" stroke-dasharray=\"3,3\"/>", y(baseline), l + pw, y(baseline)));
