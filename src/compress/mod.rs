@@ -106,7 +106,9 @@ pub struct CompressOptions {
     pub ignore: Vec<String>,
     /// Ranks and kept channels are rounded to a multiple of this.
     pub multiplicity: usize,
-    /// Output positions sampled per image for the least-squares rebuild (AIMET: 10).
+    /// Output positions sampled per image for the least-squares rebuild (AIMET: 10). Raised
+    /// as needed (up to every position) so the samples number at least twice the features
+    /// of the layer's patches: with fewer, the rebuild fits the samples, not the layer.
     pub samples_per_image: usize,
     /// Ridge of the least-squares rebuild, relative to the mean diagonal of the Gram matrix.
     pub ridge: f32,
@@ -298,7 +300,7 @@ impl Compressor {
     /// the channel selection and whether weights are rebuilt.
     pub fn table_key(&self) -> String {
         match self.method {
-            Method::ChannelPruning => format!("cp/{:?}/{}", self.opts.selection, if self.opts.reconstruct { "rebuilt" } else { "sliced" }).to_lowercase(),
+            Method::ChannelPruning => format!("cp/{:?}/{}", self.opts.selection, if self.opts.reconstruct { format!("rebuilt/{}-per-image/ridge-{}/2x-features", self.opts.samples_per_image, self.opts.ridge) } else { "sliced".into() }).to_lowercase(),
             m => m.name().to_string(),
         }
     }
@@ -407,7 +409,10 @@ fn normal_equations_between(gpu: &Arc<Gpu>, original: &Graph, current: &Graph, n
     let piece = 16;
     let y = tapped(gpu, &original.truncated(&[no.outputs[0].clone()]), scorer.input(), images, &[no.outputs[0].clone()], piece)?.remove(0);
     let x = tapped(gpu, &current.truncated(&[nc.inputs[0].clone()]), scorer.input(), images, &[nc.inputs[0].clone()], piece)?.remove(0);
-    let s = prune::sample(current, node, &x, &y, opts.samples_per_image, 0x5eed)?;
+    let features = current.weight(&nc.inputs[1]).map_or(0, |w| w.len() / w.shape()[0]);
+    let positions = y.shape()[2] * y.shape()[3];
+    let per_image = opts.samples_per_image.max((2 * features).div_ceil(images.shape()[0])).min(positions.max(opts.samples_per_image));
+    let s = prune::sample(current, node, &x, &y, per_image, 0x5eed)?;
     let mut ne = NormalEquations::new(gpu, s.patches.ncols(), s.targets.ncols())?;
     ne.add(gpu, s.patches.view(), s.targets.view())?;
     ne.read(gpu)
