@@ -14,7 +14,10 @@ onnx.checker.check_model(onnx.load(comp), full_check=True)
 x = np.load(inp)
 def run(p):
     s = ort.InferenceSession(p, providers=["CPUExecutionProvider"])
-    return s.run(None, {s.get_inputs()[0].name: x})[0]
+    i = s.get_inputs()[0]
+    if i.shape[0] == 1:  # a model exported with batch 1: one sample at a time
+        return np.concatenate([s.run(None, {i.name: x[k:k + 1]})[0] for k in range(len(x))])
+    return s.run(None, {i.name: x})[0]
 a, b, q = run(orig), run(comp), np.load(ours)
 sqnr = 10 * np.log10((b ** 2).sum() / max(((b - q) ** 2).sum(), 1e-30))
 print(f"checker ok; onnxruntime vs qforge on the compressed model: max |diff| {np.abs(b - q).max():.3g}, SQNR {sqnr:.1f} dB, top-1 agreement {(b.argmax(1) == q.argmax(1)).mean():.3f}")

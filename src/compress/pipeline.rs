@@ -55,6 +55,10 @@ pub fn compress(gpu: Arc<Gpu>, model: &Graph, methods: &[Method], opts: &Compres
         let t = std::time::Instant::now();
         let left = methods.len() - k;
         let now = opts.metric.of(&model_cost(&current)) as f64 / opts.metric.of(&cost_before) as f64;
+        if k > 0 && now <= opts.target {
+            log::info!("target met before {}; it is not run", method.name());
+            break;
+        }
         let stage_target = ((opts.target / now).min(1.0)).powf(1.0 / left as f64);
         let c = Compressor::new(gpu.clone(), &current, method, CompressOptions { target: stage_target, ..opts.clone() }, scorer)?;
         let file = tables_dir.map(|d| d.join(format!("{}.scores.json", method.name())));
