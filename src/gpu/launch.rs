@@ -5,9 +5,10 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuLimits;
 
 /// Loop iterations one invocation may run inside one outermost loop: llvmpipe (lavapipe, the
-/// software adapter) silently stops a loop nest after 65535 iterations in total, so kernels
-/// with long nested loops are split into dispatches that stay under this budget.
-pub const LOOP_BUDGET: u64 = 32768;
+/// software adapter) silently ends a loop nest after a fixed number of iterations in total
+/// (its loop limiter; wrong results appeared from about 32,500), so kernels with long nested
+/// loops split their work into dispatches that stay under this budget, with a 2x margin.
+pub const LOOP_BUDGET: u64 = 16384;
 
 /// Threads per workgroup of the 1-D kernels.
 pub const WG: u64 = 256;
