@@ -222,15 +222,15 @@ pub fn prune(g: &mut Graph, layer: &PruneLayer, keep: &[usize]) -> Result<()> {
         let i = index(g, name)?;
         let n = g.nodes[i].clone();
         match &n.op {
-            Op::Conv(c) => {
+            Op::Conv(_) => {
+                // A depthwise conv: one group per channel.
                 slice_const(g, &n.inputs[1], 0, keep);
                 if let Some(b) = n.inputs.get(2) {
                     slice_const(g, b, 0, keep);
                 }
-                if let Op::Conv(cc) = &mut g.nodes[i].op {
-                    cc.groups = keep.len();
+                if let Op::Conv(c) = &mut g.nodes[i].op {
+                    c.groups = keep.len();
                 }
-                let _ = c;
             }
             Op::BatchNorm { .. } => {
                 for input in &n.inputs[1..] {
