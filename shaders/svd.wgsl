@@ -28,6 +28,38 @@ var<workgroup> s_al: array<f32, 64>;
 var<workgroup> s_be: array<f32, 64>;
 var<workgroup> s_ga: array<f32, 64>;
 
+// (c, s) of the rotation that makes columns with squared norms al, be and dot product ga
+// orthogonal (the smaller of the two angles).
+fn givens(al: f32, be: f32, ga: f32) -> vec2<f32> {
+    let zeta = (be - al) / (2.0 * ga);
+    var t = 1.0 / (abs(zeta) + sqrt(1.0 + zeta * zeta));
+    if zeta < 0.0 {
+        t = -t;
+    }
+    let c = 1.0 / sqrt(1.0 + t * t);
+    return vec2<f32>(c, c * t);
+}
+
+// Rotates columns starting at p0 and q0 of a (rows first, first + step, ... below len).
+fn rotate_a(p0: u32, q0: u32, len: u32, first: u32, step: u32, cs: vec2<f32>) {
+    for (var i = first; i < len; i += step) {
+        let x = a[p0 + i];
+        let y = a[q0 + i];
+        a[p0 + i] = cs.x * x - cs.y * y;
+        a[q0 + i] = cs.y * x + cs.x * y;
+    }
+}
+
+// The same rotation of two columns of v.
+fn rotate_v(p0: u32, q0: u32, len: u32, first: u32, step: u32, cs: vec2<f32>) {
+    for (var i = first; i < len; i += step) {
+        let x = v[p0 + i];
+        let y = v[q0 + i];
+        v[p0 + i] = cs.x * x - cs.y * y;
+        v[q0 + i] = cs.y * x + cs.x * y;
+    }
+}
+
 @compute @workgroup_size(64)
 fn jacobi_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let mat = wid.y;
@@ -97,27 +129,9 @@ fn jacobi_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     if !live_pair || al <= 0.0 || be <= 0.0 || abs(ga) <= p.tol * sqrt(al) * sqrt(be) {
         return;
     }
-    let zeta = (be - al) / (2.0 * ga);
-    var t = 1.0 / (abs(zeta) + sqrt(1.0 + zeta * zeta));
-    if zeta < 0.0 {
-        t = -t;
-    }
-    let c = 1.0 / sqrt(1.0 + t * t);
-    let s = c * t;
-    for (var i = lid; i < m; i += WG) {
-        let x = a[ap + i];
-        let y = a[aq + i];
-        a[ap + i] = c * x - s * y;
-        a[aq + i] = s * x + c * y;
-    }
-    let vp = d.w + cp * n;
-    let vq = d.w + cq * n;
-    for (var i = lid; i < n; i += WG) {
-        let x = v[vp + i];
-        let y = v[vq + i];
-        v[vp + i] = c * x - s * y;
-        v[vq + i] = s * x + c * y;
-    }
+    let cs = givens(al, be, ga);
+    rotate_a(ap, aq, m, lid, WG, cs);
+    rotate_v(d.w + cp * n, d.w + cq * n, n, lid, WG, cs);
     if lid == 0u {
         atomicAdd(&rotations[mat], 1u);
     }
@@ -182,27 +196,9 @@ fn jacobi_rounds(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
                 if al <= 0.0 || be <= 0.0 || abs(ga) <= q.tol * sqrt(al) * sqrt(be) {
                     continue;
                 }
-                let zeta = (be - al) / (2.0 * ga);
-                var t = 1.0 / (abs(zeta) + sqrt(1.0 + zeta * zeta));
-                if zeta < 0.0 {
-                    t = -t;
-                }
-                let c = 1.0 / sqrt(1.0 + t * t);
-                let s = c * t;
-                for (var i = 0u; i < m; i++) {
-                    let x = a[ap + i];
-                    let y = a[aq + i];
-                    a[ap + i] = c * x - s * y;
-                    a[aq + i] = s * x + c * y;
-                }
-                let vp = d.w + cp * n;
-                let vq = d.w + cq * n;
-                for (var i = 0u; i < n; i++) {
-                    let x = v[vp + i];
-                    let y = v[vq + i];
-                    v[vp + i] = c * x - s * y;
-                    v[vq + i] = s * x + c * y;
-                }
+                let cs = givens(al, be, ga);
+                rotate_a(ap, aq, m, 0u, 1u, cs);
+                rotate_v(d.w + cp * n, d.w + cq * n, n, 0u, 1u, cs);
                 rotated += 1u;
             }
         }

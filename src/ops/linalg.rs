@@ -43,27 +43,39 @@ pub struct JacobiBatch<'a> {
     pub max_n: usize,
 }
 
+impl JacobiBatch<'_> {
+    /// Checks dtypes, sizes and the tolerance; returns the batch size.
+    fn check(&self, op: &'static str, tol: f32) -> Result<usize> {
+        let batch = self.live.len();
+        for (name, t, dt) in [("desc", self.desc, DType::U32), ("live", self.live, DType::U32), ("a", self.a, DType::F32), ("v", self.v, DType::F32), ("rotations", self.rotations, DType::U32)] {
+            t.expect_dtype(op, name, dt)?;
+        }
+        if self.desc.len() != batch * 4 || self.rotations.len() != batch {
+            return Err(Error::ShapeMismatch { op, tensor: "desc".into(), expected: format!("[{batch}, 4] and rotations [{batch}]"), got: self.desc.shape().to_vec() });
+        }
+        if !(tol > 0.0 && tol.is_finite()) {
+            return Err(Error::invalid(op, "tolerance", tol, "must be positive and finite"));
+        }
+        Ok(batch)
+    }
+
+    fn binds(&self) -> [Bind<'_>; 5] {
+        [Bind::Whole(self.desc), Bind::Whole(self.live), Bind::Whole(self.a), Bind::Whole(self.v), Bind::Whole(self.rotations)]
+    }
+}
+
 /// Records one round of the parallel Jacobi ordering (a sweep is `max_n' - 1` rounds, `n'`
 /// = n rounded up to even). A pair rotates when |a_p . a_q| > `tol` |a_p| |a_q|.
 pub fn jacobi_round(enc: &mut impl Record, gpu: &Gpu, b: &JacobiBatch<'_>, round: usize, tol: f32) -> Result<()> {
     const OP: &str = "jacobi_round";
-    let batch = b.live.len();
-    for (name, t, dt) in [("desc", b.desc, DType::U32), ("live", b.live, DType::U32), ("a", b.a, DType::F32), ("v", b.v, DType::F32), ("rotations", b.rotations, DType::U32)] {
-        t.expect_dtype(OP, name, dt)?;
-    }
-    if b.desc.len() != batch * 4 || b.rotations.len() != batch {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "desc".into(), expected: format!("[{batch}, 4] and rotations [{batch}]"), got: b.desc.shape().to_vec() });
-    }
-    if !(tol > 0.0 && tol.is_finite()) {
-        return Err(Error::invalid(OP, "tolerance", tol, "must be positive and finite"));
-    }
+    let batch = b.check(OP, tol)?;
     let pairs = (b.max_n as u64).div_ceil(2);
     let max = gpu.limits().max_groups as u64;
     if pairs > max || batch as u64 > max {
         return Err(Error::invalid(OP, "batch", format!("{batch} matrices, {pairs} pairs"), format!("at most {max} each per dispatch")));
     }
     let params = JacobiParams { batch: batch as u32, round: round as u32, tol, _pad: 0 };
-    enc.dispatch(gpu, &JACOBI, &[], &params, &[Bind::Whole(b.desc), Bind::Whole(b.live), Bind::Whole(b.a), Bind::Whole(b.v), Bind::Whole(b.rotations)], [pairs as u32, batch as u32, 1])
+    enc.dispatch(gpu, &JACOBI, &[], &params, &b.binds(), [pairs as u32, batch as u32, 1])
 }
 
 #[repr(C)]
@@ -81,19 +93,10 @@ struct RoundsParams {
 /// [`LOOP_BUDGET`].
 pub fn jacobi_rounds(enc: &mut impl Record, gpu: &Gpu, b: &JacobiBatch<'_>, start: usize, end: usize, tol: f32) -> Result<()> {
     const OP: &str = "jacobi_rounds";
-    let batch = b.live.len();
-    for (name, t, dt) in [("desc", b.desc, DType::U32), ("live", b.live, DType::U32), ("a", b.a, DType::F32), ("v", b.v, DType::F32), ("rotations", b.rotations, DType::U32)] {
-        t.expect_dtype(OP, name, dt)?;
-    }
-    if b.desc.len() != batch * 4 || b.rotations.len() != batch {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "desc".into(), expected: format!("[{batch}, 4] and rotations [{batch}]"), got: b.desc.shape().to_vec() });
-    }
-    if !(tol > 0.0 && tol.is_finite()) {
-        return Err(Error::invalid(OP, "tolerance", tol, "must be positive and finite"));
-    }
+    let batch = b.check(OP, tol)?;
     let params = RoundsParams { batch: batch as u32, round: start as u32, tol, round_end: end as u32 };
     let groups = crate::gpu::launch::grid_1d(batch as u64, 65535)?;
-    enc.dispatch(gpu, &JACOBI_ROUNDS, &[], &params, &[Bind::Whole(b.desc), Bind::Whole(b.live), Bind::Whole(b.a), Bind::Whole(b.v), Bind::Whole(b.rotations)], groups)
+    enc.dispatch(gpu, &JACOBI_ROUNDS, &[], &params, &b.binds(), groups)
 }
 
 #[repr(C)]
