@@ -407,8 +407,16 @@ fn normal_equations_between(gpu: &Arc<Gpu>, original: &Graph, current: &Graph, n
     let (no, nc) = (find(original)?, find(current)?);
     let images = scorer.images();
     let piece = 16;
-    let y = tapped(gpu, &original.truncated(&[no.outputs[0].clone()]), scorer.input(), images, &[no.outputs[0].clone()], piece)?.remove(0);
-    let x = tapped(gpu, &current.truncated(&[nc.inputs[0].clone()]), scorer.input(), images, &[nc.inputs[0].clone()], piece)?.remove(0);
+    let (out, inp) = (no.outputs[0].clone(), nc.inputs[0].clone());
+    let (x, y) = if std::ptr::eq(original, current) {
+        // One forward gives both: the layer's input is computed on the way to its output.
+        let mut v = tapped(gpu, &original.truncated(std::slice::from_ref(&out)), scorer.input(), images, &[inp, out], piece)?;
+        let y = v.pop().expect("two taps");
+        (v.pop().expect("two taps"), y)
+    } else {
+        let y = tapped(gpu, &original.truncated(std::slice::from_ref(&out)), scorer.input(), images, &[out], piece)?.remove(0);
+        (tapped(gpu, &current.truncated(std::slice::from_ref(&inp)), scorer.input(), images, &[inp], piece)?.remove(0), y)
+    };
     let features = current.weight(&nc.inputs[1]).map_or(0, |w| w.len() / w.shape()[0]);
     let positions = y.shape()[2] * y.shape()[3];
     let per_image = opts.samples_per_image.max((2 * features).div_ceil(images.shape()[0])).min(positions.max(opts.samples_per_image));
