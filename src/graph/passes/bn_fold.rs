@@ -21,8 +21,19 @@ pub struct Folded {
     pub beta: Vec<f32>,
 }
 
-/// Per-channel BN as y = x * s + t, with gamma and beta.
-fn bn_affine(g: &Graph, inputs: &[String], eps: f32, node: &str) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> {
+/// A BN's parameters per channel.
+struct BnParams {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    mean: Vec<f32>,
+    /// The BN as y = x * s + t.
+    s: Vec<f32>,
+    t: Vec<f32>,
+}
+
+/// The BN's parameters, with s = gamma / sqrt(var + eps) in f32 as AIMET computes it (so the
+/// folded weights, and their quantization grids, are AIMET's bit for bit).
+fn bn_affine(g: &Graph, inputs: &[String], eps: f32, node: &str) -> Result<BnParams> {
     let get = |i: usize| {
         g.weight(&inputs[i]).map(|a| a.iter().copied().collect::<Vec<f32>>()).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("BatchNormalization '{node}': parameter '{}' is not a constant", inputs[i]) })
     };
@@ -30,15 +41,15 @@ fn bn_affine(g: &Graph, inputs: &[String], eps: f32, node: &str) -> Result<(Vec<
     let mut s = Vec::with_capacity(gamma.len());
     let mut t = Vec::with_capacity(gamma.len());
     for c in 0..gamma.len() {
-        let denom = var[c] as f64 + eps as f64;
-        if !(denom > 0.0) || !gamma[c].is_finite() || !beta[c].is_finite() || !mean[c].is_finite() {
+        let sigma = (var[c] + eps).sqrt();
+        if !(sigma > 0.0 && sigma.is_finite()) || !gamma[c].is_finite() || !beta[c].is_finite() || !mean[c].is_finite() {
             return Err(Error::Graph { model: g.name.clone(), message: format!("BatchNormalization '{node}': channel {c} has variance {} + epsilon {eps} (or non-finite parameters); it cannot be folded", var[c]) });
         }
-        let sc = (gamma[c] as f64 / denom.sqrt()) as f32;
+        let sc = gamma[c] / sigma;
         s.push(sc);
-        t.push((beta[c] as f64 - mean[c] as f64 * sc as f64) as f32);
+        t.push(beta[c] - mean[c] * sc);
     }
-    Ok((s, t, gamma, beta))
+    Ok(BnParams { gamma, beta, mean, s, t })
 }
 
 /// Folds every foldable BN; returns what was folded. The graph stays resolved.
@@ -48,7 +59,7 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<Folded>> {
         let Some((bn_idx, target, forward)) = find_pair(g) else { break };
         let bn = g.nodes[bn_idx].clone();
         let Op::BatchNorm { epsilon } = bn.op else { unreachable!() };
-        let (s, t, gamma, beta) = bn_affine(g, &bn.inputs, epsilon, &bn.name)?;
+        let BnParams { gamma, beta, mean, s, t } = bn_affine(g, &bn.inputs, epsilon, &bn.name)?;
         let tnode = g.nodes[target].clone();
         let w_name = tnode.inputs[1].clone();
         let mut w = g.weight(&w_name).cloned().expect("checked constant");
@@ -66,7 +77,7 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<Folded>> {
             for (c, mut lane) in w.axis_iter_mut(Axis(axis)).enumerate() {
                 lane.mapv_inplace(|v| v * s[c]);
             }
-            bias = (0..cout).map(|c| old_bias[c] * s[c] + t[c]).collect();
+            bias = (0..cout).map(|c| beta[c] - (mean[c] - old_bias[c]) * s[c]).collect();
         } else {
             // y = conv(x * s + t) = conv_{W * s[ci]}(x) + sum_{ci,k} W * t[ci]
             let mut b = old_bias.clone();
