@@ -49,7 +49,7 @@ fn bandwidth(c: &mut Criterion) {
             b.iter(|| common::run(&gpu, |e| drop(calib::min_max(e, &gpu, &x, Some(0)).unwrap())))
         });
         g.bench_with_input(BenchmarkId::new("histogram 2048 bins", n), &n, |b, _| {
-            b.iter(|| common::run(&gpu, |e| drop(calib::histogram(e, &gpu, &x, None, &[(-5.0, 5.0)], 2048, None).unwrap())))
+            b.iter(|| common::run(&gpu, |e| drop(calib::histogram(e, &gpu, &x, None, &[calib::BinGrid::over(-5.0, 5.0, 2048)], 2048, calib::Outside::Edge, None).unwrap())))
         });
         g.bench_with_input(BenchmarkId::new("moments per-channel", n), &n, |b, _| {
             b.iter(|| common::run(&gpu, |e| drop(calib::moments(e, &gpu, &x, Some(0)).unwrap())))

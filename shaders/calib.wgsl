@@ -23,7 +23,7 @@ struct Chunk {
     bins: u32,      // histogram bins
     step_o: u32,    // (splits * 256) / inner_n: outer rows a thread advances per step
     step_i: u32,    // (splits * 256) % inner_n
-    _pad0: u32,
+    drop_outside: u32, // histograms: 1 = values outside the range are left out, 0 = edge bins
     _pad1: u32,
 }
 
@@ -325,21 +325,27 @@ fn sum_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
 }
 
 // ---- histograms -------------------------------------------------------------------------------
-// bin = clamp(floor((x - lo) * inv_width), 0, bins - 1) with inv_width = bins / (hi - lo)
-// computed in f32 on the host: only correctly rounded operations, so the CPU reference gets the
-// same bins bit for bit. Values outside [lo, hi] land in the edge bins.
+// bin = floor((x - origin) * inv_width) + shift, the grid (origin, inv_width, shift, _) computed
+// in f32 on the host: only correctly rounded operations, so the CPU reference gets the same bins
+// bit for bit. Values outside the bins land in the edge bins, or are left out when
+// p.drop_outside is 1.
 
 const LOCAL_BINS: u32 = 4096u;
 
-@group(0) @binding(1) var<storage, read> hi_range: array<vec2<f32>>;
+@group(0) @binding(1) var<storage, read> hi_range: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> hi_x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> hi_counts: array<atomic<u32>>;
 
 var<workgroup> sh_hist: array<atomic<u32>, LOCAL_BINS>;
 
-fn bin_of(v: f32, r: vec2<f32>) -> u32 {
-    let t = (v - r.x) * r.y;
-    return u32(clamp(floor(t), 0.0, f32(p.bins - 1u)));
+const DROPPED: u32 = 0xffffffffu;
+
+fn bin_of(v: f32, r: vec4<f32>) -> u32 {
+    let t = floor((v - r.x) * r.y) + r.z;
+    if p.drop_outside != 0u && (t < 0.0 || t >= f32(p.bins)) {
+        return DROPPED;
+    }
+    return u32(clamp(t, 0.0, f32(p.bins - 1u)));
 }
 
 // bins <= 4096: counts gathered in workgroup memory, then added to the global histogram.
@@ -358,15 +364,17 @@ fn histogram_local(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         let base = p.skip + cl * p.c_stride;
         for (var j = wid.x * WG + lid; j < p.inner_n; j += p.splits * WG) {
             let v = hi_x[base + j];
-            if is_finite(v) {
-                atomicAdd(&sh_hist[bin_of(v, r)], 1u);
+            let b = bin_of(v, r);
+            if is_finite(v) && b != DROPPED {
+                atomicAdd(&sh_hist[b], 1u);
             }
         }
     } else {
         for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
             let v = hi_x[elem(cl, cur)];
-            if is_finite(v) {
-                atomicAdd(&sh_hist[bin_of(v, r)], 1u);
+            let b = bin_of(v, r);
+            if is_finite(v) && b != DROPPED {
+                atomicAdd(&sh_hist[b], 1u);
             }
         }
     }
@@ -391,8 +399,9 @@ fn histogram_global(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let base = (p.c0 + cl) * p.bins;
     for (var cur = cursor_start(wid.x, lid); cur.o < p.outer_n; cursor_next(&cur)) {
         let v = hi_x[elem(cl, cur)];
-        if is_finite(v) {
-            atomicAdd(&hi_counts[base + bin_of(v, r)], 1u);
+        let b = bin_of(v, r);
+        if is_finite(v) && b != DROPPED {
+            atomicAdd(&hi_counts[base + b], 1u);
         }
     }
 }

@@ -59,7 +59,7 @@ enum Command {
         /// Quantize every weight per tensor (overrides the config's per-channel settings).
         #[arg(long)]
         per_tensor: bool,
-        /// Calibration scheme: minmax, tf-enhanced (AIMET's SQNR search), mse or percentile[:P].
+        /// Calibration scheme: minmax, tf-enhanced (AIMET's SQNR search, weights too), mse (the same search, clipping weighed as rounding) or percentile[:P] (activations; weights min-max).
         #[arg(long, default_value = "minmax")]
         scheme: qforge::quant::analyzers::Scheme,
         /// Parameter bitwidth.
@@ -217,7 +217,12 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let dims: std::collections::HashMap<String, usize> = Default::default();
     let t_load = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let mut sim = QuantSim::new(gpu, g, &cfg, QuantOptions { param_bw, act_bw }, dims)?;
+    // AIMET applies tf-enhanced to weights too; percentile clips activations only.
+    let param_range = match scheme {
+        qforge::quant::analyzers::Scheme::TfEnhanced { gamma } => qforge::quant::params::ParamRange::TfEnhanced { gamma },
+        _ => qforge::quant::params::ParamRange::MinMax,
+    };
+    let mut sim = QuantSim::new(gpu, g, &cfg, QuantOptions { param_bw, act_bw, param_range }, dims)?;
     let t_prepare = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let ptq_x = x.slice_axis(Axis(0), (0..x.shape()[0].min(ptq.ptq_samples.max(1))).into()).to_owned();

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use ndarray::{ArrayD, IxDyn};
 use qforge::gpu::{Gpu, GpuTensor};
-use qforge::ops::calib::{self, histogram, min_max, moments, RunningHistogram};
+use qforge::ops::calib::{self, histogram, min_max, moments, BinGrid, Outside, RunningHistogram};
 use qforge::reference;
 use rand::Rng;
 
@@ -39,14 +39,22 @@ fn check_histogram(gpu: &Gpu, x: &ArrayD<f32>, axis: Option<usize>, bins: u32, w
     // Ranges a little inside the data so the edge bins also collect outside values.
     let ranges: Vec<(f32, f32)> = mm.iter().map(|&(lo, hi)| if lo < hi { (lo * 0.9, hi * 0.95) } else { (lo - 1.0, hi + 1.0) }).map(|(a, b)| if a < b { (a, b) } else { (b - 1.0, a + 1.0) }).collect();
     let t = gpu.upload(&x.view()).unwrap();
-    let mut enc = gpu.encoder();
-    let h = histogram(&mut enc, gpu, &t, axis, &ranges, bins, None).unwrap();
-    gpu.submit(enc).unwrap();
-    let got = gpu.download::<u32>(&h).unwrap();
-    let want = reference::calib::histogram(&x.view(), axis, &ranges, bins).unwrap();
-    assert_eq!(got.shape(), &[want.len(), bins as usize]);
-    for (c, row) in want.iter().enumerate() {
-        assert_eq!(got.row_view(c), row.as_slice(), "histogram {what} channel {c}");
+    let over: Vec<BinGrid> = ranges.iter().map(|&(lo, hi)| BinGrid::over(lo, hi, bins)).collect();
+    // Zero-aligned bins of the same width, starting at the bin holding lo.
+    let aligned: Vec<BinGrid> = ranges.iter().map(|&(lo, hi)| {
+        let step = (hi as f64 - lo as f64) / bins as f64;
+        BinGrid::zero_aligned(step, (lo as f64 / step).floor() as i64)
+    }).collect();
+    for (grids, outside) in [(&over, Outside::Edge), (&over, Outside::Drop), (&aligned, Outside::Drop)] {
+        let mut enc = gpu.encoder();
+        let h = histogram(&mut enc, gpu, &t, axis, grids, bins, outside, None).unwrap();
+        gpu.submit(enc).unwrap();
+        let got = gpu.download::<u32>(&h).unwrap();
+        let want = reference::calib::histogram(&x.view(), axis, grids, bins, outside).unwrap();
+        assert_eq!(got.shape(), &[want.len(), bins as usize]);
+        for (c, row) in want.iter().enumerate() {
+            assert_eq!(got.row_view(c), row.as_slice(), "histogram {what} {outside:?} channel {c}");
+        }
     }
 }
 
@@ -211,10 +219,12 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(min_max(&mut enc, &gpu, &empty, None).unwrap_err(), qforge::Error::EmptyTensor { .. }));
     let x = gpu.upload_slice(&[2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
     assert!(min_max(&mut enc, &gpu, &x, Some(2)).is_err());
-    assert!(histogram(&mut enc, &gpu, &x, None, &[(1.0, 1.0)], 10, None).is_err(), "empty range");
-    assert!(histogram(&mut enc, &gpu, &x, None, &[(0.0, f32::NAN)], 10, None).is_err(), "NaN range");
-    assert!(histogram(&mut enc, &gpu, &x, Some(0), &[(0.0, 1.0)], 10, None).is_err(), "one range for two channels");
-    assert!(histogram(&mut enc, &gpu, &x, None, &[(0.0, 1.0)], 0, None).is_err(), "zero bins");
+    let grid = |lo, hi| [BinGrid::over(lo, hi, 10)];
+    assert!(histogram(&mut enc, &gpu, &x, None, &grid(1.0, 1.0), 10, Outside::Edge, None).is_err(), "empty range");
+    assert!(histogram(&mut enc, &gpu, &x, None, &grid(0.0, f32::NAN), 10, Outside::Edge, None).is_err(), "NaN range");
+    assert!(histogram(&mut enc, &gpu, &x, None, &[BinGrid { shift: 0.5, ..BinGrid::zero_aligned(0.1, 0) }], 10, Outside::Drop, None).is_err(), "fractional shift");
+    assert!(histogram(&mut enc, &gpu, &x, Some(0), &grid(0.0, 1.0), 10, Outside::Edge, None).is_err(), "one grid for two channels");
+    assert!(histogram(&mut enc, &gpu, &x, None, &grid(0.0, 1.0), 0, Outside::Edge, None).is_err(), "zero bins");
     let all_nan = gpu.upload_slice(&[3], &[f32::NAN; 3]).unwrap();
     let mut h = RunningHistogram::new(2048, None).unwrap();
     assert!(matches!(h.update(&gpu, &all_nan).unwrap_err(), qforge::Error::NonFinite { count: 3, .. }));

@@ -229,7 +229,7 @@ fn bias_correction_and_seq_mse_help_4_bit_weights_on_fashion_mnist() {
     use qforge::quant::{analyzers::Scheme, bias_correction, seq_mse};
     let Some(gpu) = common::gpu() else { return };
     let Some((calib, test, labels)) = fashion() else { return };
-    let opts = QuantOptions { param_bw: 4, act_bw: 8 };
+    let opts = QuantOptions { param_bw: 4, act_bw: 8, ..Default::default() };
     let new = |cfg: &QuantConfig| QuantSim::new(gpu.clone(), fmnist(), cfg, opts, HashMap::new()).unwrap();
     let score = |s: &mut QuantSim| {
         s.calibrate(Scheme::MinMax, calib.axis_chunks_iter(Axis(0), 128)).unwrap();

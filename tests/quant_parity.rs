@@ -13,7 +13,8 @@ use ndarray_npy::read_npy;
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::calibrate::{Calibrator, Prepared};
 use qforge::quant::placement::Role;
-use qforge::quant::params::{param_encodings, quantize_weights, ParamScheme};
+use qforge::quant::params::{param_encodings, quantize_weights, ParamRange, ParamScheme};
+use qforge::quant::sim::{QuantOptions, QuantSim};
 use qforge::quant::{place, Encoding, QuantConfig, QuantKind};
 use serde_json::Value;
 
@@ -110,8 +111,8 @@ fn minmax_activation_ranges_match_aimet() {
     let g = model.at(8).unwrap();
     let p = place(&g, &QuantConfig::default_per_channel());
     // AIMET calibrates activations with the weights already quantized.
-    let pe = param_encodings(&g, &p, ParamScheme { bitwidth: 8, strict: false }).unwrap();
-    model.override_consts(quantize_weights(&gpu, &g, &pe).unwrap());
+    let pe = param_encodings(&g, &p, ParamScheme { bitwidth: 8, strict: false, range: Default::default() }).unwrap();
+    model.override_consts(quantize_weights(&g, &pe).unwrap());
     let calib: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/calib.npy")).unwrap();
     let mut cal = Calibrator::new(gpu, model, &p, Scheme::MinMax).unwrap();
     for chunk in calib.axis_chunks_iter(Axis(0), 8) {
@@ -121,16 +122,15 @@ fn minmax_activation_ranges_match_aimet() {
     let want = by_name(&aimet(), "activation_encodings");
     let mut worst = 0f64;
     let mut rels = Vec::new();
-    for (i, (name, &(lo, hi))) in cal.names().iter().zip(&cal.ranges).enumerate() {
+    for (name, &(lo, hi)) in cal.names().iter().zip(&cal.ranges) {
         let e = Encoding::from_ranges(&[lo], &[hi], 8, QuantKind::Asymmetric, None).unwrap();
         let (scale, offset) = &want[name];
         let rel = (e.scale[0] as f64 - scale[0]).abs() / scale[0];
         worst = worst.max(rel);
         assert_eq!(e.offset[0] as f64, offset[0], "{name}: offset");
-        // f32 sums in another order than onnxruntime's drift with depth (qforge's FP32 logits
-        // differ from onnxruntime's by ~1e-4 relative): the first layers agree to 1e-5.
-        let tol = if i < 20 { 1e-5 } else { 5e-4 };
-        assert!(rel < tol, "{name}: scale {} vs AIMET {} rel {rel:e}", e.scale[0], scale[0]);
+        // AIMET's folded and quantized weights are reproduced bit for bit; what remains is f32
+        // summation order (about 1e-7 per layer).
+        assert!(rel < 1e-5, "{name}: scale {} vs AIMET {} rel {rel:e}", e.scale[0], scale[0]);
         rels.push(rel);
     }
     rels.sort_by(f64::total_cmp);
@@ -157,9 +157,12 @@ fn simulation_is_at_least_as_close_to_fp32_as_aimets() {
         e.sqnr_db, e.top1_agreement, e.top5_agreement, qforge::eval::top1_agreement(&aimet_sim, &ours)
     );
     // AIMET 2.42 on the same data: 10.67 dB, 0.75 (reference/mobilenet_v2/aimet_pc_bnfold/timings.json).
-    // qforge reproduces AIMET's simulation, so its fidelity equals AIMET's to within f32 noise.
-    assert!(e.sqnr_db >= 10.67 - 0.05, "SQNR {}", e.sqnr_db);
-    assert!(e.top1_agreement >= 0.75, "top-1 agreement {}", e.top1_agreement);
+    // qforge has AIMET's weights and encodings; the rest is f32 evaluation order, which at W8A8
+    // moves this model's quantized outputs by as much as it moves AIMET's own: AIMET's QDQ
+    // export (same weights and encodings) scores 10.81 dB / 0.75 in onnxruntime. So: within
+    // that spread (0.3 dB, one image of 16).
+    assert!(e.sqnr_db >= 10.67 - 0.3, "SQNR {}", e.sqnr_db);
+    assert!(e.top1_agreement >= 0.75 - 1.0 / 16.0 - 1e-9, "top-1 agreement {}", e.top1_agreement);
     // AIMET's simulation rounds ties up, its QDQ export (and qforge) to even: qforge sits
     // between them, about as far from each as they are from one another (~15 dB here).
     assert!(vs_aimet > 12.0 && vs_qdq > 12.0, "qforge vs AIMET sim {vs_aimet} dB, vs AIMET QDQ {vs_qdq} dB");
@@ -256,38 +259,54 @@ fn fashion_mnist_accuracy_survives_w8a8() {
     assert!(e.top1_agreement >= 0.97);
 }
 
+/// Relative scale differences (sorted) and the count of equal offsets against AIMET's entries.
+fn compare(got: &[(String, Encoding)], want: &HashMap<String, (Vec<f64>, Vec<f64>)>) -> (Vec<(f64, String)>, usize, usize) {
+    let mut rels = Vec::new();
+    let (mut same, mut total) = (0, 0);
+    for (name, e) in got {
+        let (scale, offset) = &want[name];
+        for c in 0..e.scale.len() {
+            rels.push(((e.scale[c] as f64 - scale[c]).abs() / scale[c], format!("{name}[{c}]")));
+            same += (e.offset[c] as f64 == offset[c]) as usize;
+            total += 1;
+        }
+    }
+    rels.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (rels, same, total)
+}
+
 #[test]
-fn tf_enhanced_clips_within_minmax_and_is_compared_with_aimet() {
+fn tf_enhanced_matches_aimets_analyzer() {
     let Some(gpu) = gpu() else { return };
     let g = qforge::graph::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx")).unwrap();
     let cfg = QuantConfig::load(&shared("reference/aimet_configs/default_config.json")).unwrap();
-    let mut sim = qforge::quant::sim::QuantSim::new(gpu, g, &cfg, Default::default(), HashMap::new()).unwrap();
+    let opts = QuantOptions { param_range: ParamRange::TfEnhanced { gamma: 3.0 }, ..Default::default() };
+    let mut sim = QuantSim::new(gpu, g, &cfg, opts, HashMap::new()).unwrap();
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(shared("reference/mobilenet_v2/aimet_pt_bnfold_tfe/model.encodings")).unwrap()).unwrap();
+
+    // Weights: AIMET's search over each weight's own density, on the CPU as AIMET does.
+    let (rels, same, n) = compare(sim.param_encodings(), &by_name(&want, "param_encodings"));
+    eprintln!("tf-enhanced weights vs aimet-onnx: {same}/{n} offsets equal; scale rel diff median {:e}, worst {:e} ({})", rels[n / 2].0, rels[n - 1].0, rels[n - 1].1);
+    assert_eq!(same, n, "weight offsets");
+    assert!(rels[n - 1].0 < 1e-6, "weight scales");
+
+    // Activations: the densities on the GPU, in batches of 8 where AIMET calibrated one image
+    // at a time (the range is fixed per sample, so the batch size does not matter).
     let calib: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/calib.npy")).unwrap();
     sim.calibrate(Scheme::TfEnhanced { gamma: 3.0 }, calib.axis_chunks_iter(Axis(0), 8)).unwrap();
-    let want: Value = serde_json::from_str(&std::fs::read_to_string(shared("reference/mobilenet_v2/aimet_pt_bnfold_tfe/model.encodings")).unwrap()).unwrap();
-    let want = by_name(&want, "activation_encodings");
-    let mut rels: Vec<(f64, String)> = Vec::new();
-    let mut same_offset = 0;
-    for (name, e) in sim.activation_encodings() {
-        let (scale, offset) = &want[name];
-        rels.push(((e.scale[0] as f64 - scale[0]).abs() / scale[0], name.clone()));
-        same_offset += (e.offset[0] as f64 == offset[0]) as usize;
-    }
-    rels.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let n = rels.len();
-    // aimet-onnx computes tf-enhanced with its C++ analyzer (a 512-bin PDF fixed at the first
-    // batch's range, different saturation cost); qforge implements AIMET v2's SqnrEncodingAnalyzer
-    // (2048-bin growing histogram). The two disagree: this prints by how much.
-    eprintln!("tf-enhanced vs aimet-onnx: {same_offset}/{n} offsets equal; scale rel diff median {:e}, 90th pct {:e}, worst {:e} ({})", rels[n / 2].0, rels[n * 9 / 10].0, rels[n - 1].0, rels[n - 1].1);
-    // The SQNR search never widens the observed range by more than a step.
-    let mut minmax = qforge::quant::sim::QuantSim::new(common::gpu().unwrap(), qforge::graph::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx")).unwrap(), &cfg, Default::default(), HashMap::new()).unwrap();
-    minmax.calibrate(Scheme::MinMax, calib.axis_chunks_iter(Axis(0), 8)).unwrap();
-    let mut clipped = 0;
-    for ((name, t), (_, m)) in sim.activation_encodings().iter().zip(minmax.activation_encodings()) {
-        let ((tlo, thi), (mlo, mhi)) = (t.grid_range(0), m.grid_range(0));
-        assert!(tlo >= mlo - m.scale[0] && thi <= mhi + m.scale[0], "{name}: tf-enhanced [{tlo}, {thi}] outside min-max [{mlo}, {mhi}]");
-        clipped += (thi < mhi - m.scale[0] || tlo > mlo + m.scale[0]) as usize;
-    }
-    eprintln!("tf-enhanced clipped the range of {clipped} of {n} activations");
-    assert!(clipped > 0, "the search clips somewhere on MobileNetV2");
+    let (rels, same, n) = compare(sim.activation_encodings(), &by_name(&want, "activation_encodings"));
+    eprintln!(
+        "tf-enhanced activations vs aimet-onnx: {same}/{n} offsets equal; scale rel diff median {:e}, 90th pct {:e}, worst {:e} ({})",
+        rels[n / 2].0,
+        rels[n * 9 / 10].0,
+        rels[n - 1].0,
+        rels[n - 1].1
+    );
+    assert_eq!(same, n, "activation offsets");
+    // Scales agree to f32 summation order, except where two candidate grids' costs nearly tie
+    // and one value in another bucket flips the choice (relu6_115 here: 2.9e-3).
+    let within = rels.iter().filter(|r| r.0 < 1e-5).count();
+    eprintln!("{within}/{n} activation scales within 1e-5");
+    assert!(within + 2 >= n, "scales: only {within}/{n} within 1e-5");
+    assert!(rels[n - 1].0 < 1e-2, "worst scale {:e} ({})", rels[n - 1].0, rels[n - 1].1);
 }

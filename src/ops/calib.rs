@@ -44,7 +44,8 @@ struct ChunkParams {
     bins: u32,
     step_o: u32,
     step_i: u32,
-    _pad: [u32; 2],
+    drop_outside: u32,
+    _pad: u32,
 }
 
 /// How a reduction over one tensor is split: chunks, workgroups per channel per chunk, slots.
@@ -88,13 +89,17 @@ impl Plan {
             bins,
             step_o: (self.splits * WG / chunk.inner_n) as u32,
             step_i: (self.splits * WG % chunk.inner_n) as u32,
-            _pad: [0; 2],
+            drop_outside: 0,
+            _pad: 0,
         }
     }
 
     /// Records the partial stage: for each chunk, bindings `pre ++ [x chunk] ++ post`.
     /// A chunk with more channels than one grid holds is dispatched in channel groups.
-    fn partials(&self, enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, pre: &[&GpuTensor], post: &[&GpuTensor], bins: u32) -> Result<()> {
+    /// `hist`: the histogram kernels' bins and what they do outside the range.
+    #[allow(clippy::too_many_arguments)]
+    fn partials(&self, enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, pre: &[&GpuTensor], post: &[&GpuTensor], hist: Option<(u32, Outside)>) -> Result<()> {
+        let (bins, outside) = hist.unwrap_or((0, Outside::Edge));
         let max = gpu.limits().max_groups as u64;
         for (i, chunk) in self.chunks.iter().enumerate() {
             let mut binds: Vec<Bind> = pre.iter().map(|t| Bind::Whole(t)).collect();
@@ -104,6 +109,7 @@ impl Plan {
                 let count = (max * max).min(chunk.c_count - sub);
                 let (grid, ny) = grid_channels(self.splits as u32, count, max as u32)?;
                 let mut params = self.params(chunk, i, ny, bins);
+                params.drop_outside = (outside == Outside::Drop) as u32;
                 params.c0 += sub as u32;
                 params.c_count = count as u32;
                 params.skip += (sub * self.view.inner) as u32;
@@ -147,7 +153,7 @@ pub fn min_max(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usi
     let identity: Vec<[f32; 2]> = vec![[f32::INFINITY, f32::NEG_INFINITY]; n];
     let part = gpu.upload_slice(&[n, 2], bytemuck::cast_slice::<[f32; 2], f32>(&identity))?;
     let bad = gpu.upload_slice(&[n], &vec![0u32; n])?;
-    plan.partials(enc, gpu, &MINMAX_PARTIAL, x, &[], &[&part, &bad], 0)?;
+    plan.partials(enc, gpu, &MINMAX_PARTIAL, x, &[], &[&part, &bad], None)?;
     let c = plan.view.channels as usize;
     let range = gpu.empty(&[c, 2], DType::F32)?;
     let non_finite = gpu.empty(&[c], DType::U32)?;
@@ -162,7 +168,7 @@ pub fn moments(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usi
     let n = plan.slot_count();
     let part = gpu.upload_slice(&[n, 2], &vec![0f32; 2 * n])?;
     let counts = gpu.upload_slice(&[n], &vec![0u32; n])?;
-    plan.partials(enc, gpu, &MOMENTS_PARTIAL, x, &[], &[&part, &counts], 0)?;
+    plan.partials(enc, gpu, &MOMENTS_PARTIAL, x, &[], &[&part, &counts], None)?;
     let out = gpu.empty(&[plan.view.channels as usize, 4], DType::F32)?;
     plan.finals(enc, gpu, &MOMENTS_FINAL, &[&part, &counts, &out])?;
     Ok(out)
@@ -173,15 +179,57 @@ pub fn channel_sum(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option
     let plan = plan("channel_sum", gpu, x, axis)?;
     let n = plan.slot_count();
     let part = gpu.upload_slice(&[n], &vec![0f32; n])?;
-    plan.partials(enc, gpu, &SUM_PARTIAL, x, &[], &[&part], 0)?;
+    plan.partials(enc, gpu, &SUM_PARTIAL, x, &[], &[&part], None)?;
     let out = gpu.empty(&[plan.view.channels as usize], DType::F32)?;
     plan.finals(enc, gpu, &SUM_FINAL, &[&part, &out])?;
     Ok(out)
 }
 
-/// The (lo, 1 / bin width) pair the histogram kernels bin with.
-pub fn bin_params(lo: f32, hi: f32, bins: u32) -> [f32; 2] {
-    [lo, bins as f32 / (hi - lo)]
+/// What a histogram does with values outside its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outside {
+    /// Counted in the first or last bin.
+    Edge,
+    /// Left out (AIMET's tf-enhanced density).
+    Drop,
+}
+
+/// How values map to bins: `bin = floor((v - origin) * inv_width) + shift`, in f32 (only
+/// correctly rounded operations, so host code bins exactly as the kernels do).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BinGrid {
+    pub origin: f32,
+    pub inv_width: f32,
+    pub shift: f32,
+}
+
+impl BinGrid {
+    /// `bins` equal bins over [lo, hi].
+    pub fn over(lo: f32, hi: f32, bins: u32) -> BinGrid {
+        BinGrid { origin: lo, inv_width: bins as f32 / (hi - lo), shift: 0.0 }
+    }
+
+    /// Bins of width `step` whose edges are multiples of it, bin 0 starting at `first * step`:
+    /// a value that is an exact multiple (zero above all) lands at the start of its bin.
+    pub fn zero_aligned(step: f64, first: i64) -> BinGrid {
+        BinGrid { origin: 0.0, inv_width: (1.0 / step) as f32, shift: -first as f32 }
+    }
+
+    /// The bin of `v`; `None` when it is left out.
+    pub fn index(&self, v: f32, bins: u32, outside: Outside) -> Option<u32> {
+        let t = ((v - self.origin) * self.inv_width).floor() + self.shift;
+        if outside == Outside::Drop && !(t >= 0.0 && t < bins as f32) {
+            return None;
+        }
+        Some(t.clamp(0.0, (bins - 1) as f32) as u32)
+    }
+
+    fn check(&self, op: &'static str, c: usize) -> Result<()> {
+        if !(self.origin.is_finite() && self.inv_width.is_finite() && self.inv_width > 0.0 && self.shift.is_finite() && self.shift.fract() == 0.0) {
+            return Err(Error::invalid(op, "bin grid", format!("channel {c}: {self:?}"), "needs a finite origin, a finite inverse width > 0 and a whole shift (a range with lo < hi)"));
+        }
+        Ok(())
+    }
 }
 
 fn check_bins(op: &'static str, bins: u32) -> Result<()> {
@@ -196,21 +244,27 @@ fn check_ranges(op: &'static str, ranges: &[(f32, f32)], channels: u64) -> Resul
         return Err(Error::invalid(op, "ranges", ranges.len(), format!("need one range per channel ({channels})")));
     }
     for (c, &(lo, hi)) in ranges.iter().enumerate() {
-        if !(lo.is_finite() && hi.is_finite() && lo < hi && (bin_params(lo, hi, 1)[1]).is_finite()) {
+        if !(lo.is_finite() && hi.is_finite() && lo < hi && BinGrid::over(lo, hi, 1).inv_width.is_finite()) {
             return Err(Error::invalid(op, "range", format!("channel {c}: [{lo}, {hi}]"), "must be finite with lo < hi"));
         }
     }
     Ok(())
 }
 
-/// Adds the histogram of `x` (per tensor or per channel) over the given per-channel ranges to
-/// `counts` (`[channels, bins]` u32), or to a new zeroed histogram when `counts` is `None`.
-/// Values outside a range land in its edge bins; non-finite values are left out.
-pub fn histogram(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>, ranges: &[(f32, f32)], bins: u32, counts: Option<&GpuTensor>) -> Result<GpuTensor> {
+/// Adds the histogram of `x` (per tensor or per channel, one grid per channel) to `counts`
+/// (`[channels, bins]` u32), or to a new zeroed histogram when `counts` is `None`. Values
+/// outside the bins go where `outside` says; non-finite values are left out.
+#[allow(clippy::too_many_arguments)]
+pub fn histogram(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>, grids: &[BinGrid], bins: u32, outside: Outside, counts: Option<&GpuTensor>) -> Result<GpuTensor> {
     const OP: &str = "histogram";
     check_bins(OP, bins)?;
     let plan = plan(OP, gpu, x, axis)?;
-    check_ranges(OP, ranges, plan.view.channels)?;
+    if grids.len() as u64 != plan.view.channels {
+        return Err(Error::invalid(OP, "grids", grids.len(), format!("need one grid per channel ({})", plan.view.channels)));
+    }
+    for (c, g) in grids.iter().enumerate() {
+        g.check(OP, c)?;
+    }
     let c = plan.view.channels as usize;
     let counts = match counts {
         Some(t) => {
@@ -222,10 +276,10 @@ pub fn histogram(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<u
         }
         None => gpu.upload_slice(&[c, bins as usize], &vec![0u32; c * bins as usize])?,
     };
-    let table: Vec<[f32; 2]> = ranges.iter().map(|&(lo, hi)| bin_params(lo, hi, bins)).collect();
-    let table = gpu.upload_slice(&[c, 2], bytemuck::cast_slice::<[f32; 2], f32>(&table))?;
+    let table: Vec<f32> = grids.iter().flat_map(|g| [g.origin, g.inv_width, g.shift, 0.0]).collect();
+    let table = gpu.upload_slice(&[c, 4], &table)?;
     let kernel = if bins <= LOCAL_BINS { &HIST_LOCAL } else { &HIST_GLOBAL };
-    plan.partials(enc, gpu, kernel, x, &[&table], &[&counts], bins)?;
+    plan.partials(enc, gpu, kernel, x, &[&table], &[&counts], Some((bins, outside)))?;
     Ok(counts)
 }
 
@@ -337,7 +391,8 @@ impl RunningHistogram {
             Some(old) => old,
             None => gpu.upload_slice(&[new_ranges.len(), self.bins as usize], &vec![0u32; new_ranges.len() * self.bins as usize])?,
         };
-        let counts = histogram(enc, gpu, x, self.axis, &new_ranges, self.bins, Some(&counts))?;
+        let grids: Vec<BinGrid> = new_ranges.iter().map(|&(lo, hi)| BinGrid::over(lo, hi, self.bins)).collect();
+        let counts = histogram(enc, gpu, x, self.axis, &grids, self.bins, Outside::Edge, Some(&counts))?;
         self.ranges = new_ranges;
         self.counts = Some(counts);
         Ok(())

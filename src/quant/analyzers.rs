@@ -1,7 +1,8 @@
-//! Range analyzers over calibration histograms: AIMET's SQNR search ("tf-enhanced") and
-//! percentile clipping. Min-max needs no histogram (see `calibrate`).
+//! Range analyzers over calibration histograms: AIMET's SQNR search ("tf-enhanced") over its
+//! fixed-range density, and percentile clipping. Min-max needs no histogram (see `calibrate`).
 
-use crate::quant::encoding::MIN_SCALE;
+use crate::ops::calib::{BinGrid, Outside};
+use crate::quant::encoding::QuantKind;
 
 /// A histogram of one tensor (or channel): `bins` equal bins over [lo, hi].
 #[derive(Clone, Copy, Debug)]
@@ -44,81 +45,180 @@ impl std::str::FromStr for Scheme {
     }
 }
 
-fn midpoints(h: &Hist<'_>) -> Vec<f32> {
-    let bins = h.counts.len();
-    let step = (h.hi - h.lo) / bins as f32;
-    let e0 = h.lo;
-    let e1 = step + h.lo;
-    let delta = e1 - e0;
-    (0..bins).map(|i| (e0 + delta / 2.0) + delta * i as f32).collect()
+/// Buckets of AIMET's tf-enhanced probability density: 512 over the first data's range and
+/// 512 on either side.
+pub const PDF_BUCKETS: usize = 1536;
+
+/// Where a PDF's buckets lie: bucket `i` is `[(first + i) * step, (first + i + 1) * step)`:
+/// zero is a bucket edge.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PdfRange {
+    pub first: i64,
+    pub step: f64,
 }
 
-/// Squared error of quantizing the histogram's bin midpoints with (delta, offset); clipped
-/// bins weigh `gamma` times.
-fn noise(mid: &[f32], counts: &[u32], delta: f32, offset: f32, n: f32, gamma: f32) -> f64 {
-    let mut total = 0f64;
-    for (&m, &c) in mid.iter().zip(counts) {
-        if c == 0 {
-            continue;
-        }
-        let q = (m / delta - offset).round_ties_even();
-        let clipped = !(0.0..=n).contains(&q);
-        let qdq = (q.clamp(0.0, n) + offset) * delta;
-        let e = ((qdq - m) as f64).powi(2) * c as f64;
-        total += if clipped { e * gamma as f64 } else { e };
+impl PdfRange {
+    /// AIMET's range from the first data seen: its (min, max) enlarged three times around the
+    /// centre (0.01 wide when constant), cut into `PDF_BUCKETS` buckets aligned on zero. f32
+    /// arithmetic where AIMET's is f32.
+    pub fn around(min: f32, max: f32) -> PdfRange {
+        let max = if min == max { max.max(min + 0.01) } else { max };
+        let centre = (max + min) / 2.0;
+        let lo = (centre - 3.0 * (centre - min)).max(f32::MIN);
+        let hi = (centre + 3.0 * (max - centre)).min(f32::MAX);
+        let step = (hi as f64 - lo as f64) / PDF_BUCKETS as f64;
+        PdfRange { first: (lo as f64 / step).floor() as i64, step }
     }
-    total
+
+    fn x_left(&self, i: usize) -> f64 {
+        self.first as f64 * self.step + i as f64 * self.step
+    }
+
+    /// The bins of these buckets for the histogram kernels.
+    pub fn grid(&self) -> BinGrid {
+        BinGrid::zero_aligned(self.step, self.first)
+    }
 }
 
-/// AIMET's SQNR search: candidate step sizes (17 asymmetric with 21 offsets, or 101
-/// symmetric) chosen to minimise quantization noise plus `gamma`-weighted clipping noise over
-/// the histogram. Returns the encoding's (min, max).
-pub fn tf_enhanced(h: &Hist<'_>, num_steps: u32, symmetric: bool, gamma: f32) -> (f32, f32) {
-    let n = num_steps as f32;
-    let eps = MIN_SCALE as f32;
-    let lo = h.lo.min(0.0);
-    let hi = h.hi.max(0.0).max(lo + eps * n);
-    let mid = midpoints(h);
-    let mut best = (f64::INFINITY, 0f32, 0f32);
-    let mut consider = |delta: f32, offset: f32| {
-        let e = noise(&mid, h.counts, delta, offset, n, gamma);
-        if e < best.0 {
-            best = (e, delta, offset);
+/// A probability density over `PDF_BUCKETS` buckets (values outside the range left out, so
+/// the probabilities may sum to less than 1).
+#[derive(Clone, Debug)]
+pub struct Pdf {
+    pub range: PdfRange,
+    pub probs: Vec<f64>,
+}
+
+impl Pdf {
+    /// From bucket counts and the number of values seen (those outside the range included).
+    pub fn from_counts(range: PdfRange, counts: &[u32], seen: u64) -> Pdf {
+        let n = seen.max(1) as f64;
+        Pdf { range, probs: counts.iter().map(|&c| c as f64 / n).collect() }
+    }
+
+    /// The PDF of one tensor or channel seen at once (AIMET's parameter quantizers): the range
+    /// from its own finite min/max; `None` when every value is zero (AIMET then starts no PDF).
+    pub fn of(values: &[f32]) -> Option<Pdf> {
+        let (lo, hi) = values.iter().filter(|v| v.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        if lo > hi || (lo == 0.0 && hi == 0.0) {
+            return None;
         }
-    };
-    if symmetric {
-        let max_delta = 2.0 * hi.max(-lo) / n;
-        let offset = (-(num_steps as i64)).div_euclid(2) as f32;
-        for k in 1..=101 {
-            consider((max_delta * k as f32 / 100.0).max(eps), offset);
-        }
-    } else {
-        let max_delta = (hi - lo) / n;
-        let observed_offset = (lo / max_delta).round_ties_even();
-        let observed_min = max_delta * observed_offset;
-        let observed_max = observed_min + max_delta * n;
-        let num_offsets = (num_steps as usize + 2).min(21);
-        let offset_step = n / (num_offsets - 2) as f32;
-        let mut offsets: Vec<f32> = Vec::new();
-        let mut v = -n;
-        while v < offset_step {
-            offsets.push(v.round_ties_even());
-            v += offset_step;
-        }
-        offsets.push(observed_offset);
-        for k in 1..=17 {
-            let delta = max_delta * k as f32 / 16.0;
-            for &o in &offsets {
-                let test_min = (delta * o).max(observed_min);
-                let test_max = (test_min + delta * n).min(observed_max);
-                let d = ((test_max - test_min) / n).max(eps);
-                consider(d, (test_min / d).round_ties_even());
+        let range = PdfRange::around(lo, hi);
+        let grid = range.grid();
+        let mut counts = vec![0u32; PDF_BUCKETS];
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            if let Some(b) = grid.index(v, PDF_BUCKETS as u32, Outside::Drop) {
+                counts[b as usize] += 1;
             }
         }
+        Some(Pdf::from_counts(range, &counts, values.len() as u64))
     }
-    let (_, delta, offset) = best;
-    let min = offset * delta;
-    (min, min + n * delta)
+
+    /// The lowest and highest bucket holding data, widened to include 0 and to 0.01 at least.
+    fn observed(&self) -> (f32, f32) {
+        let r = &self.range;
+        let lo = self.probs.iter().position(|&p| p > 0.0).unwrap_or(0);
+        let hi = (1..PDF_BUCKETS).rev().find(|&i| self.probs[i] > 0.0).unwrap_or(PDF_BUCKETS - 1);
+        let lo = (r.x_left(lo) as f32).min(0.0);
+        let hi = (r.x_left(hi) as f32).max(0.0);
+        (lo, hi.max(lo + 0.01))
+    }
+
+    /// Squared error of representing the density on the grid (delta, offset), clipped buckets
+    /// weighted by `gamma` (AIMET's cost: bucket centres, f32 where AIMET's is f32).
+    fn cost(&self, bitwidth: u32, delta: f32, offset: i32, gamma: f32) -> f64 {
+        let steps = ((1u64 << bitwidth) - 1) as f32;
+        let min = delta * offset as f32;
+        let max = delta * (offset as f32 + steps);
+        let start = self.range.x_left(0) as f32;
+        let step = self.range.x_left(1) - self.range.x_left(0);
+        let index = |v: f32| (((v - start) as f64 / step).floor() as i64).clamp(0, PDF_BUCKETS as i64 - 1) as usize;
+        let centre = |i: usize| start as f64 + i as f64 * step + step / 2.0;
+        let (lo, hi) = (index(min), index(max));
+        let (lo_centre, hi_centre) = (centre(lo) as f32 as f64, centre(hi) as f32 as f64);
+        let p = &self.probs;
+        let below: f64 = (0..lo).map(|i| p[i] * (centre(i) - lo_centre).powi(2)).sum();
+        let above: f64 = (hi..PDF_BUCKETS).map(|i| p[i] * (centre(i) - hi_centre).powi(2)).sum();
+        let rounding: f64 = (lo..hi)
+            .map(|i| {
+                let v = centre(i) as f32;
+                let q = (v / delta - offset as f32).round() as i32;
+                let e = (v - delta * (q + offset) as f32) as f64;
+                p[i] * e * e
+            })
+            .sum();
+        gamma as f64 * (below + above) + rounding
+    }
+}
+
+/// AIMET's tf-enhanced search (its C++ `TfEnhancedEncodingAnalyzer`, which aimet-onnx runs):
+/// candidate grids over the observed range of the density — 17 step sizes (1/16 .. 17/16 of
+/// the min-max step) x 21 offsets clamped to the observed range, plus the min-max grid; or 101
+/// step sizes (0.01 .. 1.01) for symmetric grids — and the one with the least rounding plus
+/// `gamma`-weighted clipping error wins (the first on ties). Returns (scale, offset). With no
+/// density (only zeros seen) the grid is AIMET's [-1, 1].
+pub fn tf_enhanced(pdf: Option<&Pdf>, bitwidth: u32, kind: QuantKind, gamma: f32) -> (f32, f32) {
+    let full = ((1u64 << bitwidth) - 1) as f32;
+    let Some(pdf) = pdf else {
+        let delta = 2.0 / full as f64;
+        return (delta as f32, (-1.0 / delta).floor() as f32);
+    };
+    let (lo, hi) = pdf.observed();
+    let mut candidates: Vec<(f32, i32)> = Vec::new();
+    if kind == QuantKind::Asymmetric {
+        let n = full;
+        let observed_delta = ((hi as f64 - lo as f64) / n as f64) as f32;
+        let observed_offset = (lo / observed_delta).round() as i32;
+        let observed_min = (observed_delta * observed_offset as f32).max(f32::MIN);
+        let observed_max = (observed_delta * (observed_offset as f32 + n)).min(f32::MAX);
+        for k in 1..=17 {
+            let f = k as f32 / 16.0;
+            for i in 0..=20 {
+                let delta = f * observed_delta;
+                let offset = (-(n as f64) + n as f64 / 20.0 * i as f64) as i32;
+                if let Some(c) = clamp_to_observed(observed_min, observed_max, n, delta, offset) {
+                    candidates.push(c);
+                }
+            }
+        }
+        candidates.push((observed_delta, observed_offset));
+    } else {
+        let n = if kind == QuantKind::StrictSymmetric { full - 1.0 } else { full };
+        let (max_delta, offset) = if lo == 0.0 && kind == QuantKind::UnsignedSymmetric {
+            (hi / n, 0)
+        } else {
+            ((hi.abs().max(lo.abs()) as f64 / (n as f64 / 2.0)) as f32, (-n / 2.0).floor() as i32)
+        };
+        // AIMET steps an f32 factor by 0.01 in f64: the rounding decides whether 1.01 is reached.
+        let mut f = 0.01f64 as f32;
+        while f as f64 <= 1.01 {
+            candidates.push((f * max_delta, offset));
+            f = (f as f64 + 0.01) as f32;
+        }
+    }
+    let mut best = (f64::MAX, -1f32, -1i32);
+    for (delta, offset) in candidates {
+        let c = pdf.cost(bitwidth, delta, offset, gamma);
+        if c < best.0 {
+            best = (c, delta, offset);
+        }
+    }
+    (best.1, best.2 as f32)
+}
+
+/// A candidate grid cut to the observed range, or `None` when it covers more than the range
+/// on both sides or nothing of it.
+fn clamp_to_observed(observed_min: f32, observed_max: f32, n: f32, delta: f32, offset: i32) -> Option<(f32, i32)> {
+    let min = (delta * offset as f32).max(f32::MIN);
+    let max = (delta * (offset as f32 + n)).min(f32::MAX);
+    if min < observed_min && max > observed_max {
+        return None;
+    }
+    let (min, max) = (observed_min.max(min), observed_max.min(max));
+    if min == max {
+        return None;
+    }
+    let delta = ((max as f64 - min as f64) / n as f64) as f32;
+    Some((delta, (min / delta).round() as i32))
 }
 
 /// The values at the lower and upper `p`-th percentiles of the histogram (bin edges).
@@ -145,19 +245,39 @@ pub fn percentile(h: &Hist<'_>, p: f32) -> (f32, f32) {
 mod tests {
     use super::*;
 
+    /// (scale, offset) that aimet-onnx 2.42's own analyzer gives on the same values.
     #[test]
-    fn sqnr_search_clips_outliers_and_keeps_the_bulk() {
-        // A bulk in [-1, 1] and a single far outlier at 50.
-        let mut counts = vec![0u32; 2048];
-        for c in counts.iter_mut().take(42) {
-            *c = 100_000;
-        }
-        counts[2047] = 1;
-        let h = Hist { counts: &counts, lo: -1.0, hi: 50.0 };
-        let (lo, hi) = tf_enhanced(&h, 255, false, 3.0);
-        assert!(lo <= -0.9 && hi < 25.0, "outlier clipped: ({lo}, {hi})");
-        let (slo, shi) = tf_enhanced(&h, 255, true, 3.0);
-        assert!(shi < 25.0 && slo < 0.0, "({slo}, {shi})");
+    fn search_gives_aimets_grids() {
+        let bulk: Vec<f32> = (0..100_000).map(|i| i as f32 / 50_000.0 - 1.0).collect();
+        let outliers: Vec<f32> = bulk.iter().copied().chain([20.0; 3]).collect();
+        let pdf = Pdf::of(&outliers);
+        assert_eq!(tf_enhanced(pdf.as_ref(), 8, QuantKind::Asymmetric, 3.0), (0.08235294371843338, -12.0));
+        assert_eq!(tf_enhanced(pdf.as_ref(), 8, QuantKind::SignedSymmetric, 3.0), (0.1441304236650467, -128.0));
+        assert_eq!(tf_enhanced(pdf.as_ref(), 4, QuantKind::Asymmetric, 3.0), (0.26249998807907104, -4.0));
+        let w: Vec<f32> = (0..10_000).map(|i| i as f32 / 10_000.0 - 0.5).collect();
+        assert_eq!(tf_enhanced(Pdf::of(&w).as_ref(), 8, QuantKind::StrictSymmetric, 3.0), (0.003912468906491995, -127.0));
+        let positive: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+        assert_eq!(tf_enhanced(Pdf::of(&positive).as_ref(), 8, QuantKind::UnsignedSymmetric, 3.0), (0.0019607830327004194, 0.0));
+    }
+
+    #[test]
+    fn pdf_range_is_aimets_and_zeros_get_aimets_default() {
+        // (min, max) = (-1, 3): 512 buckets of 4/512 over it, 512 more on either side.
+        let r = PdfRange::around(-1.0, 3.0);
+        assert_eq!((r.first, r.step), (-640, 4.0 / 512.0));
+        // The first bucket starts at the whole number of steps at or below min - (max - min).
+        let r = PdfRange::around(-1.1760424, 2.64);
+        assert_eq!(r.first, -670, "{r:?}");
+        // Zero starts a bucket; values outside the buckets are left out.
+        let g = r.grid();
+        assert_eq!(g.index(0.0, PDF_BUCKETS as u32, Outside::Drop), Some(670));
+        assert_eq!(g.index(-1e-9, PDF_BUCKETS as u32, Outside::Drop), Some(669));
+        assert_eq!(g.index(100.0, PDF_BUCKETS as u32, Outside::Drop), None);
+        assert!(Pdf::of(&[0.0; 10]).is_none());
+        let (s, o) = tf_enhanced(None, 8, QuantKind::Asymmetric, 3.0);
+        assert_eq!((s, o), ((2.0f64 / 255.0) as f32, -128.0));
+        // A constant tensor gets a density 0.01 wide (AIMET's grid for it).
+        assert_eq!(tf_enhanced(Pdf::of(&[2.0; 2]).as_ref(), 8, QuantKind::Asymmetric, 3.0), (0.007843129336833954, 0.0));
     }
 
     #[test]

@@ -12,8 +12,9 @@ use crate::exec::Plan;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::graph::ir::{Const, Graph, Node};
 use crate::graph::passes::bn_fold;
-use crate::ops::calib::{self, RunningHistogram};
-use crate::quant::analyzers::{percentile, tf_enhanced, Hist, Scheme};
+use crate::ops::calib::{self, Outside, RunningHistogram};
+use crate::quant::analyzers::{percentile, tf_enhanced, Hist, Pdf, PdfRange, Scheme, PDF_BUCKETS};
+use crate::quant::encoding::QuantKind;
 use crate::quant::placement::Placement;
 
 /// The model as quantization sees it: the imported graph, resolved for a batch size, with
@@ -90,15 +91,42 @@ impl Prepared {
     }
 }
 
-/// Observers on every quantized activation: running min/max always, and a running histogram
-/// (AIMET's observer, on the GPU) for the histogram schemes.
+/// AIMET's tf-enhanced observer of one activation: a density over `PDF_BUCKETS` buckets whose
+/// range is fixed by the first calibration sample holding a nonzero value (AIMET fixes it at
+/// its first batch; fixing it per sample keeps the result independent of the batch size).
+/// Values outside the range are left out.
+struct PdfObserver {
+    range: Option<PdfRange>,
+    counts: Option<GpuTensor>,
+    /// Finite values seen since the range was fixed (those left out included).
+    seen: u64,
+}
+
+/// The statistics kept per activation besides min/max.
+enum Observers {
+    None,
+    Running(Vec<RunningHistogram>),
+    Pdf(Vec<PdfObserver>),
+}
+
+/// What calibration found for one activation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Observed {
+    /// A range to build the encoding from.
+    Range(f32, f32),
+    /// A grid chosen by a search (tf-enhanced): scale and offset.
+    Grid { scale: f32, offset: f32 },
+}
+
+/// Observers on every quantized activation: running min/max always, plus AIMET's running
+/// histogram (percentile) or its fixed-range density (tf-enhanced), on the GPU.
 pub struct Calibrator {
     gpu: Arc<Gpu>,
     model: Prepared,
     names: Vec<String>,
     plans: HashMap<usize, Plan>,
     scheme: Scheme,
-    histograms: Vec<RunningHistogram>,
+    observers: Observers,
     /// Per activation: (min, max) of finite values so far.
     pub ranges: Vec<(f32, f32)>,
     /// Per activation: non-finite values seen (left out of the ranges).
@@ -112,11 +140,12 @@ impl Calibrator {
     pub fn new(gpu: Arc<Gpu>, model: Prepared, placement: &Placement, scheme: Scheme) -> Result<Calibrator> {
         let names: Vec<String> = placement.activations.iter().map(|q| q.tensor.clone()).collect();
         let n = names.len();
-        let histograms = match scheme {
-            Scheme::MinMax => Vec::new(),
-            _ => (0..n).map(|_| RunningHistogram::new(calib::DEFAULT_BINS, None)).collect::<Result<_>>()?,
+        let observers = match scheme {
+            Scheme::MinMax => Observers::None,
+            Scheme::Percentile(_) => Observers::Running((0..n).map(|_| RunningHistogram::new(calib::DEFAULT_BINS, None)).collect::<Result<_>>()?),
+            Scheme::TfEnhanced { .. } => Observers::Pdf((0..n).map(|_| PdfObserver { range: None, counts: None, seen: 0 }).collect()),
         };
-        Ok(Calibrator { gpu, model, names, plans: HashMap::new(), scheme, histograms, ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 })
+        Ok(Calibrator { gpu, model, names, plans: HashMap::new(), scheme, observers, ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 })
     }
 
     fn plan(&mut self, batch: usize) -> Result<&Plan> {
@@ -128,26 +157,36 @@ impl Calibrator {
         Ok(&self.plans[&batch])
     }
 
-    /// Adds one batch (`input` name → `[batch, ...]`): one submission, one readback.
+    /// Adds one batch (`input` name → `[batch, ...]`): one submission and one readback for the
+    /// min/max (and, until each density's range is fixed, per-sample min/max), then one
+    /// submission for the histograms.
     pub fn add(&mut self, input: &str, x: ArrayViewD<'_, f32>) -> Result<()> {
         let batch = x.len_of(Axis(0));
         let gpu = self.gpu.clone();
         let names = self.names.clone();
+        let unfixed: Vec<bool> = match &self.observers {
+            Observers::Pdf(obs) => obs.iter().map(|o| o.range.is_none()).collect(),
+            _ => vec![false; names.len()],
+        };
         let plan = self.plan(batch)?;
         plan.write_inputs(&[(input, x)])?;
         let mut enc = gpu.encoder();
         plan.record(&mut enc);
         let mut outs: Vec<GpuTensor> = Vec::with_capacity(2 * names.len());
-        for name in &names {
+        let mut per_sample: Vec<(usize, GpuTensor)> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
             let t = plan.tensor(name).ok_or_else(|| Error::Graph { model: "calibration".into(), message: format!("no tap for '{name}'") })?;
             let mm = calib::min_max(&mut enc, &gpu, t, None)?;
             outs.push(mm.range);
             outs.push(mm.non_finite);
+            if unfixed[i] {
+                per_sample.push((i, calib::min_max(&mut enc, &gpu, t, Some(0))?.range));
+            }
         }
-        let refs: Vec<&GpuTensor> = outs.iter().collect();
+        let refs: Vec<&GpuTensor> = outs.iter().chain(per_sample.iter().map(|(_, t)| t)).collect();
         let bytes = gpu.submit_and_read(enc, &refs)?;
         let mut batch_ranges = Vec::with_capacity(names.len());
-        for (i, pair) in bytes.chunks(2).enumerate() {
+        for (i, pair) in bytes[..outs.len()].chunks(2).enumerate() {
             let r: &[f32] = bytemuck::cast_slice(&pair[0]);
             let bad: &[u32] = bytemuck::cast_slice(&pair[1]);
             self.ranges[i].0 = self.ranges[i].0.min(r[0]);
@@ -155,44 +194,74 @@ impl Calibrator {
             self.non_finite[i] += bad[0] as u64;
             batch_ranges.push(((r[0], r[1]), bad[0]));
         }
-        if !self.histograms.is_empty() {
-            // The taps still hold this batch: histogram them in a second submission.
-            let plan = &self.plans[&batch];
-            let mut enc = gpu.encoder();
-            for ((name, h), (range, bad)) in names.iter().zip(self.histograms.iter_mut()).zip(&batch_ranges) {
-                let t = plan.tensor(name).expect("tapped above");
-                h.update_known(&mut enc, &gpu, t, &[*range], &[*bad])?;
+        let plan = &self.plans[&batch];
+        match &mut self.observers {
+            Observers::None => {}
+            Observers::Running(hists) => {
+                // The taps still hold this batch: histogram them in a second submission.
+                let mut enc = gpu.encoder();
+                for ((name, h), (range, bad)) in names.iter().zip(hists.iter_mut()).zip(&batch_ranges) {
+                    let t = plan.tensor(name).expect("tapped above");
+                    h.update_known(&mut enc, &gpu, t, &[*range], &[*bad])?;
+                }
+                gpu.submit(enc)?;
             }
-            gpu.submit(enc)?;
+            Observers::Pdf(obs) => {
+                for ((i, _), b) in per_sample.iter().zip(&bytes[outs.len()..]) {
+                    let samples: &[[f32; 2]] = bytemuck::cast_slice(b);
+                    // The first sample with a finite nonzero value fixes the range. Earlier
+                    // all-zero samples of the same batch are counted, where AIMET (one sample
+                    // per batch) would skip them.
+                    obs[*i].range = samples.iter().find(|r| r[0] <= r[1] && !(r[0] == 0.0 && r[1] == 0.0)).map(|r| PdfRange::around(r[0], r[1]));
+                }
+                let mut enc = gpu.encoder();
+                for ((name, o), (_, bad)) in names.iter().zip(obs.iter_mut()).zip(&batch_ranges) {
+                    let Some(range) = o.range else { continue };
+                    let t = plan.tensor(name).expect("tapped above");
+                    o.counts = Some(calib::histogram(&mut enc, &gpu, t, None, &[range.grid()], PDF_BUCKETS as u32, Outside::Drop, o.counts.as_ref())?);
+                    o.seen += t.len() as u64 - *bad as u64;
+                }
+                gpu.submit(enc)?;
+            }
         }
         self.samples += batch;
         Ok(())
     }
 
-    /// Each activation's (min, max) under the scheme, for a grid of `num_steps` steps
-    /// (`symmetric[i]`: activation i uses a symmetric grid).
-    pub fn ranges_for(&self, num_steps: u32, symmetric: &[bool]) -> Result<Vec<(f32, f32)>> {
-        if self.histograms.is_empty() {
-            return Ok(self.ranges.clone());
+    /// What each activation's statistics give under the scheme, for `bitwidth`-bit grids of
+    /// the given kinds (one per activation, in placement order).
+    pub fn observed(&self, bitwidth: u32, kinds: &[QuantKind]) -> Result<Vec<Observed>> {
+        match &self.observers {
+            Observers::None => Ok(self.ranges.iter().map(|&(lo, hi)| Observed::Range(lo, hi)).collect()),
+            Observers::Running(hists) => {
+                let Scheme::Percentile(p) = self.scheme else { unreachable!("running histograms serve percentiles") };
+                let counts: Vec<&GpuTensor> = hists.iter().map(|h| h.counts().expect("one batch was added")).collect();
+                let bytes = self.gpu.submit_and_read(self.gpu.encoder(), &counts)?;
+                Ok(hists
+                    .iter()
+                    .zip(bytes)
+                    .map(|(h, b)| {
+                        let (lo, hi) = h.ranges()[0];
+                        let (lo, hi) = percentile(&Hist { counts: bytemuck::cast_slice(&b), lo, hi }, p);
+                        Observed::Range(lo, hi)
+                    })
+                    .collect())
+            }
+            Observers::Pdf(obs) => {
+                let Scheme::TfEnhanced { gamma } = self.scheme else { unreachable!("densities serve tf-enhanced") };
+                let counts: Vec<&GpuTensor> = obs.iter().filter_map(|o| o.counts.as_ref()).collect();
+                let mut bytes = self.gpu.submit_and_read(self.gpu.encoder(), &counts)?.into_iter();
+                Ok(obs
+                    .iter()
+                    .zip(kinds)
+                    .map(|(o, &kind)| {
+                        let pdf = o.range.map(|r| Pdf::from_counts(r, bytemuck::cast_slice(&bytes.next().expect("one readback per density")), o.seen));
+                        let (scale, offset) = tf_enhanced(pdf.as_ref(), bitwidth, kind, gamma);
+                        Observed::Grid { scale, offset }
+                    })
+                    .collect())
+            }
         }
-        let counts: Vec<&GpuTensor> = self.histograms.iter().map(|h| h.counts().expect("one batch was added")).collect();
-        let bytes = self.gpu.submit_and_read(self.gpu.encoder(), &counts)?;
-        Ok(self
-            .histograms
-            .iter()
-            .zip(bytes)
-            .zip(symmetric)
-            .map(|((h, b), &sym)| {
-                let counts: &[u32] = bytemuck::cast_slice(&b);
-                let (lo, hi) = h.ranges()[0];
-                let hist = Hist { counts, lo, hi };
-                match self.scheme {
-                    Scheme::TfEnhanced { gamma } => tf_enhanced(&hist, num_steps, sym, gamma),
-                    Scheme::Percentile(p) => percentile(&hist, p),
-                    Scheme::MinMax => (lo, hi),
-                }
-            })
-            .collect())
     }
 
     /// The activation names, in placement order.

@@ -1,16 +1,26 @@
-//! Parameter quantization: encodings of every weight quantizer from its exact per-channel
-//! range, and the weights' quantize-dequantized values computed once on the GPU.
+//! Parameter quantization: encodings of every weight quantizer (exact per-channel ranges or
+//! tf-enhanced), and the weights' codes and quantize-dequantized values, computed once.
 
 use std::collections::BTreeMap;
 
-use ndarray::Axis;
+use ndarray::{ArrayD, Axis};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuTensor};
 use crate::graph::ir::{Const, Graph};
-use crate::ops::quant::fake_quant;
+use crate::quant::analyzers::{tf_enhanced, Pdf};
 use crate::quant::encoding::{Encoding, QuantKind};
 use crate::quant::placement::Placement;
+
+/// How a parameter quantizer picks its range.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum ParamRange {
+    /// The exact min/max of each channel (AIMET "tf").
+    #[default]
+    MinMax,
+    /// AIMET's tf-enhanced search over each channel's density (AIMET applies the calibration
+    /// scheme to parameters too).
+    TfEnhanced { gamma: f32 },
+}
 
 /// How parameters are quantized.
 #[derive(Clone, Copy, Debug)]
@@ -18,6 +28,7 @@ pub struct ParamScheme {
     pub bitwidth: u32,
     /// Symmetric grids use the strict form (no most-negative code).
     pub strict: bool,
+    pub range: ParamRange,
 }
 
 /// The grid of one quantizer.
@@ -51,8 +62,9 @@ pub fn channel_summary(w: &ndarray::ArrayD<f32>, axis: usize) -> Vec<[f32; 4]> {
         .collect()
 }
 
-/// Encodings for every parameter quantizer, from the weights' exact min/max (per channel along
-/// the quantizer's axis). Non-finite weights are an error naming the tensor.
+/// Encodings for every parameter quantizer, per channel along the quantizer's axis: from the
+/// weights' exact min/max, or tf-enhanced's search over each channel's values. Non-finite
+/// weights are an error naming the tensor.
 pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) -> Result<Vec<(String, Encoding)>> {
     let mut out = Vec::with_capacity(placement.params.len());
     for q in &placement.params {
@@ -61,22 +73,67 @@ pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) ->
         if bad > 0 {
             return Err(Error::NonFinite { op: "param_encodings", tensor: q.tensor.clone(), count: bad as u64 });
         }
-        let (mins, maxs): (Vec<f32>, Vec<f32>) = channel_ranges(w, q.axis).into_iter().unzip();
-        out.push((q.tensor.clone(), Encoding::from_ranges(&mins, &maxs, scheme.bitwidth, kind_for(q.symmetric, scheme.strict), q.axis)?));
+        let kind = kind_for(q.symmetric, scheme.strict);
+        let e = match scheme.range {
+            ParamRange::MinMax => {
+                let (mins, maxs): (Vec<f32>, Vec<f32>) = channel_ranges(w, q.axis).into_iter().unzip();
+                Encoding::from_ranges(&mins, &maxs, scheme.bitwidth, kind, q.axis)?
+            }
+            ParamRange::TfEnhanced { gamma } => {
+                let slices: Vec<Vec<f32>> = match q.axis {
+                    Some(a) => w.axis_iter(Axis(a)).map(|c| c.iter().copied().collect()).collect(),
+                    None => vec![w.iter().copied().collect()],
+                };
+                let (scale, offset) = slices.iter().map(|c| tf_enhanced(Pdf::of(c).as_ref(), scheme.bitwidth, kind, gamma)).unzip();
+                let e = Encoding { bitwidth: scheme.bitwidth, kind, axis: q.axis, scale, offset };
+                e.validate("param_encodings")?;
+                e
+            }
+        };
+        out.push((q.tensor.clone(), e));
     }
     Ok(out)
 }
 
-/// The quantize-dequantized weights under `encodings`, computed in one GPU submission.
-pub fn quantize_weights(gpu: &Gpu, g: &Graph, encodings: &[(String, Encoding)]) -> Result<BTreeMap<String, Const>> {
-    let mut enc = gpu.encoder();
-    let mut outs: Vec<(String, GpuTensor)> = Vec::with_capacity(encodings.len());
+/// AIMET's grid codes `q` in [0, N] of a weight under its encoding (per channel along the
+/// encoding's axis): `q = clamp(floor(w / scale - offset + 0.5), 0, N)` in f32 with a true
+/// division, ties up. Weights are quantized once, on the host, so the simulated and exported
+/// weights are AIMET's bit for bit (a GPU's division may be off by an ULP, and one weight on
+/// the other side of a rounding edge moves a layer's outputs measurably).
+pub fn weight_codes(w: &ArrayD<f32>, e: &Encoding) -> Result<ArrayD<f32>> {
+    e.validate("weight_codes")?;
+    let n = e.steps() as f32;
+    let code = |v: f32, c: usize| (v / e.scale[c] - e.offset[c] + 0.5).floor().clamp(0.0, n);
+    let mut q = w.clone();
+    match e.axis {
+        Some(a) => {
+            if a >= w.ndim() || w.shape()[a] != e.channels() {
+                return Err(Error::ShapeMismatch { op: "weight_codes", tensor: "weight".into(), expected: format!("{} channels on axis {a}", e.channels()), got: w.shape().to_vec() });
+            }
+            for (c, mut lane) in q.axis_iter_mut(Axis(a)).enumerate() {
+                lane.mapv_inplace(|v| code(v, c));
+            }
+        }
+        None => q.mapv_inplace(|v| code(v, 0)),
+    }
+    Ok(q)
+}
+
+/// The quantize-dequantized weights `(q + offset) * scale` under `encodings` (AIMET's codes).
+pub fn quantize_weights(g: &Graph, encodings: &[(String, Encoding)]) -> Result<BTreeMap<String, Const>> {
+    let mut out = BTreeMap::new();
     for (name, e) in encodings {
         let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
-        let t = gpu.upload(&w.view())?;
-        outs.push((name.clone(), fake_quant(&mut enc, gpu, &t, e)?));
+        let mut q = weight_codes(w, e)?;
+        match e.axis {
+            Some(a) => {
+                for (c, mut lane) in q.axis_iter_mut(Axis(a)).enumerate() {
+                    lane.mapv_inplace(|v| (v + e.offset[c]) * e.scale[c]);
+                }
+            }
+            None => q.mapv_inplace(|v| (v + e.offset[0]) * e.scale[0]),
+        }
+        out.insert(name.clone(), Const::F32(q));
     }
-    let refs: Vec<&GpuTensor> = outs.iter().map(|(_, t)| t).collect();
-    let bytes = gpu.submit_and_read(enc, &refs)?;
-    outs.iter().zip(bytes).map(|((name, t), b)| Ok((name.clone(), Const::F32(crate::gpu::to_array::<f32>(t, &b)?)))).collect()
+    Ok(out)
 }

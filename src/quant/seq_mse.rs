@@ -83,7 +83,7 @@ pub fn apply(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize, candidates: usiz
         for (n, _) in &named {
             one.consts.insert(n.clone(), Const::F32(w.clone()));
         }
-        let qw = quantize_weights(&gpu, &one, &named)?;
+        let qw = quantize_weights(&one, &named)?;
         let qw: Vec<ArrayD<f32>> = named.iter().map(|(n, _)| match &qw[n] { Const::F32(a) => a.clone(), Const::I64(_) => unreachable!("f32 weights") }).collect();
         // The layer's inputs in the model quantized so far (weights only).
         let sim_g = sim.simulated_graph(b)?.truncated(std::slice::from_ref(&layer.inputs[0]));

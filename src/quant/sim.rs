@@ -33,11 +33,11 @@ use crate::graph::ir::Graph;
 use crate::graph::passes::cle::{self, bn_stats, BnStats, CleOptions, CleReport};
 use crate::ops::quant::{upload_table, write_table};
 use crate::quant::analyzers::Scheme;
-use crate::quant::calibrate::{Calibrator, Prepared};
+use crate::quant::calibrate::{Calibrator, Observed, Prepared};
 use crate::quant::config::QuantConfig;
 use crate::quant::encoding::{Encoding, QuantKind};
 use crate::quant::export::{self, EncodingsVersion};
-use crate::quant::params::{channel_ranges, param_encodings, quantize_weights, ParamScheme};
+use crate::quant::params::{channel_ranges, param_encodings, quantize_weights, ParamRange, ParamScheme};
 use crate::quant::placement::{place, Placement};
 
 /// Bitwidths and grid options.
@@ -45,11 +45,22 @@ use crate::quant::placement::{place, Placement};
 pub struct QuantOptions {
     pub param_bw: u32,
     pub act_bw: u32,
+    /// How weight ranges are chosen (tf-enhanced as AIMET does when it calibrates with it).
+    pub param_range: ParamRange,
 }
 
 impl Default for QuantOptions {
     fn default() -> Self {
-        QuantOptions { param_bw: 8, act_bw: 8 }
+        QuantOptions { param_bw: 8, act_bw: 8, param_range: ParamRange::MinMax }
+    }
+}
+
+/// The grid of an activation quantizer.
+fn activation_kind(symmetric: bool) -> QuantKind {
+    if symmetric {
+        QuantKind::SignedSymmetric
+    } else {
+        QuantKind::Asymmetric
     }
 }
 
@@ -123,11 +134,11 @@ impl QuantSim {
         self.opts
     }
 
-    /// Parameter encodings from the current FP32 weights' exact ranges, and the simulated
-    /// model's weights from them.
+    /// Parameter encodings from the current FP32 weights (exact ranges or tf-enhanced, as the
+    /// options say), and the simulated model's weights from them.
     fn requantize(&mut self) -> Result<()> {
         let g = self.fp32.at(1)?;
-        let params = param_encodings(&g, &self.placement, ParamScheme { bitwidth: self.opts.param_bw, strict: self.config.strict_symmetric })?;
+        let params = param_encodings(&g, &self.placement, ParamScheme { bitwidth: self.opts.param_bw, strict: self.config.strict_symmetric, range: self.opts.param_range })?;
         self.set_param_encodings(params)
     }
 
@@ -136,7 +147,7 @@ impl QuantSim {
     pub fn set_param_encodings(&mut self, params: Vec<(String, Encoding)>) -> Result<()> {
         let g = self.fp32.at(1)?;
         let mut model = self.fp32.clone();
-        model.override_consts(quantize_weights(&self.gpu, &g, &params)?);
+        model.override_consts(quantize_weights(&g, &params)?);
         self.model = model;
         self.params = params;
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -256,8 +267,8 @@ impl QuantSim {
         if cal.samples == 0 {
             return Err(Error::EmptyTensor { op: "calibrate", tensor: "calibration data".into() });
         }
-        let symmetric: Vec<bool> = self.placement.activations.iter().map(|q| q.symmetric).collect();
-        let ranges = cal.ranges_for(crate::quant::steps(self.opts.act_bw, QuantKind::Asymmetric), &symmetric)?;
+        let kinds: Vec<QuantKind> = self.placement.activations.iter().map(|q| activation_kind(q.symmetric)).collect();
+        let observed = cal.observed(self.opts.act_bw, &kinds)?;
         for ((q, &(olo, ohi)), &bad) in self.placement.activations.iter().zip(&cal.ranges).zip(&cal.non_finite) {
             if olo > ohi {
                 return Err(Error::NonFinite { op: "calibrate", tensor: q.tensor.clone(), count: bad.max(cal.samples as u64) });
@@ -266,7 +277,7 @@ impl QuantSim {
         for (name, bad) in cal.names().iter().zip(&cal.non_finite).filter(|(_, &b)| b > 0) {
             log::warn!("calibration: {bad} non-finite values in '{name}' were left out of its range");
         }
-        self.set_activation_ranges(&ranges)?;
+        self.set_activations(&observed)?;
         self.scheme = scheme;
         Ok(())
     }
@@ -287,20 +298,35 @@ impl QuantSim {
         if !unknown.is_empty() {
             return Err(Error::invalid("calibrate_data_free", "activations", unknown.join(", "), "their statistics do not follow from batch norms: calibrate on data"));
         }
-        self.set_activation_ranges(&ranges)
+        let observed: Vec<Observed> = ranges.into_iter().map(|(lo, hi)| Observed::Range(lo, hi)).collect();
+        self.set_activations(&observed)
     }
 
-    /// Sets every activation quantizer's encoding from its (min, max), in placement order.
-    fn set_activation_ranges(&mut self, ranges: &[(f32, f32)]) -> Result<()> {
-        let mut acts = Vec::with_capacity(ranges.len());
-        for (q, &(lo, hi)) in self.placement.activations.iter().zip(ranges) {
-            let (mut lo, mut hi) = (lo, hi);
-            if let Some((cmin, cmax)) = q.constraints {
-                lo = cmin.unwrap_or(lo);
-                hi = cmax.unwrap_or(hi);
-            }
-            let kind = if q.symmetric { QuantKind::SignedSymmetric } else { QuantKind::Asymmetric };
-            acts.push((q.tensor.clone(), Encoding::from_ranges(&[lo], &[hi], self.opts.act_bw, kind, None)?));
+    /// Sets every activation quantizer's encoding from what calibration observed, in placement
+    /// order. A config's encoding constraints replace the observed bounds they name.
+    fn set_activations(&mut self, observed: &[Observed]) -> Result<()> {
+        let mut acts = Vec::with_capacity(observed.len());
+        for (q, &o) in self.placement.activations.iter().zip(observed) {
+            let kind = activation_kind(q.symmetric);
+            let e = match (o, q.constraints) {
+                (Observed::Grid { scale, offset }, None) => {
+                    let e = Encoding { bitwidth: self.opts.act_bw, kind, axis: None, scale: vec![scale], offset: vec![offset] };
+                    e.validate("calibrate")?;
+                    e
+                }
+                (o, constraints) => {
+                    let (mut lo, mut hi) = match o {
+                        Observed::Range(lo, hi) => (lo, hi),
+                        Observed::Grid { scale, offset } => (offset * scale, (offset + crate::quant::steps(self.opts.act_bw, kind) as f32) * scale),
+                    };
+                    if let Some((cmin, cmax)) = constraints {
+                        lo = cmin.unwrap_or(lo);
+                        hi = cmax.unwrap_or(hi);
+                    }
+                    Encoding::from_ranges(&[lo], &[hi], self.opts.act_bw, kind, None)?
+                }
+            };
+            acts.push((q.tensor.clone(), e));
         }
         self.activations = acts;
         for (name, e) in &self.activations {
@@ -487,16 +513,23 @@ impl QuantSim {
             return Err(Error::invalid("export_qdq", "encodings", "none", "calibrate first"));
         }
         let g = self.fp32.at(1)?;
-        let mut enc = self.gpu.encoder();
-        let mut codes = Vec::with_capacity(self.params.len());
+        let mut codes: HashMap<String, ArrayD<i32>> = HashMap::new();
         for (name, e) in &self.params {
             let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
-            let t = self.gpu.upload(&w.view())?;
-            codes.push((name.clone(), crate::ops::quant::quantize_codes(&mut enc, &self.gpu, &t, e)?));
+            let q = crate::quant::params::weight_codes(w, e)?;
+            let shift = if e.signed_codes() { e.offset.clone() } else { vec![0.0; e.channels()] };
+            let signed = match e.axis {
+                Some(a) => {
+                    let mut s = q.clone();
+                    for (c, mut lane) in s.axis_iter_mut(ndarray::Axis(a)).enumerate() {
+                        lane.mapv_inplace(|v| v + shift[c]);
+                    }
+                    s
+                }
+                None => q.mapv(|v| v + shift[0]),
+            };
+            codes.insert(name.clone(), signed.mapv(|v| v as i32));
         }
-        let refs: Vec<&GpuTensor> = codes.iter().map(|(_, t)| t).collect();
-        let bytes = self.gpu.submit_and_read(enc, &refs)?;
-        let codes: HashMap<String, ArrayD<i32>> = codes.iter().zip(bytes).map(|((n, t), b)| Ok((n.clone(), crate::gpu::to_array::<i32>(t, &b)?))).collect::<Result<_>>()?;
         let model = crate::quant::qdq::qdq_model(&g, &self.activations, &self.params, &codes)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
         crate::graph::export::write_atomic(&dir.join(format!("{stem}_qdq.onnx")), &prost::Message::encode_to_vec(&model))

@@ -3,7 +3,7 @@
 use ndarray::ArrayViewD;
 
 use crate::error::{Error, Result};
-use crate::ops::calib::{bin_params, rebin_table};
+use crate::ops::calib::{rebin_table, BinGrid, Outside};
 use crate::reference::{channel_of, view};
 
 /// Per-channel (min, max) of finite values and the count of non-finite ones.
@@ -62,20 +62,16 @@ pub fn channel_sum(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<f
     Ok(out)
 }
 
-/// The bin of `v` in a histogram with `(lo, inv_width)` params (the kernel's f32 operations).
-pub fn bin_of(v: f32, params: [f32; 2], bins: u32) -> u32 {
-    ((v - params[0]) * params[1]).floor().clamp(0.0, (bins - 1) as f32) as u32
-}
-
-/// Per-channel histograms `[channels][bins]` of finite values over the given ranges.
-pub fn histogram(x: &ArrayViewD<'_, f32>, axis: Option<usize>, ranges: &[(f32, f32)], bins: u32) -> Result<Vec<Vec<u32>>> {
+/// Per-channel histograms `[channels][bins]` of finite values on the given grids.
+pub fn histogram(x: &ArrayViewD<'_, f32>, axis: Option<usize>, grids: &[BinGrid], bins: u32, outside: Outside) -> Result<Vec<Vec<u32>>> {
     let v = view(x.shape(), axis, "histogram")?;
-    let params: Vec<[f32; 2]> = ranges.iter().map(|&(lo, hi)| bin_params(lo, hi, bins)).collect();
     let mut out = vec![vec![0u32; bins as usize]; v.channels as usize];
     for (i, &e) in x.as_standard_layout().iter().enumerate() {
         if e.is_finite() {
             let c = channel_of(&v, i);
-            out[c][bin_of(e, params[c], bins) as usize] += 1;
+            if let Some(b) = grids[c].index(e, bins, outside) {
+                out[c][b as usize] += 1;
+            }
         }
     }
     Ok(out)
@@ -116,7 +112,8 @@ pub fn running_histogram(batches: &[ArrayViewD<'_, f32>], axis: Option<usize>, b
         } else if new != ranges {
             counts = counts.iter().zip(ranges.iter().zip(&new)).map(|(h, (&o, &n))| rebin(h, o, n)).collect();
         }
-        let h = histogram(x, axis, &new, bins)?;
+        let grids: Vec<BinGrid> = new.iter().map(|&(lo, hi)| BinGrid::over(lo, hi, bins)).collect();
+        let h = histogram(x, axis, &grids, bins, Outside::Edge)?;
         for (acc, add) in counts.iter_mut().zip(h) {
             acc.iter_mut().zip(add).for_each(|(a, b)| *a += b);
         }
