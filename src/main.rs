@@ -75,7 +75,7 @@ enum Command {
         /// Use at most this many calibration samples.
         #[arg(long)]
         calib_count: Option<usize>,
-        /// Use at most this many evaluation samples.
+        /// Use at most this many evaluation samples (of --eval, or of the calibration data without it).
         #[arg(long)]
         eval_count: Option<usize>,
         /// Images per GPU batch.
@@ -208,10 +208,16 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let g = graph::load(&model)?;
     let gpu = Arc::new(Gpu::new()?);
     eprintln!("adapter: {}", gpu.describe());
+    let ops: std::collections::BTreeSet<&str> = g.nodes.iter().map(|n| n.op.onnx_type()).collect();
+    let outside = cfg.unsupported(act_bw, param_bw, ops);
+    if !outside.is_empty() {
+        log::warn!("the config's supported_kernels do not list W{param_bw}A{act_bw} integer grids for: {}; the target may not run this model as simulated", outside.join(", "));
+    }
     let x = load_data(&calib, calib_count)?;
     let ev = match &eval {
         Some(p) => load_data(p, eval_count)?,
-        None => x.clone(),
+        // Without --eval the calibration samples are evaluated, at most --eval-count of them.
+        None => x.slice_axis(Axis(0), (0..eval_count.unwrap_or(usize::MAX).min(x.shape()[0])).into()).to_owned(),
     };
     let labels = labels.map(|l| qforge::data::idx::read_labels(&l, Some(ev.shape()[0]))).transpose()?;
     let dims: std::collections::HashMap<String, usize> = Default::default();

@@ -62,6 +62,18 @@ fn every_aimet_config_parses_and_bad_ones_name_the_key() {
     let bad_type = r#"{"defaults": {"ops": {"is_output_quantized": "yes"}, "params": {}}}"#;
     assert!(QuantConfig::parse(bad_type, "x.json").unwrap_err().to_string().contains("is_output_quantized"));
     assert!(QuantConfig::parse("{", "x.json").is_err());
+    // supported_kernels: the defaults' list, an op type's own list, and where a run falls outside.
+    let kernels = r#"{"defaults": {"ops": {}, "params": {},
+        "supported_kernels": [{"activation": {"bitwidth": 16, "dtype": "int"}, "param": {"bitwidth": 8, "dtype": "int"}},
+                              {"activation": {"bitwidth": 8, "dtype": "int"}, "param": {"bitwidth": 8, "dtype": "int"}}]},
+        "op_type": {"Conv": {"supported_kernels": [{"activation": {"bitwidth": 16, "dtype": "int"}, "param": {"bitwidth": 16, "dtype": "int"}}]}}}"#;
+    let cfg = QuantConfig::parse(kernels, "k.json").unwrap();
+    assert_eq!(cfg.unsupported(8, 8, ["Conv", "Relu"]), vec!["Conv"]);
+    assert_eq!(cfg.unsupported(16, 16, ["Conv", "Relu"]), vec!["defaults"]);
+    assert!(cfg.unsupported(16, 8, ["Relu"]).is_empty());
+    let bad_dtype = kernels.replacen(r#""dtype": "int"}, "param""#, r#""dtype": "fixed"}, "param""#, 1);
+    let e = QuantConfig::parse(&bad_dtype, "k.json").unwrap_err().to_string();
+    assert!(e.contains("defaults.supported_kernels[0].activation.dtype"), "{e}");
 }
 
 #[test]
@@ -111,7 +123,7 @@ fn minmax_activation_ranges_match_aimet() {
     let g = model.at(8).unwrap();
     let p = place(&g, &QuantConfig::default_per_channel());
     // AIMET calibrates activations with the weights already quantized.
-    let pe = param_encodings(&g, &p, ParamScheme { bitwidth: 8, strict: false, range: Default::default() }).unwrap();
+    let pe = param_encodings(&g, &p, ParamScheme { bitwidth: 8, strict: false, unsigned: false, range: Default::default() }).unwrap();
     model.override_consts(quantize_weights(&g, &pe).unwrap());
     let calib: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/calib.npy")).unwrap();
     let mut cal = Calibrator::new(gpu, model, &p, Scheme::MinMax).unwrap();

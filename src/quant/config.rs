@@ -1,13 +1,15 @@
 //! AIMET quantsim config files: which tensors get quantizers, and how.
 //!
 //! Schema (as AIMET's files): `defaults` (`ops`, `params`, `strict_symmetric`,
-//! `unsigned_symmetric`, `per_channel_quantization`, `hw_version`), `params` (per parameter role:
+//! `unsigned_symmetric`, `per_channel_quantization`, `hw_version`, `supported_kernels`), `params`
+//! (per parameter role:
 //! `weight`, `bias` …), `op_type` (per ONNX op type: `is_input_quantized`,
 //! `is_output_quantized`, `is_symmetric`, `per_channel_quantization`, `params`,
 //! `supported_kernels`, `encoding_constraints`), `supergroups` (`op_list` sequences),
 //! `supergroup_pass_list`, `model_input`, `model_output`. Booleans are the strings "True" /
 //! "False" (JSON booleans are accepted too). Unknown keys and wrong types are errors naming the
-//! key.
+//! key. `strict_symmetric` and `unsigned_symmetric` shape every symmetric grid (weights and
+//! activations); `supported_kernels` is checked against the run's bitwidths (a warning).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,8 +35,24 @@ pub struct OpSettings {
     pub params: BTreeMap<String, Settings>,
     /// (min, max) the op's output range is pinned to (e.g. Sigmoid: 0..1).
     pub encoding_constraints: Option<(Option<f32>, Option<f32>)>,
-    /// Kernels the target supports, as given (kept for export; not used for placement).
-    pub supported_kernels: Option<Value>,
+    /// Kernels the target runs for this op type (overrides the defaults' list).
+    pub supported_kernels: Option<Vec<SupportedKernel>>,
+}
+
+/// One (activation, parameter) grid combination a target runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SupportedKernel {
+    /// (bitwidth, float?) of activations.
+    pub activation: (u32, bool),
+    /// (bitwidth, float?) of parameters, when the entry names them.
+    pub param: Option<(u32, bool)>,
+}
+
+impl SupportedKernel {
+    /// Whether integer grids of these bitwidths run on this kernel.
+    pub fn runs(&self, act_bw: u32, param_bw: u32) -> bool {
+        self.activation == (act_bw, false) && self.param.is_none_or(|p| p == (param_bw, false))
+    }
 }
 
 /// A parsed quantsim config.
@@ -58,6 +76,8 @@ pub struct QuantConfig {
     pub supergroup_pass_list: Vec<String>,
     pub model_input_quantized: bool,
     pub model_output_quantized: bool,
+    /// Kernels the target runs (empty: not stated).
+    pub supported_kernels: Vec<SupportedKernel>,
 }
 
 /// AIMET's per-channel default (default_config_per_channel.json), built in.
@@ -114,6 +134,32 @@ impl Ctx<'_> {
         m.get(name).map(|v| self.boolean(&format!("{key}.{name}"), v)).transpose()
     }
 
+    /// A `supported_kernels` list: `[{"activation": {"bitwidth": 8, "dtype": "int"}, "param": {…}}]`.
+    fn kernels(&self, key: &str, v: &Value) -> Result<Vec<SupportedKernel>> {
+        let list = v.as_array().ok_or_else(|| self.err(key, format!("expected a list, found {v}")))?;
+        let grid = |k: &str, v: &Value| -> Result<(u32, bool)> {
+            let m = self.object(k, v)?;
+            self.known(k, m, &["bitwidth", "dtype"])?;
+            let bw = m.get("bitwidth").and_then(Value::as_u64).filter(|b| (1..=32).contains(b)).ok_or_else(|| self.err(&format!("{k}.bitwidth"), format!("expected a bitwidth in 1..=32, found {:?}", m.get("bitwidth"))))?;
+            let float = match m.get("dtype").and_then(Value::as_str) {
+                Some("int") => false,
+                Some("float") => true,
+                other => return Err(self.err(&format!("{k}.dtype"), format!("expected \"int\" or \"float\", found {other:?}"))),
+            };
+            Ok((bw as u32, float))
+        };
+        list.iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let k = format!("{key}[{i}]");
+                let m = self.object(&k, e)?;
+                self.known(&k, m, &["activation", "param"])?;
+                let act = m.get("activation").ok_or_else(|| self.err(&format!("{k}.activation"), "missing"))?;
+                Ok(SupportedKernel { activation: grid(&format!("{k}.activation"), act)?, param: m.get("param").map(|p| grid(&format!("{k}.param"), p)).transpose()? })
+            })
+            .collect()
+    }
+
     fn settings(&self, key: &str, v: &Value) -> Result<Settings> {
         let m = self.object(key, v)?;
         self.known(key, m, &["is_quantized", "is_symmetric"])?;
@@ -149,7 +195,7 @@ impl QuantConfig {
         let root = cx.object("(root)", &root)?;
         cx.known("(root)", root, &["defaults", "params", "op_type", "supergroups", "supergroup_pass_list", "model_input", "model_output"])?;
         let defaults = cx.object("defaults", root.get("defaults").ok_or_else(|| cx.err("defaults", "missing"))?)?;
-        cx.known("defaults", defaults, &["ops", "params", "strict_symmetric", "unsigned_symmetric", "per_channel_quantization", "hw_version"])?;
+        cx.known("defaults", defaults, &["ops", "params", "strict_symmetric", "unsigned_symmetric", "per_channel_quantization", "hw_version", "supported_kernels"])?;
         let ops = match defaults.get("ops") {
             Some(v) => cx.object("defaults.ops", v)?.clone(),
             None => Map::new(),
@@ -177,7 +223,7 @@ impl QuantConfig {
                     is_output_quantized: cx.opt_bool(&key, m, "is_output_quantized")?,
                     is_symmetric: cx.opt_bool(&key, m, "is_symmetric")?,
                     per_channel_quantization: cx.opt_bool(&key, m, "per_channel_quantization")?,
-                    supported_kernels: m.get("supported_kernels").cloned(),
+                    supported_kernels: m.get("supported_kernels").map(|v| cx.kernels(&format!("{key}.supported_kernels"), v)).transpose()?,
                     ..Default::default()
                 };
                 if let Some(p) = m.get("params") {
@@ -236,6 +282,26 @@ impl QuantConfig {
             supergroup_pass_list,
             model_input_quantized: section("model_input", "is_input_quantized")?.unwrap_or(false),
             model_output_quantized: section("model_output", "is_output_quantized")?.unwrap_or(false),
+            supported_kernels: defaults.get("supported_kernels").map(|v| cx.kernels("defaults.supported_kernels", v)).transpose()?.unwrap_or_default(),
         })
+    }
+
+    /// Where a W`param_bw`A`act_bw` integer run falls outside the target's supported kernels:
+    /// "defaults" and each of `op_types` whose list (its own, else the defaults') states kernels
+    /// and none runs these bitwidths.
+    pub fn unsupported<'a>(&self, act_bw: u32, param_bw: u32, op_types: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let fails = |list: &[SupportedKernel]| !list.is_empty() && !list.iter().any(|k| k.runs(act_bw, param_bw));
+        let mut out = Vec::new();
+        if fails(&self.supported_kernels) {
+            out.push("defaults".to_string());
+        }
+        for op in op_types {
+            if let Some(list) = self.op_type.get(op).and_then(|o| o.supported_kernels.as_deref()) {
+                if fails(list) && !out.iter().any(|o| o == op) {
+                    out.push(op.to_string());
+                }
+            }
+        }
+        out
     }
 }

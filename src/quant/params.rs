@@ -28,15 +28,19 @@ pub struct ParamScheme {
     pub bitwidth: u32,
     /// Symmetric grids use the strict form (no most-negative code).
     pub strict: bool,
+    /// Symmetric grids of tensors without negative values are unsigned (offset 0).
+    pub unsigned: bool,
     pub range: ParamRange,
 }
 
-/// The grid of one quantizer.
-pub fn kind_for(symmetric: bool, strict: bool) -> QuantKind {
-    match (symmetric, strict) {
-        (false, _) => QuantKind::Asymmetric,
-        (true, false) => QuantKind::SignedSymmetric,
-        (true, true) => QuantKind::StrictSymmetric,
+/// The grid of one quantizer from the config's `is_symmetric`, `strict_symmetric` and
+/// `unsigned_symmetric` (an unsigned grid falls back to signed where values go negative).
+pub fn kind_for(symmetric: bool, strict: bool, unsigned: bool) -> QuantKind {
+    match (symmetric, strict, unsigned) {
+        (false, _, _) => QuantKind::Asymmetric,
+        (true, _, true) => QuantKind::UnsignedSymmetric,
+        (true, false, false) => QuantKind::SignedSymmetric,
+        (true, true, false) => QuantKind::StrictSymmetric,
     }
 }
 
@@ -73,7 +77,7 @@ pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) ->
         if bad > 0 {
             return Err(Error::NonFinite { op: "param_encodings", tensor: q.tensor.clone(), count: bad as u64 });
         }
-        let kind = kind_for(q.symmetric, scheme.strict);
+        let kind = kind_for(q.symmetric, scheme.strict, scheme.unsigned);
         let e = match scheme.range {
             ParamRange::MinMax => {
                 let (mins, maxs): (Vec<f32>, Vec<f32>) = channel_ranges(w, q.axis).into_iter().unzip();

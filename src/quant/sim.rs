@@ -37,7 +37,7 @@ use crate::quant::calibrate::{Calibrator, Observed, Prepared};
 use crate::quant::config::QuantConfig;
 use crate::quant::encoding::{Encoding, QuantKind};
 use crate::quant::export::{self, EncodingsVersion};
-use crate::quant::params::{channel_ranges, param_encodings, quantize_weights, ParamRange, ParamScheme};
+use crate::quant::params::{channel_ranges, kind_for, param_encodings, quantize_weights, ParamRange, ParamScheme};
 use crate::quant::placement::{place, Placement};
 
 /// Bitwidths and grid options.
@@ -52,15 +52,6 @@ pub struct QuantOptions {
 impl Default for QuantOptions {
     fn default() -> Self {
         QuantOptions { param_bw: 8, act_bw: 8, param_range: ParamRange::MinMax }
-    }
-}
-
-/// The grid of an activation quantizer.
-fn activation_kind(symmetric: bool) -> QuantKind {
-    if symmetric {
-        QuantKind::SignedSymmetric
-    } else {
-        QuantKind::Asymmetric
     }
 }
 
@@ -138,7 +129,7 @@ impl QuantSim {
     /// options say), and the simulated model's weights from them.
     fn requantize(&mut self) -> Result<()> {
         let g = self.fp32.at(1)?;
-        let params = param_encodings(&g, &self.placement, ParamScheme { bitwidth: self.opts.param_bw, strict: self.config.strict_symmetric, range: self.opts.param_range })?;
+        let params = param_encodings(&g, &self.placement, ParamScheme { bitwidth: self.opts.param_bw, strict: self.config.strict_symmetric, unsigned: self.config.unsigned_symmetric, range: self.opts.param_range })?;
         self.set_param_encodings(params)
     }
 
@@ -267,7 +258,7 @@ impl QuantSim {
         if cal.samples == 0 {
             return Err(Error::EmptyTensor { op: "calibrate", tensor: "calibration data".into() });
         }
-        let kinds: Vec<QuantKind> = self.placement.activations.iter().map(|q| activation_kind(q.symmetric)).collect();
+        let kinds: Vec<QuantKind> = self.placement.activations.iter().map(|q| kind_for(q.symmetric, self.config.strict_symmetric, self.config.unsigned_symmetric)).collect();
         let observed = cal.observed(self.opts.act_bw, &kinds)?;
         for ((q, &(olo, ohi)), &bad) in self.placement.activations.iter().zip(&cal.ranges).zip(&cal.non_finite) {
             if olo > ohi {
@@ -307,7 +298,7 @@ impl QuantSim {
     fn set_activations(&mut self, observed: &[Observed]) -> Result<()> {
         let mut acts = Vec::with_capacity(observed.len());
         for (q, &o) in self.placement.activations.iter().zip(observed) {
-            let kind = activation_kind(q.symmetric);
+            let kind = kind_for(q.symmetric, self.config.strict_symmetric, self.config.unsigned_symmetric);
             let e = match (o, q.constraints) {
                 (Observed::Grid { scale, offset }, None) => {
                     let e = Encoding { bitwidth: self.opts.act_bw, kind, axis: None, scale: vec![scale], offset: vec![offset] };
