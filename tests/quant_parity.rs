@@ -322,3 +322,26 @@ fn tf_enhanced_matches_aimets_analyzer() {
     assert!(within + 2 >= n, "scales: only {within}/{n} within 1e-5");
     assert!(rels[n - 1].0 < 1e-2, "worst scale {:e} ({})", rels[n - 1].0, rels[n - 1].1);
 }
+
+#[test]
+fn unsigned_and_strict_symmetric_shape_every_grid() {
+    let Some(gpu) = gpu() else { return };
+    let g = qforge::graph::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/fmnist_cnn.onnx")).unwrap();
+    let x = ArrayD::from_shape_vec(vec![16, 1, 28, 28], values(&mut rng(7), 16 * 28 * 28, -2.0, 2.0)).unwrap();
+    let symmetric = qforge::quant::config::DEFAULT_PER_CHANNEL.replace(r#""ops": {"is_output_quantized": "True"}"#, r#""ops": {"is_output_quantized": "True", "is_symmetric": "True"}"#);
+    for flag in ["unsigned_symmetric", "strict_symmetric"] {
+        let cfg = QuantConfig::parse(&symmetric.replace(r#""strict_symmetric": "False""#, &format!(r#""{flag}": "True""#)), "test.json").unwrap();
+        let mut sim = QuantSim::new(gpu.clone(), g.clone(), &cfg, Default::default(), HashMap::new()).unwrap();
+        sim.calibrate(Scheme::MinMax, x.axis_chunks_iter(Axis(0), 8)).unwrap();
+        let acts = sim.activation_encodings();
+        let offsets: BTreeSet<i64> = acts.iter().chain(sim.param_encodings()).flat_map(|(_, e)| e.offset.iter().map(|&o| o as i64)).collect();
+        if flag == "unsigned_symmetric" {
+            // Relu outputs have no negative values: unsigned grids; the input and weights do.
+            assert_eq!(offsets, BTreeSet::from([-128, 0]), "{flag}");
+            assert!(acts.iter().any(|(_, e)| e.kind == QuantKind::UnsignedSymmetric && e.offset[0] == 0.0));
+            assert_eq!(acts[0].1.offset[0], -128.0, "the input holds negative values");
+        } else {
+            assert_eq!(offsets, BTreeSet::from([-127]), "{flag}: every grid strict");
+        }
+    }
+}
