@@ -99,6 +99,18 @@ pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) ->
     Ok(out)
 }
 
+/// Applies `f(value, channel)` to every value of `x`, channels along `axis` (one for `None`).
+fn map_channels(x: &mut ArrayD<f32>, axis: Option<usize>, f: impl Fn(f32, usize) -> f32) {
+    match axis {
+        Some(a) => {
+            for (c, mut lane) in x.axis_iter_mut(Axis(a)).enumerate() {
+                lane.mapv_inplace(|v| f(v, c));
+            }
+        }
+        None => x.mapv_inplace(|v| f(v, 0)),
+    }
+}
+
 /// AIMET's grid codes `q` in [0, N] of a weight under its encoding (per channel along the
 /// encoding's axis): `q = clamp(floor(w / scale - offset + 0.5), 0, N)` in f32 with a true
 /// division, ties up. Weights are quantized once, on the host, so the simulated and exported
@@ -106,21 +118,25 @@ pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) ->
 /// the other side of a rounding edge moves a layer's outputs measurably).
 pub fn weight_codes(w: &ArrayD<f32>, e: &Encoding) -> Result<ArrayD<f32>> {
     e.validate("weight_codes")?;
-    let n = e.steps() as f32;
-    let code = |v: f32, c: usize| (v / e.scale[c] - e.offset[c] + 0.5).floor().clamp(0.0, n);
-    let mut q = w.clone();
-    match e.axis {
-        Some(a) => {
-            if a >= w.ndim() || w.shape()[a] != e.channels() {
-                return Err(Error::ShapeMismatch { op: "weight_codes", tensor: "weight".into(), expected: format!("{} channels on axis {a}", e.channels()), got: w.shape().to_vec() });
-            }
-            for (c, mut lane) in q.axis_iter_mut(Axis(a)).enumerate() {
-                lane.mapv_inplace(|v| code(v, c));
-            }
+    if let Some(a) = e.axis {
+        if a >= w.ndim() || w.shape()[a] != e.channels() {
+            return Err(Error::ShapeMismatch { op: "weight_codes", tensor: "weight".into(), expected: format!("{} channels on axis {a}", e.channels()), got: w.shape().to_vec() });
         }
-        None => q.mapv_inplace(|v| code(v, 0)),
     }
+    let n = e.steps() as f32;
+    let mut q = w.clone();
+    map_channels(&mut q, e.axis, |v, c| (v / e.scale[c] - e.offset[c] + 0.5).floor().clamp(0.0, n));
     Ok(q)
+}
+
+/// The integer weights an export stores: codes on the signed grid (`q + offset`) for signed
+/// symmetric encodings, else `q`.
+pub fn stored_weight_codes(w: &ArrayD<f32>, e: &Encoding) -> Result<ArrayD<i32>> {
+    let mut q = weight_codes(w, e)?;
+    if e.signed_codes() {
+        map_channels(&mut q, e.axis, |v, c| v + e.offset[c]);
+    }
+    Ok(q.mapv(|v| v as i32))
 }
 
 /// The quantize-dequantized weights `(q + offset) * scale` under `encodings` (AIMET's codes).
@@ -129,14 +145,7 @@ pub fn quantize_weights(g: &Graph, encodings: &[(String, Encoding)]) -> Result<B
     for (name, e) in encodings {
         let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
         let mut q = weight_codes(w, e)?;
-        match e.axis {
-            Some(a) => {
-                for (c, mut lane) in q.axis_iter_mut(Axis(a)).enumerate() {
-                    lane.mapv_inplace(|v| (v + e.offset[c]) * e.scale[c]);
-                }
-            }
-            None => q.mapv_inplace(|v| (v + e.offset[0]) * e.scale[0]),
-        }
+        map_channels(&mut q, e.axis, |v, c| (v + e.offset[c]) * e.scale[c]);
         out.insert(name.clone(), Const::F32(q));
     }
     Ok(out)

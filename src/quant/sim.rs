@@ -507,19 +507,7 @@ impl QuantSim {
         let mut codes: HashMap<String, ArrayD<i32>> = HashMap::new();
         for (name, e) in &self.params {
             let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
-            let q = crate::quant::params::weight_codes(w, e)?;
-            let shift = if e.signed_codes() { e.offset.clone() } else { vec![0.0; e.channels()] };
-            let signed = match e.axis {
-                Some(a) => {
-                    let mut s = q.clone();
-                    for (c, mut lane) in s.axis_iter_mut(ndarray::Axis(a)).enumerate() {
-                        lane.mapv_inplace(|v| v + shift[c]);
-                    }
-                    s
-                }
-                None => q.mapv(|v| v + shift[0]),
-            };
-            codes.insert(name.clone(), signed.mapv(|v| v as i32));
+            codes.insert(name.clone(), crate::quant::params::stored_weight_codes(w, e)?);
         }
         let model = crate::quant::qdq::qdq_model(&g, &self.activations, &self.params, &codes)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
