@@ -2,6 +2,8 @@
 // optional bias. Each thread computes COB output channels of one output pixel, sharing the input
 // loads when the COB channels lie in one group.
 // Grid: x = pixel tile (64 pixels), y = output-channel block, z = batch item.
+// A long reduction is split into dispatches over ranges of input channels (software adapters
+// cut long loops short); the later ones add to y.
 
 override COB: u32 = 4u;
 
@@ -23,9 +25,9 @@ struct Params {
     dil_h: u32,
     dil_w: u32,
     has_bias: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    ci_begin: u32,   // input channels (within the group) this dispatch reduces over
+    ci_end: u32,
+    accumulate: u32, // 1: add to y (a later range of a split reduction), 0: write (+ bias)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -54,7 +56,7 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let x_base = (n * p.cin + g * cin_g) * p.h * p.w;
     let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
     let ix0 = i32(ox * p.stride_w) - i32(p.pad_l);
-    for (var ci = 0u; ci < cin_g; ci++) {
+    for (var ci = p.ci_begin; ci < p.ci_end; ci++) {
         let xc = x_base + ci * p.h * p.w;
         for (var ky = 0u; ky < p.kh; ky++) {
             let iy = iy0 + i32(ky * p.dil_h);
@@ -78,11 +80,14 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var k = 0u; k < COB; k++) {
         let co = co0 + k;
         if co < p.cout {
+            let at = (n * p.cout + co) * npix + pix;
             var v = acc[k];
-            if p.has_bias != 0u {
+            if p.accumulate != 0u {
+                v += y[at];
+            } else if p.has_bias != 0u {
                 v += bias[co];
             }
-            y[(n * p.cout + co) * npix + pix] = v;
+            y[at] = v;
         }
     }
 }
@@ -106,7 +111,7 @@ fn conv_transpose2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let g = co / cout_g;
     let col = co % cout_g;
     var acc = 0.0;
-    for (var ci = g * cin_g; ci < (g + 1u) * cin_g; ci++) {
+    for (var ci = g * cin_g + p.ci_begin; ci < g * cin_g + p.ci_end; ci++) {
         for (var ky = 0u; ky < p.kh; ky++) {
             let ty = oy + i32(p.pad_t) - i32(ky * p.dil_h);
             if ty < 0 || ty % i32(p.stride_h) != 0 || ty / i32(p.stride_h) >= i32(p.h) {
@@ -123,8 +128,11 @@ fn conv_transpose2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
             }
         }
     }
-    if p.has_bias != 0u {
+    let at = (n * p.cout + co) * npix + pix;
+    if p.accumulate != 0u {
+        acc += y[at];
+    } else if p.has_bias != 0u {
         acc += bias[co];
     }
-    y[(n * p.cout + co) * npix + pix] = acc;
+    y[at] = acc;
 }

@@ -4,6 +4,9 @@
 // A batch stride of 0 broadcasts that operand across the batch.
 // Tile 64 x 64 x 16; 256 threads, each computing a 4 x 4 block.
 // Grid: x = column tile, y = row tile, z = batch (within the bound chunk).
+// One dispatch covers the inner dimension's range [k_begin, k_end): long reductions are split
+// into dispatches (software adapters cut long loops short); after the first, `accumulate` adds
+// to C instead of writing alpha * AB + bias.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -20,7 +23,11 @@ struct Params {
     c_skip: u32,
     bias_mode: u32,
     alpha: f32,
+    k_begin: u32,
+    k_end: u32,
+    accumulate: u32,
     _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -65,7 +72,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let b_base = p.b_skip + wid.z * p.b_stride;
     let c_base = p.c_skip + wid.z * p.c_stride;
     var acc: array<f32, 16>;
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
         for (var t = 0u; t < 4u; t++) {
             let e = lid + t * 256u;
             // Consecutive threads read consecutive addresses of the stored layout.
@@ -115,11 +122,15 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             let col = col0 + lid3.x * 4u + j;
             if col < p.n {
                 var v = p.alpha * acc[i * 4u + j];
-                switch p.bias_mode {
-                    case 1u: { v += bias[col]; }
-                    case 2u: { v += bias[row]; }
-                    case 3u: { v += bias[row * p.n + col]; }
-                    default: {}
+                if p.accumulate != 0u {
+                    v += c[c_base + row * p.n + col];
+                } else {
+                    switch p.bias_mode {
+                        case 1u: { v += bias[col]; }
+                        case 2u: { v += bias[row]; }
+                        case 3u: { v += bias[row * p.n + col]; }
+                        default: {}
+                    }
                 }
                 c[c_base + row * p.n + col] = v;
             }

@@ -81,3 +81,18 @@ fn bad_shapes_are_typed_errors() {
     let b3 = gpu.upload_slice(&[3, 3, 2], &[0.0f32; 18]).unwrap();
     assert!(matmul(&mut enc, &gpu, &a3, &b3, false, false).is_err(), "batch 2 vs 3");
 }
+
+/// Reductions far longer than one invocation's loop budget on software adapters (a VGG-style
+/// classifier has K = 25,088; llvmpipe ends a loop nest after ~32,500 iterations).
+#[test]
+fn long_reductions_are_complete() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(21);
+    for k in [5_000, 40_000, 100_000] {
+        let a = random3(&mut rng, (1, 3, k));
+        let b = random3(&mut rng, (1, k, 5));
+        check(&gpu, &a, &b, false, false, &format!("3x{k} * {k}x5"));
+        let bt = random3(&mut rng, (1, 5, k));
+        check(&gpu, &a, &bt, false, true, &format!("3x{k} * ({k}x5)^T"));
+    }
+}

@@ -135,3 +135,22 @@ fn softmax_and_mean_rows_match_reference() {
         close(&format!("mean {len}"), &got, &ArrayD::from_shape_vec(IxDyn(&[5]), nn::mean_rows(x.as_slice().unwrap(), len)).unwrap(), Tol::STATS);
     }
 }
+
+/// Convolutions whose reduction (C_in x kh x kw) exceeds one invocation's loop budget on
+/// software adapters.
+#[test]
+fn long_conv_reductions_are_complete() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(31);
+    for (cin, k) in [(2048, 3), (8192, 3), (40_000, 1)] {
+        let a = Conv2d { strides: [1, 1], pads: [1; 4], dilations: [1, 1], groups: 1 };
+        let x = random(&mut rng, &[1, cin, 4, 4]);
+        let wt = random(&mut rng, &[2, cin, k, k]);
+        let shape = conv::output_shape(x.shape(), wt.shape(), &a).unwrap();
+        let (tx, tw) = (gpu.upload(&x.view()).unwrap(), gpu.upload(&wt.view()).unwrap());
+        let got = run1(&gpu, &shape, |e, y| conv::conv2d_into(e, &gpu, &tx, &tw, None, &a, y).unwrap());
+        let want = nn::conv2d(&x.view(), &wt.view(), None, &a);
+        let red = (cin * k * k) as f64;
+        close(&format!("{cin} channels, {k}x{k}"), &got, &want, Tol { abs: Tol::GEMM.abs * red.sqrt(), rel: Tol::GEMM.rel });
+    }
+}

@@ -2,6 +2,7 @@
 
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
+use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::ops::gemm::{matmul_into, Bias};
 
@@ -50,7 +51,9 @@ struct Params {
     dil_h: u32,
     dil_w: u32,
     has_bias: u32,
-    _pad: [u32; 3],
+    ci_begin: u32,
+    ci_end: u32,
+    accumulate: u32,
 }
 
 impl Params {
@@ -75,9 +78,25 @@ impl Params {
             dil_h: a.dilations[0] as u32,
             dil_w: a.dilations[1] as u32,
             has_bias: has_bias as u32,
-            _pad: [0; 3],
+            ci_begin: 0,
+            ci_end: (x[1] / a.groups) as u32,
+            accumulate: 0,
         }
     }
+}
+
+/// Records `kernel` once per range of input channels (per group) whose loop nest stays within
+/// [`LOOP_BUDGET`] iterations (a channel costs 1 + kh + kh * kw of them); the dispatches after
+/// the first add to `y`.
+fn dispatch_split(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, cob: usize, params: Params, binds: &[Bind<'_>], grid: [u32; 3]) -> Result<()> {
+    let (kh, kw) = (params.kh as u64, params.kw as u64);
+    let per = (LOOP_BUDGET / (1 + kh + kh * kw)).max(1) as u32;
+    let cin_g = params.ci_end;
+    for begin in (0..cin_g).step_by(per as usize) {
+        let p = Params { ci_begin: begin, ci_end: (begin + per).min(cin_g), accumulate: (begin > 0) as u32, ..params };
+        enc.dispatch(gpu, kernel, &[("COB", cob as f64)], &p, binds, grid)?;
+    }
+    Ok(())
 }
 
 /// Output size of one spatial dim.
@@ -151,7 +170,7 @@ pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTenso
         return Err(Error::invalid(OP, "output size", format!("{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
     }
     let bias = bias.unwrap_or(w);
-    enc.dispatch(gpu, &CONV2D, &[("COB", cob as f64)], &params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
+    dispatch_split(enc, gpu, &CONV2D, cob, params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
 }
 
 /// Output shape of a transposed convolution (weight `[cin, cout / groups, kh, kw]`).
@@ -190,5 +209,5 @@ pub fn conv_transpose2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w:
     }
     let params = Params::new(x.shape(), [w.shape()[2], w.shape()[3]], a, [cout, oh, ow], bias.is_some());
     let bias = bias.unwrap_or(w);
-    enc.dispatch(gpu, &CONV_T2D, &[("COB", 1.0)], &params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
+    dispatch_split(enc, gpu, &CONV_T2D, 1, params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
 }

@@ -2,6 +2,7 @@
 
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
+use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 
 static MATMUL: Kernel = Kernel { family: Family::Gemm, entry: "matmul", bindings: &[Access::Uniform, Access::Read, Access::Read, Access::Read, Access::ReadWrite] };
@@ -19,6 +20,10 @@ pub enum Bias<'a> {
 }
 
 const TILE: u64 = 64;
+/// Inner-dimension elements one dispatch reduces over: a multiple of the 16-deep tile that keeps
+/// an invocation's loop within [`LOOP_BUDGET`] (longer reductions came back silently wrong on
+/// llvmpipe from K of about 50,000).
+const K_PER_DISPATCH: usize = LOOP_BUDGET as usize;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -34,7 +39,10 @@ struct Params {
     c_skip: u32,
     bias_mode: u32,
     alpha: f32,
-    _pad: u32,
+    k_begin: u32,
+    k_end: u32,
+    accumulate: u32,
+    _pad: [u32; 2],
 }
 
 /// The output shape of [`matmul`], or why the operands do not fit together.
@@ -126,8 +134,12 @@ pub fn matmul_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTenso
         let (ab, a_skip) = bind(a, b0, nb, align_e, sa, (m * k) as u64);
         let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, (k * n) as u64);
         let (cbind, c_skip) = bind(c, b0, nb, align_e, sc, (m * n) as u64);
-        let params = Params { m: m as u32, n: n as u32, k: k as u32, a_stride: sa as u32, b_stride: sb as u32, c_stride: sc as u32, a_skip, b_skip, c_skip, bias_mode, alpha, _pad: 0 };
-        enc.dispatch(gpu, &MATMUL, &constants, &params, &[ab, bbind, Bind::Whole(bias_t), cbind], [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32])?;
+        for k_begin in (0..k).step_by(K_PER_DISPATCH) {
+            let k_end = (k_begin + K_PER_DISPATCH).min(k);
+            let accumulate = (k_begin > 0) as u32;
+            let params = Params { m: m as u32, n: n as u32, k: k as u32, a_stride: sa as u32, b_stride: sb as u32, c_stride: sc as u32, a_skip, b_skip, c_skip, bias_mode, alpha, k_begin: k_begin as u32, k_end: k_end as u32, accumulate, _pad: [0; 2] };
+            enc.dispatch(gpu, &MATMUL, &constants, &params, &[ab, bbind, Bind::Whole(bias_t), cbind], [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32])?;
+        }
         b0 += nb;
     }
     Ok(())
