@@ -102,11 +102,13 @@ struct PdfObserver {
     seen: u64,
 }
 
-/// The statistics kept per activation besides min/max.
+/// The statistics kept per activation besides min/max, with the scheme's parameter.
 enum Observers {
     None,
-    Running(Vec<RunningHistogram>),
-    Pdf(Vec<PdfObserver>),
+    /// Running histograms and the percentile to clip at.
+    Running(Vec<RunningHistogram>, f32),
+    /// Densities and tf-enhanced's gamma.
+    Pdf(Vec<PdfObserver>, f32),
 }
 
 /// What calibration found for one activation.
@@ -125,7 +127,6 @@ pub struct Calibrator {
     model: Prepared,
     names: Vec<String>,
     plans: HashMap<usize, Plan>,
-    scheme: Scheme,
     observers: Observers,
     /// Per activation: (min, max) of finite values so far.
     pub ranges: Vec<(f32, f32)>,
@@ -142,10 +143,10 @@ impl Calibrator {
         let n = names.len();
         let observers = match scheme {
             Scheme::MinMax => Observers::None,
-            Scheme::Percentile(_) => Observers::Running((0..n).map(|_| RunningHistogram::new(calib::DEFAULT_BINS, None)).collect::<Result<_>>()?),
-            Scheme::TfEnhanced { .. } => Observers::Pdf((0..n).map(|_| PdfObserver { range: None, counts: None, seen: 0 }).collect()),
+            Scheme::Percentile(p) => Observers::Running((0..n).map(|_| RunningHistogram::new(calib::DEFAULT_BINS, None)).collect::<Result<_>>()?, p),
+            Scheme::TfEnhanced { gamma } => Observers::Pdf((0..n).map(|_| PdfObserver { range: None, counts: None, seen: 0 }).collect(), gamma),
         };
-        Ok(Calibrator { gpu, model, names, plans: HashMap::new(), scheme, observers, ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 })
+        Ok(Calibrator { gpu, model, names, plans: HashMap::new(), observers, ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 })
     }
 
     fn plan(&mut self, batch: usize) -> Result<&Plan> {
@@ -165,7 +166,7 @@ impl Calibrator {
         let gpu = self.gpu.clone();
         let names = self.names.clone();
         let unfixed: Vec<bool> = match &self.observers {
-            Observers::Pdf(obs) => obs.iter().map(|o| o.range.is_none()).collect(),
+            Observers::Pdf(obs, _) => obs.iter().map(|o| o.range.is_none()).collect(),
             _ => vec![false; names.len()],
         };
         let plan = self.plan(batch)?;
@@ -197,7 +198,7 @@ impl Calibrator {
         let plan = &self.plans[&batch];
         match &mut self.observers {
             Observers::None => {}
-            Observers::Running(hists) => {
+            Observers::Running(hists, _) => {
                 // The taps still hold this batch: histogram them in a second submission.
                 let mut enc = gpu.encoder();
                 for ((name, h), (range, bad)) in names.iter().zip(hists.iter_mut()).zip(&batch_ranges) {
@@ -206,7 +207,7 @@ impl Calibrator {
                 }
                 gpu.submit(enc)?;
             }
-            Observers::Pdf(obs) => {
+            Observers::Pdf(obs, _) => {
                 for ((i, _), b) in per_sample.iter().zip(&bytes[outs.len()..]) {
                     let samples: &[[f32; 2]] = bytemuck::cast_slice(b);
                     // The first sample with a finite nonzero value fixes the range. Earlier
@@ -231,10 +232,9 @@ impl Calibrator {
     /// What each activation's statistics give under the scheme, for `bitwidth`-bit grids of
     /// the given kinds (one per activation, in placement order).
     pub fn observed(&self, bitwidth: u32, kinds: &[QuantKind]) -> Result<Vec<Observed>> {
-        match &self.observers {
+        match self.observers {
             Observers::None => Ok(self.ranges.iter().map(|&(lo, hi)| Observed::Range(lo, hi)).collect()),
-            Observers::Running(hists) => {
-                let Scheme::Percentile(p) = self.scheme else { unreachable!("running histograms serve percentiles") };
+            Observers::Running(ref hists, p) => {
                 let counts: Vec<&GpuTensor> = hists.iter().map(|h| h.counts().expect("one batch was added")).collect();
                 let bytes = self.gpu.submit_and_read(self.gpu.encoder(), &counts)?;
                 Ok(hists
@@ -247,8 +247,7 @@ impl Calibrator {
                     })
                     .collect())
             }
-            Observers::Pdf(obs) => {
-                let Scheme::TfEnhanced { gamma } = self.scheme else { unreachable!("densities serve tf-enhanced") };
+            Observers::Pdf(ref obs, gamma) => {
                 let counts: Vec<&GpuTensor> = obs.iter().filter_map(|o| o.counts.as_ref()).collect();
                 let mut bytes = self.gpu.submit_and_read(self.gpu.encoder(), &counts)?.into_iter();
                 Ok(obs

@@ -299,22 +299,23 @@ impl QuantSim {
         let mut acts = Vec::with_capacity(observed.len());
         for (q, &o) in self.placement.activations.iter().zip(observed) {
             let kind = kind_for(q.symmetric, self.config.strict_symmetric, self.config.unsigned_symmetric);
-            let e = match (o, q.constraints) {
-                (Observed::Grid { scale, offset }, None) => {
+            let from_range = |(lo, hi): (f32, f32)| {
+                let (lo, hi) = match q.constraints {
+                    Some((cmin, cmax)) => (cmin.unwrap_or(lo), cmax.unwrap_or(hi)),
+                    None => (lo, hi),
+                };
+                Encoding::from_ranges(&[lo], &[hi], self.opts.act_bw, kind, None)
+            };
+            let e = match o {
+                Observed::Range(lo, hi) => from_range((lo, hi))?,
+                Observed::Grid { scale, offset } => {
                     let e = Encoding { bitwidth: self.opts.act_bw, kind, axis: None, scale: vec![scale], offset: vec![offset] };
                     e.validate("calibrate")?;
-                    e
-                }
-                (o, constraints) => {
-                    let (mut lo, mut hi) = match o {
-                        Observed::Range(lo, hi) => (lo, hi),
-                        Observed::Grid { scale, offset } => (offset * scale, (offset + crate::quant::steps(self.opts.act_bw, kind) as f32) * scale),
-                    };
-                    if let Some((cmin, cmax)) = constraints {
-                        lo = cmin.unwrap_or(lo);
-                        hi = cmax.unwrap_or(hi);
+                    if q.constraints.is_some() {
+                        from_range(e.grid_range(0))?
+                    } else {
+                        e
                     }
-                    Encoding::from_ranges(&[lo], &[hi], self.opts.act_bw, kind, None)?
                 }
             };
             acts.push((q.tensor.clone(), e));
