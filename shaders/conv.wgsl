@@ -4,6 +4,11 @@
 // Grid: x = pixel tile (64 pixels), y = output-channel block, z = batch item.
 // A long reduction is split into dispatches over ranges of input channels (software adapters
 // cut long loops short); the later ones add to y.
+// qconv is the same loop in integers, as an integer runtime (onnxruntime's QLinearConv) runs
+// it: the input arrives dequantized (x = r * scale, r an integer code minus its zero point) and
+// r is recovered exactly as round(x * (1 / scale)), since x lies within half an ulp of r * scale;
+// weights are integer codes; products add up in i32 (exact, so in any order) into `acc`, which
+// quant.wgsl's requant turns into the output grid.
 
 override COB: u32 = 4u;
 
@@ -28,6 +33,7 @@ struct Params {
     ci_begin: u32,   // input channels (within the group) this dispatch reduces over
     ci_end: u32,
     accumulate: u32, // 1: add to y (a later range of a split reduction), 0: write (+ bias)
+    x_inv: f32,      // qconv: 1 / the input's scale
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,6 +41,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt: array<f32>;   // [cout, cin / groups, kh, kw]
 @group(0) @binding(3) var<storage, read> bias: array<f32>; // [cout] (ignored unless has_bias)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+@group(0) @binding(2) var<storage, read> wt_codes: array<i32>;  // qconv: [cout, cin / groups, kh, kw]
+@group(0) @binding(3) var<storage, read_write> acc_codes: array<i32>;  // qconv: [n, cout, oh, ow]
 
 @compute @workgroup_size(64)
 fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -88,6 +97,59 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
                 v += bias[co];
             }
             y[at] = v;
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn qconv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let pix = wid.x * 64u + lid;
+    let npix = p.oh * p.ow;
+    if pix >= npix {
+        return;
+    }
+    let n = wid.z;
+    let co0 = wid.y * COB;
+    let oy = pix / p.ow;
+    let ox = pix % p.ow;
+    let cin_g = p.cin / p.groups;
+    let cout_g = p.cout / p.groups;
+    let ksize = cin_g * p.kh * p.kw;
+    var acc: array<i32, 4>;
+    let g = min(co0, p.cout - 1u) / cout_g;
+    let x_base = (n * p.cin + g * cin_g) * p.h * p.w;
+    let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
+    let ix0 = i32(ox * p.stride_w) - i32(p.pad_l);
+    for (var ci = p.ci_begin; ci < p.ci_end; ci++) {
+        let xc = x_base + ci * p.h * p.w;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = iy0 + i32(ky * p.dil_h);
+            if iy < 0 || iy >= i32(p.h) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = ix0 + i32(kx * p.dil_w);
+                if ix < 0 || ix >= i32(p.w) {
+                    continue;
+                }
+                let r = i32(round(x[xc + u32(iy) * p.w + u32(ix)] * p.x_inv));
+                let kidx = (ci * p.kh + ky) * p.kw + kx;
+                for (var k = 0u; k < COB; k++) {
+                    let co = min(co0 + k, p.cout - 1u);
+                    acc[k] += r * wt_codes[co * ksize + kidx];
+                }
+            }
+        }
+    }
+    for (var k = 0u; k < COB; k++) {
+        let co = co0 + k;
+        if co < p.cout {
+            let at = (n * p.cout + co) * npix + pix;
+            var v = acc[k];
+            if p.accumulate != 0u {
+                v += acc_codes[at];
+            }
+            acc_codes[at] = v;
         }
     }
 }

@@ -5,7 +5,8 @@
 //   x_hat = (q + offset) * scale
 // x / scale is evaluated as x * (1 / scale) with 1 / scale computed once in f32 on the host:
 // WGSL division may be off by 2.5 ULP, multiplication is correctly rounded, so GPU and CPU
-// agree bit for bit.
+// agree bit for bit. With `exact` set, the code is that of the IEEE quotient x / scale instead
+// (what onnxruntime's QuantizeLinear computes), see rounded_quotient.
 // Per-channel: channel = ((base + i) / inner) % channels; per-tensor is channels = 1.
 // Each workgroup walks one contiguous block of `block` elements (sequential memory for CPU
 // adapters, coalesced for GPUs); a thread takes every 256th element of it and advances its
@@ -24,7 +25,7 @@ struct Params {
     step_r: u32,     // step % inner
     step_c: u32,     // (step / inner) % channels
     block: u32,      // elements per workgroup (a contiguous block)
-    _pad1: u32,
+    exact: u32,      // 1: round the IEEE quotient x / scale (see rounded_quotient)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -80,8 +81,32 @@ fn cursor_next(c: ptr<function, Cursor>) {
     }
 }
 
+// round(x / scale): with `exact`, the integer nearest to the IEEE quotient x / scale (ties to
+// even, as onnxruntime's QuantizeLinear rounds it); otherwise of the product x * (1 / scale).
+// The product can only round differently near a rounding edge b = k + 1/2 of the grid, so the
+// exact path decides on which side of b * scale the value x lies, in arithmetic that is exact
+// whether or not the compiler fuses multiply-adds: scale splits into two 12-bit halves, and
+// b (at most 11 significant bits while |x / scale| < 1024) times either half is exact. A
+// quotient within half an ulp of b rounds to b itself and then to the even neighbour.
+fn rounded_quotient(v: f32, e: vec4<f32>) -> f32 {
+    let q = v * e.y;
+    if p.exact == 0u || !(abs(q) < 1024.0) {
+        return round(q);
+    }
+    let k = floor(q);
+    let b = k + 0.5;
+    let s_hi = bitcast<f32>(bitcast<u32>(e.x) & 0xfffff000u);
+    let s_lo = e.x - s_hi;
+    let d = (v - b * s_hi) - b * s_lo;
+    let half_ulp = bitcast<f32>(bitcast<u32>(b) & 0x7f800000u) * 5.9604645e-8;
+    if abs(d) <= half_ulp * e.x {
+        return round(b);
+    }
+    return select(k, k + 1.0, d > 0.0);
+}
+
 fn fake_quant_one(v: f32, e: vec4<f32>) -> f32 {
-    let q = clamp(round(v * e.y) - e.z, 0.0, p.qmax);
+    let q = clamp(rounded_quotient(v, e) - e.z, 0.0, p.qmax);
     return select((q + e.z) * e.x, v, is_nan(v));
 }
 
@@ -148,4 +173,71 @@ fn fake_quant_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         grad_scale_el[i] = g * (clamp(r, e.z, e.z + p.qmax) - select(0.0, t, inside));
         grad_offset_el[i] = select(g * e.x, 0.0, inside);
     }
+}
+
+// Requantization of i32 accumulators (integer conv, GEMM, global average pooling) onto an
+// output grid, as onnxruntime's MlasRequantizeOutput does it: r = clamp(round(f32(acc + bias)
+// * multiplier), lo, hi), written dequantized as r * scale (r is the code minus its zero point;
+// lo / hi are the grid's ends in the same terms). Multipliers are per channel,
+// channel = (i / inner) % channels.
+struct RequantParams {
+    n: u32,
+    inner: u32,
+    channels: u32,
+    scale: f32,
+    lo: f32,
+    hi: f32,
+}
+
+@group(0) @binding(0) var<uniform> rq: RequantParams;
+@group(0) @binding(1) var<storage, read> rq_acc: array<i32>;
+@group(0) @binding(2) var<storage, read> rq_bias: array<i32>;        // [channels]
+@group(0) @binding(3) var<storage, read> rq_multiplier: array<f32>;  // [channels]
+@group(0) @binding(4) var<storage, read_write> rq_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn requant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= rq.n {
+        return;
+    }
+    let c = (i / rq.inner) % rq.channels;
+    let v = f32(rq_acc[i] + rq_bias[c]) * rq_multiplier[c];
+    // A zero code may come out as -0.0 where the runtime has +0.0: equal in every later use.
+    rq_y[i] = clamp(round(v), rq.lo, rq.hi) * rq.scale;
+}
+
+// Quantized addition as onnxruntime's x86 QLinearAdd computes it, on dequantized inputs: the
+// codes A = round(a / scale_a) + zp_a and B (exact recovery, see conv.wgsl) index a table of the
+// output codes for every (A, B) pair, made on the host with the runtime's f32 fused
+// multiply-adds (src/ops/quant.rs, AddGrids::table), four 8-bit entries per word.
+struct AddParams {
+    n: u32,
+    a_inv: f32,
+    b_inv: f32,
+    a_first: f32,   // zp - qmin of each input: index = round(x / scale) + zp - qmin
+    b_first: f32,
+    c_first: f32,   // qmin - zp of the output: r = entry + qmin - zp
+    scale_c: f32,
+}
+
+@group(0) @binding(0) var<uniform> ad: AddParams;
+@group(0) @binding(1) var<storage, read> ad_a: array<f32>;
+@group(0) @binding(2) var<storage, read> ad_b: array<f32>;
+@group(0) @binding(3) var<storage, read> ad_table: array<u32>;   // [256 * 256 / 4]
+@group(0) @binding(4) var<storage, read_write> ad_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn qadd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= ad.n {
+        return;
+    }
+    let ia = u32(clamp(round(ad_a[i] * ad.a_inv) + ad.a_first, 0.0, 255.0));
+    let ib = u32(clamp(round(ad_b[i] * ad.b_inv) + ad.b_first, 0.0, 255.0));
+    let at = ia * 256u + ib;
+    let entry = (ad_table[at / 4u] >> (8u * (at % 4u))) & 0xffu;
+    ad_y[i] = (f32(entry) + ad.c_first) * ad.scale_c;
 }

@@ -88,6 +88,11 @@ enum Command {
         /// an ONNX Runtime run of the QDQ model.
         #[arg(long)]
         sim_outputs: Option<PathBuf>,
+        /// Simulate in integer arithmetic as onnxruntime runs the QDQ export on a CPU (Conv, Gemm,
+        /// Add and GlobalAveragePool on integer codes with its requantization; int32 biases in
+        /// the export) instead of AIMET's float simulation. 8-bit grids only.
+        #[arg(long)]
+        integer: bool,
         /// AIMET encodings format: 0.6.1, 1.0.0 or 2.0.0.
         #[arg(long, default_value = "1.0.0")]
         encodings_version: qforge::quant::export::EncodingsVersion,
@@ -189,11 +194,12 @@ struct QuantizeArgs {
     out: PathBuf,
     version: qforge::quant::export::EncodingsVersion,
     sim_outputs: Option<PathBuf>,
+    integer: bool,
     ptq: PtqArgs,
 }
 
 fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
-    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version, sim_outputs, ptq } = a;
+    let QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version, sim_outputs, integer, ptq } = a;
     let data_free = ptq.dfq && calib.is_none();
     use qforge::quant::{sim::{QuantOptions, QuantSim}, QuantConfig};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -228,7 +234,8 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
         qforge::quant::analyzers::Scheme::TfEnhanced { gamma } => qforge::quant::params::ParamRange::TfEnhanced { gamma },
         _ => qforge::quant::params::ParamRange::MinMax,
     };
-    let mut sim = QuantSim::new(gpu, g, &cfg, QuantOptions { param_bw, act_bw, param_range }, dims)?;
+    let arithmetic = if integer { qforge::quant::sim::Arithmetic::Integer } else { qforge::quant::sim::Arithmetic::Float };
+    let mut sim = QuantSim::new(gpu, g, &cfg, QuantOptions { param_bw, act_bw, param_range, arithmetic }, dims)?;
     let t_prepare = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let ptq_x = x.slice_axis(Axis(0), (0..x.shape()[0].min(ptq.ptq_samples.max(1))).into()).to_owned();
@@ -295,7 +302,7 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     }
     let mut summary = vec![
         ("model".to_string(), model.display().to_string()),
-        ("quantizers".to_string(), format!("{} activations, {} parameters, W{param_bw}A{act_bw}", sim.placement().activations.len(), sim.placement().params.len())),
+        ("quantizers".to_string(), format!("{} activations, {} parameters, W{param_bw}A{act_bw}, {} arithmetic", sim.placement().activations.len(), sim.placement().params.len(), if integer { "integer (onnxruntime's)" } else { "float (AIMET's)" })),
         ("calibration".to_string(), if data_free { "data-free (batch-norm statistics)".to_string() } else { format!("{} samples, {scheme:?}", x.shape()[0]) }),
         ("techniques".to_string(), if techniques.is_empty() { "none".to_string() } else { techniques.join("; ") }),
         ("top-1 agreement (FP32 vs simulated)".to_string(), format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples)),
@@ -549,8 +556,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { check } => devices(check),
         Command::Inspect { model, batch, dims } => inspect(&model, batch, &dims),
-        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, encodings_version, sim_outputs, ptq } => {
-            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs, ptq })
+        Command::Quantize { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, encodings_version, sim_outputs, integer, ptq } => {
+            quantize(QuantizeArgs { model, calib, eval, labels, calib_count, eval_count, config, per_tensor, scheme, param_bw, act_bw, batch, out, version: encodings_version, sim_outputs, integer, ptq })
         }
         Command::Compress(args) => cli::compress::run(args),
         Command::Run { model, input, images: dir, size, resize, mean, std, output, outputs } => {

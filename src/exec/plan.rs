@@ -14,6 +14,7 @@ use crate::graph::resolve::{norm_axis, slice_spec};
 use crate::ops::elementwise::{self as ew, strides, StridedView};
 use crate::ops::gemm::{self, Bias};
 use crate::ops::{conv, pool, quant, reduce};
+use crate::quant::integer::{flat, IntegerOp, IntegerPlan};
 
 /// A compiled forward pass.
 pub struct Plan {
@@ -57,6 +58,8 @@ struct Builder<'g> {
     /// Live values per buffer, to return a buffer when its last alias dies.
     users: HashMap<*const (), usize>,
     steps: Steps,
+    /// The integer simulation's fused nodes (with exact-division quantizers elsewhere).
+    integer: Option<&'g IntegerPlan>,
 }
 
 fn key(t: &GpuTensor) -> *const () {
@@ -122,9 +125,12 @@ impl<'g> Builder<'g> {
     /// Replaces `name`'s value by its fake-quantized copy when it has a quantizer.
     fn quantize(&mut self, name: &str, act_quant: &HashMap<String, (GpuTensor, u32)>) -> Result<()> {
         let Some((table, steps)) = act_quant.get(name) else { return Ok(()) };
+        if self.integer.is_some_and(|p| p.quantized.contains(name)) {
+            return Ok(());
+        }
         let x = self.values[name].clone();
         let y = self.alloc(x.shape())?;
-        quant::fake_quant_table_into(&mut self.steps, self.gpu, &x, table, *steps, None, &y)?;
+        quant::fake_quant_table_into(&mut self.steps, self.gpu, &x, table, *steps, None, self.integer.is_some(), &y)?;
         self.release(name);
         self.define(name, y);
         Ok(())
@@ -138,8 +144,72 @@ impl<'g> Builder<'g> {
         self.g.consts.get(name).map(Const::to_f32)
     }
 
+    /// A scratch i32 buffer from the pool, returned with [`Builder::give_back`] once recorded.
+    fn scratch_i32(&mut self, shape: &[usize]) -> Result<GpuTensor> {
+        self.alloc(shape)?.view(shape, DType::I32)
+    }
+
+    fn give_back(&mut self, t: GpuTensor) -> Result<()> {
+        self.free.push(t.view(&[t.capacity()], DType::F32)?);
+        Ok(())
+    }
+
+    /// A node the integer simulation fuses (see [`IntegerPlan`]).
+    fn integer_node(&mut self, node: &Node, op: &IntegerOp) -> Result<()> {
+        let gpu = self.gpu;
+        match op {
+            IntegerOp::Conv { attrs, weight, bias, multiplier, x_inv, out, gemm } => {
+                let mut x = self.get(&node.inputs[0])?;
+                if *gemm {
+                    let s = x.shape().to_vec();
+                    x = x.view(&[s[0], s[1], 1, 1], DType::F32)?;
+                }
+                let w = gpu.upload(&flat(weight).view())?;
+                let (b, m) = (self.upload_i32(&[bias.len()], bias)?, self.upload(&[multiplier.len()], multiplier)?);
+                let y = self.out(node, 0)?;
+                let shape = conv::output_shape(x.shape(), w.shape(), attrs)?;
+                let acc = self.scratch_i32(&shape)?;
+                conv::qconv2d_into(&mut self.steps, gpu, &x, *x_inv, &w, attrs, &acc)?;
+                quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, shape[2] * shape[3], *out, &y)?;
+                self.give_back(acc)
+            }
+            IntegerOp::GlobalAvgPool { x_inv, multiplier, out } => {
+                let x = self.get(&node.inputs[0])?;
+                let s = x.shape().to_vec();
+                let (c, hw) = (s[1], s[2] * s[3]);
+                let w = self.upload_i32(&[c, 1, s[2], s[3]], &vec![1; c * hw])?;
+                let (b, m) = (self.upload_i32(&[c], &vec![0; c])?, self.upload(&[c], &vec![*multiplier; c])?);
+                let y = self.out(node, 0)?;
+                let acc = self.scratch_i32(&[s[0], c, 1, 1])?;
+                conv::qconv2d_into(&mut self.steps, gpu, &x, *x_inv, &w, &conv::Conv2d { groups: c, ..Default::default() }, &acc)?;
+                quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, 1, *out, &y)?;
+                self.give_back(acc)
+            }
+            IntegerOp::Add(grids) => {
+                let (a, c) = (self.get(&node.inputs[0])?, self.get(&node.inputs[1])?);
+                let y = self.out(node, 0)?;
+                quant::qadd_into(&mut self.steps, gpu, &a, &c, *grids, &y)
+            }
+        }
+    }
+
+    fn upload_i32(&self, shape: &[usize], data: &[i32]) -> Result<GpuTensor> {
+        self.gpu.upload_slice(shape, data)
+    }
+
     fn node(&mut self, node: &Node) -> Result<()> {
         let gpu = self.gpu;
+        if let Some(ip) = self.integer {
+            if ip.absorbed.contains(&node.name) {
+                let x = self.get(&node.inputs[0])?;
+                let v = x.view(&self.shape(&node.outputs[0]), DType::F32)?;
+                self.define(&node.outputs[0], v);
+                return Ok(());
+            }
+            if let Some(op) = ip.ops.get(&node.name) {
+                return self.integer_node(node, op);
+            }
+        }
         match &node.op {
             op if op.is_view() => {
                 let x = self.get(&node.inputs[0])?;
@@ -367,6 +437,13 @@ impl Plan {
     /// and node outputs listed there are replaced by their quantize-dequantized values; the
     /// tables can be rewritten between runs.
     pub fn compile_quantized(gpu: Arc<Gpu>, g: &Graph, taps: &[String], act_quant: &HashMap<String, (GpuTensor, u32)>) -> Result<Plan> {
+        Plan::compile_integer(gpu, g, taps, act_quant, None)
+    }
+
+    /// [`Plan::compile_quantized`] with `integer`'s nodes run by integer kernels and every other
+    /// quantizer rounding the correctly rounded quotient x / scale: the simulation of an
+    /// integer runtime (onnxruntime) running the QDQ export. `None` is the float simulation.
+    pub fn compile_integer(gpu: Arc<Gpu>, g: &Graph, taps: &[String], act_quant: &HashMap<String, (GpuTensor, u32)>, integer: Option<&IntegerPlan>) -> Result<Plan> {
         for t in taps {
             if !g.shapes.contains_key(t) {
                 return Err(Error::Graph { model: g.name.clone(), message: format!("tap '{t}' is not a runtime value of the graph") });
@@ -379,7 +456,7 @@ impl Plan {
             }
         }
         let keep: HashSet<&str> = g.outputs.iter().chain(taps).map(String::as_str).collect();
-        let mut b = Builder { gpu: &gpu, g, values: HashMap::new(), weights: HashMap::new(), free: Vec::new(), users: HashMap::new(), steps: Steps::default() };
+        let mut b = Builder { gpu: &gpu, g, values: HashMap::new(), weights: HashMap::new(), free: Vec::new(), users: HashMap::new(), steps: Steps::default(), integer };
         let mut input_buffers = HashMap::new();
         for i in &g.inputs {
             let t = gpu.empty(&g.shapes[i], DType::F32)?;

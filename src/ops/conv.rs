@@ -9,6 +9,7 @@ use crate::ops::gemm::{matmul_into, Bias};
 use Access::{Read, ReadWrite, Uniform};
 
 static CONV2D: Kernel = Kernel { family: Family::Conv, entry: "conv2d", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
+static QCONV: Kernel = Kernel { family: Family::Conv, entry: "qconv", bindings: &[Uniform, Read, Read, ReadWrite] };
 static CONV_T2D: Kernel = Kernel { family: Family::Conv, entry: "conv_transpose2d", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
 
 const PIXELS_PER_GROUP: usize = 64;
@@ -54,6 +55,7 @@ struct Params {
     ci_begin: u32,
     ci_end: u32,
     accumulate: u32,
+    x_inv: f32,
 }
 
 impl Params {
@@ -81,6 +83,7 @@ impl Params {
             ci_begin: 0,
             ci_end: (x[1] / a.groups) as u32,
             accumulate: 0,
+            x_inv: 1.0,
         }
     }
 }
@@ -210,4 +213,32 @@ pub fn conv_transpose2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w:
     let params = Params::new(x.shape(), [w.shape()[2], w.shape()[3]], a, [cout, oh, ow], bias.is_some());
     let bias = bias.unwrap_or(w);
     dispatch_split(enc, gpu, &CONV_T2D, 1, params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
+}
+
+/// Integer convolution as an integer runtime accumulates it: `acc = sum(r_x * w)` in i32, where
+/// `x` holds dequantized values `r_x * scale` (`x_inv` = 1 / scale, `r_x` recovered exactly) and
+/// `w` holds the weights' integer codes (`[cout, cin / groups, kh, kw]`, zero point 0). `acc`
+/// (i32, [`output_shape`]) is requantized by [`crate::ops::quant::requant_into`].
+pub fn qconv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, x_inv: f32, w: &GpuTensor, a: &Conv2d, acc: &GpuTensor) -> Result<()> {
+    const OP: &str = "QLinearConv";
+    x.expect_dtype(OP, "x", DType::F32)?;
+    w.expect_dtype(OP, "w", DType::I32)?;
+    acc.expect_dtype(OP, "acc", DType::I32)?;
+    for (name, t) in [("x", x), ("w", w), ("acc", acc)] {
+        if t.bytes() > gpu.limits().max_binding {
+            return Err(Error::TooLarge { op: OP, tensor: name.into(), bytes: t.bytes(), limit: gpu.limits().max_binding, which: "storage binding (split the batch)" });
+        }
+    }
+    let [n, cout, oh, ow] = output_shape(x.shape(), w.shape(), a)?;
+    if acc.shape() != [n, cout, oh, ow] {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "acc".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: acc.shape().to_vec() });
+    }
+    let limits = gpu.limits();
+    let cob = if (cout / a.groups) % 4 == 0 { 4 } else { 1 };
+    let grid = [(oh * ow).div_ceil(PIXELS_PER_GROUP) as u32, cout.div_ceil(cob) as u32, n as u32];
+    if grid.iter().any(|&g| g > limits.max_groups) {
+        return Err(Error::invalid(OP, "output size", format!("{n}x{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
+    }
+    let params = Params { x_inv, ..Params::new(x.shape(), [w.shape()[2], w.shape()[3]], a, [cout, oh, ow], false) };
+    dispatch_split(enc, gpu, &QCONV, cob, params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(acc)], grid)
 }

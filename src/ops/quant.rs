@@ -11,6 +11,8 @@ use Access::{Read, ReadWrite, Uniform};
 
 static FAKE_QUANT: Kernel = Kernel { family: Family::Quant, entry: "fake_quant", bindings: &[Uniform, Read, Read, ReadWrite] };
 static CODES: Kernel = Kernel { family: Family::Quant, entry: "quantize_codes", bindings: &[Uniform, Read, Read, ReadWrite] };
+static REQUANT: Kernel = Kernel { family: Family::Quant, entry: "requant", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
+static QADD: Kernel = Kernel { family: Family::Quant, entry: "qadd", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
 static BACKWARD: Kernel = Kernel {
     family: Family::Quant,
     entry: "fake_quant_backward",
@@ -30,7 +32,7 @@ struct Params {
     step_r: u32,
     step_c: u32,
     block: u32,
-    _pad: u32,
+    exact: u32,
 }
 
 /// Gradients of a fake-quant node.
@@ -67,7 +69,7 @@ fn check(op: &'static str, x: &GpuTensor, q: &Encoding) -> Result<ChannelView> {
 /// at the same positions as `x`.
 fn launch(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], q: &Encoding, view: ChannelView) -> Result<()> {
     let table = upload_table(gpu, q)?;
-    launch_table(enc, gpu, kernel, x, ins, outs, &table, q.steps(), q.signed_codes(), view)
+    launch_table(enc, gpu, kernel, x, ins, outs, &table, (q.steps(), q.signed_codes(), false), view)
 }
 
 /// An encoding's kernel table on the GPU (`[channels, 4]`: scale, 1/scale, offset, 0).
@@ -86,8 +88,11 @@ pub fn write_table(gpu: &Gpu, table: &GpuTensor, q: &Encoding) -> Result<()> {
 }
 
 /// Fake-quant of `x` into `y` with an encoding table on the GPU (updatable without recompiling
-/// a plan): `steps` = N of the grid, channels from the table along `axis`.
-pub fn fake_quant_table_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, table: &GpuTensor, steps: u32, axis: Option<usize>, y: &GpuTensor) -> Result<()> {
+/// a plan): `steps` = N of the grid, channels from the table along `axis`. `exact` rounds the
+/// correctly rounded quotient x / scale (as onnxruntime's QuantizeLinear does) instead of the
+/// product with 1 / scale.
+#[allow(clippy::too_many_arguments)]
+pub fn fake_quant_table_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, table: &GpuTensor, steps: u32, axis: Option<usize>, exact: bool, y: &GpuTensor) -> Result<()> {
     const OP: &str = "fake_quant";
     x.expect_dtype(OP, "x", DType::F32)?;
     let view = ChannelView::new(x.shape(), axis, OP)?;
@@ -97,11 +102,13 @@ pub fn fake_quant_table_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, ta
     if x.is_empty() {
         return Ok(());
     }
-    launch_table(enc, gpu, &FAKE_QUANT, x, &[], &[y], table, steps, false, view)
+    launch_table(enc, gpu, &FAKE_QUANT, x, &[], &[y], table, (steps, false, exact), view)
 }
 
+/// `grid` = (steps N, signed codes, exact division).
 #[allow(clippy::too_many_arguments)]
-fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], table: &GpuTensor, steps: u32, signed_codes: bool, view: ChannelView) -> Result<()> {
+fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], table: &GpuTensor, grid: (u32, bool, bool), view: ChannelView) -> Result<()> {
+    let (steps, signed_codes, exact) = grid;
     let limits = gpu.limits();
     for ch in linear_chunks(x.len() as u64, &limits) {
         let range = |t| Bind::Range { tensor: t, offset: ch.start * 4, size: ch.len * 4 };
@@ -109,7 +116,7 @@ fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor
         binds.extend(ins.iter().map(|t| range(t)));
         binds.extend(outs.iter().map(|t| range(t)));
         let block = WG * ELEMS_PER_THREAD;
-        let grid = grid_1d(ch.len.div_ceil(block).max(1), limits.max_groups)?;
+        let groups = grid_1d(ch.len.div_ceil(block).max(1), limits.max_groups)?;
         let step = WG;
         let inner = view.inner.max(1);
         let params = Params {
@@ -123,9 +130,9 @@ fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor
             step_r: (step % inner) as u32,
             step_c: ((step / inner) % view.channels) as u32,
             block: block as u32,
-            _pad: 0,
+            exact: exact as u32,
         };
-        enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;
+        enc.dispatch(gpu, kernel, &[], &params, &binds, groups)?;
     }
     Ok(())
 }
@@ -170,4 +177,127 @@ pub fn fake_quant_backward(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, grad
     let grad_scale = calib::channel_sum(enc, gpu, &gs, q.axis)?;
     let grad_offset = calib::channel_sum(enc, gpu, &go, q.axis)?;
     Ok(QuantGrads { grad_x, grad_scale, grad_offset })
+}
+
+/// An output grid in integer terms: values `r * scale` with `r` (code minus zero point) in
+/// `[lo, hi]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IntGrid {
+    pub scale: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl IntGrid {
+    /// The grid of a per-tensor encoding: `r = q + offset` for `q` in `[0, N]`.
+    pub fn of(e: &Encoding) -> IntGrid {
+        IntGrid { scale: e.scale[0], lo: e.offset[0], hi: e.offset[0] + e.steps() as f32 }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RequantParams {
+    n: u32,
+    inner: u32,
+    channels: u32,
+    scale: f32,
+    lo: f32,
+    hi: f32,
+}
+
+/// Requantizes i32 accumulators `acc` (`[.., channels, inner..]` flattened) onto `grid` into the
+/// dequantized f32 `y`: `clamp(round(f32(acc + bias[c]) * multiplier[c])) * scale`.
+pub fn requant_into(enc: &mut impl Record, gpu: &Gpu, acc: &GpuTensor, bias: &GpuTensor, multiplier: &GpuTensor, inner: usize, grid: IntGrid, y: &GpuTensor) -> Result<()> {
+    const OP: &str = "requant";
+    acc.expect_dtype(OP, "acc", DType::I32)?;
+    bias.expect_dtype(OP, "bias", DType::I32)?;
+    multiplier.expect_dtype(OP, "multiplier", DType::F32)?;
+    y.expect_dtype(OP, "y", DType::F32)?;
+    let channels = multiplier.len();
+    if bias.len() != channels || y.len() != acc.len() || channels == 0 || inner == 0 || acc.len() % (channels * inner) != 0 {
+        return Err(Error::ShapeMismatch { op: OP, tensor: "acc / bias / y".into(), expected: format!("[.., {channels}, {inner}] accumulators, {channels} biases, as many outputs"), got: acc.shape().to_vec() });
+    }
+    if acc.is_empty() {
+        return Ok(());
+    }
+    let params = RequantParams { n: acc.len() as u32, inner: inner as u32, channels: channels as u32, scale: grid.scale, lo: grid.lo, hi: grid.hi };
+    let groups = grid_1d((acc.len() as u64).div_ceil(WG), gpu.limits().max_groups)?;
+    enc.dispatch(gpu, &REQUANT, &[], &params, &[Bind::Whole(acc), Bind::Whole(bias), Bind::Whole(multiplier), Bind::Whole(y)], groups)
+}
+
+/// The constants of a quantized addition `c = a + b` (see [`qadd_into`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AddGrids {
+    /// Inputs' (scale, zero point) and the output's.
+    pub a: (f32, f32),
+    pub b: (f32, f32),
+    pub c: (f32, f32),
+    /// The output codes' range (0..=255 for uint8, -128..=127 for int8).
+    pub qmin: f32,
+    pub qmax: f32,
+}
+
+impl AddGrids {
+    /// The output code (minus qmin) for every pair of input codes (each minus its qmin), four
+    /// per word: onnxruntime's x86 arithmetic, `round(fma(A, sa / sc, fma(B, sb / sc, k)))`
+    /// with `k = zp_c - (sa / sc * zp_a + sb / sc * zp_b)` in f32, clamped to the output type.
+    pub fn table(&self) -> Vec<u32> {
+        let (ra, rb) = (self.a.0 / self.c.0, self.b.0 / self.c.0);
+        let k = self.c.1 - (ra * self.a.1 + rb * self.b.1);
+        let mut t = vec![0u32; 256 * 256 / 4];
+        for ia in 0..256usize {
+            for ib in 0..256usize {
+                let (ca, cb) = (ia as f32 + self.qmin, ib as f32 + self.qmin);
+                let v = ca.mul_add(ra, cb.mul_add(rb, k));
+                let code = v.round_ties_even().clamp(self.qmin, self.qmax) - self.qmin;
+                let at = ia * 256 + ib;
+                t[at / 4] |= (code as u32) << (8 * (at % 4));
+            }
+        }
+        t
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AddParams {
+    n: u32,
+    a_inv: f32,
+    b_inv: f32,
+    a_first: f32,
+    b_first: f32,
+    c_first: f32,
+    scale_c: f32,
+}
+
+/// Quantized addition of two same-shape dequantized tensors into `y`, with onnxruntime's x86
+/// QLinearAdd arithmetic (see [`AddGrids::table`]). 8-bit grids; inputs share the output's
+/// code type.
+pub fn qadd_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, g: AddGrids, y: &GpuTensor) -> Result<()> {
+    const OP: &str = "QLinearAdd";
+    for (name, t) in [("a", a), ("b", b), ("y", y)] {
+        t.expect_dtype(OP, name, DType::F32)?;
+        if t.len() != a.len() {
+            return Err(Error::ShapeMismatch { op: OP, tensor: name.into(), expected: format!("{:?}", a.shape()), got: t.shape().to_vec() });
+        }
+    }
+    if g.qmax - g.qmin != 255.0 {
+        return Err(Error::invalid(OP, "code range", format!("[{}, {}]", g.qmin, g.qmax), "8-bit codes"));
+    }
+    if a.is_empty() {
+        return Ok(());
+    }
+    let table = gpu.upload_slice(&[256 * 256 / 4], &g.table())?;
+    let params = AddParams {
+        n: a.len() as u32,
+        a_inv: 1.0 / g.a.0,
+        b_inv: 1.0 / g.b.0,
+        a_first: g.a.1 - g.qmin,
+        b_first: g.b.1 - g.qmin,
+        c_first: g.qmin - g.c.1,
+        scale_c: g.c.0,
+    };
+    let groups = grid_1d((a.len() as u64).div_ceil(WG), gpu.limits().max_groups)?;
+    enc.dispatch(gpu, &QADD, &[], &params, &[Bind::Whole(a), Bind::Whole(b), Bind::Whole(&table), Bind::Whole(y)], groups)
 }

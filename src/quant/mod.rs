@@ -8,6 +8,7 @@ pub mod seq_mse;
 pub mod dfq;
 pub mod encoding;
 pub mod export;
+pub mod integer;
 pub mod params;
 pub mod placement;
 pub mod qdq;

@@ -15,6 +15,7 @@ use crate::quant::encoding::Encoding;
 const INT8: i32 = 3;
 const UINT8: i32 = 2;
 const FLOAT: i32 = 1;
+const INT32: i32 = 6;
 
 fn tensor(name: &str, dims: &[usize], data_type: i32, raw: Vec<u8>) -> onnx::TensorProto {
     onnx::TensorProto { name: Some(name.into()), dims: dims.iter().map(|&d| d as i64).collect(), data_type: Some(data_type), raw_data: Some(raw), ..Default::default() }
@@ -41,8 +42,9 @@ fn scale_zp(name: &str, e: &Encoding) -> (onnx::TensorProto, onnx::TensorProto, 
 }
 
 /// The QDQ model. `weight_codes` are the integer weights (signed codes, q + offset) of every
-/// parameter encoding.
-pub fn qdq_model(g: &Graph, activations: &[(String, Encoding)], params: &[(String, Encoding)], weight_codes: &HashMap<String, ArrayD<i32>>) -> Result<onnx::ModelProto> {
+/// parameter encoding; `int_biases` (bias name → int32 codes and per-channel scales) replace
+/// those float biases by int32 ones behind a DequantizeLinear.
+pub fn qdq_model(g: &Graph, activations: &[(String, Encoding)], params: &[(String, Encoding)], weight_codes: &HashMap<String, ArrayD<i32>>, int_biases: &HashMap<String, (Vec<i32>, Vec<f32>)>) -> Result<onnx::ModelProto> {
     for (name, e) in activations.iter().chain(params) {
         if e.bitwidth != 8 {
             return Err(Error::invalid("qdq export", "bitwidth", format!("{} ({name})", e.bitwidth), "QDQ export writes 8-bit grids (ONNX uint8/int8)"));
@@ -62,6 +64,16 @@ pub fn qdq_model(g: &Graph, activations: &[(String, Encoding)], params: &[(Strin
         graph.initializer.push(tensor(&format!("{name}_quantized"), codes.shape(), dt, raw));
         head.push(node("DequantizeLinear", format!("{name}_dequantize"), vec![format!("{name}_quantized"), scale.name.clone().unwrap(), zp.name.clone().unwrap()], name.clone(), e.axis));
         graph.initializer.extend([scale, zp]);
+    }
+    graph.initializer.retain(|t| !int_biases.contains_key(t.name.as_deref().unwrap_or("")));
+    let mut biases: Vec<_> = int_biases.iter().collect();
+    biases.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, (codes, scales)) in biases {
+        let c = codes.len();
+        graph.initializer.push(tensor(&format!("{name}_quantized"), &[c], INT32, codes.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        graph.initializer.push(tensor(&format!("{name}_scale"), &[c], FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        graph.initializer.push(tensor(&format!("{name}_zero_point"), &[c], INT32, vec![0u8; 4 * c]));
+        head.push(node("DequantizeLinear", format!("{name}_dequantize"), vec![format!("{name}_quantized"), format!("{name}_scale"), format!("{name}_zero_point")], name.clone(), Some(0)));
     }
     // Activations: Q/DQ after the producer (or at the start for graph inputs).
     let outputs: HashSet<String> = graph.output.iter().filter_map(|o| o.name.clone()).collect();

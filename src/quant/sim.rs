@@ -37,6 +37,7 @@ use crate::quant::calibrate::{Calibrator, Observed, Prepared};
 use crate::quant::config::QuantConfig;
 use crate::quant::encoding::{Encoding, QuantKind};
 use crate::quant::export::{self, EncodingsVersion};
+use crate::quant::integer::IntegerPlan;
 use crate::quant::params::{channel_ranges, kind_for, param_encodings, quantize_weights, ParamRange, ParamScheme};
 use crate::quant::placement::{place, Placement};
 
@@ -47,11 +48,25 @@ pub struct QuantOptions {
     pub act_bw: u32,
     /// How weight ranges are chosen (tf-enhanced as AIMET does when it calibrates with it).
     pub param_range: ParamRange,
+    /// How the simulation computes between quantizers.
+    pub arithmetic: Arithmetic,
+}
+
+/// The simulation's arithmetic between quantizers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arithmetic {
+    /// AIMET's QuantSim: f32 ops on quantize-dequantized values.
+    #[default]
+    Float,
+    /// onnxruntime's CPU execution of the QDQ export: the ops it fuses run on integer codes
+    /// with its requantization (see [`crate::quant::integer`]); the export carries int32
+    /// biases. 8-bit grids only.
+    Integer,
 }
 
 impl Default for QuantOptions {
     fn default() -> Self {
-        QuantOptions { param_bw: 8, act_bw: 8, param_range: ParamRange::MinMax }
+        QuantOptions { param_bw: 8, act_bw: 8, param_range: ParamRange::MinMax, arithmetic: Arithmetic::Float }
     }
 }
 
@@ -95,6 +110,9 @@ impl QuantSim {
     pub fn new(gpu: Arc<Gpu>, graph: Graph, config: &QuantConfig, opts: QuantOptions, dims: HashMap<String, usize>) -> Result<QuantSim> {
         if graph.inputs.len() != 1 {
             return Err(Error::Graph { model: graph.name.clone(), message: format!("quantization takes models with one input; this one has {:?}", graph.inputs) });
+        }
+        if opts.arithmetic == Arithmetic::Integer && (opts.param_bw != 8 || opts.act_bw != 8) {
+            return Err(Error::invalid("QuantSim", "bitwidths", format!("W{}A{}", opts.param_bw, opts.act_bw), "the integer simulation runs 8-bit grids (uint8/int8), as onnxruntime's integer kernels do"));
         }
         let input = graph.inputs[0].clone();
         let fp32 = Prepared::new(graph, dims);
@@ -343,12 +361,26 @@ impl QuantSim {
             return Ok(p.clone());
         }
         let p = Arc::new(if quantized {
-            Plan::compile_quantized(self.gpu.clone(), &self.model.at(batch)?, &[], &self.tables)?
+            self.compile_sim(batch, &[])?
         } else {
             Plan::compile(self.gpu.clone(), &self.reference.at(batch)?, &[])?
         });
         plans.insert((batch, quantized), p.clone());
         Ok(p)
+    }
+
+    /// The fused nodes of the integer simulation (`None` for the float one).
+    pub fn integer_plan(&self) -> Result<Option<IntegerPlan>> {
+        match self.opts.arithmetic {
+            Arithmetic::Float => Ok(None),
+            Arithmetic::Integer => Ok(Some(IntegerPlan::new(&self.fp32.at(1)?, &self.activations, &self.params)?)),
+        }
+    }
+
+    /// The simulated model compiled for one batch size, with `taps` readable.
+    fn compile_sim(&self, batch: usize, taps: &[String]) -> Result<Plan> {
+        let integer = self.integer_plan()?;
+        Plan::compile_integer(self.gpu.clone(), &self.model.at(batch)?, taps, &self.tables, integer.as_ref())
     }
 
     fn run_pieces(&self, x: &ArrayD<f32>, piece: usize, quantized: bool) -> Result<Vec<ArrayD<f32>>> {
@@ -485,7 +517,7 @@ impl QuantSim {
             // Every quantized value is a tap, the input too: its quantized copy is an ordinary
             // activation buffer that would otherwise be reused after its last reader.
             let fp = Plan::compile(self.gpu.clone(), &self.fp32.at(b)?, &names)?;
-            let q = Plan::compile_quantized(self.gpu.clone(), &self.model.at(b)?, &names, &self.tables)?;
+            let q = self.compile_sim(b, &names)?;
             let a = fp.run(&[(&self.input, chunk.view())], &names)?;
             let c = q.run(&[(&self.input, chunk.view())], &names)?;
             for (i, (f, t)) in a.iter().zip(&c).enumerate() {
@@ -499,7 +531,9 @@ impl QuantSim {
     }
 
     /// Writes `<stem>_qdq.onnx`: the prepared model with QuantizeLinear/DequantizeLinear on
-    /// every quantized activation and int8 weights (8-bit grids).
+    /// every quantized activation and int8 weights (8-bit grids); with integer arithmetic, the
+    /// fused layers' biases as int32 behind DequantizeLinear (scale `s_x * s_w`), as the
+    /// simulation used them.
     pub fn export_qdq(&self, dir: &Path, stem: &str) -> Result<()> {
         if self.activations.is_empty() {
             return Err(Error::invalid("export_qdq", "encodings", "none", "calibrate first"));
@@ -510,7 +544,8 @@ impl QuantSim {
             let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
             codes.insert(name.clone(), crate::quant::params::stored_weight_codes(w, e)?);
         }
-        let model = crate::quant::qdq::qdq_model(&g, &self.activations, &self.params, &codes)?;
+        let biases = self.integer_plan()?.map(|p| p.biases).unwrap_or_default();
+        let model = crate::quant::qdq::qdq_model(&g, &self.activations, &self.params, &codes, &biases)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
         crate::graph::export::write_atomic(&dir.join(format!("{stem}_qdq.onnx")), &prost::Message::encode_to_vec(&model))
     }

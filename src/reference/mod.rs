@@ -4,6 +4,7 @@
 pub mod calib;
 pub mod gemm;
 pub mod graph;
+pub mod integer;
 pub mod linalg;
 pub mod nn;
 pub mod quant;

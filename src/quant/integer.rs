@@ -1,0 +1,201 @@
+//! The integer simulation: which nodes an integer runtime runs on integer codes, and the
+//! constants it runs them with, following onnxruntime's CPU execution of a QDQ model.
+//!
+//! onnxruntime fuses `DequantizeLinear -> op -> QuantizeLinear` into integer kernels: Conv and
+//! Gemm into QLinearConv / QGemm (i32 accumulation of the codes, an int32 bias quantized with
+//! scale `s_x * s_w`, then `round(f32(acc) * (s_x * s_w / s_y))`), Add into QLinearAdd and
+//! GlobalAveragePool into QLinearGlobalAveragePool. A Relu or Clip between the op and the
+//! QuantizeLinear is dropped first when the output grid lies inside its bounds (its
+//! ReluQuantFusion / ClipQuantFusion). Every other node stays a float op between a dequantize
+//! and a quantize. An [`IntegerPlan`] marks the fused nodes of a simulated graph with those
+//! constants; [`crate::exec::Plan`] runs them with the integer kernels, and the QDQ export
+//! writes the same int32 biases, so the simulation and onnxruntime agree bit for bit.
+
+use std::collections::{HashMap, HashSet};
+
+use ndarray::{Array4, ArrayD, Ix2};
+
+use crate::error::{Error, Result};
+use crate::graph::ir::{Graph, Node, Op};
+use crate::ops::conv::Conv2d;
+use crate::ops::elementwise::{Binary, Unary};
+use crate::ops::quant::{AddGrids, IntGrid};
+use crate::quant::encoding::Encoding;
+use crate::quant::params::stored_weight_codes;
+
+/// How one fused node runs.
+#[derive(Clone, Debug)]
+pub enum IntegerOp {
+    /// Conv, or Gemm as a 1x1 convolution over `[m, k, 1, 1]`: weight codes
+    /// `[cout, cin / groups, kh, kw]`, int32 bias codes, per-channel multipliers
+    /// `s_x * s_w / s_y`, 1 / the input's scale.
+    Conv { attrs: Conv2d, weight: Array4<i32>, bias: Vec<i32>, multiplier: Vec<f32>, x_inv: f32, out: IntGrid, gemm: bool },
+    /// Global average pooling: the integer sum per channel times `s_x / (s_y * h * w)`.
+    GlobalAvgPool { x_inv: f32, multiplier: f32, out: IntGrid },
+    /// Same-shape addition of two quantized tensors.
+    Add(AddGrids),
+}
+
+/// The fused nodes of one simulated graph.
+#[derive(Clone, Debug, Default)]
+pub struct IntegerPlan {
+    /// Node name → how it runs; its first output is written on the quantized grid.
+    pub ops: HashMap<String, IntegerOp>,
+    /// Relu / Clip nodes folded into the op before them (their output aliases its input).
+    pub absorbed: HashSet<String>,
+    /// Values the fused kernels leave quantized (their quantizers do not run again).
+    pub quantized: HashSet<String>,
+    /// Bias name → (int32 codes, scales `s_x * s_w`) for the QDQ export.
+    pub biases: HashMap<String, (Vec<i32>, Vec<f32>)>,
+}
+
+/// Scale and ONNX zero point of a per-tensor encoding, with its codes' range.
+fn onnx_grid(e: &Encoding) -> (f32, f32, f32, f32) {
+    let n = e.steps() as f32;
+    if e.signed_codes() {
+        (e.scale[0], 0.0, e.offset[0], e.offset[0] + n)
+    } else {
+        (e.scale[0], -e.offset[0], 0.0, n)
+    }
+}
+
+/// Whether onnxruntime drops `act` (a Relu or Clip) in front of a QuantizeLinear with `e`.
+fn dropped_before(act: &Unary, e: &Encoding) -> bool {
+    let (s, zp, qmin, qmax) = onnx_grid(e);
+    match act {
+        Unary::Relu => zp == qmin,
+        Unary::Clip(min, max) => {
+            let (lower, upper) = (s * (qmin - zp), s * (qmax - zp));
+            !(f32::EPSILON < min - lower || f32::EPSILON < upper - max)
+        }
+        _ => false,
+    }
+}
+
+impl IntegerPlan {
+    /// Finds the nodes onnxruntime would fuse in `g` (the prepared FP32 graph: its weights and
+    /// biases are quantized here) given the activation and parameter encodings. Integer kernels
+    /// take 8-bit grids only.
+    pub fn new(g: &Graph, activations: &[(String, Encoding)], params: &[(String, Encoding)]) -> Result<IntegerPlan> {
+        for (name, e) in activations.iter().chain(params) {
+            if e.bitwidth != 8 {
+                return Err(Error::invalid("integer simulation", "bitwidth", format!("{} ({name})", e.bitwidth), "integer kernels run 8-bit grids (uint8/int8)"));
+            }
+        }
+        let acts: HashMap<&str, &Encoding> = activations.iter().map(|(n, e)| (n.as_str(), e)).collect();
+        let params: HashMap<&str, &Encoding> = params.iter().map(|(n, e)| (n.as_str(), e)).collect();
+        let mut plan = IntegerPlan::default();
+        for n in &g.nodes {
+            let Some(out) = n.outputs.first() else { continue };
+            // The quantized value the fused kernel writes: its own output, or that of a Relu /
+            // Clip onnxruntime drops.
+            let (target, absorbed) = match acts.get(out.as_str()) {
+                Some(_) => (out.clone(), None),
+                None => match follower(g, out) {
+                    Some((i, act)) => match acts.get(g.nodes[i].outputs[0].as_str()) {
+                        Some(e) if dropped_before(act, e) => (g.nodes[i].outputs[0].clone(), Some(g.nodes[i].name.clone())),
+                        _ => continue,
+                    },
+                    None => continue,
+                },
+            };
+            let e_out = acts[target.as_str()];
+            let op = match &n.op {
+                Op::Conv(a) => conv_op(g, n, *a, &acts, &params, e_out, false)?,
+                Op::Gemm { alpha, beta, trans_a: false, trans_b } if *alpha == 1.0 && *beta == 1.0 => {
+                    conv_op(g, n, Conv2d::default(), &acts, &params, e_out, !*trans_b)?.map(|(op, b)| {
+                        let IntegerOp::Conv { attrs, weight, bias, multiplier, x_inv, out, .. } = op else { unreachable!("conv_op makes convs") };
+                        (IntegerOp::Conv { attrs, weight, bias, multiplier, x_inv, out, gemm: true }, b)
+                    })
+                }
+                Op::GlobalAveragePool => acts.get(n.inputs[0].as_str()).and_then(|e_in| {
+                    let s = g.shapes.get(&n.inputs[0])?;
+                    let hw = s.get(2..)?.iter().product::<usize>() as f32;
+                    Some((IntegerOp::GlobalAvgPool { x_inv: 1.0 / e_in.scale[0], multiplier: e_in.scale[0] / (e_out.scale[0] * hw), out: IntGrid::of(e_out) }, None))
+                }),
+                Op::Binary(Binary::Add) if n.inputs.len() == 2 && g.shapes.get(&n.inputs[0]) == g.shapes.get(&n.inputs[1]) => {
+                    match (acts.get(n.inputs[0].as_str()), acts.get(n.inputs[1].as_str())) {
+                        (Some(a), Some(b)) => {
+                            let ((sa, za, ..), (sb, zb, ..), (sc, zc, qmin, qmax)) = (onnx_grid(a), onnx_grid(b), onnx_grid(e_out));
+                            Some((IntegerOp::Add(AddGrids { a: (sa, za), b: (sb, zb), c: (sc, zc), qmin, qmax }), None))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            let Some((op, bias)) = op else { continue };
+            plan.ops.insert(n.name.clone(), op);
+            plan.quantized.insert(target);
+            if let Some(a) = absorbed {
+                plan.absorbed.insert(a);
+            }
+            if let Some((name, codes)) = bias {
+                plan.biases.insert(name, codes);
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// The single Relu / Clip reading `value`, if that is its only reader.
+fn follower<'g>(g: &'g Graph, value: &str) -> Option<(usize, &'g Unary)> {
+    if g.outputs.iter().any(|o| o == value) {
+        return None;
+    }
+    match g.consumers_of(value)[..] {
+        [i] => match &g.nodes[i].op {
+            Op::Unary(u @ (Unary::Relu | Unary::Clip(..))) => Some((i, u)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+type Fused = Option<(IntegerOp, Option<(String, (Vec<i32>, Vec<f32>))>)>;
+
+/// A Conv (or Gemm, `transpose` = its weight is `[k, n]`) with a quantized input and int8
+/// symmetric weights quantized per output channel or per tensor.
+#[allow(clippy::too_many_arguments)]
+fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, params: &HashMap<&str, &Encoding>, e_out: &Encoding, transpose: bool) -> Result<Fused> {
+    let (Some(e_x), Some(w_name)) = (acts.get(n.inputs[0].as_str()), n.inputs.get(1)) else { return Ok(None) };
+    let Some(e_w) = params.get(w_name.as_str()) else { return Ok(None) };
+    let Some(w) = g.weight(w_name) else { return Ok(None) };
+    let out_axis = if transpose { 1 } else { 0 };
+    if !e_w.signed_codes() || e_w.axis.is_some_and(|a| a != out_axis) {
+        return Ok(None);
+    }
+    let codes = stored_weight_codes(w, e_w)?;
+    let weight: Array4<i32> = match codes.ndim() {
+        4 => codes.into_dimensionality().expect("4-D"),
+        2 => {
+            let m = codes.into_dimensionality::<Ix2>().expect("2-D");
+            let m = if transpose { m.reversed_axes() } else { m };
+            let (co, ci) = m.dim();
+            m.as_standard_layout().into_owned().into_shape_with_order((co, ci, 1, 1)).expect("same length")
+        }
+        _ => return Ok(None),
+    };
+    let cout = weight.shape()[0];
+    let sx = e_x.scale[0];
+    let bias_scales: Vec<f32> = (0..cout).map(|c| sx * e_w.scale[if e_w.axis.is_some() { c } else { 0 }]).collect();
+    let multiplier: Vec<f32> = bias_scales.iter().map(|&s| s / e_out.scale[0]).collect();
+    let (bias, export) = match n.inputs.get(2).filter(|b| !b.is_empty()) {
+        Some(b) => {
+            let Some(v) = g.weight(b) else { return Ok(None) };
+            if v.len() != cout {
+                return Ok(None);
+            }
+            let codes: Vec<i32> = v.iter().zip(&bias_scales).map(|(&b, &s)| (b / s).round_ties_even().clamp(i32::MIN as f32, i32::MAX as f32) as i32).collect();
+            (codes.clone(), Some((b.clone(), (codes, bias_scales))))
+        }
+        None => (vec![0; cout], None),
+    };
+    let op = IntegerOp::Conv { attrs, weight, bias, multiplier, x_inv: 1.0 / sx, out: IntGrid::of(e_out), gemm: false };
+    Ok(Some((op, export)))
+}
+
+/// The integer weights of a fused node as a flat i32 array (for upload).
+pub fn flat(a: &Array4<i32>) -> ArrayD<i32> {
+    a.as_standard_layout().into_owned().into_dyn()
+}
