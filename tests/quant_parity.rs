@@ -183,6 +183,40 @@ fn simulation_is_at_least_as_close_to_fp32_as_aimets() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The integer simulation against onnxruntime's run of the same model's QDQ export:
+/// tests/golden/mobilenet_v2_integer_ort.npy holds onnxruntime 1.32's outputs (CPU execution
+/// provider, default graph optimizations, an x86-64 CPU with AVX-512 VNNI) for eval.npy on the
+/// export this calibration writes (`tools/check_qdq.py --save` regenerates it).
+#[test]
+fn integer_simulation_equals_onnxruntime_bit_for_bit() {
+    let Some(gpu) = gpu() else { return };
+    use prost::Message;
+    use qforge::quant::sim::Arithmetic;
+    let g = qforge::graph::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx")).unwrap();
+    let opts = QuantOptions { arithmetic: Arithmetic::Integer, ..Default::default() };
+    let mut sim = QuantSim::new(gpu, g, &QuantConfig::default_per_channel(), opts, HashMap::new()).unwrap();
+    let calib: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/calib.npy")).unwrap();
+    sim.calibrate(Scheme::MinMax, calib.axis_chunks_iter(Axis(0), 8)).unwrap();
+    let eval: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/eval.npy")).unwrap();
+    let ours = sim.simulate(&eval, 8).unwrap().remove(0);
+    let ort: ArrayD<f32> = read_npy(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mobilenet_v2_integer_ort.npy")).unwrap();
+    let same = ours.iter().zip(&ort).filter(|(a, b)| a == b).count();
+    eprintln!("integer simulation vs onnxruntime: {same} of {} logits identical, top-1 {:.3}, SQNR {:.1} dB", ort.len(), qforge::eval::top1_agreement(&ort, &ours), qforge::eval::sqnr_db(&ort, &ours));
+    assert_eq!(same, ort.len(), "every logit equals onnxruntime's");
+    // The integer simulation is as close to FP32 as the float one (and AIMET's: 10.67 dB, 0.75).
+    let e = sim.evaluate(&eval, 8, None).unwrap();
+    eprintln!("integer simulation vs FP32: SQNR {:.2} dB, top-1 {:.3}", e.sqnr_db, e.top1_agreement);
+    assert!(e.sqnr_db >= 10.67 - 0.3 && e.top1_agreement >= 0.75 - 1.0 / 16.0 - 1e-9, "{e:?}");
+    // The export carries the int32 biases the simulation used: one per fused Conv / Gemm.
+    let plan = sim.integer_plan().unwrap().unwrap();
+    let dir = std::env::temp_dir().join(format!("qforge-int-{}", std::process::id()));
+    sim.export_qdq(&dir, "mobilenet_v2").unwrap();
+    let m = qforge::graph::onnx::ModelProto::decode(&std::fs::read(dir.join("mobilenet_v2_qdq.onnx")).unwrap()[..]).unwrap();
+    let int32 = m.graph.unwrap().initializer.iter().filter(|t| t.data_type == Some(6) && t.name.as_deref().is_some_and(|n| n.ends_with("_quantized"))).count();
+    assert_eq!((plan.biases.len(), int32), (52, 52), "52 convs fused, their biases int32");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Every encodings format has AIMET's layout and the same names as AIMET's files (less Clip's
 /// constant bounds, which qforge folds).
 fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {

@@ -1,29 +1,46 @@
 """Runs qforge's QDQ export in onnxruntime and compares it with qforge's own simulation.
 
-    qforge quantize --calib CALIB --eval EVAL.npy --sim-outputs out/sim.npy
-    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy out/sim.npy [FP32_OUTPUTS.npy]
+    qforge quantize [--integer] --calib CALIB --eval EVAL.npy --sim-outputs out/sim.npy
+    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy out/sim.npy [--fp32 FP32.npy] [--save ORT.npy]
+
+onnxruntime runs the model twice: as it runs by default (graph optimizations on: with int32
+biases, DequantizeLinear -> op -> QuantizeLinear groups become integer kernels, which
+`--integer` simulates) and with optimizations off (every op in f32 between its dequantize and
+quantize nodes, as AIMET's float simulation computes). `--save` writes the default run's
+outputs (tests/golden/mobilenet_v2_integer_ort.npy is made this way).
 """
-import sys
+import argparse
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 
 def sqnr(ref, x):
-    return 10 * np.log10((ref.astype(np.float64) ** 2).sum() / ((ref.astype(np.float64) - x) ** 2).sum())
+    noise = ((ref.astype(np.float64) - x) ** 2).sum()
+    return float("inf") if noise == 0 else 10 * np.log10((ref.astype(np.float64) ** 2).sum() / noise)
 
 
-qdq, inp, sim = sys.argv[1:4]
-onnx.checker.check_model(onnx.load(qdq), full_check=True)
-x = np.load(inp)
-so = ort.SessionOptions()
-so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-s = ort.InferenceSession(qdq, so, providers=["CPUExecutionProvider"])
-name = s.get_inputs()[0].name
-y = np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
-q = np.load(sim)
-print(f"onnxruntime(QDQ) vs qforge simulation: SQNR {sqnr(q, y):.2f} dB, top-1 agreement {(q.argmax(1) == y.argmax(1)).mean():.4f}, "
-      f"bit-exact fraction {(q == y).mean():.4f}")
-if len(sys.argv) > 4:
-    f = np.load(sys.argv[4])
-    print(f"vs FP32: onnxruntime(QDQ) {sqnr(f, y):.2f} dB / top-1 {(f.argmax(1) == y.argmax(1)).mean():.3f}; qforge sim {sqnr(f, q):.2f} dB / {(f.argmax(1) == q.argmax(1)).mean():.3f}")
+p = argparse.ArgumentParser()
+p.add_argument("qdq")
+p.add_argument("inputs")
+p.add_argument("sim")
+p.add_argument("--fp32")
+p.add_argument("--save")
+a = p.parse_args()
+onnx.checker.check_model(onnx.load(a.qdq), full_check=True)
+x = np.load(a.inputs)
+q = np.load(a.sim)
+for label, level in [("default (optimized)", ort.GraphOptimizationLevel.ORT_ENABLE_ALL), ("unoptimized", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)]:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    so.log_severity_level = 3
+    s = ort.InferenceSession(a.qdq, so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    y = np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    print(f"onnxruntime {label} vs qforge simulation: SQNR {sqnr(y, q):.2f} dB, top-1 agreement {(q.argmax(1) == y.argmax(1)).mean():.4f}, "
+          f"bit-identical {(q == y).mean():.4f}")
+    if a.fp32:
+        f = np.load(a.fp32)
+        print(f"  vs FP32: onnxruntime {sqnr(f, y):.2f} dB / top-1 {(f.argmax(1) == y.argmax(1)).mean():.3f}; qforge {sqnr(f, q):.2f} dB / {(f.argmax(1) == q.argmax(1)).mean():.3f}")
+    if a.save and level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL:
+        np.save(a.save, y)
