@@ -1,5 +1,6 @@
 //! Calibration throughput for MobileNetV2 at 224x224 (images/s) with min-max and tf-enhanced
-//! observers, next to the plain FP32 forward of the same prepared model in the same run.
+//! observers, next to the plain FP32 forward of the same prepared model in the same run; and
+//! the simulated forward, float (AIMET's) and integer (onnxruntime's arithmetic), against it.
 //!
 //! `cargo bench --bench calibration`
 
@@ -36,5 +37,27 @@ fn calibration(c: &mut Criterion) {
     grp.finish();
 }
 
-criterion_group!(benches, calibration);
+fn simulation(c: &mut Criterion) {
+    use qforge::quant::sim::{Arithmetic, QuantOptions, QuantSim};
+    let gpu = common::gpu();
+    let tag = common::tag(&gpu);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
+    let batch = 8;
+    let x = ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0);
+    let mut grp = c.benchmark_group(format!("simulation[{tag}]"));
+    grp.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(10));
+    grp.throughput(Throughput::Elements(batch as u64));
+    for (name, arithmetic) in [("float", Arithmetic::Float), ("integer", Arithmetic::Integer)] {
+        let opts = QuantOptions { arithmetic, ..Default::default() };
+        let mut sim = QuantSim::new(gpu.clone(), qforge::graph::load(&path).unwrap(), &QuantConfig::default_per_channel(), opts, Default::default()).unwrap();
+        sim.calibrate(Scheme::MinMax, [x.view()]).unwrap();
+        if name == "float" {
+            grp.bench_function(BenchmarkId::new("fp32 forward", batch), |b| b.iter(|| sim.fp32(&x, batch).unwrap()));
+        }
+        grp.bench_function(BenchmarkId::new(format!("simulate {name}"), batch), |b| b.iter(|| sim.simulate(&x, batch).unwrap()));
+    }
+    grp.finish();
+}
+
+criterion_group!(benches, calibration, simulation);
 criterion_main!(benches);

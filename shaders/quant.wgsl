@@ -195,17 +195,32 @@ struct RequantParams {
 @group(0) @binding(3) var<storage, read> rq_multiplier: array<f32>;  // [channels]
 @group(0) @binding(4) var<storage, read_write> rq_y: array<f32>;
 
+@group(0) @binding(1) var<storage, read> rq_acc_f32: array<f32>;  // requant_f32: exact integers
+
+fn requant_one(i: u32, acc: i32) {
+    let c = (i / rq.inner) % rq.channels;
+    let v = f32(acc + rq_bias[c]) * rq_multiplier[c];
+    // A zero code may come out as -0.0 where the runtime has +0.0: equal in every later use.
+    rq_y[i] = clamp(round(v), rq.lo, rq.hi) * rq.scale;
+}
+
 @compute @workgroup_size(256)
 fn requant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if i >= rq.n {
-        return;
+    if i < rq.n {
+        requant_one(i, rq_acc[i]);
     }
-    let c = (i / rq.inner) % rq.channels;
-    let v = f32(rq_acc[i] + rq_bias[c]) * rq_multiplier[c];
-    // A zero code may come out as -0.0 where the runtime has +0.0: equal in every later use.
-    rq_y[i] = clamp(round(v), rq.lo, rq.hi) * rq.scale;
+}
+
+// The same from accumulators an f32 GEMM summed exactly (integer-valued, below 2^24).
+@compute @workgroup_size(256)
+fn requant_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i < rq.n {
+        requant_one(i, i32(rq_acc_f32[i]));
+    }
 }
 
 // Quantized addition as onnxruntime's x86 QLinearAdd computes it, on dequantized inputs: the

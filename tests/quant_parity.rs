@@ -217,6 +217,29 @@ fn integer_simulation_equals_onnxruntime_bit_for_bit() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Gemms (transB = 1, then transB = 0) with a Relu between: onnxruntime runs the export
+/// through QGemm with the Relu dropped; tests/golden/mlp_integer_ort.npy is its output
+/// (tools/make_mlp.py says how it was made).
+#[test]
+fn integer_simulation_fuses_gemms_as_onnxruntime_does() {
+    let Some(gpu) = gpu() else { return };
+    use qforge::quant::integer::IntegerOp;
+    use qforge::quant::sim::Arithmetic;
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let g = qforge::graph::load(&golden.join("mlp.onnx")).unwrap();
+    let dims: HashMap<String, usize> = [("N".to_string(), 64)].into_iter().collect();
+    let opts = QuantOptions { arithmetic: Arithmetic::Integer, ..Default::default() };
+    let mut sim = QuantSim::new(gpu, g, &QuantConfig::default_per_channel(), opts, dims).unwrap();
+    let x: ArrayD<f32> = read_npy(golden.join("mlp_x.npy")).unwrap();
+    sim.calibrate(Scheme::MinMax, [x.view()]).unwrap();
+    let plan = sim.integer_plan().unwrap().unwrap();
+    let gemms = plan.ops.values().filter(|o| matches!(o, IntegerOp::Conv { gemm: true, .. })).count();
+    assert_eq!((gemms, plan.absorbed.len(), plan.biases.len()), (2, 1, 2), "both Gemms fused, the Relu dropped");
+    let ours = sim.simulate(&x, 64).unwrap().remove(0);
+    let ort: ArrayD<f32> = read_npy(golden.join("mlp_integer_ort.npy")).unwrap();
+    assert_eq!(ours, ort, "every output equals onnxruntime's");
+}
+
 /// Every encodings format has AIMET's layout and the same names as AIMET's files (less Clip's
 /// constant bounds, which qforge folds).
 fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {

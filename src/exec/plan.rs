@@ -144,9 +144,9 @@ impl<'g> Builder<'g> {
         self.g.consts.get(name).map(Const::to_f32)
     }
 
-    /// A scratch i32 buffer from the pool, returned with [`Builder::give_back`] once recorded.
-    fn scratch_i32(&mut self, shape: &[usize]) -> Result<GpuTensor> {
-        self.alloc(shape)?.view(shape, DType::I32)
+    /// A scratch buffer from the pool, returned with [`Builder::give_back`] once recorded.
+    fn scratch(&mut self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        self.alloc(shape)?.view(shape, dtype)
     }
 
     fn give_back(&mut self, t: GpuTensor) -> Result<()> {
@@ -158,19 +158,40 @@ impl<'g> Builder<'g> {
     fn integer_node(&mut self, node: &Node, op: &IntegerOp) -> Result<()> {
         let gpu = self.gpu;
         match op {
-            IntegerOp::Conv { attrs, weight, bias, multiplier, x_inv, out, gemm } => {
+            IntegerOp::Conv { attrs, weight, bias, multiplier, x: grid, out, gemm, f32_exact } => {
                 let mut x = self.get(&node.inputs[0])?;
                 if *gemm {
                     let s = x.shape().to_vec();
                     x = x.view(&[s[0], s[1], 1, 1], DType::F32)?;
                 }
-                let w = gpu.upload(&flat(weight).view())?;
                 let (b, m) = (self.upload_i32(&[bias.len()], bias)?, self.upload(&[multiplier.len()], multiplier)?);
                 let y = self.out(node, 0)?;
-                let shape = conv::output_shape(x.shape(), w.shape(), attrs)?;
-                let acc = self.scratch_i32(&shape)?;
-                conv::qconv2d_into(&mut self.steps, gpu, &x, *x_inv, &w, attrs, &acc)?;
-                quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, shape[2] * shape[3], *out, &y)?;
+                let shape = conv::output_shape(x.shape(), weight.shape(), attrs)?;
+                let inner = shape[2] * shape[3];
+                if *f32_exact {
+                    // The input's codes as f32 (a grid of scale 1 over the same codes), one
+                    // f32 GEMM with the weight codes, exact under the layer's checked bound.
+                    let table = self.upload(&[1, 4], &[1.0, 1.0 / grid.scale, grid.lo, 0.0])?;
+                    let r = self.scratch(x.shape(), DType::F32)?;
+                    quant::fake_quant_table_into(&mut self.steps, gpu, &x, &table, (grid.hi - grid.lo) as u32, None, false, &r)?;
+                    let (cout, cin) = (shape[1], x.shape()[1]);
+                    let w = self.upload(&[cout, cin], &weight.iter().map(|&v| v as f32).collect::<Vec<f32>>())?;
+                    let acc = self.scratch(&shape, DType::F32)?;
+                    if *gemm {
+                        let (rv, av) = (r.view(&[shape[0], cin], DType::F32)?, acc.view(&[shape[0], cout], DType::F32)?);
+                        gemm::matmul_into(&mut self.steps, gpu, &rv, &w, false, true, 1.0, Bias::None, &av)?;
+                    } else {
+                        let (rv, av) = (r.view(&[shape[0], cin, inner], DType::F32)?, acc.view(&[shape[0], cout, inner], DType::F32)?);
+                        gemm::matmul_into(&mut self.steps, gpu, &w, &rv, false, false, 1.0, Bias::None, &av)?;
+                    }
+                    quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, inner, *out, &y)?;
+                    self.give_back(r)?;
+                    return self.give_back(acc);
+                }
+                let w = gpu.upload(&flat(weight).view())?;
+                let acc = self.scratch(&shape, DType::I32)?;
+                conv::qconv2d_into(&mut self.steps, gpu, &x, 1.0 / grid.scale, &w, attrs, &acc)?;
+                quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, inner, *out, &y)?;
                 self.give_back(acc)
             }
             IntegerOp::GlobalAvgPool { x_inv, multiplier, out } => {
@@ -180,7 +201,7 @@ impl<'g> Builder<'g> {
                 let w = self.upload_i32(&[c, 1, s[2], s[3]], &vec![1; c * hw])?;
                 let (b, m) = (self.upload_i32(&[c], &vec![0; c])?, self.upload(&[c], &vec![*multiplier; c])?);
                 let y = self.out(node, 0)?;
-                let acc = self.scratch_i32(&[s[0], c, 1, 1])?;
+                let acc = self.scratch(&[s[0], c, 1, 1], DType::I32)?;
                 conv::qconv2d_into(&mut self.steps, gpu, &x, *x_inv, &w, &conv::Conv2d { groups: c, ..Default::default() }, &acc)?;
                 quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, 1, *out, &y)?;
                 self.give_back(acc)

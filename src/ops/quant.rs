@@ -12,6 +12,7 @@ use Access::{Read, ReadWrite, Uniform};
 static FAKE_QUANT: Kernel = Kernel { family: Family::Quant, entry: "fake_quant", bindings: &[Uniform, Read, Read, ReadWrite] };
 static CODES: Kernel = Kernel { family: Family::Quant, entry: "quantize_codes", bindings: &[Uniform, Read, Read, ReadWrite] };
 static REQUANT: Kernel = Kernel { family: Family::Quant, entry: "requant", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
+static REQUANT_F32: Kernel = Kernel { family: Family::Quant, entry: "requant_f32", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
 static QADD: Kernel = Kernel { family: Family::Quant, entry: "qadd", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
 static BACKWARD: Kernel = Kernel {
     family: Family::Quant,
@@ -206,11 +207,15 @@ struct RequantParams {
     hi: f32,
 }
 
-/// Requantizes i32 accumulators `acc` (`[.., channels, inner..]` flattened) onto `grid` into the
-/// dequantized f32 `y`: `clamp(round(f32(acc + bias[c]) * multiplier[c])) * scale`.
+/// Requantizes accumulators `acc` (`[.., channels, inner..]` flattened; i32, or f32 holding
+/// exact integers below 2^24) onto `grid` into the dequantized f32 `y`:
+/// `clamp(round(f32(acc + bias[c]) * multiplier[c])) * scale`.
 pub fn requant_into(enc: &mut impl Record, gpu: &Gpu, acc: &GpuTensor, bias: &GpuTensor, multiplier: &GpuTensor, inner: usize, grid: IntGrid, y: &GpuTensor) -> Result<()> {
     const OP: &str = "requant";
-    acc.expect_dtype(OP, "acc", DType::I32)?;
+    let kernel = if acc.dtype() == DType::F32 { &REQUANT_F32 } else { &REQUANT };
+    if acc.dtype() != DType::F32 {
+        acc.expect_dtype(OP, "acc", DType::I32)?;
+    }
     bias.expect_dtype(OP, "bias", DType::I32)?;
     multiplier.expect_dtype(OP, "multiplier", DType::F32)?;
     y.expect_dtype(OP, "y", DType::F32)?;
@@ -223,7 +228,7 @@ pub fn requant_into(enc: &mut impl Record, gpu: &Gpu, acc: &GpuTensor, bias: &Gp
     }
     let params = RequantParams { n: acc.len() as u32, inner: inner as u32, channels: channels as u32, scale: grid.scale, lo: grid.lo, hi: grid.hi };
     let groups = grid_1d((acc.len() as u64).div_ceil(WG), gpu.limits().max_groups)?;
-    enc.dispatch(gpu, &REQUANT, &[], &params, &[Bind::Whole(acc), Bind::Whole(bias), Bind::Whole(multiplier), Bind::Whole(y)], groups)
+    enc.dispatch(gpu, kernel, &[], &params, &[Bind::Whole(acc), Bind::Whole(bias), Bind::Whole(multiplier), Bind::Whole(y)], groups)
 }
 
 /// The constants of a quantized addition `c = a + b` (see [`qadd_into`]).

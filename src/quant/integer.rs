@@ -28,8 +28,10 @@ use crate::quant::params::stored_weight_codes;
 pub enum IntegerOp {
     /// Conv, or Gemm as a 1x1 convolution over `[m, k, 1, 1]`: weight codes
     /// `[cout, cin / groups, kh, kw]`, int32 bias codes, per-channel multipliers
-    /// `s_x * s_w / s_y`, 1 / the input's scale.
-    Conv { attrs: Conv2d, weight: Array4<i32>, bias: Vec<i32>, multiplier: Vec<f32>, x_inv: f32, out: IntGrid, gemm: bool },
+    /// `s_x * s_w / s_y`, the input's grid. `f32_exact`: a pointwise layer whose every partial
+    /// sum of code products stays below 2^24 in magnitude (checked from the weights and the
+    /// input grid), so an f32 GEMM on the codes adds them up exactly, in any order.
+    Conv { attrs: Conv2d, weight: Array4<i32>, bias: Vec<i32>, multiplier: Vec<f32>, x: IntGrid, out: IntGrid, gemm: bool, f32_exact: bool },
     /// Global average pooling: the integer sum per channel times `s_x / (s_y * h * w)`.
     GlobalAvgPool { x_inv: f32, multiplier: f32, out: IntGrid },
     /// Same-shape addition of two quantized tensors.
@@ -104,8 +106,8 @@ impl IntegerPlan {
                 Op::Conv(a) => conv_op(g, n, *a, &acts, &params, e_out, false)?,
                 Op::Gemm { alpha, beta, trans_a: false, trans_b } if *alpha == 1.0 && *beta == 1.0 => {
                     conv_op(g, n, Conv2d::default(), &acts, &params, e_out, !*trans_b)?.map(|(op, b)| {
-                        let IntegerOp::Conv { attrs, weight, bias, multiplier, x_inv, out, .. } = op else { unreachable!("conv_op makes convs") };
-                        (IntegerOp::Conv { attrs, weight, bias, multiplier, x_inv, out, gemm: true }, b)
+                        let IntegerOp::Conv { attrs, weight, bias, multiplier, x, out, f32_exact, .. } = op else { unreachable!("conv_op makes convs") };
+                        (IntegerOp::Conv { attrs, weight, bias, multiplier, x, out, gemm: true, f32_exact }, b)
                     })
                 }
                 Op::GlobalAveragePool => acts.get(n.inputs[0].as_str()).and_then(|e_in| {
@@ -115,7 +117,8 @@ impl IntegerPlan {
                 }),
                 Op::Binary(Binary::Add) if n.inputs.len() == 2 && g.shapes.get(&n.inputs[0]) == g.shapes.get(&n.inputs[1]) => {
                     match (acts.get(n.inputs[0].as_str()), acts.get(n.inputs[1].as_str())) {
-                        (Some(a), Some(b)) => {
+                        // One code type for all three, as QLinearAdd takes them.
+                        (Some(a), Some(b)) if a.signed_codes() == e_out.signed_codes() && b.signed_codes() == e_out.signed_codes() => {
                             let ((sa, za, ..), (sb, zb, ..), (sc, zc, qmin, qmax)) = (onnx_grid(a), onnx_grid(b), onnx_grid(e_out));
                             Some((IntegerOp::Add(AddGrids { a: (sa, za), b: (sb, zb), c: (sc, zc), qmin, qmax }), None))
                         }
@@ -191,7 +194,11 @@ fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, 
         }
         None => (vec![0; cout], None),
     };
-    let op = IntegerOp::Conv { attrs, weight, bias, multiplier, x_inv: 1.0 / sx, out: IntGrid::of(e_out), gemm: false };
+    let x = IntGrid::of(e_x);
+    let pointwise = weight.shape()[2..] == [1, 1] && attrs.strides == [1, 1] && attrs.pads == [0; 4] && attrs.groups == 1;
+    let largest_code = x.lo.abs().max(x.hi.abs()) as u64;
+    let f32_exact = pointwise && weight.outer_iter().all(|w| w.iter().map(|&v| v.unsigned_abs() as u64).sum::<u64>() * largest_code < 1 << 24);
+    let op = IntegerOp::Conv { attrs, weight, bias, multiplier, x, out: IntGrid::of(e_out), gemm: false, f32_exact };
     Ok(Some((op, export)))
 }
 
