@@ -206,3 +206,39 @@ fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, 
 pub fn flat(a: &Array4<i32>) -> ArrayD<i32> {
     a.as_standard_layout().into_owned().into_dyn()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::QuantKind;
+
+    fn grid(lo: f32, hi: f32, kind: QuantKind) -> Encoding {
+        Encoding::from_ranges(&[lo], &[hi], 8, kind, None).unwrap()
+    }
+
+    #[test]
+    fn relu_is_dropped_only_when_zero_is_the_lowest_code() {
+        assert!(dropped_before(&Unary::Relu, &grid(0.0, 5.0, QuantKind::Asymmetric)));
+        assert!(!dropped_before(&Unary::Relu, &grid(-1.0, 5.0, QuantKind::Asymmetric)));
+        assert!(!dropped_before(&Unary::Relu, &grid(-5.0, 5.0, QuantKind::SignedSymmetric)));
+    }
+
+    #[test]
+    fn clip_is_dropped_only_when_the_grid_lies_inside_its_bounds() {
+        let relu6 = Unary::Clip(0.0, 6.0);
+        assert!(dropped_before(&relu6, &grid(0.0, 5.5, QuantKind::Asymmetric)));
+        assert!(dropped_before(&relu6, &grid(0.0, 6.0, QuantKind::Asymmetric)));
+        assert!(!dropped_before(&relu6, &grid(0.0, 6.5, QuantKind::Asymmetric)), "codes above 6 would survive");
+        assert!(!dropped_before(&relu6, &grid(-0.5, 5.5, QuantKind::Asymmetric)), "codes below 0 would survive");
+        assert!(!dropped_before(&Unary::Sigmoid, &grid(0.0, 1.0, QuantKind::Asymmetric)));
+    }
+
+    #[test]
+    fn onnx_grids_follow_the_export() {
+        // Unsigned grids: zero point -offset, codes 0..=255; signed: zero point 0, -128..=127.
+        let u = grid(-1.0, 3.0, QuantKind::Asymmetric);
+        assert_eq!(onnx_grid(&u), (u.scale[0], -u.offset[0], 0.0, 255.0));
+        let s = grid(-3.0, 3.0, QuantKind::SignedSymmetric);
+        assert_eq!(onnx_grid(&s), (s.scale[0], 0.0, -128.0, 127.0));
+    }
+}
