@@ -56,7 +56,7 @@ fn qconv_and_requant_match_reference() {
         let y = gpu.empty(&shape, DType::F32).unwrap();
         let mut enc = gpu.encoder();
         conv::qconv2d_into(&mut enc, &gpu, &xt, 1.0 / sx, &wt_t, &a, &acc).unwrap();
-        quant::requant_into(&mut enc, &gpu, &acc, &bt, &mt, shape[2] * shape[3], grid, &y).unwrap();
+        quant::requant_into(&mut enc, &gpu, &acc, &quant::Requant { bias: &bt, multiplier: &mt, inner: shape[2] * shape[3], grid }, &y).unwrap();
         let out = gpu.submit_and_read(enc, &[&acc, &y]).unwrap();
         let got_acc: Vec<i32> = bytemuck::pod_collect_to_vec(&out[0]);
         let got_y: Vec<f32> = bytemuck::pod_collect_to_vec(&out[1]);

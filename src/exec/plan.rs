@@ -184,14 +184,14 @@ impl<'g> Builder<'g> {
                         let (rv, av) = (r.view(&[shape[0], cin, inner], DType::F32)?, acc.view(&[shape[0], cout, inner], DType::F32)?);
                         gemm::matmul_into(&mut self.steps, gpu, &w, &rv, false, false, 1.0, Bias::None, &av)?;
                     }
-                    quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, inner, *out, &y)?;
+                    quant::requant_into(&mut self.steps, gpu, &acc, &quant::Requant { bias: &b, multiplier: &m, inner, grid: *out }, &y)?;
                     self.give_back(r)?;
                     return self.give_back(acc);
                 }
                 let w = gpu.upload(&flat(weight).view())?;
                 let acc = self.scratch(&shape, DType::I32)?;
                 conv::qconv2d_into(&mut self.steps, gpu, &x, 1.0 / grid.scale, &w, attrs, &acc)?;
-                quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, inner, *out, &y)?;
+                quant::requant_into(&mut self.steps, gpu, &acc, &quant::Requant { bias: &b, multiplier: &m, inner, grid: *out }, &y)?;
                 self.give_back(acc)
             }
             IntegerOp::GlobalAvgPool { x_inv, multiplier, out } => {
@@ -203,7 +203,7 @@ impl<'g> Builder<'g> {
                 let y = self.out(node, 0)?;
                 let acc = self.scratch(&[s[0], c, 1, 1], DType::I32)?;
                 conv::qconv2d_into(&mut self.steps, gpu, &x, *x_inv, &w, &conv::Conv2d { groups: c, ..Default::default() }, &acc)?;
-                quant::requant_into(&mut self.steps, gpu, &acc, &b, &m, 1, *out, &y)?;
+                quant::requant_into(&mut self.steps, gpu, &acc, &quant::Requant { bias: &b, multiplier: &m, inner: 1, grid: *out }, &y)?;
                 self.give_back(acc)
             }
             IntegerOp::Add(grids) => {

@@ -207,11 +207,23 @@ struct RequantParams {
     hi: f32,
 }
 
+/// How accumulators map onto an output grid (see [`requant_into`]).
+pub struct Requant<'a> {
+    /// i32 `[channels]`, added to the accumulators.
+    pub bias: &'a GpuTensor,
+    /// f32 `[channels]`: `s_x * s_w / s_y` per channel.
+    pub multiplier: &'a GpuTensor,
+    /// Elements per channel run (`h * w` for NCHW, 1 for `[m, n]`).
+    pub inner: usize,
+    pub grid: IntGrid,
+}
+
 /// Requantizes accumulators `acc` (`[.., channels, inner..]` flattened; i32, or f32 holding
-/// exact integers below 2^24) onto `grid` into the dequantized f32 `y`:
+/// exact integers below 2^24) onto the grid into the dequantized f32 `y`:
 /// `clamp(round(f32(acc + bias[c]) * multiplier[c])) * scale`.
-pub fn requant_into(enc: &mut impl Record, gpu: &Gpu, acc: &GpuTensor, bias: &GpuTensor, multiplier: &GpuTensor, inner: usize, grid: IntGrid, y: &GpuTensor) -> Result<()> {
+pub fn requant_into(enc: &mut impl Record, gpu: &Gpu, acc: &GpuTensor, r: &Requant<'_>, y: &GpuTensor) -> Result<()> {
     const OP: &str = "requant";
+    let Requant { bias, multiplier, inner, grid } = *r;
     let kernel = if acc.dtype() == DType::F32 { &REQUANT_F32 } else { &REQUANT };
     if acc.dtype() != DType::F32 {
         acc.expect_dtype(OP, "acc", DType::I32)?;

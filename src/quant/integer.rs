@@ -24,6 +24,8 @@ use crate::quant::encoding::Encoding;
 use crate::quant::params::stored_weight_codes;
 
 /// How one fused node runs.
+// Convs carry their weights; a model has a few dozen of these.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum IntegerOp {
     /// Conv, or Gemm as a 1x1 convolution over `[m, k, 1, 1]`: weight codes
