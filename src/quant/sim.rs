@@ -1,6 +1,8 @@
 //! [`QuantSim`]: AIMET's QuantizationSimModel on the GPU — prepare (BN fold), place
 //! quantizers from a config, quantize the weights once, calibrate activation ranges, simulate
-//! with fake quantization, evaluate against FP32, export encodings.
+//! with fake quantization, evaluate against FP32, export encodings. With
+//! [`Arithmetic::Integer`] the simulation instead computes what onnxruntime computes when it
+//! runs the QDQ export ([`crate::quant::integer`]), bit for bit.
 //!
 //! ```no_run
 //! use std::sync::Arc;
