@@ -86,6 +86,10 @@ impl IntegerPlan {
                 return Err(Error::invalid("integer simulation", "bitwidth", format!("{} ({name})", e.bitwidth), "integer kernels run 8-bit grids (uint8/int8)"));
             }
         }
+        let signed = activations.iter().filter(|(_, e)| e.signed_codes()).count();
+        if signed > 0 {
+            log::warn!("integer simulation: {signed} activations have signed (int8) grids; onnxruntime converts them to uint8 and runs some of their layers in f32 (Conv + Clip as FusedConv), so its results differ from the simulation there");
+        }
         let acts: HashMap<&str, &Encoding> = activations.iter().map(|(n, e)| (n.as_str(), e)).collect();
         let params: HashMap<&str, &Encoding> = params.iter().map(|(n, e)| (n.as_str(), e)).collect();
         let mut plan = IntegerPlan::default();
