@@ -331,7 +331,7 @@ fn quantize(a: QuantizeArgs) -> qforge::Result<()> {
     let p = sim.placement();
     println!("model            {}", model.display());
     println!("quantizers       {} activations, {} parameters (W{param_bw}A{act_bw}, {})", p.activations.len(), p.params.len(), config.as_ref().map_or("AIMET per-channel default".to_string(), |c| c.display().to_string()));
-    println!("simulation       {}", if integer { "integer: onnxruntime's kernels on the QDQ export (int32 biases)" } else { "float: AIMET's QuantSim" });
+    println!("simulation       {}", if integer { "integer: onnxruntime's kernels on the QDQ export (int32 biases), bit for bit" } else { "float: AIMET's QuantSim (--integer simulates onnxruntime's run of the QDQ export bit for bit)" });
     if data_free {
         println!("calibration      data-free: activation ranges from batch-norm statistics");
     } else {
