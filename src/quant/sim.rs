@@ -102,6 +102,8 @@ pub struct QuantSim {
     tables: HashMap<String, (GpuTensor, u32)>,
     /// Compiled plans by (batch, simulated?).
     plans: Mutex<HashMap<(usize, bool), Arc<Plan>>>,
+    /// The integer simulation's fused nodes, made on first use (emptied with `plans`).
+    integer: Mutex<Option<Arc<IntegerPlan>>>,
     input: String,
     scheme: Scheme,
 }
@@ -133,6 +135,7 @@ impl QuantSim {
             activations: Vec::new(),
             tables: HashMap::new(),
             plans: Mutex::new(HashMap::new()),
+            integer: Mutex::new(None),
             input,
             scheme: Scheme::MinMax,
         };
@@ -161,7 +164,7 @@ impl QuantSim {
         model.override_consts(quantize_weights(&g, &params)?);
         self.model = model;
         self.params = params;
-        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.forget_plans();
         Ok(())
     }
 
@@ -197,7 +200,7 @@ impl QuantSim {
     pub(crate) fn override_fp32_consts(&mut self, consts: std::collections::BTreeMap<String, crate::graph::ir::Const>) {
         self.fp32.override_consts(consts.clone());
         self.model.override_consts(consts);
-        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.forget_plans();
     }
 
     /// The folded batch-norm statistics per conv (after CLE's scaling and absorption).
@@ -349,7 +352,7 @@ impl QuantSim {
                 }
             }
         }
-        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.forget_plans();
         Ok(())
     }
 
@@ -371,18 +374,29 @@ impl QuantSim {
         Ok(p)
     }
 
+    /// Drops the compiled plans (and the integer simulation's fused nodes) after the model or
+    /// its encodings changed.
+    fn forget_plans(&self) {
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.integer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// The fused nodes of the integer simulation (`None` for the float one).
-    pub fn integer_plan(&self) -> Result<Option<IntegerPlan>> {
-        match self.opts.arithmetic {
-            Arithmetic::Float => Ok(None),
-            Arithmetic::Integer => Ok(Some(IntegerPlan::new(&self.fp32.at(1)?, &self.activations, &self.params)?)),
+    pub fn integer_plan(&self) -> Result<Option<Arc<IntegerPlan>>> {
+        if self.opts.arithmetic == Arithmetic::Float {
+            return Ok(None);
         }
+        let mut cached = self.integer.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.is_none() {
+            *cached = Some(Arc::new(IntegerPlan::new(&self.fp32.at(1)?, &self.activations, &self.params)?));
+        }
+        Ok(cached.clone())
     }
 
     /// The simulated model compiled for one batch size, with `taps` readable.
     fn compile_sim(&self, batch: usize, taps: &[String]) -> Result<Plan> {
         let integer = self.integer_plan()?;
-        Plan::compile_integer(self.gpu.clone(), &self.model.at(batch)?, taps, &self.tables, integer.as_ref())
+        Plan::compile_integer(self.gpu.clone(), &self.model.at(batch)?, taps, &self.tables, integer.as_deref())
     }
 
     fn run_pieces(&self, x: &ArrayD<f32>, piece: usize, quantized: bool) -> Result<Vec<ArrayD<f32>>> {
@@ -546,7 +560,7 @@ impl QuantSim {
             let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
             codes.insert(name.clone(), crate::quant::params::stored_weight_codes(w, e)?);
         }
-        let biases = self.integer_plan()?.map(|p| p.biases).unwrap_or_default();
+        let biases = self.integer_plan()?.map(|p| p.biases.clone()).unwrap_or_default();
         let model = crate::quant::qdq::qdq_model(&g, &self.activations, &self.params, &codes, &biases)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
         crate::graph::export::write_atomic(&dir.join(format!("{stem}_qdq.onnx")), &prost::Message::encode_to_vec(&model))
