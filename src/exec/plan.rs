@@ -14,7 +14,7 @@ use crate::graph::resolve::{norm_axis, slice_spec};
 use crate::ops::elementwise::{self as ew, strides, StridedView};
 use crate::ops::gemm::{self, Bias};
 use crate::ops::{conv, pool, quant, reduce};
-use crate::quant::integer::{flat, IntegerOp, IntegerPlan};
+use crate::quant::integer::{IntegerOp, IntegerPlan};
 
 /// A compiled forward pass.
 pub struct Plan {
@@ -82,7 +82,7 @@ impl<'g> Builder<'g> {
         Ok(t)
     }
 
-    fn upload(&self, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+    fn upload<T: crate::gpu::Element>(&self, shape: &[usize], data: &[T]) -> Result<GpuTensor> {
         self.gpu.upload_slice(shape, data)
     }
 
@@ -164,7 +164,7 @@ impl<'g> Builder<'g> {
                     let s = x.shape().to_vec();
                     x = x.view(&[s[0], s[1], 1, 1], DType::F32)?;
                 }
-                let (b, m) = (self.upload_i32(&[bias.len()], bias)?, self.upload(&[multiplier.len()], multiplier)?);
+                let (b, m) = (self.upload(&[bias.len()], bias)?, self.upload(&[multiplier.len()], multiplier)?);
                 let y = self.out(node, 0)?;
                 let shape = conv::output_shape(x.shape(), weight.shape(), attrs)?;
                 let inner = shape[2] * shape[3];
@@ -188,7 +188,7 @@ impl<'g> Builder<'g> {
                     self.give_back(r)?;
                     return self.give_back(acc);
                 }
-                let w = gpu.upload(&flat(weight).view())?;
+                let w = gpu.upload(&weight.view().into_dyn())?;
                 let acc = self.scratch(&shape, DType::I32)?;
                 conv::qconv2d_into(&mut self.steps, gpu, &x, 1.0 / grid.scale, &w, attrs, &acc)?;
                 quant::requant_into(&mut self.steps, gpu, &acc, &quant::Requant { bias: &b, multiplier: &m, inner, grid: *out }, &y)?;
@@ -198,8 +198,8 @@ impl<'g> Builder<'g> {
                 let x = self.get(&node.inputs[0])?;
                 let s = x.shape().to_vec();
                 let (c, hw) = (s[1], s[2] * s[3]);
-                let w = self.upload_i32(&[c, 1, s[2], s[3]], &vec![1; c * hw])?;
-                let (b, m) = (self.upload_i32(&[c], &vec![0; c])?, self.upload(&[c], &vec![*multiplier; c])?);
+                let w = self.upload(&[c, 1, s[2], s[3]], &vec![1; c * hw])?;
+                let (b, m) = (self.upload(&[c], &vec![0; c])?, self.upload(&[c], &vec![*multiplier; c])?);
                 let y = self.out(node, 0)?;
                 let acc = self.scratch(&[s[0], c, 1, 1], DType::I32)?;
                 conv::qconv2d_into(&mut self.steps, gpu, &x, *x_inv, &w, &conv::Conv2d { groups: c, ..Default::default() }, &acc)?;
@@ -212,10 +212,6 @@ impl<'g> Builder<'g> {
                 quant::qadd_into(&mut self.steps, gpu, &a, &c, *grids, &y)
             }
         }
-    }
-
-    fn upload_i32(&self, shape: &[usize], data: &[i32]) -> Result<GpuTensor> {
-        self.gpu.upload_slice(shape, data)
     }
 
     fn node(&mut self, node: &Node) -> Result<()> {

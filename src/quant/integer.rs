@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use ndarray::{Array4, ArrayD, Ix2};
+use ndarray::{Array4, Ix2};
 
 use crate::error::{Error, Result};
 use crate::graph::ir::{Graph, Node, Op};
@@ -109,13 +109,8 @@ impl IntegerPlan {
             };
             let e_out = acts[target.as_str()];
             let op = match &n.op {
-                Op::Conv(a) => conv_op(g, n, *a, &acts, &params, e_out, false)?,
-                Op::Gemm { alpha, beta, trans_a: false, trans_b } if *alpha == 1.0 && *beta == 1.0 => {
-                    conv_op(g, n, Conv2d::default(), &acts, &params, e_out, !*trans_b)?.map(|(op, b)| {
-                        let IntegerOp::Conv { attrs, weight, bias, multiplier, x, out, f32_exact, .. } = op else { unreachable!("conv_op makes convs") };
-                        (IntegerOp::Conv { attrs, weight, bias, multiplier, x, out, gemm: true, f32_exact }, b)
-                    })
-                }
+                Op::Conv(a) => conv_op(g, n, *a, &acts, &params, e_out, None)?,
+                Op::Gemm { alpha, beta, trans_a: false, trans_b } if *alpha == 1.0 && *beta == 1.0 => conv_op(g, n, Conv2d::default(), &acts, &params, e_out, Some(*trans_b))?,
                 Op::GlobalAveragePool => acts.get(n.inputs[0].as_str()).and_then(|e_in| {
                     let s = g.shapes.get(&n.inputs[0])?;
                     let hw = s.get(2..)?.iter().product::<usize>() as f32;
@@ -163,10 +158,11 @@ fn follower<'g>(g: &'g Graph, value: &str) -> Option<(usize, &'g Unary)> {
 
 type Fused = Option<(IntegerOp, Option<(String, (Vec<i32>, Vec<f32>))>)>;
 
-/// A Conv (or Gemm, `transpose` = its weight is `[k, n]`) with a quantized input and int8
-/// symmetric weights quantized per output channel or per tensor.
+/// A Conv (or a Gemm: `gemm` = Some(trans_b); without trans_b its weight is `[k, n]`) with a
+/// quantized input and int8 symmetric weights quantized per output channel or per tensor.
 #[allow(clippy::too_many_arguments)]
-fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, params: &HashMap<&str, &Encoding>, e_out: &Encoding, transpose: bool) -> Result<Fused> {
+fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, params: &HashMap<&str, &Encoding>, e_out: &Encoding, gemm: Option<bool>) -> Result<Fused> {
+    let transpose = gemm == Some(false);
     let (Some(e_x), Some(w_name)) = (acts.get(n.inputs[0].as_str()), n.inputs.get(1)) else { return Ok(None) };
     let Some(e_w) = params.get(w_name.as_str()) else { return Ok(None) };
     let Some(w) = g.weight(w_name) else { return Ok(None) };
@@ -204,13 +200,8 @@ fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, 
     let pointwise = weight.shape()[2..] == [1, 1] && attrs.strides == [1, 1] && attrs.pads == [0; 4] && attrs.groups == 1;
     let largest_code = x.lo.abs().max(x.hi.abs()) as u64;
     let f32_exact = pointwise && weight.outer_iter().all(|w| w.iter().map(|&v| v.unsigned_abs() as u64).sum::<u64>() * largest_code < 1 << 24);
-    let op = IntegerOp::Conv { attrs, weight, bias, multiplier, x, out: IntGrid::of(e_out), gemm: false, f32_exact };
+    let op = IntegerOp::Conv { attrs, weight, bias, multiplier, x, out: IntGrid::of(e_out), gemm: gemm.is_some(), f32_exact };
     Ok(Some((op, export)))
-}
-
-/// The integer weights of a fused node as a flat i32 array (for upload).
-pub fn flat(a: &Array4<i32>) -> ArrayD<i32> {
-    a.as_standard_layout().into_owned().into_dyn()
 }
 
 #[cfg(test)]
