@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{ArrayD, IxDyn};
-use qforge::exec::Plan;
+use qforge::exec::{Compile, Plan, Runner};
+use qforge::graph::Prepared;
 use qforge::quant::analyzers::Scheme;
-use qforge::quant::calibrate::{Calibrator, Prepared};
+use qforge::quant::calibrate::Calibrator;
 use qforge::quant::{place, QuantConfig};
 
 fn calibration(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
-    let model = Prepared::new(qforge::graph::load(&path).unwrap(), Default::default());
+    let model = std::sync::Arc::new(Prepared::bn_folded(qforge::graph::load(&path).unwrap(), Default::default()).unwrap().0);
     let batch = 8;
     let g = model.at(batch).unwrap();
     let placement = place(&g, &QuantConfig::default_per_channel());
@@ -27,10 +28,11 @@ fn calibration(c: &mut Criterion) {
     let mut grp = c.benchmark_group(format!("calibration[{tag}]"));
     grp.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(10));
     grp.throughput(Throughput::Elements(batch as u64));
-    let plan = Plan::compile(gpu.clone(), &g, &[]).unwrap();
+    let plan = Plan::compile(gpu.clone(), &g, Compile::default()).unwrap();
     grp.bench_function(BenchmarkId::new("plain forward", batch), |b| b.iter(|| plan.run(&[("input", x.view())], plan.outputs()).unwrap()));
     for (name, scheme) in [("minmax", Scheme::MinMax), ("tf-enhanced", Scheme::TfEnhanced { gamma: 3.0 })] {
-        let mut cal = Calibrator::new(gpu.clone(), model.clone(), &placement, scheme).unwrap();
+        let taps: Vec<String> = placement.activations.iter().map(|q| q.tensor.clone()).filter(|t| !g.inputs.contains(t)).collect();
+        let mut cal = Calibrator::new(gpu.clone(), Runner::new(gpu.clone(), model.clone()).taps(&taps), &placement, scheme).unwrap();
         cal.add("input", x.view()).unwrap();
         grp.bench_function(BenchmarkId::new(format!("calibrate {name}"), batch), |b| b.iter(|| cal.add("input", x.view()).unwrap()));
     }

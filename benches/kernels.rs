@@ -20,8 +20,8 @@ fn bandwidth(c: &mut Criterion) {
     let tag = common::tag(&gpu);
     let mut g = c.benchmark_group(format!("bandwidth[{tag}]"));
     g.sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(3));
-    let per_tensor = Encoding::from_ranges(&[-4.0], &[4.0], 8, QuantKind::Asymmetric, None).unwrap();
-    let per_channel = Encoding::from_ranges(&[-4.0; 64], &[4.0; 64], 8, QuantKind::SignedSymmetric, Some(0)).unwrap();
+    let per_tensor = Encoding::from_ranges(&[-4.0], &[4.0], 8, QuantKind::Asymmetric, None).unwrap().grid().unwrap();
+    let per_channel = Encoding::from_ranges(&[-4.0; 64], &[4.0; 64], 8, QuantKind::SignedSymmetric, Some(0)).unwrap().grid().unwrap();
     for n in [1usize << 20, 1 << 22, 1 << 24] {
         let host = data(n);
         let x = gpu.upload(&host.view()).unwrap();
@@ -49,7 +49,7 @@ fn bandwidth(c: &mut Criterion) {
             b.iter(|| common::run(&gpu, |e| drop(calib::min_max(e, &gpu, &x, Some(0)).unwrap())))
         });
         g.bench_with_input(BenchmarkId::new("histogram 2048 bins", n), &n, |b, _| {
-            b.iter(|| common::run(&gpu, |e| drop(calib::histogram(e, &gpu, &x, None, &[calib::BinGrid::over(-5.0, 5.0, 2048)], 2048, calib::Outside::Edge, None).unwrap())))
+            b.iter(|| common::run(&gpu, |e| drop(calib::histogram(e, &gpu, &x, None, &[qforge::graph::attrs::BinGrid::over(-5.0, 5.0, 2048)], 2048, qforge::graph::attrs::Outside::Edge, None).unwrap())))
         });
         g.bench_with_input(BenchmarkId::new("moments per-channel", n), &n, |b, _| {
             b.iter(|| common::run(&gpu, |e| drop(calib::moments(e, &gpu, &x, Some(0)).unwrap())))

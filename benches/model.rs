@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{ArrayD, IxDyn};
-use qforge::exec::Executor;
-use qforge::graph;
-use qforge::ops::conv::{self, Conv2d};
+use qforge::exec::Runner;
+use qforge::graph::{self, attrs::Conv2d, shape::conv_output_shape};
+use qforge::ops::conv;
 use qforge::DType;
 
 fn input(batch: usize) -> ArrayD<f32> {
@@ -28,14 +28,14 @@ fn forward(c: &mut Criterion) {
     g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(5));
     // The executor splits batches whose activations exceed one storage binding (batch 32 at
     // 224x224 does on 128 MiB adapters) and reuses one plan per piece size.
-    let exec = Executor::new(gpu.clone(), model);
+    let exec = Runner::new(gpu.clone(), model);
     for batch in [1usize, 8, 32] {
         let x = input(batch);
         exec.run(&[("input", x.view())]).unwrap();
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_with_input(BenchmarkId::new("gpu forward", batch), &batch, |b, _| b.iter(|| exec.run(&[("input", x.view())]).unwrap()));
         if batch == 1 {
-            let r = exec.resolved(1, &[]).unwrap();
+            let r = exec.graph(1, &[]).unwrap();
             g.bench_with_input(BenchmarkId::new("cpu reference forward", batch), &batch, |b, _| b.iter(|| qforge::reference::graph::run(&r, &[("input", x.clone())]).unwrap()));
         }
     }
@@ -53,7 +53,7 @@ fn convs(c: &mut Criterion) {
         let a = Conv2d { strides: [s, s], pads: [k / 2; 4], dilations: [1, 1], groups };
         let x = gpu.upload(&ArrayD::from_elem(IxDyn(&[8, cin, hw, hw]), 0.5f32).view()).unwrap();
         let w = gpu.upload(&ArrayD::from_elem(IxDyn(&[cout, cin / groups, k, k]), 0.1f32).view()).unwrap();
-        let shape = conv::output_shape(x.shape(), w.shape(), &a).unwrap();
+        let shape = conv_output_shape(x.shape(), w.shape(), &a).unwrap();
         let y = gpu.empty(&shape, DType::F32).unwrap();
         let macs = shape.iter().product::<usize>() * (cin / groups) * k * k;
         g.throughput(Throughput::Elements(2 * macs as u64));

@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use ndarray::{ArrayD, IxDyn};
 use qforge::gpu::{Gpu, GpuTensor};
-use qforge::ops::calib::{self, histogram, min_max, moments, BinGrid, Outside, RunningHistogram};
+use qforge::graph::attrs::{BinGrid, Outside};
+use qforge::ops::calib::{self, histogram, min_max, moments, RunningHistogram};
 use qforge::reference;
 use rand::Rng;
 
@@ -158,7 +159,7 @@ fn running_histogram_rebins_exactly_like_the_reference() {
         let bins = [2048, 16, 100][case % 3];
         let mut h = RunningHistogram::new(bins, axis).unwrap();
         for b in &batches {
-            h.update(&gpu, &gpu.upload(&b.view()).unwrap()).unwrap();
+            update(&mut h, &gpu, &gpu.upload(&b.view()).unwrap()).unwrap();
         }
         let views: Vec<_> = batches.iter().map(|b| b.view()).collect();
         let (ranges, want) = reference::calib::running_histogram(&views, axis, bins).unwrap();
@@ -227,5 +228,18 @@ fn bad_input_is_a_typed_error() {
     assert!(histogram(&mut enc, &gpu, &x, None, &grid(0.0, 1.0), 0, Outside::Edge, None).is_err(), "zero bins");
     let all_nan = gpu.upload_slice(&[3], &[f32::NAN; 3]).unwrap();
     let mut h = RunningHistogram::new(2048, None).unwrap();
-    assert!(matches!(h.update(&gpu, &all_nan).unwrap_err(), qforge::Error::NonFinite { count: 3, .. }));
+    assert!(matches!(update(&mut h, &gpu, &all_nan).unwrap_err(), qforge::Error::NonFinite { count: 3, .. }));
+}
+
+/// One batch into a running histogram: its finite range read back, then the histogram update
+/// (what calibration does per batch, with the readback in between).
+fn update(h: &mut RunningHistogram, gpu: &Gpu, x: &GpuTensor) -> qforge::Result<()> {
+    let mut enc = gpu.encoder();
+    let mm = min_max(&mut enc, gpu, x, h.axis())?;
+    let bytes = gpu.submit_and_read(enc, &[&mm.range, &mm.non_finite])?;
+    let range: Vec<(f32, f32)> = bytemuck::cast_slice::<u8, [f32; 2]>(&bytes[0]).iter().map(|r| (r[0], r[1])).collect();
+    let bad: &[u32] = bytemuck::cast_slice(&bytes[1]);
+    let mut enc = gpu.encoder();
+    h.update_known(&mut enc, gpu, x, &range, bad)?;
+    gpu.submit(enc)
 }

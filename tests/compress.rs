@@ -15,7 +15,7 @@ use qforge::compress::select::{greedy, Entry, LayerScores, ScoreTable};
 use qforge::compress::svd::{self, SvdKind};
 use qforge::compress::{model_cost, prune, CompressOptions, Compressor, Cost, CostMetric, Method, Scorer};
 use qforge::eval::sqnr_db;
-use qforge::exec::Executor;
+use qforge::exec::Runner;
 use qforge::graph::{Const, Graph};
 
 fn model(name: &str) -> Graph {
@@ -31,14 +31,12 @@ fn folded(name: &str) -> Graph {
 }
 
 fn fmnist(n: usize) -> (ArrayD<f32>, Vec<usize>) {
-    let d = Path::new("/usr/share/datasets/fashion-mnist");
-    let x = qforge::data::idx::read_images(&d.join("t10k-images-idx3-ubyte.gz"), Some(n), qforge::data::idx::FASHION_MNIST_MEAN, qforge::data::idx::FASHION_MNIST_STD).unwrap();
-    (x, qforge::data::idx::read_labels(&d.join("t10k-labels-idx1-ubyte.gz"), Some(n)).unwrap())
+    fashion_mnist(true, n)
 }
 
 fn run(gpu: &std::sync::Arc<qforge::gpu::Gpu>, g: &Graph, x: &ArrayD<f32>) -> ArrayD<f32> {
     let input = g.inputs[0].clone();
-    Executor::new(gpu.clone(), g.clone()).run(&[(&input, x.view())]).unwrap().remove(0)
+    Runner::new(gpu.clone(), g.clone()).run(&[(&input, x.view())]).unwrap().remove(0)
 }
 
 /// Puts a (rows x cols) matrix back into `layer`'s weight layout (inverse of svd::matrix).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use ndarray::{ArrayD, IxDyn};
 use prost::Message;
-use qforge::exec::Executor;
+use qforge::exec::Runner;
 use qforge::graph::{self, onnx};
 use qforge::Error;
 use rand::Rng;
@@ -87,7 +87,7 @@ fn bad_run_inputs_are_typed_errors() {
     let mut unresolved = g.clone();
     let e = unresolved.resolve(&Default::default()).unwrap_err();
     assert!(e.to_string().contains("dynamic dims"), "{e}");
-    let exec = Executor::new(gpu, g);
+    let exec = Runner::new(gpu, g);
     let x = ArrayD::<f32>::zeros(IxDyn(&[2, 1, 28, 28]));
     assert!(exec.run(&[("wrong", x.view())]).unwrap_err().to_string().contains("missing input"));
     let bad = ArrayD::<f32>::zeros(IxDyn(&[2, 3, 28, 28]));

@@ -5,8 +5,10 @@ mod common;
 
 use common::*;
 use ndarray::{ArrayD, IxDyn};
-use qforge::ops::conv::{self, Conv2d};
-use qforge::ops::quant::{self, AddGrids, IntGrid};
+use qforge::graph::attrs::Conv2d;
+use qforge::ops::conv;
+use qforge::graph::attrs::{AddGrids, IntGrid};
+use qforge::ops::quant;
 use qforge::quant::{Encoding, QuantKind};
 use qforge::reference::integer as reference;
 use qforge::DType;
@@ -41,7 +43,7 @@ fn qconv_and_requant_match_reference() {
         let zp = rng.random_range(0..256);
         let x = ArrayD::from_shape_vec(IxDyn(&[n, cin, h, w]), on_grid(&mut rng, n * cin * h * w, sx, -zp, 255 - zp)).unwrap();
         let wt = ArrayD::from_shape_fn(IxDyn(&[cout, cin / groups, kh, kw]), |_| rng.random_range(-128..=127i32));
-        let shape = conv::output_shape(x.shape(), wt.shape(), &a).unwrap();
+        let shape = qforge::graph::shape::conv_output_shape(x.shape(), wt.shape(), &a).unwrap();
         let want_acc = reference::qconv(&x.view(), 1.0 / sx, &wt.view(), &a);
 
         let bias: Vec<i32> = (0..cout).map(|_| rng.random_range(-5000..5000)).collect();
@@ -128,7 +130,7 @@ fn exact_fake_quant_rounds_the_ieee_quotient() {
             })
             .collect();
         let want = reference::fake_quant_divided(&x, e.scale[0], e.offset[0], e.steps() as f32);
-        let (xt, table) = (gpu.upload_slice(&[n], &x).unwrap(), quant::upload_table(&gpu, &e).unwrap());
+        let (xt, table) = (gpu.upload_slice(&[n], &x).unwrap(), quant::upload_table(&gpu, &e.grid().unwrap()).unwrap());
         let y = gpu.empty(&[n], DType::F32).unwrap();
         let mut enc = gpu.encoder();
         quant::fake_quant_table_into(&mut enc, &gpu, &xt, &table, e.steps(), None, true, &y).unwrap();

@@ -7,15 +7,11 @@ use std::path::PathBuf;
 use common::*;
 use ndarray::{ArrayD, Axis};
 use ndarray_npy::read_npy;
-use qforge::exec::Executor;
+use qforge::exec::Runner;
 use qforge::graph::{self, passes::bn_fold};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shared(rel: &str) -> PathBuf {
-    root().join("..").join("shared").join(rel)
 }
 
 fn golden(name: &str) -> ArrayD<f32> {
@@ -28,7 +24,7 @@ fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
 }
 
 fn eval4() -> ArrayD<f32> {
-    let all: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/eval.npy")).expect("../shared/reference/mobilenet_v2/eval.npy");
+    let all = photo_crops(true);
     all.slice_axis(Axis(0), (0..4).into()).to_owned()
 }
 
@@ -36,7 +32,7 @@ fn eval4() -> ArrayD<f32> {
 fn mobilenet_v2_matches_onnxruntime() {
     let Some(gpu) = gpu() else { return };
     let g = graph::load(&root().join("models/mobilenet_v2.onnx")).unwrap();
-    let exec = Executor::new(gpu, g);
+    let exec = Runner::new(gpu, g);
     let x = eval4();
     let y = exec.run(&[("input", x.view())]).unwrap().remove(0);
     let want = golden("mobilenet_v2_eval4_logits.npy");
@@ -51,8 +47,8 @@ fn mobilenet_v2_matches_onnxruntime() {
 #[test]
 fn fmnist_cnn_matches_onnxruntime_with_a_named_batch() {
     let Some(gpu) = gpu() else { return };
-    let g = graph::load(&shared("models/fmnist_cnn.onnx")).unwrap();
-    let exec = Executor::new(gpu, g);
+    let g = graph::load(&root().join("models/fmnist_cnn.onnx")).unwrap();
+    let exec = Runner::new(gpu, g);
     let x = golden("fmnist_input8.npy");
     let y = exec.run(&[("input", x.view())]).unwrap().remove(0);
     let d = max_abs_diff(&y, &golden("fmnist_logits8.npy"));
@@ -62,15 +58,15 @@ fn fmnist_cnn_matches_onnxruntime_with_a_named_batch() {
 #[test]
 fn bn_folding_keeps_outputs() {
     let Some(gpu) = gpu() else { return };
-    for (model, input) in [("models/mobilenet_v2.onnx", eval4()), ("../shared/models/fmnist_cnn.onnx", golden("fmnist_input8.npy"))] {
+    for (model, input) in [("models/mobilenet_v2.onnx", eval4()), ("models/fmnist_cnn.onnx", golden("fmnist_input8.npy"))] {
         let g = graph::load(&root().join(model)).unwrap();
-        let exec = Executor::new(gpu.clone(), g.clone());
+        let exec = Runner::new(gpu.clone(), g.clone());
         let batch = input.shape()[0];
-        let mut folded = exec.resolved(batch, &[]).unwrap();
+        let mut folded = exec.graph(batch, &[]).unwrap().as_ref().clone();
         let report = bn_fold::fold_batch_norms(&mut folded).unwrap();
         assert!(!report.is_empty());
         assert!(!folded.nodes.iter().any(|n| matches!(n.op, graph::Op::BatchNorm { .. })), "{model}: every BN folded");
-        let plan = qforge::exec::Plan::compile(gpu.clone(), &folded, &[]).unwrap();
+        let plan = qforge::exec::Plan::compile(gpu.clone(), &folded, Default::default()).unwrap();
         let a = exec.run(&[("input", input.view())]).unwrap().remove(0);
         let b = plan.run(&[("input", input.view())], plan.outputs()).unwrap().remove(0);
         let d = max_abs_diff(&a, &b);
@@ -83,8 +79,8 @@ fn export_round_trips_and_never_overwrites_the_input() {
     let Some(gpu) = gpu() else { return };
     let src = root().join("models/mobilenet_v2.onnx");
     let g = graph::load(&src).unwrap();
-    let exec = Executor::new(gpu.clone(), g.clone());
-    let mut folded = exec.resolved(1, &[]).unwrap();
+    let exec = Runner::new(gpu.clone(), g.clone());
+    let mut folded = exec.graph(1, &[]).unwrap().as_ref().clone();
     bn_fold::fold_batch_norms(&mut folded).unwrap();
     let dir = std::env::temp_dir().join(format!("qforge-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -95,7 +91,7 @@ fn export_round_trips_and_never_overwrites_the_input() {
     assert_eq!(back.nodes.len(), folded.nodes.len());
     let x = eval4();
     let a = exec.run(&[("input", x.view())]).unwrap().remove(0);
-    let b = Executor::new(gpu, back).run(&[("input", x.view())]).unwrap().remove(0);
+    let b = Runner::new(gpu, back).run(&[("input", x.view())]).unwrap().remove(0);
     assert!(max_abs_diff(&a, &b) < 1e-3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -104,10 +100,10 @@ fn export_round_trips_and_never_overwrites_the_input() {
 fn op_zoo_matches_onnxruntime_and_the_cpu_reference() {
     let Some(gpu) = gpu() else { return };
     let g = graph::load(&root().join("tests/golden/op_zoo.onnx")).unwrap();
-    let exec = Executor::new(gpu, g);
+    let exec = Runner::new(gpu, g);
     let x = golden("op_zoo_x.npy");
     let ys = exec.run(&[("x", x.view())]).unwrap();
-    let resolved = exec.resolved(x.shape()[0], &[]).unwrap();
+    let resolved = exec.graph(x.shape()[0], &[]).unwrap();
     assert!(!resolved.nodes.iter().any(|n| matches!(n.op, graph::Op::Shape | graph::Op::Gather { .. })), "shape chain folded away");
     let cpu = qforge::reference::graph::run(&resolved, &[("x", x.clone())]).unwrap();
     for (i, name) in ["op_zoo_y.npy", "op_zoo_y2.npy", "op_zoo_y3.npy"].iter().enumerate() {

@@ -5,9 +5,12 @@ mod common;
 use common::*;
 use ndarray::{ArrayD, IxDyn};
 use qforge::gpu::Gpu;
-use qforge::ops::conv::{self, Conv2d};
-use qforge::ops::elementwise::{self as ew, Binary, Unary};
-use qforge::ops::pool::{self, Pool2d};
+use qforge::graph::attrs::Conv2d;
+use qforge::ops::conv;
+use qforge::graph::attrs::{Binary, Pool2d, Unary};
+use qforge::ops::elementwise as ew;
+use qforge::graph::shape::{conv_output_shape, pool_output_shape};
+use qforge::ops::pool;
 use qforge::ops::reduce;
 use qforge::reference::nn;
 use qforge::DType;
@@ -53,7 +56,7 @@ fn conv2d_matches_reference() {
         let x = random(&mut rng, &[n, cin, h, w]);
         let wt = random(&mut rng, &[cout, cin / a.groups, if case % 7 == 0 { 1 } else { k }, if case % 7 == 0 { 1 } else { k }]);
         let b = random(&mut rng, &[cout]);
-        let Ok(shape) = conv::output_shape(x.shape(), wt.shape(), &a) else { continue };
+        let Ok(shape) = conv_output_shape(x.shape(), wt.shape(), &a) else { continue };
         let (tx, tw, tb) = (gpu.upload(&x.view()).unwrap(), gpu.upload(&wt.view()).unwrap(), gpu.upload(&b.view()).unwrap());
         let with_bias = case % 3 != 0;
         let got = run1(&gpu, &shape, |e, y| conv::conv2d_into(e, &gpu, &tx, &tw, with_bias.then_some(&tb), &a, y).unwrap());
@@ -79,7 +82,7 @@ fn pools_match_reference() {
         };
         let shape = [rng.random_range(1..3), rng.random_range(1..5), rng.random_range(4..20), rng.random_range(4..20)];
         let x = random(&mut rng, &shape);
-        let shape = pool::output_shape(x.shape(), &a).unwrap();
+        let shape = pool_output_shape(x.shape(), &a).unwrap();
         let tx = gpu.upload(&x.view()).unwrap();
         for max in [true, false] {
             let got = run1(&gpu, &shape, |e, y| pool::pool2d_into(e, &gpu, &tx, &a, max, y).unwrap());
@@ -146,7 +149,7 @@ fn long_conv_reductions_are_complete() {
         let a = Conv2d { strides: [1, 1], pads: [1; 4], dilations: [1, 1], groups: 1 };
         let x = random(&mut rng, &[1, cin, 4, 4]);
         let wt = random(&mut rng, &[2, cin, k, k]);
-        let shape = conv::output_shape(x.shape(), wt.shape(), &a).unwrap();
+        let shape = conv_output_shape(x.shape(), wt.shape(), &a).unwrap();
         let (tx, tw) = (gpu.upload(&x.view()).unwrap(), gpu.upload(&wt.view()).unwrap());
         let got = run1(&gpu, &shape, |e, y| conv::conv2d_into(e, &gpu, &tx, &tw, None, &a, y).unwrap());
         let want = nn::conv2d(&x.view(), &wt.view(), None, &a);

@@ -1,5 +1,5 @@
 //! Post-training techniques on real models: cross-layer equalization against AIMET's own
-//! `equalize_model` output (../shared/reference/mobilenet_v2/aimet_pt_cle), bias correction,
+//! `equalize_model` output (tests/golden/aimet/pt_cle), bias correction,
 //! sequential MSE and the data-free pipeline, and their bad inputs.
 
 mod common;
@@ -15,10 +15,6 @@ use qforge::quant::sim::{QuantOptions, QuantSim};
 use qforge::quant::QuantConfig;
 use serde_json::Value;
 
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join(rel)
-}
-
 fn mobilenet() -> qforge::graph::ir::Graph {
     qforge::graph::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx")).unwrap()
 }
@@ -28,7 +24,7 @@ fn sqnr(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
 }
 
 fn per_tensor_sim(gpu: Arc<qforge::gpu::Gpu>) -> QuantSim {
-    let cfg = QuantConfig::load(&shared("reference/aimet_configs/default_config.json")).unwrap();
+    let cfg = QuantConfig::load(&common::repo("configs/aimet/default_config.json")).unwrap();
     QuantSim::new(gpu, mobilenet(), &cfg, QuantOptions::default(), HashMap::new()).unwrap()
 }
 
@@ -44,7 +40,7 @@ fn cle_matches_aimet_equalize_model_on_mobilenet_v2() {
     assert_eq!(report.sets, vec![vec!["Conv_6".to_string(), "Conv_8".into()], vec!["Conv_144".into(), "Conv_146".into()]]);
     assert_eq!(report.absorbed.len(), 2);
     // Weight encodings after CLE equal AIMET's (per-tensor: they see every scaled weight's max).
-    let want: Value = serde_json::from_str(&std::fs::read_to_string(shared("reference/mobilenet_v2/aimet_pt_cle/model.encodings")).unwrap()).unwrap();
+    let want: Value = common::aimet_encodings("pt_cle", "model.encodings");
     let want: HashMap<String, f64> = want["param_encodings"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), e["scale"][0].as_f64().unwrap())).collect();
     let mut worst = (0f64, String::new());
     for (name, e) in sim.param_encodings() {
@@ -56,12 +52,12 @@ fn cle_matches_aimet_equalize_model_on_mobilenet_v2() {
     }
     assert!(worst.0 < 1e-5, "worst weight scale vs AIMET: {worst:?}");
     // The equalized FP32 model computes what AIMET's equalized model computes.
-    let eval: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/eval.npy")).unwrap();
+    let eval = common::photo_crops(true);
     let x = eval.slice_axis(Axis(0), (0..4).into()).to_owned();
-    let want: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/aimet_pt_cle/fp32_prepared_outputs.npy")).unwrap();
+    let want = common::aimet_npy("pt_cle", "fp32_prepared_outputs.npy");
     let want = want.slice_axis(Axis(0), (0..4).into()).to_owned();
     let g = sim.prepared(4).unwrap();
-    let plan = qforge::exec::Plan::compile(sim.gpu().clone(), &g, &[]).unwrap();
+    let plan = qforge::exec::Plan::compile(sim.gpu().clone(), &g, Default::default()).unwrap();
     let got = plan.run(&[("input", x.view())], plan.outputs()).unwrap().remove(0);
     let s = sqnr(&want, &got);
     assert!(s > 70.0, "equalized FP32 vs AIMET's: {s:.1} dB");
@@ -79,13 +75,13 @@ fn fmnist_input(n: usize) -> ArrayD<f32> {
 }
 
 fn run(gpu: &Arc<qforge::gpu::Gpu>, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>) -> ArrayD<f32> {
-    let plan = qforge::exec::Plan::compile(gpu.clone(), g, &[]).unwrap();
+    let plan = qforge::exec::Plan::compile(gpu.clone(), g, Default::default()).unwrap();
     plan.run(&[("input", x.view())], plan.outputs()).unwrap().remove(0)
 }
 
 fn with_relus(g: &mut qforge::graph::ir::Graph) {
     use qforge::graph::ir::Op;
-    use qforge::ops::elementwise::Unary;
+    use qforge::graph::attrs::Unary;
     for n in g.nodes.iter_mut() {
         if let Op::Unary(Unary::Clip(lo, _)) = n.op {
             if lo == 0.0 {
@@ -187,8 +183,8 @@ fn fidelity(sim: &mut QuantSim, calib: &ArrayD<f32>, eval: &ArrayD<f32>) -> f64 
 fn dfq_techniques_order_on_mobilenet_v2() {
     use qforge::quant::bias_correction;
     let Some(gpu) = common::gpu() else { return };
-    let calib: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/calib.npy")).unwrap();
-    let eval: ArrayD<f32> = read_npy(shared("reference/mobilenet_v2/eval.npy")).unwrap();
+    let calib = common::photo_crops(false);
+    let eval = common::photo_crops(true);
     let (calib, eval) = (calib.slice_axis(Axis(0), (0..8).into()).to_owned(), eval.slice_axis(Axis(0), (0..8).into()).to_owned());
     let naive = fidelity(&mut per_tensor_sim(gpu.clone()), &calib, &eval);
     let mut s = per_tensor_sim(gpu.clone());
@@ -209,18 +205,10 @@ fn dfq_techniques_order_on_mobilenet_v2() {
     assert!(data_free > naive, "data-free DFQ {data_free:.2} vs calibrated naive per-tensor {naive:.2}");
 }
 
-/// Fashion-MNIST (train 256 for calibration, test 300 for evaluation) when installed.
+/// Fashion-MNIST (train 256 for calibration, test 300 for evaluation), the bundled subset.
 fn fashion() -> Option<(ArrayD<f32>, ArrayD<f32>, Vec<usize>)> {
-    use qforge::data::idx;
-    let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
-    if !dir.exists() {
-        assert!(std::env::var("QFORGE_REQUIRE_GPU").as_deref() != Ok("1"), "CI installs dataset-fashion-mnist");
-        eprintln!("SKIPPED: apt-get install dataset-fashion-mnist for this test");
-        return None;
-    }
-    let calib = idx::read_images(&dir.join("train-images-idx3-ubyte.gz"), Some(256), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
-    let test = idx::read_images(&dir.join("t10k-images-idx3-ubyte.gz"), Some(300), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
-    let labels = idx::read_labels(&dir.join("t10k-labels-idx1-ubyte.gz"), Some(300)).unwrap();
+    let (calib, _) = common::fashion_mnist(false, 256);
+    let (test, labels) = common::fashion_mnist(true, 300);
     Some((calib, test, labels))
 }
 

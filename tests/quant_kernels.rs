@@ -5,13 +5,26 @@ mod common;
 
 use common::*;
 use ndarray::{ArrayD, IxDyn};
-use qforge::gpu::Gpu;
-use qforge::ops::quant::{fake_quant, fake_quant_backward, quantize_codes};
+use qforge::gpu::{Encoder, Gpu, GpuTensor};
+use qforge::ops::quant::{self as ops, QuantGrads};
 use qforge::quant::{Encoding, QuantKind};
 use qforge::reference;
 use rand::Rng;
 
 const KINDS: [QuantKind; 4] = [QuantKind::Asymmetric, QuantKind::SignedSymmetric, QuantKind::UnsignedSymmetric, QuantKind::StrictSymmetric];
+
+/// The kernels on an encoding's grid (an invalid encoding fails as its grid does).
+fn fake_quant(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> qforge::Result<GpuTensor> {
+    ops::fake_quant(enc, gpu, x, &q.grid()?)
+}
+
+fn quantize_codes(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> qforge::Result<GpuTensor> {
+    ops::quantize_codes(enc, gpu, x, &q.grid()?)
+}
+
+fn fake_quant_backward(enc: &mut Encoder, gpu: &Gpu, x: &GpuTensor, g: &GpuTensor, q: &Encoding) -> qforge::Result<QuantGrads> {
+    ops::fake_quant_backward(enc, gpu, x, g, &q.grid()?)
+}
 
 /// An encoding for `x` along a random axis (or per tensor) from its own ranges, shrunk a little
 /// so that some values clamp.
@@ -32,8 +45,8 @@ fn check_forward(gpu: &Gpu, x: &ArrayD<f32>, q: &Encoding, what: &str) {
     let out = gpu.submit_and_read(enc, &[&y, &c]).unwrap();
     let y: Vec<f32> = bytemuck::pod_collect_to_vec(&out[0]);
     let c: Vec<i32> = bytemuck::pod_collect_to_vec(&out[1]);
-    let want_y = reference::quant::fake_quant(&x.view(), q).unwrap();
-    let want_c = reference::quant::quantize_codes(&x.view(), q).unwrap();
+    let want_y = reference::quant::fake_quant(&x.view(), &q.grid().unwrap()).unwrap();
+    let want_c = reference::quant::quantize_codes(&x.view(), &q.grid().unwrap()).unwrap();
     assert_bits_eq(&format!("fake_quant {what}"), &y, want_y.as_slice().unwrap());
     assert_eq!(c, want_c.into_raw_vec_and_offset().0, "codes {what}");
 }
@@ -94,7 +107,7 @@ fn backward_matches_reference() {
         let x = ArrayD::from_shape_vec(IxDyn(&shape), values(&mut rng, n, -3.0, 3.0)).unwrap();
         let g = ArrayD::from_shape_vec(IxDyn(&shape), values(&mut rng, n, -1.0, 1.0)).unwrap();
         let q = encoding_for(&mut rng, &x, KINDS[case % 4], [4, 8, 16][case % 3]);
-        let (want_gx, want_gs, want_go) = reference::quant::fake_quant_backward(&x.view(), &g.view(), &q).unwrap();
+        let (want_gx, want_gs, want_go) = reference::quant::fake_quant_backward(&x.view(), &g.view(), &q.grid().unwrap()).unwrap();
         let (tx, tg) = (gpu.upload(&x.view()).unwrap(), gpu.upload(&g.view()).unwrap());
         let mut enc = gpu.encoder();
         let grads = fake_quant_backward(&mut enc, &gpu, &tx, &tg, &q).unwrap();

@@ -17,16 +17,17 @@ pub mod svd;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ndarray::{Array2, ArrayD, Axis};
+use ndarray::{Array2, ArrayD};
 
 use crate::compress::linalg::{svd_batched, NormalEquations, Svd, SvdOptions};
 use crate::compress::prune::PruneLayer;
 use crate::compress::select::{LayerScores, ScoreTable};
 use crate::compress::svd::{SvdKind, SvdLayer};
 use crate::error::{Error, Result};
-use crate::exec::{Executor, Plan};
+use crate::exec::Runner;
 use crate::gpu::Gpu;
 use crate::graph::ir::Graph;
+use crate::graph::prepare::Prepared;
 
 /// MACs and weight elements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -171,6 +172,13 @@ impl Scorer {
                 return Err(Error::invalid("compress", "labels", l.len(), format!("need one per evaluation image ({})", images.shape()[0])));
             }
         }
+        if let Some(l) = &labels {
+            let g = crate::graph::Prepared::new(original.clone()).at(1)?;
+            let classes = g.shapes.get(&g.outputs[0]).and_then(|s| s.get(1)).copied().unwrap_or(0);
+            if let Some((i, &c)) = l.iter().enumerate().find(|(_, &c)| c >= classes) {
+                return Err(Error::invalid("compress", "--labels", c, format!("label {i} is outside the model's {classes} classes")));
+            }
+        }
         let input = original.inputs.first().cloned().ok_or_else(|| Error::Graph { model: original.name.clone(), message: "no input".into() })?;
         let mut s = Scorer { gpu, input, images, labels, reference: Vec::new() };
         let y = s.outputs(original)?;
@@ -180,8 +188,7 @@ impl Scorer {
 
     /// The model's first output on every image.
     pub fn outputs(&self, g: &Graph) -> Result<ArrayD<f32>> {
-        let ex = Executor::new(self.gpu.clone(), g.clone());
-        Ok(ex.run(&[(&self.input, self.images.view())])?.remove(0))
+        Ok(Runner::new(self.gpu.clone(), g.clone()).run(&[(&self.input, self.images.view())])?.remove(0))
     }
 
     /// The score of `g` in [0, 1]; NaN when its outputs are not finite.
@@ -190,9 +197,7 @@ impl Scorer {
         if y.iter().any(|v| !v.is_finite()) {
             return Ok(f64::NAN);
         }
-        let top: Vec<usize> = crate::eval::top_k(&y, 1).into_iter().map(|t| t[0]).collect();
-        let want = self.labels.as_ref().unwrap_or(&self.reference);
-        Ok(top.iter().zip(want).filter(|(a, b)| a == b).count() as f64 / want.len() as f64)
+        Ok(crate::eval::accuracy(&y, self.labels.as_ref().unwrap_or(&self.reference)))
     }
 
     /// The evaluation images.
@@ -212,7 +217,7 @@ impl Scorer {
 }
 
 /// Per-layer data a method needs to compress a layer at any ratio.
-enum Prepared {
+enum LayerData {
     Svd(Vec<(SvdLayer, Svd)>),
     Prune(Vec<(PruneLayer, Array2<f32>, Array2<f32>)>),
 }
@@ -224,33 +229,20 @@ pub struct Compressor {
     graph: Graph,
     method: Method,
     opts: CompressOptions,
-    prepared: Prepared,
+    prepared: LayerData,
     /// Candidate layers the method cannot handle, with why.
     pub skipped: Vec<(String, String)>,
 }
 
-fn bn_folded(g: &Graph) -> Result<Graph> {
-    let mut g = g.clone();
-    g.resolve_with_batch(&HashMap::new(), Some(1))?;
-    crate::graph::passes::bn_fold::fold_batch_norms(&mut g)?;
-    Ok(g)
+/// The model resolved at batch 1 with its batch norms folded (as AIMET compresses it).
+pub fn bn_folded(g: &Graph) -> Result<Graph> {
+    Ok(Prepared::bn_folded(g.clone(), HashMap::new())?.0.at(1)?.as_ref().clone())
 }
 
 /// Runs `g` (resolved for any batch) on `images` and returns the named values, batch by batch
 /// of at most `piece` images, concatenated.
 fn tapped(gpu: &Arc<Gpu>, g: &Graph, input: &str, images: &ArrayD<f32>, names: &[String], piece: usize) -> Result<Vec<ArrayD<f32>>> {
-    let n = images.shape()[0];
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let b = piece.min(n - start);
-        let mut gb = g.clone();
-        gb.resolve_with_batch(&HashMap::new(), Some(b))?;
-        let plan = Plan::compile(gpu.clone(), &gb, names)?;
-        pieces.push(plan.run(&[(input, images.slice_axis(Axis(0), (start..start + b).into()))], names)?);
-        start += b;
-    }
-    crate::exec::join_batches(pieces)
+    Runner::new(gpu.clone(), g.clone()).taps(names).batch(piece).run_names(&[(input, images.view())], names)
 }
 
 impl Compressor {
@@ -267,9 +259,15 @@ impl Compressor {
                 let (layers, skipped) = svd::layers(&graph, kind);
                 let layers: Vec<SvdLayer> = layers.into_iter().filter(|l| !ignored(&l.node)).collect();
                 let mats = layers.iter().map(|l| svd::matrix(&graph, l)).collect::<Result<Vec<_>>>()?;
+                for (l, m) in layers.iter().zip(&mats) {
+                    let bad = m.iter().filter(|v| !v.is_finite()).count();
+                    if bad > 0 {
+                        return Err(Error::NonFinite { op: "compress", tensor: format!("weight of layer '{}'", l.node), count: bad as u64 });
+                    }
+                }
                 let views: Vec<_> = mats.iter().map(|m| m.view()).collect();
                 let svds = svd_batched(&gpu, &views, &SvdOptions::default())?;
-                (Prepared::Svd(layers.into_iter().zip(svds).collect()), skipped)
+                (LayerData::Svd(layers.into_iter().zip(svds).collect()), skipped)
             }
             Method::ChannelPruning => {
                 let (layers, skipped) = prune::layers(&graph);
@@ -279,12 +277,19 @@ impl Compressor {
                     let (g, b) = normal_equations(&gpu, &graph, &l.node, scorer, &opts)?;
                     out.push((l, g, b));
                 }
-                (Prepared::Prune(out), skipped)
+                (LayerData::Prune(out), skipped)
             }
         };
         skipped.retain(|(n, _)| !ignored(n));
         skipped.extend(opts.ignore.iter().map(|n| (n.clone(), "ignored by request".to_string())));
         let c = Compressor { gpu, graph, method, opts, prepared, skipped };
+        let largest = match &c.prepared {
+            LayerData::Svd(v) => v.iter().map(|(l, _)| l.full_rank()).max(),
+            LayerData::Prune(v) => v.iter().map(|(l, _, _)| l.channels).max(),
+        };
+        if let Some(largest) = largest.filter(|&l| c.opts.multiplicity > l) {
+            return Err(Error::invalid("compress", "--multiplicity", c.opts.multiplicity, format!("is larger than every {} layer's {} (the largest is {largest})", method.name(), if method == Method::ChannelPruning { "channel count" } else { "rank" })));
+        }
         if c.layer_names().is_empty() {
             return Err(Error::invalid("compress", "model", &model.name, format!("has no layer {} can compress ({} skipped: {})", method.name(), c.skipped.len(), c.skipped.iter().map(|(n, w)| format!("{n}: {w}")).collect::<Vec<_>>().join("; "))));
         }
@@ -308,8 +313,8 @@ impl Compressor {
     /// Names of the layers this method can compress.
     pub fn layer_names(&self) -> Vec<String> {
         match &self.prepared {
-            Prepared::Svd(v) => v.iter().map(|(l, _)| l.node.clone()).collect(),
-            Prepared::Prune(v) => v.iter().map(|(l, _, _)| l.node.clone()).collect(),
+            LayerData::Svd(v) => v.iter().map(|(l, _)| l.node.clone()).collect(),
+            LayerData::Prune(v) => v.iter().map(|(l, _, _)| l.node.clone()).collect(),
         }
     }
 
@@ -318,12 +323,12 @@ impl Compressor {
     fn compress_layer(&self, g: &Graph, i: usize, ratio: f64) -> Result<Option<Graph>> {
         let mut g = g.clone();
         match &self.prepared {
-            Prepared::Svd(v) => {
+            LayerData::Svd(v) => {
                 let (l, d) = &v[i];
                 let Some(r) = svd::rank_for_ratio(l, ratio, self.opts.metric, self.opts.multiplicity) else { return Ok(None) };
                 svd::split(&mut g, l, d, r)?;
             }
-            Prepared::Prune(v) => {
+            LayerData::Prune(v) => {
                 let (l, gram, rhs) = &v[i];
                 let Some(k) = prune::keep_for_ratio(l, ratio, self.opts.multiplicity) else { return Ok(None) };
                 let keep = prune::select(&prune::scores(&g, l, self.opts.selection, gram), k);
@@ -369,12 +374,12 @@ impl Compressor {
                 continue;
             }
             match &self.prepared {
-                Prepared::Svd(_) => {
+                LayerData::Svd(_) => {
                     if let Some(next) = self.compress_layer(&g, i, ratio)? {
                         g = next;
                     }
                 }
-                Prepared::Prune(v) => {
+                LayerData::Prune(v) => {
                     let l = &v[i].0;
                     // The chain is traced again on the current graph (earlier layers may have
                     // renamed shared constants).

@@ -45,9 +45,7 @@ pub fn compress(gpu: Arc<Gpu>, model: &Graph, methods: &[Method], opts: &Compres
     if methods.is_empty() {
         return Err(Error::invalid("compress", "methods", "none", "give at least one of ssvd, wsvd, cp"));
     }
-    let mut current = model.clone();
-    current.resolve_with_batch(&Default::default(), Some(1))?;
-    crate::graph::passes::bn_fold::fold_batch_norms(&mut current)?;
+    let mut current = crate::compress::bn_folded(model)?;
     let cost_before = model_cost(&current);
     let score_before = scorer.score(&current)?;
     let mut stages = Vec::new();
@@ -63,7 +61,8 @@ pub fn compress(gpu: Arc<Gpu>, model: &Graph, methods: &[Method], opts: &Compres
         let c = Compressor::new(gpu.clone(), &current, method, CompressOptions { target: stage_target, ..opts.clone() }, scorer)?;
         let file = tables_dir.map(|d| d.join(format!("{}.scores.json", method.name())));
         let names = c.layer_names();
-        let cached = file.as_ref().filter(|f| f.exists()).map(|f| ScoreTable::load(f)).transpose()?.filter(|t| t.matches(&c.table_key(), opts.metric, &names) && t.cost == model_cost(c.graph()));
+        // A table that does not read (corrupt, from another version) is scored again.
+        let cached = file.as_ref().filter(|f| f.exists()).and_then(|f| ScoreTable::load(f).map_err(|e| log::warn!("{e}; scoring again")).ok()).filter(|t| t.matches(&c.table_key(), opts.metric, &names) && t.cost == model_cost(c.graph()));
         let reused = cached.is_some();
         let table = match cached {
             Some(t) => t,

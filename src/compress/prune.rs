@@ -15,7 +15,7 @@ use crate::compress::linalg::NormalEquations;
 use crate::compress::Cost;
 use crate::error::{Error, Result};
 use crate::graph::ir::{Const, Graph, Op};
-use crate::ops::elementwise::{Binary, Unary};
+use crate::graph::attrs::{Binary, Unary};
 
 /// A conv whose input channels can be pruned, and the chain that feeds it.
 #[derive(Clone, Debug)]

@@ -71,7 +71,10 @@ impl ScoreTable {
             .collect();
         let v = json!({"method": self.method, "metric": self.metric, "baseline": self.baseline, "macs": self.cost.macs, "params": self.cost.params, "layers": layers});
         let text = serde_json::to_string_pretty(&v).expect("plain JSON");
-        std::fs::write(path, text).map_err(|e| Error::Io { action: "writing score table", path: path.display().to_string(), message: e.to_string() })
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating the score-table folder", path: dir.display().to_string(), message: e.to_string() })?;
+        }
+        crate::files::write_atomic(path, text.as_bytes())
     }
 
     /// Reads a table written by [`ScoreTable::save`].

@@ -17,7 +17,7 @@ use crate::compress::linalg::Svd;
 use crate::compress::Cost;
 use crate::error::{Error, Result};
 use crate::graph::ir::{Const, Graph, Node, Op};
-use crate::ops::conv::Conv2d;
+use crate::graph::attrs::Conv2d;
 
 /// Which factorisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,5 +1,42 @@
-//! Input data: image folders (decode, resize, crop, normalise) and .npy files.
+//! Input data: image folders (decode, resize, crop, normalise), .npy files and (Fashion-)MNIST
+//! IDX files.
 
 pub mod idx;
 pub mod images;
 pub mod npy;
+pub mod rng;
+
+use std::path::Path;
+
+use ndarray::{ArrayD, Axis};
+
+use crate::error::{Error, Result};
+
+/// Samples from a folder of images (ImageNet preprocessing), IDX images (Fashion-MNIST
+/// normalisation) or an .npy batch; at most `limit` of them. Refuses NaN and Inf values.
+pub fn load(path: &Path, limit: Option<usize>) -> Result<ArrayD<f32>> {
+    let x = if path.is_dir() {
+        images::load_dir(path, &images::Preprocess::imagenet())?.1
+    } else if idx::is_idx(path) {
+        idx::read_images(path, limit, idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD)?
+    } else {
+        npy::read(path)?
+    };
+    let x = match limit {
+        Some(n) if n < x.len_of(Axis(0)) => x.slice_axis(Axis(0), (0..n).into()).to_owned(),
+        _ => x,
+    };
+    let bad = x.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::NonFinite { op: "loading data", tensor: path.display().to_string(), count: bad as u64 });
+    }
+    if x.ndim() == 0 || x.len_of(Axis(0)) == 0 {
+        return Err(Error::EmptyTensor { op: "loading data", tensor: path.display().to_string() });
+    }
+    Ok(x)
+}
+
+/// The first `n` samples of `x` (all of them when it holds fewer).
+pub fn first(x: &ArrayD<f32>, n: usize) -> ArrayD<f32> {
+    x.slice_axis(Axis(0), (0..n.min(x.len_of(Axis(0)))).into()).to_owned()
+}

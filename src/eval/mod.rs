@@ -2,18 +2,38 @@
 
 use ndarray::{ArrayD, Axis};
 
+/// Signal and noise power summed over any number of (reference, test) pairs, in f64: the SQNR
+/// of several batches taken together.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sqnr {
+    pub signal: f64,
+    pub noise: f64,
+}
+
+impl Sqnr {
+    /// Adds one pair of same-shape arrays.
+    pub fn add(&mut self, reference: &ArrayD<f32>, test: &ArrayD<f32>) {
+        for (&a, &b) in reference.iter().zip(test.iter()) {
+            self.signal += (a as f64).powi(2);
+            self.noise += (a as f64 - b as f64).powi(2);
+        }
+    }
+
+    /// 10 log10(signal / noise) in dB; +inf when the noise is zero.
+    pub fn db(&self) -> f64 {
+        if self.noise == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (self.signal / self.noise).log10()
+        }
+    }
+}
+
 /// 10 log10(|y|^2 / |y - y_q|^2) in dB over all elements (f64 sums); +inf when identical.
 pub fn sqnr_db(reference: &ArrayD<f32>, test: &ArrayD<f32>) -> f64 {
-    let (mut s, mut n) = (0f64, 0f64);
-    for (&a, &b) in reference.iter().zip(test.iter()) {
-        s += (a as f64).powi(2);
-        n += (a as f64 - b as f64).powi(2);
-    }
-    if n == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (s / n).log10()
-    }
+    let mut s = Sqnr::default();
+    s.add(reference, test);
+    s.db()
 }
 
 /// Indices of the k largest values of each row of a `[n, classes]` array.

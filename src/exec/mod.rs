@@ -1,8 +1,14 @@
-//! Running graphs on the GPU: [`Plan`] (one batch size, prepared dispatches) and
-//! [`Executor`] (any batch: picks a plan batch that fits the adapter and splits larger inputs).
+//! Running graphs on the GPU. [`Plan`]: one resolved graph compiled for one batch size
+//! (lowering in `lower`, buffers by liveness in `memory`, parameters by name in [`Params`]).
+//! [`Runner`]: any batch, one plan cache, pieces that fit the adapter.
 
+mod lower;
+mod memory;
+mod params;
 mod plan;
 mod runner;
 
-pub use plan::{resize_scales, Plan};
-pub use runner::{join_batches, Executor};
+pub use lower::{rule, FakeQuant, LowerFn, Lowering, Scratch, Simulation};
+pub use params::Params;
+pub use plan::{Compile, Plan};
+pub use runner::{join_batches, Runner};

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use prost::Message;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::graph::ir::{Const, Dim, Graph, Op};
 use crate::graph::onnx;
-use crate::ops::elementwise::Unary;
+use crate::graph::attrs::Unary;
 
 fn attr_int(name: &str, v: i64) -> onnx::AttributeProto {
     onnx::AttributeProto { name: Some(name.into()), r#type: Some(2), i: Some(v), ..Default::default() }
@@ -198,29 +198,8 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
     }
 }
 
-/// Writes bytes to `path` through a temporary file in the same folder and a rename, so a
-/// failure never leaves a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |action: &'static str, e: std::io::Error| Error::Io { action, path: path.display().to_string(), message: e.to_string() };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|f| f.to_str()).unwrap_or("out"), std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| io("writing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("renaming into", e)
-    })
-}
-
 /// Exports the graph as ONNX to `path`; refuses to overwrite `source` (the model it came from).
 pub fn save(g: &Graph, path: &Path, source: Option<&Path>) -> Result<()> {
-    if let Some(src) = source {
-        let same = match (std::fs::canonicalize(src), std::fs::canonicalize(path)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        };
-        if same {
-            return Err(Error::Io { action: "refusing to overwrite the input model", path: path.display().to_string(), message: "choose another output path".into() });
-        }
-    }
-    write_atomic(path, &to_model(g).encode_to_vec())
+    crate::files::check_output(path, source.as_slice())?;
+    crate::files::write_atomic(path, &to_model(g).encode_to_vec())
 }

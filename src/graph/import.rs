@@ -10,9 +10,7 @@ use prost::Message;
 use crate::error::{Error, Result};
 use crate::graph::ir::{Const, Dim, Graph, Node, Op};
 use crate::graph::onnx;
-use crate::ops::conv::Conv2d;
-use crate::ops::elementwise::{Binary, Unary};
-use crate::ops::pool::Pool2d;
+use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
 
 /// Opsets qforge reads.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 7..=21;
@@ -36,6 +34,9 @@ pub fn load(path: &Path) -> Result<Graph> {
 
 /// Imports ONNX bytes; `name` labels errors, `dir` resolves external data (None: refuse it).
 pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
+    if bytes.is_empty() {
+        return Err(Error::Model { model: name.into(), message: "the file is empty".into() });
+    }
     let model = onnx::ModelProto::decode(bytes).map_err(|e| Error::Model { model: name.into(), message: format!("not a valid ONNX protobuf: {e}") })?;
     let bad = |message: String| Error::Model { model: name.into(), message };
     let opset = model
@@ -63,6 +64,12 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
         graph.inputs.push(vname);
     }
     graph.outputs = g.output.iter().map(|o| o.name.clone().unwrap_or_default()).collect();
+    if graph.outputs.is_empty() {
+        return Err(bad("the graph has no outputs".into()));
+    }
+    if graph.inputs.is_empty() {
+        return Err(bad("the graph has no runtime inputs (every input is an initializer)".into()));
+    }
 
     let mut used_names: HashSet<String> = g.node.iter().filter_map(|n| n.name.clone()).filter(|n| !n.is_empty()).collect();
     let mut nodes = Vec::new();

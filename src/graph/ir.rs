@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ndarray::ArrayD;
 
-use crate::ops::conv::Conv2d;
-use crate::ops::elementwise::{Binary, Unary};
-use crate::ops::pool::Pool2d;
+use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
 
 /// A tensor known at load time: a weight, an initializer, a folded constant.
 #[derive(Clone, Debug, PartialEq)]
@@ -196,6 +194,20 @@ impl Graph {
             Some(Const::F32(a)) => Some(a),
             _ => None,
         }
+    }
+
+    /// Refuses NaN or infinite values in any f32 constant (a pipeline that fits encodings or
+    /// factors to the weights needs them finite), naming the first such constant.
+    pub fn check_finite_weights(&self) -> crate::error::Result<()> {
+        for (name, c) in &self.consts {
+            if let Const::F32(a) = c {
+                let bad = a.iter().filter(|v| !v.is_finite()).count();
+                if bad > 0 {
+                    return Err(crate::error::Error::NonFinite { op: "model weights", tensor: name.clone(), count: bad as u64 });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Number of f32 weight elements.

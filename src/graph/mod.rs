@@ -1,5 +1,7 @@
-//! The host graph: IR, ONNX import and export, shape resolution, and graph passes.
+//! The host graph: IR and its op vocabulary ([`attrs`], [`shape`]), ONNX import and export,
+//! shape resolution, and graph passes.
 
+pub mod attrs;
 pub mod export;
 pub mod import;
 pub mod ir;
@@ -7,7 +9,10 @@ pub mod ir;
 #[allow(clippy::all)]
 pub mod onnx;
 pub mod passes;
+pub mod prepare;
 pub mod resolve;
+pub mod shape;
 
 pub use import::{import, load};
 pub use ir::{Const, Dim, Graph, Node, Op};
+pub use prepare::{Edits, Prepared};

@@ -9,21 +9,8 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
 use crate::graph::ir::{Const, Dim, Graph, Node, Op};
-use crate::ops::elementwise::{broadcast_shape, Binary, Unary};
-use crate::ops::{conv, pool};
-
-/// Normalises a possibly negative axis for a rank (`rank_extra` = 1 for Unsqueeze-like ops).
-pub fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
-    let a = if axis < 0 { axis + rank as i64 } else { axis };
-    (0..rank as i64).contains(&a).then_some(a as usize)
-}
-
-/// A node's input attributes folded into its op: values the executor needs at compile time.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Folded {
-    pub ints: Vec<Vec<i64>>,
-    pub floats: Vec<f32>,
-}
+use crate::graph::attrs::{Binary, Resize, Unary};
+use crate::graph::shape::{broadcast_shape, conv_output_shape, conv_transpose_output_shape, norm_axis, pool_output_shape, slice_spec};
 
 impl Graph {
     /// Binds named input dims (`dims`: name → size, e.g. "N" → 8), folds constants and infers
@@ -239,39 +226,6 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
     Ok(Some(vec![out]))
 }
 
-/// One axis of a slice: first index, element count, step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AxisSlice {
-    pub start: usize,
-    pub len: usize,
-    pub step: i64,
-}
-
-/// ONNX Slice semantics (clamping, negative indices and steps) per axis of `shape`.
-pub fn slice_spec(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> std::result::Result<Vec<AxisSlice>, String> {
-    let mut spec: Vec<AxisSlice> = shape.iter().map(|&d| AxisSlice { start: 0, len: d, step: 1 }).collect();
-    let default_axes: Vec<i64> = (0..starts.len() as i64).collect();
-    let axes = axes.unwrap_or(&default_axes);
-    if starts.len() != ends.len() || axes.len() != starts.len() || steps.is_some_and(|s| s.len() != starts.len()) {
-        return Err("starts, ends, axes and steps must have equal lengths".into());
-    }
-    for (k, &ax) in axes.iter().enumerate() {
-        let d = norm_axis(ax, shape.len()).ok_or(format!("axis {ax} out of range"))?;
-        let dim = shape[d] as i64;
-        let step = steps.map_or(1, |s| s[k]);
-        if step == 0 {
-            return Err("slice step 0".into());
-        }
-        let clamp = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
-        let fix = |v: i64| if v < 0 { v + dim } else { v };
-        let (start, end) = if step > 0 { (clamp(fix(starts[k]), 0, dim), clamp(fix(ends[k]), 0, dim)) } else { (clamp(fix(starts[k]), -1, dim - 1), clamp(fix(ends[k]), -1, dim - 1)) };
-        let ceil_div = |a: i64, b: i64| (a + b - 1) / b;
-        let len = if step > 0 { ceil_div((end - start).max(0), step) } else { ceil_div((start - end).max(0), -step) };
-        spec[d] = AxisSlice { start: start.max(0) as usize, len: len as usize, step };
-    }
-    Ok(spec)
-}
-
 fn shape_err(what: impl Into<String>) -> String {
     what.into()
 }
@@ -281,8 +235,8 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
     let x = s.first().ok_or("no inputs")?;
     let one = |v: Vec<usize>| Ok(vec![v]);
     match &node.op {
-        Op::Conv(a) => one(conv::output_shape(x, s.get(1).ok_or("no weight")?, a).map_err(|e| e.to_string())?.to_vec()),
-        Op::ConvTranspose { conv: c, output_padding } => one(conv::transpose_output_shape(x, s.get(1).ok_or("no weight")?, c, *output_padding).map_err(|e| e.to_string())?.to_vec()),
+        Op::Conv(a) => one(conv_output_shape(x, s.get(1).ok_or("no weight")?, a).map_err(|e| e.to_string())?.to_vec()),
+        Op::ConvTranspose { conv: c, output_padding } => one(conv_transpose_output_shape(x, s.get(1).ok_or("no weight")?, c, *output_padding).map_err(|e| e.to_string())?.to_vec()),
         Op::Gemm { trans_a, trans_b, .. } => {
             let (a, b) = (x, s.get(1).ok_or("no B")?);
             if a.len() != 2 || b.len() != 2 {
@@ -323,7 +277,7 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
         }
         Op::Unary(_) => one(x.clone()),
         Op::Binary(_) => one(broadcast_shape(x, s.get(1).ok_or("needs two inputs")?).ok_or(format!("shapes {x:?} and {:?} do not broadcast", s[1]))?),
-        Op::MaxPool(a) | Op::AveragePool(a) => one(pool::output_shape(x, a).map_err(|e| e.to_string())?.to_vec()),
+        Op::MaxPool(a) | Op::AveragePool(a) => one(pool_output_shape(x, a).map_err(|e| e.to_string())?.to_vec()),
         Op::GlobalAveragePool => {
             if x.len() < 3 {
                 return Err(shape_err(format!("needs [n, c, spatial...], got {x:?}")));
@@ -426,7 +380,7 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
         }
         Op::Resize { mode, coordinate_transformation, .. } => {
             let Op::Resize { nearest_mode, .. } = &node.op else { unreachable!() };
-            if pool::Resize::from_onnx(mode, coordinate_transformation, nearest_mode).is_none() {
+            if Resize::from_onnx(mode, coordinate_transformation, nearest_mode).is_none() {
                 return Err(format!("Resize mode '{mode}' / '{coordinate_transformation}' / '{nearest_mode}' is not supported"));
             }
             let sizes = node.inputs.get(3).filter(|n| !n.is_empty()).map(|n| const_ints(consts, n)).transpose()?;

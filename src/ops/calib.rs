@@ -5,6 +5,7 @@ use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::{channel_chunks, grid_1d, grid_channels, ChannelChunk, ChannelView, WG};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+use crate::graph::attrs::{rebin_table, BinGrid, Outside};
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -185,53 +186,6 @@ pub fn channel_sum(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option
     Ok(out)
 }
 
-/// What a histogram does with values outside its range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outside {
-    /// Counted in the first or last bin.
-    Edge,
-    /// Left out (AIMET's tf-enhanced density).
-    Drop,
-}
-
-/// How values map to bins: `bin = floor((v - origin) * inv_width) + shift`, in f32 (only
-/// correctly rounded operations, so host code bins exactly as the kernels do).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BinGrid {
-    pub origin: f32,
-    pub inv_width: f32,
-    pub shift: f32,
-}
-
-impl BinGrid {
-    /// `bins` equal bins over [lo, hi].
-    pub fn over(lo: f32, hi: f32, bins: u32) -> BinGrid {
-        BinGrid { origin: lo, inv_width: bins as f32 / (hi - lo), shift: 0.0 }
-    }
-
-    /// Bins of width `step` whose edges are multiples of it, bin 0 starting at `first * step`:
-    /// a value that is an exact multiple (zero above all) lands at the start of its bin.
-    pub fn zero_aligned(step: f64, first: i64) -> BinGrid {
-        BinGrid { origin: 0.0, inv_width: (1.0 / step) as f32, shift: -first as f32 }
-    }
-
-    /// The bin of `v`; `None` when it is left out.
-    pub fn index(&self, v: f32, bins: u32, outside: Outside) -> Option<u32> {
-        let t = ((v - self.origin) * self.inv_width).floor() + self.shift;
-        if outside == Outside::Drop && !(t >= 0.0 && t < bins as f32) {
-            return None;
-        }
-        Some(t.clamp(0.0, (bins - 1) as f32) as u32)
-    }
-
-    fn check(&self, op: &'static str, c: usize) -> Result<()> {
-        if !(self.origin.is_finite() && self.inv_width.is_finite() && self.inv_width > 0.0 && self.shift.is_finite() && self.shift.fract() == 0.0) {
-            return Err(Error::invalid(op, "bin grid", format!("channel {c}: {self:?}"), "needs a finite origin, a finite inverse width > 0 and a whole shift (a range with lo < hi)"));
-        }
-        Ok(())
-    }
-}
-
 fn check_bins(op: &'static str, bins: u32) -> Result<()> {
     if bins == 0 || bins > 1 << 20 {
         return Err(Error::invalid(op, "bins", bins, "must be in 1..=1048576"));
@@ -283,26 +237,6 @@ pub fn histogram(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<u
     Ok(counts)
 }
 
-/// Where each source bin's count goes when a histogram over `[old_lo, old_hi]` is re-binned
-/// into `[new_lo, new_hi]` (AIMET's observer): the destination bin, the bin that takes the
-/// rest, and the fraction that stays in the destination. f32 arithmetic as AIMET's.
-pub fn rebin_table(old: (f32, f32), new: (f32, f32), bins: u32) -> (Vec<[u32; 2]>, Vec<f32>) {
-    let b = bins as f32;
-    let dest_w = (new.1 - new.0) / b;
-    let src_w = (old.1 - old.0) / b;
-    let bin_of = |v: f32| (((v - new.0) / dest_w) as i64).clamp(0, bins as i64 - 1) as u32;
-    let mut dest = Vec::with_capacity(bins as usize);
-    let mut frac = Vec::with_capacity(bins as usize);
-    for i in 0..bins {
-        let start = old.0 + src_w * i as f32;
-        let d = bin_of(start);
-        let end = new.0 + dest_w * (d + 1) as f32;
-        dest.push([d, bin_of(start + dest_w)]);
-        frac.push((end - start) / src_w);
-    }
-    (dest, frac)
-}
-
 /// Re-bins `counts` (`[channels, bins]`) from `old` to `new` per-channel ranges on the GPU.
 pub fn rebin(enc: &mut impl Record, gpu: &Gpu, counts: &GpuTensor, old: &[(f32, f32)], new: &[(f32, f32)]) -> Result<GpuTensor> {
     const OP: &str = "histogram_rebin";
@@ -347,18 +281,6 @@ impl RunningHistogram {
     pub fn new(bins: u32, axis: Option<usize>) -> Result<Self> {
         check_bins("running_histogram", bins)?;
         Ok(RunningHistogram { bins, axis, ranges: Vec::new(), counts: None, non_finite: 0 })
-    }
-
-    /// Adds a batch. Reads back the batch's min/max (one small wait) to choose the range.
-    pub fn update(&mut self, gpu: &Gpu, x: &GpuTensor) -> Result<()> {
-        let mut enc = gpu.encoder();
-        let mm = min_max(&mut enc, gpu, x, self.axis)?;
-        let bytes = gpu.submit_and_read(enc, &[&mm.range, &mm.non_finite])?;
-        let range: Vec<(f32, f32)> = bytemuck::cast_slice::<u8, [f32; 2]>(&bytes[0]).iter().map(|r| (r[0], r[1])).collect();
-        let bad: &[u32] = bytemuck::cast_slice(&bytes[1]);
-        let mut enc = gpu.encoder();
-        self.update_known(&mut enc, gpu, x, &range, bad)?;
-        gpu.submit(enc)
     }
 
     /// Adds a batch whose per-channel (min, max) of finite values and non-finite counts are
@@ -411,6 +333,11 @@ impl RunningHistogram {
     /// Non-finite values seen and left out.
     pub fn non_finite(&self) -> u64 {
         self.non_finite
+    }
+
+    /// The channel axis (`None`: per tensor).
+    pub fn axis(&self) -> Option<usize> {
+        self.axis
     }
 
     /// Bins per channel.

@@ -4,6 +4,8 @@ use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+use crate::graph::attrs::Conv2d;
+use crate::graph::shape::{conv_output_shape, conv_transpose_output_shape};
 use crate::ops::gemm::{matmul_into, Bias};
 
 use Access::{Read, ReadWrite, Uniform};
@@ -13,24 +15,6 @@ static QCONV: Kernel = Kernel { family: Family::Conv, entry: "qconv", bindings: 
 static CONV_T2D: Kernel = Kernel { family: Family::Conv, entry: "conv_transpose2d", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
 
 const PIXELS_PER_GROUP: usize = 64;
-
-/// Convolution attributes (ONNX Conv, 2-D).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2d {
-    /// (height, width).
-    pub strides: [usize; 2],
-    /// (top, left, bottom, right).
-    pub pads: [usize; 4],
-    /// (height, width).
-    pub dilations: [usize; 2],
-    pub groups: usize,
-}
-
-impl Default for Conv2d {
-    fn default() -> Self {
-        Conv2d { strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 }
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -102,34 +86,7 @@ fn dispatch_split(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, cob: usize,
     Ok(())
 }
 
-/// Output size of one spatial dim.
-pub fn out_dim(input: usize, kernel: usize, stride: usize, pad_begin: usize, pad_end: usize, dilation: usize) -> Option<usize> {
-    let span = dilation * (kernel.checked_sub(1)?) + 1;
-    let padded = input + pad_begin + pad_end;
-    if padded < span || stride == 0 {
-        return None;
-    }
-    Some((padded - span) / stride + 1)
-}
-
-/// The output shape `[n, cout, oh, ow]` of a convolution, checking every constraint.
-pub fn output_shape(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[usize; 4]> {
-    const OP: &str = "Conv";
-    let ([n, cin, h, wd], [cout, cin_g, kh, kw]) = (x, w) else {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "input / weight".into(), expected: "4-D NCHW input and [cout, cin/groups, kh, kw] weight".into(), got: x.to_vec() });
-    };
-    if a.groups == 0 || cin % a.groups != 0 || cout % a.groups != 0 || cin / a.groups != *cin_g {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "weight".into(), expected: format!("[cout divisible by {g}, {} = cin / groups, kh, kw] for input channels {cin}", cin / a.groups.max(1), g = a.groups), got: w.to_vec() });
-    }
-    let oh = out_dim(*h, *kh, a.strides[0], a.pads[0], a.pads[2], a.dilations[0]);
-    let ow = out_dim(*wd, *kw, a.strides[1], a.pads[1], a.pads[3], a.dilations[1]);
-    match (oh, ow) {
-        (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok([*n, *cout, oh, ow]),
-        _ => Err(Error::invalid(OP, "kernel/stride/pads", format!("{a:?}"), format!("no output for a {h}x{wd} input and a {kh}x{kw} kernel"))),
-    }
-}
-
-/// `y = conv(x, w) + bias` into a preallocated `y` of [`output_shape`].
+/// `y = conv(x, w) + bias` into a preallocated `y` of [`conv_output_shape`].
 pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, a: &Conv2d, y: &GpuTensor) -> Result<()> {
     const OP: &str = "Conv";
     for (name, t) in [("x", x), ("w", w), ("y", y)] {
@@ -138,7 +95,7 @@ pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTenso
             return Err(Error::TooLarge { op: OP, tensor: name.into(), bytes: t.bytes(), limit: gpu.limits().max_binding, which: "storage binding (split the batch)" });
         }
     }
-    let [n, cout, oh, ow] = output_shape(x.shape(), w.shape(), a)?;
+    let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
     if y.shape() != [n, cout, oh, ow] {
         return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: y.shape().to_vec() });
     }
@@ -176,29 +133,13 @@ pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTenso
     dispatch_split(enc, gpu, &CONV2D, cob, params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
 }
 
-/// Output shape of a transposed convolution (weight `[cin, cout / groups, kh, kw]`).
-pub fn transpose_output_shape(x: &[usize], w: &[usize], a: &Conv2d, output_padding: [usize; 2]) -> Result<[usize; 4]> {
-    const OP: &str = "ConvTranspose";
-    let ([n, cin, h, wd], [wcin, cout_g, kh, kw]) = (x, w) else {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "input / weight".into(), expected: "4-D NCHW input and [cin, cout/groups, kh, kw] weight".into(), got: x.to_vec() });
-    };
-    if a.groups == 0 || cin != wcin || cin % a.groups != 0 || *h == 0 || *wd == 0 {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "weight".into(), expected: format!("[{cin}, cout/groups, kh, kw] with groups dividing {cin}"), got: w.to_vec() });
-    }
-    let dim = |i: usize, k: usize, s: usize, p0: usize, p1: usize, d: usize, op: usize| ((i - 1) * s + d * (k.max(1) - 1) + op + 1).checked_sub(p0 + p1).filter(|&v| v > 0);
-    match (dim(*h, *kh, a.strides[0], a.pads[0], a.pads[2], a.dilations[0], output_padding[0]), dim(*wd, *kw, a.strides[1], a.pads[1], a.pads[3], a.dilations[1], output_padding[1])) {
-        (Some(oh), Some(ow)) => Ok([*n, cout_g * a.groups, oh, ow]),
-        _ => Err(Error::invalid(OP, "pads", format!("{:?}", a.pads), "larger than the output")),
-    }
-}
-
-/// Transposed convolution into a preallocated `y` of [`transpose_output_shape`].
+/// Transposed convolution into a preallocated `y` of [`conv_transpose_output_shape`].
 pub fn conv_transpose2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, a: &Conv2d, output_padding: [usize; 2], y: &GpuTensor) -> Result<()> {
     const OP: &str = "ConvTranspose";
     for (name, t) in [("x", x), ("w", w), ("y", y)] {
         t.expect_dtype(OP, name, DType::F32)?;
     }
-    let [n, cout, oh, ow] = transpose_output_shape(x.shape(), w.shape(), a, output_padding)?;
+    let [n, cout, oh, ow] = conv_transpose_output_shape(x.shape(), w.shape(), a, output_padding)?;
     if y.shape() != [n, cout, oh, ow] {
         return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: y.shape().to_vec() });
     }
@@ -218,7 +159,7 @@ pub fn conv_transpose2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w:
 /// Integer convolution as an integer runtime accumulates it: `acc = sum(r_x * w)` in i32, where
 /// `x` holds dequantized values `r_x * scale` (`x_inv` = 1 / scale, `r_x` recovered exactly) and
 /// `w` holds the weights' integer codes (`[cout, cin / groups, kh, kw]`, zero point 0). `acc`
-/// (i32, [`output_shape`]) is requantized by [`crate::ops::quant::requant_into`].
+/// (i32, [`conv_output_shape`]) is requantized by [`crate::ops::quant::requant_into`].
 pub fn qconv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, x_inv: f32, w: &GpuTensor, a: &Conv2d, acc: &GpuTensor) -> Result<()> {
     const OP: &str = "QLinearConv";
     x.expect_dtype(OP, "x", DType::F32)?;
@@ -229,7 +170,7 @@ pub fn qconv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, x_inv: f32,
             return Err(Error::TooLarge { op: OP, tensor: name.into(), bytes: t.bytes(), limit: gpu.limits().max_binding, which: "storage binding (split the batch)" });
         }
     }
-    let [n, cout, oh, ow] = output_shape(x.shape(), w.shape(), a)?;
+    let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
     if acc.shape() != [n, cout, oh, ow] {
         return Err(Error::ShapeMismatch { op: OP, tensor: "acc".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: acc.shape().to_vec() });
     }

@@ -6,6 +6,8 @@ use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::{grid_stride, linear_chunks};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+use crate::graph::attrs::{Binary, Unary};
+use crate::graph::shape::{broadcast_shape, strides};
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -47,28 +49,9 @@ struct NdParams {
     sb: [u32; MAX_DIMS],
 }
 
-/// Unary activations (op codes shared with the shader).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Unary {
-    Relu,
-    /// Clip to [min, max].
-    Clip(f32, f32),
-    LeakyRelu(f32),
-    Sigmoid,
-    /// max(0, min(1, alpha * x + beta)).
-    HardSigmoid(f32, f32),
-    HardSwish,
-    Tanh,
-    Erf,
-    Gelu,
-    Exp,
-    Sqrt,
-    Neg,
-}
-
-impl Unary {
-    fn code(self) -> (u32, f32, f32) {
-        match self {
+/// The shader's op code and parameters of a unary activation.
+fn unary_code(f: Unary) -> (u32, f32, f32) {
+    match f {
             Unary::Relu => (0, 0.0, 0.0),
             Unary::Clip(lo, hi) => (1, lo, hi),
             Unary::LeakyRelu(a) => (2, a, 0.0),
@@ -82,21 +65,20 @@ impl Unary {
             Unary::Sqrt => (10, 0.0, 0.0),
             Unary::Neg => (11, 0.0, 0.0),
         }
-    }
 }
 
-/// Binary ops with NumPy broadcasting (op codes shared with the shader).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Binary {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    /// PRelu: a where a >= 0, a * b elsewhere.
-    PRelu,
-    Max,
-    Min,
-    Pow,
+/// The shader's op code of a binary op.
+fn binary_code(op: Binary) -> u32 {
+    match op {
+        Binary::Add => 0,
+        Binary::Sub => 1,
+        Binary::Mul => 2,
+        Binary::Div => 3,
+        Binary::PRelu => 4,
+        Binary::Max => 5,
+        Binary::Min => 6,
+        Binary::Pow => 7,
+    }
 }
 
 fn check_f32(op: &'static str, name: &str, t: &GpuTensor) -> Result<()> {
@@ -149,7 +131,7 @@ pub fn fill_into(enc: &mut impl Record, gpu: &Gpu, y: &GpuTensor, value: f32) ->
 pub fn unary_into(enc: &mut impl Record, gpu: &Gpu, f: Unary, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
     check_f32("unary", "x", x)?;
     check_same_len("unary", x, y)?;
-    let (op, alpha, beta) = f.code();
+    let (op, alpha, beta) = unary_code(f);
     flat(enc, gpu, &UNARY, x, None, y, Params { op, alpha, beta, ..Default::default() })
 }
 
@@ -162,32 +144,6 @@ pub fn channel_affine_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, ab: 
         return Err(Error::ShapeMismatch { op: "channel_affine", tensor: "x".into(), expected: format!("a multiple of {channels} channels x {inner}"), got: x.shape().to_vec() });
     }
     flat(enc, gpu, &AFFINE, x, Some(ab), y, Params { inner: inner as u32, channels: channels as u32, ..Default::default() })
-}
-
-/// Row-major strides of a shape.
-pub fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
-    }
-    s
-}
-
-/// The NumPy broadcast of two shapes.
-pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let n = a.len().max(b.len());
-    (0..n)
-        .map(|i| {
-            let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
-            match (da, db) {
-                (x, y) if x == y => Some(x),
-                (1, y) => Some(y),
-                (x, 1) => Some(x),
-                _ => None,
-            }
-        })
-        .collect()
 }
 
 /// Strides of `shape` seen inside the broadcast `out` shape (0 on broadcast dims).
@@ -230,7 +186,7 @@ pub fn binary_into(enc: &mut impl Record, gpu: &Gpu, op: Binary, a: &GpuTensor, 
     let params = NdParams {
         n: y.len() as u32,
         ndim: out.len() as u32,
-        op: op as u32,
+        op: binary_code(op),
         step: step as u32,
         dims: pack(&out.iter().map(|&d| d as u32).collect::<Vec<_>>()),
         sa: pack(&broadcast_strides(a.shape(), &out)),

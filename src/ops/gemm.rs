@@ -4,6 +4,7 @@ use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+use crate::graph::shape::matmul_output_shape;
 
 static MATMUL: Kernel = Kernel { family: Family::Gemm, entry: "matmul", bindings: &[Access::Uniform, Access::Read, Access::Read, Access::Read, Access::ReadWrite] };
 
@@ -45,40 +46,20 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// The output shape of [`matmul`], or why the operands do not fit together.
-pub fn output_shape(a: &[usize], b: &[usize], trans_a: bool, trans_b: bool) -> Result<Vec<usize>> {
-    const OP: &str = "matmul";
-    let split = |s: &[usize], name: &str| match *s {
-        [r, c] => Ok((1, r, c)),
-        [bt, r, c] => Ok((bt, r, c)),
-        _ => Err(Error::ShapeMismatch { op: OP, tensor: name.into(), expected: "[rows, cols] or [batch, rows, cols]".into(), got: s.to_vec() }),
-    };
-    let ((ba, ra, ca), (bb, rb, cb)) = (split(a, "a")?, split(b, "b")?);
-    let (m, k) = if trans_a { (ca, ra) } else { (ra, ca) };
-    let (kb, n) = if trans_b { (cb, rb) } else { (rb, cb) };
-    if k != kb {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("inner dimension {k} (from a {a:?}, trans_a={trans_a})"), got: b.to_vec() });
-    }
-    if ba != bb && ba != 1 && bb != 1 {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("batch {ba} or 1"), got: b.to_vec() });
-    }
-    Ok(if a.len() == 2 && b.len() == 2 { vec![m, n] } else { vec![ba.max(bb), m, n] })
-}
-
 /// `C[b] = op(A[b]) * op(B[b])` with `op` a transpose when `trans_a` / `trans_b` is set.
 /// A 2-D operand (or a batch of 1) is shared by every batch item. Returns `[batch, M, N]`
 /// (or `[M, N]` when both operands are 2-D).
 pub fn matmul(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> Result<GpuTensor> {
-    let c = gpu.empty(&output_shape(a.shape(), b.shape(), trans_a, trans_b)?, DType::F32)?;
+    let c = gpu.empty(&matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?, DType::F32)?;
     matmul_into(enc, gpu, a, b, trans_a, trans_b, 1.0, Bias::None, &c)?;
     Ok(c)
 }
 
-/// `C = alpha * op(A) * op(B) + bias` into a preallocated `c` of [`output_shape`].
+/// `C = alpha * op(A) * op(B) + bias` into a preallocated `c` of [`matmul_output_shape`].
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool, alpha: f32, bias: Bias<'_>, c: &GpuTensor) -> Result<()> {
     const OP: &str = "matmul";
-    let shape = output_shape(a.shape(), b.shape(), trans_a, trans_b)?;
+    let shape = matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?;
     for (name, t) in [("a", a), ("b", b), ("c", c)] {
         t.expect_dtype(OP, name, DType::F32)?;
     }

@@ -1,6 +1,6 @@
 //! Dense linear algebra kernels: one round of batched Jacobi SVD (`shaders/svd.wgsl`), Gram
 //! accumulation and batched Cholesky solves (`shaders/lstsq.wgsl`). The drivers that iterate
-//! sweeps and read results back live in [`crate::compress::linalg`].
+//! sweeps and read results back live in the compression layer (`compress::linalg`).
 
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};

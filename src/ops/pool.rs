@@ -4,6 +4,8 @@ use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::{grid_1d, grid_stride};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+use crate::graph::attrs::{Pool2d, Resize};
+use crate::graph::shape::pool_output_shape;
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -11,18 +13,6 @@ static MAX_POOL: Kernel = Kernel { family: Family::Pool, entry: "max_pool", bind
 static AVG_POOL: Kernel = Kernel { family: Family::Pool, entry: "avg_pool", bindings: &[Uniform, Read, ReadWrite] };
 static RESIZE: Kernel = Kernel { family: Family::Pool, entry: "resize", bindings: &[Uniform, Read, ReadWrite, Read] };
 static GLOBAL_AVG: Kernel = Kernel { family: Family::Pool, entry: "global_avg_pool", bindings: &[Uniform, Read, ReadWrite] };
-
-/// Window pooling attributes (ONNX MaxPool / AveragePool, 2-D).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pool2d {
-    pub kernel: [usize; 2],
-    pub strides: [usize; 2],
-    /// (top, left, bottom, right).
-    pub pads: [usize; 4],
-    pub dilations: [usize; 2],
-    pub ceil_mode: bool,
-    pub count_include_pad: bool,
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -47,39 +37,11 @@ struct Params {
     _pad: [u32; 3],
 }
 
-fn pooled(input: usize, k: usize, s: usize, p0: usize, p1: usize, d: usize, ceil: bool) -> Option<usize> {
-    let span = d * k.checked_sub(1)? + 1;
-    let padded = input + p0 + p1;
-    if padded < span || s == 0 {
-        return None;
-    }
-    let num = padded - span;
-    let mut out = if ceil { num.div_ceil(s) + 1 } else { num / s + 1 };
-    // The last window must start inside the input or the left padding.
-    if ceil && (out - 1) * s >= input + p0 {
-        out -= 1;
-    }
-    Some(out)
-}
-
-/// Output shape of a window pooling.
-pub fn output_shape(x: &[usize], a: &Pool2d) -> Result<[usize; 4]> {
-    let [n, c, h, w] = x else {
-        return Err(Error::ShapeMismatch { op: "Pool", tensor: "x".into(), expected: "4-D NCHW".into(), got: x.to_vec() });
-    };
-    let oh = pooled(*h, a.kernel[0], a.strides[0], a.pads[0], a.pads[2], a.dilations[0], a.ceil_mode);
-    let ow = pooled(*w, a.kernel[1], a.strides[1], a.pads[1], a.pads[3], a.dilations[1], a.ceil_mode);
-    match (oh, ow) {
-        (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok([*n, *c, oh, ow]),
-        _ => Err(Error::invalid("Pool", "kernel/stride/pads", format!("{a:?}"), format!("no output for a {h}x{w} input"))),
-    }
-}
-
 /// Max (`max = true`) or average window pooling into a preallocated `y`.
 pub fn pool2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, a: &Pool2d, max: bool, y: &GpuTensor) -> Result<()> {
     let op = if max { "MaxPool" } else { "AveragePool" };
     x.expect_dtype(op, "x", DType::F32)?;
-    let [n, c, oh, ow] = output_shape(x.shape(), a)?;
+    let [n, c, oh, ow] = pool_output_shape(x.shape(), a)?;
     if y.shape() != [n, c, oh, ow] {
         return Err(Error::ShapeMismatch { op, tensor: "y".into(), expected: format!("{:?}", [n, c, oh, ow]), got: y.shape().to_vec() });
     }
@@ -120,32 +82,6 @@ pub fn global_avg_pool_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, y: 
     let params = Params { nc: nc as u32, h: 1, w: (x.len() / nc.max(1)) as u32, ..Default::default() };
     let grid = grid_1d(nc as u64, gpu.limits().max_groups)?;
     enc.dispatch(gpu, &GLOBAL_AVG, &[], &params, &[Bind::Whole(x), Bind::Whole(y)], grid)
-}
-
-/// ONNX Resize settings qforge runs (spatial dims of NCHW tensors).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Resize {
-    /// false = nearest, true = linear.
-    pub linear: bool,
-    /// 0 half_pixel, 1 asymmetric, 2 align_corners, 3 pytorch_half_pixel.
-    pub coordinates: u32,
-    /// 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.
-    pub nearest: u32,
-}
-
-impl Resize {
-    /// From ONNX attribute strings.
-    pub fn from_onnx(mode: &str, coordinates: &str, nearest: &str) -> Option<Resize> {
-        Some(Resize {
-            linear: match mode {
-                "nearest" => false,
-                "linear" => true,
-                _ => return None,
-            },
-            coordinates: ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"].iter().position(|&c| c == coordinates)? as u32,
-            nearest: ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].iter().position(|&c| c == nearest)? as u32,
-        })
-    }
 }
 
 /// Resizes the spatial dims of `x` into `y` (`[n, c, oh, ow]`); `scales` = (h, w) as ONNX

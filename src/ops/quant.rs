@@ -4,8 +4,8 @@ use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::{grid_1d, linear_chunks, ChannelView, ELEMS_PER_THREAD, WG};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+use crate::graph::attrs::{AddGrids, IntGrid, QuantGrid};
 use crate::ops::calib;
-use crate::quant::Encoding;
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -48,7 +48,7 @@ pub struct QuantGrads {
 }
 
 /// Validates `x` against `q` and returns the channel view the kernels index by.
-fn check(op: &'static str, x: &GpuTensor, q: &Encoding) -> Result<ChannelView> {
+fn check(op: &'static str, x: &GpuTensor, q: &QuantGrid) -> Result<ChannelView> {
     x.expect_dtype(op, "x", DType::F32)?;
     q.validate(op)?;
     let view = ChannelView::new(x.shape(), q.axis, op)?;
@@ -68,18 +68,18 @@ fn check(op: &'static str, x: &GpuTensor, q: &Encoding) -> Result<ChannelView> {
 
 /// Records one elementwise quant kernel over `x` in binding-sized chunks; `outs` are written
 /// at the same positions as `x`.
-fn launch(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], q: &Encoding, view: ChannelView) -> Result<()> {
+fn launch(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], q: &QuantGrid, view: ChannelView) -> Result<()> {
     let table = upload_table(gpu, q)?;
-    launch_table(enc, gpu, kernel, x, ins, outs, &table, (q.steps(), q.signed_codes(), false), view)
+    launch_table(enc, gpu, kernel, x, ins, outs, &table, (q.steps, q.signed_codes, false), view)
 }
 
 /// An encoding's kernel table on the GPU (`[channels, 4]`: scale, 1/scale, offset, 0).
-pub fn upload_table(gpu: &Gpu, q: &Encoding) -> Result<GpuTensor> {
+pub fn upload_table(gpu: &Gpu, q: &QuantGrid) -> Result<GpuTensor> {
     gpu.upload_slice(&[q.channels(), 4], bytemuck::cast_slice::<[f32; 4], f32>(&q.table()))
 }
 
 /// Overwrites a table made by [`upload_table`] (same channel count) for the next submission.
-pub fn write_table(gpu: &Gpu, table: &GpuTensor, q: &Encoding) -> Result<()> {
+pub fn write_table(gpu: &Gpu, table: &GpuTensor, q: &QuantGrid) -> Result<()> {
     if table.len() != q.channels() * 4 {
         return Err(Error::ShapeMismatch { op: "write_table", tensor: "table".into(), expected: format!("[{}, 4]", q.channels()), got: table.shape().to_vec() });
     }
@@ -140,7 +140,7 @@ fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor
 
 /// Quantize-dequantize `x` with `q` (per tensor, or per channel along `q.axis`).
 /// NaN stays NaN; +-Inf saturate to the grid's ends.
-pub fn fake_quant(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> Result<GpuTensor> {
+pub fn fake_quant(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &QuantGrid) -> Result<GpuTensor> {
     let view = check("fake_quant", x, q)?;
     let out = gpu.empty(x.shape(), DType::F32)?;
     if !x.is_empty() {
@@ -151,7 +151,7 @@ pub fn fake_quant(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &Encoding)
 
 /// Integer codes of `x` under `q` (i32): `q + offset` on signed grids, `q` in [0, N] otherwise.
 /// NaN gets the code of 0.0.
-pub fn quantize_codes(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &Encoding) -> Result<GpuTensor> {
+pub fn quantize_codes(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &QuantGrid) -> Result<GpuTensor> {
     let view = check("quantize_codes", x, q)?;
     let out = gpu.empty(x.shape(), DType::I32)?;
     if !x.is_empty() {
@@ -161,7 +161,7 @@ pub fn quantize_codes(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &Encod
 }
 
 /// Backward pass of [`fake_quant`] for an upstream gradient `grad`.
-pub fn fake_quant_backward(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, grad: &GpuTensor, q: &Encoding) -> Result<QuantGrads> {
+pub fn fake_quant_backward(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, grad: &GpuTensor, q: &QuantGrid) -> Result<QuantGrads> {
     const OP: &str = "fake_quant_backward";
     let view = check(OP, x, q)?;
     grad.expect_dtype(OP, "grad", DType::F32)?;
@@ -178,22 +178,6 @@ pub fn fake_quant_backward(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, grad
     let grad_scale = calib::channel_sum(enc, gpu, &gs, q.axis)?;
     let grad_offset = calib::channel_sum(enc, gpu, &go, q.axis)?;
     Ok(QuantGrads { grad_x, grad_scale, grad_offset })
-}
-
-/// An output grid in integer terms: values `r * scale` with `r` (code minus zero point) in
-/// `[lo, hi]`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct IntGrid {
-    pub scale: f32,
-    pub lo: f32,
-    pub hi: f32,
-}
-
-impl IntGrid {
-    /// The grid of a per-tensor encoding: `r = q + offset` for `q` in `[0, N]`.
-    pub fn of(e: &Encoding) -> IntGrid {
-        IntGrid { scale: e.scale[0], lo: e.offset[0], hi: e.offset[0] + e.steps() as f32 }
-    }
 }
 
 #[repr(C)]
@@ -241,39 +225,6 @@ pub fn requant_into(enc: &mut impl Record, gpu: &Gpu, acc: &GpuTensor, r: &Requa
     let params = RequantParams { n: acc.len() as u32, inner: inner as u32, channels: channels as u32, scale: grid.scale, lo: grid.lo, hi: grid.hi };
     let groups = grid_1d((acc.len() as u64).div_ceil(WG), gpu.limits().max_groups)?;
     enc.dispatch(gpu, kernel, &[], &params, &[Bind::Whole(acc), Bind::Whole(bias), Bind::Whole(multiplier), Bind::Whole(y)], groups)
-}
-
-/// The constants of a quantized addition `c = a + b` (see [`qadd_into`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AddGrids {
-    /// Inputs' (scale, zero point) and the output's.
-    pub a: (f32, f32),
-    pub b: (f32, f32),
-    pub c: (f32, f32),
-    /// The output codes' range (0..=255 for uint8, -128..=127 for int8).
-    pub qmin: f32,
-    pub qmax: f32,
-}
-
-impl AddGrids {
-    /// The output code (minus qmin) for every pair of input codes (each minus its qmin), four
-    /// per word: onnxruntime's x86 arithmetic, `round(fma(A, sa / sc, fma(B, sb / sc, k)))`
-    /// with `k = zp_c - (sa / sc * zp_a + sb / sc * zp_b)` in f32, clamped to the output type.
-    pub fn table(&self) -> Vec<u32> {
-        let (ra, rb) = (self.a.0 / self.c.0, self.b.0 / self.c.0);
-        let k = self.c.1 - (ra * self.a.1 + rb * self.b.1);
-        let mut t = vec![0u32; 256 * 256 / 4];
-        for ia in 0..256usize {
-            for ib in 0..256usize {
-                let (ca, cb) = (ia as f32 + self.qmin, ib as f32 + self.qmin);
-                let v = ca.mul_add(ra, cb.mul_add(rb, k));
-                let code = v.round_ties_even().clamp(self.qmin, self.qmax) - self.qmin;
-                let at = ia * 256 + ib;
-                t[at / 4] |= (code as u32) << (8 * (at % 4));
-            }
-        }
-        t
-    }
 }
 
 #[repr(C)]

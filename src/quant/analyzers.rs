@@ -1,7 +1,7 @@
 //! Range analyzers over calibration histograms: AIMET's SQNR search ("tf-enhanced") over its
 //! fixed-range density, and percentile clipping. Min-max needs no histogram (see `calibrate`).
 
-use crate::ops::calib::{BinGrid, Outside};
+use crate::graph::attrs::{BinGrid, Outside};
 use crate::quant::encoding::QuantKind;
 
 /// A histogram of one tensor (or channel): `bins` equal bins over [lo, hi].

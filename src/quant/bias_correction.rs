@@ -7,17 +7,21 @@
 //! * **Empirical**: layer by layer in graph order, the per-channel mean of the layer's output
 //!   in the FP32 model minus the same mean in the simulated model (quantized weights and
 //!   activations, every earlier layer already corrected) on calibration data.
+//!
+//! Both read the simulation's prepared model, weights and encodings, and change only the
+//! FP32 biases, through [`QuantSim::edit`].
 
 use std::collections::BTreeMap;
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 use crate::error::Result;
-use crate::exec::Plan;
+use crate::exec::Runner;
 use crate::graph::ir::{Const, Graph, Op};
+use crate::graph::prepare::Edits;
 use crate::ops::calib::channel_sum;
 use crate::quant::dfq::{channel_stats, linear};
-use crate::quant::sim::QuantSim;
+use crate::quant::sim::{Model, QuantSim};
 
 /// What bias correction did.
 #[derive(Clone, Debug, Default)]
@@ -55,7 +59,6 @@ fn shifted(g: &Graph, bias: &str, delta: &[f32]) -> Const {
 /// statistics follow from batch norms.
 pub fn analytical(sim: &mut QuantSim) -> Result<BiasCorrection> {
     let g = sim.prepared(1)?;
-    let q = sim.simulated_graph(1)?;
     let stats = channel_stats(&g, sim.bn_stats());
     let mut out = BiasCorrection::default();
     let mut consts = BTreeMap::new();
@@ -69,7 +72,8 @@ pub fn analytical(sim: &mut QuantSim) -> Result<BiasCorrection> {
             out.skipped.push((n.name.clone(), "input statistics unknown (no batch norm upstream)".into()));
             continue;
         };
-        let (w, wq) = (g.weight(&n.inputs[1]).expect("quantized weights are constants"), q.weight(&n.inputs[1]).expect("same graph"));
+        let w = g.weight(&n.inputs[1]).expect("quantized weights are constants");
+        let Some(Const::F32(wq)) = sim.quantized_weights().get(&n.inputs[1]) else { unreachable!("every quantized weight is in the map") };
         let err = wq - w;
         let Some(e) = linear(x, &err, axis, groups, None) else {
             out.skipped.push((n.name.clone(), "input channels do not match the weight".into()));
@@ -79,23 +83,17 @@ pub fn analytical(sim: &mut QuantSim) -> Result<BiasCorrection> {
         out.corrected.push((n.name.clone(), delta.iter().fold(0f32, |m, d| m.max(d.abs()))));
         consts.insert(bias.clone(), shifted(&g, &bias, &delta));
     }
-    sim.override_fp32_consts(consts);
+    sim.edit(Edits::consts(consts))?;
     Ok(out)
 }
 
-/// Per-channel (axis 1) means of `names` over `x`, from plans (one per chunk size, made by
-/// `compile` from a graph for that batch) with them as taps.
-fn channel_means(compile: impl Fn(usize) -> Result<Plan>, input: &str, x: &ArrayD<f32>, piece: usize, names: &[String], gpu: &crate::gpu::Gpu) -> Result<Vec<Vec<f64>>> {
+/// Per-channel (axis 1) means of `names` over `x`, from `runner` (tapping them).
+fn channel_means(runner: &Runner, input: &str, x: &ArrayD<f32>, names: &[String]) -> Result<Vec<Vec<f64>>> {
+    let gpu = runner.gpu().clone();
     let mut sums: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut count = vec![0usize; names.len()];
-    let mut plans: std::collections::HashMap<usize, Plan> = std::collections::HashMap::new();
-    for chunk in x.axis_chunks_iter(Axis(0), piece) {
-        let n = chunk.len_of(Axis(0));
-        if !plans.contains_key(&n) {
-            plans.insert(n, compile(n)?);
-        }
-        let plan = &plans[&n];
-        let tensors = plan.run_with(&[(input, chunk)], |enc, p| names.iter().map(|n| channel_sum(enc, gpu, p.tensor(n).expect("tapped"), Some(1))).collect::<Result<Vec<_>>>())?;
+    runner.for_each_piece(&[(input, x.view())], |plan, part| {
+        let tensors = plan.run_with(part, |enc, p| names.iter().map(|n| channel_sum(enc, &gpu, p.tensor(n).expect("tapped"), Some(1))).collect::<Result<Vec<_>>>())?;
         for (k, t) in tensors.iter().enumerate() {
             let s = gpu.download::<f32>(t)?;
             let shape = plan.tensor(&names[k]).expect("tapped").shape();
@@ -105,7 +103,8 @@ fn channel_means(compile: impl Fn(usize) -> Result<Plan>, input: &str, x: &Array
                 *a += *b as f64;
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(sums.into_iter().zip(count).map(|(s, c)| s.into_iter().map(|v| v / c.max(1) as f64).collect()).collect())
 }
 
@@ -113,13 +112,11 @@ fn channel_means(compile: impl Fn(usize) -> Result<Plan>, input: &str, x: &Array
 /// simulation must be calibrated (activations are quantized while measuring).
 pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<BiasCorrection> {
     let piece = piece.max(1);
-    let gpu = sim.gpu().clone();
     let input = sim.input_name().to_string();
-    let b = x.len_of(Axis(0)).min(piece);
-    let g = sim.prepared(b)?;
+    let g = sim.prepared(1)?;
     let t = targets(sim, &g);
     let names: Vec<String> = t.iter().map(|(i, ..)| g.nodes[*i].outputs[0].clone()).collect();
-    let want = channel_means(|n| Plan::compile(gpu.clone(), &sim.prepared(n)?, &names), &input, x, piece, &names, &gpu)?;
+    let want = channel_means(&sim.runner(Model::Fp32)?.taps(&names).batch(piece), &input, x, &names)?;
     let mut out = BiasCorrection::default();
     for ((i, bias, ..), (name, want)) in t.iter().zip(names.iter().zip(&want)) {
         let node = g.nodes[*i].name.clone();
@@ -128,11 +125,11 @@ pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<Bi
             continue;
         };
         let one = std::slice::from_ref(name);
-        let got = channel_means(|n| Plan::compile_quantized(gpu.clone(), &sim.simulated_graph(n)?.truncated(one), one, sim.activation_tables()), &input, x, piece, one, &gpu)?.remove(0);
+        let got = channel_means(&sim.runner(Model::Simulated)?.outputs(one).batch(piece), &input, x, one)?.remove(0);
         let delta: Vec<f32> = want.iter().zip(&got).map(|(w, g)| (w - g) as f32).collect();
         out.corrected.push((node, delta.iter().fold(0f32, |m, d| m.max(d.abs()))));
         let cur = sim.prepared(1)?;
-        sim.override_fp32_consts(BTreeMap::from([(bias.clone(), shifted(&cur, bias, &delta))]));
+        sim.edit(Edits::consts(BTreeMap::from([(bias.clone(), shifted(&cur, bias, &delta))])))?;
     }
     Ok(out)
 }

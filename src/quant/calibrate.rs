@@ -2,94 +2,18 @@
 //! quantized activation; per batch, the observers record their statistics into the same
 //! submission and one readback returns them all. Memory stays flat in the number of batches.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use ndarray::{ArrayViewD, Axis};
 
 use crate::error::{Error, Result};
-use crate::exec::Plan;
+use crate::exec::{Plan, Runner};
 use crate::gpu::{Gpu, GpuTensor};
-use crate::graph::ir::{Const, Graph, Node};
-use crate::graph::passes::bn_fold;
-use crate::ops::calib::{self, Outside, RunningHistogram};
+use crate::graph::attrs::Outside;
+use crate::ops::calib::{self, RunningHistogram};
 use crate::quant::analyzers::{percentile, tf_enhanced, Hist, Pdf, PdfRange, Scheme, PDF_BUCKETS};
 use crate::quant::encoding::QuantKind;
 use crate::quant::placement::Placement;
-
-/// The model as quantization sees it: the imported graph, resolved for a batch size, with
-/// batch norms folded (as AIMET prepares it).
-#[derive(Clone)]
-pub struct Prepared {
-    source: Graph,
-    dims: HashMap<String, usize>,
-    /// Weights replaced after folding (equalized, bias-corrected or quantize-dequantized).
-    overrides: BTreeMap<String, Const>,
-    /// Nodes replaced after folding, by name (CLE's Clip → Relu).
-    nodes: BTreeMap<String, Node>,
-    /// Nodes inserted after folding: (the node they follow, the node), in order (CLE's
-    /// per-channel clip bounds).
-    inserted: Vec<(String, Node)>,
-}
-
-impl Prepared {
-    /// Prepares an imported graph; `dims` sizes named dims other than the batch.
-    pub fn new(source: Graph, dims: HashMap<String, usize>) -> Prepared {
-        Prepared { source, dims, overrides: BTreeMap::new(), nodes: BTreeMap::new(), inserted: Vec::new() }
-    }
-
-    /// Replaces constants (by name) in every prepared graph from now on.
-    pub fn override_consts(&mut self, consts: BTreeMap<String, Const>) {
-        self.overrides.extend(consts);
-    }
-
-    /// Replaces nodes (by name) and inserts new ones (each after the named node) in every
-    /// prepared graph from now on. New values take the shape of their node's first input.
-    pub fn edit_nodes(&mut self, replaced: BTreeMap<String, Node>, inserted: Vec<(String, Node)>) {
-        self.nodes.extend(replaced);
-        self.inserted.extend(inserted);
-    }
-
-    /// Whether any node was replaced or inserted (the FP32 function may differ).
-    pub fn changes_ops(&self) -> bool {
-        !self.nodes.is_empty() || !self.inserted.is_empty()
-    }
-
-    /// The prepared graph for one batch size.
-    pub fn at(&self, batch: usize) -> Result<Graph> {
-        Ok(self.at_with_report(batch)?.0)
-    }
-
-    /// The prepared graph and what batch-norm folding did.
-    pub fn at_with_report(&self, batch: usize) -> Result<(Graph, Vec<bn_fold::Folded>)> {
-        let mut g = self.source.clone();
-        g.resolve_with_batch(&self.dims, Some(batch))?;
-        let folded = bn_fold::fold_batch_norms(&mut g)?;
-        for (k, v) in &self.overrides {
-            g.consts.insert(k.clone(), v.clone());
-        }
-        for n in g.nodes.iter_mut() {
-            if let Some(r) = self.nodes.get(&n.name) {
-                *n = r.clone();
-            }
-        }
-        for (after, node) in &self.inserted {
-            let i = g.nodes.iter().position(|n| &n.name == after).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("inserted node '{}' follows '{after}', which is gone", node.name) })?;
-            g.nodes.insert(i + 1, node.clone());
-        }
-        if !self.nodes.is_empty() || !self.inserted.is_empty() {
-            for i in 0..g.nodes.len() {
-                for o in g.nodes[i].outputs.clone() {
-                    if !g.shapes.contains_key(&o) {
-                        let s = g.shapes.get(&g.nodes[i].inputs[0]).cloned().unwrap_or_default();
-                        g.shapes.insert(o, s);
-                    }
-                }
-            }
-        }
-        Ok((g, folded))
-    }
-}
 
 /// AIMET's tf-enhanced observer of one activation: a density over `PDF_BUCKETS` buckets whose
 /// range is fixed by the first calibration sample holding a nonzero value (AIMET fixes it at
@@ -124,9 +48,9 @@ pub enum Observed {
 /// histogram (percentile) or its fixed-range density (tf-enhanced), on the GPU.
 pub struct Calibrator {
     gpu: Arc<Gpu>,
-    model: Prepared,
+    /// The model with taps on every observed activation (graph inputs are read directly).
+    runner: Arc<Runner>,
     names: Vec<String>,
-    plans: HashMap<usize, Plan>,
     observers: Observers,
     /// Per activation: (min, max) of finite values so far.
     pub ranges: Vec<(f32, f32)>,
@@ -137,8 +61,9 @@ pub struct Calibrator {
 }
 
 impl Calibrator {
-    /// Observers for every activation quantizer of `placement` on the prepared model.
-    pub fn new(gpu: Arc<Gpu>, model: Prepared, placement: &Placement, scheme: Scheme) -> Result<Calibrator> {
+    /// Observers for every activation quantizer of `placement`, on `runner` (which taps
+    /// every one of them that is not a graph input).
+    pub fn new(gpu: Arc<Gpu>, runner: Runner, placement: &Placement, scheme: Scheme) -> Result<Calibrator> {
         let names: Vec<String> = placement.activations.iter().map(|q| q.tensor.clone()).collect();
         let n = names.len();
         let observers = match scheme {
@@ -146,31 +71,26 @@ impl Calibrator {
             Scheme::Percentile(p) => Observers::Running((0..n).map(|_| RunningHistogram::new(calib::DEFAULT_BINS, None)).collect::<Result<_>>()?, p),
             Scheme::TfEnhanced { gamma } => Observers::Pdf((0..n).map(|_| PdfObserver { range: None, counts: None, seen: 0 }).collect(), gamma),
         };
-        Ok(Calibrator { gpu, model, names, plans: HashMap::new(), observers, ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 })
+        Ok(Calibrator { gpu, runner: Arc::new(runner), names, observers, ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 })
     }
 
-    fn plan(&mut self, batch: usize) -> Result<&Plan> {
-        if !self.plans.contains_key(&batch) {
-            let g = self.model.at(batch)?;
-            let taps: Vec<String> = self.names.iter().filter(|t| !g.inputs.contains(t)).cloned().collect();
-            self.plans.insert(batch, Plan::compile(self.gpu.clone(), &g, &taps)?);
-        }
-        Ok(&self.plans[&batch])
-    }
-
-    /// Adds one batch (`input` name → `[batch, ...]`): one submission and one readback for the
-    /// min/max (and, until each density's range is fixed, per-sample min/max), then one
-    /// submission for the histograms.
+    /// Adds one batch (`input` name → `[batch, ...]`), in pieces the adapter holds.
     pub fn add(&mut self, input: &str, x: ArrayViewD<'_, f32>) -> Result<()> {
-        let batch = x.len_of(Axis(0));
+        let runner = self.runner.clone();
+        runner.for_each_piece(&[(input, x)], |plan, part| self.add_piece(plan, part))
+    }
+
+    /// One piece: one submission and one readback for the min/max (and, until each
+    /// density's range is fixed, per-sample min/max), then one submission for the histograms.
+    fn add_piece(&mut self, plan: &Plan, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<()> {
+        let batch = inputs[0].1.len_of(Axis(0));
         let gpu = self.gpu.clone();
         let names = self.names.clone();
         let unfixed: Vec<bool> = match &self.observers {
             Observers::Pdf(obs, _) => obs.iter().map(|o| o.range.is_none()).collect(),
             _ => vec![false; names.len()],
         };
-        let plan = self.plan(batch)?;
-        plan.write_inputs(&[(input, x)])?;
+        plan.write_inputs(inputs)?;
         let mut enc = gpu.encoder();
         plan.record(&mut enc);
         let mut outs: Vec<GpuTensor> = Vec::with_capacity(2 * names.len());
@@ -195,7 +115,6 @@ impl Calibrator {
             self.non_finite[i] += bad[0] as u64;
             batch_ranges.push(((r[0], r[1]), bad[0]));
         }
-        let plan = &self.plans[&batch];
         match &mut self.observers {
             Observers::None => {}
             Observers::Running(hists, _) => {

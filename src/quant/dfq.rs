@@ -13,7 +13,7 @@ use ndarray::{ArrayD, Axis};
 
 use crate::graph::ir::{Graph, Node, Op};
 use crate::graph::passes::cle::BnStats;
-use crate::ops::elementwise::{Binary, Unary};
+use crate::graph::attrs::{Binary, Unary};
 
 /// Per-channel statistics of one tensor (channels along axis 1).
 #[derive(Clone, Debug, PartialEq)]

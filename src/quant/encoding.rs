@@ -17,6 +17,7 @@
 //!   bit for bit (WGSL division is not correctly rounded, multiplication is).
 
 use crate::error::{Error, Result};
+use crate::graph::attrs::{IntGrid, QuantGrid};
 
 /// AIMET's smallest allowed step size (f32 epsilon).
 pub const MIN_SCALE: f64 = f32::EPSILON as f64;
@@ -140,27 +141,24 @@ impl Encoding {
     /// Checks bitwidth, scales (finite, > 0, invertible) and offsets (integers in [-N, 0]).
     pub fn validate(&self, op: &'static str) -> Result<()> {
         check_bitwidth(op, self.bitwidth)?;
-        if self.scale.len() != self.offset.len() || self.scale.is_empty() {
-            return Err(Error::invalid(op, "encoding", format!("{} scales, {} offsets", self.scale.len(), self.offset.len()), "need one scale and one offset per channel"));
-        }
-        if self.axis.is_none() && self.scale.len() != 1 {
-            return Err(Error::invalid(op, "encoding", self.scale.len(), "a per-tensor encoding has one scale"));
-        }
-        let n = self.steps() as f32;
-        for (c, (&s, &o)) in self.scale.iter().zip(&self.offset).enumerate() {
-            if !(s.is_finite() && s > 0.0 && (1.0 / s).is_finite()) {
-                return Err(Error::invalid(op, "scale", format!("{s} (channel {c})"), "must be finite and > 0 with a finite inverse"));
-            }
-            if o.fract() != 0.0 || o > 0.0 || o < -n {
-                return Err(Error::invalid(op, "offset", format!("{o} (channel {c})"), format!("must be an integer in [-{n}, 0]")));
-            }
-        }
-        Ok(())
+        self.raw_grid().validate(op)
     }
 
-    /// Per channel (scale, 1/scale, offset, 0): the table the kernels read.
-    pub fn table(&self) -> Vec<[f32; 4]> {
-        self.scale.iter().zip(&self.offset).map(|(&s, &o)| [s, 1.0 / s, o, 0.0]).collect()
+    fn raw_grid(&self) -> QuantGrid {
+        QuantGrid { axis: self.axis, scale: self.scale.clone(), offset: self.offset.clone(), steps: self.steps(), signed_codes: self.signed_codes() }
+    }
+
+    /// The grid the kernels apply (validated).
+    pub fn grid(&self) -> Result<QuantGrid> {
+        check_bitwidth("encoding", self.bitwidth)?;
+        let g = self.raw_grid();
+        g.validate("encoding")?;
+        Ok(g)
+    }
+
+    /// The integer grid of a per-tensor encoding: `r = q + offset` for `q` in `[0, N]`.
+    pub fn int_grid(&self) -> IntGrid {
+        IntGrid { scale: self.scale[0], lo: self.offset[0], hi: self.offset[0] + self.steps() as f32 }
     }
 
     /// Whether codes are reported on the signed grid (q + offset) rather than [0, N].

@@ -1,8 +1,18 @@
-//! AIMET encodings JSON (version 1.0.0: lists of per-tensor / per-channel entries).
+//! Exporting a simulation: AIMET encodings JSON (0.6.1, 1.0.0, 2.0.0), the prepared FP32
+//! model and the QDQ model.
 
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::ArrayD;
 use serde_json::{json, Value};
 
+use crate::error::{Error, Result};
+use crate::graph::ir::{Graph, Op};
+use crate::quant::analyzers::Scheme;
 use crate::quant::encoding::{Encoding, QuantKind};
+use crate::quant::params::stored_weight_codes;
+use crate::quant::sim::QuantSim;
 
 /// One named encoding as AIMET 1.0.0 writes it.
 pub fn entry_1_0_0(name: &str, e: &Encoding) -> Value {
@@ -29,6 +39,35 @@ pub fn encodings_1_0_0(activations: &[(String, Encoding)], params: &[(String, En
     })
 }
 
+/// The activation encodings of an AIMET 1.0.0 encodings file (per tensor, in file order).
+pub fn read_activations_1_0_0(v: &Value, file: &str) -> Result<Vec<(String, Encoding)>> {
+    let bad = |key: String, message: &str| Error::Config { file: file.into(), key, message: message.into() };
+    if v["version"] != "1.0.0" {
+        return Err(bad("version".into(), "expected an AIMET 1.0.0 encodings file"));
+    }
+    let list = v["activation_encodings"].as_array().ok_or_else(|| bad("activation_encodings".into(), "missing or not a list"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let key = |k: &str| format!("activation_encodings[{i}].{k}");
+        let name = e["name"].as_str().ok_or_else(|| bad(key("name"), "missing or not a string"))?;
+        let bitwidth = e["bw"].as_u64().ok_or_else(|| bad(key("bw"), "missing or not an integer"))? as u32;
+        let num = |k: &str| e[k].as_array().and_then(|a| a.first()).and_then(Value::as_f64).ok_or_else(|| bad(key(k), "missing or not a list of numbers"));
+        let (scale, offset) = (num("scale")? as f32, num("offset")? as f32);
+        let half = 2f32.powi(bitwidth as i32 - 1);
+        let kind = match (e["is_sym"].as_bool(), offset) {
+            (Some(false), _) => QuantKind::Asymmetric,
+            (Some(true), o) if o == 0.0 => QuantKind::UnsignedSymmetric,
+            (Some(true), o) if o == -half => QuantKind::SignedSymmetric,
+            (Some(true), o) if o == 1.0 - half => QuantKind::StrictSymmetric,
+            _ => return Err(bad(key("is_sym"), "not a boolean matching the offset")),
+        };
+        let enc = Encoding { bitwidth, kind, axis: None, scale: vec![scale], offset: vec![offset] };
+        enc.validate("encodings file")?;
+        out.push((name.to_string(), enc));
+    }
+    Ok(out)
+}
+
 /// Which AIMET encodings format to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EncodingsVersion {
@@ -39,7 +78,7 @@ pub enum EncodingsVersion {
 
 impl std::str::FromStr for EncodingsVersion {
     type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "0.6.1" => Ok(EncodingsVersion::V0_6_1),
             "1.0.0" => Ok(EncodingsVersion::V1_0_0),
@@ -115,4 +154,101 @@ pub fn bias_entry_2_0_0(name: &str, scales: &[f32]) -> Value {
 /// The whole file in AIMET's 2.0.0 layout.
 pub fn encodings_2_0_0(entries: Vec<Value>) -> Value {
     json!({"encodings": entries, "producer": {"package": "qforge", "version": env!("CARGO_PKG_VERSION")}, "version": "2.0.0"})
+}
+
+impl QuantSim {
+    /// Encodings of tensors without a quantizer of their own, as AIMET's 2.0.0 export lists
+    /// them: outputs inside a supergroup take the group output's encoding, outputs of ops that
+    /// only move data take their input's.
+    fn aliases(&self, g: &Graph) -> Vec<(String, Encoding)> {
+        let mut known: HashMap<String, Encoding> = self.activation_encodings().iter().cloned().collect();
+        let mut out = Vec::new();
+        // Data-moving ops forward their input's encoding (in graph order).
+        for n in &g.nodes {
+            if n.op.is_view() || matches!(n.op, Op::Transpose { .. }) {
+                if let (Some(e), Some(o)) = (known.get(&n.inputs[0]).cloned(), n.outputs.first()) {
+                    if !known.contains_key(o) {
+                        known.insert(o.clone(), e.clone());
+                        out.push((o.clone(), e));
+                    }
+                }
+            }
+        }
+        // Supergroup insides take the encoding of their single consumer's output (last first).
+        for n in g.nodes.iter().rev() {
+            let Some(o) = n.outputs.first() else { continue };
+            if known.contains_key(o) {
+                continue;
+            }
+            if let [c] = g.consumers_of(o)[..] {
+                if let Some(e) = g.nodes[c].outputs.first().and_then(|co| known.get(co)).cloned() {
+                    known.insert(o.clone(), e.clone());
+                    out.push((o.clone(), e));
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes `<stem>.onnx` (the prepared FP32 model) and `<stem>.encodings` in the chosen
+    /// AIMET format into `dir`.
+    pub fn export(&self, dir: &Path, stem: &str, version: EncodingsVersion) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
+        let g = self.prepared(1)?;
+        crate::graph::export::save(&g, &dir.join(format!("{stem}.onnx")), None)?;
+        let opts = self.options();
+        let (activations, params) = (self.activation_encodings(), self.param_encodings());
+        let args = json!({
+            "activation_bitwidth": opts.act_bw,
+            "dtype": "int",
+            "is_symmetric": self.config().params_symmetric,
+            "param_bitwidth": opts.param_bw,
+            "per_channel_quantization": self.placement().params.iter().any(|q| q.axis.is_some()),
+            "quant_scheme": match self.scheme() {
+                Scheme::MinMax => "min_max".to_string(),
+                Scheme::TfEnhanced { .. } => "tf_enhanced".to_string(),
+                Scheme::Percentile(p) => format!("percentile_{p}"),
+            },
+        });
+        let json = match version {
+            EncodingsVersion::V1_0_0 => encodings_1_0_0(activations, params, args),
+            EncodingsVersion::V0_6_1 => encodings_0_6_1(activations, params, args),
+            EncodingsVersion::V2_0_0 => {
+                let aliases = self.aliases(&g);
+                let mut entries: Vec<Value> = activations.iter().chain(params).chain(&aliases).map(|(n, e)| entry_2_0_0(n, e)).collect();
+                let acts: HashMap<&str, &Encoding> = activations.iter().chain(&aliases).map(|(n, e)| (n.as_str(), e)).collect();
+                let params: HashMap<&str, &Encoding> = params.iter().map(|(n, e)| (n.as_str(), e)).collect();
+                for n in &g.nodes {
+                    let (Some(w), Some(b), Some(x)) = (n.inputs.get(1), n.inputs.get(2).filter(|b| !b.is_empty()), n.inputs.first()) else { continue };
+                    if let (Some(we), Some(xe)) = (params.get(w.as_str()), acts.get(x.as_str())) {
+                        let scales: Vec<f32> = we.scale.iter().map(|&s| s * xe.scale[0]).collect();
+                        entries.push(bias_entry_2_0_0(b, &scales));
+                    }
+                }
+                encodings_2_0_0(entries)
+            }
+        };
+        let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
+        crate::files::write_atomic(&dir.join(format!("{stem}.encodings")), text.as_bytes())
+    }
+
+    /// Writes `<stem>_qdq.onnx`: the prepared model with QuantizeLinear/DequantizeLinear on
+    /// every quantized activation and int8 weights (8-bit grids); with integer arithmetic, the
+    /// fused layers' biases as int32 behind DequantizeLinear (scale `s_x * s_w`), as the
+    /// simulation used them.
+    pub fn export_qdq(&self, dir: &Path, stem: &str) -> Result<()> {
+        if self.activation_encodings().is_empty() {
+            return Err(Error::invalid("export_qdq", "encodings", "none", "calibrate first"));
+        }
+        let g = self.prepared(1)?;
+        let mut codes: HashMap<String, ArrayD<i32>> = HashMap::new();
+        for (name, e) in self.param_encodings() {
+            let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
+            codes.insert(name.clone(), stored_weight_codes(w, e)?);
+        }
+        let biases = self.integer_plan()?.map(|p| p.biases.clone()).unwrap_or_default();
+        let model = crate::quant::qdq::qdq_model(&g, self.activation_encodings(), self.param_encodings(), &codes, &biases)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
+        crate::files::write_atomic(&dir.join(format!("{stem}_qdq.onnx")), &prost::Message::encode_to_vec(&model))
+    }
 }

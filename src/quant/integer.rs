@@ -8,18 +8,20 @@
 //! QuantizeLinear is dropped first when the output grid lies inside its bounds (its
 //! ReluQuantFusion / ClipQuantFusion). Every other node stays a float op between a dequantize
 //! and a quantize. An [`IntegerPlan`] marks the fused nodes of a simulated graph with those
-//! constants; [`crate::exec::Plan`] runs them with the integer kernels, and the QDQ export
+//! constants; [`lower`] records them with the integer kernels, and the QDQ export
 //! writes the same int32 biases, so the simulation and onnxruntime agree bit for bit.
 
 use std::collections::{HashMap, HashSet};
 
 use ndarray::{Array4, Ix2};
 
-use crate::error::{Error, Result};
+use crate::error::{DType, Error, Result};
+use crate::exec::Lowering;
+use crate::graph::attrs::{AddGrids, Binary, Conv2d, IntGrid, Unary};
 use crate::graph::ir::{Graph, Node, Op};
-use crate::ops::conv::Conv2d;
-use crate::ops::elementwise::{Binary, Unary};
-use crate::ops::quant::{AddGrids, IntGrid};
+use crate::graph::shape::conv_output_shape;
+use crate::ops::gemm::{self, Bias};
+use crate::ops::{conv, quant};
 use crate::quant::encoding::Encoding;
 use crate::quant::params::stored_weight_codes;
 
@@ -114,7 +116,7 @@ impl IntegerPlan {
                 Op::GlobalAveragePool => acts.get(n.inputs[0].as_str()).and_then(|e_in| {
                     let s = g.shapes.get(&n.inputs[0])?;
                     let hw = s.get(2..)?.iter().product::<usize>() as f32;
-                    Some((IntegerOp::GlobalAvgPool { x_inv: 1.0 / e_in.scale[0], multiplier: e_in.scale[0] / (e_out.scale[0] * hw), out: IntGrid::of(e_out) }, None))
+                    Some((IntegerOp::GlobalAvgPool { x_inv: 1.0 / e_in.scale[0], multiplier: e_in.scale[0] / (e_out.scale[0] * hw), out: e_out.int_grid() }, None))
                 }),
                 Op::Binary(Binary::Add) if n.inputs.len() == 2 && g.shapes.get(&n.inputs[0]) == g.shapes.get(&n.inputs[1]) => {
                     match (acts.get(n.inputs[0].as_str()), acts.get(n.inputs[1].as_str())) {
@@ -196,12 +198,77 @@ fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, 
         }
         None => (vec![0; cout], None),
     };
-    let x = IntGrid::of(e_x);
+    let x = e_x.int_grid();
     let pointwise = weight.shape()[2..] == [1, 1] && attrs.strides == [1, 1] && attrs.pads == [0; 4] && attrs.groups == 1;
     let largest_code = x.lo.abs().max(x.hi.abs()) as u64;
     let f32_exact = pointwise && weight.outer_iter().all(|w| w.iter().map(|&v| v.unsigned_abs() as u64).sum::<u64>() * largest_code < 1 << 24);
-    let op = IntegerOp::Conv { attrs, weight, bias, multiplier, x, out: IntGrid::of(e_out), gemm: gemm.is_some(), f32_exact };
+    let op = IntegerOp::Conv { attrs, weight, bias, multiplier, x, out: e_out.int_grid(), gemm: gemm.is_some(), f32_exact };
     Ok(Some((op, export)))
+}
+
+/// Records a fused node with the integer kernels: its first output is written on its
+/// quantized grid.
+pub(crate) fn lower(cx: &mut Lowering<'_>, node: &Node, op: &IntegerOp) -> Result<()> {
+    let gpu = cx.gpu();
+    match op {
+        IntegerOp::Conv { attrs, weight, bias, multiplier, x: grid, out, gemm, f32_exact } => {
+            let mut x = cx.input(&node.inputs[0])?;
+            if *gemm {
+                let s = x.shape().to_vec();
+                x = x.view(&[s[0], s[1], 1, 1], DType::F32)?;
+            }
+            let (b, m) = (cx.upload(&[bias.len()], bias)?, cx.upload(&[multiplier.len()], multiplier)?);
+            let y = cx.output(node, 0)?;
+            let shape = conv_output_shape(x.shape(), weight.shape(), attrs)?;
+            let inner = shape[2] * shape[3];
+            let requant = quant::Requant { bias: &b, multiplier: &m, inner, grid: *out };
+            if *f32_exact {
+                // The input's codes as f32 (a grid of scale 1 over the same codes), one f32
+                // GEMM with the weight codes, exact under the layer's checked bound.
+                let table = cx.upload(&[1, 4], &[1.0, 1.0 / grid.scale, grid.lo, 0.0])?;
+                let r = cx.scratch(x.shape(), DType::F32)?;
+                quant::fake_quant_table_into(cx.steps(), gpu, &x, &table, (grid.hi - grid.lo) as u32, None, false, &r.tensor)?;
+                let (cout, cin) = (shape[1], x.shape()[1]);
+                let w = cx.upload(&[cout, cin], &weight.iter().map(|&v| v as f32).collect::<Vec<f32>>())?;
+                let acc = cx.scratch(&shape, DType::F32)?;
+                if *gemm {
+                    let (rv, av) = (r.tensor.view(&[shape[0], cin], DType::F32)?, acc.tensor.view(&[shape[0], cout], DType::F32)?);
+                    gemm::matmul_into(cx.steps(), gpu, &rv, &w, false, true, 1.0, Bias::None, &av)?;
+                } else {
+                    let (rv, av) = (r.tensor.view(&[shape[0], cin, inner], DType::F32)?, acc.tensor.view(&[shape[0], cout, inner], DType::F32)?);
+                    gemm::matmul_into(cx.steps(), gpu, &w, &rv, false, false, 1.0, Bias::None, &av)?;
+                }
+                quant::requant_into(cx.steps(), gpu, &acc.tensor, &requant, &y)?;
+                cx.free(r);
+                cx.free(acc);
+                return Ok(());
+            }
+            let w = gpu.upload(&weight.view().into_dyn())?;
+            let acc = cx.scratch(&shape, DType::I32)?;
+            conv::qconv2d_into(cx.steps(), gpu, &x, 1.0 / grid.scale, &w, attrs, &acc.tensor)?;
+            quant::requant_into(cx.steps(), gpu, &acc.tensor, &requant, &y)?;
+            cx.free(acc);
+            Ok(())
+        }
+        IntegerOp::GlobalAvgPool { x_inv, multiplier, out } => {
+            let x = cx.input(&node.inputs[0])?;
+            let s = x.shape().to_vec();
+            let (c, hw) = (s[1], s[2] * s[3]);
+            let w = cx.upload(&[c, 1, s[2], s[3]], &vec![1; c * hw])?;
+            let (b, m) = (cx.upload(&[c], &vec![0; c])?, cx.upload(&[c], &vec![*multiplier; c])?);
+            let y = cx.output(node, 0)?;
+            let acc = cx.scratch(&[s[0], c, 1, 1], DType::I32)?;
+            conv::qconv2d_into(cx.steps(), gpu, &x, *x_inv, &w, &Conv2d { groups: c, ..Default::default() }, &acc.tensor)?;
+            quant::requant_into(cx.steps(), gpu, &acc.tensor, &quant::Requant { bias: &b, multiplier: &m, inner: 1, grid: *out }, &y)?;
+            cx.free(acc);
+            Ok(())
+        }
+        IntegerOp::Add(grids) => {
+            let (a, c) = (cx.input(&node.inputs[0])?, cx.input(&node.inputs[1])?);
+            let y = cx.output(node, 0)?;
+            quant::qadd_into(cx.steps(), gpu, &a, &c, *grids, &y)
+        }
+    }
 }
 
 #[cfg(test)]

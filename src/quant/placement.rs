@@ -77,10 +77,10 @@ fn inside_supergroup(g: &Graph, i: usize, cfg: &QuantConfig) -> bool {
 /// activation (quantized after the Min).
 fn inside_channel_clip(g: &Graph, i: usize) -> bool {
     let n = &g.nodes[i];
-    if !matches!(n.op, Op::Unary(crate::ops::elementwise::Unary::Relu)) || g.outputs.contains(&n.outputs[0]) {
+    if !matches!(n.op, Op::Unary(crate::graph::attrs::Unary::Relu)) || g.outputs.contains(&n.outputs[0]) {
         return false;
     }
-    matches!(g.consumers_of(&n.outputs[0])[..], [c] if matches!(g.nodes[c].op, Op::Binary(crate::ops::elementwise::Binary::Min)) && g.nodes[c].inputs.get(1).is_some_and(|b| g.weight(b).is_some()))
+    matches!(g.consumers_of(&n.outputs[0])[..], [c] if matches!(g.nodes[c].op, Op::Binary(crate::graph::attrs::Binary::Min)) && g.nodes[c].inputs.get(1).is_some_and(|b| g.weight(b).is_some()))
 }
 
 /// Places quantizers on a resolved (and usually BN-folded) graph.
@@ -108,7 +108,7 @@ pub fn place(g: &Graph, cfg: &QuantConfig) -> Placement {
         }
         let per_channel = op_cfg.and_then(|o| o.per_channel_quantization).unwrap_or(cfg.per_channel);
         let weight = match &n.op {
-            Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::ConvTranspose { .. } | Op::Binary(crate::ops::elementwise::Binary::PRelu) => n.inputs.get(1),
+            Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::ConvTranspose { .. } | Op::Binary(crate::graph::attrs::Binary::PRelu) => n.inputs.get(1),
             _ => None,
         };
         let mut params = vec![];

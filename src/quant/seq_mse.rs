@@ -6,18 +6,19 @@
 //!
 //! Every candidate of a layer runs in one plan on the GPU: the FP32 layer, the candidate
 //! layers, and per-channel mean squared differences, with one readback of the losses.
-
-use std::collections::HashMap;
+//!
+//! Reads the simulation's prepared model and parameter encodings; changes only the parameter
+//! encodings ([`QuantSim::set_param_encodings`]).
 
 use ndarray::{ArrayD, Axis};
 
 use crate::error::{Error, Result};
-use crate::exec::Plan;
+use crate::exec::Runner;
 use crate::graph::ir::{Const, Dim, Graph, Node, Op};
-use crate::ops::elementwise::Binary;
+use crate::graph::attrs::Binary;
 use crate::quant::encoding::Encoding;
 use crate::quant::params::quantize_weights;
-use crate::quant::sim::QuantSim;
+use crate::quant::sim::{Model, QuantSim};
 
 /// What sequential MSE chose.
 #[derive(Clone, Debug, Default)]
@@ -26,11 +27,13 @@ pub struct SeqMse {
     pub layers: Vec<(String, f32, f64, f64)>,
 }
 
-/// The loss graph of one layer: input `x` of `shape`, the FP32 layer and every candidate.
+/// The loss graph of one layer: input `x` of `shape` (any batch), the FP32 layer and every
+/// candidate.
 fn loss_graph(layer: &Node, g: &Graph, shape: &[usize], candidates: &[ArrayD<f32>]) -> Result<Graph> {
     let mut lg = Graph { name: format!("seq-mse:{}", layer.name), opset: g.opset, ..Default::default() };
     lg.inputs = vec!["x".into()];
-    lg.input_dims.insert("x".into(), shape.iter().map(|&d| Dim::Fixed(d)).collect());
+    let dims = shape.iter().enumerate().map(|(i, &d)| if i == 0 { Dim::Named("batch".into()) } else { Dim::Fixed(d) });
+    lg.input_dims.insert("x".into(), dims.collect());
     let w = g.weight(&layer.inputs[1]).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("weight of '{}' is not a constant", layer.name) })?;
     let out_rank = g.shapes.get(&layer.outputs[0]).map_or(4, Vec::len) as i64;
     let axes: Vec<i64> = (0..out_rank).filter(|&a| a != 1).collect();
@@ -45,7 +48,6 @@ fn loss_graph(layer: &Node, g: &Graph, shape: &[usize], candidates: &[ArrayD<f32
         add(Op::ReduceMean { axes: axes.clone(), keepdims: false }, vec![format!("s{k}")], format!("l{k}"));
     }
     lg.outputs = (0..candidates.len()).map(|k| format!("l{k}")).collect();
-    lg.resolve(&HashMap::new())?;
     Ok(lg)
 }
 
@@ -57,8 +59,7 @@ pub fn apply(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize, candidates: usiz
     let piece = piece.max(1);
     let gpu = sim.gpu().clone();
     let input = sim.input_name().to_string();
-    let b = x.len_of(Axis(0)).min(piece);
-    let g = sim.prepared(b)?;
+    let g = sim.prepared(1)?;
     let mut params = sim.param_encodings().to_vec();
     let mut report = SeqMse::default();
     for pi in 0..params.len() {
@@ -86,25 +87,20 @@ pub fn apply(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize, candidates: usiz
         let qw = quantize_weights(&one, &named)?;
         let qw: Vec<ArrayD<f32>> = named.iter().map(|(n, _)| match &qw[n] { Const::F32(a) => a.clone(), Const::I64(_) => unreachable!("f32 weights") }).collect();
         // The layer's inputs in the model quantized so far (weights only).
-        let sim_g = sim.simulated_graph(b)?.truncated(std::slice::from_ref(&layer.inputs[0]));
-        let prefix = if sim_g.inputs.contains(&layer.inputs[0]) { None } else { Some(Plan::compile(gpu.clone(), &sim_g, std::slice::from_ref(&layer.inputs[0]))?) };
+        let xname = std::slice::from_ref(&layer.inputs[0]);
+        let prefix = (!g.inputs.contains(&layer.inputs[0])).then(|| sim.runner(Model::Weights)).transpose()?.map(|r| r.outputs(xname).batch(piece));
         let mut loss = vec![vec![0f64; maxes.len()]; candidates];
-        let mut plans: HashMap<usize, Plan> = HashMap::new();
+        let mut losses: Option<Runner> = None;
         for chunk in x.axis_chunks_iter(Axis(0), piece) {
             let xin = match &prefix {
-                Some(p) if chunk.len_of(Axis(0)) == b => p.run(&[(&input, chunk)], std::slice::from_ref(&layer.inputs[0]))?.remove(0),
-                Some(_) => {
-                    let p = Plan::compile(gpu.clone(), &sim.simulated_graph(chunk.len_of(Axis(0)))?.truncated(std::slice::from_ref(&layer.inputs[0])), std::slice::from_ref(&layer.inputs[0]))?;
-                    p.run(&[(&input, chunk)], std::slice::from_ref(&layer.inputs[0]))?.remove(0)
-                }
+                Some(r) => r.run(&[(&input, chunk)])?.remove(0),
                 None => chunk.to_owned(),
             };
             let n = xin.shape()[0];
-            if !plans.contains_key(&n) {
-                plans.insert(n, Plan::compile(gpu.clone(), &loss_graph(&layer, &g, xin.shape(), &qw)?, &[])?);
+            if losses.is_none() {
+                losses = Some(Runner::new(gpu.clone(), loss_graph(&layer, &g, xin.shape(), &qw)?));
             }
-            let plan = &plans[&n];
-            let outs = plan.run(&[("x", xin.view())], plan.outputs())?;
+            let outs = losses.as_ref().expect("made above").run(&[("x", xin.view())])?;
             for (k, l) in outs.iter().enumerate() {
                 for (c, v) in l.iter().enumerate() {
                     loss[k][c] += *v as f64 * n as f64;

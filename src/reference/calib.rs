@@ -3,7 +3,7 @@
 use ndarray::ArrayViewD;
 
 use crate::error::{Error, Result};
-use crate::ops::calib::{rebin_table, BinGrid, Outside};
+use crate::graph::attrs::{rebin_table, BinGrid, Outside};
 use crate::reference::{channel_of, view};
 
 /// Per-channel (min, max) of finite values and the count of non-finite ones.
@@ -12,8 +12,8 @@ pub fn min_max(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<(Vec<(f32
         return Err(Error::EmptyTensor { op: "min_max", tensor: "x".into() });
     }
     let v = view(x.shape(), axis, "min_max")?;
-    let mut out = vec![(f32::INFINITY, f32::NEG_INFINITY); v.channels as usize];
-    let mut bad = vec![0u32; v.channels as usize];
+    let mut out = vec![(f32::INFINITY, f32::NEG_INFINITY); v.channels];
+    let mut bad = vec![0u32; v.channels];
     for (i, &e) in x.as_standard_layout().iter().enumerate() {
         let c = channel_of(&v, i);
         if e.is_finite() {
@@ -32,7 +32,7 @@ pub fn moments(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<(u64,
         return Err(Error::EmptyTensor { op: "moments", tensor: "x".into() });
     }
     let v = view(x.shape(), axis, "moments")?;
-    let c = v.channels as usize;
+    let c = v.channels;
     let data = x.as_standard_layout();
     let (mut n, mut sum) = (vec![0u64; c], vec![0f64; c]);
     for (i, &e) in data.iter().enumerate() {
@@ -55,7 +55,7 @@ pub fn moments(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<(u64,
 /// Per-channel sums in f64.
 pub fn channel_sum(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<f64>> {
     let v = view(x.shape(), axis, "channel_sum")?;
-    let mut out = vec![0f64; v.channels as usize];
+    let mut out = vec![0f64; v.channels];
     for (i, &e) in x.as_standard_layout().iter().enumerate() {
         out[channel_of(&v, i)] += e as f64;
     }
@@ -65,7 +65,7 @@ pub fn channel_sum(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<f
 /// Per-channel histograms `[channels][bins]` of finite values on the given grids.
 pub fn histogram(x: &ArrayViewD<'_, f32>, axis: Option<usize>, grids: &[BinGrid], bins: u32, outside: Outside) -> Result<Vec<Vec<u32>>> {
     let v = view(x.shape(), axis, "histogram")?;
-    let mut out = vec![vec![0u32; bins as usize]; v.channels as usize];
+    let mut out = vec![vec![0u32; bins as usize]; v.channels];
     for (i, &e) in x.as_standard_layout().iter().enumerate() {
         if e.is_finite() {
             let c = channel_of(&v, i);

@@ -7,7 +7,8 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
 use crate::graph::ir::{Const, Graph, Op};
-use crate::graph::resolve::{norm_axis, slice_spec};
+use crate::graph::attrs::{Binary, Resize};
+use crate::graph::shape::{norm_axis, resize_scales, slice_spec};
 use crate::reference::{gemm, nn};
 
 /// Runs a resolved graph on the CPU; returns the outputs in model order.
@@ -34,9 +35,9 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             }
             Op::Resize { mode, coordinate_transformation, nearest_mode } => {
                 let x = get(0)?;
-                let r = crate::ops::pool::Resize::from_onnx(mode, coordinate_transformation, nearest_mode).ok_or_else(|| err("unsupported Resize mode".into()))?;
+                let r = Resize::from_onnx(mode, coordinate_transformation, nearest_mode).ok_or_else(|| err("unsupported Resize mode".into()))?;
                 let o = out_shape(0);
-                let scales = crate::exec::resize_scales(g, node, x.shape(), &o);
+                let scales = resize_scales(g, node, x.shape(), &o);
                 outs.push(nn::resize(&x.view(), r, scales, [o[2], o[3]]));
             }
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
@@ -45,7 +46,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 let b3 = b.view().into_shape_with_order((1, b.shape()[0], b.shape()[1])).unwrap();
                 let mut y = gemm::matmul(&a3, &b3, *trans_a, *trans_b).index_axis_move(Axis(0), 0).into_dyn().mapv(|v| v * alpha);
                 if node.inputs.get(2).is_some_and(|c| !c.is_empty()) {
-                    y = nn::binary(crate::ops::elementwise::Binary::Add, &y.view(), &get(2)?.mapv(|v| v * beta).view());
+                    y = nn::binary(Binary::Add, &y.view(), &get(2)?.mapv(|v| v * beta).view());
                 }
                 outs.push(y);
             }

@@ -4,12 +4,12 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use crate::ops::conv::{output_shape, Conv2d};
-use crate::ops::quant::{AddGrids, IntGrid};
+use crate::graph::attrs::{AddGrids, Conv2d, IntGrid};
+use crate::graph::shape::conv_output_shape;
 
 /// `acc = sum(round(x * x_inv) * w)` in i64 (the kernel's i32 never overflows in its tests).
 pub fn qconv(x: &ArrayViewD<'_, f32>, x_inv: f32, w: &ArrayViewD<'_, i32>, a: &Conv2d) -> ArrayD<i32> {
-    let [n, cout, oh, ow] = output_shape(x.shape(), w.shape(), a).expect("valid conv");
+    let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a).expect("valid conv");
     let (cin, h, wd) = (x.shape()[1], x.shape()[2], x.shape()[3]);
     let (cin_g, kh, kw) = (w.shape()[1], w.shape()[2], w.shape()[3]);
     let cout_g = cout / a.groups;

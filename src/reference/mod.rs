@@ -9,15 +9,24 @@ pub mod linalg;
 pub mod nn;
 pub mod quant;
 
-use crate::error::Result;
-use crate::gpu::launch::ChannelView;
+use crate::error::{Error, Result};
 
-/// The channel of flat element `i` under a channel view.
-pub(crate) fn channel_of(view: &ChannelView, i: usize) -> usize {
-    (i / view.inner.max(1) as usize) % view.channels as usize
+/// A tensor's channels along an axis: `channels` of them, `inner` elements per run.
+pub(crate) struct Channels {
+    pub channels: usize,
+    inner: usize,
 }
 
-/// The channel view of `shape` around `axis`.
-pub(crate) fn view(shape: &[usize], axis: Option<usize>, op: &'static str) -> Result<ChannelView> {
-    ChannelView::new(shape, axis, op)
+/// The channels of `shape` along `axis` (`None`: the whole tensor is one channel).
+pub(crate) fn view(shape: &[usize], axis: Option<usize>, op: &'static str) -> Result<Channels> {
+    match axis {
+        None => Ok(Channels { channels: 1, inner: shape.iter().product() }),
+        Some(a) if a < shape.len() => Ok(Channels { channels: shape[a], inner: shape[a + 1..].iter().product() }),
+        Some(a) => Err(Error::invalid(op, "axis", a, format!("tensor has {} dims", shape.len()))),
+    }
+}
+
+/// The channel of flat (standard-layout) element `i`.
+pub(crate) fn channel_of(v: &Channels, i: usize) -> usize {
+    (i / v.inner.max(1)) % v.channels.max(1)
 }

@@ -3,13 +3,13 @@
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{Error, Result};
-use crate::quant::Encoding;
+use crate::graph::attrs::QuantGrid;
 use crate::reference::{channel_of, view};
 
-fn per_channel(x: &ArrayViewD<'_, f32>, q: &Encoding, op: &'static str) -> Result<Vec<usize>> {
+fn per_channel(x: &ArrayViewD<'_, f32>, q: &QuantGrid, op: &'static str) -> Result<Vec<usize>> {
     q.validate(op)?;
     let v = view(x.shape(), q.axis, op)?;
-    if v.channels as usize != q.channels() {
+    if v.channels != q.channels() {
         return Err(Error::ShapeMismatch { op, tensor: "x".into(), expected: format!("{} channels", q.channels()), got: x.shape().to_vec() });
     }
     Ok((0..x.len()).map(|i| channel_of(&v, i)).collect())
@@ -25,20 +25,20 @@ pub fn fake_quant_value(v: f32, scale: f32, inv_scale: f32, offset: f32, n: f32)
 }
 
 /// Fake-quant of `x` (standard layout order).
-pub fn fake_quant(x: &ArrayViewD<'_, f32>, q: &Encoding) -> Result<ArrayD<f32>> {
+pub fn fake_quant(x: &ArrayViewD<'_, f32>, q: &QuantGrid) -> Result<ArrayD<f32>> {
     let ch = per_channel(x, q, "fake_quant")?;
     let t = q.table();
-    let n = q.steps() as f32;
+    let n = q.steps as f32;
     let data: Vec<f32> = x.as_standard_layout().iter().zip(&ch).map(|(&v, &c)| fake_quant_value(v, t[c][0], t[c][1], t[c][2], n)).collect();
     Ok(ArrayD::from_shape_vec(x.shape(), data).expect("same shape"))
 }
 
 /// Integer codes of `x` (signed grid: `q + offset`, else `q`); NaN gets the code of 0.0.
-pub fn quantize_codes(x: &ArrayViewD<'_, f32>, q: &Encoding) -> Result<ArrayD<i32>> {
+pub fn quantize_codes(x: &ArrayViewD<'_, f32>, q: &QuantGrid) -> Result<ArrayD<i32>> {
     let ch = per_channel(x, q, "quantize_codes")?;
     let t = q.table();
-    let n = q.steps() as f32;
-    let signed = q.signed_codes();
+    let n = q.steps as f32;
+    let signed = q.signed_codes;
     let data: Vec<i32> = x
         .as_standard_layout()
         .iter()
@@ -57,13 +57,13 @@ pub fn quantize_codes(x: &ArrayViewD<'_, f32>, q: &Encoding) -> Result<ArrayD<i3
 }
 
 /// Gradients of fake-quant: (dL/dx, dL/dscale per channel, dL/doffset per channel), sums in f64.
-pub fn fake_quant_backward(x: &ArrayViewD<'_, f32>, grad: &ArrayViewD<'_, f32>, q: &Encoding) -> Result<(ArrayD<f32>, Vec<f64>, Vec<f64>)> {
+pub fn fake_quant_backward(x: &ArrayViewD<'_, f32>, grad: &ArrayViewD<'_, f32>, q: &QuantGrid) -> Result<(ArrayD<f32>, Vec<f64>, Vec<f64>)> {
     let ch = per_channel(x, q, "fake_quant_backward")?;
     if grad.shape() != x.shape() {
         return Err(Error::ShapeMismatch { op: "fake_quant_backward", tensor: "grad".into(), expected: format!("{:?}", x.shape()), got: grad.shape().to_vec() });
     }
     let t = q.table();
-    let n = q.steps() as f32;
+    let n = q.steps as f32;
     let mut gs = vec![0f64; q.channels()];
     let mut go = vec![0f64; q.channels()];
     let gx: Vec<f32> = x

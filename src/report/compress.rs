@@ -2,18 +2,11 @@
 //! ratio marked) for each method, the chosen ratios, and what was skipped.
 
 use crate::compress::pipeline::Outcome;
-use crate::report::{esc, svg};
+use crate::report::{esc, page_start, svg};
 
 /// The whole report as one HTML page.
 pub fn compress_report_html(model: &str, summary: &[(String, String)], outcome: &Outcome) -> String {
-    let mut h = String::new();
-    h.push_str(&format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>qforge: {}</title>", esc(model)));
-    h.push_str("<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}h2{margin-top:1.6em}.grid{display:flex;flex-wrap:wrap;gap:6px}</style></head><body>");
-    h.push_str(&format!("<h1>Compression report: {}</h1><table>", esc(model)));
-    for (k, v) in summary {
-        h.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v)));
-    }
-    h.push_str("</table>");
+    let mut h = page_start("Compression", model, summary);
     for st in &outcome.stages {
         let m = st.method.name();
         h.push_str(&format!("<h2>{m}: per-layer sensitivity</h2><p>Score with only that layer compressed, against the layer's cost ratio (blue); the uncompressed score dashed; the chosen ratio red. {}</p>", if st.reused_scores { "Scores read from the saved table." } else { "" }));

@@ -52,20 +52,26 @@ fn cle_section(h: &mut String, layers: &[(String, Vec<[f32; 4]>, Vec<[f32; 4]>)]
     }
 }
 
+/// Text escaped for HTML and SVG (element content and quoted attributes).
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// The report as one HTML page.
-pub fn quant_report_html(r: &QuantReport<'_>) -> String {
-    let mut h = String::new();
-    h.push_str(&format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>qforge: {}</title>", esc(r.model)));
-    h.push_str("<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}h2{margin-top:1.6em}</style></head><body>");
-    h.push_str(&format!("<h1>Quantization report: {}</h1><table>", esc(r.model)));
-    for (k, v) in &r.summary {
+/// The start of a report page: head, style, heading and the summary table.
+pub(crate) fn page_start(kind: &str, model: &str, summary: &[(String, String)]) -> String {
+    let mut h = format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>qforge: {}</title>", esc(model));
+    h.push_str("<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}h2{margin-top:1.6em}.grid{display:flex;flex-wrap:wrap;gap:6px}</style></head><body>");
+    h.push_str(&format!("<h1>{kind} report: {}</h1><table>", esc(model)));
+    for (k, v) in summary {
         h.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v)));
     }
     h.push_str("</table>");
+    h
+}
+
+/// The report as one HTML page.
+pub fn quant_report_html(r: &QuantReport<'_>) -> String {
+    let mut h = page_start("Quantization", r.model, &r.summary);
     let mut worst: Vec<&(String, f64)> = r.per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));
     let worst5: Vec<&str> = worst.iter().take(5).map(|(n, _)| n.as_str()).collect();

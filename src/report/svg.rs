@@ -1,8 +1,6 @@
 //! Minimal SVG charts for the report: horizontal bars and per-channel range bars.
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
+use crate::report::esc;
 
 /// Horizontal bars: (label, value, highlighted), one row per bar; highlighted bars red.
 pub fn hbar_chart(bars: &[(String, f64, bool)], unit: &str) -> String {

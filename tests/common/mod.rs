@@ -95,3 +95,58 @@ pub fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
         assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{what}[{i}]: got {g:e}, want {w:e}");
     }
 }
+
+/// A path inside the repository.
+pub fn repo(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The crops of the bundled photos the AIMET references were made on (examples/crops.rs):
+/// calibration = 4 per photo with the centre crop first (seed 0), evaluation = 4 random per
+/// photo (seed 1); 16 images each.
+pub fn photo_crops(eval: bool) -> ndarray::ArrayD<f32> {
+    use std::sync::OnceLock;
+    static SETS: [OnceLock<ndarray::ArrayD<f32>>; 2] = [OnceLock::new(), OnceLock::new()];
+    SETS[eval as usize]
+        .get_or_init(|| {
+            let pre = qforge::data::images::Preprocess::imagenet();
+            qforge::data::images::crops(&repo("data/photos"), 4, eval as u64, !eval, &pre).unwrap().1
+        })
+        .clone()
+}
+
+/// A file of AIMET's reference run `run` (tests/golden/aimet/<run>/): .npy arrays as they
+/// are, encodings JSON gzipped.
+pub fn aimet_npy(run: &str, file: &str) -> ndarray::ArrayD<f32> {
+    ndarray_npy::read_npy(repo("tests/golden/aimet").join(run).join(file)).unwrap()
+}
+
+/// AIMET's encodings file `file` (e.g. "model.encodings") of reference run `run`.
+pub fn aimet_encodings(run: &str, file: &str) -> serde_json::Value {
+    use std::io::Read;
+    let path = repo("tests/golden/aimet").join(run).join(format!("{file}.gz"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_string(&mut text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The bundled Fashion-MNIST subset: the first `n` images (normalised) and labels of the
+/// training (1,024) or test (1,000) set.
+pub fn fashion_mnist(test: bool, n: usize) -> (ndarray::ArrayD<f32>, Vec<usize>) {
+    use qforge::data::idx;
+    let (images, labels) = if test { ("t10k-images-1000-idx3-ubyte.gz", "t10k-labels-1000-idx1-ubyte.gz") } else { ("train-images-1024-idx3-ubyte.gz", "train-labels-1024-idx1-ubyte.gz") };
+    let dir = repo("data/fashion-mnist");
+    let x = idx::read_images(&dir.join(images), Some(n), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
+    let y = idx::read_labels(&dir.join(labels), Some(n)).unwrap();
+    assert_eq!(x.shape()[0], n, "the bundled subset holds fewer than {n} samples");
+    (x, y)
+}
+
+/// AIMET's own simulation against FP32 in reference run `run` (its timings.json): (SQNR dB,
+/// top-1 agreement) on the evaluation crops.
+pub fn aimet_fidelity(run: &str) -> (f64, f64) {
+    // Python's json writes non-finite numbers as bare words.
+    let text = std::fs::read_to_string(repo("tests/golden/aimet").join(run).join("timings.json")).unwrap().replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null");
+    let t: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (t["sim_vs_fp32"]["sqnr_db"].as_f64().unwrap(), t["sim_vs_fp32"]["top1_agree"].as_f64().unwrap())
+}

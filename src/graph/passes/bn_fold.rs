@@ -9,7 +9,7 @@ use crate::graph::ir::{Const, Graph, Op};
 
 /// One fold that happened.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Folded {
+pub struct FoldedBn {
     /// The BN node removed.
     pub bn: String,
     /// The Conv/Gemm node that absorbed it.
@@ -53,7 +53,7 @@ fn bn_affine(g: &Graph, inputs: &[String], eps: f32, node: &str) -> Result<BnPar
 }
 
 /// Folds every foldable BN; returns what was folded. The graph stays resolved.
-pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<Folded>> {
+pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
     let mut done = Vec::new();
     loop {
         let Some((bn_idx, target, forward)) = find_pair(g) else { break };
@@ -127,7 +127,7 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<Folded>> {
                 g.consts.remove(p);
             }
         }
-        done.push(Folded { bn: bn.name, into: tnode.name, forward, gamma, beta });
+        done.push(FoldedBn { bn: bn.name, into: tnode.name, forward, gamma, beta });
     }
     Ok(done)
 }

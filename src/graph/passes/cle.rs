@@ -27,7 +27,7 @@ use ndarray::{ArrayD, Axis};
 
 use crate::error::{Error, Result};
 use crate::graph::ir::{Const, Graph, Node, Op};
-use crate::ops::elementwise::{Binary, Unary};
+use crate::graph::attrs::{Binary, Unary};
 
 /// Per conv node (by name): the folded batch norm's (gamma, beta) describing the conv's output
 /// as N(beta, gamma^2) per channel. CLE keeps them in step with the weights it scales.
@@ -381,6 +381,6 @@ pub fn equalize(g: &mut Graph, bn: &mut BnStats, opts: CleOptions) -> Result<Cle
 
 /// The folded batch norms of a BN-fold report as CLE's statistics (Conv/Gemm → BN folds only:
 /// a BN before a conv does not describe the conv's output).
-pub fn bn_stats(folded: &[crate::graph::passes::bn_fold::Folded]) -> BnStats {
+pub fn bn_stats(folded: &[crate::graph::passes::bn_fold::FoldedBn]) -> BnStats {
     folded.iter().filter(|f| f.forward).map(|f| (f.into.clone(), (f.gamma.clone(), f.beta.clone()))).collect()
 }

@@ -1,0 +1,154 @@
+//! `qforge quantize`: AIMET's QuantSim end to end on a model.
+
+use std::path::PathBuf;
+
+use qforge::jobs::quantize::{quantize, BiasCorrection, QuantizeJob, Techniques};
+use qforge::quant::analyzers::Scheme;
+use qforge::quant::export::EncodingsVersion;
+use qforge::quant::sim::Arithmetic;
+
+/// Arguments of `qforge quantize`.
+#[derive(clap::Args, Debug)]
+pub struct QuantizeArgs {
+    /// The ONNX model (default: the bundled MobileNetV2).
+    model: Option<PathBuf>,
+    /// Calibration data: a folder of images, an .npy batch or IDX images (default: the bundled
+    /// photos; none with --dfq: ranges from batch-norm statistics).
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// Evaluation data (default: the calibration data).
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// An AIMET quantsim config JSON (default: AIMET's per-channel default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Quantize every weight per tensor (overrides the config's per-channel settings).
+    #[arg(long)]
+    per_tensor: bool,
+    /// Calibration scheme: minmax, tf-enhanced (AIMET's SQNR search, weights too), mse (the same search, clipping weighed as rounding) or percentile[:P] (activations; weights min-max).
+    #[arg(long, default_value = "minmax")]
+    scheme: Scheme,
+    /// Parameter bitwidth.
+    #[arg(long, default_value_t = 8)]
+    param_bw: u32,
+    /// Activation bitwidth.
+    #[arg(long, default_value_t = 8)]
+    act_bw: u32,
+    /// Labels of the evaluation data (IDX, e.g. Fashion-MNIST's t10k-labels-idx1-ubyte.gz):
+    /// reports FP32 and simulated accuracy.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Use at most this many calibration samples.
+    #[arg(long)]
+    calib_count: Option<usize>,
+    /// Use at most this many evaluation samples (of --eval, or of the calibration data without it).
+    #[arg(long)]
+    eval_count: Option<usize>,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Output folder.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Also write the simulated outputs on the evaluation data (.npy), e.g. to compare with
+    /// an ONNX Runtime run of the QDQ model.
+    #[arg(long)]
+    sim_outputs: Option<PathBuf>,
+    /// Simulate in integer arithmetic as onnxruntime runs the QDQ export on a CPU (Conv, Gemm,
+    /// Add and GlobalAveragePool on integer codes with its requantization; int32 biases in
+    /// the export) instead of AIMET's float simulation. 8-bit grids only.
+    #[arg(long)]
+    integer: bool,
+    /// AIMET encodings format: 0.6.1, 1.0.0 or 2.0.0.
+    #[arg(long, default_value = "1.0.0")]
+    encodings_version: EncodingsVersion,
+    /// Cross-layer equalization (with high-bias absorption) before quantizing.
+    #[arg(long)]
+    cle: bool,
+    /// Bias correction: empirical (on calibration data) or analytical (data-free).
+    #[arg(long, value_parser = ["empirical", "analytical"])]
+    bias_correction: Option<String>,
+    /// Sequential MSE: per-channel weight ranges searched layer by layer.
+    #[arg(long)]
+    seq_mse: bool,
+    /// Candidate ranges per layer for --seq-mse.
+    #[arg(long, default_value_t = 20)]
+    seq_mse_candidates: usize,
+    /// Data-free quantization: CLE + analytical bias correction; without --calib the
+    /// activation ranges come from batch-norm statistics too.
+    #[arg(long)]
+    dfq: bool,
+    /// Evaluation samples for the per-layer SQNR table (0 skips it).
+    #[arg(long, default_value_t = 16)]
+    per_layer_samples: usize,
+    /// Calibration samples used by --seq-mse and empirical bias correction.
+    #[arg(long, default_value_t = 8)]
+    ptq_samples: usize,
+}
+
+impl QuantizeArgs {
+    /// The job these arguments ask for, with the bundled model and photos as defaults.
+    pub fn job(self) -> QuantizeJob {
+        let photos = super::bundled("data/photos");
+        let data_free = self.dfq && self.calib.is_none();
+        let calib = if data_free { None } else { Some(self.calib.unwrap_or_else(|| photos.clone())) };
+        let eval = if data_free { Some(self.eval.unwrap_or(photos)) } else { self.eval };
+        QuantizeJob {
+            model: self.model.unwrap_or_else(|| super::bundled("models/mobilenet_v2.onnx")),
+            calib,
+            calib_count: self.calib_count,
+            eval,
+            eval_count: self.eval_count,
+            labels: self.labels,
+            config: self.config,
+            per_tensor: self.per_tensor,
+            scheme: self.scheme,
+            param_bw: self.param_bw,
+            act_bw: self.act_bw,
+            arithmetic: if self.integer { Arithmetic::Integer } else { Arithmetic::Float },
+            techniques: Techniques {
+                cle: self.cle,
+                bias_correction: self.bias_correction.as_deref().map(|b| if b == "empirical" { BiasCorrection::Empirical } else { BiasCorrection::Analytical }),
+                seq_mse: self.seq_mse.then_some(self.seq_mse_candidates),
+                dfq: self.dfq,
+                samples: self.ptq_samples,
+            },
+            per_layer_samples: self.per_layer_samples,
+            batch: self.batch,
+            out: self.out,
+            encodings_version: self.encodings_version,
+            sim_outputs: self.sim_outputs,
+        }
+    }
+}
+
+/// Runs `qforge quantize`.
+pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
+    let job = a.job();
+    let r = quantize(&job, &mut super::Bar::new())?;
+    let e = &r.evaluation;
+    let [load, prepare, ptq, calib, eval, layers, export] = r.seconds;
+    println!("model            {}", job.model.display());
+    println!("adapter          {}", r.adapter);
+    println!("quantizers       {} activations, {} parameters (W{}A{}, {})", r.quantizers.0, r.quantizers.1, job.param_bw, job.act_bw, job.config.as_ref().map_or("AIMET per-channel default".to_string(), |c| c.display().to_string()));
+    println!("simulation       {}", if job.arithmetic == Arithmetic::Integer { "integer: onnxruntime's kernels on the QDQ export (int32 biases), bit for bit" } else { "float: AIMET's QuantSim (--integer simulates onnxruntime's run of the QDQ export bit for bit)" });
+    match &job.calib {
+        None => println!("calibration      data-free: activation ranges from batch-norm statistics"),
+        Some(c) => println!("calibration      {} samples ({}), {:?}", r.calib_samples, c.display(), job.scheme),
+    }
+    for t in &r.techniques {
+        println!("technique        {t}");
+    }
+    println!("evaluation       {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);
+    if let Some((f, q)) = e.accuracy {
+        println!("accuracy         FP32 {:.2}%, simulated {:.2}% (labels)", 100.0 * f, 100.0 * q);
+    }
+    let mut worst: Vec<&(String, f64)> = r.per_layer.iter().collect();
+    worst.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let worst5: Vec<String> = worst.iter().take(5).map(|(n, v)| format!("{n} {v:.1} dB")).collect();
+    println!("worst layers     {} (SQNR on {} samples)", worst5.join(", "), r.per_layer_samples);
+    println!("time             load {load:.1} s, prepare {prepare:.1} s, techniques {ptq:.1} s, calibrate {calib:.1} s, evaluate {eval:.1} s, per-layer {layers:.1} s, export {export:.2} s");
+    let names: Vec<String> = r.written.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    println!("wrote            {} into {} ({}.onnx is the BN-folded FP32 model; encodings in AIMET {:?})", names.join(", "), job.out.display(), r.stem, job.encodings_version);
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `qforge run`: a model on a .npy batch or a folder of images.
+
+use std::path::PathBuf;
+
+use ndarray::Axis;
+use qforge::data::images::Preprocess;
+use qforge::jobs::run::{run, RunInput, RunJob};
+
+/// Arguments of `qforge run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Input tensor (.npy, f32); its shape gives the batch and other named dims.
+    #[arg(long, conflicts_with = "images", required_unless_present = "images")]
+    input: Option<PathBuf>,
+    /// A folder of .jpg/.png images, resized, centre-cropped and normalised.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Crop size for --images.
+    #[arg(long, default_value_t = 224)]
+    size: u32,
+    /// Shorter side before cropping (default: size * 256 / 224).
+    #[arg(long)]
+    resize: Option<u32>,
+    /// Per-channel mean for --images, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.485,0.456,0.406")]
+    mean: Vec<f32>,
+    /// Per-channel std for --images, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.229,0.224,0.225")]
+    std: Vec<f32>,
+    /// Write the first output here (.npy).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write every output as DIR/<output name>.npy.
+    #[arg(long)]
+    outputs: Option<PathBuf>,
+}
+
+/// Runs `qforge run`.
+pub fn main(a: RunArgs) -> qforge::Result<()> {
+    let input = match (a.input, a.images) {
+        (Some(p), _) => RunInput::Npy(p),
+        (None, Some(d)) => {
+            let channels = a.mean.len();
+            let resize = a.resize.unwrap_or((a.size as u64 * 256 / 224).min(u32::MAX as u64) as u32);
+            RunInput::Images(d, Preprocess { size: a.size, resize, mean: a.mean, std: a.std, channels })
+        }
+        (None, None) => return Err(qforge::Error::invalid("run", "--input", "none", "give --input FILE.npy or --images DIR")),
+    };
+    let r = run(&RunJob { model: a.model.clone(), input, output: a.output, outputs: a.outputs })?;
+    eprintln!("adapter: {}", r.adapter);
+    eprintln!("ran {} on {:?} in {:.3} s", a.model.display(), r.input_shape, r.seconds);
+    let (name, y) = &r.outputs[0];
+    if y.ndim() == 2 && y.shape()[1] > 1 {
+        for (i, row) in y.axis_iter(Axis(0)).enumerate() {
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            let label = if r.samples.len() == y.shape()[0] { r.samples[i].clone() } else { format!("{} [{i}]", r.samples[0]) };
+            let top: Vec<String> = idx.iter().take(5).map(|&k| format!("{k} ({:.3})", row[k])).collect();
+            println!("{label}: top-5 {}", top.join(", "));
+        }
+    } else {
+        println!("output {name:?}: shape {:?}", y.shape());
+    }
+    for p in &r.written {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}

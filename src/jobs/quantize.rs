@@ -1,0 +1,342 @@
+//! `quantize`: a model through QuantSim end to end — prepare, techniques, calibration,
+//! evaluation, per-layer SQNR — then the prepared model, encodings, QDQ model and report
+//! written into an output folder at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ndarray::{ArrayD, Axis};
+
+use crate::data;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::jobs::output::Outputs;
+use crate::jobs::{at_least_one, Progress};
+use crate::quant::analyzers::Scheme;
+use crate::quant::export::EncodingsVersion;
+use crate::quant::params::{channel_summary, ParamRange};
+use crate::quant::sim::{Arithmetic, Evaluation, QuantOptions, QuantSim};
+use crate::quant::{bias_correction, seq_mse, QuantConfig};
+
+/// Bias correction's two forms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BiasCorrection {
+    /// On calibration data (layer by layer, the simulated model against FP32).
+    Empirical,
+    /// Data-free, from batch-norm statistics.
+    Analytical,
+}
+
+/// Post-training techniques applied around calibration.
+#[derive(Clone, Debug, Default)]
+pub struct Techniques {
+    /// Cross-layer equalization (with high-bias absorption) before quantizing.
+    pub cle: bool,
+    pub bias_correction: Option<BiasCorrection>,
+    /// Sequential MSE with this many candidate ranges per layer.
+    pub seq_mse: Option<usize>,
+    /// Data-free quantization: CLE + analytical bias correction (+ ranges from batch norms
+    /// when there is no calibration data).
+    pub dfq: bool,
+    /// Calibration samples used by seq-MSE and empirical bias correction.
+    pub samples: usize,
+}
+
+/// Everything `quantize` needs.
+#[derive(Clone, Debug)]
+pub struct QuantizeJob {
+    pub model: PathBuf,
+    /// Calibration data (`None`: data-free, which needs `techniques.dfq`).
+    pub calib: Option<PathBuf>,
+    pub calib_count: Option<usize>,
+    /// Evaluation data (`None`: the calibration data).
+    pub eval: Option<PathBuf>,
+    pub eval_count: Option<usize>,
+    /// Labels of the evaluation data (IDX).
+    pub labels: Option<PathBuf>,
+    /// An AIMET quantsim config (`None`: AIMET's per-channel default).
+    pub config: Option<PathBuf>,
+    pub per_tensor: bool,
+    pub scheme: Scheme,
+    pub param_bw: u32,
+    pub act_bw: u32,
+    pub arithmetic: Arithmetic,
+    pub techniques: Techniques,
+    /// Evaluation samples for the per-layer SQNR table (0 skips it).
+    pub per_layer_samples: usize,
+    /// Samples per GPU batch.
+    pub batch: usize,
+    pub out: PathBuf,
+    pub encodings_version: EncodingsVersion,
+    /// Also write the simulated outputs on the evaluation data here (.npy).
+    pub sim_outputs: Option<PathBuf>,
+}
+
+/// What `quantize` did and measured.
+pub struct QuantizeOutcome {
+    pub stem: String,
+    pub adapter: String,
+    /// (activation quantizers, parameter quantizers).
+    pub quantizers: (usize, usize),
+    /// Calibration samples (0: data-free).
+    pub calib_samples: usize,
+    /// One line per technique applied.
+    pub techniques: Vec<String>,
+    pub evaluation: Evaluation,
+    /// Per-layer SQNR (activation, dB) in placement order, and the samples it used.
+    pub per_layer: Vec<(String, f64)>,
+    pub per_layer_samples: usize,
+    /// Seconds per phase: load, prepare, techniques, calibrate, evaluate, per-layer, export.
+    pub seconds: [f64; 7],
+    /// Files written.
+    pub written: Vec<PathBuf>,
+    /// The summary the report shows (label, value).
+    pub summary: Vec<(String, String)>,
+}
+
+/// Per-output-channel weight ranges of every equalized layer, before and after CLE.
+type CleRanges = Vec<(String, Vec<[f32; 4]>, Vec<[f32; 4]>)>;
+
+fn check(job: &QuantizeJob) -> Result<()> {
+    at_least_one("quantize", "--batch", job.batch)?;
+    at_least_one("quantize", "--ptq-samples", job.techniques.samples)?;
+    if let Some(n) = job.calib_count {
+        at_least_one("quantize", "--calib-count", n)?;
+    }
+    if let Some(n) = job.eval_count {
+        at_least_one("quantize", "--eval-count", n)?;
+    }
+    if let Some(n) = job.techniques.seq_mse {
+        at_least_one("quantize", "--seq-mse-candidates", n)?;
+    }
+    if job.calib.is_none() && !job.techniques.dfq {
+        return Err(Error::invalid("quantize", "--calib", "none", "give calibration data (or --dfq for data-free quantization)"));
+    }
+    for (flag, bw) in [("--param-bw", job.param_bw), ("--act-bw", job.act_bw)] {
+        if !(2..=16).contains(&bw) {
+            return Err(Error::invalid("quantize", flag, bw, "the bitwidth must be in 2..=16"));
+        }
+    }
+    if job.arithmetic == Arithmetic::Integer && (job.param_bw != 8 || job.act_bw != 8) {
+        return Err(Error::invalid("quantize", "--integer", format!("W{}A{}", job.param_bw, job.act_bw), "the integer simulation runs 8-bit grids"));
+    }
+    Ok(())
+}
+
+/// Runs `quantize`; `progress` hears of each phase.
+pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<QuantizeOutcome> {
+    check(job)?;
+    let t = std::time::Instant::now();
+    let inputs: Vec<&Path> = [Some(job.model.as_path()), job.calib.as_deref(), job.eval.as_deref(), job.labels.as_deref(), job.config.as_deref()].into_iter().flatten().collect();
+    if let Some(p) = &job.sim_outputs {
+        crate::files::check_output(p, &inputs)?;
+    }
+    let stem = job.model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    let names = [format!("{stem}.onnx"), format!("{stem}.encodings"), format!("{stem}_qdq.onnx"), "report.html".to_string()];
+    Outputs::check(&job.out, &names, &inputs)?;
+    let cfg = match &job.config {
+        Some(p) => QuantConfig::load(p)?,
+        None => QuantConfig::default_per_channel(),
+    };
+    let cfg = if job.per_tensor { cfg.per_tensor() } else { cfg };
+    let g = crate::graph::load(&job.model)?;
+    g.check_finite_weights()?;
+    let ops: std::collections::BTreeSet<&str> = g.nodes.iter().map(|n| n.op.onnx_type()).collect();
+    let outside = cfg.unsupported(job.act_bw, job.param_bw, ops);
+    if !outside.is_empty() {
+        log::warn!("the config's supported_kernels do not list W{}A{} integer grids for: {}; the target may not run this model as simulated", job.param_bw, job.act_bw, outside.join(", "));
+    }
+    let x = job.calib.as_ref().map(|p| data::load(p, job.calib_count)).transpose()?;
+    let ev = match (&job.eval, &x) {
+        (Some(p), _) => data::load(p, job.eval_count)?,
+        // Without --eval the calibration samples are evaluated, at most --eval-count of them.
+        (None, Some(x)) => data::first(x, job.eval_count.unwrap_or(usize::MAX)),
+        (None, None) => return Err(Error::invalid("quantize", "--eval", "none", "data-free quantization needs evaluation data")),
+    };
+    let labels = job.labels.as_ref().map(|l| data::idx::read_labels(l, Some(ev.len_of(Axis(0))))).transpose()?;
+    let t_load = t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    let gpu = Arc::new(Gpu::new()?);
+    // AIMET applies tf-enhanced to weights too; percentile clips activations only.
+    let param_range = match job.scheme {
+        Scheme::TfEnhanced { gamma } => ParamRange::TfEnhanced { gamma },
+        _ => ParamRange::MinMax,
+    };
+    let mut sim = QuantSim::new(gpu.clone(), g, &cfg, QuantOptions { param_bw: job.param_bw, act_bw: job.act_bw, param_range, arithmetic: job.arithmetic }, Default::default())?;
+    if let Some(l) = &labels {
+        check_labels(&sim, &ev, l)?;
+    }
+    let t_prepare = t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    let ptq_x = x.as_ref().map(|x| data::first(x, job.techniques.samples));
+    let (mut techniques, cle_ranges) = techniques_before(&mut sim, &job.techniques, ptq_x.as_ref().unwrap_or(&ev), job.batch, progress)?;
+    let mut t_ptq = t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    match &x {
+        None => sim.calibrate_data_free()?,
+        Some(x) => {
+            let chunks = x.len_of(Axis(0)).div_ceil(job.batch);
+            let mut done = 0;
+            sim.calibrate(
+                job.scheme,
+                x.axis_chunks_iter(Axis(0), job.batch).inspect(|_| {
+                    done += 1;
+                    progress.step("calibrating", done, chunks);
+                }),
+            )?;
+        }
+    }
+    let t_calib = t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    if job.techniques.bias_correction == Some(BiasCorrection::Empirical) {
+        let px = ptq_x.as_ref().ok_or_else(|| Error::invalid("quantize", "--bias-correction", "empirical", "needs calibration data"))?;
+        progress.phase(&format!("empirical bias correction on {} samples", px.len_of(Axis(0))));
+        let bc = bias_correction::empirical(&mut sim, px, job.batch)?;
+        techniques.push(format!("empirical bias correction: {} layers corrected, {} skipped", bc.corrected.len(), bc.skipped.len()));
+    }
+    t_ptq += t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    progress.phase(&format!("evaluating FP32 and simulated on {} samples", ev.len_of(Axis(0))));
+    let e = sim.evaluate(&ev, job.batch, labels.as_deref())?;
+    let t_eval = t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    progress.phase("per-layer SQNR");
+    let probe = data::first(&ev, job.per_layer_samples);
+    let per_layer = if job.per_layer_samples > 0 { sim.per_layer_sqnr(&probe, job.batch)? } else { Vec::new() };
+    let t_layers = t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    let mut out = Outputs::new(&job.out, &inputs)?;
+    let scratch = out.path(&format!("{stem}.onnx"))?;
+    let scratch_dir = scratch.parent().expect("inside the scratch folder").to_path_buf();
+    out.path(&format!("{stem}.encodings"))?;
+    sim.export(&scratch_dir, &stem, job.encodings_version)?;
+    if job.act_bw == 8 && job.param_bw == 8 {
+        out.path(&format!("{stem}_qdq.onnx"))?;
+        sim.export_qdq(&scratch_dir, &stem)?;
+    } else {
+        log::warn!("QDQ export skipped (ONNX QuantizeLinear holds 8-bit grids; this run is W{}A{})", job.param_bw, job.act_bw);
+    }
+    let sim_outputs = match &job.sim_outputs {
+        Some(_) => Some(sim.simulate(&ev, job.batch)?.remove(0)),
+        None => None,
+    };
+    let summary = summary_lines(job, &sim, &techniques, &e, x.as_ref().map_or(0, |x| x.len_of(Axis(0))), gpu.describe());
+    let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
+    worst.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut weight_ranges: Vec<(String, Vec<(f32, f32)>)> = Vec::new();
+    for (name, _) in worst.iter().take(3) {
+        if let Some(w) = sim.weight_ranges_for(name)? {
+            if !weight_ranges.iter().any(|(n, _)| *n == w.0) {
+                weight_ranges.push(w);
+            }
+        }
+    }
+    let report = crate::report::QuantReport { model: &stem, summary: summary.clone(), per_layer: &per_layer, activations: sim.activation_encodings(), params: sim.param_encodings(), weight_ranges, cle_ranges };
+    out.write("report.html", crate::report::quant_report_html(&report).as_bytes())?;
+    let mut written = out.commit()?;
+    if let (Some(p), Some(y)) = (&job.sim_outputs, sim_outputs) {
+        data::npy::write(p, &y)?;
+        written.push(p.clone());
+    }
+    let t_export = t.elapsed().as_secs_f64();
+    let p = sim.placement();
+    Ok(QuantizeOutcome {
+        stem,
+        adapter: gpu.describe(),
+        quantizers: (p.activations.len(), p.params.len()),
+        calib_samples: x.as_ref().map_or(0, |x| x.len_of(Axis(0))),
+        techniques,
+        evaluation: e,
+        per_layer,
+        per_layer_samples: probe.len_of(Axis(0)),
+        seconds: [t_load, t_prepare, t_ptq, t_calib, t_eval, t_layers, t_export],
+        written,
+        summary,
+    })
+}
+
+/// Labels must name classes of the model's first output.
+fn check_labels(sim: &QuantSim, ev: &ArrayD<f32>, labels: &[usize]) -> Result<()> {
+    if labels.len() != ev.len_of(Axis(0)) {
+        return Err(Error::invalid("quantize", "--labels", labels.len(), format!("need one label per evaluation sample ({})", ev.len_of(Axis(0)))));
+    }
+    let g = sim.reference_graph(1)?;
+    let classes = g.shapes.get(&g.outputs[0]).and_then(|s| s.get(1)).copied().unwrap_or(0);
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+        return Err(Error::invalid("quantize", "--labels", l, format!("label {i} is outside the model's {classes} classes")));
+    }
+    Ok(())
+}
+
+fn summary_lines(job: &QuantizeJob, sim: &QuantSim, techniques: &[String], e: &Evaluation, calib_samples: usize, adapter: String) -> Vec<(String, String)> {
+    let p = sim.placement();
+    let (w, a) = (job.param_bw, job.act_bw);
+    let arithmetic = if job.arithmetic == Arithmetic::Integer { "integer (onnxruntime's)" } else { "float (AIMET's)" };
+    let mut s = vec![
+        ("model".to_string(), job.model.display().to_string()),
+        ("adapter".to_string(), adapter),
+        ("quantizers".to_string(), format!("{} activations, {} parameters, W{w}A{a}, {arithmetic} arithmetic", p.activations.len(), p.params.len())),
+        ("calibration".to_string(), if calib_samples == 0 { "data-free (batch-norm statistics)".to_string() } else { format!("{calib_samples} samples, {:?}", job.scheme) }),
+        ("techniques".to_string(), if techniques.is_empty() { "none".to_string() } else { techniques.join("; ") }),
+        ("top-1 agreement (FP32 vs simulated)".to_string(), format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples)),
+        ("top-5 agreement".to_string(), format!("{:.1}%", 100.0 * e.top5_agreement)),
+        ("output SQNR".to_string(), format!("{:.2} dB", e.sqnr_db)),
+    ];
+    if let Some((f, q)) = e.accuracy {
+        s.push(("accuracy (labels)".to_string(), format!("FP32 {:.2}%, simulated {:.2}%", 100.0 * f, 100.0 * q)));
+    }
+    s
+}
+
+/// The techniques that run before calibration (CLE, analytical bias correction, seq-MSE);
+/// returns a line per technique and the weight ranges CLE changed.
+fn techniques_before(sim: &mut QuantSim, t: &Techniques, x: &ArrayD<f32>, batch: usize, progress: &mut dyn Progress) -> Result<(Vec<String>, CleRanges)> {
+    let mut lines = Vec::new();
+    let mut ranges = Vec::new();
+    if t.cle || t.dfq {
+        let before = sim.prepared(1)?;
+        let r = sim.equalize(Default::default())?;
+        let after = sim.prepared(1)?;
+        let probe = data::first(x, 4);
+        let change = sim.fp32_change_db(&probe, batch)?;
+        for name in r.sets.iter().flatten() {
+            let Some(n) = after.nodes.iter().find(|n| &n.name == name) else { continue };
+            let w = &n.inputs[1];
+            if let (Some(a), Some(b)) = (before.weight(w), after.weight(w)) {
+                if !ranges.iter().any(|(x, _, _): &(String, _, _)| x == w) {
+                    ranges.push((w.clone(), channel_summary(a, 0), channel_summary(b, 0)));
+                }
+            }
+        }
+        lines.push(format!(
+            "CLE: {} sets ({} depthwise triplets), {} passes, {} Clips made per-channel, high-bias absorbed in {} pairs; equalized FP32 vs original {:.1} dB SQNR on {} samples{}",
+            r.sets.len(),
+            r.sets.iter().filter(|s| s.len() == 3).count(),
+            r.iterations,
+            r.relu6_replaced.len(),
+            r.absorbed.len(),
+            change,
+            probe.len_of(Axis(0)),
+            if r.zero_channels.is_empty() { String::new() } else { format!(", zero-range channels left alone: {:?}", r.zero_channels) }
+        ));
+    }
+    if t.bias_correction == Some(BiasCorrection::Analytical) || t.dfq {
+        let bc = bias_correction::analytical(sim)?;
+        let skipped: Vec<String> = bc.skipped.iter().map(|(n, why)| format!("{n}: {why}")).collect();
+        lines.push(format!("analytical bias correction: {} layers corrected, {} skipped{}", bc.corrected.len(), skipped.len(), if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join(", ")) }));
+    }
+    if let Some(candidates) = t.seq_mse {
+        progress.phase(&format!("sequential MSE on {} samples, {candidates} candidates per layer", x.len_of(Axis(0))));
+        let r = seq_mse::apply(sim, x, batch, candidates)?;
+        let mean_frac = r.layers.iter().map(|l| l.1).sum::<f32>() / r.layers.len().max(1) as f32;
+        lines.push(format!("seq-MSE: {} layers, mean chosen range {:.0}% of max |w|", r.layers.len(), 100.0 * mean_frac));
+    }
+    Ok((lines, ranges))
+}
