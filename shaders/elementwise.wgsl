@@ -48,12 +48,21 @@ fn erf_approx(x: f32) -> f32 {
     return sign(x) * (1.0 - poly * exp(-x * x));
 }
 
+// NaN by its bits: comparisons with NaN may be folded away by shader compilers.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-// Op codes (src/ops/elementwise.rs: Unary).
+// Op codes (src/ops/elementwise.rs: unary_code). NaN propagates through every op, as in
+// onnxruntime (min, max and clamp alone may drop it).
 fn unary(op: u32, x: f32) -> f32 {
+    if is_nan(x) {
+        return x;
+    }
     switch op {
         case 0u: { return max(x, 0.0); }                                   // Relu
         case 1u: { return min(max(x, p.alpha), p.beta); }                  // Clip(alpha, beta)
@@ -138,8 +147,8 @@ fn binary(op: u32, a: f32, b: f32) -> f32 {
         case 2u: { return a * b; }
         case 3u: { return a / b; }
         case 4u: { return select(a, a * b, a < 0.0); }  // PRelu(x = a, slope = b)
-        case 5u: { return max(a, b); }
-        case 6u: { return min(a, b); }
+        case 5u: { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+        case 6u: { return select(min(a, b), a + b, is_nan(a) || is_nan(b)); }
         case 7u: { return pow(a, b); }
         default: { return a; }
     }

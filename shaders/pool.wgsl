@@ -28,6 +28,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 @compute @workgroup_size(256)
 fn max_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
@@ -45,7 +49,9 @@ fn max_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             for (var kx = 0u; kx < p.kw; kx++) {
                 let ix = i32(ox * p.stride_w + kx * p.dil_w) - i32(p.pad_l);
                 if ix >= 0 && ix < i32(p.w) {
-                    m = max(m, x[base + u32(iy) * p.w + u32(ix)]);
+                    let v = x[base + u32(iy) * p.w + u32(ix)];
+                    // A NaN in the window is the result (max() may drop it).
+                    m = select(max(m, v), v, is_nan(v) || is_nan(m));
                 }
             }
         }

@@ -157,3 +157,52 @@ fn long_conv_reductions_are_complete() {
         close(&format!("{cin} channels, {k}x{k}"), &got, &want, Tol { abs: Tol::GEMM.abs * red.sqrt(), rel: Tol::GEMM.rel });
     }
 }
+
+/// NaN and infinities go through activations, Max/Min and MaxPool as onnxruntime 1.32 sends them
+/// (its outputs on [NaN, 1, -2, inf] are the expected rows); the CPU reference agrees. A NaN in a
+/// MaxPool window is the window's result (onnxruntime's depends on the NaN's position).
+#[test]
+fn nan_and_inf_propagate_as_onnxruntime() {
+    let Some(gpu) = gpu() else { return };
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![nan, 1.0, -2.0, inf]).unwrap();
+    let tx = gpu.upload(&x.view()).unwrap();
+    let same = |a: f32, b: f32| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs().max(1.0) || a == b;
+    let cases = [
+        (Unary::Relu, [nan, 1.0, 0.0, inf]),
+        (Unary::Clip(0.0, 6.0), [nan, 1.0, 0.0, 6.0]),
+        (Unary::LeakyRelu(0.01), [nan, 1.0, -0.02, inf]),
+        (Unary::HardSigmoid(0.2, 0.5), [nan, 0.7, 0.1, 1.0]),
+        (Unary::HardSwish, [nan, 0.666_666_7, -0.333_333_3, inf]),
+        (Unary::Sigmoid, [nan, 0.731_058_6, 0.119_202_91, 1.0]),
+        (Unary::Tanh, [nan, 0.761_594_2, -0.964_027_6, 1.0]),
+        (Unary::Exp, [nan, std::f32::consts::E, 0.135_335_28, inf]),
+        (Unary::Sqrt, [nan, 1.0, nan, inf]),
+    ];
+    for (f, want) in cases {
+        let got = run1(&gpu, &[1, 1, 2, 2], |e, y| ew::unary_into(e, &gpu, f, &tx, y).unwrap());
+        let cpu = x.mapv(|v| nn::unary_value(f, v));
+        for i in 0..4 {
+            let (g, c) = (got.as_slice().unwrap()[i], cpu.as_slice().unwrap()[i]);
+            assert!(same(g, want[i]) && same(c, want[i]), "{f:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {}", want[i]);
+        }
+    }
+    let zero = gpu.upload_slice(&[1], &[0.0f32]).unwrap();
+    for (op, want) in [(Binary::Max, [nan, 1.0, 0.0, inf]), (Binary::Min, [nan, 0.0, -2.0, 0.0])] {
+        let got = run1(&gpu, &[1, 1, 2, 2], |e, y| ew::binary_into(e, &gpu, op, &tx, &zero, y).unwrap());
+        let cpu = nn::binary(op, &x.view(), &ArrayD::from_elem(IxDyn(&[1]), 0.0).view());
+        for i in 0..4 {
+            let (g, c) = (got.as_slice().unwrap()[i], cpu.as_slice().unwrap()[i]);
+            assert!(same(g, want[i]) && same(c, want[i]), "{op:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {}", want[i]);
+        }
+    }
+    let a = Pool2d { kernel: [2, 2], strides: [1, 1], pads: [0; 4], dilations: [1, 1], ceil_mode: false, count_include_pad: false };
+    for pos in 0..4 {
+        let mut v = vec![1.0f32, -2.0, 0.0, 3.0];
+        v[pos] = nan;
+        let xn = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), v).unwrap();
+        let t = gpu.upload(&xn.view()).unwrap();
+        let got = run1(&gpu, &[1, 1, 1, 1], |e, y| pool::pool2d_into(e, &gpu, &t, &a, true, y).unwrap());
+        assert!(got[[0, 0, 0, 0]].is_nan() && nn::pool2d(&xn.view(), &a, true)[[0, 0, 0, 0]].is_nan(), "MaxPool keeps a NaN at {pos}");
+    }
+}

@@ -33,9 +33,11 @@ fn header(bytes: &[u8], path: &Path, want_dims: u8) -> Result<Vec<usize>> {
         .map(|i| bytes.get(4 + 4 * i..8 + 4 * i).map(|b| u32::from_be_bytes(b.try_into().unwrap()) as usize))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("truncated header".into()))?;
-    let need = 4 + 4 * want_dims as usize + dims.iter().product::<usize>();
-    if bytes.len() < need {
-        return Err(bad(format!("holds {} bytes, the header promises {need}", bytes.len())));
+    let need = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).and_then(|n| n.checked_add(4 + 4 * want_dims as usize));
+    match need {
+        Some(need) if bytes.len() >= need => {}
+        Some(need) => return Err(bad(format!("holds {} bytes, the header promises {need}", bytes.len()))),
+        None => return Err(bad(format!("the header's dims {dims:?} overflow"))),
     }
     Ok(dims)
 }

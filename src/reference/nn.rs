@@ -3,9 +3,8 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use crate::ops::conv::{output_shape as conv_shape, Conv2d};
-use crate::ops::elementwise::{broadcast_shape, Binary, Unary};
-use crate::ops::pool::{output_shape as pool_shape, Pool2d};
+use crate::graph::attrs::{Binary, Conv2d, Pool2d, Resize, Unary};
+use crate::graph::shape::{broadcast_shape, conv_output_shape as conv_shape, conv_transpose_output_shape, pool_output_shape as pool_shape};
 
 /// 2-D convolution, NCHW.
 pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<&ArrayViewD<'_, f32>>, a: &Conv2d) -> ArrayD<f32> {
@@ -64,7 +63,7 @@ pub fn pool2d(x: &ArrayViewD<'_, f32>, a: &Pool2d, max: bool) -> ArrayD<f32> {
                             }
                             if iy >= 0 && iy < h && ix >= 0 && ix < w {
                                 let v = x[[b, ch, iy as usize, ix as usize]];
-                                m = m.max(v);
+                                m = if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) };
                                 s += v as f64;
                                 cnt += 1;
                             }
@@ -88,6 +87,9 @@ fn erf(x: f64) -> f64 {
 
 /// One activation value.
 pub fn unary_value(f: Unary, x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
     let v = x as f64;
     (match f {
         Unary::Relu => v.max(0.0),
@@ -118,6 +120,8 @@ pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> A
             Binary::Mul => p * q,
             Binary::Div => p / q,
             Binary::PRelu => if p < 0.0 { p * q } else { p },
+            Binary::Max if p.is_nan() || q.is_nan() => f32::NAN,
+            Binary::Min if p.is_nan() || q.is_nan() => f32::NAN,
             Binary::Max => p.max(q),
             Binary::Min => p.min(q),
             Binary::Pow => p.powf(q),
@@ -145,7 +149,7 @@ pub fn mean_rows(x: &[f32], len: usize) -> Vec<f32> {
 
 /// Transposed convolution, NCHW, weight `[cin, cout / groups, kh, kw]` (scatter form).
 pub fn conv_transpose2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<&ArrayViewD<'_, f32>>, a: &Conv2d, output_padding: [usize; 2]) -> ArrayD<f32> {
-    let [n, cout, oh, ow] = crate::ops::conv::transpose_output_shape(x.shape(), w.shape(), a, output_padding).expect("valid");
+    let [n, cout, oh, ow] = conv_transpose_output_shape(x.shape(), w.shape(), a, output_padding).expect("valid");
     let (cin, h, wd) = (x.shape()[1], x.shape()[2], x.shape()[3]);
     let (cout_g, kh, kw) = (w.shape()[1], w.shape()[2], w.shape()[3]);
     let cin_g = cin / a.groups;
@@ -186,7 +190,7 @@ pub fn conv_transpose2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Opt
 }
 
 /// ONNX Resize of the spatial dims (nearest or linear), as the kernel.
-pub fn resize(x: &ArrayViewD<'_, f32>, r: crate::ops::pool::Resize, scales: [f32; 2], out: [usize; 2]) -> ArrayD<f32> {
+pub fn resize(x: &ArrayViewD<'_, f32>, r: Resize, scales: [f32; 2], out: [usize; 2]) -> ArrayD<f32> {
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let src = |o: usize, out_len: usize, in_len: usize, scale: f32| -> f32 {
         let of = o as f32;

@@ -1,0 +1,407 @@
+//! The bad-input campaign: hundreds of broken, hostile or contradictory inputs through every
+//! subcommand of the `qforge` binary. Each case is judged on the exit status (1 for a typed
+//! error, 2 for a command-line usage error; never a panic or an abort), on the message naming the
+//! cause, on the files left behind (none: no output folder, scratch folder or temporary file) and
+//! on the inputs (byte for byte unchanged). Mutated models extend tests/import_errors.rs to the CLI.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use prost::Message;
+use qforge::graph::onnx;
+
+/// The fixtures of one campaign, in a fresh folder.
+struct Fixtures {
+    dir: PathBuf,
+}
+
+impl Fixtures {
+    fn new(tag: &str) -> Fixtures {
+        let dir = std::env::temp_dir().join(format!("qforge-bad-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = Fixtures { dir };
+        let model = std::fs::read(common::repo("models/fmnist_cnn.onnx")).unwrap();
+        f.write("model.onnx", &model);
+        f.write("empty.onnx", b"");
+        f.write("garbage.onnx", b"this is not a protobuf at all \x00\x01\x02");
+        f.write("truncated.onnx", &model[..model.len() / 3]);
+        let m = onnx::ModelProto::decode(&model[..]).unwrap();
+        let mut no_out = m.clone();
+        no_out.graph.as_mut().unwrap().output.clear();
+        f.write("no_outputs.onnx", &no_out.encode_to_vec());
+        let mut two_in = m.clone();
+        let g = two_in.graph.as_mut().unwrap();
+        let mut extra = g.input[0].clone();
+        extra.name = Some("second".into());
+        g.input.push(extra);
+        f.write("two_inputs.onnx", &two_in.encode_to_vec());
+        let mut nan_w = m.clone();
+        let g = nan_w.graph.as_mut().unwrap();
+        let t = g.initializer.iter_mut().find(|t| t.dims.len() == 4).unwrap();
+        if let Some(raw) = t.raw_data.as_mut() {
+            raw[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        } else {
+            t.float_data[0] = f32::NAN;
+        }
+        f.write("nan_weight.onnx", &nan_w.encode_to_vec());
+        let mut opset = m.clone();
+        opset.opset_import.iter_mut().for_each(|o| o.version = Some(99));
+        f.write("opset99.onnx", &opset.encode_to_vec());
+        // Data: a good batch, then every way an .npy goes wrong.
+        let x = common::fashion_mnist(true, 8).0;
+        qforge::data::npy::write(&f.path("x.npy"), &x).unwrap();
+        let good = std::fs::read(f.path("x.npy")).unwrap();
+        f.write("empty.npy", b"");
+        f.write("truncated.npy", &good[..good.len() / 2]);
+        f.write("garbage.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': <f4}  \n");
+        f.write("huge.npy", &npy_header("<f4", "(100000000, 1, 28, 28)", 3000));
+        f.write("f64.npy", &npy_header("<f8", "(2, 1, 28, 28)", 2 * 784 * 8));
+        f.write("int.npy", &npy_header("<i8", "(2, 1, 28, 28)", 2 * 784 * 8));
+        f.write("neg.npy", &npy_header("<f4", "(-1, 28)", 0));
+        let mut nan = x.clone();
+        nan[[0, 0, 0, 0]] = f32::NAN;
+        qforge::data::npy::write(&f.path("nan.npy"), &nan).unwrap();
+        let mut inf = x.clone();
+        inf[[1, 0, 3, 3]] = f32::INFINITY;
+        qforge::data::npy::write(&f.path("inf.npy"), &inf).unwrap();
+        let wrong = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 3, 28, 28]));
+        qforge::data::npy::write(&f.path("wrong_shape.npy"), &wrong).unwrap();
+        let rank = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 784]));
+        qforge::data::npy::write(&f.path("wrong_rank.npy"), &rank).unwrap();
+        let zero = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[0, 1, 28, 28]));
+        qforge::data::npy::write(&f.path("zero_batch.npy"), &zero).unwrap();
+        // IDX: headers that lie.
+        let mut idx = vec![0u8, 0, 8, 3];
+        idx.extend(0x8000_0000u32.to_be_bytes());
+        idx.extend(0x8000_0000u32.to_be_bytes());
+        idx.extend(4u32.to_be_bytes());
+        idx.extend([0u8; 64]);
+        f.write("huge-images-idx3-ubyte", &idx);
+        f.write("short-images-idx3-ubyte", &[0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3]);
+        f.write("bad-labels-idx1-ubyte", &[0, 0, 8, 1, 0, 0, 0, 8, 200, 200, 200, 200, 200, 200, 200, 200]);
+        f.write("few-labels-idx1-ubyte", &[0, 0, 8, 1, 0, 0, 0, 2, 1, 2]);
+        f.write("gz-idx3-ubyte.gz", b"\x1f\x8b\x08\x00broken gzip");
+        // Images: a folder of broken files, an empty folder.
+        std::fs::create_dir_all(f.path("photos_bad")).unwrap();
+        let jpg = std::fs::read(common::repo("data/photos/chelsea.jpg")).unwrap();
+        f.write("photos_bad/truncated.jpg", &jpg[..jpg.len() / 3]);
+        f.write("photos_bad/text.png", b"not a png");
+        std::fs::create_dir_all(f.path("photos_trunc")).unwrap();
+        f.write("photos_trunc/truncated.jpg", &jpg[..jpg.len() / 3]);
+        std::fs::create_dir_all(f.path("photos_empty")).unwrap();
+        std::fs::create_dir_all(f.path("photos_one")).unwrap();
+        f.write("photos_one/chelsea.jpg", &jpg);
+        f.write("config_bad.json", br#"{"defaults": {"ops": {}, "params": {}, "per_channel_quantisation": "True"}}"#);
+        f.write("config_garbage.json", b"{not json");
+        f
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.path(name), bytes).unwrap();
+    }
+
+    /// Every file of the fixtures folder with its bytes (outputs folders excluded).
+    fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.is_file() {
+                    out.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Fixtures {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An .npy header (version 1) for `descr` and `shape`, followed by `data` zero bytes.
+fn npy_header(descr: &str, shape: &str, data: usize) -> Vec<u8> {
+    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (h.len() + 11) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((h.len() as u16).to_le_bytes());
+    out.extend(h.as_bytes());
+    out.extend(std::iter::repeat_n(0u8, data));
+    out
+}
+
+/// One case: arguments (`@name` is a fixture path, `^dir` an output folder that must stay
+/// absent or empty), the text the error must contain.
+struct Case {
+    args: Vec<String>,
+    expect: &'static str,
+}
+
+fn case(args: &str, expect: &'static str) -> Case {
+    Case { args: args.split_whitespace().map(str::to_string).collect(), expect }
+}
+
+/// Runs every case; returns the failures.
+fn campaign(f: &Fixtures, cases: &[Case]) -> Vec<String> {
+    let before = f.snapshot();
+    let mut failures = Vec::new();
+    for c in cases {
+        let outs: Vec<PathBuf> = c.args.iter().filter_map(|a| a.strip_prefix('^')).map(|a| f.path(a)).collect();
+        let args: Vec<String> = c.args.iter().map(|a| if let Some(n) = a.strip_prefix('@').or_else(|| a.strip_prefix('^')) { f.path(n).display().to_string() } else { a.clone() }).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_qforge")).args(&args).env("RUST_LOG", "error").current_dir(&f.dir).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let label = format!("qforge {}", c.args.join(" "));
+        match out.status.code() {
+            Some(1) | Some(2) => {}
+            Some(0) => failures.push(format!("{label}: succeeded, expected an error containing '{}'", c.expect)),
+            other => failures.push(format!("{label}: exit {other:?} (panic or abort):\n{text}")),
+        }
+        if text.contains("panicked") || text.contains("RUST_BACKTRACE") {
+            failures.push(format!("{label}: panicked:\n{text}"));
+        }
+        if !text.to_lowercase().contains(&c.expect.to_lowercase()) {
+            failures.push(format!("{label}: message lacks '{}':\n{text}", c.expect));
+        }
+        for o in &outs {
+            if o.is_dir() && std::fs::read_dir(o).unwrap().next().is_some() {
+                failures.push(format!("{label}: left files in {}: {:?}", o.display(), std::fs::read_dir(o).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>()));
+            }
+            let _ = std::fs::remove_dir(o);
+        }
+        let stray: Vec<String> = std::fs::read_dir(&f.dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp-") || n.starts_with(".qforge-partial")).collect();
+        if !stray.is_empty() {
+            failures.push(format!("{label}: left temporary files {stray:?}"));
+        }
+        if f.snapshot() != before {
+            failures.push(format!("{label}: changed the fixtures (an input was written)"));
+            break;
+        }
+    }
+    failures
+}
+
+fn assert_campaign(f: &Fixtures, cases: &[Case]) {
+    let failures = campaign(f, cases);
+    eprintln!("{} cases, {} failures", cases.len(), failures.len());
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+}
+
+/// Inputs that fail before any GPU work: paths, files, flags, on every subcommand.
+#[test]
+fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
+    let f = Fixtures::new("files");
+    let mut cases = vec![
+        case("inspect @missing.onnx", "reading model"),
+        case("inspect @empty.onnx", "the file is empty"),
+        case("inspect @garbage.onnx", "not a valid ONNX"),
+        case("inspect @truncated.onnx", "not a valid ONNX"),
+        case("inspect @no_outputs.onnx", "no outputs"),
+        case("inspect @opset99.onnx", "opset 99"),
+        case("inspect @model.onnx --batch 0", "--batch"),
+        case("inspect @model.onnx --dim N", "NAME=SIZE"),
+        case("inspect @model.onnx --dim N=x", "not a size"),
+        case("inspect", "required"),
+        case("run @model.onnx", "required"),
+        case("run @model.onnx --input @x.npy --images @photos_one", "cannot be used with"),
+        case("run @model.onnx --input @x.npy --output @x.npy", "input"),
+        case("run @model.onnx --input @x.npy --output @model.onnx", "input"),
+        case("run @model.onnx --input @x.npy --output @photos_one", "folder"),
+        case("run @model.onnx --input @x.npy --outputs @x.npy", "not a folder"),
+        case("run @model.onnx --images @photos_one --mean nan,0,0", "--mean"),
+        case("run @model.onnx --images @photos_one --std 0,1,1", "--mean/--std"),
+        case("run @model.onnx --images @photos_one --mean 0.5,0.5", "--mean/--std"),
+        case("run @model.onnx --images @photos_one --size 0", "size"),
+        case("run @model.onnx --images @photos_one --size 300 --resize 100", "crop 300 after resize 100"),
+        case("run @model.onnx --images @photos_empty", "no .jpg"),
+        case("run @model.onnx --images @photos_bad", "decoding image"),
+        case("run @model.onnx --images @photos_trunc", "truncated JPEG"),
+        case("run @model.onnx --images @missing_dir", "listing images"),
+        case("run @no_outputs.onnx --input @x.npy", "no outputs"),
+        case("run @two_inputs.onnx --input @x.npy", "one input"),
+        case("quantize @model.onnx --calib @x.npy --batch 0 --out ^out", "--batch"),
+        case("quantize @model.onnx --calib @x.npy --eval-count 0 --out ^out", "--eval-count"),
+        case("quantize @model.onnx --calib @x.npy --calib-count 0 --out ^out", "--calib-count"),
+        case("quantize @model.onnx --calib @x.npy --ptq-samples 0 --out ^out", "--ptq-samples"),
+        case("quantize @model.onnx --calib @x.npy --seq-mse --seq-mse-candidates 0 --out ^out", "--seq-mse-candidates"),
+        case("quantize @model.onnx --calib @x.npy --integer --param-bw 4 --out ^out", "8-bit"),
+        case("quantize @model.onnx --calib @x.npy --scheme bogus --out ^out", "scheme"),
+        case("quantize @model.onnx --calib @x.npy --encodings-version 3.0 --out ^out", "encodings version"),
+        case("quantize @model.onnx --calib @x.npy --bias-correction sometimes --out ^out", "possible values"),
+        case("quantize @model.onnx --calib @x.npy --config @missing.json --out ^out", "missing.json"),
+        case("quantize @model.onnx --calib @x.npy --config @config_bad.json --out ^out", "per_channel_quantisation"),
+        case("quantize @model.onnx --calib @x.npy --config @config_garbage.json --out ^out", "config"),
+        case("quantize @model.onnx --calib @x.npy --out @x.npy", "not a folder"),
+        case("quantize @model.onnx --calib @x.npy --sim-outputs @x.npy --out ^out", "input"),
+        case("quantize @model.onnx --calib @x.npy --sim-outputs @model.onnx --out ^out", "input"),
+        case("quantize @no_outputs.onnx --calib @x.npy --out ^out", "no outputs"),
+        case("quantize @model.onnx --out @.", "input"),
+        case("quantize @nan_weight.onnx --calib @x.npy --out ^out", "non-finite"),
+        case("compress @nan_weight.onnx --eval @x.npy --out ^out", "non-finite"),
+        case("quantize @empty.onnx --calib @x.npy --out ^out", "the file is empty"),
+        case("compress @model.onnx --eval @x.npy --target-macs 0 --out ^out", "target ratio"),
+        case("compress @model.onnx --eval @x.npy --target-macs 1.5 --out ^out", "target ratio"),
+        case("compress @model.onnx --eval @x.npy --target-memory nan --out ^out", "target ratio"),
+        case("compress @model.onnx --eval @x.npy --target-macs 0.5 --target-memory 0.5 --out ^out", "cannot be used with"),
+        case("compress @model.onnx --eval @x.npy --candidates 0,0.5 --out ^out", "candidate ratios"),
+        case("compress @model.onnx --eval @x.npy --candidates 1.0 --out ^out", "candidate ratios"),
+        case("compress @model.onnx --eval @x.npy --candidates a,b --out ^out", "invalid"),
+        case("compress @model.onnx --eval @x.npy --method zip --out ^out", "ssvd, wsvd or cp"),
+        case("compress @model.onnx --eval @x.npy --method ssvd,,cp --out ^out", "ssvd, wsvd or cp"),
+        case("compress @model.onnx --eval @x.npy --multiplicity 0 --out ^out", "--multiplicity"),
+        case("compress @model.onnx --eval @x.npy --samples-per-image 0 --out ^out", "reconstruction"),
+        case("compress @model.onnx --eval @x.npy --selection random --out ^out", "possible values"),
+        case("compress @model.onnx --eval @x.npy --eval-count 0 --out ^out", "--eval-count"),
+        case("compress @model.onnx --eval @x.npy --ignore no_such_layer --out ^out", "--ignore"),
+        case("compress @model.onnx --eval @x.npy --out @x.npy", "not a folder"),
+        case("compress @no_outputs.onnx --eval @x.npy --out ^out", "no outputs"),
+        case("bogus-subcommand", "unrecognized subcommand"),
+    ];
+    // Every data flag with every kind of broken data file.
+    let broken = [
+        ("missing.npy", "missing.npy"),
+        ("empty.npy", "the file is empty"),
+        ("truncated.npy", "the file holds"),
+        ("garbage.npy", "header"),
+        ("huge.npy", "the file holds"),
+        ("f64.npy", "'<f8'"),
+        ("int.npy", "'<i8'"),
+        ("neg.npy", "not a size"),
+        ("nan.npy", "non-finite"),
+        ("inf.npy", "non-finite"),
+        ("zero_batch.npy", "empty"),
+        ("huge-images-idx3-ubyte", "overflow"),
+        ("short-images-idx3-ubyte", "the header promises"),
+        ("gz-idx3-ubyte.gz", "reading IDX"),
+        ("photos_empty", "no .jpg"),
+        ("photos_bad", "decoding image"),
+        ("photos_trunc", "truncated JPEG"),
+    ];
+    for (file, expect) in broken {
+        cases.push(case(&format!("quantize @model.onnx --calib @{file} --out ^out"), expect));
+        cases.push(case(&format!("quantize @model.onnx --calib @x.npy --eval @{file} --out ^out"), expect));
+        cases.push(case(&format!("compress @model.onnx --eval @{file} --out ^out"), expect));
+        if file.ends_with(".npy") && !matches!(file, "nan.npy" | "inf.npy" | "zero_batch.npy") {
+            cases.push(case(&format!("run @model.onnx --input @{file}"), expect));
+        }
+    }
+    for (bad, expect) in [("-1", "unexpected argument"), ("x", "invalid value"), ("1e3", "invalid value"), ("18446744073709551616", "invalid value")] {
+        for flag in ["--batch", "--calib-count", "--eval-count", "--ptq-samples", "--per-layer-samples", "--param-bw", "--act-bw", "--seq-mse-candidates"] {
+            cases.push(case(&format!("quantize @model.onnx --calib @x.npy {flag} {bad} --out ^out"), expect));
+        }
+        for flag in ["--multiplicity", "--samples-per-image", "--eval-count"] {
+            cases.push(case(&format!("compress @model.onnx --eval @x.npy {flag} {bad} --out ^out"), expect));
+        }
+        cases.push(case(&format!("inspect @model.onnx --batch {bad}"), expect));
+        cases.push(case(&format!("run @model.onnx --images @photos_one --size {bad}"), expect));
+    }
+    for bw in ["0", "1", "17", "64"] {
+        cases.push(case(&format!("quantize @model.onnx --calib @x.npy --param-bw {bw} --out ^out"), "bitwidth"));
+        cases.push(case(&format!("quantize @model.onnx --calib @x.npy --act-bw {bw} --out ^out"), "bitwidth"));
+    }
+    assert!(cases.len() >= 150, "{} cases", cases.len());
+    assert_campaign(&f, &cases);
+}
+
+/// Inputs that are caught after the model runs on the GPU: shapes, labels, NaN weights,
+/// outputs in the way.
+#[test]
+fn bad_inputs_found_on_the_gpu_are_typed_errors() {
+    let Some(_) = common::gpu() else { return };
+    let f = Fixtures::new("gpu");
+    let labels = "--labels";
+    let cases = vec![
+        case("run @model.onnx --input @wrong_shape.npy", "dim 1 = 1"),
+        case("run @model.onnx --input @wrong_rank.npy", "4 dims"),
+        case("run @model.onnx --input @zero_batch.npy", "empty"),
+        case("run @model.onnx --input @nan.npy", "non-finite"),
+        case(&format!("quantize @model.onnx --calib @x.npy --eval @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
+        case(&format!("quantize @model.onnx --calib @x.npy --eval @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
+        case(&format!("compress @model.onnx --eval @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
+        case(&format!("compress @model.onnx --eval @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
+        case("compress @model.onnx --eval @x.npy --multiplicity 100000 --method ssvd --out ^out", "--multiplicity"),
+        case("quantize @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
+        case("quantize @model.onnx --calib @wrong_shape.npy --out ^out", "dim 1 = 1"),
+    ];
+    assert_campaign(&f, &cases);
+}
+
+/// A NaN weight reaches the output as onnxruntime computes it: NaN logits, never finite ones.
+#[test]
+fn a_nan_weight_is_never_lost_inside_a_kernel() {
+    let Some(_) = common::gpu() else { return };
+    let f = Fixtures::new("nan");
+    let out = Command::new(env!("CARGO_BIN_EXE_qforge")).args(["run", "nan_weight.onnx", "--input", "x.npy", "--output", "y.npy"]).current_dir(&f.dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let y = qforge::data::npy::read(&f.path("y.npy"));
+    // The reader refuses nothing finite-related; read the raw values.
+    let y: ndarray::ArrayD<f32> = match y {
+        Ok(y) => y,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(y.iter().any(|v| v.is_nan()), "a NaN weight must give NaN outputs (onnxruntime does): {y:?}");
+}
+
+/// Outputs that would replace inputs are refused, whatever way they name them.
+#[test]
+fn outputs_never_replace_inputs() {
+    let Some(_) = common::gpu() else { return };
+    let f = Fixtures::new("over");
+    std::fs::hard_link(f.path("x.npy"), f.path("x_link.npy")).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(f.path("model.onnx"), f.path("model_link.onnx")).unwrap();
+    std::fs::create_dir_all(f.path("models")).unwrap();
+    std::fs::copy(f.path("model.onnx"), f.path("models/fmnist_cnn.onnx")).unwrap();
+    let cases = vec![
+        case("run @model.onnx --input @x.npy --output @x_link.npy", "input"),
+        case("run @model.onnx --input @x.npy --output @model_link.onnx", "input"),
+        case("run @model.onnx --input @x_link.npy --output @x.npy", "input"),
+        case("quantize @models/fmnist_cnn.onnx --calib @x.npy --per-layer-samples 0 --out @models", "input"),
+        case("quantize @model.onnx --calib @x.npy --per-layer-samples 0 --sim-outputs @x_link.npy --out ^out", "input"),
+        case("run @model.onnx --input @x.npy --output /dev/null", "not a regular file"),
+    ];
+    assert_campaign(&f, &cases);
+}
+
+/// Seeded mutations of a model through `inspect` and `run`: typed errors or results, never a
+/// panic or an abort.
+#[test]
+fn mutated_models_never_crash_the_binary() {
+    let f = Fixtures::new("mut");
+    let model = std::fs::read(common::repo("models/fmnist_cnn.onnx")).unwrap();
+    let mut rng = qforge::data::rng::Rng::new(17);
+    let mut crashes = Vec::new();
+    for k in 0..60 {
+        let mut m = model.clone();
+        for _ in 0..1 + k % 5 {
+            let at = rng.below(m.len() as u64) as usize;
+            m[at] = rng.next_u64() as u8;
+        }
+        if k % 7 == 0 {
+            m.truncate(rng.below(m.len() as u64) as usize);
+        }
+        let p = f.path(&format!("m{k}.onnx"));
+        std::fs::write(&p, &m).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_qforge")).args(["inspect", p.to_str().unwrap()]).output().unwrap();
+        if !matches!(out.status.code(), Some(0) | Some(1)) || String::from_utf8_lossy(&out.stderr).contains("panicked") {
+            crashes.push(format!("mutation {k}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr)));
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+    assert!(crashes.is_empty(), "{}", crashes.join("\n"));
+}
