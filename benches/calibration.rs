@@ -20,21 +20,47 @@ fn calibration(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
-    let model = std::sync::Arc::new(Prepared::bn_folded(qforge::graph::load(&path).unwrap(), Default::default()).unwrap().0);
+    let model = std::sync::Arc::new(
+        Prepared::bn_folded(qforge::graph::load(&path).unwrap(), Default::default())
+            .unwrap()
+            .0,
+    );
     let batch = 8;
     let g = model.at(batch).unwrap();
     let placement = place(&g, &QuantConfig::default_per_channel());
-    let x = ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0);
+    let x = ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| {
+        ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
+    });
     let mut grp = c.benchmark_group(format!("calibration[{tag}]"));
-    grp.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(10));
+    grp.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(10));
     grp.throughput(Throughput::Elements(batch as u64));
     let plan = Plan::compile(gpu.clone(), &g, Compile::default()).unwrap();
-    grp.bench_function(BenchmarkId::new("plain forward", batch), |b| b.iter(|| plan.run(&[("input", x.view())], plan.outputs()).unwrap()));
-    for (name, scheme) in [("minmax", Scheme::MinMax), ("tf-enhanced", Scheme::TfEnhanced { gamma: 3.0 })] {
-        let taps: Vec<String> = placement.activations.iter().map(|q| q.tensor.clone()).filter(|t| !g.inputs.contains(t)).collect();
-        let mut cal = Calibrator::new(gpu.clone(), Runner::new(gpu.clone(), model.clone()).taps(&taps), &placement, scheme).unwrap();
+    grp.bench_function(BenchmarkId::new("plain forward", batch), |b| {
+        b.iter(|| plan.run(&[("input", x.view())], plan.outputs()).unwrap())
+    });
+    for (name, scheme) in [
+        ("minmax", Scheme::MinMax),
+        ("tf-enhanced", Scheme::TfEnhanced { gamma: 3.0 }),
+    ] {
+        let taps: Vec<String> = placement
+            .activations
+            .iter()
+            .map(|q| q.tensor.clone())
+            .filter(|t| !g.inputs.contains(t))
+            .collect();
+        let mut cal = Calibrator::new(
+            gpu.clone(),
+            Runner::new(gpu.clone(), model.clone()).taps(&taps),
+            &placement,
+            scheme,
+        )
+        .unwrap();
         cal.add("input", x.view()).unwrap();
-        grp.bench_function(BenchmarkId::new(format!("calibrate {name}"), batch), |b| b.iter(|| cal.add("input", x.view()).unwrap()));
+        grp.bench_function(BenchmarkId::new(format!("calibrate {name}"), batch), |b| {
+            b.iter(|| cal.add("input", x.view()).unwrap())
+        });
     }
     grp.finish();
 }
@@ -45,18 +71,39 @@ fn simulation(c: &mut Criterion) {
     let tag = common::tag(&gpu);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
     let batch = 8;
-    let x = ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0);
+    let x = ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| {
+        ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
+    });
     let mut grp = c.benchmark_group(format!("simulation[{tag}]"));
-    grp.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(10));
+    grp.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(10));
     grp.throughput(Throughput::Elements(batch as u64));
-    for (name, arithmetic) in [("float", Arithmetic::Float), ("integer", Arithmetic::Integer)] {
-        let opts = QuantOptions { arithmetic, ..Default::default() };
-        let mut sim = QuantSim::new(gpu.clone(), qforge::graph::load(&path).unwrap(), &QuantConfig::default_per_channel(), opts, Default::default()).unwrap();
+    for (name, arithmetic) in [
+        ("float", Arithmetic::Float),
+        ("integer", Arithmetic::Integer),
+    ] {
+        let opts = QuantOptions {
+            arithmetic,
+            ..Default::default()
+        };
+        let mut sim = QuantSim::new(
+            gpu.clone(),
+            qforge::graph::load(&path).unwrap(),
+            &QuantConfig::default_per_channel(),
+            opts,
+            Default::default(),
+        )
+        .unwrap();
         sim.calibrate(Scheme::MinMax, [x.view()]).unwrap();
         if name == "float" {
-            grp.bench_function(BenchmarkId::new("fp32 forward", batch), |b| b.iter(|| sim.fp32(&x, batch).unwrap()));
+            grp.bench_function(BenchmarkId::new("fp32 forward", batch), |b| {
+                b.iter(|| sim.fp32(&x, batch).unwrap())
+            });
         }
-        grp.bench_function(BenchmarkId::new(format!("simulate {name}"), batch), |b| b.iter(|| sim.simulate(&x, batch).unwrap()));
+        grp.bench_function(BenchmarkId::new(format!("simulate {name}"), batch), |b| {
+            b.iter(|| sim.simulate(&x, batch).unwrap())
+        });
     }
     grp.finish();
 }

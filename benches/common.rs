@@ -6,7 +6,8 @@ use qforge::gpu::{Encoder, Gpu};
 
 /// The shared GPU; panics with the reason when there is none (benches need one).
 pub fn gpu() -> Arc<Gpu> {
-    let gpu = Gpu::shared().expect("benches need a GPU adapter (apt-get install mesa-vulkan-drivers)");
+    let gpu =
+        Gpu::shared().expect("benches need a GPU adapter (apt-get install mesa-vulkan-drivers)");
     eprintln!("adapter: {}", gpu.describe());
     gpu
 }

@@ -16,48 +16,83 @@ use qforge::compress::{CompressOptions, Compressor, Method, Scorer};
 use qforge::reference::linalg as cpu;
 
 fn mat(m: usize, n: usize, seed: usize) -> Array2<f32> {
-    Array2::from_shape_fn((m, n), |(i, j)| (((i * 31 + j * 17 + seed * 7) % 97) as f32 / 48.0 - 1.0) + if i == j { 1.0 } else { 0.0 })
+    Array2::from_shape_fn((m, n), |(i, j)| {
+        (((i * 31 + j * 17 + seed * 7) % 97) as f32 / 48.0 - 1.0) + if i == j { 1.0 } else { 0.0 }
+    })
 }
 
 fn svd(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let mut grp = c.benchmark_group(format!("svd[{tag}]"));
-    grp.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(5));
-    for (what, mats) in [("16 x 256x64", (0..16).map(|s| mat(256, 64, s)).collect::<Vec<_>>()), ("1 x 384x384", vec![mat(384, 384, 1)]), ("1 x 1024x256", vec![mat(1024, 256, 2)])] {
+    grp.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(5));
+    for (what, mats) in [
+        (
+            "16 x 256x64",
+            (0..16).map(|s| mat(256, 64, s)).collect::<Vec<_>>(),
+        ),
+        ("1 x 384x384", vec![mat(384, 384, 1)]),
+        ("1 x 1024x256", vec![mat(1024, 256, 2)]),
+    ] {
         let views: Vec<_> = mats.iter().map(|m| m.view()).collect();
-        grp.bench_function(format!("gpu jacobi {what}"), |b| b.iter(|| svd_batched(&gpu, &views, &SvdOptions::default()).unwrap()));
-        grp.bench_function(format!("nalgebra {what}"), |b| b.iter(|| views.iter().map(|v| cpu::svd(*v)).count()));
+        grp.bench_function(format!("gpu jacobi {what}"), |b| {
+            b.iter(|| svd_batched(&gpu, &views, &SvdOptions::default()).unwrap())
+        });
+        grp.bench_function(format!("nalgebra {what}"), |b| {
+            b.iter(|| views.iter().map(|v| cpu::svd(*v)).count())
+        });
     }
     grp.finish();
 
     let mut grp = c.benchmark_group(format!("lstsq[{tag}]"));
-    grp.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(5));
+    grp.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(5));
     let (x, y) = (mat(2560, 576, 3), mat(2560, 64, 4));
-    grp.bench_function("gpu gram + cholesky 2560 samples, 576 features, 64 outputs", |b| {
-        b.iter(|| {
-            let mut ne = NormalEquations::new(&gpu, 576, 64).unwrap();
-            ne.add(&gpu, x.view(), y.view()).unwrap();
-            solve_batched(&gpu, &[&ne], 1e-4).unwrap()
-        })
-    });
+    grp.bench_function(
+        "gpu gram + cholesky 2560 samples, 576 features, 64 outputs",
+        |b| {
+            b.iter(|| {
+                let mut ne = NormalEquations::new(&gpu, 576, 64).unwrap();
+                ne.add(&gpu, x.view(), y.view()).unwrap();
+                solve_batched(&gpu, &[&ne], 1e-4).unwrap()
+            })
+        },
+    );
     grp.bench_function("nalgebra gram + cholesky (f64)", |b| {
         b.iter(|| {
-            let (g, r) = (cpu::gram(x.view(), x.view()).mapv(|v| v as f32), cpu::gram(x.view(), y.view()).mapv(|v| v as f32));
+            let (g, r) = (
+                cpu::gram(x.view(), x.view()).mapv(|v| v as f32),
+                cpu::gram(x.view(), y.view()).mapv(|v| v as f32),
+            );
             cpu::ridge_solve(g.view(), r.view(), 1e-4).unwrap()
         })
     });
     grp.finish();
 
     let mut grp = c.benchmark_group(format!("greedy fmnist_cnn[{tag}]"));
-    grp.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(10));
+    grp.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(10));
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fmnist_cnn.onnx");
     let g = qforge::graph::load(&path).unwrap();
-    let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[64, 1, 28, 28]), |d| ((d[0] * 5 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0);
+    let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[64, 1, 28, 28]), |d| {
+        ((d[0] * 5 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
+    });
     let scorer = Scorer::new(gpu.clone(), &g, x, None).unwrap();
-    let opts = CompressOptions { candidates: vec![0.25, 0.5, 0.75], ..Default::default() };
+    let opts = CompressOptions {
+        candidates: vec![0.25, 0.5, 0.75],
+        ..Default::default()
+    };
     grp.bench_function("ssvd score table (2 layers x 3 ratios, 64 images)", |b| {
-        b.iter(|| Compressor::new(gpu.clone(), &g, Method::SpatialSvd, opts.clone(), &scorer).unwrap().score_table(&scorer, |_, _| {}).unwrap())
+        b.iter(|| {
+            Compressor::new(gpu.clone(), &g, Method::SpatialSvd, opts.clone(), &scorer)
+                .unwrap()
+                .score_table(&scorer, |_, _| {})
+                .unwrap()
+        })
     });
     grp.finish();
 }

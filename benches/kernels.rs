@@ -12,16 +12,36 @@ use qforge::quant::{Encoding, QuantKind};
 use qforge::reference;
 
 fn data(n: usize) -> ArrayD<f32> {
-    ArrayD::from_shape_vec(IxDyn(&[64, n / 64]), (0..n).map(|i| ((i * 7919) % 10007) as f32 / 1000.0 - 5.0).collect()).unwrap()
+    ArrayD::from_shape_vec(
+        IxDyn(&[64, n / 64]),
+        (0..n)
+            .map(|i| ((i * 7919) % 10007) as f32 / 1000.0 - 5.0)
+            .collect(),
+    )
+    .unwrap()
 }
 
 fn bandwidth(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let mut g = c.benchmark_group(format!("bandwidth[{tag}]"));
-    g.sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(3));
-    let per_tensor = Encoding::from_ranges(&[-4.0], &[4.0], 8, QuantKind::Asymmetric, None).unwrap().grid().unwrap();
-    let per_channel = Encoding::from_ranges(&[-4.0; 64], &[4.0; 64], 8, QuantKind::SignedSymmetric, Some(0)).unwrap().grid().unwrap();
+    g.sample_size(20)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(3));
+    let per_tensor = Encoding::from_ranges(&[-4.0], &[4.0], 8, QuantKind::Asymmetric, None)
+        .unwrap()
+        .grid()
+        .unwrap();
+    let per_channel = Encoding::from_ranges(
+        &[-4.0; 64],
+        &[4.0; 64],
+        8,
+        QuantKind::SignedSymmetric,
+        Some(0),
+    )
+    .unwrap()
+    .grid()
+    .unwrap();
     for n in [1usize << 20, 1 << 22, 1 << 24] {
         let host = data(n);
         let x = gpu.upload(&host.view()).unwrap();
@@ -36,29 +56,63 @@ fn bandwidth(c: &mut Criterion) {
             b.iter(|| common::run(&gpu, |e| drop(elementwise::copy(e, &gpu, &x).unwrap())))
         });
         g.bench_with_input(BenchmarkId::new("fake_quant per-tensor", n), &n, |b, _| {
-            b.iter(|| common::run(&gpu, |e| drop(quant::fake_quant(e, &gpu, &x, &per_tensor).unwrap())))
+            b.iter(|| {
+                common::run(&gpu, |e| {
+                    drop(quant::fake_quant(e, &gpu, &x, &per_tensor).unwrap())
+                })
+            })
         });
         g.bench_with_input(BenchmarkId::new("fake_quant per-channel", n), &n, |b, _| {
-            b.iter(|| common::run(&gpu, |e| drop(quant::fake_quant(e, &gpu, &x, &per_channel).unwrap())))
+            b.iter(|| {
+                common::run(&gpu, |e| {
+                    drop(quant::fake_quant(e, &gpu, &x, &per_channel).unwrap())
+                })
+            })
         });
         g.throughput(read.clone());
         g.bench_with_input(BenchmarkId::new("min_max per-tensor", n), &n, |b, _| {
             b.iter(|| common::run(&gpu, |e| drop(calib::min_max(e, &gpu, &x, None).unwrap())))
         });
         g.bench_with_input(BenchmarkId::new("min_max per-channel", n), &n, |b, _| {
-            b.iter(|| common::run(&gpu, |e| drop(calib::min_max(e, &gpu, &x, Some(0)).unwrap())))
+            b.iter(|| {
+                common::run(&gpu, |e| {
+                    drop(calib::min_max(e, &gpu, &x, Some(0)).unwrap())
+                })
+            })
         });
         g.bench_with_input(BenchmarkId::new("histogram 2048 bins", n), &n, |b, _| {
-            b.iter(|| common::run(&gpu, |e| drop(calib::histogram(e, &gpu, &x, None, &[qforge::graph::attrs::BinGrid::over(-5.0, 5.0, 2048)], 2048, qforge::graph::attrs::Outside::Edge, None).unwrap())))
+            b.iter(|| {
+                common::run(&gpu, |e| {
+                    drop(
+                        calib::histogram(
+                            e,
+                            &gpu,
+                            &x,
+                            None,
+                            &[qforge::graph::attrs::BinGrid::over(-5.0, 5.0, 2048)],
+                            2048,
+                            qforge::graph::attrs::Outside::Edge,
+                            None,
+                        )
+                        .unwrap(),
+                    )
+                })
+            })
         });
         g.bench_with_input(BenchmarkId::new("moments per-channel", n), &n, |b, _| {
-            b.iter(|| common::run(&gpu, |e| drop(calib::moments(e, &gpu, &x, Some(0)).unwrap())))
+            b.iter(|| {
+                common::run(&gpu, |e| {
+                    drop(calib::moments(e, &gpu, &x, Some(0)).unwrap())
+                })
+            })
         });
         if n <= 1 << 22 {
             g.throughput(rw);
-            g.bench_with_input(BenchmarkId::new("cpu reference fake_quant", n), &n, |b, _| {
-                b.iter(|| reference::quant::fake_quant(&host.view(), &per_tensor).unwrap())
-            });
+            g.bench_with_input(
+                BenchmarkId::new("cpu reference fake_quant", n),
+                &n,
+                |b, _| b.iter(|| reference::quant::fake_quant(&host.view(), &per_tensor).unwrap()),
+            );
             g.throughput(read);
             g.bench_with_input(BenchmarkId::new("cpu reference min_max", n), &n, |b, _| {
                 b.iter(|| reference::calib::min_max(&host.view(), None).unwrap())

@@ -16,7 +16,9 @@ use qforge::ops::conv;
 use qforge::DType;
 
 fn input(batch: usize) -> ArrayD<f32> {
-    ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0)
+    ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| {
+        ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
+    })
 }
 
 fn forward(c: &mut Criterion) {
@@ -25,7 +27,9 @@ fn forward(c: &mut Criterion) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
     let model = graph::load(&path).unwrap();
     let mut g = c.benchmark_group(format!("mobilenet_v2[{tag}]"));
-    g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(5));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(5));
     // The executor splits batches whose activations exceed one storage binding (batch 32 at
     // 224x224 does on 128 MiB adapters) and reuses one plan per piece size.
     let exec = Runner::new(gpu.clone(), model);
@@ -33,10 +37,18 @@ fn forward(c: &mut Criterion) {
         let x = input(batch);
         exec.run(&[("input", x.view())]).unwrap();
         g.throughput(Throughput::Elements(batch as u64));
-        g.bench_with_input(BenchmarkId::new("gpu forward", batch), &batch, |b, _| b.iter(|| exec.run(&[("input", x.view())]).unwrap()));
+        g.bench_with_input(BenchmarkId::new("gpu forward", batch), &batch, |b, _| {
+            b.iter(|| exec.run(&[("input", x.view())]).unwrap())
+        });
         if batch == 1 {
             let r = exec.graph(1, &[]).unwrap();
-            g.bench_with_input(BenchmarkId::new("cpu reference forward", batch), &batch, |b, _| b.iter(|| qforge::reference::graph::run(&r, &[("input", x.clone())]).unwrap()));
+            g.bench_with_input(
+                BenchmarkId::new("cpu reference forward", batch),
+                &batch,
+                |b, _| {
+                    b.iter(|| qforge::reference::graph::run(&r, &[("input", x.clone())]).unwrap())
+                },
+            );
         }
     }
     g.finish();
@@ -46,18 +58,40 @@ fn convs(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let mut g = c.benchmark_group(format!("conv[{tag}]"));
-    g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(2));
     // (name, cin, cout, k, stride, groups, spatial)
-    let shapes = [("3x3 stem 3->32 s2", 3, 32, 3, 2, 1, 224), ("3x3 depthwise 144 @56", 144, 144, 3, 1, 144, 56), ("1x1 pointwise 144->24 @56", 144, 24, 1, 1, 1, 56), ("3x3 dense 64->64 @56", 64, 64, 3, 1, 1, 56)];
+    let shapes = [
+        ("3x3 stem 3->32 s2", 3, 32, 3, 2, 1, 224),
+        ("3x3 depthwise 144 @56", 144, 144, 3, 1, 144, 56),
+        ("1x1 pointwise 144->24 @56", 144, 24, 1, 1, 1, 56),
+        ("3x3 dense 64->64 @56", 64, 64, 3, 1, 1, 56),
+    ];
     for (name, cin, cout, k, s, groups, hw) in shapes {
-        let a = Conv2d { strides: [s, s], pads: [k / 2; 4], dilations: [1, 1], groups };
-        let x = gpu.upload(&ArrayD::from_elem(IxDyn(&[8, cin, hw, hw]), 0.5f32).view()).unwrap();
-        let w = gpu.upload(&ArrayD::from_elem(IxDyn(&[cout, cin / groups, k, k]), 0.1f32).view()).unwrap();
+        let a = Conv2d {
+            strides: [s, s],
+            pads: [k / 2; 4],
+            dilations: [1, 1],
+            groups,
+        };
+        let x = gpu
+            .upload(&ArrayD::from_elem(IxDyn(&[8, cin, hw, hw]), 0.5f32).view())
+            .unwrap();
+        let w = gpu
+            .upload(&ArrayD::from_elem(IxDyn(&[cout, cin / groups, k, k]), 0.1f32).view())
+            .unwrap();
         let shape = conv_output_shape(x.shape(), w.shape(), &a).unwrap();
         let y = gpu.empty(&shape, DType::F32).unwrap();
         let macs = shape.iter().product::<usize>() * (cin / groups) * k * k;
         g.throughput(Throughput::Elements(2 * macs as u64));
-        g.bench_function(BenchmarkId::new("gpu conv2d batch 8", name), |b| b.iter(|| common::run(&gpu, |e| conv::conv2d_into(e, &gpu, &x, &w, None, &a, &y).unwrap())));
+        g.bench_function(BenchmarkId::new("gpu conv2d batch 8", name), |b| {
+            b.iter(|| {
+                common::run(&gpu, |e| {
+                    conv::conv2d_into(e, &gpu, &x, &w, None, &a, &y).unwrap()
+                })
+            })
+        });
     }
     g.finish();
 }

@@ -18,8 +18,23 @@ fn main() -> qforge::Result<()> {
     let g = qforge::graph::load(model.as_ref())?;
     let x = qforge::data::npy::read(inputs.as_ref())?;
     let scorer = Scorer::new(gpu.clone(), &g, x, None)?;
-    let opts = CompressOptions { target: 0.5, candidates: vec![0.25, 0.5, 0.75], ..Default::default() };
-    let done = compress(gpu, &g, &[Method::SpatialSvd, Method::ChannelPruning], &opts, &scorer, None, |m, i, n| eprintln!("{} {i}/{n}", m.name()))?;
-    println!("MACs {} -> {}, agreement {:.3} -> {:.3}", done.cost_before.macs, done.cost_after.macs, done.score_before, done.score_after);
+    let opts = CompressOptions {
+        target: 0.5,
+        candidates: vec![0.25, 0.5, 0.75],
+        ..Default::default()
+    };
+    let done = compress(
+        gpu,
+        &g,
+        &[Method::SpatialSvd, Method::ChannelPruning],
+        &opts,
+        &scorer,
+        None,
+        |m, i, n| eprintln!("{} {i}/{n}", m.name()),
+    )?;
+    println!(
+        "MACs {} -> {}, agreement {:.3} -> {:.3}",
+        done.cost_before.macs, done.cost_after.macs, done.score_before, done.score_after
+    );
     qforge::graph::export::save(&done.graph, out.as_ref(), Some(model.as_ref()))
 }

@@ -17,6 +17,10 @@ fn main() -> qforge::Result<()> {
     g.resolve_with_batch(&Default::default(), Some(1))?;
     let folded = qforge::graph::passes::bn_fold::fold_batch_norms(&mut g)?;
     qforge::graph::export::save(&g, &dst, Some(&src))?;
-    println!("folded {} batch norms; wrote {}", folded.len(), dst.display());
+    println!(
+        "folded {} batch norms; wrote {}",
+        folded.len(),
+        dst.display()
+    );
     Ok(())
 }

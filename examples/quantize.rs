@@ -21,11 +21,21 @@ fn main() -> qforge::Result<()> {
     };
     let gpu = Arc::new(Gpu::new()?);
     let graph = qforge::graph::load(&PathBuf::from(model))?;
-    let mut sim = QuantSim::new(gpu, graph, &QuantConfig::default_per_channel(), QuantOptions::default(), Default::default())?;
+    let mut sim = QuantSim::new(
+        gpu,
+        graph,
+        &QuantConfig::default_per_channel(),
+        QuantOptions::default(),
+        Default::default(),
+    )?;
     let data = qforge::data::npy::read(&PathBuf::from(calib))?;
     sim.calibrate(Scheme::MinMax, data.axis_chunks_iter(Axis(0), 8))?;
     let e = sim.evaluate(&data, 8, None)?;
-    println!("top-1 agreement {:.1}%, SQNR {:.2} dB", 100.0 * e.top1_agreement, e.sqnr_db);
+    println!(
+        "top-1 agreement {:.1}%, SQNR {:.2} dB",
+        100.0 * e.top1_agreement,
+        e.sqnr_db
+    );
     sim.export(&PathBuf::from(out), "model", EncodingsVersion::V1_0_0)?;
     sim.export_qdq(&PathBuf::from(out), "model")?;
     Ok(())

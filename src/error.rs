@@ -22,7 +22,11 @@ pub enum Error {
 
     /// A compute pipeline (entry point + override constants) could not be created.
     #[error("pipeline '{family}::{entry}' failed to build: {message}")]
-    Pipeline { family: String, entry: String, message: String },
+    Pipeline {
+        family: String,
+        entry: String,
+        message: String,
+    },
 
     /// wgpu reported an error while recording or submitting work.
     #[error("GPU error during {during}: {message}")]
@@ -34,15 +38,30 @@ pub enum Error {
 
     /// Two shapes that must agree do not.
     #[error("{op}: shape of '{tensor}' is {got:?}, expected {expected}")]
-    ShapeMismatch { op: &'static str, tensor: String, expected: String, got: Vec<usize> },
+    ShapeMismatch {
+        op: &'static str,
+        tensor: String,
+        expected: String,
+        got: Vec<usize>,
+    },
 
     /// A tensor has the wrong element type.
     #[error("{op}: '{tensor}' has dtype {got}, expected {expected}")]
-    DTypeMismatch { op: &'static str, tensor: String, expected: DType, got: DType },
+    DTypeMismatch {
+        op: &'static str,
+        tensor: String,
+        expected: DType,
+        got: DType,
+    },
 
     /// An argument is outside its valid range (bitwidth, scale, bins, axis ...).
     #[error("{op}: invalid {what} = {value}: {reason}")]
-    InvalidArgument { op: &'static str, what: &'static str, value: String, reason: String },
+    InvalidArgument {
+        op: &'static str,
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
 
     /// An input tensor has no elements where at least one is needed.
     #[error("{op}: '{tensor}' is empty")]
@@ -50,11 +69,21 @@ pub enum Error {
 
     /// A tensor or buffer exceeds what the adapter can hold or the kernel can split.
     #[error("{op}: '{tensor}' needs {bytes} bytes but the limit is {limit} bytes ({which})")]
-    TooLarge { op: &'static str, tensor: String, bytes: u64, limit: u64, which: &'static str },
+    TooLarge {
+        op: &'static str,
+        tensor: String,
+        bytes: u64,
+        limit: u64,
+        which: &'static str,
+    },
 
     /// A file could not be read or written.
     #[error("{action} '{path}': {message}")]
-    Io { action: &'static str, path: String, message: String },
+    Io {
+        action: &'static str,
+        path: String,
+        message: String,
+    },
 
     /// A model file is not valid ONNX or breaks one of ONNX's rules.
     #[error("model '{model}': {message}")]
@@ -62,7 +91,11 @@ pub enum Error {
 
     /// Ops the model uses that qforge does not run, all listed at once.
     #[error("model '{model}' (opset {opset}) uses unsupported ops: {}", ops.join(", "))]
-    Unsupported { model: String, opset: i64, ops: Vec<String> },
+    Unsupported {
+        model: String,
+        opset: i64,
+        ops: Vec<String>,
+    },
 
     /// The graph's structure is broken: a cycle, a dangling name, a missing input.
     #[error("graph '{model}': {message}")]
@@ -70,11 +103,19 @@ pub enum Error {
 
     /// A quantsim config file is malformed: the key and what was wrong with it.
     #[error("config '{file}': {key}: {message}")]
-    Config { file: String, key: String, message: String },
+    Config {
+        file: String,
+        key: String,
+        message: String,
+    },
 
     /// Input data contains NaN or infinite values where they are not allowed.
     #[error("{op}: '{tensor}' contains {count} non-finite value(s) (NaN or Inf)")]
-    NonFinite { op: &'static str, tensor: String, count: u64 },
+    NonFinite {
+        op: &'static str,
+        tensor: String,
+        count: u64,
+    },
 }
 
 /// Element type of a GPU tensor.
@@ -97,7 +138,17 @@ impl fmt::Display for DType {
 
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
-    pub fn invalid(op: &'static str, what: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
-        Error::InvalidArgument { op, what, value: value.to_string(), reason: reason.into() }
+    pub fn invalid(
+        op: &'static str,
+        what: &'static str,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidArgument {
+            op,
+            what,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }

@@ -29,8 +29,14 @@ impl TempPath {
     }
 
     fn register(path: PathBuf, only_if_empty: bool) -> TempPath {
-        REGISTERED.lock().unwrap_or_else(|p| p.into_inner()).push((path.clone(), only_if_empty));
-        TempPath { path, only_if_empty }
+        REGISTERED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((path.clone(), only_if_empty));
+        TempPath {
+            path,
+            only_if_empty,
+        }
     }
 
     /// The path.
@@ -53,7 +59,10 @@ impl Drop for TempPath {
 }
 
 fn unregister(path: &Path) {
-    REGISTERED.lock().unwrap_or_else(|p| p.into_inner()).retain(|(p, _)| p != path);
+    REGISTERED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(p, _)| p != path);
 }
 
 fn remove(p: &Path, only_if_empty: bool) {
@@ -92,7 +101,11 @@ pub fn remove_registered_on_signal() {
 }
 
 fn io(action: &'static str, path: &Path, e: impl ToString) -> Error {
-    Error::Io { action, path: path.display().to_string(), message: e.to_string() }
+    Error::Io {
+        action,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Whether two paths name the same existing file (the same inode: hard links and symlinks
@@ -120,15 +133,34 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 pub fn check_output(output: &Path, inputs: &[&Path]) -> Result<()> {
     for i in inputs {
         if same_file(output, i) {
-            return Err(Error::Io { action: "refusing to write over an input", path: output.display().to_string(), message: format!("it is the input '{}'; choose another output path", i.display()) });
+            return Err(Error::Io {
+                action: "refusing to write over an input",
+                path: output.display().to_string(),
+                message: format!(
+                    "it is the input '{}'; choose another output path",
+                    i.display()
+                ),
+            });
         }
     }
     match std::fs::symlink_metadata(output) {
         Ok(m) if m.file_type().is_symlink() => match std::fs::metadata(output) {
-            Ok(t) if !t.is_file() => Err(io("refusing to write over", output, "it links to something that is not a regular file")),
+            Ok(t) if !t.is_file() => Err(io(
+                "refusing to write over",
+                output,
+                "it links to something that is not a regular file",
+            )),
             _ => Ok(()),
         },
-        Ok(m) if !m.is_file() => Err(io("refusing to write over", output, if m.is_dir() { "it is a folder" } else { "it is not a regular file (a device, FIFO or socket)" })),
+        Ok(m) if !m.is_file() => Err(io(
+            "refusing to write over",
+            output,
+            if m.is_dir() {
+                "it is a folder"
+            } else {
+                "it is not a regular file (a device, FIFO or socket)"
+            },
+        )),
         _ => Ok(()),
     }
 }
@@ -137,8 +169,15 @@ pub fn check_output(output: &Path, inputs: &[&Path]) -> Result<()> {
 /// existing non-regular file at `path` is refused (see [`check_output`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     check_output(path, &[])?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = TempPath::new(dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|f| f.to_str()).unwrap_or("out"), std::process::id())));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = TempPath::new(dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|f| f.to_str()).unwrap_or("out"),
+        std::process::id()
+    )));
     std::fs::write(tmp.path(), bytes).map_err(|e| io("writing", path, e))?;
     std::fs::rename(tmp.path(), path).map_err(|e| io("renaming into", path, e))
 }

@@ -26,7 +26,10 @@ impl Fixtures {
         let model = std::fs::read(common::repo("models/fmnist_cnn.onnx")).unwrap();
         f.write("model.onnx", &model);
         f.write("empty.onnx", b"");
-        f.write("garbage.onnx", b"this is not a protobuf at all \x00\x01\x02");
+        f.write(
+            "garbage.onnx",
+            b"this is not a protobuf at all \x00\x01\x02",
+        );
         f.write("truncated.onnx", &model[..model.len() / 3]);
         let m = onnx::ModelProto::decode(&model[..]).unwrap();
         let mut no_out = m.clone();
@@ -40,7 +43,11 @@ impl Fixtures {
         f.write("two_inputs.onnx", &two_in.encode_to_vec());
         let mut nan_w = m.clone();
         let g = nan_w.graph.as_mut().unwrap();
-        let t = g.initializer.iter_mut().find(|t| t.dims.len() == 4).unwrap();
+        let t = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.dims.len() == 4)
+            .unwrap();
         if let Some(raw) = t.raw_data.as_mut() {
             raw[..4].copy_from_slice(&f32::NAN.to_le_bytes());
         } else {
@@ -48,7 +55,10 @@ impl Fixtures {
         }
         f.write("nan_weight.onnx", &nan_w.encode_to_vec());
         let mut opset = m.clone();
-        opset.opset_import.iter_mut().for_each(|o| o.version = Some(99));
+        opset
+            .opset_import
+            .iter_mut()
+            .for_each(|o| o.version = Some(99));
         f.write("opset99.onnx", &opset.encode_to_vec());
         // Data: a good batch, then every way an .npy goes wrong.
         let x = common::fashion_mnist(true, 8).0;
@@ -56,8 +66,14 @@ impl Fixtures {
         let good = std::fs::read(f.path("x.npy")).unwrap();
         f.write("empty.npy", b"");
         f.write("truncated.npy", &good[..good.len() / 2]);
-        f.write("garbage.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': <f4}  \n");
-        f.write("huge.npy", &npy_header("<f4", "(100000000, 1, 28, 28)", 3000));
+        f.write(
+            "garbage.npy",
+            b"\x93NUMPY\x01\x00\x10\x00{'descr': <f4}  \n",
+        );
+        f.write(
+            "huge.npy",
+            &npy_header("<f4", "(100000000, 1, 28, 28)", 3000),
+        );
         f.write("f64.npy", &npy_header("<f8", "(2, 1, 28, 28)", 2 * 784 * 8));
         f.write("int.npy", &npy_header("<i8", "(2, 1, 28, 28)", 2 * 784 * 8));
         f.write("neg.npy", &npy_header("<f4", "(-1, 28)", 0));
@@ -80,8 +96,16 @@ impl Fixtures {
         idx.extend(4u32.to_be_bytes());
         idx.extend([0u8; 64]);
         f.write("huge-images-idx3-ubyte", &idx);
-        f.write("short-images-idx3-ubyte", &[0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3]);
-        f.write("bad-labels-idx1-ubyte", &[0, 0, 8, 1, 0, 0, 0, 8, 200, 200, 200, 200, 200, 200, 200, 200]);
+        f.write(
+            "short-images-idx3-ubyte",
+            &[0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3],
+        );
+        f.write(
+            "bad-labels-idx1-ubyte",
+            &[
+                0, 0, 8, 1, 0, 0, 0, 8, 200, 200, 200, 200, 200, 200, 200, 200,
+            ],
+        );
         f.write("few-labels-idx1-ubyte", &[0, 0, 8, 1, 0, 0, 0, 2, 1, 2]);
         f.write("gz-idx3-ubyte.gz", b"\x1f\x8b\x08\x00broken gzip");
         // Images: a folder of broken files, an empty folder.
@@ -94,7 +118,10 @@ impl Fixtures {
         std::fs::create_dir_all(f.path("photos_empty")).unwrap();
         std::fs::create_dir_all(f.path("photos_one")).unwrap();
         f.write("photos_one/chelsea.jpg", &jpg);
-        f.write("config_bad.json", br#"{"defaults": {"ops": {}, "params": {}, "per_channel_quantisation": "True"}}"#);
+        f.write(
+            "config_bad.json",
+            br#"{"defaults": {"ops": {}, "params": {}, "per_channel_quantisation": "True"}}"#,
+        );
         f.write("config_garbage.json", b"{not json");
         f
     }
@@ -154,7 +181,10 @@ struct Case {
 }
 
 fn case(args: &str, expect: &'static str) -> Case {
-    Case { args: args.split_whitespace().map(str::to_string).collect(), expect }
+    Case {
+        args: args.split_whitespace().map(str::to_string).collect(),
+        expect,
+    }
 }
 
 /// Runs every case; returns the failures.
@@ -162,14 +192,41 @@ fn campaign(f: &Fixtures, cases: &[Case]) -> Vec<String> {
     let before = f.snapshot();
     let mut failures = Vec::new();
     for c in cases {
-        let outs: Vec<PathBuf> = c.args.iter().filter_map(|a| a.strip_prefix('^')).map(|a| f.path(a)).collect();
-        let args: Vec<String> = c.args.iter().map(|a| if let Some(n) = a.strip_prefix('@').or_else(|| a.strip_prefix('^')) { f.path(n).display().to_string() } else { a.clone() }).collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_qforge")).args(&args).env("RUST_LOG", "error").current_dir(&f.dir).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let outs: Vec<PathBuf> = c
+            .args
+            .iter()
+            .filter_map(|a| a.strip_prefix('^'))
+            .map(|a| f.path(a))
+            .collect();
+        let args: Vec<String> = c
+            .args
+            .iter()
+            .map(|a| {
+                if let Some(n) = a.strip_prefix('@').or_else(|| a.strip_prefix('^')) {
+                    f.path(n).display().to_string()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_qforge"))
+            .args(&args)
+            .env("RUST_LOG", "error")
+            .current_dir(&f.dir)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let label = format!("qforge {}", c.args.join(" "));
         match out.status.code() {
             Some(1) | Some(2) => {}
-            Some(0) => failures.push(format!("{label}: succeeded, expected an error containing '{}'", c.expect)),
+            Some(0) => failures.push(format!(
+                "{label}: succeeded, expected an error containing '{}'",
+                c.expect
+            )),
             other => failures.push(format!("{label}: exit {other:?} (panic or abort):\n{text}")),
         }
         if text.contains("panicked") || text.contains("RUST_BACKTRACE") {
@@ -180,16 +237,29 @@ fn campaign(f: &Fixtures, cases: &[Case]) -> Vec<String> {
         }
         for o in &outs {
             if o.is_dir() && std::fs::read_dir(o).unwrap().next().is_some() {
-                failures.push(format!("{label}: left files in {}: {:?}", o.display(), std::fs::read_dir(o).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>()));
+                failures.push(format!(
+                    "{label}: left files in {}: {:?}",
+                    o.display(),
+                    std::fs::read_dir(o)
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name())
+                        .collect::<Vec<_>>()
+                ));
             }
             let _ = std::fs::remove_dir(o);
         }
-        let stray: Vec<String> = std::fs::read_dir(&f.dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp-") || n.starts_with(".qforge-partial")).collect();
+        let stray: Vec<String> = std::fs::read_dir(&f.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-") || n.starts_with(".qforge-partial"))
+            .collect();
         if !stray.is_empty() {
             failures.push(format!("{label}: left temporary files {stray:?}"));
         }
         if f.snapshot() != before {
-            failures.push(format!("{label}: changed the fixtures (an input was written)"));
+            failures.push(format!(
+                "{label}: changed the fixtures (an input was written)"
+            ));
             break;
         }
     }
@@ -199,7 +269,13 @@ fn campaign(f: &Fixtures, cases: &[Case]) -> Vec<String> {
 fn assert_campaign(f: &Fixtures, cases: &[Case]) {
     let failures = campaign(f, cases);
     eprintln!("{} cases, {} failures", cases.len(), failures.len());
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// Inputs that fail before any GPU work: paths, files, flags, on every subcommand.
@@ -218,58 +294,187 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
         case("inspect @model.onnx --dim N=x", "not a size"),
         case("inspect", "required"),
         case("run @model.onnx", "required"),
-        case("run @model.onnx --input @x.npy --images @photos_one", "cannot be used with"),
+        case(
+            "run @model.onnx --input @x.npy --images @photos_one",
+            "cannot be used with",
+        ),
         case("run @model.onnx --input @x.npy --output @x.npy", "input"),
-        case("run @model.onnx --input @x.npy --output @model.onnx", "input"),
-        case("run @model.onnx --input @x.npy --output @photos_one", "folder"),
-        case("run @model.onnx --input @x.npy --outputs @x.npy", "not a folder"),
-        case("run @model.onnx --images @photos_one --mean nan,0,0", "--mean"),
-        case("run @model.onnx --images @photos_one --std 0,1,1", "--mean/--std"),
-        case("run @model.onnx --images @photos_one --mean 0.5,0.5", "--mean/--std"),
+        case(
+            "run @model.onnx --input @x.npy --output @model.onnx",
+            "input",
+        ),
+        case(
+            "run @model.onnx --input @x.npy --output @photos_one",
+            "folder",
+        ),
+        case(
+            "run @model.onnx --input @x.npy --outputs @x.npy",
+            "not a folder",
+        ),
+        case(
+            "run @model.onnx --images @photos_one --mean nan,0,0",
+            "--mean",
+        ),
+        case(
+            "run @model.onnx --images @photos_one --std 0,1,1",
+            "--mean/--std",
+        ),
+        case(
+            "run @model.onnx --images @photos_one --mean 0.5,0.5",
+            "--mean/--std",
+        ),
         case("run @model.onnx --images @photos_one --size 0", "size"),
-        case("run @model.onnx --images @photos_one --size 300 --resize 100", "crop 300 after resize 100"),
+        case(
+            "run @model.onnx --images @photos_one --size 300 --resize 100",
+            "crop 300 after resize 100",
+        ),
         case("run @model.onnx --images @photos_empty", "no .jpg"),
         case("run @model.onnx --images @photos_bad", "decoding image"),
         case("run @model.onnx --images @photos_trunc", "truncated JPEG"),
         case("run @model.onnx --images @missing_dir", "listing images"),
         case("run @no_outputs.onnx --input @x.npy", "no outputs"),
         case("run @two_inputs.onnx --input @x.npy", "one input"),
-        case("quantize @model.onnx --calib @x.npy --batch 0 --out ^out", "--batch"),
-        case("quantize @model.onnx --calib @x.npy --eval-count 0 --out ^out", "--eval-count"),
-        case("quantize @model.onnx --calib @x.npy --calib-count 0 --out ^out", "--calib-count"),
-        case("quantize @model.onnx --calib @x.npy --ptq-samples 0 --out ^out", "--ptq-samples"),
-        case("quantize @model.onnx --calib @x.npy --seq-mse --seq-mse-candidates 0 --out ^out", "--seq-mse-candidates"),
-        case("quantize @model.onnx --calib @x.npy --integer --param-bw 4 --out ^out", "8-bit"),
-        case("quantize @model.onnx --calib @x.npy --scheme bogus --out ^out", "scheme"),
-        case("quantize @model.onnx --calib @x.npy --encodings-version 3.0 --out ^out", "encodings version"),
-        case("quantize @model.onnx --calib @x.npy --bias-correction sometimes --out ^out", "possible values"),
-        case("quantize @model.onnx --calib @x.npy --config @missing.json --out ^out", "missing.json"),
-        case("quantize @model.onnx --calib @x.npy --config @config_bad.json --out ^out", "per_channel_quantisation"),
-        case("quantize @model.onnx --calib @x.npy --config @config_garbage.json --out ^out", "config"),
-        case("quantize @model.onnx --calib @x.npy --out @x.npy", "not a folder"),
-        case("quantize @model.onnx --calib @x.npy --sim-outputs @x.npy --out ^out", "input"),
-        case("quantize @model.onnx --calib @x.npy --sim-outputs @model.onnx --out ^out", "input"),
-        case("quantize @no_outputs.onnx --calib @x.npy --out ^out", "no outputs"),
+        case(
+            "quantize @model.onnx --calib @x.npy --batch 0 --out ^out",
+            "--batch",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --eval-count 0 --out ^out",
+            "--eval-count",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --calib-count 0 --out ^out",
+            "--calib-count",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --ptq-samples 0 --out ^out",
+            "--ptq-samples",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --seq-mse --seq-mse-candidates 0 --out ^out",
+            "--seq-mse-candidates",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --integer --param-bw 4 --out ^out",
+            "8-bit",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --scheme bogus --out ^out",
+            "scheme",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --encodings-version 3.0 --out ^out",
+            "encodings version",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --bias-correction sometimes --out ^out",
+            "possible values",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --config @missing.json --out ^out",
+            "missing.json",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --config @config_bad.json --out ^out",
+            "per_channel_quantisation",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --config @config_garbage.json --out ^out",
+            "config",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --out @x.npy",
+            "not a folder",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --sim-outputs @x.npy --out ^out",
+            "input",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --sim-outputs @model.onnx --out ^out",
+            "input",
+        ),
+        case(
+            "quantize @no_outputs.onnx --calib @x.npy --out ^out",
+            "no outputs",
+        ),
         case("quantize @model.onnx --out @.", "input"),
-        case("quantize @nan_weight.onnx --calib @x.npy --out ^out", "non-finite"),
-        case("compress @nan_weight.onnx --eval @x.npy --out ^out", "non-finite"),
-        case("quantize @empty.onnx --calib @x.npy --out ^out", "the file is empty"),
-        case("compress @model.onnx --eval @x.npy --target-macs 0 --out ^out", "target ratio"),
-        case("compress @model.onnx --eval @x.npy --target-macs 1.5 --out ^out", "target ratio"),
-        case("compress @model.onnx --eval @x.npy --target-memory nan --out ^out", "target ratio"),
-        case("compress @model.onnx --eval @x.npy --target-macs 0.5 --target-memory 0.5 --out ^out", "cannot be used with"),
-        case("compress @model.onnx --eval @x.npy --candidates 0,0.5 --out ^out", "candidate ratios"),
-        case("compress @model.onnx --eval @x.npy --candidates 1.0 --out ^out", "candidate ratios"),
-        case("compress @model.onnx --eval @x.npy --candidates a,b --out ^out", "invalid"),
-        case("compress @model.onnx --eval @x.npy --method zip --out ^out", "ssvd, wsvd or cp"),
-        case("compress @model.onnx --eval @x.npy --method ssvd,,cp --out ^out", "ssvd, wsvd or cp"),
-        case("compress @model.onnx --eval @x.npy --multiplicity 0 --out ^out", "--multiplicity"),
-        case("compress @model.onnx --eval @x.npy --samples-per-image 0 --out ^out", "reconstruction"),
-        case("compress @model.onnx --eval @x.npy --selection random --out ^out", "possible values"),
-        case("compress @model.onnx --eval @x.npy --eval-count 0 --out ^out", "--eval-count"),
-        case("compress @model.onnx --eval @x.npy --ignore no_such_layer --out ^out", "--ignore"),
-        case("compress @model.onnx --eval @x.npy --out @x.npy", "not a folder"),
-        case("compress @no_outputs.onnx --eval @x.npy --out ^out", "no outputs"),
+        case(
+            "quantize @nan_weight.onnx --calib @x.npy --out ^out",
+            "non-finite",
+        ),
+        case(
+            "compress @nan_weight.onnx --eval @x.npy --out ^out",
+            "non-finite",
+        ),
+        case(
+            "quantize @empty.onnx --calib @x.npy --out ^out",
+            "the file is empty",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --target-macs 0 --out ^out",
+            "target ratio",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --target-macs 1.5 --out ^out",
+            "target ratio",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --target-memory nan --out ^out",
+            "target ratio",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --target-macs 0.5 --target-memory 0.5 --out ^out",
+            "cannot be used with",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --candidates 0,0.5 --out ^out",
+            "candidate ratios",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --candidates 1.0 --out ^out",
+            "candidate ratios",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --candidates a,b --out ^out",
+            "invalid",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --method zip --out ^out",
+            "ssvd, wsvd or cp",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --method ssvd,,cp --out ^out",
+            "ssvd, wsvd or cp",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --multiplicity 0 --out ^out",
+            "--multiplicity",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --samples-per-image 0 --out ^out",
+            "reconstruction",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --selection random --out ^out",
+            "possible values",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --eval-count 0 --out ^out",
+            "--eval-count",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --ignore no_such_layer --out ^out",
+            "--ignore",
+        ),
+        case(
+            "compress @model.onnx --eval @x.npy --out @x.npy",
+            "not a folder",
+        ),
+        case(
+            "compress @no_outputs.onnx --eval @x.npy --out ^out",
+            "no outputs",
+        ),
         case("bogus-subcommand", "unrecognized subcommand"),
     ];
     // Every data flag with every kind of broken data file.
@@ -293,26 +498,64 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
         ("photos_trunc", "truncated JPEG"),
     ];
     for (file, expect) in broken {
-        cases.push(case(&format!("quantize @model.onnx --calib @{file} --out ^out"), expect));
-        cases.push(case(&format!("quantize @model.onnx --calib @x.npy --eval @{file} --out ^out"), expect));
-        cases.push(case(&format!("compress @model.onnx --eval @{file} --out ^out"), expect));
+        cases.push(case(
+            &format!("quantize @model.onnx --calib @{file} --out ^out"),
+            expect,
+        ));
+        cases.push(case(
+            &format!("quantize @model.onnx --calib @x.npy --eval @{file} --out ^out"),
+            expect,
+        ));
+        cases.push(case(
+            &format!("compress @model.onnx --eval @{file} --out ^out"),
+            expect,
+        ));
         if file.ends_with(".npy") && !matches!(file, "nan.npy" | "inf.npy" | "zero_batch.npy") {
             cases.push(case(&format!("run @model.onnx --input @{file}"), expect));
         }
     }
-    for (bad, expect) in [("-1", "unexpected argument"), ("x", "invalid value"), ("1e3", "invalid value"), ("18446744073709551616", "invalid value")] {
-        for flag in ["--batch", "--calib-count", "--eval-count", "--ptq-samples", "--per-layer-samples", "--param-bw", "--act-bw", "--seq-mse-candidates"] {
-            cases.push(case(&format!("quantize @model.onnx --calib @x.npy {flag} {bad} --out ^out"), expect));
+    for (bad, expect) in [
+        ("-1", "unexpected argument"),
+        ("x", "invalid value"),
+        ("1e3", "invalid value"),
+        ("18446744073709551616", "invalid value"),
+    ] {
+        for flag in [
+            "--batch",
+            "--calib-count",
+            "--eval-count",
+            "--ptq-samples",
+            "--per-layer-samples",
+            "--param-bw",
+            "--act-bw",
+            "--seq-mse-candidates",
+        ] {
+            cases.push(case(
+                &format!("quantize @model.onnx --calib @x.npy {flag} {bad} --out ^out"),
+                expect,
+            ));
         }
         for flag in ["--multiplicity", "--samples-per-image", "--eval-count"] {
-            cases.push(case(&format!("compress @model.onnx --eval @x.npy {flag} {bad} --out ^out"), expect));
+            cases.push(case(
+                &format!("compress @model.onnx --eval @x.npy {flag} {bad} --out ^out"),
+                expect,
+            ));
         }
         cases.push(case(&format!("inspect @model.onnx --batch {bad}"), expect));
-        cases.push(case(&format!("run @model.onnx --images @photos_one --size {bad}"), expect));
+        cases.push(case(
+            &format!("run @model.onnx --images @photos_one --size {bad}"),
+            expect,
+        ));
     }
     for bw in ["0", "1", "17", "64"] {
-        cases.push(case(&format!("quantize @model.onnx --calib @x.npy --param-bw {bw} --out ^out"), "bitwidth"));
-        cases.push(case(&format!("quantize @model.onnx --calib @x.npy --act-bw {bw} --out ^out"), "bitwidth"));
+        cases.push(case(
+            &format!("quantize @model.onnx --calib @x.npy --param-bw {bw} --out ^out"),
+            "bitwidth",
+        ));
+        cases.push(case(
+            &format!("quantize @model.onnx --calib @x.npy --act-bw {bw} --out ^out"),
+            "bitwidth",
+        ));
     }
     assert!(cases.len() >= 150, "{} cases", cases.len());
     assert_campaign(&f, &cases);
@@ -346,15 +589,34 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
 fn a_nan_weight_is_never_lost_inside_a_kernel() {
     let Some(_) = common::gpu() else { return };
     let f = Fixtures::new("nan");
-    let out = Command::new(env!("CARGO_BIN_EXE_qforge")).args(["run", "nan_weight.onnx", "--input", "x.npy", "--output", "y.npy"]).current_dir(&f.dir).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .args([
+            "run",
+            "nan_weight.onnx",
+            "--input",
+            "x.npy",
+            "--output",
+            "y.npy",
+        ])
+        .current_dir(&f.dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let y = qforge::data::npy::read(&f.path("y.npy"));
     // The reader refuses nothing finite-related; read the raw values.
     let y: ndarray::ArrayD<f32> = match y {
         Ok(y) => y,
         Err(e) => panic!("{e}"),
     };
-    assert!(y.iter().any(|v| v.is_nan()), "a NaN weight must give NaN outputs (onnxruntime does): {y:?}");
+    assert!(
+        y.iter().any(|v| v.is_nan()),
+        "a NaN weight must give NaN outputs (onnxruntime does): {y:?}"
+    );
 }
 
 /// Outputs that would replace inputs are refused, whatever way they name them.
@@ -397,9 +659,18 @@ fn mutated_models_never_crash_the_binary() {
         }
         let p = f.path(&format!("m{k}.onnx"));
         std::fs::write(&p, &m).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_qforge")).args(["inspect", p.to_str().unwrap()]).output().unwrap();
-        if !matches!(out.status.code(), Some(0) | Some(1)) || String::from_utf8_lossy(&out.stderr).contains("panicked") {
-            crashes.push(format!("mutation {k}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr)));
+        let out = Command::new(env!("CARGO_BIN_EXE_qforge"))
+            .args(["inspect", p.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if !matches!(out.status.code(), Some(0) | Some(1))
+            || String::from_utf8_lossy(&out.stderr).contains("panicked")
+        {
+            crashes.push(format!(
+                "mutation {k}: {:?}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         std::fs::remove_file(&p).unwrap();
     }

@@ -13,13 +13,20 @@ use qforge::compress::linalg::{svd_batched, SvdOptions};
 use qforge::compress::pipeline::compress;
 use qforge::compress::select::{greedy, Entry, LayerScores, ScoreTable};
 use qforge::compress::svd::{self, SvdKind};
-use qforge::compress::{model_cost, prune, CompressOptions, Compressor, Cost, CostMetric, Method, Scorer};
+use qforge::compress::{
+    model_cost, prune, CompressOptions, Compressor, Cost, CostMetric, Method, Scorer,
+};
 use qforge::eval::sqnr_db;
 use qforge::exec::Runner;
 use qforge::graph::{Const, Graph};
 
 fn model(name: &str) -> Graph {
-    qforge::graph::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name)).unwrap()
+    qforge::graph::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// The model BN-folded and resolved at batch 1, as compression sees it.
@@ -36,7 +43,10 @@ fn fmnist(n: usize) -> (ArrayD<f32>, Vec<usize>) {
 
 fn run(gpu: &std::sync::Arc<qforge::gpu::Gpu>, g: &Graph, x: &ArrayD<f32>) -> ArrayD<f32> {
     let input = g.inputs[0].clone();
-    Runner::new(gpu.clone(), g.clone()).run(&[(&input, x.view())]).unwrap().remove(0)
+    Runner::new(gpu.clone(), g.clone())
+        .run(&[(&input, x.view())])
+        .unwrap()
+        .remove(0)
 }
 
 /// Puts a (rows x cols) matrix back into `layer`'s weight layout (inverse of svd::matrix).
@@ -45,8 +55,12 @@ fn unmatrix(g: &Graph, layer: &svd::SvdLayer, m: &Array2<f32>) -> ArrayD<f32> {
     let w = g.weight(&n.inputs[1]).unwrap();
     let s = w.shape().to_vec();
     match (layer.kind, s.len()) {
-        (SvdKind::Spatial, 4) => ArrayD::from_shape_fn(IxDyn(&s), |d| m[[d[1] * s[2] + d[2], d[0] * s[3] + d[3]]]),
-        (SvdKind::Weight, 4) => ArrayD::from_shape_fn(IxDyn(&s), |d| m[[(d[0] * s[2] + d[2]) * s[3] + d[3], d[1]]]),
+        (SvdKind::Spatial, 4) => {
+            ArrayD::from_shape_fn(IxDyn(&s), |d| m[[d[1] * s[2] + d[2], d[0] * s[3] + d[3]]])
+        }
+        (SvdKind::Weight, 4) => {
+            ArrayD::from_shape_fn(IxDyn(&s), |d| m[[(d[0] * s[2] + d[2]) * s[3] + d[3], d[1]]])
+        }
         _ => m.clone().into_dyn(),
     }
 }
@@ -57,8 +71,23 @@ fn svd_splits_match_the_low_rank_math() {
     let g = folded("fmnist_cnn.onnx");
     let (x, _) = fmnist(16);
     let y0 = run(&gpu, &g, &x);
-    let cases = [(SvdKind::Spatial, "/b4/b4.0/Conv"), (SvdKind::Weight, "/b4/b4.0/Conv"), (SvdKind::Weight, "/b2/b2.1/Conv"), (SvdKind::Weight, "/head/head.2/Gemm")];
-    let layers: Vec<svd::SvdLayer> = cases.iter().map(|(k, name)| svd::layer(&g, g.nodes.iter().position(|n| &n.name == name).unwrap(), *k).unwrap()).collect();
+    let cases = [
+        (SvdKind::Spatial, "/b4/b4.0/Conv"),
+        (SvdKind::Weight, "/b4/b4.0/Conv"),
+        (SvdKind::Weight, "/b2/b2.1/Conv"),
+        (SvdKind::Weight, "/head/head.2/Gemm"),
+    ];
+    let layers: Vec<svd::SvdLayer> = cases
+        .iter()
+        .map(|(k, name)| {
+            svd::layer(
+                &g,
+                g.nodes.iter().position(|n| &n.name == name).unwrap(),
+                *k,
+            )
+            .unwrap()
+        })
+        .collect();
     let mats: Vec<Array2<f32>> = layers.iter().map(|l| svd::matrix(&g, l).unwrap()).collect();
     let views: Vec<_> = mats.iter().map(|m| m.view()).collect();
     let svds = svd_batched(&gpu, &views, &SvdOptions::default()).unwrap();
@@ -75,13 +104,22 @@ fn svd_splits_match_the_low_rank_math() {
         assert_eq!(split.nodes.len(), g.nodes.len() + 1);
         let mut lowrank = g.clone();
         let wname = g.nodes.iter().find(|n| &n.name == name).unwrap().inputs[1].clone();
-        lowrank.consts.insert(wname, Const::F32(unmatrix(&g, l, &d.reconstruct(r))));
+        lowrank
+            .consts
+            .insert(wname, Const::F32(unmatrix(&g, l, &d.reconstruct(r))));
         let (ys, yl) = (run(&gpu, &split, &x), run(&gpu, &lowrank, &x));
         let db = sqnr_db(&yl, &ys);
-        assert!(db > 60.0, "{kind:?} {name} rank {r}: split vs low-rank weight {db:.1} dB");
+        assert!(
+            db > 60.0,
+            "{kind:?} {name} rank {r}: split vs low-rank weight {db:.1} dB"
+        );
         // The cost model's prediction is the cost of the split graph.
         let saved = model_cost(&g).macs - model_cost(&split).macs;
-        assert_eq!(saved, l.original.macs - r as u64 * l.per_rank.macs, "{kind:?} {name}: MACs");
+        assert_eq!(
+            saved,
+            l.original.macs - r as u64 * l.per_rank.macs,
+            "{kind:?} {name}: MACs"
+        );
     }
 }
 
@@ -92,9 +130,16 @@ fn svd_layers_report_what_they_skip() {
     assert!(ok.iter().any(|l| l.node == "/b4/b4.0/Conv"));
     let why: HashMap<_, _> = skipped.into_iter().collect();
     assert!(why["/b1/b1.0/b1.0.0/Conv"].contains("grouped"), "{why:?}");
-    assert!(why["/b1/b1.1/b1.1.0/Conv"].contains("no spatial dimension"), "{why:?}");
+    assert!(
+        why["/b1/b1.1/b1.1.0/Conv"].contains("no spatial dimension"),
+        "{why:?}"
+    );
     let l = ok.iter().find(|l| l.node == "/b4/b4.0/Conv").unwrap();
-    assert_eq!(svd::rank_for_ratio(l, 1.0, CostMetric::Macs, 1), None, "no saving at ratio 1");
+    assert_eq!(
+        svd::rank_for_ratio(l, 1.0, CostMetric::Macs, 1),
+        None,
+        "no saving at ratio 1"
+    );
     let r = svd::rank_for_ratio(l, 0.5, CostMetric::Macs, 8).unwrap();
     assert_eq!(r % 8, 0);
     assert!(r as u64 * l.per_rank.macs <= l.original.macs / 2);
@@ -106,29 +151,76 @@ fn pruning_traces_chains_and_rebuild_helps() {
     let g = folded("fmnist_cnn.onnx");
     let (ok, skipped) = prune::layers(&g);
     let names: Vec<&str> = ok.iter().map(|l| l.node.as_str()).collect();
-    assert!(names.contains(&"/b4/b4.0/Conv") && names.contains(&"/b1/b1.1/b1.1.0/Conv"), "{names:?} / {skipped:?}");
+    assert!(
+        names.contains(&"/b4/b4.0/Conv") && names.contains(&"/b1/b1.1/b1.1.0/Conv"),
+        "{names:?} / {skipped:?}"
+    );
     // The 1x1 after a depthwise conv prunes through it into the stem.
-    let b11 = ok.iter().find(|l| l.node == "/b1/b1.1/b1.1.0/Conv").unwrap();
+    let b11 = ok
+        .iter()
+        .find(|l| l.node == "/b1/b1.1/b1.1.0/Conv")
+        .unwrap();
     assert_eq!(b11.producer, "/stem/stem.0/Conv");
-    assert!(b11.chain.iter().any(|c| c == "/b1/b1.0/b1.0.0/Conv"), "{:?}", b11.chain);
-    assert!(skipped.iter().any(|(_, why)| why.contains("branch or join")), "{skipped:?}");
-    assert!(skipped.iter().any(|(_, why)| why.contains("reached Add")), "{skipped:?}");
+    assert!(
+        b11.chain.iter().any(|c| c == "/b1/b1.0/b1.0.0/Conv"),
+        "{:?}",
+        b11.chain
+    );
+    assert!(
+        skipped
+            .iter()
+            .any(|(_, why)| why.contains("branch or join")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.iter().any(|(_, why)| why.contains("reached Add")),
+        "{skipped:?}"
+    );
     let (x, _) = fmnist(64);
     let y0 = run(&gpu, &g, &x);
     let opts = CompressOptions::default();
     let scorer = Scorer::new(gpu.clone(), &g, x.clone(), None).unwrap();
-    let c = Compressor::new(gpu.clone(), &g, Method::ChannelPruning, opts.clone(), &scorer).unwrap();
-    let no_rebuild = Compressor::new(gpu.clone(), &g, Method::ChannelPruning, CompressOptions { reconstruct: false, ..opts }, &scorer).unwrap();
+    let c = Compressor::new(
+        gpu.clone(),
+        &g,
+        Method::ChannelPruning,
+        opts.clone(),
+        &scorer,
+    )
+    .unwrap();
+    let no_rebuild = Compressor::new(
+        gpu.clone(),
+        &g,
+        Method::ChannelPruning,
+        CompressOptions {
+            reconstruct: false,
+            ..opts
+        },
+        &scorer,
+    )
+    .unwrap();
     for l in [b11, ok.iter().find(|l| l.node == "/b4/b4.0/Conv").unwrap()] {
         let ratios = HashMap::from([(l.node.clone(), 0.5)]);
-        let (pr, pn) = (c.apply(&ratios, &scorer).unwrap(), no_rebuild.apply(&ratios, &scorer).unwrap());
-        let w = pr.weight(&pr.nodes.iter().find(|n| n.name == l.node).unwrap().inputs[1]).unwrap();
+        let (pr, pn) = (
+            c.apply(&ratios, &scorer).unwrap(),
+            no_rebuild.apply(&ratios, &scorer).unwrap(),
+        );
+        let w = pr
+            .weight(&pr.nodes.iter().find(|n| n.name == l.node).unwrap().inputs[1])
+            .unwrap();
         assert_eq!(w.shape()[1], l.channels / 2, "{}", l.node);
         let p = pr.nodes.iter().find(|n| n.name == l.producer).unwrap();
         assert_eq!(pr.weight(&p.inputs[1]).unwrap().shape()[0], l.channels / 2);
         assert!(model_cost(&pr).macs < model_cost(&g).macs);
-        let (dr, dn) = (sqnr_db(&y0, &run(&gpu, &pr, &x)), sqnr_db(&y0, &run(&gpu, &pn, &x)));
-        assert!(dr > dn + 1.0, "{}: rebuilt {dr:.1} dB vs sliced {dn:.1} dB", l.node);
+        let (dr, dn) = (
+            sqnr_db(&y0, &run(&gpu, &pr, &x)),
+            sqnr_db(&y0, &run(&gpu, &pn, &x)),
+        );
+        assert!(
+            dr > dn + 1.0,
+            "{}: rebuilt {dr:.1} dB vs sliced {dn:.1} dB",
+            l.node
+        );
     }
 }
 
@@ -139,8 +231,24 @@ fn mobilenet_pruning_stops_at_residual_joins() {
     assert!(ok.len() >= 16, "{} prunable", ok.len());
     // Every prunable layer's chain crosses a depthwise conv (projection convs) or none (the
     // last 1x1); expansions reading the residual stream are refused.
-    assert!(ok.iter().filter(|l| l.chain.iter().any(|c| g.nodes.iter().any(|n| &n.name == c && matches!(&n.op, qforge::graph::Op::Conv(cv) if cv.groups > 1)))).count() >= 16);
-    assert!(skipped.iter().filter(|(_, why)| why.contains("branch or join")).count() >= 9, "{skipped:?}");
+    assert!(
+        ok.iter()
+            .filter(|l| l.chain.iter().any(|c| g
+                .nodes
+                .iter()
+                .any(|n| &n.name == c
+                    && matches!(&n.op, qforge::graph::Op::Conv(cv) if cv.groups > 1))))
+            .count()
+            >= 16
+    );
+    assert!(
+        skipped
+            .iter()
+            .filter(|(_, why)| why.contains("branch or join"))
+            .count()
+            >= 9,
+        "{skipped:?}"
+    );
 }
 
 fn table(layers: &[(&str, &[(f64, f64, u64)])]) -> ScoreTable {
@@ -148,17 +256,43 @@ fn table(layers: &[(&str, &[(f64, f64, u64)])]) -> ScoreTable {
         method: "cp".into(),
         metric: "macs".into(),
         baseline: 0.9,
-        cost: Cost { macs: 1000, params: 100 },
-        layers: layers.iter().map(|(n, e)| LayerScores { name: n.to_string(), entries: e.iter().map(|&(ratio, score, saved)| Entry { ratio, score, macs_saved: saved, params_saved: saved / 10 }).collect() }).collect(),
+        cost: Cost {
+            macs: 1000,
+            params: 100,
+        },
+        layers: layers
+            .iter()
+            .map(|(n, e)| LayerScores {
+                name: n.to_string(),
+                entries: e
+                    .iter()
+                    .map(|&(ratio, score, saved)| Entry {
+                        ratio,
+                        score,
+                        macs_saved: saved,
+                        params_saved: saved / 10,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
 #[test]
 fn greedy_selection_meets_targets_and_tables_round_trip() {
-    let t = table(&[("a", &[(0.25, 0.5, 300), (0.5, 0.85, 200), (0.75, 0.9, 100)]), ("b", &[(0.25, 0.8, 400), (0.5, f64::NAN, 250), (0.75, 0.88, 120)])]);
+    let t = table(&[
+        ("a", &[(0.25, 0.5, 300), (0.5, 0.85, 200), (0.75, 0.9, 100)]),
+        (
+            "b",
+            &[(0.25, 0.8, 400), (0.5, f64::NAN, 250), (0.75, 0.88, 120)],
+        ),
+    ]);
     let s = greedy(&t, 0.6, CostMetric::Macs).unwrap();
     // Highest threshold reaching 600 MACs: 0.8 (a at 0.5 saves 200, b at 0.25 saves 400).
-    assert_eq!(s.ratios, vec![("a".to_string(), 0.5), ("b".to_string(), 0.25)]);
+    assert_eq!(
+        s.ratios,
+        vec![("a".to_string(), 0.5), ("b".to_string(), 0.25)]
+    );
     assert_eq!(s.cost.macs, 400);
     let s = greedy(&t, 0.9, CostMetric::Macs).unwrap();
     assert!(s.cost.macs <= 900 && s.threshold >= 0.88, "{s:?}");
@@ -170,7 +304,10 @@ fn greedy_selection_meets_targets_and_tables_round_trip() {
     t.save(&f).unwrap();
     let back = ScoreTable::load(&f).unwrap();
     assert_eq!(back.layers[1].entries[1].score.is_nan(), true);
-    assert_eq!(format!("{:?}", back.layers[0]), format!("{:?}", t.layers[0]));
+    assert_eq!(
+        format!("{:?}", back.layers[0]),
+        format!("{:?}", t.layers[0])
+    );
     assert!(back.matches("cp", CostMetric::Macs, &["a".into(), "b".into()]));
     std::fs::write(&f, "{\"method\": 3}").unwrap();
     let e = ScoreTable::load(&f).unwrap_err().to_string();
@@ -182,14 +319,39 @@ fn greedy_selection_meets_targets_and_tables_round_trip() {
 fn bad_input_is_refused_clearly() {
     let Some(gpu) = gpu() else { return };
     for target in [0.0, 1.5, f64::NAN] {
-        assert!(CompressOptions { target, ..Default::default() }.validate().is_err(), "target {target}");
+        assert!(
+            CompressOptions {
+                target,
+                ..Default::default()
+            }
+            .validate()
+            .is_err(),
+            "target {target}"
+        );
     }
-    assert!(CompressOptions { candidates: vec![1.0], ..Default::default() }.validate().is_err());
+    assert!(CompressOptions {
+        candidates: vec![1.0],
+        ..Default::default()
+    }
+    .validate()
+    .is_err());
     let g = folded("fmnist_cnn.onnx");
     let (x, _) = fmnist(8);
     let scorer = Scorer::new(gpu.clone(), &g, x, None).unwrap();
     let all: Vec<String> = g.nodes.iter().map(|n| n.name.clone()).collect();
-    let e = Compressor::new(gpu.clone(), &g, Method::SpatialSvd, CompressOptions { ignore: all, ..Default::default() }, &scorer).err().expect("nothing to compress").to_string();
+    let e = Compressor::new(
+        gpu.clone(),
+        &g,
+        Method::SpatialSvd,
+        CompressOptions {
+            ignore: all,
+            ..Default::default()
+        },
+        &scorer,
+    )
+    .err()
+    .expect("nothing to compress")
+    .to_string();
     assert!(e.contains("no layer ssvd can compress"), "{e}");
     assert!(Method::parse("svd").is_err());
     assert!(Scorer::new(gpu.clone(), &g, ArrayD::zeros(IxDyn(&[0, 1, 28, 28])), None).is_err());
@@ -203,15 +365,48 @@ fn fmnist_half_macs_with_spatial_svd_then_pruning() {
     let g = model("fmnist_cnn.onnx");
     let (x, labels) = fmnist(300);
     let scorer = Scorer::new(gpu.clone(), &g, x.clone(), Some(labels.clone())).unwrap();
-    let opts = CompressOptions { target: 0.5, candidates: vec![0.25, 0.5, 0.75], ..Default::default() };
-    let out = compress(gpu.clone(), &g, &[Method::SpatialSvd, Method::ChannelPruning], &opts, &scorer, None, |_, _, _| {}).unwrap();
+    let opts = CompressOptions {
+        target: 0.5,
+        candidates: vec![0.25, 0.5, 0.75],
+        ..Default::default()
+    };
+    let out = compress(
+        gpu.clone(),
+        &g,
+        &[Method::SpatialSvd, Method::ChannelPruning],
+        &opts,
+        &scorer,
+        None,
+        |_, _, _| {},
+    )
+    .unwrap();
     let ratio = out.cost_after.macs as f64 / out.cost_before.macs as f64;
-    eprintln!("fmnist ssvd+cp: MACs {ratio:.3}, accuracy {:.3} -> {:.3}", out.score_before, out.score_after);
+    eprintln!(
+        "fmnist ssvd+cp: MACs {ratio:.3}, accuracy {:.3} -> {:.3}",
+        out.score_before, out.score_after
+    );
     assert!(ratio <= 0.5 + 1e-9, "MAC ratio {ratio}");
-    assert!(out.score_after >= out.score_before - 0.03, "accuracy {} -> {}", out.score_before, out.score_after);
+    assert!(
+        out.score_after >= out.score_before - 0.03,
+        "accuracy {} -> {}",
+        out.score_before,
+        out.score_after
+    );
     // The exported model runs and gives the same outputs.
     let bytes = qforge::graph::export::to_model(&out.graph);
-    let back = qforge::graph::import(&prost::Message::encode_to_vec(&bytes), "compressed", None).unwrap();
-    let (ya, yb) = (run(&gpu, &out.graph, &x.slice_axis(Axis(0), (0..16).into()).to_owned()), run(&gpu, &back, &x.slice_axis(Axis(0), (0..16).into()).to_owned()));
+    let back =
+        qforge::graph::import(&prost::Message::encode_to_vec(&bytes), "compressed", None).unwrap();
+    let (ya, yb) = (
+        run(
+            &gpu,
+            &out.graph,
+            &x.slice_axis(Axis(0), (0..16).into()).to_owned(),
+        ),
+        run(
+            &gpu,
+            &back,
+            &x.slice_axis(Axis(0), (0..16).into()).to_owned(),
+        ),
+    );
     assert!(sqnr_db(&ya, &yb) > 100.0);
 }

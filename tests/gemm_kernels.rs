@@ -15,15 +15,26 @@ fn random3(rng: &mut rand::rngs::StdRng, shape: (usize, usize, usize)) -> Array3
 
 fn check(gpu: &Gpu, a: &Array3<f32>, b: &Array3<f32>, ta: bool, tb: bool, what: &str) {
     let want = reference::gemm::matmul(&a.view(), &b.view(), ta, tb);
-    let (a_t, b_t) = (gpu.upload(&a.view().into_dyn()).unwrap(), gpu.upload(&b.view().into_dyn()).unwrap());
+    let (a_t, b_t) = (
+        gpu.upload(&a.view().into_dyn()).unwrap(),
+        gpu.upload(&b.view().into_dyn()).unwrap(),
+    );
     let mut enc = gpu.encoder();
     let c = matmul(&mut enc, gpu, &a_t, &b_t, ta, tb).unwrap();
     gpu.submit(enc).unwrap();
     let got: ArrayD<f32> = gpu.download(&c).unwrap();
     assert_eq!(got.shape(), want.shape(), "{what}");
     let k = if ta { a.shape()[1] } else { a.shape()[2] } as f64;
-    let tol = Tol { abs: Tol::GEMM.abs * k.sqrt(), rel: Tol::GEMM.rel };
-    assert_close(what, &got.iter().map(|&v| v as f64).collect::<Vec<_>>(), &want.iter().map(|&v| v as f64).collect::<Vec<_>>(), tol);
+    let tol = Tol {
+        abs: Tol::GEMM.abs * k.sqrt(),
+        rel: Tol::GEMM.rel,
+    };
+    assert_close(
+        what,
+        &got.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        &want.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        tol,
+    );
 }
 
 #[test]
@@ -31,26 +42,42 @@ fn matmul_matches_reference_with_transposes_and_broadcast() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(20);
     for case in 0..40 {
-        let (m, n, k) = (rng.random_range(1..150), rng.random_range(1..150), rng.random_range(1..200));
+        let (m, n, k) = (
+            rng.random_range(1..150),
+            rng.random_range(1..150),
+            rng.random_range(1..200),
+        );
         let batch = [1, 1, 2, 5][case % 4];
         let (ta, tb) = (case % 2 == 1, (case / 2) % 2 == 1);
         let ba = if case % 7 == 3 { 1 } else { batch };
         let bb = if case % 5 == 2 { 1 } else { batch };
         let a = random3(&mut rng, if ta { (ba, k, m) } else { (ba, m, k) });
         let b = random3(&mut rng, if tb { (bb, n, k) } else { (bb, k, n) });
-        check(&gpu, &a, &b, ta, tb, &format!("case {case}: batch {ba}/{bb} {m}x{k} * {k}x{n} ta={ta} tb={tb}"));
+        check(
+            &gpu,
+            &a,
+            &b,
+            ta,
+            tb,
+            &format!("case {case}: batch {ba}/{bb} {m}x{k} * {k}x{n} ta={ta} tb={tb}"),
+        );
     }
 }
 
 #[test]
 fn two_d_operands_give_a_two_d_result() {
     let Some(gpu) = gpu() else { return };
-    let a = gpu.upload_slice(&[2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let a = gpu
+        .upload_slice(&[2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])
+        .unwrap();
     let b = gpu.upload_slice(&[3, 1], &[1.0f32, 0.0, -1.0]).unwrap();
     let mut enc = gpu.encoder();
     let c = matmul(&mut enc, &gpu, &a, &b, false, false).unwrap();
     gpu.submit(enc).unwrap();
-    assert_eq!(gpu.download::<f32>(&c).unwrap().into_raw_vec_and_offset().0, vec![-2.0, -2.0]);
+    assert_eq!(
+        gpu.download::<f32>(&c).unwrap().into_raw_vec_and_offset().0,
+        vec![-2.0, -2.0]
+    );
 }
 
 #[test]
@@ -63,7 +90,14 @@ fn batches_split_across_bindings_and_grid_limits() {
         let (batch, m, n, k) = (11, 37, 29, 45);
         let a = random3(&mut rng, if ta { (batch, k, m) } else { (batch, m, k) });
         let b = random3(&mut rng, if tb { (1, n, k) } else { (1, k, n) });
-        check(&gpu, &a, &b, ta, tb, &format!("split batches ta={ta} tb={tb}"));
+        check(
+            &gpu,
+            &a,
+            &b,
+            ta,
+            tb,
+            &format!("split batches ta={ta} tb={tb}"),
+        );
     }
 }
 
@@ -73,13 +107,19 @@ fn bad_shapes_are_typed_errors() {
     let mut enc = gpu.encoder();
     let a = gpu.upload_slice(&[2, 3], &[0.0f32; 6]).unwrap();
     let b = gpu.upload_slice(&[2, 3], &[0.0f32; 6]).unwrap();
-    assert!(matches!(matmul(&mut enc, &gpu, &a, &b, false, false).unwrap_err(), qforge::Error::ShapeMismatch { .. }));
+    assert!(matches!(
+        matmul(&mut enc, &gpu, &a, &b, false, false).unwrap_err(),
+        qforge::Error::ShapeMismatch { .. }
+    ));
     assert!(matmul(&mut enc, &gpu, &a, &b, false, true).is_ok());
     let v = gpu.upload_slice(&[6], &[0.0f32; 6]).unwrap();
     assert!(matmul(&mut enc, &gpu, &v, &b, false, false).is_err());
     let a3 = gpu.upload_slice(&[2, 2, 3], &[0.0f32; 12]).unwrap();
     let b3 = gpu.upload_slice(&[3, 3, 2], &[0.0f32; 18]).unwrap();
-    assert!(matmul(&mut enc, &gpu, &a3, &b3, false, false).is_err(), "batch 2 vs 3");
+    assert!(
+        matmul(&mut enc, &gpu, &a3, &b3, false, false).is_err(),
+        "batch 2 vs 3"
+    );
 }
 
 /// Reductions far longer than one invocation's loop budget on software adapters (a VGG-style

@@ -35,27 +35,63 @@ fn adapter_choice_prefers_hardware_then_native_backends() {
         adapter("NVIDIA H100", Vulkan, DiscreteGpu),
     ];
     assert_eq!(pick_adapter(&list, None, false), Some(3));
-    assert_eq!(pick_adapter(&list, None, true), Some(2), "low power: integrated, Vulkan over GL");
-    assert_eq!(pick_adapter(&list, Some("LLVM"), false), Some(0), "name filter, case-insensitive");
+    assert_eq!(
+        pick_adapter(&list, None, true),
+        Some(2),
+        "low power: integrated, Vulkan over GL"
+    );
+    assert_eq!(
+        pick_adapter(&list, Some("LLVM"), false),
+        Some(0),
+        "name filter, case-insensitive"
+    );
     assert_eq!(pick_adapter(&list, Some("radeon"), false), None);
-    assert_eq!(pick_adapter(&list[..1], None, false), Some(0), "software accepted when alone");
+    assert_eq!(
+        pick_adapter(&list[..1], None, false),
+        Some(0),
+        "software accepted when alone"
+    );
     assert_eq!(pick_adapter(&[], None, false), None);
 }
 
 #[test]
 fn upload_download_round_trip_every_dtype() {
     let Some(gpu) = gpu() else { return };
-    let f = ArrayD::from_shape_vec(IxDyn(&[2, 3, 5]), (0..30).map(|i| i as f32 * 0.5 - 3.0).collect()).unwrap();
-    assert_eq!(gpu.download::<f32>(&gpu.upload(&f.view()).unwrap()).unwrap(), f);
+    let f = ArrayD::from_shape_vec(
+        IxDyn(&[2, 3, 5]),
+        (0..30).map(|i| i as f32 * 0.5 - 3.0).collect(),
+    )
+    .unwrap();
+    assert_eq!(
+        gpu.download::<f32>(&gpu.upload(&f.view()).unwrap())
+            .unwrap(),
+        f
+    );
     // A transposed (non-standard layout) view uploads in logical order.
     let t = f.clone().permuted_axes(IxDyn(&[2, 1, 0]));
-    assert_eq!(gpu.download::<f32>(&gpu.upload(&t.view()).unwrap()).unwrap(), t);
+    assert_eq!(
+        gpu.download::<f32>(&gpu.upload(&t.view()).unwrap())
+            .unwrap(),
+        t
+    );
     let i = gpu.upload_slice(&[3], &[-1i32, 0, 7]).unwrap();
-    assert_eq!(gpu.download::<i32>(&i).unwrap().into_raw_vec_and_offset().0, vec![-1, 0, 7]);
+    assert_eq!(
+        gpu.download::<i32>(&i).unwrap().into_raw_vec_and_offset().0,
+        vec![-1, 0, 7]
+    );
     let u = gpu.upload_slice(&[2], &[1u32, u32::MAX]).unwrap();
-    assert_eq!(gpu.download::<u32>(&u).unwrap().into_raw_vec_and_offset().0, vec![1, u32::MAX]);
-    assert!(matches!(gpu.download::<f32>(&u).unwrap_err(), qforge::Error::DTypeMismatch { .. }));
-    assert!(gpu.upload_slice(&[4], &[1.0f32; 3]).is_err(), "shape and data disagree");
+    assert_eq!(
+        gpu.download::<u32>(&u).unwrap().into_raw_vec_and_offset().0,
+        vec![1, u32::MAX]
+    );
+    assert!(matches!(
+        gpu.download::<f32>(&u).unwrap_err(),
+        qforge::Error::DTypeMismatch { .. }
+    ));
+    assert!(
+        gpu.upload_slice(&[4], &[1.0f32; 3]).is_err(),
+        "shape and data disagree"
+    );
     let e = gpu.upload_slice::<f32>(&[0, 4], &[]).unwrap();
     assert_eq!(gpu.download::<f32>(&e).unwrap().shape(), &[0, 4]);
 }
@@ -69,7 +105,11 @@ fn pool_reuses_buffers_by_size_class() {
         drop(t);
     }
     let after = gpu.pool_stats();
-    assert_eq!(after.misses - before.misses, 1, "one allocation, then reuse");
+    assert_eq!(
+        after.misses - before.misses,
+        1,
+        "one allocation, then reuse"
+    );
     assert_eq!(after.hits - before.hits, 4);
     // A buffer still bound by an unsubmitted encoder is not handed out again.
     let x = gpu.upload_slice(&[1000], &[1.0f32; 1000]).unwrap();
@@ -79,7 +119,10 @@ fn pool_reuses_buffers_by_size_class() {
     let z = gpu.upload_slice(&[1000], &[2.0f32; 1000]).unwrap();
     let out = gpu.submit_and_read(enc, &[&y, &z]).unwrap();
     let y: Vec<f32> = bytemuck::pod_collect_to_vec(&out[0]);
-    assert!(y.iter().all(|&v| v == 1.0), "copy saw its own input, not a reused buffer");
+    assert!(
+        y.iter().all(|&v| v == 1.0),
+        "copy saw its own input, not a reused buffer"
+    );
 }
 
 #[test]
@@ -96,7 +139,11 @@ fn pipelines_are_cached_per_entry_and_constants() {
     run(false, false);
     assert_eq!(gpu.pipeline_count(), one, "same key, same pipeline");
     run(true, false);
-    assert_eq!(gpu.pipeline_count(), one + 1, "override constants are part of the key");
+    assert_eq!(
+        gpu.pipeline_count(),
+        one + 1,
+        "override constants are part of the key"
+    );
 }
 
 #[test]

@@ -46,7 +46,10 @@ fn truncated_and_non_onnx_files_are_model_errors() {
     let bytes = fmnist();
     for cut in [0, 1, 10, bytes.len() / 3, bytes.len() - 1] {
         let e = graph::import(&bytes[..cut], "cut.onnx", None).unwrap_err();
-        assert!(matches!(e, Error::Model { .. } | Error::Graph { .. }), "cut at {cut}: {e}");
+        assert!(
+            matches!(e, Error::Model { .. } | Error::Graph { .. }),
+            "cut at {cut}: {e}"
+        );
     }
     let e = graph::import(b"this is not a model at all", "text.onnx", None).unwrap_err();
     assert!(e.to_string().contains("text.onnx"), "{e}");
@@ -56,13 +59,20 @@ fn truncated_and_non_onnx_files_are_model_errors() {
 
 #[test]
 fn unsupported_ops_are_listed_all_at_once() {
-    let bytes = tiny_model(vec![node("Relu", "r", &["input"], &["a"]), node("NonMaxSuppression", "nms", &["a"], &["b"]), node("TopK", "", &["b"], &["y"])]);
+    let bytes = tiny_model(vec![
+        node("Relu", "r", &["input"], &["a"]),
+        node("NonMaxSuppression", "nms", &["a"], &["b"]),
+        node("TopK", "", &["b"], &["y"]),
+    ]);
     match graph::import(&bytes, "m.onnx", None).unwrap_err() {
         Error::Unsupported { opset, ops, .. } => {
             assert_eq!(opset, 13);
             assert_eq!(ops.len(), 2, "{ops:?}");
             assert!(ops[0].contains("NonMaxSuppression") && ops[0].contains("'nms'"));
-            assert!(ops[1].contains("TopK_2"), "unnamed nodes get unique names: {ops:?}");
+            assert!(
+                ops[1].contains("TopK_2"),
+                "unnamed nodes get unique names: {ops:?}"
+            );
         }
         e => panic!("{e}"),
     }
@@ -73,11 +83,21 @@ fn dangling_names_cycles_and_duplicates_are_graph_errors() {
     let dangling = tiny_model(vec![node("Relu", "r", &["nowhere"], &["y"])]);
     let e = graph::import(&dangling, "m", None).unwrap_err();
     assert!(e.to_string().contains("nowhere"), "{e}");
-    let cycle = tiny_model(vec![node("Add", "a", &["input", "c"], &["b"]), node("Relu", "r", &["b"], &["c"]), node("Relu", "o", &["c"], &["y"])]);
+    let cycle = tiny_model(vec![
+        node("Add", "a", &["input", "c"], &["b"]),
+        node("Relu", "r", &["b"], &["c"]),
+        node("Relu", "o", &["c"], &["y"]),
+    ]);
     let e = graph::import(&cycle, "m", None).unwrap_err();
     assert!(e.to_string().contains("cycle"), "{e}");
-    let dup = tiny_model(vec![node("Relu", "a", &["input"], &["y"]), node("Relu", "b", &["input"], &["y"])]);
-    assert!(graph::import(&dup, "m", None).unwrap_err().to_string().contains("more than once"));
+    let dup = tiny_model(vec![
+        node("Relu", "a", &["input"], &["y"]),
+        node("Relu", "b", &["input"], &["y"]),
+    ]);
+    assert!(graph::import(&dup, "m", None)
+        .unwrap_err()
+        .to_string()
+        .contains("more than once"));
 }
 
 #[test]
@@ -89,14 +109,27 @@ fn bad_run_inputs_are_typed_errors() {
     assert!(e.to_string().contains("dynamic dims"), "{e}");
     let exec = Runner::new(gpu, g);
     let x = ArrayD::<f32>::zeros(IxDyn(&[2, 1, 28, 28]));
-    assert!(exec.run(&[("wrong", x.view())]).unwrap_err().to_string().contains("missing input"));
+    assert!(exec
+        .run(&[("wrong", x.view())])
+        .unwrap_err()
+        .to_string()
+        .contains("missing input"));
     let bad = ArrayD::<f32>::zeros(IxDyn(&[2, 3, 28, 28]));
-    assert!(matches!(exec.run(&[("input", bad.view())]).unwrap_err(), Error::ShapeMismatch { .. }));
+    assert!(matches!(
+        exec.run(&[("input", bad.view())]).unwrap_err(),
+        Error::ShapeMismatch { .. }
+    ));
     let bad = ArrayD::<f32>::zeros(IxDyn(&[2, 28, 28]));
-    assert!(matches!(exec.run(&[("input", bad.view())]).unwrap_err(), Error::ShapeMismatch { .. }));
+    assert!(matches!(
+        exec.run(&[("input", bad.view())]).unwrap_err(),
+        Error::ShapeMismatch { .. }
+    ));
     let mut nan = x.clone();
     nan[[1, 0, 3, 3]] = f32::NAN;
-    assert!(matches!(exec.run(&[("input", nan.view())]).unwrap_err(), Error::NonFinite { count: 1, .. }));
+    assert!(matches!(
+        exec.run(&[("input", nan.view())]).unwrap_err(),
+        Error::NonFinite { count: 1, .. }
+    ));
 }
 
 /// Imports and resolves; any error is fine, a panic is not.
@@ -111,12 +144,29 @@ fn mutate_fields(rng: &mut rand::rngs::StdRng, m: &mut onnx::ModelProto) {
     match rng.random_range(0..9) {
         0 => {
             let n = rng.random_range(0..g.node.len());
-            g.node[n].op_type = Some(["Conv", "Gemm", "Reshape", "Concat", "Split", "Slice", "Pad", "MaxPool", "Transpose", "Softmax", "Gather"][rng.random_range(0..11)].into());
+            g.node[n].op_type = Some(
+                [
+                    "Conv",
+                    "Gemm",
+                    "Reshape",
+                    "Concat",
+                    "Split",
+                    "Slice",
+                    "Pad",
+                    "MaxPool",
+                    "Transpose",
+                    "Softmax",
+                    "Gather",
+                ][rng.random_range(0..11)]
+                .into(),
+            );
         }
         1 => {
             let n = rng.random_range(0..g.node.len());
             if let Some(a) = g.node[n].attribute.first_mut() {
-                a.ints = (0..rng.random_range(0..6)).map(|_| rng.random_range(-5..70000)).collect();
+                a.ints = (0..rng.random_range(0..6))
+                    .map(|_| rng.random_range(-5..70000))
+                    .collect();
                 a.i = Some(rng.random_range(-3..1 << 20));
             }
         }
@@ -168,7 +218,10 @@ fn mutated_models_never_panic_the_importer() {
     let mut rng = rng(99);
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut bytes_done, mut fields_done) = (0, 0);
-    let iters: usize = std::env::var("QFORGE_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
+    let iters: usize = std::env::var("QFORGE_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
     for i in 0..iters {
         if Instant::now() > deadline {
             break;
@@ -195,5 +248,8 @@ fn mutated_models_never_panic_the_importer() {
         }
     }
     eprintln!("{bytes_done} byte-level and {fields_done} protobuf-field mutations imported without a panic");
-    assert!(bytes_done + fields_done >= 1000, "too few mutations ran in the time bound");
+    assert!(
+        bytes_done + fields_done >= 1000,
+        "too few mutations ran in the time bound"
+    );
 }

@@ -15,10 +15,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ops", &["error", "gpu", "graph"]),
     ("reference", &["error", "graph"]),
     ("exec", &["error", "gpu", "graph", "ops"]),
-    ("quant", &["error", "eval", "exec", "files", "gpu", "graph", "ops"]),
-    ("compress", &["error", "eval", "exec", "files", "gpu", "graph", "ops"]),
+    (
+        "quant",
+        &["error", "eval", "exec", "files", "gpu", "graph", "ops"],
+    ),
+    (
+        "compress",
+        &["error", "eval", "exec", "files", "gpu", "graph", "ops"],
+    ),
     ("report", &["error", "graph", "quant", "compress"]),
-    ("jobs", &["error", "files", "eval", "graph", "gpu", "data", "ops", "exec", "quant", "compress", "report"]),
+    (
+        "jobs",
+        &[
+            "error", "files", "eval", "graph", "gpu", "data", "ops", "exec", "quant", "compress",
+            "report",
+        ],
+    ),
 ];
 
 fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -35,24 +47,46 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn modules_import_only_the_layers_below_them() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED.iter().map(|(m, a)| (*m, a.iter().copied().collect())).collect();
+    let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
+        .iter()
+        .map(|(m, a)| (*m, a.iter().copied().collect()))
+        .collect();
     let mut all = Vec::new();
     files(&src, &mut all);
     let mut bad = Vec::new();
     for f in &all {
         let rel = f.strip_prefix(&src).unwrap();
-        let module = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
-        let Some(ok) = allowed.get(module.as_str()) else { continue };
+        let module = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        let Some(ok) = allowed.get(module.as_str()) else {
+            continue;
+        };
         let text = std::fs::read_to_string(f).unwrap();
         for (i, line) in text.lines().enumerate() {
             for (at, _) in line.match_indices("crate::") {
-                let used: String = line[at + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let used: String = line[at + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
                 if used != module && !ok.contains(used.as_str()) {
                     bad.push(format!("{}:{}: {module} uses {used}", rel.display(), i + 1));
                 }
             }
         }
     }
-    assert!(bad.is_empty(), "imports against the layers:\n{}", bad.join("\n"));
-    assert!(all.iter().any(|f| f.ends_with("exec/lower.rs")), "found the sources");
+    assert!(
+        bad.is_empty(),
+        "imports against the layers:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        all.iter().any(|f| f.ends_with("exec/lower.rs")),
+        "found the sources"
+    );
 }

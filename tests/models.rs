@@ -20,7 +20,10 @@ fn golden(name: &str) -> ArrayD<f32> {
 
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn eval4() -> ArrayD<f32> {
@@ -39,7 +42,14 @@ fn mobilenet_v2_matches_onnxruntime() {
     let d = max_abs_diff(&y, &want);
     assert!(d < 2e-3, "max |diff| {d}");
     for i in 0..4 {
-        let argmax = |a: &ArrayD<f32>| a.index_axis(Axis(0), i).iter().enumerate().max_by(|p, q| p.1.total_cmp(q.1)).unwrap().0;
+        let argmax = |a: &ArrayD<f32>| {
+            a.index_axis(Axis(0), i)
+                .iter()
+                .enumerate()
+                .max_by(|p, q| p.1.total_cmp(q.1))
+                .unwrap()
+                .0
+        };
         assert_eq!(argmax(&y), argmax(&want), "top-1 of image {i}");
     }
 }
@@ -58,17 +68,29 @@ fn fmnist_cnn_matches_onnxruntime_with_a_named_batch() {
 #[test]
 fn bn_folding_keeps_outputs() {
     let Some(gpu) = gpu() else { return };
-    for (model, input) in [("models/mobilenet_v2.onnx", eval4()), ("models/fmnist_cnn.onnx", golden("fmnist_input8.npy"))] {
+    for (model, input) in [
+        ("models/mobilenet_v2.onnx", eval4()),
+        ("models/fmnist_cnn.onnx", golden("fmnist_input8.npy")),
+    ] {
         let g = graph::load(&root().join(model)).unwrap();
         let exec = Runner::new(gpu.clone(), g.clone());
         let batch = input.shape()[0];
         let mut folded = exec.graph(batch, &[]).unwrap().as_ref().clone();
         let report = bn_fold::fold_batch_norms(&mut folded).unwrap();
         assert!(!report.is_empty());
-        assert!(!folded.nodes.iter().any(|n| matches!(n.op, graph::Op::BatchNorm { .. })), "{model}: every BN folded");
+        assert!(
+            !folded
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, graph::Op::BatchNorm { .. })),
+            "{model}: every BN folded"
+        );
         let plan = qforge::exec::Plan::compile(gpu.clone(), &folded, Default::default()).unwrap();
         let a = exec.run(&[("input", input.view())]).unwrap().remove(0);
-        let b = plan.run(&[("input", input.view())], plan.outputs()).unwrap().remove(0);
+        let b = plan
+            .run(&[("input", input.view())], plan.outputs())
+            .unwrap()
+            .remove(0);
         let d = max_abs_diff(&a, &b);
         assert!(d < 1e-3, "{model}: folded vs unfolded max |diff| {d}");
     }
@@ -86,12 +108,18 @@ fn export_round_trips_and_never_overwrites_the_input() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("mnv2_folded.onnx");
     graph::export::save(&folded, &out, Some(&src)).unwrap();
-    assert!(graph::export::save(&folded, &src, Some(&src)).is_err(), "the input model is never overwritten");
+    assert!(
+        graph::export::save(&folded, &src, Some(&src)).is_err(),
+        "the input model is never overwritten"
+    );
     let back = graph::load(&out).unwrap();
     assert_eq!(back.nodes.len(), folded.nodes.len());
     let x = eval4();
     let a = exec.run(&[("input", x.view())]).unwrap().remove(0);
-    let b = Runner::new(gpu, back).run(&[("input", x.view())]).unwrap().remove(0);
+    let b = Runner::new(gpu, back)
+        .run(&[("input", x.view())])
+        .unwrap()
+        .remove(0);
     assert!(max_abs_diff(&a, &b) < 1e-3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -104,13 +132,25 @@ fn op_zoo_matches_onnxruntime_and_the_cpu_reference() {
     let x = golden("op_zoo_x.npy");
     let ys = exec.run(&[("x", x.view())]).unwrap();
     let resolved = exec.graph(x.shape()[0], &[]).unwrap();
-    assert!(!resolved.nodes.iter().any(|n| matches!(n.op, graph::Op::Shape | graph::Op::Gather { .. })), "shape chain folded away");
+    assert!(
+        !resolved
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, graph::Op::Shape | graph::Op::Gather { .. })),
+        "shape chain folded away"
+    );
     let cpu = qforge::reference::graph::run(&resolved, &[("x", x.clone())]).unwrap();
-    for (i, name) in ["op_zoo_y.npy", "op_zoo_y2.npy", "op_zoo_y3.npy"].iter().enumerate() {
+    for (i, name) in ["op_zoo_y.npy", "op_zoo_y2.npy", "op_zoo_y3.npy"]
+        .iter()
+        .enumerate()
+    {
         let want = golden(name);
         let d = max_abs_diff(&ys[i], &want);
         assert!(d < 1e-4, "output {i}: GPU vs onnxruntime max |diff| {d}");
         let d = max_abs_diff(&cpu[i], &want);
-        assert!(d < 1e-4, "output {i}: CPU reference vs onnxruntime max |diff| {d}");
+        assert!(
+            d < 1e-4,
+            "output {i}: CPU reference vs onnxruntime max |diff| {d}"
+        );
     }
 }

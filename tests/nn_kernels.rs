@@ -6,10 +6,10 @@ use common::*;
 use ndarray::{ArrayD, IxDyn};
 use qforge::gpu::Gpu;
 use qforge::graph::attrs::Conv2d;
-use qforge::ops::conv;
 use qforge::graph::attrs::{Binary, Pool2d, Unary};
-use qforge::ops::elementwise as ew;
 use qforge::graph::shape::{conv_output_shape, pool_output_shape};
+use qforge::ops::conv;
+use qforge::ops::elementwise as ew;
 use qforge::ops::pool;
 use qforge::ops::reduce;
 use qforge::reference::nn;
@@ -23,10 +23,19 @@ fn random(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> ArrayD<f32> {
 
 fn close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tol: Tol) {
     assert_eq!(got.shape(), want.shape(), "{what}");
-    assert_close(what, &got.iter().map(|&v| v as f64).collect::<Vec<_>>(), &want.iter().map(|&v| v as f64).collect::<Vec<_>>(), tol);
+    assert_close(
+        what,
+        &got.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        &want.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        tol,
+    );
 }
 
-fn run1(gpu: &Gpu, shape: &[usize], f: impl FnOnce(&mut qforge::gpu::Encoder, &qforge::gpu::GpuTensor)) -> ArrayD<f32> {
+fn run1(
+    gpu: &Gpu,
+    shape: &[usize],
+    f: impl FnOnce(&mut qforge::gpu::Encoder, &qforge::gpu::GpuTensor),
+) -> ArrayD<f32> {
     let y = gpu.empty(shape, DType::F32).unwrap();
     let mut enc = gpu.encoder();
     f(&mut enc, &y);
@@ -41,28 +50,75 @@ fn conv2d_matches_reference() {
     for case in 0..50 {
         let groups = [1, 1, 2, 3, 0][case % 5];
         let cin_g = rng.random_range(1..6);
-        let (cin, cout) = if groups == 0 { let c = rng.random_range(1..20); (c, c) } else { (cin_g * groups, rng.random_range(1..4) * groups * [1, 4][case % 2]) };
+        let (cin, cout) = if groups == 0 {
+            let c = rng.random_range(1..20);
+            (c, c)
+        } else {
+            (
+                cin_g * groups,
+                rng.random_range(1..4) * groups * [1, 4][case % 2],
+            )
+        };
         let groups = if groups == 0 { cin } else { groups };
         let k = [1, 3, 3, 5, 2][case % 5];
         let a = Conv2d {
             strides: [rng.random_range(1..3), rng.random_range(1..3)],
-            pads: [rng.random_range(0..3), rng.random_range(0..3), rng.random_range(0..3), rng.random_range(0..3)],
+            pads: [
+                rng.random_range(0..3),
+                rng.random_range(0..3),
+                rng.random_range(0..3),
+                rng.random_range(0..3),
+            ],
             dilations: [rng.random_range(1..3), 1],
             groups,
         };
-        let a = if case % 7 == 0 { Conv2d { strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 } } else { a };
+        let a = if case % 7 == 0 {
+            Conv2d {
+                strides: [1, 1],
+                pads: [0; 4],
+                dilations: [1, 1],
+                groups: 1,
+            }
+        } else {
+            a
+        };
         let n = rng.random_range(1..3);
         let (h, w) = (rng.random_range(k * 2..30), rng.random_range(k * 2..30));
         let x = random(&mut rng, &[n, cin, h, w]);
-        let wt = random(&mut rng, &[cout, cin / a.groups, if case % 7 == 0 { 1 } else { k }, if case % 7 == 0 { 1 } else { k }]);
+        let wt = random(
+            &mut rng,
+            &[
+                cout,
+                cin / a.groups,
+                if case % 7 == 0 { 1 } else { k },
+                if case % 7 == 0 { 1 } else { k },
+            ],
+        );
         let b = random(&mut rng, &[cout]);
-        let Ok(shape) = conv_output_shape(x.shape(), wt.shape(), &a) else { continue };
-        let (tx, tw, tb) = (gpu.upload(&x.view()).unwrap(), gpu.upload(&wt.view()).unwrap(), gpu.upload(&b.view()).unwrap());
+        let Ok(shape) = conv_output_shape(x.shape(), wt.shape(), &a) else {
+            continue;
+        };
+        let (tx, tw, tb) = (
+            gpu.upload(&x.view()).unwrap(),
+            gpu.upload(&wt.view()).unwrap(),
+            gpu.upload(&b.view()).unwrap(),
+        );
         let with_bias = case % 3 != 0;
-        let got = run1(&gpu, &shape, |e, y| conv::conv2d_into(e, &gpu, &tx, &tw, with_bias.then_some(&tb), &a, y).unwrap());
+        let got = run1(&gpu, &shape, |e, y| {
+            conv::conv2d_into(e, &gpu, &tx, &tw, with_bias.then_some(&tb), &a, y).unwrap()
+        });
         let bv = b.view();
         let want = nn::conv2d(&x.view(), &wt.view(), with_bias.then_some(&bv), &a);
-        close(&format!("conv case {case} {a:?} x {:?} w {:?}", x.shape(), wt.shape()), &got, &want, Tol::GEMM);
+        close(
+            &format!(
+                "conv case {case} {a:?} x {:?} w {:?}",
+                x.shape(),
+                wt.shape()
+            ),
+            &got,
+            &want,
+            Tol::GEMM,
+        );
     }
 }
 
@@ -75,24 +131,49 @@ fn pools_match_reference() {
         let a = Pool2d {
             kernel,
             strides: [rng.random_range(1..3), rng.random_range(1..3)],
-            pads: [rng.random_range(0..kernel[0]), rng.random_range(0..kernel[1]), rng.random_range(0..kernel[0]), rng.random_range(0..kernel[1])],
+            pads: [
+                rng.random_range(0..kernel[0]),
+                rng.random_range(0..kernel[1]),
+                rng.random_range(0..kernel[0]),
+                rng.random_range(0..kernel[1]),
+            ],
             dilations: [1, 1],
             ceil_mode: case % 2 == 0,
             count_include_pad: case % 3 == 0,
         };
-        let shape = [rng.random_range(1..3), rng.random_range(1..5), rng.random_range(4..20), rng.random_range(4..20)];
+        let shape = [
+            rng.random_range(1..3),
+            rng.random_range(1..5),
+            rng.random_range(4..20),
+            rng.random_range(4..20),
+        ];
         let x = random(&mut rng, &shape);
         let shape = pool_output_shape(x.shape(), &a).unwrap();
         let tx = gpu.upload(&x.view()).unwrap();
         for max in [true, false] {
-            let got = run1(&gpu, &shape, |e, y| pool::pool2d_into(e, &gpu, &tx, &a, max, y).unwrap());
-            close(&format!("pool case {case} max={max} {a:?}"), &got, &nn::pool2d(&x.view(), &a, max), Tol::STATS);
+            let got = run1(&gpu, &shape, |e, y| {
+                pool::pool2d_into(e, &gpu, &tx, &a, max, y).unwrap()
+            });
+            close(
+                &format!("pool case {case} max={max} {a:?}"),
+                &got,
+                &nn::pool2d(&x.view(), &a, max),
+                Tol::STATS,
+            );
         }
     }
     let x = random(&mut rng, &[3, 5, 17, 9]);
     let tx = gpu.upload(&x.view()).unwrap();
-    let got = run1(&gpu, &[3, 5, 1, 1], |e, y| pool::global_avg_pool_into(e, &gpu, &tx, y).unwrap());
-    let want = x.mean_axis(ndarray::Axis(3)).unwrap().mean_axis(ndarray::Axis(2)).unwrap().into_shape_with_order(IxDyn(&[3, 5, 1, 1])).unwrap();
+    let got = run1(&gpu, &[3, 5, 1, 1], |e, y| {
+        pool::global_avg_pool_into(e, &gpu, &tx, y).unwrap()
+    });
+    let want = x
+        .mean_axis(ndarray::Axis(3))
+        .unwrap()
+        .mean_axis(ndarray::Axis(2))
+        .unwrap()
+        .into_shape_with_order(IxDyn(&[3, 5, 1, 1]))
+        .unwrap();
     close("global average pool", &got, &want, Tol::STATS);
 }
 
@@ -102,10 +183,32 @@ fn activations_match_reference() {
     let mut rng = rng(32);
     let x = random(&mut rng, &[7, 301]);
     let tx = gpu.upload(&x.view()).unwrap();
-    let all = [Unary::Relu, Unary::Clip(-0.5, 1.5), Unary::LeakyRelu(0.1), Unary::Sigmoid, Unary::HardSigmoid(0.2, 0.5), Unary::HardSwish, Unary::Tanh, Unary::Erf, Unary::Gelu, Unary::Exp, Unary::Neg];
+    let all = [
+        Unary::Relu,
+        Unary::Clip(-0.5, 1.5),
+        Unary::LeakyRelu(0.1),
+        Unary::Sigmoid,
+        Unary::HardSigmoid(0.2, 0.5),
+        Unary::HardSwish,
+        Unary::Tanh,
+        Unary::Erf,
+        Unary::Gelu,
+        Unary::Exp,
+        Unary::Neg,
+    ];
     for f in all {
-        let got = run1(&gpu, x.shape(), |e, y| ew::unary_into(e, &gpu, f, &tx, y).unwrap());
-        close(&format!("{f:?}"), &got, &x.mapv(|v| nn::unary_value(f, v)), Tol { abs: 2e-6, rel: 2e-5 });
+        let got = run1(&gpu, x.shape(), |e, y| {
+            ew::unary_into(e, &gpu, f, &tx, y).unwrap()
+        });
+        close(
+            &format!("{f:?}"),
+            &got,
+            &x.mapv(|v| nn::unary_value(f, v)),
+            Tol {
+                abs: 2e-6,
+                rel: 2e-5,
+            },
+        );
     }
 }
 
@@ -113,14 +216,45 @@ fn activations_match_reference() {
 fn broadcasting_binary_ops_match_reference() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(33);
-    let pairs: [(&[usize], &[usize]); 6] = [(&[2, 3, 4, 5], &[2, 3, 4, 5]), (&[2, 3, 4, 5], &[1, 3, 1, 1]), (&[2, 3, 4, 5], &[5]), (&[4, 1], &[1, 6]), (&[1], &[3, 7]), (&[2, 1, 3, 1, 2, 1, 2, 3], &[1, 4, 1, 2, 1, 3, 1, 1])];
+    let pairs: [(&[usize], &[usize]); 6] = [
+        (&[2, 3, 4, 5], &[2, 3, 4, 5]),
+        (&[2, 3, 4, 5], &[1, 3, 1, 1]),
+        (&[2, 3, 4, 5], &[5]),
+        (&[4, 1], &[1, 6]),
+        (&[1], &[3, 7]),
+        (&[2, 1, 3, 1, 2, 1, 2, 3], &[1, 4, 1, 2, 1, 3, 1, 1]),
+    ];
     for (sa, sb) in pairs {
-        let (a, b) = (random(&mut rng, sa), random(&mut rng, sb).mapv(|v| if v.abs() < 0.1 { 0.5 } else { v }));
-        let (ta, tb) = (gpu.upload(&a.view()).unwrap(), gpu.upload(&b.view()).unwrap());
-        for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::PRelu, Binary::Max, Binary::Min] {
+        let (a, b) = (
+            random(&mut rng, sa),
+            random(&mut rng, sb).mapv(|v| if v.abs() < 0.1 { 0.5 } else { v }),
+        );
+        let (ta, tb) = (
+            gpu.upload(&a.view()).unwrap(),
+            gpu.upload(&b.view()).unwrap(),
+        );
+        for op in [
+            Binary::Add,
+            Binary::Sub,
+            Binary::Mul,
+            Binary::Div,
+            Binary::PRelu,
+            Binary::Max,
+            Binary::Min,
+        ] {
             let want = nn::binary(op, &a.view(), &b.view());
-            let got = run1(&gpu, want.shape(), |e, y| ew::binary_into(e, &gpu, op, &ta, &tb, y).unwrap());
-            close(&format!("{op:?} {sa:?} {sb:?}"), &got, &want, Tol { abs: 1e-6, rel: 1e-6 });
+            let got = run1(&gpu, want.shape(), |e, y| {
+                ew::binary_into(e, &gpu, op, &ta, &tb, y).unwrap()
+            });
+            close(
+                &format!("{op:?} {sa:?} {sb:?}"),
+                &got,
+                &want,
+                Tol {
+                    abs: 1e-6,
+                    rel: 1e-6,
+                },
+            );
         }
     }
 }
@@ -132,10 +266,32 @@ fn softmax_and_mean_rows_match_reference() {
     for len in [1, 7, 256, 1000, 3001] {
         let x = random(&mut rng, &[5, len]).mapv(|v| v * 10.0);
         let tx = gpu.upload(&x.view()).unwrap();
-        let got = run1(&gpu, &[5, len], |e, y| reduce::softmax_rows_into(e, &gpu, &tx, len, y).unwrap());
-        close(&format!("softmax {len}"), &got, &ArrayD::from_shape_vec(IxDyn(&[5, len]), nn::softmax_rows(x.as_slice().unwrap(), len)).unwrap(), Tol { abs: 1e-6, rel: 1e-4 });
-        let got = run1(&gpu, &[5], |e, y| reduce::mean_rows_into(e, &gpu, &tx, len, y).unwrap());
-        close(&format!("mean {len}"), &got, &ArrayD::from_shape_vec(IxDyn(&[5]), nn::mean_rows(x.as_slice().unwrap(), len)).unwrap(), Tol::STATS);
+        let got = run1(&gpu, &[5, len], |e, y| {
+            reduce::softmax_rows_into(e, &gpu, &tx, len, y).unwrap()
+        });
+        close(
+            &format!("softmax {len}"),
+            &got,
+            &ArrayD::from_shape_vec(
+                IxDyn(&[5, len]),
+                nn::softmax_rows(x.as_slice().unwrap(), len),
+            )
+            .unwrap(),
+            Tol {
+                abs: 1e-6,
+                rel: 1e-4,
+            },
+        );
+        let got = run1(&gpu, &[5], |e, y| {
+            reduce::mean_rows_into(e, &gpu, &tx, len, y).unwrap()
+        });
+        close(
+            &format!("mean {len}"),
+            &got,
+            &ArrayD::from_shape_vec(IxDyn(&[5]), nn::mean_rows(x.as_slice().unwrap(), len))
+                .unwrap(),
+            Tol::STATS,
+        );
     }
 }
 
@@ -146,15 +302,33 @@ fn long_conv_reductions_are_complete() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(31);
     for (cin, k) in [(2048, 3), (8192, 3), (40_000, 1)] {
-        let a = Conv2d { strides: [1, 1], pads: [1; 4], dilations: [1, 1], groups: 1 };
+        let a = Conv2d {
+            strides: [1, 1],
+            pads: [1; 4],
+            dilations: [1, 1],
+            groups: 1,
+        };
         let x = random(&mut rng, &[1, cin, 4, 4]);
         let wt = random(&mut rng, &[2, cin, k, k]);
         let shape = conv_output_shape(x.shape(), wt.shape(), &a).unwrap();
-        let (tx, tw) = (gpu.upload(&x.view()).unwrap(), gpu.upload(&wt.view()).unwrap());
-        let got = run1(&gpu, &shape, |e, y| conv::conv2d_into(e, &gpu, &tx, &tw, None, &a, y).unwrap());
+        let (tx, tw) = (
+            gpu.upload(&x.view()).unwrap(),
+            gpu.upload(&wt.view()).unwrap(),
+        );
+        let got = run1(&gpu, &shape, |e, y| {
+            conv::conv2d_into(e, &gpu, &tx, &tw, None, &a, y).unwrap()
+        });
         let want = nn::conv2d(&x.view(), &wt.view(), None, &a);
         let red = (cin * k * k) as f64;
-        close(&format!("{cin} channels, {k}x{k}"), &got, &want, Tol { abs: Tol::GEMM.abs * red.sqrt(), rel: Tol::GEMM.rel });
+        close(
+            &format!("{cin} channels, {k}x{k}"),
+            &got,
+            &want,
+            Tol {
+                abs: Tol::GEMM.abs * red.sqrt(),
+                rel: Tol::GEMM.rel,
+            },
+        );
     }
 }
 
@@ -167,7 +341,9 @@ fn nan_and_inf_propagate_as_onnxruntime() {
     let (nan, inf) = (f32::NAN, f32::INFINITY);
     let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![nan, 1.0, -2.0, inf]).unwrap();
     let tx = gpu.upload(&x.view()).unwrap();
-    let same = |a: f32, b: f32| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs().max(1.0) || a == b;
+    let same = |a: f32, b: f32| {
+        (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs().max(1.0) || a == b
+    };
     let cases = [
         (Unary::Relu, [nan, 1.0, 0.0, inf]),
         (Unary::Clip(0.0, 6.0), [nan, 1.0, 0.0, 6.0]),
@@ -180,29 +356,56 @@ fn nan_and_inf_propagate_as_onnxruntime() {
         (Unary::Sqrt, [nan, 1.0, nan, inf]),
     ];
     for (f, want) in cases {
-        let got = run1(&gpu, &[1, 1, 2, 2], |e, y| ew::unary_into(e, &gpu, f, &tx, y).unwrap());
+        let got = run1(&gpu, &[1, 1, 2, 2], |e, y| {
+            ew::unary_into(e, &gpu, f, &tx, y).unwrap()
+        });
         let cpu = x.mapv(|v| nn::unary_value(f, v));
         for i in 0..4 {
             let (g, c) = (got.as_slice().unwrap()[i], cpu.as_slice().unwrap()[i]);
-            assert!(same(g, want[i]) && same(c, want[i]), "{f:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {}", want[i]);
+            assert!(
+                same(g, want[i]) && same(c, want[i]),
+                "{f:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {}",
+                want[i]
+            );
         }
     }
     let zero = gpu.upload_slice(&[1], &[0.0f32]).unwrap();
-    for (op, want) in [(Binary::Max, [nan, 1.0, 0.0, inf]), (Binary::Min, [nan, 0.0, -2.0, 0.0])] {
-        let got = run1(&gpu, &[1, 1, 2, 2], |e, y| ew::binary_into(e, &gpu, op, &tx, &zero, y).unwrap());
+    for (op, want) in [
+        (Binary::Max, [nan, 1.0, 0.0, inf]),
+        (Binary::Min, [nan, 0.0, -2.0, 0.0]),
+    ] {
+        let got = run1(&gpu, &[1, 1, 2, 2], |e, y| {
+            ew::binary_into(e, &gpu, op, &tx, &zero, y).unwrap()
+        });
         let cpu = nn::binary(op, &x.view(), &ArrayD::from_elem(IxDyn(&[1]), 0.0).view());
         for i in 0..4 {
             let (g, c) = (got.as_slice().unwrap()[i], cpu.as_slice().unwrap()[i]);
-            assert!(same(g, want[i]) && same(c, want[i]), "{op:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {}", want[i]);
+            assert!(
+                same(g, want[i]) && same(c, want[i]),
+                "{op:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {}",
+                want[i]
+            );
         }
     }
-    let a = Pool2d { kernel: [2, 2], strides: [1, 1], pads: [0; 4], dilations: [1, 1], ceil_mode: false, count_include_pad: false };
+    let a = Pool2d {
+        kernel: [2, 2],
+        strides: [1, 1],
+        pads: [0; 4],
+        dilations: [1, 1],
+        ceil_mode: false,
+        count_include_pad: false,
+    };
     for pos in 0..4 {
         let mut v = vec![1.0f32, -2.0, 0.0, 3.0];
         v[pos] = nan;
         let xn = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), v).unwrap();
         let t = gpu.upload(&xn.view()).unwrap();
-        let got = run1(&gpu, &[1, 1, 1, 1], |e, y| pool::pool2d_into(e, &gpu, &t, &a, true, y).unwrap());
-        assert!(got[[0, 0, 0, 0]].is_nan() && nn::pool2d(&xn.view(), &a, true)[[0, 0, 0, 0]].is_nan(), "MaxPool keeps a NaN at {pos}");
+        let got = run1(&gpu, &[1, 1, 1, 1], |e, y| {
+            pool::pool2d_into(e, &gpu, &t, &a, true, y).unwrap()
+        });
+        assert!(
+            got[[0, 0, 0, 0]].is_nan() && nn::pool2d(&xn.view(), &a, true)[[0, 0, 0, 0]].is_nan(),
+            "MaxPool keeps a NaN at {pos}"
+        );
     }
 }

@@ -5,12 +5,24 @@ use qforge::gpu::kernels::Family;
 #[test]
 fn every_shader_validates_with_naga() {
     for family in Family::ALL {
-        let module = naga::front::wgsl::parse_str(family.source())
-            .unwrap_or_else(|e| panic!("{}.wgsl: {}", family.name(), e.emit_to_string(family.source())));
-        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
-        validator
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}.wgsl: {}", family.name(), e.emit_to_string(family.source())));
+        let module = naga::front::wgsl::parse_str(family.source()).unwrap_or_else(|e| {
+            panic!(
+                "{}.wgsl: {}",
+                family.name(),
+                e.emit_to_string(family.source())
+            )
+        });
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        );
+        validator.validate(&module).unwrap_or_else(|e| {
+            panic!(
+                "{}.wgsl: {}",
+                family.name(),
+                e.emit_to_string(family.source())
+            )
+        });
     }
 }
 
@@ -23,7 +35,13 @@ fn shader_table_covers_every_file() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     files.sort();
-    let mut table: Vec<String> = Family::ALL.iter().map(|f| format!("{}.wgsl", f.name())).collect();
+    let mut table: Vec<String> = Family::ALL
+        .iter()
+        .map(|f| format!("{}.wgsl", f.name()))
+        .collect();
     table.sort();
-    assert_eq!(files, table, "every shaders/*.wgsl must be in the kernel table");
+    assert_eq!(
+        files, table,
+        "every shaders/*.wgsl must be in the kernel table"
+    );
 }

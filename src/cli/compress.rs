@@ -31,7 +31,11 @@ pub struct CompressArgs {
     #[arg(long)]
     eval_count: Option<usize>,
     /// Candidate per-layer ratios, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    )]
     candidates: Vec<f64>,
     /// Layers (node names) to leave alone, comma separated.
     #[arg(long, value_delimiter = ',')]
@@ -60,11 +64,31 @@ pub struct CompressArgs {
 /// Runs `qforge compress`.
 pub fn main(a: CompressArgs) -> qforge::Result<()> {
     let (target, metric) = target(a.target_macs, a.target_memory);
-    let methods = a.method.split(',').map(Method::parse).collect::<qforge::Result<Vec<_>>>()?;
-    let selection = if a.selection == "energy" { Selection::Energy } else { Selection::Magnitude };
-    let options = CompressOptions { selection, target, metric, candidates: a.candidates, ignore: a.ignore, multiplicity: a.multiplicity, samples_per_image: a.samples_per_image, reconstruct: !a.no_reconstruct, ..Default::default() };
+    let methods = a
+        .method
+        .split(',')
+        .map(Method::parse)
+        .collect::<qforge::Result<Vec<_>>>()?;
+    let selection = if a.selection == "energy" {
+        Selection::Energy
+    } else {
+        Selection::Magnitude
+    };
+    let options = CompressOptions {
+        selection,
+        target,
+        metric,
+        candidates: a.candidates,
+        ignore: a.ignore,
+        multiplicity: a.multiplicity,
+        samples_per_image: a.samples_per_image,
+        reconstruct: !a.no_reconstruct,
+        ..Default::default()
+    };
     let job = CompressJob {
-        model: a.model.unwrap_or_else(|| super::bundled("models/mobilenet_v2.onnx")),
+        model: a
+            .model
+            .unwrap_or_else(|| super::bundled("models/mobilenet_v2.onnx")),
         methods,
         options,
         eval: a.eval.unwrap_or_else(|| super::bundled("data/photos")),
@@ -79,6 +103,10 @@ pub fn main(a: CompressArgs) -> qforge::Result<()> {
         println!("{k:<36} {v}");
     }
     let names: Vec<String> = r.written.iter().map(|p| p.display().to_string()).collect();
-    println!("wrote {}, score tables in {}", names.join(", "), r.tables.display());
+    println!(
+        "wrote {}, score tables in {}",
+        names.join(", "),
+        r.tables.display()
+    );
     Ok(())
 }

@@ -13,15 +13,23 @@ pub struct DevicesArgs {
 /// Runs `qforge devices`.
 pub fn main(a: DevicesArgs) -> qforge::Result<()> {
     let adapters = list_adapters();
-    let filter = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
-    let low_power = matches!(std::env::var("WGPU_POWER_PREF").as_deref(), Ok("low") | Ok("low-power"));
+    let filter = std::env::var("WGPU_ADAPTER_NAME")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let low_power = matches!(
+        std::env::var("WGPU_POWER_PREF").as_deref(),
+        Ok("low") | Ok("low-power")
+    );
     let chosen = pick_adapter(&adapters, filter.as_deref(), low_power);
     if adapters.is_empty() {
         println!("no adapters found");
     }
     for (i, a) in adapters.iter().enumerate() {
         let mark = if Some(i) == chosen { "*" } else { " " };
-        println!("{mark} [{i}] {} ({:?}, {:?})", a.name, a.backend, a.device_type);
+        println!(
+            "{mark} [{i}] {} ({:?}, {:?})",
+            a.name, a.backend, a.device_type
+        );
         println!("      driver: {} {}", a.driver, a.driver_info);
         println!(
             "      max storage binding {} MiB, max buffer {} MiB, {} workgroups/dim, {} invocations/workgroup, {} KiB workgroup memory",
@@ -31,11 +39,18 @@ pub fn main(a: DevicesArgs) -> qforge::Result<()> {
             a.max_invocations,
             a.workgroup_storage >> 10
         );
-        println!("      subgroups: {}, timestamps: {}, f16: {}", a.subgroups, a.timestamps, a.f16);
+        println!(
+            "      subgroups: {}, timestamps: {}, f16: {}",
+            a.subgroups, a.timestamps, a.f16
+        );
     }
     if let Some(i) = chosen {
         let a = &adapters[i];
-        let soft = if a.is_software() { " (software: correct but slow)" } else { "" };
+        let soft = if a.is_software() {
+            " (software: correct but slow)"
+        } else {
+            ""
+        };
         println!("qforge uses [{i}] {}{soft}", a.name);
     }
     if a.check || chosen.is_none() {
@@ -43,7 +58,10 @@ pub fn main(a: DevicesArgs) -> qforge::Result<()> {
         for family in qforge::gpu::kernels::Family::ALL {
             gpu.check_family(family)?;
         }
-        println!("device created on {}; every kernel family builds", gpu.describe());
+        println!(
+            "device created on {}; every kernel family builds",
+            gpu.describe()
+        );
     }
     Ok(())
 }

@@ -27,22 +27,53 @@ fn human(n: u64) -> String {
 /// Runs `qforge inspect`.
 pub fn main(a: InspectArgs) -> qforge::Result<()> {
     let r = qforge::jobs::inspect::inspect(&a.model, a.batch, &a.dims)?;
-    println!("model: {} (opset {}, producer '{}')", a.model.display(), r.opset, r.producer);
+    println!(
+        "model: {} (opset {}, producer '{}')",
+        a.model.display(),
+        r.opset,
+        r.producer
+    );
     for (i, d) in &r.inputs {
         println!("input  {i}: [{}]", d.join(", "));
     }
     for (o, s) in &r.outputs {
         println!("output {o}: {s:?} (batch {})", a.batch);
     }
-    println!("ops: {}", r.op_counts.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "ops: {}",
+        r.op_counts
+            .iter()
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let total_macs: u64 = r.layers.iter().map(|c| c.macs).sum();
-    println!("parameters: {} ({} bytes as f32)", human(r.params), human(r.params * 4));
+    println!(
+        "parameters: {} ({} bytes as f32)",
+        human(r.params),
+        human(r.params * 4)
+    );
     println!("MACs (batch {}): {}", a.batch, human(total_macs));
     println!("unsupported ops: none");
-    println!("\n{:<40} {:<20} {:>12} {:>10} {:>6}  output", "layer", "op", "MACs", "params", "%MACs");
+    println!(
+        "\n{:<40} {:<20} {:>12} {:>10} {:>6}  output",
+        "layer", "op", "MACs", "params", "%MACs"
+    );
     for c in r.layers.iter().filter(|c| c.macs > 0 || c.params > 0) {
-        let pct = if total_macs > 0 { 100.0 * c.macs as f64 / total_macs as f64 } else { 0.0 };
-        println!("{:<40} {:<20} {:>12} {:>10} {:>5.1}%  {:?}", c.node, c.op, human(c.macs), human(c.params), pct, c.output_shape);
+        let pct = if total_macs > 0 {
+            100.0 * c.macs as f64 / total_macs as f64
+        } else {
+            0.0
+        };
+        println!(
+            "{:<40} {:<20} {:>12} {:>10} {:>5.1}%  {:?}",
+            c.node,
+            c.op,
+            human(c.macs),
+            human(c.params),
+            pct,
+            c.output_shape
+        );
     }
     Ok(())
 }

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 
 /// The command line.
 #[derive(Parser)]
-#[command(name = "qforge", version, about = "Quantize and compress neural networks on any GPU")]
+#[command(
+    name = "qforge",
+    version,
+    about = "Quantize and compress neural networks on any GPU"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -89,7 +93,10 @@ impl qforge::jobs::Progress for Bar {
                 if let Some(o) = other {
                     o.finish_and_clear();
                 }
-                indicatif::ProgressBar::new(total as u64).with_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} {elapsed}").expect("valid template"))
+                indicatif::ProgressBar::new(total as u64).with_style(
+                    indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} {elapsed}")
+                        .expect("valid template"),
+                )
             }
         };
         b.set_message(what.to_string());
@@ -101,5 +108,8 @@ impl qforge::jobs::Progress for Bar {
 /// `NAME=SIZE` for named dims.
 pub fn parse_dim(s: &str) -> Result<(String, usize), String> {
     let (k, v) = s.split_once('=').ok_or("expected NAME=SIZE")?;
-    Ok((k.to_string(), v.parse().map_err(|_| format!("'{v}' is not a size"))?))
+    Ok((
+        k.to_string(),
+        v.parse().map_err(|_| format!("'{v}' is not a size"))?,
+    ))
 }

@@ -91,10 +91,20 @@ impl QuantizeArgs {
     pub fn job(self) -> QuantizeJob {
         let photos = super::bundled("data/photos");
         let data_free = self.dfq && self.calib.is_none();
-        let calib = if data_free { None } else { Some(self.calib.unwrap_or_else(|| photos.clone())) };
-        let eval = if data_free { Some(self.eval.unwrap_or(photos)) } else { self.eval };
+        let calib = if data_free {
+            None
+        } else {
+            Some(self.calib.unwrap_or_else(|| photos.clone()))
+        };
+        let eval = if data_free {
+            Some(self.eval.unwrap_or(photos))
+        } else {
+            self.eval
+        };
         QuantizeJob {
-            model: self.model.unwrap_or_else(|| super::bundled("models/mobilenet_v2.onnx")),
+            model: self
+                .model
+                .unwrap_or_else(|| super::bundled("models/mobilenet_v2.onnx")),
             calib,
             calib_count: self.calib_count,
             eval,
@@ -105,10 +115,20 @@ impl QuantizeArgs {
             scheme: self.scheme,
             param_bw: self.param_bw,
             act_bw: self.act_bw,
-            arithmetic: if self.integer { Arithmetic::Integer } else { Arithmetic::Float },
+            arithmetic: if self.integer {
+                Arithmetic::Integer
+            } else {
+                Arithmetic::Float
+            },
             techniques: Techniques {
                 cle: self.cle,
-                bias_correction: self.bias_correction.as_deref().map(|b| if b == "empirical" { BiasCorrection::Empirical } else { BiasCorrection::Analytical }),
+                bias_correction: self.bias_correction.as_deref().map(|b| {
+                    if b == "empirical" {
+                        BiasCorrection::Empirical
+                    } else {
+                        BiasCorrection::Analytical
+                    }
+                }),
                 seq_mse: self.seq_mse.then_some(self.seq_mse_candidates),
                 dfq: self.dfq,
                 samples: self.ptq_samples,
@@ -130,25 +150,71 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
     let [load, prepare, ptq, calib, eval, layers, export] = r.seconds;
     println!("model            {}", job.model.display());
     println!("adapter          {}", r.adapter);
-    println!("quantizers       {} activations, {} parameters (W{}A{}, {})", r.quantizers.0, r.quantizers.1, job.param_bw, job.act_bw, job.config.as_ref().map_or("AIMET per-channel default".to_string(), |c| c.display().to_string()));
-    println!("simulation       {}", if job.arithmetic == Arithmetic::Integer { "integer: onnxruntime's kernels on the QDQ export (int32 biases), bit for bit" } else { "float: AIMET's QuantSim (--integer simulates onnxruntime's run of the QDQ export bit for bit)" });
+    println!(
+        "quantizers       {} activations, {} parameters (W{}A{}, {})",
+        r.quantizers.0,
+        r.quantizers.1,
+        job.param_bw,
+        job.act_bw,
+        job.config
+            .as_ref()
+            .map_or("AIMET per-channel default".to_string(), |c| c
+                .display()
+                .to_string())
+    );
+    println!(
+        "simulation       {}",
+        if job.arithmetic == Arithmetic::Integer {
+            "integer: onnxruntime's kernels on the QDQ export (int32 biases), bit for bit"
+        } else {
+            "float: AIMET's QuantSim (--integer simulates onnxruntime's run of the QDQ export bit for bit)"
+        }
+    );
     match &job.calib {
-        None => println!("calibration      data-free: activation ranges from batch-norm statistics"),
-        Some(c) => println!("calibration      {} samples ({}), {:?}", r.calib_samples, c.display(), job.scheme),
+        None => {
+            println!("calibration      data-free: activation ranges from batch-norm statistics")
+        }
+        Some(c) => println!(
+            "calibration      {} samples ({}), {:?}",
+            r.calib_samples,
+            c.display(),
+            job.scheme
+        ),
     }
     for t in &r.techniques {
         println!("technique        {t}");
     }
     println!("evaluation       {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);
     if let Some((f, q)) = e.accuracy {
-        println!("accuracy         FP32 {:.2}%, simulated {:.2}% (labels)", 100.0 * f, 100.0 * q);
+        println!(
+            "accuracy         FP32 {:.2}%, simulated {:.2}% (labels)",
+            100.0 * f,
+            100.0 * q
+        );
     }
     let mut worst: Vec<&(String, f64)> = r.per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let worst5: Vec<String> = worst.iter().take(5).map(|(n, v)| format!("{n} {v:.1} dB")).collect();
-    println!("worst layers     {} (SQNR on {} samples)", worst5.join(", "), r.per_layer_samples);
+    let worst5: Vec<String> = worst
+        .iter()
+        .take(5)
+        .map(|(n, v)| format!("{n} {v:.1} dB"))
+        .collect();
+    println!(
+        "worst layers     {} (SQNR on {} samples)",
+        worst5.join(", "),
+        r.per_layer_samples
+    );
     println!("time             load {load:.1} s, prepare {prepare:.1} s, techniques {ptq:.1} s, calibrate {calib:.1} s, evaluate {eval:.1} s, per-layer {layers:.1} s, export {export:.2} s");
-    let names: Vec<String> = r.written.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = r
+        .written
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
     println!("wrote            {} into {} ({}.onnx is the BN-folded FP32 model; encodings in AIMET {:?})", names.join(", "), job.out.display(), r.stem, job.encodings_version);
     Ok(())
 }

@@ -43,21 +43,57 @@ pub fn main(a: RunArgs) -> qforge::Result<()> {
         (Some(p), _) => RunInput::Npy(p),
         (None, Some(d)) => {
             let channels = a.mean.len();
-            let resize = a.resize.unwrap_or((a.size as u64 * 256 / 224).min(u32::MAX as u64) as u32);
-            RunInput::Images(d, Preprocess { size: a.size, resize, mean: a.mean, std: a.std, channels })
+            let resize = a
+                .resize
+                .unwrap_or((a.size as u64 * 256 / 224).min(u32::MAX as u64) as u32);
+            RunInput::Images(
+                d,
+                Preprocess {
+                    size: a.size,
+                    resize,
+                    mean: a.mean,
+                    std: a.std,
+                    channels,
+                },
+            )
         }
-        (None, None) => return Err(qforge::Error::invalid("run", "--input", "none", "give --input FILE.npy or --images DIR")),
+        (None, None) => {
+            return Err(qforge::Error::invalid(
+                "run",
+                "--input",
+                "none",
+                "give --input FILE.npy or --images DIR",
+            ))
+        }
     };
-    let r = run(&RunJob { model: a.model.clone(), input, output: a.output, outputs: a.outputs })?;
+    let r = run(&RunJob {
+        model: a.model.clone(),
+        input,
+        output: a.output,
+        outputs: a.outputs,
+    })?;
     eprintln!("adapter: {}", r.adapter);
-    eprintln!("ran {} on {:?} in {:.3} s", a.model.display(), r.input_shape, r.seconds);
+    eprintln!(
+        "ran {} on {:?} in {:.3} s",
+        a.model.display(),
+        r.input_shape,
+        r.seconds
+    );
     let (name, y) = &r.outputs[0];
     if y.ndim() == 2 && y.shape()[1] > 1 {
         for (i, row) in y.axis_iter(Axis(0)).enumerate() {
             let mut idx: Vec<usize> = (0..row.len()).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            let label = if r.samples.len() == y.shape()[0] { r.samples[i].clone() } else { format!("{} [{i}]", r.samples[0]) };
-            let top: Vec<String> = idx.iter().take(5).map(|&k| format!("{k} ({:.3})", row[k])).collect();
+            let label = if r.samples.len() == y.shape()[0] {
+                r.samples[i].clone()
+            } else {
+                format!("{} [{i}]", r.samples[0])
+            };
+            let top: Vec<String> = idx
+                .iter()
+                .take(5)
+                .map(|&k| format!("{k} ({:.3})", row[k]))
+                .collect();
             println!("{label}: top-5 {}", top.join(", "));
         }
     } else {

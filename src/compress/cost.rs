@@ -16,7 +16,13 @@ pub struct LayerCost {
 
 /// MACs of one node (Conv, ConvTranspose, Gemm, MatMul; 0 for the rest).
 pub fn node_macs(g: &Graph, n: &Node) -> u64 {
-    let shape = |v: &str| g.shapes.get(v).cloned().or_else(|| g.consts.get(v).map(|c| c.shape().to_vec())).unwrap_or_default();
+    let shape = |v: &str| {
+        g.shapes
+            .get(v)
+            .cloned()
+            .or_else(|| g.consts.get(v).map(|c| c.shape().to_vec()))
+            .unwrap_or_default()
+    };
     let prod = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
     match &n.op {
         Op::Conv(_) => {
@@ -49,7 +55,12 @@ pub fn layer_costs(g: &Graph) -> Vec<LayerCost> {
             op: n.op.onnx_type(),
             output_shape: g.shapes.get(&n.outputs[0]).cloned().unwrap_or_default(),
             macs: node_macs(g, n),
-            params: n.inputs.iter().filter_map(|i| g.weight(i)).map(|w| w.len() as u64).sum(),
+            params: n
+                .inputs
+                .iter()
+                .filter_map(|i| g.weight(i))
+                .map(|w| w.len() as u64)
+                .sum(),
         })
         .collect()
 }

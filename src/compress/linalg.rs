@@ -5,9 +5,11 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::error::{Error, Result};
-use crate::gpu::{to_array, Gpu, GpuTensor};
 use crate::gpu::launch::LOOP_BUDGET;
-use crate::ops::linalg::{cholesky_solve, gram_accumulate, jacobi_round, jacobi_rounds, JacobiBatch, GRAM_MAX_SAMPLES};
+use crate::gpu::{to_array, Gpu, GpuTensor};
+use crate::ops::linalg::{
+    cholesky_solve, gram_accumulate, jacobi_round, jacobi_rounds, JacobiBatch, GRAM_MAX_SAMPLES,
+};
 
 /// Controls of [`svd_batched`].
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +48,11 @@ impl SvdStrategy {
 
 impl Default for SvdOptions {
     fn default() -> Self {
-        SvdOptions { max_sweeps: 40, tolerance: None, strategy: None }
+        SvdOptions {
+            max_sweeps: 40,
+            tolerance: None,
+            strategy: None,
+        }
     }
 }
 
@@ -82,11 +88,18 @@ pub fn svd_batched(gpu: &Gpu, mats: &[ArrayView2<'_, f32>], opts: &SvdOptions) -
     let mut tall: Vec<(bool, Array2<f32>)> = Vec::with_capacity(mats.len());
     for (i, a) in mats.iter().enumerate() {
         if a.is_empty() {
-            return Err(Error::EmptyTensor { op: OP, tensor: format!("matrix {i} {:?}", a.shape()) });
+            return Err(Error::EmptyTensor {
+                op: OP,
+                tensor: format!("matrix {i} {:?}", a.shape()),
+            });
         }
         let bad = a.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
-            return Err(Error::NonFinite { op: OP, tensor: format!("matrix {i}"), count: bad as u64 });
+            return Err(Error::NonFinite {
+                op: OP,
+                tensor: format!("matrix {i}"),
+                count: bad as u64,
+            });
         }
         let wide = a.nrows() < a.ncols();
         tall.push((wide, if wide { a.t().to_owned() } else { a.to_owned() }));
@@ -104,7 +117,13 @@ pub fn svd_batched(gpu: &Gpu, mats: &[ArrayView2<'_, f32>], opts: &SvdOptions) -
                 break;
             }
             if ea > limit || ev > limit {
-                return Err(Error::TooLarge { op: OP, tensor: format!("matrix {end} {m}x{n}"), bytes: ea.max(ev) * 4, limit: limit * 4, which: "storage binding" });
+                return Err(Error::TooLarge {
+                    op: OP,
+                    tensor: format!("matrix {end} {m}x{n}"),
+                    bytes: ea.max(ev) * 4,
+                    limit: limit * 4,
+                    which: "storage binding",
+                });
             }
             na += ea;
             nv += ev;
@@ -127,17 +146,28 @@ fn svd_group(gpu: &Gpu, mats: &[(bool, Array2<f32>)], opts: &SvdOptions) -> Resu
     let batch = mats.len();
     let max_m = mats.iter().map(|(_, m)| m.nrows()).max().unwrap_or(1);
     let max_n = mats.iter().map(|(_, m)| m.ncols()).max().unwrap_or(1);
-    let tol = opts.tolerance.unwrap_or(8.0 * f32::EPSILON * (max_m as f32).sqrt());
+    let tol = opts
+        .tolerance
+        .unwrap_or(8.0 * f32::EPSILON * (max_m as f32).sqrt());
     let desc_t = gpu.upload_slice(&[batch, 4], &desc)?;
     let a_t = gpu.upload_slice(&[a.len()], &a)?;
     let v_t = gpu.upload_slice(&[v.len()], &v)?;
     let mut live = gpu.upload_slice(&[batch], &vec![1u32; batch])?;
     let rounds = (max_n + (max_n & 1)).saturating_sub(1);
-    let strategy = opts.strategy.unwrap_or(SvdStrategy::pick(batch, max_n, gpu.adapter().is_software()));
+    let strategy =
+        opts.strategy
+            .unwrap_or(SvdStrategy::pick(batch, max_n, gpu.adapter().is_software()));
     let (mut sweeps, mut counts) = (0, vec![1u32; batch]);
     while sweeps < opts.max_sweeps && counts.iter().any(|&c| c > 0) {
         let rotations = gpu.upload_slice(&[batch], &vec![0u32; batch])?;
-        let b = JacobiBatch { desc: &desc_t, live: &live, a: &a_t, v: &v_t, rotations: &rotations, max_n };
+        let b = JacobiBatch {
+            desc: &desc_t,
+            live: &live,
+            a: &a_t,
+            v: &v_t,
+            rotations: &rotations,
+            max_n,
+        };
         let mut enc = gpu.encoder();
         match strategy {
             SvdStrategy::PerPair => {
@@ -146,7 +176,8 @@ fn svd_group(gpu: &Gpu, mats: &[(bool, Array2<f32>)], opts: &SvdOptions) -> Resu
                 }
             }
             SvdStrategy::PerMatrix => {
-                let per_round = (max_n as u64 + 1).div_ceil(2).div_ceil(256) * (2 * max_m + max_n) as u64 + 1;
+                let per_round =
+                    (max_n as u64 + 1).div_ceil(2).div_ceil(256) * (2 * max_m + max_n) as u64 + 1;
                 let step = (LOOP_BUDGET / per_round).max(1) as usize;
                 for r in (0..rounds).step_by(step) {
                     jacobi_rounds(&mut enc, gpu, &b, r, (r + step).min(rounds), tol)?;
@@ -159,7 +190,10 @@ fn svd_group(gpu: &Gpu, mats: &[(bool, Array2<f32>)], opts: &SvdOptions) -> Resu
         sweeps += 1;
     }
     let bytes = gpu.submit_and_read(gpu.encoder(), &[&a_t, &v_t])?;
-    let (a, v): (Vec<f32>, Vec<f32>) = (bytemuck::pod_collect_to_vec(&bytes[0]), bytemuck::pod_collect_to_vec(&bytes[1]));
+    let (a, v): (Vec<f32>, Vec<f32>) = (
+        bytemuck::pod_collect_to_vec(&bytes[0]),
+        bytemuck::pod_collect_to_vec(&bytes[1]),
+    );
     Ok(mats
         .iter()
         .enumerate()
@@ -167,17 +201,35 @@ fn svd_group(gpu: &Gpu, mats: &[(bool, Array2<f32>)], opts: &SvdOptions) -> Resu
             let (rows, cols) = m.dim();
             let (ao, vo) = (desc[i * 4 + 2] as usize, desc[i * 4 + 3] as usize);
             let col = |j: usize| &a[ao + j * rows..ao + (j + 1) * rows];
-            let norms: Vec<f64> = (0..cols).map(|j| col(j).iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()).collect();
+            let norms: Vec<f64> = (0..cols)
+                .map(|j| {
+                    col(j)
+                        .iter()
+                        .map(|&x| x as f64 * x as f64)
+                        .sum::<f64>()
+                        .sqrt()
+                })
+                .collect();
             let mut order: Vec<usize> = (0..cols).collect();
             order.sort_by(|&x, &y| norms[y].total_cmp(&norms[x]));
             let u = Array2::from_shape_fn((rows, cols), |(r, k)| {
                 let j = order[k];
-                if norms[j] > 0.0 { (col(j)[r] as f64 / norms[j]) as f32 } else { 0.0 }
+                if norms[j] > 0.0 {
+                    (col(j)[r] as f64 / norms[j]) as f32
+                } else {
+                    0.0
+                }
             });
             let vm = Array2::from_shape_fn((cols, cols), |(r, k)| v[vo + order[k] * cols + r]);
             let s: Vec<f32> = order.iter().map(|&j| norms[j] as f32).collect();
             let (u, v) = if *wide { (vm, u) } else { (u, vm) };
-            Svd { u, s, v, sweeps, converged: counts[i] == 0 }
+            Svd {
+                u,
+                s,
+                v,
+                sweeps,
+                converged: counts[i] == 0,
+            }
         })
         .collect())
 }
@@ -193,24 +245,47 @@ impl NormalEquations {
     /// Empty equations for `k` features and `o` outputs.
     pub fn new(gpu: &Gpu, k: usize, o: usize) -> Result<NormalEquations> {
         if k == 0 || o == 0 {
-            return Err(Error::invalid("lstsq", "size", format!("{k} features, {o} outputs"), "both must be at least 1"));
+            return Err(Error::invalid(
+                "lstsq",
+                "size",
+                format!("{k} features, {o} outputs"),
+                "both must be at least 1",
+            ));
         }
-        Ok(NormalEquations { gram: gpu.upload_slice(&[k, k], &vec![0f32; k * k])?, rhs: gpu.upload_slice(&[k, o], &vec![0f32; k * o])?, samples: 0 })
+        Ok(NormalEquations {
+            gram: gpu.upload_slice(&[k, k], &vec![0f32; k * k])?,
+            rhs: gpu.upload_slice(&[k, o], &vec![0f32; k * o])?,
+            samples: 0,
+        })
     }
 
     /// Equations from a Gram matrix and right-hand side computed elsewhere.
     pub fn from_parts(gpu: &Gpu, gram: &Array2<f32>, rhs: &Array2<f32>) -> Result<NormalEquations> {
         let k = gram.nrows();
         if gram.ncols() != k || rhs.nrows() != k || k == 0 || rhs.ncols() == 0 {
-            return Err(Error::ShapeMismatch { op: "lstsq", tensor: "normal equations".into(), expected: format!("[{k}, {k}] and [{k}, outputs]"), got: rhs.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "lstsq",
+                tensor: "normal equations".into(),
+                expected: format!("[{k}, {k}] and [{k}, outputs]"),
+                got: rhs.shape().to_vec(),
+            });
         }
-        Ok(NormalEquations { gram: gpu.upload(&gram.view().into_dyn())?, rhs: gpu.upload(&rhs.view().into_dyn())?, samples: 0 })
+        Ok(NormalEquations {
+            gram: gpu.upload(&gram.view().into_dyn())?,
+            rhs: gpu.upload(&rhs.view().into_dyn())?,
+            samples: 0,
+        })
     }
 
     /// Adds samples: `x` `[s, k]` features, `y` `[s, o]` targets (one submission).
     pub fn add(&mut self, gpu: &Gpu, x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Result<()> {
         if x.nrows() != y.nrows() {
-            return Err(Error::ShapeMismatch { op: "lstsq", tensor: "targets".into(), expected: format!("{} rows like the features", x.nrows()), got: y.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "lstsq",
+                tensor: "targets".into(),
+                expected: format!("{} rows like the features", x.nrows()),
+                got: y.shape().to_vec(),
+            });
         }
         let mut enc = gpu.encoder();
         let mut start = 0;
@@ -235,7 +310,9 @@ impl NormalEquations {
     /// `(G, B)` read back (for tests and the CPU reference).
     pub fn read(&self, gpu: &Gpu) -> Result<(Array2<f32>, Array2<f32>)> {
         let bytes = gpu.submit_and_read(gpu.encoder(), &[&self.gram, &self.rhs])?;
-        let two = |t: &GpuTensor, b: &[u8]| -> Result<Array2<f32>> { Ok(to_array::<f32>(t, b)?.into_dimensionality().expect("2-D")) };
+        let two = |t: &GpuTensor, b: &[u8]| -> Result<Array2<f32>> {
+            Ok(to_array::<f32>(t, b)?.into_dimensionality().expect("2-D"))
+        };
         Ok((two(&self.gram, &bytes[0])?, two(&self.rhs, &bytes[1])?))
     }
 }
@@ -243,7 +320,11 @@ impl NormalEquations {
 /// Solves every system `(G + ridge * mean(diag G) * I) W = B` in one dispatch; returns each
 /// `W` (`k x o`). A system whose factorisation fails even with the ridge is a typed error
 /// naming it.
-pub fn solve_batched(gpu: &Gpu, systems: &[&NormalEquations], ridge: f32) -> Result<Vec<Array2<f32>>> {
+pub fn solve_batched(
+    gpu: &Gpu,
+    systems: &[&NormalEquations],
+    ridge: f32,
+) -> Result<Vec<Array2<f32>>> {
     if systems.is_empty() {
         return Ok(Vec::new());
     }
@@ -257,7 +338,13 @@ pub fn solve_batched(gpu: &Gpu, systems: &[&NormalEquations], ridge: f32) -> Res
     }
     let limit = gpu.limits().max_binding as usize / 4;
     if na > limit || nb > limit {
-        return Err(Error::TooLarge { op: "lstsq", tensor: format!("{} systems", systems.len()), bytes: na.max(nb) as u64 * 4, limit: limit as u64 * 4, which: "storage binding" });
+        return Err(Error::TooLarge {
+            op: "lstsq",
+            tensor: format!("{} systems", systems.len()),
+            bytes: na.max(nb) as u64 * 4,
+            limit: limit as u64 * 4,
+            which: "storage binding",
+        });
     }
     let desc_t = gpu.upload_slice(&[systems.len(), 4], &desc)?;
     let a = gpu.empty(&[na], crate::DType::F32)?;
@@ -270,7 +357,10 @@ pub fn solve_batched(gpu: &Gpu, systems: &[&NormalEquations], ridge: f32) -> Res
     }
     cholesky_solve(&mut enc, gpu, &desc_t, &sizes, &a, &b, &status, ridge)?;
     let bytes = gpu.submit_and_read(enc, &[&b, &status])?;
-    let (w, st): (Vec<f32>, Vec<u32>) = (bytemuck::pod_collect_to_vec(&bytes[0]), bytemuck::pod_collect_to_vec(&bytes[1]));
+    let (w, st): (Vec<f32>, Vec<u32>) = (
+        bytemuck::pod_collect_to_vec(&bytes[0]),
+        bytemuck::pod_collect_to_vec(&bytes[1]),
+    );
     systems
         .iter()
         .enumerate()

@@ -85,14 +85,24 @@ impl Method {
             "ssvd" => Ok(Method::SpatialSvd),
             "wsvd" => Ok(Method::WeightSvd),
             "cp" => Ok(Method::ChannelPruning),
-            other => Err(Error::invalid("compress", "method", other, "expected ssvd, wsvd or cp")),
+            other => Err(Error::invalid(
+                "compress",
+                "method",
+                other,
+                "expected ssvd, wsvd or cp",
+            )),
         }
     }
 }
 
 /// Cost of a whole graph (at its resolved batch).
 pub fn model_cost(g: &Graph) -> Cost {
-    cost::layer_costs(g).iter().fold(Cost::default(), |c, l| Cost { macs: c.macs + l.macs, params: c.params + l.params })
+    cost::layer_costs(g)
+        .iter()
+        .fold(Cost::default(), |c, l| Cost {
+            macs: c.macs + l.macs,
+            params: c.params + l.params,
+        })
 }
 
 /// Settings of a compression run.
@@ -139,13 +149,31 @@ impl CompressOptions {
     /// Checks the ranges of every field.
     pub fn validate(&self) -> Result<()> {
         if !(self.target > 0.0 && self.target <= 1.0) {
-            return Err(Error::invalid("compress", "target ratio", self.target, "must be in (0, 1]"));
+            return Err(Error::invalid(
+                "compress",
+                "target ratio",
+                self.target,
+                "must be in (0, 1]",
+            ));
         }
         if self.candidates.is_empty() || self.candidates.iter().any(|&r| !(r > 0.0 && r < 1.0)) {
-            return Err(Error::invalid("compress", "candidate ratios", format!("{:?}", self.candidates), "need at least one, each in (0, 1)"));
+            return Err(Error::invalid(
+                "compress",
+                "candidate ratios",
+                format!("{:?}", self.candidates),
+                "need at least one, each in (0, 1)",
+            ));
         }
         if self.samples_per_image == 0 || !(self.ridge >= 0.0 && self.ridge.is_finite()) {
-            return Err(Error::invalid("compress", "reconstruction", format!("{} samples per image, ridge {}", self.samples_per_image, self.ridge), "need >= 1 sample and a finite ridge >= 0"));
+            return Err(Error::invalid(
+                "compress",
+                "reconstruction",
+                format!(
+                    "{} samples per image, ridge {}",
+                    self.samples_per_image, self.ridge
+                ),
+                "need >= 1 sample and a finite ridge >= 0",
+            ));
         }
         Ok(())
     }
@@ -163,32 +191,73 @@ pub struct Scorer {
 
 impl Scorer {
     /// Scores against `original` (its top-1 classes on `images` are the reference).
-    pub fn new(gpu: Arc<Gpu>, original: &Graph, images: ArrayD<f32>, labels: Option<Vec<usize>>) -> Result<Scorer> {
+    pub fn new(
+        gpu: Arc<Gpu>,
+        original: &Graph,
+        images: ArrayD<f32>,
+        labels: Option<Vec<usize>>,
+    ) -> Result<Scorer> {
         if images.shape().first().copied().unwrap_or(0) == 0 {
-            return Err(Error::EmptyTensor { op: "compress", tensor: "evaluation images".into() });
+            return Err(Error::EmptyTensor {
+                op: "compress",
+                tensor: "evaluation images".into(),
+            });
         }
         if let Some(l) = &labels {
             if l.len() != images.shape()[0] {
-                return Err(Error::invalid("compress", "labels", l.len(), format!("need one per evaluation image ({})", images.shape()[0])));
+                return Err(Error::invalid(
+                    "compress",
+                    "labels",
+                    l.len(),
+                    format!("need one per evaluation image ({})", images.shape()[0]),
+                ));
             }
         }
         if let Some(l) = &labels {
             let g = crate::graph::Prepared::new(original.clone()).at(1)?;
-            let classes = g.shapes.get(&g.outputs[0]).and_then(|s| s.get(1)).copied().unwrap_or(0);
+            let classes = g
+                .shapes
+                .get(&g.outputs[0])
+                .and_then(|s| s.get(1))
+                .copied()
+                .unwrap_or(0);
             if let Some((i, &c)) = l.iter().enumerate().find(|(_, &c)| c >= classes) {
-                return Err(Error::invalid("compress", "--labels", c, format!("label {i} is outside the model's {classes} classes")));
+                return Err(Error::invalid(
+                    "compress",
+                    "--labels",
+                    c,
+                    format!("label {i} is outside the model's {classes} classes"),
+                ));
             }
         }
-        let input = original.inputs.first().cloned().ok_or_else(|| Error::Graph { model: original.name.clone(), message: "no input".into() })?;
-        let mut s = Scorer { gpu, input, images, labels, reference: Vec::new() };
+        let input = original
+            .inputs
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Graph {
+                model: original.name.clone(),
+                message: "no input".into(),
+            })?;
+        let mut s = Scorer {
+            gpu,
+            input,
+            images,
+            labels,
+            reference: Vec::new(),
+        };
         let y = s.outputs(original)?;
-        s.reference = crate::eval::top_k(&y, 1).into_iter().map(|t| t[0]).collect();
+        s.reference = crate::eval::top_k(&y, 1)
+            .into_iter()
+            .map(|t| t[0])
+            .collect();
         Ok(s)
     }
 
     /// The model's first output on every image.
     pub fn outputs(&self, g: &Graph) -> Result<ArrayD<f32>> {
-        Ok(Runner::new(self.gpu.clone(), g.clone()).run(&[(&self.input, self.images.view())])?.remove(0))
+        Ok(Runner::new(self.gpu.clone(), g.clone())
+            .run(&[(&self.input, self.images.view())])?
+            .remove(0))
     }
 
     /// The score of `g` in [0, 1]; NaN when its outputs are not finite.
@@ -197,7 +266,10 @@ impl Scorer {
         if y.iter().any(|v| !v.is_finite()) {
             return Ok(f64::NAN);
         }
-        Ok(crate::eval::accuracy(&y, self.labels.as_ref().unwrap_or(&self.reference)))
+        Ok(crate::eval::accuracy(
+            &y,
+            self.labels.as_ref().unwrap_or(&self.reference),
+        ))
     }
 
     /// The evaluation images.
@@ -236,42 +308,78 @@ pub struct Compressor {
 
 /// The model resolved at batch 1 with its batch norms folded (as AIMET compresses it).
 pub fn bn_folded(g: &Graph) -> Result<Graph> {
-    Ok(Prepared::bn_folded(g.clone(), HashMap::new())?.0.at(1)?.as_ref().clone())
+    Ok(Prepared::bn_folded(g.clone(), HashMap::new())?
+        .0
+        .at(1)?
+        .as_ref()
+        .clone())
 }
 
 /// Runs `g` (resolved for any batch) on `images` and returns the named values, batch by batch
 /// of at most `piece` images, concatenated.
-fn tapped(gpu: &Arc<Gpu>, g: &Graph, input: &str, images: &ArrayD<f32>, names: &[String], piece: usize) -> Result<Vec<ArrayD<f32>>> {
-    Runner::new(gpu.clone(), g.clone()).taps(names).batch(piece).run_names(&[(input, images.view())], names)
+fn tapped(
+    gpu: &Arc<Gpu>,
+    g: &Graph,
+    input: &str,
+    images: &ArrayD<f32>,
+    names: &[String],
+    piece: usize,
+) -> Result<Vec<ArrayD<f32>>> {
+    Runner::new(gpu.clone(), g.clone())
+        .taps(names)
+        .batch(piece)
+        .run_names(&[(input, images.view())], names)
 }
 
 impl Compressor {
     /// Prepares `method` on `model` (BN is folded first): SVDs of every candidate layer in
     /// one GPU batch, or, for pruning, sampled patches of every candidate layer's input from
     /// one tapped forward over the scorer's images, accumulated into normal equations.
-    pub fn new(gpu: Arc<Gpu>, model: &Graph, method: Method, opts: CompressOptions, scorer: &Scorer) -> Result<Compressor> {
+    pub fn new(
+        gpu: Arc<Gpu>,
+        model: &Graph,
+        method: Method,
+        opts: CompressOptions,
+        scorer: &Scorer,
+    ) -> Result<Compressor> {
         opts.validate()?;
         let graph = bn_folded(model)?;
         let ignored = |n: &str| opts.ignore.iter().any(|i| i == n);
         let (prepared, mut skipped) = match method {
             Method::SpatialSvd | Method::WeightSvd => {
-                let kind = if method == Method::SpatialSvd { SvdKind::Spatial } else { SvdKind::Weight };
+                let kind = if method == Method::SpatialSvd {
+                    SvdKind::Spatial
+                } else {
+                    SvdKind::Weight
+                };
                 let (layers, skipped) = svd::layers(&graph, kind);
-                let layers: Vec<SvdLayer> = layers.into_iter().filter(|l| !ignored(&l.node)).collect();
-                let mats = layers.iter().map(|l| svd::matrix(&graph, l)).collect::<Result<Vec<_>>>()?;
+                let layers: Vec<SvdLayer> =
+                    layers.into_iter().filter(|l| !ignored(&l.node)).collect();
+                let mats = layers
+                    .iter()
+                    .map(|l| svd::matrix(&graph, l))
+                    .collect::<Result<Vec<_>>>()?;
                 for (l, m) in layers.iter().zip(&mats) {
                     let bad = m.iter().filter(|v| !v.is_finite()).count();
                     if bad > 0 {
-                        return Err(Error::NonFinite { op: "compress", tensor: format!("weight of layer '{}'", l.node), count: bad as u64 });
+                        return Err(Error::NonFinite {
+                            op: "compress",
+                            tensor: format!("weight of layer '{}'", l.node),
+                            count: bad as u64,
+                        });
                     }
                 }
                 let views: Vec<_> = mats.iter().map(|m| m.view()).collect();
                 let svds = svd_batched(&gpu, &views, &SvdOptions::default())?;
-                (LayerData::Svd(layers.into_iter().zip(svds).collect()), skipped)
+                (
+                    LayerData::Svd(layers.into_iter().zip(svds).collect()),
+                    skipped,
+                )
             }
             Method::ChannelPruning => {
                 let (layers, skipped) = prune::layers(&graph);
-                let layers: Vec<PruneLayer> = layers.into_iter().filter(|l| !ignored(&l.node)).collect();
+                let layers: Vec<PruneLayer> =
+                    layers.into_iter().filter(|l| !ignored(&l.node)).collect();
                 let mut out = Vec::new();
                 for l in layers {
                     let (g, b) = normal_equations(&gpu, &graph, &l.node, scorer, &opts)?;
@@ -281,17 +389,55 @@ impl Compressor {
             }
         };
         skipped.retain(|(n, _)| !ignored(n));
-        skipped.extend(opts.ignore.iter().map(|n| (n.clone(), "ignored by request".to_string())));
-        let c = Compressor { gpu, graph, method, opts, prepared, skipped };
+        skipped.extend(
+            opts.ignore
+                .iter()
+                .map(|n| (n.clone(), "ignored by request".to_string())),
+        );
+        let c = Compressor {
+            gpu,
+            graph,
+            method,
+            opts,
+            prepared,
+            skipped,
+        };
         let largest = match &c.prepared {
             LayerData::Svd(v) => v.iter().map(|(l, _)| l.full_rank()).max(),
             LayerData::Prune(v) => v.iter().map(|(l, _, _)| l.channels).max(),
         };
         if let Some(largest) = largest.filter(|&l| c.opts.multiplicity > l) {
-            return Err(Error::invalid("compress", "--multiplicity", c.opts.multiplicity, format!("is larger than every {} layer's {} (the largest is {largest})", method.name(), if method == Method::ChannelPruning { "channel count" } else { "rank" })));
+            return Err(Error::invalid(
+                "compress",
+                "--multiplicity",
+                c.opts.multiplicity,
+                format!(
+                    "is larger than every {} layer's {} (the largest is {largest})",
+                    method.name(),
+                    if method == Method::ChannelPruning {
+                        "channel count"
+                    } else {
+                        "rank"
+                    }
+                ),
+            ));
         }
         if c.layer_names().is_empty() {
-            return Err(Error::invalid("compress", "model", &model.name, format!("has no layer {} can compress ({} skipped: {})", method.name(), c.skipped.len(), c.skipped.iter().map(|(n, w)| format!("{n}: {w}")).collect::<Vec<_>>().join("; "))));
+            return Err(Error::invalid(
+                "compress",
+                "model",
+                &model.name,
+                format!(
+                    "has no layer {} can compress ({} skipped: {})",
+                    method.name(),
+                    c.skipped.len(),
+                    c.skipped
+                        .iter()
+                        .map(|(n, w)| format!("{n}: {w}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            ));
         }
         Ok(c)
     }
@@ -305,7 +451,19 @@ impl Compressor {
     /// the channel selection and whether weights are rebuilt.
     pub fn table_key(&self) -> String {
         match self.method {
-            Method::ChannelPruning => format!("cp/{:?}/{}", self.opts.selection, if self.opts.reconstruct { format!("rebuilt/{}-per-image/ridge-{}/2x-features", self.opts.samples_per_image, self.opts.ridge) } else { "sliced".into() }).to_lowercase(),
+            Method::ChannelPruning => format!(
+                "cp/{:?}/{}",
+                self.opts.selection,
+                if self.opts.reconstruct {
+                    format!(
+                        "rebuilt/{}-per-image/ridge-{}/2x-features",
+                        self.opts.samples_per_image, self.opts.ridge
+                    )
+                } else {
+                    "sliced".into()
+                }
+            )
+            .to_lowercase(),
             m => m.name().to_string(),
         }
     }
@@ -325,16 +483,30 @@ impl Compressor {
         match &self.prepared {
             LayerData::Svd(v) => {
                 let (l, d) = &v[i];
-                let Some(r) = svd::rank_for_ratio(l, ratio, self.opts.metric, self.opts.multiplicity) else { return Ok(None) };
+                let Some(r) =
+                    svd::rank_for_ratio(l, ratio, self.opts.metric, self.opts.multiplicity)
+                else {
+                    return Ok(None);
+                };
                 svd::split(&mut g, l, d, r)?;
             }
             LayerData::Prune(v) => {
                 let (l, gram, rhs) = &v[i];
-                let Some(k) = prune::keep_for_ratio(l, ratio, self.opts.multiplicity) else { return Ok(None) };
+                let Some(k) = prune::keep_for_ratio(l, ratio, self.opts.multiplicity) else {
+                    return Ok(None);
+                };
                 let keep = prune::select(&prune::scores(&g, l, self.opts.selection, gram), k);
                 prune::prune(&mut g, l, &keep)?;
                 if self.opts.reconstruct {
-                    prune::reconstruct(&mut g, &l.node, &keep, gram, rhs, &self.gpu, self.opts.ridge)?;
+                    prune::reconstruct(
+                        &mut g,
+                        &l.node,
+                        &keep,
+                        gram,
+                        rhs,
+                        &self.gpu,
+                        self.opts.ridge,
+                    )?;
                 }
             }
         }
@@ -343,7 +515,11 @@ impl Compressor {
 
     /// Scores every layer alone at every candidate ratio (`progress` is called after each
     /// evaluation with (done, total)).
-    pub fn score_table(&self, scorer: &Scorer, mut progress: impl FnMut(usize, usize)) -> Result<ScoreTable> {
+    pub fn score_table(
+        &self,
+        scorer: &Scorer,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<ScoreTable> {
         let names = self.layer_names();
         let base_cost = model_cost(&self.graph);
         let baseline = scorer.score(&self.graph)?;
@@ -354,13 +530,27 @@ impl Compressor {
             for (k, &ratio) in self.opts.candidates.iter().enumerate() {
                 if let Some(g) = self.compress_layer(&self.graph, i, ratio)? {
                     let c = model_cost(&g);
-                    entries.push(select::Entry { ratio, score: scorer.score(&g)?, macs_saved: base_cost.macs - c.macs, params_saved: base_cost.params - c.params });
+                    entries.push(select::Entry {
+                        ratio,
+                        score: scorer.score(&g)?,
+                        macs_saved: base_cost.macs - c.macs,
+                        params_saved: base_cost.params - c.params,
+                    });
                 }
                 progress(i * self.opts.candidates.len() + k + 1, total);
             }
-            layers.push(LayerScores { name: name.clone(), entries });
+            layers.push(LayerScores {
+                name: name.clone(),
+                entries,
+            });
         }
-        Ok(ScoreTable { method: self.table_key(), metric: self.opts.metric.name().into(), baseline, cost: base_cost, layers })
+        Ok(ScoreTable {
+            method: self.table_key(),
+            metric: self.opts.metric.name().into(),
+            baseline,
+            cost: base_cost,
+            layers,
+        })
     }
 
     /// Applies per-layer ratios (layer name -> ratio) in graph order. Pruned layers are
@@ -369,7 +559,9 @@ impl Compressor {
         let names = self.layer_names();
         let mut g = self.graph.clone();
         for (i, name) in names.iter().enumerate() {
-            let Some(&ratio) = ratios.get(name) else { continue };
+            let Some(&ratio) = ratios.get(name) else {
+                continue;
+            };
             if ratio >= 1.0 {
                 continue;
             }
@@ -383,15 +575,44 @@ impl Compressor {
                     let l = &v[i].0;
                     // The chain is traced again on the current graph (earlier layers may have
                     // renamed shared constants).
-                    let idx = g.nodes.iter().position(|n| &n.name == name).expect("layer kept its name");
-                    let l = prune::layer(&g, idx).map_err(|why| Error::Graph { model: g.name.clone(), message: format!("'{}' is no longer prunable: {why}", l.node) })?;
-                    let Some(k) = prune::keep_for_ratio(&l, ratio, self.opts.multiplicity) else { continue };
-                    let needs_samples = self.opts.reconstruct || self.opts.selection == prune::Selection::Energy;
-                    let (gram, rhs) = if needs_samples { normal_equations_between(&self.gpu, &self.graph, &g, &l.node, scorer, &self.opts)? } else { (Array2::zeros((0, 0)), Array2::zeros((0, 0))) };
+                    let idx = g
+                        .nodes
+                        .iter()
+                        .position(|n| &n.name == name)
+                        .expect("layer kept its name");
+                    let l = prune::layer(&g, idx).map_err(|why| Error::Graph {
+                        model: g.name.clone(),
+                        message: format!("'{}' is no longer prunable: {why}", l.node),
+                    })?;
+                    let Some(k) = prune::keep_for_ratio(&l, ratio, self.opts.multiplicity) else {
+                        continue;
+                    };
+                    let needs_samples =
+                        self.opts.reconstruct || self.opts.selection == prune::Selection::Energy;
+                    let (gram, rhs) = if needs_samples {
+                        normal_equations_between(
+                            &self.gpu,
+                            &self.graph,
+                            &g,
+                            &l.node,
+                            scorer,
+                            &self.opts,
+                        )?
+                    } else {
+                        (Array2::zeros((0, 0)), Array2::zeros((0, 0)))
+                    };
                     let keep = prune::select(&prune::scores(&g, &l, self.opts.selection, &gram), k);
                     prune::prune(&mut g, &l, &keep)?;
                     if self.opts.reconstruct {
-                        prune::reconstruct(&mut g, &l.node, &keep, &gram, &rhs, &self.gpu, self.opts.ridge)?;
+                        prune::reconstruct(
+                            &mut g,
+                            &l.node,
+                            &keep,
+                            &gram,
+                            &rhs,
+                            &self.gpu,
+                            self.opts.ridge,
+                        )?;
                     }
                 }
             }
@@ -401,30 +622,83 @@ impl Compressor {
 }
 
 /// Normal equations of `node` in `g` from its own input and output.
-fn normal_equations(gpu: &Arc<Gpu>, g: &Graph, node: &str, scorer: &Scorer, opts: &CompressOptions) -> Result<(Array2<f32>, Array2<f32>)> {
+fn normal_equations(
+    gpu: &Arc<Gpu>,
+    g: &Graph,
+    node: &str,
+    scorer: &Scorer,
+    opts: &CompressOptions,
+) -> Result<(Array2<f32>, Array2<f32>)> {
     normal_equations_between(gpu, g, g, node, scorer, opts)
 }
 
 /// Normal equations of `node` with inputs from `current` (the model compressed so far) and
 /// targets from `original`'s output of that node.
-fn normal_equations_between(gpu: &Arc<Gpu>, original: &Graph, current: &Graph, node: &str, scorer: &Scorer, opts: &CompressOptions) -> Result<(Array2<f32>, Array2<f32>)> {
-    let find = |g: &Graph| g.nodes.iter().find(|n| n.name == node).cloned().ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("no node named '{node}'") });
+fn normal_equations_between(
+    gpu: &Arc<Gpu>,
+    original: &Graph,
+    current: &Graph,
+    node: &str,
+    scorer: &Scorer,
+    opts: &CompressOptions,
+) -> Result<(Array2<f32>, Array2<f32>)> {
+    let find = |g: &Graph| {
+        g.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .cloned()
+            .ok_or_else(|| Error::Graph {
+                model: g.name.clone(),
+                message: format!("no node named '{node}'"),
+            })
+    };
     let (no, nc) = (find(original)?, find(current)?);
     let images = scorer.images();
     let piece = 16;
     let (out, inp) = (no.outputs[0].clone(), nc.inputs[0].clone());
     let (x, y) = if std::ptr::eq(original, current) {
         // One forward gives both: the layer's input is computed on the way to its output.
-        let mut v = tapped(gpu, &original.truncated(std::slice::from_ref(&out)), scorer.input(), images, &[inp, out], piece)?;
+        let mut v = tapped(
+            gpu,
+            &original.truncated(std::slice::from_ref(&out)),
+            scorer.input(),
+            images,
+            &[inp, out],
+            piece,
+        )?;
         let y = v.pop().expect("two taps");
         (v.pop().expect("two taps"), y)
     } else {
-        let y = tapped(gpu, &original.truncated(std::slice::from_ref(&out)), scorer.input(), images, &[out], piece)?.remove(0);
-        (tapped(gpu, &current.truncated(std::slice::from_ref(&inp)), scorer.input(), images, &[inp], piece)?.remove(0), y)
+        let y = tapped(
+            gpu,
+            &original.truncated(std::slice::from_ref(&out)),
+            scorer.input(),
+            images,
+            &[out],
+            piece,
+        )?
+        .remove(0);
+        (
+            tapped(
+                gpu,
+                &current.truncated(std::slice::from_ref(&inp)),
+                scorer.input(),
+                images,
+                &[inp],
+                piece,
+            )?
+            .remove(0),
+            y,
+        )
     };
-    let features = current.weight(&nc.inputs[1]).map_or(0, |w| w.len() / w.shape()[0]);
+    let features = current
+        .weight(&nc.inputs[1])
+        .map_or(0, |w| w.len() / w.shape()[0]);
     let positions = y.shape()[2] * y.shape()[3];
-    let per_image = opts.samples_per_image.max((2 * features).div_ceil(images.shape()[0])).min(positions.max(opts.samples_per_image));
+    let per_image = opts
+        .samples_per_image
+        .max((2 * features).div_ceil(images.shape()[0]))
+        .min(positions.max(opts.samples_per_image));
     let s = prune::sample(current, node, &x, &y, per_image, 0x5eed)?;
     let mut ne = NormalEquations::new(gpu, s.patches.ncols(), s.targets.ncols())?;
     ne.add(gpu, s.patches.view(), s.targets.view())?;

@@ -40,10 +40,23 @@ pub struct Outcome {
 /// the last aims at an equal share (in log scale) of what is left; a share out of its reach is
 /// left to the next method. Score tables are read from `tables_dir/<method>.scores.json` when
 /// one made for the same model state exists, and written there otherwise.
-pub fn compress(gpu: Arc<Gpu>, model: &Graph, methods: &[Method], opts: &CompressOptions, scorer: &Scorer, tables_dir: Option<&Path>, mut progress: impl FnMut(Method, usize, usize)) -> Result<Outcome> {
+pub fn compress(
+    gpu: Arc<Gpu>,
+    model: &Graph,
+    methods: &[Method],
+    opts: &CompressOptions,
+    scorer: &Scorer,
+    tables_dir: Option<&Path>,
+    mut progress: impl FnMut(Method, usize, usize),
+) -> Result<Outcome> {
     opts.validate()?;
     if methods.is_empty() {
-        return Err(Error::invalid("compress", "methods", "none", "give at least one of ssvd, wsvd, cp"));
+        return Err(Error::invalid(
+            "compress",
+            "methods",
+            "none",
+            "give at least one of ssvd, wsvd, cp",
+        ));
     }
     let mut current = crate::compress::bn_folded(model)?;
     let cost_before = model_cost(&current);
@@ -52,17 +65,37 @@ pub fn compress(gpu: Arc<Gpu>, model: &Graph, methods: &[Method], opts: &Compres
     for (k, &method) in methods.iter().enumerate() {
         let t = std::time::Instant::now();
         let left = methods.len() - k;
-        let now = opts.metric.of(&model_cost(&current)) as f64 / opts.metric.of(&cost_before) as f64;
+        let now =
+            opts.metric.of(&model_cost(&current)) as f64 / opts.metric.of(&cost_before) as f64;
         if k > 0 && now <= opts.target {
             log::info!("target met before {}; it is not run", method.name());
             break;
         }
         let stage_target = ((opts.target / now).min(1.0)).powf(1.0 / left as f64);
-        let c = Compressor::new(gpu.clone(), &current, method, CompressOptions { target: stage_target, ..opts.clone() }, scorer)?;
+        let c = Compressor::new(
+            gpu.clone(),
+            &current,
+            method,
+            CompressOptions {
+                target: stage_target,
+                ..opts.clone()
+            },
+            scorer,
+        )?;
         let file = tables_dir.map(|d| d.join(format!("{}.scores.json", method.name())));
         let names = c.layer_names();
         // A table that does not read (corrupt, from another version) is scored again.
-        let cached = file.as_ref().filter(|f| f.exists()).and_then(|f| ScoreTable::load(f).map_err(|e| log::warn!("{e}; scoring again")).ok()).filter(|t| t.matches(&c.table_key(), opts.metric, &names) && t.cost == model_cost(c.graph()));
+        let cached = file
+            .as_ref()
+            .filter(|f| f.exists())
+            .and_then(|f| {
+                ScoreTable::load(f)
+                    .map_err(|e| log::warn!("{e}; scoring again"))
+                    .ok()
+            })
+            .filter(|t| {
+                t.matches(&c.table_key(), opts.metric, &names) && t.cost == model_cost(c.graph())
+            });
         let reused = cached.is_some();
         let table = match cached {
             Some(t) => t,
@@ -77,7 +110,11 @@ pub fn compress(gpu: Arc<Gpu>, model: &Graph, methods: &[Method], opts: &Compres
         let selection = match greedy(&table, stage_target, opts.metric) {
             Ok(s) => Some(s),
             Err(e) if k + 1 < methods.len() => {
-                log::warn!("{}: {e}; leaving the rest to {}", method.name(), methods[k + 1].name());
+                log::warn!(
+                    "{}: {e}; leaving the rest to {}",
+                    method.name(),
+                    methods[k + 1].name()
+                );
                 None
             }
             Err(e) => return Err(e),
@@ -85,9 +122,23 @@ pub fn compress(gpu: Arc<Gpu>, model: &Graph, methods: &[Method], opts: &Compres
         if let Some(s) = &selection {
             current = c.apply(&ratio_map(s), scorer)?;
         }
-        stages.push(Stage { method, table, selection, skipped: c.skipped.clone(), reused_scores: reused, seconds: t.elapsed().as_secs_f64() });
+        stages.push(Stage {
+            method,
+            table,
+            selection,
+            skipped: c.skipped.clone(),
+            reused_scores: reused,
+            seconds: t.elapsed().as_secs_f64(),
+        });
     }
     let cost_after = model_cost(&current);
     let score_after = scorer.score(&current)?;
-    Ok(Outcome { graph: current, stages, cost_before, cost_after, score_before, score_after })
+    Ok(Outcome {
+        graph: current,
+        stages,
+        cost_before,
+        cost_after,
+        score_before,
+        score_after,
+    })
 }

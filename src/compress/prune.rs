@@ -14,8 +14,8 @@ use ndarray::{Array2, ArrayD, Axis, IxDyn};
 use crate::compress::linalg::NormalEquations;
 use crate::compress::Cost;
 use crate::error::{Error, Result};
-use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::attrs::{Binary, Unary};
+use crate::graph::ir::{Const, Graph, Op};
 
 /// A conv whose input channels can be pruned, and the chain that feeds it.
 #[derive(Clone, Debug)]
@@ -39,10 +39,27 @@ fn consumers(g: &Graph, v: &str) -> usize {
 /// Whether a chain node keeps channels one to one (so it can be sliced along them).
 fn channelwise(g: &Graph, n: &crate::graph::Node) -> bool {
     match &n.op {
-        Op::Unary(u) => matches!(u, Unary::Relu | Unary::Clip(..) | Unary::LeakyRelu(_) | Unary::Sigmoid | Unary::HardSigmoid(..) | Unary::HardSwish | Unary::Tanh),
+        Op::Unary(u) => matches!(
+            u,
+            Unary::Relu
+                | Unary::Clip(..)
+                | Unary::LeakyRelu(_)
+                | Unary::Sigmoid
+                | Unary::HardSigmoid(..)
+                | Unary::HardSwish
+                | Unary::Tanh
+        ),
         Op::BatchNorm { .. } => n.inputs[1..].iter().all(|p| g.weight(p).is_some()),
-        Op::Binary(Binary::Min | Binary::Max | Binary::Mul | Binary::Add | Binary::Sub | Binary::PRelu) => {
-            n.inputs.len() == 2 && g.producer_of(&n.inputs[0]).is_some() && g.weight(&n.inputs[1]).is_some_and(|c| c.len() == 1 || c.shape().first().is_some_and(|&d| d > 1) && c.shape().iter().skip(1).all(|&d| d == 1))
+        Op::Binary(
+            Binary::Min | Binary::Max | Binary::Mul | Binary::Add | Binary::Sub | Binary::PRelu,
+        ) => {
+            n.inputs.len() == 2
+                && g.producer_of(&n.inputs[0]).is_some()
+                && g.weight(&n.inputs[1]).is_some_and(|c| {
+                    c.len() == 1
+                        || c.shape().first().is_some_and(|&d| d > 1)
+                            && c.shape().iter().skip(1).all(|&d| d == 1)
+                })
         }
         Op::Conv(c) => {
             let w = g.weight(&n.inputs[1]);
@@ -55,11 +72,15 @@ fn channelwise(g: &Graph, n: &crate::graph::Node) -> bool {
 /// The prunable conv `node`, or why it is not.
 pub fn layer(g: &Graph, node: usize) -> std::result::Result<PruneLayer, String> {
     let n = &g.nodes[node];
-    let Op::Conv(c) = &n.op else { return Err(format!("{} is not a conv", n.op.onnx_type())) };
+    let Op::Conv(c) = &n.op else {
+        return Err(format!("{} is not a conv", n.op.onnx_type()));
+    };
     if c.groups != 1 {
         return Err(format!("grouped conv ({} groups)", c.groups));
     }
-    let Some(w) = g.weight(&n.inputs[1]) else { return Err("conv weight is not a constant".into()) };
+    let Some(w) = g.weight(&n.inputs[1]) else {
+        return Err("conv weight is not a constant".into());
+    };
     let channels = w.shape()[1];
     if channels < 2 {
         return Err("a single input channel".into());
@@ -68,30 +89,61 @@ pub fn layer(g: &Graph, node: usize) -> std::result::Result<PruneLayer, String> 
     let mut v = n.inputs[0].clone();
     loop {
         if consumers(g, &v) != 1 {
-            return Err(format!("'{v}' is read by more than this layer (a branch or join)"));
+            return Err(format!(
+                "'{v}' is read by more than this layer (a branch or join)"
+            ));
         }
-        let Some(p) = g.producer_of(&v) else { return Err(format!("'{v}' is a graph input")) };
+        let Some(p) = g.producer_of(&v) else {
+            return Err(format!("'{v}' is a graph input"));
+        };
         let pn = &g.nodes[p];
         match &pn.op {
             Op::Conv(pc) if pc.groups == 1 => {
-                let pw = g.weight(&pn.inputs[1]).ok_or("producer weight is not a constant")?;
+                let pw = g
+                    .weight(&pn.inputs[1])
+                    .ok_or("producer weight is not a constant")?;
                 if pw.shape()[0] != channels {
                     return Err("producer channels differ from the layer's inputs".into());
                 }
                 chain.reverse();
                 let mut original = Cost::default();
-                for name in std::iter::once(&pn.name).chain(&chain).chain(std::iter::once(&n.name)) {
-                    let i = g.nodes.iter().position(|x| &x.name == name).expect("in graph");
+                for name in std::iter::once(&pn.name)
+                    .chain(&chain)
+                    .chain(std::iter::once(&n.name))
+                {
+                    let i = g
+                        .nodes
+                        .iter()
+                        .position(|x| &x.name == name)
+                        .expect("in graph");
                     original.macs += crate::compress::cost::node_macs(g, &g.nodes[i]);
-                    original.params += g.nodes[i].inputs.iter().skip(1).filter_map(|x| g.weight(x)).map(|a| a.len() as u64).sum::<u64>();
+                    original.params += g.nodes[i]
+                        .inputs
+                        .iter()
+                        .skip(1)
+                        .filter_map(|x| g.weight(x))
+                        .map(|a| a.len() as u64)
+                        .sum::<u64>();
                 }
-                return Ok(PruneLayer { node: n.name.clone(), producer: pn.name.clone(), chain, channels, original });
+                return Ok(PruneLayer {
+                    node: n.name.clone(),
+                    producer: pn.name.clone(),
+                    chain,
+                    channels,
+                    original,
+                });
             }
             _ if channelwise(g, pn) => {
                 chain.push(pn.name.clone());
                 v = pn.inputs[0].clone();
             }
-            op => return Err(format!("reached {} '{}', which channels cannot be traced through", op.onnx_type(), pn.name)),
+            op => {
+                return Err(format!(
+                    "reached {} '{}', which channels cannot be traced through",
+                    op.onnx_type(),
+                    pn.name
+                ))
+            }
         }
     }
 }
@@ -121,9 +173,15 @@ pub fn keep_for_ratio(layer: &PruneLayer, ratio: f64, multiplicity: usize) -> Op
 
 /// AIMET's magnitude score: the L1 norm of each input channel's weights.
 pub fn magnitude_scores(g: &Graph, layer: &PruneLayer) -> Vec<f32> {
-    let n = &g.nodes[g.nodes.iter().position(|x| x.name == layer.node).expect("in graph")];
+    let n = &g.nodes[g
+        .nodes
+        .iter()
+        .position(|x| x.name == layer.node)
+        .expect("in graph")];
     let w = g.weight(&n.inputs[1]).expect("checked");
-    w.axis_iter(Axis(1)).map(|c| c.iter().map(|v| v.abs()).sum()).collect()
+    w.axis_iter(Axis(1))
+        .map(|c| c.iter().map(|v| v.abs()).sum())
+        .collect()
 }
 
 /// How input channels are ranked for keeping.
@@ -139,7 +197,11 @@ pub enum Selection {
 
 /// Output energy per input channel from the Gram matrix of full-input patches.
 pub fn energy_scores(g: &Graph, layer: &PruneLayer, gram: &Array2<f32>) -> Vec<f32> {
-    let n = &g.nodes[g.nodes.iter().position(|x| x.name == layer.node).expect("in graph")];
+    let n = &g.nodes[g
+        .nodes
+        .iter()
+        .position(|x| x.name == layer.node)
+        .expect("in graph")];
     let w = g.weight(&n.inputs[1]).expect("checked");
     let (co, ci, win) = (w.shape()[0], w.shape()[1], w.shape()[2] * w.shape()[3]);
     let flat = w.as_standard_layout();
@@ -190,12 +252,34 @@ fn slice_const(g: &mut Graph, name: &str, axis: usize, keep: &[usize]) {
 /// channels of its producer and chain. Constants read by other nodes are copied first.
 /// The graph's shapes are updated.
 pub fn prune(g: &mut Graph, layer: &PruneLayer, keep: &[usize]) -> Result<()> {
-    if keep.is_empty() || keep.iter().any(|&c| c >= layer.channels) || keep.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(Error::invalid("prune", "kept channels", format!("{} of {}", keep.len(), layer.channels), format!("must be ascending, distinct, below {} and not empty ('{}')", layer.channels, layer.node)));
+    if keep.is_empty()
+        || keep.iter().any(|&c| c >= layer.channels)
+        || keep.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(Error::invalid(
+            "prune",
+            "kept channels",
+            format!("{} of {}", keep.len(), layer.channels),
+            format!(
+                "must be ascending, distinct, below {} and not empty ('{}')",
+                layer.channels, layer.node
+            ),
+        ));
     }
-    let index = |g: &Graph, name: &str| g.nodes.iter().position(|x| x.name == name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("no node named '{name}'") });
+    let index = |g: &Graph, name: &str| {
+        g.nodes
+            .iter()
+            .position(|x| x.name == name)
+            .ok_or_else(|| Error::Graph {
+                model: g.name.clone(),
+                message: format!("no node named '{name}'"),
+            })
+    };
     // Own copies of constants that something outside this chain also reads.
-    let members: Vec<String> = std::iter::once(layer.producer.clone()).chain(layer.chain.iter().cloned()).chain(std::iter::once(layer.node.clone())).collect();
+    let members: Vec<String> = std::iter::once(layer.producer.clone())
+        .chain(layer.chain.iter().cloned())
+        .chain(std::iter::once(layer.node.clone()))
+        .collect();
     let mut renames: HashMap<(usize, usize), String> = HashMap::new();
     for name in &members {
         let i = index(g, name)?;
@@ -266,21 +350,46 @@ pub struct Samples {
 
 /// Draws samples from `x` (the layer's input, `[n, c, h, w]`) and `y` (the original layer's
 /// output with bias, `[n, co, oh, ow]`) at positions from a seeded generator.
-pub fn sample(g: &Graph, node: &str, x: &ArrayD<f32>, y: &ArrayD<f32>, per_image: usize, seed: u64) -> Result<Samples> {
-    let i = g.nodes.iter().position(|n| n.name == node).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("no node named '{node}'") })?;
+pub fn sample(
+    g: &Graph,
+    node: &str,
+    x: &ArrayD<f32>,
+    y: &ArrayD<f32>,
+    per_image: usize,
+    seed: u64,
+) -> Result<Samples> {
+    let i = g
+        .nodes
+        .iter()
+        .position(|n| n.name == node)
+        .ok_or_else(|| Error::Graph {
+            model: g.name.clone(),
+            message: format!("no node named '{node}'"),
+        })?;
     let n = &g.nodes[i];
-    let Op::Conv(c) = &n.op else { return Err(Error::invalid("sample", "node", node, "not a conv")) };
+    let Op::Conv(c) = &n.op else {
+        return Err(Error::invalid("sample", "node", node, "not a conv"));
+    };
     let w = g.weight(&n.inputs[1]).expect("conv weight");
     let (kh, kw) = (w.shape()[2], w.shape()[3]);
-    let bias: Vec<f32> = n.inputs.get(2).and_then(|b| g.weight(b)).map(|b| b.iter().copied().collect()).unwrap_or_else(|| vec![0.0; y.shape()[1]]);
+    let bias: Vec<f32> = n
+        .inputs
+        .get(2)
+        .and_then(|b| g.weight(b))
+        .map(|b| b.iter().copied().collect())
+        .unwrap_or_else(|| vec![0.0; y.shape()[1]]);
     let (nb, ci, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (co, oh, ow) = (y.shape()[1], y.shape()[2], y.shape()[3]);
     let total = nb * per_image;
     let mut patches = Array2::<f32>::zeros((total, ci * kh * kw));
     let mut targets = Array2::<f32>::zeros((total, co));
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = |m: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 33) % m as u64) as usize
     };
     for s in 0..total {
@@ -288,10 +397,13 @@ pub fn sample(g: &Graph, node: &str, x: &ArrayD<f32>, y: &ArrayD<f32>, per_image
         for cc in 0..ci {
             for dy in 0..kh {
                 for dx in 0..kw {
-                    let iy = (oy * c.strides[0] + dy * c.dilations[0]) as isize - c.pads[0] as isize;
-                    let ix = (ox * c.strides[1] + dx * c.dilations[1]) as isize - c.pads[1] as isize;
+                    let iy =
+                        (oy * c.strides[0] + dy * c.dilations[0]) as isize - c.pads[0] as isize;
+                    let ix =
+                        (ox * c.strides[1] + dx * c.dilations[1]) as isize - c.pads[1] as isize;
                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                        patches[[s, (cc * kh + dy) * kw + dx]] = x[[b, cc, iy as usize, ix as usize]];
+                        patches[[s, (cc * kh + dy) * kw + dx]] =
+                            x[[b, cc, iy as usize, ix as usize]];
                     }
                 }
             }
@@ -305,31 +417,60 @@ pub fn sample(g: &Graph, node: &str, x: &ArrayD<f32>, y: &ArrayD<f32>, per_image
 
 /// Feature columns of the kept input channels in a patch (channel-major, `window` per channel).
 pub fn kept_features(keep: &[usize], window: usize) -> Vec<usize> {
-    keep.iter().flat_map(|&c| (c * window)..(c * window + window)).collect()
+    keep.iter()
+        .flat_map(|&c| (c * window)..(c * window + window))
+        .collect()
 }
 
 /// Least-squares weights for the pruned `layer` (already pruned in `g`) from samples of the
 /// full input (`normal` holds `X^T X` and `X^T Y` over every input channel): the kept
 /// channels' block of the normal equations, solved with a ridge, written into the weight.
-pub fn reconstruct(g: &mut Graph, node: &str, keep: &[usize], gram: &Array2<f32>, rhs: &Array2<f32>, gpu: &crate::gpu::Gpu, ridge: f32) -> Result<()> {
-    let i = g.nodes.iter().position(|n| n.name == node).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("no node named '{node}'") })?;
+pub fn reconstruct(
+    g: &mut Graph,
+    node: &str,
+    keep: &[usize],
+    gram: &Array2<f32>,
+    rhs: &Array2<f32>,
+    gpu: &crate::gpu::Gpu,
+    ridge: f32,
+) -> Result<()> {
+    let i = g
+        .nodes
+        .iter()
+        .position(|n| n.name == node)
+        .ok_or_else(|| Error::Graph {
+            model: g.name.clone(),
+            message: format!("no node named '{node}'"),
+        })?;
     let wname = g.nodes[i].inputs[1].clone();
     let w = g.weight(&wname).expect("conv weight").clone();
     let (co, k, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
     if k != keep.len() {
-        return Err(Error::invalid("reconstruct", "kept channels", keep.len(), format!("the pruned weight of '{node}' has {k} input channels")));
+        return Err(Error::invalid(
+            "reconstruct",
+            "kept channels",
+            keep.len(),
+            format!("the pruned weight of '{node}' has {k} input channels"),
+        ));
     }
     let f = kept_features(keep, kh * kw);
     let gs = Array2::from_shape_fn((f.len(), f.len()), |(a, b)| gram[[f[a], f[b]]]);
     let bs = Array2::from_shape_fn((f.len(), co), |(a, o)| rhs[[f[a], o]]);
     let sol = solve_dense(gpu, &gs, &bs, ridge)?;
-    let neww = ArrayD::from_shape_fn(IxDyn(&[co, k, kh, kw]), |d| sol[[(d[1] * kh + d[2]) * kw + d[3], d[0]]]);
+    let neww = ArrayD::from_shape_fn(IxDyn(&[co, k, kh, kw]), |d| {
+        sol[[(d[1] * kh + d[2]) * kw + d[3], d[0]]]
+    });
     g.consts.insert(wname, Const::F32(neww));
     Ok(())
 }
 
 /// Solves one dense ridge system on the GPU (uploads G and B as normal equations).
-pub fn solve_dense(gpu: &crate::gpu::Gpu, gram: &Array2<f32>, rhs: &Array2<f32>, ridge: f32) -> Result<Array2<f32>> {
+pub fn solve_dense(
+    gpu: &crate::gpu::Gpu,
+    gram: &Array2<f32>,
+    rhs: &Array2<f32>,
+    ridge: f32,
+) -> Result<Array2<f32>> {
     let ne = NormalEquations::from_parts(gpu, gram, rhs)?;
     Ok(crate::compress::linalg::solve_batched(gpu, &[&ne], ridge)?.remove(0))
 }

@@ -63,7 +63,13 @@ pub struct Selection {
 impl ScoreTable {
     /// Writes the table as JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let num = |v: f64| if v.is_finite() { json!(v) } else { json!("NaN") };
+        let num = |v: f64| {
+            if v.is_finite() {
+                json!(v)
+            } else {
+                json!("NaN")
+            }
+        };
         let layers: Vec<Value> = self
             .layers
             .iter()
@@ -72,7 +78,11 @@ impl ScoreTable {
         let v = json!({"method": self.method, "metric": self.metric, "baseline": self.baseline, "macs": self.cost.macs, "params": self.cost.params, "layers": layers});
         let text = serde_json::to_string_pretty(&v).expect("plain JSON");
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating the score-table folder", path: dir.display().to_string(), message: e.to_string() })?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                action: "creating the score-table folder",
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
         }
         crate::files::write_atomic(path, text.as_bytes())
     }
@@ -80,11 +90,29 @@ impl ScoreTable {
     /// Reads a table written by [`ScoreTable::save`].
     pub fn load(path: &Path) -> Result<ScoreTable> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { action: "reading score table", path: file.clone(), message: e.to_string() })?;
-        let bad = |key: &str, message: &str| Error::Config { file: file.clone(), key: key.into(), message: message.into() };
-        let v: Value = serde_json::from_str(&text).map_err(|e| bad("(file)", &format!("not JSON: {e}")))?;
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| bad(k, "missing or not a string"));
-        let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).ok_or_else(|| bad(k, "missing or not an integer"));
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            action: "reading score table",
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+        let bad = |key: &str, message: &str| Error::Config {
+            file: file.clone(),
+            key: key.into(),
+            message: message.into(),
+        };
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| bad("(file)", &format!("not JSON: {e}")))?;
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| bad(k, "missing or not a string"))
+        };
+        let u = |v: &Value, k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad(k, "missing or not an integer"))
+        };
         let f = |v: &Value, k: &str| match v.get(k) {
             Some(Value::String(t)) if t == "NaN" => Ok(f64::NAN),
             Some(x) => x.as_f64().ok_or_else(|| bad(k, "not a number")),
@@ -92,20 +120,48 @@ impl ScoreTable {
         };
         let (method, metric) = (s("method")?, s("metric")?);
         let mut layers = Vec::new();
-        for l in v.get("layers").and_then(Value::as_array).ok_or_else(|| bad("layers", "missing or not a list"))? {
-            let name = l.get("name").and_then(Value::as_str).ok_or_else(|| bad("layers.name", "missing"))?.to_string();
+        for l in v
+            .get("layers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("layers", "missing or not a list"))?
+        {
+            let name = l
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("layers.name", "missing"))?
+                .to_string();
             let mut entries = Vec::new();
-            for e in l.get("entries").and_then(Value::as_array).ok_or_else(|| bad("layers.entries", "missing or not a list"))? {
-                entries.push(Entry { ratio: f(e, "ratio")?, score: f(e, "score")?, macs_saved: u(e, "macs_saved")?, params_saved: u(e, "params_saved")? });
+            for e in l
+                .get("entries")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("layers.entries", "missing or not a list"))?
+            {
+                entries.push(Entry {
+                    ratio: f(e, "ratio")?,
+                    score: f(e, "score")?,
+                    macs_saved: u(e, "macs_saved")?,
+                    params_saved: u(e, "params_saved")?,
+                });
             }
             layers.push(LayerScores { name, entries });
         }
-        Ok(ScoreTable { method, metric, baseline: f(&v, "baseline")?, cost: Cost { macs: u(&v, "macs")?, params: u(&v, "params")? }, layers })
+        Ok(ScoreTable {
+            method,
+            metric,
+            baseline: f(&v, "baseline")?,
+            cost: Cost {
+                macs: u(&v, "macs")?,
+                params: u(&v, "params")?,
+            },
+            layers,
+        })
     }
 
     /// Whether this table was made for the same method, metric and layers.
     pub fn matches(&self, method: &str, metric: CostMetric, layers: &[String]) -> bool {
-        self.method == method && self.metric == metric.name() && self.layers.iter().map(|l| &l.name).eq(layers.iter())
+        self.method == method
+            && self.metric == metric.name()
+            && self.layers.iter().map(|l| &l.name).eq(layers.iter())
     }
 }
 
@@ -121,7 +177,11 @@ pub fn greedy(table: &ScoreTable, target: f64, metric: CostMetric) -> Result<Sel
             .iter()
             .map(|l| {
                 // Strongest compression (most saved) among entries scoring at least t.
-                let best = l.entries.iter().filter(|e| e.score >= t).max_by_key(|e| e.saved(metric));
+                let best = l
+                    .entries
+                    .iter()
+                    .filter(|e| e.score >= t)
+                    .max_by_key(|e| e.saved(metric));
                 match best {
                     Some(e) => {
                         macs += e.macs_saved;
@@ -134,18 +194,34 @@ pub fn greedy(table: &ScoreTable, target: f64, metric: CostMetric) -> Result<Sel
             .collect();
         (ratios, macs, params)
     };
-    let mut thresholds: Vec<f64> = table.layers.iter().flat_map(|l| l.entries.iter().map(|e| e.score)).filter(|s| s.is_finite()).collect();
+    let mut thresholds: Vec<f64> = table
+        .layers
+        .iter()
+        .flat_map(|l| l.entries.iter().map(|e| e.score))
+        .filter(|s| s.is_finite())
+        .collect();
     thresholds.sort_by(|a, b| b.total_cmp(a));
     thresholds.dedup();
-    for t in thresholds.iter().copied().chain(std::iter::once(f64::NEG_INFINITY)) {
+    for t in thresholds
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::NEG_INFINITY))
+    {
         let (ratios, macs, params) = choose(t);
         let saved = match metric {
             CostMetric::Macs => macs,
             CostMetric::Memory => params,
         };
         if base - saved as f64 <= budget + 0.5 {
-            let cost = Cost { macs: table.cost.macs - macs, params: table.cost.params - params };
-            return Ok(Selection { ratios, threshold: t, cost });
+            let cost = Cost {
+                macs: table.cost.macs - macs,
+                params: table.cost.params - params,
+            };
+            return Ok(Selection {
+                ratios,
+                threshold: t,
+                cost,
+            });
         }
     }
     let (_, macs, params) = choose(f64::NEG_INFINITY);

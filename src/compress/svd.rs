@@ -16,8 +16,8 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use crate::compress::linalg::Svd;
 use crate::compress::Cost;
 use crate::error::{Error, Result};
-use crate::graph::ir::{Const, Graph, Node, Op};
 use crate::graph::attrs::Conv2d;
+use crate::graph::ir::{Const, Graph, Node, Op};
 
 /// Which factorisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,28 +67,72 @@ pub fn layer(g: &Graph, node: usize, kind: SvdKind) -> std::result::Result<SvdLa
             if c.groups != 1 {
                 return Err(format!("grouped conv ({} groups)", c.groups));
             }
-            let original = Cost { macs: (b * co * ci * kh * kw * oh * ow) as u64, params: (co * ci * kh * kw) as u64 };
+            let original = Cost {
+                macs: (b * co * ci * kh * kw * oh * ow) as u64,
+                params: (co * ci * kh * kw) as u64,
+            };
             match kind {
                 SvdKind::Spatial => {
                     if kh == 1 || kw == 1 {
-                        return Err(format!("{kh}x{kw} kernel has no spatial dimension to split"));
+                        return Err(format!(
+                            "{kh}x{kw} kernel has no spatial dimension to split"
+                        ));
                     }
-                    let per_rank = Cost { macs: (b * ci * kh * oh * w + b * co * kw * oh * ow) as u64, params: (ci * kh + co * kw) as u64 };
-                    Ok(SvdLayer { node: name, kind, rows: ci * kh, cols: co * kw, per_rank, original })
+                    let per_rank = Cost {
+                        macs: (b * ci * kh * oh * w + b * co * kw * oh * ow) as u64,
+                        params: (ci * kh + co * kw) as u64,
+                    };
+                    Ok(SvdLayer {
+                        node: name,
+                        kind,
+                        rows: ci * kh,
+                        cols: co * kw,
+                        per_rank,
+                        original,
+                    })
                 }
                 SvdKind::Weight => {
-                    let per_rank = Cost { macs: (b * ci * h * w + b * co * kh * kw * oh * ow) as u64, params: (ci + co * kh * kw) as u64 };
-                    Ok(SvdLayer { node: name, kind, rows: co * kh * kw, cols: ci, per_rank, original })
+                    let per_rank = Cost {
+                        macs: (b * ci * h * w + b * co * kh * kw * oh * ow) as u64,
+                        params: (ci + co * kh * kw) as u64,
+                    };
+                    Ok(SvdLayer {
+                        node: name,
+                        kind,
+                        rows: co * kh * kw,
+                        cols: ci,
+                        per_rank,
+                        original,
+                    })
                 }
             }
         }
         (Op::Gemm { trans_a: false, .. }, SvdKind::Weight) => {
-            let Some(wt) = n.inputs.get(1).and_then(|i| g.weight(i)) else { return Err("Gemm without a constant weight".into()) };
-            let (Some(y), [r0, r1]) = (g.shapes.get(&n.outputs[0]), wt.shape()) else { return Err("Gemm without a 2-D weight".into()) };
-            let Op::Gemm { trans_b, .. } = n.op else { unreachable!() };
+            let Some(wt) = n.inputs.get(1).and_then(|i| g.weight(i)) else {
+                return Err("Gemm without a constant weight".into());
+            };
+            let (Some(y), [r0, r1]) = (g.shapes.get(&n.outputs[0]), wt.shape()) else {
+                return Err("Gemm without a 2-D weight".into());
+            };
+            let Op::Gemm { trans_b, .. } = n.op else {
+                unreachable!()
+            };
             let (nn, k) = if trans_b { (*r0, *r1) } else { (*r1, *r0) };
             let m = y[0];
-            Ok(SvdLayer { node: name, kind, rows: nn, cols: k, per_rank: Cost { macs: (m * (k + nn)) as u64, params: (k + nn) as u64 }, original: Cost { macs: (m * nn * k) as u64, params: (nn * k) as u64 } })
+            Ok(SvdLayer {
+                node: name,
+                kind,
+                rows: nn,
+                cols: k,
+                per_rank: Cost {
+                    macs: (m * (k + nn)) as u64,
+                    params: (k + nn) as u64,
+                },
+                original: Cost {
+                    macs: (m * nn * k) as u64,
+                    params: (nn * k) as u64,
+                },
+            })
         }
         (Op::Gemm { .. }, SvdKind::Weight) => Err("Gemm with transposed input".into()),
         _ => Err(format!("{} is not a {kind:?}-SVD layer", n.op.onnx_type())),
@@ -118,15 +162,23 @@ pub fn matrix(g: &Graph, layer: &SvdLayer) -> Result<Array2<f32>> {
     Ok(match (&n.op, layer.kind) {
         (Op::Conv(_), SvdKind::Spatial) => {
             let [co, ci, kh, kw] = <[usize; 4]>::try_from(w.shape()).expect("4-D");
-            Array2::from_shape_fn((ci * kh, co * kw), |(r, c)| w[[c / kw, r / kh, r % kh, c % kw]])
+            Array2::from_shape_fn((ci * kh, co * kw), |(r, c)| {
+                w[[c / kw, r / kh, r % kh, c % kw]]
+            })
         }
         (Op::Conv(_), SvdKind::Weight) => {
             let [_, ci, kh, kw] = <[usize; 4]>::try_from(w.shape()).expect("4-D");
-            Array2::from_shape_fn((layer.rows, ci), |(r, c)| w[[r / (kh * kw), c, (r / kw) % kh, r % kw]])
+            Array2::from_shape_fn((layer.rows, ci), |(r, c)| {
+                w[[r / (kh * kw), c, (r / kw) % kh, r % kw]]
+            })
         }
         (Op::Gemm { trans_b, .. }, _) => {
             let w2 = w.view().into_dimensionality::<ndarray::Ix2>().expect("2-D");
-            if *trans_b { w2.to_owned() } else { w2.t().to_owned() }
+            if *trans_b {
+                w2.to_owned()
+            } else {
+                w2.t().to_owned()
+            }
         }
         _ => unreachable!("layer() admits only these"),
     })
@@ -135,8 +187,16 @@ pub fn matrix(g: &Graph, layer: &SvdLayer) -> Result<Array2<f32>> {
 /// The rank that brings the layer's cost (MACs or params, per `by`) to `ratio` of the
 /// original, rounded to a multiple of `multiplicity`; `None` when that rank would not make
 /// the layer cheaper (or is 0).
-pub fn rank_for_ratio(layer: &SvdLayer, ratio: f64, by: crate::compress::CostMetric, multiplicity: usize) -> Option<usize> {
-    let (orig, per) = (by.of(&layer.original) as f64, by.of(&layer.per_rank).max(1) as f64);
+pub fn rank_for_ratio(
+    layer: &SvdLayer,
+    ratio: f64,
+    by: crate::compress::CostMetric,
+    multiplicity: usize,
+) -> Option<usize> {
+    let (orig, per) = (
+        by.of(&layer.original) as f64,
+        by.of(&layer.per_rank).max(1) as f64,
+    );
     let m = multiplicity.max(1);
     let raw = (ratio * orig / per).floor() as usize;
     let r = (raw / m * m).max(m.min(raw.max(1)));
@@ -144,13 +204,24 @@ pub fn rank_for_ratio(layer: &SvdLayer, ratio: f64, by: crate::compress::CostMet
 }
 
 fn node_index(g: &Graph, name: &str) -> Result<usize> {
-    g.nodes.iter().position(|n| n.name == name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("no node named '{name}'") })
+    g.nodes
+        .iter()
+        .position(|n| n.name == name)
+        .ok_or_else(|| Error::Graph {
+            model: g.name.clone(),
+            message: format!("no node named '{name}'"),
+        })
 }
 
 /// Replaces `layer` by its rank-`rank` factorisation from `svd` (of [`matrix`]).
 pub fn split(g: &mut Graph, layer: &SvdLayer, svd: &Svd, rank: usize) -> Result<()> {
     if rank == 0 || rank > svd.s.len() {
-        return Err(Error::invalid("svd split", "rank", rank, format!("must be in 1..={} for '{}'", svd.s.len(), layer.node)));
+        return Err(Error::invalid(
+            "svd split",
+            "rank",
+            rank,
+            format!("must be in 1..={} for '{}'", svd.s.len(), layer.node),
+        ));
     }
     let i = node_index(g, &layer.node)?;
     let n = g.nodes[i].clone();
@@ -163,27 +234,67 @@ pub fn split(g: &mut Graph, layer: &SvdLayer, svd: &Svd, rank: usize) -> Result<
         SvdKind::Weight => "wsvd",
     };
     let mid = g.unique_name(&format!("{}/{stem}", n.outputs[0]));
-    let (w1n, w2n) = (g.unique_name(&format!("{}.{stem}0", n.inputs[1])), g.unique_name(&format!("{}.{stem}1", n.inputs[1])));
+    let (w1n, w2n) = (
+        g.unique_name(&format!("{}.{stem}0", n.inputs[1])),
+        g.unique_name(&format!("{}.{stem}1", n.inputs[1])),
+    );
     let (first, second, w1, w2, mid_shape) = match (&n.op, layer.kind) {
         (Op::Conv(c), SvdKind::Spatial) => {
-            let (_, [co, ci, kh, kw], [b, _, _, width], [_, _, oh, _]) = conv_parts(g, &n).expect("checked");
-            let w1 = ArrayD::from_shape_fn(IxDyn(&[rank, ci, kh, 1]), |d| u(d[1] * kh + d[2], d[0]));
-            let w2 = ArrayD::from_shape_fn(IxDyn(&[co, rank, 1, kw]), |d| v(d[0] * kw + d[3], d[1]));
-            let c1 = Conv2d { strides: [c.strides[0], 1], pads: [c.pads[0], 0, c.pads[2], 0], dilations: [c.dilations[0], 1], groups: 1 };
-            let c2 = Conv2d { strides: [1, c.strides[1]], pads: [0, c.pads[1], 0, c.pads[3]], dilations: [1, c.dilations[1]], groups: 1 };
+            let (_, [co, ci, kh, kw], [b, _, _, width], [_, _, oh, _]) =
+                conv_parts(g, &n).expect("checked");
+            let w1 =
+                ArrayD::from_shape_fn(IxDyn(&[rank, ci, kh, 1]), |d| u(d[1] * kh + d[2], d[0]));
+            let w2 =
+                ArrayD::from_shape_fn(IxDyn(&[co, rank, 1, kw]), |d| v(d[0] * kw + d[3], d[1]));
+            let c1 = Conv2d {
+                strides: [c.strides[0], 1],
+                pads: [c.pads[0], 0, c.pads[2], 0],
+                dilations: [c.dilations[0], 1],
+                groups: 1,
+            };
+            let c2 = Conv2d {
+                strides: [1, c.strides[1]],
+                pads: [0, c.pads[1], 0, c.pads[3]],
+                dilations: [1, c.dilations[1]],
+                groups: 1,
+            };
             (Op::Conv(c1), Op::Conv(c2), w1, w2, vec![b, rank, oh, width])
         }
         (Op::Conv(c), SvdKind::Weight) => {
             let (_, [co, ci, kh, kw], [b, _, h, width], _) = conv_parts(g, &n).expect("checked");
             let w1 = ArrayD::from_shape_fn(IxDyn(&[rank, ci, 1, 1]), |d| v(d[1], d[0]));
-            let w2 = ArrayD::from_shape_fn(IxDyn(&[co, rank, kh, kw]), |d| u((d[0] * kh + d[2]) * kw + d[3], d[1]));
-            (Op::Conv(Conv2d::default()), Op::Conv(*c), w1, w2, vec![b, rank, h, width])
+            let w2 = ArrayD::from_shape_fn(IxDyn(&[co, rank, kh, kw]), |d| {
+                u((d[0] * kh + d[2]) * kw + d[3], d[1])
+            });
+            (
+                Op::Conv(Conv2d::default()),
+                Op::Conv(*c),
+                w1,
+                w2,
+                vec![b, rank, h, width],
+            )
         }
         (Op::Gemm { alpha, beta, .. }, SvdKind::Weight) => {
             let m = g.shapes[&n.outputs[0]][0];
             let w1 = ArrayD::from_shape_fn(IxDyn(&[rank, layer.cols]), |d| v(d[1], d[0]));
             let w2 = ArrayD::from_shape_fn(IxDyn(&[layer.rows, rank]), |d| u(d[0], d[1]));
-            (Op::Gemm { alpha: *alpha, beta: 0.0, trans_a: false, trans_b: true }, Op::Gemm { alpha: 1.0, beta: *beta, trans_a: false, trans_b: true }, w1, w2, vec![m, rank])
+            (
+                Op::Gemm {
+                    alpha: *alpha,
+                    beta: 0.0,
+                    trans_a: false,
+                    trans_b: true,
+                },
+                Op::Gemm {
+                    alpha: 1.0,
+                    beta: *beta,
+                    trans_a: false,
+                    trans_b: true,
+                },
+                w1,
+                w2,
+                vec![m, rank],
+            )
         }
         _ => unreachable!("layer() admits only these"),
     };
@@ -193,8 +304,18 @@ pub fn split(g: &mut Graph, layer: &SvdLayer, svd: &Svd, rank: usize) -> Result<
     g.shapes.insert(mid.clone(), mid_shape);
     let mut inputs2 = vec![mid.clone(), w2n];
     inputs2.extend(n.inputs.iter().skip(2).cloned());
-    let n1 = Node { name: g.unique_name(&format!("{}/{stem}0", n.name)), op: first, inputs: vec![n.inputs[0].clone(), w1n], outputs: vec![mid] };
-    let n2 = Node { name: n.name.clone(), op: second, inputs: inputs2, outputs: n.outputs.clone() };
+    let n1 = Node {
+        name: g.unique_name(&format!("{}/{stem}0", n.name)),
+        op: first,
+        inputs: vec![n.inputs[0].clone(), w1n],
+        outputs: vec![mid],
+    };
+    let n2 = Node {
+        name: n.name.clone(),
+        op: second,
+        inputs: inputs2,
+        outputs: n.outputs.clone(),
+    };
     let old_weight = n.inputs[1].clone();
     g.nodes.splice(i..=i, [n1, n2]);
     if g.nodes.iter().all(|n| !n.inputs.contains(&old_weight)) {

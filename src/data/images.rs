@@ -25,19 +25,45 @@ pub struct Preprocess {
 impl Preprocess {
     /// ImageNet's: resize to 256, crop 224, ImageNet mean/std, RGB.
     pub fn imagenet() -> Self {
-        Preprocess { size: 224, resize: 256, mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225], channels: 3 }
+        Preprocess {
+            size: 224,
+            resize: 256,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            channels: 3,
+        }
     }
 
     fn check(&self) -> Result<()> {
         if self.size == 0 || self.resize < self.size {
-            return Err(Error::invalid("preprocess", "size", format!("crop {} after resize {}", self.size, self.resize), "need 0 < crop <= resize"));
+            return Err(Error::invalid(
+                "preprocess",
+                "size",
+                format!("crop {} after resize {}", self.size, self.resize),
+                "need 0 < crop <= resize",
+            ));
         }
         let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
-        if !matches!(self.channels, 1 | 3) || self.mean.len() != self.channels || self.std.len() != self.channels {
-            return Err(Error::invalid("preprocess", "--mean/--std", format!("{} / {}", list(&self.mean), list(&self.std)), "need 1 (grayscale) or 3 (RGB) values each, comma separated, as many means as stds"));
+        if !matches!(self.channels, 1 | 3)
+            || self.mean.len() != self.channels
+            || self.std.len() != self.channels
+        {
+            return Err(Error::invalid(
+                "preprocess",
+                "--mean/--std",
+                format!("{} / {}", list(&self.mean), list(&self.std)),
+                "need 1 (grayscale) or 3 (RGB) values each, comma separated, as many means as stds",
+            ));
         }
-        if self.mean.iter().any(|m| !m.is_finite()) || self.std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
-            return Err(Error::invalid("preprocess", "--mean/--std", format!("{} / {}", list(&self.mean), list(&self.std)), "means must be finite, stds finite and non-zero"));
+        if self.mean.iter().any(|m| !m.is_finite())
+            || self.std.iter().any(|&s| s == 0.0 || !s.is_finite())
+        {
+            return Err(Error::invalid(
+                "preprocess",
+                "--mean/--std",
+                format!("{} / {}", list(&self.mean), list(&self.std)),
+                "means must be finite, stds finite and non-zero",
+            ));
         }
         Ok(())
     }
@@ -45,23 +71,52 @@ impl Preprocess {
 
 /// The image files of a folder (by extension), sorted by name.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::Io { action: "listing images in", path: dir.display().to_string(), message: e.to_string() })?;
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::Io {
+        action: "listing images in",
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png")))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+        })
         .collect();
     files.sort();
     Ok(files)
 }
 
 fn decode(path: &Path) -> Result<image::DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { action: "reading image", path: path.display().to_string(), message: e.to_string() })?;
-    if bytes.starts_with(&[0xff, 0xd8]) && !bytes.iter().rposition(|&b| b != 0).is_some_and(|i| i >= 1 && bytes[i - 1..=i] == [0xff, 0xd9]) {
-        return Err(Error::Io { action: "decoding image", path: path.display().to_string(), message: "truncated JPEG (no end-of-image marker)".into() });
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        action: "reading image",
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    if bytes.starts_with(&[0xff, 0xd8])
+        && !bytes
+            .iter()
+            .rposition(|&b| b != 0)
+            .is_some_and(|i| i >= 1 && bytes[i - 1..=i] == [0xff, 0xd9])
+    {
+        return Err(Error::Io {
+            action: "decoding image",
+            path: path.display().to_string(),
+            message: "truncated JPEG (no end-of-image marker)".into(),
+        });
     }
-    let img = image::load_from_memory(&bytes).map_err(|e| Error::Io { action: "decoding image", path: path.display().to_string(), message: e.to_string() })?;
+    let img = image::load_from_memory(&bytes).map_err(|e| Error::Io {
+        action: "decoding image",
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
     if img.width() == 0 || img.height() == 0 {
-        return Err(Error::Io { action: "decoding image", path: path.display().to_string(), message: "empty image".into() });
+        return Err(Error::Io {
+            action: "decoding image",
+            path: path.display().to_string(),
+            message: "empty image".into(),
+        });
     }
     Ok(img)
 }
@@ -90,7 +145,10 @@ fn to_tensor(crop: &image::DynamicImage, p: &Preprocess) -> ArrayD<f32> {
 fn centre_crop(img: &image::DynamicImage, p: &Preprocess) -> image::DynamicImage {
     let (w, h) = (img.width(), img.height());
     let scale = p.resize as f64 / w.min(h) as f64;
-    let (rw, rh) = (((w as f64 * scale).round() as u32).max(p.size), ((h as f64 * scale).round() as u32).max(p.size));
+    let (rw, rh) = (
+        ((w as f64 * scale).round() as u32).max(p.size),
+        ((h as f64 * scale).round() as u32).max(p.size),
+    );
     let resized = img.resize_exact(rw, rh, FilterType::Triangle);
     let (left, top) = ((rw - p.size) / 2, (rh - p.size) / 2);
     resized.crop_imm(left, top, p.size, p.size)
@@ -106,7 +164,13 @@ pub fn load(path: &Path, p: &Preprocess) -> Result<ArrayD<f32>> {
 /// crop. With `centre`, each image's first crop is its centre crop; the others are random
 /// squares covering 35-100% of the shorter side at random positions, resized to `p.size`
 /// and flipped horizontally half the time. The same `seed` gives the same crops everywhere.
-pub fn crops(dir: &Path, per_image: usize, seed: u64, centre: bool, p: &Preprocess) -> Result<(Vec<String>, ArrayD<f32>)> {
+pub fn crops(
+    dir: &Path,
+    per_image: usize,
+    seed: u64,
+    centre: bool,
+    p: &Preprocess,
+) -> Result<(Vec<String>, ArrayD<f32>)> {
     p.check()?;
     let mut rng = crate::data::rng::Rng::new(seed);
     let mut names = Vec::new();
@@ -114,14 +178,25 @@ pub fn crops(dir: &Path, per_image: usize, seed: u64, centre: bool, p: &Preproce
     for f in list(dir)? {
         let img = decode(&f)?;
         let (w, h) = (img.width(), img.height());
-        let label = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let label = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         for k in 0..per_image {
             let crop = if k == 0 && centre {
                 centre_crop(&img, p)
             } else {
                 let side = ((w.min(h) as f64 * (0.35 + 0.65 * rng.unit())) as u32).max(1);
-                let (x0, y0) = (rng.below((w - side + 1) as u64) as u32, rng.below((h - side + 1) as u64) as u32);
-                let c = img.crop_imm(x0, y0, side, side).resize_exact(p.size, p.size, FilterType::Triangle);
+                let (x0, y0) = (
+                    rng.below((w - side + 1) as u64) as u32,
+                    rng.below((h - side + 1) as u64) as u32,
+                );
+                let c = img.crop_imm(x0, y0, side, side).resize_exact(
+                    p.size,
+                    p.size,
+                    FilterType::Triangle,
+                );
                 if rng.unit() < 0.5 {
                     c.fliph()
                 } else {
@@ -133,10 +208,17 @@ pub fn crops(dir: &Path, per_image: usize, seed: u64, centre: bool, p: &Preproce
         }
     }
     if tensors.is_empty() {
-        return Err(Error::Io { action: "cropping images from", path: dir.display().to_string(), message: "no .jpg/.jpeg/.png image".into() });
+        return Err(Error::Io {
+            action: "cropping images from",
+            path: dir.display().to_string(),
+            message: "no .jpg/.jpeg/.png image".into(),
+        });
     }
     let views: Vec<_> = tensors.iter().map(|t| t.view()).collect();
-    Ok((names, ndarray::stack(ndarray::Axis(0), &views).expect("equal shapes")))
+    Ok((
+        names,
+        ndarray::stack(ndarray::Axis(0), &views).expect("equal shapes"),
+    ))
 }
 
 /// Loads a folder as one `[n, channels, size, size]` batch. Unreadable files are skipped with a
@@ -159,8 +241,15 @@ pub fn load_dir(dir: &Path, p: &Preprocess) -> Result<(Vec<PathBuf>, ArrayD<f32>
         }
     }
     if tensors.is_empty() {
-        return Err(first_error.unwrap_or_else(|| Error::Io { action: "loading images from", path: dir.display().to_string(), message: "no .jpg/.jpeg/.png image in the folder".into() }));
+        return Err(first_error.unwrap_or_else(|| Error::Io {
+            action: "loading images from",
+            path: dir.display().to_string(),
+            message: "no .jpg/.jpeg/.png image in the folder".into(),
+        }));
     }
     let views: Vec<_> = tensors.iter().map(|t| t.view()).collect();
-    Ok((names, ndarray::stack(ndarray::Axis(0), &views).expect("equal shapes")))
+    Ok((
+        names,
+        ndarray::stack(ndarray::Axis(0), &views).expect("equal shapes"),
+    ))
 }

@@ -28,15 +28,23 @@ pub fn load(path: &Path, limit: Option<usize>) -> Result<ArrayD<f32>> {
     };
     let bad = x.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
-        return Err(Error::NonFinite { op: "loading data", tensor: path.display().to_string(), count: bad as u64 });
+        return Err(Error::NonFinite {
+            op: "loading data",
+            tensor: path.display().to_string(),
+            count: bad as u64,
+        });
     }
     if x.ndim() == 0 || x.len_of(Axis(0)) == 0 {
-        return Err(Error::EmptyTensor { op: "loading data", tensor: path.display().to_string() });
+        return Err(Error::EmptyTensor {
+            op: "loading data",
+            tensor: path.display().to_string(),
+        });
     }
     Ok(x)
 }
 
 /// The first `n` samples of `x` (all of them when it holds fewer).
 pub fn first(x: &ArrayD<f32>, n: usize) -> ArrayD<f32> {
-    x.slice_axis(Axis(0), (0..n.min(x.len_of(Axis(0)))).into()).to_owned()
+    x.slice_axis(Axis(0), (0..n.min(x.len_of(Axis(0)))).into())
+        .to_owned()
 }

@@ -57,7 +57,11 @@ pub fn top1_agreement(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
 /// Fraction of rows where the reference's top-1 class is among the test's top 5.
 pub fn top5_agreement(reference: &ArrayD<f32>, test: &ArrayD<f32>) -> f64 {
     let (ta, tb) = (top_k(reference, 1), top_k(test, 5));
-    ta.iter().zip(&tb).filter(|(x, y)| y.contains(&x[0])).count() as f64 / ta.len().max(1) as f64
+    ta.iter()
+        .zip(&tb)
+        .filter(|(x, y)| y.contains(&x[0]))
+        .count() as f64
+        / ta.len().max(1) as f64
 }
 
 /// Fraction of rows whose top-1 class equals the label.

@@ -63,7 +63,15 @@ impl<'a> Lowering<'a> {
     pub(crate) fn new(gpu: &'a Gpu, graph: &'a Graph, params: &'a Params) -> Lowering<'a> {
         let live = Liveness::of(graph);
         let values = vec![None; live.len()];
-        Lowering { gpu, graph, params, steps: Steps::default(), live, values, memory: Memory::default() }
+        Lowering {
+            gpu,
+            graph,
+            params,
+            steps: Steps::default(),
+            live,
+            values,
+            memory: Memory::default(),
+        }
     }
 
     /// The GPU.
@@ -87,11 +95,22 @@ impl<'a> Lowering<'a> {
 
     /// An error naming the node.
     pub fn err(&self, node: &Node, message: impl Into<String>) -> Error {
-        Error::Graph { model: self.graph.name.clone(), message: format!("node '{}' ({}): {}", node.name, node.op.onnx_type(), message.into()) }
+        Error::Graph {
+            model: self.graph.name.clone(),
+            message: format!(
+                "node '{}' ({}): {}",
+                node.name,
+                node.op.onnx_type(),
+                message.into()
+            ),
+        }
     }
 
     fn id(&self, name: &str) -> Result<usize> {
-        self.live.get(name).ok_or_else(|| Error::Graph { model: self.graph.name.clone(), message: format!("value '{name}' has no producer") })
+        self.live.get(name).ok_or_else(|| Error::Graph {
+            model: self.graph.name.clone(),
+            message: format!("value '{name}' has no producer"),
+        })
     }
 
     /// The tensor of a value: an activation computed earlier, or a parameter (a constant
@@ -101,7 +120,13 @@ impl<'a> Lowering<'a> {
             return self.params.get_or_upload(name, c);
         }
         let id = self.id(name)?;
-        self.values[id].as_ref().map(|v| v.tensor.clone()).ok_or_else(|| Error::Graph { model: self.graph.name.clone(), message: format!("value '{name}' is read before it is computed") })
+        self.values[id]
+            .as_ref()
+            .map(|v| v.tensor.clone())
+            .ok_or_else(|| Error::Graph {
+                model: self.graph.name.clone(),
+                message: format!("value '{name}' is read before it is computed"),
+            })
     }
 
     /// The optional input `i` of a node (`None` when absent or empty).
@@ -119,7 +144,12 @@ impl<'a> Lowering<'a> {
 
     /// The static shape of a value.
     pub fn shape(&self, name: &str) -> Vec<usize> {
-        self.graph.shapes.get(name).cloned().or_else(|| self.graph.consts.get(name).map(|c| c.shape().to_vec())).unwrap_or_default()
+        self.graph
+            .shapes
+            .get(name)
+            .cloned()
+            .or_else(|| self.graph.consts.get(name).map(|c| c.shape().to_vec()))
+            .unwrap_or_default()
     }
 
     /// A derived constant on the GPU (not a named parameter).
@@ -130,9 +160,20 @@ impl<'a> Lowering<'a> {
     /// A buffer for output `i` of `node`, defined as that value.
     pub fn output(&mut self, node: &Node, i: usize) -> Result<GpuTensor> {
         let name = &node.outputs[i];
-        let shape = self.graph.shapes.get(name).ok_or_else(|| self.err(node, format!("no shape for output '{name}'")))?.clone();
+        let shape = self
+            .graph
+            .shapes
+            .get(name)
+            .ok_or_else(|| self.err(node, format!("no shape for output '{name}'")))?
+            .clone();
         let (slot, t) = self.memory.alloc(self.gpu, &shape, DType::F32)?;
-        self.set(name, Value { tensor: t.clone(), slot: Some(slot) })?;
+        self.set(
+            name,
+            Value {
+                tensor: t.clone(),
+                slot: Some(slot),
+            },
+        )?;
         Ok(t)
     }
 
@@ -140,14 +181,28 @@ impl<'a> Lowering<'a> {
     pub fn alias(&mut self, name: &str, of: &str) -> Result<()> {
         let shape = self.shape(name);
         let v = if self.graph.consts.contains_key(of) {
-            Value { tensor: self.input(of)?, slot: None }
+            Value {
+                tensor: self.input(of)?,
+                slot: None,
+            }
         } else {
-            self.values[self.id(of)?].clone().ok_or_else(|| Error::Graph { model: self.graph.name.clone(), message: format!("value '{of}' is read before it is computed") })?
+            self.values[self.id(of)?]
+                .clone()
+                .ok_or_else(|| Error::Graph {
+                    model: self.graph.name.clone(),
+                    message: format!("value '{of}' is read before it is computed"),
+                })?
         };
         if let Some(s) = v.slot {
             self.memory.retain(s);
         }
-        self.set(name, Value { tensor: v.tensor.view(&shape, DType::F32)?, slot: v.slot })
+        self.set(
+            name,
+            Value {
+                tensor: v.tensor.view(&shape, DType::F32)?,
+                slot: v.slot,
+            },
+        )
     }
 
     /// A scratch buffer for work inside one node; give it back with [`Lowering::free`] once
@@ -177,7 +232,13 @@ impl<'a> Lowering<'a> {
         let shape = self.shape(name);
         let (slot, t) = self.memory.alloc(self.gpu, &shape, DType::F32)?;
         self.memory.retain(slot);
-        self.set(name, Value { tensor: t.clone(), slot: Some(slot) })?;
+        self.set(
+            name,
+            Value {
+                tensor: t.clone(),
+                slot: Some(slot),
+            },
+        )?;
         Ok(t)
     }
 
@@ -194,15 +255,36 @@ impl<'a> Lowering<'a> {
     pub(crate) fn quantize(&mut self, name: &str, q: &FakeQuant) -> Result<()> {
         let x = self.input(name)?;
         let (slot, y) = self.memory.alloc(self.gpu, x.shape(), DType::F32)?;
-        quant::fake_quant_table_into(&mut self.steps, self.gpu, &x, &q.table, q.steps, None, q.exact, &y)?;
-        self.set(name, Value { tensor: y, slot: Some(slot) })
+        quant::fake_quant_table_into(
+            &mut self.steps,
+            self.gpu,
+            &x,
+            &q.table,
+            q.steps,
+            None,
+            q.exact,
+            &y,
+        )?;
+        self.set(
+            name,
+            Value {
+                tensor: y,
+                slot: Some(slot),
+            },
+        )
     }
 
     /// Frees the values whose last reader is node `k`, and outputs of it nobody reads.
     pub(crate) fn retire(&mut self, node: &Node, k: usize, keep: &HashSet<&str>) {
         let kept: HashSet<usize> = keep.iter().filter_map(|k| self.live.get(k)).collect();
         let mut dead = self.live.dying_at(node, k);
-        dead.extend(node.outputs.iter().filter(|o| !o.is_empty()).filter_map(|o| self.live.get(o)).filter(|&id| self.live.unread(id)));
+        dead.extend(
+            node.outputs
+                .iter()
+                .filter(|o| !o.is_empty())
+                .filter_map(|o| self.live.get(o))
+                .filter(|&id| self.live.unread(id)),
+        );
         dead.retain(|id| !kept.contains(id));
         for id in dead {
             if let Some(v) = self.values[id].take() {
@@ -215,7 +297,10 @@ impl<'a> Lowering<'a> {
 
     /// The tensor of every value still defined, by name (inputs, outputs, taps).
     pub(crate) fn tensor_of(&self, name: &str) -> Option<GpuTensor> {
-        self.live.get(name).and_then(|id| self.values[id].as_ref()).map(|v| v.tensor.clone())
+        self.live
+            .get(name)
+            .and_then(|id| self.values[id].as_ref())
+            .map(|v| v.tensor.clone())
     }
 }
 
@@ -259,40 +344,82 @@ fn view(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 fn conv(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Conv(a) = &n.op else { unreachable!("table") };
-    let (x, w, b) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?, cx.optional_input(n, 2)?);
+    let Op::Conv(a) = &n.op else {
+        unreachable!("table")
+    };
+    let (x, w, b) = (
+        cx.input(&n.inputs[0])?,
+        cx.input(&n.inputs[1])?,
+        cx.optional_input(n, 2)?,
+    );
     let y = cx.output(n, 0)?;
     conv::conv2d_into(cx.steps(), gpu, &x, &w, b.as_ref(), a, &y)
 }
 
 fn conv_transpose(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::ConvTranspose { conv: a, output_padding } = &n.op else { unreachable!("table") };
-    let (x, w, b) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?, cx.optional_input(n, 2)?);
+    let Op::ConvTranspose {
+        conv: a,
+        output_padding,
+    } = &n.op
+    else {
+        unreachable!("table")
+    };
+    let (x, w, b) = (
+        cx.input(&n.inputs[0])?,
+        cx.input(&n.inputs[1])?,
+        cx.optional_input(n, 2)?,
+    );
     let y = cx.output(n, 0)?;
     conv::conv_transpose2d_into(cx.steps(), gpu, &x, &w, b.as_ref(), a, *output_padding, &y)
 }
 
 fn gemm(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Gemm { alpha, beta, trans_a, trans_b } = n.op else { unreachable!("table") };
+    let Op::Gemm {
+        alpha,
+        beta,
+        trans_a,
+        trans_b,
+    } = n.op
+    else {
+        unreachable!("table")
+    };
     let (a, b) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
     let y = cx.output(n, 0)?;
     let (m, cols) = (y.shape()[0], y.shape()[1]);
     let bias_t = match n.inputs.get(2).filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => {
-            let v = cx.constant(c).ok_or_else(|| cx.err(n, "a runtime C input is not supported (constant bias only)"))?;
-            let per_column = v.shape().iter().rev().skip(1).all(|&d| d == 1) && v.shape().last().copied().unwrap_or(1) == cols;
+            let v = cx.constant(c).ok_or_else(|| {
+                cx.err(n, "a runtime C input is not supported (constant bias only)")
+            })?;
+            let per_column = v.shape().iter().rev().skip(1).all(|&d| d == 1)
+                && v.shape().last().copied().unwrap_or(1) == cols;
             Some(if per_column && beta == 1.0 {
                 // The bias as it is: a parameter handle.
                 (true, cx.input(c)?.view(&[cols], DType::F32)?)
             } else {
-                let full = v.broadcast(IxDyn(&[m, cols])).ok_or_else(|| cx.err(n, "C does not broadcast"))?.mapv(|e| e * beta);
+                let full = v
+                    .broadcast(IxDyn(&[m, cols]))
+                    .ok_or_else(|| cx.err(n, "C does not broadcast"))?
+                    .mapv(|e| e * beta);
                 if per_column {
-                    (true, cx.upload(&[cols], &full.iter().take(cols).copied().collect::<Vec<f32>>())?)
+                    (
+                        true,
+                        cx.upload(
+                            &[cols],
+                            &full.iter().take(cols).copied().collect::<Vec<f32>>(),
+                        )?,
+                    )
                 } else {
-                    (false, cx.upload(&[m, cols], full.as_standard_layout().as_slice().expect("contiguous"))?)
+                    (
+                        false,
+                        cx.upload(
+                            &[m, cols],
+                            full.as_standard_layout().as_slice().expect("contiguous"),
+                        )?,
+                    )
                 }
             })
         }
@@ -314,23 +441,57 @@ fn matmul(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let batch_a: usize = sa[..sa.len() - 2].iter().product();
     let batch_b: usize = sb[..sb.len() - 2].iter().product();
     let (av, bv) = if batch_b == 1 {
-        (a.view(&[batch_a * m, k], DType::F32)?, b.view(&[k, cols], DType::F32)?)
+        (
+            a.view(&[batch_a * m, k], DType::F32)?,
+            b.view(&[k, cols], DType::F32)?,
+        )
     } else if sa[..sa.len() - 2] == sb[..sb.len() - 2] {
-        (a.view(&[batch_a, m, k], DType::F32)?, b.view(&[batch_b, k, cols], DType::F32)?)
+        (
+            a.view(&[batch_a, m, k], DType::F32)?,
+            b.view(&[batch_b, k, cols], DType::F32)?,
+        )
     } else if batch_a == 1 {
-        (a.view(&[1, m, k], DType::F32)?, b.view(&[batch_b, k, cols], DType::F32)?)
+        (
+            a.view(&[1, m, k], DType::F32)?,
+            b.view(&[batch_b, k, cols], DType::F32)?,
+        )
     } else {
-        return Err(cx.err(n, format!("batch dims of {sa:?} and {sb:?} broadcast in a way qforge does not run")));
+        return Err(cx.err(
+            n,
+            format!("batch dims of {sa:?} and {sb:?} broadcast in a way qforge does not run"),
+        ));
     };
-    let yv = y.view(&matmul_output_shape(av.shape(), bv.shape(), false, false)?, DType::F32)?;
-    gemm::matmul_into(cx.steps(), gpu, &av, &bv, false, false, 1.0, Bias::None, &yv)
+    let yv = y.view(
+        &matmul_output_shape(av.shape(), bv.shape(), false, false)?,
+        DType::F32,
+    )?;
+    gemm::matmul_into(
+        cx.steps(),
+        gpu,
+        &av,
+        &bv,
+        false,
+        false,
+        1.0,
+        Bias::None,
+        &yv,
+    )
 }
 
 fn batch_norm(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::BatchNorm { epsilon } = n.op else { unreachable!("table") };
+    let Op::BatchNorm { epsilon } = n.op else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
-    let p: Vec<Vec<f32>> = n.inputs[1..5].iter().map(|i| cx.constant(i).map(|a| a.iter().copied().collect()).ok_or_else(|| cx.err(n, format!("'{i}' must be a constant")))).collect::<Result<_>>()?;
+    let p: Vec<Vec<f32>> = n.inputs[1..5]
+        .iter()
+        .map(|i| {
+            cx.constant(i)
+                .map(|a| a.iter().copied().collect())
+                .ok_or_else(|| cx.err(n, format!("'{i}' must be a constant")))
+        })
+        .collect::<Result<_>>()?;
     let ab: Vec<f32> = (0..p[0].len())
         .flat_map(|c| {
             let s = p[0][c] / (p[3][c] + epsilon).sqrt();
@@ -345,7 +506,9 @@ fn batch_norm(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 fn unary(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Unary(f) = n.op else { unreachable!("table") };
+    let Op::Unary(f) = n.op else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
     ew::unary_into(cx.steps(), gpu, f, &x, &y)
@@ -353,7 +516,9 @@ fn unary(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 fn binary(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Binary(b) = n.op else { unreachable!("table") };
+    let Op::Binary(b) = n.op else {
+        unreachable!("table")
+    };
     let (a, c) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
     let y = cx.output(n, 0)?;
     ew::binary_into(cx.steps(), gpu, b, &a, &c, &y)
@@ -361,7 +526,9 @@ fn binary(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 fn pool2d(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let (Op::MaxPool(a) | Op::AveragePool(a)) = &n.op else { unreachable!("table") };
+    let (Op::MaxPool(a) | Op::AveragePool(a)) = &n.op else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
     pool::pool2d_into(cx.steps(), gpu, &x, a, matches!(n.op, Op::MaxPool(_)), &y)
@@ -376,44 +543,77 @@ fn global_avg_pool(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 fn resize(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Resize { mode, coordinate_transformation, nearest_mode } = &n.op else { unreachable!("table") };
+    let Op::Resize {
+        mode,
+        coordinate_transformation,
+        nearest_mode,
+    } = &n.op
+    else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
-    let r = Resize::from_onnx(mode, coordinate_transformation, nearest_mode).ok_or_else(|| cx.err(n, "unsupported mode"))?;
+    let r = Resize::from_onnx(mode, coordinate_transformation, nearest_mode)
+        .ok_or_else(|| cx.err(n, "unsupported mode"))?;
     let scales = resize_scales(cx.graph, n, x.shape(), y.shape());
     pool::resize_into(cx.steps(), gpu, &x, r, scales, &y)
 }
 
 /// A whole tensor as a strided view.
 fn dense(shape: &[usize]) -> StridedView {
-    StridedView { offset: 0, strides: strides(shape) }
+    StridedView {
+        offset: 0,
+        strides: strides(shape),
+    }
 }
 
 /// The view of `shape` with its axes in `perm` order.
 fn permuted(shape: &[usize], perm: &[usize]) -> StridedView {
     let s = strides(shape);
-    StridedView { offset: 0, strides: perm.iter().map(|&p| s[p]).collect() }
+    StridedView {
+        offset: 0,
+        strides: perm.iter().map(|&p| s[p]).collect(),
+    }
 }
 
 fn transpose(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Transpose { perm } = &n.op else { unreachable!("table") };
+    let Op::Transpose { perm } = &n.op else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
-    let perm: Vec<usize> = if perm.is_empty() { (0..x.shape().len()).rev().collect() } else { perm.clone() };
-    ew::strided_copy_into(cx.steps(), gpu, &x, &permuted(x.shape(), &perm), &y, &dense(y.shape()), y.shape())
+    let perm: Vec<usize> = if perm.is_empty() {
+        (0..x.shape().len()).rev().collect()
+    } else {
+        perm.clone()
+    };
+    ew::strided_copy_into(
+        cx.steps(),
+        gpu,
+        &x,
+        &permuted(x.shape(), &perm),
+        &y,
+        &dense(y.shape()),
+        y.shape(),
+    )
 }
 
 fn concat(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Concat { axis } = n.op else { unreachable!("table") };
+    let Op::Concat { axis } = n.op else {
+        unreachable!("table")
+    };
     let y = cx.output(n, 0)?;
     let a = norm_axis(axis, y.shape().len()).ok_or_else(|| cx.err(n, "axis out of range"))?;
     let ys = strides(y.shape());
     let mut at = 0;
     for i in &n.inputs {
         let x = cx.input(i)?;
-        let dst = StridedView { offset: at * ys[a], strides: ys.clone() };
+        let dst = StridedView {
+            offset: at * ys[a],
+            strides: ys.clone(),
+        };
         ew::strided_copy_into(cx.steps(), gpu, &x, &dense(x.shape()), &y, &dst, x.shape())?;
         at += x.shape()[a];
     }
@@ -422,14 +622,19 @@ fn concat(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 fn split(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Split { axis, .. } = n.op else { unreachable!("table") };
+    let Op::Split { axis, .. } = n.op else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
     let a = norm_axis(axis, x.shape().len()).ok_or_else(|| cx.err(n, "axis out of range"))?;
     let xs = strides(x.shape());
     let mut at = 0;
     for i in 0..n.outputs.len() {
         let y = cx.output(n, i)?;
-        let src = StridedView { offset: at * xs[a], strides: xs.clone() };
+        let src = StridedView {
+            offset: at * xs[a],
+            strides: xs.clone(),
+        };
         ew::strided_copy_into(cx.steps(), gpu, &x, &src, &y, &dense(y.shape()), y.shape())?;
         at += y.shape()[a];
     }
@@ -440,32 +645,76 @@ fn slice(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
     let x = cx.input(&n.inputs[0])?;
     let g = cx.graph;
-    let ints = |i: usize| n.inputs.get(i).filter(|v| !v.is_empty()).map(|v| g.consts.get(v).map(Const::to_i64).ok_or_else(|| cx.err(n, "slice bounds must be constants"))).transpose();
-    let spec = slice_spec(x.shape(), &ints(1)?.unwrap_or_default(), &ints(2)?.unwrap_or_default(), ints(3)?.as_deref(), ints(4)?.as_deref()).map_err(|m| cx.err(n, m))?;
+    let ints = |i: usize| {
+        n.inputs
+            .get(i)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                g.consts
+                    .get(v)
+                    .map(Const::to_i64)
+                    .ok_or_else(|| cx.err(n, "slice bounds must be constants"))
+            })
+            .transpose()
+    };
+    let spec = slice_spec(
+        x.shape(),
+        &ints(1)?.unwrap_or_default(),
+        &ints(2)?.unwrap_or_default(),
+        ints(3)?.as_deref(),
+        ints(4)?.as_deref(),
+    )
+    .map_err(|m| cx.err(n, m))?;
     if spec.iter().any(|s| s.step < 0) {
-        return Err(cx.err(n, "negative slice steps on runtime tensors are not supported"));
+        return Err(cx.err(
+            n,
+            "negative slice steps on runtime tensors are not supported",
+        ));
     }
     let xs = strides(x.shape());
     let y = cx.output(n, 0)?;
-    let src = StridedView { offset: spec.iter().zip(&xs).map(|(s, st)| s.start * st).sum(), strides: spec.iter().zip(&xs).map(|(s, st)| s.step as usize * st).collect() };
+    let src = StridedView {
+        offset: spec.iter().zip(&xs).map(|(s, st)| s.start * st).sum(),
+        strides: spec
+            .iter()
+            .zip(&xs)
+            .map(|(s, st)| s.step as usize * st)
+            .collect(),
+    };
     ew::strided_copy_into(cx.steps(), gpu, &x, &src, &y, &dense(y.shape()), y.shape())
 }
 
 fn pad(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Pad { value, .. } = n.op else { unreachable!("table") };
+    let Op::Pad { value, .. } = n.op else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
-    let pads = cx.graph.consts.get(&n.inputs[1]).map(Const::to_i64).ok_or_else(|| cx.err(n, "pads must be a constant"))?;
+    let pads = cx
+        .graph
+        .consts
+        .get(&n.inputs[1])
+        .map(Const::to_i64)
+        .ok_or_else(|| cx.err(n, "pads must be a constant"))?;
     let y = cx.output(n, 0)?;
     ew::fill_into(cx.steps(), gpu, &y, value)?;
     let ys = strides(y.shape());
-    let dst = StridedView { offset: ys.iter().enumerate().map(|(d, s)| pads[d] as usize * s).sum(), strides: ys };
+    let dst = StridedView {
+        offset: ys
+            .iter()
+            .enumerate()
+            .map(|(d, s)| pads[d] as usize * s)
+            .sum(),
+        strides: ys,
+    };
     ew::strided_copy_into(cx.steps(), gpu, &x, &dense(x.shape()), &y, &dst, x.shape())
 }
 
 fn softmax(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Softmax { axis, legacy } = n.op else { unreachable!("table") };
+    let Op::Softmax { axis, legacy } = n.op else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
     let s = x.shape().to_vec();
@@ -478,15 +727,37 @@ fn softmax(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let mut perm: Vec<usize> = (0..s.len()).filter(|&d| d != a).collect();
     perm.push(a);
     let t_shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
-    let (t1, t2) = (cx.scratch(&t_shape, DType::F32)?, cx.scratch(&t_shape, DType::F32)?);
-    ew::strided_copy_into(cx.steps(), gpu, &x, &permuted(&s, &perm), &t1.tensor, &dense(&t_shape), &t_shape)?;
+    let (t1, t2) = (
+        cx.scratch(&t_shape, DType::F32)?,
+        cx.scratch(&t_shape, DType::F32)?,
+    );
+    ew::strided_copy_into(
+        cx.steps(),
+        gpu,
+        &x,
+        &permuted(&s, &perm),
+        &t1.tensor,
+        &dense(&t_shape),
+        &t_shape,
+    )?;
     reduce::softmax_rows_into(cx.steps(), gpu, &t1.tensor, s[a], &t2.tensor)?;
     let ts = strides(&t_shape);
     let mut back = vec![0; s.len()];
     for (i, &p) in perm.iter().enumerate() {
         back[p] = ts[i];
     }
-    ew::strided_copy_into(cx.steps(), gpu, &t2.tensor, &StridedView { offset: 0, strides: back }, &y, &dense(&s), &s)?;
+    ew::strided_copy_into(
+        cx.steps(),
+        gpu,
+        &t2.tensor,
+        &StridedView {
+            offset: 0,
+            strides: back,
+        },
+        &y,
+        &dense(&s),
+        &s,
+    )?;
     cx.free(t1);
     cx.free(t2);
     Ok(())
@@ -494,11 +765,19 @@ fn softmax(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 fn reduce_mean(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::ReduceMean { axes, .. } = &n.op else { unreachable!("table") };
+    let Op::ReduceMean { axes, .. } = &n.op else {
+        unreachable!("table")
+    };
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
     let s = x.shape().to_vec();
-    let axes: HashSet<usize> = if axes.is_empty() { (0..s.len()).collect() } else { axes.iter().map(|&a| norm_axis(a, s.len()).ok_or_else(|| cx.err(n, "axis out of range"))).collect::<Result<_>>()? };
+    let axes: HashSet<usize> = if axes.is_empty() {
+        (0..s.len()).collect()
+    } else {
+        axes.iter()
+            .map(|&a| norm_axis(a, s.len()).ok_or_else(|| cx.err(n, "axis out of range")))
+            .collect::<Result<_>>()?
+    };
     let mut perm: Vec<usize> = (0..s.len()).filter(|d| !axes.contains(d)).collect();
     let kept = perm.len();
     perm.extend((0..s.len()).filter(|d| axes.contains(d)));
@@ -508,7 +787,15 @@ fn reduce_mean(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     }
     let t_shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
     let t = cx.scratch(&t_shape, DType::F32)?;
-    ew::strided_copy_into(cx.steps(), gpu, &x, &permuted(&s, &perm), &t.tensor, &dense(&t_shape), &t_shape)?;
+    ew::strided_copy_into(
+        cx.steps(),
+        gpu,
+        &x,
+        &permuted(&s, &perm),
+        &t.tensor,
+        &dense(&t_shape),
+        &t_shape,
+    )?;
     reduce::mean_rows_into(cx.steps(), gpu, &t.tensor, len, &y)?;
     cx.free(t);
     Ok(())
@@ -516,7 +803,13 @@ fn reduce_mean(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 /// Lowers every node of `g` in order, with `sim`'s quantizers and nodes; keeps `keep`
 /// (outputs and taps) readable. Returns the steps and the tensors of inputs and kept values.
-pub(crate) fn lower(gpu: &Gpu, g: &Graph, params: &Params, sim: Option<&dyn Simulation>, keep: &HashSet<&str>) -> Result<Lowered> {
+pub(crate) fn lower(
+    gpu: &Gpu,
+    g: &Graph,
+    params: &Params,
+    sim: Option<&dyn Simulation>,
+    keep: &HashSet<&str>,
+) -> Result<Lowered> {
     let mut cx = Lowering::new(gpu, g, params);
     let mut inputs = Vec::with_capacity(g.inputs.len());
     for i in &g.inputs {
@@ -549,8 +842,16 @@ pub(crate) fn lower(gpu: &Gpu, g: &Graph, params: &Params, sim: Option<&dyn Simu
         }
         cx.retire(n, k, keep);
     }
-    let kept = keep.iter().filter_map(|k| cx.tensor_of(k).map(|t| (k.to_string(), t))).collect();
-    Ok(Lowered { steps: cx.into_steps(), inputs, kept, node_steps })
+    let kept = keep
+        .iter()
+        .filter_map(|k| cx.tensor_of(k).map(|t| (k.to_string(), t)))
+        .collect();
+    Ok(Lowered {
+        steps: cx.into_steps(),
+        inputs,
+        kept,
+        node_steps,
+    })
 }
 
 /// What lowering produced.
@@ -562,4 +863,3 @@ pub(crate) struct Lowered {
     pub kept: Vec<(String, GpuTensor)>,
     pub node_steps: Vec<(String, usize)>,
 }
-

@@ -29,12 +29,18 @@ pub(crate) struct Liveness {
 impl Liveness {
     /// Numbers every runtime value of `g` (inputs, then node outputs in order).
     pub fn of(g: &Graph) -> Liveness {
-        let mut l = Liveness { ids: HashMap::new(), last_use: Vec::new() };
+        let mut l = Liveness {
+            ids: HashMap::new(),
+            last_use: Vec::new(),
+        };
         for i in &g.inputs {
             l.id(i);
         }
         for (k, n) in g.nodes.iter().enumerate() {
-            for input in data_inputs(n).iter().filter(|v| !v.is_empty() && !g.consts.contains_key(*v)) {
+            for input in data_inputs(n)
+                .iter()
+                .filter(|v| !v.is_empty() && !g.consts.contains_key(*v))
+            {
                 let id = l.id(input);
                 l.last_use[id] = Some(k);
             }
@@ -61,7 +67,11 @@ impl Liveness {
 
     /// Values whose last reader is node `k`.
     pub fn dying_at(&self, node: &Node, k: usize) -> Vec<usize> {
-        let mut out: Vec<usize> = data_inputs(node).iter().filter_map(|v| self.get(v)).filter(|&id| self.last_use[id] == Some(k)).collect();
+        let mut out: Vec<usize> = data_inputs(node)
+            .iter()
+            .filter_map(|v| self.get(v))
+            .filter(|&id| self.last_use[id] == Some(k))
+            .collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -91,9 +101,20 @@ pub(crate) struct Memory {
 impl Memory {
     /// A slot for a new tensor of `shape`: the smallest free one that fits, or a new one. The
     /// slot starts with one user.
-    pub fn alloc(&mut self, gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<(usize, GpuTensor)> {
+    pub fn alloc(
+        &mut self,
+        gpu: &Gpu,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<(usize, GpuTensor)> {
         let n: usize = shape.iter().product();
-        let best = self.free.iter().enumerate().filter(|(_, &s)| self.slots[s].capacity() >= n).min_by_key(|(_, &s)| self.slots[s].capacity()).map(|(i, _)| i);
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| self.slots[s].capacity() >= n)
+            .min_by_key(|(_, &s)| self.slots[s].capacity())
+            .map(|(i, _)| i);
         let slot = match best {
             Some(i) => self.free.swap_remove(i),
             None => {

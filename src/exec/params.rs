@@ -21,7 +21,10 @@ pub struct Params {
 impl Params {
     /// An empty store.
     pub fn new(gpu: Arc<Gpu>) -> Params {
-        Params { gpu, map: Mutex::new(HashMap::new()) }
+        Params {
+            gpu,
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The handle of `name`, uploading `value` the first time it is asked for.
@@ -37,12 +40,22 @@ impl Params {
 
     /// The handle of `name`, if a plan bound it or it was set.
     pub fn get(&self, name: &str) -> Option<GpuTensor> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Names of every parameter in the store.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.map.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let mut v: Vec<String> = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }
@@ -52,10 +65,19 @@ impl Params {
     pub fn set(&self, name: &str, value: &ArrayViewD<'_, f32>) -> Result<()> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(name) {
-            Some(t) if t.shape() != value.shape() => Err(Error::ShapeMismatch { op: "set parameter", tensor: name.to_string(), expected: format!("{:?}", t.shape()), got: value.shape().to_vec() }),
+            Some(t) if t.shape() != value.shape() => Err(Error::ShapeMismatch {
+                op: "set parameter",
+                tensor: name.to_string(),
+                expected: format!("{:?}", t.shape()),
+                got: value.shape().to_vec(),
+            }),
             Some(t) => {
                 let standard = value.as_standard_layout();
-                self.gpu.queue.write_buffer(t.buf.raw(), 0, bytemuck::cast_slice(standard.as_slice().expect("standard layout")));
+                self.gpu.queue.write_buffer(
+                    t.buf.raw(),
+                    0,
+                    bytemuck::cast_slice(standard.as_slice().expect("standard layout")),
+                );
                 Ok(())
             }
             None => {

@@ -45,13 +45,28 @@ impl Plan {
     pub fn compile(gpu: Arc<Gpu>, g: &Graph, c: Compile<'_>) -> Result<Plan> {
         for t in c.taps {
             if !g.shapes.contains_key(t) {
-                return Err(Error::Graph { model: g.name.clone(), message: format!("tap '{t}' is not a runtime value of the graph") });
+                return Err(Error::Graph {
+                    model: g.name.clone(),
+                    message: format!("tap '{t}' is not a runtime value of the graph"),
+                });
             }
         }
-        let params = c.params.unwrap_or_else(|| Arc::new(Params::new(gpu.clone())));
+        let params = c
+            .params
+            .unwrap_or_else(|| Arc::new(Params::new(gpu.clone())));
         let keep: HashSet<&str> = g.outputs.iter().chain(c.taps).map(String::as_str).collect();
         let l = lower(&gpu, g, &params, c.simulation, &keep)?;
-        Ok(Plan { gpu: gpu.clone(), name: g.name.clone(), inputs: g.inputs.clone(), input_buffers: l.inputs.into_iter().collect(), outputs: g.outputs.clone(), kept: l.kept.into_iter().collect(), params, steps: l.steps, node_steps: l.node_steps })
+        Ok(Plan {
+            gpu: gpu.clone(),
+            name: g.name.clone(),
+            inputs: g.inputs.clone(),
+            input_buffers: l.inputs.into_iter().collect(),
+            outputs: g.outputs.clone(),
+            kept: l.kept.into_iter().collect(),
+            params,
+            steps: l.steps,
+            node_steps: l.node_steps,
+        })
     }
 
     /// The GPU tensor of an output, a tap or an input (holding its value after a forward;
@@ -89,18 +104,33 @@ impl Plan {
     pub fn write_inputs(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<()> {
         for name in &self.inputs {
             let Some((_, data)) = inputs.iter().find(|(n, _)| n == name) else {
-                return Err(Error::Graph { model: self.name.clone(), message: format!("missing input '{name}'") });
+                return Err(Error::Graph {
+                    model: self.name.clone(),
+                    message: format!("missing input '{name}'"),
+                });
             };
             let t = &self.input_buffers[name];
             if data.shape() != t.shape() {
-                return Err(Error::ShapeMismatch { op: "forward", tensor: name.clone(), expected: format!("{:?}", t.shape()), got: data.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: "forward",
+                    tensor: name.clone(),
+                    expected: format!("{:?}", t.shape()),
+                    got: data.shape().to_vec(),
+                });
             }
             let standard = data.as_standard_layout();
-            self.gpu.queue.write_buffer(t.buf.raw(), 0, bytemuck::cast_slice(standard.as_slice().expect("standard layout")));
+            self.gpu.queue.write_buffer(
+                t.buf.raw(),
+                0,
+                bytemuck::cast_slice(standard.as_slice().expect("standard layout")),
+            );
         }
         for (n, _) in inputs {
             if !self.inputs.iter().any(|i| i == n) {
-                return Err(Error::Graph { model: self.name.clone(), message: format!("'{n}' is not an input of the model") });
+                return Err(Error::Graph {
+                    model: self.name.clone(),
+                    message: format!("'{n}' is not an input of the model"),
+                });
             }
         }
         Ok(())
@@ -112,19 +142,39 @@ impl Plan {
     }
 
     /// Runs a forward and reads back `names` (outputs or taps) with one submission and one wait.
-    pub fn run(&self, inputs: &[(&str, ArrayViewD<'_, f32>)], names: &[String]) -> Result<Vec<ArrayD<f32>>> {
+    pub fn run(
+        &self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+        names: &[String],
+    ) -> Result<Vec<ArrayD<f32>>> {
         self.write_inputs(inputs)?;
         let mut enc = self.gpu.encoder();
         self.record(&mut enc);
-        let tensors: Vec<&GpuTensor> = names.iter().map(|n| self.kept.get(n).ok_or_else(|| Error::Graph { model: self.name.clone(), message: format!("'{n}' is not an output or tap of this plan") })).collect::<Result<_>>()?;
+        let tensors: Vec<&GpuTensor> = names
+            .iter()
+            .map(|n| {
+                self.kept.get(n).ok_or_else(|| Error::Graph {
+                    model: self.name.clone(),
+                    message: format!("'{n}' is not an output or tap of this plan"),
+                })
+            })
+            .collect::<Result<_>>()?;
         let bytes = self.gpu.submit_and_read(enc, &tensors)?;
-        tensors.iter().zip(bytes).map(|(t, b)| crate::gpu::to_array::<f32>(t, &b)).collect()
+        tensors
+            .iter()
+            .zip(bytes)
+            .map(|(t, b)| crate::gpu::to_array::<f32>(t, &b))
+            .collect()
     }
 
     /// Runs a forward and lets `extra` record more work on the plan's tensors (taps) into
     /// the same submission — the hook calibration observers use. Returns `extra`'s value after
     /// the GPU finished.
-    pub fn run_with<T>(&self, inputs: &[(&str, ArrayViewD<'_, f32>)], extra: impl FnOnce(&mut Encoder, &Plan) -> Result<T>) -> Result<T> {
+    pub fn run_with<T>(
+        &self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+        extra: impl FnOnce(&mut Encoder, &Plan) -> Result<T>,
+    ) -> Result<T> {
         self.write_inputs(inputs)?;
         let mut enc = self.gpu.encoder();
         self.record(&mut enc);

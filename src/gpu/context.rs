@@ -103,10 +103,16 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 /// Chooses among adapters: a name filter (`WGPU_ADAPTER_NAME`) wins; otherwise the
 /// preferred device type (discrete first, or integrated first for `low_power`), then a native
 /// backend over GL. Returns the index of the chosen adapter.
-pub fn pick_adapter(adapters: &[AdapterSummary], name_filter: Option<&str>, low_power: bool) -> Option<usize> {
+pub fn pick_adapter(
+    adapters: &[AdapterSummary],
+    name_filter: Option<&str>,
+    low_power: bool,
+) -> Option<usize> {
     if let Some(filter) = name_filter {
         let filter = filter.to_lowercase();
-        return adapters.iter().position(|a| a.name.to_lowercase().contains(&filter));
+        return adapters
+            .iter()
+            .position(|a| a.name.to_lowercase().contains(&filter));
     }
     let type_rank = |t: wgpu::DeviceType| match (t, low_power) {
         (wgpu::DeviceType::DiscreteGpu, false) | (wgpu::DeviceType::IntegratedGpu, true) => 0,
@@ -116,7 +122,13 @@ pub fn pick_adapter(adapters: &[AdapterSummary], name_filter: Option<&str>, low_
         (wgpu::DeviceType::Cpu, _) => 4,
     };
     let backend_rank = |b: wgpu::Backend| if b == wgpu::Backend::Gl { 1 } else { 0 };
-    (0..adapters.len()).min_by_key(|&i| (type_rank(adapters[i].device_type), backend_rank(adapters[i].backend), i))
+    (0..adapters.len()).min_by_key(|&i| {
+        (
+            type_rank(adapters[i].device_type),
+            backend_rank(adapters[i].backend),
+            i,
+        )
+    })
 }
 
 impl Gpu {
@@ -125,20 +137,35 @@ impl Gpu {
         let instance = instance();
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let summaries: Vec<AdapterSummary> = adapters.iter().map(AdapterSummary::of).collect();
-        let name_filter = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
-        let low_power = matches!(std::env::var("WGPU_POWER_PREF").as_deref(), Ok("low") | Ok("low-power"));
+        let name_filter = std::env::var("WGPU_ADAPTER_NAME")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let low_power = matches!(
+            std::env::var("WGPU_POWER_PREF").as_deref(),
+            Ok("low") | Ok("low-power")
+        );
         let Some(index) = pick_adapter(&summaries, name_filter.as_deref(), low_power) else {
             let detail = match (&name_filter, summaries.is_empty()) {
                 (_, true) => String::new(),
                 (Some(f), false) => format!(
                     " matching WGPU_ADAPTER_NAME='{f}' (available: {})",
-                    summaries.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    summaries
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 (None, false) => String::new(),
             };
-            return Err(Error::NoAdapter { detail, hint: NO_ADAPTER_HINT });
+            return Err(Error::NoAdapter {
+                detail,
+                hint: NO_ADAPTER_HINT,
+            });
         };
-        let adapter = adapters.into_iter().nth(index).expect("index from pick_adapter");
+        let adapter = adapters
+            .into_iter()
+            .nth(index)
+            .expect("index from pick_adapter");
         Self::from_adapter(adapter)
     }
 
@@ -152,7 +179,8 @@ impl Gpu {
                 summary.backend
             );
         }
-        let optional = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+        let optional =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("qforge"),
@@ -162,7 +190,10 @@ impl Gpu {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| Error::RequestDevice { adapter: summary.name.clone(), message: e.to_string() })?;
+        .map_err(|e| Error::RequestDevice {
+            adapter: summary.name.clone(),
+            message: e.to_string(),
+        })?;
 
         let uncaptured = Arc::new(Mutex::new(None::<String>));
         let sink = uncaptured.clone();
@@ -173,7 +204,9 @@ impl Gpu {
         }));
 
         let limits = GpuLimits {
-            max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
+            max_binding: limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size),
             max_buffer: limits.max_buffer_size,
             max_groups: limits.max_compute_workgroups_per_dimension,
             offset_align: limits.min_storage_buffer_offset_alignment as u64,
@@ -195,7 +228,10 @@ impl Gpu {
         SHARED
             .get_or_init(|| Gpu::new().map(Arc::new).map_err(|e| e.to_string()))
             .clone()
-            .map_err(|detail| Error::NoAdapter { detail: format!(" ({detail})"), hint: NO_ADAPTER_HINT })
+            .map_err(|detail| Error::NoAdapter {
+                detail: format!(" ({detail})"),
+                hint: NO_ADAPTER_HINT,
+            })
     }
 
     /// The chosen adapter's description.
@@ -224,7 +260,10 @@ impl Gpu {
     /// A one-line description: name, backend, type.
     pub fn describe(&self) -> String {
         let s = &self.summary;
-        format!("{} ({:?}, {:?}, driver {} {})", s.name, s.backend, s.device_type, s.driver, s.driver_info)
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            s.name, s.backend, s.device_type, s.driver, s.driver_info
+        )
     }
 }
 

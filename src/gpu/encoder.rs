@@ -23,7 +23,11 @@ pub enum Bind<'a> {
     /// The whole tensor.
     Whole(&'a GpuTensor),
     /// `size` bytes from byte `offset` (offset aligned to the adapter's storage alignment).
-    Range { tensor: &'a GpuTensor, offset: u64, size: u64 },
+    Range {
+        tensor: &'a GpuTensor,
+        offset: u64,
+        size: u64,
+    },
 }
 
 /// One prepared dispatch: pipeline, bind group (with its uniform block) and grid. Made once by
@@ -60,7 +64,15 @@ pub trait Record {
 }
 
 impl Record for Encoder {
-    fn dispatch<P: bytemuck::Pod>(&mut self, gpu: &Gpu, kernel: &Kernel, constants: &[(&'static str, f64)], params: &P, binds: &[Bind<'_>], groups: [u32; 3]) -> Result<()> {
+    fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        binds: &[Bind<'_>],
+        groups: [u32; 3],
+    ) -> Result<()> {
         if let Some(step) = gpu.prepare(kernel, constants, params, binds, groups)? {
             self.run(std::slice::from_ref(&step));
         }
@@ -73,8 +85,17 @@ impl Record for Encoder {
 pub struct Steps(pub Vec<Step>);
 
 impl Record for Steps {
-    fn dispatch<P: bytemuck::Pod>(&mut self, gpu: &Gpu, kernel: &Kernel, constants: &[(&'static str, f64)], params: &P, binds: &[Bind<'_>], groups: [u32; 3]) -> Result<()> {
-        self.0.extend(gpu.prepare(kernel, constants, params, binds, groups)?);
+    fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        binds: &[Bind<'_>],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.0
+            .extend(gpu.prepare(kernel, constants, params, binds, groups)?);
         Ok(())
     }
 }
@@ -87,7 +108,10 @@ impl Encoder {
 
     /// Records prepared steps in one compute pass (wgpu orders dispatches within it).
     pub fn run(&mut self, steps: &[Step]) {
-        let mut pass = self.inner.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        let mut pass = self.inner.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
         for step in steps {
             pass.set_pipeline(&step.pipeline.pipeline);
             pass.set_bind_group(0, &step.bind_group, &[]);
@@ -101,8 +125,21 @@ impl Encoder {
     }
 
     /// Records a buffer-to-buffer copy of `bytes` bytes.
-    pub fn copy(&mut self, src: &GpuTensor, src_offset: u64, dst: &GpuTensor, dst_offset: u64, bytes: u64) {
-        self.inner.copy_buffer_to_buffer(src.buf.raw(), src_offset, dst.buf.raw(), dst_offset, bytes);
+    pub fn copy(
+        &mut self,
+        src: &GpuTensor,
+        src_offset: u64,
+        dst: &GpuTensor,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        self.inner.copy_buffer_to_buffer(
+            src.buf.raw(),
+            src_offset,
+            dst.buf.raw(),
+            dst_offset,
+            bytes,
+        );
         self.keep.push(src.buf.clone());
         self.keep.push(dst.buf.clone());
     }
@@ -111,31 +148,69 @@ impl Encoder {
 impl Gpu {
     /// Prepares one dispatch (`None` for an empty grid): pipeline from the cache, a uniform
     /// buffer holding `params`, and a bind group over `binds`.
-    pub fn prepare<P: bytemuck::Pod>(&self, kernel: &Kernel, constants: &[(&'static str, f64)], params: &P, binds: &[Bind<'_>], groups: [u32; 3]) -> Result<Option<Step>> {
-        debug_assert_eq!(kernel.bindings.len(), binds.len() + 1, "{}: binding count", kernel.entry);
+    pub fn prepare<P: bytemuck::Pod>(
+        &self,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        binds: &[Bind<'_>],
+        groups: [u32; 3],
+    ) -> Result<Option<Step>> {
+        debug_assert_eq!(
+            kernel.bindings.len(),
+            binds.len() + 1,
+            "{}: binding count",
+            kernel.entry
+        );
         debug_assert_eq!(kernel.bindings[0], Access::Uniform);
         if groups.contains(&0) {
             return Ok(None);
         }
         let pipeline = self.kernels.pipeline(&self.device, kernel, constants)?;
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(kernel.entry),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(kernel.entry),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
         let mut keep = Vec::with_capacity(binds.len());
         for (i, b) in binds.iter().enumerate() {
             let (tensor, offset, size) = match *b {
                 Bind::Whole(t) => (t, 0, t.bytes()),
-                Bind::Range { tensor, offset, size } => (tensor, offset, size),
+                Bind::Range {
+                    tensor,
+                    offset,
+                    size,
+                } => (tensor, offset, size),
             };
-            let resource = wgpu::BufferBinding { buffer: tensor.buf.raw(), offset, size: wgpu::BufferSize::new(size.max(4)) };
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: wgpu::BindingResource::Buffer(resource) });
+            let resource = wgpu::BufferBinding {
+                buffer: tensor.buf.raw(),
+                offset,
+                size: wgpu::BufferSize::new(size.max(4)),
+            };
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(resource),
+            });
             keep.push(tensor.buf.clone());
         }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(kernel.entry), layout: &pipeline.layout, entries: &entries });
-        Ok(Some(Step { pipeline, bind_group, groups, keep, label: kernel.entry }))
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        Ok(Some(Step {
+            pipeline,
+            bind_group,
+            groups,
+            keep,
+            label: kernel.entry,
+        }))
     }
 }
 
@@ -143,7 +218,11 @@ impl Gpu {
     /// A new encoder to record ops into.
     pub fn encoder(&self) -> Encoder {
         Encoder {
-            inner: self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qforge") }),
+            inner: self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("qforge"),
+                }),
             keep: Vec::new(),
             dispatches: 0,
         }
@@ -152,7 +231,10 @@ impl Gpu {
     fn take_uncaptured(&self, during: &str) -> Result<()> {
         let mut slot = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
-            Some(message) => Err(Error::Gpu { during: during.into(), message }),
+            Some(message) => Err(Error::Gpu {
+                during: during.into(),
+                message,
+            }),
             None => Ok(()),
         }
     }
@@ -168,13 +250,20 @@ impl Gpu {
         self.submit(enc)?;
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu { during: "wait".into(), message: e.to_string() })?;
+            .map_err(|e| Error::Gpu {
+                during: "wait".into(),
+                message: e.to_string(),
+            })?;
         self.take_uncaptured("wait")
     }
 
     /// Records copies of `tensors` into staging buffers in `enc`, submits once, waits once, and
     /// returns each tensor's bytes.
-    pub fn submit_and_read(&self, mut enc: Encoder, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
+    pub fn submit_and_read(
+        &self,
+        mut enc: Encoder,
+        tensors: &[&GpuTensor],
+    ) -> Result<Vec<Vec<u8>>> {
         let staging: Vec<wgpu::Buffer> = tensors
             .iter()
             .map(|t| {
@@ -185,7 +274,8 @@ impl Gpu {
                     mapped_at_creation: false,
                 });
                 if t.bytes() > 0 {
-                    enc.inner.copy_buffer_to_buffer(t.buf.raw(), 0, &buf, 0, t.bytes());
+                    enc.inner
+                        .copy_buffer_to_buffer(t.buf.raw(), 0, &buf, 0, t.bytes());
                 }
                 buf
             })
@@ -201,15 +291,22 @@ impl Gpu {
         drop(tx);
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu { during: "readback wait".into(), message: e.to_string() })?;
+            .map_err(|e| Error::Gpu {
+                during: "readback wait".into(),
+                message: e.to_string(),
+            })?;
         for (i, r) in rx.iter() {
-            r.map_err(|e| Error::Readback { tensor: format!("{:?}", tensors[i]), message: e.to_string() })?;
+            r.map_err(|e| Error::Readback {
+                tensor: format!("{:?}", tensors[i]),
+                message: e.to_string(),
+            })?;
         }
         let mut out = Vec::with_capacity(tensors.len());
         for (t, buf) in tensors.iter().zip(&staging) {
-            let view = buf
-                .get_mapped_range(..)
-                .map_err(|e| Error::Readback { tensor: format!("{t:?}"), message: e.to_string() })?;
+            let view = buf.get_mapped_range(..).map_err(|e| Error::Readback {
+                tensor: format!("{t:?}"),
+                message: e.to_string(),
+            })?;
             out.push(view[..t.bytes() as usize].to_vec());
             drop(view);
             buf.unmap();

@@ -22,7 +22,17 @@ pub enum Family {
 
 impl Family {
     /// Every family, for validation tests and `qforge devices --check`.
-    pub const ALL: [Family; 9] = [Family::Elementwise, Family::Quant, Family::Calib, Family::Gemm, Family::Conv, Family::Pool, Family::Reduce, Family::Svd, Family::Lstsq];
+    pub const ALL: [Family; 9] = [
+        Family::Elementwise,
+        Family::Quant,
+        Family::Calib,
+        Family::Gemm,
+        Family::Conv,
+        Family::Pool,
+        Family::Reduce,
+        Family::Svd,
+        Family::Lstsq,
+    ];
 
     /// The file name without extension.
     pub fn name(self) -> &'static str {
@@ -91,7 +101,11 @@ pub struct KernelCache {
 }
 
 /// Runs `f` inside validation + internal error scopes and turns a captured error into `err`.
-fn scoped<T>(device: &wgpu::Device, f: impl FnOnce() -> T, err: impl FnOnce(String) -> Error) -> Result<T> {
+fn scoped<T>(
+    device: &wgpu::Device,
+    f: impl FnOnce() -> T,
+    err: impl FnOnce(String) -> Error,
+) -> Result<T> {
     let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let value = f();
@@ -131,12 +145,19 @@ impl KernelCache {
                         source: wgpu::ShaderSource::Wgsl(family.source().into()),
                     })
                 },
-                |message| Error::Shader { family: family.name().into(), message },
+                |message| Error::Shader {
+                    family: family.name().into(),
+                    message,
+                },
             )
         })
     }
 
-    fn layout(&self, device: &wgpu::Device, bindings: &'static [Access]) -> Arc<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
+    fn layout(
+        &self,
+        device: &wgpu::Device,
+        bindings: &'static [Access],
+    ) -> Arc<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
         get_or_create(&self.layouts, &bindings, || {
             let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
                 .iter()
@@ -148,7 +169,9 @@ impl KernelCache {
                         ty: match a {
                             Access::Uniform => wgpu::BufferBindingType::Uniform,
                             Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                            Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                            Access::ReadWrite => {
+                                wgpu::BufferBindingType::Storage { read_only: false }
+                            }
                         },
                         has_dynamic_offset: false,
                         min_binding_size: None,
@@ -156,7 +179,10 @@ impl KernelCache {
                     count: None,
                 })
                 .collect();
-            let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
+            let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: None,
+                entries: &entries,
+            });
             let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: None,
                 bind_group_layouts: &[Some(&bgl)],
@@ -168,8 +194,17 @@ impl KernelCache {
     }
 
     /// The pipeline for `kernel` specialised by `constants`, compiled on first use.
-    pub fn pipeline(&self, device: &wgpu::Device, kernel: &Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<CachedPipeline>> {
-        let key: PipelineKey = (kernel.family, kernel.entry, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
+    pub fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<CachedPipeline>> {
+        let key: PipelineKey = (
+            kernel.family,
+            kernel.entry,
+            constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+        );
         get_or_create(&self.pipelines, &key, || {
             let module = self.module(device, kernel.family)?;
             let layout = self.layout(device, kernel.bindings);
@@ -181,19 +216,32 @@ impl KernelCache {
                         layout: Some(&layout.1),
                         module: &module,
                         entry_point: Some(kernel.entry),
-                        compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: true },
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants,
+                            zero_initialize_workgroup_memory: true,
+                        },
                         cache: None,
                     })
                 },
-                |message| Error::Pipeline { family: kernel.family.name().into(), entry: kernel.entry.into(), message },
+                |message| Error::Pipeline {
+                    family: kernel.family.name().into(),
+                    entry: kernel.entry.into(),
+                    message,
+                },
             )?;
-            Ok(CachedPipeline { pipeline, layout: layout.0.clone() })
+            Ok(CachedPipeline {
+                pipeline,
+                layout: layout.0.clone(),
+            })
         })
     }
 
     /// Number of compiled pipelines (for tests of the cache).
     pub fn pipeline_count(&self) -> usize {
-        self.pipelines.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.pipelines
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }
 

@@ -22,7 +22,12 @@ pub fn grid_1d(groups: u64, max: u32) -> Result<[u32; 3]> {
     }
     let y = groups.div_ceil(max);
     if y > max {
-        return Err(Error::invalid("dispatch", "workgroups", groups, format!("more than {max}^2")));
+        return Err(Error::invalid(
+            "dispatch",
+            "workgroups",
+            groups,
+            format!("more than {max}^2"),
+        ));
     }
     Ok([max as u32, y as u32, 1])
 }
@@ -44,7 +49,12 @@ pub fn grid_channels(x: u32, channels: u64, max: u32) -> Result<([u32; 3], u32)>
     let ny = channels.min(max64);
     let nz = channels.div_ceil(ny.max(1));
     if nz > max64 || x > max {
-        return Err(Error::invalid("dispatch", "channels", channels, format!("more than {max}^2")));
+        return Err(Error::invalid(
+            "dispatch",
+            "channels",
+            channels,
+            format!("more than {max}^2"),
+        ));
     }
     Ok(([x, ny as u32, nz as u32], ny as u32))
 }
@@ -68,7 +78,12 @@ pub struct LinearChunk {
 /// Splits `n` elements into aligned chunks that each fit one binding.
 pub fn linear_chunks(n: u64, limits: &GpuLimits) -> Vec<LinearChunk> {
     let step = max_elems(limits, 0);
-    (0..n.div_ceil(step)).map(|i| LinearChunk { start: i * step, len: step.min(n - i * step) }).collect()
+    (0..n.div_ceil(step))
+        .map(|i| LinearChunk {
+            start: i * step,
+            len: step.min(n - i * step),
+        })
+        .collect()
 }
 
 /// A tensor seen as `[outer, channels, inner]` around a channel axis (per-tensor: one channel).
@@ -84,13 +99,22 @@ impl ChannelView {
     pub fn new(shape: &[usize], axis: Option<usize>, op: &'static str) -> Result<ChannelView> {
         let n: u64 = shape.iter().map(|&d| d as u64).product();
         match axis {
-            None => Ok(ChannelView { outer: 1, channels: 1, inner: n }),
+            None => Ok(ChannelView {
+                outer: 1,
+                channels: 1,
+                inner: n,
+            }),
             Some(a) if a < shape.len() => Ok(ChannelView {
                 outer: shape[..a].iter().map(|&d| d as u64).product(),
                 channels: shape[a] as u64,
                 inner: shape[a + 1..].iter().map(|&d| d as u64).product(),
             }),
-            Some(a) => Err(Error::invalid(op, "axis", a, format!("tensor has {} dims", shape.len()))),
+            Some(a) => Err(Error::invalid(
+                op,
+                "axis",
+                a,
+                format!("tensor has {} dims", shape.len()),
+            )),
         }
     }
 
@@ -137,7 +161,17 @@ pub fn channel_chunks(v: &ChannelView, limits: &GpuLimits) -> Vec<ChannelChunk> 
         let first = v.index(o0, c0, i0);
         let last = v.index(o0 + outer_n - 1, c0 + c_count - 1, i0 + inner_n - 1);
         let bind_start = first / align_e * align_e;
-        out.push(ChannelChunk { o0, outer_n, c0, c_count, i0, inner_n, bind_start, bind_len: last + 1 - bind_start, skip: first - bind_start });
+        out.push(ChannelChunk {
+            o0,
+            outer_n,
+            c0,
+            c_count,
+            i0,
+            inner_n,
+            bind_start,
+            bind_len: last + 1 - bind_start,
+            skip: first - bind_start,
+        });
     };
     if v.is_empty() {
         return out;
@@ -180,22 +214,40 @@ mod tests {
     use super::*;
 
     fn limits(max_binding: u64) -> GpuLimits {
-        GpuLimits { max_binding, max_buffer: 1 << 40, max_groups: 65535, offset_align: 256 }
+        GpuLimits {
+            max_binding,
+            max_buffer: 1 << 40,
+            max_groups: 65535,
+            offset_align: 256,
+        }
     }
 
     #[test]
     fn grids_fold_past_the_dimension_limit() {
         assert_eq!(grid_1d(10, 65535).unwrap(), [10, 1, 1]);
         assert_eq!(grid_1d(65536, 65535).unwrap(), [65535, 2, 1]);
-        assert_eq!(grid_channels(4, 70000, 65535).unwrap(), ([4, 65535, 2], 65535));
+        assert_eq!(
+            grid_channels(4, 70000, 65535).unwrap(),
+            ([4, 65535, 2], 65535)
+        );
     }
 
     #[test]
     fn channel_chunks_cover_every_element_once() {
-        let shapes = [(3u64, 5u64, 7u64), (1, 1, 5000), (4, 300, 1), (2, 3, 1000), (1, 7, 333)];
+        let shapes = [
+            (3u64, 5u64, 7u64),
+            (1, 1, 5000),
+            (4, 300, 1),
+            (2, 3, 1000),
+            (1, 7, 333),
+        ];
         for (outer, channels, inner) in shapes {
             for max_binding in [1024u64, 4096, 1 << 20] {
-                let v = ChannelView { outer, channels, inner };
+                let v = ChannelView {
+                    outer,
+                    channels,
+                    inner,
+                };
                 let mut seen = vec![0u8; v.len() as usize];
                 for ch in channel_chunks(&v, &limits(max_binding)) {
                     assert_eq!(ch.bind_start % 64, 0);
@@ -210,7 +262,10 @@ mod tests {
                         }
                     }
                 }
-                assert!(seen.iter().all(|&s| s == 1), "{outer}x{channels}x{inner} @ {max_binding}");
+                assert!(
+                    seen.iter().all(|&s| s == 1),
+                    "{outer}x{channels}x{inner} @ {max_binding}"
+                );
             }
         }
     }

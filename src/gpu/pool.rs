@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
 
 /// Usage flags of every pooled buffer: bound as storage, copied to and from.
-pub(crate) const STORAGE_USAGE: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
 
 /// Smallest buffer handed out (bytes). Keeps empty tensors bindable.
 const MIN_CLASS: u64 = 256;
@@ -51,11 +52,19 @@ pub struct PoolStats {
 impl BufferPool {
     /// A pool that keeps at most `cap` idle bytes.
     pub fn new(cap: u64) -> Self {
-        BufferPool { cap, state: Mutex::new(PoolState::default()) }
+        BufferPool {
+            cap,
+            state: Mutex::new(PoolState::default()),
+        }
     }
 
     /// Takes an idle buffer of the right class or creates one. `max_buffer` bounds the class.
-    pub(crate) fn take(&self, device: &wgpu::Device, bytes: u64, max_buffer: u64) -> (wgpu::Buffer, u64) {
+    pub(crate) fn take(
+        &self,
+        device: &wgpu::Device,
+        bytes: u64,
+        max_buffer: u64,
+    ) -> (wgpu::Buffer, u64) {
         let mut class = size_class(bytes);
         if class > max_buffer {
             class = bytes.max(4).div_ceil(4) * 4;
@@ -92,7 +101,11 @@ impl BufferPool {
     /// Current counters.
     pub fn stats(&self) -> PoolStats {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        PoolStats { idle_bytes: st.idle_bytes, hits: st.hits, misses: st.misses }
+        PoolStats {
+            idle_bytes: st.idle_bytes,
+            hits: st.hits,
+            misses: st.misses,
+        }
     }
 }
 
@@ -105,7 +118,11 @@ pub struct PooledBuffer {
 
 impl PooledBuffer {
     pub(crate) fn new(buffer: wgpu::Buffer, class: u64, pool: Weak<BufferPool>) -> Self {
-        PooledBuffer { buffer: Some(buffer), class, pool }
+        PooledBuffer {
+            buffer: Some(buffer),
+            class,
+            pool,
+        }
     }
 
     /// The wgpu buffer.

@@ -73,7 +73,11 @@ impl GpuTensor {
                 got: self.shape.clone(),
             });
         }
-        Ok(GpuTensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype: self.dtype })
+        Ok(GpuTensor {
+            buf: self.buf.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
     }
 
     /// Elements the underlying buffer can hold (at least [`GpuTensor::len`]).
@@ -85,9 +89,18 @@ impl GpuTensor {
     pub fn view(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         let n: usize = shape.iter().product();
         if n > self.capacity() {
-            return Err(Error::ShapeMismatch { op: "view", tensor: "buffer".into(), expected: format!("at most {} elements", self.capacity()), got: shape.to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "view",
+                tensor: "buffer".into(),
+                expected: format!("at most {} elements", self.capacity()),
+                got: shape.to_vec(),
+            });
         }
-        Ok(GpuTensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype })
+        Ok(GpuTensor {
+            buf: self.buf.clone(),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// True when both tensors use the same buffer.
@@ -98,7 +111,12 @@ impl GpuTensor {
     /// Fails unless the tensor holds `T`.
     pub fn expect_dtype(&self, op: &'static str, name: &str, want: DType) -> Result<()> {
         if self.dtype != want {
-            return Err(Error::DTypeMismatch { op, tensor: name.into(), expected: want, got: self.dtype });
+            return Err(Error::DTypeMismatch {
+                op,
+                tensor: name.into(),
+                expected: want,
+                got: self.dtype,
+            });
         }
         Ok(())
     }
@@ -121,7 +139,11 @@ impl Gpu {
         }
         let (buffer, class) = self.pool.take(&self.device, bytes, limits.max_buffer);
         let buf = Arc::new(PooledBuffer::new(buffer, class, Arc::downgrade(&self.pool)));
-        Ok(GpuTensor { buf, shape: shape.to_vec(), dtype })
+        Ok(GpuTensor {
+            buf,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// Uploads an array (any layout) to a new tensor.
@@ -130,19 +152,24 @@ impl Gpu {
         if !t.is_empty() {
             let standard = data.as_standard_layout();
             let slice = standard.as_slice().expect("standard layout is contiguous");
-            self.queue.write_buffer(t.buf.raw(), 0, bytemuck::cast_slice(slice));
+            self.queue
+                .write_buffer(t.buf.raw(), 0, bytemuck::cast_slice(slice));
         }
         Ok(t)
     }
 
     /// Uploads a slice with a given shape.
     pub fn upload_slice<T: Element>(&self, shape: &[usize], data: &[T]) -> Result<GpuTensor> {
-        let view = ArrayViewD::from_shape(IxDyn(shape), data).map_err(|_| Error::ShapeMismatch {
-            op: "upload",
-            tensor: "data".into(),
-            expected: format!("{} elements for shape {shape:?}", shape.iter().product::<usize>()),
-            got: vec![data.len()],
-        })?;
+        let view =
+            ArrayViewD::from_shape(IxDyn(shape), data).map_err(|_| Error::ShapeMismatch {
+                op: "upload",
+                tensor: "data".into(),
+                expected: format!(
+                    "{} elements for shape {shape:?}",
+                    shape.iter().product::<usize>()
+                ),
+                got: vec![data.len()],
+            })?;
         self.upload(&view)
     }
 

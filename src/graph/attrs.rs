@@ -18,10 +18,14 @@ pub struct Conv2d {
 
 impl Default for Conv2d {
     fn default() -> Self {
-        Conv2d { strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 }
+        Conv2d {
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            groups: 1,
+        }
     }
 }
-
 
 /// Window pooling attributes (ONNX MaxPool / AveragePool, 2-D).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +38,6 @@ pub struct Pool2d {
     pub ceil_mode: bool,
     pub count_include_pad: bool,
 }
-
 
 /// ONNX Resize settings qforge runs (spatial dims of NCHW tensors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,12 +59,20 @@ impl Resize {
                 "linear" => true,
                 _ => return None,
             },
-            coordinates: ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"].iter().position(|&c| c == coordinates)? as u32,
-            nearest: ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].iter().position(|&c| c == nearest)? as u32,
+            coordinates: [
+                "half_pixel",
+                "asymmetric",
+                "align_corners",
+                "pytorch_half_pixel",
+            ]
+            .iter()
+            .position(|&c| c == coordinates)? as u32,
+            nearest: ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
+                .iter()
+                .position(|&c| c == nearest)? as u32,
         })
     }
 }
-
 
 /// Unary activations.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -96,7 +107,6 @@ pub enum Binary {
     Pow,
 }
 
-
 /// A fake-quantization grid as the kernels apply it: per channel along `axis` (or one for the
 /// whole tensor) a scale and an integer offset; code `q = clamp(round(x / scale) - offset, 0,
 /// steps)`, value `(q + offset) * scale`.
@@ -119,25 +129,49 @@ impl QuantGrid {
 
     /// Per channel (scale, 1/scale, offset, 0): the table the kernels read.
     pub fn table(&self) -> Vec<[f32; 4]> {
-        self.scale.iter().zip(&self.offset).map(|(&s, &o)| [s, 1.0 / s, o, 0.0]).collect()
+        self.scale
+            .iter()
+            .zip(&self.offset)
+            .map(|(&s, &o)| [s, 1.0 / s, o, 0.0])
+            .collect()
     }
 
     /// Checks one scale and offset per channel, scales finite and > 0 with a finite inverse,
     /// offsets whole in `[-steps, 0]`.
     pub fn validate(&self, op: &'static str) -> Result<()> {
         if self.scale.len() != self.offset.len() || self.scale.is_empty() {
-            return Err(Error::invalid(op, "encoding", format!("{} scales, {} offsets", self.scale.len(), self.offset.len()), "need one scale and one offset per channel"));
+            return Err(Error::invalid(
+                op,
+                "encoding",
+                format!("{} scales, {} offsets", self.scale.len(), self.offset.len()),
+                "need one scale and one offset per channel",
+            ));
         }
         if self.axis.is_none() && self.scale.len() != 1 {
-            return Err(Error::invalid(op, "encoding", self.scale.len(), "a per-tensor encoding has one scale"));
+            return Err(Error::invalid(
+                op,
+                "encoding",
+                self.scale.len(),
+                "a per-tensor encoding has one scale",
+            ));
         }
         let n = self.steps as f32;
         for (c, (&s, &o)) in self.scale.iter().zip(&self.offset).enumerate() {
             if !(s.is_finite() && s > 0.0 && (1.0 / s).is_finite()) {
-                return Err(Error::invalid(op, "scale", format!("{s} (channel {c})"), "must be finite and > 0 with a finite inverse"));
+                return Err(Error::invalid(
+                    op,
+                    "scale",
+                    format!("{s} (channel {c})"),
+                    "must be finite and > 0 with a finite inverse",
+                ));
             }
             if o.fract() != 0.0 || o > 0.0 || o < -n {
-                return Err(Error::invalid(op, "offset", format!("{o} (channel {c})"), format!("must be an integer in [-{n}, 0]")));
+                return Err(Error::invalid(
+                    op,
+                    "offset",
+                    format!("{o} (channel {c})"),
+                    format!("must be an integer in [-{n}, 0]"),
+                ));
             }
         }
         Ok(())
@@ -186,7 +220,6 @@ impl AddGrids {
     }
 }
 
-
 /// What a histogram does with values outside its range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outside {
@@ -208,13 +241,21 @@ pub struct BinGrid {
 impl BinGrid {
     /// `bins` equal bins over [lo, hi].
     pub fn over(lo: f32, hi: f32, bins: u32) -> BinGrid {
-        BinGrid { origin: lo, inv_width: bins as f32 / (hi - lo), shift: 0.0 }
+        BinGrid {
+            origin: lo,
+            inv_width: bins as f32 / (hi - lo),
+            shift: 0.0,
+        }
     }
 
     /// Bins of width `step` whose edges are multiples of it, bin 0 starting at `first * step`:
     /// a value that is an exact multiple (zero above all) lands at the start of its bin.
     pub fn zero_aligned(step: f64, first: i64) -> BinGrid {
-        BinGrid { origin: 0.0, inv_width: (1.0 / step) as f32, shift: -first as f32 }
+        BinGrid {
+            origin: 0.0,
+            inv_width: (1.0 / step) as f32,
+            shift: -first as f32,
+        }
     }
 
     /// The bin of `v`; `None` when it is left out.
@@ -227,13 +268,17 @@ impl BinGrid {
     }
 
     pub(crate) fn check(&self, op: &'static str, c: usize) -> Result<()> {
-        if !(self.origin.is_finite() && self.inv_width.is_finite() && self.inv_width > 0.0 && self.shift.is_finite() && self.shift.fract() == 0.0) {
+        if !(self.origin.is_finite()
+            && self.inv_width.is_finite()
+            && self.inv_width > 0.0
+            && self.shift.is_finite()
+            && self.shift.fract() == 0.0)
+        {
             return Err(Error::invalid(op, "bin grid", format!("channel {c}: {self:?}"), "needs a finite origin, a finite inverse width > 0 and a whole shift (a range with lo < hi)"));
         }
         Ok(())
     }
 }
-
 
 /// Where each source bin's count goes when a histogram over `[old_lo, old_hi]` is re-binned
 /// into `[new_lo, new_hi]` (AIMET's observer): the destination bin, the bin that takes the
@@ -254,4 +299,3 @@ pub fn rebin_table(old: (f32, f32), new: (f32, f32), bins: u32) -> (Vec<[u32; 2]
     }
     (dest, frac)
 }
-

@@ -6,21 +6,41 @@ use std::path::Path;
 use prost::Message;
 
 use crate::error::Result;
+use crate::graph::attrs::Unary;
 use crate::graph::ir::{Const, Dim, Graph, Op};
 use crate::graph::onnx;
-use crate::graph::attrs::Unary;
 
 fn attr_int(name: &str, v: i64) -> onnx::AttributeProto {
-    onnx::AttributeProto { name: Some(name.into()), r#type: Some(2), i: Some(v), ..Default::default() }
+    onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(2),
+        i: Some(v),
+        ..Default::default()
+    }
 }
 fn attr_float(name: &str, v: f32) -> onnx::AttributeProto {
-    onnx::AttributeProto { name: Some(name.into()), r#type: Some(1), f: Some(v), ..Default::default() }
+    onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(1),
+        f: Some(v),
+        ..Default::default()
+    }
 }
 fn attr_ints(name: &str, v: &[i64]) -> onnx::AttributeProto {
-    onnx::AttributeProto { name: Some(name.into()), r#type: Some(7), ints: v.to_vec(), ..Default::default() }
+    onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(7),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 fn attr_str(name: &str, v: &str) -> onnx::AttributeProto {
-    onnx::AttributeProto { name: Some(name.into()), r#type: Some(3), s: Some(v.as_bytes().to_vec()), ..Default::default() }
+    onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(3),
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
 }
 
 /// A constant as a TensorProto (raw little-endian data).
@@ -29,7 +49,13 @@ pub fn tensor_proto(name: &str, c: &Const) -> onnx::TensorProto {
         Const::F32(a) => (1, a.iter().flat_map(|v| v.to_le_bytes()).collect()),
         Const::I64(a) => (7, a.iter().flat_map(|v| v.to_le_bytes()).collect()),
     };
-    onnx::TensorProto { name: Some(name.into()), dims: c.shape().iter().map(|&d| d as i64).collect(), data_type: Some(data_type), raw_data: Some(raw), ..Default::default() }
+    onnx::TensorProto {
+        name: Some(name.into()),
+        dims: c.shape().iter().map(|&d| d as i64).collect(),
+        data_type: Some(data_type),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
 }
 
 fn value_info(name: &str, dims: Option<Vec<Dim>>) -> onnx::ValueInfoProto {
@@ -48,7 +74,15 @@ fn value_info(name: &str, dims: Option<Vec<Dim>>) -> onnx::ValueInfoProto {
     });
     onnx::ValueInfoProto {
         name: Some(name.into()),
-        r#type: Some(onnx::TypeProto { value: Some(onnx::type_proto::Value::TensorType(onnx::type_proto::Tensor { elem_type: Some(1), shape })), ..Default::default() }),
+        r#type: Some(onnx::TypeProto {
+            value: Some(onnx::type_proto::Value::TensorType(
+                onnx::type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape,
+                },
+            )),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -57,7 +91,12 @@ fn value_info(name: &str, dims: Option<Vec<Dim>>) -> onnx::ValueInfoProto {
 /// is named (the batch).
 fn output_dims(g: &Graph, name: &str) -> Option<Vec<Dim>> {
     let shape = g.shapes.get(name)?;
-    let batch = g.inputs.first().and_then(|i| g.input_dims.get(i)).and_then(|d| d.first()).cloned();
+    let batch = g
+        .inputs
+        .first()
+        .and_then(|i| g.input_dims.get(i))
+        .and_then(|d| d.first())
+        .cloned();
     Some(
         shape
             .iter()
@@ -73,19 +112,38 @@ fn output_dims(g: &Graph, name: &str) -> Option<Vec<Dim>> {
 /// Builds the ONNX model of a graph.
 pub fn to_model(g: &Graph) -> onnx::ModelProto {
     // Only constants something reads (folded attribute inputs such as Clip's bounds are not).
-    let used: std::collections::HashSet<&str> = g.nodes.iter().flat_map(|n| n.inputs.iter()).chain(&g.outputs).map(String::as_str).collect();
-    let mut initializers: Vec<onnx::TensorProto> = g.consts.iter().filter(|(n, _)| used.contains(n.as_str())).map(|(n, c)| tensor_proto(n, c)).collect();
+    let used: std::collections::HashSet<&str> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter())
+        .chain(&g.outputs)
+        .map(String::as_str)
+        .collect();
+    let mut initializers: Vec<onnx::TensorProto> = g
+        .consts
+        .iter()
+        .filter(|(n, _)| used.contains(n.as_str()))
+        .map(|(n, c)| tensor_proto(n, c))
+        .collect();
     let mut extra_const = |stem: &str, c: Const| {
         let mut name = stem.to_string();
         let mut k = 1;
-        while g.consts.contains_key(&name) || initializers.iter().any(|t| t.name.as_deref() == Some(name.as_str())) {
+        while g.consts.contains_key(&name)
+            || initializers
+                .iter()
+                .any(|t| t.name.as_deref() == Some(name.as_str()))
+        {
             name = format!("{stem}_{k}");
             k += 1;
         }
         initializers.push(tensor_proto(&name, &c));
         name
     };
-    let ints_const = |v: &[i64]| Const::I64(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.to_vec()).expect("1-D"));
+    let ints_const = |v: &[i64]| {
+        Const::I64(
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.to_vec()).expect("1-D"),
+        )
+    };
     let scalar = |v: f32| Const::F32(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), v));
     let mut nodes = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
@@ -98,11 +156,24 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 attrs.push(attr_ints("dilations", &c.dilations.map(|v| v as i64)));
                 attrs.push(attr_int("group", c.groups as i64));
                 if let Op::ConvTranspose { output_padding, .. } = &n.op {
-                    attrs.push(attr_ints("output_padding", &output_padding.map(|v| v as i64)));
+                    attrs.push(attr_ints(
+                        "output_padding",
+                        &output_padding.map(|v| v as i64),
+                    ));
                 }
             }
-            Op::Gemm { alpha, beta, trans_a, trans_b } => {
-                attrs.extend([attr_float("alpha", *alpha), attr_float("beta", *beta), attr_int("transA", *trans_a as i64), attr_int("transB", *trans_b as i64)]);
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                attrs.extend([
+                    attr_float("alpha", *alpha),
+                    attr_float("beta", *beta),
+                    attr_int("transA", *trans_a as i64),
+                    attr_int("transB", *trans_b as i64),
+                ]);
             }
             Op::BatchNorm { epsilon } => attrs.push(attr_float("epsilon", *epsilon)),
             Op::Unary(Unary::Clip(lo, hi)) => {
@@ -114,7 +185,9 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 }
             }
             Op::Unary(Unary::LeakyRelu(a)) => attrs.push(attr_float("alpha", *a)),
-            Op::Unary(Unary::HardSigmoid(a, b)) => attrs.extend([attr_float("alpha", *a), attr_float("beta", *b)]),
+            Op::Unary(Unary::HardSigmoid(a, b)) => {
+                attrs.extend([attr_float("alpha", *a), attr_float("beta", *b)])
+            }
             Op::MaxPool(p) | Op::AveragePool(p) => {
                 attrs.push(attr_ints("kernel_shape", &p.kernel.map(|v| v as i64)));
                 attrs.push(attr_ints("strides", &p.strides.map(|v| v as i64)));
@@ -128,7 +201,10 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
             }
             Op::Flatten { axis } => attrs.push(attr_int("axis", *axis)),
             Op::Reshape { allow_zero } if *allow_zero => attrs.push(attr_int("allowzero", 1)),
-            Op::Transpose { perm } if !perm.is_empty() => attrs.push(attr_ints("perm", &perm.iter().map(|&p| p as i64).collect::<Vec<_>>())),
+            Op::Transpose { perm } if !perm.is_empty() => attrs.push(attr_ints(
+                "perm",
+                &perm.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+            )),
             Op::Concat { axis } => attrs.push(attr_int("axis", *axis)),
             Op::Split { axis, split } => {
                 attrs.push(attr_int("axis", *axis));
@@ -146,8 +222,16 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 inputs.truncate(2);
                 inputs.push(extra_const(&format!("{}_value", n.name), scalar(*value)));
             }
-            Op::Resize { mode, coordinate_transformation, nearest_mode } => {
-                attrs.extend([attr_str("mode", mode), attr_str("coordinate_transformation_mode", coordinate_transformation), attr_str("nearest_mode", nearest_mode)]);
+            Op::Resize {
+                mode,
+                coordinate_transformation,
+                nearest_mode,
+            } => {
+                attrs.extend([
+                    attr_str("mode", mode),
+                    attr_str("coordinate_transformation_mode", coordinate_transformation),
+                    attr_str("nearest_mode", nearest_mode),
+                ]);
             }
             Op::Softmax { axis, .. } => attrs.push(attr_int("axis", *axis)),
             Op::ReduceMean { axes, keepdims } => {
@@ -184,13 +268,24 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
         name: Some(g.name.clone()),
         node: nodes,
         initializer: initializers,
-        input: g.inputs.iter().map(|i| value_info(i, g.input_dims.get(i).cloned())).collect(),
-        output: g.outputs.iter().map(|o| value_info(o, output_dims(g, o))).collect(),
+        input: g
+            .inputs
+            .iter()
+            .map(|i| value_info(i, g.input_dims.get(i).cloned()))
+            .collect(),
+        output: g
+            .outputs
+            .iter()
+            .map(|o| value_info(o, output_dims(g, o)))
+            .collect(),
         ..Default::default()
     };
     onnx::ModelProto {
         ir_version: Some(8),
-        opset_import: vec![onnx::OperatorSetIdProto { domain: Some(String::new()), version: Some(g.opset) }],
+        opset_import: vec![onnx::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(g.opset),
+        }],
         producer_name: Some("qforge".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         graph: Some(graph),

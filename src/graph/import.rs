@@ -8,9 +8,9 @@ use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 
 use crate::error::{Error, Result};
+use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
 use crate::graph::ir::{Const, Dim, Graph, Node, Op};
 use crate::graph::onnx;
-use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
 
 /// Opsets qforge reads.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 7..=21;
@@ -28,17 +28,30 @@ mod dtype {
 
 /// Reads and imports an ONNX file (external data is read relative to its folder).
 pub fn load(path: &Path) -> Result<Graph> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { action: "reading model", path: path.display().to_string(), message: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        action: "reading model",
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
     import(&bytes, &path.display().to_string(), path.parent())
 }
 
 /// Imports ONNX bytes; `name` labels errors, `dir` resolves external data (None: refuse it).
 pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
     if bytes.is_empty() {
-        return Err(Error::Model { model: name.into(), message: "the file is empty".into() });
+        return Err(Error::Model {
+            model: name.into(),
+            message: "the file is empty".into(),
+        });
     }
-    let model = onnx::ModelProto::decode(bytes).map_err(|e| Error::Model { model: name.into(), message: format!("not a valid ONNX protobuf: {e}") })?;
-    let bad = |message: String| Error::Model { model: name.into(), message };
+    let model = onnx::ModelProto::decode(bytes).map_err(|e| Error::Model {
+        model: name.into(),
+        message: format!("not a valid ONNX protobuf: {e}"),
+    })?;
+    let bad = |message: String| Error::Model {
+        model: name.into(),
+        message,
+    };
     let opset = model
         .opset_import
         .iter()
@@ -46,65 +59,126 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
         .and_then(|o| o.version)
         .ok_or_else(|| bad("no default-domain opset_import".into()))?;
     if !OPSETS.contains(&opset) {
-        return Err(bad(format!("opset {opset} is outside the supported {}..={}", OPSETS.start(), OPSETS.end())));
+        return Err(bad(format!(
+            "opset {opset} is outside the supported {}..={}",
+            OPSETS.start(),
+            OPSETS.end()
+        )));
     }
     let g = model.graph.ok_or_else(|| bad("no graph".into()))?;
     let mut consts = BTreeMap::new();
     for t in &g.initializer {
         let tname = t.name.clone().unwrap_or_default();
-        consts.insert(tname.clone(), tensor(t, dir).map_err(|m| bad(format!("initializer '{tname}': {m}")))?);
+        consts.insert(
+            tname.clone(),
+            tensor(t, dir).map_err(|m| bad(format!("initializer '{tname}': {m}")))?,
+        );
     }
-    let mut graph = Graph { name: g.name.clone().unwrap_or_default(), opset, producer: model.producer_name.clone().unwrap_or_default(), ..Default::default() };
+    let mut graph = Graph {
+        name: g.name.clone().unwrap_or_default(),
+        opset,
+        producer: model.producer_name.clone().unwrap_or_default(),
+        ..Default::default()
+    };
     for vi in &g.input {
         let vname = vi.name.clone().unwrap_or_default();
         if consts.contains_key(&vname) {
             continue;
         }
-        graph.input_dims.insert(vname.clone(), dims_of(vi).map_err(|m| bad(format!("input '{vname}': {m}")))?);
+        graph.input_dims.insert(
+            vname.clone(),
+            dims_of(vi).map_err(|m| bad(format!("input '{vname}': {m}")))?,
+        );
         graph.inputs.push(vname);
     }
-    graph.outputs = g.output.iter().map(|o| o.name.clone().unwrap_or_default()).collect();
+    graph.outputs = g
+        .output
+        .iter()
+        .map(|o| o.name.clone().unwrap_or_default())
+        .collect();
     if graph.outputs.is_empty() {
         return Err(bad("the graph has no outputs".into()));
     }
     if graph.inputs.is_empty() {
-        return Err(bad("the graph has no runtime inputs (every input is an initializer)".into()));
+        return Err(bad(
+            "the graph has no runtime inputs (every input is an initializer)".into(),
+        ));
     }
 
-    let mut used_names: HashSet<String> = g.node.iter().filter_map(|n| n.name.clone()).filter(|n| !n.is_empty()).collect();
+    let mut used_names: HashSet<String> = g
+        .node
+        .iter()
+        .filter_map(|n| n.name.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
     let mut nodes = Vec::new();
     let mut unsupported = Vec::new();
     for (i, n) in g.node.iter().enumerate() {
         let op_type = n.op_type.clone().unwrap_or_default();
         let mut node_name = n.name.clone().unwrap_or_default();
         if node_name.is_empty() {
-            node_name = (0..).map(|k| if k == 0 { format!("{op_type}_{i}") } else { format!("{op_type}_{i}_{k}") }).find(|c| !used_names.contains(c)).expect("a free name");
+            node_name = (0..)
+                .map(|k| {
+                    if k == 0 {
+                        format!("{op_type}_{i}")
+                    } else {
+                        format!("{op_type}_{i}_{k}")
+                    }
+                })
+                .find(|c| !used_names.contains(c))
+                .expect("a free name");
             used_names.insert(node_name.clone());
         }
         if !matches!(n.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
-            unsupported.push(format!("{}::{op_type} (node '{node_name}')", n.domain.as_deref().unwrap_or("")));
+            unsupported.push(format!(
+                "{}::{op_type} (node '{node_name}')",
+                n.domain.as_deref().unwrap_or("")
+            ));
             continue;
         }
-        let attrs: HashMap<&str, &onnx::AttributeProto> = n.attribute.iter().map(|a| (a.name.as_deref().unwrap_or(""), a)).collect();
+        let attrs: HashMap<&str, &onnx::AttributeProto> = n
+            .attribute
+            .iter()
+            .map(|a| (a.name.as_deref().unwrap_or(""), a))
+            .collect();
         let ctx = |m: String| bad(format!("node '{node_name}' ({op_type}): {m}"));
         if op_type == "Constant" {
-            let out = n.output.first().cloned().ok_or_else(|| ctx("no output".into()))?;
+            let out = n
+                .output
+                .first()
+                .cloned()
+                .ok_or_else(|| ctx("no output".into()))?;
             consts.insert(out, constant_value(&attrs, dir).map_err(ctx)?);
             continue;
         }
         match to_op(&op_type, &attrs, opset, n.input.len()).map_err(ctx)? {
-            Some(op) => nodes.push(Node { name: node_name, op, inputs: n.input.clone(), outputs: n.output.clone() }),
+            Some(op) => nodes.push(Node {
+                name: node_name,
+                op,
+                inputs: n.input.clone(),
+                outputs: n.output.clone(),
+            }),
             None => unsupported.push(format!("{op_type} (node '{node_name}')")),
         }
     }
     if !unsupported.is_empty() {
-        return Err(Error::Unsupported { model: name.into(), opset, ops: unsupported });
+        return Err(Error::Unsupported {
+            model: name.into(),
+            opset,
+            ops: unsupported,
+        });
     }
     graph.consts = consts;
     graph.nodes = topo_sort(nodes, &graph, name)?;
     for o in &graph.outputs {
-        if !graph.inputs.contains(o) && !graph.consts.contains_key(o) && graph.producer_of(o).is_none() {
-            return Err(Error::Graph { model: name.into(), message: format!("output '{o}' is produced by no node") });
+        if !graph.inputs.contains(o)
+            && !graph.consts.contains_key(o)
+            && graph.producer_of(o).is_none()
+        {
+            return Err(Error::Graph {
+                model: name.into(),
+                message: format!("output '{o}' is produced by no node"),
+            });
         }
     }
     Ok(graph)
@@ -112,11 +186,16 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
 
 fn dims_of(vi: &onnx::ValueInfoProto) -> std::result::Result<Vec<Dim>, String> {
     use onnx::tensor_shape_proto::dimension::Value;
-    let Some(onnx::type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+    let Some(onnx::type_proto::Value::TensorType(t)) =
+        vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
         return Err("is not a tensor".into());
     };
     if !matches!(t.elem_type, Some(dtype::FLOAT) | None) {
-        return Err(format!("has element type {} (qforge's models take f32 inputs)", t.elem_type.unwrap_or(0)));
+        return Err(format!(
+            "has element type {} (qforge's models take f32 inputs)",
+            t.elem_type.unwrap_or(0)
+        ));
     }
     let shape = t.shape.as_ref().ok_or("has no shape")?;
     Ok(shape
@@ -133,8 +212,15 @@ fn dims_of(vi: &onnx::ValueInfoProto) -> std::result::Result<Vec<Dim>, String> {
 
 /// Decodes a TensorProto into a constant (f32 or i64), reading external data from `dir`.
 pub fn tensor(t: &onnx::TensorProto, dir: Option<&Path>) -> std::result::Result<Const, String> {
-    let shape: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}"))).collect::<std::result::Result<_, _>>()?;
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("too many elements")?;
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}")))
+        .collect::<std::result::Result<_, _>>()?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("too many elements")?;
     if n > 1 << 31 {
         return Err(format!("{n} elements is more than qforge reads"));
     }
@@ -152,61 +238,139 @@ pub fn tensor(t: &onnx::TensorProto, dir: Option<&Path>) -> std::result::Result<
         dtype::UINT8 | dtype::INT8 | dtype::BOOL => 1,
         other => return Err(format!("data type {other} is not supported")),
     };
-    let count = |len: usize| if len == n { Ok(()) } else { Err(format!("holds {len} values for shape {shape:?}")) };
-    let f32s = |v: Vec<f32>| Ok(Const::F32(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")));
-    let i64s = |v: Vec<i64>| Ok(Const::I64(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked")));
+    let count = |len: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(format!("holds {len} values for shape {shape:?}"))
+        }
+    };
+    let f32s = |v: Vec<f32>| {
+        Ok(Const::F32(
+            ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked"),
+        ))
+    };
+    let i64s = |v: Vec<i64>| {
+        Ok(Const::I64(
+            ArrayD::from_shape_vec(IxDyn(&shape), v).expect("count checked"),
+        ))
+    };
     if let Some(raw) = raw {
         if raw.len() != n * width {
-            return Err(format!("raw data has {} bytes, expected {} for shape {shape:?}", raw.len(), n * width));
+            return Err(format!(
+                "raw data has {} bytes, expected {} for shape {shape:?}",
+                raw.len(),
+                n * width
+            ));
         }
         let chunks = raw.chunks_exact(width);
         return match dt {
-            dtype::FLOAT => f32s(chunks.map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-            dtype::DOUBLE => f32s(chunks.map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()),
-            dtype::INT32 => i64s(chunks.map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()),
-            dtype::INT64 => i64s(chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+            dtype::FLOAT => f32s(
+                chunks
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            dtype::DOUBLE => f32s(
+                chunks
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                    .collect(),
+            ),
+            dtype::INT32 => i64s(
+                chunks
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                    .collect(),
+            ),
+            dtype::INT64 => i64s(
+                chunks
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
             dtype::INT8 => i64s(raw.iter().map(|&b| b as i8 as i64).collect()),
             _ => i64s(raw.iter().map(|&b| b as i64).collect()),
         };
     }
     match dt {
         dtype::FLOAT => count(t.float_data.len()).and_then(|_| f32s(t.float_data.clone())),
-        dtype::DOUBLE => count(t.double_data.len()).and_then(|_| f32s(t.double_data.iter().map(|&v| v as f32).collect())),
+        dtype::DOUBLE => count(t.double_data.len())
+            .and_then(|_| f32s(t.double_data.iter().map(|&v| v as f32).collect())),
         dtype::INT64 => count(t.int64_data.len()).and_then(|_| i64s(t.int64_data.clone())),
-        _ => count(t.int32_data.len()).and_then(|_| i64s(t.int32_data.iter().map(|&v| v as i64).collect())),
+        _ => count(t.int32_data.len())
+            .and_then(|_| i64s(t.int32_data.iter().map(|&v| v as i64).collect())),
     }
 }
 
-fn read_external(t: &onnx::TensorProto, dir: Option<&Path>) -> std::result::Result<Vec<u8>, String> {
-    let entry = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
+fn read_external(
+    t: &onnx::TensorProto,
+    dir: Option<&Path>,
+) -> std::result::Result<Vec<u8>, String> {
+    let entry = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key.as_deref() == Some(k))
+            .and_then(|e| e.value.clone())
+    };
     let location = entry("location").ok_or("external data without a location")?;
     let dir = dir.ok_or("external data needs the model's folder")?;
     let rel = Path::new(&location);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(format!("external data location '{location}' must stay inside the model's folder"));
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "external data location '{location}' must stay inside the model's folder"
+        ));
     }
-    let bytes = std::fs::read(dir.join(rel)).map_err(|e| format!("external data '{location}': {e}"))?;
-    let parse = |k: &str| entry(k).map(|v| v.parse::<usize>().map_err(|_| format!("external data {k} '{v}' is not a number"))).transpose();
+    let bytes =
+        std::fs::read(dir.join(rel)).map_err(|e| format!("external data '{location}': {e}"))?;
+    let parse = |k: &str| {
+        entry(k)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("external data {k} '{v}' is not a number"))
+            })
+            .transpose()
+    };
     let offset = parse("offset")?.unwrap_or(0);
     let length = parse("length")?.unwrap_or(bytes.len().saturating_sub(offset));
-    bytes.get(offset..offset.checked_add(length).ok_or("external data range overflows")?).map(<[u8]>::to_vec).ok_or_else(|| format!("external data '{location}' is shorter than offset {offset} + length {length}"))
+    bytes
+        .get(
+            offset
+                ..offset
+                    .checked_add(length)
+                    .ok_or("external data range overflows")?,
+        )
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| {
+            format!("external data '{location}' is shorter than offset {offset} + length {length}")
+        })
 }
 
-fn constant_value(attrs: &HashMap<&str, &onnx::AttributeProto>, dir: Option<&Path>) -> std::result::Result<Const, String> {
+fn constant_value(
+    attrs: &HashMap<&str, &onnx::AttributeProto>,
+    dir: Option<&Path>,
+) -> std::result::Result<Const, String> {
     if let Some(t) = attrs.get("value").and_then(|a| a.t.as_ref()) {
         return tensor(t, dir);
     }
     if let Some(a) = attrs.get("value_float") {
-        return Ok(Const::F32(ArrayD::from_elem(IxDyn(&[]), a.f.unwrap_or(0.0))));
+        return Ok(Const::F32(ArrayD::from_elem(
+            IxDyn(&[]),
+            a.f.unwrap_or(0.0),
+        )));
     }
     if let Some(a) = attrs.get("value_floats") {
-        return Ok(Const::F32(ArrayD::from_shape_vec(IxDyn(&[a.floats.len()]), a.floats.clone()).expect("1-D")));
+        return Ok(Const::F32(
+            ArrayD::from_shape_vec(IxDyn(&[a.floats.len()]), a.floats.clone()).expect("1-D"),
+        ));
     }
     if let Some(a) = attrs.get("value_int") {
         return Ok(Const::I64(ArrayD::from_elem(IxDyn(&[]), a.i.unwrap_or(0))));
     }
     if let Some(a) = attrs.get("value_ints") {
-        return Ok(Const::I64(ArrayD::from_shape_vec(IxDyn(&[a.ints.len()]), a.ints.clone()).expect("1-D")));
+        return Ok(Const::I64(
+            ArrayD::from_shape_vec(IxDyn(&[a.ints.len()]), a.ints.clone()).expect("1-D"),
+        ));
     }
     Err("Constant without a supported value attribute".into())
 }
@@ -224,33 +388,58 @@ impl Attrs<'_> {
         self.0.get(k).map(|a| a.ints.clone())
     }
     fn string(&self, k: &str, default: &str) -> String {
-        self.0.get(k).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_else(|| default.to_string())
+        self.0
+            .get(k)
+            .and_then(|a| a.s.as_ref())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .unwrap_or_else(|| default.to_string())
     }
     fn pair(&self, k: &str, default: usize) -> std::result::Result<[usize; 2], String> {
         match self.ints(k) {
             None => Ok([default; 2]),
-            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => Ok([v[0] as usize, v[1] as usize]),
-            Some(v) => Err(format!("attribute {k} = {v:?}: qforge runs 2-D windows with non-negative values")),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => {
+                Ok([v[0] as usize, v[1] as usize])
+            }
+            Some(v) => Err(format!(
+                "attribute {k} = {v:?}: qforge runs 2-D windows with non-negative values"
+            )),
         }
     }
     fn pads(&self) -> std::result::Result<[usize; 4], String> {
         if self.string("auto_pad", "NOTSET") != "NOTSET" {
-            return Err(format!("auto_pad = {} is not supported; export with explicit pads", self.string("auto_pad", "")));
+            return Err(format!(
+                "auto_pad = {} is not supported; export with explicit pads",
+                self.string("auto_pad", "")
+            ));
         }
         match self.ints("pads") {
             None => Ok([0; 4]),
             // ONNX order: begin_h, begin_w, end_h, end_w.
-            Some(v) if v.len() == 4 && v.iter().all(|&x| x >= 0) => Ok([v[0] as usize, v[1] as usize, v[2] as usize, v[3] as usize]),
-            Some(v) => Err(format!("pads = {v:?}: qforge runs 2-D windows with non-negative pads")),
+            Some(v) if v.len() == 4 && v.iter().all(|&x| x >= 0) => {
+                Ok([v[0] as usize, v[1] as usize, v[2] as usize, v[3] as usize])
+            }
+            Some(v) => Err(format!(
+                "pads = {v:?}: qforge runs 2-D windows with non-negative pads"
+            )),
         }
     }
 }
 
 /// The typed op for an ONNX node; `Ok(None)` for an op qforge does not run.
-fn to_op(op_type: &str, attrs: &HashMap<&str, &onnx::AttributeProto>, opset: i64, n_inputs: usize) -> std::result::Result<Option<Op>, String> {
+fn to_op(
+    op_type: &str,
+    attrs: &HashMap<&str, &onnx::AttributeProto>,
+    opset: i64,
+    n_inputs: usize,
+) -> std::result::Result<Option<Op>, String> {
     let a = Attrs(attrs);
     let conv = || -> std::result::Result<Conv2d, String> {
-        Ok(Conv2d { strides: a.pair("strides", 1)?, pads: a.pads()?, dilations: a.pair("dilations", 1)?, groups: a.int("group", 1).max(1) as usize })
+        Ok(Conv2d {
+            strides: a.pair("strides", 1)?,
+            pads: a.pads()?,
+            dilations: a.pair("dilations", 1)?,
+            groups: a.int("group", 1).max(1) as usize,
+        })
     };
     let pool = || -> std::result::Result<Pool2d, String> {
         let kernel = a.pair("kernel_shape", 0)?;
@@ -271,24 +460,42 @@ fn to_op(op_type: &str, attrs: &HashMap<&str, &onnx::AttributeProto>, opset: i64
         "Conv" => Op::Conv(conv()?),
         "ConvTranspose" => {
             if a.ints("output_shape").is_some() {
-                return Err("ConvTranspose with output_shape is not supported; export with pads".into());
+                return Err(
+                    "ConvTranspose with output_shape is not supported; export with pads".into(),
+                );
             }
-            Op::ConvTranspose { conv: conv()?, output_padding: a.pair("output_padding", 0)? }
+            Op::ConvTranspose {
+                conv: conv()?,
+                output_padding: a.pair("output_padding", 0)?,
+            }
         }
-        "Gemm" => Op::Gemm { alpha: a.float("alpha", 1.0), beta: a.float("beta", 1.0), trans_a: a.int("transA", 0) != 0, trans_b: a.int("transB", 0) != 0 },
+        "Gemm" => Op::Gemm {
+            alpha: a.float("alpha", 1.0),
+            beta: a.float("beta", 1.0),
+            trans_a: a.int("transA", 0) != 0,
+            trans_b: a.int("transB", 0) != 0,
+        },
         "MatMul" => Op::MatMul,
         "BatchNormalization" => {
             if a.int("training_mode", 0) != 0 {
                 return Err("training_mode BatchNormalization is not supported".into());
             }
-            Op::BatchNorm { epsilon: a.float("epsilon", 1e-5) }
+            Op::BatchNorm {
+                epsilon: a.float("epsilon", 1e-5),
+            }
         }
         "Relu" => Op::Unary(Unary::Relu),
         // Opset < 11 Clip has min/max attributes; later ones take inputs (resolved at load).
-        "Clip" => Op::Unary(Unary::Clip(a.float("min", f32::MIN), a.float("max", f32::MAX))),
+        "Clip" => Op::Unary(Unary::Clip(
+            a.float("min", f32::MIN),
+            a.float("max", f32::MAX),
+        )),
         "LeakyRelu" => Op::Unary(Unary::LeakyRelu(a.float("alpha", 0.01))),
         "Sigmoid" => Op::Unary(Unary::Sigmoid),
-        "HardSigmoid" => Op::Unary(Unary::HardSigmoid(a.float("alpha", 0.2), a.float("beta", 0.5))),
+        "HardSigmoid" => Op::Unary(Unary::HardSigmoid(
+            a.float("alpha", 0.2),
+            a.float("beta", 0.5),
+        )),
         "HardSwish" => Op::Unary(Unary::HardSwish),
         "Tanh" => Op::Unary(Unary::Tanh),
         "Erf" => Op::Unary(Unary::Erf),
@@ -312,11 +519,32 @@ fn to_op(op_type: &str, attrs: &HashMap<&str, &onnx::AttributeProto>, opset: i64
         }
         "AveragePool" => Op::AveragePool(pool()?),
         "GlobalAveragePool" => Op::GlobalAveragePool,
-        "Flatten" => Op::Flatten { axis: a.int("axis", 1) },
-        "Reshape" => Op::Reshape { allow_zero: a.int("allowzero", 0) != 0 },
-        "Transpose" => Op::Transpose { perm: a.ints("perm").unwrap_or_default().iter().map(|&p| p as usize).collect() },
-        "Concat" => Op::Concat { axis: a.int("axis", 0) },
-        "Split" => Op::Split { axis: a.int("axis", 0), split: a.ints("split").unwrap_or_default().iter().map(|&s| s.max(0) as usize).collect() },
+        "Flatten" => Op::Flatten {
+            axis: a.int("axis", 1),
+        },
+        "Reshape" => Op::Reshape {
+            allow_zero: a.int("allowzero", 0) != 0,
+        },
+        "Transpose" => Op::Transpose {
+            perm: a
+                .ints("perm")
+                .unwrap_or_default()
+                .iter()
+                .map(|&p| p as usize)
+                .collect(),
+        },
+        "Concat" => Op::Concat {
+            axis: a.int("axis", 0),
+        },
+        "Split" => Op::Split {
+            axis: a.int("axis", 0),
+            split: a
+                .ints("split")
+                .unwrap_or_default()
+                .iter()
+                .map(|&s| s.max(0) as usize)
+                .collect(),
+        },
         "Slice" => {
             if opset < 10 {
                 return Err("Slice before opset 10 (attribute form) is not supported".into());
@@ -327,25 +555,43 @@ fn to_op(op_type: &str, attrs: &HashMap<&str, &onnx::AttributeProto>, opset: i64
             if opset < 11 {
                 return Err("Pad before opset 11 (attribute form) is not supported".into());
             }
-            Op::Pad { mode: a.string("mode", "constant"), value: 0.0 }
+            Op::Pad {
+                mode: a.string("mode", "constant"),
+                value: 0.0,
+            }
         }
         "Resize" if opset >= 11 => Op::Resize {
             mode: a.string("mode", "nearest"),
             coordinate_transformation: a.string("coordinate_transformation_mode", "half_pixel"),
             nearest_mode: a.string("nearest_mode", "round_prefer_floor"),
         },
-        "Softmax" => Op::Softmax { axis: a.int("axis", if opset < 13 { 1 } else { -1 }), legacy: opset < 13 },
-        "ReduceMean" => Op::ReduceMean { axes: axes(), keepdims: a.int("keepdims", 1) != 0 },
+        "Softmax" => Op::Softmax {
+            axis: a.int("axis", if opset < 13 { 1 } else { -1 }),
+            legacy: opset < 13,
+        },
+        "ReduceMean" => Op::ReduceMean {
+            axes: axes(),
+            keepdims: a.int("keepdims", 1) != 0,
+        },
         "Squeeze" => Op::Squeeze { axes: axes() },
         "Unsqueeze" => Op::Unsqueeze { axes: axes() },
         "Identity" => Op::Identity,
         "Dropout" => Op::Dropout,
         "Shape" => Op::Shape,
-        "Gather" => Op::Gather { axis: a.int("axis", 0) },
-        "Cast" => Op::Cast { to: a.int("to", dtype::FLOAT as i64) as i32 },
+        "Gather" => Op::Gather {
+            axis: a.int("axis", 0),
+        },
+        "Cast" => Op::Cast {
+            to: a.int("to", dtype::FLOAT as i64) as i32,
+        },
         "ConstantOfShape" => Op::ConstantOfShape {
             value: match attrs.get("value").and_then(|v| v.t.as_ref()) {
-                Some(t) => tensor(t, None)?.to_f32().iter().next().copied().unwrap_or(0.0),
+                Some(t) => tensor(t, None)?
+                    .to_f32()
+                    .iter()
+                    .next()
+                    .copied()
+                    .unwrap_or(0.0),
                 None => 0.0,
             },
         },
@@ -359,14 +605,31 @@ fn topo_sort(nodes: Vec<Node>, g: &Graph, model: &str) -> Result<Vec<Node>> {
     available.insert(String::new());
     let produced: HashSet<&String> = nodes.iter().flat_map(|n| n.outputs.iter()).collect();
     for n in &nodes {
-        if let Some(missing) = n.inputs.iter().find(|i| !available.contains(*i) && !produced.contains(i)) {
-            return Err(Error::Graph { model: model.into(), message: format!("node '{}' reads '{missing}', which no node, input or initializer provides", n.name) });
+        if let Some(missing) = n
+            .inputs
+            .iter()
+            .find(|i| !available.contains(*i) && !produced.contains(i))
+        {
+            return Err(Error::Graph {
+                model: model.into(),
+                message: format!(
+                    "node '{}' reads '{missing}', which no node, input or initializer provides",
+                    n.name
+                ),
+            });
         }
     }
     let mut seen_outputs = HashSet::new();
-    for o in nodes.iter().flat_map(|n| n.outputs.iter()).filter(|o| !o.is_empty()) {
+    for o in nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter())
+        .filter(|o| !o.is_empty())
+    {
         if !seen_outputs.insert(o) || g.inputs.contains(o) || g.consts.contains_key(o) {
-            return Err(Error::Graph { model: model.into(), message: format!("value '{o}' is defined more than once") });
+            return Err(Error::Graph {
+                model: model.into(),
+                message: format!("value '{o}' is defined more than once"),
+            });
         }
     }
     let mut pending = nodes;
@@ -384,7 +647,10 @@ fn topo_sort(nodes: Vec<Node>, g: &Graph, model: &str) -> Result<Vec<Node>> {
         }
         if rest.len() == before {
             let names: Vec<&str> = rest.iter().take(5).map(|n| n.name.as_str()).collect();
-            return Err(Error::Graph { model: model.into(), message: format!("cycle among nodes {names:?}") });
+            return Err(Error::Graph {
+                model: model.into(),
+                message: format!("cycle among nodes {names:?}"),
+            });
         }
         pending = rest;
     }

@@ -51,38 +51,82 @@ pub enum Dim {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Conv(Conv2d),
-    ConvTranspose { conv: Conv2d, output_padding: [usize; 2] },
+    ConvTranspose {
+        conv: Conv2d,
+        output_padding: [usize; 2],
+    },
     /// Y = alpha * op(A) * op(B) + beta * C.
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
     MatMul,
-    BatchNorm { epsilon: f32 },
+    BatchNorm {
+        epsilon: f32,
+    },
     Unary(Unary),
     Binary(Binary),
     MaxPool(Pool2d),
     AveragePool(Pool2d),
     GlobalAveragePool,
-    Flatten { axis: i64 },
+    Flatten {
+        axis: i64,
+    },
     /// Shape from the second input (a constant after folding).
-    Reshape { allow_zero: bool },
-    Transpose { perm: Vec<usize> },
-    Concat { axis: i64 },
+    Reshape {
+        allow_zero: bool,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Concat {
+        axis: i64,
+    },
     /// Split sizes from the attribute or the second input.
-    Split { axis: i64, split: Vec<usize> },
+    Split {
+        axis: i64,
+        split: Vec<usize>,
+    },
     /// starts, ends, axes, steps from inputs (constants after folding) or attributes (opset < 10).
     Slice,
-    Pad { mode: String, value: f32 },
-    Resize { mode: String, coordinate_transformation: String, nearest_mode: String },
-    Softmax { axis: i64, legacy: bool },
-    ReduceMean { axes: Vec<i64>, keepdims: bool },
-    Squeeze { axes: Vec<i64> },
-    Unsqueeze { axes: Vec<i64> },
+    Pad {
+        mode: String,
+        value: f32,
+    },
+    Resize {
+        mode: String,
+        coordinate_transformation: String,
+        nearest_mode: String,
+    },
+    Softmax {
+        axis: i64,
+        legacy: bool,
+    },
+    ReduceMean {
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
+    Squeeze {
+        axes: Vec<i64>,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
     Identity,
     Dropout,
     /// Shape-computing ops, folded away at load when their inputs are constant.
     Shape,
-    Gather { axis: i64 },
-    Cast { to: i32 },
-    ConstantOfShape { value: f32 },
+    Gather {
+        axis: i64,
+    },
+    Cast {
+        to: i32,
+    },
+    ConstantOfShape {
+        value: f32,
+    },
 }
 
 impl Op {
@@ -144,7 +188,15 @@ impl Op {
 
     /// Ops that only reinterpret their input's shape (no data movement on the GPU).
     pub fn is_view(&self) -> bool {
-        matches!(self, Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity | Op::Dropout)
+        matches!(
+            self,
+            Op::Flatten { .. }
+                | Op::Reshape { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Identity
+                | Op::Dropout
+        )
     }
 }
 
@@ -180,12 +232,19 @@ pub struct Graph {
 impl Graph {
     /// The node that produces `value`, if any.
     pub fn producer_of(&self, value: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.outputs.iter().any(|o| o == value))
+        self.nodes
+            .iter()
+            .position(|n| n.outputs.iter().any(|o| o == value))
     }
 
     /// Indices of the nodes that read `value`.
     pub fn consumers_of(&self, value: &str) -> Vec<usize> {
-        self.nodes.iter().enumerate().filter(|(_, n)| n.inputs.iter().any(|i| i == value)).map(|(i, _)| i).collect()
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.inputs.iter().any(|i| i == value))
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// An f32 constant by name.
@@ -203,7 +262,11 @@ impl Graph {
             if let Const::F32(a) = c {
                 let bad = a.iter().filter(|v| !v.is_finite()).count();
                 if bad > 0 {
-                    return Err(crate::error::Error::NonFinite { op: "model weights", tensor: name.clone(), count: bad as u64 });
+                    return Err(crate::error::Error::NonFinite {
+                        op: "model weights",
+                        tensor: name.clone(),
+                        count: bad as u64,
+                    });
                 }
             }
         }
@@ -212,16 +275,29 @@ impl Graph {
 
     /// Number of f32 weight elements.
     pub fn param_count(&self) -> usize {
-        self.consts.values().map(|c| if let Const::F32(a) = c { a.len() } else { 0 }).sum()
+        self.consts
+            .values()
+            .map(|c| if let Const::F32(a) = c { a.len() } else { 0 })
+            .sum()
     }
 
     /// A fresh value or node name starting with `stem` that is not used yet.
     pub fn unique_name(&self, stem: &str) -> String {
-        let taken = |s: &str| self.consts.contains_key(s) || self.shapes.contains_key(s) || self.nodes.iter().any(|n| n.name == s || n.outputs.iter().any(|o| o == s));
+        let taken = |s: &str| {
+            self.consts.contains_key(s)
+                || self.shapes.contains_key(s)
+                || self
+                    .nodes
+                    .iter()
+                    .any(|n| n.name == s || n.outputs.iter().any(|o| o == s))
+        };
         if !taken(stem) {
             return stem.to_string();
         }
-        (1..).map(|i| format!("{stem}_{i}")).find(|s| !taken(s)).expect("some suffix is free")
+        (1..)
+            .map(|i| format!("{stem}_{i}"))
+            .find(|s| !taken(s))
+            .expect("some suffix is free")
     }
 }
 
@@ -229,7 +305,8 @@ impl Graph {
     /// The part of the graph that computes `outputs` (nodes they depend on), with them as
     /// the graph's outputs. Constants and shapes are kept whole.
     pub fn truncated(&self, outputs: &[String]) -> Graph {
-        let mut needed: std::collections::HashSet<&str> = outputs.iter().map(String::as_str).collect();
+        let mut needed: std::collections::HashSet<&str> =
+            outputs.iter().map(String::as_str).collect();
         let mut keep = vec![false; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate().rev() {
             if n.outputs.iter().any(|o| needed.contains(o.as_str())) {
@@ -238,7 +315,13 @@ impl Graph {
             }
         }
         let mut g = self.clone();
-        g.nodes = self.nodes.iter().zip(&keep).filter(|(_, &k)| k).map(|(n, _)| n.clone()).collect();
+        g.nodes = self
+            .nodes
+            .iter()
+            .zip(&keep)
+            .filter(|(_, &k)| k)
+            .map(|(n, _)| n.clone())
+            .collect();
         g.outputs = outputs.to_vec();
         g
     }

@@ -28,23 +28,41 @@ pub struct Edits {
 impl Edits {
     /// Constant replacements only.
     pub fn consts(consts: BTreeMap<String, Const>) -> Edits {
-        Edits { consts, ..Default::default() }
+        Edits {
+            consts,
+            ..Default::default()
+        }
     }
 
     /// The edits that turn `before` into `after` (two resolutions of the same model; `after`
     /// may replace nodes and constants and insert nodes, never remove them).
     pub fn between(before: &Graph, after: &Graph) -> Result<Edits> {
-        let consts = after.consts.iter().filter(|(k, v)| before.consts.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let consts = after
+            .consts
+            .iter()
+            .filter(|(k, v)| before.consts.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let old: HashMap<&str, &Node> = before.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-        let mut e = Edits { consts, ..Default::default() };
+        let mut e = Edits {
+            consts,
+            ..Default::default()
+        };
         for (i, n) in after.nodes.iter().enumerate() {
             match old.get(n.name.as_str()) {
                 Some(o) if *o != n => {
                     e.replaced.insert(n.name.clone(), n.clone());
                 }
                 Some(_) => {}
-                None if i > 0 => e.inserted.push((after.nodes[i - 1].name.clone(), n.clone())),
-                None => return Err(Error::Graph { model: after.name.clone(), message: format!("a pass inserted '{}' before every node", n.name) }),
+                None if i > 0 => e
+                    .inserted
+                    .push((after.nodes[i - 1].name.clone(), n.clone())),
+                None => {
+                    return Err(Error::Graph {
+                        model: after.name.clone(),
+                        message: format!("a pass inserted '{}' before every node", n.name),
+                    })
+                }
             }
         }
         Ok(e)
@@ -71,14 +89,28 @@ impl Edits {
             }
         }
         for (after, node) in &self.inserted {
-            let i = g.nodes.iter().position(|n| &n.name == after).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("inserted node '{}' follows '{after}', which is gone", node.name) })?;
+            let i = g
+                .nodes
+                .iter()
+                .position(|n| &n.name == after)
+                .ok_or_else(|| Error::Graph {
+                    model: g.name.clone(),
+                    message: format!(
+                        "inserted node '{}' follows '{after}', which is gone",
+                        node.name
+                    ),
+                })?;
             g.nodes.insert(i + 1, node.clone());
         }
         if self.changes_ops() {
             for i in 0..g.nodes.len() {
                 for o in g.nodes[i].outputs.clone() {
                     if !g.shapes.contains_key(&o) {
-                        let s = g.shapes.get(&g.nodes[i].inputs[0]).cloned().unwrap_or_default();
+                        let s = g
+                            .shapes
+                            .get(&g.nodes[i].inputs[0])
+                            .cloned()
+                            .unwrap_or_default();
                         g.shapes.insert(o, s);
                     }
                 }
@@ -103,7 +135,13 @@ pub struct Prepared {
 
 impl Clone for Prepared {
     fn clone(&self) -> Prepared {
-        Prepared { source: self.source.clone(), fold_bn: self.fold_bn, dims: self.dims.clone(), edits: self.edits.clone(), cache: Mutex::new(self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone()) }
+        Prepared {
+            source: self.source.clone(),
+            fold_bn: self.fold_bn,
+            dims: self.dims.clone(),
+            edits: self.edits.clone(),
+            cache: Mutex::new(self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        }
     }
 }
 
@@ -116,23 +154,47 @@ impl From<Graph> for Prepared {
 impl Prepared {
     /// The imported graph as it is (resolved per batch, nothing folded).
     pub fn new(source: Graph) -> Prepared {
-        Prepared { source: Arc::new(source), fold_bn: false, dims: HashMap::new(), edits: Edits::default(), cache: Mutex::new(HashMap::new()) }
+        Prepared {
+            source: Arc::new(source),
+            fold_bn: false,
+            dims: HashMap::new(),
+            edits: Edits::default(),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The imported graph with its batch norms folded into neighbouring Conv/Gemm nodes as
     /// AIMET folds them; `dims` sizes named dims other than the batch. Returns what folded.
-    pub fn bn_folded(source: Graph, dims: HashMap<String, usize>) -> Result<(Prepared, Vec<FoldedBn>)> {
-        let p = Prepared { source: Arc::new(source), fold_bn: true, dims, edits: Edits::default(), cache: Mutex::new(HashMap::new()) };
+    pub fn bn_folded(
+        source: Graph,
+        dims: HashMap<String, usize>,
+    ) -> Result<(Prepared, Vec<FoldedBn>)> {
+        let p = Prepared {
+            source: Arc::new(source),
+            fold_bn: true,
+            dims,
+            edits: Edits::default(),
+            cache: Mutex::new(HashMap::new()),
+        };
         let mut g = p.source.as_ref().clone();
         g.resolve_with_batch(&p.dims, Some(1))?;
         let folded = bn_fold::fold_batch_norms(&mut g)?;
-        p.cache.lock().unwrap_or_else(|e| e.into_inner()).insert((1, Vec::new()), Arc::new(g));
+        p.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((1, Vec::new()), Arc::new(g));
         Ok((p, folded))
     }
 
     /// The same model without its edits (the BN-folded original when it was folded).
     pub fn original(&self) -> Prepared {
-        Prepared { source: self.source.clone(), fold_bn: self.fold_bn, dims: self.dims.clone(), edits: Edits::default(), cache: Mutex::new(HashMap::new()) }
+        Prepared {
+            source: self.source.clone(),
+            fold_bn: self.fold_bn,
+            dims: self.dims.clone(),
+            edits: Edits::default(),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The graph as imported.
@@ -165,7 +227,12 @@ impl Prepared {
     /// model's own sizes.
     pub fn resolved(&self, batch: usize, dims: &[(String, usize)]) -> Result<Arc<Graph>> {
         let key = (batch, dims.to_vec());
-        if let Some(g) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(g) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(g.clone());
         }
         let mut all = self.dims.clone();
@@ -177,7 +244,10 @@ impl Prepared {
         }
         self.edits.apply(&mut g)?;
         let g = Arc::new(g);
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, g.clone());
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, g.clone());
         Ok(g)
     }
 }

@@ -8,9 +8,12 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
-use crate::graph::ir::{Const, Dim, Graph, Node, Op};
 use crate::graph::attrs::{Binary, Resize, Unary};
-use crate::graph::shape::{broadcast_shape, conv_output_shape, conv_transpose_output_shape, norm_axis, pool_output_shape, slice_spec};
+use crate::graph::ir::{Const, Dim, Graph, Node, Op};
+use crate::graph::shape::{
+    broadcast_shape, conv_output_shape, conv_transpose_output_shape, norm_axis, pool_output_shape,
+    slice_spec,
+};
 
 impl Graph {
     /// Binds named input dims (`dims`: name → size, e.g. "N" → 8), folds constants and infers
@@ -21,9 +24,16 @@ impl Graph {
 
     /// As [`Graph::resolve`], and with `batch` set, dim 0 of every input becomes `batch`
     /// (whether it was declared named or fixed at 1, as exported classifiers often are).
-    pub fn resolve_with_batch(&mut self, dims: &HashMap<String, usize>, batch: Option<usize>) -> Result<()> {
+    pub fn resolve_with_batch(
+        &mut self,
+        dims: &HashMap<String, usize>,
+        batch: Option<usize>,
+    ) -> Result<()> {
         let model = self.name.clone();
-        let err = |message: String| Error::Graph { model: model.clone(), message };
+        let err = |message: String| Error::Graph {
+            model: model.clone(),
+            message,
+        };
         self.shapes.clear();
         for input in &self.inputs {
             let mut missing = Vec::new();
@@ -33,11 +43,11 @@ impl Graph {
                 .map(|(i, d)| match (i, batch, d) {
                     (0, Some(b), Dim::Named(_) | Dim::Fixed(1)) => b,
                     (_, _, d) => match d {
-                    Dim::Fixed(v) => *v,
-                    Dim::Named(n) => dims.get(n).copied().unwrap_or_else(|| {
-                        missing.push(n.clone());
-                        0
-                    }),
+                        Dim::Fixed(v) => *v,
+                        Dim::Named(n) => dims.get(n).copied().unwrap_or_else(|| {
+                            missing.push(n.clone());
+                            0
+                        }),
                     },
                 })
                 .collect();
@@ -49,7 +59,10 @@ impl Graph {
         let nodes = std::mem::take(&mut self.nodes);
         for mut node in nodes {
             let label = format!("node '{}' ({})", node.name, node.op.onnx_type());
-            let ctx = |m: String| Error::Graph { model: model.clone(), message: format!("{label}: {m}") };
+            let ctx = |m: String| Error::Graph {
+                model: model.clone(),
+                message: format!("{label}: {m}"),
+            };
             fold_attribute_inputs(&mut node, &self.consts).map_err(ctx)?;
             let folded = fold_node(&node, self).map_err(ctx)?;
             if let Some(values) = folded {
@@ -65,7 +78,11 @@ impl Graph {
                     if i.is_empty() {
                         Ok(vec![])
                     } else {
-                        self.shapes.get(i).cloned().or_else(|| self.consts.get(i).map(|c| c.shape().to_vec())).ok_or_else(|| ctx(format!("no shape for input '{i}'")))
+                        self.shapes
+                            .get(i)
+                            .cloned()
+                            .or_else(|| self.consts.get(i).map(|c| c.shape().to_vec()))
+                            .ok_or_else(|| ctx(format!("no shape for input '{i}'")))
                     }
                 })
                 .collect::<Result<_>>()?;
@@ -86,18 +103,34 @@ impl Graph {
     }
 }
 
-fn const_ints(consts: &std::collections::BTreeMap<String, Const>, name: &str) -> std::result::Result<Vec<i64>, String> {
-    consts.get(name).map(Const::to_i64).ok_or_else(|| format!("input '{name}' must be a constant"))
+fn const_ints(
+    consts: &std::collections::BTreeMap<String, Const>,
+    name: &str,
+) -> std::result::Result<Vec<i64>, String> {
+    consts
+        .get(name)
+        .map(Const::to_i64)
+        .ok_or_else(|| format!("input '{name}' must be a constant"))
 }
 
 /// Moves constant "attribute inputs" into the op (and drops them from the inputs).
-fn fold_attribute_inputs(node: &mut Node, consts: &std::collections::BTreeMap<String, Const>) -> std::result::Result<(), String> {
+fn fold_attribute_inputs(
+    node: &mut Node,
+    consts: &std::collections::BTreeMap<String, Const>,
+) -> std::result::Result<(), String> {
     let scalar = |name: &str| -> std::result::Result<Option<f32>, String> {
         if name.is_empty() {
             return Ok(None);
         }
-        let c = consts.get(name).ok_or_else(|| format!("input '{name}' must be a constant"))?;
-        c.to_f32().iter().next().copied().map(Some).ok_or_else(|| format!("'{name}' is empty"))
+        let c = consts
+            .get(name)
+            .ok_or_else(|| format!("input '{name}' must be a constant"))?;
+        c.to_f32()
+            .iter()
+            .next()
+            .copied()
+            .map(Some)
+            .ok_or_else(|| format!("'{name}' is empty"))
     };
     match &mut node.op {
         Op::Unary(Unary::Clip(lo, hi)) if node.inputs.len() > 1 => {
@@ -110,10 +143,15 @@ fn fold_attribute_inputs(node: &mut Node, consts: &std::collections::BTreeMap<St
             node.inputs.truncate(1);
         }
         Op::Split { split, .. } if node.inputs.len() > 1 && !node.inputs[1].is_empty() => {
-            *split = const_ints(consts, &node.inputs[1])?.iter().map(|&v| v.max(0) as usize).collect();
+            *split = const_ints(consts, &node.inputs[1])?
+                .iter()
+                .map(|&v| v.max(0) as usize)
+                .collect();
             node.inputs.truncate(1);
         }
-        Op::Squeeze { axes } | Op::Unsqueeze { axes } | Op::ReduceMean { axes, .. } if node.inputs.len() > 1 && !node.inputs[1].is_empty() => {
+        Op::Squeeze { axes } | Op::Unsqueeze { axes } | Op::ReduceMean { axes, .. }
+            if node.inputs.len() > 1 && !node.inputs[1].is_empty() =>
+        {
             *axes = const_ints(consts, &node.inputs[1])?;
             node.inputs.truncate(1);
         }
@@ -133,10 +171,21 @@ fn arr_i64(shape: &[usize], v: Vec<i64>) -> Const {
 /// Evaluates a node on the host when its value is known at load time.
 fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, String> {
     let c = |i: usize| node.inputs.get(i).and_then(|n| g.consts.get(n));
-    let all_const = node.inputs.iter().all(|i| i.is_empty() || g.consts.contains_key(i));
+    let all_const = node
+        .inputs
+        .iter()
+        .all(|i| i.is_empty() || g.consts.contains_key(i));
     if let Op::Shape = node.op {
-        let s = g.shapes.get(&node.inputs[0]).cloned().or_else(|| c(0).map(|c| c.shape().to_vec())).ok_or("input shape unknown")?;
-        return Ok(Some(vec![arr_i64(&[s.len()], s.iter().map(|&d| d as i64).collect())]));
+        let s = g
+            .shapes
+            .get(&node.inputs[0])
+            .cloned()
+            .or_else(|| c(0).map(|c| c.shape().to_vec()))
+            .ok_or("input shape unknown")?;
+        return Ok(Some(vec![arr_i64(
+            &[s.len()],
+            s.iter().map(|&d| d as i64).collect(),
+        )]));
     }
     let Some(x) = c(0).filter(|_| all_const) else {
         return Ok(None);
@@ -146,25 +195,56 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
             let idx = c(1).ok_or("Gather needs indices")?;
             let axis = norm_axis(*axis, x.shape().len()).ok_or("axis out of range")?;
             let dim = x.shape()[axis] as i64;
-            let picks: Vec<usize> = idx.to_i64().iter().map(|&i| if i < 0 { i + dim } else { i }).map(|i| usize::try_from(i).ok().filter(|&i| (i as i64) < dim).ok_or("index out of range")).collect::<std::result::Result<_, _>>()?;
+            let picks: Vec<usize> = idx
+                .to_i64()
+                .iter()
+                .map(|&i| if i < 0 { i + dim } else { i })
+                .map(|i| {
+                    usize::try_from(i)
+                        .ok()
+                        .filter(|&i| (i as i64) < dim)
+                        .ok_or("index out of range")
+                })
+                .collect::<std::result::Result<_, _>>()?;
             let gather = |a: &ArrayD<i64>| -> ArrayD<i64> {
                 let sel = a.select(Axis(axis), &picks);
                 let mut shape: Vec<usize> = a.shape()[..axis].to_vec();
                 shape.extend(idx.shape());
                 shape.extend(&a.shape()[axis + 1..]);
-                sel.into_shape_with_order(IxDyn(&shape)).expect("gather shape")
+                sel.into_shape_with_order(IxDyn(&shape))
+                    .expect("gather shape")
             };
             match x {
                 Const::I64(a) => Const::I64(gather(a)),
-                Const::F32(a) => Const::F32(gather(&a.mapv(|v| v.to_bits() as i64)).mapv(|b| f32::from_bits(b as u32))),
+                Const::F32(a) => Const::F32(
+                    gather(&a.mapv(|v| v.to_bits() as i64)).mapv(|b| f32::from_bits(b as u32)),
+                ),
             }
         }
-        Op::Unsqueeze { .. } | Op::Squeeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity | Op::Dropout => {
-            let shapes: Vec<Vec<usize>> = node.inputs.iter().map(|i| g.consts.get(i).map(|c| c.shape().to_vec()).unwrap_or_default()).collect();
+        Op::Unsqueeze { .. }
+        | Op::Squeeze { .. }
+        | Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Identity
+        | Op::Dropout => {
+            let shapes: Vec<Vec<usize>> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    g.consts
+                        .get(i)
+                        .map(|c| c.shape().to_vec())
+                        .unwrap_or_default()
+                })
+                .collect();
             let s = infer(node, &shapes, &g.consts)?.remove(0);
             match x {
-                Const::I64(a) => Const::I64(a.to_shape(IxDyn(&s)).map_err(|e| e.to_string())?.to_owned()),
-                Const::F32(a) => Const::F32(a.to_shape(IxDyn(&s)).map_err(|e| e.to_string())?.to_owned()),
+                Const::I64(a) => {
+                    Const::I64(a.to_shape(IxDyn(&s)).map_err(|e| e.to_string())?.to_owned())
+                }
+                Const::F32(a) => {
+                    Const::F32(a.to_shape(IxDyn(&s)).map_err(|e| e.to_string())?.to_owned())
+                }
             }
         }
         Op::Concat { axis } => {
@@ -172,11 +252,32 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
             let rank = x.shape().len();
             let axis = norm_axis(*axis, rank).ok_or("axis out of range")?;
             if parts.iter().all(|p| matches!(p, Const::I64(_))) {
-                let views: Vec<ArrayD<i64>> = parts.iter().map(|p| if let Const::I64(a) = p { a.clone() } else { unreachable!() }).collect();
-                Const::I64(ndarray::concatenate(Axis(axis), &views.iter().map(|a| a.view()).collect::<Vec<_>>()).map_err(|e| e.to_string())?)
+                let views: Vec<ArrayD<i64>> = parts
+                    .iter()
+                    .map(|p| {
+                        if let Const::I64(a) = p {
+                            a.clone()
+                        } else {
+                            unreachable!()
+                        }
+                    })
+                    .collect();
+                Const::I64(
+                    ndarray::concatenate(
+                        Axis(axis),
+                        &views.iter().map(|a| a.view()).collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| e.to_string())?,
+                )
             } else {
                 let views: Vec<ArrayD<f32>> = parts.iter().map(Const::to_f32).collect();
-                Const::F32(ndarray::concatenate(Axis(axis), &views.iter().map(|a| a.view()).collect::<Vec<_>>()).map_err(|e| e.to_string())?)
+                Const::F32(
+                    ndarray::concatenate(
+                        Axis(axis),
+                        &views.iter().map(|a| a.view()).collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| e.to_string())?,
+                )
             }
         }
         Op::Cast { to } => match *to {
@@ -195,7 +296,10 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
             let out = broadcast_shape(x.shape(), y.shape()).ok_or("shapes do not broadcast")?;
             match (x, y) {
                 (Const::I64(a), Const::I64(bv)) => {
-                    let (a, bv) = (a.broadcast(IxDyn(&out)).ok_or("broadcast")?, bv.broadcast(IxDyn(&out)).ok_or("broadcast")?);
+                    let (a, bv) = (
+                        a.broadcast(IxDyn(&out)).ok_or("broadcast")?,
+                        bv.broadcast(IxDyn(&out)).ok_or("broadcast")?,
+                    );
                     let f = |p: i64, q: i64| match b {
                         Binary::Add => Ok(p + q),
                         Binary::Sub => Ok(p - q),
@@ -203,7 +307,11 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
                         Binary::Div if q != 0 => Ok(p / q),
                         _ => Err(format!("{b:?} of integer constants")),
                     };
-                    let v: Vec<i64> = a.iter().zip(bv.iter()).map(|(&p, &q)| f(p, q)).collect::<std::result::Result<_, _>>()?;
+                    let v: Vec<i64> = a
+                        .iter()
+                        .zip(bv.iter())
+                        .map(|(&p, &q)| f(p, q))
+                        .collect::<std::result::Result<_, _>>()?;
                     arr_i64(&out, v)
                 }
                 _ => return Ok(None),
@@ -211,13 +319,37 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
         }
         Op::Slice => {
             let Const::I64(a) = x else { return Ok(None) };
-            let (starts, ends) = (const_ints(&g.consts, &node.inputs[1])?, const_ints(&g.consts, &node.inputs[2])?);
-            let axes = node.inputs.get(3).filter(|n| !n.is_empty()).map(|n| const_ints(&g.consts, n)).transpose()?;
-            let steps = node.inputs.get(4).filter(|n| !n.is_empty()).map(|n| const_ints(&g.consts, n)).transpose()?;
+            let (starts, ends) = (
+                const_ints(&g.consts, &node.inputs[1])?,
+                const_ints(&g.consts, &node.inputs[2])?,
+            );
+            let axes = node
+                .inputs
+                .get(3)
+                .filter(|n| !n.is_empty())
+                .map(|n| const_ints(&g.consts, n))
+                .transpose()?;
+            let steps = node
+                .inputs
+                .get(4)
+                .filter(|n| !n.is_empty())
+                .map(|n| const_ints(&g.consts, n))
+                .transpose()?;
             let spec = slice_spec(a.shape(), &starts, &ends, axes.as_deref(), steps.as_deref())?;
             let mut v = a.view();
             for (d, s) in spec.iter().enumerate() {
-                v.slice_axis_inplace(Axis(d), Slice::new(s.start as isize, Some(s.start as isize + (s.len as isize - 1) * s.step as isize + s.step.signum() as isize), s.step as isize));
+                v.slice_axis_inplace(
+                    Axis(d),
+                    Slice::new(
+                        s.start as isize,
+                        Some(
+                            s.start as isize
+                                + (s.len as isize - 1) * s.step as isize
+                                + s.step.signum() as isize,
+                        ),
+                        s.step as isize,
+                    ),
+                );
             }
             Const::I64(v.to_owned())
         }
@@ -231,13 +363,28 @@ fn shape_err(what: impl Into<String>) -> String {
 }
 
 /// Output shapes of a runtime node from its input shapes.
-pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<String, Const>) -> std::result::Result<Vec<Vec<usize>>, String> {
+pub fn infer(
+    node: &Node,
+    s: &[Vec<usize>],
+    consts: &std::collections::BTreeMap<String, Const>,
+) -> std::result::Result<Vec<Vec<usize>>, String> {
     let x = s.first().ok_or("no inputs")?;
     let one = |v: Vec<usize>| Ok(vec![v]);
     match &node.op {
-        Op::Conv(a) => one(conv_output_shape(x, s.get(1).ok_or("no weight")?, a).map_err(|e| e.to_string())?.to_vec()),
-        Op::ConvTranspose { conv: c, output_padding } => one(conv_transpose_output_shape(x, s.get(1).ok_or("no weight")?, c, *output_padding).map_err(|e| e.to_string())?.to_vec()),
-        Op::Gemm { trans_a, trans_b, .. } => {
+        Op::Conv(a) => one(conv_output_shape(x, s.get(1).ok_or("no weight")?, a)
+            .map_err(|e| e.to_string())?
+            .to_vec()),
+        Op::ConvTranspose {
+            conv: c,
+            output_padding,
+        } => one(
+            conv_transpose_output_shape(x, s.get(1).ok_or("no weight")?, c, *output_padding)
+                .map_err(|e| e.to_string())?
+                .to_vec(),
+        ),
+        Op::Gemm {
+            trans_a, trans_b, ..
+        } => {
             let (a, b) = (x, s.get(1).ok_or("no B")?);
             if a.len() != 2 || b.len() != 2 {
                 return Err(format!("Gemm needs 2-D A and B, got {a:?} and {b:?}"));
@@ -248,21 +395,26 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
                 return Err(format!("Gemm inner dims differ: A {a:?} B {b:?}"));
             }
             if let Some(c) = s.get(2).filter(|c| !c.is_empty()) {
-                broadcast_shape(c, &[m, n]).filter(|o| o == &[m, n]).ok_or(format!("C {c:?} does not broadcast to [{m}, {n}]"))?;
+                broadcast_shape(c, &[m, n])
+                    .filter(|o| o == &[m, n])
+                    .ok_or(format!("C {c:?} does not broadcast to [{m}, {n}]"))?;
             }
             one(vec![m, n])
         }
         Op::MatMul => {
             let (a, b) = (x, s.get(1).ok_or("no B")?);
             if a.len() < 2 || b.len() < 2 {
-                return Err(format!("MatMul of {a:?} and {b:?}: 1-D operands are not supported"));
+                return Err(format!(
+                    "MatMul of {a:?} and {b:?}: 1-D operands are not supported"
+                ));
             }
             let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
             let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
             if k != k2 {
                 return Err(format!("MatMul inner dims differ: {a:?} x {b:?}"));
             }
-            let mut batch = broadcast_shape(&a[..a.len() - 2], &b[..b.len() - 2]).ok_or("batch dims do not broadcast")?;
+            let mut batch = broadcast_shape(&a[..a.len() - 2], &b[..b.len() - 2])
+                .ok_or("batch dims do not broadcast")?;
             batch.extend([m, n]);
             one(batch)
         }
@@ -276,8 +428,11 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
             one(x.clone())
         }
         Op::Unary(_) => one(x.clone()),
-        Op::Binary(_) => one(broadcast_shape(x, s.get(1).ok_or("needs two inputs")?).ok_or(format!("shapes {x:?} and {:?} do not broadcast", s[1]))?),
-        Op::MaxPool(a) | Op::AveragePool(a) => one(pool_output_shape(x, a).map_err(|e| e.to_string())?.to_vec()),
+        Op::Binary(_) => one(broadcast_shape(x, s.get(1).ok_or("needs two inputs")?)
+            .ok_or(format!("shapes {x:?} and {:?} do not broadcast", s[1]))?),
+        Op::MaxPool(a) | Op::AveragePool(a) => {
+            one(pool_output_shape(x, a).map_err(|e| e.to_string())?.to_vec())
+        }
         Op::GlobalAveragePool => {
             if x.len() < 3 {
                 return Err(shape_err(format!("needs [n, c, spatial...], got {x:?}")));
@@ -287,7 +442,11 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
             one(o)
         }
         Op::Flatten { axis } => {
-            let a = if *axis < 0 { axis + x.len() as i64 } else { *axis };
+            let a = if *axis < 0 {
+                axis + x.len() as i64
+            } else {
+                *axis
+            };
             if !(0..=x.len() as i64).contains(&a) {
                 return Err(format!("axis {axis} out of range for {x:?}"));
             }
@@ -295,7 +454,10 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
             one(vec![x[..a].iter().product(), x[a..].iter().product()])
         }
         Op::Reshape { allow_zero } => {
-            let target = const_ints(consts, node.inputs.get(1).ok_or("Reshape needs a shape input")?)?;
+            let target = const_ints(
+                consts,
+                node.inputs.get(1).ok_or("Reshape needs a shape input")?,
+            )?;
             let mut out = Vec::with_capacity(target.len());
             let mut infer_at = None;
             for (i, &t) in target.iter().enumerate() {
@@ -323,11 +485,18 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
             one(out)
         }
         Op::Transpose { perm } => {
-            let perm: Vec<usize> = if perm.is_empty() { (0..x.len()).rev().collect() } else { perm.clone() };
+            let perm: Vec<usize> = if perm.is_empty() {
+                (0..x.len()).rev().collect()
+            } else {
+                perm.clone()
+            };
             let mut sorted = perm.clone();
             sorted.sort_unstable();
             if sorted != (0..x.len()).collect::<Vec<_>>() {
-                return Err(format!("perm {perm:?} is not a permutation of {} dims", x.len()));
+                return Err(format!(
+                    "perm {perm:?} is not a permutation of {} dims",
+                    x.len()
+                ));
             }
             one(perm.iter().map(|&p| x[p]).collect())
         }
@@ -347,47 +516,103 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
             let n = node.outputs.len();
             let sizes = if split.is_empty() {
                 let base = x[a].div_ceil(n);
-                (0..n).map(|i| base.min(x[a].saturating_sub(base * i))).collect()
+                (0..n)
+                    .map(|i| base.min(x[a].saturating_sub(base * i)))
+                    .collect()
             } else {
                 split.clone()
             };
             if sizes.len() != n || sizes.iter().sum::<usize>() != x[a] {
-                return Err(format!("split {sizes:?} does not divide dim {} into {n} outputs", x[a]));
+                return Err(format!(
+                    "split {sizes:?} does not divide dim {} into {n} outputs",
+                    x[a]
+                ));
             }
-            Ok(sizes.iter().map(|&k| {
-                let mut o = x.clone();
-                o[a] = k;
-                o
-            }).collect())
+            Ok(sizes
+                .iter()
+                .map(|&k| {
+                    let mut o = x.clone();
+                    o[a] = k;
+                    o
+                })
+                .collect())
         }
         Op::Slice => {
-            let get = |i: usize| node.inputs.get(i).filter(|n| !n.is_empty()).map(|n| const_ints(consts, n)).transpose();
-            let spec = slice_spec(x, &get(1)?.ok_or("no starts")?, &get(2)?.ok_or("no ends")?, get(3)?.as_deref(), get(4)?.as_deref())?;
+            let get = |i: usize| {
+                node.inputs
+                    .get(i)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| const_ints(consts, n))
+                    .transpose()
+            };
+            let spec = slice_spec(
+                x,
+                &get(1)?.ok_or("no starts")?,
+                &get(2)?.ok_or("no ends")?,
+                get(3)?.as_deref(),
+                get(4)?.as_deref(),
+            )?;
             one(spec.iter().map(|a| a.len).collect())
         }
         Op::Pad { mode, .. } => {
             if mode != "constant" {
-                return Err(format!("Pad mode '{mode}' is not supported (constant only)"));
+                return Err(format!(
+                    "Pad mode '{mode}' is not supported (constant only)"
+                ));
             }
             let pads = const_ints(consts, node.inputs.get(1).ok_or("Pad needs pads")?)?;
             if node.inputs.len() > 3 {
                 return Err("Pad with an axes input is not supported".into());
             }
             if pads.len() != 2 * x.len() || pads.iter().any(|&p| p < 0) {
-                return Err(format!("pads {pads:?} for a rank-{} tensor (non-negative only)", x.len()));
+                return Err(format!(
+                    "pads {pads:?} for a rank-{} tensor (non-negative only)",
+                    x.len()
+                ));
             }
-            one(x.iter().enumerate().map(|(d, &v)| v + pads[d] as usize + pads[d + x.len()] as usize).collect())
+            one(x
+                .iter()
+                .enumerate()
+                .map(|(d, &v)| v + pads[d] as usize + pads[d + x.len()] as usize)
+                .collect())
         }
-        Op::Resize { mode, coordinate_transformation, .. } => {
-            let Op::Resize { nearest_mode, .. } = &node.op else { unreachable!() };
+        Op::Resize {
+            mode,
+            coordinate_transformation,
+            ..
+        } => {
+            let Op::Resize { nearest_mode, .. } = &node.op else {
+                unreachable!()
+            };
             if Resize::from_onnx(mode, coordinate_transformation, nearest_mode).is_none() {
                 return Err(format!("Resize mode '{mode}' / '{coordinate_transformation}' / '{nearest_mode}' is not supported"));
             }
-            let sizes = node.inputs.get(3).filter(|n| !n.is_empty()).map(|n| const_ints(consts, n)).transpose()?;
-            let scales = node.inputs.get(2).filter(|n| !n.is_empty()).map(|n| consts.get(n).map(|c| c.to_f32().iter().copied().collect::<Vec<_>>()).ok_or("scales must be constant")).transpose()?;
+            let sizes = node
+                .inputs
+                .get(3)
+                .filter(|n| !n.is_empty())
+                .map(|n| const_ints(consts, n))
+                .transpose()?;
+            let scales = node
+                .inputs
+                .get(2)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    consts
+                        .get(n)
+                        .map(|c| c.to_f32().iter().copied().collect::<Vec<_>>())
+                        .ok_or("scales must be constant")
+                })
+                .transpose()?;
             let out: Vec<usize> = match (sizes, scales) {
-                (Some(sz), _) if sz.len() == x.len() => sz.iter().map(|&v| v.max(0) as usize).collect(),
-                (_, Some(sc)) if sc.len() == x.len() => x.iter().zip(&sc).map(|(&d, &f)| (d as f32 * f).floor() as usize).collect(),
+                (Some(sz), _) if sz.len() == x.len() => {
+                    sz.iter().map(|&v| v.max(0) as usize).collect()
+                }
+                (_, Some(sc)) if sc.len() == x.len() => x
+                    .iter()
+                    .zip(&sc)
+                    .map(|(&d, &f)| (d as f32 * f).floor() as usize)
+                    .collect(),
                 _ => return Err("Resize needs constant scales or sizes of the input's rank".into()),
             };
             if out.len() != 4 || out[0] != x[0] || out[1] != x[1] {
@@ -400,20 +625,53 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
             one(x.clone())
         }
         Op::ReduceMean { axes, keepdims } => {
-            let axes: Vec<usize> = if axes.is_empty() { (0..x.len()).collect() } else { axes.iter().map(|&a| norm_axis(a, x.len()).ok_or("axis out of range")).collect::<std::result::Result<_, _>>()? };
-            let out = x.iter().enumerate().filter_map(|(d, &v)| if axes.contains(&d) { keepdims.then_some(1) } else { Some(v) }).collect();
+            let axes: Vec<usize> = if axes.is_empty() {
+                (0..x.len()).collect()
+            } else {
+                axes.iter()
+                    .map(|&a| norm_axis(a, x.len()).ok_or("axis out of range"))
+                    .collect::<std::result::Result<_, _>>()?
+            };
+            let out = x
+                .iter()
+                .enumerate()
+                .filter_map(|(d, &v)| {
+                    if axes.contains(&d) {
+                        keepdims.then_some(1)
+                    } else {
+                        Some(v)
+                    }
+                })
+                .collect();
             one(out)
         }
         Op::Squeeze { axes } => {
-            let axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, x.len()).ok_or("axis out of range")).collect::<std::result::Result<_, _>>()?;
+            let axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| norm_axis(a, x.len()).ok_or("axis out of range"))
+                .collect::<std::result::Result<_, _>>()?;
             if axes.iter().any(|&a| x[a] != 1) {
                 return Err(format!("cannot squeeze non-1 dims {axes:?} of {x:?}"));
             }
-            one(x.iter().enumerate().filter(|(d, &v)| if axes.is_empty() { v != 1 } else { !axes.contains(d) }).map(|(_, &v)| v).collect())
+            one(x
+                .iter()
+                .enumerate()
+                .filter(|(d, &v)| {
+                    if axes.is_empty() {
+                        v != 1
+                    } else {
+                        !axes.contains(d)
+                    }
+                })
+                .map(|(_, &v)| v)
+                .collect())
         }
         Op::Unsqueeze { axes } => {
             let rank = x.len() + axes.len();
-            let mut axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank).ok_or("axis out of range")).collect::<std::result::Result<_, _>>()?;
+            let mut axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| norm_axis(a, rank).ok_or("axis out of range"))
+                .collect::<std::result::Result<_, _>>()?;
             axes.sort_unstable();
             let mut out = x.clone();
             for a in axes {
@@ -422,6 +680,11 @@ pub fn infer(node: &Node, s: &[Vec<usize>], consts: &std::collections::BTreeMap<
             one(out)
         }
         Op::Identity | Op::Dropout => Ok(vec![x.clone(); node.outputs.len().min(1)]),
-        Op::Shape | Op::Gather { .. } | Op::Cast { .. } | Op::ConstantOfShape { .. } => Err(format!("{} on runtime tensors is not supported (only in constant shape chains)", node.op.onnx_type())),
+        Op::Shape | Op::Gather { .. } | Op::Cast { .. } | Op::ConstantOfShape { .. } => {
+            Err(format!(
+                "{} on runtime tensors is not supported (only in constant shape chains)",
+                node.op.onnx_type()
+            ))
+        }
     }
 }

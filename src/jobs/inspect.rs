@@ -26,9 +26,27 @@ pub struct Inspection {
 pub fn inspect(path: &Path, batch: usize, dims: &[(String, usize)]) -> Result<Inspection> {
     at_least_one("inspect", "--batch", batch)?;
     let g = crate::graph::load(path)?;
-    let inputs = g.inputs.iter().map(|i| (i.clone(), g.input_dims[i].iter().map(|d| match d { Dim::Fixed(v) => v.to_string(), Dim::Named(n) => n.clone() }).collect())).collect();
+    let inputs = g
+        .inputs
+        .iter()
+        .map(|i| {
+            (
+                i.clone(),
+                g.input_dims[i]
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Fixed(v) => v.to_string(),
+                        Dim::Named(n) => n.clone(),
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
     let mut r = g.clone();
-    r.resolve_with_batch(&dims.iter().cloned().collect::<HashMap<_, _>>(), Some(batch))?;
+    r.resolve_with_batch(
+        &dims.iter().cloned().collect::<HashMap<_, _>>(),
+        Some(batch),
+    )?;
     let mut op_counts = BTreeMap::new();
     for n in &r.nodes {
         *op_counts.entry(n.op.onnx_type().to_string()).or_default() += 1;
@@ -37,7 +55,11 @@ pub fn inspect(path: &Path, batch: usize, dims: &[(String, usize)]) -> Result<In
         opset: g.opset,
         producer: g.producer.clone(),
         inputs,
-        outputs: r.outputs.iter().map(|o| (o.clone(), r.shapes[o].clone())).collect(),
+        outputs: r
+            .outputs
+            .iter()
+            .map(|o| (o.clone(), r.shapes[o].clone()))
+            .collect(),
         op_counts,
         params: r.param_count() as u64,
         layers: layer_costs(&r),

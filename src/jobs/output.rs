@@ -25,25 +25,46 @@ impl Outputs {
     /// Prepares `dir` (created if missing) for outputs that must not replace any of `inputs`.
     /// Scratch folders left by runs that no longer exist are removed.
     pub fn new(dir: &Path, inputs: &[&Path]) -> Result<Outputs> {
-        let io = |action: &'static str, e: std::io::Error| Error::Io { action, path: dir.display().to_string(), message: e.to_string() };
+        let io = |action: &'static str, e: std::io::Error| Error::Io {
+            action,
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::Io { action: "using as the output folder", path: dir.display().to_string(), message: "it exists and is not a folder".into() });
+            return Err(Error::Io {
+                action: "using as the output folder",
+                path: dir.display().to_string(),
+                message: "it exists and is not a folder".into(),
+            });
         }
         let created = (!dir.exists()).then(|| TempPath::empty_dir(dir.to_path_buf()));
         std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
         remove_stale_scratch(dir);
         let scratch = TempPath::new(dir.join(format!("{SCRATCH_PREFIX}{}", std::process::id())));
-        std::fs::create_dir_all(scratch.path()).map_err(|e| io("creating a scratch folder in", e))?;
-        Ok(Outputs { dir: dir.to_path_buf(), inputs: inputs.iter().map(|p| p.to_path_buf()).collect(), scratch, files: Vec::new(), created })
+        std::fs::create_dir_all(scratch.path())
+            .map_err(|e| io("creating a scratch folder in", e))?;
+        Ok(Outputs {
+            dir: dir.to_path_buf(),
+            inputs: inputs.iter().map(|p| p.to_path_buf()).collect(),
+            scratch,
+            files: Vec::new(),
+            created,
+        })
     }
 
     /// Checks, before any work is done, that `names` can be written into `dir` (a folder or
     /// nothing there yet) without replacing one of `inputs`.
     pub fn check(dir: &Path, names: &[String], inputs: &[&Path]) -> Result<()> {
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::Io { action: "using as the output folder", path: dir.display().to_string(), message: "it exists and is not a folder".into() });
+            return Err(Error::Io {
+                action: "using as the output folder",
+                path: dir.display().to_string(),
+                message: "it exists and is not a folder".into(),
+            });
         }
-        names.iter().try_for_each(|n| check_output(&dir.join(n), inputs))
+        names
+            .iter()
+            .try_for_each(|n| check_output(&dir.join(n), inputs))
     }
 
     /// The folder outputs end up in.
@@ -80,7 +101,11 @@ impl Outputs {
             if !from.exists() {
                 continue;
             }
-            std::fs::rename(&from, &to).map_err(|e| Error::Io { action: "moving into", path: to.display().to_string(), message: e.to_string() })?;
+            std::fs::rename(&from, &to).map_err(|e| Error::Io {
+                action: "moving into",
+                path: to.display().to_string(),
+                message: e.to_string(),
+            })?;
             done.push(to);
         }
         // The folder now holds outputs: keep it.
@@ -93,11 +118,21 @@ impl Outputs {
 
 /// Removes `dir/.qforge-partial-PID` folders of processes that are gone (Linux: /proc).
 fn remove_stale_scratch(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(SCRATCH_PREFIX).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if pid != std::process::id() && Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists() {
+        let Some(pid) = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id()
+            && Path::new("/proc/self").exists()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

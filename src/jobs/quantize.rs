@@ -110,15 +110,30 @@ fn check(job: &QuantizeJob) -> Result<()> {
         at_least_one("quantize", "--seq-mse-candidates", n)?;
     }
     if job.calib.is_none() && !job.techniques.dfq {
-        return Err(Error::invalid("quantize", "--calib", "none", "give calibration data (or --dfq for data-free quantization)"));
+        return Err(Error::invalid(
+            "quantize",
+            "--calib",
+            "none",
+            "give calibration data (or --dfq for data-free quantization)",
+        ));
     }
     for (flag, bw) in [("--param-bw", job.param_bw), ("--act-bw", job.act_bw)] {
         if !(2..=16).contains(&bw) {
-            return Err(Error::invalid("quantize", flag, bw, "the bitwidth must be in 2..=16"));
+            return Err(Error::invalid(
+                "quantize",
+                flag,
+                bw,
+                "the bitwidth must be in 2..=16",
+            ));
         }
     }
     if job.arithmetic == Arithmetic::Integer && (job.param_bw != 8 || job.act_bw != 8) {
-        return Err(Error::invalid("quantize", "--integer", format!("W{}A{}", job.param_bw, job.act_bw), "the integer simulation runs 8-bit grids"));
+        return Err(Error::invalid(
+            "quantize",
+            "--integer",
+            format!("W{}A{}", job.param_bw, job.act_bw),
+            "the integer simulation runs 8-bit grids",
+        ));
     }
     Ok(())
 }
@@ -127,18 +142,41 @@ fn check(job: &QuantizeJob) -> Result<()> {
 pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<QuantizeOutcome> {
     check(job)?;
     let t = std::time::Instant::now();
-    let inputs: Vec<&Path> = [Some(job.model.as_path()), job.calib.as_deref(), job.eval.as_deref(), job.labels.as_deref(), job.config.as_deref()].into_iter().flatten().collect();
+    let inputs: Vec<&Path> = [
+        Some(job.model.as_path()),
+        job.calib.as_deref(),
+        job.eval.as_deref(),
+        job.labels.as_deref(),
+        job.config.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if let Some(p) = &job.sim_outputs {
         crate::files::check_output(p, &inputs)?;
     }
-    let stem = job.model.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
-    let names = [format!("{stem}.onnx"), format!("{stem}.encodings"), format!("{stem}_qdq.onnx"), "report.html".to_string()];
+    let stem = job
+        .model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string();
+    let names = [
+        format!("{stem}.onnx"),
+        format!("{stem}.encodings"),
+        format!("{stem}_qdq.onnx"),
+        "report.html".to_string(),
+    ];
     Outputs::check(&job.out, &names, &inputs)?;
     let cfg = match &job.config {
         Some(p) => QuantConfig::load(p)?,
         None => QuantConfig::default_per_channel(),
     };
-    let cfg = if job.per_tensor { cfg.per_tensor() } else { cfg };
+    let cfg = if job.per_tensor {
+        cfg.per_tensor()
+    } else {
+        cfg
+    };
     let g = crate::graph::load(&job.model)?;
     g.check_finite_weights()?;
     let ops: std::collections::BTreeSet<&str> = g.nodes.iter().map(|n| n.op.onnx_type()).collect();
@@ -146,14 +184,29 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
     if !outside.is_empty() {
         log::warn!("the config's supported_kernels do not list W{}A{} integer grids for: {}; the target may not run this model as simulated", job.param_bw, job.act_bw, outside.join(", "));
     }
-    let x = job.calib.as_ref().map(|p| data::load(p, job.calib_count)).transpose()?;
+    let x = job
+        .calib
+        .as_ref()
+        .map(|p| data::load(p, job.calib_count))
+        .transpose()?;
     let ev = match (&job.eval, &x) {
         (Some(p), _) => data::load(p, job.eval_count)?,
         // Without --eval the calibration samples are evaluated, at most --eval-count of them.
         (None, Some(x)) => data::first(x, job.eval_count.unwrap_or(usize::MAX)),
-        (None, None) => return Err(Error::invalid("quantize", "--eval", "none", "data-free quantization needs evaluation data")),
+        (None, None) => {
+            return Err(Error::invalid(
+                "quantize",
+                "--eval",
+                "none",
+                "data-free quantization needs evaluation data",
+            ))
+        }
     };
-    let labels = job.labels.as_ref().map(|l| data::idx::read_labels(l, Some(ev.len_of(Axis(0))))).transpose()?;
+    let labels = job
+        .labels
+        .as_ref()
+        .map(|l| data::idx::read_labels(l, Some(ev.len_of(Axis(0)))))
+        .transpose()?;
     let t_load = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
@@ -163,7 +216,18 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         Scheme::TfEnhanced { gamma } => ParamRange::TfEnhanced { gamma },
         _ => ParamRange::MinMax,
     };
-    let mut sim = QuantSim::new(gpu.clone(), g, &cfg, QuantOptions { param_bw: job.param_bw, act_bw: job.act_bw, param_range, arithmetic: job.arithmetic }, Default::default())?;
+    let mut sim = QuantSim::new(
+        gpu.clone(),
+        g,
+        &cfg,
+        QuantOptions {
+            param_bw: job.param_bw,
+            act_bw: job.act_bw,
+            param_range,
+            arithmetic: job.arithmetic,
+        },
+        Default::default(),
+    )?;
     if let Some(l) = &labels {
         check_labels(&sim, &ev, l)?;
     }
@@ -171,7 +235,13 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
 
     let t = std::time::Instant::now();
     let ptq_x = x.as_ref().map(|x| data::first(x, job.techniques.samples));
-    let (mut techniques, cle_ranges) = techniques_before(&mut sim, &job.techniques, ptq_x.as_ref().unwrap_or(&ev), job.batch, progress)?;
+    let (mut techniques, cle_ranges) = techniques_before(
+        &mut sim,
+        &job.techniques,
+        ptq_x.as_ref().unwrap_or(&ev),
+        job.batch,
+        progress,
+    )?;
     let mut t_ptq = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
@@ -193,41 +263,76 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
 
     let t = std::time::Instant::now();
     if job.techniques.bias_correction == Some(BiasCorrection::Empirical) {
-        let px = ptq_x.as_ref().ok_or_else(|| Error::invalid("quantize", "--bias-correction", "empirical", "needs calibration data"))?;
-        progress.phase(&format!("empirical bias correction on {} samples", px.len_of(Axis(0))));
+        let px = ptq_x.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "quantize",
+                "--bias-correction",
+                "empirical",
+                "needs calibration data",
+            )
+        })?;
+        progress.phase(&format!(
+            "empirical bias correction on {} samples",
+            px.len_of(Axis(0))
+        ));
         let bc = bias_correction::empirical(&mut sim, px, job.batch)?;
-        techniques.push(format!("empirical bias correction: {} layers corrected, {} skipped", bc.corrected.len(), bc.skipped.len()));
+        techniques.push(format!(
+            "empirical bias correction: {} layers corrected, {} skipped",
+            bc.corrected.len(),
+            bc.skipped.len()
+        ));
     }
     t_ptq += t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
-    progress.phase(&format!("evaluating FP32 and simulated on {} samples", ev.len_of(Axis(0))));
+    progress.phase(&format!(
+        "evaluating FP32 and simulated on {} samples",
+        ev.len_of(Axis(0))
+    ));
     let e = sim.evaluate(&ev, job.batch, labels.as_deref())?;
     let t_eval = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
     progress.phase("per-layer SQNR");
     let probe = data::first(&ev, job.per_layer_samples);
-    let per_layer = if job.per_layer_samples > 0 { sim.per_layer_sqnr(&probe, job.batch)? } else { Vec::new() };
+    let per_layer = if job.per_layer_samples > 0 {
+        sim.per_layer_sqnr(&probe, job.batch)?
+    } else {
+        Vec::new()
+    };
     let t_layers = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
     let mut out = Outputs::new(&job.out, &inputs)?;
     let scratch = out.path(&format!("{stem}.onnx"))?;
-    let scratch_dir = scratch.parent().expect("inside the scratch folder").to_path_buf();
+    let scratch_dir = scratch
+        .parent()
+        .expect("inside the scratch folder")
+        .to_path_buf();
     out.path(&format!("{stem}.encodings"))?;
     sim.export(&scratch_dir, &stem, job.encodings_version)?;
     if job.act_bw == 8 && job.param_bw == 8 {
         out.path(&format!("{stem}_qdq.onnx"))?;
         sim.export_qdq(&scratch_dir, &stem)?;
     } else {
-        log::warn!("QDQ export skipped (ONNX QuantizeLinear holds 8-bit grids; this run is W{}A{})", job.param_bw, job.act_bw);
+        log::warn!(
+            "QDQ export skipped (ONNX QuantizeLinear holds 8-bit grids; this run is W{}A{})",
+            job.param_bw,
+            job.act_bw
+        );
     }
     let sim_outputs = match &job.sim_outputs {
         Some(_) => Some(sim.simulate(&ev, job.batch)?.remove(0)),
         None => None,
     };
-    let summary = summary_lines(job, &sim, &techniques, &e, x.as_ref().map_or(0, |x| x.len_of(Axis(0))), gpu.describe());
+    let summary = summary_lines(
+        job,
+        &sim,
+        &techniques,
+        &e,
+        x.as_ref().map_or(0, |x| x.len_of(Axis(0))),
+        gpu.describe(),
+    );
     let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut weight_ranges: Vec<(String, Vec<(f32, f32)>)> = Vec::new();
@@ -238,8 +343,19 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
             }
         }
     }
-    let report = crate::report::QuantReport { model: &stem, summary: summary.clone(), per_layer: &per_layer, activations: sim.activation_encodings(), params: sim.param_encodings(), weight_ranges, cle_ranges };
-    out.write("report.html", crate::report::quant_report_html(&report).as_bytes())?;
+    let report = crate::report::QuantReport {
+        model: &stem,
+        summary: summary.clone(),
+        per_layer: &per_layer,
+        activations: sim.activation_encodings(),
+        params: sim.param_encodings(),
+        weight_ranges,
+        cle_ranges,
+    };
+    out.write(
+        "report.html",
+        crate::report::quant_report_html(&report).as_bytes(),
+    )?;
     let mut written = out.commit()?;
     if let (Some(p), Some(y)) = (&job.sim_outputs, sim_outputs) {
         data::npy::write(p, &y)?;
@@ -256,7 +372,9 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         evaluation: e,
         per_layer,
         per_layer_samples: probe.len_of(Axis(0)),
-        seconds: [t_load, t_prepare, t_ptq, t_calib, t_eval, t_layers, t_export],
+        seconds: [
+            t_load, t_prepare, t_ptq, t_calib, t_eval, t_layers, t_export,
+        ],
         written,
         summary,
     })
@@ -265,39 +383,104 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
 /// Labels must name classes of the model's first output.
 fn check_labels(sim: &QuantSim, ev: &ArrayD<f32>, labels: &[usize]) -> Result<()> {
     if labels.len() != ev.len_of(Axis(0)) {
-        return Err(Error::invalid("quantize", "--labels", labels.len(), format!("need one label per evaluation sample ({})", ev.len_of(Axis(0)))));
+        return Err(Error::invalid(
+            "quantize",
+            "--labels",
+            labels.len(),
+            format!(
+                "need one label per evaluation sample ({})",
+                ev.len_of(Axis(0))
+            ),
+        ));
     }
     let g = sim.reference_graph(1)?;
-    let classes = g.shapes.get(&g.outputs[0]).and_then(|s| s.get(1)).copied().unwrap_or(0);
+    let classes = g
+        .shapes
+        .get(&g.outputs[0])
+        .and_then(|s| s.get(1))
+        .copied()
+        .unwrap_or(0);
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
-        return Err(Error::invalid("quantize", "--labels", l, format!("label {i} is outside the model's {classes} classes")));
+        return Err(Error::invalid(
+            "quantize",
+            "--labels",
+            l,
+            format!("label {i} is outside the model's {classes} classes"),
+        ));
     }
     Ok(())
 }
 
-fn summary_lines(job: &QuantizeJob, sim: &QuantSim, techniques: &[String], e: &Evaluation, calib_samples: usize, adapter: String) -> Vec<(String, String)> {
+fn summary_lines(
+    job: &QuantizeJob,
+    sim: &QuantSim,
+    techniques: &[String],
+    e: &Evaluation,
+    calib_samples: usize,
+    adapter: String,
+) -> Vec<(String, String)> {
     let p = sim.placement();
     let (w, a) = (job.param_bw, job.act_bw);
-    let arithmetic = if job.arithmetic == Arithmetic::Integer { "integer (onnxruntime's)" } else { "float (AIMET's)" };
+    let arithmetic = if job.arithmetic == Arithmetic::Integer {
+        "integer (onnxruntime's)"
+    } else {
+        "float (AIMET's)"
+    };
     let mut s = vec![
         ("model".to_string(), job.model.display().to_string()),
         ("adapter".to_string(), adapter),
-        ("quantizers".to_string(), format!("{} activations, {} parameters, W{w}A{a}, {arithmetic} arithmetic", p.activations.len(), p.params.len())),
-        ("calibration".to_string(), if calib_samples == 0 { "data-free (batch-norm statistics)".to_string() } else { format!("{calib_samples} samples, {:?}", job.scheme) }),
-        ("techniques".to_string(), if techniques.is_empty() { "none".to_string() } else { techniques.join("; ") }),
-        ("top-1 agreement (FP32 vs simulated)".to_string(), format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples)),
-        ("top-5 agreement".to_string(), format!("{:.1}%", 100.0 * e.top5_agreement)),
+        (
+            "quantizers".to_string(),
+            format!(
+                "{} activations, {} parameters, W{w}A{a}, {arithmetic} arithmetic",
+                p.activations.len(),
+                p.params.len()
+            ),
+        ),
+        (
+            "calibration".to_string(),
+            if calib_samples == 0 {
+                "data-free (batch-norm statistics)".to_string()
+            } else {
+                format!("{calib_samples} samples, {:?}", job.scheme)
+            },
+        ),
+        (
+            "techniques".to_string(),
+            if techniques.is_empty() {
+                "none".to_string()
+            } else {
+                techniques.join("; ")
+            },
+        ),
+        (
+            "top-1 agreement (FP32 vs simulated)".to_string(),
+            format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples),
+        ),
+        (
+            "top-5 agreement".to_string(),
+            format!("{:.1}%", 100.0 * e.top5_agreement),
+        ),
         ("output SQNR".to_string(), format!("{:.2} dB", e.sqnr_db)),
     ];
     if let Some((f, q)) = e.accuracy {
-        s.push(("accuracy (labels)".to_string(), format!("FP32 {:.2}%, simulated {:.2}%", 100.0 * f, 100.0 * q)));
+        s.push((
+            "accuracy (labels)".to_string(),
+            format!("FP32 {:.2}%, simulated {:.2}%", 100.0 * f, 100.0 * q),
+        ));
     }
     s
 }
 
 /// The techniques that run before calibration (CLE, analytical bias correction, seq-MSE);
 /// returns a line per technique and the weight ranges CLE changed.
-fn techniques_before(sim: &mut QuantSim, t: &Techniques, x: &ArrayD<f32>, batch: usize, progress: &mut dyn Progress) -> Result<(Vec<String>, CleRanges)> {
+fn techniques_before(
+    sim: &mut QuantSim,
+    t: &Techniques,
+    x: &ArrayD<f32>,
+    batch: usize,
+    progress: &mut dyn Progress,
+) -> Result<(Vec<String>, CleRanges)> {
     let mut lines = Vec::new();
     let mut ranges = Vec::new();
     if t.cle || t.dfq {
@@ -307,7 +490,9 @@ fn techniques_before(sim: &mut QuantSim, t: &Techniques, x: &ArrayD<f32>, batch:
         let probe = data::first(x, 4);
         let change = sim.fp32_change_db(&probe, batch)?;
         for name in r.sets.iter().flatten() {
-            let Some(n) = after.nodes.iter().find(|n| &n.name == name) else { continue };
+            let Some(n) = after.nodes.iter().find(|n| &n.name == name) else {
+                continue;
+            };
             let w = &n.inputs[1];
             if let (Some(a), Some(b)) = (before.weight(w), after.weight(w)) {
                 if !ranges.iter().any(|(x, _, _): &(String, _, _)| x == w) {
@@ -329,14 +514,34 @@ fn techniques_before(sim: &mut QuantSim, t: &Techniques, x: &ArrayD<f32>, batch:
     }
     if t.bias_correction == Some(BiasCorrection::Analytical) || t.dfq {
         let bc = bias_correction::analytical(sim)?;
-        let skipped: Vec<String> = bc.skipped.iter().map(|(n, why)| format!("{n}: {why}")).collect();
-        lines.push(format!("analytical bias correction: {} layers corrected, {} skipped{}", bc.corrected.len(), skipped.len(), if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join(", ")) }));
+        let skipped: Vec<String> = bc
+            .skipped
+            .iter()
+            .map(|(n, why)| format!("{n}: {why}"))
+            .collect();
+        lines.push(format!(
+            "analytical bias correction: {} layers corrected, {} skipped{}",
+            bc.corrected.len(),
+            skipped.len(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", skipped.join(", "))
+            }
+        ));
     }
     if let Some(candidates) = t.seq_mse {
-        progress.phase(&format!("sequential MSE on {} samples, {candidates} candidates per layer", x.len_of(Axis(0))));
+        progress.phase(&format!(
+            "sequential MSE on {} samples, {candidates} candidates per layer",
+            x.len_of(Axis(0))
+        ));
         let r = seq_mse::apply(sim, x, batch, candidates)?;
         let mean_frac = r.layers.iter().map(|l| l.1).sum::<f32>() / r.layers.len().max(1) as f32;
-        lines.push(format!("seq-MSE: {} layers, mean chosen range {:.0}% of max |w|", r.layers.len(), 100.0 * mean_frac));
+        lines.push(format!(
+            "seq-MSE: {} layers, mean chosen range {:.0}% of max |w|",
+            r.layers.len(),
+            100.0 * mean_frac
+        ));
     }
     Ok((lines, ranges))
 }

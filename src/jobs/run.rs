@@ -46,7 +46,16 @@ pub struct RunOutcome {
 
 /// File name for an output: characters other than letters, digits, '-', '_' and '.' become '_'.
 fn sanitize(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let s = s.trim_start_matches('.').to_string();
     if s.is_empty() {
         "output".into()
@@ -66,13 +75,27 @@ pub fn run(job: &RunJob) -> Result<RunOutcome> {
     }
     let g = crate::graph::load(&job.model)?;
     if g.inputs.len() != 1 {
-        return Err(Error::Graph { model: job.model.display().to_string(), message: format!("`run` feeds one input; this model has {:?}", g.inputs) });
+        return Err(Error::Graph {
+            model: job.model.display().to_string(),
+            message: format!("`run` feeds one input; this model has {:?}", g.inputs),
+        });
     }
     let (samples, x): (Vec<String>, ArrayD<f32>) = match &job.input {
         RunInput::Npy(p) => (vec![p.display().to_string()], npy::read(p)?),
         RunInput::Images(d, pre) => {
             let (files, x) = images::load_dir(d, pre)?;
-            (files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect(), x)
+            (
+                files
+                    .iter()
+                    .map(|f| {
+                        f.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .collect(),
+                x,
+            )
         }
     };
     let gpu = Arc::new(Gpu::new()?);
@@ -95,5 +118,12 @@ pub fn run(job: &RunJob) -> Result<RunOutcome> {
         npy::write(p, &ys[0])?;
         written.push(p.clone());
     }
-    Ok(RunOutcome { adapter: gpu.describe(), samples, input_shape: x.shape().to_vec(), outputs: outputs.into_iter().zip(ys).collect(), seconds, written })
+    Ok(RunOutcome {
+        adapter: gpu.describe(),
+        samples,
+        input_shape: x.shape().to_vec(),
+        outputs: outputs.into_iter().zip(ys).collect(),
+        seconds,
+        written,
+    })
 }

@@ -9,15 +9,51 @@ use crate::graph::attrs::{rebin_table, BinGrid, Outside};
 
 use Access::{Read, ReadWrite, Uniform};
 
-static MINMAX_PARTIAL: Kernel = Kernel { family: Family::Calib, entry: "minmax_partial", bindings: &[Uniform, Read, ReadWrite, ReadWrite] };
-static MINMAX_FINAL: Kernel = Kernel { family: Family::Calib, entry: "minmax_final", bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite] };
-static MOMENTS_PARTIAL: Kernel = Kernel { family: Family::Calib, entry: "moments_partial", bindings: &[Uniform, Read, ReadWrite, ReadWrite] };
-static MOMENTS_FINAL: Kernel = Kernel { family: Family::Calib, entry: "moments_final", bindings: &[Uniform, Read, Read, ReadWrite] };
-static SUM_PARTIAL: Kernel = Kernel { family: Family::Calib, entry: "sum_partial", bindings: &[Uniform, Read, ReadWrite] };
-static SUM_FINAL: Kernel = Kernel { family: Family::Calib, entry: "sum_final", bindings: &[Uniform, Read, ReadWrite] };
-static HIST_LOCAL: Kernel = Kernel { family: Family::Calib, entry: "histogram_local", bindings: &[Uniform, Read, Read, ReadWrite] };
-static HIST_GLOBAL: Kernel = Kernel { family: Family::Calib, entry: "histogram_global", bindings: &[Uniform, Read, Read, ReadWrite] };
-static HIST_REBIN: Kernel = Kernel { family: Family::Calib, entry: "histogram_rebin", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
+static MINMAX_PARTIAL: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "minmax_partial",
+    bindings: &[Uniform, Read, ReadWrite, ReadWrite],
+};
+static MINMAX_FINAL: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "minmax_final",
+    bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite],
+};
+static MOMENTS_PARTIAL: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "moments_partial",
+    bindings: &[Uniform, Read, ReadWrite, ReadWrite],
+};
+static MOMENTS_FINAL: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "moments_final",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static SUM_PARTIAL: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "sum_partial",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static SUM_FINAL: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "sum_final",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static HIST_LOCAL: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "histogram_local",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static HIST_GLOBAL: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "histogram_global",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static HIST_REBIN: Kernel = Kernel {
+    family: Family::Calib,
+    entry: "histogram_rebin",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+};
 
 /// Default histogram resolution (AIMET's).
 pub const DEFAULT_BINS: u32 = 2048;
@@ -60,17 +96,37 @@ struct Plan {
 fn plan(op: &'static str, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<Plan> {
     x.expect_dtype(op, "x", DType::F32)?;
     if x.is_empty() {
-        return Err(Error::EmptyTensor { op, tensor: "x".into() });
+        return Err(Error::EmptyTensor {
+            op,
+            tensor: "x".into(),
+        });
     }
     if x.len() as u64 > u32::MAX as u64 {
-        return Err(Error::TooLarge { op, tensor: "x".into(), bytes: x.bytes(), limit: u32::MAX as u64 * 4, which: "32-bit element index" });
+        return Err(Error::TooLarge {
+            op,
+            tensor: "x".into(),
+            bytes: x.bytes(),
+            limit: u32::MAX as u64 * 4,
+            which: "32-bit element index",
+        });
     }
     let view = ChannelView::new(x.shape(), axis, op)?;
     let chunks = channel_chunks(&view, &gpu.limits());
-    let per_channel = chunks.iter().map(|c| c.outer_n * c.inner_n).max().unwrap_or(1);
-    let splits = per_channel.div_ceil(ELEMS_PER_GROUP).clamp(1, MAX_SPLITS.min(gpu.limits().max_groups as u64));
+    let per_channel = chunks
+        .iter()
+        .map(|c| c.outer_n * c.inner_n)
+        .max()
+        .unwrap_or(1);
+    let splits = per_channel
+        .div_ceil(ELEMS_PER_GROUP)
+        .clamp(1, MAX_SPLITS.min(gpu.limits().max_groups as u64));
     let slots = splits * chunks.len() as u64;
-    Ok(Plan { view, chunks, splits, slots })
+    Ok(Plan {
+        view,
+        chunks,
+        splits,
+        slots,
+    })
 }
 
 impl Plan {
@@ -99,12 +155,25 @@ impl Plan {
     /// A chunk with more channels than one grid holds is dispatched in channel groups.
     /// `hist`: the histogram kernels' bins and what they do outside the range.
     #[allow(clippy::too_many_arguments)]
-    fn partials(&self, enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, pre: &[&GpuTensor], post: &[&GpuTensor], hist: Option<(u32, Outside)>) -> Result<()> {
+    fn partials(
+        &self,
+        enc: &mut impl Record,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        x: &GpuTensor,
+        pre: &[&GpuTensor],
+        post: &[&GpuTensor],
+        hist: Option<(u32, Outside)>,
+    ) -> Result<()> {
         let (bins, outside) = hist.unwrap_or((0, Outside::Edge));
         let max = gpu.limits().max_groups as u64;
         for (i, chunk) in self.chunks.iter().enumerate() {
             let mut binds: Vec<Bind> = pre.iter().map(|t| Bind::Whole(t)).collect();
-            binds.push(Bind::Range { tensor: x, offset: chunk.bind_start * 4, size: chunk.bind_len * 4 });
+            binds.push(Bind::Range {
+                tensor: x,
+                offset: chunk.bind_start * 4,
+                size: chunk.bind_len * 4,
+            });
             binds.extend(post.iter().map(|t| Bind::Whole(t)));
             for sub in (0..chunk.c_count).step_by((max * max) as usize) {
                 let count = (max * max).min(chunk.c_count - sub);
@@ -121,13 +190,25 @@ impl Plan {
     }
 
     /// Records the final stage: one workgroup per channel over all slots.
-    fn finals(&self, enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, tensors: &[&GpuTensor]) -> Result<()> {
+    fn finals(
+        &self,
+        enc: &mut impl Record,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        tensors: &[&GpuTensor],
+    ) -> Result<()> {
         let max = gpu.limits().max_groups as u64;
         let binds: Vec<Bind> = tensors.iter().map(|t| Bind::Whole(t)).collect();
         for c0 in (0..self.view.channels).step_by((max * max) as usize) {
             let count = (max * max).min(self.view.channels - c0);
             let (grid, ny) = grid_channels(1, count, max as u32)?;
-            let params = ChunkParams { c0: c0 as u32, c_count: count as u32, slots: self.slots as u32, ny, ..Default::default() };
+            let params = ChunkParams {
+                c0: c0 as u32,
+                c_count: count as u32,
+                slots: self.slots as u32,
+                ny,
+                ..Default::default()
+            };
             enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;
         }
         Ok(())
@@ -148,7 +229,12 @@ pub struct MinMax {
 }
 
 /// Min/max per tensor (`axis = None`) or per channel along `axis`.
-pub fn min_max(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<MinMax> {
+pub fn min_max(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    axis: Option<usize>,
+) -> Result<MinMax> {
     let plan = plan("min_max", gpu, x, axis)?;
     let n = plan.slot_count();
     let identity: Vec<[f32; 2]> = vec![[f32::INFINITY, f32::NEG_INFINITY]; n];
@@ -164,7 +250,12 @@ pub fn min_max(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usi
 
 /// Per-channel `[channels, 4]` = (count, mean, M2, sum) of the finite values; the variance is
 /// `M2 / count`. Partials combine with Chan's parallel formula.
-pub fn moments(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<GpuTensor> {
+pub fn moments(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    axis: Option<usize>,
+) -> Result<GpuTensor> {
     let plan = plan("moments", gpu, x, axis)?;
     let n = plan.slot_count();
     let part = gpu.upload_slice(&[n, 2], &vec![0f32; 2 * n])?;
@@ -176,7 +267,12 @@ pub fn moments(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usi
 }
 
 /// Per-channel sums `[channels]` (NaN and Inf included).
-pub fn channel_sum(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>) -> Result<GpuTensor> {
+pub fn channel_sum(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    axis: Option<usize>,
+) -> Result<GpuTensor> {
     let plan = plan("channel_sum", gpu, x, axis)?;
     let n = plan.slot_count();
     let part = gpu.upload_slice(&[n], &vec![0f32; n])?;
@@ -195,11 +291,25 @@ fn check_bins(op: &'static str, bins: u32) -> Result<()> {
 
 fn check_ranges(op: &'static str, ranges: &[(f32, f32)], channels: u64) -> Result<()> {
     if ranges.len() as u64 != channels {
-        return Err(Error::invalid(op, "ranges", ranges.len(), format!("need one range per channel ({channels})")));
+        return Err(Error::invalid(
+            op,
+            "ranges",
+            ranges.len(),
+            format!("need one range per channel ({channels})"),
+        ));
     }
     for (c, &(lo, hi)) in ranges.iter().enumerate() {
-        if !(lo.is_finite() && hi.is_finite() && lo < hi && BinGrid::over(lo, hi, 1).inv_width.is_finite()) {
-            return Err(Error::invalid(op, "range", format!("channel {c}: [{lo}, {hi}]"), "must be finite with lo < hi"));
+        if !(lo.is_finite()
+            && hi.is_finite()
+            && lo < hi
+            && BinGrid::over(lo, hi, 1).inv_width.is_finite())
+        {
+            return Err(Error::invalid(
+                op,
+                "range",
+                format!("channel {c}: [{lo}, {hi}]"),
+                "must be finite with lo < hi",
+            ));
         }
     }
     Ok(())
@@ -209,12 +319,26 @@ fn check_ranges(op: &'static str, ranges: &[(f32, f32)], channels: u64) -> Resul
 /// (`[channels, bins]` u32), or to a new zeroed histogram when `counts` is `None`. Values
 /// outside the bins go where `outside` says; non-finite values are left out.
 #[allow(clippy::too_many_arguments)]
-pub fn histogram(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<usize>, grids: &[BinGrid], bins: u32, outside: Outside, counts: Option<&GpuTensor>) -> Result<GpuTensor> {
+pub fn histogram(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    axis: Option<usize>,
+    grids: &[BinGrid],
+    bins: u32,
+    outside: Outside,
+    counts: Option<&GpuTensor>,
+) -> Result<GpuTensor> {
     const OP: &str = "histogram";
     check_bins(OP, bins)?;
     let plan = plan(OP, gpu, x, axis)?;
     if grids.len() as u64 != plan.view.channels {
-        return Err(Error::invalid(OP, "grids", grids.len(), format!("need one grid per channel ({})", plan.view.channels)));
+        return Err(Error::invalid(
+            OP,
+            "grids",
+            grids.len(),
+            format!("need one grid per channel ({})", plan.view.channels),
+        ));
     }
     for (c, g) in grids.iter().enumerate() {
         g.check(OP, c)?;
@@ -224,25 +348,56 @@ pub fn histogram(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, axis: Option<u
         Some(t) => {
             t.expect_dtype(OP, "counts", DType::U32)?;
             if t.shape() != [c, bins as usize] {
-                return Err(Error::ShapeMismatch { op: OP, tensor: "counts".into(), expected: format!("[{c}, {bins}]"), got: t.shape().to_vec() });
+                return Err(Error::ShapeMismatch {
+                    op: OP,
+                    tensor: "counts".into(),
+                    expected: format!("[{c}, {bins}]"),
+                    got: t.shape().to_vec(),
+                });
             }
             t.clone()
         }
         None => gpu.upload_slice(&[c, bins as usize], &vec![0u32; c * bins as usize])?,
     };
-    let table: Vec<f32> = grids.iter().flat_map(|g| [g.origin, g.inv_width, g.shift, 0.0]).collect();
+    let table: Vec<f32> = grids
+        .iter()
+        .flat_map(|g| [g.origin, g.inv_width, g.shift, 0.0])
+        .collect();
     let table = gpu.upload_slice(&[c, 4], &table)?;
-    let kernel = if bins <= LOCAL_BINS { &HIST_LOCAL } else { &HIST_GLOBAL };
-    plan.partials(enc, gpu, kernel, x, &[&table], &[&counts], Some((bins, outside)))?;
+    let kernel = if bins <= LOCAL_BINS {
+        &HIST_LOCAL
+    } else {
+        &HIST_GLOBAL
+    };
+    plan.partials(
+        enc,
+        gpu,
+        kernel,
+        x,
+        &[&table],
+        &[&counts],
+        Some((bins, outside)),
+    )?;
     Ok(counts)
 }
 
 /// Re-bins `counts` (`[channels, bins]`) from `old` to `new` per-channel ranges on the GPU.
-pub fn rebin(enc: &mut impl Record, gpu: &Gpu, counts: &GpuTensor, old: &[(f32, f32)], new: &[(f32, f32)]) -> Result<GpuTensor> {
+pub fn rebin(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    counts: &GpuTensor,
+    old: &[(f32, f32)],
+    new: &[(f32, f32)],
+) -> Result<GpuTensor> {
     const OP: &str = "histogram_rebin";
     counts.expect_dtype(OP, "counts", DType::U32)?;
     let [c, bins] = counts.shape() else {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "counts".into(), expected: "[channels, bins]".into(), got: counts.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "counts".into(),
+            expected: "[channels, bins]".into(),
+            got: counts.shape().to_vec(),
+        });
     };
     let (c, bins) = (*c, *bins as u32);
     check_bins(OP, bins)?;
@@ -255,12 +410,34 @@ pub fn rebin(enc: &mut impl Record, gpu: &Gpu, counts: &GpuTensor, old: &[(f32, 
         dest.extend(d);
         frac.extend(f);
     }
-    let dest = gpu.upload_slice(&[c, bins as usize, 2], bytemuck::cast_slice::<[u32; 2], u32>(&dest))?;
+    let dest = gpu.upload_slice(
+        &[c, bins as usize, 2],
+        bytemuck::cast_slice::<[u32; 2], u32>(&dest),
+    )?;
     let frac = gpu.upload_slice(&[c, bins as usize], &frac)?;
     let out = gpu.upload_slice(&[c, bins as usize], &vec![0u32; c * bins as usize])?;
-    let params = ChunkParams { c_count: c as u32, bins, ..Default::default() };
-    let grid = grid_1d((c as u64 * bins as u64).div_ceil(WG), gpu.limits().max_groups)?;
-    enc.dispatch(gpu, &HIST_REBIN, &[], &params, &[Bind::Whole(&dest), Bind::Whole(&frac), Bind::Whole(counts), Bind::Whole(&out)], grid)?;
+    let params = ChunkParams {
+        c_count: c as u32,
+        bins,
+        ..Default::default()
+    };
+    let grid = grid_1d(
+        (c as u64 * bins as u64).div_ceil(WG),
+        gpu.limits().max_groups,
+    )?;
+    enc.dispatch(
+        gpu,
+        &HIST_REBIN,
+        &[],
+        &params,
+        &[
+            Bind::Whole(&dest),
+            Bind::Whole(&frac),
+            Bind::Whole(counts),
+            Bind::Whole(&out),
+        ],
+        grid,
+    )?;
     Ok(out)
 }
 
@@ -280,23 +457,45 @@ impl RunningHistogram {
     /// An empty histogram with `bins` bins per channel (`axis = None`: per tensor).
     pub fn new(bins: u32, axis: Option<usize>) -> Result<Self> {
         check_bins("running_histogram", bins)?;
-        Ok(RunningHistogram { bins, axis, ranges: Vec::new(), counts: None, non_finite: 0 })
+        Ok(RunningHistogram {
+            bins,
+            axis,
+            ranges: Vec::new(),
+            counts: None,
+            non_finite: 0,
+        })
     }
 
     /// Adds a batch whose per-channel (min, max) of finite values and non-finite counts are
     /// already known (e.g. read back together for many tensors): records the re-binning and
     /// the batch's histogram into `enc`.
-    pub fn update_known(&mut self, enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, range: &[(f32, f32)], bad: &[u32]) -> Result<()> {
+    pub fn update_known(
+        &mut self,
+        enc: &mut impl Record,
+        gpu: &Gpu,
+        x: &GpuTensor,
+        range: &[(f32, f32)],
+        bad: &[u32],
+    ) -> Result<()> {
         const OP: &str = "running_histogram";
         self.non_finite += bad.iter().map(|&b| b as u64).sum::<u64>();
         if !self.ranges.is_empty() && self.ranges.len() != range.len() {
-            return Err(Error::invalid(OP, "channels", range.len(), format!("earlier batches had {}", self.ranges.len())));
+            return Err(Error::invalid(
+                OP,
+                "channels",
+                range.len(),
+                format!("earlier batches had {}", self.ranges.len()),
+            ));
         }
         let mut new_ranges = Vec::with_capacity(range.len());
         for (c, &(lo, hi)) in range.iter().enumerate() {
             let (mut lo, mut hi) = (lo, hi);
             if lo > hi {
-                return Err(Error::NonFinite { op: OP, tensor: format!("channel {c} of x (no finite value)"), count: bad.get(c).copied().unwrap_or(0) as u64 });
+                return Err(Error::NonFinite {
+                    op: OP,
+                    tensor: format!("channel {c} of x (no finite value)"),
+                    count: bad.get(c).copied().unwrap_or(0) as u64,
+                });
             }
             if lo == hi {
                 lo -= 0.5;
@@ -309,12 +508,29 @@ impl RunningHistogram {
             new_ranges.push((lo, hi));
         }
         let counts = match self.counts.take() {
-            Some(old) if new_ranges != self.ranges => rebin(enc, gpu, &old, &self.ranges, &new_ranges)?,
+            Some(old) if new_ranges != self.ranges => {
+                rebin(enc, gpu, &old, &self.ranges, &new_ranges)?
+            }
             Some(old) => old,
-            None => gpu.upload_slice(&[new_ranges.len(), self.bins as usize], &vec![0u32; new_ranges.len() * self.bins as usize])?,
+            None => gpu.upload_slice(
+                &[new_ranges.len(), self.bins as usize],
+                &vec![0u32; new_ranges.len() * self.bins as usize],
+            )?,
         };
-        let grids: Vec<BinGrid> = new_ranges.iter().map(|&(lo, hi)| BinGrid::over(lo, hi, self.bins)).collect();
-        let counts = histogram(enc, gpu, x, self.axis, &grids, self.bins, Outside::Edge, Some(&counts))?;
+        let grids: Vec<BinGrid> = new_ranges
+            .iter()
+            .map(|&(lo, hi)| BinGrid::over(lo, hi, self.bins))
+            .collect();
+        let counts = histogram(
+            enc,
+            gpu,
+            x,
+            self.axis,
+            &grids,
+            self.bins,
+            Outside::Edge,
+            Some(&counts),
+        )?;
         self.ranges = new_ranges;
         self.counts = Some(counts);
         Ok(())

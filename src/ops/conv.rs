@@ -10,9 +10,21 @@ use crate::ops::gemm::{matmul_into, Bias};
 
 use Access::{Read, ReadWrite, Uniform};
 
-static CONV2D: Kernel = Kernel { family: Family::Conv, entry: "conv2d", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
-static QCONV: Kernel = Kernel { family: Family::Conv, entry: "qconv", bindings: &[Uniform, Read, Read, ReadWrite] };
-static CONV_T2D: Kernel = Kernel { family: Family::Conv, entry: "conv_transpose2d", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
+static CONV2D: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "conv2d",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+};
+static QCONV: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "qconv",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static CONV_T2D: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "conv_transpose2d",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+};
 
 const PIXELS_PER_GROUP: usize = 64;
 
@@ -75,33 +87,70 @@ impl Params {
 /// Records `kernel` once per range of input channels (per group) whose loop nest stays within
 /// [`LOOP_BUDGET`] iterations (a channel costs 1 + kh + kh * kw of them); the dispatches after
 /// the first add to `y`.
-fn dispatch_split(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, cob: usize, params: Params, binds: &[Bind<'_>], grid: [u32; 3]) -> Result<()> {
+fn dispatch_split(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: &Kernel,
+    cob: usize,
+    params: Params,
+    binds: &[Bind<'_>],
+    grid: [u32; 3],
+) -> Result<()> {
     let (kh, kw) = (params.kh as u64, params.kw as u64);
     let per = (LOOP_BUDGET / (1 + kh + kh * kw)).max(1) as u32;
     let cin_g = params.ci_end;
     for begin in (0..cin_g).step_by(per as usize) {
-        let p = Params { ci_begin: begin, ci_end: (begin + per).min(cin_g), accumulate: (begin > 0) as u32, ..params };
+        let p = Params {
+            ci_begin: begin,
+            ci_end: (begin + per).min(cin_g),
+            accumulate: (begin > 0) as u32,
+            ..params
+        };
         enc.dispatch(gpu, kernel, &[("COB", cob as f64)], &p, binds, grid)?;
     }
     Ok(())
 }
 
 /// `y = conv(x, w) + bias` into a preallocated `y` of [`conv_output_shape`].
-pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, a: &Conv2d, y: &GpuTensor) -> Result<()> {
+pub fn conv2d_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    a: &Conv2d,
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "Conv";
     for (name, t) in [("x", x), ("w", w), ("y", y)] {
         t.expect_dtype(OP, name, DType::F32)?;
         if t.bytes() > gpu.limits().max_binding {
-            return Err(Error::TooLarge { op: OP, tensor: name.into(), bytes: t.bytes(), limit: gpu.limits().max_binding, which: "storage binding (split the batch)" });
+            return Err(Error::TooLarge {
+                op: OP,
+                tensor: name.into(),
+                bytes: t.bytes(),
+                limit: gpu.limits().max_binding,
+                which: "storage binding (split the batch)",
+            });
         }
     }
     let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
     if y.shape() != [n, cout, oh, ow] {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: y.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "y".into(),
+            expected: format!("{:?}", [n, cout, oh, ow]),
+            got: y.shape().to_vec(),
+        });
     }
     if let Some(b) = bias {
         if b.len() != cout {
-            return Err(Error::ShapeMismatch { op: OP, tensor: "bias".into(), expected: format!("[{cout}]"), got: b.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                tensor: "bias".into(),
+                expected: format!("[{cout}]"),
+                got: b.shape().to_vec(),
+            });
         }
     }
     let s = x.shape();
@@ -120,66 +169,185 @@ pub fn conv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTenso
     }
     let limits = gpu.limits();
     if n > limits.max_groups as usize {
-        return Err(Error::invalid(OP, "batch", n, format!("at most {} per dispatch", limits.max_groups)));
+        return Err(Error::invalid(
+            OP,
+            "batch",
+            n,
+            format!("at most {} per dispatch", limits.max_groups),
+        ));
     }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
     let params = Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some());
-    let grid = [(oh * ow).div_ceil(PIXELS_PER_GROUP) as u32, cout.div_ceil(cob) as u32, n as u32];
+    let grid = [
+        (oh * ow).div_ceil(PIXELS_PER_GROUP) as u32,
+        cout.div_ceil(cob) as u32,
+        n as u32,
+    ];
     if grid[0] > limits.max_groups || grid[1] > limits.max_groups {
-        return Err(Error::invalid(OP, "output size", format!("{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
+        return Err(Error::invalid(
+            OP,
+            "output size",
+            format!("{cout}x{oh}x{ow}"),
+            "more tiles than one dispatch allows",
+        ));
     }
     let bias = bias.unwrap_or(w);
-    dispatch_split(enc, gpu, &CONV2D, cob, params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
+    dispatch_split(
+        enc,
+        gpu,
+        &CONV2D,
+        cob,
+        params,
+        &[
+            Bind::Whole(x),
+            Bind::Whole(w),
+            Bind::Whole(bias),
+            Bind::Whole(y),
+        ],
+        grid,
+    )
 }
 
 /// Transposed convolution into a preallocated `y` of [`conv_transpose_output_shape`].
-pub fn conv_transpose2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, a: &Conv2d, output_padding: [usize; 2], y: &GpuTensor) -> Result<()> {
+pub fn conv_transpose2d_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    a: &Conv2d,
+    output_padding: [usize; 2],
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "ConvTranspose";
     for (name, t) in [("x", x), ("w", w), ("y", y)] {
         t.expect_dtype(OP, name, DType::F32)?;
     }
     let [n, cout, oh, ow] = conv_transpose_output_shape(x.shape(), w.shape(), a, output_padding)?;
     if y.shape() != [n, cout, oh, ow] {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: y.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "y".into(),
+            expected: format!("{:?}", [n, cout, oh, ow]),
+            got: y.shape().to_vec(),
+        });
     }
     if bias.is_some_and(|b| b.len() != cout) {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "bias".into(), expected: format!("[{cout}]"), got: bias.map(|b| b.shape().to_vec()).unwrap_or_default() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "bias".into(),
+            expected: format!("[{cout}]"),
+            got: bias.map(|b| b.shape().to_vec()).unwrap_or_default(),
+        });
     }
     let limits = gpu.limits();
-    let grid = [(oh * ow).div_ceil(PIXELS_PER_GROUP) as u32, cout as u32, n as u32];
+    let grid = [
+        (oh * ow).div_ceil(PIXELS_PER_GROUP) as u32,
+        cout as u32,
+        n as u32,
+    ];
     if grid.iter().any(|&g| g > limits.max_groups) {
-        return Err(Error::invalid(OP, "output size", format!("{n}x{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
+        return Err(Error::invalid(
+            OP,
+            "output size",
+            format!("{n}x{cout}x{oh}x{ow}"),
+            "more tiles than one dispatch allows",
+        ));
     }
-    let params = Params::new(x.shape(), [w.shape()[2], w.shape()[3]], a, [cout, oh, ow], bias.is_some());
+    let params = Params::new(
+        x.shape(),
+        [w.shape()[2], w.shape()[3]],
+        a,
+        [cout, oh, ow],
+        bias.is_some(),
+    );
     let bias = bias.unwrap_or(w);
-    dispatch_split(enc, gpu, &CONV_T2D, 1, params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(bias), Bind::Whole(y)], grid)
+    dispatch_split(
+        enc,
+        gpu,
+        &CONV_T2D,
+        1,
+        params,
+        &[
+            Bind::Whole(x),
+            Bind::Whole(w),
+            Bind::Whole(bias),
+            Bind::Whole(y),
+        ],
+        grid,
+    )
 }
 
 /// Integer convolution as an integer runtime accumulates it: `acc = sum(r_x * w)` in i32, where
 /// `x` holds dequantized values `r_x * scale` (`x_inv` = 1 / scale, `r_x` recovered exactly) and
 /// `w` holds the weights' integer codes (`[cout, cin / groups, kh, kw]`, zero point 0). `acc`
 /// (i32, [`conv_output_shape`]) is requantized by [`crate::ops::quant::requant_into`].
-pub fn qconv2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, x_inv: f32, w: &GpuTensor, a: &Conv2d, acc: &GpuTensor) -> Result<()> {
+pub fn qconv2d_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    x_inv: f32,
+    w: &GpuTensor,
+    a: &Conv2d,
+    acc: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "QLinearConv";
     x.expect_dtype(OP, "x", DType::F32)?;
     w.expect_dtype(OP, "w", DType::I32)?;
     acc.expect_dtype(OP, "acc", DType::I32)?;
     for (name, t) in [("x", x), ("w", w), ("acc", acc)] {
         if t.bytes() > gpu.limits().max_binding {
-            return Err(Error::TooLarge { op: OP, tensor: name.into(), bytes: t.bytes(), limit: gpu.limits().max_binding, which: "storage binding (split the batch)" });
+            return Err(Error::TooLarge {
+                op: OP,
+                tensor: name.into(),
+                bytes: t.bytes(),
+                limit: gpu.limits().max_binding,
+                which: "storage binding (split the batch)",
+            });
         }
     }
     let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
     if acc.shape() != [n, cout, oh, ow] {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "acc".into(), expected: format!("{:?}", [n, cout, oh, ow]), got: acc.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "acc".into(),
+            expected: format!("{:?}", [n, cout, oh, ow]),
+            got: acc.shape().to_vec(),
+        });
     }
     let limits = gpu.limits();
     let cob = if (cout / a.groups) % 4 == 0 { 4 } else { 1 };
-    let grid = [(oh * ow).div_ceil(PIXELS_PER_GROUP) as u32, cout.div_ceil(cob) as u32, n as u32];
+    let grid = [
+        (oh * ow).div_ceil(PIXELS_PER_GROUP) as u32,
+        cout.div_ceil(cob) as u32,
+        n as u32,
+    ];
     if grid.iter().any(|&g| g > limits.max_groups) {
-        return Err(Error::invalid(OP, "output size", format!("{n}x{cout}x{oh}x{ow}"), "more tiles than one dispatch allows"));
+        return Err(Error::invalid(
+            OP,
+            "output size",
+            format!("{n}x{cout}x{oh}x{ow}"),
+            "more tiles than one dispatch allows",
+        ));
     }
-    let params = Params { x_inv, ..Params::new(x.shape(), [w.shape()[2], w.shape()[3]], a, [cout, oh, ow], false) };
-    dispatch_split(enc, gpu, &QCONV, cob, params, &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(acc)], grid)
+    let params = Params {
+        x_inv,
+        ..Params::new(
+            x.shape(),
+            [w.shape()[2], w.shape()[3]],
+            a,
+            [cout, oh, ow],
+            false,
+        )
+    };
+    dispatch_split(
+        enc,
+        gpu,
+        &QCONV,
+        cob,
+        params,
+        &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(acc)],
+        grid,
+    )
 }

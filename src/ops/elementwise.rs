@@ -11,12 +11,36 @@ use crate::graph::shape::{broadcast_shape, strides};
 
 use Access::{Read, ReadWrite, Uniform};
 
-static COPY: Kernel = Kernel { family: Family::Elementwise, entry: "copy", bindings: &[Uniform, Read, ReadWrite] };
-static FILL: Kernel = Kernel { family: Family::Elementwise, entry: "fill", bindings: &[Uniform, ReadWrite] };
-static UNARY: Kernel = Kernel { family: Family::Elementwise, entry: "unary_op", bindings: &[Uniform, Read, ReadWrite] };
-static AFFINE: Kernel = Kernel { family: Family::Elementwise, entry: "channel_affine", bindings: &[Uniform, Read, Read, ReadWrite] };
-static BINARY: Kernel = Kernel { family: Family::Elementwise, entry: "binary_op", bindings: &[Uniform, Read, Read, ReadWrite] };
-static STRIDED: Kernel = Kernel { family: Family::Elementwise, entry: "strided_copy", bindings: &[Uniform, Read, ReadWrite] };
+static COPY: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "copy",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static FILL: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "fill",
+    bindings: &[Uniform, ReadWrite],
+};
+static UNARY: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "unary_op",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static AFFINE: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "channel_affine",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static BINARY: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "binary_op",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static STRIDED: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "strided_copy",
+    bindings: &[Uniform, Read, ReadWrite],
+};
 
 /// Most dims a broadcasting or strided kernel handles.
 pub const MAX_DIMS: usize = 8;
@@ -52,19 +76,19 @@ struct NdParams {
 /// The shader's op code and parameters of a unary activation.
 fn unary_code(f: Unary) -> (u32, f32, f32) {
     match f {
-            Unary::Relu => (0, 0.0, 0.0),
-            Unary::Clip(lo, hi) => (1, lo, hi),
-            Unary::LeakyRelu(a) => (2, a, 0.0),
-            Unary::Sigmoid => (3, 0.0, 0.0),
-            Unary::HardSigmoid(a, b) => (4, a, b),
-            Unary::HardSwish => (5, 0.0, 0.0),
-            Unary::Tanh => (6, 0.0, 0.0),
-            Unary::Erf => (7, 0.0, 0.0),
-            Unary::Gelu => (8, 0.0, 0.0),
-            Unary::Exp => (9, 0.0, 0.0),
-            Unary::Sqrt => (10, 0.0, 0.0),
-            Unary::Neg => (11, 0.0, 0.0),
-        }
+        Unary::Relu => (0, 0.0, 0.0),
+        Unary::Clip(lo, hi) => (1, lo, hi),
+        Unary::LeakyRelu(a) => (2, a, 0.0),
+        Unary::Sigmoid => (3, 0.0, 0.0),
+        Unary::HardSigmoid(a, b) => (4, a, b),
+        Unary::HardSwish => (5, 0.0, 0.0),
+        Unary::Tanh => (6, 0.0, 0.0),
+        Unary::Erf => (7, 0.0, 0.0),
+        Unary::Gelu => (8, 0.0, 0.0),
+        Unary::Exp => (9, 0.0, 0.0),
+        Unary::Sqrt => (10, 0.0, 0.0),
+        Unary::Neg => (11, 0.0, 0.0),
+    }
 }
 
 /// The shader's op code of a binary op.
@@ -87,16 +111,33 @@ fn check_f32(op: &'static str, name: &str, t: &GpuTensor) -> Result<()> {
 
 fn check_same_len(op: &'static str, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
     if x.len() != y.len() {
-        return Err(Error::ShapeMismatch { op, tensor: "output".into(), expected: format!("{} elements", x.len()), got: y.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op,
+            tensor: "output".into(),
+            expected: format!("{} elements", x.len()),
+            got: y.shape().to_vec(),
+        });
     }
     Ok(())
 }
 
 /// Records a flat kernel (copy, fill, unary, affine) over `x` in binding-sized chunks.
-fn flat(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, extra: Option<&GpuTensor>, y: &GpuTensor, mut params: Params) -> Result<()> {
+fn flat(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: &Kernel,
+    x: &GpuTensor,
+    extra: Option<&GpuTensor>,
+    y: &GpuTensor,
+    mut params: Params,
+) -> Result<()> {
     let limits = gpu.limits();
     for ch in linear_chunks(y.len() as u64, &limits) {
-        let range = |t| Bind::Range { tensor: t, offset: ch.start * 4, size: ch.len * 4 };
+        let range = |t| Bind::Range {
+            tensor: t,
+            offset: ch.start * 4,
+            size: ch.len * 4,
+        };
         let (grid, step) = grid_stride(ch.len, limits.max_groups)?;
         params.n = ch.len as u32;
         params.step = step as u32;
@@ -124,42 +165,115 @@ pub fn copy(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor
 /// Sets every element of `y` to `value`.
 pub fn fill_into(enc: &mut impl Record, gpu: &Gpu, y: &GpuTensor, value: f32) -> Result<()> {
     check_f32("fill", "y", y)?;
-    flat(enc, gpu, &FILL, y, None, y, Params { alpha: value, ..Default::default() })
+    flat(
+        enc,
+        gpu,
+        &FILL,
+        y,
+        None,
+        y,
+        Params {
+            alpha: value,
+            ..Default::default()
+        },
+    )
 }
 
 /// `y = f(x)` elementwise.
-pub fn unary_into(enc: &mut impl Record, gpu: &Gpu, f: Unary, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+pub fn unary_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    f: Unary,
+    x: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<()> {
     check_f32("unary", "x", x)?;
     check_same_len("unary", x, y)?;
     let (op, alpha, beta) = unary_code(f);
-    flat(enc, gpu, &UNARY, x, None, y, Params { op, alpha, beta, ..Default::default() })
+    flat(
+        enc,
+        gpu,
+        &UNARY,
+        x,
+        None,
+        y,
+        Params {
+            op,
+            alpha,
+            beta,
+            ..Default::default()
+        },
+    )
 }
 
 /// `y = x * scale[c] + shift[c]` with channel `c = (i / inner) % channels` (`ab` = `[channels, 2]`).
-pub fn channel_affine_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, ab: &GpuTensor, inner: usize, y: &GpuTensor) -> Result<()> {
+pub fn channel_affine_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    ab: &GpuTensor,
+    inner: usize,
+    y: &GpuTensor,
+) -> Result<()> {
     check_f32("channel_affine", "x", x)?;
     check_same_len("channel_affine", x, y)?;
     let channels = ab.len() / 2;
     if channels == 0 || inner == 0 || x.len() % (channels * inner) != 0 {
-        return Err(Error::ShapeMismatch { op: "channel_affine", tensor: "x".into(), expected: format!("a multiple of {channels} channels x {inner}"), got: x.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: "channel_affine",
+            tensor: "x".into(),
+            expected: format!("a multiple of {channels} channels x {inner}"),
+            got: x.shape().to_vec(),
+        });
     }
-    flat(enc, gpu, &AFFINE, x, Some(ab), y, Params { inner: inner as u32, channels: channels as u32, ..Default::default() })
+    flat(
+        enc,
+        gpu,
+        &AFFINE,
+        x,
+        Some(ab),
+        y,
+        Params {
+            inner: inner as u32,
+            channels: channels as u32,
+            ..Default::default()
+        },
+    )
 }
 
 /// Strides of `shape` seen inside the broadcast `out` shape (0 on broadcast dims).
 fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<u32> {
     let st = strides(shape);
     let lead = out.len() - shape.len();
-    (0..out.len()).map(|i| if i < lead || shape[i - lead] == 1 { 0 } else { st[i - lead] as u32 }).collect()
+    (0..out.len())
+        .map(|i| {
+            if i < lead || shape[i - lead] == 1 {
+                0
+            } else {
+                st[i - lead] as u32
+            }
+        })
+        .collect()
 }
 
 fn check_nd(op: &'static str, gpu: &Gpu, shape: &[usize], tensors: &[&GpuTensor]) -> Result<()> {
     if shape.len() > MAX_DIMS {
-        return Err(Error::invalid(op, "rank", shape.len(), format!("at most {MAX_DIMS} dims")));
+        return Err(Error::invalid(
+            op,
+            "rank",
+            shape.len(),
+            format!("at most {MAX_DIMS} dims"),
+        ));
     }
     for t in tensors {
         if t.bytes() > gpu.limits().max_binding {
-            return Err(Error::TooLarge { op, tensor: format!("{t:?}"), bytes: t.bytes(), limit: gpu.limits().max_binding, which: "storage binding" });
+            return Err(Error::TooLarge {
+                op,
+                tensor: format!("{t:?}"),
+                bytes: t.bytes(),
+                limit: gpu.limits().max_binding,
+                which: "storage binding",
+            });
         }
     }
     Ok(())
@@ -172,14 +286,30 @@ fn pack(v: &[u32]) -> [u32; MAX_DIMS] {
 }
 
 /// `y = a op b` with NumPy broadcasting; `y` has the broadcast shape.
-pub fn binary_into(enc: &mut impl Record, gpu: &Gpu, op: Binary, a: &GpuTensor, b: &GpuTensor, y: &GpuTensor) -> Result<()> {
+pub fn binary_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    op: Binary,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "binary";
     check_f32(OP, "a", a)?;
     check_f32(OP, "b", b)?;
-    let out = broadcast_shape(a.shape(), b.shape())
-        .ok_or_else(|| Error::ShapeMismatch { op: OP, tensor: "b".into(), expected: format!("broadcastable with {:?}", a.shape()), got: b.shape().to_vec() })?;
+    let out = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| Error::ShapeMismatch {
+        op: OP,
+        tensor: "b".into(),
+        expected: format!("broadcastable with {:?}", a.shape()),
+        got: b.shape().to_vec(),
+    })?;
     if out.iter().product::<usize>() != y.len() {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("{out:?}"), got: y.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "y".into(),
+            expected: format!("{out:?}"),
+            got: y.shape().to_vec(),
+        });
     }
     check_nd(OP, gpu, &out, &[a, b, y])?;
     let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
@@ -193,7 +323,14 @@ pub fn binary_into(enc: &mut impl Record, gpu: &Gpu, op: Binary, a: &GpuTensor, 
         sb: pack(&broadcast_strides(b.shape(), &out)),
         ..Default::default()
     };
-    enc.dispatch(gpu, &BINARY, &[], &params, &[Bind::Whole(a), Bind::Whole(b), Bind::Whole(y)], grid)
+    enc.dispatch(
+        gpu,
+        &BINARY,
+        &[],
+        &params,
+        &[Bind::Whole(a), Bind::Whole(b), Bind::Whole(y)],
+        grid,
+    )
 }
 
 /// A strided view for [`strided_copy_into`]: element offset and per-dim strides.
@@ -204,7 +341,15 @@ pub struct StridedView {
 }
 
 /// Copies the `dims`-shaped region `x[src]` into `y[dst]` (transpose, slice, concat, pad …).
-pub fn strided_copy_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, src: &StridedView, y: &GpuTensor, dst: &StridedView, dims: &[usize]) -> Result<()> {
+pub fn strided_copy_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    src: &StridedView,
+    y: &GpuTensor,
+    dst: &StridedView,
+    dims: &[usize],
+) -> Result<()> {
     const OP: &str = "strided_copy";
     check_f32(OP, "x", x)?;
     check_nd(OP, gpu, dims, &[x, y])?;
@@ -212,9 +357,21 @@ pub fn strided_copy_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, src: &
     if n == 0 {
         return Ok(());
     }
-    let last = |v: &StridedView| v.offset + dims.iter().zip(&v.strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>();
+    let last = |v: &StridedView| {
+        v.offset
+            + dims
+                .iter()
+                .zip(&v.strides)
+                .map(|(&d, &s)| (d - 1) * s)
+                .sum::<usize>()
+    };
     if last(src) >= x.len() || last(dst) >= y.len() {
-        return Err(Error::invalid(OP, "region", format!("{dims:?}"), "reaches past the end of a tensor"));
+        return Err(Error::invalid(
+            OP,
+            "region",
+            format!("{dims:?}"),
+            "reaches past the end of a tensor",
+        ));
     }
     let (grid, step) = grid_stride(n as u64, gpu.limits().max_groups)?;
     let to32 = |v: &[usize]| pack(&v.iter().map(|&d| d as u32).collect::<Vec<_>>());
@@ -229,5 +386,12 @@ pub fn strided_copy_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, src: &
         sb: to32(&dst.strides),
         ..Default::default()
     };
-    enc.dispatch(gpu, &STRIDED, &[], &params, &[Bind::Whole(x), Bind::Whole(y)], grid)
+    enc.dispatch(
+        gpu,
+        &STRIDED,
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(y)],
+        grid,
+    )
 }

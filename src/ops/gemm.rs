@@ -6,7 +6,17 @@ use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::shape::matmul_output_shape;
 
-static MATMUL: Kernel = Kernel { family: Family::Gemm, entry: "matmul", bindings: &[Access::Uniform, Access::Read, Access::Read, Access::Read, Access::ReadWrite] };
+static MATMUL: Kernel = Kernel {
+    family: Family::Gemm,
+    entry: "matmul",
+    bindings: &[
+        Access::Uniform,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+    ],
+};
 
 /// What is added to every product matrix.
 #[derive(Clone, Copy, Debug)]
@@ -49,27 +59,67 @@ struct Params {
 /// `C[b] = op(A[b]) * op(B[b])` with `op` a transpose when `trans_a` / `trans_b` is set.
 /// A 2-D operand (or a batch of 1) is shared by every batch item. Returns `[batch, M, N]`
 /// (or `[M, N]` when both operands are 2-D).
-pub fn matmul(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool) -> Result<GpuTensor> {
-    let c = gpu.empty(&matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?, DType::F32)?;
+pub fn matmul(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<GpuTensor> {
+    let c = gpu.empty(
+        &matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?,
+        DType::F32,
+    )?;
     matmul_into(enc, gpu, a, b, trans_a, trans_b, 1.0, Bias::None, &c)?;
     Ok(c)
 }
 
 /// `C = alpha * op(A) * op(B) + bias` into a preallocated `c` of [`matmul_output_shape`].
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, trans_a: bool, trans_b: bool, alpha: f32, bias: Bias<'_>, c: &GpuTensor) -> Result<()> {
+pub fn matmul_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    bias: Bias<'_>,
+    c: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "matmul";
     let shape = matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?;
     for (name, t) in [("a", a), ("b", b), ("c", c)] {
         t.expect_dtype(OP, name, DType::F32)?;
     }
     if c.shape().iter().product::<usize>() != shape.iter().product::<usize>() {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "c".into(), expected: format!("{shape:?}"), got: c.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "c".into(),
+            expected: format!("{shape:?}"),
+            got: c.shape().to_vec(),
+        });
     }
     let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
-    let k = if trans_a { a.shape()[a.shape().len() - 2] } else { a.shape()[a.shape().len() - 1] };
+    let k = if trans_a {
+        a.shape()[a.shape().len() - 2]
+    } else {
+        a.shape()[a.shape().len() - 1]
+    };
     let batch = if shape.len() == 3 { shape[0] } else { 1 };
-    let (ba, bb) = (if a.shape().len() == 3 { a.shape()[0] } else { 1 }, if b.shape().len() == 3 { b.shape()[0] } else { 1 });
+    let (ba, bb) = (
+        if a.shape().len() == 3 {
+            a.shape()[0]
+        } else {
+            1
+        },
+        if b.shape().len() == 3 {
+            b.shape()[0]
+        } else {
+            1
+        },
+    );
     let (bias_mode, bias_t, bias_len) = match bias {
         Bias::None => (0, a, 0),
         Bias::PerColumn(t) => (1, t, n),
@@ -77,13 +127,21 @@ pub fn matmul_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTenso
         Bias::Full(t) => (3, t, m * n),
     };
     if bias_mode != 0 && bias_t.len() != bias_len {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "bias".into(), expected: format!("{bias_len} elements"), got: bias_t.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "bias".into(),
+            expected: format!("{bias_len} elements"),
+            got: bias_t.shape().to_vec(),
+        });
     }
     if m == 0 || n == 0 || batch == 0 {
         return Ok(());
     }
     if k == 0 {
-        return Err(Error::EmptyTensor { op: OP, tensor: "a (inner dimension 0)".into() });
+        return Err(Error::EmptyTensor {
+            op: OP,
+            tensor: "a (inner dimension 0)".into(),
+        });
     }
     let limits = gpu.limits();
     let (sa, sb, sc) = ((m * k) as u64, (k * n) as u64, (m * n) as u64);
@@ -91,26 +149,66 @@ pub fn matmul_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTenso
     let (sa, sb) = (stride(ba == 1, sa), stride(bb == 1, sb));
     let item_max = (m * k).max(k * n).max(m * n) as u64 * 4;
     let align_e = (limits.offset_align / 4).max(1);
-    if item_max + limits.offset_align > limits.max_binding || (m * k).max(k * n).max(m * n) as u64 > u32::MAX as u64 {
-        return Err(Error::TooLarge { op: OP, tensor: "one matrix of a, b or c".into(), bytes: item_max, limit: limits.max_binding, which: "storage binding (matrices are split by batch only)" });
+    if item_max + limits.offset_align > limits.max_binding
+        || (m * k).max(k * n).max(m * n) as u64 > u32::MAX as u64
+    {
+        return Err(Error::TooLarge {
+            op: OP,
+            tensor: "one matrix of a, b or c".into(),
+            bytes: item_max,
+            limit: limits.max_binding,
+            which: "storage binding (matrices are split by batch only)",
+        });
     }
     // Batch items per dispatch: bounded by the grid's z limit and by the binding size.
-    let per_binding = |s: u64| if s == 0 { u64::MAX } else { (limits.max_binding / 4 - align_e) / s };
-    let step = per_binding(sa).min(per_binding(sb)).min(per_binding(sc)).min(limits.max_groups as u64).max(1);
+    let per_binding = |s: u64| {
+        if s == 0 {
+            u64::MAX
+        } else {
+            (limits.max_binding / 4 - align_e) / s
+        }
+    };
+    let step = per_binding(sa)
+        .min(per_binding(sb))
+        .min(per_binding(sc))
+        .min(limits.max_groups as u64)
+        .max(1);
     let grid_xy = [(n as u64).div_ceil(TILE), (m as u64).div_ceil(TILE)];
     if grid_xy.iter().any(|&g| g > limits.max_groups as u64) {
-        return Err(Error::invalid(OP, "matrix size", format!("{m}x{n}"), "more row or column tiles than one dispatch allows"));
+        return Err(Error::invalid(
+            OP,
+            "matrix size",
+            format!("{m}x{n}"),
+            "more row or column tiles than one dispatch allows",
+        ));
     }
-    let constants = [("TRANS_A", trans_a as u32 as f64), ("TRANS_B", trans_b as u32 as f64)];
+    let constants = [
+        ("TRANS_A", trans_a as u32 as f64),
+        ("TRANS_B", trans_b as u32 as f64),
+    ];
     let mut b0 = 0u64;
     while b0 < batch as u64 {
         let nb = step.min(batch as u64 - b0);
         // A shared operand (stride 0) is bound whole; others from the aligned start of item b0.
-        fn bind(t: &GpuTensor, b0: u64, nb: u64, align_e: u64, s: u64, item: u64) -> (Bind<'_>, u32) {
+        fn bind(
+            t: &GpuTensor,
+            b0: u64,
+            nb: u64,
+            align_e: u64,
+            s: u64,
+            item: u64,
+        ) -> (Bind<'_>, u32) {
             let first = b0 * s;
             let start = first / align_e * align_e;
             let len = if s == 0 { item } else { first - start + nb * s };
-            (Bind::Range { tensor: t, offset: start * 4, size: len * 4 }, (first - start) as u32)
+            (
+                Bind::Range {
+                    tensor: t,
+                    offset: start * 4,
+                    size: len * 4,
+                },
+                (first - start) as u32,
+            )
         }
         let (ab, a_skip) = bind(a, b0, nb, align_e, sa, (m * k) as u64);
         let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, (k * n) as u64);
@@ -118,8 +216,31 @@ pub fn matmul_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTenso
         for k_begin in (0..k).step_by(K_PER_DISPATCH) {
             let k_end = (k_begin + K_PER_DISPATCH).min(k);
             let accumulate = (k_begin > 0) as u32;
-            let params = Params { m: m as u32, n: n as u32, k: k as u32, a_stride: sa as u32, b_stride: sb as u32, c_stride: sc as u32, a_skip, b_skip, c_skip, bias_mode, alpha, k_begin: k_begin as u32, k_end: k_end as u32, accumulate, _pad: [0; 2] };
-            enc.dispatch(gpu, &MATMUL, &constants, &params, &[ab, bbind, Bind::Whole(bias_t), cbind], [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32])?;
+            let params = Params {
+                m: m as u32,
+                n: n as u32,
+                k: k as u32,
+                a_stride: sa as u32,
+                b_stride: sb as u32,
+                c_stride: sc as u32,
+                a_skip,
+                b_skip,
+                c_skip,
+                bias_mode,
+                alpha,
+                k_begin: k_begin as u32,
+                k_end: k_end as u32,
+                accumulate,
+                _pad: [0; 2],
+            };
+            enc.dispatch(
+                gpu,
+                &MATMUL,
+                &constants,
+                &params,
+                &[ab, bbind, Bind::Whole(bias_t), cbind],
+                [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32],
+            )?;
         }
         b0 += nb;
     }

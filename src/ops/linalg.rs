@@ -11,12 +11,36 @@ const WG: u64 = 256;
 
 use Access::{Read, ReadWrite, Uniform};
 
-static JACOBI: Kernel = Kernel { family: Family::Svd, entry: "jacobi_round", bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite] };
-static JACOBI_ROUNDS: Kernel = Kernel { family: Family::Svd, entry: "jacobi_rounds", bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite] };
-static GRAM: Kernel = Kernel { family: Family::Lstsq, entry: "gram_accumulate", bindings: &[Uniform, Read, Read, ReadWrite] };
-static RIDGE: Kernel = Kernel { family: Family::Lstsq, entry: "add_ridge", bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite] };
-static COLUMNS: Kernel = Kernel { family: Family::Lstsq, entry: "cholesky_columns", bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite] };
-static SUBSTITUTE: Kernel = Kernel { family: Family::Lstsq, entry: "substitute", bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite] };
+static JACOBI: Kernel = Kernel {
+    family: Family::Svd,
+    entry: "jacobi_round",
+    bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+};
+static JACOBI_ROUNDS: Kernel = Kernel {
+    family: Family::Svd,
+    entry: "jacobi_rounds",
+    bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+};
+static GRAM: Kernel = Kernel {
+    family: Family::Lstsq,
+    entry: "gram_accumulate",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static RIDGE: Kernel = Kernel {
+    family: Family::Lstsq,
+    entry: "add_ridge",
+    bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
+};
+static COLUMNS: Kernel = Kernel {
+    family: Family::Lstsq,
+    entry: "cholesky_columns",
+    bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
+};
+static SUBSTITUTE: Kernel = Kernel {
+    family: Family::Lstsq,
+    entry: "substitute",
+    bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -47,35 +71,80 @@ impl JacobiBatch<'_> {
     /// Checks dtypes, sizes and the tolerance; returns the batch size.
     fn check(&self, op: &'static str, tol: f32) -> Result<usize> {
         let batch = self.live.len();
-        for (name, t, dt) in [("desc", self.desc, DType::U32), ("live", self.live, DType::U32), ("a", self.a, DType::F32), ("v", self.v, DType::F32), ("rotations", self.rotations, DType::U32)] {
+        for (name, t, dt) in [
+            ("desc", self.desc, DType::U32),
+            ("live", self.live, DType::U32),
+            ("a", self.a, DType::F32),
+            ("v", self.v, DType::F32),
+            ("rotations", self.rotations, DType::U32),
+        ] {
             t.expect_dtype(op, name, dt)?;
         }
         if self.desc.len() != batch * 4 || self.rotations.len() != batch {
-            return Err(Error::ShapeMismatch { op, tensor: "desc".into(), expected: format!("[{batch}, 4] and rotations [{batch}]"), got: self.desc.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op,
+                tensor: "desc".into(),
+                expected: format!("[{batch}, 4] and rotations [{batch}]"),
+                got: self.desc.shape().to_vec(),
+            });
         }
         if !(tol > 0.0 && tol.is_finite()) {
-            return Err(Error::invalid(op, "tolerance", tol, "must be positive and finite"));
+            return Err(Error::invalid(
+                op,
+                "tolerance",
+                tol,
+                "must be positive and finite",
+            ));
         }
         Ok(batch)
     }
 
     fn binds(&self) -> [Bind<'_>; 5] {
-        [Bind::Whole(self.desc), Bind::Whole(self.live), Bind::Whole(self.a), Bind::Whole(self.v), Bind::Whole(self.rotations)]
+        [
+            Bind::Whole(self.desc),
+            Bind::Whole(self.live),
+            Bind::Whole(self.a),
+            Bind::Whole(self.v),
+            Bind::Whole(self.rotations),
+        ]
     }
 }
 
 /// Records one round of the parallel Jacobi ordering (a sweep is `max_n' - 1` rounds, `n'`
 /// = n rounded up to even). A pair rotates when |a_p . a_q| > `tol` |a_p| |a_q|.
-pub fn jacobi_round(enc: &mut impl Record, gpu: &Gpu, b: &JacobiBatch<'_>, round: usize, tol: f32) -> Result<()> {
+pub fn jacobi_round(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    b: &JacobiBatch<'_>,
+    round: usize,
+    tol: f32,
+) -> Result<()> {
     const OP: &str = "jacobi_round";
     let batch = b.check(OP, tol)?;
     let pairs = (b.max_n as u64).div_ceil(2);
     let max = gpu.limits().max_groups as u64;
     if pairs > max || batch as u64 > max {
-        return Err(Error::invalid(OP, "batch", format!("{batch} matrices, {pairs} pairs"), format!("at most {max} each per dispatch")));
+        return Err(Error::invalid(
+            OP,
+            "batch",
+            format!("{batch} matrices, {pairs} pairs"),
+            format!("at most {max} each per dispatch"),
+        ));
     }
-    let params = JacobiParams { batch: batch as u32, round: round as u32, tol, _pad: 0 };
-    enc.dispatch(gpu, &JACOBI, &[], &params, &b.binds(), [pairs as u32, batch as u32, 1])
+    let params = JacobiParams {
+        batch: batch as u32,
+        round: round as u32,
+        tol,
+        _pad: 0,
+    };
+    enc.dispatch(
+        gpu,
+        &JACOBI,
+        &[],
+        &params,
+        &b.binds(),
+        [pairs as u32, batch as u32, 1],
+    )
 }
 
 #[repr(C)]
@@ -91,10 +160,22 @@ struct RoundsParams {
 /// matrix (threads take whole column pairs). Callers keep `(end - start)` times the
 /// per-thread work of a round (`ceil(pairs / 256) * (2 m + n)` loop iterations) within
 /// [`LOOP_BUDGET`].
-pub fn jacobi_rounds(enc: &mut impl Record, gpu: &Gpu, b: &JacobiBatch<'_>, start: usize, end: usize, tol: f32) -> Result<()> {
+pub fn jacobi_rounds(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    b: &JacobiBatch<'_>,
+    start: usize,
+    end: usize,
+    tol: f32,
+) -> Result<()> {
     const OP: &str = "jacobi_rounds";
     let batch = b.check(OP, tol)?;
-    let params = RoundsParams { batch: batch as u32, round: start as u32, tol, round_end: end as u32 };
+    let params = RoundsParams {
+        batch: batch as u32,
+        round: start as u32,
+        tol,
+        round_end: end as u32,
+    };
     let groups = crate::gpu::launch::grid_1d(batch as u64, 65535)?;
     enc.dispatch(gpu, &JACOBI_ROUNDS, &[], &params, &b.binds(), groups)
 }
@@ -114,31 +195,78 @@ struct GramParams {
 /// Samples one [`gram_accumulate`] call takes (its sample loop stays within the loop budget).
 pub const GRAM_MAX_SAMPLES: usize = (LOOP_BUDGET / 17 * 16) as usize;
 
-pub fn gram_accumulate(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, y: &GpuTensor, c: &GpuTensor) -> Result<()> {
+pub fn gram_accumulate(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    c: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "gram_accumulate";
     for (name, t) in [("x", x), ("y", y), ("c", c)] {
         t.expect_dtype(OP, name, DType::F32)?;
     }
     let (s, k) = match *x.shape() {
         [s, k] => (s, k),
-        _ => return Err(Error::ShapeMismatch { op: OP, tensor: "x".into(), expected: "[samples, k]".into(), got: x.shape().to_vec() }),
+        _ => {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                tensor: "x".into(),
+                expected: "[samples, k]".into(),
+                got: x.shape().to_vec(),
+            })
+        }
     };
     let o = match *y.shape() {
         [sy, o] if sy == s => o,
-        _ => return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("[{s}, outputs]"), got: y.shape().to_vec() }),
+        _ => {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                tensor: "y".into(),
+                expected: format!("[{s}, outputs]"),
+                got: y.shape().to_vec(),
+            })
+        }
     };
     if c.shape() != [k, o] {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "c".into(), expected: format!("[{k}, {o}]"), got: c.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "c".into(),
+            expected: format!("[{k}, {o}]"),
+            got: c.shape().to_vec(),
+        });
     }
     let groups = [(o as u64).div_ceil(16), (k as u64).div_ceil(16)];
     if groups.iter().any(|&g| g > gpu.limits().max_groups as u64) {
-        return Err(Error::invalid(OP, "size", format!("{k}x{o}"), "more tiles than one dispatch allows"));
+        return Err(Error::invalid(
+            OP,
+            "size",
+            format!("{k}x{o}"),
+            "more tiles than one dispatch allows",
+        ));
     }
     if s > GRAM_MAX_SAMPLES {
-        return Err(Error::invalid(OP, "samples", s, format!("at most {GRAM_MAX_SAMPLES} per call")));
+        return Err(Error::invalid(
+            OP,
+            "samples",
+            s,
+            format!("at most {GRAM_MAX_SAMPLES} per call"),
+        ));
     }
-    let params = GramParams { samples: s as u32, k: k as u32, o: o as u32, _pad: 0 };
-    enc.dispatch(gpu, &GRAM, &[], &params, &[Bind::Whole(x), Bind::Whole(y), Bind::Whole(c)], [groups[0] as u32, groups[1] as u32, 1])
+    let params = GramParams {
+        samples: s as u32,
+        k: k as u32,
+        o: o as u32,
+        _pad: 0,
+    };
+    enc.dispatch(
+        gpu,
+        &GRAM,
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(y), Bind::Whole(c)],
+        [groups[0] as u32, groups[1] as u32, 1],
+    )
 }
 
 #[repr(C)]
@@ -176,26 +304,67 @@ fn blocks(n: usize, cost: impl Fn(usize) -> u64) -> Vec<(usize, usize)> {
 /// u32 holds (n, right-hand sides, offset of A, offset of B) per system; `a`'s lower triangle
 /// is overwritten by the factors, `b` by the solutions, and `status[s]` (start from zero)
 /// becomes 1 + the column of the first pivot that was not positive.
-pub fn cholesky_solve(enc: &mut impl Record, gpu: &Gpu, desc: &GpuTensor, sizes: &[(usize, usize)], a: &GpuTensor, b: &GpuTensor, status: &GpuTensor, ridge: f32) -> Result<()> {
+pub fn cholesky_solve(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    desc: &GpuTensor,
+    sizes: &[(usize, usize)],
+    a: &GpuTensor,
+    b: &GpuTensor,
+    status: &GpuTensor,
+    ridge: f32,
+) -> Result<()> {
     const OP: &str = "cholesky_solve";
-    for (name, t, dt) in [("desc", desc, DType::U32), ("a", a, DType::F32), ("b", b, DType::F32), ("status", status, DType::U32)] {
+    for (name, t, dt) in [
+        ("desc", desc, DType::U32),
+        ("a", a, DType::F32),
+        ("b", b, DType::F32),
+        ("status", status, DType::U32),
+    ] {
         t.expect_dtype(OP, name, dt)?;
     }
     let systems = status.len();
     if desc.len() != systems * 4 || sizes.len() != systems {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "desc".into(), expected: format!("[{systems}, 4] and {systems} sizes"), got: desc.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "desc".into(),
+            expected: format!("[{systems}, 4] and {systems} sizes"),
+            got: desc.shape().to_vec(),
+        });
     }
     if !(ridge >= 0.0 && ridge.is_finite()) {
-        return Err(Error::invalid(OP, "ridge", ridge, "must be >= 0 and finite"));
+        return Err(Error::invalid(
+            OP,
+            "ridge",
+            ridge,
+            "must be >= 0 and finite",
+        ));
     }
     if systems as u64 > gpu.limits().max_groups as u64 {
-        return Err(Error::invalid(OP, "systems", systems, "more than one dispatch allows"));
+        return Err(Error::invalid(
+            OP,
+            "systems",
+            systems,
+            "more than one dispatch allows",
+        ));
     }
     let n = sizes.iter().map(|s| s.0).max().unwrap_or(0);
     let rhs = sizes.iter().map(|s| s.1).max().unwrap_or(0) as u64;
-    let binds = [Bind::Whole(desc), Bind::Whole(a), Bind::Whole(b), Bind::Whole(status)];
+    let binds = [
+        Bind::Whole(desc),
+        Bind::Whole(a),
+        Bind::Whole(b),
+        Bind::Whole(status),
+    ];
     let groups = [systems as u32, 1, 1];
-    let p = |start: usize, end: usize, backward: u32| SolveParams { systems: systems as u32, ridge, start: start as u32, end: end as u32, backward, _pad: [0; 3] };
+    let p = |start: usize, end: usize, backward: u32| SolveParams {
+        systems: systems as u32,
+        ridge,
+        start: start as u32,
+        end: end as u32,
+        backward,
+        _pad: [0; 3],
+    };
     enc.dispatch(gpu, &RIDGE, &[], &p(0, 0, 0), &binds, groups)?;
     let rows = (n as u64).div_ceil(WG);
     for (s, e) in blocks(n, |j| j as u64 * (1 + rows) + rows) {

@@ -9,10 +9,26 @@ use crate::graph::shape::pool_output_shape;
 
 use Access::{Read, ReadWrite, Uniform};
 
-static MAX_POOL: Kernel = Kernel { family: Family::Pool, entry: "max_pool", bindings: &[Uniform, Read, ReadWrite] };
-static AVG_POOL: Kernel = Kernel { family: Family::Pool, entry: "avg_pool", bindings: &[Uniform, Read, ReadWrite] };
-static RESIZE: Kernel = Kernel { family: Family::Pool, entry: "resize", bindings: &[Uniform, Read, ReadWrite, Read] };
-static GLOBAL_AVG: Kernel = Kernel { family: Family::Pool, entry: "global_avg_pool", bindings: &[Uniform, Read, ReadWrite] };
+static MAX_POOL: Kernel = Kernel {
+    family: Family::Pool,
+    entry: "max_pool",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static AVG_POOL: Kernel = Kernel {
+    family: Family::Pool,
+    entry: "avg_pool",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static RESIZE: Kernel = Kernel {
+    family: Family::Pool,
+    entry: "resize",
+    bindings: &[Uniform, Read, ReadWrite, Read],
+};
+static GLOBAL_AVG: Kernel = Kernel {
+    family: Family::Pool,
+    entry: "global_avg_pool",
+    bindings: &[Uniform, Read, ReadWrite],
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -38,12 +54,24 @@ struct Params {
 }
 
 /// Max (`max = true`) or average window pooling into a preallocated `y`.
-pub fn pool2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, a: &Pool2d, max: bool, y: &GpuTensor) -> Result<()> {
+pub fn pool2d_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    a: &Pool2d,
+    max: bool,
+    y: &GpuTensor,
+) -> Result<()> {
     let op = if max { "MaxPool" } else { "AveragePool" };
     x.expect_dtype(op, "x", DType::F32)?;
     let [n, c, oh, ow] = pool_output_shape(x.shape(), a)?;
     if y.shape() != [n, c, oh, ow] {
-        return Err(Error::ShapeMismatch { op, tensor: "y".into(), expected: format!("{:?}", [n, c, oh, ow]), got: y.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op,
+            tensor: "y".into(),
+            expected: format!("{:?}", [n, c, oh, ow]),
+            got: y.shape().to_vec(),
+        });
     }
     let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
     let s = x.shape();
@@ -67,34 +95,84 @@ pub fn pool2d_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, a: &Pool2d, 
         step: step as u32,
         _pad: [0; 3],
     };
-    enc.dispatch(gpu, if max { &MAX_POOL } else { &AVG_POOL }, &[], &params, &[Bind::Whole(x), Bind::Whole(y)], grid)
+    enc.dispatch(
+        gpu,
+        if max { &MAX_POOL } else { &AVG_POOL },
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(y)],
+        grid,
+    )
 }
 
 /// Mean over the spatial dims of `[n, c, ...]` into `y` of `[n, c, 1, ...]`.
-pub fn global_avg_pool_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+pub fn global_avg_pool_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "GlobalAveragePool";
     x.expect_dtype(OP, "x", DType::F32)?;
     let s = x.shape();
     if s.len() < 3 || y.len() != s[0] * s[1] {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "x".into(), expected: "[n, c, spatial...] with y of n*c elements".into(), got: s.to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "x".into(),
+            expected: "[n, c, spatial...] with y of n*c elements".into(),
+            got: s.to_vec(),
+        });
     }
     let nc = s[0] * s[1];
-    let params = Params { nc: nc as u32, h: 1, w: (x.len() / nc.max(1)) as u32, ..Default::default() };
+    let params = Params {
+        nc: nc as u32,
+        h: 1,
+        w: (x.len() / nc.max(1)) as u32,
+        ..Default::default()
+    };
     let grid = grid_1d(nc as u64, gpu.limits().max_groups)?;
-    enc.dispatch(gpu, &GLOBAL_AVG, &[], &params, &[Bind::Whole(x), Bind::Whole(y)], grid)
+    enc.dispatch(
+        gpu,
+        &GLOBAL_AVG,
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(y)],
+        grid,
+    )
 }
 
 /// Resizes the spatial dims of `x` into `y` (`[n, c, oh, ow]`); `scales` = (h, w) as ONNX
 /// defines them (output / input when sizes were given).
-pub fn resize_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, r: Resize, scales: [f32; 2], y: &GpuTensor) -> Result<()> {
+pub fn resize_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    r: Resize,
+    scales: [f32; 2],
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "Resize";
     x.expect_dtype(OP, "x", DType::F32)?;
     let (s, o) = (x.shape(), y.shape());
     if s.len() != 4 || o.len() != 4 || s[..2] != o[..2] || s.contains(&0) || o.contains(&0) {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "y".into(), expected: format!("[{}, {}, oh, ow] from x {s:?}", s.first().unwrap_or(&0), s.get(1).unwrap_or(&0)), got: o.to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "y".into(),
+            expected: format!(
+                "[{}, {}, oh, ow] from x {s:?}",
+                s.first().unwrap_or(&0),
+                s.get(1).unwrap_or(&0)
+            ),
+            got: o.to_vec(),
+        });
     }
     if !scales.iter().all(|v| v.is_finite() && *v > 0.0) {
-        return Err(Error::invalid(OP, "scales", format!("{scales:?}"), "must be finite and > 0"));
+        return Err(Error::invalid(
+            OP,
+            "scales",
+            format!("{scales:?}"),
+            "must be finite and > 0",
+        ));
     }
     let table = gpu.upload_slice(&[2], &scales)?;
     let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
@@ -110,5 +188,12 @@ pub fn resize_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, r: Resize, s
         step: step as u32,
         ..Default::default()
     };
-    enc.dispatch(gpu, &RESIZE, &[], &params, &[Bind::Whole(x), Bind::Whole(y), Bind::Whole(&table)], grid)
+    enc.dispatch(
+        gpu,
+        &RESIZE,
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(y), Bind::Whole(&table)],
+        grid,
+    )
 }

@@ -9,11 +9,31 @@ use crate::ops::calib;
 
 use Access::{Read, ReadWrite, Uniform};
 
-static FAKE_QUANT: Kernel = Kernel { family: Family::Quant, entry: "fake_quant", bindings: &[Uniform, Read, Read, ReadWrite] };
-static CODES: Kernel = Kernel { family: Family::Quant, entry: "quantize_codes", bindings: &[Uniform, Read, Read, ReadWrite] };
-static REQUANT: Kernel = Kernel { family: Family::Quant, entry: "requant", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
-static REQUANT_F32: Kernel = Kernel { family: Family::Quant, entry: "requant_f32", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
-static QADD: Kernel = Kernel { family: Family::Quant, entry: "qadd", bindings: &[Uniform, Read, Read, Read, ReadWrite] };
+static FAKE_QUANT: Kernel = Kernel {
+    family: Family::Quant,
+    entry: "fake_quant",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static CODES: Kernel = Kernel {
+    family: Family::Quant,
+    entry: "quantize_codes",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static REQUANT: Kernel = Kernel {
+    family: Family::Quant,
+    entry: "requant",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+};
+static REQUANT_F32: Kernel = Kernel {
+    family: Family::Quant,
+    entry: "requant_f32",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+};
+static QADD: Kernel = Kernel {
+    family: Family::Quant,
+    entry: "qadd",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+};
 static BACKWARD: Kernel = Kernel {
     family: Family::Quant,
     entry: "fake_quant_backward",
@@ -61,30 +81,64 @@ fn check(op: &'static str, x: &GpuTensor, q: &QuantGrid) -> Result<ChannelView> 
         });
     }
     if x.len() as u64 > u32::MAX as u64 {
-        return Err(Error::TooLarge { op, tensor: "x".into(), bytes: x.bytes(), limit: u32::MAX as u64 * 4, which: "32-bit element index" });
+        return Err(Error::TooLarge {
+            op,
+            tensor: "x".into(),
+            bytes: x.bytes(),
+            limit: u32::MAX as u64 * 4,
+            which: "32-bit element index",
+        });
     }
     Ok(view)
 }
 
 /// Records one elementwise quant kernel over `x` in binding-sized chunks; `outs` are written
 /// at the same positions as `x`.
-fn launch(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], q: &QuantGrid, view: ChannelView) -> Result<()> {
+fn launch(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: &Kernel,
+    x: &GpuTensor,
+    ins: &[&GpuTensor],
+    outs: &[&GpuTensor],
+    q: &QuantGrid,
+    view: ChannelView,
+) -> Result<()> {
     let table = upload_table(gpu, q)?;
-    launch_table(enc, gpu, kernel, x, ins, outs, &table, (q.steps, q.signed_codes, false), view)
+    launch_table(
+        enc,
+        gpu,
+        kernel,
+        x,
+        ins,
+        outs,
+        &table,
+        (q.steps, q.signed_codes, false),
+        view,
+    )
 }
 
 /// An encoding's kernel table on the GPU (`[channels, 4]`: scale, 1/scale, offset, 0).
 pub fn upload_table(gpu: &Gpu, q: &QuantGrid) -> Result<GpuTensor> {
-    gpu.upload_slice(&[q.channels(), 4], bytemuck::cast_slice::<[f32; 4], f32>(&q.table()))
+    gpu.upload_slice(
+        &[q.channels(), 4],
+        bytemuck::cast_slice::<[f32; 4], f32>(&q.table()),
+    )
 }
 
 /// Overwrites a table made by [`upload_table`] (same channel count) for the next submission.
 pub fn write_table(gpu: &Gpu, table: &GpuTensor, q: &QuantGrid) -> Result<()> {
     if table.len() != q.channels() * 4 {
-        return Err(Error::ShapeMismatch { op: "write_table", tensor: "table".into(), expected: format!("[{}, 4]", q.channels()), got: table.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: "write_table",
+            tensor: "table".into(),
+            expected: format!("[{}, 4]", q.channels()),
+            got: table.shape().to_vec(),
+        });
     }
     q.validate("write_table")?;
-    gpu.queue.write_buffer(table.buf.raw(), 0, bytemuck::cast_slice(&q.table()));
+    gpu.queue
+        .write_buffer(table.buf.raw(), 0, bytemuck::cast_slice(&q.table()));
     Ok(())
 }
 
@@ -93,26 +147,64 @@ pub fn write_table(gpu: &Gpu, table: &GpuTensor, q: &QuantGrid) -> Result<()> {
 /// correctly rounded quotient x / scale (as onnxruntime's QuantizeLinear does) instead of the
 /// product with 1 / scale.
 #[allow(clippy::too_many_arguments)]
-pub fn fake_quant_table_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, table: &GpuTensor, steps: u32, axis: Option<usize>, exact: bool, y: &GpuTensor) -> Result<()> {
+pub fn fake_quant_table_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    table: &GpuTensor,
+    steps: u32,
+    axis: Option<usize>,
+    exact: bool,
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "fake_quant";
     x.expect_dtype(OP, "x", DType::F32)?;
     let view = ChannelView::new(x.shape(), axis, OP)?;
     if view.channels as usize * 4 != table.len() || y.len() != x.len() {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "table / y".into(), expected: format!("{} channels and {} outputs", view.channels, x.len()), got: table.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "table / y".into(),
+            expected: format!("{} channels and {} outputs", view.channels, x.len()),
+            got: table.shape().to_vec(),
+        });
     }
     if x.is_empty() {
         return Ok(());
     }
-    launch_table(enc, gpu, &FAKE_QUANT, x, &[], &[y], table, (steps, false, exact), view)
+    launch_table(
+        enc,
+        gpu,
+        &FAKE_QUANT,
+        x,
+        &[],
+        &[y],
+        table,
+        (steps, false, exact),
+        view,
+    )
 }
 
 /// `grid` = (steps N, signed codes, exact division).
 #[allow(clippy::too_many_arguments)]
-fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor, ins: &[&GpuTensor], outs: &[&GpuTensor], table: &GpuTensor, grid: (u32, bool, bool), view: ChannelView) -> Result<()> {
+fn launch_table(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: &Kernel,
+    x: &GpuTensor,
+    ins: &[&GpuTensor],
+    outs: &[&GpuTensor],
+    table: &GpuTensor,
+    grid: (u32, bool, bool),
+    view: ChannelView,
+) -> Result<()> {
     let (steps, signed_codes, exact) = grid;
     let limits = gpu.limits();
     for ch in linear_chunks(x.len() as u64, &limits) {
-        let range = |t| Bind::Range { tensor: t, offset: ch.start * 4, size: ch.len * 4 };
+        let range = |t| Bind::Range {
+            tensor: t,
+            offset: ch.start * 4,
+            size: ch.len * 4,
+        };
         let mut binds = vec![Bind::Whole(table), range(x)];
         binds.extend(ins.iter().map(|t| range(t)));
         binds.extend(outs.iter().map(|t| range(t)));
@@ -140,7 +232,12 @@ fn launch_table(enc: &mut impl Record, gpu: &Gpu, kernel: &Kernel, x: &GpuTensor
 
 /// Quantize-dequantize `x` with `q` (per tensor, or per channel along `q.axis`).
 /// NaN stays NaN; +-Inf saturate to the grid's ends.
-pub fn fake_quant(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &QuantGrid) -> Result<GpuTensor> {
+pub fn fake_quant(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    q: &QuantGrid,
+) -> Result<GpuTensor> {
     let view = check("fake_quant", x, q)?;
     let out = gpu.empty(x.shape(), DType::F32)?;
     if !x.is_empty() {
@@ -151,7 +248,12 @@ pub fn fake_quant(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &QuantGrid
 
 /// Integer codes of `x` under `q` (i32): `q + offset` on signed grids, `q` in [0, N] otherwise.
 /// NaN gets the code of 0.0.
-pub fn quantize_codes(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &QuantGrid) -> Result<GpuTensor> {
+pub fn quantize_codes(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    q: &QuantGrid,
+) -> Result<GpuTensor> {
     let view = check("quantize_codes", x, q)?;
     let out = gpu.empty(x.shape(), DType::I32)?;
     if !x.is_empty() {
@@ -161,23 +263,50 @@ pub fn quantize_codes(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, q: &Quant
 }
 
 /// Backward pass of [`fake_quant`] for an upstream gradient `grad`.
-pub fn fake_quant_backward(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, grad: &GpuTensor, q: &QuantGrid) -> Result<QuantGrads> {
+pub fn fake_quant_backward(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    grad: &GpuTensor,
+    q: &QuantGrid,
+) -> Result<QuantGrads> {
     const OP: &str = "fake_quant_backward";
     let view = check(OP, x, q)?;
     grad.expect_dtype(OP, "grad", DType::F32)?;
     if grad.shape() != x.shape() {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "grad".into(), expected: format!("{:?} (shape of x)", x.shape()), got: grad.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "grad".into(),
+            expected: format!("{:?} (shape of x)", x.shape()),
+            got: grad.shape().to_vec(),
+        });
     }
     if x.is_empty() {
-        return Err(Error::EmptyTensor { op: OP, tensor: "x".into() });
+        return Err(Error::EmptyTensor {
+            op: OP,
+            tensor: "x".into(),
+        });
     }
     let grad_x = gpu.empty(x.shape(), DType::F32)?;
     let gs = gpu.empty(x.shape(), DType::F32)?;
     let go = gpu.empty(x.shape(), DType::F32)?;
-    launch(enc, gpu, &BACKWARD, x, &[grad], &[&grad_x, &gs, &go], q, view)?;
+    launch(
+        enc,
+        gpu,
+        &BACKWARD,
+        x,
+        &[grad],
+        &[&grad_x, &gs, &go],
+        q,
+        view,
+    )?;
     let grad_scale = calib::channel_sum(enc, gpu, &gs, q.axis)?;
     let grad_offset = calib::channel_sum(enc, gpu, &go, q.axis)?;
-    Ok(QuantGrads { grad_x, grad_scale, grad_offset })
+    Ok(QuantGrads {
+        grad_x,
+        grad_scale,
+        grad_offset,
+    })
 }
 
 #[repr(C)]
@@ -205,10 +334,25 @@ pub struct Requant<'a> {
 /// Requantizes accumulators `acc` (`[.., channels, inner..]` flattened; i32, or f32 holding
 /// exact integers below 2^24) onto the grid into the dequantized f32 `y`:
 /// `clamp(round(f32(acc + bias[c]) * multiplier[c])) * scale`.
-pub fn requant_into(enc: &mut impl Record, gpu: &Gpu, acc: &GpuTensor, r: &Requant<'_>, y: &GpuTensor) -> Result<()> {
+pub fn requant_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    acc: &GpuTensor,
+    r: &Requant<'_>,
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "requant";
-    let Requant { bias, multiplier, inner, grid } = *r;
-    let kernel = if acc.dtype() == DType::F32 { &REQUANT_F32 } else { &REQUANT };
+    let Requant {
+        bias,
+        multiplier,
+        inner,
+        grid,
+    } = *r;
+    let kernel = if acc.dtype() == DType::F32 {
+        &REQUANT_F32
+    } else {
+        &REQUANT
+    };
     if acc.dtype() != DType::F32 {
         acc.expect_dtype(OP, "acc", DType::I32)?;
     }
@@ -216,15 +360,46 @@ pub fn requant_into(enc: &mut impl Record, gpu: &Gpu, acc: &GpuTensor, r: &Requa
     multiplier.expect_dtype(OP, "multiplier", DType::F32)?;
     y.expect_dtype(OP, "y", DType::F32)?;
     let channels = multiplier.len();
-    if bias.len() != channels || y.len() != acc.len() || channels == 0 || inner == 0 || acc.len() % (channels * inner) != 0 {
-        return Err(Error::ShapeMismatch { op: OP, tensor: "acc / bias / y".into(), expected: format!("[.., {channels}, {inner}] accumulators, {channels} biases, as many outputs"), got: acc.shape().to_vec() });
+    if bias.len() != channels
+        || y.len() != acc.len()
+        || channels == 0
+        || inner == 0
+        || acc.len() % (channels * inner) != 0
+    {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "acc / bias / y".into(),
+            expected: format!(
+                "[.., {channels}, {inner}] accumulators, {channels} biases, as many outputs"
+            ),
+            got: acc.shape().to_vec(),
+        });
     }
     if acc.is_empty() {
         return Ok(());
     }
-    let params = RequantParams { n: acc.len() as u32, inner: inner as u32, channels: channels as u32, scale: grid.scale, lo: grid.lo, hi: grid.hi };
+    let params = RequantParams {
+        n: acc.len() as u32,
+        inner: inner as u32,
+        channels: channels as u32,
+        scale: grid.scale,
+        lo: grid.lo,
+        hi: grid.hi,
+    };
     let groups = grid_1d((acc.len() as u64).div_ceil(WG), gpu.limits().max_groups)?;
-    enc.dispatch(gpu, kernel, &[], &params, &[Bind::Whole(acc), Bind::Whole(bias), Bind::Whole(multiplier), Bind::Whole(y)], groups)
+    enc.dispatch(
+        gpu,
+        kernel,
+        &[],
+        &params,
+        &[
+            Bind::Whole(acc),
+            Bind::Whole(bias),
+            Bind::Whole(multiplier),
+            Bind::Whole(y),
+        ],
+        groups,
+    )
 }
 
 #[repr(C)]
@@ -242,16 +417,33 @@ struct AddParams {
 /// Quantized addition of two same-shape dequantized tensors into `y`, with onnxruntime's x86
 /// QLinearAdd arithmetic (see [`AddGrids::table`]). 8-bit grids; inputs share the output's
 /// code type.
-pub fn qadd_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, g: AddGrids, y: &GpuTensor) -> Result<()> {
+pub fn qadd_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    g: AddGrids,
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "QLinearAdd";
     for (name, t) in [("a", a), ("b", b), ("y", y)] {
         t.expect_dtype(OP, name, DType::F32)?;
         if t.len() != a.len() {
-            return Err(Error::ShapeMismatch { op: OP, tensor: name.into(), expected: format!("{:?}", a.shape()), got: t.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                tensor: name.into(),
+                expected: format!("{:?}", a.shape()),
+                got: t.shape().to_vec(),
+            });
         }
     }
     if g.qmax - g.qmin != 255.0 {
-        return Err(Error::invalid(OP, "code range", format!("[{}, {}]", g.qmin, g.qmax), "8-bit codes"));
+        return Err(Error::invalid(
+            OP,
+            "code range",
+            format!("[{}, {}]", g.qmin, g.qmax),
+            "8-bit codes",
+        ));
     }
     if a.is_empty() {
         return Ok(());
@@ -267,5 +459,17 @@ pub fn qadd_into(enc: &mut impl Record, gpu: &Gpu, a: &GpuTensor, b: &GpuTensor,
         scale_c: g.c.0,
     };
     let groups = grid_1d((a.len() as u64).div_ceil(WG), gpu.limits().max_groups)?;
-    enc.dispatch(gpu, &QADD, &[], &params, &[Bind::Whole(a), Bind::Whole(b), Bind::Whole(&table), Bind::Whole(y)], groups)
+    enc.dispatch(
+        gpu,
+        &QADD,
+        &[],
+        &params,
+        &[
+            Bind::Whole(a),
+            Bind::Whole(b),
+            Bind::Whole(&table),
+            Bind::Whole(y),
+        ],
+        groups,
+    )
 }

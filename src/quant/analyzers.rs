@@ -33,14 +33,22 @@ impl std::str::FromStr for Scheme {
             // histogram's mean squared quantization error.
             "mse" => Ok(Scheme::TfEnhanced { gamma: 1.0 }),
             p if p.starts_with("percentile") => {
-                let v = p.trim_start_matches("percentile").trim_start_matches([':', '=']);
-                let v: f32 = if v.is_empty() { 99.99 } else { v.parse().map_err(|_| format!("bad percentile '{v}'"))? };
+                let v = p
+                    .trim_start_matches("percentile")
+                    .trim_start_matches([':', '=']);
+                let v: f32 = if v.is_empty() {
+                    99.99
+                } else {
+                    v.parse().map_err(|_| format!("bad percentile '{v}'"))?
+                };
                 if !(50.0..=100.0).contains(&v) {
                     return Err(format!("percentile {v} must be in [50, 100]"));
                 }
                 Ok(Scheme::Percentile(v))
             }
-            other => Err(format!("unknown scheme '{other}' (minmax, tf-enhanced, mse, percentile[:P])")),
+            other => Err(format!(
+                "unknown scheme '{other}' (minmax, tf-enhanced, mse, percentile[:P])"
+            )),
         }
     }
 }
@@ -67,7 +75,10 @@ impl PdfRange {
         let lo = (centre - 3.0 * (centre - min)).max(f32::MIN);
         let hi = (centre + 3.0 * (max - centre)).min(f32::MAX);
         let step = (hi as f64 - lo as f64) / PDF_BUCKETS as f64;
-        PdfRange { first: (lo as f64 / step).floor() as i64, step }
+        PdfRange {
+            first: (lo as f64 / step).floor() as i64,
+            step,
+        }
     }
 
     fn x_left(&self, i: usize) -> f64 {
@@ -92,13 +103,21 @@ impl Pdf {
     /// From bucket counts and the number of values seen (those outside the range included).
     pub fn from_counts(range: PdfRange, counts: &[u32], seen: u64) -> Pdf {
         let n = seen.max(1) as f64;
-        Pdf { range, probs: counts.iter().map(|&c| c as f64 / n).collect() }
+        Pdf {
+            range,
+            probs: counts.iter().map(|&c| c as f64 / n).collect(),
+        }
     }
 
     /// The PDF of one tensor or channel seen at once (AIMET's parameter quantizers): the range
     /// from its own finite min/max; `None` when every value is zero (AIMET then starts no PDF).
     pub fn of(values: &[f32]) -> Option<Pdf> {
-        let (lo, hi) = values.iter().filter(|v| v.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = values
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
         if lo > hi || (lo == 0.0 && hi == 0.0) {
             return None;
         }
@@ -117,7 +136,10 @@ impl Pdf {
     fn observed(&self) -> (f32, f32) {
         let r = &self.range;
         let lo = self.probs.iter().position(|&p| p > 0.0).unwrap_or(0);
-        let hi = (1..PDF_BUCKETS).rev().find(|&i| self.probs[i] > 0.0).unwrap_or(PDF_BUCKETS - 1);
+        let hi = (1..PDF_BUCKETS)
+            .rev()
+            .find(|&i| self.probs[i] > 0.0)
+            .unwrap_or(PDF_BUCKETS - 1);
         let lo = (r.x_left(lo) as f32).min(0.0);
         let hi = (r.x_left(hi) as f32).max(0.0);
         (lo, hi.max(lo + 0.01))
@@ -131,13 +153,19 @@ impl Pdf {
         let max = delta * (offset as f32 + steps);
         let start = self.range.x_left(0) as f32;
         let step = self.range.x_left(1) - self.range.x_left(0);
-        let index = |v: f32| (((v - start) as f64 / step).floor() as i64).clamp(0, PDF_BUCKETS as i64 - 1) as usize;
+        let index = |v: f32| {
+            (((v - start) as f64 / step).floor() as i64).clamp(0, PDF_BUCKETS as i64 - 1) as usize
+        };
         let centre = |i: usize| start as f64 + i as f64 * step + step / 2.0;
         let (lo, hi) = (index(min), index(max));
         let (lo_centre, hi_centre) = (centre(lo) as f32 as f64, centre(hi) as f32 as f64);
         let p = &self.probs;
-        let below: f64 = (0..lo).map(|i| p[i] * (centre(i) - lo_centre).powi(2)).sum();
-        let above: f64 = (hi..PDF_BUCKETS).map(|i| p[i] * (centre(i) - hi_centre).powi(2)).sum();
+        let below: f64 = (0..lo)
+            .map(|i| p[i] * (centre(i) - lo_centre).powi(2))
+            .sum();
+        let above: f64 = (hi..PDF_BUCKETS)
+            .map(|i| p[i] * (centre(i) - hi_centre).powi(2))
+            .sum();
         let rounding: f64 = (lo..hi)
             .map(|i| {
                 let v = centre(i) as f32;
@@ -182,11 +210,18 @@ pub fn tf_enhanced(pdf: Option<&Pdf>, bitwidth: u32, kind: QuantKind, gamma: f32
         }
         candidates.push((observed_delta, observed_offset));
     } else {
-        let n = if kind == QuantKind::StrictSymmetric { full - 1.0 } else { full };
+        let n = if kind == QuantKind::StrictSymmetric {
+            full - 1.0
+        } else {
+            full
+        };
         let (max_delta, offset) = if lo == 0.0 && kind == QuantKind::UnsignedSymmetric {
             (hi / n, 0)
         } else {
-            ((hi.abs().max(lo.abs()) as f64 / (n as f64 / 2.0)) as f32, (-n / 2.0).floor() as i32)
+            (
+                (hi.abs().max(lo.abs()) as f64 / (n as f64 / 2.0)) as f32,
+                (-n / 2.0).floor() as i32,
+            )
         };
         // AIMET steps an f32 factor by 0.01 in f64: the rounding decides whether 1.01 is reached.
         let mut f = 0.01f64 as f32;
@@ -207,7 +242,13 @@ pub fn tf_enhanced(pdf: Option<&Pdf>, bitwidth: u32, kind: QuantKind, gamma: f32
 
 /// A candidate grid cut to the observed range, or `None` when it covers more than the range
 /// on both sides or nothing of it.
-fn clamp_to_observed(observed_min: f32, observed_max: f32, n: f32, delta: f32, offset: i32) -> Option<(f32, i32)> {
+fn clamp_to_observed(
+    observed_min: f32,
+    observed_max: f32,
+    n: f32,
+    delta: f32,
+    offset: i32,
+) -> Option<(f32, i32)> {
     let min = (delta * offset as f32).max(f32::MIN);
     let max = (delta * (offset as f32 + n)).min(f32::MAX);
     if min < observed_min && max > observed_max {
@@ -251,13 +292,33 @@ mod tests {
         let bulk: Vec<f32> = (0..100_000).map(|i| i as f32 / 50_000.0 - 1.0).collect();
         let outliers: Vec<f32> = bulk.iter().copied().chain([20.0; 3]).collect();
         let pdf = Pdf::of(&outliers);
-        assert_eq!(tf_enhanced(pdf.as_ref(), 8, QuantKind::Asymmetric, 3.0), (0.08235294371843338, -12.0));
-        assert_eq!(tf_enhanced(pdf.as_ref(), 8, QuantKind::SignedSymmetric, 3.0), (0.1441304236650467, -128.0));
-        assert_eq!(tf_enhanced(pdf.as_ref(), 4, QuantKind::Asymmetric, 3.0), (0.26249998807907104, -4.0));
+        assert_eq!(
+            tf_enhanced(pdf.as_ref(), 8, QuantKind::Asymmetric, 3.0),
+            (0.08235294371843338, -12.0)
+        );
+        assert_eq!(
+            tf_enhanced(pdf.as_ref(), 8, QuantKind::SignedSymmetric, 3.0),
+            (0.1441304236650467, -128.0)
+        );
+        assert_eq!(
+            tf_enhanced(pdf.as_ref(), 4, QuantKind::Asymmetric, 3.0),
+            (0.26249998807907104, -4.0)
+        );
         let w: Vec<f32> = (0..10_000).map(|i| i as f32 / 10_000.0 - 0.5).collect();
-        assert_eq!(tf_enhanced(Pdf::of(&w).as_ref(), 8, QuantKind::StrictSymmetric, 3.0), (0.003912468906491995, -127.0));
+        assert_eq!(
+            tf_enhanced(Pdf::of(&w).as_ref(), 8, QuantKind::StrictSymmetric, 3.0),
+            (0.003912468906491995, -127.0)
+        );
         let positive: Vec<f32> = w.iter().map(|v| v.abs()).collect();
-        assert_eq!(tf_enhanced(Pdf::of(&positive).as_ref(), 8, QuantKind::UnsignedSymmetric, 3.0), (0.0019607830327004194, 0.0));
+        assert_eq!(
+            tf_enhanced(
+                Pdf::of(&positive).as_ref(),
+                8,
+                QuantKind::UnsignedSymmetric,
+                3.0
+            ),
+            (0.0019607830327004194, 0.0)
+        );
     }
 
     #[test]
@@ -277,13 +338,22 @@ mod tests {
         let (s, o) = tf_enhanced(None, 8, QuantKind::Asymmetric, 3.0);
         assert_eq!((s, o), ((2.0f64 / 255.0) as f32, -128.0));
         // A constant tensor gets a density 0.01 wide (AIMET's grid for it).
-        assert_eq!(tf_enhanced(Pdf::of(&[2.0; 2]).as_ref(), 8, QuantKind::Asymmetric, 3.0), (0.007843129336833954, 0.0));
+        assert_eq!(
+            tf_enhanced(Pdf::of(&[2.0; 2]).as_ref(), 8, QuantKind::Asymmetric, 3.0),
+            (0.007843129336833954, 0.0)
+        );
     }
 
     #[test]
     fn percentiles_trim_the_tails() {
-        let counts: Vec<u32> = (0..100).map(|i| if i == 0 || i == 99 { 1 } else { 100 }).collect();
-        let h = Hist { counts: &counts, lo: 0.0, hi: 100.0 };
+        let counts: Vec<u32> = (0..100)
+            .map(|i| if i == 0 || i == 99 { 1 } else { 100 })
+            .collect();
+        let h = Hist {
+            counts: &counts,
+            lo: 0.0,
+            hi: 100.0,
+        };
         let (lo, hi) = percentile(&h, 99.9);
         assert_eq!((lo, hi), (1.0, 99.0));
         assert_eq!(percentile(&h, 100.0), (0.0, 100.0));

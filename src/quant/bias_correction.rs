@@ -35,24 +35,45 @@ pub struct BiasCorrection {
 /// The layers bias correction works on: Conv and Gemm nodes whose weight is quantized, with
 /// (bias name if any, output-channel axis of the weight, groups).
 fn targets(sim: &QuantSim, g: &Graph) -> Vec<(usize, Option<String>, usize, usize)> {
-    let quantized: std::collections::HashSet<&str> = sim.param_encodings().iter().map(|(n, _)| n.as_str()).collect();
+    let quantized: std::collections::HashSet<&str> = sim
+        .param_encodings()
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
     g.nodes
         .iter()
         .enumerate()
         .filter_map(|(i, n)| {
             let (axis, groups) = match &n.op {
                 Op::Conv(a) => (0, a.groups),
-                Op::Gemm { trans_a: false, trans_b, .. } => (if *trans_b { 0 } else { 1 }, 1),
+                Op::Gemm {
+                    trans_a: false,
+                    trans_b,
+                    ..
+                } => (if *trans_b { 0 } else { 1 }, 1),
                 _ => return None,
             };
-            quantized.contains(n.inputs[1].as_str()).then(|| (i, n.inputs.get(2).filter(|b| !b.is_empty()).cloned(), axis, groups))
+            quantized.contains(n.inputs[1].as_str()).then(|| {
+                (
+                    i,
+                    n.inputs.get(2).filter(|b| !b.is_empty()).cloned(),
+                    axis,
+                    groups,
+                )
+            })
         })
         .collect()
 }
 
 fn shifted(g: &Graph, bias: &str, delta: &[f32]) -> Const {
     let b = g.weight(bias).expect("biases of targets are constants");
-    Const::F32(ArrayD::from_shape_vec(IxDyn(&[delta.len()]), b.iter().zip(delta).map(|(v, d)| v + d).collect()).expect("1-D"))
+    Const::F32(
+        ArrayD::from_shape_vec(
+            IxDyn(&[delta.len()]),
+            b.iter().zip(delta).map(|(v, d)| v + d).collect(),
+        )
+        .expect("1-D"),
+    )
 }
 
 /// Analytical (data-free) bias correction of every quantized Conv/Gemm whose input's
@@ -69,18 +90,31 @@ pub fn analytical(sim: &mut QuantSim) -> Result<BiasCorrection> {
             continue;
         };
         let Some(x) = stats.get(&n.inputs[0]) else {
-            out.skipped.push((n.name.clone(), "input statistics unknown (no batch norm upstream)".into()));
+            out.skipped.push((
+                n.name.clone(),
+                "input statistics unknown (no batch norm upstream)".into(),
+            ));
             continue;
         };
-        let w = g.weight(&n.inputs[1]).expect("quantized weights are constants");
-        let Some(Const::F32(wq)) = sim.quantized_weights().get(&n.inputs[1]) else { unreachable!("every quantized weight is in the map") };
+        let w = g
+            .weight(&n.inputs[1])
+            .expect("quantized weights are constants");
+        let Some(Const::F32(wq)) = sim.quantized_weights().get(&n.inputs[1]) else {
+            unreachable!("every quantized weight is in the map")
+        };
         let err = wq - w;
         let Some(e) = linear(x, &err, axis, groups, None) else {
-            out.skipped.push((n.name.clone(), "input channels do not match the weight".into()));
+            out.skipped.push((
+                n.name.clone(),
+                "input channels do not match the weight".into(),
+            ));
             continue;
         };
         let delta: Vec<f32> = e.mean.iter().map(|m| -m).collect();
-        out.corrected.push((n.name.clone(), delta.iter().fold(0f32, |m, d| m.max(d.abs()))));
+        out.corrected.push((
+            n.name.clone(),
+            delta.iter().fold(0f32, |m, d| m.max(d.abs())),
+        ));
         consts.insert(bias.clone(), shifted(&g, &bias, &delta));
     }
     sim.edit(Edits::consts(consts))?;
@@ -88,16 +122,31 @@ pub fn analytical(sim: &mut QuantSim) -> Result<BiasCorrection> {
 }
 
 /// Per-channel (axis 1) means of `names` over `x`, from `runner` (tapping them).
-fn channel_means(runner: &Runner, input: &str, x: &ArrayD<f32>, names: &[String]) -> Result<Vec<Vec<f64>>> {
+fn channel_means(
+    runner: &Runner,
+    input: &str,
+    x: &ArrayD<f32>,
+    names: &[String],
+) -> Result<Vec<Vec<f64>>> {
     let gpu = runner.gpu().clone();
     let mut sums: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut count = vec![0usize; names.len()];
     runner.for_each_piece(&[(input, x.view())], |plan, part| {
-        let tensors = plan.run_with(part, |enc, p| names.iter().map(|n| channel_sum(enc, &gpu, p.tensor(n).expect("tapped"), Some(1))).collect::<Result<Vec<_>>>())?;
+        let tensors = plan.run_with(part, |enc, p| {
+            names
+                .iter()
+                .map(|n| channel_sum(enc, &gpu, p.tensor(n).expect("tapped"), Some(1)))
+                .collect::<Result<Vec<_>>>()
+        })?;
         for (k, t) in tensors.iter().enumerate() {
             let s = gpu.download::<f32>(t)?;
             let shape = plan.tensor(&names[k]).expect("tapped").shape();
-            count[k] += shape.iter().enumerate().filter(|(d, _)| *d != 1).map(|(_, v)| v).product::<usize>();
+            count[k] += shape
+                .iter()
+                .enumerate()
+                .filter(|(d, _)| *d != 1)
+                .map(|(_, v)| v)
+                .product::<usize>();
             sums[k].resize(s.len(), 0.0);
             for (a, b) in sums[k].iter_mut().zip(s.iter()) {
                 *a += *b as f64;
@@ -105,7 +154,11 @@ fn channel_means(runner: &Runner, input: &str, x: &ArrayD<f32>, names: &[String]
         }
         Ok(())
     })?;
-    Ok(sums.into_iter().zip(count).map(|(s, c)| s.into_iter().map(|v| v / c.max(1) as f64).collect()).collect())
+    Ok(sums
+        .into_iter()
+        .zip(count)
+        .map(|(s, c)| s.into_iter().map(|v| v / c.max(1) as f64).collect())
+        .collect())
 }
 
 /// Empirical bias correction on `x` (`[samples, ...]`, in GPU batches of `piece`); the
@@ -115,8 +168,16 @@ pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<Bi
     let input = sim.input_name().to_string();
     let g = sim.prepared(1)?;
     let t = targets(sim, &g);
-    let names: Vec<String> = t.iter().map(|(i, ..)| g.nodes[*i].outputs[0].clone()).collect();
-    let want = channel_means(&sim.runner(Model::Fp32)?.taps(&names).batch(piece), &input, x, &names)?;
+    let names: Vec<String> = t
+        .iter()
+        .map(|(i, ..)| g.nodes[*i].outputs[0].clone())
+        .collect();
+    let want = channel_means(
+        &sim.runner(Model::Fp32)?.taps(&names).batch(piece),
+        &input,
+        x,
+        &names,
+    )?;
     let mut out = BiasCorrection::default();
     for ((i, bias, ..), (name, want)) in t.iter().zip(names.iter().zip(&want)) {
         let node = g.nodes[*i].name.clone();
@@ -125,11 +186,21 @@ pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<Bi
             continue;
         };
         let one = std::slice::from_ref(name);
-        let got = channel_means(&sim.runner(Model::Simulated)?.outputs(one).batch(piece), &input, x, one)?.remove(0);
+        let got = channel_means(
+            &sim.runner(Model::Simulated)?.outputs(one).batch(piece),
+            &input,
+            x,
+            one,
+        )?
+        .remove(0);
         let delta: Vec<f32> = want.iter().zip(&got).map(|(w, g)| (w - g) as f32).collect();
-        out.corrected.push((node, delta.iter().fold(0f32, |m, d| m.max(d.abs()))));
+        out.corrected
+            .push((node, delta.iter().fold(0f32, |m, d| m.max(d.abs()))));
         let cur = sim.prepared(1)?;
-        sim.edit(Edits::consts(BTreeMap::from([(bias.clone(), shifted(&cur, bias, &delta))])))?;
+        sim.edit(Edits::consts(BTreeMap::from([(
+            bias.clone(),
+            shifted(&cur, bias, &delta),
+        )])))?;
     }
     Ok(out)
 }

@@ -63,15 +63,46 @@ pub struct Calibrator {
 impl Calibrator {
     /// Observers for every activation quantizer of `placement`, on `runner` (which taps
     /// every one of them that is not a graph input).
-    pub fn new(gpu: Arc<Gpu>, runner: Runner, placement: &Placement, scheme: Scheme) -> Result<Calibrator> {
-        let names: Vec<String> = placement.activations.iter().map(|q| q.tensor.clone()).collect();
+    pub fn new(
+        gpu: Arc<Gpu>,
+        runner: Runner,
+        placement: &Placement,
+        scheme: Scheme,
+    ) -> Result<Calibrator> {
+        let names: Vec<String> = placement
+            .activations
+            .iter()
+            .map(|q| q.tensor.clone())
+            .collect();
         let n = names.len();
         let observers = match scheme {
             Scheme::MinMax => Observers::None,
-            Scheme::Percentile(p) => Observers::Running((0..n).map(|_| RunningHistogram::new(calib::DEFAULT_BINS, None)).collect::<Result<_>>()?, p),
-            Scheme::TfEnhanced { gamma } => Observers::Pdf((0..n).map(|_| PdfObserver { range: None, counts: None, seen: 0 }).collect(), gamma),
+            Scheme::Percentile(p) => Observers::Running(
+                (0..n)
+                    .map(|_| RunningHistogram::new(calib::DEFAULT_BINS, None))
+                    .collect::<Result<_>>()?,
+                p,
+            ),
+            Scheme::TfEnhanced { gamma } => Observers::Pdf(
+                (0..n)
+                    .map(|_| PdfObserver {
+                        range: None,
+                        counts: None,
+                        seen: 0,
+                    })
+                    .collect(),
+                gamma,
+            ),
         };
-        Ok(Calibrator { gpu, runner: Arc::new(runner), names, observers, ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n], non_finite: vec![0; n], samples: 0 })
+        Ok(Calibrator {
+            gpu,
+            runner: Arc::new(runner),
+            names,
+            observers,
+            ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); n],
+            non_finite: vec![0; n],
+            samples: 0,
+        })
     }
 
     /// Adds one batch (`input` name → `[batch, ...]`), in pieces the adapter holds.
@@ -96,7 +127,10 @@ impl Calibrator {
         let mut outs: Vec<GpuTensor> = Vec::with_capacity(2 * names.len());
         let mut per_sample: Vec<(usize, GpuTensor)> = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            let t = plan.tensor(name).ok_or_else(|| Error::Graph { model: "calibration".into(), message: format!("no tap for '{name}'") })?;
+            let t = plan.tensor(name).ok_or_else(|| Error::Graph {
+                model: "calibration".into(),
+                message: format!("no tap for '{name}'"),
+            })?;
             let mm = calib::min_max(&mut enc, &gpu, t, None)?;
             outs.push(mm.range);
             outs.push(mm.non_finite);
@@ -104,7 +138,10 @@ impl Calibrator {
                 per_sample.push((i, calib::min_max(&mut enc, &gpu, t, Some(0))?.range));
             }
         }
-        let refs: Vec<&GpuTensor> = outs.iter().chain(per_sample.iter().map(|(_, t)| t)).collect();
+        let refs: Vec<&GpuTensor> = outs
+            .iter()
+            .chain(per_sample.iter().map(|(_, t)| t))
+            .collect();
         let bytes = gpu.submit_and_read(enc, &refs)?;
         let mut batch_ranges = Vec::with_capacity(names.len());
         for (i, pair) in bytes[..outs.len()].chunks(2).enumerate() {
@@ -120,7 +157,9 @@ impl Calibrator {
             Observers::Running(hists, _) => {
                 // The taps still hold this batch: histogram them in a second submission.
                 let mut enc = gpu.encoder();
-                for ((name, h), (range, bad)) in names.iter().zip(hists.iter_mut()).zip(&batch_ranges) {
+                for ((name, h), (range, bad)) in
+                    names.iter().zip(hists.iter_mut()).zip(&batch_ranges)
+                {
                     let t = plan.tensor(name).expect("tapped above");
                     h.update_known(&mut enc, &gpu, t, &[*range], &[*bad])?;
                 }
@@ -132,13 +171,25 @@ impl Calibrator {
                     // The first sample with a finite nonzero value fixes the range. Earlier
                     // all-zero samples of the same batch are counted, where AIMET (one sample
                     // per batch) would skip them.
-                    obs[*i].range = samples.iter().find(|r| r[0] <= r[1] && !(r[0] == 0.0 && r[1] == 0.0)).map(|r| PdfRange::around(r[0], r[1]));
+                    obs[*i].range = samples
+                        .iter()
+                        .find(|r| r[0] <= r[1] && !(r[0] == 0.0 && r[1] == 0.0))
+                        .map(|r| PdfRange::around(r[0], r[1]));
                 }
                 let mut enc = gpu.encoder();
                 for ((name, o), (_, bad)) in names.iter().zip(obs.iter_mut()).zip(&batch_ranges) {
                     let Some(range) = o.range else { continue };
                     let t = plan.tensor(name).expect("tapped above");
-                    o.counts = Some(calib::histogram(&mut enc, &gpu, t, None, &[range.grid()], PDF_BUCKETS as u32, Outside::Drop, o.counts.as_ref())?);
+                    o.counts = Some(calib::histogram(
+                        &mut enc,
+                        &gpu,
+                        t,
+                        None,
+                        &[range.grid()],
+                        PDF_BUCKETS as u32,
+                        Outside::Drop,
+                        o.counts.as_ref(),
+                    )?);
                     o.seen += t.len() as u64 - *bad as u64;
                 }
                 gpu.submit(enc)?;
@@ -152,28 +203,54 @@ impl Calibrator {
     /// the given kinds (one per activation, in placement order).
     pub fn observed(&self, bitwidth: u32, kinds: &[QuantKind]) -> Result<Vec<Observed>> {
         match self.observers {
-            Observers::None => Ok(self.ranges.iter().map(|&(lo, hi)| Observed::Range(lo, hi)).collect()),
+            Observers::None => Ok(self
+                .ranges
+                .iter()
+                .map(|&(lo, hi)| Observed::Range(lo, hi))
+                .collect()),
             Observers::Running(ref hists, p) => {
-                let counts: Vec<&GpuTensor> = hists.iter().map(|h| h.counts().expect("one batch was added")).collect();
+                let counts: Vec<&GpuTensor> = hists
+                    .iter()
+                    .map(|h| h.counts().expect("one batch was added"))
+                    .collect();
                 let bytes = self.gpu.submit_and_read(self.gpu.encoder(), &counts)?;
                 Ok(hists
                     .iter()
                     .zip(bytes)
                     .map(|(h, b)| {
                         let (lo, hi) = h.ranges()[0];
-                        let (lo, hi) = percentile(&Hist { counts: bytemuck::cast_slice(&b), lo, hi }, p);
+                        let (lo, hi) = percentile(
+                            &Hist {
+                                counts: bytemuck::cast_slice(&b),
+                                lo,
+                                hi,
+                            },
+                            p,
+                        );
                         Observed::Range(lo, hi)
                     })
                     .collect())
             }
             Observers::Pdf(ref obs, gamma) => {
-                let counts: Vec<&GpuTensor> = obs.iter().filter_map(|o| o.counts.as_ref()).collect();
-                let mut bytes = self.gpu.submit_and_read(self.gpu.encoder(), &counts)?.into_iter();
+                let counts: Vec<&GpuTensor> =
+                    obs.iter().filter_map(|o| o.counts.as_ref()).collect();
+                let mut bytes = self
+                    .gpu
+                    .submit_and_read(self.gpu.encoder(), &counts)?
+                    .into_iter();
                 Ok(obs
                     .iter()
                     .zip(kinds)
                     .map(|(o, &kind)| {
-                        let pdf = o.range.map(|r| Pdf::from_counts(r, bytemuck::cast_slice(&bytes.next().expect("one readback per density")), o.seen));
+                        let pdf = o.range.map(|r| {
+                            Pdf::from_counts(
+                                r,
+                                bytemuck::cast_slice(
+                                    &bytes.next().expect("one readback per density"),
+                                ),
+                                o.seen,
+                            )
+                        });
                         let (scale, offset) = tf_enhanced(pdf.as_ref(), bitwidth, kind, gamma);
                         Observed::Grid { scale, offset }
                     })

@@ -105,17 +105,25 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, key: &str, message: impl Into<String>) -> Error {
-        Error::Config { file: self.file.to_string(), key: key.to_string(), message: message.into() }
+        Error::Config {
+            file: self.file.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
     }
 
     fn object<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Map<String, Value>> {
-        v.as_object().ok_or_else(|| self.err(key, format!("expected an object, found {v}")))
+        v.as_object()
+            .ok_or_else(|| self.err(key, format!("expected an object, found {v}")))
     }
 
     fn known(&self, key: &str, m: &Map<String, Value>, allowed: &[&str]) -> Result<()> {
         for k in m.keys() {
             if !allowed.contains(&k.as_str()) {
-                return Err(self.err(&format!("{key}.{k}"), format!("unknown key (expected one of {allowed:?})")));
+                return Err(self.err(
+                    &format!("{key}.{k}"),
+                    format!("unknown key (expected one of {allowed:?})"),
+                ));
             }
         }
         Ok(())
@@ -126,25 +134,49 @@ impl Ctx<'_> {
             Value::Bool(b) => Ok(*b),
             Value::String(s) if s == "True" || s == "true" => Ok(true),
             Value::String(s) if s == "False" || s == "false" => Ok(false),
-            other => Err(self.err(key, format!("expected \"True\" or \"False\", found {other}"))),
+            other => Err(self.err(
+                key,
+                format!("expected \"True\" or \"False\", found {other}"),
+            )),
         }
     }
 
     fn opt_bool(&self, key: &str, m: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
-        m.get(name).map(|v| self.boolean(&format!("{key}.{name}"), v)).transpose()
+        m.get(name)
+            .map(|v| self.boolean(&format!("{key}.{name}"), v))
+            .transpose()
     }
 
     /// A `supported_kernels` list: `[{"activation": {"bitwidth": 8, "dtype": "int"}, "param": {…}}]`.
     fn kernels(&self, key: &str, v: &Value) -> Result<Vec<SupportedKernel>> {
-        let list = v.as_array().ok_or_else(|| self.err(key, format!("expected a list, found {v}")))?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| self.err(key, format!("expected a list, found {v}")))?;
         let grid = |k: &str, v: &Value| -> Result<(u32, bool)> {
             let m = self.object(k, v)?;
             self.known(k, m, &["bitwidth", "dtype"])?;
-            let bw = m.get("bitwidth").and_then(Value::as_u64).filter(|b| (1..=32).contains(b)).ok_or_else(|| self.err(&format!("{k}.bitwidth"), format!("expected a bitwidth in 1..=32, found {:?}", m.get("bitwidth"))))?;
+            let bw = m
+                .get("bitwidth")
+                .and_then(Value::as_u64)
+                .filter(|b| (1..=32).contains(b))
+                .ok_or_else(|| {
+                    self.err(
+                        &format!("{k}.bitwidth"),
+                        format!(
+                            "expected a bitwidth in 1..=32, found {:?}",
+                            m.get("bitwidth")
+                        ),
+                    )
+                })?;
             let float = match m.get("dtype").and_then(Value::as_str) {
                 Some("int") => false,
                 Some("float") => true,
-                other => return Err(self.err(&format!("{k}.dtype"), format!("expected \"int\" or \"float\", found {other:?}"))),
+                other => {
+                    return Err(self.err(
+                        &format!("{k}.dtype"),
+                        format!("expected \"int\" or \"float\", found {other:?}"),
+                    ))
+                }
             };
             Ok((bw as u32, float))
         };
@@ -154,8 +186,16 @@ impl Ctx<'_> {
                 let k = format!("{key}[{i}]");
                 let m = self.object(&k, e)?;
                 self.known(&k, m, &["activation", "param"])?;
-                let act = m.get("activation").ok_or_else(|| self.err(&format!("{k}.activation"), "missing"))?;
-                Ok(SupportedKernel { activation: grid(&format!("{k}.activation"), act)?, param: m.get("param").map(|p| grid(&format!("{k}.param"), p)).transpose()? })
+                let act = m
+                    .get("activation")
+                    .ok_or_else(|| self.err(&format!("{k}.activation"), "missing"))?;
+                Ok(SupportedKernel {
+                    activation: grid(&format!("{k}.activation"), act)?,
+                    param: m
+                        .get("param")
+                        .map(|p| grid(&format!("{k}.param"), p))
+                        .transpose()?,
+                })
             })
             .collect()
     }
@@ -163,7 +203,10 @@ impl Ctx<'_> {
     fn settings(&self, key: &str, v: &Value) -> Result<Settings> {
         let m = self.object(key, v)?;
         self.known(key, m, &["is_quantized", "is_symmetric"])?;
-        Ok(Settings { is_quantized: self.opt_bool(key, m, "is_quantized")?, is_symmetric: self.opt_bool(key, m, "is_symmetric")? })
+        Ok(Settings {
+            is_quantized: self.opt_bool(key, m, "is_quantized")?,
+            is_symmetric: self.opt_bool(key, m, "is_symmetric")?,
+        })
     }
 }
 
@@ -179,33 +222,73 @@ impl QuantConfig {
 
     /// AIMET's per-channel default.
     pub fn default_per_channel() -> QuantConfig {
-        QuantConfig::parse(DEFAULT_PER_CHANNEL, "built-in default").expect("the built-in config parses")
+        QuantConfig::parse(DEFAULT_PER_CHANNEL, "built-in default")
+            .expect("the built-in config parses")
     }
 
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<QuantConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { action: "reading config", path: path.display().to_string(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            action: "reading config",
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         QuantConfig::parse(&text, &path.display().to_string())
     }
 
     /// Parses config JSON; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<QuantConfig> {
         let cx = Ctx { file };
-        let root: Value = serde_json::from_str(text).map_err(|e| cx.err("(file)", format!("not valid JSON: {e}")))?;
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| cx.err("(file)", format!("not valid JSON: {e}")))?;
         let root = cx.object("(root)", &root)?;
-        cx.known("(root)", root, &["defaults", "params", "op_type", "supergroups", "supergroup_pass_list", "model_input", "model_output"])?;
-        let defaults = cx.object("defaults", root.get("defaults").ok_or_else(|| cx.err("defaults", "missing"))?)?;
-        cx.known("defaults", defaults, &["ops", "params", "strict_symmetric", "unsigned_symmetric", "per_channel_quantization", "hw_version", "supported_kernels"])?;
+        cx.known(
+            "(root)",
+            root,
+            &[
+                "defaults",
+                "params",
+                "op_type",
+                "supergroups",
+                "supergroup_pass_list",
+                "model_input",
+                "model_output",
+            ],
+        )?;
+        let defaults = cx.object(
+            "defaults",
+            root.get("defaults")
+                .ok_or_else(|| cx.err("defaults", "missing"))?,
+        )?;
+        cx.known(
+            "defaults",
+            defaults,
+            &[
+                "ops",
+                "params",
+                "strict_symmetric",
+                "unsigned_symmetric",
+                "per_channel_quantization",
+                "hw_version",
+                "supported_kernels",
+            ],
+        )?;
         let ops = match defaults.get("ops") {
             Some(v) => cx.object("defaults.ops", v)?.clone(),
             None => Map::new(),
         };
-        cx.known("defaults.ops", &ops, &["is_output_quantized", "is_symmetric", "is_input_quantized"])?;
+        cx.known(
+            "defaults.ops",
+            &ops,
+            &["is_output_quantized", "is_symmetric", "is_input_quantized"],
+        )?;
         let dparams = match defaults.get("params") {
             Some(v) => cx.settings("defaults.params", v)?,
             None => Settings::default(),
         };
-        let flag = |name: &str, default: bool| -> Result<bool> { Ok(cx.opt_bool("defaults", defaults, name)?.unwrap_or(default)) };
+        let flag = |name: &str, default: bool| -> Result<bool> {
+            Ok(cx.opt_bool("defaults", defaults, name)?.unwrap_or(default))
+        };
         let mut params = BTreeMap::new();
         if let Some(v) = root.get("params") {
             for (role, s) in cx.object("params", v)? {
@@ -217,25 +300,54 @@ impl QuantConfig {
             for (op, s) in cx.object("op_type", v)? {
                 let key = format!("op_type.{op}");
                 let m = cx.object(&key, s)?;
-                cx.known(&key, m, &["is_input_quantized", "is_output_quantized", "is_symmetric", "per_channel_quantization", "params", "supported_kernels", "encoding_constraints"])?;
+                cx.known(
+                    &key,
+                    m,
+                    &[
+                        "is_input_quantized",
+                        "is_output_quantized",
+                        "is_symmetric",
+                        "per_channel_quantization",
+                        "params",
+                        "supported_kernels",
+                        "encoding_constraints",
+                    ],
+                )?;
                 let mut o = OpSettings {
                     is_input_quantized: cx.opt_bool(&key, m, "is_input_quantized")?,
                     is_output_quantized: cx.opt_bool(&key, m, "is_output_quantized")?,
                     is_symmetric: cx.opt_bool(&key, m, "is_symmetric")?,
                     per_channel_quantization: cx.opt_bool(&key, m, "per_channel_quantization")?,
-                    supported_kernels: m.get("supported_kernels").map(|v| cx.kernels(&format!("{key}.supported_kernels"), v)).transpose()?,
+                    supported_kernels: m
+                        .get("supported_kernels")
+                        .map(|v| cx.kernels(&format!("{key}.supported_kernels"), v))
+                        .transpose()?,
                     ..Default::default()
                 };
                 if let Some(p) = m.get("params") {
                     for (role, s) in cx.object(&format!("{key}.params"), p)? {
-                        o.params.insert(role.clone(), cx.settings(&format!("{key}.params.{role}"), s)?);
+                        o.params.insert(
+                            role.clone(),
+                            cx.settings(&format!("{key}.params.{role}"), s)?,
+                        );
                     }
                 }
                 if let Some(c) = m.get("encoding_constraints") {
                     let ck = format!("{key}.encoding_constraints");
                     let cm = cx.object(&ck, c)?;
                     cx.known(&ck, cm, &["min", "max"])?;
-                    let num = |n: &str| cm.get(n).map(|v| v.as_f64().map(|f| f as f32).ok_or_else(|| cx.err(&format!("{ck}.{n}"), format!("expected a number, found {v}")))).transpose();
+                    let num = |n: &str| {
+                        cm.get(n)
+                            .map(|v| {
+                                v.as_f64().map(|f| f as f32).ok_or_else(|| {
+                                    cx.err(
+                                        &format!("{ck}.{n}"),
+                                        format!("expected a number, found {v}"),
+                                    )
+                                })
+                            })
+                            .transpose()
+                    };
                     o.encoding_constraints = Some((num("min")?, num("max")?));
                 }
                 op_type.insert(op.clone(), o);
@@ -243,18 +355,48 @@ impl QuantConfig {
         }
         let mut supergroups = Vec::new();
         if let Some(v) = root.get("supergroups") {
-            let list = v.as_array().ok_or_else(|| cx.err("supergroups", "expected a list"))?;
+            let list = v
+                .as_array()
+                .ok_or_else(|| cx.err("supergroups", "expected a list"))?;
             for (i, g) in list.iter().enumerate() {
                 let key = format!("supergroups[{i}]");
                 let m = cx.object(&key, g)?;
                 cx.known(&key, m, &["op_list"])?;
-                let ops = m.get("op_list").and_then(Value::as_array).ok_or_else(|| cx.err(&format!("{key}.op_list"), "expected a list of op types"))?;
-                supergroups.push(ops.iter().map(|o| o.as_str().map(str::to_string).ok_or_else(|| cx.err(&format!("{key}.op_list"), format!("expected op type strings, found {o}")))).collect::<Result<_>>()?);
+                let ops = m.get("op_list").and_then(Value::as_array).ok_or_else(|| {
+                    cx.err(&format!("{key}.op_list"), "expected a list of op types")
+                })?;
+                supergroups.push(
+                    ops.iter()
+                        .map(|o| {
+                            o.as_str().map(str::to_string).ok_or_else(|| {
+                                cx.err(
+                                    &format!("{key}.op_list"),
+                                    format!("expected op type strings, found {o}"),
+                                )
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                );
             }
         }
         let supergroup_pass_list = match root.get("supergroup_pass_list") {
-            Some(Value::Array(a)) => a.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| cx.err("supergroup_pass_list", format!("expected strings, found {v}")))).collect::<Result<_>>()?,
-            Some(other) => return Err(cx.err("supergroup_pass_list", format!("expected a list, found {other}"))),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_string).ok_or_else(|| {
+                        cx.err(
+                            "supergroup_pass_list",
+                            format!("expected strings, found {v}"),
+                        )
+                    })
+                })
+                .collect::<Result<_>>()?,
+            Some(other) => {
+                return Err(cx.err(
+                    "supergroup_pass_list",
+                    format!("expected a list, found {other}"),
+                ))
+            }
             None => Vec::new(),
         };
         let section = |name: &str, flag: &str| -> Result<Option<bool>> {
@@ -268,35 +410,58 @@ impl QuantConfig {
             }
         };
         Ok(QuantConfig {
-            ops_output_quantized: cx.opt_bool("defaults.ops", &ops, "is_output_quantized")?.unwrap_or(false),
-            ops_symmetric: cx.opt_bool("defaults.ops", &ops, "is_symmetric")?.unwrap_or(false),
+            ops_output_quantized: cx
+                .opt_bool("defaults.ops", &ops, "is_output_quantized")?
+                .unwrap_or(false),
+            ops_symmetric: cx
+                .opt_bool("defaults.ops", &ops, "is_symmetric")?
+                .unwrap_or(false),
             params_quantized: dparams.is_quantized.unwrap_or(true),
             params_symmetric: dparams.is_symmetric.unwrap_or(true),
             strict_symmetric: flag("strict_symmetric", false)?,
             unsigned_symmetric: flag("unsigned_symmetric", false)?,
             per_channel: flag("per_channel_quantization", false)?,
-            hw_version: defaults.get("hw_version").and_then(Value::as_str).map(str::to_string),
+            hw_version: defaults
+                .get("hw_version")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             params,
             op_type,
             supergroups,
             supergroup_pass_list,
             model_input_quantized: section("model_input", "is_input_quantized")?.unwrap_or(false),
-            model_output_quantized: section("model_output", "is_output_quantized")?.unwrap_or(false),
-            supported_kernels: defaults.get("supported_kernels").map(|v| cx.kernels("defaults.supported_kernels", v)).transpose()?.unwrap_or_default(),
+            model_output_quantized: section("model_output", "is_output_quantized")?
+                .unwrap_or(false),
+            supported_kernels: defaults
+                .get("supported_kernels")
+                .map(|v| cx.kernels("defaults.supported_kernels", v))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 
     /// Where a W`param_bw`A`act_bw` integer run falls outside the target's supported kernels:
     /// "defaults" and each of `op_types` whose list (its own, else the defaults') states kernels
     /// and none runs these bitwidths.
-    pub fn unsupported<'a>(&self, act_bw: u32, param_bw: u32, op_types: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let fails = |list: &[SupportedKernel]| !list.is_empty() && !list.iter().any(|k| k.runs(act_bw, param_bw));
+    pub fn unsupported<'a>(
+        &self,
+        act_bw: u32,
+        param_bw: u32,
+        op_types: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let fails = |list: &[SupportedKernel]| {
+            !list.is_empty() && !list.iter().any(|k| k.runs(act_bw, param_bw))
+        };
         let mut out = Vec::new();
         if fails(&self.supported_kernels) {
             out.push("defaults".to_string());
         }
         for op in op_types {
-            if let Some(list) = self.op_type.get(op).and_then(|o| o.supported_kernels.as_deref()) {
+            if let Some(list) = self
+                .op_type
+                .get(op)
+                .and_then(|o| o.supported_kernels.as_deref())
+            {
                 if fails(list) && !out.iter().any(|o| o == op) {
                     out.push(op.to_string());
                 }

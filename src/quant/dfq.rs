@@ -11,9 +11,9 @@ use std::collections::HashMap;
 
 use ndarray::{ArrayD, Axis};
 
+use crate::graph::attrs::{Binary, Unary};
 use crate::graph::ir::{Graph, Node, Op};
 use crate::graph::passes::cle::BnStats;
-use crate::graph::attrs::{Binary, Unary};
 
 /// Per-channel statistics of one tensor (channels along axis 1).
 #[derive(Clone, Debug, PartialEq)]
@@ -32,7 +32,13 @@ pub struct ChannelStats {
 impl ChannelStats {
     fn normal(mean: Vec<f32>, std: Vec<f32>) -> ChannelStats {
         let n = mean.len();
-        ChannelStats { mean, std, lo: vec![f32::NEG_INFINITY; n], hi: vec![f32::INFINITY; n], k: 3.0 }
+        ChannelStats {
+            mean,
+            std,
+            lo: vec![f32::NEG_INFINITY; n],
+            hi: vec![f32::INFINITY; n],
+            k: 3.0,
+        }
     }
 
     /// The tensor's (min, max) estimate: mean ± `self.k` std per channel within the bounds.
@@ -50,7 +56,11 @@ impl ChannelStats {
 fn erf(x: f64) -> f64 {
     // Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
     let t = 1.0 / (1.0 + 0.3275911 * x.abs());
-    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * (-x * x).exp();
+    let y = 1.0
+        - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
+            + 0.254829592)
+            * t
+            * (-x * x).exp();
     y.copysign(x)
 }
 
@@ -59,7 +69,11 @@ fn cdf(x: f64) -> f64 {
 }
 
 fn pdf(x: f64) -> f64 {
-    if x.is_infinite() { 0.0 } else { (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt() }
+    if x.is_infinite() {
+        0.0
+    } else {
+        (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+    }
 }
 
 /// Mean and standard deviation of clip(X, a, b) for X ~ N(mu, sigma^2).
@@ -73,7 +87,11 @@ pub fn clipped_normal(mu: f64, sigma: f64, a: f64, b: f64) -> (f64, f64) {
     let term = |v: f64, w: f64| if w == 0.0 { 0.0 } else { v * w };
     let mean = term(a, fa) + mu * (fb - fa) + sigma * (pa - pb) + term(b, 1.0 - fb);
     let ab = |x: f64, p: f64| if x.is_infinite() { 0.0 } else { x * p };
-    let second = term(a * a, fa) + term(b * b, 1.0 - fb) + (mu * mu + sigma * sigma) * (fb - fa) + 2.0 * mu * sigma * (pa - pb) + sigma * sigma * (ab(al, pa) - ab(be, pb));
+    let second = term(a * a, fa)
+        + term(b * b, 1.0 - fb)
+        + (mu * mu + sigma * sigma) * (fb - fa)
+        + 2.0 * mu * sigma * (pa - pb)
+        + sigma * sigma * (ab(al, pa) - ab(be, pb));
     (mean, (second - mean * mean).max(0.0).sqrt())
 }
 
@@ -90,7 +108,13 @@ fn clip(s: &ChannelStats, a: f32, b: f32) -> ChannelStats {
 }
 
 /// y = W x + b per output channel, channels independent: (weight, out-channel axis, groups).
-pub(crate) fn linear(s: &ChannelStats, w: &ArrayD<f32>, out_axis: usize, groups: usize, bias: Option<&ArrayD<f32>>) -> Option<ChannelStats> {
+pub(crate) fn linear(
+    s: &ChannelStats,
+    w: &ArrayD<f32>,
+    out_axis: usize,
+    groups: usize,
+    bias: Option<&ArrayD<f32>>,
+) -> Option<ChannelStats> {
     let cout = w.shape()[out_axis];
     let per_group = cout / groups.max(1);
     let mut mean = vec![0f32; cout];
@@ -107,15 +131,30 @@ pub(crate) fn linear(s: &ChannelStats, w: &ArrayD<f32>, out_axis: usize, groups:
             mean[o] += b[o];
         }
     }
-    Some(ChannelStats { k: 6.0, ..ChannelStats::normal(mean, var.into_iter().map(f32::sqrt).collect()) })
+    Some(ChannelStats {
+        k: 6.0,
+        ..ChannelStats::normal(mean, var.into_iter().map(f32::sqrt).collect())
+    })
 }
 
-fn node_stats(g: &Graph, n: &Node, bn: &BnStats, known: &HashMap<String, ChannelStats>) -> Option<ChannelStats> {
+fn node_stats(
+    g: &Graph,
+    n: &Node,
+    bn: &BnStats,
+    known: &HashMap<String, ChannelStats>,
+) -> Option<ChannelStats> {
     if let Some((gamma, beta)) = bn.get(&n.name) {
-        return Some(ChannelStats::normal(beta.clone(), gamma.iter().map(|v| v.abs()).collect()));
+        return Some(ChannelStats::normal(
+            beta.clone(),
+            gamma.iter().map(|v| v.abs()).collect(),
+        ));
     }
     let x = known.get(&n.inputs[0]);
-    let bias = n.inputs.get(2).filter(|b| !b.is_empty()).and_then(|b| g.weight(b));
+    let bias = n
+        .inputs
+        .get(2)
+        .filter(|b| !b.is_empty())
+        .and_then(|b| g.weight(b));
     match &n.op {
         Op::Unary(Unary::Relu) => Some(clip(x?, 0.0, f32::INFINITY)),
         Op::Unary(Unary::Clip(a, b)) => Some(clip(x?, *a, *b)),
@@ -123,15 +162,25 @@ fn node_stats(g: &Graph, n: &Node, bn: &BnStats, known: &HashMap<String, Channel
             let (a, b) = (x?, known.get(&n.inputs[1])?);
             (a.mean.len() == b.mean.len()).then(|| {
                 let mean = a.mean.iter().zip(&b.mean).map(|(u, v)| u + v).collect();
-                let std = a.std.iter().zip(&b.std).map(|(u, v)| (u * u + v * v).sqrt()).collect();
-                ChannelStats { k: a.k.max(b.k), ..ChannelStats::normal(mean, std) }
+                let std = a
+                    .std
+                    .iter()
+                    .zip(&b.std)
+                    .map(|(u, v)| (u * u + v * v).sqrt())
+                    .collect();
+                ChannelStats {
+                    k: a.k.max(b.k),
+                    ..ChannelStats::normal(mean, std)
+                }
             })
         }
         Op::Binary(Binary::Min) => {
             // CLE's per-channel clip: Relu then Min(bound); clip the Relu's input exactly.
             let hi = g.weight(&n.inputs[1])?;
             let (pre, lo) = match g.producer_of(&n.inputs[0]).map(|p| &g.nodes[p]) {
-                Some(p) if matches!(p.op, Op::Unary(Unary::Relu)) => (known.get(&p.inputs[0])?, 0.0),
+                Some(p) if matches!(p.op, Op::Unary(Unary::Relu)) => {
+                    (known.get(&p.inputs[0])?, 0.0)
+                }
                 _ => (x?, f32::NEG_INFINITY),
             };
             if hi.len() != pre.mean.len() {
@@ -139,7 +188,8 @@ fn node_stats(g: &Graph, n: &Node, bn: &BnStats, known: &HashMap<String, Channel
             }
             let mut out = pre.clone();
             for (c, &h) in hi.iter().enumerate() {
-                let (m, d) = clipped_normal(pre.mean[c] as f64, pre.std[c] as f64, lo as f64, h as f64);
+                let (m, d) =
+                    clipped_normal(pre.mean[c] as f64, pre.std[c] as f64, lo as f64, h as f64);
                 out.mean[c] = m as f32;
                 out.std[c] = d as f32;
                 out.lo[c] = pre.lo[c].max(lo);
@@ -150,11 +200,25 @@ fn node_stats(g: &Graph, n: &Node, bn: &BnStats, known: &HashMap<String, Channel
         Op::GlobalAveragePool | Op::AveragePool(_) | Op::Identity | Op::Dropout => x.cloned(),
         Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } => {
             let (si, so) = (g.shapes.get(&n.inputs[0])?, g.shapes.get(&n.outputs[0])?);
-            let keeps_channels = si.len() >= 2 && so.len() >= 2 && si[1] == so[1] && si[2..].iter().product::<usize>() == so[2..].iter().product::<usize>() && si[2..].iter().product::<usize>() == 1;
+            let keeps_channels = si.len() >= 2
+                && so.len() >= 2
+                && si[1] == so[1]
+                && si[2..].iter().product::<usize>() == so[2..].iter().product::<usize>()
+                && si[2..].iter().product::<usize>() == 1;
             keeps_channels.then(|| x.cloned()).flatten()
         }
         Op::Conv(a) => linear(x?, g.weight(&n.inputs[1])?, 0, a.groups, bias),
-        Op::Gemm { trans_a: false, trans_b, .. } => linear(x?, g.weight(&n.inputs[1])?, if *trans_b { 0 } else { 1 }, 1, bias),
+        Op::Gemm {
+            trans_a: false,
+            trans_b,
+            ..
+        } => linear(
+            x?,
+            g.weight(&n.inputs[1])?,
+            if *trans_b { 0 } else { 1 },
+            1,
+            bias,
+        ),
         _ => None,
     }
 }
@@ -182,7 +246,13 @@ mod tests {
     #[test]
     fn clipped_normal_matches_sampling() {
         // Closed forms against a fine numerical integration.
-        for &(mu, sigma, a, b) in &[(0.0, 1.0, 0.0, f64::INFINITY), (1.5, 0.7, 0.0, 6.0), (-2.0, 1.0, 0.0, 6.0), (5.0, 2.0, 0.0, 6.0), (3.0, 0.0, 0.0, 6.0)] {
+        for &(mu, sigma, a, b) in &[
+            (0.0, 1.0, 0.0, f64::INFINITY),
+            (1.5, 0.7, 0.0, 6.0),
+            (-2.0, 1.0, 0.0, 6.0),
+            (5.0, 2.0, 0.0, 6.0),
+            (3.0, 0.0, 0.0, 6.0),
+        ] {
             let (m, d) = clipped_normal(mu, sigma, a, b);
             if sigma == 0.0 {
                 assert_eq!((m, d), (3.0, 0.0));
@@ -199,7 +269,11 @@ mod tests {
                 w += p;
             }
             let (em, ev) = (s1 / w, s2 / w - (s1 / w).powi(2));
-            assert!((m - em).abs() < 1e-5 && (d - ev.sqrt()).abs() < 1e-5, "{mu} {sigma}: {m} {d} vs {em} {}", ev.sqrt());
+            assert!(
+                (m - em).abs() < 1e-5 && (d - ev.sqrt()).abs() < 1e-5,
+                "{mu} {sigma}: {m} {d} vs {em} {}",
+                ev.sqrt()
+            );
         }
     }
 }

@@ -62,7 +62,12 @@ pub fn steps(bitwidth: u32, kind: QuantKind) -> u32 {
 
 fn check_bitwidth(op: &'static str, bitwidth: u32) -> Result<()> {
     if !(2..=16).contains(&bitwidth) {
-        return Err(Error::invalid(op, "bitwidth", bitwidth, "must be in 2..=16"));
+        return Err(Error::invalid(
+            op,
+            "bitwidth",
+            bitwidth,
+            "must be in 2..=16",
+        ));
     }
     Ok(())
 }
@@ -82,41 +87,77 @@ fn scale_offset(min: f64, max: f64, bitwidth: u32, kind: QuantKind) -> (f32, f32
         }
     }
     let half = (1u64 << (bitwidth - 1)) as f64;
-    let kind = if kind == QuantKind::UnsignedSymmetric && min < 0.0 { QuantKind::SignedSymmetric } else { kind };
+    let kind = if kind == QuantKind::UnsignedSymmetric && min < 0.0 {
+        QuantKind::SignedSymmetric
+    } else {
+        kind
+    };
     match kind {
         QuantKind::Asymmetric => {
             let scale = ((max - min) / n) as f32;
             let offset = (min / scale as f64).round_ties_even() as f32;
             (scale, offset)
         }
-        QuantKind::SignedSymmetric => (((-min / half).max(max / (half - 1.0))) as f32, -half as f32),
+        QuantKind::SignedSymmetric => {
+            (((-min / half).max(max / (half - 1.0))) as f32, -half as f32)
+        }
         QuantKind::UnsignedSymmetric => ((max / n) as f32, 0.0),
-        QuantKind::StrictSymmetric => (((-min).max(max) / (half - 1.0)) as f32, -(half - 1.0) as f32),
+        QuantKind::StrictSymmetric => (
+            ((-min).max(max) / (half - 1.0)) as f32,
+            -(half - 1.0) as f32,
+        ),
     }
 }
 
 impl Encoding {
     /// Computes an encoding from per-channel ranges (one entry per channel; one for per-tensor).
-    pub fn from_ranges(min: &[f32], max: &[f32], bitwidth: u32, kind: QuantKind, axis: Option<usize>) -> Result<Encoding> {
+    pub fn from_ranges(
+        min: &[f32],
+        max: &[f32],
+        bitwidth: u32,
+        kind: QuantKind,
+        axis: Option<usize>,
+    ) -> Result<Encoding> {
         const OP: &str = "encoding";
         check_bitwidth(OP, bitwidth)?;
         if min.len() != max.len() || min.is_empty() {
-            return Err(Error::invalid(OP, "ranges", format!("{} mins, {} maxes", min.len(), max.len()), "need one min and one max per channel"));
+            return Err(Error::invalid(
+                OP,
+                "ranges",
+                format!("{} mins, {} maxes", min.len(), max.len()),
+                "need one min and one max per channel",
+            ));
         }
         if axis.is_none() && min.len() != 1 {
-            return Err(Error::invalid(OP, "ranges", min.len(), "a per-tensor encoding has one range"));
+            return Err(Error::invalid(
+                OP,
+                "ranges",
+                min.len(),
+                "a per-tensor encoding has one range",
+            ));
         }
         let mut scale = Vec::with_capacity(min.len());
         let mut offset = Vec::with_capacity(min.len());
         for (c, (&lo, &hi)) in min.iter().zip(max).enumerate() {
             if !lo.is_finite() || !hi.is_finite() || lo > hi {
-                return Err(Error::invalid(OP, "range", format!("channel {c}: [{lo}, {hi}]"), "must be finite with min <= max"));
+                return Err(Error::invalid(
+                    OP,
+                    "range",
+                    format!("channel {c}: [{lo}, {hi}]"),
+                    "must be finite with min <= max",
+                ));
             }
             let (s, o) = scale_offset(lo as f64, hi as f64, bitwidth, kind);
             scale.push(s);
             offset.push(o);
         }
-        let e = Encoding { bitwidth, kind, axis, scale, offset };
+        let e = Encoding {
+            bitwidth,
+            kind,
+            axis,
+            scale,
+            offset,
+        };
         e.validate(OP)?;
         Ok(e)
     }
@@ -145,7 +186,13 @@ impl Encoding {
     }
 
     fn raw_grid(&self) -> QuantGrid {
-        QuantGrid { axis: self.axis, scale: self.scale.clone(), offset: self.offset.clone(), steps: self.steps(), signed_codes: self.signed_codes() }
+        QuantGrid {
+            axis: self.axis,
+            scale: self.scale.clone(),
+            offset: self.offset.clone(),
+            steps: self.steps(),
+            signed_codes: self.signed_codes(),
+        }
     }
 
     /// The grid the kernels apply (validated).
@@ -158,12 +205,19 @@ impl Encoding {
 
     /// The integer grid of a per-tensor encoding: `r = q + offset` for `q` in `[0, N]`.
     pub fn int_grid(&self) -> IntGrid {
-        IntGrid { scale: self.scale[0], lo: self.offset[0], hi: self.offset[0] + self.steps() as f32 }
+        IntGrid {
+            scale: self.scale[0],
+            lo: self.offset[0],
+            hi: self.offset[0] + self.steps() as f32,
+        }
     }
 
     /// Whether codes are reported on the signed grid (q + offset) rather than [0, N].
     pub fn signed_codes(&self) -> bool {
-        matches!(self.kind, QuantKind::SignedSymmetric | QuantKind::StrictSymmetric) && self.offset.iter().all(|&o| o < 0.0)
+        matches!(
+            self.kind,
+            QuantKind::SignedSymmetric | QuantKind::StrictSymmetric
+        ) && self.offset.iter().all(|&o| o < 0.0)
     }
 }
 
@@ -182,20 +236,25 @@ mod tests {
 
     #[test]
     fn signed_symmetric_uses_the_full_signed_grid() {
-        let e = Encoding::from_ranges(&[-2.0], &[1.0], 8, QuantKind::SignedSymmetric, None).unwrap();
+        let e =
+            Encoding::from_ranges(&[-2.0], &[1.0], 8, QuantKind::SignedSymmetric, None).unwrap();
         assert_eq!(e.offset[0], -128.0);
         assert_eq!(e.scale[0], (2.0f64 / 128.0) as f32);
-        let e = Encoding::from_ranges(&[-1.0], &[2.0], 8, QuantKind::SignedSymmetric, None).unwrap();
+        let e =
+            Encoding::from_ranges(&[-1.0], &[2.0], 8, QuantKind::SignedSymmetric, None).unwrap();
         assert_eq!(e.scale[0], (2.0f64 / 127.0) as f32);
     }
 
     #[test]
     fn strict_and_unsigned_symmetric() {
-        let e = Encoding::from_ranges(&[-1.0], &[2.0], 4, QuantKind::StrictSymmetric, None).unwrap();
+        let e =
+            Encoding::from_ranges(&[-1.0], &[2.0], 4, QuantKind::StrictSymmetric, None).unwrap();
         assert_eq!((e.steps(), e.offset[0]), (14, -7.0));
-        let e = Encoding::from_ranges(&[0.5], &[2.0], 8, QuantKind::UnsignedSymmetric, None).unwrap();
+        let e =
+            Encoding::from_ranges(&[0.5], &[2.0], 8, QuantKind::UnsignedSymmetric, None).unwrap();
         assert_eq!((e.offset[0], e.scale[0]), (0.0, (2.0f64 / 255.0) as f32));
-        let e = Encoding::from_ranges(&[-0.5], &[2.0], 8, QuantKind::UnsignedSymmetric, None).unwrap();
+        let e =
+            Encoding::from_ranges(&[-0.5], &[2.0], 8, QuantKind::UnsignedSymmetric, None).unwrap();
         assert_eq!(e.offset[0], -128.0);
     }
 
@@ -211,11 +270,25 @@ mod tests {
     fn bad_input_is_a_typed_error() {
         assert!(Encoding::from_ranges(&[0.0], &[1.0], 1, QuantKind::Asymmetric, None).is_err());
         assert!(Encoding::from_ranges(&[0.0], &[1.0], 17, QuantKind::Asymmetric, None).is_err());
-        assert!(Encoding::from_ranges(&[f32::NAN], &[1.0], 8, QuantKind::Asymmetric, None).is_err());
+        assert!(
+            Encoding::from_ranges(&[f32::NAN], &[1.0], 8, QuantKind::Asymmetric, None).is_err()
+        );
         assert!(Encoding::from_ranges(&[2.0], &[1.0], 8, QuantKind::Asymmetric, None).is_err());
-        let bad = Encoding { bitwidth: 8, kind: QuantKind::Asymmetric, axis: None, scale: vec![0.0], offset: vec![0.0] };
+        let bad = Encoding {
+            bitwidth: 8,
+            kind: QuantKind::Asymmetric,
+            axis: None,
+            scale: vec![0.0],
+            offset: vec![0.0],
+        };
         assert!(bad.validate("test").is_err());
-        let bad = Encoding { bitwidth: 8, kind: QuantKind::Asymmetric, axis: None, scale: vec![1.0], offset: vec![0.5] };
+        let bad = Encoding {
+            bitwidth: 8,
+            kind: QuantKind::Asymmetric,
+            axis: None,
+            scale: vec![1.0],
+            offset: vec![0.5],
+        };
         assert!(bad.validate("test").is_err());
     }
 }

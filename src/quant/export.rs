@@ -29,7 +29,11 @@ pub fn entry_1_0_0(name: &str, e: &Encoding) -> Value {
 }
 
 /// The whole file: activation and parameter encodings, in the given order.
-pub fn encodings_1_0_0(activations: &[(String, Encoding)], params: &[(String, Encoding)], quantizer_args: Value) -> Value {
+pub fn encodings_1_0_0(
+    activations: &[(String, Encoding)],
+    params: &[(String, Encoding)],
+    quantizer_args: Value,
+) -> Value {
     json!({
         "activation_encodings": activations.iter().map(|(n, e)| entry_1_0_0(n, e)).collect::<Vec<_>>(),
         "param_encodings": params.iter().map(|(n, e)| entry_1_0_0(n, e)).collect::<Vec<_>>(),
@@ -41,17 +45,36 @@ pub fn encodings_1_0_0(activations: &[(String, Encoding)], params: &[(String, En
 
 /// The activation encodings of an AIMET 1.0.0 encodings file (per tensor, in file order).
 pub fn read_activations_1_0_0(v: &Value, file: &str) -> Result<Vec<(String, Encoding)>> {
-    let bad = |key: String, message: &str| Error::Config { file: file.into(), key, message: message.into() };
+    let bad = |key: String, message: &str| Error::Config {
+        file: file.into(),
+        key,
+        message: message.into(),
+    };
     if v["version"] != "1.0.0" {
-        return Err(bad("version".into(), "expected an AIMET 1.0.0 encodings file"));
+        return Err(bad(
+            "version".into(),
+            "expected an AIMET 1.0.0 encodings file",
+        ));
     }
-    let list = v["activation_encodings"].as_array().ok_or_else(|| bad("activation_encodings".into(), "missing or not a list"))?;
+    let list = v["activation_encodings"]
+        .as_array()
+        .ok_or_else(|| bad("activation_encodings".into(), "missing or not a list"))?;
     let mut out = Vec::with_capacity(list.len());
     for (i, e) in list.iter().enumerate() {
         let key = |k: &str| format!("activation_encodings[{i}].{k}");
-        let name = e["name"].as_str().ok_or_else(|| bad(key("name"), "missing or not a string"))?;
-        let bitwidth = e["bw"].as_u64().ok_or_else(|| bad(key("bw"), "missing or not an integer"))? as u32;
-        let num = |k: &str| e[k].as_array().and_then(|a| a.first()).and_then(Value::as_f64).ok_or_else(|| bad(key(k), "missing or not a list of numbers"));
+        let name = e["name"]
+            .as_str()
+            .ok_or_else(|| bad(key("name"), "missing or not a string"))?;
+        let bitwidth = e["bw"]
+            .as_u64()
+            .ok_or_else(|| bad(key("bw"), "missing or not an integer"))?
+            as u32;
+        let num = |k: &str| {
+            e[k].as_array()
+                .and_then(|a| a.first())
+                .and_then(Value::as_f64)
+                .ok_or_else(|| bad(key(k), "missing or not a list of numbers"))
+        };
         let (scale, offset) = (num("scale")? as f32, num("offset")? as f32);
         let half = 2f32.powi(bitwidth as i32 - 1);
         let kind = match (e["is_sym"].as_bool(), offset) {
@@ -61,7 +84,13 @@ pub fn read_activations_1_0_0(v: &Value, file: &str) -> Result<Vec<(String, Enco
             (Some(true), o) if o == 1.0 - half => QuantKind::StrictSymmetric,
             _ => return Err(bad(key("is_sym"), "not a boolean matching the offset")),
         };
-        let enc = Encoding { bitwidth, kind, axis: None, scale: vec![scale], offset: vec![offset] };
+        let enc = Encoding {
+            bitwidth,
+            kind,
+            axis: None,
+            scale: vec![scale],
+            offset: vec![offset],
+        };
         enc.validate("encodings file")?;
         out.push((name.to_string(), enc));
     }
@@ -83,7 +112,9 @@ impl std::str::FromStr for EncodingsVersion {
             "0.6.1" => Ok(EncodingsVersion::V0_6_1),
             "1.0.0" => Ok(EncodingsVersion::V1_0_0),
             "2.0.0" => Ok(EncodingsVersion::V2_0_0),
-            other => Err(format!("unknown encodings version '{other}' (0.6.1, 1.0.0 or 2.0.0)")),
+            other => Err(format!(
+                "unknown encodings version '{other}' (0.6.1, 1.0.0 or 2.0.0)"
+            )),
         }
     }
 }
@@ -111,9 +142,22 @@ fn channel_0_6_1(e: &Encoding, c: usize) -> Value {
 }
 
 /// The whole file in AIMET's 0.6.1 layout (objects keyed by tensor name, lists per channel).
-pub fn encodings_0_6_1(activations: &[(String, Encoding)], params: &[(String, Encoding)], quantizer_args: Value) -> Value {
+pub fn encodings_0_6_1(
+    activations: &[(String, Encoding)],
+    params: &[(String, Encoding)],
+    quantizer_args: Value,
+) -> Value {
     let section = |list: &[(String, Encoding)]| -> Value {
-        Value::Object(list.iter().map(|(n, e)| (n.clone(), Value::Array((0..e.channels()).map(|c| channel_0_6_1(e, c)).collect()))).collect())
+        Value::Object(
+            list.iter()
+                .map(|(n, e)| {
+                    (
+                        n.clone(),
+                        Value::Array((0..e.channels()).map(|c| channel_0_6_1(e, c)).collect()),
+                    )
+                })
+                .collect(),
+        )
     };
     json!({
         "activation_encodings": section(activations),
@@ -136,11 +180,25 @@ pub fn entry_2_0_0(name: &str, e: &Encoding) -> Value {
     m.insert("name".into(), json!(name));
     m.insert("output_dtype".into(), json!(dtype));
     let scales: Vec<f64> = e.scale.iter().map(|&s| s as f64).collect();
-    m.insert("y_scale".into(), if e.axis.is_some() { json!(scales) } else { json!(scales[0]) });
+    m.insert(
+        "y_scale".into(),
+        if e.axis.is_some() {
+            json!(scales)
+        } else {
+            json!(scales[0])
+        },
+    );
     if !signed {
         let zps: Vec<i64> = e.offset.iter().map(|&o| -(o as i64)).collect();
         if zps.iter().any(|&z| z != 0) {
-            m.insert("y_zero_point".into(), if e.axis.is_some() { json!(zps) } else { json!(zps[0]) });
+            m.insert(
+                "y_zero_point".into(),
+                if e.axis.is_some() {
+                    json!(zps)
+                } else {
+                    json!(zps[0])
+                },
+            );
         }
     }
     Value::Object(m)
@@ -161,7 +219,8 @@ impl QuantSim {
     /// them: outputs inside a supergroup take the group output's encoding, outputs of ops that
     /// only move data take their input's.
     fn aliases(&self, g: &Graph) -> Vec<(String, Encoding)> {
-        let mut known: HashMap<String, Encoding> = self.activation_encodings().iter().cloned().collect();
+        let mut known: HashMap<String, Encoding> =
+            self.activation_encodings().iter().cloned().collect();
         let mut out = Vec::new();
         // Data-moving ops forward their input's encoding (in graph order).
         for n in &g.nodes {
@@ -181,7 +240,12 @@ impl QuantSim {
                 continue;
             }
             if let [c] = g.consumers_of(o)[..] {
-                if let Some(e) = g.nodes[c].outputs.first().and_then(|co| known.get(co)).cloned() {
+                if let Some(e) = g.nodes[c]
+                    .outputs
+                    .first()
+                    .and_then(|co| known.get(co))
+                    .cloned()
+                {
                     known.insert(o.clone(), e.clone());
                     out.push((o.clone(), e));
                 }
@@ -193,7 +257,11 @@ impl QuantSim {
     /// Writes `<stem>.onnx` (the prepared FP32 model) and `<stem>.encodings` in the chosen
     /// AIMET format into `dir`.
     pub fn export(&self, dir: &Path, stem: &str, version: EncodingsVersion) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            action: "creating",
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
         let g = self.prepared(1)?;
         crate::graph::export::save(&g, &dir.join(format!("{stem}.onnx")), None)?;
         let opts = self.options();
@@ -215,11 +283,27 @@ impl QuantSim {
             EncodingsVersion::V0_6_1 => encodings_0_6_1(activations, params, args),
             EncodingsVersion::V2_0_0 => {
                 let aliases = self.aliases(&g);
-                let mut entries: Vec<Value> = activations.iter().chain(params).chain(&aliases).map(|(n, e)| entry_2_0_0(n, e)).collect();
-                let acts: HashMap<&str, &Encoding> = activations.iter().chain(&aliases).map(|(n, e)| (n.as_str(), e)).collect();
-                let params: HashMap<&str, &Encoding> = params.iter().map(|(n, e)| (n.as_str(), e)).collect();
+                let mut entries: Vec<Value> = activations
+                    .iter()
+                    .chain(params)
+                    .chain(&aliases)
+                    .map(|(n, e)| entry_2_0_0(n, e))
+                    .collect();
+                let acts: HashMap<&str, &Encoding> = activations
+                    .iter()
+                    .chain(&aliases)
+                    .map(|(n, e)| (n.as_str(), e))
+                    .collect();
+                let params: HashMap<&str, &Encoding> =
+                    params.iter().map(|(n, e)| (n.as_str(), e)).collect();
                 for n in &g.nodes {
-                    let (Some(w), Some(b), Some(x)) = (n.inputs.get(1), n.inputs.get(2).filter(|b| !b.is_empty()), n.inputs.first()) else { continue };
+                    let (Some(w), Some(b), Some(x)) = (
+                        n.inputs.get(1),
+                        n.inputs.get(2).filter(|b| !b.is_empty()),
+                        n.inputs.first(),
+                    ) else {
+                        continue;
+                    };
                     if let (Some(we), Some(xe)) = (params.get(w.as_str()), acts.get(x.as_str())) {
                         let scales: Vec<f32> = we.scale.iter().map(|&s| s * xe.scale[0]).collect();
                         entries.push(bias_entry_2_0_0(b, &scales));
@@ -238,17 +322,41 @@ impl QuantSim {
     /// simulation used them.
     pub fn export_qdq(&self, dir: &Path, stem: &str) -> Result<()> {
         if self.activation_encodings().is_empty() {
-            return Err(Error::invalid("export_qdq", "encodings", "none", "calibrate first"));
+            return Err(Error::invalid(
+                "export_qdq",
+                "encodings",
+                "none",
+                "calibrate first",
+            ));
         }
         let g = self.prepared(1)?;
         let mut codes: HashMap<String, ArrayD<i32>> = HashMap::new();
         for (name, e) in self.param_encodings() {
-            let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
+            let w = g.weight(name).ok_or_else(|| Error::Graph {
+                model: g.name.clone(),
+                message: format!("parameter '{name}' is not a constant"),
+            })?;
             codes.insert(name.clone(), stored_weight_codes(w, e)?);
         }
-        let biases = self.integer_plan()?.map(|p| p.biases.clone()).unwrap_or_default();
-        let model = crate::quant::qdq::qdq_model(&g, self.activation_encodings(), self.param_encodings(), &codes, &biases)?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io { action: "creating", path: dir.display().to_string(), message: e.to_string() })?;
-        crate::files::write_atomic(&dir.join(format!("{stem}_qdq.onnx")), &prost::Message::encode_to_vec(&model))
+        let biases = self
+            .integer_plan()?
+            .map(|p| p.biases.clone())
+            .unwrap_or_default();
+        let model = crate::quant::qdq::qdq_model(
+            &g,
+            self.activation_encodings(),
+            self.param_encodings(),
+            &codes,
+            &biases,
+        )?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            action: "creating",
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        crate::files::write_atomic(
+            &dir.join(format!("{stem}_qdq.onnx")),
+            &prost::Message::encode_to_vec(&model),
+        )
     }
 }

@@ -35,9 +35,22 @@ pub enum IntegerOp {
     /// `s_x * s_w / s_y`, the input's grid. `f32_exact`: a pointwise layer whose every partial
     /// sum of code products stays below 2^24 in magnitude (checked from the weights and the
     /// input grid), so an f32 GEMM on the codes adds them up exactly, in any order.
-    Conv { attrs: Conv2d, weight: Array4<i32>, bias: Vec<i32>, multiplier: Vec<f32>, x: IntGrid, out: IntGrid, gemm: bool, f32_exact: bool },
+    Conv {
+        attrs: Conv2d,
+        weight: Array4<i32>,
+        bias: Vec<i32>,
+        multiplier: Vec<f32>,
+        x: IntGrid,
+        out: IntGrid,
+        gemm: bool,
+        f32_exact: bool,
+    },
     /// Global average pooling: the integer sum per channel times `s_x / (s_y * h * w)`.
-    GlobalAvgPool { x_inv: f32, multiplier: f32, out: IntGrid },
+    GlobalAvgPool {
+        x_inv: f32,
+        multiplier: f32,
+        out: IntGrid,
+    },
     /// Same-shape addition of two quantized tensors.
     Add(AddGrids),
 }
@@ -82,28 +95,43 @@ impl IntegerPlan {
     /// Finds the nodes onnxruntime would fuse in `g` (the prepared FP32 graph: its weights and
     /// biases are quantized here) given the activation and parameter encodings. Integer kernels
     /// take 8-bit grids only.
-    pub fn new(g: &Graph, activations: &[(String, Encoding)], params: &[(String, Encoding)]) -> Result<IntegerPlan> {
+    pub fn new(
+        g: &Graph,
+        activations: &[(String, Encoding)],
+        params: &[(String, Encoding)],
+    ) -> Result<IntegerPlan> {
         for (name, e) in activations.iter().chain(params) {
             if e.bitwidth != 8 {
-                return Err(Error::invalid("integer simulation", "bitwidth", format!("{} ({name})", e.bitwidth), "integer kernels run 8-bit grids (uint8/int8)"));
+                return Err(Error::invalid(
+                    "integer simulation",
+                    "bitwidth",
+                    format!("{} ({name})", e.bitwidth),
+                    "integer kernels run 8-bit grids (uint8/int8)",
+                ));
             }
         }
         let signed = activations.iter().filter(|(_, e)| e.signed_codes()).count();
         if signed > 0 {
             log::warn!("integer simulation: {signed} activations have signed (int8) grids; onnxruntime converts them to uint8 and runs some of their layers in f32 (Conv + Clip as FusedConv), so its results differ from the simulation there");
         }
-        let acts: HashMap<&str, &Encoding> = activations.iter().map(|(n, e)| (n.as_str(), e)).collect();
-        let params: HashMap<&str, &Encoding> = params.iter().map(|(n, e)| (n.as_str(), e)).collect();
+        let acts: HashMap<&str, &Encoding> =
+            activations.iter().map(|(n, e)| (n.as_str(), e)).collect();
+        let params: HashMap<&str, &Encoding> =
+            params.iter().map(|(n, e)| (n.as_str(), e)).collect();
         let mut plan = IntegerPlan::default();
         for n in &g.nodes {
-            let Some(out) = n.outputs.first() else { continue };
+            let Some(out) = n.outputs.first() else {
+                continue;
+            };
             // The quantized value the fused kernel writes: its own output, or that of a Relu /
             // Clip onnxruntime drops.
             let (target, absorbed) = match acts.get(out.as_str()) {
                 Some(_) => (out.clone(), None),
                 None => match follower(g, out) {
                     Some((i, act)) => match acts.get(g.nodes[i].outputs[0].as_str()) {
-                        Some(e) if dropped_before(act, e) => (g.nodes[i].outputs[0].clone(), Some(g.nodes[i].name.clone())),
+                        Some(e) if dropped_before(act, e) => {
+                            (g.nodes[i].outputs[0].clone(), Some(g.nodes[i].name.clone()))
+                        }
                         _ => continue,
                     },
                     None => continue,
@@ -112,18 +140,57 @@ impl IntegerPlan {
             let e_out = acts[target.as_str()];
             let op = match &n.op {
                 Op::Conv(a) => conv_op(g, n, *a, &acts, &params, e_out, None)?,
-                Op::Gemm { alpha, beta, trans_a: false, trans_b } if *alpha == 1.0 && *beta == 1.0 => conv_op(g, n, Conv2d::default(), &acts, &params, e_out, Some(*trans_b))?,
+                Op::Gemm {
+                    alpha,
+                    beta,
+                    trans_a: false,
+                    trans_b,
+                } if *alpha == 1.0 && *beta == 1.0 => conv_op(
+                    g,
+                    n,
+                    Conv2d::default(),
+                    &acts,
+                    &params,
+                    e_out,
+                    Some(*trans_b),
+                )?,
                 Op::GlobalAveragePool => acts.get(n.inputs[0].as_str()).and_then(|e_in| {
                     let s = g.shapes.get(&n.inputs[0])?;
                     let hw = s.get(2..)?.iter().product::<usize>() as f32;
-                    Some((IntegerOp::GlobalAvgPool { x_inv: 1.0 / e_in.scale[0], multiplier: e_in.scale[0] / (e_out.scale[0] * hw), out: e_out.int_grid() }, None))
+                    Some((
+                        IntegerOp::GlobalAvgPool {
+                            x_inv: 1.0 / e_in.scale[0],
+                            multiplier: e_in.scale[0] / (e_out.scale[0] * hw),
+                            out: e_out.int_grid(),
+                        },
+                        None,
+                    ))
                 }),
-                Op::Binary(Binary::Add) if n.inputs.len() == 2 && g.shapes.get(&n.inputs[0]) == g.shapes.get(&n.inputs[1]) => {
-                    match (acts.get(n.inputs[0].as_str()), acts.get(n.inputs[1].as_str())) {
+                Op::Binary(Binary::Add)
+                    if n.inputs.len() == 2
+                        && g.shapes.get(&n.inputs[0]) == g.shapes.get(&n.inputs[1]) =>
+                {
+                    match (
+                        acts.get(n.inputs[0].as_str()),
+                        acts.get(n.inputs[1].as_str()),
+                    ) {
                         // One code type for all three, as QLinearAdd takes them.
-                        (Some(a), Some(b)) if a.signed_codes() == e_out.signed_codes() && b.signed_codes() == e_out.signed_codes() => {
-                            let ((sa, za, ..), (sb, zb, ..), (sc, zc, qmin, qmax)) = (onnx_grid(a), onnx_grid(b), onnx_grid(e_out));
-                            Some((IntegerOp::Add(AddGrids { a: (sa, za), b: (sb, zb), c: (sc, zc), qmin, qmax }), None))
+                        (Some(a), Some(b))
+                            if a.signed_codes() == e_out.signed_codes()
+                                && b.signed_codes() == e_out.signed_codes() =>
+                        {
+                            let ((sa, za, ..), (sb, zb, ..), (sc, zc, qmin, qmax)) =
+                                (onnx_grid(a), onnx_grid(b), onnx_grid(e_out));
+                            Some((
+                                IntegerOp::Add(AddGrids {
+                                    a: (sa, za),
+                                    b: (sb, zb),
+                                    c: (sc, zc),
+                                    qmin,
+                                    qmax,
+                                }),
+                                None,
+                            ))
                         }
                         _ => None,
                     }
@@ -163,11 +230,25 @@ type Fused = Option<(IntegerOp, Option<(String, (Vec<i32>, Vec<f32>))>)>;
 /// A Conv (or a Gemm: `gemm` = Some(trans_b); without trans_b its weight is `[k, n]`) with a
 /// quantized input and int8 symmetric weights quantized per output channel or per tensor.
 #[allow(clippy::too_many_arguments)]
-fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, params: &HashMap<&str, &Encoding>, e_out: &Encoding, gemm: Option<bool>) -> Result<Fused> {
+fn conv_op(
+    g: &Graph,
+    n: &Node,
+    attrs: Conv2d,
+    acts: &HashMap<&str, &Encoding>,
+    params: &HashMap<&str, &Encoding>,
+    e_out: &Encoding,
+    gemm: Option<bool>,
+) -> Result<Fused> {
     let transpose = gemm == Some(false);
-    let (Some(e_x), Some(w_name)) = (acts.get(n.inputs[0].as_str()), n.inputs.get(1)) else { return Ok(None) };
-    let Some(e_w) = params.get(w_name.as_str()) else { return Ok(None) };
-    let Some(w) = g.weight(w_name) else { return Ok(None) };
+    let (Some(e_x), Some(w_name)) = (acts.get(n.inputs[0].as_str()), n.inputs.get(1)) else {
+        return Ok(None);
+    };
+    let Some(e_w) = params.get(w_name.as_str()) else {
+        return Ok(None);
+    };
+    let Some(w) = g.weight(w_name) else {
+        return Ok(None);
+    };
     let out_axis = if transpose { 1 } else { 0 };
     if !e_w.signed_codes() || e_w.axis.is_some_and(|a| a != out_axis) {
         return Ok(None);
@@ -179,30 +260,60 @@ fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, 
             let m = codes.into_dimensionality::<Ix2>().expect("2-D");
             let m = if transpose { m.reversed_axes() } else { m };
             let (co, ci) = m.dim();
-            m.as_standard_layout().into_owned().into_shape_with_order((co, ci, 1, 1)).expect("same length")
+            m.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((co, ci, 1, 1))
+                .expect("same length")
         }
         _ => return Ok(None),
     };
     let cout = weight.shape()[0];
     let sx = e_x.scale[0];
-    let bias_scales: Vec<f32> = (0..cout).map(|c| sx * e_w.scale[if e_w.axis.is_some() { c } else { 0 }]).collect();
+    let bias_scales: Vec<f32> = (0..cout)
+        .map(|c| sx * e_w.scale[if e_w.axis.is_some() { c } else { 0 }])
+        .collect();
     let multiplier: Vec<f32> = bias_scales.iter().map(|&s| s / e_out.scale[0]).collect();
     let (bias, export) = match n.inputs.get(2).filter(|b| !b.is_empty()) {
         Some(b) => {
-            let Some(v) = g.weight(b) else { return Ok(None) };
+            let Some(v) = g.weight(b) else {
+                return Ok(None);
+            };
             if v.len() != cout {
                 return Ok(None);
             }
-            let codes: Vec<i32> = v.iter().zip(&bias_scales).map(|(&b, &s)| (b / s).round_ties_even().clamp(i32::MIN as f32, i32::MAX as f32) as i32).collect();
+            let codes: Vec<i32> = v
+                .iter()
+                .zip(&bias_scales)
+                .map(|(&b, &s)| {
+                    (b / s)
+                        .round_ties_even()
+                        .clamp(i32::MIN as f32, i32::MAX as f32) as i32
+                })
+                .collect();
             (codes.clone(), Some((b.clone(), (codes, bias_scales))))
         }
         None => (vec![0; cout], None),
     };
     let x = e_x.int_grid();
-    let pointwise = weight.shape()[2..] == [1, 1] && attrs.strides == [1, 1] && attrs.pads == [0; 4] && attrs.groups == 1;
+    let pointwise = weight.shape()[2..] == [1, 1]
+        && attrs.strides == [1, 1]
+        && attrs.pads == [0; 4]
+        && attrs.groups == 1;
     let largest_code = x.lo.abs().max(x.hi.abs()) as u64;
-    let f32_exact = pointwise && weight.outer_iter().all(|w| w.iter().map(|&v| v.unsigned_abs() as u64).sum::<u64>() * largest_code < 1 << 24);
-    let op = IntegerOp::Conv { attrs, weight, bias, multiplier, x, out: e_out.int_grid(), gemm: gemm.is_some(), f32_exact };
+    let f32_exact = pointwise
+        && weight.outer_iter().all(|w| {
+            w.iter().map(|&v| v.unsigned_abs() as u64).sum::<u64>() * largest_code < 1 << 24
+        });
+    let op = IntegerOp::Conv {
+        attrs,
+        weight,
+        bias,
+        multiplier,
+        x,
+        out: e_out.int_grid(),
+        gemm: gemm.is_some(),
+        f32_exact,
+    };
     Ok(Some((op, export)))
 }
 
@@ -211,32 +322,77 @@ fn conv_op(g: &Graph, n: &Node, attrs: Conv2d, acts: &HashMap<&str, &Encoding>, 
 pub(crate) fn lower(cx: &mut Lowering<'_>, node: &Node, op: &IntegerOp) -> Result<()> {
     let gpu = cx.gpu();
     match op {
-        IntegerOp::Conv { attrs, weight, bias, multiplier, x: grid, out, gemm, f32_exact } => {
+        IntegerOp::Conv {
+            attrs,
+            weight,
+            bias,
+            multiplier,
+            x: grid,
+            out,
+            gemm,
+            f32_exact,
+        } => {
             let mut x = cx.input(&node.inputs[0])?;
             if *gemm {
                 let s = x.shape().to_vec();
                 x = x.view(&[s[0], s[1], 1, 1], DType::F32)?;
             }
-            let (b, m) = (cx.upload(&[bias.len()], bias)?, cx.upload(&[multiplier.len()], multiplier)?);
+            let (b, m) = (
+                cx.upload(&[bias.len()], bias)?,
+                cx.upload(&[multiplier.len()], multiplier)?,
+            );
             let y = cx.output(node, 0)?;
             let shape = conv_output_shape(x.shape(), weight.shape(), attrs)?;
             let inner = shape[2] * shape[3];
-            let requant = quant::Requant { bias: &b, multiplier: &m, inner, grid: *out };
+            let requant = quant::Requant {
+                bias: &b,
+                multiplier: &m,
+                inner,
+                grid: *out,
+            };
             if *f32_exact {
                 // The input's codes as f32 (a grid of scale 1 over the same codes), one f32
                 // GEMM with the weight codes, exact under the layer's checked bound.
                 let table = cx.upload(&[1, 4], &[1.0, 1.0 / grid.scale, grid.lo, 0.0])?;
                 let r = cx.scratch(x.shape(), DType::F32)?;
-                quant::fake_quant_table_into(cx.steps(), gpu, &x, &table, (grid.hi - grid.lo) as u32, None, false, &r.tensor)?;
+                quant::fake_quant_table_into(
+                    cx.steps(),
+                    gpu,
+                    &x,
+                    &table,
+                    (grid.hi - grid.lo) as u32,
+                    None,
+                    false,
+                    &r.tensor,
+                )?;
                 let (cout, cin) = (shape[1], x.shape()[1]);
-                let w = cx.upload(&[cout, cin], &weight.iter().map(|&v| v as f32).collect::<Vec<f32>>())?;
+                let w = cx.upload(
+                    &[cout, cin],
+                    &weight.iter().map(|&v| v as f32).collect::<Vec<f32>>(),
+                )?;
                 let acc = cx.scratch(&shape, DType::F32)?;
                 if *gemm {
-                    let (rv, av) = (r.tensor.view(&[shape[0], cin], DType::F32)?, acc.tensor.view(&[shape[0], cout], DType::F32)?);
+                    let (rv, av) = (
+                        r.tensor.view(&[shape[0], cin], DType::F32)?,
+                        acc.tensor.view(&[shape[0], cout], DType::F32)?,
+                    );
                     gemm::matmul_into(cx.steps(), gpu, &rv, &w, false, true, 1.0, Bias::None, &av)?;
                 } else {
-                    let (rv, av) = (r.tensor.view(&[shape[0], cin, inner], DType::F32)?, acc.tensor.view(&[shape[0], cout, inner], DType::F32)?);
-                    gemm::matmul_into(cx.steps(), gpu, &w, &rv, false, false, 1.0, Bias::None, &av)?;
+                    let (rv, av) = (
+                        r.tensor.view(&[shape[0], cin, inner], DType::F32)?,
+                        acc.tensor.view(&[shape[0], cout, inner], DType::F32)?,
+                    );
+                    gemm::matmul_into(
+                        cx.steps(),
+                        gpu,
+                        &w,
+                        &rv,
+                        false,
+                        false,
+                        1.0,
+                        Bias::None,
+                        &av,
+                    )?;
                 }
                 quant::requant_into(cx.steps(), gpu, &acc.tensor, &requant, &y)?;
                 cx.free(r);
@@ -245,21 +401,58 @@ pub(crate) fn lower(cx: &mut Lowering<'_>, node: &Node, op: &IntegerOp) -> Resul
             }
             let w = gpu.upload(&weight.view().into_dyn())?;
             let acc = cx.scratch(&shape, DType::I32)?;
-            conv::qconv2d_into(cx.steps(), gpu, &x, 1.0 / grid.scale, &w, attrs, &acc.tensor)?;
+            conv::qconv2d_into(
+                cx.steps(),
+                gpu,
+                &x,
+                1.0 / grid.scale,
+                &w,
+                attrs,
+                &acc.tensor,
+            )?;
             quant::requant_into(cx.steps(), gpu, &acc.tensor, &requant, &y)?;
             cx.free(acc);
             Ok(())
         }
-        IntegerOp::GlobalAvgPool { x_inv, multiplier, out } => {
+        IntegerOp::GlobalAvgPool {
+            x_inv,
+            multiplier,
+            out,
+        } => {
             let x = cx.input(&node.inputs[0])?;
             let s = x.shape().to_vec();
             let (c, hw) = (s[1], s[2] * s[3]);
             let w = cx.upload(&[c, 1, s[2], s[3]], &vec![1; c * hw])?;
-            let (b, m) = (cx.upload(&[c], &vec![0; c])?, cx.upload(&[c], &vec![*multiplier; c])?);
+            let (b, m) = (
+                cx.upload(&[c], &vec![0; c])?,
+                cx.upload(&[c], &vec![*multiplier; c])?,
+            );
             let y = cx.output(node, 0)?;
             let acc = cx.scratch(&[s[0], c, 1, 1], DType::I32)?;
-            conv::qconv2d_into(cx.steps(), gpu, &x, *x_inv, &w, &Conv2d { groups: c, ..Default::default() }, &acc.tensor)?;
-            quant::requant_into(cx.steps(), gpu, &acc.tensor, &quant::Requant { bias: &b, multiplier: &m, inner: 1, grid: *out }, &y)?;
+            conv::qconv2d_into(
+                cx.steps(),
+                gpu,
+                &x,
+                *x_inv,
+                &w,
+                &Conv2d {
+                    groups: c,
+                    ..Default::default()
+                },
+                &acc.tensor,
+            )?;
+            quant::requant_into(
+                cx.steps(),
+                gpu,
+                &acc.tensor,
+                &quant::Requant {
+                    bias: &b,
+                    multiplier: &m,
+                    inner: 1,
+                    grid: *out,
+                },
+                &y,
+            )?;
             cx.free(acc);
             Ok(())
         }
@@ -282,19 +475,43 @@ mod tests {
 
     #[test]
     fn relu_is_dropped_only_when_zero_is_the_lowest_code() {
-        assert!(dropped_before(&Unary::Relu, &grid(0.0, 5.0, QuantKind::Asymmetric)));
-        assert!(!dropped_before(&Unary::Relu, &grid(-1.0, 5.0, QuantKind::Asymmetric)));
-        assert!(!dropped_before(&Unary::Relu, &grid(-5.0, 5.0, QuantKind::SignedSymmetric)));
+        assert!(dropped_before(
+            &Unary::Relu,
+            &grid(0.0, 5.0, QuantKind::Asymmetric)
+        ));
+        assert!(!dropped_before(
+            &Unary::Relu,
+            &grid(-1.0, 5.0, QuantKind::Asymmetric)
+        ));
+        assert!(!dropped_before(
+            &Unary::Relu,
+            &grid(-5.0, 5.0, QuantKind::SignedSymmetric)
+        ));
     }
 
     #[test]
     fn clip_is_dropped_only_when_the_grid_lies_inside_its_bounds() {
         let relu6 = Unary::Clip(0.0, 6.0);
-        assert!(dropped_before(&relu6, &grid(0.0, 5.5, QuantKind::Asymmetric)));
-        assert!(dropped_before(&relu6, &grid(0.0, 6.0, QuantKind::Asymmetric)));
-        assert!(!dropped_before(&relu6, &grid(0.0, 6.5, QuantKind::Asymmetric)), "codes above 6 would survive");
-        assert!(!dropped_before(&relu6, &grid(-0.5, 5.5, QuantKind::Asymmetric)), "codes below 0 would survive");
-        assert!(!dropped_before(&Unary::Sigmoid, &grid(0.0, 1.0, QuantKind::Asymmetric)));
+        assert!(dropped_before(
+            &relu6,
+            &grid(0.0, 5.5, QuantKind::Asymmetric)
+        ));
+        assert!(dropped_before(
+            &relu6,
+            &grid(0.0, 6.0, QuantKind::Asymmetric)
+        ));
+        assert!(
+            !dropped_before(&relu6, &grid(0.0, 6.5, QuantKind::Asymmetric)),
+            "codes above 6 would survive"
+        );
+        assert!(
+            !dropped_before(&relu6, &grid(-0.5, 5.5, QuantKind::Asymmetric)),
+            "codes below 0 would survive"
+        );
+        assert!(!dropped_before(
+            &Unary::Sigmoid,
+            &grid(0.0, 1.0, QuantKind::Asymmetric)
+        ));
     }
 
     #[test]

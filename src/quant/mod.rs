@@ -4,7 +4,6 @@ pub mod analyzers;
 pub mod bias_correction;
 pub mod calibrate;
 pub mod config;
-pub mod seq_mse;
 pub mod dfq;
 pub mod encoding;
 pub mod export;
@@ -12,6 +11,7 @@ pub mod integer;
 pub mod params;
 pub mod placement;
 pub mod qdq;
+pub mod seq_mse;
 pub mod sim;
 
 pub use config::QuantConfig;

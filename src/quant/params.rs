@@ -46,7 +46,11 @@ pub fn kind_for(symmetric: bool, strict: bool, unsigned: bool) -> QuantKind {
 
 /// (min, max) of each slice along `axis` (one pair for the whole tensor when `None`).
 pub fn channel_ranges(w: &ndarray::ArrayD<f32>, axis: Option<usize>) -> Vec<(f32, f32)> {
-    let range = |it: &mut dyn Iterator<Item = &f32>| it.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let range = |it: &mut dyn Iterator<Item = &f32>| {
+        it.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+    };
     match axis {
         Some(a) => w.axis_iter(Axis(a)).map(|c| range(&mut c.iter())).collect(),
         None => vec![range(&mut w.iter())],
@@ -60,7 +64,11 @@ pub fn channel_summary(w: &ndarray::ArrayD<f32>, axis: usize) -> Vec<[f32; 4]> {
             let n = c.len().max(1) as f64;
             let mean = c.iter().map(|&v| v as f64).sum::<f64>() / n;
             let var = c.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-            let (lo, hi) = c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            let (lo, hi) = c
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
             [lo, hi, mean as f32, var.sqrt() as f32]
         })
         .collect()
@@ -69,27 +77,51 @@ pub fn channel_summary(w: &ndarray::ArrayD<f32>, axis: usize) -> Vec<[f32; 4]> {
 /// Encodings for every parameter quantizer, per channel along the quantizer's axis: from the
 /// weights' exact min/max, or tf-enhanced's search over each channel's values. Non-finite
 /// weights are an error naming the tensor.
-pub fn param_encodings(g: &Graph, placement: &Placement, scheme: ParamScheme) -> Result<Vec<(String, Encoding)>> {
+pub fn param_encodings(
+    g: &Graph,
+    placement: &Placement,
+    scheme: ParamScheme,
+) -> Result<Vec<(String, Encoding)>> {
     let mut out = Vec::with_capacity(placement.params.len());
     for q in &placement.params {
-        let w = g.weight(&q.tensor).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{}' is not a constant", q.tensor) })?;
+        let w = g.weight(&q.tensor).ok_or_else(|| Error::Graph {
+            model: g.name.clone(),
+            message: format!("parameter '{}' is not a constant", q.tensor),
+        })?;
         let bad = w.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
-            return Err(Error::NonFinite { op: "param_encodings", tensor: q.tensor.clone(), count: bad as u64 });
+            return Err(Error::NonFinite {
+                op: "param_encodings",
+                tensor: q.tensor.clone(),
+                count: bad as u64,
+            });
         }
         let kind = kind_for(q.symmetric, scheme.strict, scheme.unsigned);
         let e = match scheme.range {
             ParamRange::MinMax => {
-                let (mins, maxs): (Vec<f32>, Vec<f32>) = channel_ranges(w, q.axis).into_iter().unzip();
+                let (mins, maxs): (Vec<f32>, Vec<f32>) =
+                    channel_ranges(w, q.axis).into_iter().unzip();
                 Encoding::from_ranges(&mins, &maxs, scheme.bitwidth, kind, q.axis)?
             }
             ParamRange::TfEnhanced { gamma } => {
                 let slices: Vec<Vec<f32>> = match q.axis {
-                    Some(a) => w.axis_iter(Axis(a)).map(|c| c.iter().copied().collect()).collect(),
+                    Some(a) => w
+                        .axis_iter(Axis(a))
+                        .map(|c| c.iter().copied().collect())
+                        .collect(),
                     None => vec![w.iter().copied().collect()],
                 };
-                let (scale, offset) = slices.iter().map(|c| tf_enhanced(Pdf::of(c).as_ref(), scheme.bitwidth, kind, gamma)).unzip();
-                let e = Encoding { bitwidth: scheme.bitwidth, kind, axis: q.axis, scale, offset };
+                let (scale, offset) = slices
+                    .iter()
+                    .map(|c| tf_enhanced(Pdf::of(c).as_ref(), scheme.bitwidth, kind, gamma))
+                    .unzip();
+                let e = Encoding {
+                    bitwidth: scheme.bitwidth,
+                    kind,
+                    axis: q.axis,
+                    scale,
+                    offset,
+                };
                 e.validate("param_encodings")?;
                 e
             }
@@ -120,12 +152,19 @@ pub fn weight_codes(w: &ArrayD<f32>, e: &Encoding) -> Result<ArrayD<f32>> {
     e.validate("weight_codes")?;
     if let Some(a) = e.axis {
         if a >= w.ndim() || w.shape()[a] != e.channels() {
-            return Err(Error::ShapeMismatch { op: "weight_codes", tensor: "weight".into(), expected: format!("{} channels on axis {a}", e.channels()), got: w.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "weight_codes",
+                tensor: "weight".into(),
+                expected: format!("{} channels on axis {a}", e.channels()),
+                got: w.shape().to_vec(),
+            });
         }
     }
     let n = e.steps() as f32;
     let mut q = w.clone();
-    map_channels(&mut q, e.axis, |v, c| (v / e.scale[c] - e.offset[c] + 0.5).floor().clamp(0.0, n));
+    map_channels(&mut q, e.axis, |v, c| {
+        (v / e.scale[c] - e.offset[c] + 0.5).floor().clamp(0.0, n)
+    });
     Ok(q)
 }
 
@@ -140,10 +179,16 @@ pub fn stored_weight_codes(w: &ArrayD<f32>, e: &Encoding) -> Result<ArrayD<i32>>
 }
 
 /// The quantize-dequantized weights `(q + offset) * scale` under `encodings` (AIMET's codes).
-pub fn quantize_weights(g: &Graph, encodings: &[(String, Encoding)]) -> Result<BTreeMap<String, Const>> {
+pub fn quantize_weights(
+    g: &Graph,
+    encodings: &[(String, Encoding)],
+) -> Result<BTreeMap<String, Const>> {
     let mut out = BTreeMap::new();
     for (name, e) in encodings {
-        let w = g.weight(name).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("parameter '{name}' is not a constant") })?;
+        let w = g.weight(name).ok_or_else(|| Error::Graph {
+            model: g.name.clone(),
+            message: format!("parameter '{name}' is not a constant"),
+        })?;
         let mut q = weight_codes(w, e)?;
         map_channels(&mut q, e.axis, |v, c| (v + e.offset[c]) * e.scale[c]);
         out.insert(name.clone(), Const::F32(q));

@@ -48,7 +48,12 @@ pub struct Placement {
 /// AIMET's op type for a node (depthwise convolutions are their own type).
 pub fn aimet_type(n: &Node, g: &Graph) -> &'static str {
     if let Op::Conv(a) = &n.op {
-        let cin = g.shapes.get(&n.inputs[0]).and_then(|s| s.get(1)).copied().unwrap_or(0);
+        let cin = g
+            .shapes
+            .get(&n.inputs[0])
+            .and_then(|s| s.get(1))
+            .copied()
+            .unwrap_or(0);
         if a.groups > 1 && a.groups == cin {
             return "DepthwiseConv2d";
         }
@@ -57,7 +62,11 @@ pub fn aimet_type(n: &Node, g: &Graph) -> &'static str {
 }
 
 fn passes_through(op: &Op) -> bool {
-    op.is_view() || matches!(op, Op::Transpose { .. } | Op::Gather { .. } | Op::Cast { .. })
+    op.is_view()
+        || matches!(
+            op,
+            Op::Transpose { .. } | Op::Gather { .. } | Op::Cast { .. }
+        )
 }
 
 /// Whether `n`'s output is the inside of a supergroup: its only consumer continues a
@@ -70,14 +79,18 @@ fn inside_supergroup(g: &Graph, i: usize, cfg: &QuantConfig) -> bool {
         return false;
     }
     let (t0, t1) = (aimet_type(n, g), aimet_type(&g.nodes[c], g));
-    cfg.supergroups.iter().any(|sg| sg.windows(2).any(|w| w[0] == t0 && w[1] == t1))
+    cfg.supergroups
+        .iter()
+        .any(|sg| sg.windows(2).any(|w| w[0] == t0 && w[1] == t1))
 }
 
 /// A Relu whose only reader is a Min against a constant: CLE's per-channel clip, one
 /// activation (quantized after the Min).
 fn inside_channel_clip(g: &Graph, i: usize) -> bool {
     let n = &g.nodes[i];
-    if !matches!(n.op, Op::Unary(crate::graph::attrs::Unary::Relu)) || g.outputs.contains(&n.outputs[0]) {
+    if !matches!(n.op, Op::Unary(crate::graph::attrs::Unary::Relu))
+        || g.outputs.contains(&n.outputs[0])
+    {
         return false;
     }
     matches!(g.consumers_of(&n.outputs[0])[..], [c] if matches!(g.nodes[c].op, Op::Binary(crate::graph::attrs::Binary::Min)) && g.nodes[c].inputs.get(1).is_some_and(|b| g.weight(b).is_some()))
@@ -88,52 +101,99 @@ pub fn place(g: &Graph, cfg: &QuantConfig) -> Placement {
     let mut p = Placement::default();
     if cfg.model_input_quantized {
         for i in &g.inputs {
-            p.activations.push(Quantizer { tensor: i.clone(), role: Role::Activation, symmetric: cfg.ops_symmetric, axis: None, constraints: None });
+            p.activations.push(Quantizer {
+                tensor: i.clone(),
+                role: Role::Activation,
+                symmetric: cfg.ops_symmetric,
+                axis: None,
+                constraints: None,
+            });
         }
     }
     for (i, n) in g.nodes.iter().enumerate() {
         let t = aimet_type(n, g);
-        let op_cfg = cfg.op_type.get(t).or_else(|| cfg.op_type.get(n.op.onnx_type()));
-        let out_q = op_cfg.and_then(|o| o.is_output_quantized).unwrap_or(cfg.ops_output_quantized);
-        if out_q && !passes_through(&n.op) && !inside_supergroup(g, i, cfg) && !inside_channel_clip(g, i) {
+        let op_cfg = cfg
+            .op_type
+            .get(t)
+            .or_else(|| cfg.op_type.get(n.op.onnx_type()));
+        let out_q = op_cfg
+            .and_then(|o| o.is_output_quantized)
+            .unwrap_or(cfg.ops_output_quantized);
+        if out_q
+            && !passes_through(&n.op)
+            && !inside_supergroup(g, i, cfg)
+            && !inside_channel_clip(g, i)
+        {
             for o in n.outputs.iter().filter(|o| !o.is_empty()) {
                 p.activations.push(Quantizer {
                     tensor: o.clone(),
                     role: Role::Activation,
-                    symmetric: op_cfg.and_then(|o| o.is_symmetric).unwrap_or(cfg.ops_symmetric),
+                    symmetric: op_cfg
+                        .and_then(|o| o.is_symmetric)
+                        .unwrap_or(cfg.ops_symmetric),
                     axis: None,
                     constraints: op_cfg.and_then(|o| o.encoding_constraints),
                 });
             }
         }
-        let per_channel = op_cfg.and_then(|o| o.per_channel_quantization).unwrap_or(cfg.per_channel);
+        let per_channel = op_cfg
+            .and_then(|o| o.per_channel_quantization)
+            .unwrap_or(cfg.per_channel);
         let weight = match &n.op {
-            Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::ConvTranspose { .. } | Op::Binary(crate::graph::attrs::Binary::PRelu) => n.inputs.get(1),
+            Op::Conv(_)
+            | Op::Gemm { .. }
+            | Op::MatMul
+            | Op::ConvTranspose { .. }
+            | Op::Binary(crate::graph::attrs::Binary::PRelu) => n.inputs.get(1),
             _ => None,
         };
         let mut params = vec![];
         if let Some(w) = weight.filter(|w| g.weight(w).is_some()) {
             let axis = match &n.op {
-                Op::Gemm { trans_b: false, .. } | Op::MatMul => Some(g.weight(w).map_or(1, |a| a.ndim().saturating_sub(1))),
+                Op::Gemm { trans_b: false, .. } | Op::MatMul => {
+                    Some(g.weight(w).map_or(1, |a| a.ndim().saturating_sub(1)))
+                }
                 Op::ConvTranspose { .. } => Some(1),
                 _ => Some(0),
             };
             params.push(("weight", w.clone(), axis.filter(|_| per_channel)));
         }
-        if matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::ConvTranspose { .. }) {
-            if let Some(b) = n.inputs.get(2).filter(|b| !b.is_empty() && g.weight(b).is_some()) {
+        if matches!(
+            n.op,
+            Op::Conv(_) | Op::Gemm { .. } | Op::ConvTranspose { .. }
+        ) {
+            if let Some(b) = n
+                .inputs
+                .get(2)
+                .filter(|b| !b.is_empty() && g.weight(b).is_some())
+            {
                 params.push(("bias", b.clone(), None));
             }
         }
         for (role, tensor, axis) in params {
             let over = op_cfg.and_then(|o| o.params.get(role));
             let global = cfg.params.get(role);
-            let quantized = over.and_then(|s| s.is_quantized).or(global.and_then(|s| s.is_quantized)).unwrap_or(cfg.params_quantized);
+            let quantized = over
+                .and_then(|s| s.is_quantized)
+                .or(global.and_then(|s| s.is_quantized))
+                .unwrap_or(cfg.params_quantized);
             if !quantized || p.params.iter().any(|q| q.tensor == tensor) {
                 continue;
             }
-            let symmetric = over.and_then(|s| s.is_symmetric).or(global.and_then(|s| s.is_symmetric)).unwrap_or(cfg.params_symmetric);
-            p.params.push(Quantizer { tensor, role: Role::Param { node: n.name.clone(), role }, symmetric, axis, constraints: None });
+            let symmetric = over
+                .and_then(|s| s.is_symmetric)
+                .or(global.and_then(|s| s.is_symmetric))
+                .unwrap_or(cfg.params_symmetric);
+            p.params.push(Quantizer {
+                tensor,
+                role: Role::Param {
+                    node: n.name.clone(),
+                    role,
+                },
+                symmetric,
+                axis,
+                constraints: None,
+            });
         }
     }
     p

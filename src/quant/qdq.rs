@@ -18,16 +18,37 @@ const FLOAT: i32 = 1;
 const INT32: i32 = 6;
 
 fn tensor(name: &str, dims: &[usize], data_type: i32, raw: Vec<u8>) -> onnx::TensorProto {
-    onnx::TensorProto { name: Some(name.into()), dims: dims.iter().map(|&d| d as i64).collect(), data_type: Some(data_type), raw_data: Some(raw), ..Default::default() }
+    onnx::TensorProto {
+        name: Some(name.into()),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(data_type),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
 }
 
-fn node(op: &str, name: String, inputs: Vec<String>, output: String, axis: Option<usize>) -> onnx::NodeProto {
+fn node(
+    op: &str,
+    name: String,
+    inputs: Vec<String>,
+    output: String,
+    axis: Option<usize>,
+) -> onnx::NodeProto {
     onnx::NodeProto {
         op_type: Some(op.into()),
         name: Some(name),
         input: inputs,
         output: vec![output],
-        attribute: axis.map(|a| vec![onnx::AttributeProto { name: Some("axis".into()), r#type: Some(2), i: Some(a as i64), ..Default::default() }]).unwrap_or_default(),
+        attribute: axis
+            .map(|a| {
+                vec![onnx::AttributeProto {
+                    name: Some("axis".into()),
+                    r#type: Some(2),
+                    i: Some(a as i64),
+                    ..Default::default()
+                }]
+            })
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -35,19 +56,47 @@ fn node(op: &str, name: String, inputs: Vec<String>, output: String, axis: Optio
 /// Scale and zero-point initializers of an encoding (zero point = -offset on unsigned grids).
 fn scale_zp(name: &str, e: &Encoding) -> (onnx::TensorProto, onnx::TensorProto, i32) {
     let signed = e.signed_codes();
-    let dims: Vec<usize> = if e.axis.is_some() { vec![e.channels()] } else { vec![] };
-    let scale = tensor(&format!("{name}_scale"), &dims, FLOAT, e.scale.iter().flat_map(|s| s.to_le_bytes()).collect());
-    let (dt, zp): (i32, Vec<u8>) = if signed { (INT8, vec![0u8; e.channels()]) } else { (UINT8, e.offset.iter().map(|&o| (-o) as u8).collect()) };
-    (scale, tensor(&format!("{name}_zero_point"), &dims, dt, zp), dt)
+    let dims: Vec<usize> = if e.axis.is_some() {
+        vec![e.channels()]
+    } else {
+        vec![]
+    };
+    let scale = tensor(
+        &format!("{name}_scale"),
+        &dims,
+        FLOAT,
+        e.scale.iter().flat_map(|s| s.to_le_bytes()).collect(),
+    );
+    let (dt, zp): (i32, Vec<u8>) = if signed {
+        (INT8, vec![0u8; e.channels()])
+    } else {
+        (UINT8, e.offset.iter().map(|&o| (-o) as u8).collect())
+    };
+    (
+        scale,
+        tensor(&format!("{name}_zero_point"), &dims, dt, zp),
+        dt,
+    )
 }
 
 /// The QDQ model. `weight_codes` are the integer weights (signed codes, q + offset) of every
 /// parameter encoding; `int_biases` (bias name → int32 codes and per-channel scales) replace
 /// those float biases by int32 ones behind a DequantizeLinear.
-pub fn qdq_model(g: &Graph, activations: &[(String, Encoding)], params: &[(String, Encoding)], weight_codes: &HashMap<String, ArrayD<i32>>, int_biases: &HashMap<String, (Vec<i32>, Vec<f32>)>) -> Result<onnx::ModelProto> {
+pub fn qdq_model(
+    g: &Graph,
+    activations: &[(String, Encoding)],
+    params: &[(String, Encoding)],
+    weight_codes: &HashMap<String, ArrayD<i32>>,
+    int_biases: &HashMap<String, (Vec<i32>, Vec<f32>)>,
+) -> Result<onnx::ModelProto> {
     for (name, e) in activations.iter().chain(params) {
         if e.bitwidth != 8 {
-            return Err(Error::invalid("qdq export", "bitwidth", format!("{} ({name})", e.bitwidth), "QDQ export writes 8-bit grids (ONNX uint8/int8)"));
+            return Err(Error::invalid(
+                "qdq export",
+                "bitwidth",
+                format!("{} ({name})", e.bitwidth),
+                "QDQ export writes 8-bit grids (ONNX uint8/int8)",
+            ));
         }
     }
     let mut m = to_model(g);
@@ -56,24 +105,70 @@ pub fn qdq_model(g: &Graph, activations: &[(String, Encoding)], params: &[(Strin
     let mut head: Vec<onnx::NodeProto> = Vec::new();
     // Weights: int8 initializer + DequantizeLinear producing the original name.
     let param_names: HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
-    graph.initializer.retain(|t| !param_names.contains(t.name.as_deref().unwrap_or("")));
+    graph
+        .initializer
+        .retain(|t| !param_names.contains(t.name.as_deref().unwrap_or("")));
     for (name, e) in params {
-        let codes = weight_codes.get(name).ok_or_else(|| Error::invalid("qdq export", "weight codes", name, "missing"))?;
+        let codes = weight_codes
+            .get(name)
+            .ok_or_else(|| Error::invalid("qdq export", "weight codes", name, "missing"))?;
         let (scale, zp, dt) = scale_zp(name, e);
-        let raw: Vec<u8> = codes.iter().map(|&c| if dt == INT8 { c as i8 as u8 } else { c as u8 }).collect();
-        graph.initializer.push(tensor(&format!("{name}_quantized"), codes.shape(), dt, raw));
-        head.push(node("DequantizeLinear", format!("{name}_dequantize"), vec![format!("{name}_quantized"), scale.name.clone().unwrap(), zp.name.clone().unwrap()], name.clone(), e.axis));
+        let raw: Vec<u8> = codes
+            .iter()
+            .map(|&c| if dt == INT8 { c as i8 as u8 } else { c as u8 })
+            .collect();
+        graph
+            .initializer
+            .push(tensor(&format!("{name}_quantized"), codes.shape(), dt, raw));
+        head.push(node(
+            "DequantizeLinear",
+            format!("{name}_dequantize"),
+            vec![
+                format!("{name}_quantized"),
+                scale.name.clone().unwrap(),
+                zp.name.clone().unwrap(),
+            ],
+            name.clone(),
+            e.axis,
+        ));
         graph.initializer.extend([scale, zp]);
     }
-    graph.initializer.retain(|t| !int_biases.contains_key(t.name.as_deref().unwrap_or("")));
+    graph
+        .initializer
+        .retain(|t| !int_biases.contains_key(t.name.as_deref().unwrap_or("")));
     let mut biases: Vec<_> = int_biases.iter().collect();
     biases.sort_by(|a, b| a.0.cmp(b.0));
     for (name, (codes, scales)) in biases {
         let c = codes.len();
-        graph.initializer.push(tensor(&format!("{name}_quantized"), &[c], INT32, codes.iter().flat_map(|v| v.to_le_bytes()).collect()));
-        graph.initializer.push(tensor(&format!("{name}_scale"), &[c], FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
-        graph.initializer.push(tensor(&format!("{name}_zero_point"), &[c], INT32, vec![0u8; 4 * c]));
-        head.push(node("DequantizeLinear", format!("{name}_dequantize"), vec![format!("{name}_quantized"), format!("{name}_scale"), format!("{name}_zero_point")], name.clone(), Some(0)));
+        graph.initializer.push(tensor(
+            &format!("{name}_quantized"),
+            &[c],
+            INT32,
+            codes.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+        graph.initializer.push(tensor(
+            &format!("{name}_scale"),
+            &[c],
+            FLOAT,
+            scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+        graph.initializer.push(tensor(
+            &format!("{name}_zero_point"),
+            &[c],
+            INT32,
+            vec![0u8; 4 * c],
+        ));
+        head.push(node(
+            "DequantizeLinear",
+            format!("{name}_dequantize"),
+            vec![
+                format!("{name}_quantized"),
+                format!("{name}_scale"),
+                format!("{name}_zero_point"),
+            ],
+            name.clone(),
+            Some(0),
+        ));
     }
     // Activations: Q/DQ after the producer (or at the start for graph inputs).
     let outputs: HashSet<String> = graph.output.iter().filter_map(|o| o.name.clone()).collect();
@@ -84,15 +179,31 @@ pub fn qdq_model(g: &Graph, activations: &[(String, Encoding)], params: &[(Strin
         let (sn, zn) = (scale.name.clone().unwrap(), zp.name.clone().unwrap());
         graph.initializer.extend([scale, zp]);
         let is_output = outputs.contains(name);
-        let (src, dst) = if is_output { (format!("{name}_float"), name.clone()) } else { (name.clone(), format!("{name}_dequantized")) };
+        let (src, dst) = if is_output {
+            (format!("{name}_float"), name.clone())
+        } else {
+            (name.clone(), format!("{name}_dequantized"))
+        };
         if is_output {
             rename.insert(name.clone(), src.clone());
         } else {
             rename.insert(name.clone(), dst.clone());
         }
         let pair = vec![
-            node("QuantizeLinear", format!("{name}_quantize"), vec![src.clone(), sn.clone(), zn.clone()], format!("{name}_quantized"), None),
-            node("DequantizeLinear", format!("{name}_dequantize"), vec![format!("{name}_quantized"), sn, zn], dst, None),
+            node(
+                "QuantizeLinear",
+                format!("{name}_quantize"),
+                vec![src.clone(), sn.clone(), zn.clone()],
+                format!("{name}_quantized"),
+                None,
+            ),
+            node(
+                "DequantizeLinear",
+                format!("{name}_dequantize"),
+                vec![format!("{name}_quantized"), sn, zn],
+                dst,
+                None,
+            ),
         ];
         after.entry(name.clone()).or_default().extend(pair);
     }

@@ -45,7 +45,9 @@ use crate::quant::calibrate::{Calibrator, Observed};
 use crate::quant::config::QuantConfig;
 use crate::quant::encoding::{Encoding, QuantKind};
 use crate::quant::integer::IntegerPlan;
-use crate::quant::params::{channel_ranges, kind_for, param_encodings, quantize_weights, ParamRange, ParamScheme};
+use crate::quant::params::{
+    channel_ranges, kind_for, param_encodings, quantize_weights, ParamRange, ParamScheme,
+};
 use crate::quant::placement::{place, Placement};
 
 /// Bitwidths and grid options.
@@ -73,7 +75,12 @@ pub enum Arithmetic {
 
 impl Default for QuantOptions {
     fn default() -> Self {
-        QuantOptions { param_bw: 8, act_bw: 8, param_range: ParamRange::MinMax, arithmetic: Arithmetic::Float }
+        QuantOptions {
+            param_bw: 8,
+            act_bw: 8,
+            param_range: ParamRange::MinMax,
+            arithmetic: Arithmetic::Float,
+        }
     }
 }
 
@@ -109,14 +116,24 @@ struct SimLowering {
 
 impl Simulation for SimLowering {
     fn quantizer(&self, value: &str) -> Option<FakeQuant> {
-        if self.integer.as_ref().is_some_and(|p| p.quantized.contains(value)) {
+        if self
+            .integer
+            .as_ref()
+            .is_some_and(|p| p.quantized.contains(value))
+        {
             return None;
         }
-        self.tables.get(value).map(|(t, steps)| FakeQuant { table: t.clone(), steps: *steps, exact: self.integer.is_some() })
+        self.tables.get(value).map(|(t, steps)| FakeQuant {
+            table: t.clone(),
+            steps: *steps,
+            exact: self.integer.is_some(),
+        })
     }
 
     fn lower(&self, cx: &mut Lowering<'_>, node: &Node) -> Result<bool> {
-        let Some(p) = &self.integer else { return Ok(false) };
+        let Some(p) = &self.integer else {
+            return Ok(false);
+        };
         if p.absorbed.contains(&node.name) {
             cx.alias(&node.outputs[0], &node.inputs[0])?;
             return Ok(true);
@@ -168,9 +185,21 @@ pub struct QuantSim {
 impl QuantSim {
     /// Prepares `graph` (resolved per batch with `dims`, BN folded), places quantizers per
     /// `config`, and quantizes the weights.
-    pub fn new(gpu: Arc<Gpu>, graph: Graph, config: &QuantConfig, opts: QuantOptions, dims: HashMap<String, usize>) -> Result<QuantSim> {
+    pub fn new(
+        gpu: Arc<Gpu>,
+        graph: Graph,
+        config: &QuantConfig,
+        opts: QuantOptions,
+        dims: HashMap<String, usize>,
+    ) -> Result<QuantSim> {
         if graph.inputs.len() != 1 {
-            return Err(Error::Graph { model: graph.name.clone(), message: format!("quantization takes models with one input; this one has {:?}", graph.inputs) });
+            return Err(Error::Graph {
+                model: graph.name.clone(),
+                message: format!(
+                    "quantization takes models with one input; this one has {:?}",
+                    graph.inputs
+                ),
+            });
         }
         if opts.arithmetic == Arithmetic::Integer && (opts.param_bw != 8 || opts.act_bw != 8) {
             return Err(Error::invalid("QuantSim", "bitwidths", format!("W{}A{}", opts.param_bw, opts.act_bw), "the integer simulation runs 8-bit grids (uint8/int8), as onnxruntime's integer kernels do"));
@@ -212,7 +241,16 @@ impl QuantSim {
     /// options say), and the simulated model's weights from them.
     fn requantize(&mut self) -> Result<()> {
         let g = self.model.at(1)?;
-        let params = param_encodings(&g, &self.placement, ParamScheme { bitwidth: self.opts.param_bw, strict: self.config.strict_symmetric, unsigned: self.config.unsigned_symmetric, range: self.opts.param_range })?;
+        let params = param_encodings(
+            &g,
+            &self.placement,
+            ParamScheme {
+                bitwidth: self.opts.param_bw,
+                strict: self.config.strict_symmetric,
+                unsigned: self.config.unsigned_symmetric,
+                range: self.opts.param_range,
+            },
+        )?;
         self.set_param_encodings(params)
     }
 
@@ -226,7 +264,11 @@ impl QuantSim {
         if self.opts.arithmetic == Arithmetic::Integer {
             // The fused nodes carry weight codes: rebuild them and their plans.
             let (reference_params, fp32_params) = (d.reference_params.take(), d.fp32_params.take());
-            *d = Derived { reference_params, fp32_params, ..Default::default() };
+            *d = Derived {
+                reference_params,
+                fp32_params,
+                ..Default::default()
+            };
         } else if let Some(store) = &d.quantized_params {
             for (name, w) in &weights {
                 if self.weights.get(name) != Some(w) {
@@ -252,7 +294,10 @@ impl QuantSim {
     fn forget_model(&self) {
         let mut d = self.derived();
         let reference_params = d.reference_params.take();
-        *d = Derived { reference_params, ..Default::default() };
+        *d = Derived {
+            reference_params,
+            ..Default::default()
+        };
     }
 
     /// Cross-layer equalization of the FP32 model (and high-bias absorption), then the
@@ -310,13 +355,23 @@ impl QuantSim {
     /// its batch. Runners of the same model share parameter handles.
     pub fn runner(&self, which: Model) -> Result<Runner> {
         if which == Model::Simulated && self.activations.is_empty() {
-            return Err(Error::invalid("simulate", "encodings", "none", "calibrate first"));
+            return Err(Error::invalid(
+                "simulate",
+                "encodings",
+                "none",
+                "calibrate first",
+            ));
         }
         let mut d = self.derived();
-        let store = |slot: &mut Option<Arc<Params>>| slot.get_or_insert_with(|| Arc::new(Params::new(self.gpu.clone()))).clone();
+        let store = |slot: &mut Option<Arc<Params>>| {
+            slot.get_or_insert_with(|| Arc::new(Params::new(self.gpu.clone())))
+                .clone()
+        };
         let r = match which {
-            Model::Reference => Runner::new(self.gpu.clone(), self.reference.clone()).with_params(store(&mut d.reference_params)),
-            Model::Fp32 => Runner::new(self.gpu.clone(), self.model.clone()).with_params(store(&mut d.fp32_params)),
+            Model::Reference => Runner::new(self.gpu.clone(), self.reference.clone())
+                .with_params(store(&mut d.reference_params)),
+            Model::Fp32 => Runner::new(self.gpu.clone(), self.model.clone())
+                .with_params(store(&mut d.fp32_params)),
             Model::Weights | Model::Simulated => {
                 let fresh = d.quantized_params.is_none();
                 let params = store(&mut d.quantized_params);
@@ -332,9 +387,16 @@ impl QuantSim {
             return Ok(r);
         }
         if self.opts.arithmetic == Arithmetic::Integer && d.integer.is_none() {
-            d.integer = Some(Arc::new(IntegerPlan::new(&*self.model.at(1)?, &self.activations, &self.params)?));
+            d.integer = Some(Arc::new(IntegerPlan::new(
+                &*self.model.at(1)?,
+                &self.activations,
+                &self.params,
+            )?));
         }
-        Ok(r.simulation(Arc::new(SimLowering { tables: self.tables.clone(), integer: d.integer.clone() })))
+        Ok(r.simulation(Arc::new(SimLowering {
+            tables: self.tables.clone(),
+            integer: d.integer.clone(),
+        })))
     }
 
     /// The fused nodes of the integer simulation (`None` for the float one).
@@ -344,7 +406,11 @@ impl QuantSim {
         }
         let mut d = self.derived();
         if d.integer.is_none() {
-            d.integer = Some(Arc::new(IntegerPlan::new(&*self.model.at(1)?, &self.activations, &self.params)?));
+            d.integer = Some(Arc::new(IntegerPlan::new(
+                &*self.model.at(1)?,
+                &self.activations,
+                &self.params,
+            )?));
         }
         Ok(d.integer.clone())
     }
@@ -360,7 +426,8 @@ impl QuantSim {
     }
 
     fn run(&self, which: Model, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
-        self.cached(which, piece.max(1))?.run(&[(&self.input, x.view())])
+        self.cached(which, piece.max(1))?
+            .run(&[(&self.input, x.view())])
     }
 
     /// The simulated (fake-quantized) outputs for `x` (`[batch, ...]`), in pieces of `piece`.
@@ -376,18 +443,34 @@ impl QuantSim {
     /// SQNR of the prepared FP32 model's first output (equalized, bias-corrected) against the
     /// reference on `x`: what the techniques changed in the FP32 function itself.
     pub fn fp32_change_db(&self, x: &ArrayD<f32>, piece: usize) -> Result<f64> {
-        Ok(eval::sqnr_db(&self.fp32(x, piece)?.remove(0), &self.run(Model::Fp32, x, piece)?.remove(0)))
+        Ok(eval::sqnr_db(
+            &self.fp32(x, piece)?.remove(0),
+            &self.run(Model::Fp32, x, piece)?.remove(0),
+        ))
     }
 
     /// SQNR and top-1/top-5 agreement of the first output, simulated vs FP32, and accuracy of
     /// both when `labels` are given.
-    pub fn evaluate(&self, x: &ArrayD<f32>, piece: usize, labels: Option<&[usize]>) -> Result<Evaluation> {
+    pub fn evaluate(
+        &self,
+        x: &ArrayD<f32>,
+        piece: usize,
+        labels: Option<&[usize]>,
+    ) -> Result<Evaluation> {
         if let Some(l) = labels {
             if l.len() != x.len_of(Axis(0)) {
-                return Err(Error::invalid("evaluate", "labels", l.len(), format!("{} samples to label", x.len_of(Axis(0)))));
+                return Err(Error::invalid(
+                    "evaluate",
+                    "labels",
+                    l.len(),
+                    format!("{} samples to label", x.len_of(Axis(0))),
+                ));
             }
         }
-        let (f, q) = (self.fp32(x, piece)?.remove(0), self.simulate(x, piece)?.remove(0));
+        let (f, q) = (
+            self.fp32(x, piece)?.remove(0),
+            self.simulate(x, piece)?.remove(0),
+        );
         Ok(Evaluation {
             sqnr_db: eval::sqnr_db(&f, &q),
             top1_agreement: eval::top1_agreement(&f, &q),
@@ -414,7 +497,11 @@ impl QuantSim {
                 p.add(f, t);
             }
         }
-        Ok(names.into_iter().zip(power).map(|(n, p)| (n, p.db())).collect())
+        Ok(names
+            .into_iter()
+            .zip(power)
+            .map(|(n, p)| (n, p.db()))
+            .collect())
     }
 
     /// Per-output-channel (min, max) of the weights feeding the layer that produces `activation`
@@ -423,9 +510,16 @@ impl QuantSim {
         let g = self.model.at(1)?;
         let mut value = activation.to_string();
         for _ in 0..3 {
-            let Some(i) = g.producer_of(&value) else { return Ok(None) };
+            let Some(i) = g.producer_of(&value) else {
+                return Ok(None);
+            };
             let n = &g.nodes[i];
-            if let Some(q) = self.placement.params.iter().find(|q| n.inputs.get(1) == Some(&q.tensor)) {
+            if let Some(q) = self
+                .placement
+                .params
+                .iter()
+                .find(|q| n.inputs.get(1) == Some(&q.tensor))
+            {
                 let w = g.weight(&q.tensor).expect("placed weights are constants");
                 let axis = q.axis.unwrap_or(0);
                 return Ok(Some((q.tensor.clone(), channel_ranges(w, Some(axis)))));
@@ -462,25 +556,71 @@ impl QuantSim {
 
     /// Calibration over `batches` (each `[batch, ...]`) with the given scheme, the weights
     /// quantized as AIMET calibrates. Statistics stay on the GPU; memory is flat in the count.
-    pub fn calibrate<'a>(&mut self, scheme: Scheme, batches: impl IntoIterator<Item = ArrayViewD<'a, f32>>) -> Result<()> {
+    pub fn calibrate<'a>(
+        &mut self,
+        scheme: Scheme,
+        batches: impl IntoIterator<Item = ArrayViewD<'a, f32>>,
+    ) -> Result<()> {
         let g = self.model.at(1)?;
-        let taps: Vec<String> = self.placement.activations.iter().map(|q| q.tensor.clone()).filter(|t| !g.inputs.contains(t)).collect();
-        let mut cal = Calibrator::new(self.gpu.clone(), self.runner(Model::Weights)?.taps(&taps), &self.placement, scheme)?;
+        let taps: Vec<String> = self
+            .placement
+            .activations
+            .iter()
+            .map(|q| q.tensor.clone())
+            .filter(|t| !g.inputs.contains(t))
+            .collect();
+        let mut cal = Calibrator::new(
+            self.gpu.clone(),
+            self.runner(Model::Weights)?.taps(&taps),
+            &self.placement,
+            scheme,
+        )?;
         for b in batches {
             cal.add(&self.input, b)?;
         }
         if cal.samples == 0 {
-            return Err(Error::EmptyTensor { op: "calibrate", tensor: "calibration data".into() });
+            return Err(Error::EmptyTensor {
+                op: "calibrate",
+                tensor: "calibration data".into(),
+            });
         }
-        let kinds: Vec<QuantKind> = self.placement.activations.iter().map(|q| kind_for(q.symmetric, self.config.strict_symmetric, self.config.unsigned_symmetric)).collect();
+        let kinds: Vec<QuantKind> = self
+            .placement
+            .activations
+            .iter()
+            .map(|q| {
+                kind_for(
+                    q.symmetric,
+                    self.config.strict_symmetric,
+                    self.config.unsigned_symmetric,
+                )
+            })
+            .collect();
         let observed = cal.observed(self.opts.act_bw, &kinds)?;
-        for ((q, &(olo, ohi)), &bad) in self.placement.activations.iter().zip(&cal.ranges).zip(&cal.non_finite) {
+        for ((q, &(olo, ohi)), &bad) in self
+            .placement
+            .activations
+            .iter()
+            .zip(&cal.ranges)
+            .zip(&cal.non_finite)
+        {
             if olo > ohi {
-                return Err(Error::NonFinite { op: "calibrate", tensor: q.tensor.clone(), count: bad.max(cal.samples as u64) });
+                return Err(Error::NonFinite {
+                    op: "calibrate",
+                    tensor: q.tensor.clone(),
+                    count: bad.max(cal.samples as u64),
+                });
             }
         }
-        for (name, bad) in cal.names().iter().zip(&cal.non_finite).filter(|(_, &b)| b > 0) {
-            log::warn!("calibration: {bad} non-finite values in '{name}' were left out of its range");
+        for (name, bad) in cal
+            .names()
+            .iter()
+            .zip(&cal.non_finite)
+            .filter(|(_, &b)| b > 0)
+        {
+            log::warn!(
+                "calibration: {bad} non-finite values in '{name}' were left out of its range"
+            );
         }
         self.set_activations(&observed)?;
         self.scheme = scheme;
@@ -490,18 +630,34 @@ impl QuantSim {
     /// Sets the activation encodings directly (e.g. read from an encodings file with
     /// [`crate::quant::export::read_activations_1_0_0`]): one per activation quantizer, by name.
     pub fn set_activation_encodings(&mut self, encodings: &[(String, Encoding)]) -> Result<()> {
-        let by_name: HashMap<&str, &Encoding> = encodings.iter().map(|(n, e)| (n.as_str(), e)).collect();
+        let by_name: HashMap<&str, &Encoding> =
+            encodings.iter().map(|(n, e)| (n.as_str(), e)).collect();
         let mut observed = Vec::with_capacity(self.placement.activations.len());
         let mut missing = Vec::new();
         for q in &self.placement.activations {
             match by_name.get(q.tensor.as_str()) {
-                Some(e) if e.bitwidth == self.opts.act_bw => observed.push(Observed::Grid { scale: e.scale[0], offset: e.offset[0] }),
-                Some(e) => return Err(Error::invalid("set_activation_encodings", "bitwidth", format!("{} ({})", e.bitwidth, q.tensor), format!("the simulation's activations are {}-bit", self.opts.act_bw))),
+                Some(e) if e.bitwidth == self.opts.act_bw => observed.push(Observed::Grid {
+                    scale: e.scale[0],
+                    offset: e.offset[0],
+                }),
+                Some(e) => {
+                    return Err(Error::invalid(
+                        "set_activation_encodings",
+                        "bitwidth",
+                        format!("{} ({})", e.bitwidth, q.tensor),
+                        format!("the simulation's activations are {}-bit", self.opts.act_bw),
+                    ))
+                }
                 None => missing.push(q.tensor.clone()),
             }
         }
         if !missing.is_empty() {
-            return Err(Error::invalid("set_activation_encodings", "encodings", missing.join(", "), "no encoding for these activation quantizers"));
+            return Err(Error::invalid(
+                "set_activation_encodings",
+                "encodings",
+                missing.join(", "),
+                "no encoding for these activation quantizers",
+            ));
         }
         self.set_activations(&observed)
     }
@@ -520,9 +676,17 @@ impl QuantSim {
             }
         }
         if !unknown.is_empty() {
-            return Err(Error::invalid("calibrate_data_free", "activations", unknown.join(", "), "their statistics do not follow from batch norms: calibrate on data"));
+            return Err(Error::invalid(
+                "calibrate_data_free",
+                "activations",
+                unknown.join(", "),
+                "their statistics do not follow from batch norms: calibrate on data",
+            ));
         }
-        let observed: Vec<Observed> = ranges.into_iter().map(|(lo, hi)| Observed::Range(lo, hi)).collect();
+        let observed: Vec<Observed> = ranges
+            .into_iter()
+            .map(|(lo, hi)| Observed::Range(lo, hi))
+            .collect();
         self.set_activations(&observed)
     }
 
@@ -531,7 +695,11 @@ impl QuantSim {
     fn set_activations(&mut self, observed: &[Observed]) -> Result<()> {
         let mut acts = Vec::with_capacity(observed.len());
         for (q, &o) in self.placement.activations.iter().zip(observed) {
-            let kind = kind_for(q.symmetric, self.config.strict_symmetric, self.config.unsigned_symmetric);
+            let kind = kind_for(
+                q.symmetric,
+                self.config.strict_symmetric,
+                self.config.unsigned_symmetric,
+            );
             let from_range = |(lo, hi): (f32, f32)| {
                 let (lo, hi) = match q.constraints {
                     Some((cmin, cmax)) => (cmin.unwrap_or(lo), cmax.unwrap_or(hi)),
@@ -542,7 +710,13 @@ impl QuantSim {
             let e = match o {
                 Observed::Range(lo, hi) => from_range((lo, hi))?,
                 Observed::Grid { scale, offset } => {
-                    let e = Encoding { bitwidth: self.opts.act_bw, kind, axis: None, scale: vec![scale], offset: vec![offset] };
+                    let e = Encoding {
+                        bitwidth: self.opts.act_bw,
+                        kind,
+                        axis: None,
+                        scale: vec![scale],
+                        offset: vec![offset],
+                    };
                     e.validate("calibrate")?;
                     if q.constraints.is_some() {
                         from_range(e.grid_range(0))?
@@ -559,7 +733,8 @@ impl QuantSim {
             match self.tables.get(name) {
                 Some((t, _)) => write_table(&self.gpu, t, &grid)?,
                 None => {
-                    self.tables.insert(name.clone(), (upload_table(&self.gpu, &grid)?, e.steps()));
+                    self.tables
+                        .insert(name.clone(), (upload_table(&self.gpu, &grid)?, e.steps()));
                 }
             }
         }

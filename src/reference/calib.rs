@@ -7,9 +7,15 @@ use crate::graph::attrs::{rebin_table, BinGrid, Outside};
 use crate::reference::{channel_of, view};
 
 /// Per-channel (min, max) of finite values and the count of non-finite ones.
-pub fn min_max(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<(Vec<(f32, f32)>, Vec<u32>)> {
+pub fn min_max(
+    x: &ArrayViewD<'_, f32>,
+    axis: Option<usize>,
+) -> Result<(Vec<(f32, f32)>, Vec<u32>)> {
     if x.is_empty() {
-        return Err(Error::EmptyTensor { op: "min_max", tensor: "x".into() });
+        return Err(Error::EmptyTensor {
+            op: "min_max",
+            tensor: "x".into(),
+        });
     }
     let v = view(x.shape(), axis, "min_max")?;
     let mut out = vec![(f32::INFINITY, f32::NEG_INFINITY); v.channels];
@@ -29,7 +35,10 @@ pub fn min_max(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<(Vec<(f32
 /// Per-channel (count, mean, variance) of finite values, two-pass in f64.
 pub fn moments(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<(u64, f64, f64)>> {
     if x.is_empty() {
-        return Err(Error::EmptyTensor { op: "moments", tensor: "x".into() });
+        return Err(Error::EmptyTensor {
+            op: "moments",
+            tensor: "x".into(),
+        });
     }
     let v = view(x.shape(), axis, "moments")?;
     let c = v.channels;
@@ -41,7 +50,11 @@ pub fn moments(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<(u64,
             sum[channel_of(&v, i)] += e as f64;
         }
     }
-    let mean: Vec<f64> = sum.iter().zip(&n).map(|(s, &k)| if k == 0 { 0.0 } else { s / k as f64 }).collect();
+    let mean: Vec<f64> = sum
+        .iter()
+        .zip(&n)
+        .map(|(s, &k)| if k == 0 { 0.0 } else { s / k as f64 })
+        .collect();
     let mut m2 = vec![0f64; c];
     for (i, &e) in data.iter().enumerate() {
         if e.is_finite() {
@@ -49,7 +62,19 @@ pub fn moments(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<(u64,
             m2[ch] += (e as f64 - mean[ch]).powi(2);
         }
     }
-    Ok((0..c).map(|ch| (n[ch], mean[ch], if n[ch] == 0 { 0.0 } else { m2[ch] / n[ch] as f64 })).collect())
+    Ok((0..c)
+        .map(|ch| {
+            (
+                n[ch],
+                mean[ch],
+                if n[ch] == 0 {
+                    0.0
+                } else {
+                    m2[ch] / n[ch] as f64
+                },
+            )
+        })
+        .collect())
 }
 
 /// Per-channel sums in f64.
@@ -63,7 +88,13 @@ pub fn channel_sum(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<Vec<f
 }
 
 /// Per-channel histograms `[channels][bins]` of finite values on the given grids.
-pub fn histogram(x: &ArrayViewD<'_, f32>, axis: Option<usize>, grids: &[BinGrid], bins: u32, outside: Outside) -> Result<Vec<Vec<u32>>> {
+pub fn histogram(
+    x: &ArrayViewD<'_, f32>,
+    axis: Option<usize>,
+    grids: &[BinGrid],
+    bins: u32,
+    outside: Outside,
+) -> Result<Vec<Vec<u32>>> {
     let v = view(x.shape(), axis, "histogram")?;
     let mut out = vec![vec![0u32; bins as usize]; v.channels];
     for (i, &e) in x.as_standard_layout().iter().enumerate() {
@@ -91,7 +122,11 @@ pub fn rebin(counts: &[u32], old: (f32, f32), new: (f32, f32)) -> Vec<u32> {
 }
 
 /// AIMET-style running histogram over a sequence of batches: per-channel ranges and counts.
-pub fn running_histogram(batches: &[ArrayViewD<'_, f32>], axis: Option<usize>, bins: u32) -> Result<(Vec<(f32, f32)>, Vec<Vec<u32>>)> {
+pub fn running_histogram(
+    batches: &[ArrayViewD<'_, f32>],
+    axis: Option<usize>,
+    bins: u32,
+) -> Result<(Vec<(f32, f32)>, Vec<Vec<u32>>)> {
     let mut ranges: Vec<(f32, f32)> = Vec::new();
     let mut counts: Vec<Vec<u32>> = Vec::new();
     for x in batches {
@@ -100,7 +135,11 @@ pub fn running_histogram(batches: &[ArrayViewD<'_, f32>], axis: Option<usize>, b
             .iter()
             .enumerate()
             .map(|(c, &(lo, hi))| {
-                let (lo, hi) = if lo == hi { (lo - 0.5, hi + 0.5) } else { (lo, hi) };
+                let (lo, hi) = if lo == hi {
+                    (lo - 0.5, hi + 0.5)
+                } else {
+                    (lo, hi)
+                };
                 match ranges.get(c) {
                     Some(&(a, b)) => (lo.min(a), hi.max(b)),
                     None => (lo, hi),
@@ -110,9 +149,16 @@ pub fn running_histogram(batches: &[ArrayViewD<'_, f32>], axis: Option<usize>, b
         if counts.is_empty() {
             counts = vec![vec![0; bins as usize]; new.len()];
         } else if new != ranges {
-            counts = counts.iter().zip(ranges.iter().zip(&new)).map(|(h, (&o, &n))| rebin(h, o, n)).collect();
+            counts = counts
+                .iter()
+                .zip(ranges.iter().zip(&new))
+                .map(|(h, (&o, &n))| rebin(h, o, n))
+                .collect();
         }
-        let grids: Vec<BinGrid> = new.iter().map(|&(lo, hi)| BinGrid::over(lo, hi, bins)).collect();
+        let grids: Vec<BinGrid> = new
+            .iter()
+            .map(|&(lo, hi)| BinGrid::over(lo, hi, bins))
+            .collect();
         let h = histogram(x, axis, &grids, bins, Outside::Edge)?;
         for (acc, add) in counts.iter_mut().zip(h) {
             acc.iter_mut().zip(add).for_each(|(a, b)| *a += b);

@@ -3,9 +3,18 @@
 use ndarray::{Array3, ArrayView3};
 
 /// `C[b] = op(A[b]) * op(B[b])`; a batch of 1 broadcasts.
-pub fn matmul(a: &ArrayView3<'_, f32>, b: &ArrayView3<'_, f32>, trans_a: bool, trans_b: bool) -> Array3<f32> {
+pub fn matmul(
+    a: &ArrayView3<'_, f32>,
+    b: &ArrayView3<'_, f32>,
+    trans_a: bool,
+    trans_b: bool,
+) -> Array3<f32> {
     let batch = a.shape()[0].max(b.shape()[0]);
-    let (m, k) = if trans_a { (a.shape()[2], a.shape()[1]) } else { (a.shape()[1], a.shape()[2]) };
+    let (m, k) = if trans_a {
+        (a.shape()[2], a.shape()[1])
+    } else {
+        (a.shape()[1], a.shape()[2])
+    };
     let n = if trans_b { b.shape()[1] } else { b.shape()[2] };
     let mut c = Array3::<f32>::zeros((batch, m, n));
     for bi in 0..batch {

@@ -6,45 +6,107 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
-use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::attrs::{Binary, Resize};
+use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::shape::{norm_axis, resize_scales, slice_spec};
 use crate::reference::{gemm, nn};
 
 /// Runs a resolved graph on the CPU; returns the outputs in model order.
 pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>> {
-    let mut vals: HashMap<String, ArrayD<f32>> = inputs.iter().map(|(n, a)| (n.to_string(), a.clone())).collect();
-    let err = |m: String| Error::Graph { model: g.name.clone(), message: m };
+    let mut vals: HashMap<String, ArrayD<f32>> = inputs
+        .iter()
+        .map(|(n, a)| (n.to_string(), a.clone()))
+        .collect();
+    let err = |m: String| Error::Graph {
+        model: g.name.clone(),
+        message: m,
+    };
     for node in &g.nodes {
         let get = |i: usize| -> Result<ArrayD<f32>> {
             let name = &node.inputs[i];
-            vals.get(name).cloned().or_else(|| g.consts.get(name).map(Const::to_f32)).ok_or_else(|| err(format!("no value '{name}'")))
+            vals.get(name)
+                .cloned()
+                .or_else(|| g.consts.get(name).map(Const::to_f32))
+                .ok_or_else(|| err(format!("no value '{name}'")))
         };
-        let ints = |i: usize| node.inputs.get(i).filter(|n| !n.is_empty()).and_then(|n| g.consts.get(n)).map(Const::to_i64);
+        let ints = |i: usize| {
+            node.inputs
+                .get(i)
+                .filter(|n| !n.is_empty())
+                .and_then(|n| g.consts.get(n))
+                .map(Const::to_i64)
+        };
         let out_shape = |i: usize| g.shapes[&node.outputs[i]].clone();
         let mut outs: Vec<ArrayD<f32>> = Vec::new();
         match &node.op {
-            op if op.is_view() => outs.push(get(0)?.into_shape_with_order(IxDyn(&out_shape(0))).map_err(|e| err(e.to_string()))?),
+            op if op.is_view() => outs.push(
+                get(0)?
+                    .into_shape_with_order(IxDyn(&out_shape(0)))
+                    .map_err(|e| err(e.to_string()))?,
+            ),
             Op::Conv(a) => {
-                let b = node.inputs.get(2).filter(|b| !b.is_empty()).map(|_| get(2)).transpose()?;
-                outs.push(nn::conv2d(&get(0)?.view(), &get(1)?.view(), b.as_ref().map(|b| b.view()).as_ref(), a));
+                let b = node
+                    .inputs
+                    .get(2)
+                    .filter(|b| !b.is_empty())
+                    .map(|_| get(2))
+                    .transpose()?;
+                outs.push(nn::conv2d(
+                    &get(0)?.view(),
+                    &get(1)?.view(),
+                    b.as_ref().map(|b| b.view()).as_ref(),
+                    a,
+                ));
             }
-            Op::ConvTranspose { conv, output_padding } => {
-                let b = node.inputs.get(2).filter(|b| !b.is_empty()).map(|_| get(2)).transpose()?;
-                outs.push(nn::conv_transpose2d(&get(0)?.view(), &get(1)?.view(), b.as_ref().map(|b| b.view()).as_ref(), conv, *output_padding));
+            Op::ConvTranspose {
+                conv,
+                output_padding,
+            } => {
+                let b = node
+                    .inputs
+                    .get(2)
+                    .filter(|b| !b.is_empty())
+                    .map(|_| get(2))
+                    .transpose()?;
+                outs.push(nn::conv_transpose2d(
+                    &get(0)?.view(),
+                    &get(1)?.view(),
+                    b.as_ref().map(|b| b.view()).as_ref(),
+                    conv,
+                    *output_padding,
+                ));
             }
-            Op::Resize { mode, coordinate_transformation, nearest_mode } => {
+            Op::Resize {
+                mode,
+                coordinate_transformation,
+                nearest_mode,
+            } => {
                 let x = get(0)?;
-                let r = Resize::from_onnx(mode, coordinate_transformation, nearest_mode).ok_or_else(|| err("unsupported Resize mode".into()))?;
+                let r = Resize::from_onnx(mode, coordinate_transformation, nearest_mode)
+                    .ok_or_else(|| err("unsupported Resize mode".into()))?;
                 let o = out_shape(0);
                 let scales = resize_scales(g, node, x.shape(), &o);
                 outs.push(nn::resize(&x.view(), r, scales, [o[2], o[3]]));
             }
-            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
                 let (a, b) = (get(0)?, get(1)?);
-                let a3 = a.view().into_shape_with_order((1, a.shape()[0], a.shape()[1])).unwrap();
-                let b3 = b.view().into_shape_with_order((1, b.shape()[0], b.shape()[1])).unwrap();
-                let mut y = gemm::matmul(&a3, &b3, *trans_a, *trans_b).index_axis_move(Axis(0), 0).into_dyn().mapv(|v| v * alpha);
+                let a3 = a
+                    .view()
+                    .into_shape_with_order((1, a.shape()[0], a.shape()[1]))
+                    .unwrap();
+                let b3 = b
+                    .view()
+                    .into_shape_with_order((1, b.shape()[0], b.shape()[1]))
+                    .unwrap();
+                let mut y = gemm::matmul(&a3, &b3, *trans_a, *trans_b)
+                    .index_axis_move(Axis(0), 0)
+                    .into_dyn()
+                    .mapv(|v| v * alpha);
                 if node.inputs.get(2).is_some_and(|c| !c.is_empty()) {
                     y = nn::binary(Binary::Add, &y.view(), &get(2)?.mapv(|v| v * beta).view());
                 }
@@ -52,19 +114,29 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             }
             Op::MatMul => {
                 let (a, b) = (get(0)?, get(1)?);
-                let (m, k, n) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1], b.shape()[b.ndim() - 1]);
+                let (m, k, n) = (
+                    a.shape()[a.ndim() - 2],
+                    a.shape()[a.ndim() - 1],
+                    b.shape()[b.ndim() - 1],
+                );
                 let (ba, bb) = (a.len() / (m * k), b.len() / (k * n));
                 let a3 = a.view().into_shape_with_order((ba, m, k)).unwrap();
                 let b3 = b.view().into_shape_with_order((bb, k, n)).unwrap();
-                outs.push(gemm::matmul(&a3, &b3, false, false).into_shape_with_order(IxDyn(&out_shape(0))).map_err(|e| err(e.to_string()))?);
+                outs.push(
+                    gemm::matmul(&a3, &b3, false, false)
+                        .into_shape_with_order(IxDyn(&out_shape(0)))
+                        .map_err(|e| err(e.to_string()))?,
+                );
             }
             Op::BatchNorm { epsilon } => {
                 let x = get(0)?;
                 let p: Vec<ArrayD<f32>> = (1..5).map(get).collect::<Result<_>>()?;
                 let mut y = x.clone();
                 for (c, mut lane) in y.axis_iter_mut(Axis(1)).enumerate() {
-                    let s = p[0].as_slice().unwrap()[c] as f64 / (p[3].as_slice().unwrap()[c] as f64 + *epsilon as f64).sqrt();
-                    let t = p[1].as_slice().unwrap()[c] as f64 - p[2].as_slice().unwrap()[c] as f64 * s;
+                    let s = p[0].as_slice().unwrap()[c] as f64
+                        / (p[3].as_slice().unwrap()[c] as f64 + *epsilon as f64).sqrt();
+                    let t =
+                        p[1].as_slice().unwrap()[c] as f64 - p[2].as_slice().unwrap()[c] as f64 * s;
                     lane.mapv_inplace(|v| (v as f64 * s + t) as f32);
                 }
                 outs.push(y);
@@ -81,13 +153,28 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             }
             Op::Transpose { perm } => {
                 let x = get(0)?;
-                let perm: Vec<usize> = if perm.is_empty() { (0..x.ndim()).rev().collect() } else { perm.clone() };
-                outs.push(x.permuted_axes(IxDyn(&perm)).as_standard_layout().to_owned());
+                let perm: Vec<usize> = if perm.is_empty() {
+                    (0..x.ndim()).rev().collect()
+                } else {
+                    perm.clone()
+                };
+                outs.push(
+                    x.permuted_axes(IxDyn(&perm))
+                        .as_standard_layout()
+                        .to_owned(),
+                );
             }
             Op::Concat { axis } => {
-                let parts: Vec<ArrayD<f32>> = (0..node.inputs.len()).map(get).collect::<Result<_>>()?;
+                let parts: Vec<ArrayD<f32>> =
+                    (0..node.inputs.len()).map(get).collect::<Result<_>>()?;
                 let a = norm_axis(*axis, parts[0].ndim()).unwrap();
-                outs.push(ndarray::concatenate(Axis(a), &parts.iter().map(|p| p.view()).collect::<Vec<_>>()).map_err(|e| err(e.to_string()))?);
+                outs.push(
+                    ndarray::concatenate(
+                        Axis(a),
+                        &parts.iter().map(|p| p.view()).collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| err(e.to_string()))?,
+                );
             }
             Op::Split { axis, .. } => {
                 let x = get(0)?;
@@ -101,11 +188,33 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             }
             Op::Slice => {
                 let x = get(0)?;
-                let spec = slice_spec(x.shape(), &ints(1).unwrap_or_default(), &ints(2).unwrap_or_default(), ints(3).as_deref(), ints(4).as_deref()).map_err(err)?;
+                let spec = slice_spec(
+                    x.shape(),
+                    &ints(1).unwrap_or_default(),
+                    &ints(2).unwrap_or_default(),
+                    ints(3).as_deref(),
+                    ints(4).as_deref(),
+                )
+                .map_err(err)?;
                 let mut v = x.view();
                 for (d, s) in spec.iter().enumerate() {
-                    let end = s.start as isize + (s.len as isize - 1) * s.step as isize + s.step.signum() as isize;
-                    v.slice_axis_inplace(Axis(d), Slice::new(s.start as isize, if s.len == 0 { Some(s.start as isize) } else if end < 0 { None } else { Some(end) }, s.step as isize));
+                    let end = s.start as isize
+                        + (s.len as isize - 1) * s.step as isize
+                        + s.step.signum() as isize;
+                    v.slice_axis_inplace(
+                        Axis(d),
+                        Slice::new(
+                            s.start as isize,
+                            if s.len == 0 {
+                                Some(s.start as isize)
+                            } else if end < 0 {
+                                None
+                            } else {
+                                Some(end)
+                            },
+                            s.step as isize,
+                        ),
+                    );
                 }
                 outs.push(v.to_owned());
             }
@@ -115,7 +224,10 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 let mut y = ArrayD::from_elem(IxDyn(&out_shape(0)), *value);
                 let mut v = y.view_mut();
                 for d in 0..x.ndim() {
-                    v.slice_axis_inplace(Axis(d), Slice::from(pads[d] as usize..pads[d] as usize + x.shape()[d]));
+                    v.slice_axis_inplace(
+                        Axis(d),
+                        Slice::from(pads[d] as usize..pads[d] as usize + x.shape()[d]),
+                    );
                 }
                 v.assign(&x);
                 outs.push(y);
@@ -125,7 +237,13 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 let a = norm_axis(*axis, x.ndim()).unwrap();
                 if *legacy || a == x.ndim() - 1 {
                     let len: usize = x.shape()[a..].iter().product();
-                    outs.push(ArrayD::from_shape_vec(x.raw_dim(), nn::softmax_rows(x.as_standard_layout().as_slice().unwrap(), len)).unwrap());
+                    outs.push(
+                        ArrayD::from_shape_vec(
+                            x.raw_dim(),
+                            nn::softmax_rows(x.as_standard_layout().as_slice().unwrap(), len),
+                        )
+                        .unwrap(),
+                    );
                 } else {
                     let mut y = x.clone();
                     for mut lane in y.lanes_mut(Axis(a)) {
@@ -137,18 +255,38 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             }
             Op::ReduceMean { axes, .. } => {
                 let mut x = get(0)?;
-                let mut axes: Vec<usize> = if axes.is_empty() { (0..x.ndim()).collect() } else { axes.iter().map(|&a| norm_axis(a, x.ndim()).unwrap()).collect() };
+                let mut axes: Vec<usize> = if axes.is_empty() {
+                    (0..x.ndim()).collect()
+                } else {
+                    axes.iter()
+                        .map(|&a| norm_axis(a, x.ndim()).unwrap())
+                        .collect()
+                };
                 axes.sort_unstable();
                 for &a in axes.iter().rev() {
                     x = x.mean_axis(Axis(a)).expect("non-empty axis");
                 }
-                outs.push(x.into_shape_with_order(IxDyn(&out_shape(0))).map_err(|e| err(e.to_string()))?);
+                outs.push(
+                    x.into_shape_with_order(IxDyn(&out_shape(0)))
+                        .map_err(|e| err(e.to_string()))?,
+                );
             }
-            op => return Err(err(format!("the CPU reference does not run {}", op.onnx_type()))),
+            op => {
+                return Err(err(format!(
+                    "the CPU reference does not run {}",
+                    op.onnx_type()
+                )))
+            }
         }
         for (name, v) in node.outputs.iter().zip(outs) {
             vals.insert(name.clone(), v);
         }
     }
-    g.outputs.iter().map(|o| vals.remove(o).ok_or_else(|| err(format!("output '{o}' not computed")))).collect()
+    g.outputs
+        .iter()
+        .map(|o| {
+            vals.remove(o)
+                .ok_or_else(|| err(format!("output '{o}' not computed")))
+        })
+        .collect()
 }

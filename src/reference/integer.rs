@@ -8,7 +8,12 @@ use crate::graph::attrs::{AddGrids, Conv2d, IntGrid};
 use crate::graph::shape::conv_output_shape;
 
 /// `acc = sum(round(x * x_inv) * w)` in i64 (the kernel's i32 never overflows in its tests).
-pub fn qconv(x: &ArrayViewD<'_, f32>, x_inv: f32, w: &ArrayViewD<'_, i32>, a: &Conv2d) -> ArrayD<i32> {
+pub fn qconv(
+    x: &ArrayViewD<'_, f32>,
+    x_inv: f32,
+    w: &ArrayViewD<'_, i32>,
+    a: &Conv2d,
+) -> ArrayD<i32> {
     let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a).expect("valid conv");
     let (cin, h, wd) = (x.shape()[1], x.shape()[2], x.shape()[3]);
     let (cin_g, kh, kw) = (w.shape()[1], w.shape()[2], w.shape()[3]);
@@ -23,12 +28,16 @@ pub fn qconv(x: &ArrayViewD<'_, f32>, x_inv: f32, w: &ArrayViewD<'_, i32>, a: &C
                     for ci in 0..cin_g {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * a.strides[0] + ky * a.dilations[0]) as isize - a.pads[0] as isize;
-                                let ix = (ox * a.strides[1] + kx * a.dilations[1]) as isize - a.pads[1] as isize;
+                                let iy = (oy * a.strides[0] + ky * a.dilations[0]) as isize
+                                    - a.pads[0] as isize;
+                                let ix = (ox * a.strides[1] + kx * a.dilations[1]) as isize
+                                    - a.pads[1] as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                     continue;
                                 }
-                                let r = (x[[b, g * cin_g + ci, iy as usize, ix as usize]] * x_inv).round_ties_even() as i64;
+                                let r = (x[[b, g * cin_g + ci, iy as usize, ix as usize]] * x_inv)
+                                    .round_ties_even()
+                                    as i64;
                                 acc += r * w[[co, ci, ky, kx]] as i64;
                             }
                         }
@@ -43,13 +52,22 @@ pub fn qconv(x: &ArrayViewD<'_, f32>, x_inv: f32, w: &ArrayViewD<'_, i32>, a: &C
 }
 
 /// `clamp(round(f32(acc + bias[c]) * multiplier[c]), lo, hi) * scale`, channel `(i / inner) % c`.
-pub fn requant(acc: &[i32], bias: &[i32], multiplier: &[f32], inner: usize, g: IntGrid) -> Vec<f32> {
+pub fn requant(
+    acc: &[i32],
+    bias: &[i32],
+    multiplier: &[f32],
+    inner: usize,
+    g: IntGrid,
+) -> Vec<f32> {
     acc.iter()
         .enumerate()
         .map(|(i, &a)| {
             let c = (i / inner) % multiplier.len();
             // Through an integer, as a runtime's codes are (no negative zero).
-            ((a + bias[c]) as f32 * multiplier[c]).round_ties_even().clamp(g.lo, g.hi) as i32 as f32 * g.scale
+            ((a + bias[c]) as f32 * multiplier[c])
+                .round_ties_even()
+                .clamp(g.lo, g.hi) as i32 as f32
+                * g.scale
         })
         .collect()
 }

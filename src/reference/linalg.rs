@@ -28,7 +28,11 @@ pub fn svd(a: ArrayView2<'_, f32>) -> (Array2<f32>, Vec<f32>, Array2<f32>) {
     order.sort_by(|&x, &y| d.singular_values[y].total_cmp(&d.singular_values[x]));
     let u = DMatrix::from_fn(u.nrows(), order.len(), |i, k| u[(i, order[k])]);
     let v = DMatrix::from_fn(vt.ncols(), order.len(), |i, k| vt[(order[k], i)]);
-    (from_na(&u), order.iter().map(|&k| d.singular_values[k] as f32).collect(), from_na(&v))
+    (
+        from_na(&u),
+        order.iter().map(|&k| d.singular_values[k] as f32).collect(),
+        from_na(&v),
+    )
 }
 
 /// `X^T Y` in f64.
@@ -38,13 +42,24 @@ pub fn gram(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Array2<f64> {
 }
 
 /// Solves `(G + ridge * mean(diag G) * I) W = B` by Cholesky in f64.
-pub fn ridge_solve(g: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, ridge: f32) -> Result<Array2<f32>> {
+pub fn ridge_solve(
+    g: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    ridge: f32,
+) -> Result<Array2<f32>> {
     let k = g.nrows();
     let mut m = to_na(g);
     let add = ridge as f64 * (0..k).map(|i| m[(i, i)]).sum::<f64>() / k.max(1) as f64;
     for i in 0..k {
         m[(i, i)] += add;
     }
-    let chol = m.cholesky().ok_or_else(|| Error::invalid("ridge_solve", "matrix", format!("{k}x{k}"), "not positive definite"))?;
+    let chol = m.cholesky().ok_or_else(|| {
+        Error::invalid(
+            "ridge_solve",
+            "matrix",
+            format!("{k}x{k}"),
+            "not positive definite",
+        )
+    })?;
     Ok(from_na(&chol.solve(&to_na(b))))
 }

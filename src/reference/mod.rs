@@ -20,9 +20,20 @@ pub(crate) struct Channels {
 /// The channels of `shape` along `axis` (`None`: the whole tensor is one channel).
 pub(crate) fn view(shape: &[usize], axis: Option<usize>, op: &'static str) -> Result<Channels> {
     match axis {
-        None => Ok(Channels { channels: 1, inner: shape.iter().product() }),
-        Some(a) if a < shape.len() => Ok(Channels { channels: shape[a], inner: shape[a + 1..].iter().product() }),
-        Some(a) => Err(Error::invalid(op, "axis", a, format!("tensor has {} dims", shape.len()))),
+        None => Ok(Channels {
+            channels: 1,
+            inner: shape.iter().product(),
+        }),
+        Some(a) if a < shape.len() => Ok(Channels {
+            channels: shape[a],
+            inner: shape[a + 1..].iter().product(),
+        }),
+        Some(a) => Err(Error::invalid(
+            op,
+            "axis",
+            a,
+            format!("tensor has {} dims", shape.len()),
+        )),
     }
 }
 

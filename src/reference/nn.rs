@@ -4,10 +4,18 @@
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::graph::attrs::{Binary, Conv2d, Pool2d, Resize, Unary};
-use crate::graph::shape::{broadcast_shape, conv_output_shape as conv_shape, conv_transpose_output_shape, pool_output_shape as pool_shape};
+use crate::graph::shape::{
+    broadcast_shape, conv_output_shape as conv_shape, conv_transpose_output_shape,
+    pool_output_shape as pool_shape,
+};
 
 /// 2-D convolution, NCHW.
-pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<&ArrayViewD<'_, f32>>, a: &Conv2d) -> ArrayD<f32> {
+pub fn conv2d(
+    x: &ArrayViewD<'_, f32>,
+    w: &ArrayViewD<'_, f32>,
+    b: Option<&ArrayViewD<'_, f32>>,
+    a: &Conv2d,
+) -> ArrayD<f32> {
     let [n, cout, oh, ow] = conv_shape(x.shape(), w.shape(), a).expect("valid conv");
     let (cin, h, wd) = (x.shape()[1], x.shape()[2], x.shape()[3]);
     let (kh, kw) = (w.shape()[2], w.shape()[3]);
@@ -22,16 +30,19 @@ pub fn conv2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<&Array
                     let mut acc = b.map_or(0.0, |b| b[[co]] as f64);
                     for ci in 0..cin_g {
                         for ky in 0..kh {
-                            let iy = (oy * a.strides[0] + ky * a.dilations[0]) as isize - a.pads[0] as isize;
+                            let iy = (oy * a.strides[0] + ky * a.dilations[0]) as isize
+                                - a.pads[0] as isize;
                             if iy < 0 || iy >= h as isize {
                                 continue;
                             }
                             for kx in 0..kw {
-                                let ix = (ox * a.strides[1] + kx * a.dilations[1]) as isize - a.pads[1] as isize;
+                                let ix = (ox * a.strides[1] + kx * a.dilations[1]) as isize
+                                    - a.pads[1] as isize;
                                 if ix < 0 || ix >= wd as isize {
                                     continue;
                                 }
-                                acc += x[[b_, g * cin_g + ci, iy as usize, ix as usize]] as f64 * w[[co, ci, ky, kx]] as f64;
+                                acc += x[[b_, g * cin_g + ci, iy as usize, ix as usize]] as f64
+                                    * w[[co, ci, ky, kx]] as f64;
                             }
                         }
                     }
@@ -52,18 +63,24 @@ pub fn pool2d(x: &ArrayViewD<'_, f32>, a: &Pool2d, max: bool) -> ArrayD<f32> {
         for ch in 0..c {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let (mut m, mut s, mut cnt, mut cnt_pad) = (f32::NEG_INFINITY, 0f64, 0usize, 0usize);
+                    let (mut m, mut s, mut cnt, mut cnt_pad) =
+                        (f32::NEG_INFINITY, 0f64, 0usize, 0usize);
                     for ky in 0..a.kernel[0] {
                         let dil = if max { a.dilations } else { [1, 1] };
                         let iy = (oy * a.strides[0] + ky * dil[0]) as isize - a.pads[0] as isize;
                         for kx in 0..a.kernel[1] {
-                            let ix = (ox * a.strides[1] + kx * dil[1]) as isize - a.pads[1] as isize;
+                            let ix =
+                                (ox * a.strides[1] + kx * dil[1]) as isize - a.pads[1] as isize;
                             if iy < h + a.pads[2] as isize && ix < w + a.pads[3] as isize {
                                 cnt_pad += 1;
                             }
                             if iy >= 0 && iy < h && ix >= 0 && ix < w {
                                 let v = x[[b, ch, iy as usize, ix as usize]];
-                                m = if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) };
+                                m = if v.is_nan() || m.is_nan() {
+                                    f32::NAN
+                                } else {
+                                    m.max(v)
+                                };
                                 s += v as f64;
                                 cnt += 1;
                             }
@@ -81,7 +98,9 @@ pub fn pool2d(x: &ArrayViewD<'_, f32>, a: &Pool2d, max: bool) -> ArrayD<f32> {
 fn erf(x: f64) -> f64 {
     // Abramowitz & Stegun 7.1.26 in f64 (|error| < 1.5e-7), as the kernel.
     let t = 1.0 / (1.0 + 0.3275911 * x.abs());
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let poly = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     x.signum() * (1.0 - poly * (-x * x).exp())
 }
 
@@ -94,7 +113,13 @@ pub fn unary_value(f: Unary, x: f32) -> f32 {
     (match f {
         Unary::Relu => v.max(0.0),
         Unary::Clip(lo, hi) => v.max(lo as f64).min(hi as f64),
-        Unary::LeakyRelu(a) => if v < 0.0 { v * a as f64 } else { v },
+        Unary::LeakyRelu(a) => {
+            if v < 0.0 {
+                v * a as f64
+            } else {
+                v
+            }
+        }
         Unary::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         Unary::HardSigmoid(a, b) => (a as f64 * v + b as f64).clamp(0.0, 1.0),
         Unary::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
@@ -110,7 +135,10 @@ pub fn unary_value(f: Unary, x: f32) -> f32 {
 /// Broadcasting binary op.
 pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> ArrayD<f32> {
     let out = broadcast_shape(a.shape(), b.shape()).expect("broadcastable");
-    let (a, b) = (a.broadcast(IxDyn(&out)).unwrap(), b.broadcast(IxDyn(&out)).unwrap());
+    let (a, b) = (
+        a.broadcast(IxDyn(&out)).unwrap(),
+        b.broadcast(IxDyn(&out)).unwrap(),
+    );
     let data: Vec<f32> = a
         .iter()
         .zip(b.iter())
@@ -119,7 +147,13 @@ pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> A
             Binary::Sub => p - q,
             Binary::Mul => p * q,
             Binary::Div => p / q,
-            Binary::PRelu => if p < 0.0 { p * q } else { p },
+            Binary::PRelu => {
+                if p < 0.0 {
+                    p * q
+                } else {
+                    p
+                }
+            }
             Binary::Max if p.is_nan() || q.is_nan() => f32::NAN,
             Binary::Min if p.is_nan() || q.is_nan() => f32::NAN,
             Binary::Max => p.max(q),
@@ -144,12 +178,21 @@ pub fn softmax_rows(x: &[f32], len: usize) -> Vec<f32> {
 
 /// Mean of consecutive rows of `len` elements.
 pub fn mean_rows(x: &[f32], len: usize) -> Vec<f32> {
-    x.chunks(len).map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / len as f64) as f32).collect()
+    x.chunks(len)
+        .map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / len as f64) as f32)
+        .collect()
 }
 
 /// Transposed convolution, NCHW, weight `[cin, cout / groups, kh, kw]` (scatter form).
-pub fn conv_transpose2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Option<&ArrayViewD<'_, f32>>, a: &Conv2d, output_padding: [usize; 2]) -> ArrayD<f32> {
-    let [n, cout, oh, ow] = conv_transpose_output_shape(x.shape(), w.shape(), a, output_padding).expect("valid");
+pub fn conv_transpose2d(
+    x: &ArrayViewD<'_, f32>,
+    w: &ArrayViewD<'_, f32>,
+    b: Option<&ArrayViewD<'_, f32>>,
+    a: &Conv2d,
+    output_padding: [usize; 2],
+) -> ArrayD<f32> {
+    let [n, cout, oh, ow] =
+        conv_transpose_output_shape(x.shape(), w.shape(), a, output_padding).expect("valid");
     let (cin, h, wd) = (x.shape()[1], x.shape()[2], x.shape()[3]);
     let (cout_g, kh, kw) = (w.shape()[1], w.shape()[2], w.shape()[3]);
     let cin_g = cin / a.groups;
@@ -163,16 +206,19 @@ pub fn conv_transpose2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Opt
                     for c in 0..cout_g {
                         let co = g * cout_g + c;
                         for ky in 0..kh {
-                            let oy = (iy * a.strides[0] + ky * a.dilations[0]) as isize - a.pads[0] as isize;
+                            let oy = (iy * a.strides[0] + ky * a.dilations[0]) as isize
+                                - a.pads[0] as isize;
                             if oy < 0 || oy >= oh as isize {
                                 continue;
                             }
                             for kx in 0..kw {
-                                let ox = (ix * a.strides[1] + kx * a.dilations[1]) as isize - a.pads[1] as isize;
+                                let ox = (ix * a.strides[1] + kx * a.dilations[1]) as isize
+                                    - a.pads[1] as isize;
                                 if ox < 0 || ox >= ow as isize {
                                     continue;
                                 }
-                                acc[((b_ * cout + co) * oh + oy as usize) * ow + ox as usize] += xv * w[[ci, c, ky, kx]] as f64;
+                                acc[((b_ * cout + co) * oh + oy as usize) * ow + ox as usize] +=
+                                    xv * w[[ci, c, ky, kx]] as f64;
                             }
                         }
                     }
@@ -180,7 +226,11 @@ pub fn conv_transpose2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Opt
             }
         }
     }
-    let mut y = ArrayD::from_shape_vec(IxDyn(&[n, cout, oh, ow]), acc.into_iter().map(|v| v as f32).collect()).expect("shape");
+    let mut y = ArrayD::from_shape_vec(
+        IxDyn(&[n, cout, oh, ow]),
+        acc.into_iter().map(|v| v as f32).collect(),
+    )
+    .expect("shape");
     if let Some(b) = b {
         for (co, mut lane) in y.axis_iter_mut(ndarray::Axis(1)).enumerate() {
             lane.mapv_inplace(|v| v + b[[co]]);
@@ -190,24 +240,53 @@ pub fn conv_transpose2d(x: &ArrayViewD<'_, f32>, w: &ArrayViewD<'_, f32>, b: Opt
 }
 
 /// ONNX Resize of the spatial dims (nearest or linear), as the kernel.
-pub fn resize(x: &ArrayViewD<'_, f32>, r: Resize, scales: [f32; 2], out: [usize; 2]) -> ArrayD<f32> {
+pub fn resize(
+    x: &ArrayViewD<'_, f32>,
+    r: Resize,
+    scales: [f32; 2],
+    out: [usize; 2],
+) -> ArrayD<f32> {
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let src = |o: usize, out_len: usize, in_len: usize, scale: f32| -> f32 {
         let of = o as f32;
         match r.coordinates {
             1 => of / scale,
-            2 => if out_len <= 1 { 0.0 } else { of * (in_len - 1) as f32 / (out_len - 1) as f32 },
-            3 => if out_len <= 1 { 0.0 } else { (of + 0.5) / scale - 0.5 },
+            2 => {
+                if out_len <= 1 {
+                    0.0
+                } else {
+                    of * (in_len - 1) as f32 / (out_len - 1) as f32
+                }
+            }
+            3 => {
+                if out_len <= 1 {
+                    0.0
+                } else {
+                    (of + 0.5) / scale - 0.5
+                }
+            }
             _ => (of + 0.5) / scale - 0.5,
         }
     };
     let nearest = |v: f32, len: usize| -> usize {
         let half = v.fract() == 0.5;
         let r = match r.nearest {
-            1 => if half { v.ceil() } else { v.round_ties_even() },
+            1 => {
+                if half {
+                    v.ceil()
+                } else {
+                    v.round_ties_even()
+                }
+            }
             2 => v.floor(),
             3 => v.ceil(),
-            _ => if half { v.floor() } else { v.round_ties_even() },
+            _ => {
+                if half {
+                    v.floor()
+                } else {
+                    v.round_ties_even()
+                }
+            }
         };
         r.clamp(0.0, (len - 1) as f32) as usize
     };
@@ -220,12 +299,17 @@ pub fn resize(x: &ArrayViewD<'_, f32>, r: Resize, scales: [f32; 2], out: [usize;
                     y[[b, ch, oy, ox]] = if !r.linear {
                         x[[b, ch, nearest(sy, h), nearest(sx, w)]]
                     } else {
-                        let (cy, cx) = (sy.clamp(0.0, (h - 1) as f32), sx.clamp(0.0, (w - 1) as f32));
+                        let (cy, cx) =
+                            (sy.clamp(0.0, (h - 1) as f32), sx.clamp(0.0, (w - 1) as f32));
                         let (y0, x0) = (cy.floor() as usize, cx.floor() as usize);
                         let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
                         let (fy, fx) = (cy - y0 as f32, cx - x0 as f32);
                         let lerp = |a: f32, b: f32, t: f32| a * (1.0 - t) + b * t;
-                        lerp(lerp(x[[b, ch, y0, x0]], x[[b, ch, y0, x1]], fx), lerp(x[[b, ch, y1, x0]], x[[b, ch, y1, x1]], fx), fy)
+                        lerp(
+                            lerp(x[[b, ch, y0, x0]], x[[b, ch, y0, x1]], fx),
+                            lerp(x[[b, ch, y1, x0]], x[[b, ch, y1, x1]], fx),
+                            fy,
+                        )
                     };
                 }
             }

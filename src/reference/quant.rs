@@ -10,7 +10,12 @@ fn per_channel(x: &ArrayViewD<'_, f32>, q: &QuantGrid, op: &'static str) -> Resu
     q.validate(op)?;
     let v = view(x.shape(), q.axis, op)?;
     if v.channels != q.channels() {
-        return Err(Error::ShapeMismatch { op, tensor: "x".into(), expected: format!("{} channels", q.channels()), got: x.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op,
+            tensor: "x".into(),
+            expected: format!("{} channels", q.channels()),
+            got: x.shape().to_vec(),
+        });
     }
     Ok((0..x.len()).map(|i| channel_of(&v, i)).collect())
 }
@@ -29,7 +34,12 @@ pub fn fake_quant(x: &ArrayViewD<'_, f32>, q: &QuantGrid) -> Result<ArrayD<f32>>
     let ch = per_channel(x, q, "fake_quant")?;
     let t = q.table();
     let n = q.steps as f32;
-    let data: Vec<f32> = x.as_standard_layout().iter().zip(&ch).map(|(&v, &c)| fake_quant_value(v, t[c][0], t[c][1], t[c][2], n)).collect();
+    let data: Vec<f32> = x
+        .as_standard_layout()
+        .iter()
+        .zip(&ch)
+        .map(|(&v, &c)| fake_quant_value(v, t[c][0], t[c][1], t[c][2], n))
+        .collect();
     Ok(ArrayD::from_shape_vec(x.shape(), data).expect("same shape"))
 }
 
@@ -57,10 +67,19 @@ pub fn quantize_codes(x: &ArrayViewD<'_, f32>, q: &QuantGrid) -> Result<ArrayD<i
 }
 
 /// Gradients of fake-quant: (dL/dx, dL/dscale per channel, dL/doffset per channel), sums in f64.
-pub fn fake_quant_backward(x: &ArrayViewD<'_, f32>, grad: &ArrayViewD<'_, f32>, q: &QuantGrid) -> Result<(ArrayD<f32>, Vec<f64>, Vec<f64>)> {
+pub fn fake_quant_backward(
+    x: &ArrayViewD<'_, f32>,
+    grad: &ArrayViewD<'_, f32>,
+    q: &QuantGrid,
+) -> Result<(ArrayD<f32>, Vec<f64>, Vec<f64>)> {
     let ch = per_channel(x, q, "fake_quant_backward")?;
     if grad.shape() != x.shape() {
-        return Err(Error::ShapeMismatch { op: "fake_quant_backward", tensor: "grad".into(), expected: format!("{:?}", x.shape()), got: grad.shape().to_vec() });
+        return Err(Error::ShapeMismatch {
+            op: "fake_quant_backward",
+            tensor: "grad".into(),
+            expected: format!("{:?}", x.shape()),
+            got: grad.shape().to_vec(),
+        });
     }
     let t = q.table();
     let n = q.steps as f32;
@@ -89,5 +108,9 @@ pub fn fake_quant_backward(x: &ArrayViewD<'_, f32>, grad: &ArrayViewD<'_, f32>, 
             }
         })
         .collect();
-    Ok((ArrayD::from_shape_vec(x.shape(), gx).expect("same shape"), gs, go))
+    Ok((
+        ArrayD::from_shape_vec(x.shape(), gx).expect("same shape"),
+        gs,
+        go,
+    ))
 }

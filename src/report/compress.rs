@@ -5,7 +5,11 @@ use crate::compress::pipeline::Outcome;
 use crate::report::{esc, page_start, svg};
 
 /// The whole report as one HTML page.
-pub fn compress_report_html(model: &str, summary: &[(String, String)], outcome: &Outcome) -> String {
+pub fn compress_report_html(
+    model: &str,
+    summary: &[(String, String)],
+    outcome: &Outcome,
+) -> String {
     let mut h = page_start("Compression", model, summary);
     for st in &outcome.stages {
         let m = st.method.name();
@@ -13,25 +17,50 @@ pub fn compress_report_html(model: &str, summary: &[(String, String)], outcome: 
         h.push_str("<div class=\"grid\">");
         for l in &st.table.layers {
             let curve: Vec<(f64, f64)> = l.entries.iter().map(|e| (e.ratio, e.score)).collect();
-            let chosen = st.selection.as_ref().and_then(|s| s.ratios.iter().find(|(n, _)| n == &l.name).map(|r| r.1));
-            h.push_str(&svg::sensitivity_chart(&l.name, &curve, st.table.baseline, chosen));
+            let chosen = st
+                .selection
+                .as_ref()
+                .and_then(|s| s.ratios.iter().find(|(n, _)| n == &l.name).map(|r| r.1));
+            h.push_str(&svg::sensitivity_chart(
+                &l.name,
+                &curve,
+                st.table.baseline,
+                chosen,
+            ));
         }
         h.push_str("</div>");
         match &st.selection {
             Some(s) => {
                 h.push_str(&format!("<h3>{m}: chosen ratios (score threshold {:.3})</h3><table><tr><th>layer</th><th>ratio</th><th>score alone</th></tr>", s.threshold));
                 for (n, r) in &s.ratios {
-                    let score = st.table.layers.iter().find(|l| &l.name == n).and_then(|l| l.entries.iter().find(|e| e.ratio == *r)).map_or("-".to_string(), |e| format!("{:.3}", e.score));
-                    h.push_str(&format!("<tr><td>{}</td><td>{r:.2}</td><td>{score}</td></tr>", esc(n)));
+                    let score = st
+                        .table
+                        .layers
+                        .iter()
+                        .find(|l| &l.name == n)
+                        .and_then(|l| l.entries.iter().find(|e| e.ratio == *r))
+                        .map_or("-".to_string(), |e| format!("{:.3}", e.score));
+                    h.push_str(&format!(
+                        "<tr><td>{}</td><td>{r:.2}</td><td>{score}</td></tr>",
+                        esc(n)
+                    ));
                 }
                 h.push_str("</table>");
             }
-            None => h.push_str(&format!("<p>{m}: its share of the target was out of reach; left to the next method.</p>")),
+            None => h.push_str(&format!(
+                "<p>{m}: its share of the target was out of reach; left to the next method.</p>"
+            )),
         }
         if !st.skipped.is_empty() {
-            h.push_str(&format!("<h3>{m}: layers not compressed</h3><table><tr><th>layer</th><th>why</th></tr>"));
+            h.push_str(&format!(
+                "<h3>{m}: layers not compressed</h3><table><tr><th>layer</th><th>why</th></tr>"
+            ));
             for (n, why) in &st.skipped {
-                h.push_str(&format!("<tr><td>{}</td><td style=\"text-align:left\">{}</td></tr>", esc(n), esc(why)));
+                h.push_str(&format!(
+                    "<tr><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+                    esc(n),
+                    esc(why)
+                ));
             }
             h.push_str("</table>");
         }

@@ -18,14 +18,37 @@ pub fn hbar_chart_colors(bars: &[(String, f64, bool)], unit: &str, colors: (&str
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-size=\"10\">", label_w + plot_w + 60.0);
     for (i, (label, v, hot)) in bars.iter().enumerate() {
         let y = i as f64 * row + 4.0;
-        let (xa, xb) = (x0.min(x0 + v / span * plot_w), x0.max(x0 + v / span * plot_w));
-        s.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", label_w - 4.0, y + 10.0, esc(label)));
-        s.push_str(&format!("<rect x=\"{xa:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>", (xb - xa).max(0.5), row - 3.0, if *hot { colors.0 } else { colors.1 }));
-        s.push_str(&format!("<text x=\"{:.1}\" y=\"{}\">{v:.1}</text>", xb + 3.0, y + 10.0));
+        let (xa, xb) = (
+            x0.min(x0 + v / span * plot_w),
+            x0.max(x0 + v / span * plot_w),
+        );
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            label_w - 4.0,
+            y + 10.0,
+            esc(label)
+        ));
+        s.push_str(&format!(
+            "<rect x=\"{xa:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>",
+            (xb - xa).max(0.5),
+            row - 3.0,
+            if *hot { colors.0 } else { colors.1 }
+        ));
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\">{v:.1}</text>",
+            xb + 3.0,
+            y + 10.0
+        ));
     }
     let axis_y = bars.len() as f64 * row + 8.0;
-    s.push_str(&format!("<line x1=\"{x0:.1}\" y1=\"0\" x2=\"{x0:.1}\" y2=\"{axis_y}\" stroke=\"#444\"/>"));
-    s.push_str(&format!("<text x=\"{}\" y=\"{}\">{unit}: {min:.1} … {max:.1}</text></svg>", label_w, axis_y + 14.0));
+    s.push_str(&format!(
+        "<line x1=\"{x0:.1}\" y1=\"0\" x2=\"{x0:.1}\" y2=\"{axis_y}\" stroke=\"#444\"/>"
+    ));
+    s.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\">{unit}: {min:.1} … {max:.1}</text></svg>",
+        label_w,
+        axis_y + 14.0
+    ));
     s
 }
 
@@ -37,7 +60,10 @@ pub fn range_chart(ranges: &[(f32, f32)]) -> String {
 /// Per-channel min..max bars with mean ± std ticks: `[min, max, mean, std]` per channel.
 pub fn summary_chart(channels: &[[f32; 4]]) -> String {
     let ranges: Vec<(f32, f32)> = channels.iter().map(|c| (c[0], c[1])).collect();
-    let ticks: Vec<(f32, f32)> = channels.iter().map(|c| (c[2] - c[3], c[2] + c[3])).collect();
+    let ticks: Vec<(f32, f32)> = channels
+        .iter()
+        .map(|c| (c[2] - c[3], c[2] + c[3]))
+        .collect();
     channel_bars(&ranges, &ticks)
 }
 
@@ -49,42 +75,96 @@ fn channel_bars(ranges: &[(f32, f32)], ticks: &[(f32, f32)]) -> String {
     let span = (hi - lo).max(1e-12);
     let y = |v: f64| 10.0 + (hi - v) / span * (h - 30.0);
     let bw = (w - 40.0) / ranges.len().max(1) as f64;
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"10\">");
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"10\">"
+    );
     for (fill, min_h, bars) in [("#2ca02c", 0.5, ranges), ("#000", 0.8, ticks)] {
         for (c, &(a, b)) in bars.iter().enumerate() {
             let x = 35.0 + c as f64 * bw;
-            s.push_str(&format!("<rect x=\"{x:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"{fill}\"/>", y(b as f64), (bw * 0.8).max(0.5), (y(a as f64) - y(b as f64)).max(min_h)));
+            s.push_str(&format!(
+                "<rect x=\"{x:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"{fill}\"/>",
+                y(b as f64),
+                (bw * 0.8).max(0.5),
+                (y(a as f64) - y(b as f64)).max(min_h)
+            ));
         }
     }
-    s.push_str(&format!("<line x1=\"35\" y1=\"{0:.1}\" x2=\"{w}\" y2=\"{0:.1}\" stroke=\"#444\"/>", y(0.0)));
-    s.push_str(&format!("<text x=\"0\" y=\"{:.1}\">{hi:.3}</text><text x=\"0\" y=\"{:.1}\">{lo:.3}</text>", y(hi) + 4.0, y(lo)));
-    s.push_str(&format!("<text x=\"35\" y=\"{}\">{} output channels (min..max)</text></svg>", h - 2.0, ranges.len()));
+    s.push_str(&format!(
+        "<line x1=\"35\" y1=\"{0:.1}\" x2=\"{w}\" y2=\"{0:.1}\" stroke=\"#444\"/>",
+        y(0.0)
+    ));
+    s.push_str(&format!(
+        "<text x=\"0\" y=\"{:.1}\">{hi:.3}</text><text x=\"0\" y=\"{:.1}\">{lo:.3}</text>",
+        y(hi) + 4.0,
+        y(lo)
+    ));
+    s.push_str(&format!(
+        "<text x=\"35\" y=\"{}\">{} output channels (min..max)</text></svg>",
+        h - 2.0,
+        ranges.len()
+    ));
     s
 }
 
 /// A small line chart of score (0..1, vertical) against ratio (0..1, horizontal) for one
 /// layer: the points of `curve`, the baseline as a dashed line, and the chosen ratio (if
 /// any, and below 1) as a red marker.
-pub fn sensitivity_chart(title: &str, curve: &[(f64, f64)], baseline: f64, chosen: Option<f64>) -> String {
+pub fn sensitivity_chart(
+    title: &str,
+    curve: &[(f64, f64)],
+    baseline: f64,
+    chosen: Option<f64>,
+) -> String {
     let (w, h, l, b) = (260.0, 150.0, 30.0, 22.0);
     let (pw, ph) = (w - l - 8.0, h - b - 18.0);
     // Vertical axis from the lowest score (rounded down to 0.1) to 1.
-    let lo = curve.iter().map(|p| p.1).filter(|v| v.is_finite()).fold(baseline, f64::min).clamp(0.0, 0.9);
+    let lo = curve
+        .iter()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .fold(baseline, f64::min)
+        .clamp(0.0, 0.9);
     let lo = (lo * 10.0).floor() / 10.0;
     let x = |r: f64| l + r.clamp(0.0, 1.0) * pw;
     let y = |s: f64| 18.0 + (1.0 - (s.clamp(lo, 1.0) - lo) / (1.0 - lo)) * ph;
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"9\">");
-    s.push_str(&format!("<text x=\"{l}\" y=\"11\" font-size=\"10\">{}</text>", esc(title)));
-    s.push_str(&format!("<rect x=\"{l}\" y=\"18\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#aaa\"/>"));
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"9\">"
+    );
+    s.push_str(&format!(
+        "<text x=\"{l}\" y=\"11\" font-size=\"10\">{}</text>",
+        esc(title)
+    ));
+    s.push_str(&format!(
+        "<rect x=\"{l}\" y=\"18\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#aaa\"/>"
+    ));
     for (t, v) in [(0.0, lo), (0.5, (lo + 1.0) / 2.0), (1.0, 1.0)] {
-        s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>", l - 3.0, y(v) + 3.0));
-        s.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t}</text>", x(t), h - 8.0));
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>",
+            l - 3.0,
+            y(v) + 3.0
+        ));
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t}</text>",
+            x(t),
+            h - 8.0
+        ));
     }
     s.push_str(&format!("<line x1=\"{l}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#888\" stroke-dasharray=\"3,3\"/>", y(baseline), l + pw, y(baseline)));
-    let pts: Vec<String> = curve.iter().filter(|p| p.1.is_finite()).map(|&(r, v)| format!("{:.1},{:.1}", x(r), y(v))).collect();
-    s.push_str(&format!("<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>", pts.join(" ")));
+    let pts: Vec<String> = curve
+        .iter()
+        .filter(|p| p.1.is_finite())
+        .map(|&(r, v)| format!("{:.1},{:.1}", x(r), y(v)))
+        .collect();
+    s.push_str(&format!(
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>",
+        pts.join(" ")
+    ));
     for &(r, v) in curve.iter().filter(|p| p.1.is_finite()) {
-        s.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"#1f77b4\"/>", x(r), y(v)));
+        s.push_str(&format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"#1f77b4\"/>",
+            x(r),
+            y(v)
+        ));
     }
     if let Some(c) = chosen.filter(|&c| c < 1.0) {
         s.push_str(&format!("<line x1=\"{:.1}\" y1=\"18\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#d62728\" stroke-width=\"1.5\"/>", x(c), x(c), 18.0 + ph));

@@ -72,18 +72,28 @@ pub struct Tol {
 
 impl Tol {
     /// Sums of up to ~1e6 f32 terms in a different order than the f64 reference.
-    pub const SUM: Tol = Tol { abs: 1e-3, rel: 1e-4 };
+    pub const SUM: Tol = Tol {
+        abs: 1e-3,
+        rel: 1e-4,
+    };
     /// f32 dot products of length up to a few thousand.
-    pub const GEMM: Tol = Tol { abs: 1e-4, rel: 1e-4 };
+    pub const GEMM: Tol = Tol {
+        abs: 1e-4,
+        rel: 1e-4,
+    };
     /// Single-pass f32 statistics (Welford / Chan) against two-pass f64.
-    pub const STATS: Tol = Tol { abs: 1e-5, rel: 1e-4 };
+    pub const STATS: Tol = Tol {
+        abs: 1e-5,
+        rel: 1e-4,
+    };
 }
 
 /// Asserts |a - b| <= abs + rel * |b| element-wise, naming the first failure.
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: Tol) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = (g - w).abs() <= tol.abs + tol.rel * w.abs() || (g.is_nan() && w.is_nan()) || g == w;
+        let ok =
+            (g - w).abs() <= tol.abs + tol.rel * w.abs() || (g.is_nan() && w.is_nan()) || g == w;
         assert!(ok, "{what}[{i}]: got {g}, want {w} (tol {tol:?})");
     }
 }
@@ -92,7 +102,10 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: Tol) {
 pub fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{what}[{i}]: got {g:e}, want {w:e}");
+        assert!(
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+            "{what}[{i}]: got {g:e}, want {w:e}"
+        );
     }
 }
 
@@ -110,7 +123,9 @@ pub fn photo_crops(eval: bool) -> ndarray::ArrayD<f32> {
     SETS[eval as usize]
         .get_or_init(|| {
             let pre = qforge::data::images::Preprocess::imagenet();
-            qforge::data::images::crops(&repo("data/photos"), 4, eval as u64, !eval, &pre).unwrap().1
+            qforge::data::images::crops(&repo("data/photos"), 4, eval as u64, !eval, &pre)
+                .unwrap()
+                .1
         })
         .clone()
 }
@@ -124,9 +139,13 @@ pub fn aimet_npy(run: &str, file: &str) -> ndarray::ArrayD<f32> {
 /// AIMET's encodings file `file` (e.g. "model.encodings") of reference run `run`.
 pub fn aimet_encodings(run: &str, file: &str) -> serde_json::Value {
     use std::io::Read;
-    let path = repo("tests/golden/aimet").join(run).join(format!("{file}.gz"));
+    let path = repo("tests/golden/aimet")
+        .join(run)
+        .join(format!("{file}.gz"));
     let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_string(&mut text).unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -134,11 +153,31 @@ pub fn aimet_encodings(run: &str, file: &str) -> serde_json::Value {
 /// training (1,024) or test (1,000) set.
 pub fn fashion_mnist(test: bool, n: usize) -> (ndarray::ArrayD<f32>, Vec<usize>) {
     use qforge::data::idx;
-    let (images, labels) = if test { ("t10k-images-1000-idx3-ubyte.gz", "t10k-labels-1000-idx1-ubyte.gz") } else { ("train-images-1024-idx3-ubyte.gz", "train-labels-1024-idx1-ubyte.gz") };
+    let (images, labels) = if test {
+        (
+            "t10k-images-1000-idx3-ubyte.gz",
+            "t10k-labels-1000-idx1-ubyte.gz",
+        )
+    } else {
+        (
+            "train-images-1024-idx3-ubyte.gz",
+            "train-labels-1024-idx1-ubyte.gz",
+        )
+    };
     let dir = repo("data/fashion-mnist");
-    let x = idx::read_images(&dir.join(images), Some(n), idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD).unwrap();
+    let x = idx::read_images(
+        &dir.join(images),
+        Some(n),
+        idx::FASHION_MNIST_MEAN,
+        idx::FASHION_MNIST_STD,
+    )
+    .unwrap();
     let y = idx::read_labels(&dir.join(labels), Some(n)).unwrap();
-    assert_eq!(x.shape()[0], n, "the bundled subset holds fewer than {n} samples");
+    assert_eq!(
+        x.shape()[0],
+        n,
+        "the bundled subset holds fewer than {n} samples"
+    );
     (x, y)
 }
 
@@ -146,7 +185,14 @@ pub fn fashion_mnist(test: bool, n: usize) -> (ndarray::ArrayD<f32>, Vec<usize>)
 /// top-1 agreement) on the evaluation crops.
 pub fn aimet_fidelity(run: &str) -> (f64, f64) {
     // Python's json writes non-finite numbers as bare words.
-    let text = std::fs::read_to_string(repo("tests/golden/aimet").join(run).join("timings.json")).unwrap().replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null");
+    let text = std::fs::read_to_string(repo("tests/golden/aimet").join(run).join("timings.json"))
+        .unwrap()
+        .replace("-Infinity", "null")
+        .replace("Infinity", "null")
+        .replace("NaN", "null");
     let t: serde_json::Value = serde_json::from_str(&text).unwrap();
-    (t["sim_vs_fp32"]["sqnr_db"].as_f64().unwrap(), t["sim_vs_fp32"]["top1_agree"].as_f64().unwrap())
+    (
+        t["sim_vs_fp32"]["sqnr_db"].as_f64().unwrap(),
+        t["sim_vs_fp32"]["top1_agree"].as_f64().unwrap(),
+    )
 }

@@ -35,31 +35,59 @@ struct BnParams {
 /// folded weights, and their quantization grids, are AIMET's bit for bit).
 fn bn_affine(g: &Graph, inputs: &[String], eps: f32, node: &str) -> Result<BnParams> {
     let get = |i: usize| {
-        g.weight(&inputs[i]).map(|a| a.iter().copied().collect::<Vec<f32>>()).ok_or_else(|| Error::Graph { model: g.name.clone(), message: format!("BatchNormalization '{node}': parameter '{}' is not a constant", inputs[i]) })
+        g.weight(&inputs[i])
+            .map(|a| a.iter().copied().collect::<Vec<f32>>())
+            .ok_or_else(|| Error::Graph {
+                model: g.name.clone(),
+                message: format!(
+                    "BatchNormalization '{node}': parameter '{}' is not a constant",
+                    inputs[i]
+                ),
+            })
     };
     let (gamma, beta, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
     let mut s = Vec::with_capacity(gamma.len());
     let mut t = Vec::with_capacity(gamma.len());
     for c in 0..gamma.len() {
         let sigma = (var[c] + eps).sqrt();
-        if !(sigma > 0.0 && sigma.is_finite()) || !gamma[c].is_finite() || !beta[c].is_finite() || !mean[c].is_finite() {
+        if !(sigma > 0.0 && sigma.is_finite())
+            || !gamma[c].is_finite()
+            || !beta[c].is_finite()
+            || !mean[c].is_finite()
+        {
             return Err(Error::Graph { model: g.name.clone(), message: format!("BatchNormalization '{node}': channel {c} has variance {} + epsilon {eps} (or non-finite parameters); it cannot be folded", var[c]) });
         }
         let sc = gamma[c] / sigma;
         s.push(sc);
         t.push(beta[c] - mean[c] * sc);
     }
-    Ok(BnParams { gamma, beta, mean, s, t })
+    Ok(BnParams {
+        gamma,
+        beta,
+        mean,
+        s,
+        t,
+    })
 }
 
 /// Folds every foldable BN; returns what was folded. The graph stays resolved.
 pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
     let mut done = Vec::new();
     loop {
-        let Some((bn_idx, target, forward)) = find_pair(g) else { break };
+        let Some((bn_idx, target, forward)) = find_pair(g) else {
+            break;
+        };
         let bn = g.nodes[bn_idx].clone();
-        let Op::BatchNorm { epsilon } = bn.op else { unreachable!() };
-        let BnParams { gamma, beta, mean, s, t } = bn_affine(g, &bn.inputs, epsilon, &bn.name)?;
+        let Op::BatchNorm { epsilon } = bn.op else {
+            unreachable!()
+        };
+        let BnParams {
+            gamma,
+            beta,
+            mean,
+            s,
+            t,
+        } = bn_affine(g, &bn.inputs, epsilon, &bn.name)?;
         let tnode = g.nodes[target].clone();
         let w_name = tnode.inputs[1].clone();
         let mut w = g.weight(&w_name).cloned().expect("checked constant");
@@ -68,16 +96,27 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
             _ => w.shape()[0],
         };
         let old_bias: Vec<f32> = match tnode.inputs.get(2).filter(|b| !b.is_empty()) {
-            Some(b) => g.weight(b).expect("checked constant").iter().copied().collect(),
+            Some(b) => g
+                .weight(b)
+                .expect("checked constant")
+                .iter()
+                .copied()
+                .collect(),
             None => vec![0.0; cout],
         };
         let bias: Vec<f32>;
         if forward {
-            let axis = if matches!(tnode.op, Op::Gemm { trans_b: false, .. }) { 1 } else { 0 };
+            let axis = if matches!(tnode.op, Op::Gemm { trans_b: false, .. }) {
+                1
+            } else {
+                0
+            };
             for (c, mut lane) in w.axis_iter_mut(Axis(axis)).enumerate() {
                 lane.mapv_inplace(|v| v * s[c]);
             }
-            bias = (0..cout).map(|c| beta[c] - (mean[c] - old_bias[c]) * s[c]).collect();
+            bias = (0..cout)
+                .map(|c| beta[c] - (mean[c] - old_bias[c]) * s[c])
+                .collect();
         } else {
             // y = conv(x * s + t) = conv_{W * s[ci]}(x) + sum_{ci,k} W * t[ci]
             let mut b = old_bias.clone();
@@ -95,7 +134,10 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
             Some(b) if g.consumers_of(b).len() == 1 => b.clone(),
             _ => g.unique_name(&format!("{}.bias", tnode.name)),
         };
-        g.consts.insert(bias_name.clone(), Const::F32(ArrayD::from_shape_vec(IxDyn(&[cout]), bias).expect("1-D")));
+        g.consts.insert(
+            bias_name.clone(),
+            Const::F32(ArrayD::from_shape_vec(IxDyn(&[cout]), bias).expect("1-D")),
+        );
         let node = &mut g.nodes[target];
         if node.inputs.len() < 3 {
             node.inputs.resize(3, String::new());
@@ -127,7 +169,13 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
                 g.consts.remove(p);
             }
         }
-        done.push(FoldedBn { bn: bn.name, into: tnode.name, forward, gamma, beta });
+        done.push(FoldedBn {
+            bn: bn.name,
+            into: tnode.name,
+            forward,
+            gamma,
+            beta,
+        });
     }
     Ok(done)
 }
@@ -139,23 +187,43 @@ fn only_consumer(g: &Graph, value: &str, node: usize) -> bool {
 /// The next (bn index, conv/gemm index, forward?) that can fold.
 fn find_pair(g: &Graph) -> Option<(usize, usize, bool)> {
     for (i, n) in g.nodes.iter().enumerate() {
-        if !matches!(n.op, Op::BatchNorm { .. }) || n.inputs[1..].iter().any(|p| g.weight(p).is_none()) {
+        if !matches!(n.op, Op::BatchNorm { .. })
+            || n.inputs[1..].iter().any(|p| g.weight(p).is_none())
+        {
             continue;
         }
-        let weight_const = |t: usize| g.weight(&g.nodes[t].inputs[1]).is_some() && g.nodes[t].inputs.get(2).filter(|b| !b.is_empty()).is_none_or(|b| g.weight(b).is_some());
+        let weight_const = |t: usize| {
+            g.weight(&g.nodes[t].inputs[1]).is_some()
+                && g.nodes[t]
+                    .inputs
+                    .get(2)
+                    .filter(|b| !b.is_empty())
+                    .is_none_or(|b| g.weight(b).is_some())
+        };
         if let Some(p) = g.producer_of(&n.inputs[0]) {
-            let foldable = matches!(g.nodes[p].op, Op::Conv(_) | Op::Gemm { .. }) && g.shapes.get(&n.inputs[0]).is_some_and(|s| s.len() >= 2);
-            if foldable && weight_const(p) && only_consumer(g, &n.inputs[0], i) && g.consumers_of(&g.nodes[p].inputs[1]).len() == 1 {
+            let foldable = matches!(g.nodes[p].op, Op::Conv(_) | Op::Gemm { .. })
+                && g.shapes.get(&n.inputs[0]).is_some_and(|s| s.len() >= 2);
+            if foldable
+                && weight_const(p)
+                && only_consumer(g, &n.inputs[0], i)
+                && g.consumers_of(&g.nodes[p].inputs[1]).len() == 1
+            {
                 return Some((i, p, true));
             }
         }
         let consumers = g.consumers_of(&n.outputs[0]);
         if let [c] = consumers[..] {
             let ok = match &g.nodes[c].op {
-                Op::Conv(a) => a.pads == [0; 4] && a.groups == 1 && g.nodes[c].inputs[0] == n.outputs[0],
+                Op::Conv(a) => {
+                    a.pads == [0; 4] && a.groups == 1 && g.nodes[c].inputs[0] == n.outputs[0]
+                }
                 _ => false,
             };
-            if ok && weight_const(c) && !g.outputs.contains(&n.outputs[0]) && g.consumers_of(&g.nodes[c].inputs[1]).len() == 1 {
+            if ok
+                && weight_const(c)
+                && !g.outputs.contains(&n.outputs[0])
+                && g.consumers_of(&g.nodes[c].inputs[1]).len() == 1
+            {
                 return Some((i, c, false));
             }
         }

@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, Axis};
 
 use crate::error::{Error, Result};
-use crate::graph::ir::{Const, Graph, Node, Op};
 use crate::graph::attrs::{Binary, Unary};
+use crate::graph::ir::{Const, Graph, Node, Op};
 
 /// Per conv node (by name): the folded batch norm's (gamma, beta) describing the conv's output
 /// as N(beta, gamma^2) per channel. CLE keeps them in step with the weights it scales.
@@ -61,7 +61,12 @@ pub enum ClipMode {
 
 impl Default for CleOptions {
     fn default() -> Self {
-        CleOptions { max_iterations: 20, tolerance: 1e-3, high_bias_absorption: true, clip: ClipMode::PerChannel }
+        CleOptions {
+            max_iterations: 20,
+            tolerance: 1e-3,
+            high_bias_absorption: true,
+            clip: ClipMode::PerChannel,
+        }
     }
 }
 
@@ -99,9 +104,18 @@ struct Layer {
 
 fn kind(g: &Graph, i: usize) -> Kind {
     let n = &g.nodes[i];
-    let Op::Conv(a) = &n.op else { return Kind::Unsupported };
-    let Some(w) = g.weight(&n.inputs[1]) else { return Kind::Unsupported };
-    if w.ndim() != 4 || g.consumers_of(&n.inputs[1]).len() != 1 || n.inputs.get(2).is_some_and(|b| !b.is_empty() && (g.weight(b).is_none() || g.consumers_of(b).len() != 1)) {
+    let Op::Conv(a) = &n.op else {
+        return Kind::Unsupported;
+    };
+    let Some(w) = g.weight(&n.inputs[1]) else {
+        return Kind::Unsupported;
+    };
+    if w.ndim() != 4
+        || g.consumers_of(&n.inputs[1]).len() != 1
+        || n.inputs.get(2).is_some_and(|b| {
+            !b.is_empty() && (g.weight(b).is_none() || g.consumers_of(b).len() != 1)
+        })
+    {
         return Kind::Unsupported;
     }
     if a.groups == 1 {
@@ -141,12 +155,16 @@ fn next_conv(g: &Graph, i: usize, clip: bool) -> Option<(usize, Option<usize>)> 
         return None;
     }
     let d = single_reader(g, &g.nodes[c].outputs[0])?;
-    (matches!(g.nodes[d].op, Op::Conv(_)) && g.nodes[d].inputs[0] == g.nodes[c].outputs[0]).then_some((d, Some(c)))
+    (matches!(g.nodes[d].op, Op::Conv(_)) && g.nodes[d].inputs[0] == g.nodes[c].outputs[0])
+        .then_some((d, Some(c)))
 }
 
 /// Chains of linked convs in graph order.
 fn chains(g: &Graph, clip: bool) -> Vec<Vec<Layer>> {
-    let links: HashMap<usize, (usize, Option<usize>)> = (0..g.nodes.len()).filter(|&i| matches!(g.nodes[i].op, Op::Conv(_))).filter_map(|i| next_conv(g, i, clip).map(|l| (i, l))).collect();
+    let links: HashMap<usize, (usize, Option<usize>)> = (0..g.nodes.len())
+        .filter(|&i| matches!(g.nodes[i].op, Op::Conv(_)))
+        .filter_map(|i| next_conv(g, i, clip).map(|l| (i, l)))
+        .collect();
     let targets: std::collections::HashSet<usize> = links.values().map(|l| l.0).collect();
     let mut out = Vec::new();
     for start in (0..g.nodes.len()).filter(|i| links.contains_key(i) && !targets.contains(i)) {
@@ -154,7 +172,11 @@ fn chains(g: &Graph, clip: bool) -> Vec<Vec<Layer>> {
         let mut at = Some(start);
         while let Some(i) = at {
             let link = links.get(&i).copied();
-            chain.push(Layer { node: i, kind: kind(g, i), act: link.and_then(|l| l.1) });
+            chain.push(Layer {
+                node: i,
+                kind: kind(g, i),
+                act: link.and_then(|l| l.1),
+            });
             at = link.map(|l| l.0);
         }
         out.push(chain);
@@ -174,7 +196,9 @@ fn cls_sets(chain: Vec<Layer>) -> Vec<Vec<Layer>> {
                 None => return sets,
             }
         }
-        let Some(second) = rest.next() else { return sets };
+        let Some(second) = rest.next() else {
+            return sets;
+        };
         let f = first.take().expect("set above");
         match (f.kind, second.kind) {
             (Kind::Conv, Kind::Conv) | (Kind::Depthwise, Kind::Conv) => {
@@ -194,7 +218,10 @@ fn cls_sets(chain: Vec<Layer>) -> Vec<Vec<Layer>> {
     }
 }
 
-fn weight_mut<'a>(consts: &'a mut std::collections::BTreeMap<String, Const>, name: &str) -> &'a mut ArrayD<f32> {
+fn weight_mut<'a>(
+    consts: &'a mut std::collections::BTreeMap<String, Const>,
+    name: &str,
+) -> &'a mut ArrayD<f32> {
     match consts.get_mut(name) {
         Some(Const::F32(a)) => a,
         _ => unreachable!("CLS layers have constant f32 weights (checked by kind)"),
@@ -203,7 +230,9 @@ fn weight_mut<'a>(consts: &'a mut std::collections::BTreeMap<String, Const>, nam
 
 /// max |w| per slice along `axis`.
 fn ranges(w: &ArrayD<f32>, axis: usize) -> Vec<f32> {
-    w.axis_iter(Axis(axis)).map(|s| s.iter().fold(0f32, |m, &v| m.max(v.abs()))).collect()
+    w.axis_iter(Axis(axis))
+        .map(|s| s.iter().fold(0f32, |m, &v| m.max(v.abs())))
+        .collect()
 }
 
 fn scale_along(w: &mut ArrayD<f32>, axis: usize, f: &[f32]) {
@@ -214,7 +243,13 @@ fn scale_along(w: &mut ArrayD<f32>, axis: usize, f: &[f32]) {
 
 /// Scales the output channels of layer `node` by `1/s` (weights, bias, the per-channel clip
 /// bound after it and its BN statistics).
-fn scale_outputs(g: &mut Graph, bn: &mut BnStats, bounds: &HashMap<usize, String>, node: usize, s: &[f32]) {
+fn scale_outputs(
+    g: &mut Graph,
+    bn: &mut BnStats,
+    bounds: &HashMap<usize, String>,
+    node: usize,
+    s: &[f32],
+) {
     let n = g.nodes[node].clone();
     let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
     if let Some(b) = bounds.get(&node) {
@@ -233,17 +268,35 @@ fn scale_outputs(g: &mut Graph, bn: &mut BnStats, bounds: &HashMap<usize, String
 }
 
 /// Scales one set; returns the factors on each link (one per pair) and zero-range channels.
-fn scale_set(g: &mut Graph, bn: &mut BnStats, bounds: &HashMap<usize, String>, set: &[Layer]) -> (Vec<Vec<f32>>, usize) {
-    let w = |g: &Graph, l: &Layer| g.weight(&g.nodes[l.node].inputs[1]).expect("checked").clone();
+fn scale_set(
+    g: &mut Graph,
+    bn: &mut BnStats,
+    bounds: &HashMap<usize, String>,
+    set: &[Layer],
+) -> (Vec<Vec<f32>>, usize) {
+    let w = |g: &Graph, l: &Layer| {
+        g.weight(&g.nodes[l.node].inputs[1])
+            .expect("checked")
+            .clone()
+    };
     let last = set.len() - 1;
     let r_first = ranges(&w(g, &set[0]), 0);
     let r_last = ranges(&w(g, &set[last]), 1);
     let mut zero = 0;
     let factors = if set.len() == 2 {
-        let s: Vec<f32> = r_first.iter().zip(&r_last).map(|(&a, &b)| {
-            let d = (a * b).sqrt();
-            if d != 0.0 { a * (1.0 / d) } else { zero += 1; 1.0 }
-        }).collect();
+        let s: Vec<f32> = r_first
+            .iter()
+            .zip(&r_last)
+            .map(|(&a, &b)| {
+                let d = (a * b).sqrt();
+                if d != 0.0 {
+                    a * (1.0 / d)
+                } else {
+                    zero += 1;
+                    1.0
+                }
+            })
+            .collect();
         vec![s]
     } else {
         let r_mid = ranges(&w(g, &set[1]), 0);
@@ -264,14 +317,28 @@ fn scale_set(g: &mut Graph, bn: &mut BnStats, bounds: &HashMap<usize, String>, s
     for (k, s) in factors.iter().enumerate() {
         scale_outputs(g, bn, bounds, set[k].node, s);
         let next = &g.nodes[set[k + 1].node];
-        let (wn, axis) = (next.inputs[1].clone(), if set[k + 1].kind == Kind::Depthwise { 0 } else { 1 });
+        let (wn, axis) = (
+            next.inputs[1].clone(),
+            if set[k + 1].kind == Kind::Depthwise {
+                0
+            } else {
+                1
+            },
+        );
         scale_along(weight_mut(&mut g.consts, &wn), axis, s);
     }
     (factors, zero)
 }
 
 /// High-bias absorption over one link: first layer `a`, next layer `b`.
-fn absorb(g: &mut Graph, bn: &mut BnStats, bound: Option<&String>, a: &Layer, b: &Layer, relu: bool) -> Option<f32> {
+fn absorb(
+    g: &mut Graph,
+    bn: &mut BnStats,
+    bound: Option<&String>,
+    a: &Layer,
+    b: &Layer,
+    relu: bool,
+) -> Option<f32> {
     let (na, nb) = (g.nodes[a.node].clone(), g.nodes[b.node].clone());
     // Zero padding in the next layer would see 0 where the shifted input holds -c: the bias
     // shift is exact only without padding.
@@ -281,7 +348,17 @@ fn absorb(g: &mut Graph, bn: &mut BnStats, bound: Option<&String>, a: &Layer, b:
     let ba = na.inputs.get(2).filter(|x| !x.is_empty())?;
     let bb = nb.inputs.get(2).filter(|x| !x.is_empty())?;
     let (gamma, beta) = bn.get_mut(&na.name)?;
-    let mut c: Vec<f32> = gamma.iter().zip(beta.iter()).map(|(&gm, &bt)| if relu { (bt - 3.0 * gm.abs()).max(0.0) } else { bt }).collect();
+    let mut c: Vec<f32> = gamma
+        .iter()
+        .zip(beta.iter())
+        .map(|(&gm, &bt)| {
+            if relu {
+                (bt - 3.0 * gm.abs()).max(0.0)
+            } else {
+                bt
+            }
+        })
+        .collect();
     if let Some(bound) = bound {
         // clamp(x - c, 0, hi - c) + c = clamp(x, c, hi): the bound moves down with the bias.
         let hi = weight_mut(&mut g.consts, bound);
@@ -298,9 +375,19 @@ fn absorb(g: &mut Graph, bn: &mut BnStats, bound: Option<&String>, a: &Layer, b:
     }
     let wb = g.weight(&nb.inputs[1]).expect("checked").clone();
     let shift: Vec<f32> = if b.kind == Kind::Depthwise {
-        wb.axis_iter(Axis(0)).zip(&c).map(|(k, &cc)| k.sum() * cc).collect()
+        wb.axis_iter(Axis(0))
+            .zip(&c)
+            .map(|(k, &cc)| k.sum() * cc)
+            .collect()
     } else {
-        wb.axis_iter(Axis(0)).map(|o| o.axis_iter(Axis(0)).zip(&c).map(|(k, &cc)| k.sum() * cc).sum()).collect()
+        wb.axis_iter(Axis(0))
+            .map(|o| {
+                o.axis_iter(Axis(0))
+                    .zip(&c)
+                    .map(|(k, &cc)| k.sum() * cc)
+                    .sum()
+            })
+            .collect()
     };
     for (v, s) in weight_mut(&mut g.consts, bb).iter_mut().zip(shift) {
         *v += s;
@@ -311,29 +398,54 @@ fn absorb(g: &mut Graph, bn: &mut BnStats, bound: Option<&String>, a: &Layer, b:
 /// Equalizes `g` in place (BN already folded; `bn` holds the folded statistics per conv).
 pub fn equalize(g: &mut Graph, bn: &mut BnStats, opts: CleOptions) -> Result<CleReport> {
     if opts.max_iterations == 0 || !(opts.tolerance >= 0.0) {
-        return Err(Error::invalid("equalize", "options", format!("{opts:?}"), "at least one iteration and a non-negative tolerance"));
+        return Err(Error::invalid(
+            "equalize",
+            "options",
+            format!("{opts:?}"),
+            "at least one iteration and a non-negative tolerance",
+        ));
     }
-    let sets: Vec<Vec<Layer>> = chains(g, opts.clip != ClipMode::EndChain).into_iter().flat_map(cls_sets).collect();
-    let mut report = CleReport { sets: sets.iter().map(|s| s.iter().map(|l| g.nodes[l.node].name.clone()).collect()).collect(), ..Default::default() };
+    let sets: Vec<Vec<Layer>> = chains(g, opts.clip != ClipMode::EndChain)
+        .into_iter()
+        .flat_map(cls_sets)
+        .collect();
+    let mut report = CleReport {
+        sets: sets
+            .iter()
+            .map(|s| s.iter().map(|l| g.nodes[l.node].name.clone()).collect())
+            .collect(),
+        ..Default::default()
+    };
     // Clips inside sets: their output's channels get scaled, so the bound becomes per channel.
     let mut channel_clips: Vec<(usize, usize, String)> = Vec::new();
     for (si, set) in sets.iter().enumerate() {
         for (k, l) in set[..set.len() - 1].iter().enumerate() {
             let Some(a) = l.act else { continue };
-            let Op::Unary(Unary::Clip(_, hi)) = g.nodes[a].op else { continue };
+            let Op::Unary(Unary::Clip(_, hi)) = g.nodes[a].op else {
+                continue;
+            };
             g.nodes[a].op = Op::Unary(Unary::Relu);
             report.relu6_replaced.push(g.nodes[a].name.clone());
             if opts.clip == ClipMode::PerChannel {
                 let bound = g.unique_name(&format!("{}.channel_max", g.nodes[a].name));
-                let c = g.weight(&g.nodes[l.node].inputs[1]).expect("checked").shape()[0];
-                g.consts.insert(bound.clone(), Const::F32(ArrayD::from_elem(ndarray::IxDyn(&[c, 1, 1]), hi)));
+                let c = g
+                    .weight(&g.nodes[l.node].inputs[1])
+                    .expect("checked")
+                    .shape()[0];
+                g.consts.insert(
+                    bound.clone(),
+                    Const::F32(ArrayD::from_elem(ndarray::IxDyn(&[c, 1, 1]), hi)),
+                );
                 channel_clips.push((si, k, bound));
             }
         }
     }
     // Split each such clip into Relu -> Min(bound) (in reverse so indices stay valid); the Min
     // keeps the clip's output name, so encodings and readers are unchanged.
-    let mut splits: Vec<(usize, String)> = channel_clips.iter().map(|(si, k, b)| (sets[*si][*k].act.expect("clip"), b.clone())).collect();
+    let mut splits: Vec<(usize, String)> = channel_clips
+        .iter()
+        .map(|(si, k, b)| (sets[*si][*k].act.expect("clip"), b.clone()))
+        .collect();
     splits.sort_by(|a, b| b.0.cmp(&a.0));
     for (a, bound) in &splits {
         let out = g.nodes[*a].outputs[0].clone();
@@ -342,18 +454,43 @@ pub fn equalize(g: &mut Graph, bn: &mut BnStats, opts: CleOptions) -> Result<Cle
         g.shapes.insert(mid.clone(), shape);
         g.nodes[*a].outputs[0] = mid.clone();
         let name = g.unique_name(&format!("{}/channel_max", g.nodes[*a].name));
-        g.nodes.insert(*a + 1, Node { name, op: Op::Binary(Binary::Min), inputs: vec![mid, bound.clone()], outputs: vec![out] });
+        g.nodes.insert(
+            *a + 1,
+            Node {
+                name,
+                op: Op::Binary(Binary::Min),
+                inputs: vec![mid, bound.clone()],
+                outputs: vec![out],
+            },
+        );
     }
     // Node indices after the inserts.
     let shift = |i: usize| i + splits.iter().filter(|(a, _)| *a < i).count();
-    let sets: Vec<Vec<Layer>> = sets.into_iter().map(|set| set.into_iter().map(|l| Layer { node: shift(l.node), kind: l.kind, act: l.act.map(shift) }).collect()).collect();
-    let bounds: HashMap<usize, String> = channel_clips.iter().map(|(si, k, b)| (sets[*si][*k].node, b.clone())).collect();
+    let sets: Vec<Vec<Layer>> = sets
+        .into_iter()
+        .map(|set| {
+            set.into_iter()
+                .map(|l| Layer {
+                    node: shift(l.node),
+                    kind: l.kind,
+                    act: l.act.map(shift),
+                })
+                .collect()
+        })
+        .collect();
+    let bounds: HashMap<usize, String> = channel_clips
+        .iter()
+        .map(|(si, k, b)| (sets[*si][*k].node, b.clone()))
+        .collect();
     let mut zero: HashMap<String, usize> = HashMap::new();
     for it in 0..opts.max_iterations {
         let mut change = 0f32;
         for set in &sets {
             let (factors, z) = scale_set(g, bn, &bounds, set);
-            change = factors.iter().flatten().fold(change, |m, &s| m.max((s - 1.0).abs()));
+            change = factors
+                .iter()
+                .flatten()
+                .fold(change, |m, &s| m.max((s - 1.0).abs()));
             if it == 0 && z > 0 {
                 *zero.entry(g.nodes[set[0].node].name.clone()).or_default() += z;
             }
@@ -370,8 +507,12 @@ pub fn equalize(g: &mut Graph, bn: &mut BnStats, opts: CleOptions) -> Result<Cle
         for set in &sets {
             for k in 0..set.len() - 1 {
                 let relu = set[k].act.is_some();
-                if let Some(total) = absorb(g, bn, bounds.get(&set[k].node), &set[k], &set[k + 1], relu) {
-                    report.absorbed.push((g.nodes[set[k].node].name.clone(), total));
+                if let Some(total) =
+                    absorb(g, bn, bounds.get(&set[k].node), &set[k], &set[k + 1], relu)
+                {
+                    report
+                        .absorbed
+                        .push((g.nodes[set[k].node].name.clone(), total));
                 }
             }
         }
@@ -382,5 +523,9 @@ pub fn equalize(g: &mut Graph, bn: &mut BnStats, opts: CleOptions) -> Result<Cle
 /// The folded batch norms of a BN-fold report as CLE's statistics (Conv/Gemm → BN folds only:
 /// a BN before a conv does not describe the conv's output).
 pub fn bn_stats(folded: &[crate::graph::passes::bn_fold::FoldedBn]) -> BnStats {
-    folded.iter().filter(|f| f.forward).map(|f| (f.into.clone(), (f.gamma.clone(), f.beta.clone()))).collect()
+    folded
+        .iter()
+        .filter(|f| f.forward)
+        .map(|f| (f.into.clone(), (f.gamma.clone(), f.beta.clone())))
+        .collect()
 }
