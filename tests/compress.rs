@@ -251,7 +251,10 @@ fn mobilenet_pruning_stops_at_residual_joins() {
     );
 }
 
-fn table(layers: &[(&str, &[(f64, f64, u64)])]) -> ScoreTable {
+/// (ratio, score, MACs saved) per candidate.
+type Entries<'a> = &'a [(f64, f64, u64)];
+
+fn table(layers: &[(&str, Entries<'_>)]) -> ScoreTable {
     ScoreTable {
         method: "cp".into(),
         metric: "macs".into(),
@@ -303,7 +306,7 @@ fn greedy_selection_meets_targets_and_tables_round_trip() {
     let f = dir.join("cp.scores.json");
     t.save(&f).unwrap();
     let back = ScoreTable::load(&f).unwrap();
-    assert_eq!(back.layers[1].entries[1].score.is_nan(), true);
+    assert!(back.layers[1].entries[1].score.is_nan());
     assert_eq!(
         format!("{:?}", back.layers[0]),
         format!("{:?}", t.layers[0])

@@ -93,7 +93,7 @@ fn batched_svd_matches_nalgebra_on_mixed_batch() {
     let mut rng = rng(11);
     let mut rank2 = random(&mut rng, 40, 2).dot(&random(&mut rng, 2, 12));
     rank2[[0, 0]] += 0.0;
-    let mats = vec![
+    let mats = [
         ("random 64x16", random(&mut rng, 64, 16)),
         (
             "wide 9x96 (a spatial-SVD first layer)",

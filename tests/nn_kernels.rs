@@ -360,12 +360,10 @@ fn nan_and_inf_propagate_as_onnxruntime() {
             ew::unary_into(e, &gpu, f, &tx, y).unwrap()
         });
         let cpu = x.mapv(|v| nn::unary_value(f, v));
-        for i in 0..4 {
-            let (g, c) = (got.as_slice().unwrap()[i], cpu.as_slice().unwrap()[i]);
+        for (i, (&w, (&g, &c))) in want.iter().zip(got.iter().zip(cpu.iter())).enumerate() {
             assert!(
-                same(g, want[i]) && same(c, want[i]),
-                "{f:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {}",
-                want[i]
+                same(g, w) && same(c, w),
+                "{f:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {w}"
             );
         }
     }
@@ -378,12 +376,10 @@ fn nan_and_inf_propagate_as_onnxruntime() {
             ew::binary_into(e, &gpu, op, &tx, &zero, y).unwrap()
         });
         let cpu = nn::binary(op, &x.view(), &ArrayD::from_elem(IxDyn(&[1]), 0.0).view());
-        for i in 0..4 {
-            let (g, c) = (got.as_slice().unwrap()[i], cpu.as_slice().unwrap()[i]);
+        for (i, (&w, (&g, &c))) in want.iter().zip(got.iter().zip(cpu.iter())).enumerate() {
             assert!(
-                same(g, want[i]) && same(c, want[i]),
-                "{op:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {}",
-                want[i]
+                same(g, w) && same(c, w),
+                "{op:?}[{i}]: GPU {g}, CPU {c}, onnxruntime {w}"
             );
         }
     }

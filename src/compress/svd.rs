@@ -47,7 +47,10 @@ impl SvdLayer {
     }
 }
 
-fn conv_parts(g: &Graph, n: &Node) -> Option<(Conv2d, [usize; 4], [usize; 4], [usize; 4])> {
+/// A convolution's attributes with its weight, input and output shapes.
+type ConvParts = (Conv2d, [usize; 4], [usize; 4], [usize; 4]);
+
+fn conv_parts(g: &Graph, n: &Node) -> Option<ConvParts> {
     let Op::Conv(c) = &n.op else { return None };
     let w = g.weight(n.inputs.get(1)?)?;
     let (x, y) = (g.shapes.get(&n.inputs[0])?, g.shapes.get(&n.outputs[0])?);

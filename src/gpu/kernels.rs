@@ -92,11 +92,14 @@ pub struct CachedPipeline {
 
 type PipelineKey = (Family, &'static str, Vec<(&'static str, u64)>);
 
+/// A binding signature's bind-group layout and the pipeline layout over it.
+type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
 /// Shader modules, bind-group layouts and pipelines, created once and shared.
 #[derive(Default)]
 pub struct KernelCache {
     modules: RwLock<HashMap<Family, Arc<wgpu::ShaderModule>>>,
-    layouts: RwLock<HashMap<&'static [Access], Arc<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>>>,
+    layouts: RwLock<HashMap<&'static [Access], Arc<Layouts>>>,
     pipelines: RwLock<HashMap<PipelineKey, Arc<CachedPipeline>>>,
 }
 

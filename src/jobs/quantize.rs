@@ -95,7 +95,7 @@ pub struct QuantizeOutcome {
 }
 
 /// Per-output-channel weight ranges of every equalized layer, before and after CLE.
-type CleRanges = Vec<(String, Vec<[f32; 4]>, Vec<[f32; 4]>)>;
+type CleRanges = Vec<crate::report::CleLayer>;
 
 fn check(job: &QuantizeJob) -> Result<()> {
     at_least_one("quantize", "--batch", job.batch)?;
@@ -335,7 +335,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
     );
     let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let mut weight_ranges: Vec<(String, Vec<(f32, f32)>)> = Vec::new();
+    let mut weight_ranges: Vec<crate::quant::params::WeightRanges> = Vec::new();
     for (name, _) in worst.iter().take(3) {
         if let Some(w) = sim.weight_ranges_for(name)? {
             if !weight_ranges.iter().any(|(n, _)| *n == w.0) {

@@ -210,6 +210,7 @@ pub fn conv2d_into(
 }
 
 /// Transposed convolution into a preallocated `y` of [`conv_transpose_output_shape`].
+#[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_into(
     enc: &mut impl Record,
     gpu: &Gpu,

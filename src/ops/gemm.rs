@@ -162,11 +162,9 @@ pub fn matmul_into(
     }
     // Batch items per dispatch: bounded by the grid's z limit and by the binding size.
     let per_binding = |s: u64| {
-        if s == 0 {
-            u64::MAX
-        } else {
-            (limits.max_binding / 4 - align_e) / s
-        }
+        (limits.max_binding / 4 - align_e)
+            .checked_div(s)
+            .unwrap_or(u64::MAX)
     };
     let step = per_binding(sa)
         .min(per_binding(sb))

@@ -304,6 +304,7 @@ fn blocks(n: usize, cost: impl Fn(usize) -> u64) -> Vec<(usize, usize)> {
 /// u32 holds (n, right-hand sides, offset of A, offset of B) per system; `a`'s lower triangle
 /// is overwritten by the factors, `b` by the solutions, and `status[s]` (start from zero)
 /// becomes 1 + the column of the first pivot that was not positive.
+#[allow(clippy::too_many_arguments)]
 pub fn cholesky_solve(
     enc: &mut impl Record,
     gpu: &Gpu,

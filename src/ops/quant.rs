@@ -94,6 +94,7 @@ fn check(op: &'static str, x: &GpuTensor, q: &QuantGrid) -> Result<ChannelView> 
 
 /// Records one elementwise quant kernel over `x` in binding-sized chunks; `outs` are written
 /// at the same positions as `x`.
+#[allow(clippy::too_many_arguments)]
 fn launch(
     enc: &mut impl Record,
     gpu: &Gpu,

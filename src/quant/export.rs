@@ -79,7 +79,7 @@ pub fn read_activations_1_0_0(v: &Value, file: &str) -> Result<Vec<(String, Enco
         let half = 2f32.powi(bitwidth as i32 - 1);
         let kind = match (e["is_sym"].as_bool(), offset) {
             (Some(false), _) => QuantKind::Asymmetric,
-            (Some(true), o) if o == 0.0 => QuantKind::UnsignedSymmetric,
+            (Some(true), 0.0) => QuantKind::UnsignedSymmetric,
             (Some(true), o) if o == -half => QuantKind::SignedSymmetric,
             (Some(true), o) if o == 1.0 - half => QuantKind::StrictSymmetric,
             _ => return Err(bad(key("is_sym"), "not a boolean matching the offset")),

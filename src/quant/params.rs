@@ -44,6 +44,9 @@ pub fn kind_for(symmetric: bool, strict: bool, unsigned: bool) -> QuantKind {
     }
 }
 
+/// A weight's per-output-channel (min, max), with its name.
+pub type WeightRanges = (String, Vec<(f32, f32)>);
+
 /// (min, max) of each slice along `axis` (one pair for the whole tensor when `None`).
 pub fn channel_ranges(w: &ndarray::ArrayD<f32>, axis: Option<usize>) -> Vec<(f32, f32)> {
     let range = |it: &mut dyn Iterator<Item = &f32>| {

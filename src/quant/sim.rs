@@ -506,7 +506,10 @@ impl QuantSim {
 
     /// Per-output-channel (min, max) of the weights feeding the layer that produces `activation`
     /// (following Relu/Clip back to their Conv/Gemm), with the weight's name.
-    pub fn weight_ranges_for(&self, activation: &str) -> Result<Option<(String, Vec<(f32, f32)>)>> {
+    pub fn weight_ranges_for(
+        &self,
+        activation: &str,
+    ) -> Result<Option<crate::quant::params::WeightRanges>> {
         let g = self.model.at(1)?;
         let mut value = activation.to_string();
         for _ in 0..3 {

@@ -6,11 +6,11 @@ use crate::error::{Error, Result};
 use crate::graph::attrs::{rebin_table, BinGrid, Outside};
 use crate::reference::{channel_of, view};
 
+/// Per-channel (min, max).
+type Ranges = Vec<(f32, f32)>;
+
 /// Per-channel (min, max) of finite values and the count of non-finite ones.
-pub fn min_max(
-    x: &ArrayViewD<'_, f32>,
-    axis: Option<usize>,
-) -> Result<(Vec<(f32, f32)>, Vec<u32>)> {
+pub fn min_max(x: &ArrayViewD<'_, f32>, axis: Option<usize>) -> Result<(Ranges, Vec<u32>)> {
     if x.is_empty() {
         return Err(Error::EmptyTensor {
             op: "min_max",
@@ -126,7 +126,7 @@ pub fn running_histogram(
     batches: &[ArrayViewD<'_, f32>],
     axis: Option<usize>,
     bins: u32,
-) -> Result<(Vec<(f32, f32)>, Vec<Vec<u32>>)> {
+) -> Result<(Ranges, Vec<Vec<u32>>)> {
     let mut ranges: Vec<(f32, f32)> = Vec::new();
     let mut counts: Vec<Vec<u32>> = Vec::new();
     for x in batches {

@@ -223,11 +223,8 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 let pads = ints(1).unwrap_or_default();
                 let mut y = ArrayD::from_elem(IxDyn(&out_shape(0)), *value);
                 let mut v = y.view_mut();
-                for d in 0..x.ndim() {
-                    v.slice_axis_inplace(
-                        Axis(d),
-                        Slice::from(pads[d] as usize..pads[d] as usize + x.shape()[d]),
-                    );
+                for (d, (&p, &n)) in pads.iter().zip(x.shape()).enumerate() {
+                    v.slice_axis_inplace(Axis(d), Slice::from(p as usize..p as usize + n));
                 }
                 v.assign(&x);
                 outs.push(y);

@@ -4,6 +4,10 @@ pub mod compress;
 pub mod svg;
 
 use crate::quant::encoding::Encoding;
+use crate::quant::params::WeightRanges;
+
+/// An equalized weight's per-output-channel [min, max, mean, std] before and after CLE.
+pub type CleLayer = (String, Vec<[f32; 4]>, Vec<[f32; 4]>);
 
 /// What a quantization report shows.
 pub struct QuantReport<'a> {
@@ -14,10 +18,10 @@ pub struct QuantReport<'a> {
     pub activations: &'a [(String, Encoding)],
     pub params: &'a [(String, Encoding)],
     /// (weight name, per-output-channel (min, max)) of the layers to show.
-    pub weight_ranges: Vec<(String, Vec<(f32, f32)>)>,
+    pub weight_ranges: Vec<WeightRanges>,
     /// (weight name, per-output-channel [min, max, mean, std] before CLE, after CLE) of every
     /// equalized layer; empty without CLE.
-    pub cle_ranges: Vec<(String, Vec<[f32; 4]>, Vec<[f32; 4]>)>,
+    pub cle_ranges: Vec<CleLayer>,
 }
 
 /// How uneven a layer's channels are: the largest channel's max |w| over the median one's
@@ -39,7 +43,7 @@ pub fn range_spread(channels: &[[f32; 4]]) -> f64 {
     }
 }
 
-fn cle_section(h: &mut String, layers: &[(String, Vec<[f32; 4]>, Vec<[f32; 4]>)]) {
+fn cle_section(h: &mut String, layers: &[CleLayer]) {
     h.push_str("<h2>Weight ranges before and after cross-layer equalization</h2><p>Per layer, the largest output channel's max |w| over the median channel's: before (grey) and after (blue). Per-tensor quantization spends its grid on the largest channel, so high bars are the problem layers.</p>");
     let mut bars = Vec::with_capacity(2 * layers.len());
     for (name, before, after) in layers {
@@ -59,7 +63,7 @@ fn cle_section(h: &mut String, layers: &[(String, Vec<[f32; 4]>, Vec<[f32; 4]>)]
         "max/median channel range",
         ("#999999", "#1f77b4"),
     ));
-    let mut worst: Vec<&(String, Vec<[f32; 4]>, Vec<[f32; 4]>)> = layers.iter().collect();
+    let mut worst: Vec<&CleLayer> = layers.iter().collect();
     worst.sort_by(|a, b| range_spread(&b.1).total_cmp(&range_spread(&a.1)));
     for (name, before, after) in worst.into_iter().take(6) {
         h.push_str(&format!(

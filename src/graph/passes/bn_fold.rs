@@ -50,7 +50,9 @@ fn bn_affine(g: &Graph, inputs: &[String], eps: f32, node: &str) -> Result<BnPar
     let mut t = Vec::with_capacity(gamma.len());
     for c in 0..gamma.len() {
         let sigma = (var[c] + eps).sqrt();
-        if !(sigma > 0.0 && sigma.is_finite())
+        // NaN fails `is_finite`, so it is caught here too.
+        if sigma <= 0.0
+            || !sigma.is_finite()
             || !gamma[c].is_finite()
             || !beta[c].is_finite()
             || !mean[c].is_finite()
@@ -73,10 +75,7 @@ fn bn_affine(g: &Graph, inputs: &[String], eps: f32, node: &str) -> Result<BnPar
 /// Folds every foldable BN; returns what was folded. The graph stays resolved.
 pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
     let mut done = Vec::new();
-    loop {
-        let Some((bn_idx, target, forward)) = find_pair(g) else {
-            break;
-        };
+    while let Some((bn_idx, target, forward)) = find_pair(g) {
         let bn = g.nodes[bn_idx].clone();
         let Op::BatchNorm { epsilon } = bn.op else {
             unreachable!()
@@ -104,8 +103,7 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
                 .collect(),
             None => vec![0.0; cout],
         };
-        let bias: Vec<f32>;
-        if forward {
+        let bias: Vec<f32> = if forward {
             let axis = if matches!(tnode.op, Op::Gemm { trans_b: false, .. }) {
                 1
             } else {
@@ -114,9 +112,9 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
             for (c, mut lane) in w.axis_iter_mut(Axis(axis)).enumerate() {
                 lane.mapv_inplace(|v| v * s[c]);
             }
-            bias = (0..cout)
+            (0..cout)
                 .map(|c| beta[c] - (mean[c] - old_bias[c]) * s[c])
-                .collect();
+                .collect()
         } else {
             // y = conv(x * s + t) = conv_{W * s[ci]}(x) + sum_{ci,k} W * t[ci]
             let mut b = old_bias.clone();
@@ -127,8 +125,8 @@ pub fn fold_batch_norms(g: &mut Graph) -> Result<Vec<FoldedBn>> {
                     k.mapv_inplace(|v| v * s[ci]);
                 }
             }
-            bias = b;
-        }
+            b
+        };
         g.consts.insert(w_name, Const::F32(w));
         let bias_name = match tnode.inputs.get(2).filter(|b| !b.is_empty()) {
             Some(b) if g.consumers_of(b).len() == 1 => b.clone(),

@@ -397,7 +397,7 @@ fn absorb(
 
 /// Equalizes `g` in place (BN already folded; `bn` holds the folded statistics per conv).
 pub fn equalize(g: &mut Graph, bn: &mut BnStats, opts: CleOptions) -> Result<CleReport> {
-    if opts.max_iterations == 0 || !(opts.tolerance >= 0.0) {
+    if opts.max_iterations == 0 || opts.tolerance.is_nan() || opts.tolerance < 0.0 {
         return Err(Error::invalid(
             "equalize",
             "options",
@@ -446,7 +446,7 @@ pub fn equalize(g: &mut Graph, bn: &mut BnStats, opts: CleOptions) -> Result<Cle
         .iter()
         .map(|(si, k, b)| (sets[*si][*k].act.expect("clip"), b.clone()))
         .collect();
-    splits.sort_by(|a, b| b.0.cmp(&a.0));
+    splits.sort_by_key(|s| std::cmp::Reverse(s.0));
     for (a, bound) in &splits {
         let out = g.nodes[*a].outputs[0].clone();
         let mid = g.unique_name(&format!("{out}/relu"));
