@@ -204,31 +204,9 @@ impl Scorer {
             });
         }
         if let Some(l) = &labels {
-            if l.len() != images.shape()[0] {
-                return Err(Error::invalid(
-                    "compress",
-                    "labels",
-                    l.len(),
-                    format!("need one per evaluation image ({})", images.shape()[0]),
-                ));
-            }
-        }
-        if let Some(l) = &labels {
-            let g = crate::graph::Prepared::new(original.clone()).at(1)?;
-            let classes = g
-                .shapes
-                .get(&g.outputs[0])
-                .and_then(|s| s.get(1))
-                .copied()
-                .unwrap_or(0);
-            if let Some((i, &c)) = l.iter().enumerate().find(|(_, &c)| c >= classes) {
-                return Err(Error::invalid(
-                    "compress",
-                    "--labels",
-                    c,
-                    format!("label {i} is outside the model's {classes} classes"),
-                ));
-            }
+            crate::graph::Prepared::new(original.clone())
+                .at(1)?
+                .check_labels("compress", l, images.shape()[0])?;
         }
         let input = original
             .inputs

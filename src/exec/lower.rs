@@ -166,15 +166,20 @@ impl<'a> Lowering<'a> {
             .get(name)
             .ok_or_else(|| self.err(node, format!("no shape for output '{name}'")))?
             .clone();
-        let (slot, t) = self.memory.alloc(self.gpu, &shape, DType::F32)?;
+        Ok(self.define_new(name, &shape)?.1)
+    }
+
+    /// A new buffer of `shape` defined as the value `name`; returns its slot and tensor.
+    fn define_new(&mut self, name: &str, shape: &[usize]) -> Result<(usize, GpuTensor)> {
+        let (slot, tensor) = self.memory.alloc(self.gpu, shape, DType::F32)?;
         self.set(
             name,
             Value {
-                tensor: t.clone(),
+                tensor: tensor.clone(),
                 slot: Some(slot),
             },
         )?;
-        Ok(t)
+        Ok((slot, tensor))
     }
 
     /// Defines `name` as a view of the value `of` (same buffer, another shape).
@@ -229,16 +234,8 @@ impl<'a> Lowering<'a> {
 
     /// Defines a graph input: a buffer the host writes before each run, never reused.
     pub(crate) fn define_input(&mut self, name: &str) -> Result<GpuTensor> {
-        let shape = self.shape(name);
-        let (slot, t) = self.memory.alloc(self.gpu, &shape, DType::F32)?;
+        let (slot, t) = self.define_new(name, &self.shape(name))?;
         self.memory.retain(slot);
-        self.set(
-            name,
-            Value {
-                tensor: t.clone(),
-                slot: Some(slot),
-            },
-        )?;
         Ok(t)
     }
 

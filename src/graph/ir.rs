@@ -273,6 +273,41 @@ impl Graph {
         Ok(())
     }
 
+    /// Checks labels for `samples` samples against the classes of the first output (its dim 1,
+    /// in a resolved graph): one label each, every label a class.
+    pub fn check_labels(
+        &self,
+        op: &'static str,
+        labels: &[usize],
+        samples: usize,
+    ) -> crate::error::Result<()> {
+        use crate::error::Error;
+        if labels.len() != samples {
+            return Err(Error::invalid(
+                op,
+                "--labels",
+                labels.len(),
+                format!("need one label per evaluation sample ({samples})"),
+            ));
+        }
+        let classes = self
+            .outputs
+            .first()
+            .and_then(|o| self.shapes.get(o))
+            .and_then(|s| s.get(1))
+            .copied()
+            .unwrap_or(0);
+        match labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+            Some((i, &l)) => Err(Error::invalid(
+                op,
+                "--labels",
+                l,
+                format!("label {i} is outside the model's {classes} classes"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Number of f32 weight elements.
     pub fn param_count(&self) -> usize {
         self.consts

@@ -229,7 +229,8 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         Default::default(),
     )?;
     if let Some(l) = &labels {
-        check_labels(&sim, &ev, l)?;
+        sim.reference_graph(1)?
+            .check_labels("quantize", l, ev.len_of(Axis(0)))?;
     }
     let t_prepare = t.elapsed().as_secs_f64();
 
@@ -378,37 +379,6 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         written,
         summary,
     })
-}
-
-/// Labels must name classes of the model's first output.
-fn check_labels(sim: &QuantSim, ev: &ArrayD<f32>, labels: &[usize]) -> Result<()> {
-    if labels.len() != ev.len_of(Axis(0)) {
-        return Err(Error::invalid(
-            "quantize",
-            "--labels",
-            labels.len(),
-            format!(
-                "need one label per evaluation sample ({})",
-                ev.len_of(Axis(0))
-            ),
-        ));
-    }
-    let g = sim.reference_graph(1)?;
-    let classes = g
-        .shapes
-        .get(&g.outputs[0])
-        .and_then(|s| s.get(1))
-        .copied()
-        .unwrap_or(0);
-    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
-        return Err(Error::invalid(
-            "quantize",
-            "--labels",
-            l,
-            format!("label {i} is outside the model's {classes} classes"),
-        ));
-    }
-    Ok(())
 }
 
 fn summary_lines(
