@@ -51,7 +51,7 @@ fn max_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
                 if ix >= 0 && ix < i32(p.w) {
                     let v = x[base + u32(iy) * p.w + u32(ix)];
                     // A NaN in the window is the result (max() may drop it).
-                    m = select(max(m, v), v, is_nan(v) || is_nan(m));
+                    m = select(select(max(m, v), v, is_nan(v)), m, is_nan(m));
                 }
             }
         }

@@ -676,3 +676,72 @@ fn mutated_models_never_crash_the_binary() {
     }
     assert!(crashes.is_empty(), "{}", crashes.join("\n"));
 }
+
+/// SIGINT or SIGTERM at any moment of a run leaves either every output or none: no scratch
+/// folder, no temporary file, no folder the run created.
+#[test]
+fn an_interrupted_run_leaves_nothing_half_written() {
+    let Some(_) = common::gpu() else { return };
+    let f = Fixtures::new("sig");
+    for (k, (signal, after_ms)) in [
+        ("TERM", 300u64),
+        ("INT", 1500),
+        ("TERM", 3000),
+        ("INT", 6000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = f.path(&format!("out{k}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qforge"))
+            .args([
+                "quantize",
+                "model.onnx",
+                "--calib",
+                "x.npy",
+                "--per-layer-samples",
+                "0",
+                "--sim-outputs",
+                &format!("sim{k}.npy"),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .current_dir(&f.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(after_ms));
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        let left: Vec<String> = std::fs::read_dir(&out)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let complete = [
+            "model.onnx",
+            "model.encodings",
+            "model_qdq.onnx",
+            "report.html",
+        ]
+        .iter()
+        .all(|n| left.iter().any(|l| l == n));
+        assert!(
+            left.is_empty() || (complete && left.len() == 4),
+            "SIG{signal} after {after_ms} ms ({status:?}) left {left:?}"
+        );
+        let stray: Vec<String> = std::fs::read_dir(&f.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-") || n.starts_with(".qforge-partial"))
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "SIG{signal} after {after_ms} ms left {stray:?}"
+        );
+    }
+}

@@ -7,7 +7,9 @@ onnxruntime runs the model twice: as it runs by default (graph optimizations on:
 biases, DequantizeLinear -> op -> QuantizeLinear groups become integer kernels, which
 `--integer` simulates) and with optimizations off (every op in f32 between its dequantize and
 quantize nodes, as AIMET's float simulation computes). `--save` writes the default run's
-outputs (tests/golden/mobilenet_v2_integer_ort.npy is made this way).
+outputs (tests/golden/integer/mobilenet_v2_integer_ort4.npy was made this way, on an x86-64 CPU
+with AVX-512 VNNI: onnxruntime's integer kernels on CPUs without VNNI saturate u8s8 products
+and differ).
 """
 import argparse
 import numpy as np

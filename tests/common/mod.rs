@@ -7,11 +7,29 @@ use qforge::gpu::Gpu;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// On wgpu's GL backend one context serves every thread and wgpu panics when a thread waits
+/// more than 6 s for it (llvmpipe runs one long dispatch in that time): GL tests take turns.
+static GL_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    /// This test thread's turn on GL, held until the thread (the test) ends.
+    static TURN: std::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// The shared GPU, or `None` with a loud message. With `QFORGE_REQUIRE_GPU=1` a missing
-/// adapter fails the test instead.
+/// adapter fails the test instead. On GL the calling test holds the GPU until it ends.
 pub fn gpu() -> Option<Arc<Gpu>> {
     match Gpu::shared() {
-        Ok(g) => Some(g),
+        Ok(g) => {
+            if g.adapter().backend == wgpu::Backend::Gl {
+                TURN.with(|t| {
+                    if t.borrow().is_none() {
+                        *t.borrow_mut() = Some(GL_TURN.lock().unwrap_or_else(|p| p.into_inner()));
+                    }
+                });
+            }
+            Some(g)
+        }
         Err(e) => {
             if std::env::var("QFORGE_REQUIRE_GPU").as_deref() == Ok("1") {
                 panic!("QFORGE_REQUIRE_GPU=1 but no GPU: {e}");
