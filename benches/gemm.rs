@@ -1,17 +1,25 @@
-//! GEMM in GFLOP/s (criterion's elements/s = FLOP/s) at 256..2048, next to ndarray's `dot`
-//! on the CPU in the same run.
+//! GEMM in GFLOP/s (criterion's elements/s = FLOP/s) for every kernel the adapter can run, at
+//! n = 256..1024 and on MobileNetV2's first pointwise shape, next to ndarray's `dot` on the CPU
+//! in the same run.
 //!
 //! `cargo bench --bench gemm`
 
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ndarray::Array2;
-use qforge::ops::gemm;
+use ndarray::{Array2, Array3};
+use qforge::error::DType;
+use qforge::gpu::{Gpu, GpuTensor};
+use qforge::ops::gemm::{matmul_with, Bias, GemmKernel};
 
-fn matrix(n: usize, seed: usize) -> Array2<f32> {
-    Array2::from_shape_fn((n, n), |(i, j)| {
-        (((i * 31 + j * 17 + seed) % 101) as f32 - 50.0) / 50.0
+fn value(i: usize, seed: usize) -> f32 {
+    ((i * 31 + seed * 17) % 101) as f32 / 50.0 - 1.0
+}
+
+/// One kernel on one product, a batch of `[m, k] * [k, n]` with the left matrix shared.
+fn gpu_case(gpu: &Gpu, kernel: GemmKernel, a: &GpuTensor, b: &GpuTensor, c: &GpuTensor) {
+    common::run(gpu, |e| {
+        matmul_with(e, gpu, kernel, a, b, false, false, 1.0, Bias::None, c).unwrap()
     })
 }
 
@@ -22,31 +30,31 @@ fn gemm_bench(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(std::time::Duration::from_millis(300))
         .measurement_time(std::time::Duration::from_secs(3));
-    for n in [256usize, 512, 1024, 2048] {
-        let (a, b) = (matrix(n, 1), matrix(n, 2));
-        let (ga, gb) = (
-            gpu.upload(&a.view().into_dyn()).unwrap(),
-            gpu.upload(&b.view().into_dyn()).unwrap(),
-        );
-        g.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
-        g.bench_with_input(BenchmarkId::new("gpu matmul", n), &n, |bch, _| {
-            bch.iter(|| {
-                common::run(&gpu, |e| {
-                    drop(gemm::matmul(e, &gpu, &ga, &gb, false, false).unwrap())
-                })
-            })
-        });
-        if n < 2048 {
-            g.bench_with_input(BenchmarkId::new("gpu matmul transB", n), &n, |bch, _| {
-                bch.iter(|| {
-                    common::run(&gpu, |e| {
-                        drop(gemm::matmul(e, &gpu, &ga, &gb, false, true).unwrap())
-                    })
-                })
-            });
+    // (name, batch, m, k, n): square products, and a pointwise conv of MobileNetV2 (24 output
+    // channels from 144 at 56 x 56, batch 8) as the conv lowering runs it.
+    let cases = [
+        ("n=256", 1, 256, 256, 256),
+        ("n=512", 1, 512, 512, 512),
+        ("n=1024", 1, 1024, 1024, 1024),
+        ("pointwise 24x144x3136 b8", 8, 24, 144, 3136),
+    ];
+    for (name, batch, m, k, n) in cases {
+        let a = Array2::from_shape_fn((m, k), |(i, j)| value(i * k + j, 1));
+        let b = Array3::from_shape_fn((batch, k, n), |(q, i, j)| value((q * k + i) * n + j, 2));
+        let ga = gpu.upload(&a.view().into_dyn()).unwrap();
+        let gb = gpu.upload(&b.view().into_dyn()).unwrap();
+        let gc = gpu.empty(&[batch, m, n], DType::F32).unwrap();
+        g.throughput(Throughput::Elements(2 * (batch * m * k * n) as u64));
+        for kernel in GemmKernel::available(&gpu) {
+            let id = BenchmarkId::new(format!("gpu {kernel:?}"), name);
+            g.bench_function(id, |bch| bch.iter(|| gpu_case(&gpu, kernel, &ga, &gb, &gc)));
         }
-        g.bench_with_input(BenchmarkId::new("cpu ndarray dot", n), &n, |bch, _| {
-            bch.iter(|| a.dot(&b))
+        g.bench_function(BenchmarkId::new("cpu ndarray dot", name), |bch| {
+            bch.iter(|| {
+                for q in 0..batch {
+                    std::hint::black_box(a.dot(&b.index_axis(ndarray::Axis(0), q)));
+                }
+            })
         });
     }
     g.finish();

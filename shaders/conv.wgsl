@@ -198,3 +198,88 @@ fn conv_transpose2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     }
     y[at] = acc;
 }
+
+// Depthwise 3x3 convolution (one input channel per output channel, dilation 1, horizontal
+// stride 1 or 2) for CPU adapters, where every storage load is a per-lane loop: each
+// invocation computes 8 adjacent outputs of one row, loads the 3 x 3 weights once and each
+// input row segment once (10 values at stride 1, 17 at stride 2) into named vectors, and forms
+// the shifted windows by swizzles. Out-of-range inputs read as 0. Same products, in the same
+// (ky, kx) order with fma from 0, as conv2d: padded taps add fma(0, w, acc) = acc.
+// Grid: x = groups of 64 invocations over channels * oh * ceil(ow / 8) (channels flattened in,
+// so that small maps fill the workgroups), y = 1, z = batch item.
+
+fn x_at(base: u32, iy: i32, ix: i32) -> f32 {
+    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+    let cy = u32(clamp(iy, 0, i32(p.h) - 1));
+    let cx = u32(clamp(ix, 0, i32(p.w) - 1));
+    return select(0.0, x[base + cy * p.w + cx], inside);
+}
+
+fn x4(base: u32, iy: i32, ix: i32, step: i32) -> vec4<f32> {
+    return vec4(x_at(base, iy, ix), x_at(base, iy, ix + step), x_at(base, iy, ix + 2 * step),
+                x_at(base, iy, ix + 3 * step));
+}
+
+@compute @workgroup_size(64)
+fn depthwise3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let strips = (p.ow + 7u) / 8u;
+    let item = wid.x * 64u + lid;
+    if item >= p.cout * p.oh * strips {
+        return;
+    }
+    let c = item / (p.oh * strips);
+    let oy = item / strips % p.oh;
+    let ox0 = (item % strips) * 8u;
+    let n = wid.z;
+    let base = (n * p.cin + c) * p.h * p.w;
+    let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
+    let ix0 = i32(ox0 * p.stride_w) - i32(p.pad_l);
+    var lo = vec4(0.0);
+    var hi = vec4(0.0);
+    for (var ky = 0u; ky < 3u; ky++) {
+        let iy = iy0 + i32(ky);
+        if iy < 0 || iy >= i32(p.h) {
+            continue;
+        }
+        let w0 = vec4(wt[c * 9u + ky * 3u]);
+        let w1 = vec4(wt[c * 9u + ky * 3u + 1u]);
+        let w2 = vec4(wt[c * 9u + ky * 3u + 2u]);
+        if p.stride_w == 1u {
+            let a = x4(base, iy, ix0, 1);
+            let b = x4(base, iy, ix0 + 4, 1);
+            let e = vec2(x_at(base, iy, ix0 + 8), x_at(base, iy, ix0 + 9));
+            lo = fma(w0, a, lo);
+            lo = fma(w1, vec4(a.yzw, b.x), lo);
+            lo = fma(w2, vec4(a.zw, b.xy), lo);
+            hi = fma(w0, b, hi);
+            hi = fma(w1, vec4(b.yzw, e.x), hi);
+            hi = fma(w2, vec4(b.zw, e), hi);
+        } else {
+            let e0 = x4(base, iy, ix0, 2);
+            let o0 = x4(base, iy, ix0 + 1, 2);
+            let e1 = x4(base, iy, ix0 + 8, 2);
+            let o1 = x4(base, iy, ix0 + 9, 2);
+            let last = x_at(base, iy, ix0 + 16);
+            lo = fma(w0, e0, lo);
+            lo = fma(w1, o0, lo);
+            lo = fma(w2, vec4(e0.yzw, e1.x), lo);
+            hi = fma(w0, e1, hi);
+            hi = fma(w1, o1, hi);
+            hi = fma(w2, vec4(e1.yzw, last), hi);
+        }
+    }
+    let out = array(lo, hi);
+    for (var j = 0u; j < 8u; j++) {
+        let ox = ox0 + j;
+        if ox < p.ow {
+            let at = ((n * p.cout + c) * p.oh + oy) * p.ow + ox;
+            var v = out[j / 4u][j % 4u];
+            if p.accumulate != 0u {
+                v += y[at];
+            } else if p.has_bias != 0u {
+                v += bias[c];
+            }
+            y[at] = v;
+        }
+    }
+}

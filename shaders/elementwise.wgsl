@@ -3,10 +3,15 @@
 // concat, split, pad).
 // Grid-stride loops over elements; the grid folds into 2-D past the per-dimension limit.
 
+// The unary and binary op codes are pipeline constants: a software adapter runs a switch on a
+// uniform value by evaluating every case for every lane.
+override UNARY_OP: u32 = 0u;
+override BINARY_OP: u32 = 0u;
+
 struct Params {
     n: u32,
     step: u32,      // threads in the dispatch (grid stride)
-    op: u32,        // unary / binary op code
+    op: u32,        // unused (the op codes are UNARY_OP / BINARY_OP)
     inner: u32,     // affine: elements per channel run
     channels: u32,  // affine: channels
     base: u32,      // global index of the chunk's first element
@@ -84,7 +89,7 @@ fn unary(op: u32, x: f32) -> f32 {
 fn unary_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     for (var i = first_index(wid, nwg, lid); i < p.n; i += p.step) {
-        dst[i] = unary(p.op, src[i]);
+        dst[i] = unary(UNARY_OP, src[i]);
     }
 }
 
@@ -159,7 +164,7 @@ fn binary_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
              @builtin(local_invocation_index) lid: u32) {
     for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
         let o = nd_offsets(i);
-        bin_y[i] = binary(q.op, bin_a[o.x], bin_b[o.y]);
+        bin_y[i] = binary(BINARY_OP, bin_a[o.x], bin_b[o.y]);
     }
 }
 

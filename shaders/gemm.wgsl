@@ -114,26 +114,120 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
-        let row = row0 + lid3.y * 4u + i;
-        if row >= p.m {
-            continue;
-        }
         for (var j = 0u; j < 4u; j++) {
-            let col = col0 + lid3.x * 4u + j;
-            if col < p.n {
-                var v = p.alpha * acc[i * 4u + j];
-                if p.accumulate != 0u {
-                    v += c[c_base + row * p.n + col];
-                } else {
-                    switch p.bias_mode {
-                        case 1u: { v += bias[col]; }
-                        case 2u: { v += bias[row]; }
-                        case 3u: { v += bias[row * p.n + col]; }
-                        default: {}
-                    }
-                }
-                c[c_base + row * p.n + col] = v;
-            }
+            store(c_base, row0 + lid3.y * 4u + i, col0 + lid3.x * 4u + j, acc[i * 4u + j]);
         }
     }
+}
+
+// Writes alpha * v (+ bias, or + the C of an earlier k range) at (row, col) when in range.
+fn store(c_base: u32, row: u32, col: u32, acc: f32) {
+    if row >= p.m || col >= p.n {
+        return;
+    }
+    var v = p.alpha * acc;
+    if p.accumulate != 0u {
+        v += c[c_base + row * p.n + col];
+    } else {
+        switch p.bias_mode {
+            case 1u: { v += bias[col]; }
+            case 2u: { v += bias[row]; }
+            case 3u: { v += bias[row * p.n + col]; }
+            default: {}
+        }
+    }
+    c[c_base + row * p.n + col] = v;
+}
+
+// Register-blocked form for CPU adapters (llvmpipe, WARP, SwiftShader), where every storage or
+// workgroup-memory load is a per-lane scalar loop and a barrier switches coroutines: no
+// workgroup memory, no barrier, and 8 x 4 outputs per invocation held in named vectors (private
+// arrays indexed in loops would live in memory there), so each loaded value feeds 4 or 8 FMAs.
+// Row and column indices are clamped so that every load is in range; `store` drops the
+// clamped duplicates. Each output adds its products in k order with fma from 0, as `matmul`
+// does, so both give the same bits.
+// Grid: x = column block of LANES * 4, y = row block of 8, z = batch item.
+const LANES: u32 = 8u;
+
+fn a_at(base: u32, row: u32, kk: u32) -> f32 {
+    if TRANS_A {
+        return a[base + kk * p.m + row];
+    }
+    return a[base + row * p.k + kk];
+}
+
+fn b_at(base: u32, kk: u32, col: u32) -> f32 {
+    if TRANS_B {
+        return b[base + col * p.k + kk];
+    }
+    return b[base + kk * p.n + col];
+}
+
+// Rows row0..row0 + 8 of op(A) at kk, clamped into range, as two vectors.
+fn a_col(base: u32, r: array<u32, 8>, kk: u32) -> array<vec4<f32>, 2> {
+    return array(
+        vec4(a_at(base, r[0], kk), a_at(base, r[1], kk), a_at(base, r[2], kk), a_at(base, r[3], kk)),
+        vec4(a_at(base, r[4], kk), a_at(base, r[5], kk), a_at(base, r[6], kk), a_at(base, r[7], kk)),
+    );
+}
+
+fn b_row(base: u32, kk: u32, c: vec4<u32>) -> vec4<f32> {
+    return vec4(b_at(base, kk, c.x), b_at(base, kk, c.y), b_at(base, kk, c.z), b_at(base, kk, c.w));
+}
+
+fn clamped_rows(row0: u32) -> array<u32, 8> {
+    let top = p.m - 1u;
+    return array(min(row0, top), min(row0 + 1u, top), min(row0 + 2u, top), min(row0 + 3u, top),
+                 min(row0 + 4u, top), min(row0 + 5u, top), min(row0 + 6u, top), min(row0 + 7u, top));
+}
+
+fn clamped_cols(col0: u32) -> vec4<u32> {
+    return min(vec4(col0) + vec4(0u, 1u, 2u, 3u), vec4(p.n - 1u));
+}
+
+fn store_row(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
+    store(c_base, row, col0, v.x);
+    store(c_base, row, col0 + 1u, v.y);
+    store(c_base, row, col0 + 2u, v.z);
+    store(c_base, row, col0 + 3u, v.w);
+}
+
+// The 8 x 4 block's accumulators, one vector per row.
+struct Block {
+    r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>,
+    r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
+}
+
+fn block_fma(acc: Block, lo: vec4<f32>, hi: vec4<f32>, bv: vec4<f32>) -> Block {
+    return Block(fma(vec4(lo.x), bv, acc.r0), fma(vec4(lo.y), bv, acc.r1),
+                 fma(vec4(lo.z), bv, acc.r2), fma(vec4(lo.w), bv, acc.r3),
+                 fma(vec4(hi.x), bv, acc.r4), fma(vec4(hi.y), bv, acc.r5),
+                 fma(vec4(hi.z), bv, acc.r6), fma(vec4(hi.w), bv, acc.r7));
+}
+
+fn store_block(c_base: u32, row0: u32, col0: u32, acc: Block) {
+    store_row(c_base, row0, col0, acc.r0);
+    store_row(c_base, row0 + 1u, col0, acc.r1);
+    store_row(c_base, row0 + 2u, col0, acc.r2);
+    store_row(c_base, row0 + 3u, col0, acc.r3);
+    store_row(c_base, row0 + 4u, col0, acc.r4);
+    store_row(c_base, row0 + 5u, col0, acc.r5);
+    store_row(c_base, row0 + 6u, col0, acc.r6);
+    store_row(c_base, row0 + 7u, col0, acc.r7);
+}
+
+@compute @workgroup_size(8)
+fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row0 = wid.y * 8u;
+    let col0 = (wid.x * LANES + lid) * 4u;
+    let a_base = p.a_skip + wid.z * p.a_stride;
+    let b_base = p.b_skip + wid.z * p.b_stride;
+    let rows = clamped_rows(row0);
+    let cols = clamped_cols(col0);
+    var acc: Block;
+    for (var kk = p.k_begin; kk < p.k_end; kk++) {
+        let av = a_col(a_base, rows, kk);
+        acc = block_fma(acc, av[0], av[1], b_row(b_base, kk, cols));
+    }
+    store_block(p.c_skip + wid.z * p.c_stride, row0, col0, acc);
 }

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use ndarray::{Array3, ArrayD};
 use qforge::gpu::Gpu;
-use qforge::ops::gemm::matmul;
+use qforge::ops::gemm::{matmul, matmul_with, Bias, GemmKernel};
 use qforge::reference;
 use rand::Rng;
 
@@ -24,6 +24,35 @@ fn check(gpu: &Gpu, a: &Array3<f32>, b: &Array3<f32>, ta: bool, tb: bool, what: 
     gpu.submit(enc).unwrap();
     let got: ArrayD<f32> = gpu.download(&c).unwrap();
     assert_eq!(got.shape(), want.shape(), "{what}");
+    // Every kernel gives the bits of the one the adapter picks (where its grid fits).
+    for kernel in GemmKernel::available(gpu) {
+        let mut enc = gpu.encoder();
+        let other = gpu.empty(c.shape(), qforge::error::DType::F32).unwrap();
+        if matmul_with(
+            &mut enc,
+            gpu,
+            kernel,
+            &a_t,
+            &b_t,
+            ta,
+            tb,
+            1.0,
+            Bias::None,
+            &other,
+        )
+        .is_err()
+        {
+            assert!(gpu.limits().max_groups < 100, "{what}: {kernel:?} refused");
+            continue;
+        }
+        gpu.submit(enc).unwrap();
+        let other: ArrayD<f32> = gpu.download(&other).unwrap();
+        let same = other
+            .iter()
+            .zip(&got)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{what}: {kernel:?} differs from the picked kernel");
+    }
     let k = if ta { a.shape()[1] } else { a.shape()[2] } as f64;
     let tol = Tol {
         abs: Tol::GEMM.abs * k.sqrt(),

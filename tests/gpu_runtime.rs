@@ -20,6 +20,7 @@ fn adapter(name: &str, backend: wgpu::Backend, device_type: wgpu::DeviceType) ->
         max_invocations: 256,
         workgroup_storage: 16384,
         subgroups: false,
+        subgroup_min: 0,
         timestamps: false,
         f16: false,
     }

@@ -8,7 +8,7 @@ use qforge::gpu::Gpu;
 use qforge::graph::attrs::Conv2d;
 use qforge::graph::attrs::{Binary, Pool2d, Unary};
 use qforge::graph::shape::{conv_output_shape, pool_output_shape};
-use qforge::ops::conv;
+use qforge::ops::conv::{self, ConvKernel};
 use qforge::ops::elementwise as ew;
 use qforge::ops::pool;
 use qforge::ops::reduce;
@@ -119,6 +119,51 @@ fn conv2d_matches_reference() {
             &want,
             Tol::GEMM,
         );
+    }
+}
+
+/// The depthwise 3x3 kernel against the reference, and bit for bit against the direct kernel,
+/// at both horizontal strides, odd widths (strips of 8 cut short), widths under 8 and pads.
+#[test]
+fn depthwise3x3_matches_reference_and_the_direct_kernel() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(31);
+    for case in 0..24 {
+        let c = rng.random_range(1..12);
+        let a = Conv2d {
+            strides: [1 + case % 2, 1 + (case / 2) % 2],
+            pads: [case % 2, (case / 4) % 2, (case / 8) % 3, case % 3],
+            dilations: [1, 1],
+            groups: c,
+        };
+        let n = 1 + case % 2;
+        let (h, w) = (rng.random_range(3..20), rng.random_range(3..40));
+        let x = random(&mut rng, &[n, c, h, w]);
+        let wt = random(&mut rng, &[c, 1, 3, 3]);
+        let b = random(&mut rng, &[c]);
+        let shape = conv_output_shape(x.shape(), wt.shape(), &a).unwrap();
+        assert!(ConvKernel::Depthwise3x3.supports(x.shape(), wt.shape(), &a));
+        let (tx, tw, tb) = (
+            gpu.upload(&x.view()).unwrap(),
+            gpu.upload(&wt.view()).unwrap(),
+            gpu.upload(&b.view()).unwrap(),
+        );
+        let bias = (case % 3 != 0).then_some(&tb);
+        let run = |kernel| {
+            run1(&gpu, &shape, |e, y| {
+                conv::conv2d_with(e, &gpu, kernel, &tx, &tw, bias, &a, y).unwrap()
+            })
+        };
+        let (fast, direct) = (run(ConvKernel::Depthwise3x3), run(ConvKernel::Direct));
+        let bv = b.view();
+        let want = nn::conv2d(&x.view(), &wt.view(), bias.map(|_| &bv), &a);
+        let what = format!("depthwise case {case} {a:?} x {:?}", x.shape());
+        close(&what, &fast, &want, Tol::GEMM);
+        let same = fast
+            .iter()
+            .zip(&direct)
+            .all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "{what}: depthwise3x3 and direct differ");
     }
 }
 

@@ -652,9 +652,9 @@ fn tf_enhanced_matches_aimets_analyzer() {
     eprintln!("{within}/{n} activation scales within 1e-5");
     assert!(within + 2 >= n, "scales: only {within}/{n} within 1e-5");
     for (rel, name) in rels.iter().filter(|r| r.0 >= 1e-2) {
-        assert_eq!(
-            name, "relu6_57[0]",
-            "only the near tie shown below is allowed off by {rel:e}"
+        assert!(
+            ["relu6_57[0]", "relu6_97[0]"].contains(&name.as_str()),
+            "only the near ties named above may be off; {name} is off by {rel:e}"
         );
     }
     let want = by_name(&want, "activation_encodings")["relu6_57"].clone();

@@ -14,7 +14,11 @@ fn every_shader_validates_with_naga() {
         });
         let mut validator = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
+            if family.needs_subgroups() {
+                naga::valid::Capabilities::SUBGROUP
+            } else {
+                naga::valid::Capabilities::empty()
+            },
         );
         validator.validate(&module).unwrap_or_else(|e| {
             panic!(

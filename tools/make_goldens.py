@@ -4,7 +4,9 @@ Run from the repository root with a Python that has onnx, onnxruntime and numpy,
 writing the evaluation crops of the bundled photos (tests/common::photo_crops makes the same):
     cargo run --release --example crops -- data/photos 4 1 /tmp/eval.npy --random-only
     python tools/make_goldens.py /tmp/eval.npy
-Writes tests/golden/mobilenet_v2_eval4_logits.npy, fmnist_input8.npy and fmnist_logits8.npy.
+Writes tests/golden/mobilenet_v2_eval4_logits.npy, fmnist_input8.npy, fmnist_logits8.npy and
+fmnist_extreme_input6.npy / fmnist_extreme_logits6.npy (inputs near the f32 limit, where every
+Conv overflows; onnxruntime with its graph optimisations off, i.e. the model as written).
 The project itself never needs Python.
 """
 import os
@@ -34,6 +36,14 @@ def main():
     x = rng.normal(0.0, 1.0, size=(8, 1, 28, 28)).astype(np.float32)
     np.save(os.path.join(OUT, "fmnist_input8.npy"), x)
     np.save(os.path.join(OUT, "fmnist_logits8.npy"), fm.run(None, {"input": x})[0].astype(np.float32))
+
+    rng = np.random.default_rng(11)
+    full = lambda v: np.full((1, 1, 28, 28), v, np.float32)
+    uniform = lambda scale: (rng.uniform(-1, 1, (2, 1, 28, 28)) * scale).astype(np.float32)
+    x = np.concatenate([full(3e38), full(-3e38), uniform(3e38), uniform(1e19)])
+    np.save(os.path.join(OUT, "fmnist_extreme_input6.npy"), x)
+    y = fm.run(None, {"input": x})[0].astype(np.float32)
+    np.save(os.path.join(OUT, "fmnist_extreme_logits6.npy"), y)
 
 
 if __name__ == "__main__":

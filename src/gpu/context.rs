@@ -27,6 +27,8 @@ pub struct AdapterSummary {
     pub max_invocations: u32,
     pub workgroup_storage: u32,
     pub subgroups: bool,
+    /// The smallest subgroup the adapter may run (0 without subgroups).
+    pub subgroup_min: u32,
     pub timestamps: bool,
     pub f16: bool,
 }
@@ -48,6 +50,11 @@ impl AdapterSummary {
             max_invocations: limits.max_compute_invocations_per_workgroup,
             workgroup_storage: limits.max_compute_workgroup_storage_size,
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min: if features.contains(wgpu::Features::SUBGROUP) {
+                info.subgroup_min_size
+            } else {
+                0
+            },
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             f16: features.contains(wgpu::Features::SHADER_F16),
         }

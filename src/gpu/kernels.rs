@@ -13,6 +13,9 @@ pub enum Family {
     Quant,
     Calib,
     Gemm,
+    /// The register-blocked GEMM with a subgroup shuffle (`gemm.wgsl` + `gemm_subgroup.wgsl`);
+    /// only on adapters with subgroups.
+    GemmSubgroup,
     Conv,
     Pool,
     Reduce,
@@ -22,11 +25,12 @@ pub enum Family {
 
 impl Family {
     /// Every family, for validation tests and `qforge devices --check`.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Elementwise,
         Family::Quant,
         Family::Calib,
         Family::Gemm,
+        Family::GemmSubgroup,
         Family::Conv,
         Family::Pool,
         Family::Reduce,
@@ -41,12 +45,18 @@ impl Family {
             Family::Quant => "quant",
             Family::Calib => "calib",
             Family::Gemm => "gemm",
+            Family::GemmSubgroup => "gemm_subgroup",
             Family::Conv => "conv",
             Family::Pool => "pool",
             Family::Reduce => "reduce",
             Family::Svd => "svd",
             Family::Lstsq => "lstsq",
         }
+    }
+
+    /// True when the family's shaders use subgroup operations (wgpu's `SUBGROUP` feature).
+    pub fn needs_subgroups(self) -> bool {
+        self == Family::GemmSubgroup
     }
 
     /// The WGSL source.
@@ -56,6 +66,10 @@ impl Family {
             Family::Quant => include_str!("../../shaders/quant.wgsl"),
             Family::Calib => include_str!("../../shaders/calib.wgsl"),
             Family::Gemm => include_str!("../../shaders/gemm.wgsl"),
+            Family::GemmSubgroup => concat!(
+                include_str!("../../shaders/gemm.wgsl"),
+                include_str!("../../shaders/gemm_subgroup.wgsl")
+            ),
             Family::Conv => include_str!("../../shaders/conv.wgsl"),
             Family::Pool => include_str!("../../shaders/pool.wgsl"),
             Family::Reduce => include_str!("../../shaders/reduce.wgsl"),
@@ -250,7 +264,14 @@ impl KernelCache {
 
 impl crate::gpu::Gpu {
     /// Builds a family's shader module on this device (errors name the family and the cause).
+    /// A family that needs a feature the adapter lacks is an error naming the feature.
     pub fn check_family(&self, family: Family) -> Result<()> {
+        if family.needs_subgroups() && !self.adapter().subgroups {
+            return Err(Error::Shader {
+                family: family.name().into(),
+                message: "needs subgroups, which this adapter does not have".into(),
+            });
+        }
         self.kernels.module(&self.device, family).map(|_| ())
     }
 }

@@ -20,6 +20,11 @@ static QCONV: Kernel = Kernel {
     entry: "qconv",
     bindings: &[Uniform, Read, Read, ReadWrite],
 };
+static DEPTHWISE3X3: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "depthwise3x3",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+};
 static CONV_T2D: Kernel = Kernel {
     family: Family::Conv,
     entry: "conv_transpose2d",
@@ -27,6 +32,44 @@ static CONV_T2D: Kernel = Kernel {
 };
 
 const PIXELS_PER_GROUP: usize = 64;
+
+/// The float convolution kernels (pointwise convs are GEMMs, see [`conv2d_into`]). Both add
+/// each output's products in the same order from zero, so they give the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// One output pixel (and up to 4 channels) per invocation; any shape.
+    Direct,
+    /// 8 adjacent outputs of one channel per invocation, weights and input rows loaded once:
+    /// depthwise 3x3, dilation 1, horizontal stride 1 or 2. For CPU adapters.
+    Depthwise3x3,
+}
+
+impl ConvKernel {
+    /// True when `kernel` computes this convolution (`x` `[n, c, h, w]`, `w` `[cout, c/g, kh, kw]`).
+    pub fn supports(self, x: &[usize], w: &[usize], a: &Conv2d) -> bool {
+        match self {
+            ConvKernel::Direct => true,
+            ConvKernel::Depthwise3x3 => {
+                a.groups == x[1]
+                    && w[0] == x[1]
+                    && w[1..] == [1, 3, 3]
+                    && a.dilations == [1, 1]
+                    && (a.strides[1] == 1 || a.strides[1] == 2)
+            }
+        }
+    }
+
+    /// The kernel for this convolution on this adapter: the one place that decides. CPU
+    /// adapters take the depthwise kernel where it applies; GPUs keep the direct one (no GPU
+    /// was at hand to measure the other there).
+    pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> ConvKernel {
+        if gpu.adapter().is_software() && ConvKernel::Depthwise3x3.supports(x, w, a) {
+            ConvKernel::Depthwise3x3
+        } else {
+            ConvKernel::Direct
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -111,10 +154,32 @@ fn dispatch_split(
     Ok(())
 }
 
-/// `y = conv(x, w) + bias` into a preallocated `y` of [`conv_output_shape`].
+/// `y = conv(x, w) + bias` into a preallocated `y` of [`conv_output_shape`], with the kernel
+/// [`ConvKernel::pick`] chooses.
 pub fn conv2d_into(
     enc: &mut impl Record,
     gpu: &Gpu,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    a: &Conv2d,
+    y: &GpuTensor,
+) -> Result<()> {
+    let kernel = if x.shape().len() == 4 && w.shape().len() == 4 {
+        ConvKernel::pick(gpu, x.shape(), w.shape(), a)
+    } else {
+        ConvKernel::Direct
+    };
+    conv2d_with(enc, gpu, kernel, x, w, bias, a, y)
+}
+
+/// [`conv2d_into`] with a given kernel (tests and benches compare them); a kernel that does
+/// not [support](ConvKernel::supports) the convolution is an error.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_with(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: ConvKernel,
     x: &GpuTensor,
     w: &GpuTensor,
     bias: Option<&GpuTensor>,
@@ -176,9 +241,40 @@ pub fn conv2d_into(
             format!("at most {} per dispatch", limits.max_groups),
         ));
     }
+    let params = Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some());
+    if kernel == ConvKernel::Depthwise3x3 {
+        if !kernel.supports(s, w.shape(), a) {
+            return Err(Error::invalid(
+                OP,
+                "kernel",
+                "Depthwise3x3",
+                format!("does not compute {a:?} with weights {:?}", w.shape()),
+            ));
+        }
+        let grid = [
+            (cout * oh * ow.div_ceil(8)).div_ceil(PIXELS_PER_GROUP) as u32,
+            1,
+            n as u32,
+        ];
+        if grid.iter().any(|&g| g > limits.max_groups) {
+            return Err(Error::invalid(
+                OP,
+                "output size",
+                format!("{n}x{cout}x{oh}x{ow}"),
+                "more tiles than one dispatch allows",
+            ));
+        }
+        let bias = bias.unwrap_or(w);
+        let binds = [
+            Bind::Whole(x),
+            Bind::Whole(w),
+            Bind::Whole(bias),
+            Bind::Whole(y),
+        ];
+        return enc.dispatch(gpu, &DEPTHWISE3X3, &[], &params, &binds, grid);
+    }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
-    let params = Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some());
     let grid = [
         (oh * ow).div_ceil(PIXELS_PER_GROUP) as u32,
         cout.div_ceil(cob) as u32,

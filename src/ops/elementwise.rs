@@ -122,10 +122,12 @@ fn check_same_len(op: &'static str, x: &GpuTensor, y: &GpuTensor) -> Result<()> 
 }
 
 /// Records a flat kernel (copy, fill, unary, affine) over `x` in binding-sized chunks.
+#[allow(clippy::too_many_arguments)]
 fn flat(
     enc: &mut impl Record,
     gpu: &Gpu,
     kernel: &Kernel,
+    constants: &[(&'static str, f64)],
     x: &GpuTensor,
     extra: Option<&GpuTensor>,
     y: &GpuTensor,
@@ -148,7 +150,7 @@ fn flat(
         }
         binds.extend(extra.map(Bind::Whole));
         binds.push(range(y));
-        enc.dispatch(gpu, kernel, &[], &params, &binds, grid)?;
+        enc.dispatch(gpu, kernel, constants, &params, &binds, grid)?;
     }
     Ok(())
 }
@@ -158,7 +160,7 @@ fn flat(
 pub fn copy(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor> {
     check_f32("copy", "x", x)?;
     let out = gpu.empty(x.shape(), DType::F32)?;
-    flat(enc, gpu, &COPY, x, None, &out, Params::default())?;
+    flat(enc, gpu, &COPY, &[], x, None, &out, Params::default())?;
     Ok(out)
 }
 
@@ -169,6 +171,7 @@ pub fn fill_into(enc: &mut impl Record, gpu: &Gpu, y: &GpuTensor, value: f32) ->
         enc,
         gpu,
         &FILL,
+        &[],
         y,
         None,
         y,
@@ -194,6 +197,7 @@ pub fn unary_into(
         enc,
         gpu,
         &UNARY,
+        &[("UNARY_OP", op as f64)],
         x,
         None,
         y,
@@ -230,6 +234,7 @@ pub fn channel_affine_into(
         enc,
         gpu,
         &AFFINE,
+        &[],
         x,
         Some(ab),
         y,
@@ -326,7 +331,7 @@ pub fn binary_into(
     enc.dispatch(
         gpu,
         &BINARY,
-        &[],
+        &[("BINARY_OP", binary_code(op) as f64)],
         &params,
         &[Bind::Whole(a), Bind::Whole(b), Bind::Whole(y)],
         grid,

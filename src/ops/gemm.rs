@@ -6,17 +6,102 @@ use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::shape::matmul_output_shape;
 
-static MATMUL: Kernel = Kernel {
+const BINDINGS: &[Access] = &[
+    Access::Uniform,
+    Access::Read,
+    Access::Read,
+    Access::Read,
+    Access::ReadWrite,
+];
+static TILED: Kernel = Kernel {
     family: Family::Gemm,
     entry: "matmul",
-    bindings: &[
-        Access::Uniform,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-    ],
+    bindings: BINDINGS,
 };
+static BLOCKED: Kernel = Kernel {
+    family: Family::Gemm,
+    entry: "matmul_blocked",
+    bindings: BINDINGS,
+};
+static SUBGROUP: Kernel = Kernel {
+    family: Family::GemmSubgroup,
+    entry: "matmul_subgroup",
+    bindings: BINDINGS,
+};
+static SUBGROUP_VEC4: Kernel = Kernel {
+    family: Family::GemmSubgroup,
+    entry: "matmul_subgroup_vec4",
+    bindings: BINDINGS,
+};
+
+/// The GEMM kernels. All three add each output's products in k order with fma from zero, so
+/// they give the same bits; they differ only in speed per adapter class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// 64 x 64 x 16 tiles in workgroup memory: for GPUs.
+    Tiled,
+    /// 8 x 4 outputs per invocation in registers, no workgroup memory or barrier: for CPU
+    /// adapters (lavapipe, llvmpipe on GL, WARP, SwiftShader).
+    Blocked,
+    /// `Blocked` with the shared A operand loaded once per 8 lanes and handed out by a subgroup
+    /// shuffle: CPU adapters whose subgroups have at least 8 lanes (lavapipe on AVX2).
+    Subgroup,
+}
+
+/// Lanes that share one row block in the blocked kernels (`LANES` in gemm.wgsl).
+const LANES: u64 = 8;
+/// Output rows and columns per invocation of the blocked kernels (`BM`, `BN`).
+const BLOCK: (u64, u64) = (8, 4);
+
+impl GemmKernel {
+    /// Every kernel `gpu` can run.
+    pub fn available(gpu: &Gpu) -> Vec<GemmKernel> {
+        let a = gpu.adapter();
+        let mut all = vec![GemmKernel::Tiled, GemmKernel::Blocked];
+        if a.subgroups && a.subgroup_min >= LANES as u32 {
+            all.push(GemmKernel::Subgroup);
+        }
+        all
+    }
+
+    /// The kernel for an `m x n` product on this adapter: the one place that decides.
+    /// Software adapters take the register-blocked forms (the subgroup one where it can run),
+    /// GPUs the tiled one; a product with more blocks than one dispatch allows falls back to
+    /// the tiled kernel's larger tiles.
+    pub fn pick(gpu: &Gpu, m: usize, n: usize) -> GemmKernel {
+        let fits = |k: GemmKernel| {
+            k.grid(m as u64, n as u64)
+                .iter()
+                .all(|&g| g <= gpu.limits().max_groups as u64)
+        };
+        if !gpu.adapter().is_software() {
+            return GemmKernel::Tiled;
+        }
+        let available = GemmKernel::available(gpu);
+        [GemmKernel::Subgroup, GemmKernel::Blocked]
+            .into_iter()
+            .find(|&k| available.contains(&k) && fits(k))
+            .unwrap_or(GemmKernel::Tiled)
+    }
+
+    fn kernel(self) -> &'static Kernel {
+        match self {
+            GemmKernel::Tiled => &TILED,
+            GemmKernel::Blocked => &BLOCKED,
+            GemmKernel::Subgroup => &SUBGROUP,
+        }
+    }
+
+    /// Workgroups along (columns, rows) for an `m x n` product.
+    fn grid(self, m: u64, n: u64) -> [u64; 2] {
+        match self {
+            GemmKernel::Tiled => [n.div_ceil(TILE), m.div_ceil(TILE)],
+            GemmKernel::Blocked | GemmKernel::Subgroup => {
+                [n.div_ceil(LANES * BLOCK.1), m.div_ceil(BLOCK.0)]
+            }
+        }
+    }
+}
 
 /// What is added to every product matrix.
 #[derive(Clone, Copy, Debug)]
@@ -75,7 +160,8 @@ pub fn matmul(
     Ok(c)
 }
 
-/// `C = alpha * op(A) * op(B) + bias` into a preallocated `c` of [`matmul_output_shape`].
+/// `C = alpha * op(A) * op(B) + bias` into a preallocated `c` of [`matmul_output_shape`], with
+/// the kernel [`GemmKernel::pick`] chooses for the adapter.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
     enc: &mut impl Record,
@@ -88,7 +174,36 @@ pub fn matmul_into(
     bias: Bias<'_>,
     c: &GpuTensor,
 ) -> Result<()> {
+    let shape = matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?;
+    let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let kernel = GemmKernel::pick(gpu, m, n);
+    matmul_with(enc, gpu, kernel, a, b, trans_a, trans_b, alpha, bias, c)
+}
+
+/// [`matmul_into`] with a given kernel (tests and benches compare them; it must be one of
+/// [`GemmKernel::available`]).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: GemmKernel,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    bias: Bias<'_>,
+    c: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "matmul";
+    if !GemmKernel::available(gpu).contains(&kernel) {
+        return Err(Error::invalid(
+            OP,
+            "kernel",
+            format!("{kernel:?}"),
+            "not available on this adapter",
+        ));
+    }
     let shape = matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?;
     for (name, t) in [("a", a), ("b", b), ("c", c)] {
         t.expect_dtype(OP, name, DType::F32)?;
@@ -171,7 +286,7 @@ pub fn matmul_into(
         .min(per_binding(sc))
         .min(limits.max_groups as u64)
         .max(1);
-    let grid_xy = [(n as u64).div_ceil(TILE), (m as u64).div_ceil(TILE)];
+    let grid_xy = kernel.grid(m as u64, n as u64);
     if grid_xy.iter().any(|&g| g > limits.max_groups as u64) {
         return Err(Error::invalid(
             OP,
@@ -231,9 +346,14 @@ pub fn matmul_into(
                 accumulate,
                 _pad: [0; 2],
             };
+            let vec4 = kernel == GemmKernel::Subgroup && !trans_b && n % 4 == 0 && b_skip % 4 == 0;
             enc.dispatch(
                 gpu,
-                &MATMUL,
+                if vec4 {
+                    &SUBGROUP_VEC4
+                } else {
+                    kernel.kernel()
+                },
                 &constants,
                 &params,
                 &[ab, bbind, Bind::Whole(bias_t), cbind],
