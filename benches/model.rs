@@ -85,10 +85,23 @@ fn convs(c: &mut Criterion) {
         let y = gpu.empty(&shape, DType::F32).unwrap();
         let macs = shape.iter().product::<usize>() * (cin / groups) * k * k;
         g.throughput(Throughput::Elements(2 * macs as u64));
-        g.bench_function(BenchmarkId::new("gpu conv2d batch 8", name), |b| {
+        // The kernel the plan picks (im2col + GEMM takes a scratch matrix).
+        let kernel = conv::ConvKernel::pick(&gpu, x.shape(), w.shape(), &a);
+        let col = match kernel {
+            conv::ConvKernel::Im2col => {
+                let s = conv::im2col_shape(x.shape(), w.shape(), &a).unwrap();
+                Some(gpu.empty(&s, DType::F32).unwrap())
+            }
+            _ => None,
+        };
+        let id = BenchmarkId::new(format!("gpu conv2d batch 8 {kernel:?}"), name);
+        g.bench_function(id, |b| {
             b.iter(|| {
-                common::run(&gpu, |e| {
-                    conv::conv2d_into(e, &gpu, &x, &w, None, &a, &y).unwrap()
+                common::run(&gpu, |e| match &col {
+                    Some(col) => {
+                        conv::conv2d_im2col_into(e, &gpu, &x, &w, None, &a, col, &y).unwrap()
+                    }
+                    None => conv::conv2d_into(e, &gpu, &x, &w, None, &a, &y).unwrap(),
                 })
             })
         });

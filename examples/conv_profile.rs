@@ -31,9 +31,19 @@ fn main() -> qforge::Result<()> {
         let x = gpu.empty(xs, DType::F32)?;
         let wt = gpu.upload(&w.view())?;
         let y = gpu.empty(&conv_output_shape(xs, w.shape(), a)?, DType::F32)?;
+        // The kernel the plan picks (im2col + GEMM takes a scratch matrix).
+        let col = match conv::ConvKernel::pick(&gpu, xs, w.shape(), a) {
+            conv::ConvKernel::Im2col => {
+                Some(gpu.empty(&conv::im2col_shape(xs, w.shape(), a)?, DType::F32)?)
+            }
+            _ => None,
+        };
         let run = || -> qforge::Result<()> {
             let mut e = gpu.encoder();
-            conv::conv2d_into(&mut e, &gpu, &x, &wt, None, a, &y)?;
+            match &col {
+                Some(col) => conv::conv2d_im2col_into(&mut e, &gpu, &x, &wt, None, a, col, &y)?,
+                None => conv::conv2d_into(&mut e, &gpu, &x, &wt, None, a, &y)?,
+            }
             gpu.finish(e)
         };
         run()?;

@@ -283,3 +283,31 @@ fn depthwise3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
     }
 }
+
+// The columns of a convolution as a matrix, per batch item: col[n][k][pix] with
+// k = (ci * kh + ky) * kw + kx over all input channels (groups = 1) and pix = oy * ow + ox;
+// inputs outside the image are 0. Then y[n] = W[cout, k] * col[n] is a GEMM that adds the
+// products in conv2d's (ci, ky, kx) order; a padded tap adds fma(w, 0, acc) = acc.
+// Grid: x = pixel tile (64 pixels), y = k, z = batch item.
+@group(0) @binding(2) var<storage, read_write> col: array<f32>;
+
+@compute @workgroup_size(64)
+fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let pix = wid.x * 64u + lid;
+    let npix = p.oh * p.ow;
+    if pix >= npix {
+        return;
+    }
+    let k = wid.y;
+    let n = wid.z;
+    let kx = k % p.kw;
+    let ky = k / p.kw % p.kh;
+    let ci = k / (p.kw * p.kh);
+    let iy = i32(pix / p.ow * p.stride_h) - i32(p.pad_t) + i32(ky * p.dil_h);
+    let ix = i32(pix % p.ow * p.stride_w) - i32(p.pad_l) + i32(kx * p.dil_w);
+    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+    let cy = u32(clamp(iy, 0, i32(p.h) - 1));
+    let cx = u32(clamp(ix, 0, i32(p.w) - 1));
+    let v = x[((n * p.cin + ci) * p.h + cy) * p.w + cx];
+    col[(n * p.cin * p.kh * p.kw + k) * npix + pix] = select(0.0, v, inside);
+}

@@ -93,6 +93,31 @@ fn matmul_matches_reference_with_transposes_and_broadcast() {
     }
 }
 
+/// Every kernel at the edges of its blocks (1 x 1, sizes one past a block, N a multiple of 4
+/// for the vector loads, K shorter and longer than the 8 lanes), with each transpose. Small
+/// enough for the GL smoke run.
+#[test]
+fn every_kernel_at_block_edges() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(22);
+    for (i, &(m, n, k)) in [(1, 1, 1), (9, 33, 17), (8, 12, 9), (17, 4, 40), (3, 64, 7)]
+        .iter()
+        .enumerate()
+    {
+        let (ta, tb) = (i % 2 == 1, i % 3 == 1);
+        let a = random3(&mut rng, if ta { (2, k, m) } else { (2, m, k) });
+        let b = random3(&mut rng, if tb { (2, n, k) } else { (2, k, n) });
+        check(
+            &gpu,
+            &a,
+            &b,
+            ta,
+            tb,
+            &format!("{m}x{k} * {k}x{n} ta={ta} tb={tb}"),
+        );
+    }
+}
+
 #[test]
 fn two_d_operands_give_a_two_d_result() {
     let Some(gpu) = gpu() else { return };

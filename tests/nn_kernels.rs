@@ -109,16 +109,43 @@ fn conv2d_matches_reference() {
         });
         let bv = b.view();
         let want = nn::conv2d(&x.view(), &wt.view(), with_bias.then_some(&bv), &a);
-        close(
-            &format!(
-                "conv case {case} {a:?} x {:?} w {:?}",
-                x.shape(),
-                wt.shape()
-            ),
-            &got,
-            &want,
-            Tol::GEMM,
+        let what = format!(
+            "conv case {case} {a:?} x {:?} w {:?}",
+            x.shape(),
+            wt.shape()
         );
+        close(&what, &got, &want, Tol::GEMM);
+        // Dense convs through im2col + GEMM give the direct kernel's bits.
+        if a.groups == 1 {
+            let col = gpu
+                .empty(
+                    &conv::im2col_shape(x.shape(), wt.shape(), &a).unwrap(),
+                    DType::F32,
+                )
+                .unwrap();
+            let (b, c) = (with_bias.then_some(&tb), &col);
+            let via = run1(&gpu, &shape, |e, y| {
+                conv::conv2d_im2col_into(e, &gpu, &tx, &tw, b, &a, c, y).unwrap()
+            });
+            let direct = run1(&gpu, &shape, |e, y| {
+                conv::conv2d_with(e, &gpu, ConvKernel::Direct, &tx, &tw, b, &a, y).unwrap()
+            });
+            let same = via
+                .iter()
+                .zip(&direct)
+                .all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{what}: im2col and direct differ");
+            if ConvKernel::Pointwise.supports(x.shape(), wt.shape(), &a) {
+                let gemm = run1(&gpu, &shape, |e, y| {
+                    conv::conv2d_with(e, &gpu, ConvKernel::Pointwise, &tx, &tw, b, &a, y).unwrap()
+                });
+                let same = gemm
+                    .iter()
+                    .zip(&direct)
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{what}: pointwise GEMM and direct differ");
+            }
+        }
     }
 }
 

@@ -350,6 +350,12 @@ fn conv(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
         cx.optional_input(n, 2)?,
     );
     let y = cx.output(n, 0)?;
+    if conv::ConvKernel::pick(gpu, x.shape(), w.shape(), a) == conv::ConvKernel::Im2col {
+        let col = cx.scratch(&conv::im2col_shape(x.shape(), w.shape(), a)?, DType::F32)?;
+        conv::conv2d_im2col_into(cx.steps(), gpu, &x, &w, b.as_ref(), a, &col.tensor, &y)?;
+        cx.free(col);
+        return Ok(());
+    }
     conv::conv2d_into(cx.steps(), gpu, &x, &w, b.as_ref(), a, &y)
 }
 

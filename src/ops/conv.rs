@@ -25,6 +25,11 @@ static DEPTHWISE3X3: Kernel = Kernel {
     entry: "depthwise3x3",
     bindings: &[Uniform, Read, Read, Read, ReadWrite],
 };
+static IM2COL: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "im2col",
+    bindings: &[Uniform, Read, ReadWrite],
+};
 static CONV_T2D: Kernel = Kernel {
     family: Family::Conv,
     entry: "conv_transpose2d",
@@ -39,9 +44,25 @@ const PIXELS_PER_GROUP: usize = 64;
 pub enum ConvKernel {
     /// One output pixel (and up to 4 channels) per invocation; any shape.
     Direct,
+    /// A pointwise conv (1x1, stride 1, no pads, groups 1) as the batched GEMM
+    /// `y[n] = W[cout, cin] * x[n][cin, h * w]`; every adapter.
+    Pointwise,
     /// 8 adjacent outputs of one channel per invocation, weights and input rows loaded once:
     /// depthwise 3x3, dilation 1, horizontal stride 1 or 2. For CPU adapters.
     Depthwise3x3,
+    /// The columns copied into a scratch matrix ([`im2col_shape`]), then the GEMM the adapter
+    /// picks: dense convs (groups = 1) on CPU adapters, where the GEMM reuses each load 4-8
+    /// times. Needs the scratch, so only [`conv2d_im2col_into`] runs it.
+    Im2col,
+}
+
+/// Scratch matrices above this size make [`ConvKernel::pick`] keep the direct kernel.
+const IM2COL_MAX_BYTES: u64 = 64 << 20;
+
+/// The scratch [`ConvKernel::Im2col`] needs: `[n, cin * kh * kw, oh * ow]`.
+pub fn im2col_shape(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[usize; 3]> {
+    let [n, _, oh, ow] = conv_output_shape(x, w, a)?;
+    Ok([n, x[1] * w[2] * w[3], oh * ow])
 }
 
 impl ConvKernel {
@@ -49,6 +70,14 @@ impl ConvKernel {
     pub fn supports(self, x: &[usize], w: &[usize], a: &Conv2d) -> bool {
         match self {
             ConvKernel::Direct => true,
+            ConvKernel::Pointwise => {
+                a.groups == 1
+                    && w.len() == 4
+                    && w[2..] == [1, 1]
+                    && a.strides == [1, 1]
+                    && a.pads == [0; 4]
+            }
+            ConvKernel::Im2col => a.groups == 1 && x.len() == 4 && w.len() == 4,
             ConvKernel::Depthwise3x3 => {
                 a.groups == x[1]
                     && w[0] == x[1]
@@ -63,11 +92,27 @@ impl ConvKernel {
     /// adapters take the depthwise kernel where it applies; GPUs keep the direct one (no GPU
     /// was at hand to measure the other there).
     pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> ConvKernel {
-        if gpu.adapter().is_software() && ConvKernel::Depthwise3x3.supports(x, w, a) {
-            ConvKernel::Depthwise3x3
-        } else {
-            ConvKernel::Direct
+        if x.len() != 4 || w.len() != 4 {
+            return ConvKernel::Direct;
         }
+        if ConvKernel::Pointwise.supports(x, w, a) {
+            return ConvKernel::Pointwise;
+        }
+        if !gpu.adapter().is_software() {
+            return ConvKernel::Direct;
+        }
+        if ConvKernel::Depthwise3x3.supports(x, w, a) {
+            return ConvKernel::Depthwise3x3;
+        }
+        let col_bytes = im2col_shape(x, w, a)
+            .map(|s| s.iter().product::<usize>() as u64 * 4)
+            .unwrap_or(u64::MAX);
+        if ConvKernel::Im2col.supports(x, w, a)
+            && col_bytes <= IM2COL_MAX_BYTES.min(gpu.limits().max_binding)
+        {
+            return ConvKernel::Im2col;
+        }
+        ConvKernel::Direct
     }
 }
 
@@ -165,12 +210,86 @@ pub fn conv2d_into(
     a: &Conv2d,
     y: &GpuTensor,
 ) -> Result<()> {
-    let kernel = if x.shape().len() == 4 && w.shape().len() == 4 {
-        ConvKernel::pick(gpu, x.shape(), w.shape(), a)
-    } else {
-        ConvKernel::Direct
+    let kernel = match x.shape().len() == 4 && w.shape().len() == 4 {
+        true => ConvKernel::pick(gpu, x.shape(), w.shape(), a),
+        false => ConvKernel::Direct,
+    };
+    let kernel = match kernel {
+        ConvKernel::Im2col => ConvKernel::Direct,
+        k => k,
     };
     conv2d_with(enc, gpu, kernel, x, w, bias, a, y)
+}
+
+/// [`ConvKernel::Im2col`]: `y = W * im2col(x) + bias` through the scratch `col` of
+/// [`im2col_shape`] (f32). The GEMM adds each output's products in conv2d's order, so the
+/// result has conv2d's bits (up to where long reductions are split into dispatches).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_im2col_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    a: &Conv2d,
+    col: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "Conv";
+    for (name, t) in [("x", x), ("w", w), ("col", col), ("y", y)] {
+        t.expect_dtype(OP, name, DType::F32)?;
+    }
+    if x.shape().len() != 4 || w.shape().len() != 4 || a.groups != 1 {
+        return Err(Error::invalid(
+            OP,
+            "kernel",
+            "Im2col",
+            "needs 4-D x and w and groups = 1",
+        ));
+    }
+    let shape = im2col_shape(x.shape(), w.shape(), a)?;
+    if col.shape() != shape {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "col".into(),
+            expected: format!("{shape:?}"),
+            got: col.shape().to_vec(),
+        });
+    }
+    let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
+    if y.shape() != [n, cout, oh, ow] {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "y".into(),
+            expected: format!("{:?}", [n, cout, oh, ow]),
+            got: y.shape().to_vec(),
+        });
+    }
+    let limits = gpu.limits();
+    let [_, k, npix] = shape;
+    let grid = [npix.div_ceil(PIXELS_PER_GROUP) as u32, k as u32, n as u32];
+    if grid.iter().any(|&g| g > limits.max_groups) || col.bytes() > limits.max_binding {
+        return Err(Error::invalid(
+            OP,
+            "im2col size",
+            format!("{shape:?}"),
+            "more than one dispatch or binding allows",
+        ));
+    }
+    let [kh, kw] = [w.shape()[2], w.shape()[3]];
+    let params = Params::new(x.shape(), [kh, kw], a, [cout, oh, ow], false);
+    enc.dispatch(
+        gpu,
+        &IM2COL,
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(col)],
+        grid,
+    )?;
+    let wv = w.view(&[cout, k], DType::F32)?;
+    let yv = y.view(&[n, cout, npix], DType::F32)?;
+    let b = bias.map_or(Bias::None, Bias::PerRow);
+    matmul_into(enc, gpu, &wv, col, false, false, 1.0, b, &yv)
 }
 
 /// [`conv2d_into`] with a given kernel (tests and benches compare them); a kernel that does
@@ -220,7 +339,15 @@ pub fn conv2d_with(
     }
     let s = x.shape();
     let [kh, kw] = [w.shape()[2], w.shape()[3]];
-    if kh == 1 && kw == 1 && a.strides == [1, 1] && a.pads == [0; 4] && a.groups == 1 {
+    if kernel == ConvKernel::Pointwise {
+        if !kernel.supports(s, w.shape(), a) {
+            return Err(Error::invalid(
+                OP,
+                "kernel",
+                "Pointwise",
+                format!("does not compute {a:?} with weights {:?}", w.shape()),
+            ));
+        }
         // A pointwise conv is a batched GEMM: y[n] = W[cout, cin] * x[n][cin, h*w] + bias.
         let hw = s[2] * s[3];
         let xv = x.view(&[n, s[1], hw], DType::F32)?;
@@ -242,6 +369,14 @@ pub fn conv2d_with(
         ));
     }
     let params = Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some());
+    if kernel == ConvKernel::Im2col {
+        return Err(Error::invalid(
+            OP,
+            "kernel",
+            "Im2col",
+            "needs a scratch matrix: use conv2d_im2col_into",
+        ));
+    }
     if kernel == ConvKernel::Depthwise3x3 {
         if !kernel.supports(s, w.shape(), a) {
             return Err(Error::invalid(
