@@ -1,6 +1,7 @@
 //! MobileNetV2 forward in images/s at batch 1, 8 and 32 on the adapter, next to the same
-//! forward through the CPU reference interpreter (batch 1) in the same run; and conv GFLOP/s
-//! (criterion's elements/s = FLOP/s) for MobileNetV2's three conv shapes.
+//! forward with the other adapter class's kernels (batch 1 and 8) and through the CPU
+//! reference interpreter (batch 1) in the same run; and conv GFLOP/s (criterion's elements/s =
+//! FLOP/s) for MobileNetV2's conv shapes with the picked kernel and the direct one.
 //!
 //! `cargo bench --bench model`
 
@@ -32,14 +33,33 @@ fn forward(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     // The executor splits batches whose activations exceed one storage binding (batch 32 at
     // 224x224 does on 128 MiB adapters) and reuses one plan per piece size.
+    // The same forward with the kernels picked for the other adapter class (on a software
+    // adapter: the GPU kernels), as the baseline in the same run.
+    let mut other = qforge::gpu::Gpu::new().unwrap();
+    other.set_cpu_kernels(!gpu.cpu_kernels());
+    let class = |cpu: bool| {
+        if cpu {
+            "CPU-adapter kernels"
+        } else {
+            "GPU kernels"
+        }
+    };
+    let baseline = Runner::new(std::sync::Arc::new(other), model.clone());
     let exec = Runner::new(gpu.clone(), model);
     for batch in [1usize, 8, 32] {
         let x = input(batch);
         exec.run(&[("input", x.view())]).unwrap();
         g.throughput(Throughput::Elements(batch as u64));
-        g.bench_with_input(BenchmarkId::new("gpu forward", batch), &batch, |b, _| {
+        let id = format!("gpu forward, {}", class(gpu.cpu_kernels()));
+        g.bench_with_input(BenchmarkId::new(id, batch), &batch, |b, _| {
             b.iter(|| exec.run(&[("input", x.view())]).unwrap())
         });
+        if batch <= 8 {
+            let id = format!("gpu forward, {}", class(!gpu.cpu_kernels()));
+            g.bench_with_input(BenchmarkId::new(id, batch), &batch, |b, _| {
+                b.iter(|| baseline.run(&[("input", x.view())]).unwrap())
+            });
+        }
         if batch == 1 {
             let r = exec.graph(1, &[]).unwrap();
             g.bench_with_input(
@@ -105,6 +125,17 @@ fn convs(c: &mut Criterion) {
                 })
             })
         });
+        if kernel != conv::ConvKernel::Direct {
+            let id = BenchmarkId::new("gpu conv2d batch 8 Direct (baseline)", name);
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    common::run(&gpu, |e| {
+                        let k = conv::ConvKernel::Direct;
+                        conv::conv2d_with(e, &gpu, k, &x, &w, None, &a, &y).unwrap()
+                    })
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -54,6 +54,28 @@ fn mobilenet_v2_matches_onnxruntime() {
     }
 }
 
+/// The kernels picked for CPU adapters and those picked for GPUs give a whole model the same
+/// bits (both run here on whatever adapter the tests have).
+#[test]
+fn kernel_choices_do_not_change_a_forward() {
+    let Some(mut other) = own_gpu() else { return };
+    let gpu = gpu().unwrap();
+    other.set_cpu_kernels(!gpu.cpu_kernels());
+    let g = graph::load(&root().join("models/mobilenet_v2.onnx")).unwrap();
+    let x = eval4();
+    let picked = Runner::new(gpu, g.clone())
+        .run(&[("input", x.view())])
+        .unwrap();
+    let swapped = Runner::new(std::sync::Arc::new(other), g)
+        .run(&[("input", x.view())])
+        .unwrap();
+    let same = picked[0]
+        .iter()
+        .zip(&swapped[0])
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "max |diff| {}", max_abs_diff(&picked[0], &swapped[0]));
+}
+
 #[test]
 fn fmnist_cnn_matches_onnxruntime_with_a_named_batch() {
     let Some(gpu) = gpu() else { return };

@@ -88,6 +88,8 @@ pub struct Gpu {
     pub(crate) queue: wgpu::Queue,
     summary: AdapterSummary,
     limits: GpuLimits,
+    /// Whether kernels are picked for a CPU adapter (see [`Gpu::cpu_kernels`]).
+    cpu_kernels: bool,
     pub(crate) kernels: KernelCache,
     pub(crate) pool: Arc<BufferPool>,
     /// The first error wgpu reported outside an error scope; taken by the next submit.
@@ -221,6 +223,7 @@ impl Gpu {
         Ok(Gpu {
             device,
             queue,
+            cpu_kernels: summary.is_software(),
             summary,
             limits,
             kernels: KernelCache::default(),
@@ -257,6 +260,18 @@ impl Gpu {
         let align = self.limits.offset_align.max(4);
         let bytes = (bytes / align).max(1) * align;
         self.limits.max_binding = bytes.min(self.summary.max_storage_binding);
+    }
+
+    /// True when kernels are picked for a CPU adapter (register blocking, no workgroup memory):
+    /// the adapter is a software one unless [`Gpu::set_cpu_kernels`] said otherwise.
+    pub fn cpu_kernels(&self) -> bool {
+        self.cpu_kernels
+    }
+
+    /// Picks kernels as for a CPU adapter (`true`) or a GPU (`false`) whatever the adapter is:
+    /// benches compare both on one adapter, tests run the GPU choices on a software adapter.
+    pub fn set_cpu_kernels(&mut self, cpu: bool) {
+        self.cpu_kernels = cpu;
     }
 
     /// Lowers the dispatch limit per dimension (tests use it to exercise 2-D dispatch cheaply).

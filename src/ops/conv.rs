@@ -98,7 +98,7 @@ impl ConvKernel {
         if ConvKernel::Pointwise.supports(x, w, a) {
             return ConvKernel::Pointwise;
         }
-        if !gpu.adapter().is_software() {
+        if !gpu.cpu_kernels() {
             return ConvKernel::Direct;
         }
         if ConvKernel::Depthwise3x3.supports(x, w, a) {

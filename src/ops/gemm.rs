@@ -74,7 +74,7 @@ impl GemmKernel {
                 .iter()
                 .all(|&g| g <= gpu.limits().max_groups as u64)
         };
-        if !gpu.adapter().is_software() {
+        if !gpu.cpu_kernels() {
             return GemmKernel::Tiled;
         }
         let available = GemmKernel::available(gpu);
