@@ -305,9 +305,5 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let ci = k / (p.kw * p.kh);
     let iy = i32(pix / p.ow * p.stride_h) - i32(p.pad_t) + i32(ky * p.dil_h);
     let ix = i32(pix % p.ow * p.stride_w) - i32(p.pad_l) + i32(kx * p.dil_w);
-    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-    let cy = u32(clamp(iy, 0, i32(p.h) - 1));
-    let cx = u32(clamp(ix, 0, i32(p.w) - 1));
-    let v = x[((n * p.cin + ci) * p.h + cy) * p.w + cx];
-    col[(n * p.cin * p.kh * p.kw + k) * npix + pix] = select(0.0, v, inside);
+    col[(n * p.cin * p.kh * p.kw + k) * npix + pix] = x_at((n * p.cin + ci) * p.h * p.w, iy, ix);
 }

@@ -172,6 +172,34 @@ impl Params {
     }
 }
 
+/// `t` must have `shape`.
+fn expect_shape(op: &'static str, name: &str, t: &GpuTensor, shape: &[usize]) -> Result<()> {
+    if t.shape() != shape {
+        return Err(Error::ShapeMismatch {
+            op,
+            tensor: name.into(),
+            expected: format!("{shape:?}"),
+            got: t.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// The workgroup grid, when every dimension is within the dispatch limit (`size` names what
+/// is too large otherwise).
+fn grid_of(op: &'static str, gpu: &Gpu, grid: [usize; 3], size: &[usize]) -> Result<[u32; 3]> {
+    let max = gpu.limits().max_groups as usize;
+    if grid.iter().any(|&g| g > max) {
+        return Err(Error::invalid(
+            op,
+            "output size",
+            format!("{size:?}"),
+            "more tiles than one dispatch allows",
+        ));
+    }
+    Ok(grid.map(|g| g as u32))
+}
+
 /// Records `kernel` once per range of input channels (per group) whose loop nest stays within
 /// [`LOOP_BUDGET`] iterations (a channel costs 1 + kh + kh * kw of them); the dispatches after
 /// the first add to `y`.
@@ -248,33 +276,20 @@ pub fn conv2d_im2col_into(
         ));
     }
     let shape = im2col_shape(x.shape(), w.shape(), a)?;
-    if col.shape() != shape {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            tensor: "col".into(),
-            expected: format!("{shape:?}"),
-            got: col.shape().to_vec(),
-        });
-    }
+    expect_shape(OP, "col", col, &shape)?;
     let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
-    if y.shape() != [n, cout, oh, ow] {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            tensor: "y".into(),
-            expected: format!("{:?}", [n, cout, oh, ow]),
-            got: y.shape().to_vec(),
-        });
-    }
+    expect_shape(OP, "y", y, &[n, cout, oh, ow])?;
     let limits = gpu.limits();
     let [_, k, npix] = shape;
-    let grid = [npix.div_ceil(PIXELS_PER_GROUP) as u32, k as u32, n as u32];
-    if grid.iter().any(|&g| g > limits.max_groups) || col.bytes() > limits.max_binding {
-        return Err(Error::invalid(
-            OP,
-            "im2col size",
-            format!("{shape:?}"),
-            "more than one dispatch or binding allows",
-        ));
+    let grid = grid_of(OP, gpu, [npix.div_ceil(PIXELS_PER_GROUP), k, n], &shape)?;
+    if col.bytes() > limits.max_binding {
+        return Err(Error::TooLarge {
+            op: OP,
+            tensor: "col".into(),
+            bytes: col.bytes(),
+            limit: limits.max_binding,
+            which: "storage binding",
+        });
     }
     let [kh, kw] = [w.shape()[2], w.shape()[3]];
     let params = Params::new(x.shape(), [kh, kw], a, [cout, oh, ow], false);
@@ -319,14 +334,7 @@ pub fn conv2d_with(
         }
     }
     let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
-    if y.shape() != [n, cout, oh, ow] {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            tensor: "y".into(),
-            expected: format!("{:?}", [n, cout, oh, ow]),
-            got: y.shape().to_vec(),
-        });
-    }
+    expect_shape(OP, "y", y, &[n, cout, oh, ow])?;
     if let Some(b) = bias {
         if b.len() != cout {
             return Err(Error::ShapeMismatch {
@@ -386,19 +394,13 @@ pub fn conv2d_with(
                 format!("does not compute {a:?} with weights {:?}", w.shape()),
             ));
         }
-        let grid = [
-            (cout * oh * ow.div_ceil(8)).div_ceil(PIXELS_PER_GROUP) as u32,
-            1,
-            n as u32,
-        ];
-        if grid.iter().any(|&g| g > limits.max_groups) {
-            return Err(Error::invalid(
-                OP,
-                "output size",
-                format!("{n}x{cout}x{oh}x{ow}"),
-                "more tiles than one dispatch allows",
-            ));
-        }
+        let strips = cout * oh * ow.div_ceil(8);
+        let grid = grid_of(
+            OP,
+            gpu,
+            [strips.div_ceil(PIXELS_PER_GROUP), 1, n],
+            y.shape(),
+        )?;
         let bias = bias.unwrap_or(w);
         let binds = [
             Bind::Whole(x),
@@ -410,19 +412,8 @@ pub fn conv2d_with(
     }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
-    let grid = [
-        (oh * ow).div_ceil(PIXELS_PER_GROUP) as u32,
-        cout.div_ceil(cob) as u32,
-        n as u32,
-    ];
-    if grid[0] > limits.max_groups || grid[1] > limits.max_groups {
-        return Err(Error::invalid(
-            OP,
-            "output size",
-            format!("{cout}x{oh}x{ow}"),
-            "more tiles than one dispatch allows",
-        ));
-    }
+    let pixels = (oh * ow).div_ceil(PIXELS_PER_GROUP);
+    let grid = grid_of(OP, gpu, [pixels, cout.div_ceil(cob), n], y.shape())?;
     let bias = bias.unwrap_or(w);
     dispatch_split(
         enc,
@@ -457,14 +448,7 @@ pub fn conv_transpose2d_into(
         t.expect_dtype(OP, name, DType::F32)?;
     }
     let [n, cout, oh, ow] = conv_transpose_output_shape(x.shape(), w.shape(), a, output_padding)?;
-    if y.shape() != [n, cout, oh, ow] {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            tensor: "y".into(),
-            expected: format!("{:?}", [n, cout, oh, ow]),
-            got: y.shape().to_vec(),
-        });
-    }
+    expect_shape(OP, "y", y, &[n, cout, oh, ow])?;
     if bias.is_some_and(|b| b.len() != cout) {
         return Err(Error::ShapeMismatch {
             op: OP,
@@ -473,20 +457,8 @@ pub fn conv_transpose2d_into(
             got: bias.map(|b| b.shape().to_vec()).unwrap_or_default(),
         });
     }
-    let limits = gpu.limits();
-    let grid = [
-        (oh * ow).div_ceil(PIXELS_PER_GROUP) as u32,
-        cout as u32,
-        n as u32,
-    ];
-    if grid.iter().any(|&g| g > limits.max_groups) {
-        return Err(Error::invalid(
-            OP,
-            "output size",
-            format!("{n}x{cout}x{oh}x{ow}"),
-            "more tiles than one dispatch allows",
-        ));
-    }
+    let pixels = (oh * ow).div_ceil(PIXELS_PER_GROUP);
+    let grid = grid_of(OP, gpu, [pixels, cout, n], y.shape())?;
     let params = Params::new(
         x.shape(),
         [w.shape()[2], w.shape()[3]],
@@ -540,29 +512,10 @@ pub fn qconv2d_into(
         }
     }
     let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
-    if acc.shape() != [n, cout, oh, ow] {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            tensor: "acc".into(),
-            expected: format!("{:?}", [n, cout, oh, ow]),
-            got: acc.shape().to_vec(),
-        });
-    }
-    let limits = gpu.limits();
+    expect_shape(OP, "acc", acc, &[n, cout, oh, ow])?;
     let cob = if (cout / a.groups) % 4 == 0 { 4 } else { 1 };
-    let grid = [
-        (oh * ow).div_ceil(PIXELS_PER_GROUP) as u32,
-        cout.div_ceil(cob) as u32,
-        n as u32,
-    ];
-    if grid.iter().any(|&g| g > limits.max_groups) {
-        return Err(Error::invalid(
-            OP,
-            "output size",
-            format!("{n}x{cout}x{oh}x{ow}"),
-            "more tiles than one dispatch allows",
-        ));
-    }
+    let pixels = (oh * ow).div_ceil(PIXELS_PER_GROUP);
+    let grid = grid_of(OP, gpu, [pixels, cout.div_ceil(cob), n], acc.shape())?;
     let params = Params {
         x_inv,
         ..Params::new(
