@@ -151,7 +151,14 @@ fn pipelines_are_cached_per_entry_and_constants() {
 fn every_family_builds_on_the_device() {
     let Some(gpu) = gpu() else { return };
     for family in qforge::gpu::kernels::Family::ALL {
-        gpu.check_family(family).unwrap();
+        match gpu.check_family(family) {
+            Err(qforge::Error::Shader { message, .. })
+                if family.needs_subgroups() && !gpu.adapter().subgroups =>
+            {
+                assert!(message.contains("subgroups"), "{message}")
+            }
+            other => other.unwrap(),
+        }
     }
     println!("adapter: {}", gpu.describe());
 }

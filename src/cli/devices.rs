@@ -55,11 +55,20 @@ pub fn main(a: DevicesArgs) -> qforge::Result<()> {
     }
     if a.check || chosen.is_none() {
         let gpu = Gpu::new()?;
+        let mut skipped = Vec::new();
         for family in qforge::gpu::kernels::Family::ALL {
+            if family.needs_subgroups() && !gpu.adapter().subgroups {
+                skipped.push(family.name());
+                continue;
+            }
             gpu.check_family(family)?;
         }
+        let skipped = match skipped.is_empty() {
+            true => String::new(),
+            false => format!(" ({} not used: no subgroups)", skipped.join(", ")),
+        };
         println!(
-            "device created on {}; every kernel family builds",
+            "device created on {}; every kernel family it uses builds{skipped}",
             gpu.describe()
         );
     }
