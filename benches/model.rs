@@ -107,21 +107,16 @@ fn convs(c: &mut Criterion) {
         g.throughput(Throughput::Elements(2 * macs as u64));
         // The kernel the plan picks (im2col + GEMM takes a scratch matrix).
         let kernel = conv::ConvKernel::pick(&gpu, x.shape(), w.shape(), &a);
-        let col = match kernel {
-            conv::ConvKernel::Im2col => {
-                let s = conv::im2col_shape(x.shape(), w.shape(), &a).unwrap();
-                Some(gpu.empty(&s, DType::F32).unwrap())
-            }
-            _ => None,
-        };
+        let col = kernel
+            .scratch(x.shape(), w.shape(), &a)
+            .unwrap()
+            .map(|s| gpu.empty(&s, DType::F32).unwrap());
         let id = BenchmarkId::new(format!("gpu conv2d batch 8 {kernel:?}"), name);
         g.bench_function(id, |b| {
             b.iter(|| {
-                common::run(&gpu, |e| match &col {
-                    Some(col) => {
-                        conv::conv2d_im2col_into(e, &gpu, &x, &w, None, &a, col, &y).unwrap()
-                    }
-                    None => conv::conv2d_into(e, &gpu, &x, &w, None, &a, &y).unwrap(),
+                common::run(&gpu, |e| {
+                    let col = col.as_ref();
+                    conv::conv2d_with(e, &gpu, kernel, &x, &w, None, &a, col, &y).unwrap()
                 })
             })
         });
@@ -131,7 +126,7 @@ fn convs(c: &mut Criterion) {
                 b.iter(|| {
                     common::run(&gpu, |e| {
                         let k = conv::ConvKernel::Direct;
-                        conv::conv2d_with(e, &gpu, k, &x, &w, None, &a, &y).unwrap()
+                        conv::conv2d_with(e, &gpu, k, &x, &w, None, &a, None, &y).unwrap()
                     })
                 })
             });

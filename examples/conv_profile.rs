@@ -32,18 +32,14 @@ fn main() -> qforge::Result<()> {
         let wt = gpu.upload(&w.view())?;
         let y = gpu.empty(&conv_output_shape(xs, w.shape(), a)?, DType::F32)?;
         // The kernel the plan picks (im2col + GEMM takes a scratch matrix).
-        let col = match conv::ConvKernel::pick(&gpu, xs, w.shape(), a) {
-            conv::ConvKernel::Im2col => {
-                Some(gpu.empty(&conv::im2col_shape(xs, w.shape(), a)?, DType::F32)?)
-            }
-            _ => None,
+        let kernel = conv::ConvKernel::pick(&gpu, xs, w.shape(), a);
+        let col = match kernel.scratch(xs, w.shape(), a)? {
+            Some(shape) => Some(gpu.empty(&shape, DType::F32)?),
+            None => None,
         };
         let run = || -> qforge::Result<()> {
             let mut e = gpu.encoder();
-            match &col {
-                Some(col) => conv::conv2d_im2col_into(&mut e, &gpu, &x, &wt, None, a, col, &y)?,
-                None => conv::conv2d_into(&mut e, &gpu, &x, &wt, None, a, &y)?,
-            }
+            conv::conv2d_with(&mut e, &gpu, kernel, &x, &wt, None, a, col.as_ref(), &y)?;
             gpu.finish(e)
         };
         run()?;

@@ -11,7 +11,7 @@ override BINARY_OP: u32 = 0u;
 struct Params {
     n: u32,
     step: u32,      // threads in the dispatch (grid stride)
-    op: u32,        // unused (the op codes are UNARY_OP / BINARY_OP)
+    _pad0: u32,     // the op codes are the constants UNARY_OP / BINARY_OP
     inner: u32,     // affine: elements per channel run
     channels: u32,  // affine: channels
     base: u32,      // global index of the chunk's first element
@@ -112,7 +112,7 @@ fn channel_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 struct Nd {
     n: u32,
     ndim: u32,
-    op: u32,
+    _pad_op: u32,   // the op code is the constant BINARY_OP
     step: u32,
     a_off: u32,     // strided copy: input element offset
     y_off: u32,     // strided copy: output element offset

@@ -117,18 +117,15 @@ fn conv2d_matches_reference() {
         close(&what, &got, &want, Tol::GEMM);
         // Dense convs through im2col + GEMM give the direct kernel's bits.
         if a.groups == 1 {
-            let col = gpu
-                .empty(
-                    &conv::im2col_shape(x.shape(), wt.shape(), &a).unwrap(),
-                    DType::F32,
-                )
-                .unwrap();
-            let (b, c) = (with_bias.then_some(&tb), &col);
+            let k = ConvKernel::Im2col;
+            let col_shape = k.scratch(x.shape(), wt.shape(), &a).unwrap().unwrap();
+            let col = gpu.empty(&col_shape, DType::F32).unwrap();
+            let (b, c) = (with_bias.then_some(&tb), Some(&col));
             let via = run1(&gpu, &shape, |e, y| {
-                conv::conv2d_im2col_into(e, &gpu, &tx, &tw, b, &a, c, y).unwrap()
+                conv::conv2d_with(e, &gpu, k, &tx, &tw, b, &a, c, y).unwrap()
             });
             let direct = run1(&gpu, &shape, |e, y| {
-                conv::conv2d_with(e, &gpu, ConvKernel::Direct, &tx, &tw, b, &a, y).unwrap()
+                conv::conv2d_with(e, &gpu, ConvKernel::Direct, &tx, &tw, b, &a, None, y).unwrap()
             });
             let same = via
                 .iter()
@@ -137,7 +134,8 @@ fn conv2d_matches_reference() {
             assert!(same, "{what}: im2col and direct differ");
             if ConvKernel::Pointwise.supports(x.shape(), wt.shape(), &a) {
                 let gemm = run1(&gpu, &shape, |e, y| {
-                    conv::conv2d_with(e, &gpu, ConvKernel::Pointwise, &tx, &tw, b, &a, y).unwrap()
+                    conv::conv2d_with(e, &gpu, ConvKernel::Pointwise, &tx, &tw, b, &a, None, y)
+                        .unwrap()
                 });
                 let same = gemm
                     .iter()
@@ -178,7 +176,7 @@ fn depthwise3x3_matches_reference_and_the_direct_kernel() {
         let bias = (case % 3 != 0).then_some(&tb);
         let run = |kernel| {
             run1(&gpu, &shape, |e, y| {
-                conv::conv2d_with(e, &gpu, kernel, &tx, &tw, bias, &a, y).unwrap()
+                conv::conv2d_with(e, &gpu, kernel, &tx, &tw, bias, &a, None, y).unwrap()
             })
         };
         let (fast, direct) = (run(ConvKernel::Depthwise3x3), run(ConvKernel::Direct));

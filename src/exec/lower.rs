@@ -350,13 +350,17 @@ fn conv(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
         cx.optional_input(n, 2)?,
     );
     let y = cx.output(n, 0)?;
-    if conv::ConvKernel::pick(gpu, x.shape(), w.shape(), a) == conv::ConvKernel::Im2col {
-        let col = cx.scratch(&conv::im2col_shape(x.shape(), w.shape(), a)?, DType::F32)?;
-        conv::conv2d_im2col_into(cx.steps(), gpu, &x, &w, b.as_ref(), a, &col.tensor, &y)?;
-        cx.free(col);
-        return Ok(());
+    let kernel = conv::ConvKernel::pick(gpu, x.shape(), w.shape(), a);
+    let scratch = match kernel.scratch(x.shape(), w.shape(), a)? {
+        Some(shape) => Some(cx.scratch(&shape, DType::F32)?),
+        None => None,
+    };
+    let col = scratch.as_ref().map(|s| &s.tensor);
+    conv::conv2d_with(cx.steps(), gpu, kernel, &x, &w, b.as_ref(), a, col, &y)?;
+    if let Some(s) = scratch {
+        cx.free(s);
     }
-    conv::conv2d_into(cx.steps(), gpu, &x, &w, b.as_ref(), a, &y)
+    Ok(())
 }
 
 fn conv_transpose(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {

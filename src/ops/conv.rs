@@ -50,22 +50,31 @@ pub enum ConvKernel {
     /// 8 adjacent outputs of one channel per invocation, weights and input rows loaded once:
     /// depthwise 3x3, dilation 1, horizontal stride 1 or 2. For CPU adapters.
     Depthwise3x3,
-    /// The columns copied into a scratch matrix ([`im2col_shape`]), then the GEMM the adapter
-    /// picks: dense convs (groups = 1) on CPU adapters, where the GEMM reuses each load 4-8
-    /// times. Needs the scratch, so only [`conv2d_im2col_into`] runs it.
+    /// The columns copied into a scratch matrix ([`ConvKernel::scratch`]), then the GEMM the
+    /// adapter picks: dense convs (groups = 1) on CPU adapters, where the GEMM reuses each load
+    /// 4-8 times.
     Im2col,
 }
 
 /// Scratch matrices above this size make [`ConvKernel::pick`] keep the direct kernel.
 const IM2COL_MAX_BYTES: u64 = 64 << 20;
 
-/// The scratch [`ConvKernel::Im2col`] needs: `[n, cin * kh * kw, oh * ow]`.
-pub fn im2col_shape(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[usize; 3]> {
+/// The matrix [`ConvKernel::Im2col`] copies the columns into: `[n, cin * kh * kw, oh * ow]`.
+fn im2col_shape(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[usize; 3]> {
     let [n, _, oh, ow] = conv_output_shape(x, w, a)?;
     Ok([n, x[1] * w[2] * w[3], oh * ow])
 }
 
 impl ConvKernel {
+    /// The f32 scratch tensor this kernel needs for the convolution, if any (the caller
+    /// allocates it and passes it to [`conv2d_with`]).
+    pub fn scratch(self, x: &[usize], w: &[usize], a: &Conv2d) -> Result<Option<[usize; 3]>> {
+        match self {
+            ConvKernel::Im2col => im2col_shape(x, w, a).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// True when `kernel` computes this convolution (`x` `[n, c, h, w]`, `w` `[cout, c/g, kh, kw]`).
     pub fn supports(self, x: &[usize], w: &[usize], a: &Conv2d) -> bool {
         match self {
@@ -238,47 +247,29 @@ pub fn conv2d_into(
     a: &Conv2d,
     y: &GpuTensor,
 ) -> Result<()> {
-    let kernel = match x.shape().len() == 4 && w.shape().len() == 4 {
-        true => ConvKernel::pick(gpu, x.shape(), w.shape(), a),
-        false => ConvKernel::Direct,
-    };
-    let kernel = match kernel {
+    // Without a scratch to give it, im2col becomes the direct kernel.
+    let kernel = match ConvKernel::pick(gpu, x.shape(), w.shape(), a) {
         ConvKernel::Im2col => ConvKernel::Direct,
         k => k,
     };
-    conv2d_with(enc, gpu, kernel, x, w, bias, a, y)
+    conv2d_with(enc, gpu, kernel, x, w, bias, a, None, y)
 }
 
-/// [`ConvKernel::Im2col`]: `y = W * im2col(x) + bias` through the scratch `col` of
-/// [`im2col_shape`] (f32). The GEMM adds each output's products in conv2d's order, so the
-/// result has conv2d's bits (up to where long reductions are split into dispatches).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_im2col_into(
+/// [`ConvKernel::Im2col`] after [`conv2d_with`]'s checks: `y = W * im2col(x) + bias` through
+/// `col`. The GEMM adds each output's products in conv2d's order, so the result has conv2d's
+/// bits (up to where long reductions are split into dispatches).
+fn im2col_gemm(
     enc: &mut impl Record,
     gpu: &Gpu,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    bias: Option<&GpuTensor>,
-    a: &Conv2d,
+    (x, w, bias, a): (&GpuTensor, &GpuTensor, Option<&GpuTensor>, &Conv2d),
     col: &GpuTensor,
     y: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "Conv";
-    for (name, t) in [("x", x), ("w", w), ("col", col), ("y", y)] {
-        t.expect_dtype(OP, name, DType::F32)?;
-    }
-    if x.shape().len() != 4 || w.shape().len() != 4 || a.groups != 1 {
-        return Err(Error::invalid(
-            OP,
-            "kernel",
-            "Im2col",
-            "needs 4-D x and w and groups = 1",
-        ));
-    }
+    col.expect_dtype(OP, "col", DType::F32)?;
     let shape = im2col_shape(x.shape(), w.shape(), a)?;
     expect_shape(OP, "col", col, &shape)?;
     let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
-    expect_shape(OP, "y", y, &[n, cout, oh, ow])?;
     let limits = gpu.limits();
     let [_, k, npix] = shape;
     let grid = grid_of(OP, gpu, [npix.div_ceil(PIXELS_PER_GROUP), k, n], &shape)?;
@@ -307,8 +298,9 @@ pub fn conv2d_im2col_into(
     matmul_into(enc, gpu, &wv, col, false, false, 1.0, b, &yv)
 }
 
-/// [`conv2d_into`] with a given kernel (tests and benches compare them); a kernel that does
-/// not [support](ConvKernel::supports) the convolution is an error.
+/// [`conv2d_into`] with a given kernel (the plan passes [`ConvKernel::pick`]'s, tests and
+/// benches compare them) and the `scratch` of [`ConvKernel::scratch`] where it needs one; a
+/// kernel that does not [support](ConvKernel::supports) the convolution is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_with(
     enc: &mut impl Record,
@@ -318,6 +310,7 @@ pub fn conv2d_with(
     w: &GpuTensor,
     bias: Option<&GpuTensor>,
     a: &Conv2d,
+    scratch: Option<&GpuTensor>,
     y: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "Conv";
@@ -347,15 +340,20 @@ pub fn conv2d_with(
     }
     let s = x.shape();
     let [kh, kw] = [w.shape()[2], w.shape()[3]];
+    if !kernel.supports(s, w.shape(), a) {
+        return Err(Error::invalid(
+            OP,
+            "kernel",
+            format!("{kernel:?}"),
+            format!("does not compute {a:?} with weights {:?}", w.shape()),
+        ));
+    }
+    if kernel == ConvKernel::Im2col {
+        let col = scratch
+            .ok_or_else(|| Error::invalid(OP, "kernel", "Im2col", "needs its scratch matrix"))?;
+        return im2col_gemm(enc, gpu, (x, w, bias, a), col, y);
+    }
     if kernel == ConvKernel::Pointwise {
-        if !kernel.supports(s, w.shape(), a) {
-            return Err(Error::invalid(
-                OP,
-                "kernel",
-                "Pointwise",
-                format!("does not compute {a:?} with weights {:?}", w.shape()),
-            ));
-        }
         // A pointwise conv is a batched GEMM: y[n] = W[cout, cin] * x[n][cin, h*w] + bias.
         let hw = s[2] * s[3];
         let xv = x.view(&[n, s[1], hw], DType::F32)?;
@@ -377,23 +375,7 @@ pub fn conv2d_with(
         ));
     }
     let params = Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some());
-    if kernel == ConvKernel::Im2col {
-        return Err(Error::invalid(
-            OP,
-            "kernel",
-            "Im2col",
-            "needs a scratch matrix: use conv2d_im2col_into",
-        ));
-    }
     if kernel == ConvKernel::Depthwise3x3 {
-        if !kernel.supports(s, w.shape(), a) {
-            return Err(Error::invalid(
-                OP,
-                "kernel",
-                "Depthwise3x3",
-                format!("does not compute {a:?} with weights {:?}", w.shape()),
-            ));
-        }
         let strips = cout * oh * ow.div_ceil(8);
         let grid = grid_of(
             OP,

@@ -50,7 +50,7 @@ pub const MAX_DIMS: usize = 8;
 struct Params {
     n: u32,
     step: u32,
-    op: u32,
+    _pad0: u32,
     inner: u32,
     channels: u32,
     base: u32,
@@ -63,7 +63,7 @@ struct Params {
 struct NdParams {
     n: u32,
     ndim: u32,
-    op: u32,
+    _pad0: u32,
     step: u32,
     a_off: u32,
     y_off: u32,
@@ -202,7 +202,6 @@ pub fn unary_into(
         None,
         y,
         Params {
-            op,
             alpha,
             beta,
             ..Default::default()
@@ -321,7 +320,6 @@ pub fn binary_into(
     let params = NdParams {
         n: y.len() as u32,
         ndim: out.len() as u32,
-        op: binary_code(op),
         step: step as u32,
         dims: pack(&out.iter().map(|&d| d as u32).collect::<Vec<_>>()),
         sa: pack(&broadcast_strides(a.shape(), &out)),
