@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{ArrayD, IxDyn};
 use qforge::exec::{Compile, Plan, Runner};
@@ -32,9 +30,7 @@ fn calibration(c: &mut Criterion) {
         ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
     });
     let mut grp = c.benchmark_group(format!("calibration[{tag}]"));
-    grp.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(10));
+    common::timing(&mut grp, 10, 100, 10);
     grp.throughput(Throughput::Elements(batch as u64));
     let plan = Plan::compile(gpu.clone(), &g, Compile::default()).unwrap();
     grp.bench_function(BenchmarkId::new("plain forward", batch), |b| {
@@ -75,9 +71,7 @@ fn simulation(c: &mut Criterion) {
         ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
     });
     let mut grp = c.benchmark_group(format!("simulation[{tag}]"));
-    grp.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(10));
+    common::timing(&mut grp, 10, 100, 10);
     grp.throughput(Throughput::Elements(batch as u64));
     for (name, arithmetic) in [
         ("float", Arithmetic::Float),

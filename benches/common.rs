@@ -2,6 +2,10 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use criterion::measurement::Measurement;
+use criterion::BenchmarkGroup;
 use qforge::gpu::{Encoder, Gpu};
 
 /// The shared GPU; panics with the reason when there is none (benches need one).
@@ -24,4 +28,31 @@ pub fn run(gpu: &Gpu, f: impl FnOnce(&mut Encoder)) {
     let mut enc = gpu.encoder();
     f(&mut enc);
     gpu.finish(enc).expect("GPU work");
+}
+
+/// A group's sampling: `samples` samples after `warm_ms` of warm-up over `measure_s` seconds;
+/// with `QFORGE_BENCH_QUICK=1` (benches/device.sh) at most 10 samples over 1 s, so that every
+/// bench fits the device script's time.
+pub fn timing<M: Measurement>(
+    g: &mut BenchmarkGroup<'_, M>,
+    samples: usize,
+    warm_ms: u64,
+    measure_s: u64,
+) {
+    let quick = std::env::var("QFORGE_BENCH_QUICK").as_deref() == Ok("1");
+    let (samples, warm_ms, measure_s) = if quick {
+        (samples.min(10), warm_ms.min(100), measure_s.min(1))
+    } else {
+        (samples, warm_ms, measure_s)
+    };
+    g.sample_size(samples)
+        .warm_up_time(Duration::from_millis(warm_ms))
+        .measurement_time(Duration::from_secs(measure_s));
+}
+
+/// True on a software adapter (lavapipe, llvmpipe, WARP): benches leave out sizes that would
+/// take minutes there.
+#[allow(dead_code)]
+pub fn software(gpu: &Gpu) -> bool {
+    gpu.adapter().is_software()
 }

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::Array2;
 use qforge::compress::linalg::{solve_batched, svd_batched, NormalEquations, SvdOptions};
@@ -25,9 +23,7 @@ fn svd(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let mut grp = c.benchmark_group(format!("svd[{tag}]"));
-    grp.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(5));
+    common::timing(&mut grp, 10, 100, 5);
     for (what, mats) in [
         (
             "16 x 256x64",
@@ -47,9 +43,7 @@ fn svd(c: &mut Criterion) {
     grp.finish();
 
     let mut grp = c.benchmark_group(format!("lstsq[{tag}]"));
-    grp.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(5));
+    common::timing(&mut grp, 10, 100, 5);
     let (x, y) = (mat(2560, 576, 3), mat(2560, 64, 4));
     grp.bench_function(
         "gpu gram + cholesky 2560 samples, 576 features, 64 outputs",
@@ -73,9 +67,7 @@ fn svd(c: &mut Criterion) {
     grp.finish();
 
     let mut grp = c.benchmark_group(format!("greedy fmnist_cnn[{tag}]"));
-    grp.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(10));
+    common::timing(&mut grp, 10, 100, 10);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fmnist_cnn.onnx");
     let g = qforge::graph::load(&path).unwrap();
     let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[64, 1, 28, 28]), |d| {

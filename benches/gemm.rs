@@ -10,7 +10,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ndarray::{Array2, Array3};
 use qforge::error::DType;
 use qforge::gpu::{Gpu, GpuTensor};
+use qforge::ops::epilogue::Epilogue;
 use qforge::ops::gemm::{matmul_with, Bias, GemmKernel};
+
+const NONE: Epilogue<'static> = Epilogue::NONE;
 
 fn value(i: usize, seed: usize) -> f32 {
     ((i * 31 + seed * 17) % 101) as f32 / 50.0 - 1.0
@@ -19,7 +22,20 @@ fn value(i: usize, seed: usize) -> f32 {
 /// One kernel on one product, a batch of `[m, k] * [k, n]` with the left matrix shared.
 fn gpu_case(gpu: &Gpu, kernel: GemmKernel, a: &GpuTensor, b: &GpuTensor, c: &GpuTensor) {
     common::run(gpu, |e| {
-        matmul_with(e, gpu, kernel, a, b, false, false, 1.0, Bias::None, c).unwrap()
+        matmul_with(
+            e,
+            gpu,
+            kernel,
+            a,
+            b,
+            false,
+            false,
+            1.0,
+            Bias::None,
+            &NONE,
+            c,
+        )
+        .unwrap()
     })
 }
 
@@ -27,17 +43,19 @@ fn gemm_bench(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let mut g = c.benchmark_group(format!("gemm[{tag}]"));
-    g.sample_size(10)
-        .warm_up_time(std::time::Duration::from_millis(300))
-        .measurement_time(std::time::Duration::from_secs(3));
+    common::timing(&mut g, 10, 300, 3);
     // (name, batch, m, k, n): square products, and a pointwise conv of MobileNetV2 (24 output
     // channels from 144 at 56 x 56, batch 8) as the conv lowering runs it.
-    let cases = [
+    let mut cases = vec![
         ("n=256", 1, 256, 256, 256),
         ("n=512", 1, 512, 512, 512),
         ("n=1024", 1, 1024, 1024, 1024),
         ("pointwise 24x144x3136 b8", 8, 24, 144, 3136),
     ];
+    // The size GPU peak fractions are quoted at (minutes per sample on a software adapter).
+    if !common::software(&gpu) {
+        cases.push(("n=4096", 1, 4096, 4096, 4096));
+    }
     for (name, batch, m, k, n) in cases {
         let a = Array2::from_shape_fn((m, k), |(i, j)| value(i * k + j, 1));
         let b = Array3::from_shape_fn((batch, k, n), |(q, i, j)| value((q * k + i) * n + j, 2));
@@ -48,6 +66,9 @@ fn gemm_bench(c: &mut Criterion) {
         for kernel in GemmKernel::available(&gpu) {
             let id = BenchmarkId::new(format!("gpu {kernel:?}"), name);
             g.bench_function(id, |bch| bch.iter(|| gpu_case(&gpu, kernel, &ga, &gb, &gc)));
+        }
+        if m * k * n > 1 << 30 {
+            continue;
         }
         g.bench_function(BenchmarkId::new("cpu ndarray dot", name), |bch| {
             bch.iter(|| {

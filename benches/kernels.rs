@@ -25,9 +25,7 @@ fn bandwidth(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let mut g = c.benchmark_group(format!("bandwidth[{tag}]"));
-    g.sample_size(20)
-        .warm_up_time(std::time::Duration::from_millis(500))
-        .measurement_time(std::time::Duration::from_secs(3));
+    common::timing(&mut g, 20, 500, 3);
     let per_tensor = Encoding::from_ranges(&[-4.0], &[4.0], 8, QuantKind::Asymmetric, None)
         .unwrap()
         .grid()

@@ -1,20 +1,22 @@
 //! MobileNetV2 forward in images/s at batch 1, 8 and 32 on the adapter, next to the same
-//! forward with the other adapter class's kernels (batch 1 and 8) and through the CPU
-//! reference interpreter (batch 1) in the same run; and conv GFLOP/s (criterion's elements/s =
-//! FLOP/s) for MobileNetV2's conv shapes with the picked kernel and the direct one.
+//! forward with the other adapter class's kernels and without fused epilogues (batch 1 and
+//! 8) and through the CPU reference interpreter (batch 1) in the same run; and conv GFLOP/s
+//! (criterion's elements/s = FLOP/s) for MobileNetV2's conv shapes with the picked kernel and
+//! the direct one.
 //!
 //! `cargo bench --bench model`
 
 mod common;
-
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{ArrayD, IxDyn};
 use qforge::exec::Runner;
 use qforge::graph::{self, attrs::Conv2d, shape::conv_output_shape};
 use qforge::ops::conv;
+use qforge::ops::epilogue::Epilogue;
 use qforge::DType;
+
+const NONE: Epilogue<'static> = Epilogue::NONE;
 
 fn input(batch: usize) -> ArrayD<f32> {
     ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| {
@@ -28,9 +30,7 @@ fn forward(c: &mut Criterion) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
     let model = graph::load(&path).unwrap();
     let mut g = c.benchmark_group(format!("mobilenet_v2[{tag}]"));
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(5));
+    common::timing(&mut g, 10, 100, 5);
     // The executor splits batches whose activations exceed one storage binding (batch 32 at
     // 224x224 does on 128 MiB adapters) and reuses one plan per piece size.
     // The same forward with the kernels picked for the other adapter class (on a software
@@ -45,6 +45,10 @@ fn forward(c: &mut Criterion) {
         }
     };
     let baseline = Runner::new(std::sync::Arc::new(other), model.clone());
+    // And with one dispatch per node (no fused epilogues), the fusion's baseline.
+    let mut plain = qforge::gpu::Gpu::new().unwrap();
+    plain.set_fusion(false);
+    let unfused = Runner::new(std::sync::Arc::new(plain), model.clone());
     let exec = Runner::new(gpu.clone(), model);
     for batch in [1usize, 8, 32] {
         let x = input(batch);
@@ -58,6 +62,10 @@ fn forward(c: &mut Criterion) {
             let id = format!("gpu forward, {}", class(!gpu.cpu_kernels()));
             g.bench_with_input(BenchmarkId::new(id, batch), &batch, |b, _| {
                 b.iter(|| baseline.run(&[("input", x.view())]).unwrap())
+            });
+            let id = format!("gpu forward unfused, {}", class(gpu.cpu_kernels()));
+            g.bench_with_input(BenchmarkId::new(id, batch), &batch, |b, _| {
+                b.iter(|| unfused.run(&[("input", x.view())]).unwrap())
             });
         }
         if batch == 1 {
@@ -78,9 +86,7 @@ fn convs(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
     let mut g = c.benchmark_group(format!("conv[{tag}]"));
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(2));
+    common::timing(&mut g, 10, 100, 2);
     // (name, cin, cout, k, stride, groups, spatial)
     let shapes = [
         ("3x3 stem 3->32 s2", 3, 32, 3, 2, 1, 224),
@@ -116,7 +122,7 @@ fn convs(c: &mut Criterion) {
             b.iter(|| {
                 common::run(&gpu, |e| {
                     let col = col.as_ref();
-                    conv::conv2d_with(e, &gpu, kernel, &x, &w, None, &a, col, &y).unwrap()
+                    conv::conv2d_with(e, &gpu, kernel, &x, &w, None, &a, &NONE, col, &y).unwrap()
                 })
             })
         });
@@ -126,7 +132,7 @@ fn convs(c: &mut Criterion) {
                 b.iter(|| {
                     common::run(&gpu, |e| {
                         let k = conv::ConvKernel::Direct;
-                        conv::conv2d_with(e, &gpu, k, &x, &w, None, &a, None, &y).unwrap()
+                        conv::conv2d_with(e, &gpu, k, &x, &w, None, &a, &NONE, None, &y).unwrap()
                     })
                 })
             });

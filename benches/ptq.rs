@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ndarray::{ArrayD, Axis, IxDyn};
@@ -39,9 +38,7 @@ fn ptq(c: &mut Criterion) {
         ((d[0] * 5 + d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
     });
     let mut grp = c.benchmark_group(format!("ptq mobilenet_v2[{tag}]"));
-    grp.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(5));
+    common::timing(&mut grp, 10, 100, 5);
     let base = sim(&gpu, "mobilenet_v2.onnx");
     grp.bench_function(BenchmarkId::new("calibrate minmax", 8), |b| {
         b.iter_batched(
@@ -74,9 +71,7 @@ fn ptq(c: &mut Criterion) {
         ((d[0] * 5 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
     });
     let mut grp = c.benchmark_group(format!("ptq fmnist_cnn[{tag}]"));
-    grp.sample_size(10)
-        .warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_secs(5));
+    common::timing(&mut grp, 10, 100, 5);
     let calibrated = || {
         let mut s = sim(&gpu, "fmnist_cnn.onnx");
         s.calibrate(Scheme::MinMax, x.axis_chunks_iter(Axis(0), 64))

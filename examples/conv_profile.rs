@@ -9,7 +9,10 @@ use qforge::exec::Runner;
 use qforge::gpu::Gpu;
 use qforge::graph::{self, ir::Op, shape::conv_output_shape};
 use qforge::ops::conv;
+use qforge::ops::epilogue::Epilogue;
 use qforge::DType;
+
+const NONE: Epilogue<'static> = Epilogue::NONE;
 
 fn main() -> qforge::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -39,7 +42,18 @@ fn main() -> qforge::Result<()> {
         };
         let run = || -> qforge::Result<()> {
             let mut e = gpu.encoder();
-            conv::conv2d_with(&mut e, &gpu, kernel, &x, &wt, None, a, col.as_ref(), &y)?;
+            conv::conv2d_with(
+                &mut e,
+                &gpu,
+                kernel,
+                &x,
+                &wt,
+                None,
+                a,
+                &NONE,
+                col.as_ref(),
+                &y,
+            )?;
             gpu.finish(e)
         };
         run()?;

@@ -34,6 +34,10 @@ struct Params {
     ci_end: u32,
     accumulate: u32, // 1: add to y (a later range of a split reduction), 0: write (+ bias)
     x_inv: f32,      // qconv: 1 / the input's scale
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    epi: Epi,        // the fused epilogue (epilogue.wgsl) of conv2d and depthwise3x3
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -96,7 +100,7 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             } else if p.has_bias != 0u {
                 v += bias[co];
             }
-            y[at] = v;
+            y[at] = epilogue(v, at, co, p.epi);
         }
     }
 }
@@ -279,7 +283,7 @@ fn depthwise3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             } else if p.has_bias != 0u {
                 v += bias[c];
             }
-            y[at] = v;
+            y[at] = epilogue(v, at, c, p.epi);
         }
     }
 }

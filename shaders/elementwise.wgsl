@@ -46,43 +46,9 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-// erf with Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
-fn erf_approx(x: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.3275911 * abs(x));
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    return sign(x) * (1.0 - poly * exp(-x * x));
-}
-
-// NaN by its bits: comparisons with NaN may be folded away by shader compilers.
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
-// Op codes (src/ops/elementwise.rs: unary_code). NaN propagates through every op, as in
-// onnxruntime (min, max and clamp alone may drop it).
+// The unary ops of activation.wgsl (prepended to this file) with this dispatch's parameters.
 fn unary(op: u32, x: f32) -> f32 {
-    if is_nan(x) {
-        return x;
-    }
-    switch op {
-        case 0u: { return max(x, 0.0); }                                   // Relu
-        case 1u: { return min(max(x, p.alpha), p.beta); }                  // Clip(alpha, beta)
-        case 2u: { return select(x, x * p.alpha, x < 0.0); }               // LeakyRelu(alpha)
-        case 3u: { return sigmoid(x); }                                    // Sigmoid
-        case 4u: { return clamp(p.alpha * x + p.beta, 0.0, 1.0); }        // HardSigmoid
-        case 5u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }           // HardSwish
-        case 6u: { return tanh(x); }                                       // Tanh
-        case 7u: { return erf_approx(x); }                                 // Erf
-        case 8u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); } // Gelu
-        case 9u: { return exp(x); }                                        // Exp
-        case 10u: { return sqrt(x); }                                      // Sqrt
-        case 11u: { return -x; }                                           // Neg
-        default: { return x; }
-    }
+    return activation(op, x, p.alpha, p.beta);
 }
 
 @compute @workgroup_size(256)

@@ -28,6 +28,7 @@ struct Params {
     accumulate: u32,
     _pad0: u32,
     _pad1: u32,
+    epi: Epi,       // the fused epilogue (epilogue.wgsl; its channel is the row)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -120,7 +121,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
 }
 
-// Writes alpha * v (+ bias, or + the C of an earlier k range) at (row, col) when in range.
+// Writes alpha * v (+ bias, or + the C of an earlier k range), then the epilogue, at (row,
+// col) when in range.
 fn store(c_base: u32, row: u32, col: u32, acc: f32) {
     if row >= p.m || col >= p.n {
         return;
@@ -136,7 +138,8 @@ fn store(c_base: u32, row: u32, col: u32, acc: f32) {
             default: {}
         }
     }
-    c[c_base + row * p.n + col] = v;
+    let at = c_base + row * p.n + col;
+    c[at] = epilogue(v, at, row, p.epi);
 }
 
 // Register-blocked form for CPU adapters (llvmpipe, WARP, SwiftShader), where every storage or

@@ -6,7 +6,7 @@
 // x / scale is evaluated as x * (1 / scale) with 1 / scale computed once in f32 on the host:
 // WGSL division may be off by 2.5 ULP, multiplication is correctly rounded, so GPU and CPU
 // agree bit for bit. With `exact` set, the code is that of the IEEE quotient x / scale instead
-// (what onnxruntime's QuantizeLinear computes), see rounded_quotient.
+// (what onnxruntime's QuantizeLinear computes), see rounded_quotient in activation.wgsl.
 // Per-channel: channel = ((base + i) / inner) % channels; per-tensor is channels = 1.
 // Each workgroup walks one contiguous block of `block` elements (sequential memory for CPU
 // adapters, coalesced for GPUs); a thread takes every 256th element of it and advances its
@@ -40,10 +40,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> grad_x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad_scale_el: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grad_offset_el: array<f32>;
-
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
 
 // A thread's position: element i of the chunk, its remainder within the inner run, its channel.
 struct Cursor {
@@ -81,33 +77,8 @@ fn cursor_next(c: ptr<function, Cursor>) {
     }
 }
 
-// round(x / scale): with `exact`, the integer nearest to the IEEE quotient x / scale (ties to
-// even, as onnxruntime's QuantizeLinear rounds it); otherwise of the product x * (1 / scale).
-// The product can only round differently near a rounding edge b = k + 1/2 of the grid, so the
-// exact path decides on which side of b * scale the value x lies, in arithmetic that is exact
-// whether or not the compiler fuses multiply-adds: scale splits into two 12-bit halves, and
-// b (at most 11 significant bits while |x / scale| < 1024) times either half is exact. A
-// quotient within half an ulp of b rounds to b itself and then to the even neighbour.
-fn rounded_quotient(v: f32, e: vec4<f32>) -> f32 {
-    let q = v * e.y;
-    if p.exact == 0u || !(abs(q) < 1024.0) {
-        return round(q);
-    }
-    let k = floor(q);
-    let b = k + 0.5;
-    let s_hi = bitcast<f32>(bitcast<u32>(e.x) & 0xfffff000u);
-    let s_lo = e.x - s_hi;
-    let d = (v - b * s_hi) - b * s_lo;
-    let half_ulp = bitcast<f32>(bitcast<u32>(b) & 0x7f800000u) * 5.9604645e-8;
-    if abs(d) <= half_ulp * e.x {
-        return round(b);
-    }
-    return select(k, k + 1.0, d > 0.0);
-}
-
 fn fake_quant_one(v: f32, e: vec4<f32>) -> f32 {
-    let q = clamp(rounded_quotient(v, e) - e.z, 0.0, p.qmax);
-    return select((q + e.z) * e.x, v, is_nan(v));
+    return fake_quantize(v, e, p.qmax, p.exact != 0u);
 }
 
 fn code_of(x: f32, e: vec4<f32>) -> i32 {

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use ndarray::{Array3, ArrayD};
 use qforge::gpu::Gpu;
+use qforge::ops::epilogue::Epilogue;
 use qforge::ops::gemm::{matmul, matmul_with, Bias, GemmKernel};
 use qforge::reference;
 use rand::Rng;
@@ -38,6 +39,7 @@ fn check(gpu: &Gpu, a: &Array3<f32>, b: &Array3<f32>, ta: bool, tb: bool, what: 
             tb,
             1.0,
             Bias::None,
+            &Epilogue::NONE,
             &other,
         )
         .is_err()

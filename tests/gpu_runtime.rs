@@ -19,6 +19,7 @@ fn adapter(name: &str, backend: wgpu::Backend, device_type: wgpu::DeviceType) ->
         max_workgroups_per_dim: 65535,
         max_invocations: 256,
         workgroup_storage: 16384,
+        storage_buffers: 8,
         subgroups: false,
         subgroup_min: 0,
         timestamps: false,

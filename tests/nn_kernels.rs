@@ -16,6 +16,8 @@ use qforge::reference::nn;
 use qforge::DType;
 use rand::Rng;
 
+const NONE: qforge::ops::epilogue::Epilogue<'static> = qforge::ops::epilogue::Epilogue::NONE;
+
 fn random(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> ArrayD<f32> {
     let n = shape.iter().product();
     ArrayD::from_shape_vec(IxDyn(shape), values(rng, n, -2.0, 2.0)).unwrap()
@@ -122,10 +124,11 @@ fn conv2d_matches_reference() {
             let col = gpu.empty(&col_shape, DType::F32).unwrap();
             let (b, c) = (with_bias.then_some(&tb), Some(&col));
             let via = run1(&gpu, &shape, |e, y| {
-                conv::conv2d_with(e, &gpu, k, &tx, &tw, b, &a, c, y).unwrap()
+                conv::conv2d_with(e, &gpu, k, &tx, &tw, b, &a, &NONE, c, y).unwrap()
             });
             let direct = run1(&gpu, &shape, |e, y| {
-                conv::conv2d_with(e, &gpu, ConvKernel::Direct, &tx, &tw, b, &a, None, y).unwrap()
+                conv::conv2d_with(e, &gpu, ConvKernel::Direct, &tx, &tw, b, &a, &NONE, None, y)
+                    .unwrap()
             });
             let same = via
                 .iter()
@@ -134,8 +137,19 @@ fn conv2d_matches_reference() {
             assert!(same, "{what}: im2col and direct differ");
             if ConvKernel::Pointwise.supports(x.shape(), wt.shape(), &a) {
                 let gemm = run1(&gpu, &shape, |e, y| {
-                    conv::conv2d_with(e, &gpu, ConvKernel::Pointwise, &tx, &tw, b, &a, None, y)
-                        .unwrap()
+                    conv::conv2d_with(
+                        e,
+                        &gpu,
+                        ConvKernel::Pointwise,
+                        &tx,
+                        &tw,
+                        b,
+                        &a,
+                        &NONE,
+                        None,
+                        y,
+                    )
+                    .unwrap()
                 });
                 let same = gemm
                     .iter()
@@ -176,7 +190,7 @@ fn depthwise3x3_matches_reference_and_the_direct_kernel() {
         let bias = (case % 3 != 0).then_some(&tb);
         let run = |kernel| {
             run1(&gpu, &shape, |e, y| {
-                conv::conv2d_with(e, &gpu, kernel, &tx, &tw, bias, &a, None, y).unwrap()
+                conv::conv2d_with(e, &gpu, kernel, &tx, &tw, bias, &a, &NONE, None, y).unwrap()
             })
         };
         let (fast, direct) = (run(ConvKernel::Depthwise3x3), run(ConvKernel::Direct));

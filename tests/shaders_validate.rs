@@ -42,6 +42,7 @@ fn shader_table_covers_every_file() {
     let mut table: Vec<String> = Family::ALL
         .iter()
         .map(|f| format!("{}.wgsl", f.name()))
+        .chain(Family::SHARED.iter().map(|s| s.to_string()))
         .collect();
     table.sort();
     assert_eq!(

@@ -32,12 +32,13 @@ pub fn main(a: DevicesArgs) -> qforge::Result<()> {
         );
         println!("      driver: {} {}", a.driver, a.driver_info);
         println!(
-            "      max storage binding {} MiB, max buffer {} MiB, {} workgroups/dim, {} invocations/workgroup, {} KiB workgroup memory",
+            "      max storage binding {} MiB, max buffer {} MiB, {} workgroups/dim, {} invocations/workgroup, {} KiB workgroup memory, {} storage buffers/shader",
             a.max_storage_binding >> 20,
             a.max_buffer >> 20,
             a.max_workgroups_per_dim,
             a.max_invocations,
-            a.workgroup_storage >> 10
+            a.workgroup_storage >> 10,
+            a.storage_buffers
         );
         println!(
             "      subgroups: {}, timestamps: {}, f16: {}",

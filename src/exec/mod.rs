@@ -2,13 +2,16 @@
 //! (lowering in `lower`, buffers by liveness in `memory`, parameters by name in [`Params`]).
 //! [`Runner`]: any batch, one plan cache, pieces that fit the adapter.
 
+mod fuse;
 mod lower;
 mod memory;
 mod params;
 mod plan;
+mod rules;
 mod runner;
 
-pub use lower::{rule, FakeQuant, LowerFn, Lowering, Scratch, Simulation};
+pub use lower::{FakeQuant, Lowering, Scratch, Simulation};
 pub use params::Params;
 pub use plan::{Compile, Plan};
+pub use rules::{rule, LowerFn};
 pub use runner::{join_batches, Runner};

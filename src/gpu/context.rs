@@ -26,6 +26,8 @@ pub struct AdapterSummary {
     pub max_workgroups_per_dim: u32,
     pub max_invocations: u32,
     pub workgroup_storage: u32,
+    /// Storage buffers one compute shader may bind.
+    pub storage_buffers: u32,
     pub subgroups: bool,
     /// The smallest subgroup the adapter may run (0 without subgroups).
     pub subgroup_min: u32,
@@ -49,6 +51,7 @@ impl AdapterSummary {
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             max_invocations: limits.max_compute_invocations_per_workgroup,
             workgroup_storage: limits.max_compute_workgroup_storage_size,
+            storage_buffers: limits.max_storage_buffers_per_shader_stage,
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             subgroup_min: if features.contains(wgpu::Features::SUBGROUP) {
                 info.subgroup_min_size
@@ -77,6 +80,8 @@ pub struct GpuLimits {
     pub max_groups: u32,
     /// Alignment of storage-buffer binding offsets in bytes.
     pub offset_align: u64,
+    /// Storage buffers one compute shader may bind (8 or more on most adapters).
+    pub storage_buffers: u32,
 }
 
 /// The device qforge computes on, with its kernel cache and buffer pool.
@@ -90,6 +95,8 @@ pub struct Gpu {
     limits: GpuLimits,
     /// Whether kernels are picked for a CPU adapter (see [`Gpu::cpu_kernels`]).
     cpu_kernels: bool,
+    /// Whether plans fuse epilogues (see [`Gpu::fuses`]).
+    fuse: bool,
     pub(crate) kernels: KernelCache,
     pub(crate) pool: Arc<BufferPool>,
     /// The first error wgpu reported outside an error scope; taken by the next submit.
@@ -219,11 +226,13 @@ impl Gpu {
             max_buffer: limits.max_buffer_size,
             max_groups: limits.max_compute_workgroups_per_dimension,
             offset_align: limits.min_storage_buffer_offset_alignment as u64,
+            storage_buffers: limits.max_storage_buffers_per_shader_stage,
         };
         Ok(Gpu {
             device,
             queue,
             cpu_kernels: summary.is_software(),
+            fuse: true,
             summary,
             limits,
             kernels: KernelCache::default(),
@@ -272,6 +281,18 @@ impl Gpu {
     /// benches compare both on one adapter, tests run the GPU choices on a software adapter.
     pub fn set_cpu_kernels(&mut self, cpu: bool) {
         self.cpu_kernels = cpu;
+    }
+
+    /// True when plans record the nodes after a convolution or GEMM in its epilogue where
+    /// the graph allows (the default); see `exec::fuse`.
+    pub fn fuses(&self) -> bool {
+        self.fuse
+    }
+
+    /// Turns epilogue fusion on or off for plans compiled afterwards: tests and benches
+    /// compare fused plans with the one-dispatch-per-node baseline.
+    pub fn set_fusion(&mut self, fuse: bool) {
+        self.fuse = fuse;
     }
 
     /// Lowers the dispatch limit per dimension (tests use it to exercise 2-D dispatch cheaply).

@@ -38,6 +38,9 @@ impl Family {
         Family::Lstsq,
     ];
 
+    /// Files prepended to families' sources rather than families of their own.
+    pub const SHARED: [&'static str; 2] = ["activation.wgsl", "epilogue.wgsl"];
+
     /// The file name without extension.
     pub fn name(self) -> &'static str {
         match self {
@@ -62,15 +65,31 @@ impl Family {
     /// The WGSL source.
     pub fn source(self) -> &'static str {
         match self {
-            Family::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
-            Family::Quant => include_str!("../../shaders/quant.wgsl"),
+            Family::Elementwise => concat!(
+                include_str!("../../shaders/activation.wgsl"),
+                include_str!("../../shaders/elementwise.wgsl")
+            ),
+            Family::Quant => concat!(
+                include_str!("../../shaders/activation.wgsl"),
+                include_str!("../../shaders/quant.wgsl")
+            ),
             Family::Calib => include_str!("../../shaders/calib.wgsl"),
-            Family::Gemm => include_str!("../../shaders/gemm.wgsl"),
+            Family::Gemm => concat!(
+                include_str!("../../shaders/activation.wgsl"),
+                include_str!("../../shaders/epilogue.wgsl"),
+                include_str!("../../shaders/gemm.wgsl")
+            ),
             Family::GemmSubgroup => concat!(
+                include_str!("../../shaders/activation.wgsl"),
+                include_str!("../../shaders/epilogue.wgsl"),
                 include_str!("../../shaders/gemm.wgsl"),
                 include_str!("../../shaders/gemm_subgroup.wgsl")
             ),
-            Family::Conv => include_str!("../../shaders/conv.wgsl"),
+            Family::Conv => concat!(
+                include_str!("../../shaders/activation.wgsl"),
+                include_str!("../../shaders/epilogue.wgsl"),
+                include_str!("../../shaders/conv.wgsl")
+            ),
             Family::Pool => include_str!("../../shaders/pool.wgsl"),
             Family::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Family::Svd => include_str!("../../shaders/svd.wgsl"),

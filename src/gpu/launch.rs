@@ -219,6 +219,7 @@ mod tests {
             max_buffer: 1 << 40,
             max_groups: 65535,
             offset_align: 256,
+            storage_buffers: 8,
         }
     }
 

@@ -6,14 +6,18 @@ use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::attrs::Conv2d;
 use crate::graph::shape::{conv_output_shape, conv_transpose_output_shape};
-use crate::ops::gemm::{matmul_into, Bias};
+use crate::ops::epilogue::{EpiParams, Epilogue};
+use crate::ops::gemm::{matmul_with, Bias, GemmKernel};
 
 use Access::{Read, ReadWrite, Uniform};
+
+/// x, w, bias, y, then the epilogue's affine, residual and quantizer table.
+const WITH_EPILOGUE: &[Access] = &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read];
 
 static CONV2D: Kernel = Kernel {
     family: Family::Conv,
     entry: "conv2d",
-    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+    bindings: WITH_EPILOGUE,
 };
 static QCONV: Kernel = Kernel {
     family: Family::Conv,
@@ -23,7 +27,7 @@ static QCONV: Kernel = Kernel {
 static DEPTHWISE3X3: Kernel = Kernel {
     family: Family::Conv,
     entry: "depthwise3x3",
-    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+    bindings: WITH_EPILOGUE,
 };
 static IM2COL: Kernel = Kernel {
     family: Family::Conv,
@@ -149,6 +153,8 @@ struct Params {
     ci_end: u32,
     accumulate: u32,
     x_inv: f32,
+    _pad: [u32; 3],
+    epi: EpiParams,
 }
 
 impl Params {
@@ -177,6 +183,8 @@ impl Params {
             ci_end: (x[1] / a.groups) as u32,
             accumulate: 0,
             x_inv: 1.0,
+            _pad: [0; 3],
+            epi: EpiParams::default(),
         }
     }
 }
@@ -211,7 +219,8 @@ fn grid_of(op: &'static str, gpu: &Gpu, grid: [usize; 3], size: &[usize]) -> Res
 
 /// Records `kernel` once per range of input channels (per group) whose loop nest stays within
 /// [`LOOP_BUDGET`] iterations (a channel costs 1 + kh + kh * kw of them); the dispatches after
-/// the first add to `y`.
+/// the first add to `y`, the last one with the `epi` constants (its epilogue).
+#[allow(clippy::too_many_arguments)]
 fn dispatch_split(
     enc: &mut impl Record,
     gpu: &Gpu,
@@ -220,6 +229,7 @@ fn dispatch_split(
     params: Params,
     binds: &[Bind<'_>],
     grid: [u32; 3],
+    epi: &[(&'static str, f64)],
 ) -> Result<()> {
     let (kh, kw) = (params.kh as u64, params.kw as u64);
     let per = (LOOP_BUDGET / (1 + kh + kh * kw)).max(1) as u32;
@@ -231,7 +241,11 @@ fn dispatch_split(
             accumulate: (begin > 0) as u32,
             ..params
         };
-        enc.dispatch(gpu, kernel, &[("COB", cob as f64)], &p, binds, grid)?;
+        let mut constants = vec![("COB", cob as f64)];
+        if p.ci_end == cin_g {
+            constants.extend_from_slice(epi);
+        }
+        enc.dispatch(gpu, kernel, &constants, &p, binds, grid)?;
     }
     Ok(())
 }
@@ -252,7 +266,7 @@ pub fn conv2d_into(
         ConvKernel::Im2col => ConvKernel::Direct,
         k => k,
     };
-    conv2d_with(enc, gpu, kernel, x, w, bias, a, None, y)
+    conv2d_with(enc, gpu, kernel, x, w, bias, a, &Epilogue::NONE, None, y)
 }
 
 /// [`ConvKernel::Im2col`] after [`conv2d_with`]'s checks: `y = W * im2col(x) + bias` through
@@ -262,6 +276,7 @@ fn im2col_gemm(
     enc: &mut impl Record,
     gpu: &Gpu,
     (x, w, bias, a): (&GpuTensor, &GpuTensor, Option<&GpuTensor>, &Conv2d),
+    epi: &Epilogue<'_>,
     col: &GpuTensor,
     y: &GpuTensor,
 ) -> Result<()> {
@@ -295,12 +310,14 @@ fn im2col_gemm(
     let wv = w.view(&[cout, k], DType::F32)?;
     let yv = y.view(&[n, cout, npix], DType::F32)?;
     let b = bias.map_or(Bias::None, Bias::PerRow);
-    matmul_into(enc, gpu, &wv, col, false, false, 1.0, b, &yv)
+    let gemm = GemmKernel::pick(gpu, cout, npix);
+    matmul_with(enc, gpu, gemm, &wv, col, false, false, 1.0, b, epi, &yv)
 }
 
 /// [`conv2d_into`] with a given kernel (the plan passes [`ConvKernel::pick`]'s, tests and
-/// benches compare them) and the `scratch` of [`ConvKernel::scratch`] where it needs one; a
-/// kernel that does not [support](ConvKernel::supports) the convolution is an error.
+/// benches compare them), an epilogue (per output channel; a residual has `y`'s shape) and
+/// the `scratch` of [`ConvKernel::scratch`] where it needs one; a kernel that does not
+/// [support](ConvKernel::supports) the convolution is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_with(
     enc: &mut impl Record,
@@ -310,6 +327,7 @@ pub fn conv2d_with(
     w: &GpuTensor,
     bias: Option<&GpuTensor>,
     a: &Conv2d,
+    epi: &Epilogue<'_>,
     scratch: Option<&GpuTensor>,
     y: &GpuTensor,
 ) -> Result<()> {
@@ -338,6 +356,7 @@ pub fn conv2d_with(
             });
         }
     }
+    epi.check(OP, gpu, y.len(), cout)?;
     let s = x.shape();
     let [kh, kw] = [w.shape()[2], w.shape()[3]];
     if !kernel.supports(s, w.shape(), a) {
@@ -351,7 +370,7 @@ pub fn conv2d_with(
     if kernel == ConvKernel::Im2col {
         let col = scratch
             .ok_or_else(|| Error::invalid(OP, "kernel", "Im2col", "needs its scratch matrix"))?;
-        return im2col_gemm(enc, gpu, (x, w, bias, a), col, y);
+        return im2col_gemm(enc, gpu, (x, w, bias, a), epi, col, y);
     }
     if kernel == ConvKernel::Pointwise {
         // A pointwise conv is a batched GEMM: y[n] = W[cout, cin] * x[n][cin, h*w] + bias.
@@ -359,11 +378,9 @@ pub fn conv2d_with(
         let xv = x.view(&[n, s[1], hw], DType::F32)?;
         let wv = w.view(&[cout, s[1]], DType::F32)?;
         let yv = y.view(&[n, cout, hw], DType::F32)?;
-        let b = match bias {
-            Some(b) => Bias::PerRow(b),
-            None => Bias::None,
-        };
-        return matmul_into(enc, gpu, &wv, &xv, false, false, 1.0, b, &yv);
+        let b = bias.map_or(Bias::None, Bias::PerRow);
+        let gemm = GemmKernel::pick(gpu, cout, hw);
+        return matmul_with(enc, gpu, gemm, &wv, &xv, false, false, 1.0, b, epi, &yv);
     }
     let limits = gpu.limits();
     if n > limits.max_groups as usize {
@@ -374,7 +391,11 @@ pub fn conv2d_with(
             format!("at most {} per dispatch", limits.max_groups),
         ));
     }
-    let params = Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some());
+    let params = Params {
+        epi: epi.params(),
+        ..Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some())
+    };
+    let [e0, e1, e2] = epi.binds(epi.residual.map(Bind::Whole), x);
     if kernel == ConvKernel::Depthwise3x3 {
         let strips = cout * oh * ow.div_ceil(8);
         let grid = grid_of(
@@ -389,8 +410,11 @@ pub fn conv2d_with(
             Bind::Whole(w),
             Bind::Whole(bias),
             Bind::Whole(y),
+            e0,
+            e1,
+            e2,
         ];
-        return enc.dispatch(gpu, &DEPTHWISE3X3, &[], &params, &binds, grid);
+        return enc.dispatch(gpu, &DEPTHWISE3X3, &epi.constants(), &params, &binds, grid);
     }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
@@ -408,8 +432,12 @@ pub fn conv2d_with(
             Bind::Whole(w),
             Bind::Whole(bias),
             Bind::Whole(y),
+            e0,
+            e1,
+            e2,
         ],
         grid,
+        &epi.constants(),
     )
 }
 
@@ -462,6 +490,7 @@ pub fn conv_transpose2d_into(
             Bind::Whole(y),
         ],
         grid,
+        &[],
     )
 }
 
@@ -516,5 +545,6 @@ pub fn qconv2d_into(
         params,
         &[Bind::Whole(x), Bind::Whole(w), Bind::Whole(acc)],
         grid,
+        &[],
     )
 }

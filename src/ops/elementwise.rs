@@ -74,7 +74,7 @@ struct NdParams {
 }
 
 /// The shader's op code and parameters of a unary activation.
-fn unary_code(f: Unary) -> (u32, f32, f32) {
+pub(crate) fn unary_code(f: Unary) -> (u32, f32, f32) {
     match f {
         Unary::Relu => (0, 0.0, 0.0),
         Unary::Clip(lo, hi) => (1, lo, hi),

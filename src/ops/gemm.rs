@@ -5,13 +5,18 @@ use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::shape::matmul_output_shape;
+use crate::ops::epilogue::{EpiParams, Epilogue};
 
+/// Uniform, a, b, bias, c, then the epilogue's affine, residual and quantizer table.
 const BINDINGS: &[Access] = &[
     Access::Uniform,
     Access::Read,
     Access::Read,
     Access::Read,
     Access::ReadWrite,
+    Access::Read,
+    Access::Read,
+    Access::Read,
 ];
 static TILED: Kernel = Kernel {
     family: Family::Gemm,
@@ -139,6 +144,7 @@ struct Params {
     k_end: u32,
     accumulate: u32,
     _pad: [u32; 2],
+    epi: EpiParams,
 }
 
 /// `C[b] = op(A[b]) * op(B[b])` with `op` a transpose when `trans_a` / `trans_b` is set.
@@ -177,11 +183,15 @@ pub fn matmul_into(
     let shape = matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?;
     let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
     let kernel = GemmKernel::pick(gpu, m, n);
-    matmul_with(enc, gpu, kernel, a, b, trans_a, trans_b, alpha, bias, c)
+    let epi = &Epilogue::NONE;
+    matmul_with(
+        enc, gpu, kernel, a, b, trans_a, trans_b, alpha, bias, epi, c,
+    )
 }
 
 /// [`matmul_into`] with a given kernel (tests and benches compare them; it must be one of
-/// [`GemmKernel::available`]).
+/// [`GemmKernel::available`]) and an epilogue (its channel is the row of C; a residual has
+/// C's shape).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
     enc: &mut impl Record,
@@ -193,6 +203,7 @@ pub fn matmul_with(
     trans_b: bool,
     alpha: f32,
     bias: Bias<'_>,
+    epi: &Epilogue<'_>,
     c: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "matmul";
@@ -249,6 +260,7 @@ pub fn matmul_with(
             got: bias_t.shape().to_vec(),
         });
     }
+    epi.check(OP, gpu, c.len(), m)?;
     if m == 0 || n == 0 || batch == 0 {
         return Ok(());
     }
@@ -299,6 +311,7 @@ pub fn matmul_with(
         ("TRANS_A", trans_a as u32 as f64),
         ("TRANS_B", trans_b as u32 as f64),
     ];
+    let last_constants: Vec<_> = constants.iter().copied().chain(epi.constants()).collect();
     let mut b0 = 0u64;
     while b0 < batch as u64 {
         let nb = step.min(batch as u64 - b0);
@@ -326,6 +339,10 @@ pub fn matmul_with(
         let (ab, a_skip) = bind(a, b0, nb, align_e, sa, (m * k) as u64);
         let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, (k * n) as u64);
         let (cbind, c_skip) = bind(c, b0, nb, align_e, sc, (m * n) as u64);
+        let residual = epi
+            .residual
+            .map(|r| bind(r, b0, nb, align_e, sc, (m * n) as u64).0);
+        let [eb0, eb1, eb2] = epi.binds(residual, bias_t);
         for k_begin in (0..k).step_by(K_PER_DISPATCH) {
             let k_end = (k_begin + K_PER_DISPATCH).min(k);
             let accumulate = (k_begin > 0) as u32;
@@ -345,7 +362,9 @@ pub fn matmul_with(
                 k_end: k_end as u32,
                 accumulate,
                 _pad: [0; 2],
+                epi: epi.params(),
             };
+            let last = k_end == k;
             let vec4 = kernel == GemmKernel::Subgroup && !trans_b && n % 4 == 0 && b_skip % 4 == 0;
             enc.dispatch(
                 gpu,
@@ -354,9 +373,9 @@ pub fn matmul_with(
                 } else {
                     kernel.kernel()
                 },
-                &constants,
+                if last { &last_constants } else { &constants },
                 &params,
-                &[ab, bbind, Bind::Whole(bias_t), cbind],
+                &[ab, bbind, Bind::Whole(bias_t), cbind, eb0, eb1, eb2],
                 [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32],
             )?;
         }

@@ -5,6 +5,7 @@
 pub mod calib;
 pub mod conv;
 pub mod elementwise;
+pub mod epilogue;
 pub mod gemm;
 pub mod linalg;
 pub mod pool;

@@ -130,17 +130,18 @@ impl Simulation for SimLowering {
         })
     }
 
-    fn lower(&self, cx: &mut Lowering<'_>, node: &Node) -> Result<bool> {
-        let Some(p) = &self.integer else {
-            return Ok(false);
-        };
-        if p.absorbed.contains(&node.name) {
-            cx.alias(&node.outputs[0], &node.inputs[0])?;
-            return Ok(true);
-        }
-        match p.ops.get(&node.name) {
-            Some(op) => crate::quant::integer::lower(cx, node, op).map(|()| true),
-            None => Ok(false),
+    fn owns(&self, node: &Node) -> bool {
+        self.integer
+            .as_ref()
+            .is_some_and(|p| p.absorbed.contains(&node.name) || p.ops.contains_key(&node.name))
+    }
+
+    fn lower(&self, cx: &mut Lowering<'_>, node: &Node) -> Result<()> {
+        let p = self.integer.as_ref().filter(|_| self.owns(node));
+        match p.map(|p| (p.absorbed.contains(&node.name), p.ops.get(&node.name))) {
+            Some((true, _)) => cx.alias(&node.outputs[0], &node.inputs[0]),
+            Some((false, Some(op))) => crate::quant::integer::lower(cx, node, op),
+            _ => Err(cx.err(node, "not a node of the integer simulation")),
         }
     }
 }

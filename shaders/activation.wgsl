@@ -1,0 +1,76 @@
+// Functions every kernel that writes activations shares (prepended to elementwise.wgsl,
+// quant.wgsl, conv.wgsl and gemm.wgsl): the unary activations and fake quantization. A fused
+// epilogue (epilogue.wgsl) and the op's own kernel call the same function on the same f32
+// value, so both give the same bits.
+
+// NaN by its bits: comparisons with NaN may be folded away by shader compilers.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// erf with Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+fn erf_approx(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return sign(x) * (1.0 - poly * exp(-x * x));
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// Unary op codes (src/ops/elementwise.rs: unary_code) with their two parameters. NaN
+// propagates through every op, as in onnxruntime (min, max and clamp alone may drop it).
+fn activation(op: u32, x: f32, alpha: f32, beta: f32) -> f32 {
+    if is_nan(x) {
+        return x;
+    }
+    switch op {
+        case 0u: { return max(x, 0.0); }                                   // Relu
+        case 1u: { return min(max(x, alpha), beta); }                      // Clip(alpha, beta)
+        case 2u: { return select(x, x * alpha, x < 0.0); }                 // LeakyRelu(alpha)
+        case 3u: { return sigmoid(x); }                                    // Sigmoid
+        case 4u: { return clamp(alpha * x + beta, 0.0, 1.0); }            // HardSigmoid
+        case 5u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }           // HardSwish
+        case 6u: { return tanh(x); }                                       // Tanh
+        case 7u: { return erf_approx(x); }                                 // Erf
+        case 8u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); } // Gelu
+        case 9u: { return exp(x); }                                        // Exp
+        case 10u: { return sqrt(x); }                                      // Sqrt
+        case 11u: { return -x; }                                           // Neg
+        default: { return x; }
+    }
+}
+
+// Fake quantization, e = (scale, 1 / scale, offset, unused), N = qmax (src/quant/encoding.rs
+// states the math): q = clamp(round(v / scale) - offset, 0, N), value (q + offset) * scale.
+//
+// round(v / scale): with `exact`, the integer nearest to the IEEE quotient v / scale (ties to
+// even, as onnxruntime's QuantizeLinear rounds it); otherwise of the product v * (1 / scale).
+// The product can only round differently near a rounding edge b = k + 1/2 of the grid, so the
+// exact path decides on which side of b * scale the value v lies, in arithmetic that is exact
+// whether or not the compiler fuses multiply-adds: scale splits into two 12-bit halves, and
+// b (at most 11 significant bits while |v / scale| < 1024) times either half is exact. A
+// quotient within half an ulp of b rounds to b itself and then to the even neighbour.
+fn rounded_quotient(v: f32, e: vec4<f32>, exact: bool) -> f32 {
+    let q = v * e.y;
+    if !exact || !(abs(q) < 1024.0) {
+        return round(q);
+    }
+    let k = floor(q);
+    let b = k + 0.5;
+    let s_hi = bitcast<f32>(bitcast<u32>(e.x) & 0xfffff000u);
+    let s_lo = e.x - s_hi;
+    let d = (v - b * s_hi) - b * s_lo;
+    let half_ulp = bitcast<f32>(bitcast<u32>(b) & 0x7f800000u) * 5.9604645e-8;
+    if abs(d) <= half_ulp * e.x {
+        return round(b);
+    }
+    return select(k, k + 1.0, d > 0.0);
+}
+
+// NaN stays NaN.
+fn fake_quantize(v: f32, e: vec4<f32>, qmax: f32, exact: bool) -> f32 {
+    let q = clamp(rounded_quotient(v, e, exact) - e.z, 0.0, qmax);
+    return select((q + e.z) * e.x, v, is_nan(v));
+}
