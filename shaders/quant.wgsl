@@ -25,8 +25,13 @@ struct Params {
     step_r: u32,     // step % inner
     step_c: u32,     // (step / inner) % channels
     block: u32,      // elements per workgroup (a contiguous block)
-    exact: u32,      // 1: round the IEEE quotient x / scale (see rounded_quotient)
+    _pad_exact: u32, // the constant EXACT says whether to round the IEEE quotient
 }
+
+// Round the IEEE quotient x / scale (see rounded_quotient): a pipeline constant, so that the
+// plain rounding compiles without the exact path (software adapters evaluate both sides of a
+// branch that differs between lanes).
+override EXACT: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Per channel: (scale, 1 / scale, offset, unused).
@@ -78,7 +83,7 @@ fn cursor_next(c: ptr<function, Cursor>) {
 }
 
 fn fake_quant_one(v: f32, e: vec4<f32>) -> f32 {
-    return fake_quantize(v, e, p.qmax, p.exact != 0u);
+    return fake_quantize(v, e, p.qmax, EXACT);
 }
 
 fn code_of(x: f32, e: vec4<f32>) -> i32 {

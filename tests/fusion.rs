@@ -23,8 +23,8 @@ use qforge::quant::sim::{Arithmetic, QuantOptions, QuantSim};
 use qforge::quant::QuantConfig;
 use qforge::DType;
 
-/// Epilogue cases: bit 0 affine, 1 residual, 2 activation, 3 quantizer; the bits above pick
-/// the activation. Every part alone, all together, and mixes (a pipeline per case is compiled,
+/// Epilogue cases: bit 0 affine, 1 residual, 2 activation, 3 quantizer, 4 quantizer before
+/// the activation; the bits above pick the activation. Every part alone, all together, and mixes (a pipeline per case is compiled,
 /// which is what the test's time goes to on software adapters).
 const CASES: [usize; 8] = [
     1,
@@ -58,6 +58,7 @@ fn read(gpu: &Gpu, t: &GpuTensor) -> Vec<f32> {
 struct Parts {
     affine: Option<GpuTensor>,
     residual: Option<GpuTensor>,
+    table_pre: Option<GpuTensor>,
     act: Option<Unary>,
     table: Option<GpuTensor>,
 }
@@ -74,14 +75,19 @@ impl Parts {
         let affine = (case & 1 != 0)
             .then(|| upload(gpu, &[channels, 2], &values(rng, channels * 2, -1.5, 1.5)));
         let residual = (case & 2 != 0).then(|| upload(gpu, y, &values(rng, len, -2.0, 2.0)));
-        let act = (case & 4 != 0).then_some(ACTS[(case >> 4) % ACTS.len()]);
+        let act = (case & 4 != 0).then_some(ACTS[(case >> 5) % ACTS.len()]);
         // A per-tensor 8-bit grid around the outputs' range: scale, 1 / scale, offset.
         let scale = 0.031_f32;
         let table =
             (case & 8 != 0).then(|| upload(gpu, &[1, 4], &[scale, 1.0 / scale, -128.0, 0.0]));
+        // And a coarser 7-bit grid before the activation.
+        let pre = 0.047_f32;
+        let table_pre =
+            (case & 16 != 0).then(|| upload(gpu, &[1, 4], &[pre, 1.0 / pre, -60.0, 0.0]));
         Parts {
             affine,
             residual,
+            table_pre,
             act,
             table,
         }
@@ -91,6 +97,11 @@ impl Parts {
         Epilogue {
             affine: self.affine.as_ref(),
             residual: self.residual.as_ref(),
+            quant_pre: self.table_pre.as_ref().map(|table| Quantize {
+                table,
+                steps: 127,
+                exact,
+            }),
             act: self.act,
             quant: self.table.as_ref().map(|table| Quantize {
                 table,
@@ -114,6 +125,11 @@ impl Parts {
         if let Some(r) = &self.residual {
             let out = next(gpu);
             ew::binary_into(&mut enc, gpu, Binary::Add, &cur, r, &out).unwrap();
+            cur = out;
+        }
+        if let Some(t) = &self.table_pre {
+            let out = next(gpu);
+            quant::fake_quant_table_into(&mut enc, gpu, &cur, t, 127, None, exact, &out).unwrap();
             cur = out;
         }
         if let Some(f) = self.act {
@@ -204,7 +220,7 @@ fn every_conv_kernel_fuses_every_epilogue_part_bit_exactly() {
             };
             let plain = run(&Epilogue::NONE);
             for case in CASES {
-                let exact = (case >> 4) % 2 == 1;
+                let exact = (case >> 5) % 2 == 1;
                 let parts = Parts::draw(&gpu, &mut rng, case, &y_shape, ws[0]);
                 let fused = read(&gpu, &run(&parts.epilogue(exact)));
                 let want = parts.unfused(&gpu, &plain, inner, exact);
@@ -255,7 +271,7 @@ fn every_gemm_kernel_fuses_every_epilogue_part_bit_exactly() {
             };
             let plain = run(&Epilogue::NONE);
             for case in CASES {
-                let exact = (case >> 4) % 2 == 1;
+                let exact = (case >> 5) % 2 == 1;
                 let parts = Parts::draw(&gpu, &mut rng, case, &shape, m);
                 let fused = read(&gpu, &run(&parts.epilogue(exact)));
                 let want = parts.unfused(&gpu, &plain, n, exact);

@@ -1,10 +1,11 @@
 //! Epilogue fusion: the nodes after a convolution or GEMM that its kernel applies in its
 //! epilogue ([`crate::ops::epilogue`]) instead of each running as its own dispatch over
 //! memory — an inference BatchNormalization (after a Conv), a residual Add, an activation —
-//! and the fake quantizer of the value it ends on. A node is absorbed only where nothing else
-//! can see the value before it: the value has that node as its one reader, is not an output or
-//! tap, and has no quantizer of its own; a residual operand is computed before the head node
-//! and has the output's shape. The kernels give the unfused bits, so fusing changes no result.
+//! and the fake quantizers of the value before the activation and of the value it ends on. A
+//! node is absorbed only where nothing else can see the value before it: the value has that
+//! node as its one reader, is not an output or tap, and has no quantizer of its own unless the
+//! node is the activation (its quantizer is then applied in the epilogue); a residual operand
+//! is computed before the head node and has the output's shape. The kernels give the unfused bits, so fusing changes no result.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +20,8 @@ pub(crate) struct Fusion {
     pub affine: Option<usize>,
     /// The value added (the other operand of an Add).
     pub residual: Option<String>,
+    /// The quantizer of the value before the activation (per-tensor only).
+    pub quant_pre: Option<FakeQuant>,
     pub act: Option<Unary>,
     /// The absorbed nodes, in order.
     pub followers: Vec<usize>,
@@ -71,11 +74,20 @@ impl<'g> Fuser<'g> {
         self.sim.is_some_and(|s| s.owns(&self.g.nodes[k]))
     }
 
-    /// True when `v` can be consumed inside a kernel: nobody but `reader` sees it.
+    /// True when `v` can be consumed inside a kernel: nobody but `reader` sees it (its
+    /// quantizer, if any, is for the caller to check).
     fn private_to(&self, v: &str, reader: usize) -> bool {
-        !self.keep.contains(v)
-            && self.sim.and_then(|s| s.quantizer(v)).is_none()
-            && self.readers.get(v).is_some_and(|r| r == &[reader])
+        !self.keep.contains(v) && self.readers.get(v).is_some_and(|r| r == &[reader])
+    }
+
+    /// The per-tensor quantizer of `v`: `Ok(None)` for none, `Err(())` for one an epilogue
+    /// cannot apply.
+    fn quantizer(&self, v: &str) -> Result<Option<FakeQuant>, ()> {
+        match self.sim.and_then(|s| s.quantizer(v)) {
+            None => Ok(None),
+            Some(q) if q.table.len() == 4 => Ok(Some(q)),
+            Some(_) => Err(()),
+        }
     }
 
     /// The fusion after node `k`, if its op has an epilogue and anything follows it.
@@ -108,6 +120,13 @@ impl<'g> Fuser<'g> {
             {
                 break;
             }
+            let quantized = match self.quantizer(v) {
+                Ok(q) => q,
+                Err(()) => break,
+            };
+            if quantized.is_some() && !matches!(n.op, Op::Unary(_)) {
+                break;
+            }
             match &n.op {
                 Op::BatchNorm { .. }
                     if conv
@@ -135,6 +154,7 @@ impl<'g> Fuser<'g> {
                     stage = Stage::Residual;
                 }
                 Op::Unary(u) => {
+                    f.quant_pre = quantized;
                     f.act = Some(*u);
                     stage = Stage::Act;
                 }
@@ -143,10 +163,7 @@ impl<'g> Fuser<'g> {
             f.followers.push(next);
             f.out = n.outputs[0].clone();
         }
-        f.quant = self
-            .sim
-            .and_then(|s| s.quantizer(&f.out))
-            .filter(|q| q.table.len() == 4);
+        f.quant = self.quantizer(&f.out).ok().flatten();
         (!f.followers.is_empty() || f.quant.is_some()).then_some(f)
     }
 }

@@ -67,6 +67,7 @@ pub(crate) fn fused(cx: &mut Lowering<'_>, n: &Node, f: &Fusion) -> Result<()> {
 struct EpilogueTensors {
     affine: Option<GpuTensor>,
     residual: Option<GpuTensor>,
+    quant_pre: Option<FakeQuant>,
     act: Option<crate::graph::attrs::Unary>,
     quant: Option<FakeQuant>,
 }
@@ -77,6 +78,7 @@ impl EpilogueTensors {
             return Ok(EpilogueTensors {
                 affine: None,
                 residual: None,
+                quant_pre: None,
                 act: None,
                 quant: None,
             });
@@ -92,6 +94,7 @@ impl EpilogueTensors {
         Ok(EpilogueTensors {
             affine,
             residual,
+            quant_pre: f.quant_pre.clone(),
             act: f.act,
             quant: f.quant.clone(),
         })
@@ -101,13 +104,19 @@ impl EpilogueTensors {
         Epilogue {
             affine: self.affine.as_ref(),
             residual: self.residual.as_ref(),
+            quant_pre: self.quant_pre.as_ref().map(quantize),
             act: self.act,
-            quant: self.quant.as_ref().map(|q| Quantize {
-                table: &q.table,
-                steps: q.steps,
-                exact: q.exact,
-            }),
+            quant: self.quant.as_ref().map(quantize),
         }
+    }
+}
+
+/// A simulation's quantizer as an epilogue part.
+fn quantize(q: &FakeQuant) -> Quantize<'_> {
+    Quantize {
+        table: &q.table,
+        steps: q.steps,
+        exact: q.exact,
     }
 }
 

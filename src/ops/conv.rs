@@ -11,8 +11,8 @@ use crate::ops::gemm::{matmul_with, Bias, GemmKernel};
 
 use Access::{Read, ReadWrite, Uniform};
 
-/// x, w, bias, y, then the epilogue's affine, residual and quantizer table.
-const WITH_EPILOGUE: &[Access] = &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read];
+/// x, w, bias, y, then the epilogue's affine, residual and quantizer tables.
+const WITH_EPILOGUE: &[Access] = &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read];
 
 static CONV2D: Kernel = Kernel {
     family: Family::Conv,
@@ -395,7 +395,7 @@ pub fn conv2d_with(
         epi: epi.params(),
         ..Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some())
     };
-    let [e0, e1, e2] = epi.binds(epi.residual.map(Bind::Whole), x);
+    let [e0, e1, e2, e3] = epi.binds(epi.residual.map(Bind::Whole), x);
     if kernel == ConvKernel::Depthwise3x3 {
         let strips = cout * oh * ow.div_ceil(8);
         let grid = grid_of(
@@ -413,6 +413,7 @@ pub fn conv2d_with(
             e0,
             e1,
             e2,
+            e3,
         ];
         return enc.dispatch(gpu, &DEPTHWISE3X3, &epi.constants(), &params, &binds, grid);
     }
@@ -435,6 +436,7 @@ pub fn conv2d_with(
             e0,
             e1,
             e2,
+            e3,
         ],
         grid,
         &epi.constants(),

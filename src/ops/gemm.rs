@@ -7,13 +7,14 @@ use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::shape::matmul_output_shape;
 use crate::ops::epilogue::{EpiParams, Epilogue};
 
-/// Uniform, a, b, bias, c, then the epilogue's affine, residual and quantizer table.
+/// Uniform, a, b, bias, c, then the epilogue's affine, residual and quantizer tables.
 const BINDINGS: &[Access] = &[
     Access::Uniform,
     Access::Read,
     Access::Read,
     Access::Read,
     Access::ReadWrite,
+    Access::Read,
     Access::Read,
     Access::Read,
     Access::Read,
@@ -342,7 +343,7 @@ pub fn matmul_with(
         let residual = epi
             .residual
             .map(|r| bind(r, b0, nb, align_e, sc, (m * n) as u64).0);
-        let [eb0, eb1, eb2] = epi.binds(residual, bias_t);
+        let [eb0, eb1, eb2, eb3] = epi.binds(residual, bias_t);
         for k_begin in (0..k).step_by(K_PER_DISPATCH) {
             let k_end = (k_begin + K_PER_DISPATCH).min(k);
             let accumulate = (k_begin > 0) as u32;
@@ -375,7 +376,7 @@ pub fn matmul_with(
                 },
                 if last { &last_constants } else { &constants },
                 &params,
-                &[ab, bbind, Bind::Whole(bias_t), cbind, eb0, eb1, eb2],
+                &[ab, bbind, Bind::Whole(bias_t), cbind, eb0, eb1, eb2, eb3],
                 [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32],
             )?;
         }

@@ -53,7 +53,7 @@ struct Params {
     step_r: u32,
     step_c: u32,
     block: u32,
-    exact: u32,
+    _pad_exact: u32,
 }
 
 /// Gradients of a fake-quant node.
@@ -224,9 +224,11 @@ fn launch_table(
             step_r: (step % inner) as u32,
             step_c: ((step / inner) % view.channels) as u32,
             block: block as u32,
-            exact: exact as u32,
+            _pad_exact: 0,
         };
-        enc.dispatch(gpu, kernel, &[], &params, &binds, groups)?;
+        // A constant, so that the plain rounding compiles without the exact path's arithmetic.
+        let constants: &[(&str, f64)] = if exact { &[("EXACT", 1.0)] } else { &[] };
+        enc.dispatch(gpu, kernel, constants, &params, &binds, groups)?;
     }
     Ok(())
 }
