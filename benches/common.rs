@@ -49,10 +49,3 @@ pub fn timing<M: Measurement>(
         .warm_up_time(Duration::from_millis(warm_ms))
         .measurement_time(Duration::from_secs(measure_s));
 }
-
-/// True on a software adapter (lavapipe, llvmpipe, WARP): benches leave out sizes that would
-/// take minutes there.
-#[allow(dead_code)]
-pub fn software(gpu: &Gpu) -> bool {
-    gpu.adapter().is_software()
-}

@@ -53,7 +53,7 @@ fn gemm_bench(c: &mut Criterion) {
         ("pointwise 24x144x3136 b8", 8, 24, 144, 3136),
     ];
     // The size GPU peak fractions are quoted at (minutes per sample on a software adapter).
-    if !common::software(&gpu) {
+    if !gpu.adapter().is_software() {
         cases.push(("n=4096", 1, 4096, 4096, 4096));
     }
     for (name, batch, m, k, n) in cases {

@@ -147,6 +147,26 @@ impl Parts {
     }
 }
 
+/// `run` (a kernel writing an output of `shape` with `channels` channels of `inner` elements,
+/// applying the epilogue it is given) against the unfused parts on its plain output, for every
+/// case of [`CASES`].
+fn every_case(
+    gpu: &Gpu,
+    rng: &mut rand::rngs::StdRng,
+    (shape, channels, inner): (&[usize], usize, usize),
+    run: impl Fn(&Epilogue<'_>) -> GpuTensor,
+    what: &str,
+) {
+    let plain = run(&Epilogue::NONE);
+    for case in CASES {
+        let exact = (case >> 5) % 2 == 1;
+        let parts = Parts::draw(gpu, rng, case, shape, channels);
+        let fused = read(gpu, &run(&parts.epilogue(exact)));
+        let want = parts.unfused(gpu, &plain, inner, exact);
+        assert_bits_eq(&format!("{what} case {case}"), &fused, &want);
+    }
+}
+
 #[test]
 fn every_conv_kernel_fuses_every_epilogue_part_bit_exactly() {
     let Some(gpu) = gpu() else { return };
@@ -218,18 +238,8 @@ fn every_conv_kernel_fuses_every_epilogue_part_bit_exactly() {
                 gpu.submit(enc).unwrap();
                 y
             };
-            let plain = run(&Epilogue::NONE);
-            for case in CASES {
-                let exact = (case >> 5) % 2 == 1;
-                let parts = Parts::draw(&gpu, &mut rng, case, &y_shape, ws[0]);
-                let fused = read(&gpu, &run(&parts.epilogue(exact)));
-                let want = parts.unfused(&gpu, &plain, inner, exact);
-                assert_bits_eq(
-                    &format!("{kernel:?} {xs:?} {ws:?} case {case}"),
-                    &fused,
-                    &want,
-                );
-            }
+            let what = format!("{kernel:?} {xs:?} {ws:?}");
+            every_case(&gpu, &mut rng, (&y_shape, ws[0], inner), run, &what);
         }
     }
 }
@@ -269,18 +279,8 @@ fn every_gemm_kernel_fuses_every_epilogue_part_bit_exactly() {
                 gpu.submit(enc).unwrap();
                 c
             };
-            let plain = run(&Epilogue::NONE);
-            for case in CASES {
-                let exact = (case >> 5) % 2 == 1;
-                let parts = Parts::draw(&gpu, &mut rng, case, &shape, m);
-                let fused = read(&gpu, &run(&parts.epilogue(exact)));
-                let want = parts.unfused(&gpu, &plain, n, exact);
-                assert_bits_eq(
-                    &format!("{kernel:?} {shape:?} k {k} case {case}"),
-                    &fused,
-                    &want,
-                );
-            }
+            let what = format!("{kernel:?} {shape:?} k {k}");
+            every_case(&gpu, &mut rng, (&shape, m, n), run, &what);
         }
     }
 }

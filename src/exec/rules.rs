@@ -63,25 +63,18 @@ pub(crate) fn fused(cx: &mut Lowering<'_>, n: &Node, f: &Fusion) -> Result<()> {
     }
 }
 
-/// The tensors of a fusion's epilogue.
-struct EpilogueTensors {
+/// A fusion's epilogue with its tensors resolved (nothing when there is no fusion).
+#[derive(Default)]
+struct EpilogueTensors<'f> {
+    fusion: Option<&'f Fusion>,
     affine: Option<GpuTensor>,
     residual: Option<GpuTensor>,
-    quant_pre: Option<FakeQuant>,
-    act: Option<crate::graph::attrs::Unary>,
-    quant: Option<FakeQuant>,
 }
 
-impl EpilogueTensors {
-    fn of(cx: &mut Lowering<'_>, f: Option<&Fusion>) -> Result<EpilogueTensors> {
+impl<'f> EpilogueTensors<'f> {
+    fn of(cx: &mut Lowering<'_>, f: Option<&'f Fusion>) -> Result<EpilogueTensors<'f>> {
         let Some(f) = f else {
-            return Ok(EpilogueTensors {
-                affine: None,
-                residual: None,
-                quant_pre: None,
-                act: None,
-                quant: None,
-            });
+            return Ok(EpilogueTensors::default());
         };
         let affine = match f.affine {
             Some(k) => Some(bn_affine(cx, &cx.graph().nodes[k])?),
@@ -92,21 +85,22 @@ impl EpilogueTensors {
             None => None,
         };
         Ok(EpilogueTensors {
+            fusion: Some(f),
             affine,
             residual,
-            quant_pre: f.quant_pre.clone(),
-            act: f.act,
-            quant: f.quant.clone(),
         })
     }
 
     fn epilogue(&self) -> Epilogue<'_> {
+        let Some(f) = self.fusion else {
+            return Epilogue::NONE;
+        };
         Epilogue {
             affine: self.affine.as_ref(),
             residual: self.residual.as_ref(),
-            quant_pre: self.quant_pre.as_ref().map(quantize),
-            act: self.act,
-            quant: self.quant.as_ref().map(quantize),
+            quant_pre: f.quant_pre.as_ref().map(quantize),
+            act: f.act,
+            quant: f.quant.as_ref().map(quantize),
         }
     }
 }
