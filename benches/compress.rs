@@ -80,7 +80,7 @@ fn svd(c: &mut Criterion) {
     };
     grp.bench_function("ssvd score table (2 layers x 3 ratios, 64 images)", |b| {
         b.iter(|| {
-            Compressor::new(gpu.clone(), &g, Method::SpatialSvd, opts.clone(), &scorer)
+            Compressor::new(gpu.clone(), &g, Method::SpatialSvd, opts.clone(), None)
                 .unwrap()
                 .score_table(&scorer, |_, _| {})
                 .unwrap()

@@ -342,6 +342,43 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             "quantize @model.onnx --calib @x.npy --eval-count 0 --out ^out",
             "--eval-count",
         ),
+        // Held-out splits that cannot be made, and flags that contradict each other.
+        case(
+            "quantize @model.onnx --calib @photos_one --out ^out",
+            "needs at least 2",
+        ),
+        case(
+            "compress @model.onnx --data @photos_one --out ^out",
+            "needs at least 2",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --holdout 0.01 --out ^out",
+            "needs at least 50",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --holdout 1 --out ^out",
+            "[0, 1)",
+        ),
+        case(
+            "compress @model.onnx --data @x.npy --holdout nan --out ^out",
+            "[0, 1)",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --eval @x.npy --holdout 0.5 --out ^out",
+            "cannot be used with",
+        ),
+        case(
+            "compress @model.onnx --data @photos_one --holdout 0 --out ^out",
+            "at least 2 fitting images",
+        ),
+        case(
+            "compress @model.onnx --data @x.npy --score-count 0 --out ^out",
+            "--score-count",
+        ),
+        case(
+            "compress @model.onnx --data @x.npy --rebuild-count 0 --out ^out",
+            "--rebuild-count",
+        ),
         case(
             "quantize @model.onnx --calib @x.npy --calib-count 0 --out ^out",
             "--calib-count",
@@ -412,63 +449,63 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             "the file is empty",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --target-macs 0 --out ^out",
+            "compress @model.onnx --data @x.npy --target-macs 0 --out ^out",
             "target ratio",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --target-macs 1.5 --out ^out",
+            "compress @model.onnx --data @x.npy --target-macs 1.5 --out ^out",
             "target ratio",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --target-memory nan --out ^out",
+            "compress @model.onnx --data @x.npy --target-memory nan --out ^out",
             "target ratio",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --target-macs 0.5 --target-memory 0.5 --out ^out",
+            "compress @model.onnx --data @x.npy --target-macs 0.5 --target-memory 0.5 --out ^out",
             "cannot be used with",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --candidates 0,0.5 --out ^out",
+            "compress @model.onnx --data @x.npy --candidates 0,0.5 --out ^out",
             "candidate ratios",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --candidates 1.0 --out ^out",
+            "compress @model.onnx --data @x.npy --candidates 1.0 --out ^out",
             "candidate ratios",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --candidates a,b --out ^out",
+            "compress @model.onnx --data @x.npy --candidates a,b --out ^out",
             "invalid",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --method zip --out ^out",
+            "compress @model.onnx --data @x.npy --method zip --out ^out",
             "ssvd, wsvd or cp",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --method ssvd,,cp --out ^out",
+            "compress @model.onnx --data @x.npy --method ssvd,,cp --out ^out",
             "ssvd, wsvd or cp",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --multiplicity 0 --out ^out",
+            "compress @model.onnx --data @x.npy --multiplicity 0 --out ^out",
             "--multiplicity",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --samples-per-image 0 --out ^out",
-            "reconstruction",
+            "compress @model.onnx --data @x.npy --samples-per-image 0 --out ^out",
+            "--samples-per-image",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --selection random --out ^out",
+            "compress @model.onnx --data @x.npy --selection random --out ^out",
             "possible values",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --eval-count 0 --out ^out",
+            "compress @model.onnx --data @x.npy --eval-count 0 --out ^out",
             "--eval-count",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --ignore no_such_layer --out ^out",
+            "compress @model.onnx --data @x.npy --ignore no_such_layer --out ^out",
             "--ignore",
         ),
         case(
-            "compress @model.onnx --eval @x.npy --out @x.npy",
+            "compress @model.onnx --data @x.npy --out @x.npy",
             "not a folder",
         ),
         case(
@@ -507,7 +544,7 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             expect,
         ));
         cases.push(case(
-            &format!("compress @model.onnx --eval @{file} --out ^out"),
+            &format!("compress @model.onnx --data @{file} --out ^out"),
             expect,
         ));
         if file.ends_with(".npy") && !matches!(file, "nan.npy" | "inf.npy" | "zero_batch.npy") {
@@ -537,7 +574,7 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
         }
         for flag in ["--multiplicity", "--samples-per-image", "--eval-count"] {
             cases.push(case(
-                &format!("compress @model.onnx --eval @x.npy {flag} {bad} --out ^out"),
+                &format!("compress @model.onnx --data @x.npy {flag} {bad} --out ^out"),
                 expect,
             ));
         }
@@ -575,9 +612,9 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case("run @model.onnx --input @nan.npy", "non-finite"),
         case(&format!("quantize @model.onnx --calib @x.npy --eval @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
         case(&format!("quantize @model.onnx --calib @x.npy --eval @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
-        case(&format!("compress @model.onnx --eval @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
-        case(&format!("compress @model.onnx --eval @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
-        case("compress @model.onnx --eval @x.npy --multiplicity 100000 --method ssvd --out ^out", "--multiplicity"),
+        case(&format!("compress @model.onnx --data @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
+        case(&format!("compress @model.onnx --data @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
+        case("compress @model.onnx --data @x.npy --multiplicity 100000 --method ssvd --out ^out", "--multiplicity"),
         case("quantize @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
         case("quantize @model.onnx --calib @wrong_shape.npy --out ^out", "dim 1 = 1"),
     ];
@@ -727,11 +764,12 @@ fn an_interrupted_run_leaves_nothing_half_written() {
             "model.encodings",
             "model_qdq.onnx",
             "report.html",
+            "split.json",
         ]
         .iter()
         .all(|n| left.iter().any(|l| l == n));
         assert!(
-            left.is_empty() || (complete && left.len() == 4),
+            left.is_empty() || (complete && left.len() == 5),
             "SIG{signal} after {after_ms} ms ({status:?}) left {left:?}"
         );
         let stray: Vec<String> = std::fs::read_dir(&f.dir)

@@ -11,6 +11,7 @@ use common::*;
 use ndarray::{Array2, ArrayD, Axis, IxDyn};
 use qforge::compress::linalg::{svd_batched, SvdOptions};
 use qforge::compress::pipeline::compress;
+use qforge::compress::rebuild::RebuildData;
 use qforge::compress::select::{greedy, Entry, LayerScores, ScoreTable};
 use qforge::compress::svd::{self, SvdKind};
 use qforge::compress::{
@@ -176,16 +177,23 @@ fn pruning_traces_chains_and_rebuild_helps() {
         skipped.iter().any(|(_, why)| why.contains("reached Add")),
         "{skipped:?}"
     );
+    // Rebuilt on training images, ridge checked on others, judged on test images.
+    let (train, _) = fashion_mnist(false, 96);
+    let (fit, check) = (first(&train, 0..64), first(&train, 64..96));
     let (x, _) = fmnist(64);
     let y0 = run(&gpu, &g, &x);
     let opts = CompressOptions::default();
-    let scorer = Scorer::new(gpu.clone(), &g, x.clone(), None).unwrap();
+    let data = RebuildData {
+        input: &g.inputs[0],
+        fit: &fit,
+        check: &check,
+    };
     let c = Compressor::new(
         gpu.clone(),
         &g,
         Method::ChannelPruning,
         opts.clone(),
-        &scorer,
+        Some(data),
     )
     .unwrap();
     let no_rebuild = Compressor::new(
@@ -196,15 +204,22 @@ fn pruning_traces_chains_and_rebuild_helps() {
             reconstruct: false,
             ..opts
         },
-        &scorer,
+        Some(data),
     )
     .unwrap();
     for l in [b11, ok.iter().find(|l| l.node == "/b4/b4.0/Conv").unwrap()] {
         let ratios = HashMap::from([(l.node.clone(), 0.5)]);
-        let (pr, pn) = (
-            c.apply(&ratios, &scorer).unwrap(),
-            no_rebuild.apply(&ratios, &scorer).unwrap(),
+        let ((pr, rebuilds), (pn, none)) = (
+            c.apply(&ratios, data).unwrap(),
+            no_rebuild.apply(&ratios, data).unwrap(),
         );
+        assert!(none.is_empty());
+        let [r] = rebuilds.as_slice() else {
+            panic!("one rebuild: {rebuilds:?}")
+        };
+        assert_eq!((r.fit_images, r.check_images), (64, 32));
+        assert!(r.ridge.is_some(), "{r:?}");
+        assert!(r.rebuilt_error < r.sliced_error, "{r:?}");
         let w = pr
             .weight(&pr.nodes.iter().find(|n| n.name == l.node).unwrap().inputs[1])
             .unwrap();
@@ -218,10 +233,73 @@ fn pruning_traces_chains_and_rebuild_helps() {
         );
         assert!(
             dr > dn + 1.0,
-            "{}: rebuilt {dr:.1} dB vs sliced {dn:.1} dB",
+            "{}: held-out rebuilt {dr:.1} dB vs sliced {dn:.1} dB",
             l.node
         );
     }
+}
+
+/// The first images of `x` in `range`.
+fn first(x: &ArrayD<f32>, range: std::ops::Range<usize>) -> ArrayD<f32> {
+    x.slice_axis(Axis(0), range.into()).to_owned()
+}
+
+#[test]
+fn a_rebuild_never_does_worse_than_slicing_on_the_check_images() {
+    let Some(gpu) = gpu() else { return };
+    let g = folded("fmnist_cnn.onnx");
+    // One fitting image: positions of one image say little about the others, so the check
+    // images decide between the rebuild and the sliced weights.
+    let (train, _) = fashion_mnist(false, 33);
+    let (fit, check) = (first(&train, 0..1), first(&train, 1..33));
+    let data = RebuildData {
+        input: &g.inputs[0],
+        fit: &fit,
+        check: &check,
+    };
+    let c = Compressor::new(
+        gpu.clone(),
+        &g,
+        Method::ChannelPruning,
+        CompressOptions::default(),
+        Some(data),
+    )
+    .unwrap();
+    let sliced = Compressor::new(
+        gpu.clone(),
+        &g,
+        Method::ChannelPruning,
+        CompressOptions {
+            reconstruct: false,
+            ..Default::default()
+        },
+        Some(data),
+    )
+    .unwrap();
+    let mut fell_back = 0;
+    for name in c.layer_names() {
+        for ratio in [0.25, 0.5, 0.75] {
+            let ratios = HashMap::from([(name.clone(), ratio)]);
+            let (pr, rebuilds) = c.apply(&ratios, data).unwrap();
+            let (ps, _) = sliced.apply(&ratios, data).unwrap();
+            let Some(r) = rebuilds.first() else { continue };
+            assert!(r.few_images(), "{r:?}");
+            assert_eq!(r.fit_images, 1);
+            let w = |g: &Graph| {
+                let n = g.nodes.iter().find(|n| n.name == name).unwrap();
+                g.weight(&n.inputs[1]).unwrap().clone()
+            };
+            match r.ridge {
+                Some(_) => assert!(r.rebuilt_error < r.sliced_error, "{r:?}"),
+                None => {
+                    fell_back += 1;
+                    assert!(r.rebuilt_error >= r.sliced_error, "{r:?}");
+                    assert_eq!(w(&pr), w(&ps), "{name} at {ratio}: sliced weights kept");
+                }
+            }
+        }
+    }
+    eprintln!("{fell_back} of the one-image rebuilds kept the sliced weights");
 }
 
 #[test]
@@ -339,8 +417,6 @@ fn bad_input_is_refused_clearly() {
     .validate()
     .is_err());
     let g = folded("fmnist_cnn.onnx");
-    let (x, _) = fmnist(8);
-    let scorer = Scorer::new(gpu.clone(), &g, x, None).unwrap();
     let all: Vec<String> = g.nodes.iter().map(|n| n.name.clone()).collect();
     let e = Compressor::new(
         gpu.clone(),
@@ -350,12 +426,23 @@ fn bad_input_is_refused_clearly() {
             ignore: all,
             ..Default::default()
         },
-        &scorer,
+        None,
     )
     .err()
     .expect("nothing to compress")
     .to_string();
     assert!(e.contains("no layer ssvd can compress"), "{e}");
+    let e = Compressor::new(
+        gpu.clone(),
+        &g,
+        Method::ChannelPruning,
+        Default::default(),
+        None,
+    )
+    .err()
+    .expect("pruning needs images")
+    .to_string();
+    assert!(e.contains("give rebuild and check images"), "{e}");
     assert!(Method::parse("svd").is_err());
     assert!(Scorer::new(gpu.clone(), &g, ArrayD::zeros(IxDyn(&[0, 1, 28, 28])), None).is_err());
     let (x, labels) = fmnist(4);
@@ -366,8 +453,19 @@ fn bad_input_is_refused_clearly() {
 fn fmnist_half_macs_with_spatial_svd_then_pruning() {
     let Some(gpu) = gpu() else { return };
     let g = model("fmnist_cnn.onnx");
+    // Layers are scored on 200 training images and rebuilt on 256 others; the figure that
+    // counts is on 300 test images nothing was fitted to.
+    let (train, train_labels) = fashion_mnist(false, 456);
+    let scorer = Scorer::new(
+        gpu.clone(),
+        &g,
+        first(&train, 0..200),
+        Some(train_labels[..200].to_vec()),
+    )
+    .unwrap();
+    let rebuild_images = first(&train, 200..456);
     let (x, labels) = fmnist(300);
-    let scorer = Scorer::new(gpu.clone(), &g, x.clone(), Some(labels.clone())).unwrap();
+    let held = Scorer::new(gpu.clone(), &g, x.clone(), Some(labels.clone())).unwrap();
     let opts = CompressOptions {
         target: 0.5,
         candidates: vec![0.25, 0.5, 0.75],
@@ -379,21 +477,25 @@ fn fmnist_half_macs_with_spatial_svd_then_pruning() {
         &[Method::SpatialSvd, Method::ChannelPruning],
         &opts,
         &scorer,
+        &rebuild_images,
         None,
         |_, _, _| {},
     )
     .unwrap();
     let ratio = out.cost_after.macs as f64 / out.cost_before.macs as f64;
+    let (before, after) = (
+        held.score(&qforge::compress::bn_folded(&g).unwrap())
+            .unwrap(),
+        held.score(&out.graph).unwrap(),
+    );
     eprintln!(
-        "fmnist ssvd+cp: MACs {ratio:.3}, accuracy {:.3} -> {:.3}",
+        "fmnist ssvd+cp: MACs {ratio:.3}, held-out accuracy {before:.3} -> {after:.3} (scoring images {:.3} -> {:.3})",
         out.score_before, out.score_after
     );
     assert!(ratio <= 0.5 + 1e-9, "MAC ratio {ratio}");
     assert!(
-        out.score_after >= out.score_before - 0.03,
-        "accuracy {} -> {}",
-        out.score_before,
-        out.score_after
+        after >= before - 0.03,
+        "held-out accuracy {before} -> {after}"
     );
     // The exported model runs and gives the same outputs.
     let bytes = qforge::graph::export::to_model(&out.graph);

@@ -21,7 +21,8 @@ def run(p):
 a, b, q = run(orig), run(comp), np.load(ours)
 sqnr = 10 * np.log10((b ** 2).sum() / max(((b - q) ** 2).sum(), 1e-30))
 print(f"checker ok; onnxruntime vs qforge on the compressed model: max |diff| {np.abs(b - q).max():.3g}, SQNR {sqnr:.1f} dB, top-1 agreement {(b.argmax(1) == q.argmax(1)).mean():.3f}")
-print(f"onnxruntime: compressed vs original top-1 agreement {(a.argmax(1) == b.argmax(1)).mean():.3f} on {len(x)} inputs")
+vs = 10 * np.log10((a ** 2).sum() / max(((a - b) ** 2).sum(), 1e-30))
+print(f"onnxruntime: compressed vs original top-1 agreement {(a.argmax(1) == b.argmax(1)).mean():.3f}, logits SQNR {vs:.2f} dB on {len(x)} inputs")
 if len(sys.argv) > 5:
     y = np.load(sys.argv[5])
     print(f"accuracy: original {(a.argmax(1) == y).mean():.4f}, compressed {(b.argmax(1) == y).mean():.4f}")

@@ -1,7 +1,7 @@
 """Runs qforge's QDQ export in onnxruntime and compares it with qforge's own simulation.
 
     qforge quantize [--integer] --calib CALIB --eval EVAL.npy --sim-outputs out/sim.npy
-    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy out/sim.npy [--fp32 FP32.npy] [--save ORT.npy]
+    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy out/sim.npy [--fp32 FP32.npy | --fp32-model MODEL.onnx] [--save ORT.npy]
 
 onnxruntime runs the model twice: as it runs by default (graph optimizations on: with int32
 biases, DequantizeLinear -> op -> QuantizeLinear groups become integer kernels, which
@@ -26,12 +26,18 @@ p = argparse.ArgumentParser()
 p.add_argument("qdq")
 p.add_argument("inputs")
 p.add_argument("sim")
-p.add_argument("--fp32")
+p.add_argument("--fp32", help="FP32 outputs on the same inputs (.npy)")
+p.add_argument("--fp32-model", help="the FP32 model, run in onnxruntime for the FP32 outputs")
 p.add_argument("--save")
 a = p.parse_args()
 onnx.checker.check_model(onnx.load(a.qdq), full_check=True)
 x = np.load(a.inputs)
 q = np.load(a.sim)
+f = np.load(a.fp32) if a.fp32 else None
+if a.fp32_model:
+    s = ort.InferenceSession(a.fp32_model, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    f = np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 for label, level in [("default (optimized)", ort.GraphOptimizationLevel.ORT_ENABLE_ALL), ("unoptimized", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)]:
     so = ort.SessionOptions()
     so.graph_optimization_level = level
@@ -41,8 +47,7 @@ for label, level in [("default (optimized)", ort.GraphOptimizationLevel.ORT_ENAB
     y = np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
     print(f"onnxruntime {label} vs qforge simulation: SQNR {sqnr(y, q):.2f} dB, top-1 agreement {(q.argmax(1) == y.argmax(1)).mean():.4f}, "
           f"bit-identical {(q == y).mean():.4f}")
-    if a.fp32:
-        f = np.load(a.fp32)
+    if f is not None:
         print(f"  vs FP32: onnxruntime {sqnr(f, y):.2f} dB / top-1 {(f.argmax(1) == y.argmax(1)).mean():.3f}; qforge {sqnr(f, q):.2f} dB / {(f.argmax(1) == q.argmax(1)).mean():.3f}")
     if a.save and level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL:
         np.save(a.save, y)

@@ -20,16 +20,37 @@ pub struct CompressArgs {
     /// Methods in order: ssvd, wsvd, cp, or a comma list such as ssvd,cp.
     #[arg(long, default_value = "ssvd,cp")]
     method: String,
-    /// Evaluation data: a folder of images, an .npy batch or IDX images (default: the bundled
-    /// photos). Pruned layers are also rebuilt from samples of it.
+    /// The images compression fits and scores on: a folder of images, an .npy batch or IDX
+    /// images (default: the bundled photos). Without --eval, --holdout of them is held out.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// An explicit held-out evaluation set (then all of --data fits).
     #[arg(long)]
     eval: Option<PathBuf>,
-    /// Labels of the evaluation data (IDX): score by accuracy instead of agreement with FP32.
+    /// Share of --data held out for the headline figures, split by image with a fixed seed; 0
+    /// reports on the fitting images themselves (figures labelled in-sample).
+    #[arg(long, default_value_t = 0.25, conflicts_with = "eval")]
+    holdout: f64,
+    /// Labels (IDX) of the images the held-out figures come from (of --eval, or of --data):
+    /// score by accuracy instead of agreement with FP32.
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Use at most this many evaluation samples.
+    /// Use at most this many fitting images of --data (after the held-out split).
+    #[arg(long)]
+    data_count: Option<usize>,
+    /// Use at most this many held-out images.
     #[arg(long)]
     eval_count: Option<usize>,
+    /// Fitting images each layer is scored on at each candidate ratio (they also pick each
+    /// rebuild's ridge); the other fitting images rebuild pruned layers.
+    #[arg(long, default_value_t = 16)]
+    score_count: usize,
+    /// At most this many images rebuild pruned layers.
+    #[arg(long, default_value_t = 64)]
+    rebuild_count: usize,
+    /// Also write the held-out inputs (.npy), e.g. to run the exported model on them.
+    #[arg(long)]
+    eval_inputs: Option<PathBuf>,
     /// Candidate per-layer ratios, comma separated.
     #[arg(
         long,
@@ -83,7 +104,6 @@ pub fn main(a: CompressArgs) -> qforge::Result<()> {
         multiplicity: a.multiplicity,
         samples_per_image: a.samples_per_image,
         reconstruct: !a.no_reconstruct,
-        ..Default::default()
     };
     let job = CompressJob {
         model: a
@@ -91,9 +111,15 @@ pub fn main(a: CompressArgs) -> qforge::Result<()> {
             .unwrap_or_else(|| super::bundled("models/mobilenet_v2.onnx")),
         methods,
         options,
-        eval: a.eval.unwrap_or_else(|| super::bundled("data/photos")),
+        data: a.data.unwrap_or_else(|| super::bundled("data/images")),
+        eval: a.eval,
+        holdout: a.holdout,
+        data_count: a.data_count,
         eval_count: a.eval_count,
         labels: a.labels,
+        score_count: a.score_count,
+        rebuild_count: a.rebuild_count,
+        eval_inputs: a.eval_inputs,
         rescore: a.rescore,
         out: a.out,
     };

@@ -13,12 +13,20 @@ pub struct QuantizeArgs {
     /// The ONNX model (default: the bundled MobileNetV2).
     model: Option<PathBuf>,
     /// Calibration data: a folder of images, an .npy batch or IDX images (default: the bundled
-    /// photos; none with --dfq: ranges from batch-norm statistics).
+    /// photos; none with --dfq: ranges from batch-norm statistics). Without --eval, --holdout
+    /// of it is held out (by image) for the evaluation.
     #[arg(long)]
     calib: Option<PathBuf>,
-    /// Evaluation data (default: the calibration data).
+    /// An explicit evaluation set (default: --holdout of the calibration data).
     #[arg(long)]
     eval: Option<PathBuf>,
+    /// Share of the calibration data held out for the evaluation, split by image with a fixed
+    /// seed; 0 evaluates on the calibration images themselves (figures labelled in-sample).
+    #[arg(long, default_value_t = 0.25, conflicts_with = "eval")]
+    holdout: f64,
+    /// Also write the evaluation inputs (.npy), e.g. to run the QDQ export on the same images.
+    #[arg(long)]
+    eval_inputs: Option<PathBuf>,
     /// An AIMET quantsim config JSON (default: AIMET's per-channel default).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -34,14 +42,14 @@ pub struct QuantizeArgs {
     /// Activation bitwidth.
     #[arg(long, default_value_t = 8)]
     act_bw: u32,
-    /// Labels of the evaluation data (IDX, e.g. Fashion-MNIST's t10k-labels-idx1-ubyte.gz):
-    /// reports FP32 and simulated accuracy.
+    /// Labels (IDX, e.g. Fashion-MNIST's t10k-labels-idx1-ubyte.gz) of the images evaluated:
+    /// of --eval, or of the calibration data it splits. Reports FP32 and simulated accuracy.
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Use at most this many calibration samples.
+    /// Use at most this many calibration samples (after the held-out split).
     #[arg(long)]
     calib_count: Option<usize>,
-    /// Use at most this many evaluation samples (of --eval, or of the calibration data without it).
+    /// Use at most this many evaluation samples (of --eval, or of the held-out share).
     #[arg(long)]
     eval_count: Option<usize>,
     /// Images per GPU batch.
@@ -89,7 +97,7 @@ pub struct QuantizeArgs {
 impl QuantizeArgs {
     /// The job these arguments ask for, with the bundled model and photos as defaults.
     pub fn job(self) -> QuantizeJob {
-        let photos = super::bundled("data/photos");
+        let photos = super::bundled("data/images");
         let data_free = self.dfq && self.calib.is_none();
         let calib = if data_free {
             None
@@ -109,7 +117,9 @@ impl QuantizeArgs {
             calib_count: self.calib_count,
             eval,
             eval_count: self.eval_count,
+            holdout: self.holdout,
             labels: self.labels,
+            eval_inputs: self.eval_inputs,
             config: self.config,
             per_tensor: self.per_tensor,
             scheme: self.scheme,
@@ -184,12 +194,14 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
     for t in &r.techniques {
         println!("technique        {t}");
     }
-    println!("evaluation       {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);
+    println!("evaluation       {}", r.held_out);
+    println!("{:<16} {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", r.label, e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);
     if let Some((f, q)) = e.accuracy {
         println!(
-            "accuracy         FP32 {:.2}%, simulated {:.2}% (labels)",
+            "accuracy         FP32 {:.2}%, simulated {:.2}% (labels, {})",
             100.0 * f,
-            100.0 * q
+            100.0 * q,
+            r.label
         );
     }
     let mut worst: Vec<&(String, f64)> = r.per_layer.iter().collect();
@@ -200,9 +212,10 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
         .map(|(n, v)| format!("{n} {v:.1} dB"))
         .collect();
     println!(
-        "worst layers     {} (SQNR on {} samples)",
+        "worst layers     {} (SQNR on {} {} samples)",
         worst5.join(", "),
-        r.per_layer_samples
+        r.per_layer_samples,
+        r.label
     );
     println!("time             load {load:.1} s, prepare {prepare:.1} s, techniques {ptq:.1} s, calibrate {calib:.1} s, evaluate {eval:.1} s, per-layer {layers:.1} s, export {export:.2} s");
     let names: Vec<String> = r

@@ -325,6 +325,15 @@ pub fn solve_batched(
     systems: &[&NormalEquations],
     ridge: f32,
 ) -> Result<Vec<Array2<f32>>> {
+    solve_each(gpu, systems, ridge)?.into_iter().collect()
+}
+
+/// [`solve_batched`] with a result per system: one that fails leaves the others solved.
+pub fn solve_each(
+    gpu: &Gpu,
+    systems: &[&NormalEquations],
+    ridge: f32,
+) -> Result<Vec<Result<Array2<f32>>>> {
     if systems.is_empty() {
         return Ok(Vec::new());
     }
@@ -361,7 +370,7 @@ pub fn solve_batched(
         bytemuck::pod_collect_to_vec(&bytes[0]),
         bytemuck::pod_collect_to_vec(&bytes[1]),
     );
-    systems
+    Ok(systems
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -375,5 +384,5 @@ pub fn solve_batched(
                 false => Ok(sol),
             }
         })
-        .collect()
+        .collect())
 }

@@ -11,16 +11,18 @@ pub mod cost;
 pub mod linalg;
 pub mod pipeline;
 pub mod prune;
+pub mod rebuild;
 pub mod select;
 pub mod svd;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ndarray::{Array2, ArrayD};
+use ndarray::ArrayD;
 
-use crate::compress::linalg::{svd_batched, NormalEquations, Svd, SvdOptions};
+use crate::compress::linalg::{svd_batched, Svd, SvdOptions};
 use crate::compress::prune::PruneLayer;
+use crate::compress::rebuild::{Equations, Rebuild, RebuildData};
 use crate::compress::select::{LayerScores, ScoreTable};
 use crate::compress::svd::{SvdKind, SvdLayer};
 use crate::error::{Error, Result};
@@ -121,8 +123,6 @@ pub struct CompressOptions {
     /// as needed (up to every position) so the samples number at least twice the features
     /// of the layer's patches: with fewer, the rebuild fits the samples, not the layer.
     pub samples_per_image: usize,
-    /// Ridge of the least-squares rebuild, relative to the mean diagonal of the Gram matrix.
-    pub ridge: f32,
     /// Rebuild pruned weights by least squares (otherwise only slice them).
     pub reconstruct: bool,
     /// How pruning ranks the input channels it keeps.
@@ -138,7 +138,6 @@ impl Default for CompressOptions {
             ignore: Vec::new(),
             multiplicity: 1,
             samples_per_image: 10,
-            ridge: 1e-4,
             reconstruct: true,
             selection: prune::Selection::Magnitude,
         }
@@ -164,15 +163,12 @@ impl CompressOptions {
                 "need at least one, each in (0, 1)",
             ));
         }
-        if self.samples_per_image == 0 || !(self.ridge >= 0.0 && self.ridge.is_finite()) {
+        if self.samples_per_image == 0 {
             return Err(Error::invalid(
                 "compress",
-                "reconstruction",
-                format!(
-                    "{} samples per image, ridge {}",
-                    self.samples_per_image, self.ridge
-                ),
-                "need >= 1 sample and a finite ridge >= 0",
+                "--samples-per-image",
+                0,
+                "need at least 1 sample per image",
             ));
         }
         Ok(())
@@ -187,6 +183,8 @@ pub struct Scorer {
     images: ArrayD<f32>,
     labels: Option<Vec<usize>>,
     reference: Vec<usize>,
+    /// The original model's outputs on the images.
+    reference_outputs: ArrayD<f32>,
 }
 
 impl Scorer {
@@ -222,12 +220,14 @@ impl Scorer {
             images,
             labels,
             reference: Vec::new(),
+            reference_outputs: ArrayD::zeros(vec![0]),
         };
         let y = s.outputs(original)?;
         s.reference = crate::eval::top_k(&y, 1)
             .into_iter()
             .map(|t| t[0])
             .collect();
+        s.reference_outputs = y;
         Ok(s)
     }
 
@@ -240,13 +240,18 @@ impl Scorer {
 
     /// The score of `g` in [0, 1]; NaN when its outputs are not finite.
     pub fn score(&self, g: &Graph) -> Result<f64> {
+        Ok(self.evaluate(g)?.0)
+    }
+
+    /// The score of `g` and the SQNR (dB) of its outputs against the original's.
+    pub fn evaluate(&self, g: &Graph) -> Result<(f64, f64)> {
         let y = self.outputs(g)?;
         if y.iter().any(|v| !v.is_finite()) {
-            return Ok(f64::NAN);
+            return Ok((f64::NAN, f64::NAN));
         }
-        Ok(crate::eval::accuracy(
-            &y,
-            self.labels.as_ref().unwrap_or(&self.reference),
+        Ok((
+            crate::eval::accuracy(&y, self.labels.as_ref().unwrap_or(&self.reference)),
+            crate::eval::sqnr_db(&self.reference_outputs, &y),
         ))
     }
 
@@ -269,7 +274,7 @@ impl Scorer {
 /// Per-layer data a method needs to compress a layer at any ratio.
 enum LayerData {
     Svd(Vec<(SvdLayer, Svd)>),
-    Prune(Vec<(PruneLayer, Array2<f32>, Array2<f32>)>),
+    Prune(Vec<(PruneLayer, Equations)>),
 }
 
 /// A model being compressed with one method.
@@ -293,32 +298,17 @@ pub fn bn_folded(g: &Graph) -> Result<Graph> {
         .clone())
 }
 
-/// Runs `g` (resolved for any batch) on `images` and returns the named values, batch by batch
-/// of at most `piece` images, concatenated.
-fn tapped(
-    gpu: &Arc<Gpu>,
-    g: &Graph,
-    input: &str,
-    images: &ArrayD<f32>,
-    names: &[String],
-    piece: usize,
-) -> Result<Vec<ArrayD<f32>>> {
-    Runner::new(gpu.clone(), g.clone())
-        .taps(names)
-        .batch(piece)
-        .run_names(&[(input, images.view())], names)
-}
-
 impl Compressor {
     /// Prepares `method` on `model` (BN is folded first): SVDs of every candidate layer in
-    /// one GPU batch, or, for pruning, sampled patches of every candidate layer's input from
-    /// one tapped forward over the scorer's images, accumulated into normal equations.
+    /// one GPU batch, or, for pruning, sampled patches of every candidate layer's input and
+    /// output from one tapped forward over the rebuild's fit images and one over its check
+    /// images, accumulated into normal equations (`data` is needed by pruning only).
     pub fn new(
         gpu: Arc<Gpu>,
         model: &Graph,
         method: Method,
         opts: CompressOptions,
-        scorer: &Scorer,
+        data: Option<RebuildData>,
     ) -> Result<Compressor> {
         opts.validate()?;
         let graph = bn_folded(model)?;
@@ -358,12 +348,23 @@ impl Compressor {
                 let (layers, skipped) = prune::layers(&graph);
                 let layers: Vec<PruneLayer> =
                     layers.into_iter().filter(|l| !ignored(&l.node)).collect();
-                let mut out = Vec::new();
-                for l in layers {
-                    let (g, b) = normal_equations(&gpu, &graph, &l.node, scorer, &opts)?;
-                    out.push((l, g, b));
-                }
-                (LayerData::Prune(out), skipped)
+                let names: Vec<String> = layers.iter().map(|l| l.node.clone()).collect();
+                let eqs = match data {
+                    _ if names.is_empty() => Vec::new(),
+                    Some(d) => rebuild::equations(&gpu, &graph, &names, d, &opts)?,
+                    None => {
+                        return Err(Error::invalid(
+                            "compress",
+                            "data",
+                            "none",
+                            "channel pruning samples its layers on images: give rebuild and check images",
+                        ))
+                    }
+                };
+                (
+                    LayerData::Prune(layers.into_iter().zip(eqs).collect()),
+                    skipped,
+                )
             }
         };
         skipped.retain(|(n, _)| !ignored(n));
@@ -382,7 +383,7 @@ impl Compressor {
         };
         let largest = match &c.prepared {
             LayerData::Svd(v) => v.iter().map(|(l, _)| l.full_rank()).max(),
-            LayerData::Prune(v) => v.iter().map(|(l, _, _)| l.channels).max(),
+            LayerData::Prune(v) => v.iter().map(|(l, _)| l.channels).max(),
         };
         if let Some(largest) = largest.filter(|&l| c.opts.multiplicity > l) {
             return Err(Error::invalid(
@@ -434,8 +435,8 @@ impl Compressor {
                 self.opts.selection,
                 if self.opts.reconstruct {
                     format!(
-                        "rebuilt/{}-per-image/ridge-{}/2x-features",
-                        self.opts.samples_per_image, self.opts.ridge
+                        "rebuilt/{}-per-image/2x-features/ridge-by-check-images",
+                        self.opts.samples_per_image
                     )
                 } else {
                     "sliced".into()
@@ -450,7 +451,7 @@ impl Compressor {
     pub fn layer_names(&self) -> Vec<String> {
         match &self.prepared {
             LayerData::Svd(v) => v.iter().map(|(l, _)| l.node.clone()).collect(),
-            LayerData::Prune(v) => v.iter().map(|(l, _, _)| l.node.clone()).collect(),
+            LayerData::Prune(v) => v.iter().map(|(l, _)| l.node.clone()).collect(),
         }
     }
 
@@ -458,6 +459,7 @@ impl Compressor {
     /// nothing, e.g. a rank at or above the full rank).
     fn compress_layer(&self, g: &Graph, i: usize, ratio: f64) -> Result<Option<Graph>> {
         let mut g = g.clone();
+        let mut rebuilds = Vec::new();
         match &self.prepared {
             LayerData::Svd(v) => {
                 let (l, d) = &v[i];
@@ -469,26 +471,33 @@ impl Compressor {
                 svd::split(&mut g, l, d, r)?;
             }
             LayerData::Prune(v) => {
-                let (l, gram, rhs) = &v[i];
+                let (l, eq) = &v[i];
                 let Some(k) = prune::keep_for_ratio(l, ratio, self.opts.multiplicity) else {
                     return Ok(None);
                 };
-                let keep = prune::select(&prune::scores(&g, l, self.opts.selection, gram), k);
-                prune::prune(&mut g, l, &keep)?;
-                if self.opts.reconstruct {
-                    prune::reconstruct(
-                        &mut g,
-                        &l.node,
-                        &keep,
-                        gram,
-                        rhs,
-                        &self.gpu,
-                        self.opts.ridge,
-                    )?;
-                }
+                self.prune_layer(&mut g, l, k, eq, &mut rebuilds)?;
             }
         }
         Ok(Some(g))
+    }
+
+    /// Prunes `l` in `g` to `k` input channels, rebuilding its weights when asked.
+    fn prune_layer(
+        &self,
+        g: &mut Graph,
+        l: &PruneLayer,
+        k: usize,
+        eq: &Equations,
+        rebuilds: &mut Vec<Rebuild>,
+    ) -> Result<()> {
+        let keep = prune::select(&prune::scores(g, l, self.opts.selection, &eq.fit.gram), k);
+        prune::prune(g, l, &keep)?;
+        if self.opts.reconstruct {
+            rebuilds.push(rebuild::rebuild(
+                g, &l.node, &keep, l.channels, eq, &self.gpu,
+            )?);
+        }
+        Ok(())
     }
 
     /// Scores every layer alone at every candidate ratio (`progress` is called after each
@@ -532,10 +541,16 @@ impl Compressor {
     }
 
     /// Applies per-layer ratios (layer name -> ratio) in graph order. Pruned layers are
-    /// rebuilt on inputs from the model pruned so far (outputs from the original).
-    pub fn apply(&self, ratios: &HashMap<String, f64>, scorer: &Scorer) -> Result<Graph> {
+    /// rebuilt on inputs from the model pruned so far (outputs from the original); returns
+    /// the model and what each rebuild chose.
+    pub fn apply(
+        &self,
+        ratios: &HashMap<String, f64>,
+        data: RebuildData,
+    ) -> Result<(Graph, Vec<Rebuild>)> {
         let names = self.layer_names();
         let mut g = self.graph.clone();
+        let mut rebuilds = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let Some(&ratio) = ratios.get(name) else {
                 continue;
@@ -567,118 +582,22 @@ impl Compressor {
                     };
                     let needs_samples =
                         self.opts.reconstruct || self.opts.selection == prune::Selection::Energy;
-                    let (gram, rhs) = if needs_samples {
-                        normal_equations_between(
+                    let eq = if needs_samples {
+                        rebuild::equations_between(
                             &self.gpu,
                             &self.graph,
                             &g,
                             &l.node,
-                            scorer,
+                            data,
                             &self.opts,
                         )?
                     } else {
-                        (Array2::zeros((0, 0)), Array2::zeros((0, 0)))
+                        v[i].1.clone()
                     };
-                    let keep = prune::select(&prune::scores(&g, &l, self.opts.selection, &gram), k);
-                    prune::prune(&mut g, &l, &keep)?;
-                    if self.opts.reconstruct {
-                        prune::reconstruct(
-                            &mut g,
-                            &l.node,
-                            &keep,
-                            &gram,
-                            &rhs,
-                            &self.gpu,
-                            self.opts.ridge,
-                        )?;
-                    }
+                    self.prune_layer(&mut g, &l, k, &eq, &mut rebuilds)?;
                 }
             }
         }
-        Ok(g)
+        Ok((g, rebuilds))
     }
-}
-
-/// Normal equations of `node` in `g` from its own input and output.
-fn normal_equations(
-    gpu: &Arc<Gpu>,
-    g: &Graph,
-    node: &str,
-    scorer: &Scorer,
-    opts: &CompressOptions,
-) -> Result<(Array2<f32>, Array2<f32>)> {
-    normal_equations_between(gpu, g, g, node, scorer, opts)
-}
-
-/// Normal equations of `node` with inputs from `current` (the model compressed so far) and
-/// targets from `original`'s output of that node.
-fn normal_equations_between(
-    gpu: &Arc<Gpu>,
-    original: &Graph,
-    current: &Graph,
-    node: &str,
-    scorer: &Scorer,
-    opts: &CompressOptions,
-) -> Result<(Array2<f32>, Array2<f32>)> {
-    let find = |g: &Graph| {
-        g.nodes
-            .iter()
-            .find(|n| n.name == node)
-            .cloned()
-            .ok_or_else(|| Error::Graph {
-                model: g.name.clone(),
-                message: format!("no node named '{node}'"),
-            })
-    };
-    let (no, nc) = (find(original)?, find(current)?);
-    let images = scorer.images();
-    let piece = 16;
-    let (out, inp) = (no.outputs[0].clone(), nc.inputs[0].clone());
-    let (x, y) = if std::ptr::eq(original, current) {
-        // One forward gives both: the layer's input is computed on the way to its output.
-        let mut v = tapped(
-            gpu,
-            &original.truncated(std::slice::from_ref(&out)),
-            scorer.input(),
-            images,
-            &[inp, out],
-            piece,
-        )?;
-        let y = v.pop().expect("two taps");
-        (v.pop().expect("two taps"), y)
-    } else {
-        let y = tapped(
-            gpu,
-            &original.truncated(std::slice::from_ref(&out)),
-            scorer.input(),
-            images,
-            &[out],
-            piece,
-        )?
-        .remove(0);
-        (
-            tapped(
-                gpu,
-                &current.truncated(std::slice::from_ref(&inp)),
-                scorer.input(),
-                images,
-                &[inp],
-                piece,
-            )?
-            .remove(0),
-            y,
-        )
-    };
-    let features = current
-        .weight(&nc.inputs[1])
-        .map_or(0, |w| w.len() / w.shape()[0]);
-    let positions = y.shape()[2] * y.shape()[3];
-    let per_image = opts
-        .samples_per_image
-        .max((2 * features).div_ceil(images.shape()[0]))
-        .min(positions.max(opts.samples_per_image));
-    let s = prune::sample(current, node, &x, &y, per_image, 0x5eed)?;
-    let mut ne = NormalEquations::new(gpu, s.patches.ncols(), s.targets.ncols())?;
-    ne.add(gpu, s.patches.view(), s.targets.view())?;
-    ne.read(gpu)
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::compress::rebuild::{Rebuild, RebuildData};
 use crate::compress::select::{greedy, ratio_map, ScoreTable, Selection};
 use crate::compress::{model_cost, CompressOptions, Compressor, Cost, Method, Scorer};
 use crate::error::{Error, Result};
@@ -20,6 +21,8 @@ pub struct Stage {
     pub selection: Option<Selection>,
     /// Layers the method could not handle, with why.
     pub skipped: Vec<(String, String)>,
+    /// What the rebuild of each pruned layer chose (channel pruning with rebuilds).
+    pub rebuilds: Vec<Rebuild>,
     /// Whether the score table was read from a file instead of evaluated.
     pub reused_scores: bool,
     pub seconds: f64,
@@ -32,20 +35,25 @@ pub struct Outcome {
     pub stages: Vec<Stage>,
     pub cost_before: Cost,
     pub cost_after: Cost,
+    /// Scores on the scoring images (those the greedy selection saw).
     pub score_before: f64,
     pub score_after: f64,
 }
 
 /// Compresses `model` with `methods` in order to `opts.target` of its cost. Each method but
 /// the last aims at an equal share (in log scale) of what is left; a share out of its reach is
-/// left to the next method. Score tables are read from `tables_dir/<method>.scores.json` when
+/// left to the next method. Layers are scored on `scorer`'s images; pruned layers are rebuilt
+/// on `rebuild_images` and their ridge is checked on the scorer's images, so no score rests on
+/// images a rebuild fitted. Score tables are read from `tables_dir/<method>.scores.json` when
 /// one made for the same model state exists, and written there otherwise.
+#[allow(clippy::too_many_arguments)]
 pub fn compress(
     gpu: Arc<Gpu>,
     model: &Graph,
     methods: &[Method],
     opts: &CompressOptions,
     scorer: &Scorer,
+    rebuild_images: &ndarray::ArrayD<f32>,
     tables_dir: Option<&Path>,
     mut progress: impl FnMut(Method, usize, usize),
 ) -> Result<Outcome> {
@@ -58,6 +66,11 @@ pub fn compress(
             "give at least one of ssvd, wsvd, cp",
         ));
     }
+    let data = RebuildData {
+        input: scorer.input(),
+        fit: rebuild_images,
+        check: scorer.images(),
+    };
     let mut current = crate::compress::bn_folded(model)?;
     let cost_before = model_cost(&current);
     let score_before = scorer.score(&current)?;
@@ -80,7 +93,7 @@ pub fn compress(
                 target: stage_target,
                 ..opts.clone()
             },
-            scorer,
+            Some(data),
         )?;
         let file = tables_dir.map(|d| d.join(format!("{}.scores.json", method.name())));
         let names = c.layer_names();
@@ -119,14 +132,16 @@ pub fn compress(
             }
             Err(e) => return Err(e),
         };
+        let mut rebuilds = Vec::new();
         if let Some(s) = &selection {
-            current = c.apply(&ratio_map(s), scorer)?;
+            (current, rebuilds) = c.apply(&ratio_map(s), data)?;
         }
         stages.push(Stage {
             method,
             table,
             selection,
             skipped: c.skipped.clone(),
+            rebuilds,
             reused_scores: reused,
             seconds: t.elapsed().as_secs_f64(),
         });

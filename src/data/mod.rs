@@ -5,6 +5,7 @@ pub mod idx;
 pub mod images;
 pub mod npy;
 pub mod rng;
+pub mod split;
 
 use std::path::Path;
 
@@ -15,12 +16,31 @@ use crate::error::{Error, Result};
 /// Samples from a folder of images (ImageNet preprocessing), IDX images (Fashion-MNIST
 /// normalisation) or an .npy batch; at most `limit` of them. Refuses NaN and Inf values.
 pub fn load(path: &Path, limit: Option<usize>) -> Result<ArrayD<f32>> {
-    let x = if path.is_dir() {
-        images::load_dir(path, &images::Preprocess::imagenet())?.1
+    Ok(load_named(path, limit)?.1)
+}
+
+/// [`load`] with a name per sample: the image's file name for a folder, `#i` (its row) for
+/// an .npy or IDX file.
+pub fn load_named(path: &Path, limit: Option<usize>) -> Result<(Vec<String>, ArrayD<f32>)> {
+    let (names, x) = if path.is_dir() {
+        let (files, x) = images::load_dir(path, &images::Preprocess::imagenet())?;
+        let names = files
+            .iter()
+            .map(|f| {
+                f.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        (Some(names), x)
     } else if idx::is_idx(path) {
-        idx::read_images(path, limit, idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD)?
+        (
+            None,
+            idx::read_images(path, limit, idx::FASHION_MNIST_MEAN, idx::FASHION_MNIST_STD)?,
+        )
     } else {
-        npy::read(path)?
+        (None, npy::read(path)?)
     };
     let x = match limit {
         Some(n) if n < x.len_of(Axis(0)) => x.slice_axis(Axis(0), (0..n).into()).to_owned(),
@@ -40,7 +60,12 @@ pub fn load(path: &Path, limit: Option<usize>) -> Result<ArrayD<f32>> {
             tensor: path.display().to_string(),
         });
     }
-    Ok(x)
+    let n = x.len_of(Axis(0));
+    let names = names.map_or_else(
+        || (0..n).map(|i| format!("#{i}")).collect(),
+        |v: Vec<String>| v[..n].to_vec(),
+    );
+    Ok((names, x))
 }
 
 /// The first `n` samples of `x` (all of them when it holds fewer).

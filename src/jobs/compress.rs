@@ -1,18 +1,23 @@
 //! `compress`: spatial/weight SVD and channel pruning with per-layer ratios chosen greedily to
 //! a target; writes the compressed model and the report at once (score tables are kept as a
 //! cache in `<out>/<model>.scores/`, each written whole).
+//!
+//! The data is split by image three ways: held-out images (`--holdout` of it, or `--eval`)
+//! that only the headline figures use; scoring images the greedy selection scores layers on,
+//! which also check each rebuild's ridge; and rebuild images the least-squares rebuilds fit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ndarray::Axis;
-
 use crate::compress::pipeline::{compress as compress_model, Outcome};
+use crate::compress::rebuild::Rebuild;
 use crate::compress::{CompressOptions, CostMetric, Method, Scorer};
 use crate::data;
+use crate::data::split::{take, SEED};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::jobs::output::Outputs;
+use crate::jobs::sets::{Sets, SetsRequest};
 use crate::jobs::{at_least_one, Progress};
 
 /// Everything `compress` needs.
@@ -23,11 +28,24 @@ pub struct CompressJob {
     pub methods: Vec<Method>,
     /// Target, ratios, candidates, layers to leave alone, rebuild settings.
     pub options: CompressOptions,
-    /// Evaluation data (also the samples pruned layers are rebuilt from).
-    pub eval: PathBuf,
+    /// The images compression fits and scores on; `holdout` of them is held out unless
+    /// `eval` is given.
+    pub data: PathBuf,
+    /// An explicit held-out evaluation set.
+    pub eval: Option<PathBuf>,
+    pub holdout: f64,
+    /// At most this many fitting (scoring + rebuild) images, and held-out images.
+    pub data_count: Option<usize>,
     pub eval_count: Option<usize>,
-    /// Labels of the evaluation data (IDX): score by accuracy.
+    /// Labels (IDX) of the images the held-out figures come from (of `eval`, or of `data`):
+    /// score by accuracy.
     pub labels: Option<PathBuf>,
+    /// Fitting images each layer is scored on; the rest (at most `rebuild_count`) rebuild
+    /// pruned layers.
+    pub score_count: usize,
+    pub rebuild_count: usize,
+    /// Also write the held-out inputs here (.npy).
+    pub eval_inputs: Option<PathBuf>,
     /// Score every layer again even if a matching table is saved.
     pub rescore: bool,
     pub out: PathBuf,
@@ -47,9 +65,16 @@ pub struct CompressOutcome {
 pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<CompressOutcome> {
     job.options.validate()?;
     at_least_one("compress", "--multiplicity", job.options.multiplicity)?;
-    if let Some(n) = job.eval_count {
-        at_least_one("compress", "--eval-count", n)?;
+    for (flag, n) in [
+        ("--eval-count", job.eval_count),
+        ("--data-count", job.data_count),
+    ] {
+        if let Some(n) = n {
+            at_least_one("compress", flag, n)?;
+        }
     }
+    at_least_one("compress", "--score-count", job.score_count)?;
+    at_least_one("compress", "--rebuild-count", job.rebuild_count)?;
     if job.methods.is_empty() {
         return Err(Error::invalid(
             "compress",
@@ -61,7 +86,8 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
     let t0 = std::time::Instant::now();
     let inputs: Vec<&Path> = [
         Some(job.model.as_path()),
-        Some(job.eval.as_path()),
+        Some(job.data.as_path()),
+        job.eval.as_deref(),
         job.labels.as_deref(),
     ]
     .into_iter()
@@ -75,9 +101,16 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         .to_string();
     Outputs::check(
         &job.out,
-        &[format!("{stem}_compressed.onnx"), "report.html".into()],
+        &[
+            format!("{stem}_compressed.onnx"),
+            "report.html".into(),
+            "split.json".into(),
+        ],
         &inputs,
     )?;
+    if let Some(p) = &job.eval_inputs {
+        crate::files::check_output(p, &inputs)?;
+    }
     let g = crate::graph::load(&job.model)?;
     g.check_finite_weights()?;
     let unknown: Vec<&String> = job
@@ -94,14 +127,30 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
             "no node of the model has this name (see `qforge inspect`)",
         ));
     }
-    let x = data::load(&job.eval, job.eval_count)?;
-    let labels = job
-        .labels
-        .as_ref()
-        .map(|l| data::idx::read_labels(l, Some(x.len_of(Axis(0)))))
-        .transpose()?;
+    let sets = Sets::load(&SetsRequest {
+        what: "the compression data",
+        data: &job.data,
+        eval: job.eval.as_deref(),
+        labels: job.labels.as_deref(),
+        holdout: job.holdout,
+        fit_count: job.data_count,
+        eval_count: job.eval_count,
+    })?;
+    let (score_idx, rebuild_idx) = fitting_parts(job, sets.fit_len())?;
     let gpu = Arc::new(Gpu::new()?);
-    let scorer = Scorer::new(gpu.clone(), &g, x, labels)?;
+    let part_labels = |idx: &[usize]| {
+        sets.fit_labels
+            .as_ref()
+            .map(|l| idx.iter().map(|&i| l[i]).collect::<Vec<_>>())
+    };
+    let scorer = Scorer::new(
+        gpu.clone(),
+        &g,
+        take(&sets.fit, &score_idx),
+        part_labels(&score_idx),
+    )?;
+    let rebuild_images = take(&sets.fit, &rebuild_idx);
+    let held = Scorer::new(gpu.clone(), &g, sets.eval.clone(), sets.eval_labels.clone())?;
     let mut out = Outputs::new(&job.out, &inputs)?;
     let tables = job.out.join(format!("{stem}.scores"));
     if job.rescore {
@@ -115,10 +164,51 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         &job.methods,
         &job.options,
         &scorer,
+        &rebuild_images,
         Some(&tables),
-        |m, done, total| progress.step(&format!("scoring {} layers", m.name()), done, total),
+        |m: Method, done, total| {
+            progress.step(&format!("scoring {} layers", m.name()), done, total)
+        },
     )?;
-    let summary = summary_lines(job, &scorer, &outcome, t0.elapsed().as_secs_f64());
+    progress.phase(&format!(
+        "evaluating on {} {} images",
+        sets.eval_len(),
+        sets.label()
+    ));
+    let original = crate::compress::bn_folded(&g)?;
+    let held_out = HeldOutScores {
+        before: held.evaluate(&original)?.0,
+        after: held.evaluate(&outcome.graph)?,
+    };
+    for st in &outcome.stages {
+        let few: Vec<&Rebuild> = st.rebuilds.iter().filter(|r| r.few_images()).collect();
+        for r in &few {
+            log::warn!(
+                "{}: rebuilt from {} images for {} unknowns per output (AIMET's 10 positions per image want {}); on the {} check images the relative output error is {:.4} rebuilt vs {:.4} sliced: {}",
+                r.node,
+                r.fit_images,
+                r.features,
+                r.images_wanted(),
+                r.check_images,
+                r.rebuilt_error,
+                r.sliced_error,
+                if r.ridge.is_some() { "rebuild kept" } else { "sliced weights kept" }
+            );
+        }
+    }
+    let counts = Counts {
+        score: score_idx.len(),
+        rebuild: rebuild_idx.len(),
+    };
+    let summary = summary_lines(
+        job,
+        &sets,
+        counts,
+        &scorer,
+        &outcome,
+        held_out,
+        t0.elapsed().as_secs_f64(),
+    );
     crate::graph::export::save(
         &outcome.graph,
         &out.path(&format!("{stem}_compressed.onnx"))?,
@@ -128,7 +218,12 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         "report.html",
         crate::report::compress::compress_report_html(&stem, &summary, &outcome).as_bytes(),
     )?;
-    let written = out.commit()?;
+    out.write("split.json", sets.to_json().as_bytes())?;
+    let mut written = out.commit()?;
+    if let Some(p) = &job.eval_inputs {
+        data::npy::write(p, &sets.eval)?;
+        written.push(p.clone());
+    }
     Ok(CompressOutcome {
         adapter: gpu.describe(),
         outcome,
@@ -138,10 +233,48 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
     })
 }
 
+/// Held-out figures: the original's score, and the compressed model's score and logits SQNR.
+#[derive(Clone, Copy)]
+struct HeldOutScores {
+    before: f64,
+    after: (f64, f64),
+}
+
+/// How many fitting images score layers and how many rebuild them.
+#[derive(Clone, Copy)]
+struct Counts {
+    score: usize,
+    rebuild: usize,
+}
+
+/// Splits the fitting images (by a seeded permutation) into the scoring images and the rebuild
+/// images; channel pruning needs at least one of each.
+fn fitting_parts(job: &CompressJob, n: usize) -> Result<(Vec<usize>, Vec<usize>)> {
+    let prunes = job.methods.contains(&Method::ChannelPruning);
+    if prunes && n < 2 {
+        return Err(Error::invalid(
+            "compress",
+            "data",
+            format!("{n} fitting image(s)"),
+            "channel pruning needs at least 2 fitting images besides the held-out ones: some to rebuild layers on, others to score and check them",
+        ));
+    }
+    let perm = data::rng::Rng::new(SEED + 1).permutation(n);
+    let s = job.score_count.min(if prunes { n - 1 } else { n });
+    let mut score = perm[..s].to_vec();
+    let mut rebuild: Vec<usize> = perm[s..].iter().copied().take(job.rebuild_count).collect();
+    score.sort_unstable();
+    rebuild.sort_unstable();
+    Ok((score, rebuild))
+}
+
 fn summary_lines(
     job: &CompressJob,
+    sets: &Sets,
+    counts: Counts,
     scorer: &Scorer,
     outcome: &Outcome,
+    held: HeldOutScores,
     seconds: f64,
 ) -> Vec<(String, String)> {
     let what = if scorer.labelled() {
@@ -152,6 +285,7 @@ fn summary_lines(
     let ratio = |after: u64, before: u64| after as f64 / before.max(1) as f64;
     let (c0, c1) = (outcome.cost_before, outcome.cost_after);
     let o = &job.options;
+    let label = sets.label();
     let mut summary = vec![
         ("model".to_string(), job.model.display().to_string()),
         (
@@ -184,8 +318,28 @@ fn summary_lines(
                 ratio(c1.params, c0.params)
             ),
         ),
+        ("evaluation".to_string(), sets.describe()),
         (
-            format!("{what} on {} samples", scorer.images().len_of(Axis(0))),
+            format!("{what} ({label}, {} images)", sets.eval_len()),
+            format!(
+                "{:.2}% -> {:.2}%",
+                100.0 * held.before,
+                100.0 * held.after.0
+            ),
+        ),
+        (
+            format!("logits SQNR vs FP32 ({label})"),
+            format!("{:.2} dB", held.after.1),
+        ),
+        (
+            "fitting images".to_string(),
+            format!(
+                "{} score layers for the greedy selection and check rebuilds; {} rebuild pruned layers",
+                counts.score, counts.rebuild
+            ),
+        ),
+        (
+            format!("{what} on the {} scoring images (in-sample to the selection)", counts.score),
             format!(
                 "{:.2}% -> {:.2}%",
                 100.0 * outcome.score_before,
@@ -193,6 +347,19 @@ fn summary_lines(
             ),
         ),
     ];
+    let rebuilds: Vec<&Rebuild> = outcome.stages.iter().flat_map(|s| &s.rebuilds).collect();
+    if !rebuilds.is_empty() {
+        let kept = rebuilds.iter().filter(|r| r.ridge.is_some()).count();
+        let few = rebuilds.iter().filter(|r| r.few_images()).count();
+        summary.push((
+            "rebuilds".to_string(),
+            format!(
+                "{kept} of {} pruned layers rebuilt, {} kept their sliced weights (no rebuild beat them on the check images); {few} rest on fewer images than AIMET's rule wants (see the rebuild table)",
+                rebuilds.len(),
+                rebuilds.len() - kept
+            ),
+        ));
+    }
     for st in &outcome.stages {
         let chosen =
             st.selection

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod output;
 pub mod quantize;
 pub mod run;
+pub mod sets;
 
 use crate::error::{Error, Result};
 

@@ -11,6 +11,7 @@ use crate::data;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::jobs::output::Outputs;
+use crate::jobs::sets::{Sets, SetsRequest};
 use crate::jobs::{at_least_one, Progress};
 use crate::quant::analyzers::Scheme;
 use crate::quant::export::EncodingsVersion;
@@ -49,11 +50,16 @@ pub struct QuantizeJob {
     /// Calibration data (`None`: data-free, which needs `techniques.dfq`).
     pub calib: Option<PathBuf>,
     pub calib_count: Option<usize>,
-    /// Evaluation data (`None`: the calibration data).
+    /// An explicit evaluation set (`None`: `holdout` of the calibration data, split by image).
     pub eval: Option<PathBuf>,
     pub eval_count: Option<usize>,
-    /// Labels of the evaluation data (IDX).
+    /// Share of the calibration data held out for evaluation when there is no `eval` (0: the
+    /// evaluation is in-sample, and says so).
+    pub holdout: f64,
+    /// Labels (IDX) of the images evaluated: of `eval`, or of the calibration data it splits.
     pub labels: Option<PathBuf>,
+    /// Also write the evaluation inputs here (.npy), e.g. to run the QDQ export on them.
+    pub eval_inputs: Option<PathBuf>,
     /// An AIMET quantsim config (`None`: AIMET's per-channel default).
     pub config: Option<PathBuf>,
     pub per_tensor: bool,
@@ -83,6 +89,9 @@ pub struct QuantizeOutcome {
     /// One line per technique applied.
     pub techniques: Vec<String>,
     pub evaluation: Evaluation,
+    /// "held-out" or "in-sample", and a line saying which images the evaluation rests on.
+    pub label: &'static str,
+    pub held_out: String,
     /// Per-layer SQNR (activation, dB) in placement order, and the samples it used.
     pub per_layer: Vec<(String, f64)>,
     pub per_layer_samples: usize,
@@ -152,7 +161,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
     .into_iter()
     .flatten()
     .collect();
-    if let Some(p) = &job.sim_outputs {
+    for p in job.sim_outputs.iter().chain(&job.eval_inputs) {
         crate::files::check_output(p, &inputs)?;
     }
     let stem = job
@@ -166,6 +175,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         format!("{stem}.encodings"),
         format!("{stem}_qdq.onnx"),
         "report.html".to_string(),
+        "split.json".to_string(),
     ];
     Outputs::check(&job.out, &names, &inputs)?;
     let cfg = match &job.config {
@@ -184,29 +194,32 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
     if !outside.is_empty() {
         log::warn!("the config's supported_kernels do not list W{}A{} integer grids for: {}; the target may not run this model as simulated", job.param_bw, job.act_bw, outside.join(", "));
     }
-    let x = job
-        .calib
-        .as_ref()
-        .map(|p| data::load(p, job.calib_count))
-        .transpose()?;
-    let ev = match (&job.eval, &x) {
-        (Some(p), _) => data::load(p, job.eval_count)?,
-        // Without --eval the calibration samples are evaluated, at most --eval-count of them.
-        (None, Some(x)) => data::first(x, job.eval_count.unwrap_or(usize::MAX)),
-        (None, None) => {
-            return Err(Error::invalid(
-                "quantize",
-                "--eval",
-                "none",
-                "data-free quantization needs evaluation data",
-            ))
+    let sets = match &job.calib {
+        Some(c) => Sets::load(&SetsRequest {
+            what: "the calibration data",
+            data: c,
+            eval: job.eval.as_deref(),
+            labels: job.labels.as_deref(),
+            holdout: job.holdout,
+            fit_count: job.calib_count,
+            eval_count: job.eval_count,
+        })?,
+        None => {
+            let p = job.eval.as_deref().ok_or_else(|| {
+                Error::invalid(
+                    "quantize",
+                    "--eval",
+                    "none",
+                    "data-free quantization needs evaluation data",
+                )
+            })?;
+            Sets::data_free(p, job.eval_count, job.labels.as_deref())?
         }
     };
-    let labels = job
-        .labels
-        .as_ref()
-        .map(|l| data::idx::read_labels(l, Some(ev.len_of(Axis(0)))))
-        .transpose()?;
+    // Data-free: nothing is calibrated on data.
+    let x = job.calib.as_ref().map(|_| sets.fit.clone());
+    let ev = sets.eval.clone();
+    let labels = sets.eval_labels.clone();
     let t_load = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
@@ -326,14 +339,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         Some(_) => Some(sim.simulate(&ev, job.batch)?.remove(0)),
         None => None,
     };
-    let summary = summary_lines(
-        job,
-        &sim,
-        &techniques,
-        &e,
-        x.as_ref().map_or(0, |x| x.len_of(Axis(0))),
-        gpu.describe(),
-    );
+    let summary = summary_lines(job, &sim, &techniques, &e, &sets, gpu.describe());
     let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut weight_ranges: Vec<crate::quant::params::WeightRanges> = Vec::new();
@@ -357,9 +363,14 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         "report.html",
         crate::report::quant_report_html(&report).as_bytes(),
     )?;
+    out.write("split.json", sets.to_json().as_bytes())?;
     let mut written = out.commit()?;
     if let (Some(p), Some(y)) = (&job.sim_outputs, sim_outputs) {
         data::npy::write(p, &y)?;
+        written.push(p.clone());
+    }
+    if let Some(p) = &job.eval_inputs {
+        data::npy::write(p, &ev)?;
         written.push(p.clone());
     }
     let t_export = t.elapsed().as_secs_f64();
@@ -371,6 +382,8 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         calib_samples: x.as_ref().map_or(0, |x| x.len_of(Axis(0))),
         techniques,
         evaluation: e,
+        label: sets.label(),
+        held_out: sets.describe(),
         per_layer,
         per_layer_samples: probe.len_of(Axis(0)),
         seconds: [
@@ -386,9 +399,15 @@ fn summary_lines(
     sim: &QuantSim,
     techniques: &[String],
     e: &Evaluation,
-    calib_samples: usize,
+    sets: &Sets,
     adapter: String,
 ) -> Vec<(String, String)> {
+    let calib_samples = if job.calib.is_some() {
+        sets.fit_len()
+    } else {
+        0
+    };
+    let label = sets.label();
     let p = sim.placement();
     let (w, a) = (job.param_bw, job.act_bw);
     let arithmetic = if job.arithmetic == Arithmetic::Integer {
@@ -423,19 +442,23 @@ fn summary_lines(
                 techniques.join("; ")
             },
         ),
+        ("evaluation".to_string(), sets.describe()),
         (
-            "top-1 agreement (FP32 vs simulated)".to_string(),
+            format!("top-1 agreement (FP32 vs simulated, {label})"),
             format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples),
         ),
         (
-            "top-5 agreement".to_string(),
+            format!("top-5 agreement ({label})"),
             format!("{:.1}%", 100.0 * e.top5_agreement),
         ),
-        ("output SQNR".to_string(), format!("{:.2} dB", e.sqnr_db)),
+        (
+            format!("output SQNR ({label})"),
+            format!("{:.2} dB", e.sqnr_db),
+        ),
     ];
     if let Some((f, q)) = e.accuracy {
         s.push((
-            "accuracy (labels)".to_string(),
+            format!("accuracy (labels, {label})"),
             format!("FP32 {:.2}%, simulated {:.2}%", 100.0 * f, 100.0 * q),
         ));
     }

@@ -51,6 +51,27 @@ pub fn compress_report_html(
                 "<p>{m}: its share of the target was out of reach; left to the next method.</p>"
             )),
         }
+        if !st.rebuilds.is_empty() {
+            h.push_str(&format!("<h3>{m}: least-squares rebuilds</h3><p>Each pruned layer's weights are fitted on the rebuild images; the ridge is the one with the least output error on the check images (the scoring images, which the fit never saw), and the pruned layer's own (sliced) weights are kept when no rebuild beats them there. Errors are relative to the original layer's output energy on the check images. <b>few images</b>: fewer fitting images than AIMET's rule (10 positions per image, twice as many samples as unknowns) wants; positions of one image are not independent.</p><table><tr><th>layer</th><th>kept channels</th><th>unknowns</th><th>fit images</th><th>fit samples</th><th>check images</th><th>error sliced</th><th>error rebuilt</th><th>chosen</th></tr>"));
+            for r in &st.rebuilds {
+                let few = r.few_images();
+                h.push_str(&format!(
+                    "<tr><td>{}</td><td>{} of {}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{}</td></tr>",
+                    esc(&r.node),
+                    r.kept.0,
+                    r.kept.1,
+                    r.features,
+                    r.fit_images,
+                    if few { " (few images)" } else { "" },
+                    r.fit_samples,
+                    r.check_images,
+                    r.sliced_error,
+                    r.rebuilt_error,
+                    r.ridge.map_or("sliced".to_string(), |x| format!("ridge {x:e}"))
+                ));
+            }
+            h.push_str("</table>");
+        }
         if !st.skipped.is_empty() {
             h.push_str(&format!(
                 "<h3>{m}: layers not compressed</h3><table><tr><th>layer</th><th>why</th></tr>"
