@@ -75,9 +75,18 @@ impl Sets {
         let (names, x) = data::load_named(r.data, None)?;
         let n = x.len_of(Axis(0));
         let read_labels = labels_for;
+        // A count below the part's size takes a seeded random subset of it, so that a folder
+        // sorted by name is not cut to its first sources.
         let cap = |v: Vec<usize>, c: Option<usize>| -> Vec<usize> {
-            let k = c.unwrap_or(usize::MAX).min(v.len());
-            v[..k].to_vec()
+            match c {
+                Some(k) if k < v.len() => {
+                    let mut pick = crate::data::rng::Rng::new(SEED + 2).permutation(v.len());
+                    pick.truncate(k);
+                    pick.sort_unstable();
+                    pick.into_iter().map(|i| v[i]).collect()
+                }
+                _ => v,
+            }
         };
         let pick =
             |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| names[i].clone()).collect() };
