@@ -1,7 +1,7 @@
 //! Channel pruning: drop input channels of a conv, remove the matching output channels of the
 //! layer that produces them (through activations, batch norms, per-channel constants and
-//! depthwise convs in between), and rebuild the pruned conv's weights by least squares so its
-//! outputs match the original model's.
+//! depthwise convs in between), and sample the patches the least-squares rebuild
+//! (`compress::rebuild`) fits the pruned conv's weights on.
 //!
 //! A conv is prunable when its input is reached from a producing conv through a chain whose
 //! every value is read by the next link only (no branch, join, or graph output): channels of a
@@ -9,9 +9,8 @@
 
 use std::collections::HashMap;
 
-use ndarray::{Array2, ArrayD, Axis, IxDyn};
+use ndarray::{Array2, ArrayD, Axis};
 
-use crate::compress::linalg::NormalEquations;
 use crate::compress::Cost;
 use crate::error::{Error, Result};
 use crate::graph::attrs::{Binary, Unary};
@@ -420,57 +419,4 @@ pub fn kept_features(keep: &[usize], window: usize) -> Vec<usize> {
     keep.iter()
         .flat_map(|&c| (c * window)..(c * window + window))
         .collect()
-}
-
-/// Least-squares weights for the pruned `layer` (already pruned in `g`) from samples of the
-/// full input (`normal` holds `X^T X` and `X^T Y` over every input channel): the kept
-/// channels' block of the normal equations, solved with a ridge, written into the weight.
-pub fn reconstruct(
-    g: &mut Graph,
-    node: &str,
-    keep: &[usize],
-    gram: &Array2<f32>,
-    rhs: &Array2<f32>,
-    gpu: &crate::gpu::Gpu,
-    ridge: f32,
-) -> Result<()> {
-    let i = g
-        .nodes
-        .iter()
-        .position(|n| n.name == node)
-        .ok_or_else(|| Error::Graph {
-            model: g.name.clone(),
-            message: format!("no node named '{node}'"),
-        })?;
-    let wname = g.nodes[i].inputs[1].clone();
-    let w = g.weight(&wname).expect("conv weight").clone();
-    let (co, k, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-    if k != keep.len() {
-        return Err(Error::invalid(
-            "reconstruct",
-            "kept channels",
-            keep.len(),
-            format!("the pruned weight of '{node}' has {k} input channels"),
-        ));
-    }
-    let f = kept_features(keep, kh * kw);
-    let gs = Array2::from_shape_fn((f.len(), f.len()), |(a, b)| gram[[f[a], f[b]]]);
-    let bs = Array2::from_shape_fn((f.len(), co), |(a, o)| rhs[[f[a], o]]);
-    let sol = solve_dense(gpu, &gs, &bs, ridge)?;
-    let neww = ArrayD::from_shape_fn(IxDyn(&[co, k, kh, kw]), |d| {
-        sol[[(d[1] * kh + d[2]) * kw + d[3], d[0]]]
-    });
-    g.consts.insert(wname, Const::F32(neww));
-    Ok(())
-}
-
-/// Solves one dense ridge system on the GPU (uploads G and B as normal equations).
-pub fn solve_dense(
-    gpu: &crate::gpu::Gpu,
-    gram: &Array2<f32>,
-    rhs: &Array2<f32>,
-    ridge: f32,
-) -> Result<Array2<f32>> {
-    let ne = NormalEquations::from_parts(gpu, gram, rhs)?;
-    Ok(crate::compress::linalg::solve_batched(gpu, &[&ne], ridge)?.remove(0))
 }

@@ -69,6 +69,19 @@ impl Preprocess {
     }
 }
 
+/// The file names of `files` (as sample names).
+pub fn file_names(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
 /// The image files of a folder (by extension), sorted by name.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::Io {

@@ -24,16 +24,7 @@ pub fn load(path: &Path, limit: Option<usize>) -> Result<ArrayD<f32>> {
 pub fn load_named(path: &Path, limit: Option<usize>) -> Result<(Vec<String>, ArrayD<f32>)> {
     let (names, x) = if path.is_dir() {
         let (files, x) = images::load_dir(path, &images::Preprocess::imagenet())?;
-        let names = files
-            .iter()
-            .map(|f| {
-                f.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        (Some(names), x)
+        (Some(images::file_names(&files)), x)
     } else if idx::is_idx(path) {
         (
             None,

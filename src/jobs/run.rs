@@ -84,18 +84,7 @@ pub fn run(job: &RunJob) -> Result<RunOutcome> {
         RunInput::Npy(p) => (vec![p.display().to_string()], npy::read(p)?),
         RunInput::Images(d, pre) => {
             let (files, x) = images::load_dir(d, pre)?;
-            (
-                files
-                    .iter()
-                    .map(|f| {
-                        f.file_name()
-                            .unwrap_or_default()
-                            .to_string_lossy()
-                            .into_owned()
-                    })
-                    .collect(),
-                x,
-            )
+            (images::file_names(&files), x)
         }
     };
     let gpu = Arc::new(Gpu::new()?);
