@@ -243,6 +243,15 @@ impl Scorer {
         Ok(self.evaluate(g)?.0)
     }
 
+    /// The original model's own score (1 for agreement; its accuracy with labels), from the
+    /// outputs computed when the scorer was made.
+    pub fn baseline(&self) -> f64 {
+        crate::eval::accuracy(
+            &self.reference_outputs,
+            self.labels.as_ref().unwrap_or(&self.reference),
+        )
+    }
+
     /// The score of `g` and the SQNR (dB) of its outputs against the original's.
     pub fn evaluate(&self, g: &Graph) -> Result<(f64, f64)> {
         let y = self.outputs(g)?;
@@ -582,19 +591,23 @@ impl Compressor {
                     };
                     let needs_samples =
                         self.opts.reconstruct || self.opts.selection == prune::Selection::Energy;
+                    // Magnitude selection without a rebuild reads no samples: the equations
+                    // made for scoring serve as they are.
+                    let fresh;
                     let eq = if needs_samples {
-                        rebuild::equations_between(
+                        fresh = rebuild::equations_between(
                             &self.gpu,
                             &self.graph,
                             &g,
                             &l.node,
                             data,
                             &self.opts,
-                        )?
+                        )?;
+                        &fresh
                     } else {
-                        v[i].1.clone()
+                        &v[i].1
                     };
-                    self.prune_layer(&mut g, &l, k, &eq, &mut rebuilds)?;
+                    self.prune_layer(&mut g, &l, k, eq, &mut rebuilds)?;
                 }
             }
         }

@@ -265,15 +265,6 @@ pub fn prune(g: &mut Graph, layer: &PruneLayer, keep: &[usize]) -> Result<()> {
             ),
         ));
     }
-    let index = |g: &Graph, name: &str| {
-        g.nodes
-            .iter()
-            .position(|x| x.name == name)
-            .ok_or_else(|| Error::Graph {
-                model: g.name.clone(),
-                message: format!("no node named '{name}'"),
-            })
-    };
     // Own copies of constants that something outside this chain also reads.
     let members: Vec<String> = std::iter::once(layer.producer.clone())
         .chain(layer.chain.iter().cloned())
@@ -281,7 +272,7 @@ pub fn prune(g: &mut Graph, layer: &PruneLayer, keep: &[usize]) -> Result<()> {
         .collect();
     let mut renames: HashMap<(usize, usize), String> = HashMap::new();
     for name in &members {
-        let i = index(g, name)?;
+        let i = g.node_index(name)?;
         for (k, input) in g.nodes[i].inputs.iter().enumerate().skip(1) {
             if g.consts.contains_key(input) && g.consumers_of(input).len() > 1 {
                 renames.insert((i, k), input.clone());
@@ -294,7 +285,7 @@ pub fn prune(g: &mut Graph, layer: &PruneLayer, keep: &[usize]) -> Result<()> {
         g.consts.insert(new.clone(), c);
         g.nodes[i].inputs[k] = new;
     }
-    let p = index(g, &layer.producer)?;
+    let p = g.node_index(&layer.producer)?;
     let pn = g.nodes[p].clone();
     slice_const(g, &pn.inputs[1], 0, keep);
     if let Some(b) = pn.inputs.get(2) {
@@ -302,7 +293,7 @@ pub fn prune(g: &mut Graph, layer: &PruneLayer, keep: &[usize]) -> Result<()> {
     }
     let mut values = vec![pn.outputs[0].clone()];
     for name in &layer.chain {
-        let i = index(g, name)?;
+        let i = g.node_index(name)?;
         let n = g.nodes[i].clone();
         match &n.op {
             Op::Conv(_) => {
@@ -325,7 +316,7 @@ pub fn prune(g: &mut Graph, layer: &PruneLayer, keep: &[usize]) -> Result<()> {
         }
         values.push(n.outputs[0].clone());
     }
-    let l = index(g, &layer.node)?;
+    let l = g.node_index(&layer.node)?;
     let ln = g.nodes[l].clone();
     slice_const(g, &ln.inputs[1], 1, keep);
     for v in values {
@@ -357,15 +348,7 @@ pub fn sample(
     per_image: usize,
     seed: u64,
 ) -> Result<Samples> {
-    let i = g
-        .nodes
-        .iter()
-        .position(|n| n.name == node)
-        .ok_or_else(|| Error::Graph {
-            model: g.name.clone(),
-            message: format!("no node named '{node}'"),
-        })?;
-    let n = &g.nodes[i];
+    let n = &g.nodes[g.node_index(node)?];
     let Op::Conv(c) = &n.op else {
         return Err(Error::invalid("sample", "node", node, "not a conv"));
     };

@@ -100,16 +100,6 @@ fn features(g: &Graph, node: &crate::graph::Node) -> usize {
         .map_or(0, |w| w.len() / w.shape()[0])
 }
 
-fn find<'g>(g: &'g Graph, node: &str) -> Result<&'g crate::graph::Node> {
-    g.nodes
-        .iter()
-        .find(|n| n.name == node)
-        .ok_or_else(|| Error::Graph {
-            model: g.name.clone(),
-            message: format!("no node named '{node}'"),
-        })
-}
-
 /// Accumulates the sums of `nodes` over `images`, piece by piece: inputs from `current`,
 /// targets from `original` (one forward when they are the same graph).
 fn accumulate(
@@ -125,7 +115,10 @@ fn accumulate(
     let piece = 8;
     let mut layers = Vec::new();
     for name in nodes {
-        let (no, nc) = (find(original, name)?, find(current, name)?);
+        let (no, nc) = (
+            &original.nodes[original.node_index(name)?],
+            &current.nodes[current.node_index(name)?],
+        );
         layers.push((
             nc.inputs[0].clone(),
             no.outputs[0].clone(),
@@ -262,7 +255,7 @@ pub fn rebuild(
     eq: &Equations,
     gpu: &Gpu,
 ) -> Result<Rebuild> {
-    let n = find(g, node)?;
+    let n = &g.nodes[g.node_index(node)?];
     let wname = n.inputs[1].clone();
     let w = g.weight(&wname).expect("conv weight").clone();
     let (co, k, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);

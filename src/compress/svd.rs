@@ -159,7 +159,7 @@ pub fn layers(g: &Graph, kind: SvdKind) -> (Vec<SvdLayer>, Vec<(String, String)>
 
 /// The matrix `kind` factorises for `layer`.
 pub fn matrix(g: &Graph, layer: &SvdLayer) -> Result<Array2<f32>> {
-    let i = node_index(g, &layer.node)?;
+    let i = g.node_index(&layer.node)?;
     let n = &g.nodes[i];
     let w = g.weight(&n.inputs[1]).expect("checked by layer()");
     Ok(match (&n.op, layer.kind) {
@@ -206,16 +206,6 @@ pub fn rank_for_ratio(
     (r >= 1 && r < layer.full_rank() && (r as f64) * per < orig).then_some(r)
 }
 
-fn node_index(g: &Graph, name: &str) -> Result<usize> {
-    g.nodes
-        .iter()
-        .position(|n| n.name == name)
-        .ok_or_else(|| Error::Graph {
-            model: g.name.clone(),
-            message: format!("no node named '{name}'"),
-        })
-}
-
 /// Replaces `layer` by its rank-`rank` factorisation from `svd` (of [`matrix`]).
 pub fn split(g: &mut Graph, layer: &SvdLayer, svd: &Svd, rank: usize) -> Result<()> {
     if rank == 0 || rank > svd.s.len() {
@@ -226,7 +216,7 @@ pub fn split(g: &mut Graph, layer: &SvdLayer, svd: &Svd, rank: usize) -> Result<
             format!("must be in 1..={} for '{}'", svd.s.len(), layer.node),
         ));
     }
-    let i = node_index(g, &layer.node)?;
+    let i = g.node_index(&layer.node)?;
     let n = g.nodes[i].clone();
     let root: Vec<f32> = svd.s[..rank].iter().map(|s| s.sqrt()).collect();
     let u = |r: usize, j: usize| svd.u[[r, j]] * root[j];

@@ -56,12 +56,18 @@ pub fn split(what: &str, n: usize, fraction: f64, seed: u64) -> Result<Split> {
             ),
         ));
     }
-    let perm = Rng::new(seed).permutation(n);
-    let mut held_out: Vec<usize> = perm[..held].to_vec();
-    let mut fit: Vec<usize> = perm[held..].to_vec();
+    let (mut held_out, mut fit) = draw(n, held, seed);
     held_out.sort_unstable();
     fit.sort_unstable();
     Ok(Split { fit, held_out })
+}
+
+/// `k` of `0..n` drawn by a seeded permutation, and the rest, each in the permutation's order
+/// (`k` is at most `n`).
+pub fn draw(n: usize, k: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut drawn = Rng::new(seed).permutation(n);
+    let rest = drawn.split_off(k.min(n));
+    (drawn, rest)
 }
 
 /// The samples of `x` at `idx`, in that order.

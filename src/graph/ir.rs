@@ -247,6 +247,17 @@ impl Graph {
             .collect()
     }
 
+    /// The index of the node named `name`; a typed error naming the model when there is none.
+    pub fn node_index(&self, name: &str) -> crate::error::Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| crate::error::Error::Graph {
+                model: self.name.clone(),
+                message: format!("no node named '{name}'"),
+            })
+    }
+
     /// An f32 constant by name.
     pub fn weight(&self, name: &str) -> Option<&ArrayD<f32>> {
         match self.consts.get(name) {

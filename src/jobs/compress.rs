@@ -13,7 +13,7 @@ use crate::compress::pipeline::{compress as compress_model, Outcome};
 use crate::compress::rebuild::Rebuild;
 use crate::compress::{CompressOptions, CostMetric, Method, Scorer};
 use crate::data;
-use crate::data::split::{take, SEED};
+use crate::data::split::{draw, take, SEED};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::jobs::output::Outputs;
@@ -175,9 +175,8 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         sets.eval_len(),
         sets.label()
     ));
-    let original = crate::compress::bn_folded(&g)?;
     let held_out = HeldOutScores {
-        before: held.evaluate(&original)?.0,
+        before: held.baseline(),
         after: held.evaluate(&outcome.graph)?,
     };
     for st in &outcome.stages {
@@ -259,10 +258,9 @@ fn fitting_parts(job: &CompressJob, n: usize) -> Result<(Vec<usize>, Vec<usize>)
             "channel pruning needs at least 2 fitting images besides the held-out ones: some to rebuild layers on, others to score and check them",
         ));
     }
-    let perm = data::rng::Rng::new(SEED + 1).permutation(n);
     let s = job.score_count.min(if prunes { n - 1 } else { n });
-    let mut score = perm[..s].to_vec();
-    let mut rebuild: Vec<usize> = perm[s..].iter().copied().take(job.rebuild_count).collect();
+    let (mut score, mut rebuild) = draw(n, s, SEED + 1);
+    rebuild.truncate(job.rebuild_count);
     score.sort_unstable();
     rebuild.sort_unstable();
     Ok((score, rebuild))

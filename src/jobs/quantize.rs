@@ -217,9 +217,9 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         }
     };
     // Data-free: nothing is calibrated on data.
-    let x = job.calib.as_ref().map(|_| sets.fit.clone());
-    let ev = sets.eval.clone();
-    let labels = sets.eval_labels.clone();
+    let x = job.calib.as_ref().map(|_| &sets.fit);
+    let ev = &sets.eval;
+    let labels = &sets.eval_labels;
     let t_load = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
@@ -252,7 +252,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
     let (mut techniques, cle_ranges) = techniques_before(
         &mut sim,
         &job.techniques,
-        ptq_x.as_ref().unwrap_or(&ev),
+        ptq_x.as_ref().unwrap_or(ev),
         job.batch,
         progress,
     )?;
@@ -303,12 +303,12 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         "evaluating FP32 and simulated on {} samples",
         ev.len_of(Axis(0))
     ));
-    let e = sim.evaluate(&ev, job.batch, labels.as_deref())?;
+    let e = sim.evaluate(ev, job.batch, labels.as_deref())?;
     let t_eval = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
     progress.phase("per-layer SQNR");
-    let probe = data::first(&ev, job.per_layer_samples);
+    let probe = data::first(ev, job.per_layer_samples);
     let per_layer = if job.per_layer_samples > 0 {
         sim.per_layer_sqnr(&probe, job.batch)?
     } else {
@@ -336,7 +336,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         );
     }
     let sim_outputs = match &job.sim_outputs {
-        Some(_) => Some(sim.simulate(&ev, job.batch)?.remove(0)),
+        Some(_) => Some(sim.simulate(ev, job.batch)?.remove(0)),
         None => None,
     };
     let summary = summary_lines(job, &sim, &techniques, &e, &sets, gpu.describe());
@@ -370,7 +370,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         written.push(p.clone());
     }
     if let Some(p) = &job.eval_inputs {
-        data::npy::write(p, &ev)?;
+        data::npy::write(p, ev)?;
         written.push(p.clone());
     }
     let t_export = t.elapsed().as_secs_f64();

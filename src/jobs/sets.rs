@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayD, Axis};
 
 use crate::data;
-use crate::data::split::{split, take, SEED};
+use crate::data::split::{draw, split, take, SEED};
 use crate::error::{Error, Result};
 
 /// The labels (IDX) of `n` images: exactly one each.
@@ -80,8 +80,7 @@ impl Sets {
         let cap = |v: Vec<usize>, c: Option<usize>| -> Vec<usize> {
             match c {
                 Some(k) if k < v.len() => {
-                    let mut pick = crate::data::rng::Rng::new(SEED + 2).permutation(v.len());
-                    pick.truncate(k);
+                    let mut pick = draw(v.len(), k, SEED + 2).0;
                     pick.sort_unstable();
                     pick.into_iter().map(|i| v[i]).collect()
                 }
