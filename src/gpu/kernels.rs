@@ -21,11 +21,15 @@ pub enum Family {
     Reduce,
     Svd,
     Lstsq,
+    /// Backward kernels (each adds into a gradient buffer).
+    Grad,
+    /// Losses, gradient norms and optimizer steps.
+    Train,
 }
 
 impl Family {
     /// Every family, for validation tests and `qforge devices --check`.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 12] = [
         Family::Elementwise,
         Family::Quant,
         Family::Calib,
@@ -36,6 +40,8 @@ impl Family {
         Family::Reduce,
         Family::Svd,
         Family::Lstsq,
+        Family::Grad,
+        Family::Train,
     ];
 
     /// Files prepended to families' sources rather than families of their own.
@@ -54,6 +60,8 @@ impl Family {
             Family::Reduce => "reduce",
             Family::Svd => "svd",
             Family::Lstsq => "lstsq",
+            Family::Grad => "grad",
+            Family::Train => "train",
         }
     }
 
@@ -94,6 +102,11 @@ impl Family {
             Family::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Family::Svd => include_str!("../../shaders/svd.wgsl"),
             Family::Lstsq => include_str!("../../shaders/lstsq.wgsl"),
+            Family::Grad => concat!(
+                include_str!("../../shaders/activation.wgsl"),
+                include_str!("../../shaders/grad.wgsl")
+            ),
+            Family::Train => include_str!("../../shaders/train.wgsl"),
         }
     }
 }

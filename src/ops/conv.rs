@@ -269,6 +269,55 @@ pub fn conv2d_into(
     conv2d_with(enc, gpu, kernel, x, w, bias, a, &Epilogue::NONE, None, y)
 }
 
+/// The columns of `x` for a convolution with weights of `w_shape`: `col` `[n, cin * kh * kw,
+/// oh * ow]` (zero where a tap falls in the padding).
+pub fn im2col_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    w_shape: &[usize],
+    a: &Conv2d,
+    col: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "im2col";
+    col.expect_dtype(OP, "col", DType::F32)?;
+    let shape = im2col_shape(x.shape(), w_shape, a)?;
+    expect_shape(OP, "col", col, &shape)?;
+    let [_, cout, oh, ow] = conv_output_shape(x.shape(), w_shape, a)?;
+    let limits = gpu.limits();
+    let [n, k, npix] = shape;
+    let grid = grid_of(OP, gpu, [npix.div_ceil(PIXELS_PER_GROUP), k, n], &shape)?;
+    if col.bytes() > limits.max_binding {
+        return Err(Error::TooLarge {
+            op: OP,
+            tensor: "col".into(),
+            bytes: col.bytes(),
+            limit: limits.max_binding,
+            which: "storage binding",
+        });
+    }
+    let params = Params::new(
+        x.shape(),
+        [w_shape[2], w_shape[3]],
+        a,
+        [cout, oh, ow],
+        false,
+    );
+    enc.dispatch(
+        gpu,
+        &IM2COL,
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(col)],
+        grid,
+    )
+}
+
+/// The shape of [`im2col_into`]'s columns.
+pub fn im2col_output_shape(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[usize; 3]> {
+    im2col_shape(x, w, a)
+}
+
 /// [`ConvKernel::Im2col`] after [`conv2d_with`]'s checks: `y = W * im2col(x) + bias` through
 /// `col`. The GEMM adds each output's products in conv2d's order, so the result has conv2d's
 /// bits (up to where long reductions are split into dispatches).
@@ -284,29 +333,9 @@ fn im2col_gemm(
     col.expect_dtype(OP, "col", DType::F32)?;
     let shape = im2col_shape(x.shape(), w.shape(), a)?;
     expect_shape(OP, "col", col, &shape)?;
-    let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
-    let limits = gpu.limits();
+    im2col_into(enc, gpu, x, w.shape(), a, col)?;
+    let [n, cout, _, _] = conv_output_shape(x.shape(), w.shape(), a)?;
     let [_, k, npix] = shape;
-    let grid = grid_of(OP, gpu, [npix.div_ceil(PIXELS_PER_GROUP), k, n], &shape)?;
-    if col.bytes() > limits.max_binding {
-        return Err(Error::TooLarge {
-            op: OP,
-            tensor: "col".into(),
-            bytes: col.bytes(),
-            limit: limits.max_binding,
-            which: "storage binding",
-        });
-    }
-    let [kh, kw] = [w.shape()[2], w.shape()[3]];
-    let params = Params::new(x.shape(), [kh, kw], a, [cout, oh, ow], false);
-    enc.dispatch(
-        gpu,
-        &IM2COL,
-        &[],
-        &params,
-        &[Bind::Whole(x), Bind::Whole(col)],
-        grid,
-    )?;
     let wv = w.view(&[cout, k], DType::F32)?;
     let yv = y.view(&[n, cout, npix], DType::F32)?;
     let b = bias.map_or(Bias::None, Bias::PerRow);

@@ -92,7 +92,7 @@ pub(crate) fn unary_code(f: Unary) -> (u32, f32, f32) {
 }
 
 /// The shader's op code of a binary op.
-fn binary_code(op: Binary) -> u32 {
+pub(crate) fn binary_code(op: Binary) -> u32 {
     match op {
         Binary::Add => 0,
         Binary::Sub => 1,

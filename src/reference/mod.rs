@@ -3,6 +3,7 @@
 
 pub mod calib;
 pub mod gemm;
+pub mod grad;
 pub mod graph;
 pub mod integer;
 pub mod linalg;

@@ -95,7 +95,7 @@ pub fn pool2d(x: &ArrayViewD<'_, f32>, a: &Pool2d, max: bool) -> ArrayD<f32> {
     y
 }
 
-fn erf(x: f64) -> f64 {
+pub(crate) fn erf(x: f64) -> f64 {
     // Abramowitz & Stegun 7.1.26 in f64 (|error| < 1.5e-7), as the kernel.
     let t = 1.0 / (1.0 + 0.3275911 * x.abs());
     let poly = t

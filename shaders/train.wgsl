@@ -1,0 +1,240 @@
+// Training kernels: losses (value and gradient of the logits), the global gradient norm, and
+// optimizer steps. Step-dependent numbers (learning rate, Adam's bias corrections, the clipping
+// factor) live in a small storage buffer `hyper` the host rewrites before each step, so the
+// prepared dispatches never change.
+
+// hyper[] slots (src/ops/train.rs: Hyper).
+const LR: u32 = 0u;
+const BIAS1: u32 = 1u;      // 1 - beta1^t
+const BIAS2: u32 = 2u;      // 1 - beta2^t
+const CLIP: u32 = 3u;       // factor the gradients are multiplied by (global-norm clipping)
+const MAX_NORM: u32 = 4u;   // 0: no clipping
+const NORM: u32 = 5u;       // the last step's global gradient norm (written by clip_scale)
+
+// ---- losses ----------------------------------------------------------------------------------
+
+struct Loss {
+    rows: u32,
+    len: u32,
+    mode: u32,         // 0 cross-entropy (target = class index), 1 distillation (target = teacher
+                       // logits), 2 mean squared error (target = teacher outputs)
+    _pad0: u32,
+    scale: f32,        // the gradient's factor: 1 / (samples per optimizer step), or 1 / elements
+    temperature: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> l: Loss;
+@group(0) @binding(1) var<storage, read> ls_s: array<f32>;       // [rows, len] student outputs
+@group(0) @binding(2) var<storage, read> ls_t: array<f32>;       // [rows] or [rows, len]
+@group(0) @binding(3) var<storage, read_write> ls_ds: array<f32>; // += d loss / d s
+@group(0) @binding(4) var<storage, read_write> ls_row: array<f32>; // [rows] loss per row
+
+// One thread per row. Cross-entropy: logsumexp(s) - s[label], ds = softmax(s) - onehot.
+// Distillation (Hinton): T^2 * KL(softmax(t / T) || softmax(s / T)), ds = T (p_s - p_t).
+// MSE: sum (s - t)^2, ds = 2 (s - t). ds is multiplied by `scale`.
+@compute @workgroup_size(64)
+fn loss_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if row >= l.rows {
+        return;
+    }
+    let base = row * l.len;
+    if l.mode == 2u {
+        var s = 0.0;
+        for (var k = 0u; k < l.len; k++) {
+            let d = ls_s[base + k] - ls_t[base + k];
+            s = fma(d, d, s);
+            ls_ds[base + k] += 2.0 * d * l.scale;
+        }
+        ls_row[row] = s;
+        return;
+    }
+    let inv_t = select(1.0, 1.0 / l.temperature, l.mode == 1u);
+    var ms = bitcast<f32>(0xff800000u);
+    for (var k = 0u; k < l.len; k++) {
+        ms = max(ms, ls_s[base + k] * inv_t);
+    }
+    var zs = 0.0;
+    for (var k = 0u; k < l.len; k++) {
+        zs += exp(ls_s[base + k] * inv_t - ms);
+    }
+    let lse_s = ms + log(zs);
+    if l.mode == 0u {
+        let label = u32(ls_t[row]);
+        for (var k = 0u; k < l.len; k++) {
+            let p = exp(ls_s[base + k] - lse_s);
+            ls_ds[base + k] += (p - select(0.0, 1.0, k == label)) * l.scale;
+        }
+        ls_row[row] = lse_s - ls_s[base + label];
+        return;
+    }
+    var mt = bitcast<f32>(0xff800000u);
+    for (var k = 0u; k < l.len; k++) {
+        mt = max(mt, ls_t[base + k] * inv_t);
+    }
+    var zt = 0.0;
+    for (var k = 0u; k < l.len; k++) {
+        zt += exp(ls_t[base + k] * inv_t - mt);
+    }
+    let lse_t = mt + log(zt);
+    var kl = 0.0;
+    for (var k = 0u; k < l.len; k++) {
+        let log_pt = ls_t[base + k] * inv_t - lse_t;
+        let log_ps = ls_s[base + k] * inv_t - lse_s;
+        let pt = exp(log_pt);
+        kl += pt * (log_pt - log_ps);
+        ls_ds[base + k] += l.temperature * (exp(log_ps) - pt) * l.scale;
+    }
+    ls_row[row] = l.temperature * l.temperature * kl;
+}
+
+struct Sum {
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> sum_p: Sum;
+@group(0) @binding(1) var<storage, read> sum_rows: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sum_acc: array<f32>;  // [sum, rows, steps, _]
+
+// acc += (sum of the rows, rows, 1): the loss the host reads every k steps.
+@compute @workgroup_size(1)
+fn loss_sum() {
+    var s = 0.0;
+    for (var i = 0u; i < sum_p.count; i++) {
+        s += sum_rows[i];
+    }
+    sum_acc[0] += s;
+    sum_acc[1] += f32(sum_p.count);
+    sum_acc[2] += 1.0;
+}
+
+// ---- gradient norm ---------------------------------------------------------------------------
+
+struct Norm {
+    n: u32,         // elements of this chunk
+    offset: u32,    // its first element
+    slot: u32,      // where its sum of squares goes
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> nm: Norm;
+@group(0) @binding(1) var<storage, read> nm_g: array<f32>;
+@group(0) @binding(2) var<storage, read_write> nm_out: array<f32>;
+
+var<workgroup> sh: array<f32, 256>;
+
+// One workgroup: the sum of squares of g[offset .. offset + n] into out[slot].
+@compute @workgroup_size(256)
+fn sq_sum(@builtin(local_invocation_index) lid: u32) {
+    var s = 0.0;
+    for (var i = lid; i < nm.n; i += 256u) {
+        let v = nm_g[nm.offset + i];
+        s = fma(v, v, s);
+    }
+    sh[lid] = s;
+    workgroupBarrier();
+    for (var k = 128u; k > 0u; k >>= 1u) {
+        if lid < k {
+            sh[lid] += sh[lid + k];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        nm_out[nm.slot] = sh[0];
+    }
+}
+
+@group(0) @binding(1) var<storage, read> cl_sums: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cl_hyper: array<f32>;
+
+// The global norm of all gradients, and the factor clipping scales them by.
+@compute @workgroup_size(1)
+fn clip_scale() {
+    var s = 0.0;
+    for (var i = 0u; i < nm.n; i++) {
+        s += cl_sums[i];
+    }
+    let norm = sqrt(s);
+    cl_hyper[NORM] = norm;
+    let max_norm = cl_hyper[MAX_NORM];
+    cl_hyper[CLIP] = select(1.0, min(1.0, max_norm / (norm + 1e-6)), max_norm > 0.0);
+}
+
+// ---- optimizers ------------------------------------------------------------------------------
+
+struct Opt {
+    n: u32,
+    step: u32,
+    nesterov: u32,
+    decoupled: u32,    // AdamW: weight decay applied to the parameter, not added to the gradient
+    momentum: f32,     // SGD
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> o: Opt;
+@group(0) @binding(1) var<storage, read> op_hyper: array<f32>;
+@group(0) @binding(2) var<storage, read_write> op_p: array<f32>;
+@group(0) @binding(3) var<storage, read_write> op_g: array<f32>;   // zeroed after the step
+@group(0) @binding(4) var<storage, read_write> op_m: array<f32>;
+@group(0) @binding(5) var<storage, read_write> op_v: array<f32>;
+
+fn first_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * 256u + lid;
+}
+
+// PyTorch's SGD: g += wd * p; v = momentum * v + g; g = g + momentum * v (Nesterov) or v;
+// p -= lr * g.
+@compute @workgroup_size(256)
+fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let lr = op_hyper[LR];
+    let clip = op_hyper[CLIP];
+    for (var i = first_index(wid, nwg, lid); i < o.n; i += o.step) {
+        var g = op_g[i] * clip + o.weight_decay * op_p[i];
+        if o.momentum != 0.0 {
+            let v = o.momentum * op_m[i] + g;
+            op_m[i] = v;
+            g = select(v, g + o.momentum * v, o.nesterov != 0u);
+        }
+        op_p[i] -= lr * g;
+        op_g[i] = 0.0;
+    }
+}
+
+// PyTorch's Adam (weight decay added to the gradient) and AdamW (decoupled:
+// p *= 1 - lr * wd), with bias-corrected moments.
+@compute @workgroup_size(256)
+fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let lr = op_hyper[LR];
+    let clip = op_hyper[CLIP];
+    let b1 = op_hyper[BIAS1];
+    let b2 = op_hyper[BIAS2];
+    for (var i = first_index(wid, nwg, lid); i < o.n; i += o.step) {
+        var p = op_p[i];
+        var g = op_g[i] * clip;
+        if o.decoupled != 0u {
+            p *= 1.0 - lr * o.weight_decay;
+        } else {
+            g += o.weight_decay * p;
+        }
+        let m = o.beta1 * op_m[i] + (1.0 - o.beta1) * g;
+        let v = o.beta2 * op_v[i] + (1.0 - o.beta2) * g * g;
+        op_m[i] = m;
+        op_v[i] = v;
+        op_p[i] = p - lr * (m / b1) / (sqrt(v / b2) + o.eps);
+        op_g[i] = 0.0;
+    }
+}

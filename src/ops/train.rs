@@ -1,0 +1,402 @@
+//! Training kernels (`shaders/train.wgsl`), record-only: losses with the gradient of the
+//! outputs, the global gradient norm and its clipping factor, SGD and Adam(W) steps. What
+//! changes per step (learning rate, bias corrections) is read from a `hyper` buffer of
+//! [`HYPER_LEN`] floats the host rewrites, so prepared steps replay unchanged.
+
+use crate::error::{DType, Error, Result};
+use crate::gpu::kernels::{Access, Family, Kernel};
+use crate::gpu::launch::{grid_1d, grid_stride, LOOP_BUDGET, WG};
+use crate::gpu::{Bind, Gpu, GpuTensor, Record};
+
+use Access::{Read, ReadWrite, Uniform};
+
+/// `hyper` slots (train.wgsl's constants).
+pub mod hyper {
+    pub const LR: usize = 0;
+    /// 1 - beta1^t.
+    pub const BIAS1: usize = 1;
+    /// 1 - beta2^t.
+    pub const BIAS2: usize = 2;
+    /// The factor gradients are multiplied by (written by the clipping kernel).
+    pub const CLIP: usize = 3;
+    /// The clipping threshold (0: none).
+    pub const MAX_NORM: usize = 4;
+    /// The last step's global gradient norm.
+    pub const NORM: usize = 5;
+}
+
+/// Floats in a `hyper` buffer.
+pub const HYPER_LEN: usize = 8;
+
+static LOSS: Kernel = Kernel {
+    family: Family::Train,
+    entry: "loss_rows",
+    bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite],
+};
+static LOSS_SUM: Kernel = Kernel {
+    family: Family::Train,
+    entry: "loss_sum",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static SQ_SUM: Kernel = Kernel {
+    family: Family::Train,
+    entry: "sq_sum",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static CLIP: Kernel = Kernel {
+    family: Family::Train,
+    entry: "clip_scale",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static SGD: Kernel = Kernel {
+    family: Family::Train,
+    entry: "sgd_step",
+    bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
+};
+static ADAM: Kernel = Kernel {
+    family: Family::Train,
+    entry: "adam_step",
+    bindings: &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
+};
+
+/// What a loss compares the outputs with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LossKind {
+    /// Softmax cross-entropy with a class index per row (as f32).
+    CrossEntropy,
+    /// Hinton's distillation: T^2 KL(softmax(teacher / T) || softmax(student / T)).
+    Distill { temperature: f32 },
+    /// Sum of squared differences to the teacher's outputs.
+    Mse,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct LossParams {
+    rows: u32,
+    len: u32,
+    mode: u32,
+    _pad0: u32,
+    scale: f32,
+    temperature: f32,
+    _pad1: [u32; 2],
+}
+
+/// Per-row losses into `row_loss` (`[rows]`) and `ds += scale * d loss / d s` for outputs
+/// `s` of `[rows, len]`; `target` is `[rows]` class indices or `[rows, len]` teacher values.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_rows_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kind: LossKind,
+    s: &GpuTensor,
+    target: &GpuTensor,
+    len: usize,
+    scale: f32,
+    ds: &GpuTensor,
+    row_loss: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "loss";
+    for (n, t) in [
+        ("s", s),
+        ("target", target),
+        ("ds", ds),
+        ("row_loss", row_loss),
+    ] {
+        t.expect_dtype(OP, n, DType::F32)?;
+    }
+    if len == 0 || s.len() % len != 0 || ds.len() != s.len() {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "s".into(),
+            expected: format!("rows of {len}"),
+            got: s.shape().to_vec(),
+        });
+    }
+    let rows = s.len() / len;
+    let want_target = match kind {
+        LossKind::CrossEntropy => rows,
+        _ => s.len(),
+    };
+    if target.len() != want_target || row_loss.len() != rows {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "target".into(),
+            expected: format!("{want_target} elements"),
+            got: target.shape().to_vec(),
+        });
+    }
+    if 4 * len > LOOP_BUDGET as usize {
+        return Err(Error::invalid(
+            OP,
+            "row length",
+            len,
+            format!("at most {}", LOOP_BUDGET / 4),
+        ));
+    }
+    let (mode, temperature) = match kind {
+        LossKind::CrossEntropy => (0, 1.0),
+        LossKind::Distill { temperature } => (1, temperature),
+        LossKind::Mse => (2, 1.0),
+    };
+    let params = LossParams {
+        rows: rows as u32,
+        len: len as u32,
+        mode,
+        scale,
+        temperature,
+        ..Default::default()
+    };
+    enc.dispatch(
+        gpu,
+        &LOSS,
+        &[],
+        &params,
+        &[
+            Bind::Whole(s),
+            Bind::Whole(target),
+            Bind::Whole(ds),
+            Bind::Whole(row_loss),
+        ],
+        grid_1d((rows as u64).div_ceil(64), gpu.limits().max_groups)?,
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Count {
+    n: u32,
+    offset: u32,
+    slot: u32,
+    _pad: u32,
+}
+
+/// `acc[0..3] += (sum of row_loss, rows, 1)`.
+pub fn loss_sum_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    row_loss: &GpuTensor,
+    acc: &GpuTensor,
+) -> Result<()> {
+    if acc.len() < 3 || row_loss.len() > LOOP_BUDGET as usize {
+        return Err(Error::invalid(
+            "loss sum",
+            "rows",
+            row_loss.len(),
+            format!("at most {LOOP_BUDGET}, into an accumulator of 3"),
+        ));
+    }
+    let params = Count {
+        n: row_loss.len() as u32,
+        ..Default::default()
+    };
+    enc.dispatch(
+        gpu,
+        &LOSS_SUM,
+        &[],
+        &params,
+        &[Bind::Whole(row_loss), Bind::Whole(acc)],
+        [1, 1, 1],
+    )
+}
+
+/// Slots of a norm buffer one gradient of `len` elements needs.
+pub fn norm_slots(len: usize) -> usize {
+    len.div_ceil(chunk_len()).max(1)
+}
+
+fn chunk_len() -> usize {
+    (LOOP_BUDGET * WG) as usize
+}
+
+/// Sums of squares of `g` into `sums[slot..slot + norm_slots(g.len())]`.
+pub fn sq_sum_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    g: &GpuTensor,
+    sums: &GpuTensor,
+    slot: usize,
+) -> Result<()> {
+    let chunk = chunk_len();
+    if slot + norm_slots(g.len()) > sums.len() {
+        return Err(Error::invalid(
+            "gradient norm",
+            "slot",
+            slot,
+            format!("past the {} slots", sums.len()),
+        ));
+    }
+    for (i, offset) in (0..g.len().max(1)).step_by(chunk).enumerate() {
+        let params = Count {
+            n: (g.len() - offset).min(chunk) as u32,
+            offset: offset as u32,
+            slot: (slot + i) as u32,
+            _pad: 0,
+        };
+        enc.dispatch(
+            gpu,
+            &SQ_SUM,
+            &[],
+            &params,
+            &[Bind::Whole(g), Bind::Whole(sums)],
+            [1, 1, 1],
+        )?;
+    }
+    Ok(())
+}
+
+/// `hyper[NORM] = sqrt(sum of sums)`, `hyper[CLIP] = min(1, hyper[MAX_NORM] / norm)` (1 when
+/// there is no threshold).
+pub fn clip_scale_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    sums: &GpuTensor,
+    hyper: &GpuTensor,
+) -> Result<()> {
+    if sums.len() > LOOP_BUDGET as usize || hyper.len() < HYPER_LEN {
+        return Err(Error::invalid(
+            "gradient norm",
+            "slots",
+            sums.len(),
+            format!("at most {LOOP_BUDGET}"),
+        ));
+    }
+    let params = Count {
+        n: sums.len() as u32,
+        ..Default::default()
+    };
+    enc.dispatch(
+        gpu,
+        &CLIP,
+        &[],
+        &params,
+        &[Bind::Whole(sums), Bind::Whole(hyper)],
+        [1, 1, 1],
+    )
+}
+
+/// An optimizer's fixed settings (the learning rate comes from `hyper`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// PyTorch's SGD (dampening 0).
+    Sgd {
+        momentum: f32,
+        nesterov: bool,
+        weight_decay: f32,
+    },
+    /// Adam (`decoupled: false`, L2 added to the gradient) or AdamW (`true`).
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        decoupled: bool,
+    },
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct OptParams {
+    n: u32,
+    step: u32,
+    nesterov: u32,
+    decoupled: u32,
+    momentum: f32,
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    _pad: [u32; 3],
+}
+
+/// One optimizer step on parameter `p` with gradient `g` (times `hyper[CLIP]`), state `m`
+/// (and `v` for Adam); `g` is zeroed for the next accumulation.
+#[allow(clippy::too_many_arguments)]
+pub fn optimizer_step_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    step: &Step,
+    hyper: &GpuTensor,
+    p: &GpuTensor,
+    g: &GpuTensor,
+    m: &GpuTensor,
+    v: Option<&GpuTensor>,
+) -> Result<()> {
+    const OP: &str = "optimizer step";
+    for (n, t) in [("g", g), ("m", m)] {
+        if t.len() != p.len() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                tensor: n.into(),
+                expected: format!("{} elements", p.len()),
+                got: t.shape().to_vec(),
+            });
+        }
+    }
+    let (grid, stride) = grid_stride(p.len() as u64, gpu.limits().max_groups)?;
+    let mut params = OptParams {
+        n: p.len() as u32,
+        step: stride as u32,
+        ..Default::default()
+    };
+    match *step {
+        Step::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+        } => {
+            params.momentum = momentum;
+            params.nesterov = nesterov as u32;
+            params.weight_decay = weight_decay;
+            enc.dispatch(
+                gpu,
+                &SGD,
+                &[],
+                &params,
+                &[
+                    Bind::Whole(hyper),
+                    Bind::Whole(p),
+                    Bind::Whole(g),
+                    Bind::Whole(m),
+                ],
+                grid,
+            )
+        }
+        Step::Adam {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            decoupled,
+        } => {
+            let v = v.ok_or_else(|| Error::invalid(OP, "state", "m", "Adam needs m and v"))?;
+            if v.len() != p.len() {
+                return Err(Error::ShapeMismatch {
+                    op: OP,
+                    tensor: "v".into(),
+                    expected: format!("{} elements", p.len()),
+                    got: v.shape().to_vec(),
+                });
+            }
+            params.beta1 = beta1;
+            params.beta2 = beta2;
+            params.eps = eps;
+            params.weight_decay = weight_decay;
+            params.decoupled = decoupled as u32;
+            enc.dispatch(
+                gpu,
+                &ADAM,
+                &[],
+                &params,
+                &[
+                    Bind::Whole(hyper),
+                    Bind::Whole(p),
+                    Bind::Whole(g),
+                    Bind::Whole(m),
+                    Bind::Whole(v),
+                ],
+                grid,
+            )
+        }
+    }
+}
