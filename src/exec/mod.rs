@@ -2,7 +2,9 @@
 //! (lowering in `lower`, buffers by liveness in `memory`, parameters by name in [`Params`]).
 //! [`Runner`]: any batch, one plan cache, pieces that fit the adapter.
 
+mod backward;
 mod fuse;
+mod grads;
 mod lower;
 mod memory;
 mod params;
@@ -10,6 +12,8 @@ mod plan;
 mod rules;
 mod runner;
 
+pub use backward::{Backward, GradCx};
+pub use grads::{rule as grad_rule, GradFn, GradRule};
 pub use lower::{FakeQuant, Lowering, Scratch, Simulation};
 pub use params::Params;
 pub use plan::{Compile, Plan};

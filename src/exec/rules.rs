@@ -391,7 +391,7 @@ fn resize(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 }
 
 /// A whole tensor as a strided view.
-fn dense(shape: &[usize]) -> StridedView {
+pub(crate) fn dense(shape: &[usize]) -> StridedView {
     StridedView {
         offset: 0,
         strides: strides(shape),
@@ -399,7 +399,7 @@ fn dense(shape: &[usize]) -> StridedView {
 }
 
 /// The view of `shape` with its axes in `perm` order.
-fn permuted(shape: &[usize], perm: &[usize]) -> StridedView {
+pub(crate) fn permuted(shape: &[usize], perm: &[usize]) -> StridedView {
     let s = strides(shape);
     StridedView {
         offset: 0,
@@ -472,10 +472,12 @@ fn split(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     Ok(())
 }
 
-fn slice(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
-    let gpu = cx.gpu();
-    let x = cx.input(&n.inputs[0])?;
-    let g = cx.graph();
+/// The region of `x` (of `shape`) a Slice node reads, as a strided view.
+pub(crate) fn slice_source(
+    g: &crate::graph::ir::Graph,
+    n: &Node,
+    shape: &[usize],
+) -> std::result::Result<StridedView, String> {
     let ints = |i: usize| {
         n.inputs
             .get(i)
@@ -484,35 +486,59 @@ fn slice(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
                 g.consts
                     .get(v)
                     .map(Const::to_i64)
-                    .ok_or_else(|| cx.err(n, "slice bounds must be constants"))
+                    .ok_or_else(|| "slice bounds must be constants".to_string())
             })
             .transpose()
     };
     let spec = slice_spec(
-        x.shape(),
+        shape,
         &ints(1)?.unwrap_or_default(),
         &ints(2)?.unwrap_or_default(),
         ints(3)?.as_deref(),
         ints(4)?.as_deref(),
-    )
-    .map_err(|m| cx.err(n, m))?;
+    )?;
     if spec.iter().any(|s| s.step < 0) {
-        return Err(cx.err(
-            n,
-            "negative slice steps on runtime tensors are not supported",
-        ));
+        return Err("negative slice steps on runtime tensors are not supported".into());
     }
-    let xs = strides(x.shape());
-    let y = cx.output(n, 0)?;
-    let src = StridedView {
+    let xs = strides(shape);
+    Ok(StridedView {
         offset: spec.iter().zip(&xs).map(|(s, st)| s.start * st).sum(),
         strides: spec
             .iter()
             .zip(&xs)
             .map(|(s, st)| s.step as usize * st)
             .collect(),
-    };
+    })
+}
+
+fn slice(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let x = cx.input(&n.inputs[0])?;
+    let src = slice_source(cx.graph(), n, x.shape()).map_err(|m| cx.err(n, m))?;
+    let y = cx.output(n, 0)?;
     ew::strided_copy_into(cx.steps(), gpu, &x, &src, &y, &dense(y.shape()), y.shape())
+}
+
+/// Where a Pad node's input lies in its output (of `shape`), as a strided view.
+pub(crate) fn pad_destination(
+    g: &crate::graph::ir::Graph,
+    n: &Node,
+    shape: &[usize],
+) -> std::result::Result<StridedView, String> {
+    let pads = g
+        .consts
+        .get(&n.inputs[1])
+        .map(Const::to_i64)
+        .ok_or_else(|| "pads must be a constant".to_string())?;
+    let ys = strides(shape);
+    Ok(StridedView {
+        offset: ys
+            .iter()
+            .enumerate()
+            .map(|(d, s)| pads[d] as usize * s)
+            .sum(),
+        strides: ys,
+    })
 }
 
 fn pad(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
@@ -521,23 +547,9 @@ fn pad(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
         unreachable!("table")
     };
     let x = cx.input(&n.inputs[0])?;
-    let pads = cx
-        .graph()
-        .consts
-        .get(&n.inputs[1])
-        .map(Const::to_i64)
-        .ok_or_else(|| cx.err(n, "pads must be a constant"))?;
     let y = cx.output(n, 0)?;
+    let dst = pad_destination(cx.graph(), n, y.shape()).map_err(|m| cx.err(n, m))?;
     ew::fill_into(cx.steps(), gpu, &y, value)?;
-    let ys = strides(y.shape());
-    let dst = StridedView {
-        offset: ys
-            .iter()
-            .enumerate()
-            .map(|(d, s)| pads[d] as usize * s)
-            .sum(),
-        strides: ys,
-    };
     ew::strided_copy_into(cx.steps(), gpu, &x, &dense(x.shape()), &y, &dst, x.shape())
 }
 

@@ -1,0 +1,340 @@
+//! Reverse mode over a compiled forward [`Plan`]: [`Backward`] records, node by node in reverse
+//! order, the gradient kernels of every node between the trainable parameters and the
+//! outputs, as prepared steps replayed after each forward (no host round trip, nothing
+//! recompiled between steps).
+//!
+//! - Which nodes take part: those whose output depends on a trainable parameter and reaches an
+//!   output. Each must have a rule in `grads` (checked when the plan is built, before any step,
+//!   with the node named); a frozen prefix of the model needs none.
+//! - What the forward keeps for it: the values the rules read ([`Backward::taps`]), compiled
+//!   into the forward plan as taps, so liveness keeps exactly those and a fusion that would
+//!   hide one is not made. Relu and Clip read their output, so a convolution keeps its fused
+//!   activation.
+//! - Gradient buffers: every kernel adds into its gradient buffer, so a value read by several
+//!   nodes sums its gradients in place. Activation gradients live in slots shared by liveness
+//!   in reverse order (a value's gradient exists from its last reader's backward to its
+//!   producer's), zeroed when a slot is taken. Parameter gradients are persistent and are
+//!   zeroed by the optimizer step, so micro-batches accumulate into them. The outputs'
+//!   gradients are zeroed by [`Backward::record_zero`], before the loss adds into them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::error::{DType, Error, Result};
+use crate::exec::grads::{rule, GradRule};
+use crate::exec::memory::{data_inputs, Memory};
+use crate::exec::{Params, Plan};
+use crate::gpu::{Gpu, GpuTensor, Steps};
+use crate::graph::ir::{Graph, Node};
+use crate::ops::elementwise as ew;
+
+/// The recorded backward pass of one forward plan.
+pub struct Backward {
+    zero: Steps,
+    steps: Steps,
+    outputs: Vec<(String, GpuTensor)>,
+    params: Vec<(String, GpuTensor)>,
+}
+
+/// Which values carry gradients and which nodes take part.
+struct Analysis {
+    requires: HashSet<String>,
+    active: Vec<bool>,
+}
+
+impl Analysis {
+    fn of(g: &Graph, trainable: &HashSet<String>) -> Result<Analysis> {
+        for t in trainable {
+            if !g.consts.contains_key(t) {
+                return Err(Error::Graph {
+                    model: g.name.clone(),
+                    message: format!("trainable parameter '{t}' is not a constant of the graph"),
+                });
+            }
+        }
+        let mut requires: HashSet<String> = trainable.clone();
+        for n in &g.nodes {
+            if data_inputs(n).iter().any(|i| requires.contains(i)) {
+                requires.extend(n.outputs.iter().filter(|o| !o.is_empty()).cloned());
+            }
+        }
+        let mut matters: HashSet<&str> = g.outputs.iter().map(String::as_str).collect();
+        let mut active = vec![false; g.nodes.len()];
+        for (k, n) in g.nodes.iter().enumerate().rev() {
+            if n.outputs
+                .iter()
+                .any(|o| matters.contains(o.as_str()) && requires.contains(o))
+            {
+                active[k] = true;
+                matters.extend(
+                    data_inputs(n)
+                        .iter()
+                        .filter(|i| requires.contains(*i))
+                        .map(String::as_str),
+                );
+            }
+        }
+        if !active.iter().any(|&a| a) {
+            return Err(Error::Graph {
+                model: g.name.clone(),
+                message: "no trainable parameter reaches an output".into(),
+            });
+        }
+        for (_, n) in g.nodes.iter().enumerate().filter(|(k, _)| active[*k]) {
+            if rule(&n.op).is_none() {
+                return Err(Error::Graph {
+                    model: g.name.clone(),
+                    message: format!(
+                        "node '{}' ({}) lies between trainable parameters and the outputs and has \
+                         no backward; freeze the parameters before it",
+                        n.name,
+                        n.op.onnx_type()
+                    ),
+                });
+            }
+        }
+        Ok(Analysis { requires, active })
+    }
+
+    /// The active nodes with their rules, in graph order.
+    fn rules<'g>(&self, g: &'g Graph) -> Vec<(&'g Node, GradRule)> {
+        g.nodes
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| self.active[*k])
+            .filter_map(|(_, n)| rule(&n.op).map(|r| (n, r)))
+            .collect()
+    }
+}
+
+impl Backward {
+    /// The runtime values the backward of `g` reads (compile the forward with them as taps).
+    /// Fails, naming the node, when a node between the trainable parameters and the outputs
+    /// has no backward.
+    pub fn taps(g: &Graph, trainable: &HashSet<String>) -> Result<Vec<String>> {
+        let a = Analysis::of(g, trainable)?;
+        let mut taps: Vec<String> = a
+            .rules(g)
+            .into_iter()
+            .flat_map(|(n, r)| (r.reads)(n, &|v: &str| a.requires.contains(v)))
+            .filter(|v| !v.is_empty() && !g.consts.contains_key(v))
+            .collect();
+        taps.sort();
+        taps.dedup();
+        Ok(taps)
+    }
+
+    /// Records the backward of `forward` (compiled from `g` with [`Backward::taps`]) for the
+    /// `trainable` parameters.
+    pub fn build(
+        gpu: Arc<Gpu>,
+        g: &Graph,
+        forward: &Plan,
+        trainable: &HashSet<String>,
+    ) -> Result<Backward> {
+        let a = Analysis::of(g, trainable)?;
+        let mut cx = GradCx {
+            gpu: &gpu,
+            graph: g,
+            forward,
+            params: forward.params(),
+            requires: &a.requires,
+            memory: Memory::default(),
+            grads: HashMap::new(),
+            param_grads: HashMap::new(),
+            steps: Steps::default(),
+        };
+        let mut zero = Steps::default();
+        let mut outputs = Vec::new();
+        for o in g.outputs.iter().filter(|o| a.requires.contains(*o)) {
+            let t = gpu.empty(&cx.shape(o), DType::F32)?;
+            ew::fill_into(&mut zero, &gpu, &t, 0.0)?;
+            cx.grads.insert(o.clone(), (t.clone(), None));
+            outputs.push((o.clone(), t));
+        }
+        for (n, r) in a.rules(g).into_iter().rev() {
+            if n.outputs.iter().any(|o| cx.grads.contains_key(o)) {
+                (r.grad)(&mut cx, n)?;
+            }
+            for o in &n.outputs {
+                if g.outputs.contains(o) {
+                    continue;
+                }
+                if let Some((_, Some(slot))) = cx.grads.remove(o) {
+                    cx.memory.release(slot);
+                }
+            }
+        }
+        let mut params: Vec<(String, GpuTensor)> = cx.param_grads.into_iter().collect();
+        params.sort_by(|x, y| x.0.cmp(&y.0));
+        // Parameter gradients start at zero; the optimizer zeroes them after each step.
+        let mut enc = gpu.encoder();
+        let mut init = Steps::default();
+        for (_, t) in &params {
+            ew::fill_into(&mut init, &gpu, t, 0.0)?;
+        }
+        enc.run(&init.0);
+        gpu.finish(enc)?;
+        Ok(Backward {
+            zero,
+            steps: cx.steps,
+            outputs,
+            params,
+        })
+    }
+
+    /// Records the zeroing of the outputs' gradients (before the loss adds into them).
+    pub fn record_zero(&self, enc: &mut crate::gpu::Encoder) {
+        enc.run(&self.zero.0);
+    }
+
+    /// Records the backward pass (after the loss).
+    pub fn record(&self, enc: &mut crate::gpu::Encoder) {
+        enc.run(&self.steps.0);
+    }
+
+    /// The gradient buffer of an output (the loss adds into it).
+    pub fn output_grad(&self, name: &str) -> Option<&GpuTensor> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// The gradient of every trainable parameter the outputs depend on, by name.
+    pub fn param_grads(&self) -> &[(String, GpuTensor)] {
+        &self.params
+    }
+
+    /// Runs each backward dispatch in a submission of its own and returns the seconds spent per
+    /// kernel, slowest first: where a backward's time goes (the total is not the pass's time,
+    /// since separate submissions add waits). Gradients are added into as in a real pass.
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<(String, f64)>> {
+        let mut by: HashMap<&str, f64> = HashMap::new();
+        for s in &self.steps.0 {
+            let t = std::time::Instant::now();
+            let mut enc = gpu.encoder();
+            enc.run(std::slice::from_ref(s));
+            gpu.finish(enc)?;
+            *by.entry(s.label()).or_default() += t.elapsed().as_secs_f64();
+        }
+        let mut out: Vec<(String, f64)> = by.into_iter().map(|(l, t)| (l.to_string(), t)).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(out)
+    }
+
+    /// Number of prepared dispatches in one backward.
+    pub fn dispatch_count(&self) -> usize {
+        self.steps.0.len()
+    }
+}
+
+/// The state of one backward pass being recorded; what gradient rules record through.
+pub struct GradCx<'a> {
+    gpu: &'a Gpu,
+    graph: &'a Graph,
+    forward: &'a Plan,
+    params: &'a Arc<Params>,
+    requires: &'a HashSet<String>,
+    memory: Memory,
+    grads: HashMap<String, (GpuTensor, Option<usize>)>,
+    param_grads: HashMap<String, GpuTensor>,
+    steps: Steps,
+}
+
+impl<'a> GradCx<'a> {
+    /// The GPU.
+    pub fn gpu(&self) -> &'a Gpu {
+        self.gpu
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &'a Graph {
+        self.graph
+    }
+
+    /// The steps recorded so far.
+    pub fn steps(&mut self) -> &mut Steps {
+        &mut self.steps
+    }
+
+    /// An error naming the node.
+    pub fn err(&self, node: &Node, message: impl Into<String>) -> Error {
+        Error::Graph {
+            model: self.graph.name.clone(),
+            message: format!(
+                "backward of node '{}' ({}): {}",
+                node.name,
+                node.op.onnx_type(),
+                message.into()
+            ),
+        }
+    }
+
+    /// The static shape of a value or constant.
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.graph
+            .shapes
+            .get(name)
+            .cloned()
+            .or_else(|| self.graph.consts.get(name).map(|c| c.shape().to_vec()))
+            .unwrap_or_default()
+    }
+
+    /// The forward value of `name` (a parameter, or a value the forward kept for backward).
+    pub fn value(&self, name: &str) -> Result<GpuTensor> {
+        if let Some(c) = self.graph.consts.get(name) {
+            return self.params.get_or_upload(name, c);
+        }
+        self.forward
+            .tensor(name)
+            .cloned()
+            .ok_or_else(|| Error::Graph {
+                model: self.graph.name.clone(),
+                message: format!("backward reads '{name}', which the forward plan did not keep"),
+            })
+    }
+
+    /// A scratch buffer for work inside one node's backward; give it back with
+    /// [`GradCx::free`] once the steps using it are recorded.
+    pub fn scratch(&mut self, shape: &[usize]) -> Result<(usize, GpuTensor)> {
+        self.memory.alloc(self.gpu, shape, DType::F32)
+    }
+
+    /// Returns a scratch buffer.
+    pub fn free(&mut self, slot: usize) {
+        self.memory.release(slot);
+    }
+
+    /// The gradient of output `i` of `node` (`None`: nothing downstream depends on it).
+    pub fn dy(&self, node: &Node, i: usize) -> Option<GpuTensor> {
+        node.outputs
+            .get(i)
+            .and_then(|o| self.grads.get(o))
+            .map(|(t, _)| t.clone())
+    }
+
+    /// The gradient buffer of input `i` of `node`, to add into (`None`: the input carries no
+    /// gradient — data, a frozen parameter, or a value nothing trainable feeds).
+    pub fn dx(&mut self, node: &Node, i: usize) -> Result<Option<GpuTensor>> {
+        let Some(name) = node.inputs.get(i).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        if !self.requires.contains(name) {
+            return Ok(None);
+        }
+        if self.graph.consts.contains_key(name) {
+            if let Some(t) = self.param_grads.get(name) {
+                return Ok(Some(t.clone()));
+            }
+            let t = self.gpu.empty(&self.shape(name), DType::F32)?;
+            self.param_grads.insert(name.clone(), t.clone());
+            return Ok(Some(t));
+        }
+        if let Some((t, _)) = self.grads.get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let shape = self.shape(name);
+        let (slot, t) = self.memory.alloc(self.gpu, &shape, DType::F32)?;
+        ew::fill_into(&mut self.steps, self.gpu, &t, 0.0)?;
+        self.grads.insert(name.clone(), (t.clone(), Some(slot)));
+        Ok(Some(t))
+    }
+}

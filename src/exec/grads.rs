@@ -1,0 +1,694 @@
+//! The backward table: for each op, the forward values its gradient reads and the function
+//! recording its gradient kernels through [`GradCx`] (the counterpart of `rules::rule`).
+//! Every kernel adds into the gradient buffers `GradCx::dx` hands out.
+
+use std::collections::HashSet;
+
+use crate::error::{DType, Result};
+use crate::exec::backward::GradCx;
+use crate::exec::rules::{dense, pad_destination, permuted, slice_source};
+use crate::gpu::GpuTensor;
+use crate::graph::attrs::{Binary, Unary};
+use crate::graph::ir::{Node, Op};
+use crate::graph::shape::{norm_axis, strides};
+use crate::ops::elementwise::StridedView;
+use crate::ops::grad::{self, ConvGrad, Layout, Product, Side, Sum};
+
+/// Records the gradient kernels of one node.
+pub type GradFn = fn(&mut GradCx<'_>, &Node) -> Result<()>;
+
+/// The forward values (names) a node's backward reads, given which values carry gradients.
+pub type ReadsFn = fn(&Node, &dyn Fn(&str) -> bool) -> Vec<String>;
+
+/// An op's backward.
+#[derive(Clone, Copy)]
+pub struct GradRule {
+    pub grad: GradFn,
+    pub reads: ReadsFn,
+}
+
+/// The backward of an op (`None`: it has none).
+pub fn rule(op: &Op) -> Option<GradRule> {
+    let (grad, reads): (GradFn, ReadsFn) = match op {
+        op if op.is_view() => (view, nothing),
+        Op::Conv(_) => (conv, conv_reads),
+        Op::Gemm { beta, .. } if *beta == 1.0 => (gemm, both_inputs),
+        Op::MatMul => (matmul, both_inputs),
+        Op::Unary(Unary::Relu | Unary::Clip(..)) => (unary, output),
+        Op::Unary(_) => (unary, first_input),
+        Op::Binary(Binary::Add | Binary::Sub) => (binary, nothing),
+        Op::Binary(_) => (binary, both_inputs),
+        Op::MaxPool(_) | Op::AveragePool(_) => (pool, first_input),
+        Op::GlobalAveragePool => (global_avg_pool, nothing),
+        Op::Softmax { .. } => (softmax, output),
+        Op::ReduceMean { .. } => (reduce_mean, nothing),
+        Op::Transpose { .. } => (transpose, nothing),
+        Op::Concat { .. } => (concat, nothing),
+        Op::Split { .. } => (split, nothing),
+        Op::Slice => (slice, nothing),
+        Op::Pad { mode, .. } if mode == "constant" => (pad, nothing),
+        _ => return None,
+    };
+    Some(GradRule { grad, reads })
+}
+
+fn nothing(_: &Node, _: &dyn Fn(&str) -> bool) -> Vec<String> {
+    Vec::new()
+}
+
+fn output(n: &Node, _: &dyn Fn(&str) -> bool) -> Vec<String> {
+    vec![n.outputs[0].clone()]
+}
+
+fn first_input(n: &Node, _: &dyn Fn(&str) -> bool) -> Vec<String> {
+    vec![n.inputs[0].clone()]
+}
+
+fn both_inputs(n: &Node, _: &dyn Fn(&str) -> bool) -> Vec<String> {
+    n.inputs.iter().take(2).cloned().collect()
+}
+
+/// The input for the weight's gradient, the weight for the input's.
+fn conv_reads(n: &Node, requires: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut v = Vec::new();
+    if requires(&n.inputs[1]) {
+        v.push(n.inputs[0].clone());
+    }
+    if requires(&n.inputs[0]) {
+        v.push(n.inputs[1].clone());
+    }
+    v
+}
+
+/// A dense copy of `dy` added into `dx` (same element order, maybe another shape).
+fn add_dense(cx: &mut GradCx<'_>, dy: &GpuTensor, dx: &GpuTensor) -> Result<()> {
+    let gpu = cx.gpu();
+    let flat = [dy.len()];
+    grad::strided_acc_into(cx.steps(), gpu, dy, &dense(&flat), dx, &dense(&flat), &flat)
+}
+
+fn view(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    if let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) {
+        add_dense(cx, &dy, &dx)?;
+    }
+    Ok(())
+}
+
+fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::Conv(a) = &n.op else {
+        unreachable!("table")
+    };
+    let Some(dy) = cx.dy(n, 0) else {
+        return Ok(());
+    };
+    let (xs, ws) = (cx.shape(&n.inputs[0]), cx.shape(&n.inputs[1]));
+    let form = ConvGrad::pick(gpu, &xs, &ws, a);
+    if let Some(dx) = cx.dx(n, 0)? {
+        let w = cx.value(&n.inputs[1])?;
+        if form == ConvGrad::Gemm {
+            let [col, _, _] = ConvGrad::scratch(&xs, &ws, a)?;
+            let (slot, colg) = cx.scratch(&col)?;
+            grad::conv_grad_input_gemm_into(cx.steps(), gpu, &w, &dy, a, &colg, &dx)?;
+            cx.free(slot);
+        } else {
+            grad::conv_grad_input_into(cx.steps(), gpu, &w, &dy, a, &dx)?;
+        }
+    }
+    if let Some(dw) = cx.dx(n, 1)? {
+        let x = cx.value(&n.inputs[0])?;
+        if form == ConvGrad::Gemm {
+            let [col, prod, part] = ConvGrad::scratch(&xs, &ws, a)?;
+            let (s1, col) = cx.scratch(&col)?;
+            let (s2, prod) = cx.scratch(&prod)?;
+            let part = match part[0] {
+                0 => None,
+                _ => Some(cx.scratch(&part)?),
+            };
+            let p = part.as_ref().map(|(_, t)| t);
+            grad::conv_grad_weight_gemm_into(cx.steps(), gpu, &x, &dy, a, &col, &prod, p, &dw)?;
+            cx.free(s1);
+            cx.free(s2);
+            if let Some((s3, _)) = part {
+                cx.free(s3);
+            }
+        } else {
+            grad::conv_grad_weight_into(cx.steps(), gpu, &x, &dy, a, &dw)?;
+        }
+    }
+    if let Some(db) = cx.dx(n, 2)? {
+        let s = dy.shape().to_vec();
+        let sum = Sum {
+            outer: s[0],
+            e: s[1],
+            inner: s[2] * s[3],
+        };
+        reduce(cx, &dy, sum, 1.0, &db)?;
+    }
+    Ok(())
+}
+
+/// `dx += alpha * sum` of `src` over the outer and inner dims of `sum`, with the partial
+/// sums in a scratch buffer.
+fn reduce(
+    cx: &mut GradCx<'_>,
+    src: &GpuTensor,
+    sum: Sum,
+    alpha: f32,
+    dx: &GpuTensor,
+) -> Result<()> {
+    let gpu = cx.gpu();
+    let part = match sum.partials() {
+        0 => None,
+        k => Some(cx.scratch(&[k])?),
+    };
+    grad::sum_acc_into(
+        cx.steps(),
+        gpu,
+        src,
+        sum,
+        alpha,
+        part.as_ref().map(|(_, t)| t),
+        dx,
+    )?;
+    if let Some((slot, _)) = part {
+        cx.free(slot);
+    }
+    Ok(())
+}
+
+/// A matrix in a buffer: element (r, c) at `r * rows + c * cols`.
+#[derive(Clone, Copy)]
+struct Mat {
+    rows: usize,
+    cols: usize,
+}
+
+impl Mat {
+    fn dense(cols: usize) -> Mat {
+        Mat {
+            rows: cols,
+            cols: 1,
+        }
+    }
+    fn t(self) -> Mat {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+        }
+    }
+}
+
+/// One product term of a gradient: `c += alpha * l . r` with `l` [m, k] and `r` [k, n].
+struct Term<'t> {
+    l: (&'t GpuTensor, Mat),
+    r: (&'t GpuTensor, Mat),
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+/// Batches of a gradient product: output batches (each operand's stride per batch) and
+/// reduced batches (summed into each output).
+#[derive(Clone, Copy, Default)]
+struct Batches {
+    count: usize,
+    reduce: usize,
+    l: (usize, usize),
+    r: (usize, usize),
+}
+
+fn record_term(
+    cx: &mut GradCx<'_>,
+    t: Term<'_>,
+    b: Batches,
+    alpha: f32,
+    c: &GpuTensor,
+) -> Result<()> {
+    let gpu = cx.gpu();
+    let p = Product {
+        batches: b.count.max(1),
+        reduce: b.reduce.max(1),
+        m: t.m,
+        n: t.n,
+        k: t.k,
+        alpha,
+        a: Layout {
+            batch: b.l.0,
+            reduce: b.l.1,
+            rows: t.l.1.rows,
+            cols: t.l.1.cols,
+        },
+        b: Layout {
+            batch: b.r.0,
+            reduce: b.r.1,
+            rows: t.r.1.rows,
+            cols: t.r.1.cols,
+        },
+    };
+    grad::matmul_acc_into(cx.steps(), gpu, t.l.0, t.r.0, &p, c)
+}
+
+/// Gradients of `P = alpha * X' Y'` (`X'` [m, k] = X or its transpose, `Y'` [k, n]) into X
+/// and Y in their stored layouts, for the batch layouts given.
+#[allow(clippy::too_many_arguments)]
+fn product_grads(
+    cx: &mut GradCx<'_>,
+    n: &Node,
+    (x, x_t): (&GpuTensor, bool),
+    (y, y_t): (&GpuTensor, bool),
+    (m, k, nn): (usize, usize, usize),
+    alpha: f32,
+    dp: &GpuTensor,
+    batches: [Batches; 2],
+) -> Result<()> {
+    // Views of op(X) [m, k], op(Y) [k, n] and dP [m, n] inside one batch.
+    let xv = if x_t {
+        Mat::dense(m).t()
+    } else {
+        Mat::dense(k)
+    };
+    let yv = if y_t {
+        Mat::dense(k).t()
+    } else {
+        Mat::dense(nn)
+    };
+    let dv = Mat::dense(nn);
+    if let Some(dx) = cx.dx(n, 0)? {
+        // dX' = dP Y'^T [m, k]; stored transposed: dX = Y' dP^T [k, m].
+        let t = if x_t {
+            Term {
+                l: (y, yv),
+                r: (dp, dv.t()),
+                m: k,
+                n: m,
+                k: nn,
+            }
+        } else {
+            Term {
+                l: (dp, dv),
+                r: (y, yv.t()),
+                m,
+                n: k,
+                k: nn,
+            }
+        };
+        let [bx, _] = batches;
+        let b = if x_t { swap(bx) } else { bx };
+        record_term(cx, t, b, alpha, &dx)?;
+    }
+    if let Some(dy) = cx.dx(n, 1)? {
+        // dY' = X'^T dP [k, n]; stored transposed: dY = dP^T X' [n, k].
+        let t = if y_t {
+            Term {
+                l: (dp, dv.t()),
+                r: (x, xv),
+                m: nn,
+                n: k,
+                k: m,
+            }
+        } else {
+            Term {
+                l: (x, xv.t()),
+                r: (dp, dv),
+                m: k,
+                n: nn,
+                k: m,
+            }
+        };
+        let [_, by] = batches;
+        let b = if y_t { swap(by) } else { by };
+        record_term(cx, t, b, alpha, &dy)?;
+    }
+    Ok(())
+}
+
+/// The batch strides with the operands' roles exchanged.
+fn swap(b: Batches) -> Batches {
+    Batches {
+        l: b.r,
+        r: b.l,
+        ..b
+    }
+}
+
+fn gemm(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let Op::Gemm {
+        alpha,
+        trans_a,
+        trans_b,
+        ..
+    } = n.op
+    else {
+        unreachable!("table")
+    };
+    let Some(dp) = cx.dy(n, 0) else {
+        return Ok(());
+    };
+    let (sa, sb) = (cx.shape(&n.inputs[0]), cx.shape(&n.inputs[1]));
+    let (m, k) = if trans_a {
+        (sa[1], sa[0])
+    } else {
+        (sa[0], sa[1])
+    };
+    let nn = if trans_b { sb[0] } else { sb[1] };
+    if cx.dx(n, 0)?.is_some() || cx.dx(n, 1)?.is_some() {
+        let (a, b) = (cx.value(&n.inputs[0])?, cx.value(&n.inputs[1])?);
+        // One batch: the first batch set is for dA (dP and B), the second for dB (A and dP).
+        product_grads(
+            cx,
+            n,
+            (&a, trans_a),
+            (&b, trans_b),
+            (m, k, nn),
+            alpha,
+            &dp,
+            [Batches::default(); 2],
+        )?;
+    }
+    if let Some(dc) = cx.dx(n, 2)? {
+        let gpu = cx.gpu();
+        let c_shape = cx.shape(&n.inputs[2]);
+        let stand_in = dp.view(&c_shape, DType::F32)?;
+        grad::binary_grad_into(
+            cx.steps(),
+            gpu,
+            Binary::Add,
+            Side::B,
+            &dp,
+            &stand_in,
+            &dp,
+            &dc,
+        )?;
+    }
+    Ok(())
+}
+
+fn matmul(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let Some(dp) = cx.dy(n, 0) else {
+        return Ok(());
+    };
+    let (sa, sb) = (cx.shape(&n.inputs[0]), cx.shape(&n.inputs[1]));
+    if sa.len() < 2 || sb.len() < 2 {
+        return Err(cx.err(
+            n,
+            "backward of a MatMul with a 1-D operand is not supported",
+        ));
+    }
+    let (m, k, nn) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
+    let (ba, bb): (usize, usize) = (
+        sa[..sa.len() - 2].iter().product(),
+        sb[..sb.len() - 2].iter().product(),
+    );
+    let out_batch: usize = dp.len() / (m * nn).max(1);
+    let (mk, kn, mn) = (m * k, k * nn, m * nn);
+    // Batch layouts: [for dA: (dP, B) strides], [for dB: (A, dP) strides].
+    let batches = if ba == out_batch && bb == out_batch {
+        let one = |l, r| Batches {
+            count: out_batch,
+            reduce: 1,
+            l: (l, 0),
+            r: (r, 0),
+        };
+        [one(mn, kn), one(mk, mn)]
+    } else if ba == out_batch && bb == 1 {
+        [
+            Batches {
+                count: out_batch,
+                reduce: 1,
+                l: (mn, 0),
+                r: (0, 0),
+            },
+            Batches {
+                count: 1,
+                reduce: out_batch,
+                l: (0, mk),
+                r: (0, mn),
+            },
+        ]
+    } else if bb == out_batch && ba == 1 {
+        [
+            Batches {
+                count: 1,
+                reduce: out_batch,
+                l: (0, mn),
+                r: (0, kn),
+            },
+            Batches {
+                count: out_batch,
+                reduce: 1,
+                l: (0, 0),
+                r: (mn, 0),
+            },
+        ]
+    } else {
+        return Err(cx.err(
+            n,
+            format!("backward of a MatMul broadcasting batches {sa:?} x {sb:?} is not supported"),
+        ));
+    };
+    if cx.dx(n, 0)?.is_some() || cx.dx(n, 1)?.is_some() {
+        let (a, b) = (cx.value(&n.inputs[0])?, cx.value(&n.inputs[1])?);
+        product_grads(
+            cx,
+            n,
+            (&a, false),
+            (&b, false),
+            (m, k, nn),
+            1.0,
+            &dp,
+            batches,
+        )?;
+    }
+    Ok(())
+}
+
+fn unary(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::Unary(f) = n.op else {
+        unreachable!("table")
+    };
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let v = match f {
+        Unary::Relu | Unary::Clip(..) => cx.value(&n.outputs[0])?,
+        _ => cx.value(&n.inputs[0])?,
+    };
+    grad::unary_grad_into(cx.steps(), gpu, f, &v, &dy, &dx)
+}
+
+fn binary(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::Binary(op) = n.op else {
+        unreachable!("table")
+    };
+    let Some(dy) = cx.dy(n, 0) else {
+        return Ok(());
+    };
+    let (da, db) = (cx.dx(n, 0)?, cx.dx(n, 1)?);
+    if da.is_none() && db.is_none() {
+        return Ok(());
+    }
+    // Add and Sub read only the operands' shapes: views of dy stand in for their values.
+    let operand = |cx: &GradCx<'_>, i: usize| -> Result<GpuTensor> {
+        match op {
+            Binary::Add | Binary::Sub => dy.view(&cx.shape(&n.inputs[i]), DType::F32),
+            _ => cx.value(&n.inputs[i]),
+        }
+    };
+    if matches!(op, Binary::Add | Binary::Sub) {
+        for (i, d) in [(0, &da), (1, &db)] {
+            let Some(d) = d else { continue };
+            let alpha = if op == Binary::Sub && i == 1 {
+                -1.0
+            } else {
+                1.0
+            };
+            if let Some(sum) = Sum::of(&cx.shape(&n.inputs[i]), dy.shape()) {
+                reduce(cx, &dy, sum, alpha, d)?;
+            } else {
+                let (a, b) = (operand(cx, 0)?, operand(cx, 1)?);
+                let side = if i == 0 { Side::A } else { Side::B };
+                grad::binary_grad_into(cx.steps(), gpu, op, side, &a, &b, &dy, d)?;
+            }
+        }
+        return Ok(());
+    }
+    let (a, b) = (operand(cx, 0)?, operand(cx, 1)?);
+    if let Some(da) = da {
+        grad::binary_grad_into(cx.steps(), gpu, op, Side::A, &a, &b, &dy, &da)?;
+    }
+    if let Some(db) = db {
+        grad::binary_grad_into(cx.steps(), gpu, op, Side::B, &a, &b, &dy, &db)?;
+    }
+    Ok(())
+}
+
+fn pool(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let (a, max) = match &n.op {
+        Op::MaxPool(a) => (a, true),
+        Op::AveragePool(a) => (a, false),
+        _ => unreachable!("table"),
+    };
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let x = cx.value(&n.inputs[0])?;
+    grad::pool_grad_into(cx.steps(), gpu, &x, &dy, a, max, &dx)
+}
+
+fn global_avg_pool(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let s = dx.shape().to_vec();
+    let hw: usize = s[2..].iter().product();
+    let ys = dy.shape().to_vec();
+    grad::broadcast_acc_into(cx.steps(), gpu, &dy, &ys, 1.0 / hw.max(1) as f32, &dx)
+}
+
+fn softmax(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::Softmax { axis, legacy } = n.op else {
+        unreachable!("table")
+    };
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let s = dx.shape().to_vec();
+    let a = norm_axis(axis, s.len()).ok_or_else(|| cx.err(n, "axis out of range"))?;
+    let (len, inner) = if legacy {
+        (s[a..].iter().product(), 1)
+    } else {
+        (s[a], s[a + 1..].iter().product())
+    };
+    let y = cx.value(&n.outputs[0])?;
+    grad::softmax_grad_into(cx.steps(), gpu, &y, &dy, len, inner, &dx)
+}
+
+fn reduce_mean(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::ReduceMean { axes, .. } = &n.op else {
+        unreachable!("table")
+    };
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let s = dx.shape().to_vec();
+    let axes: HashSet<usize> = if axes.is_empty() {
+        (0..s.len()).collect()
+    } else {
+        axes.iter()
+            .map(|&a| norm_axis(a, s.len()).ok_or_else(|| cx.err(n, "axis out of range")))
+            .collect::<Result<_>>()?
+    };
+    let kept: Vec<usize> = (0..s.len())
+        .map(|d| if axes.contains(&d) { 1 } else { s[d] })
+        .collect();
+    let count: usize = axes.iter().map(|&d| s[d]).product();
+    grad::broadcast_acc_into(cx.steps(), gpu, &dy, &kept, 1.0 / count.max(1) as f32, &dx)
+}
+
+fn transpose(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::Transpose { perm } = &n.op else {
+        unreachable!("table")
+    };
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let xs = dx.shape().to_vec();
+    let perm: Vec<usize> = if perm.is_empty() {
+        (0..xs.len()).rev().collect()
+    } else {
+        perm.clone()
+    };
+    // y[..] = x[perm ..]: walk y's shape, add into x through the permuted strides.
+    let ys = dy.shape().to_vec();
+    grad::strided_acc_into(
+        cx.steps(),
+        gpu,
+        &dy,
+        &dense(&ys),
+        &dx,
+        &permuted(&xs, &perm),
+        &ys,
+    )
+}
+
+fn concat(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::Concat { axis } = n.op else {
+        unreachable!("table")
+    };
+    let Some(dy) = cx.dy(n, 0) else {
+        return Ok(());
+    };
+    let ys = dy.shape().to_vec();
+    let a = norm_axis(axis, ys.len()).ok_or_else(|| cx.err(n, "axis out of range"))?;
+    let st = strides(&ys);
+    let mut at = 0;
+    for i in 0..n.inputs.len() {
+        let xs = cx.shape(&n.inputs[i]);
+        if let Some(dx) = cx.dx(n, i)? {
+            let src = StridedView {
+                offset: at * st[a],
+                strides: st.clone(),
+            };
+            grad::strided_acc_into(cx.steps(), gpu, &dy, &src, &dx, &dense(&xs), &xs)?;
+        }
+        at += xs[a];
+    }
+    Ok(())
+}
+
+fn split(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::Split { axis, .. } = n.op else {
+        unreachable!("table")
+    };
+    let Some(dx) = cx.dx(n, 0)? else {
+        return Ok(());
+    };
+    let xs = dx.shape().to_vec();
+    let a = norm_axis(axis, xs.len()).ok_or_else(|| cx.err(n, "axis out of range"))?;
+    let st = strides(&xs);
+    let mut at = 0;
+    for i in 0..n.outputs.len() {
+        let ys = cx.shape(&n.outputs[i]);
+        if let Some(dy) = cx.dy(n, i) {
+            let dst = StridedView {
+                offset: at * st[a],
+                strides: st.clone(),
+            };
+            grad::strided_acc_into(cx.steps(), gpu, &dy, &dense(&ys), &dx, &dst, &ys)?;
+        }
+        at += ys[a];
+    }
+    Ok(())
+}
+
+fn slice(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let xs = dx.shape().to_vec();
+    let dst = slice_source(cx.graph(), n, &xs).map_err(|m| cx.err(n, m))?;
+    let ys = dy.shape().to_vec();
+    grad::strided_acc_into(cx.steps(), gpu, &dy, &dense(&ys), &dx, &dst, &ys)
+}
+
+fn pad(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let ys = dy.shape().to_vec();
+    let src = pad_destination(cx.graph(), n, &ys).map_err(|m| cx.err(n, m))?;
+    let xs = dx.shape().to_vec();
+    grad::strided_acc_into(cx.steps(), gpu, &dy, &src, &dx, &dense(&xs), &xs)
+}
