@@ -38,5 +38,6 @@ pub mod ops;
 pub mod quant;
 pub mod reference;
 pub mod report;
+pub mod train;
 
 pub use error::{DType, Error, Result};

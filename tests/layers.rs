@@ -23,15 +23,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "compress",
         &["error", "eval", "exec", "files", "gpu", "graph", "ops"],
     ),
+    ("train", &["error", "exec", "files", "gpu", "graph", "ops"]),
     ("report", &["error", "graph", "quant", "compress"]),
     (
         "jobs",
         &[
             "error", "files", "eval", "graph", "gpu", "data", "ops", "exec", "quant", "compress",
-            "report",
+            "train", "report",
         ],
     ),
 ];
+
+/// The crate root and the binary: they may use everything.
+const UNCHECKED: &[&str] = &["lib", "main", "cli"];
 
 fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -64,7 +68,14 @@ fn modules_import_only_the_layers_below_them() {
             .to_string_lossy()
             .trim_end_matches(".rs")
             .to_string();
+        if UNCHECKED.contains(&module.as_str()) {
+            continue;
+        }
         let Some(ok) = allowed.get(module.as_str()) else {
+            bad.push(format!(
+                "{}: module {module} has no row in ALLOWED",
+                rel.display()
+            ));
             continue;
         };
         let text = std::fs::read_to_string(f).unwrap();

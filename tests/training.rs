@@ -1,0 +1,412 @@
+//! The training engine on real models: whole-model parameter gradients against the CPU
+//! reference interpreter with central differences, training that lowers the loss, gradient
+//! accumulation equal to one large batch, checkpoints that resume exactly, typed errors.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::*;
+use ndarray::{ArrayD, Axis, IxDyn};
+use qforge::data::idx;
+use qforge::exec::{Backward, Compile, Params, Plan};
+use qforge::gpu::Gpu;
+use qforge::graph::ir::{Const, Graph};
+use qforge::graph::Prepared;
+use qforge::reference;
+use qforge::train::{self, LossKind, Optimizer, Schedule, Target, TrainConfig, Trainer};
+use rand::Rng;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Fashion-MNIST CNN, BN-folded, resolved for `batch`.
+fn fmnist(batch: usize) -> Arc<Graph> {
+    let g = qforge::graph::load(&root().join("models/fmnist_cnn.onnx")).unwrap();
+    let (p, _) = Prepared::bn_folded(g, Default::default()).unwrap();
+    p.at(batch).unwrap()
+}
+
+/// `n` bundled Fashion-MNIST training images (normalized as the model expects) and labels.
+fn fmnist_data(n: usize) -> (ArrayD<f32>, Vec<usize>) {
+    let dir = root().join("data/fashion-mnist");
+    let x = idx::read_images(
+        &dir.join("train-images-1024-idx3-ubyte.gz"),
+        Some(n),
+        0.2860,
+        0.3530,
+    )
+    .unwrap();
+    let y = idx::read_labels(&dir.join("train-labels-1024-idx1-ubyte.gz"), Some(n)).unwrap();
+    (x, y)
+}
+
+/// Parameter gradients of `L = sum(output * r)` from the GPU backward.
+fn gpu_grads(
+    gpu: &Arc<Gpu>,
+    g: &Graph,
+    x: &ArrayD<f32>,
+    r: &ArrayD<f32>,
+    trainable: &HashSet<String>,
+) -> Vec<(String, ArrayD<f32>)> {
+    let taps = Backward::taps(g, trainable).unwrap();
+    let params = Arc::new(Params::new(gpu.clone()));
+    let plan = Plan::compile(
+        gpu.clone(),
+        g,
+        Compile {
+            taps: &taps,
+            params: Some(params),
+            simulation: None,
+        },
+    )
+    .unwrap();
+    let back = Backward::build(gpu.clone(), g, &plan, trainable).unwrap();
+    plan.write_inputs(&[(g.inputs[0].as_str(), x.view())])
+        .unwrap();
+    let r_gpu = gpu.upload(&r.view()).unwrap();
+    let dy = back.output_grad(&g.outputs[0]).unwrap();
+    let mut enc = gpu.encoder();
+    plan.record(&mut enc);
+    back.record_zero(&mut enc);
+    enc.copy(&r_gpu, 0, dy, 0, r_gpu.bytes());
+    back.record(&mut enc);
+    gpu.finish(enc).unwrap();
+    back.param_grads()
+        .iter()
+        .map(|(n, t)| (n.clone(), gpu.download(t).unwrap()))
+        .collect()
+}
+
+/// `sum(output * r)` from the reference interpreter with parameter `name` element `i`
+/// moved by `delta`.
+fn reference_loss(
+    g: &Graph,
+    x: &ArrayD<f32>,
+    r: &ArrayD<f32>,
+    name: &str,
+    i: usize,
+    delta: f32,
+) -> f64 {
+    let mut g = g.clone();
+    let Some(Const::F32(w)) = g.consts.get_mut(name) else {
+        panic!("{name} is a float constant")
+    };
+    w.as_slice_mut().unwrap()[i] += delta;
+    let y = reference::graph::run(&g, &[(g.inputs[0].as_str(), x.clone())])
+        .unwrap()
+        .remove(0);
+    y.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Sampled parameter gradients of `g` against central differences of the reference
+/// interpreter. Returns the worst error relative to each tensor's largest gradient.
+fn check_gradients(g: &Graph, x: &ArrayD<f32>, per_tensor: usize, eps: f32) -> f64 {
+    let gpu = gpu().expect("checked by the caller");
+    let mut rng = rng(7);
+    let out = g.shapes[&g.outputs[0]].clone();
+    let r = ArrayD::from_shape_vec(
+        IxDyn(&out),
+        (0..out.iter().product::<usize>())
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect(),
+    )
+    .unwrap();
+    let trainable: HashSet<String> = train::parameters(g).into_iter().collect();
+    let grads = gpu_grads(&gpu, g, x, &r, &trainable);
+    assert_eq!(
+        grads.len(),
+        trainable.len(),
+        "every parameter gets a gradient"
+    );
+    let mut worst = 0f64;
+    for (name, grad) in &grads {
+        let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        for _ in 0..per_tensor {
+            let i = rng.random_range(0..grad.len());
+            let got = grad.as_slice().unwrap()[i] as f64;
+            // A step that moves pre-activations across a Relu6 kink changes the mask: where
+            // the wider difference disagrees, a 10x narrower one must agree.
+            let err_at = |eps: f32| {
+                let fd = (reference_loss(g, x, &r, name, i, eps)
+                    - reference_loss(g, x, &r, name, i, -eps))
+                    / (2.0 * eps as f64);
+                ((got - fd).abs() / scale.max(1e-3), fd)
+            };
+            let (mut err, mut fd) = err_at(eps);
+            if err >= 0.05 {
+                (err, fd) = err_at(eps / 10.0);
+            }
+            assert!(
+                err < 0.05,
+                "{name}[{i}]: backward {got}, central difference {fd} (scale {scale})"
+            );
+            worst = worst.max(err);
+        }
+    }
+    worst
+}
+
+#[test]
+fn fmnist_cnn_gradients_match_central_differences_of_the_reference() {
+    if gpu().is_none() {
+        return;
+    }
+    let g = fmnist(3);
+    let (x, _) = fmnist_data(3);
+    let worst = check_gradients(&g, &x, 3, 1e-2);
+    eprintln!("fmnist: worst relative error {worst:.2e}");
+}
+
+#[test]
+fn mobilenet_v2_gradients_match_central_differences_of_the_reference() {
+    if gpu().is_none() {
+        return;
+    }
+    let g = qforge::graph::load(&root().join("models/mobilenet_v2.onnx")).unwrap();
+    let (p, _) = Prepared::bn_folded(g, Default::default()).unwrap();
+    let g = p.at(1).unwrap();
+    let x = photo_crops(true)
+        .slice_axis(Axis(0), (0..1).into())
+        .to_owned();
+    // A handful of tensors: the first and last convolutions, a depthwise one, the classifier.
+    let mut g2 = (*g).clone();
+    let names = train::parameters(&g2);
+    let keep: HashSet<String> = [0, 1, 40, names.len() - 2, names.len() - 1]
+        .iter()
+        .map(|&i| names[i].clone())
+        .collect();
+    let worst = check_some(&mut g2, &x, &keep);
+    eprintln!("mobilenet_v2: worst relative error {worst:.2e}");
+}
+
+/// Like [`check_gradients`] for the `keep` parameters only, one sample each.
+fn check_some(g: &mut Graph, x: &ArrayD<f32>, keep: &HashSet<String>) -> f64 {
+    let gpu = gpu().expect("checked by the caller");
+    let mut rng = rng(11);
+    let out = g.shapes[&g.outputs[0]].clone();
+    let r = ArrayD::from_shape_vec(
+        IxDyn(&out),
+        (0..out.iter().product::<usize>())
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect(),
+    )
+    .unwrap();
+    let grads = gpu_grads(&gpu, g, x, &r, keep);
+    let mut worst = 0f64;
+    for (name, grad) in &grads {
+        let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        // The element with the largest gradient: central differences resolve it best.
+        let i = grad
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .unwrap()
+            .0;
+        let eps = 1e-2;
+        let fd = (reference_loss(g, x, &r, name, i, eps) - reference_loss(g, x, &r, name, i, -eps))
+            / (2.0 * eps as f64);
+        let got = grad.as_slice().unwrap()[i] as f64;
+        let err = (got - fd).abs() / scale.max(1e-3);
+        assert!(
+            err < 0.05,
+            "{name}[{i}]: backward {got}, central difference {fd}"
+        );
+        worst = worst.max(err);
+    }
+    worst
+}
+
+fn config(optimizer: Optimizer, lr: f32) -> TrainConfig {
+    TrainConfig {
+        optimizer,
+        lr,
+        schedule: Schedule::Constant,
+        loss: LossKind::CrossEntropy,
+        max_grad_norm: None,
+        accumulate: 1,
+    }
+}
+
+fn trainer(batch: usize, cfg: TrainConfig) -> (Arc<Gpu>, Arc<Graph>, Trainer) {
+    let gpu = gpu().expect("checked by the caller");
+    let g = fmnist(batch);
+    let trainable: HashSet<String> = train::parameters(&g).into_iter().collect();
+    let params = Arc::new(Params::new(gpu.clone()));
+    let t = Trainer::new(gpu.clone(), &g, params, &trainable, &g.outputs[0], cfg).unwrap();
+    (gpu, g, t)
+}
+
+#[test]
+fn training_lowers_the_loss_with_each_optimizer() {
+    if gpu().is_none() {
+        return;
+    }
+    let (x, y) = fmnist_data(64);
+    for opt in [Optimizer::sgd(), Optimizer::adam(), Optimizer::adamw()] {
+        let lr = if opt == Optimizer::sgd() { 0.01 } else { 1e-3 };
+        let (_, g, mut t) = trainer(64, config(opt, lr));
+        let input = g.inputs[0].clone();
+        let mut losses = Vec::new();
+        for _ in 0..8 {
+            t.step(&[(&input, x.view())], Target::Labels(&y)).unwrap();
+            losses.push(t.read_loss().unwrap().mean);
+        }
+        assert!(
+            losses[7] < losses[0] * 0.8,
+            "{opt:?}: the loss on one batch fell from {} to {}",
+            losses[0],
+            losses[7]
+        );
+    }
+}
+
+fn trained_values(t: &Trainer) -> Vec<(String, ArrayD<f32>)> {
+    t.state()
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with(".m") && !n.ends_with(".v"))
+        .collect()
+}
+
+#[test]
+fn two_accumulated_micro_batches_equal_one_batch_of_both() {
+    if gpu().is_none() {
+        return;
+    }
+    let (x, y) = fmnist_data(16);
+    let (_, g, mut big) = trainer(16, config(Optimizer::sgd(), 0.05));
+    let input = g.inputs[0].clone();
+    big.step(&[(&input, x.view())], Target::Labels(&y)).unwrap();
+    let mut cfg = config(Optimizer::sgd(), 0.05);
+    cfg.accumulate = 2;
+    let (_, _, mut small) = trainer(8, cfg);
+    for h in 0..2 {
+        let part = x.slice_axis(Axis(0), (h * 8..h * 8 + 8).into()).to_owned();
+        small
+            .step(
+                &[(&input, part.view())],
+                Target::Labels(&y[h * 8..h * 8 + 8]),
+            )
+            .unwrap();
+    }
+    assert_eq!((big.steps(), small.steps()), (1, 1));
+    for ((n, a), (_, b)) in trained_values(&big)
+        .iter()
+        .zip(trained_values(&small).iter())
+    {
+        let diff = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(diff < 1e-5, "{n}: accumulated update differs by {diff}");
+    }
+}
+
+#[test]
+fn a_checkpoint_resumes_exactly() {
+    if gpu().is_none() {
+        return;
+    }
+    let (x, y) = fmnist_data(32);
+    let batches: Vec<ArrayD<f32>> = (0..4)
+        .map(|i| x.slice_axis(Axis(0), (i * 8..i * 8 + 8).into()).to_owned())
+        .collect();
+    let (_, g, mut whole) = trainer(8, config(Optimizer::adam(), 1e-3));
+    let input = g.inputs[0].clone();
+    for (i, b) in batches.iter().enumerate() {
+        whole
+            .step(&[(&input, b.view())], Target::Labels(&y[i * 8..i * 8 + 8]))
+            .unwrap();
+    }
+    let (_, _, mut first) = trainer(8, config(Optimizer::adam(), 1e-3));
+    for (i, b) in batches.iter().enumerate().take(2) {
+        first
+            .step(&[(&input, b.view())], Target::Labels(&y[i * 8..i * 8 + 8]))
+            .unwrap();
+    }
+    let path = std::env::temp_dir().join(format!("qforge-ck-{}.qfck", std::process::id()));
+    train::checkpoint::save(
+        &path,
+        &train::checkpoint::Checkpoint {
+            step: first.steps(),
+            epoch: 0,
+            tensors: first.state().unwrap(),
+        },
+    )
+    .unwrap();
+    let ck = train::checkpoint::load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let (_, _, mut resumed) = trainer(8, config(Optimizer::adam(), 1e-3));
+    resumed.load_state(&ck.tensors).unwrap();
+    resumed.set_steps(ck.step);
+    for (i, b) in batches.iter().enumerate().skip(2) {
+        resumed
+            .step(&[(&input, b.view())], Target::Labels(&y[i * 8..i * 8 + 8]))
+            .unwrap();
+    }
+    for ((n, a), (_, b)) in trained_values(&whole)
+        .iter()
+        .zip(trained_values(&resumed).iter())
+    {
+        assert_eq!(a, b, "{n}: the resumed run differs");
+    }
+}
+
+#[test]
+fn bad_training_input_gives_typed_errors() {
+    if gpu().is_none() {
+        return;
+    }
+    let gpu = gpu().unwrap();
+    let g = fmnist(4);
+    let trainable: HashSet<String> = train::parameters(&g).into_iter().collect();
+    let params = Arc::new(Params::new(gpu.clone()));
+    let out = g.outputs[0].clone();
+    for lr in [0.0, -1.0, f32::NAN] {
+        let e = Trainer::new(
+            gpu.clone(),
+            &g,
+            params.clone(),
+            &trainable,
+            &out,
+            config(Optimizer::sgd(), lr),
+        );
+        assert!(e.err().unwrap().to_string().contains("learning rate"));
+    }
+    let mut t = Trainer::new(
+        gpu.clone(),
+        &g,
+        params.clone(),
+        &trainable,
+        &out,
+        config(Optimizer::sgd(), 0.1),
+    )
+    .unwrap();
+    let x = ArrayD::<f32>::zeros(IxDyn(&[4, 1, 28, 28]));
+    let input = g.inputs[0].clone();
+    let e = t
+        .step(&[(&input, x.view())], Target::Labels(&[1, 2, 3]))
+        .unwrap_err();
+    assert!(e.to_string().contains("labels"), "{e}");
+    let e = t
+        .step(&[(&input, x.view())], Target::Labels(&[1, 2, 3, 10]))
+        .unwrap_err();
+    assert!(e.to_string().contains("10"), "{e}");
+    let e = t
+        .step(
+            &[(&input, x.view())],
+            Target::Values(ArrayD::zeros(IxDyn(&[4, 5])).view()),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("target"), "{e}");
+    let e = Trainer::new(
+        gpu.clone(),
+        &g,
+        params,
+        &["nope".to_string()].into(),
+        &out,
+        config(Optimizer::sgd(), 0.1),
+    );
+    assert!(e.err().unwrap().to_string().contains("nope"));
+}
