@@ -116,6 +116,15 @@ pub enum Error {
         tensor: String,
         count: u64,
     },
+
+    /// Training produced a NaN or infinite loss or parameter.
+    #[error("training diverged by optimizer step {step}: {what} is not finite; {kept}")]
+    Diverged {
+        step: u64,
+        what: String,
+        /// What was kept (the last finite checkpoint, or that there is none).
+        kept: String,
+    },
 }
 
 /// Element type of a GPU tensor.

@@ -23,7 +23,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "compress",
         &["error", "eval", "exec", "files", "gpu", "graph", "ops"],
     ),
-    ("train", &["error", "exec", "files", "gpu", "graph", "ops"]),
+    (
+        "train",
+        &["error", "data", "exec", "files", "gpu", "graph", "ops"],
+    ),
     ("report", &["error", "graph", "quant", "compress"]),
     (
         "jobs",

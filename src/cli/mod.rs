@@ -3,6 +3,7 @@
 
 pub mod compress;
 pub mod devices;
+pub mod finetune;
 pub mod inspect;
 pub mod quantize;
 pub mod run;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Compress a model: spatial/weight SVD and channel pruning (least-squares rebuilt), with
     /// per-layer ratios chosen greedily to meet a target MAC or memory ratio.
     Compress(compress::CompressArgs),
+    /// Fine-tune a model on the GPU: cross-entropy on labels or distillation from a teacher
+    /// (by default the model as it was); held-out scores per epoch, checkpoints, a report.
+    Finetune(finetune::FinetuneArgs),
     /// Run a model on the GPU: on a .npy input, or on a folder of images (prints top-5).
     Run(run::RunArgs),
 }
@@ -48,6 +52,7 @@ impl Command {
             Command::Inspect(a) => inspect::main(a),
             Command::Quantize(a) => quantize::main(a),
             Command::Compress(a) => compress::main(a),
+            Command::Finetune(a) => finetune::main(a),
             Command::Run(a) => run::main(a),
         }
     }

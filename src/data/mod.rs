@@ -1,6 +1,7 @@
 //! Input data: image folders (decode, resize, crop, normalise), .npy files and (Fashion-)MNIST
 //! IDX files.
 
+pub mod augment;
 pub mod idx;
 pub mod images;
 pub mod npy;

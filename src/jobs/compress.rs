@@ -132,6 +132,7 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         data: &job.data,
         eval: job.eval.as_deref(),
         labels: job.labels.as_deref(),
+        data_labels: None,
         holdout: job.holdout,
         fit_count: job.data_count,
         eval_count: job.eval_count,

@@ -3,6 +3,7 @@
 //! returns what it measured. The command line and other front ends call these.
 
 pub mod compress;
+pub mod finetune;
 pub mod inspect;
 pub mod output;
 pub mod quantize;

@@ -200,6 +200,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
             data: c,
             eval: job.eval.as_deref(),
             labels: job.labels.as_deref(),
+            data_labels: None,
             holdout: job.holdout,
             fit_count: job.calib_count,
             eval_count: job.eval_count,

@@ -48,6 +48,9 @@ pub struct SetsRequest<'a> {
     pub eval: Option<&'a Path>,
     /// Labels (IDX) of the images the evaluation is drawn from: `eval` when given, else `data`.
     pub labels: Option<&'a Path>,
+    /// Labels (IDX) of `data` itself when `eval` is given (the fitting images' labels, for a
+    /// job that trains on them).
+    pub data_labels: Option<&'a Path>,
     /// Share of `data` held out when there is no `eval`.
     pub holdout: f64,
     /// At most this many fitting images (after the split).
@@ -96,10 +99,15 @@ impl Sets {
                 .labels
                 .map(|l| read_labels(l, ex.len_of(Axis(0))))
                 .transpose()?;
+            let fit_labels = r
+                .data_labels
+                .map(|l| read_labels(l, n))
+                .transpose()?
+                .map(|l| fit.iter().map(|&i| l[i]).collect());
             return Ok(Sets {
                 fit: take(&x, &fit),
                 fit_names: pick(&fit),
-                fit_labels: None,
+                fit_labels,
                 eval: ex,
                 eval_names: enames,
                 eval_labels,

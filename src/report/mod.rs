@@ -2,6 +2,7 @@
 
 pub mod compress;
 pub mod svg;
+pub mod train;
 
 use crate::quant::encoding::Encoding;
 use crate::quant::params::WeightRanges;

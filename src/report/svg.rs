@@ -172,3 +172,53 @@ pub fn sensitivity_chart(
     s.push_str("</svg>");
     s
 }
+
+/// A line chart of one series of (x, y) points with its axis labels and ranges.
+pub fn line_chart(title: &str, points: &[(f64, f64)], x_label: &str, y_label: &str) -> String {
+    let (w, h, left, bottom) = (640.0, 220.0, 60.0, 30.0);
+    let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
+        points.iter().map(pick).fold(init, f)
+    };
+    let (x0, x1) = (
+        fold(f64::min, f64::MAX, |p| p.0),
+        fold(f64::max, f64::MIN, |p| p.0),
+    );
+    let (y0, y1) = (
+        fold(f64::min, f64::MAX, |p| p.1),
+        fold(f64::max, f64::MIN, |p| p.1),
+    );
+    let (xs, ys) = ((x1 - x0).max(1e-12), (y1 - y0).max(1e-12));
+    let px = |x: f64| left + (x - x0) / xs * (w - left - 10.0);
+    let py = |y: f64| 10.0 + (1.0 - (y - y0) / ys) * (h - bottom - 20.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"10\"><text x=\"{left}\" y=\"9\">{}</text>",
+        esc(title)
+    );
+    let path: Vec<String> = points
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+        .collect();
+    s.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>",
+        path.join(" ")
+    ));
+    for &(x, y) in points.iter().filter(|_| points.len() <= 40) {
+        s.push_str(&format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"#1f77b4\"/>",
+            px(x),
+            py(y)
+        ));
+    }
+    let axis = h - bottom + 4.0;
+    s.push_str(&format!(
+        "<line x1=\"{left}\" y1=\"{axis}\" x2=\"{}\" y2=\"{axis}\" stroke=\"#444\"/><text x=\"{left}\" y=\"{}\">{}: {x0:.0} … {x1:.0}</text><text x=\"2\" y=\"{}\">{}</text><text x=\"2\" y=\"{}\">{y1:.4}</text><text x=\"2\" y=\"{}\">{y0:.4}</text></svg>",
+        w - 10.0,
+        axis + 14.0,
+        esc(x_label),
+        h / 2.0,
+        esc(y_label),
+        py(y1) + 4.0,
+        py(y0)
+    ));
+    s
+}

@@ -1,8 +1,9 @@
 //! Training on the GPU: [`Trainer`] (one compiled step: forward, loss, backward through
 //! `exec::Backward`, optimizer update in place), optimizers and schedules ([`optim`]),
-//! checkpoints ([`checkpoint`]). QuantSim, compression and fine-tuning jobs call it.
+//! checkpoints ([`checkpoint`]), the epoch loop ([`fit`]). QuantSim, compression and fine-tuning jobs call it.
 
 pub mod checkpoint;
+pub mod fit;
 pub mod optim;
 mod trainer;
 
