@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device benchmark: on a machine with a GPU, builds, runs the kernel (bandwidth), GEMM,
-# model (forward and convs), calibration and simulation benches with short sampling
+# model (forward and convs), calibration, simulation and training benches with short sampling
 # (QFORGE_BENCH_QUICK=1), and writes one summary (JSON and markdown) with the adapter, GB/s,
 # GFLOP/s and images/s, as fractions of the copy bandwidth measured in the same run and of the
 # adapter's FP32 peak where known. Meant to finish within 10 minutes.
@@ -18,7 +18,7 @@ cargo build --release --benches --examples 2>&1 | tail -n 3
 adapter=$(grep '^\*' "$out/devices.txt" | head -n 1 | sed 's/^\* \[[0-9]*\] //')
 
 rm -rf target/criterion
-for bench in kernels gemm model calibration; do
+for bench in kernels gemm model calibration train; do
   echo "== $bench ($(( $(date +%s) - start )) s)"
   # One bench that hangs or fails leaves the others' figures in the summary.
   timeout 240 cargo bench --bench "$bench" -- --noplot 2>&1 | tee "$out/$bench.log" | grep -E 'time:|thrpt:|^[a-z].*\[' || echo "$bench: failed or timed out (see $out/$bench.log)"

@@ -113,6 +113,21 @@ fn pool_reuses_buffers_by_size_class() {
         "one allocation, then reuse"
     );
     assert_eq!(after.hits - before.hits, 4);
+    assert_eq!(
+        after.live_bytes, before.live_bytes,
+        "every buffer went back"
+    );
+    gpu.reset_peak_bytes();
+    let a = gpu.empty(&[1000], qforge::DType::F32).unwrap();
+    let b = gpu.empty(&[2000], qforge::DType::F32).unwrap();
+    drop((a, b));
+    let held = gpu.pool_stats();
+    assert_eq!(held.live_bytes, before.live_bytes);
+    assert_eq!(
+        held.peak_bytes - before.live_bytes,
+        qforge::gpu::pool::size_class(4000) + qforge::gpu::pool::size_class(8000),
+        "the peak counts both buffers held at once"
+    );
     // A buffer still bound by an unsubmitted encoder is not handed out again.
     let x = gpu.upload_slice(&[1000], &[1.0f32; 1000]).unwrap();
     let mut enc = gpu.encoder();

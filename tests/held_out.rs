@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Scratch;
+
 use std::path::{Path, PathBuf};
 
 use qforge::compress::{CompressOptions, Method};
@@ -14,30 +16,6 @@ use qforge::jobs::Silent;
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::export::EncodingsVersion;
 use qforge::quant::sim::Arithmetic;
-
-/// A fresh folder under the system's temporary folder, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("qforge-heldout-{}-{k}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn fmnist(file: &str) -> PathBuf {
     common::repo("data/fashion-mnist").join(file)
@@ -94,7 +72,7 @@ fn row(name: &str) -> usize {
 #[test]
 fn quantize_reports_on_a_held_out_quarter_split_by_image() {
     let Some(_) = common::gpu() else { return };
-    let tmp = Scratch::new();
+    let tmp = Scratch::new("heldout");
     let out = tmp.path().join("out");
     let r = quantize(
         &quantize_job(&out, 0.25, None, fmnist(TRAIN_LABELS)),
@@ -128,7 +106,7 @@ fn quantize_reports_on_a_held_out_quarter_split_by_image() {
 #[test]
 fn quantize_with_holdout_zero_says_its_figures_are_in_sample() {
     let Some(_) = common::gpu() else { return };
-    let tmp = Scratch::new();
+    let tmp = Scratch::new("heldout");
     let out = tmp.path().join("out");
     let r = quantize(
         &quantize_job(&out, 0.0, None, fmnist(TRAIN_LABELS)),
@@ -145,7 +123,7 @@ fn quantize_with_holdout_zero_says_its_figures_are_in_sample() {
 #[test]
 fn an_explicit_evaluation_set_is_used_whole_and_calibration_keeps_every_image() {
     let Some(_) = common::gpu() else { return };
-    let tmp = Scratch::new();
+    let tmp = Scratch::new("heldout");
     let out = tmp.path().join("out");
     let r = quantize(
         &quantize_job(
@@ -165,7 +143,7 @@ fn an_explicit_evaluation_set_is_used_whole_and_calibration_keeps_every_image() 
 #[test]
 fn compress_scores_rebuilds_and_reports_on_three_disjoint_parts() {
     let Some(_) = common::gpu() else { return };
-    let tmp = Scratch::new();
+    let tmp = Scratch::new("heldout");
     let out = tmp.path().join("out");
     let job = CompressJob {
         model: common::repo("models/fmnist_cnn.onnx"),
@@ -184,6 +162,7 @@ fn compress_scores_rebuilds_and_reports_on_three_disjoint_parts() {
         score_count: 32,
         rebuild_count: 64,
         rescore: true,
+        finetune: None,
         out: out.clone(),
         eval_inputs: Some(tmp.path().join("held.npy")),
     };

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use qforge::compress::prune::Selection;
 use qforge::compress::{CompressOptions, Method};
 use qforge::jobs::compress::{compress, target, CompressJob};
+use qforge::jobs::finetune::TrainSettings;
 
 /// Arguments of `qforge compress`.
 #[derive(clap::Args, Debug)]
@@ -77,6 +78,16 @@ pub struct CompressArgs {
     /// Evaluate every layer again even if a matching score table is saved in --out.
     #[arg(long)]
     rescore: bool,
+    /// Then fine-tune the compressed model for this many epochs on the fitting images, by
+    /// distillation from the original (0: no fine-tuning).
+    #[arg(long, default_value_t = 0)]
+    finetune_epochs: usize,
+    /// Fine-tuning learning rate (Adam, cosine schedule).
+    #[arg(long, default_value_t = 1e-4)]
+    finetune_lr: f32,
+    /// Fine-tuning batch.
+    #[arg(long, default_value_t = 32)]
+    finetune_batch: usize,
     /// Output folder.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -121,6 +132,12 @@ pub fn main(a: CompressArgs) -> qforge::Result<()> {
         rebuild_count: a.rebuild_count,
         eval_inputs: a.eval_inputs,
         rescore: a.rescore,
+        finetune: (a.finetune_epochs > 0).then(|| TrainSettings {
+            epochs: a.finetune_epochs,
+            lr: a.finetune_lr,
+            batch: a.finetune_batch,
+            ..TrainSettings::default()
+        }),
         out: a.out,
     };
     let r = compress(&job, &mut super::Bar::new())?;

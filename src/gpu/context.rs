@@ -316,6 +316,11 @@ impl Gpu {
         self.pool.stats()
     }
 
+    /// Starts a new peak of [`crate::gpu::pool::PoolStats::peak_bytes`] from the bytes held now.
+    pub fn reset_peak_bytes(&self) {
+        self.pool.reset_peak()
+    }
+
     /// Number of compiled pipelines in the cache.
     pub fn pipeline_count(&self) -> usize {
         self.kernels.pipeline_count()

@@ -31,6 +31,9 @@ pub fn size_class(bytes: u64) -> u64 {
 struct PoolState {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     idle_bytes: u64,
+    /// Bytes on loan now, and the most on loan since the last [`BufferPool::reset_peak`].
+    live_bytes: u64,
+    peak_bytes: u64,
     hits: u64,
     misses: u64,
 }
@@ -45,6 +48,10 @@ pub struct BufferPool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolStats {
     pub idle_bytes: u64,
+    /// Bytes of the buffers tensors hold now (size classes, so up to 25% above the tensors').
+    pub live_bytes: u64,
+    /// The most bytes held at once since the last reset.
+    pub peak_bytes: u64,
     pub hits: u64,
     pub misses: u64,
 }
@@ -71,6 +78,8 @@ impl BufferPool {
         }
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.live_bytes += class;
+            st.peak_bytes = st.peak_bytes.max(st.live_bytes);
             if let Some(buf) = st.free.get_mut(&class).and_then(Vec::pop) {
                 st.idle_bytes -= class;
                 st.hits += 1;
@@ -89,6 +98,7 @@ impl BufferPool {
 
     fn give_back(&self, buf: wgpu::Buffer, class: u64) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.live_bytes -= class;
         if st.idle_bytes + class > self.cap {
             drop(st);
             buf.destroy();
@@ -98,11 +108,19 @@ impl BufferPool {
         st.free.entry(class).or_default().push(buf);
     }
 
+    /// Starts a new peak from the bytes held now.
+    pub fn reset_peak(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.peak_bytes = st.live_bytes;
+    }
+
     /// Current counters.
     pub fn stats(&self) -> PoolStats {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         PoolStats {
             idle_bytes: st.idle_bytes,
+            live_bytes: st.live_bytes,
+            peak_bytes: st.peak_bytes,
             hits: st.hits,
             misses: st.misses,
         }

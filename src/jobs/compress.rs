@@ -16,6 +16,8 @@ use crate::data;
 use crate::data::split::{draw, take, SEED};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::graph::Prepared;
+use crate::jobs::finetune::{default_augment, tune, tuned_lines, TrainSettings, Tuned};
 use crate::jobs::output::Outputs;
 use crate::jobs::sets::{Sets, SetsRequest};
 use crate::jobs::{at_least_one, Progress};
@@ -48,6 +50,9 @@ pub struct CompressJob {
     pub eval_inputs: Option<PathBuf>,
     /// Score every layer again even if a matching table is saved.
     pub rescore: bool,
+    /// Then fine-tune the compressed model on the fitting images by distillation from the
+    /// original (its loss is always `kd`).
+    pub finetune: Option<TrainSettings>,
     pub out: PathBuf,
 }
 
@@ -59,6 +64,8 @@ pub struct CompressOutcome {
     pub summary: Vec<(String, String)>,
     pub written: Vec<PathBuf>,
     pub tables: PathBuf,
+    /// The fine-tuning, when asked for; its model is the one written.
+    pub tuned: Option<Tuned>,
 }
 
 /// Runs `compress`; `progress` hears of every evaluation.
@@ -171,14 +178,37 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
             progress.step(&format!("scoring {} layers", m.name()), done, total)
         },
     )?;
+    let tuned = match &job.finetune {
+        Some(settings) => {
+            let settings = TrainSettings {
+                loss: Some("kd".into()),
+                ..settings.clone()
+            };
+            let augment = default_augment(&settings, &job.data)?;
+            Some(tune(
+                gpu.clone(),
+                &Prepared::new(outcome.graph.clone()),
+                &Prepared::new(g.clone()),
+                &sets,
+                &settings,
+                augment,
+                None,
+                false,
+                progress,
+            )?)
+        }
+        None => None,
+    };
+    let model = tuned.as_ref().map_or(&outcome.graph, |t| &t.graph);
     progress.phase(&format!(
         "evaluating on {} {} images",
         sets.eval_len(),
         sets.label()
     ));
     let held_out = HeldOutScores {
+        labelled: held.labelled(),
         before: held.baseline(),
-        after: held.evaluate(&outcome.graph)?,
+        after: held.evaluate(model)?,
     };
     for st in &outcome.stages {
         let few: Vec<&Rebuild> = st.rebuilds.iter().filter(|r| r.few_images()).collect();
@@ -200,7 +230,7 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         score: score_idx.len(),
         rebuild: rebuild_idx.len(),
     };
-    let summary = summary_lines(
+    let mut summary = summary_lines(
         job,
         &sets,
         counts,
@@ -209,8 +239,15 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         held_out,
         t0.elapsed().as_secs_f64(),
     );
+    if let (Some(t), Some(s)) = (&tuned, &job.finetune) {
+        summary.extend(
+            tuned_lines(t, s, sets.label(), sets.eval_len())
+                .into_iter()
+                .map(|(k, v)| (format!("fine-tuning: {k}"), v)),
+        );
+    }
     crate::graph::export::save(
-        &outcome.graph,
+        model,
         &out.path(&format!("{stem}_compressed.onnx"))?,
         Some(&job.model),
     )?;
@@ -230,12 +267,15 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         summary,
         written,
         tables,
+        tuned,
     })
 }
 
 /// Held-out figures: the original's score, and the compressed model's score and logits SQNR.
 #[derive(Clone, Copy)]
 struct HeldOutScores {
+    /// Accuracy on labels (otherwise top-1 agreement with the original).
+    labelled: bool,
     before: f64,
     after: (f64, f64),
 }
@@ -276,11 +316,14 @@ fn summary_lines(
     held: HeldOutScores,
     seconds: f64,
 ) -> Vec<(String, String)> {
-    let what = if scorer.labelled() {
-        "accuracy"
-    } else {
-        "top-1 agreement with FP32"
+    let name = |labelled: bool| {
+        if labelled {
+            "accuracy"
+        } else {
+            "top-1 agreement with FP32"
+        }
     };
+    let (what, held_what) = (name(scorer.labelled()), name(held.labelled));
     let ratio = |after: u64, before: u64| after as f64 / before.max(1) as f64;
     let (c0, c1) = (outcome.cost_before, outcome.cost_after);
     let o = &job.options;
@@ -319,7 +362,7 @@ fn summary_lines(
         ),
         ("evaluation".to_string(), sets.describe()),
         (
-            format!("{what} ({label}, {} images)", sets.eval_len()),
+            format!("{held_what} ({label}, {} images)", sets.eval_len()),
             format!(
                 "{:.2}% -> {:.2}%",
                 100.0 * held.before,

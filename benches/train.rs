@@ -1,0 +1,117 @@
+//! Training throughput: one step (forward, cross-entropy, backward, Adam update, in one
+//! submission) of the BN-folded Fashion-MNIST CNN at batch 128 and MobileNetV2 at batch 16,
+//! next to the plain forward of the same model and batch in the same run (the target:
+//! a step costs <= 3.5 forwards). Before timing, each model's GPU memory is printed: the bytes
+//! held by an inference plan (parameters + activations) and the peak held while a training step
+//! is built and run, against the target 3 x activations + 4 x parameters.
+//!
+//! `cargo bench --bench train`
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ndarray::{ArrayD, IxDyn};
+use qforge::exec::{Compile, Params, Plan};
+use qforge::gpu::Gpu;
+use qforge::graph::Prepared;
+use qforge::train::{self, LossKind, Optimizer, Schedule, Target, TrainConfig, Trainer};
+
+fn model(rel: &str, batch: usize) -> Arc<qforge::graph::ir::Graph> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let (p, _) =
+        Prepared::bn_folded(qforge::graph::load(&path).unwrap(), Default::default()).unwrap();
+    p.at(batch).unwrap()
+}
+
+fn trainer(gpu: &Arc<Gpu>, g: &qforge::graph::ir::Graph) -> Trainer {
+    let trainable: HashSet<String> = train::parameters(g).into_iter().collect();
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(),
+        lr: 1e-5,
+        schedule: Schedule::Constant,
+        loss: LossKind::CrossEntropy,
+        max_grad_norm: None,
+        accumulate: 1,
+    };
+    let params = Arc::new(Params::new(gpu.clone()));
+    Trainer::new(gpu.clone(), g, params, &trainable, &g.outputs[0], cfg).unwrap()
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Prints inference and training-step memory for `g` on a GPU of its own.
+fn memory(name: &str, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>, labels: &[usize]) {
+    let gpu = Arc::new(Gpu::new().unwrap());
+    let input = g.inputs[0].as_str();
+    let base = gpu.pool_stats().live_bytes;
+    let plan = Plan::compile(gpu.clone(), g, Compile::default()).unwrap();
+    plan.run(&[(input, x.view())], plan.outputs()).unwrap();
+    let inference = gpu.pool_stats().live_bytes - base;
+    let params: u64 = plan
+        .params()
+        .names()
+        .iter()
+        .filter_map(|n| plan.params().get(n))
+        .map(|t| qforge::gpu::pool::size_class(t.bytes()))
+        .sum();
+    drop(plan);
+    let base = gpu.pool_stats().live_bytes;
+    gpu.reset_peak_bytes();
+    let mut t = trainer(&gpu, g);
+    t.step(&[(input, x.view())], Target::Labels(labels))
+        .unwrap();
+    t.read_loss().unwrap();
+    let training = gpu.pool_stats().peak_bytes - base;
+    let acts = inference.saturating_sub(params);
+    let budget = 3 * acts + 4 * params;
+    eprintln!(
+        "memory[{name}]: inference {:.1} MiB (parameters {:.1}, activations {:.1}); training step peak {:.1} MiB = {:.2} x (3 x activations + 4 x parameters)",
+        inference as f64 / MIB,
+        params as f64 / MIB,
+        acts as f64 / MIB,
+        training as f64 / MIB,
+        training as f64 / budget.max(1) as f64
+    );
+}
+
+fn step(c: &mut Criterion) {
+    let gpu = common::gpu();
+    let tag = common::tag(&gpu);
+    for (name, rel, batch, classes) in [
+        ("fmnist_cnn", "models/fmnist_cnn.onnx", 128usize, 10usize),
+        ("mobilenet_v2", "models/mobilenet_v2.onnx", 16, 1000),
+    ] {
+        let g = model(rel, batch);
+        let shape = g.shapes[&g.inputs[0]].clone();
+        let x = ArrayD::from_shape_fn(IxDyn(&shape), |d| {
+            ((d[0] * 5 + d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
+        });
+        let labels: Vec<usize> = (0..batch).map(|i| (i * 7) % classes).collect();
+        memory(name, &g, &x, &labels);
+        let input = g.inputs[0].clone();
+        let mut grp = c.benchmark_group(format!("train[{tag}] {name}"));
+        common::timing(&mut grp, 10, 100, 5);
+        grp.throughput(Throughput::Elements(batch as u64));
+        let plan = Plan::compile(gpu.clone(), &g, Compile::default()).unwrap();
+        plan.write_inputs(&[(&input, x.view())]).unwrap();
+        grp.bench_function(BenchmarkId::new("forward", batch), |b| {
+            b.iter(|| common::run(&gpu, |e| plan.record(e)))
+        });
+        drop(plan);
+        let mut t = trainer(&gpu, &g);
+        grp.bench_function(BenchmarkId::new("train step (adam)", batch), |b| {
+            b.iter(|| {
+                t.step(&[(&input, x.view())], Target::Labels(&labels))
+                    .unwrap();
+                t.read_loss().unwrap()
+            })
+        });
+        grp.finish();
+    }
+}
+
+criterion_group!(benches, step);
+criterion_main!(benches);
