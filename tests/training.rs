@@ -161,6 +161,41 @@ fn fmnist_cnn_gradients_match_central_differences_of_the_reference() {
     eprintln!("fmnist: worst relative error {worst:.2e}");
 }
 
+/// The op zoo (tools/make_op_zoo.py: grouped convs, LeakyRelu, HardSwish, ceil-mode pools,
+/// Concat/Split, PRelu, Sigmoid, strided Slice, Pad, Transpose, Softmax, ReduceMean, Reshape,
+/// Gemm, MatMul, Erf, Div, Tanh, Squeeze/Unsqueeze, ConvTranspose), BN-folded, trained on
+/// one output at a time: `y` (everything but ConvTranspose and Resize) and `ct` (the grouped,
+/// strided, asymmetrically padded ConvTranspose with output padding).
+#[test]
+fn op_zoo_gradients_match_central_differences_of_the_reference() {
+    if gpu().is_none() {
+        return;
+    }
+    let mut g = qforge::graph::load(&root().join("tests/golden/op_zoo.onnx")).unwrap();
+    // Its Resize output has a fixed batch of 2, which BN folding's batch-1 resolution refuses.
+    g.nodes
+        .retain(|n| !matches!(n.op, qforge::graph::ir::Op::Resize { .. }));
+    g.outputs.retain(|o| o != "y3");
+    let (p, _) = Prepared::bn_folded(g, Default::default()).unwrap();
+    let x = qforge::data::npy::read(&root().join("tests/golden/op_zoo_x.npy")).unwrap();
+    let g = p.at(x.shape()[0]).unwrap();
+    for out in ["y", "ct"] {
+        // The graph up to `out` alone, so that every parameter left feeds it.
+        let mut one = (*g).clone();
+        one.outputs = vec![out.to_string()];
+        let mut needed: HashSet<String> = [out.to_string()].into();
+        for n in one.nodes.iter().rev() {
+            if n.outputs.iter().any(|o| needed.contains(o)) {
+                needed.extend(n.inputs.iter().cloned());
+            }
+        }
+        one.nodes
+            .retain(|n| n.outputs.iter().any(|o| needed.contains(o)));
+        let worst = check_gradients(&one, &x, 3, 1e-2);
+        eprintln!("op zoo, output {out}: worst relative error {worst:.2e}");
+    }
+}
+
 #[test]
 fn mobilenet_v2_gradients_match_central_differences_of_the_reference() {
     if gpu().is_none() {

@@ -32,6 +32,7 @@ pub fn rule(op: &Op) -> Option<GradRule> {
     let (grad, reads): (GradFn, ReadsFn) = match op {
         op if op.is_view() => (view, nothing),
         Op::Conv(_) => (conv, conv_reads),
+        Op::ConvTranspose { .. } => (conv_transpose, conv_reads),
         Op::Gemm { beta, .. } if *beta == 1.0 => (gemm, both_inputs),
         Op::MatMul => (matmul, both_inputs),
         Op::Unary(Unary::Relu | Unary::Clip(..)) => (unary, output),
@@ -135,6 +136,40 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         } else {
             grad::conv_grad_weight_into(cx.steps(), gpu, &x, &dy, a, &dw)?;
         }
+    }
+    if let Some(db) = cx.dx(n, 2)? {
+        let s = dy.shape().to_vec();
+        let sum = Sum {
+            outer: s[0],
+            e: s[1],
+            inner: s[2] * s[3],
+        };
+        reduce(cx, &dy, sum, 1.0, &db)?;
+    }
+    Ok(())
+}
+
+/// ConvTranspose is the adjoint of Conv in its input, with the same weight layout read as a
+/// convolution's: `dx = conv(dy, w)`; its weight gradient is the convolution weight gradient
+/// with the roles of input and output gradient swapped.
+fn conv_transpose(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::ConvTranspose { conv: a, .. } = &n.op else {
+        unreachable!("table")
+    };
+    let Some(dy) = cx.dy(n, 0) else {
+        return Ok(());
+    };
+    if let Some(dx) = cx.dx(n, 0)? {
+        let w = cx.value(&n.inputs[1])?;
+        let (slot, t) = cx.scratch(&cx.shape(&n.inputs[0]))?;
+        crate::ops::conv::conv2d_into(cx.steps(), gpu, &dy, &w, None, a, &t)?;
+        add_dense(cx, &t, &dx)?;
+        cx.free(slot);
+    }
+    if let Some(dw) = cx.dx(n, 1)? {
+        let x = cx.value(&n.inputs[0])?;
+        grad::conv_grad_weight_into(cx.steps(), gpu, &dy, &x, a, &dw)?;
     }
     if let Some(db) = cx.dx(n, 2)? {
         let s = dy.shape().to_vec();
