@@ -181,3 +181,51 @@ fn resize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
     }
 }
+
+// Backward of resize: dx (y here) += the adjoint of the forward's taps applied to dy (x here),
+// one thread per input element. For each axis, `ranges` holds per input index the outputs
+// [begin, end) whose taps may include it (host-computed with slack); the weights come from the
+// forward's own coordinate functions, so each output's taps are exactly the forward's.
+@group(0) @binding(4) var<storage, read> ranges: array<u32>;  // [2 h] rows, then [2 w] columns
+
+fn resize_tap(o: u32, i: u32, out_len: u32, in_len: u32, scale: f32) -> f32 {
+    let s = source_coord(o, out_len, in_len, scale);
+    if p.kh == 0u {
+        return select(0.0, 1.0, nearest(s, in_len) == i);
+    }
+    let c = clamp(s, 0.0, f32(in_len - 1u));
+    let i0 = u32(floor(c));
+    let i1 = min(i0 + 1u, in_len - 1u);
+    let f = c - f32(i0);
+    var w = 0.0;
+    if i0 == i {
+        w += 1.0 - f;
+    }
+    if i1 == i {
+        w += f;
+    }
+    return w;
+}
+
+@compute @workgroup_size(256)
+fn resize_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let total = p.nc * p.h * p.w;
+    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < total; i += p.step) {
+        let ix = i % p.w;
+        let iy = (i / p.w) % p.h;
+        let base = (i / (p.w * p.h)) * p.oh * p.ow;
+        var acc = 0.0;
+        for (var oy = ranges[2u * iy]; oy < ranges[2u * iy + 1u]; oy++) {
+            let wy = resize_tap(oy, iy, p.oh, p.h, rs[0]);
+            if wy == 0.0 {
+                continue;
+            }
+            let col = 2u * p.h + 2u * ix;
+            for (var ox = ranges[col]; ox < ranges[col + 1u]; ox++) {
+                acc += wy * resize_tap(ox, ix, p.ow, p.w, rs[1]) * x[base + oy * p.ow + ox];
+            }
+        }
+        y[i] += acc;
+    }
+}

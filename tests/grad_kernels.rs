@@ -1554,3 +1554,61 @@ fn sum_acc_matches_plain_loops() {
         })
     );
 }
+
+// ---- resize --------------------------------------------------------------------------------
+
+/// Nearest (every rounding) and linear resizes, with every coordinate transform, up and down
+/// by integer and fractional factors, against the reference (the forward's adjoint) and the
+/// reference against central differences (exact up to rounding: Resize is linear in x).
+#[test]
+fn resize_grads_match_reference_and_finite_differences() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(46);
+    let coords = [
+        "half_pixel",
+        "asymmetric",
+        "align_corners",
+        "pytorch_half_pixel",
+    ];
+    let nearests = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"];
+    for case in 0..32 {
+        let mode = if case % 2 == 0 { "nearest" } else { "linear" };
+        let r = qforge::graph::attrs::Resize::from_onnx(
+            mode,
+            coords[(case / 2) % 4],
+            nearests[(case / 8) % 4],
+        )
+        .unwrap();
+        let xs = [
+            rng.random_range(1..3),
+            rng.random_range(1..3),
+            rng.random_range(1..9),
+            rng.random_range(1..9),
+        ];
+        let pick = |rng: &mut StdRng| [0.5f32, 0.75, 1.0, 1.5, 2.0, 3.0][rng.random_range(0..6)];
+        let scales = [pick(&mut rng), pick(&mut rng)];
+        let out = [
+            ((xs[2] as f32 * scales[0]).floor() as usize).max(1),
+            ((xs[3] as f32 * scales[1]).floor() as usize).max(1),
+        ];
+        let ys = [xs[0], xs[1], out[0], out[1]];
+        let x = uniform(&mut rng, &xs, -2.0, 2.0);
+        let dy = random(&mut rng, &ys, -2.0, 2.0);
+        let want = refg::resize_grad(&xs, &dy.view(), r, scales);
+        let what = format!("resize case {case} {r:?} x {xs:?} scales {scales:?} -> {out:?}");
+        let tdy = up(&gpu, &dy);
+        let terms = (out[0] * out[1]).div_ceil(xs[2] * xs[3]) * 4 + 4;
+        check_adds(
+            &what,
+            &gpu,
+            &mut rng,
+            &xs,
+            flat(&want),
+            sum_tol(terms),
+            |e, t| qforge::ops::pool::resize_grad_into(e, &gpu, &tdy, r, scales, t).unwrap(),
+        );
+        check_fd(&what, &mut rng, &x, flat(&want), FD, |x| {
+            dot(&nn::resize(&x.view(), r, scales, out), &dy)
+        });
+    }
+}

@@ -48,6 +48,7 @@ pub fn rule(op: &Op) -> Option<GradRule> {
         Op::Split { .. } => (split, nothing),
         Op::Slice => (slice, nothing),
         Op::Pad { mode, .. } if mode == "constant" => (pad, nothing),
+        Op::Resize { .. } => (resize, nothing),
         _ => return None,
     };
     Some(GradRule { grad, reads })
@@ -181,6 +182,25 @@ fn conv_transpose(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         reduce(cx, &dy, sum, 1.0, &db)?;
     }
     Ok(())
+}
+
+fn resize(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let Op::Resize {
+        mode,
+        coordinate_transformation,
+        nearest_mode,
+    } = &n.op
+    else {
+        unreachable!("table")
+    };
+    let r = crate::graph::attrs::Resize::from_onnx(mode, coordinate_transformation, nearest_mode)
+        .ok_or_else(|| cx.err(n, "unsupported mode"))?;
+    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+        return Ok(());
+    };
+    let scales = crate::graph::shape::resize_scales(cx.graph(), n, dx.shape(), dy.shape());
+    let gpu = cx.gpu();
+    crate::ops::pool::resize_grad_into(cx.steps(), gpu, &dy, r, scales, &dx)
 }
 
 /// `dx += alpha * sum` of `src` over the outer and inner dims of `sum`, with the partial

@@ -24,6 +24,11 @@ static RESIZE: Kernel = Kernel {
     entry: "resize",
     bindings: &[Uniform, Read, ReadWrite, Read],
 };
+static RESIZE_GRAD: Kernel = Kernel {
+    family: Family::Pool,
+    entry: "resize_grad",
+    bindings: &[Uniform, Read, ReadWrite, Read, Read],
+};
 static GLOBAL_AVG: Kernel = Kernel {
     family: Family::Pool,
     entry: "global_avg_pool",
@@ -194,6 +199,99 @@ pub fn resize_into(
         &[],
         &params,
         &[Bind::Whole(x), Bind::Whole(y), Bind::Whole(&table)],
+        grid,
+    )
+}
+
+/// For each input index of one axis, the outputs `[begin, end)` whose taps may include it:
+/// every output whose source coordinate (in f64, as the forward computes it in f32) lies
+/// within one index of it, so that rounding on the device cannot leave a tap out.
+fn resize_ranges(r: Resize, out_len: usize, in_len: usize, scale: f32, into: &mut Vec<u32>) {
+    let mut ranges = vec![(u32::MAX, 0u32); in_len];
+    for o in 0..out_len {
+        let of = o as f64;
+        let c = match r.coordinates {
+            1 => of / scale as f64,
+            2 if out_len > 1 => of * (in_len - 1) as f64 / (out_len - 1) as f64,
+            2 | 3 if out_len <= 1 => 0.0,
+            _ => (of + 0.5) / scale as f64 - 0.5,
+        };
+        let last = in_len as f64 - 1.0;
+        let lo = (c.floor() - 1.0).clamp(0.0, last) as usize;
+        let hi = (c.ceil() + 2.0).clamp(0.0, last) as usize;
+        for rg in &mut ranges[lo..=hi] {
+            rg.0 = rg.0.min(o as u32);
+            rg.1 = rg.1.max(o as u32 + 1);
+        }
+    }
+    for (b, e) in ranges {
+        into.extend([if b == u32::MAX { 0 } else { b }, e]);
+    }
+}
+
+/// The backward of [`resize_into`]: `dx += ` the forward's taps transposed, applied to `dy`
+/// (`[n, c, oh, ow]`).
+pub fn resize_grad_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    dy: &GpuTensor,
+    r: Resize,
+    scales: [f32; 2],
+    dx: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "Resize backward";
+    dy.expect_dtype(OP, "dy", DType::F32)?;
+    dx.expect_dtype(OP, "dx", DType::F32)?;
+    let (s, o) = (dx.shape(), dy.shape());
+    if s.len() != 4 || o.len() != 4 || s[..2] != o[..2] || s.contains(&0) || o.contains(&0) {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "dy".into(),
+            expected: format!(
+                "[{}, {}, oh, ow] for dx {s:?}",
+                s.first().unwrap_or(&0),
+                s.get(1).unwrap_or(&0)
+            ),
+            got: o.to_vec(),
+        });
+    }
+    if !scales.iter().all(|v| v.is_finite() && *v > 0.0) {
+        return Err(Error::invalid(
+            OP,
+            "scales",
+            format!("{scales:?}"),
+            "must be finite and > 0",
+        ));
+    }
+    let mut ranges = Vec::with_capacity(2 * (s[2] + s[3]));
+    resize_ranges(r, o[2], s[2], scales[0], &mut ranges);
+    resize_ranges(r, o[3], s[3], scales[1], &mut ranges);
+    let ranges = gpu.upload_slice(&[ranges.len()], &ranges)?;
+    let table = gpu.upload_slice(&[2], &scales)?;
+    let (grid, step) = grid_stride(dx.len() as u64, gpu.limits().max_groups)?;
+    let params = Params {
+        nc: (s[0] * s[1]) as u32,
+        h: s[2] as u32,
+        w: s[3] as u32,
+        oh: o[2] as u32,
+        ow: o[3] as u32,
+        kh: r.linear as u32,
+        kw: r.coordinates,
+        stride_h: r.nearest,
+        step: step as u32,
+        ..Default::default()
+    };
+    enc.dispatch(
+        gpu,
+        &RESIZE_GRAD,
+        &[],
+        &params,
+        &[
+            Bind::Whole(dy),
+            Bind::Whole(dx),
+            Bind::Whole(&table),
+            Bind::Whole(&ranges),
+        ],
         grid,
     )
 }

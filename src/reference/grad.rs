@@ -372,3 +372,37 @@ pub fn adam_step(
         p[i] -= lr * (m[i] / b1) / ((v[i] / b2).sqrt() + eps);
     }
 }
+
+/// Gradient of [`crate::reference::nn::resize`] (`x` of `x_shape` to `dy`'s spatial size):
+/// Resize is linear in its input, so `dx[k]` is the forward of the k-th unit input dotted with
+/// `dy`, summed in f64.
+pub fn resize_grad(
+    x_shape: &[usize],
+    dy: &ArrayViewD<'_, f32>,
+    r: crate::graph::attrs::Resize,
+    scales: [f32; 2],
+) -> ArrayD<f64> {
+    let (h, w) = (x_shape[2], x_shape[3]);
+    let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
+    let mut dx = ArrayD::<f64>::zeros(IxDyn(x_shape));
+    // The taps of one plane are the same for every (n, c): find them on a 1 x 1 plane.
+    for iy in 0..h {
+        for ix in 0..w {
+            let mut unit = ArrayD::<f32>::zeros(IxDyn(&[1, 1, h, w]));
+            unit[[0, 0, iy, ix]] = 1.0;
+            let y = crate::reference::nn::resize(&unit.view(), r, scales, [oh, ow]);
+            for b in 0..x_shape[0] {
+                for c in 0..x_shape[1] {
+                    let mut acc = 0f64;
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            acc += y[[0, 0, oy, ox]] as f64 * dy[[b, c, oy, ox]] as f64;
+                        }
+                    }
+                    dx[[b, c, iy, ix]] = acc;
+                }
+            }
+        }
+    }
+    dx
+}
