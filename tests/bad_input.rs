@@ -282,7 +282,8 @@ fn assert_campaign(f: &Fixtures, cases: &[Case]) {
 #[test]
 fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
     let f = Fixtures::new("files");
-    let mut cases = vec![
+    let mut cases =
+        vec![
         case("inspect @missing.onnx", "reading model"),
         case("inspect @empty.onnx", "the file is empty"),
         case("inspect @garbage.onnx", "not a valid ONNX"),
@@ -512,6 +513,23 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             "compress @no_outputs.onnx --eval @x.npy --out ^out",
             "no outputs",
         ),
+        case(
+            "finetune @model.onnx --data @x.npy --labels @few-labels-idx1-ubyte --out ^out",
+            "label",
+        ),
+        case(
+            "finetune @model.onnx --data @x.npy --teacher @garbage.onnx --out ^out",
+            "not a valid ONNX",
+        ),
+        case(
+            "finetune @model.onnx --data @x.npy --eval-labels @few-labels-idx1-ubyte --out ^out",
+            "needs --eval",
+        ),
+        case("finetune @model.onnx --data @x.npy --out @x.npy", "not a folder"),
+        case("finetune @nan_weight.onnx --data @x.npy --out ^out", "non-finite"),
+        case("finetune @model.onnx --data @x.npy --optimizer lbfgs --out ^out", "invalid value"),
+        case("finetune @model.onnx --data @x.npy --lr nan --out ^out", "learning rate"),
+        case("finetune @model.onnx --out ^out", "--data"),
         case("bogus-subcommand", "unrecognized subcommand"),
     ];
     // Every data flag with every kind of broken data file.
@@ -547,6 +565,10 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             &format!("compress @model.onnx --data @{file} --out ^out"),
             expect,
         ));
+        cases.push(case(
+            &format!("finetune @model.onnx --data @{file} --out ^out"),
+            expect,
+        ));
         if file.ends_with(".npy") && !matches!(file, "nan.npy" | "inf.npy" | "zero_batch.npy") {
             cases.push(case(&format!("run @model.onnx --input @{file}"), expect));
         }
@@ -575,6 +597,18 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
         for flag in ["--multiplicity", "--samples-per-image", "--eval-count"] {
             cases.push(case(
                 &format!("compress @model.onnx --data @x.npy {flag} {bad} --out ^out"),
+                expect,
+            ));
+        }
+        for flag in [
+            "--batch",
+            "--epochs",
+            "--accumulate",
+            "--read-every",
+            "--data-count",
+        ] {
+            cases.push(case(
+                &format!("finetune @model.onnx --data @x.npy {flag} {bad} --out ^out"),
                 expect,
             ));
         }
@@ -617,6 +651,16 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case("compress @model.onnx --data @x.npy --multiplicity 100000 --method ssvd --out ^out", "--multiplicity"),
         case("quantize @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
         case("quantize @model.onnx --calib @wrong_shape.npy --out ^out", "dim 1 = 1"),
+        case("finetune @model.onnx --data @x.npy --epochs 0 --out ^out", "--epochs"),
+        case("finetune @model.onnx --data @x.npy --lr 0 --out ^out", "learning rate"),
+        case("finetune @model.onnx --data @x.npy --loss ce --out ^out", "cross-entropy needs"),
+        case(&format!("finetune @model.onnx --data @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
+        case("finetune @model.onnx --data @x.npy --freeze nothing* --out ^out", "--freeze"),
+        case("finetune @model.onnx --data @x.npy --batch 2 --resume --out ^out", "checkpoint"),
+        case("finetune @model.onnx --data @x.npy --augment rotate --out ^out", "--augment"),
+        case("finetune @model.onnx --data @x.npy --batch 100 --out ^out", "--batch"),
+        case("finetune @model.onnx --data @wrong_shape.npy --out ^out", "dim 1 = 1"),
+        case("finetune @model.onnx --data @x.npy --teacher @opset99.onnx --loss kd --out ^out", "opset"),
     ];
     assert_campaign(&f, &cases);
 }

@@ -82,6 +82,9 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
     }
     at_least_one("compress", "--score-count", job.score_count)?;
     at_least_one("compress", "--rebuild-count", job.rebuild_count)?;
+    if let Some(t) = &job.finetune {
+        t.validate(&job.data)?;
+    }
     if job.methods.is_empty() {
         return Err(Error::invalid(
             "compress",

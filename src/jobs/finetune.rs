@@ -77,6 +77,15 @@ impl Default for TrainSettings {
     }
 }
 
+impl TrainSettings {
+    /// Checks every setting before any work: counts, rates, names, augmentation.
+    pub fn validate(&self, data: &Path) -> Result<()> {
+        config(self, 1, true)?;
+        default_augment(self, data)?;
+        Ok(())
+    }
+}
+
 /// Everything `finetune` needs.
 #[derive(Clone, Debug)]
 pub struct FinetuneJob {
@@ -147,6 +156,7 @@ pub fn finetune(job: &FinetuneJob, progress: &mut dyn Progress) -> Result<Finetu
         CHECKPOINT.into(),
     ];
     Outputs::check(&job.out, &names, &inputs)?;
+    job.train.validate(&job.data)?;
     if job.eval.is_none() && job.eval_labels.is_some() {
         return Err(Error::invalid(
             "finetune",
@@ -252,6 +262,14 @@ fn config(s: &TrainSettings, n: usize, labelled: bool) -> Result<TrainConfig> {
     at_least_one("finetune", "--batch", s.batch)?;
     at_least_one("finetune", "--accumulate", s.accumulate)?;
     at_least_one("finetune", "--read-every", s.read_every)?;
+    if !(s.lr > 0.0 && s.lr.is_finite()) {
+        return Err(Error::invalid(
+            "finetune",
+            "learning rate (--lr)",
+            s.lr,
+            "must be a finite number > 0",
+        ));
+    }
     let loss = match s.loss.as_deref() {
         None if labelled => LossKind::CrossEntropy,
         None | Some("kd") => LossKind::Distill {
