@@ -282,8 +282,7 @@ fn assert_campaign(f: &Fixtures, cases: &[Case]) {
 #[test]
 fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
     let f = Fixtures::new("files");
-    let mut cases =
-        vec![
+    let mut cases = vec![
         case("inspect @missing.onnx", "reading model"),
         case("inspect @empty.onnx", "the file is empty"),
         case("inspect @garbage.onnx", "not a valid ONNX"),
@@ -525,11 +524,31 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             "finetune @model.onnx --data @x.npy --eval-labels @few-labels-idx1-ubyte --out ^out",
             "needs --eval",
         ),
-        case("finetune @model.onnx --data @x.npy --out @x.npy", "not a folder"),
-        case("finetune @nan_weight.onnx --data @x.npy --out ^out", "non-finite"),
-        case("finetune @model.onnx --data @x.npy --optimizer lbfgs --out ^out", "invalid value"),
-        case("finetune @model.onnx --data @x.npy --lr nan --out ^out", "learning rate"),
+        case(
+            "finetune @model.onnx --data @x.npy --out @x.npy",
+            "not a folder",
+        ),
+        case(
+            "finetune @nan_weight.onnx --data @x.npy --out ^out",
+            "non-finite",
+        ),
+        case(
+            "finetune @model.onnx --data @x.npy --optimizer lbfgs --out ^out",
+            "invalid value",
+        ),
+        case(
+            "finetune @model.onnx --data @x.npy --lr nan --out ^out",
+            "learning rate",
+        ),
         case("finetune @model.onnx --out ^out", "--data"),
+        case(
+            "finetune @model.onnx --data @x.npy --momentum 0.9 --out ^out",
+            "sgd only",
+        ),
+        case(
+            "finetune @model.onnx --data @x.npy --optimizer sgd --momentum 1 --out ^out",
+            "--momentum",
+        ),
         case("bogus-subcommand", "unrecognized subcommand"),
     ];
     // Every data flag with every kind of broken data file.

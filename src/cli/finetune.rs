@@ -52,6 +52,12 @@ pub struct FinetuneArgs {
     /// Weight decay (default: the optimizer's: 0, AdamW 0.01).
     #[arg(long)]
     weight_decay: Option<f32>,
+    /// SGD's momentum (default 0.9).
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    nesterov: bool,
     /// ce (needs --labels), kd (KL divergence of temperature-softened outputs, times T^2) or
     /// mse (to the teacher's outputs).
     #[arg(long, value_parser = ["ce", "kd", "mse"])]
@@ -108,6 +114,8 @@ pub fn main(a: FinetuneArgs) -> qforge::Result<()> {
             optimizer: a.optimizer,
             schedule: a.schedule,
             weight_decay: a.weight_decay,
+            momentum: a.momentum,
+            nesterov: a.nesterov,
             loss: a.loss,
             temperature: a.temperature,
             max_grad_norm: a.max_grad_norm,

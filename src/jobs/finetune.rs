@@ -36,6 +36,9 @@ pub struct TrainSettings {
     pub schedule: String,
     /// Replaces the optimizer's default weight decay.
     pub weight_decay: Option<f32>,
+    /// SGD's momentum (default 0.9) and Nesterov's form of it.
+    pub momentum: Option<f32>,
+    pub nesterov: bool,
     /// ce (labels), kd (distillation from the teacher) or mse (to the teacher's outputs);
     /// `None`: ce with labels, kd without.
     pub loss: Option<String>,
@@ -64,6 +67,8 @@ impl Default for TrainSettings {
             optimizer: "adam".into(),
             schedule: "cosine".into(),
             weight_decay: None,
+            momentum: None,
+            nesterov: false,
             loss: None,
             temperature: 2.0,
             max_grad_norm: None,
@@ -297,6 +302,30 @@ fn config(s: &TrainSettings, n: usize, labelled: bool) -> Result<TrainConfig> {
             ));
         }
         optimizer = optimizer.with_weight_decay(wd);
+    }
+    if s.momentum.is_some() || s.nesterov {
+        let Optimizer::Sgd { weight_decay, .. } = optimizer else {
+            return Err(Error::invalid(
+                "finetune",
+                "--momentum/--nesterov",
+                &s.optimizer,
+                "apply to sgd only",
+            ));
+        };
+        let momentum = s.momentum.unwrap_or(0.9);
+        if !(0.0..1.0).contains(&momentum) || (s.nesterov && momentum == 0.0) {
+            return Err(Error::invalid(
+                "finetune",
+                "--momentum",
+                momentum,
+                "must be in [0, 1), and > 0 with --nesterov",
+            ));
+        }
+        optimizer = Optimizer::Sgd {
+            momentum,
+            nesterov: s.nesterov,
+            weight_decay,
+        };
     }
     if let Some(m) = s.max_grad_norm {
         if !(m > 0.0 && m.is_finite()) {
