@@ -269,6 +269,23 @@ struct Conv {
 @group(0) @binding(2) var<storage, read> cv_dy: array<f32>;  // [n, cout, oh, ow]
 @group(0) @binding(3) var<storage, read_write> cv_out: array<f32>;
 
+// The output index a tap at input offset `t` (input index + pad - tap * dilation) came from,
+// or -1 when none did. Integer division is a scalar loop per lane on CPU adapters: stride 1
+// skips it, and other strides divide once.
+fn tap_source(t: i32, stride: u32, len: u32) -> i32 {
+    if t < 0 {
+        return -1;
+    }
+    var o = u32(t);
+    if stride != 1u {
+        o = u32(t) / stride;
+        if o * stride != u32(t) {
+            return -1;
+        }
+    }
+    return select(-1, i32(o), o < len);
+}
+
 // dx[n, ci, iy, ix] += sum over the output channels of its group and the kernel taps that
 // read it: dy[n, co, oy, ox] * w[co, ci_g, ky, kx] with oy * stride + ky * dil - pad = iy.
 @compute @workgroup_size(64)
@@ -293,23 +310,17 @@ fn conv_grad_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         let dy_base = (n * c.cout + co) * c.oh * c.ow;
         let w_base = (co * cin_g + ci_g) * c.kh * c.kw;
         for (var ky = 0u; ky < c.kh; ky++) {
-            let ty = i32(iy + c.pad_t) - i32(ky * c.dil_h);
-            if ty < 0 || (u32(ty) % c.stride_h) != 0u {
+            let sy = tap_source(i32(iy + c.pad_t) - i32(ky * c.dil_h), c.stride_h, c.oh);
+            if sy < 0 {
                 continue;
             }
-            let oy = u32(ty) / c.stride_h;
-            if oy >= c.oh {
-                continue;
-            }
+            let oy = u32(sy);
             for (var kx = 0u; kx < c.kw; kx++) {
-                let tx = i32(ix + c.pad_l) - i32(kx * c.dil_w);
-                if tx < 0 || (u32(tx) % c.stride_w) != 0u {
+                let sx = tap_source(i32(ix + c.pad_l) - i32(kx * c.dil_w), c.stride_w, c.ow);
+                if sx < 0 {
                     continue;
                 }
-                let ox = u32(tx) / c.stride_w;
-                if ox >= c.ow {
-                    continue;
-                }
+                let ox = u32(sx);
                 s = fma(cv_dy[dy_base + oy * c.ow + ox], cv_a[w_base + ky * c.kw + kx], s);
             }
         }
@@ -336,18 +347,26 @@ fn conv_grad_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let ci = g * cin_g + ci_g;
     let npix = c.oh * c.ow;
     var s = 0.0;
+    // Position r = (n, oy, ox) counted up without dividing (see tap_source).
+    var ox = c.begin % c.ow;
+    var oy = (c.begin / c.ow) % c.oh;
+    var n = c.begin / npix;
     for (var r = c.begin; r < c.end; r++) {
-        let n = r / npix;
-        let pix = r % npix;
-        let oy = pix / c.ow;
-        let ox = pix % c.ow;
         let iy = i32(oy * c.stride_h + ky * c.dil_h) - i32(c.pad_t);
         let ix = i32(ox * c.stride_w + kx * c.dil_w) - i32(c.pad_l);
-        if iy < 0 || iy >= i32(c.h) || ix < 0 || ix >= i32(c.w) {
-            continue;
+        if iy >= 0 && iy < i32(c.h) && ix >= 0 && ix < i32(c.w) {
+            let xv = cv_a[((n * c.cin + ci) * c.h + u32(iy)) * c.w + u32(ix)];
+            s = fma(cv_dy[(n * c.cout + co) * npix + oy * c.ow + ox], xv, s);
         }
-        let xv = cv_a[((n * c.cin + ci) * c.h + u32(iy)) * c.w + u32(ix)];
-        s = fma(cv_dy[(n * c.cout + co) * npix + pix], xv, s);
+        ox += 1u;
+        if ox == c.ow {
+            ox = 0u;
+            oy += 1u;
+            if oy == c.oh {
+                oy = 0u;
+                n += 1u;
+            }
+        }
     }
     cv_out[i] += s;
 }
@@ -371,17 +390,17 @@ fn col2im_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let base = n * c.cin * c.kh * c.kw;
     var s = 0.0;
     for (var ky = 0u; ky < c.kh; ky++) {
-        let ty = i32(iy + c.pad_t) - i32(ky * c.dil_h);
-        if ty < 0 || (u32(ty) % c.stride_h) != 0u || u32(ty) / c.stride_h >= c.oh {
+        let sy = tap_source(i32(iy + c.pad_t) - i32(ky * c.dil_h), c.stride_h, c.oh);
+        if sy < 0 {
             continue;
         }
         for (var kx = 0u; kx < c.kw; kx++) {
-            let tx = i32(ix + c.pad_l) - i32(kx * c.dil_w);
-            if tx < 0 || (u32(tx) % c.stride_w) != 0u || u32(tx) / c.stride_w >= c.ow {
+            let sx = tap_source(i32(ix + c.pad_l) - i32(kx * c.dil_w), c.stride_w, c.ow);
+            if sx < 0 {
                 continue;
             }
             let k = k0 + ky * c.kw + kx;
-            s += cv_a[(base + k) * npix + (u32(ty) / c.stride_h) * c.ow + u32(tx) / c.stride_w];
+            s += cv_a[(base + k) * npix + u32(sy) * c.ow + u32(sx)];
         }
     }
     cv_out[i] += s;
