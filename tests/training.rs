@@ -194,6 +194,16 @@ fn op_zoo_gradients_match_central_differences_of_the_reference() {
             .retain(|n| n.outputs.iter().any(|o| needed.contains(o)));
         let worst = check_gradients(&one, &x, 3, 1e-2);
         eprintln!("op zoo, output {out}: worst relative error {worst:.2e}");
+        if out == "y" {
+            // Gemm's alpha and beta scale its gradients (dC = beta * sum of dY).
+            for n in &mut one.nodes {
+                if let qforge::graph::ir::Op::Gemm { alpha, beta, .. } = &mut n.op {
+                    (*alpha, *beta) = (1.5, 0.5);
+                }
+            }
+            let worst = check_gradients(&one, &x, 3, 1e-2);
+            eprintln!("op zoo, output y, Gemm alpha 1.5 beta 0.5: worst {worst:.2e}");
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub fn rule(op: &Op) -> Option<GradRule> {
         op if op.is_view() => (view, nothing),
         Op::Conv(_) => (conv, conv_reads),
         Op::ConvTranspose { .. } => (conv_transpose, conv_reads),
-        Op::Gemm { beta, .. } if *beta == 1.0 => (gemm, both_inputs),
+        Op::Gemm { .. } => (gemm, both_inputs),
         Op::MatMul => (matmul, both_inputs),
         Op::Unary(Unary::Relu | Unary::Clip(..)) => (unary, output),
         Op::Unary(_) => (unary, first_input),
@@ -390,9 +390,9 @@ fn swap(b: Batches) -> Batches {
 fn gemm(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     let Op::Gemm {
         alpha,
+        beta,
         trans_a,
         trans_b,
-        ..
     } = n.op
     else {
         unreachable!("table")
@@ -422,19 +422,12 @@ fn gemm(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         )?;
     }
     if let Some(dc) = cx.dx(n, 2)? {
-        let gpu = cx.gpu();
+        // C broadcasts to [M, N] along leading or trailing dims only (ONNX's unidirectional
+        // broadcast), so its gradient is always one sum.
         let c_shape = cx.shape(&n.inputs[2]);
-        let stand_in = dp.view(&c_shape, DType::F32)?;
-        grad::binary_grad_into(
-            cx.steps(),
-            gpu,
-            Binary::Add,
-            Side::B,
-            &dp,
-            &stand_in,
-            &dp,
-            &dc,
-        )?;
+        let sum = Sum::of(&c_shape, dp.shape())
+            .ok_or_else(|| cx.err(n, format!("C of shape {c_shape:?} does not broadcast")))?;
+        reduce(cx, &dp, sum, beta, &dc)?;
     }
     Ok(())
 }
