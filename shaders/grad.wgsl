@@ -371,6 +371,23 @@ fn conv_grad_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     cv_out[i] += s;
 }
 
+// wf[co, ci_g, ky, kx] = w[co, ci_g, kh - 1 - ky, kw - 1 - kx] (cv_a = w, written to cv_out):
+// the kernel of the forward convolution that is a stride-1 depthwise convolution's input
+// gradient.
+@compute @workgroup_size(64)
+fn flip_taps(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let taps = c.kh * c.kw;
+    if i >= c.cout * (c.cin / c.groups) * taps {
+        return;
+    }
+    let t = i % taps;
+    let ky = t / c.kw;
+    let kx = t % c.kw;
+    cv_out[i] = cv_a[i - t + (c.kh - 1u - ky) * c.kw + (c.kw - 1u - kx)];
+}
+
 // dx[n, ci, iy, ix] += the column entries of every tap that read it:
 // colg[n, (ci * kh + ky) * kw + kx, oy * ow + ox] (cv_a = colg; groups 1): col2im of a GEMM's
 // column gradients.

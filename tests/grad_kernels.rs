@@ -242,6 +242,21 @@ fn check_conv_gpu(
             },
         );
     }
+    if grad::flipped_conv(x.shape(), wt.shape(), a).is_some() {
+        // The flipped forward adds the same input gradient.
+        let wf = gpu.empty(wt.shape(), DType::F32).unwrap();
+        let t = gpu.empty(x.shape(), DType::F32).unwrap();
+        check_adds(
+            &format!("{what} dx (flipped)"),
+            gpu,
+            rng,
+            x.shape(),
+            flat(&want.0),
+            sum_tol(dx_terms),
+            |e, d| grad::conv_grad_input_flipped_into(e, gpu, &tw, &tdy, a, &wf, &t, d).unwrap(),
+        );
+        FLIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     // The bias is added as a [1, C, 1, 1] operand; its values do not enter Add's gradient.
     let tb = gpu
         .upload_slice(&[1, cout, 1, 1], &vec![0.5f32; cout])
@@ -257,8 +272,11 @@ fn check_conv_gpu(
     );
 }
 
+/// Convolutions [`check_conv_gpu`] also checked in the flipped form.
+static FLIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Dense, grouped, depthwise and channel-multiplier convolutions with strides 1-3,
-/// dilations 1-2 and asymmetric pads.
+/// dilations 1-2 and asymmetric pads; and depthwise 3x3 stride-1 ones (the flipped form).
 #[test]
 fn conv_grads_match_reference_and_finite_differences() {
     let Some(gpu) = gpu() else { return };
@@ -335,6 +353,44 @@ fn conv_grads_match_reference_and_finite_differences() {
         });
     }
     assert!(tested.iter().all(|&t| t >= 6), "cases per kind {tested:?}");
+    // Depthwise, stride 1: the form the flipped forward takes (3x3 runs the depthwise kernel).
+    for case in 0..8 {
+        let c = rng.random_range(1..9);
+        let (kh, kw) = if case < 6 {
+            (3, 3)
+        } else {
+            (rng.random_range(1..6), 3)
+        };
+        let a = Conv2d {
+            strides: [1, 1],
+            pads: [
+                rng.random_range(0..kh),
+                rng.random_range(0..kw),
+                rng.random_range(0..kh),
+                rng.random_range(0..kw),
+            ],
+            dilations: [1, 1],
+            groups: c,
+        };
+        let xs = [
+            rng.random_range(1..3),
+            c,
+            rng.random_range(3..14),
+            rng.random_range(3..14),
+        ];
+        let ws = [c, 1, kh, kw];
+        let ys = conv_output_shape(&xs, &ws, &a).unwrap();
+        let x = random(&mut rng, &xs, -2.0, 2.0);
+        let wt = random(&mut rng, &ws, -2.0, 2.0);
+        let dy = random(&mut rng, &ys, -2.0, 2.0);
+        let want = refg::conv2d_grad(&x.view(), &wt.view(), &dy.view(), &a);
+        let what = format!("depthwise case {case} {a:?} x {xs:?} w {ws:?}");
+        check_conv_gpu(&gpu, &mut rng, &what, &x, &wt, &dy, &a, &want);
+    }
+    assert!(
+        FLIPPED.load(std::sync::atomic::Ordering::Relaxed) >= 8,
+        "flipped cases"
+    );
 }
 
 /// Weight gradients over more than LOOP_BUDGET / 2 output positions and input gradients over

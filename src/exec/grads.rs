@@ -108,13 +108,21 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     let form = ConvGrad::pick(gpu, &xs, &ws, a);
     if let Some(dx) = cx.dx(n, 0)? {
         let w = cx.value(&n.inputs[1])?;
-        if form == ConvGrad::Gemm {
-            let [col, _, _] = ConvGrad::scratch(&xs, &ws, a)?;
-            let (slot, colg) = cx.scratch(&col)?;
-            grad::conv_grad_input_gemm_into(cx.steps(), gpu, &w, &dy, a, &colg, &dx)?;
-            cx.free(slot);
-        } else {
-            grad::conv_grad_input_into(cx.steps(), gpu, &w, &dy, a, &dx)?;
+        match form {
+            ConvGrad::Gemm => {
+                let [col, _, _] = ConvGrad::scratch(&xs, &ws, a)?;
+                let (slot, colg) = cx.scratch(&col)?;
+                grad::conv_grad_input_gemm_into(cx.steps(), gpu, &w, &dy, a, &colg, &dx)?;
+                cx.free(slot);
+            }
+            ConvGrad::Flipped => {
+                let (s1, wf) = cx.scratch(&ws)?;
+                let (s2, t) = cx.scratch(&xs)?;
+                grad::conv_grad_input_flipped_into(cx.steps(), gpu, &w, &dy, a, &wf, &t, &dx)?;
+                cx.free(s1);
+                cx.free(s2);
+            }
+            ConvGrad::Direct => grad::conv_grad_input_into(cx.steps(), gpu, &w, &dy, a, &dx)?,
         }
     }
     if let Some(dw) = cx.dx(n, 1)? {

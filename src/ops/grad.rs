@@ -9,7 +9,7 @@ use crate::gpu::launch::{grid_1d, grid_stride, LOOP_BUDGET};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
 use crate::graph::shape::{broadcast_shape, conv_output_shape, pool_output_shape, strides};
-use crate::ops::conv::{im2col_into, im2col_output_shape};
+use crate::ops::conv::{conv2d_into, im2col_into, im2col_output_shape, ConvKernel};
 use crate::ops::elementwise::{binary_code, unary_code, StridedView, MAX_DIMS};
 use crate::ops::gemm::{matmul_into, Bias};
 
@@ -43,6 +43,11 @@ static CONV_INPUT: Kernel = Kernel {
 static CONV_WEIGHT: Kernel = Kernel {
     family: Family::Grad,
     entry: "conv_grad_weight",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static FLIP_TAPS: Kernel = Kernel {
+    family: Family::Grad,
+    entry: "flip_taps",
     bindings: &[Uniform, Read, Read, ReadWrite],
 };
 static COL2IM: Kernel = Kernel {
@@ -699,14 +704,44 @@ pub enum ConvGrad {
     /// the adapter picks: column gradients `W^T dy` then col2im for the input; `dy col^T`
     /// per batch item, summed, for the weight.
     Gemm,
+    /// Depthwise convolutions (multiplier 1) of stride and dilation 1 on CPU adapters: the
+    /// input gradient is the forward convolution of `dy` with the flipped kernel, run by the
+    /// adapter's depthwise forward kernel ([`conv_grad_input_flipped_into`]); the weight
+    /// gradient direct.
+    Flipped,
+}
+
+/// The convolution whose forward is the input gradient of `a` (weights `w`), when `a` is
+/// depthwise with multiplier 1, stride 1, dilation 1 and pads below the kernel size: the same
+/// kernel flipped, pads `k - 1 - pad`.
+pub fn flipped_conv(x: &[usize], w: &[usize], a: &Conv2d) -> Option<Conv2d> {
+    let depthwise = x.len() == 4 && w.len() == 4 && a.groups == x[1] && w[0] == x[1] && w[1] == 1;
+    if !depthwise || a.strides != [1, 1] || a.dilations != [1, 1] {
+        return None;
+    }
+    let (kh, kw) = (w[2], w[3]);
+    let k = [kh, kw, kh, kw];
+    if (0..4).any(|i| a.pads[i] >= k[i]) {
+        return None;
+    }
+    Some(Conv2d {
+        pads: [0, 1, 2, 3].map(|i| k[i] - 1 - a.pads[i]),
+        ..*a
+    })
 }
 
 impl ConvGrad {
     /// The form for a convolution of `x` with `w`: GEMMs for dense convolutions whose column
-    /// matrices fit one storage binding, the direct kernels otherwise.
+    /// matrices fit one storage binding, the flipped forward for the depthwise convolutions
+    /// the CPU adapters' depthwise kernel runs, the direct kernels otherwise.
     pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> ConvGrad {
         let limit = gpu.limits().max_binding;
         let fits = |s: &[usize]| (s.iter().product::<usize>() as u64) * 4 <= limit;
+        if let (Some(f), Ok(y)) = (flipped_conv(x, w, a), conv_output_shape(x, w, a)) {
+            if gpu.cpu_kernels() && ConvKernel::Depthwise3x3.supports(&y, w, &f) {
+                return ConvGrad::Flipped;
+            }
+        }
         match ConvGrad::scratch(x, w, a) {
             Ok([col, prod, _]) if a.groups == 1 && fits(&col) && fits(&prod) => ConvGrad::Gemm,
             _ => ConvGrad::Direct,
@@ -729,6 +764,54 @@ impl ConvGrad {
             vec![sum.partials()],
         ])
     }
+}
+
+/// [`conv_grad_input_into`] for the convolutions [`flipped_conv`] takes: the kernel flipped
+/// into `wf` (`w`'s shape), the forward convolution of `dy` with it into `t` (`dx`'s shape),
+/// added into `dx`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_grad_input_flipped_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    w: &GpuTensor,
+    dy: &GpuTensor,
+    a: &Conv2d,
+    wf: &GpuTensor,
+    t: &GpuTensor,
+    dx: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "conv backward (input, flipped)";
+    f32s(
+        OP,
+        &[("w", w), ("dy", dy), ("wf", wf), ("t", t), ("dx", dx)],
+    )?;
+    let p = conv_params(dx.shape(), w.shape(), a, dy)?;
+    let f = flipped_conv(dx.shape(), w.shape(), a).ok_or_else(|| {
+        Error::invalid(
+            OP,
+            "convolution",
+            format!("{a:?}"),
+            "needs a depthwise convolution of stride 1 and dilation 1 with pads below the kernel",
+        )
+    })?;
+    same_len(OP, "wf", wf, w.len())?;
+    same_len(OP, "t", t, dx.len())?;
+    let wf = wf.view(w.shape(), DType::F32)?;
+    let t = t.view(dx.shape(), DType::F32)?;
+    enc.dispatch(
+        gpu,
+        &FLIP_TAPS,
+        &[],
+        &p,
+        &[Bind::Whole(w), Bind::Whole(w), Bind::Whole(&wf)],
+        grid64(gpu, w.len())?,
+    )?;
+    conv2d_into(enc, gpu, dy, &wf, None, &f, &t)?;
+    let flat = StridedView {
+        offset: 0,
+        strides: vec![1],
+    };
+    strided_acc_into(enc, gpu, &t, &flat, dx, &flat, &[dx.len()])
 }
 
 /// [`conv_grad_input_into`] as a GEMM into the columns `colg` then col2im (groups 1).
