@@ -109,6 +109,14 @@ fn offsets3(i: u32) -> vec3<u32> {
 @compute @workgroup_size(256)
 fn strided_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
+    // ndim 0: both regions are dense in the iteration order (a view's or a scratch's gradient),
+    // so the offsets need no per-dim division.
+    if q.ndim == 0u {
+        for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
+            st_dst[q.y_off + i] += st_src[q.a_off + i];
+        }
+        return;
+    }
     for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
         let o = offsets3(i);
         st_dst[q.y_off + o.y] += st_src[q.a_off + o.x];

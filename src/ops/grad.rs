@@ -258,9 +258,11 @@ pub fn strided_acc_into(
         ));
     }
     let (grid, step) = grid_stride(n as u64, gpu.limits().max_groups)?;
+    let dense = strides(dims);
+    let flat = src.strides == dense && dst.strides == dense;
     let params = Nd {
         n: n as u32,
-        ndim: dims.len() as u32,
+        ndim: if flat { 0 } else { dims.len() as u32 },
         step: step as u32,
         a_off: src.offset as u32,
         y_off: dst.offset as u32,
