@@ -146,14 +146,19 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
             grad::conv_grad_weight_into(cx.steps(), gpu, &x, &dy, a, &dw)?;
         }
     }
+    conv_bias(cx, n, &dy)
+}
+
+/// The bias gradient of a Conv or ConvTranspose: `dy` summed over batch and positions.
+fn conv_bias(cx: &mut GradCx<'_>, n: &Node, dy: &GpuTensor) -> Result<()> {
     if let Some(db) = cx.dx(n, 2)? {
-        let s = dy.shape().to_vec();
+        let s = dy.shape();
         let sum = Sum {
             outer: s[0],
             e: s[1],
             inner: s[2] * s[3],
         };
-        reduce(cx, &dy, sum, 1.0, &db)?;
+        reduce(cx, dy, sum, 1.0, &db)?;
     }
     Ok(())
 }
@@ -180,16 +185,7 @@ fn conv_transpose(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         let x = cx.value(&n.inputs[0])?;
         grad::conv_grad_weight_into(cx.steps(), gpu, &dy, &x, a, &dw)?;
     }
-    if let Some(db) = cx.dx(n, 2)? {
-        let s = dy.shape().to_vec();
-        let sum = Sum {
-            outer: s[0],
-            e: s[1],
-            inner: s[2] * s[3],
-        };
-        reduce(cx, &dy, sum, 1.0, &db)?;
-    }
-    Ok(())
+    conv_bias(cx, n, &dy)
 }
 
 fn resize(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {

@@ -343,6 +343,35 @@ pub struct StridedView {
     pub strides: Vec<usize>,
 }
 
+/// Errors unless the `dims`-shaped regions `x[src]` and `y[dst]` (`dims` non-empty, no size
+/// 0) lie inside their tensors.
+pub(crate) fn check_regions(
+    op: &'static str,
+    x: &GpuTensor,
+    src: &StridedView,
+    y: &GpuTensor,
+    dst: &StridedView,
+    dims: &[usize],
+) -> Result<()> {
+    let last = |v: &StridedView| {
+        v.offset
+            + dims
+                .iter()
+                .zip(&v.strides)
+                .map(|(&d, &s)| (d - 1) * s)
+                .sum::<usize>()
+    };
+    if last(src) >= x.len() || last(dst) >= y.len() {
+        return Err(Error::invalid(
+            op,
+            "region",
+            format!("{dims:?}"),
+            "reaches past the end of a tensor",
+        ));
+    }
+    Ok(())
+}
+
 /// Copies the `dims`-shaped region `x[src]` into `y[dst]` (transpose, slice, concat, pad …).
 pub fn strided_copy_into(
     enc: &mut impl Record,
@@ -360,22 +389,7 @@ pub fn strided_copy_into(
     if n == 0 {
         return Ok(());
     }
-    let last = |v: &StridedView| {
-        v.offset
-            + dims
-                .iter()
-                .zip(&v.strides)
-                .map(|(&d, &s)| (d - 1) * s)
-                .sum::<usize>()
-    };
-    if last(src) >= x.len() || last(dst) >= y.len() {
-        return Err(Error::invalid(
-            OP,
-            "region",
-            format!("{dims:?}"),
-            "reaches past the end of a tensor",
-        ));
-    }
+    check_regions(OP, x, src, y, dst, dims)?;
     let (grid, step) = grid_stride(n as u64, gpu.limits().max_groups)?;
     let to32 = |v: &[usize]| pack(&v.iter().map(|&d| d as u32).collect::<Vec<_>>());
     let params = NdParams {

@@ -10,7 +10,7 @@ use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
 use crate::graph::shape::{broadcast_shape, conv_output_shape, pool_output_shape, strides};
 use crate::ops::conv::{conv2d_into, im2col_into, im2col_output_shape, ConvKernel};
-use crate::ops::elementwise::{binary_code, unary_code, StridedView, MAX_DIMS};
+use crate::ops::elementwise::{binary_code, check_regions, unary_code, StridedView, MAX_DIMS};
 use crate::ops::gemm::{matmul_into, Bias};
 
 use Access::{Read, ReadWrite, Uniform};
@@ -241,22 +241,7 @@ pub fn strided_acc_into(
     if n == 0 {
         return Ok(());
     }
-    let last = |v: &StridedView| {
-        v.offset
-            + dims
-                .iter()
-                .zip(&v.strides)
-                .map(|(&d, &s)| (d - 1) * s)
-                .sum::<usize>()
-    };
-    if last(src) >= x.len() || last(dst) >= y.len() {
-        return Err(Error::invalid(
-            OP,
-            "region",
-            format!("{dims:?}"),
-            "reaches past the end of a tensor",
-        ));
-    }
+    check_regions(OP, x, src, y, dst, dims)?;
     let (grid, step) = grid_stride(n as u64, gpu.limits().max_groups)?;
     let dense = strides(dims);
     let flat = src.strides == dense && dst.strides == dense;

@@ -146,41 +146,43 @@ pub fn global_avg_pool_into(
     )
 }
 
-/// Resizes the spatial dims of `x` into `y` (`[n, c, oh, ow]`); `scales` = (h, w) as ONNX
-/// defines them (output / input when sizes were given).
-pub fn resize_into(
-    enc: &mut impl Record,
+/// The parameters and grid of a resize from `x` (`[n, c, h, w]`) to `y` (`[n, c, oh, ow]`)
+/// or of its backward, with `threads` threads; checks the shapes and scales (`names`: what
+/// the caller calls `x` and `y`, for messages).
+#[allow(clippy::too_many_arguments)]
+fn resize_params(
     gpu: &Gpu,
-    x: &GpuTensor,
+    op: &'static str,
+    names: [&str; 2],
+    x: &[usize],
+    y: &GpuTensor,
     r: Resize,
     scales: [f32; 2],
-    y: &GpuTensor,
-) -> Result<()> {
-    const OP: &str = "Resize";
-    x.expect_dtype(OP, "x", DType::F32)?;
-    let (s, o) = (x.shape(), y.shape());
+    threads: usize,
+) -> Result<(Params, [u32; 3])> {
+    let (s, o) = (x, y.shape());
     if s.len() != 4 || o.len() != 4 || s[..2] != o[..2] || s.contains(&0) || o.contains(&0) {
         return Err(Error::ShapeMismatch {
-            op: OP,
-            tensor: "y".into(),
+            op,
+            tensor: names[1].into(),
             expected: format!(
-                "[{}, {}, oh, ow] from x {s:?}",
+                "[{}, {}, oh, ow] from {} {s:?}",
                 s.first().unwrap_or(&0),
-                s.get(1).unwrap_or(&0)
+                s.get(1).unwrap_or(&0),
+                names[0]
             ),
             got: o.to_vec(),
         });
     }
     if !scales.iter().all(|v| v.is_finite() && *v > 0.0) {
         return Err(Error::invalid(
-            OP,
+            op,
             "scales",
             format!("{scales:?}"),
             "must be finite and > 0",
         ));
     }
-    let table = gpu.upload_slice(&[2], &scales)?;
-    let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
+    let (grid, step) = grid_stride(threads as u64, gpu.limits().max_groups)?;
     let params = Params {
         nc: (s[0] * s[1]) as u32,
         h: s[2] as u32,
@@ -193,6 +195,23 @@ pub fn resize_into(
         step: step as u32,
         ..Default::default()
     };
+    Ok((params, grid))
+}
+
+/// Resizes the spatial dims of `x` into `y` (`[n, c, oh, ow]`); `scales` = (h, w) as ONNX
+/// defines them (output / input when sizes were given).
+pub fn resize_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    r: Resize,
+    scales: [f32; 2],
+    y: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "Resize";
+    x.expect_dtype(OP, "x", DType::F32)?;
+    let (params, grid) = resize_params(gpu, OP, ["x", "y"], x.shape(), y, r, scales, y.len())?;
+    let table = gpu.upload_slice(&[2], &scales)?;
     enc.dispatch(
         gpu,
         &RESIZE,
@@ -242,45 +261,13 @@ pub fn resize_grad_into(
     const OP: &str = "Resize backward";
     dy.expect_dtype(OP, "dy", DType::F32)?;
     dx.expect_dtype(OP, "dx", DType::F32)?;
+    let (params, grid) = resize_params(gpu, OP, ["dx", "dy"], dx.shape(), dy, r, scales, dx.len())?;
     let (s, o) = (dx.shape(), dy.shape());
-    if s.len() != 4 || o.len() != 4 || s[..2] != o[..2] || s.contains(&0) || o.contains(&0) {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            tensor: "dy".into(),
-            expected: format!(
-                "[{}, {}, oh, ow] for dx {s:?}",
-                s.first().unwrap_or(&0),
-                s.get(1).unwrap_or(&0)
-            ),
-            got: o.to_vec(),
-        });
-    }
-    if !scales.iter().all(|v| v.is_finite() && *v > 0.0) {
-        return Err(Error::invalid(
-            OP,
-            "scales",
-            format!("{scales:?}"),
-            "must be finite and > 0",
-        ));
-    }
     let mut ranges = Vec::with_capacity(2 * (s[2] + s[3]));
     resize_ranges(r, o[2], s[2], scales[0], &mut ranges);
     resize_ranges(r, o[3], s[3], scales[1], &mut ranges);
     let ranges = gpu.upload_slice(&[ranges.len()], &ranges)?;
     let table = gpu.upload_slice(&[2], &scales)?;
-    let (grid, step) = grid_stride(dx.len() as u64, gpu.limits().max_groups)?;
-    let params = Params {
-        nc: (s[0] * s[1]) as u32,
-        h: s[2] as u32,
-        w: s[3] as u32,
-        oh: o[2] as u32,
-        ow: o[3] as u32,
-        kh: r.linear as u32,
-        kw: r.coordinates,
-        stride_h: r.nearest,
-        step: step as u32,
-        ..Default::default()
-    };
     enc.dispatch(
         gpu,
         &RESIZE_GRAD,
