@@ -12,7 +12,7 @@ use qforge::gpu::launch::{LOOP_BUDGET, WG};
 use qforge::gpu::{Encoder, Gpu, GpuTensor};
 use qforge::ops::elementwise::{self as ew, StridedView};
 use qforge::ops::grad;
-use qforge::ops::train::{self, hyper, LossKind, Step, HYPER_LEN};
+use qforge::ops::train::{self, hyper, LossKind, Optimizer, HYPER_LEN};
 use qforge::reference::grad::{self as refg, Loss};
 use qforge::DType;
 use rand::rngs::StdRng;
@@ -325,12 +325,12 @@ enum Clip {
 fn optimizer_steps_match_reference() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(63);
-    let sgd = |momentum, nesterov, weight_decay| Step::Sgd {
+    let sgd = |momentum, nesterov, weight_decay| Optimizer::Sgd {
         momentum,
         nesterov,
         weight_decay,
     };
-    let adam = |beta1, beta2, eps, weight_decay, decoupled| Step::Adam {
+    let adam = |beta1, beta2, eps, weight_decay, decoupled| Optimizer::Adam {
         beta1,
         beta2,
         eps,
@@ -353,10 +353,10 @@ fn optimizer_steps_match_reference() {
     for (step, clip) in cases {
         let what = format!("{step:?} clip {clip:?}");
         let p0 = values(&mut rng, n, -1.0, 1.0);
-        let is_adam = matches!(step, Step::Adam { .. });
+        let is_adam = matches!(step, Optimizer::Adam { .. });
         // SGD without momentum leaves its buffer alone: start it with junk.
         let m0 = match step {
-            Step::Sgd { momentum: 0.0, .. } => values(&mut rng, n, -3.0, 3.0),
+            Optimizer::Sgd { momentum: 0.0, .. } => values(&mut rng, n, -3.0, 3.0),
             _ => vec![0.0; n],
         };
         let (tp, tm) = (
@@ -371,12 +371,12 @@ fn optimizer_steps_match_reference() {
             let g = values(&mut rng, n, -1.0, 1.0);
             let gnorm = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
             let (lr, b1, b2) = match step {
-                Step::Adam { beta1, beta2, .. } => (
+                Optimizer::Adam { beta1, beta2, .. } => (
                     1e-2 * 0.9f32.powi(t as i32),
                     1.0 - (beta1 as f64).powi(t as i32),
                     1.0 - (beta2 as f64).powi(t as i32),
                 ),
-                Step::Sgd { .. } => (0.1 * 0.8f32.powi(t as i32), 1.0, 1.0),
+                Optimizer::Sgd { .. } => (0.1 * 0.8f32.powi(t as i32), 1.0, 1.0),
             };
             let (clip_slot, max_norm, factor) = match clip {
                 Clip::Fixed(c) => (c, 0.0, c as f64),
@@ -402,7 +402,7 @@ fn optimizer_steps_match_reference() {
 
             let ge: Vec<f64> = g.iter().map(|&x| x as f64 * factor).collect();
             match step {
-                Step::Sgd {
+                Optimizer::Sgd {
                     momentum,
                     nesterov,
                     weight_decay,
@@ -415,7 +415,7 @@ fn optimizer_steps_match_reference() {
                     nesterov,
                     weight_decay as f64,
                 ),
-                Step::Adam {
+                Optimizer::Adam {
                     beta1,
                     beta2,
                     eps,
@@ -464,12 +464,12 @@ fn bad_optimizer_state_is_an_error() {
     let mut enc = gpu.encoder();
     let h = t(HYPER_LEN);
     let (p, g, m, v) = (t(10), t(10), t(10), t(10));
-    let sgd = Step::Sgd {
+    let sgd = Optimizer::Sgd {
         momentum: 0.9,
         nesterov: false,
         weight_decay: 0.0,
     };
-    let adam = Step::Adam {
+    let adam = Optimizer::Adam {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,

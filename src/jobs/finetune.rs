@@ -267,14 +267,6 @@ fn config(s: &TrainSettings, n: usize, labelled: bool) -> Result<TrainConfig> {
     at_least_one("finetune", "--batch", s.batch)?;
     at_least_one("finetune", "--accumulate", s.accumulate)?;
     at_least_one("finetune", "--read-every", s.read_every)?;
-    if !(s.lr > 0.0 && s.lr.is_finite()) {
-        return Err(Error::invalid(
-            "finetune",
-            "learning rate (--lr)",
-            s.lr,
-            "must be a finite number > 0",
-        ));
-    }
     let loss = match s.loss.as_deref() {
         None if labelled => LossKind::CrossEntropy,
         None | Some("kd") => LossKind::Distill {
@@ -338,14 +330,16 @@ fn config(s: &TrainSettings, n: usize, labelled: bool) -> Result<TrainConfig> {
         }
     }
     let total = s.epochs as u64 * fit::steps_per_epoch(n, s.batch, s.accumulate);
-    Ok(TrainConfig {
+    let cfg = TrainConfig {
         optimizer,
         lr: s.lr,
         schedule: Schedule::named(&s.schedule, total.max(1))?,
         loss,
         max_grad_norm: s.max_grad_norm,
         accumulate: s.accumulate,
-    })
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 /// Whether `name` matches `pattern` (`*`: any run of characters).

@@ -275,16 +275,16 @@ pub fn clip_scale_into(
     )
 }
 
-/// An optimizer's fixed settings (the learning rate comes from `hyper`).
+/// Which optimizer, with its fixed settings (the learning rate comes from `hyper`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Step {
-    /// PyTorch's SGD (dampening 0).
+pub enum Optimizer {
+    /// PyTorch's SGD (dampening 0): momentum (0: plain), optionally Nesterov, L2 weight decay.
     Sgd {
         momentum: f32,
         nesterov: bool,
         weight_decay: f32,
     },
-    /// Adam (`decoupled: false`, L2 added to the gradient) or AdamW (`true`).
+    /// PyTorch's Adam (`decoupled: false`, L2 added to the gradient) or AdamW (`true`).
     Adam {
         beta1: f32,
         beta2: f32,
@@ -292,6 +292,77 @@ pub enum Step {
         weight_decay: f32,
         decoupled: bool,
     },
+}
+
+impl Optimizer {
+    /// SGD, momentum 0.9.
+    pub fn sgd() -> Optimizer {
+        Optimizer::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// Adam with PyTorch's defaults.
+    pub fn adam() -> Optimizer {
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
+    }
+
+    /// AdamW with PyTorch's defaults (weight decay 0.01).
+    pub fn adamw() -> Optimizer {
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled: true,
+        }
+    }
+
+    /// `sgd`, `adam` or `adamw` with their defaults.
+    pub fn named(name: &str) -> Result<Optimizer> {
+        match name {
+            "sgd" => Ok(Optimizer::sgd()),
+            "adam" => Ok(Optimizer::adam()),
+            "adamw" => Ok(Optimizer::adamw()),
+            _ => Err(Error::invalid(
+                "optimizer",
+                "name",
+                name,
+                "expected sgd, adam or adamw",
+            )),
+        }
+    }
+
+    /// The same optimizer with another weight decay.
+    pub fn with_weight_decay(mut self, wd: f32) -> Optimizer {
+        match &mut self {
+            Optimizer::Sgd { weight_decay, .. } | Optimizer::Adam { weight_decay, .. } => {
+                *weight_decay = wd
+            }
+        }
+        self
+    }
+
+    /// Whether it keeps a second moment per parameter.
+    pub fn has_second_moment(&self) -> bool {
+        matches!(self, Optimizer::Adam { .. })
+    }
+
+    /// (beta1, beta2) for the bias corrections (SGD: none).
+    pub fn betas(&self) -> Option<(f32, f32)> {
+        match *self {
+            Optimizer::Sgd { .. } => None,
+            Optimizer::Adam { beta1, beta2, .. } => Some((beta1, beta2)),
+        }
+    }
 }
 
 #[repr(C)]
@@ -315,7 +386,7 @@ struct OptParams {
 pub fn optimizer_step_into(
     enc: &mut impl Record,
     gpu: &Gpu,
-    step: &Step,
+    step: &Optimizer,
     hyper: &GpuTensor,
     p: &GpuTensor,
     g: &GpuTensor,
@@ -340,7 +411,7 @@ pub fn optimizer_step_into(
         ..Default::default()
     };
     match *step {
-        Step::Sgd {
+        Optimizer::Sgd {
             momentum,
             nesterov,
             weight_decay,
@@ -362,7 +433,7 @@ pub fn optimizer_step_into(
                 grid,
             )
         }
-        Step::Adam {
+        Optimizer::Adam {
             beta1,
             beta2,
             eps,

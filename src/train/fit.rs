@@ -199,17 +199,17 @@ pub fn fit(
         trainer.set_steps(c.step);
         epoch0 = c.epoch as usize;
     }
-    let values = |t: &Trainer| -> Result<BTreeMap<String, ArrayD<f32>>> {
-        let names: HashSet<String> = t.trained().into_iter().collect();
-        Ok(t.state()?
-            .into_iter()
-            .filter(|(n, _)| names.contains(n))
-            .collect())
+    // The trained values within a state read back (which also holds the optimizer's moments).
+    let trained: HashSet<String> = trainer.trained().into_iter().collect();
+    let values_of = |state: &[(String, ArrayD<f32>)]| -> BTreeMap<String, ArrayD<f32>> {
+        state
+            .iter()
+            .filter(|(n, _)| trained.contains(n))
+            .cloned()
+            .collect()
     };
-    let mut scores = vec![(
-        epoch0 as f64,
-        evaluate(&with_values(student, &values(&trainer)?)?)?,
-    )];
+    let mut values = values_of(&trainer.state()?);
+    let mut scores = vec![(epoch0 as f64, evaluate(&with_values(student, &values)?)?)];
     let mut loss = Vec::new();
     let batches = n / opts.batch;
     let (mut seen, mut secs) = (0usize, 0f64);
@@ -254,6 +254,7 @@ pub fn fit(
         if state.iter().any(|(_, a)| a.iter().any(|v| !v.is_finite())) {
             return Err(diverged(trainer.steps(), "a parameter", opts, epoch));
         }
+        values = values_of(&state);
         if let Some(p) = &opts.checkpoint {
             checkpoint::save(
                 p,
@@ -264,11 +265,11 @@ pub fn fit(
                 },
             )?;
         }
-        let score = evaluate(&with_values(student, &values(&trainer)?)?)?;
+        let score = evaluate(&with_values(student, &values)?)?;
         scores.push(((epoch + 1) as f64, score));
     }
     Ok(Fitted {
-        values: values(&trainer)?,
+        values,
         loss,
         scores,
         epochs: opts.epochs.max(epoch0),

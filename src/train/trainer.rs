@@ -12,8 +12,8 @@ use crate::error::{DType, Error, Result};
 use crate::exec::{Backward, Compile, Params, Plan};
 use crate::gpu::{Gpu, GpuTensor, Steps};
 use crate::graph::ir::{Graph, Op};
-use crate::ops::train::{self as kernels, hyper, LossKind, HYPER_LEN};
-use crate::train::optim::{Optimizer, Schedule};
+use crate::ops::train::{self as kernels, hyper, LossKind, Optimizer, HYPER_LEN};
+use crate::train::optim::Schedule;
 
 /// How to train.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +27,35 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f32>,
     /// Micro-batches whose gradients add up before each optimizer step (>= 1).
     pub accumulate: usize,
+}
+
+impl TrainConfig {
+    /// Checks the settings: a finite learning rate > 0, accumulation >= 1, a finite
+    /// distillation temperature > 0.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::invalid(
+                "train",
+                "learning rate",
+                self.lr,
+                "must be a finite number > 0",
+            ));
+        }
+        if self.accumulate == 0 {
+            return Err(Error::invalid("train", "accumulate", 0, "must be >= 1"));
+        }
+        if let LossKind::Distill { temperature } = self.loss {
+            if !(temperature > 0.0 && temperature.is_finite()) {
+                return Err(Error::invalid(
+                    "train",
+                    "temperature",
+                    temperature,
+                    "must be a finite number > 0",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the loss compares the outputs with, for one micro-batch.
@@ -111,27 +140,7 @@ impl Trainer {
         output: &str,
         cfg: TrainConfig,
     ) -> Result<Trainer> {
-        if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
-            return Err(Error::invalid(
-                "train",
-                "learning rate",
-                cfg.lr,
-                "must be a finite number > 0",
-            ));
-        }
-        if cfg.accumulate == 0 {
-            return Err(Error::invalid("train", "accumulate", 0, "must be >= 1"));
-        }
-        if let LossKind::Distill { temperature } = cfg.loss {
-            if !(temperature > 0.0 && temperature.is_finite()) {
-                return Err(Error::invalid(
-                    "train",
-                    "temperature",
-                    temperature,
-                    "must be a finite number > 0",
-                ));
-            }
-        }
+        cfg.validate()?;
         if !g.outputs.iter().any(|o| o == output) {
             return Err(Error::Graph {
                 model: g.name.clone(),
@@ -221,12 +230,11 @@ impl Trainer {
             at += kernels::norm_slots(s.grad.len());
         }
         kernels::clip_scale_into(&mut update_steps, &gpu, &sums, &hyper_buf)?;
-        let step = cfg.optimizer.step();
         for s in &slots {
             kernels::optimizer_step_into(
                 &mut update_steps,
                 &gpu,
-                &step,
+                &cfg.optimizer,
                 &hyper_buf,
                 &s.value,
                 &s.grad,
