@@ -219,6 +219,26 @@ fn qadd_matches_reference() {
     }
 }
 
+/// onnxruntime 1.32's QLinearAdd on an exact tie (MobileNetV2's add_51 on a held-out photo):
+/// its constant part is computed with a contracted multiply-add, which puts the sum just
+/// below 112.5 where the plain f32 form puts it just above.
+#[test]
+fn qadd_ties_round_as_onnxruntime_does() {
+    let g = AddGrids {
+        a: (0.040_826_42, 133.0),
+        b: (0.026_664_017, 131.0),
+        c: (0.049_212_74, 134.0),
+        qmin: 0.0,
+        qmax: 255.0,
+    };
+    let (a, b) = ((79.0 - 133.0) * g.a.0, (174.0 - 131.0) * g.b.0);
+    let y = reference::qadd(&[a], &[b], g)[0];
+    assert_eq!(y / g.c.0 + 134.0, 112.0, "onnxruntime's code");
+    let t = g.table();
+    let at = 79 * 256 + 174;
+    assert_eq!((t[at / 4] >> (8 * (at % 4))) & 255, 112);
+}
+
 #[test]
 fn exact_fake_quant_rounds_the_ieee_quotient() {
     let Some(gpu) = gpu() else { return };

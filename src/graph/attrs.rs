@@ -200,12 +200,21 @@ pub struct AddGrids {
 }
 
 impl AddGrids {
-    /// The output code (minus qmin) for every pair of input codes (each minus its qmin), four
-    /// per word: onnxruntime's x86 arithmetic, `round(fma(A, sa / sc, fma(B, sb / sc, k)))`
-    /// with `k = zp_c - (sa / sc * zp_a + sb / sc * zp_b)` in f32, clamped to the output type.
-    pub fn table(&self) -> Vec<u32> {
+    /// onnxruntime's x86 constants `(ra, rb, k)`: `ra = sa / sc`, `rb = sb / sc` and
+    /// `k = zp_c - (ra * zp_a + rb * zp_b)` in f32, the inner sum contracted to
+    /// `fma(ra, zp_a, rb * zp_b)` as its FMA build compiles it (an exact tie told the
+    /// contracted and the plain forms apart: codes 79 + 174 of MobileNetV2's add_51 on a
+    /// held-out photo give 112.49999 and 112.50001).
+    pub fn constants(&self) -> (f32, f32, f32) {
         let (ra, rb) = (self.a.0 / self.c.0, self.b.0 / self.c.0);
-        let k = self.c.1 - (ra * self.a.1 + rb * self.b.1);
+        (ra, rb, self.c.1 - ra.mul_add(self.a.1, rb * self.b.1))
+    }
+
+    /// The output code (minus qmin) for every pair of input codes (each minus its qmin), four
+    /// per word: onnxruntime's x86 arithmetic, `round(fma(A, ra, fma(B, rb, k)))` with
+    /// [`AddGrids::constants`], clamped to the output type.
+    pub fn table(&self) -> Vec<u32> {
+        let (ra, rb, k) = self.constants();
         let mut t = vec![0u32; 256 * 256 / 4];
         for ia in 0..256usize {
             for ib in 0..256usize {

@@ -74,8 +74,7 @@ pub fn requant(
 
 /// onnxruntime's x86 QLinearAdd on dequantized inputs (see `shaders/quant.wgsl`).
 pub fn qadd(a: &[f32], b: &[f32], g: AddGrids) -> Vec<f32> {
-    let (ra, rb) = (g.a.0 / g.c.0, g.b.0 / g.c.0);
-    let k = g.c.1 - (ra * g.a.1 + rb * g.b.1);
+    let (ra, rb, k) = g.constants();
     let (ia, ib) = (1.0 / g.a.0, 1.0 / g.b.0);
     a.iter()
         .zip(b)
