@@ -404,6 +404,10 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             "encodings version",
         ),
         case(
+            "quantize @model.onnx --calib @x.npy --placement qnn --out ^out",
+            "expected targets or aimet-onnx",
+        ),
+        case(
             "quantize @model.onnx --calib @x.npy --bias-correction sometimes --out ^out",
             "possible values",
         ),

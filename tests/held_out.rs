@@ -36,6 +36,7 @@ fn quantize_job(out: &Path, holdout: f64, eval: Option<PathBuf>, labels: PathBuf
         eval_inputs: Some(out.with_extension("eval.npy")),
         config: None,
         per_tensor: false,
+        placement: Default::default(),
         scheme: Scheme::MinMax,
         param_bw: 8,
         act_bw: 8,

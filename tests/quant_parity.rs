@@ -17,8 +17,13 @@ use qforge::quant::calibrate::Calibrator;
 use qforge::quant::params::{param_encodings, quantize_weights, ParamRange, ParamScheme};
 use qforge::quant::placement::Role;
 use qforge::quant::sim::{QuantOptions, QuantSim};
-use qforge::quant::{place, Encoding, QuantConfig, QuantKind};
+use qforge::quant::{place, Encoding, PlacementStyle, QuantConfig, QuantKind};
 use serde_json::Value;
+
+/// AIMET's per-channel default placed as aimet-onnx 2.42 places it: the parity tests' setting.
+fn aimet_config() -> QuantConfig {
+    QuantConfig::default_per_channel().with_placement(PlacementStyle::AimetOnnx)
+}
 
 fn aimet() -> Value {
     aimet_encodings("pc_bnfold", "model.encodings")
@@ -110,7 +115,7 @@ fn every_aimet_config_parses_and_bad_ones_name_the_key() {
 #[test]
 fn placement_matches_aimet_on_mobilenet_v2() {
     let g = prepared().at(1).unwrap();
-    let p = place(&g, &QuantConfig::default_per_channel());
+    let p = place(&g, &aimet_config());
     let ref_json = aimet();
     let want_acts: BTreeSet<String> = by_name(&ref_json, "activation_encodings")
         .into_keys()
@@ -142,7 +147,7 @@ fn placement_matches_aimet_on_mobilenet_v2() {
 #[test]
 fn weight_encodings_equal_aimets() {
     let g = prepared().at(1).unwrap();
-    let p = place(&g, &QuantConfig::default_per_channel());
+    let p = place(&g, &aimet_config());
     let want = by_name(&aimet(), "param_encodings");
     let mut worst = 0f64;
     for q in &p.params {
@@ -183,7 +188,7 @@ fn minmax_activation_ranges_match_aimet() {
     let Some(gpu) = gpu() else { return };
     let mut model = prepared();
     let g = model.at(8).unwrap();
-    let p = place(&g, &QuantConfig::default_per_channel());
+    let p = place(&g, &aimet_config());
     // AIMET calibrates activations with the weights already quantized.
     let pe = param_encodings(
         &g,
@@ -251,7 +256,7 @@ fn simulation_is_at_least_as_close_to_fp32_as_aimets() {
     let mut sim = qforge::quant::sim::QuantSim::new(
         gpu,
         g,
-        &QuantConfig::default_per_channel(),
+        &aimet_config(),
         Default::default(),
         HashMap::new(),
     )
@@ -316,14 +321,7 @@ fn integer_simulation_equals_onnxruntime_bit_for_bit() {
         arithmetic: Arithmetic::Integer,
         ..Default::default()
     };
-    let mut sim = QuantSim::new(
-        gpu,
-        g,
-        &QuantConfig::default_per_channel(),
-        opts,
-        HashMap::new(),
-    )
-    .unwrap();
+    let mut sim = QuantSim::new(gpu, g, &aimet_config(), opts, HashMap::new()).unwrap();
     let golden = repo("tests/golden/integer");
     let encodings: Value = {
         use std::io::Read;
@@ -436,6 +434,29 @@ fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {
     let read = |p: PathBuf| -> Value {
         serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
     };
+    let clip_bounds: BTreeSet<String> = {
+        use prost::Message;
+        sim.export(dir, "mobilenet_v2", V1_0_0).unwrap();
+        let m = qforge::graph::onnx::ModelProto::decode(
+            &std::fs::read(dir.join("mobilenet_v2.onnx")).unwrap()[..],
+        )
+        .unwrap();
+        m.graph
+            .unwrap()
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("Clip"))
+            .flat_map(|n| n.input[1..].to_vec())
+            .collect()
+    };
+    assert_eq!(clip_bounds.len(), 70, "35 Clips, two bounds each");
+    let aimet_name = |name: &str| -> String {
+        match (clip_bounds.contains(name), name.ends_with("_min")) {
+            (false, _) => name.to_string(),
+            (true, true) => "clip_min".into(),
+            (true, false) => "clip_max".into(),
+        }
+    };
     for (version, file) in [
         (V1_0_0, "model.encodings"),
         (V0_6_1, "model_0.6.1.encodings"),
@@ -469,11 +490,36 @@ fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {
                 missing.iter().all(|m| m == "clip_min" || m == "clip_max"),
                 "{file} {sec}: missing {missing:?}"
             );
-            assert!(
-                o.is_subset(&t),
-                "{file} {sec}: extra {:?}",
-                o.difference(&t).collect::<Vec<_>>()
-            );
+            // AIMET's clip_min / clip_max are the source model's shared Clip bounds; the
+            // exported model gives each Clip its own, each with its encoding.
+            let extra: BTreeSet<String> = o.difference(&t).cloned().collect();
+            if sec == "param_encodings" {
+                assert!(extra.is_empty(), "{file} {sec}: extra {extra:?}");
+            } else {
+                assert_eq!(extra, clip_bounds, "{file} {sec}: extra names");
+            }
+        }
+        if version == V1_0_0 {
+            let acts = |v: &Value| -> HashMap<String, Value> {
+                v["activation_encodings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+                    .collect()
+            };
+            let (o, t) = (acts(&ours), acts(&theirs));
+            for b in &clip_bounds {
+                let want = &t[&aimet_name(b)];
+                let (e, w) = (&o[b], want);
+                assert_eq!(e["offset"], w["offset"], "{b}");
+                assert_eq!((&e["bw"], &e["is_sym"]), (&w["bw"], &w["is_sym"]), "{b}");
+                let (s, r) = (
+                    e["scale"][0].as_f64().unwrap(),
+                    w["scale"][0].as_f64().unwrap(),
+                );
+                assert!((s - r).abs() <= 1e-7 * r, "{b}: scale {s} vs AIMET {r}");
+            }
         }
         if version == V2_0_0 {
             let by = |v: &Value| -> HashMap<String, Value> {
@@ -486,7 +532,7 @@ fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {
             };
             let (o, t) = (by(&ours), by(&theirs));
             for (name, e) in &o {
-                let te = &t[name];
+                let te = &t[&aimet_name(name)];
                 assert_eq!(
                     e.as_object().unwrap().keys().collect::<Vec<_>>(),
                     te.as_object().unwrap().keys().collect::<Vec<_>>(),
@@ -506,14 +552,9 @@ fn qdq_export_has_a_quantizer_pair_per_activation_and_int8_weights() {
     use prost::Message;
     let g = qforge::graph::load(&repo("models/fmnist_cnn.onnx")).unwrap();
     let dims: HashMap<String, usize> = [("N".to_string(), 4)].into_iter().collect();
-    let mut sim = qforge::quant::sim::QuantSim::new(
-        gpu,
-        g,
-        &QuantConfig::default_per_channel(),
-        Default::default(),
-        dims,
-    )
-    .unwrap();
+    let mut sim =
+        qforge::quant::sim::QuantSim::new(gpu, g, &aimet_config(), Default::default(), dims)
+            .unwrap();
     let x: ArrayD<f32> =
         read_npy(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fmnist_input8.npy"))
             .unwrap();
@@ -565,7 +606,7 @@ fn fashion_mnist_accuracy_survives_w8a8() {
     let mut sim = qforge::quant::sim::QuantSim::new(
         gpu,
         g,
-        &QuantConfig::default_per_channel(),
+        &aimet_config(),
         Default::default(),
         HashMap::new(),
     )

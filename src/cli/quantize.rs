@@ -6,6 +6,7 @@ use qforge::jobs::quantize::{quantize, BiasCorrection, QuantizeJob, Techniques};
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::export::EncodingsVersion;
 use qforge::quant::sim::Arithmetic;
+use qforge::quant::PlacementStyle;
 
 /// Arguments of `qforge quantize`.
 #[derive(clap::Args, Debug)]
@@ -33,6 +34,12 @@ pub struct QuantizeArgs {
     /// Quantize every weight per tensor (overrides the config's per-channel settings).
     #[arg(long)]
     per_tensor: bool,
+    /// Quantizer placement: targets (the config's supergroups fuse every Conv, depthwise
+    /// included, as onnxruntime, QNN and TFLite fuse them) or aimet-onnx (aimet-onnx 2.42's
+    /// exact placement: depthwise outputs quantized before their Clip/Relu; its encodings load
+    /// strictly into aimet-onnx).
+    #[arg(long, default_value = "targets")]
+    placement: PlacementStyle,
     /// Calibration scheme: minmax, tf-enhanced (AIMET's SQNR search, weights too), mse (the same search, clipping weighed as rounding) or percentile[:P] (activations; weights min-max).
     #[arg(long, default_value = "minmax")]
     scheme: Scheme,
@@ -122,6 +129,7 @@ impl QuantizeArgs {
             eval_inputs: self.eval_inputs,
             config: self.config,
             per_tensor: self.per_tensor,
+            placement: self.placement,
             scheme: self.scheme,
             param_bw: self.param_bw,
             act_bw: self.act_bw,
@@ -161,7 +169,7 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
     println!("model            {}", job.model.display());
     println!("adapter          {}", r.adapter);
     println!(
-        "quantizers       {} activations, {} parameters (W{}A{}, {})",
+        "quantizers       {} activations, {} parameters (W{}A{}, {}, placed as {})",
         r.quantizers.0,
         r.quantizers.1,
         job.param_bw,
@@ -170,7 +178,8 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
             .as_ref()
             .map_or("AIMET per-channel default".to_string(), |c| c
                 .display()
-                .to_string())
+                .to_string()),
+        job.placement.describe()
     );
     println!(
         "simulation       {}",
@@ -211,12 +220,14 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
         .take(5)
         .map(|(n, v)| format!("{n} {v:.1} dB"))
         .collect();
-    println!(
-        "worst layers     {} (SQNR on {} {} samples)",
-        worst5.join(", "),
-        r.per_layer_samples,
-        r.label
-    );
+    if !worst5.is_empty() {
+        println!(
+            "worst layers     {} (SQNR on {} {} samples)",
+            worst5.join(", "),
+            r.per_layer_samples,
+            r.label
+        );
+    }
     println!("time             load {load:.1} s, prepare {prepare:.1} s, techniques {ptq:.1} s, calibrate {calib:.1} s, evaluate {eval:.1} s, per-layer {layers:.1} s, export {export:.2} s");
     let names: Vec<String> = r
         .written

@@ -17,7 +17,7 @@ use crate::quant::analyzers::Scheme;
 use crate::quant::export::EncodingsVersion;
 use crate::quant::params::{channel_summary, ParamRange};
 use crate::quant::sim::{Arithmetic, Evaluation, QuantOptions, QuantSim};
-use crate::quant::{bias_correction, seq_mse, QuantConfig};
+use crate::quant::{bias_correction, seq_mse, PlacementStyle, QuantConfig};
 
 /// Bias correction's two forms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,8 @@ pub struct QuantizeJob {
     /// An AIMET quantsim config (`None`: AIMET's per-channel default).
     pub config: Option<PathBuf>,
     pub per_tensor: bool,
+    /// Whose fusion rules place the quantizers (default: the targets').
+    pub placement: PlacementStyle,
     pub scheme: Scheme,
     pub param_bw: u32,
     pub act_bw: u32,
@@ -186,7 +188,8 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         cfg.per_tensor()
     } else {
         cfg
-    };
+    }
+    .with_placement(job.placement);
     let g = crate::graph::load(&job.model)?;
     g.check_finite_weights()?;
     let ops: std::collections::BTreeSet<&str> = g.nodes.iter().map(|n| n.op.onnx_type()).collect();
@@ -422,9 +425,10 @@ fn summary_lines(
         (
             "quantizers".to_string(),
             format!(
-                "{} activations, {} parameters, W{w}A{a}, {arithmetic} arithmetic",
+                "{} activations, {} parameters, W{w}A{a}, {arithmetic} arithmetic, placed as {}",
                 p.activations.len(),
-                p.params.len()
+                p.params.len(),
+                job.placement.describe()
             ),
         ),
         (

@@ -55,6 +55,54 @@ impl SupportedKernel {
     }
 }
 
+/// Whose fusion rules decide where quantizers go: the same config places differently under
+/// aimet-onnx's op-type matching and under the targets' own fusion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlacementStyle {
+    /// As the deployment targets fuse (onnxruntime's QDQ quantizer, QNN, TFLite): a
+    /// supergroup's `Conv` matches every convolution, depthwise included, so no quantizer sits
+    /// between a depthwise Conv and the Clip/Relu the target fuses into it.
+    #[default]
+    Targets,
+    /// aimet-onnx 2.42 exactly: a depthwise convolution is its own op type
+    /// (`DepthwiseConv2d`), which `Conv` supergroups do not match, so its pre-activation
+    /// output is quantized.
+    AimetOnnx,
+}
+
+impl std::str::FromStr for PlacementStyle {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "targets" => Ok(PlacementStyle::Targets),
+            "aimet-onnx" => Ok(PlacementStyle::AimetOnnx),
+            _ => Err(format!(
+                "unknown placement '{s}' (expected targets or aimet-onnx)"
+            )),
+        }
+    }
+}
+
+impl PlacementStyle {
+    /// How reports name the placement ("placed as …").
+    pub fn describe(self) -> &'static str {
+        match self {
+            PlacementStyle::Targets => "the targets fuse (default)",
+            PlacementStyle::AimetOnnx => "aimet-onnx 2.42 places",
+        }
+    }
+}
+
+impl std::fmt::Display for PlacementStyle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PlacementStyle::Targets => "targets",
+            PlacementStyle::AimetOnnx => "aimet-onnx",
+        })
+    }
+}
+
 /// A parsed quantsim config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantConfig {
@@ -78,6 +126,8 @@ pub struct QuantConfig {
     pub model_output_quantized: bool,
     /// Kernels the target runs (empty: not stated).
     pub supported_kernels: Vec<SupportedKernel>,
+    /// How the supergroups are matched (not part of AIMET's file format).
+    pub placement: PlacementStyle,
 }
 
 /// AIMET's per-channel default (default_config_per_channel.json), built in.
@@ -217,6 +267,12 @@ impl QuantConfig {
         for o in self.op_type.values_mut() {
             o.per_channel_quantization = Some(false);
         }
+        self
+    }
+
+    /// The same config placed in `style`.
+    pub fn with_placement(mut self, style: PlacementStyle) -> QuantConfig {
+        self.placement = style;
         self
     }
 
@@ -437,6 +493,7 @@ impl QuantConfig {
                 .map(|v| cx.kernels("defaults.supported_kernels", v))
                 .transpose()?
                 .unwrap_or_default(),
+            placement: PlacementStyle::default(),
         })
     }
 

@@ -8,10 +8,12 @@ use ndarray::ArrayD;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::graph::attrs::Unary;
 use crate::graph::ir::{Graph, Op};
 use crate::quant::analyzers::Scheme;
+use crate::quant::config::PlacementStyle;
 use crate::quant::encoding::{Encoding, QuantKind};
-use crate::quant::params::stored_weight_codes;
+use crate::quant::params::{kind_for, stored_weight_codes};
 use crate::quant::sim::QuantSim;
 
 /// One named encoding as AIMET 1.0.0 writes it.
@@ -254,6 +256,48 @@ impl QuantSim {
         out
     }
 
+    /// In the aimet-onnx placement, the encodings of Clips' constant bounds: aimet-onnx
+    /// quantizes them as activations (calibrated like any tensor: the range of the value and
+    /// zero), qforge folds them into the Clip. Named as the exported model names the bounds, so
+    /// that the encodings load strictly into aimet-onnx; empty in the targets' placement.
+    fn clip_bounds(&self, g: &Graph) -> Result<Vec<(String, Encoding)>> {
+        if self.config().placement != PlacementStyle::AimetOnnx {
+            return Ok(Vec::new());
+        }
+        let kind = kind_for(
+            self.config().ops_symmetric,
+            self.config().strict_symmetric,
+            self.config().unsigned_symmetric,
+        );
+        let model = crate::graph::export::to_model(g);
+        let exported: HashMap<&str, &[String]> = model
+            .graph
+            .iter()
+            .flat_map(|m| &m.node)
+            .filter_map(|n| Some((n.name.as_deref()?, &n.input[..])))
+            .collect();
+        let mut out = Vec::new();
+        for n in &g.nodes {
+            let Op::Unary(Unary::Clip(lo, hi)) = n.op else {
+                continue;
+            };
+            let Some(inputs) = exported.get(n.name.as_str()) else {
+                continue;
+            };
+            for (name, v) in inputs.iter().skip(1).zip([lo, hi]) {
+                let e = Encoding::from_ranges(
+                    &[v.min(0.0)],
+                    &[v.max(0.0)],
+                    self.options().act_bw,
+                    kind,
+                    None,
+                )?;
+                out.push((name.clone(), e));
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes `<stem>.onnx` (the prepared FP32 model) and `<stem>.encodings` in the chosen
     /// AIMET format into `dir`.
     pub fn export(&self, dir: &Path, stem: &str, version: EncodingsVersion) -> Result<()> {
@@ -265,7 +309,9 @@ impl QuantSim {
         let g = self.prepared(1)?;
         crate::graph::export::save(&g, &dir.join(format!("{stem}.onnx")), None)?;
         let opts = self.options();
-        let (activations, params) = (self.activation_encodings(), self.param_encodings());
+        let mut activations = self.activation_encodings().to_vec();
+        activations.extend(self.clip_bounds(&g)?);
+        let (activations, params) = (&activations[..], self.param_encodings());
         let args = json!({
             "activation_bitwidth": opts.act_bw,
             "dtype": "int",

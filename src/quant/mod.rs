@@ -14,6 +14,6 @@ pub mod qdq;
 pub mod seq_mse;
 pub mod sim;
 
-pub use config::QuantConfig;
+pub use config::{PlacementStyle, QuantConfig};
 pub use encoding::{steps, Encoding, QuantKind};
 pub use placement::{place, Placement, Quantizer};

@@ -6,15 +6,20 @@
 //!   has one quantizer, after the Relu) and outputs of ops that only move or reinterpret data
 //!   (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, Transpose, Gather, Cast): those
 //!   reuse their input's grid.
-//! * Supergroups match AIMET's op types: a depthwise convolution is AIMET's
-//!   `DepthwiseConv2d`, not `Conv`, so `Conv + Clip` does not fuse it (AIMET's reference
-//!   encodings of MobileNetV2 quantize depthwise outputs before their Clip).
+//! * Supergroups are matched per the config's [`PlacementStyle`]: by default as the targets
+//!   fuse (a supergroup's `Conv` is every convolution, depthwise included: onnxruntime's QDQ
+//!   quantizer, QNN and TFLite fuse a depthwise Conv with its Clip as a dense one); with
+//!   `AimetOnnx` by AIMET's op types, where a depthwise convolution is `DepthwiseConv2d`, so
+//!   `Conv + Clip` does not fuse it (AIMET's reference encodings of MobileNetV2 quantize
+//!   depthwise outputs before their Clip).
+//! * Op-type settings (`op_type`) use AIMET's op types in either style: a `DepthwiseConv2d`
+//!   entry, where present, applies to depthwise convolutions.
 //! * Parameters: the weight (input 1) of Conv, ConvTranspose, Gemm, MatMul with a constant B,
 //!   and PRelu's slope, per channel along the output-channel axis when the op type says so;
 //!   biases only when `params.bias.is_quantized`.
 
 use crate::graph::ir::{Graph, Node, Op};
-use crate::quant::config::QuantConfig;
+use crate::quant::config::{PlacementStyle, QuantConfig};
 
 /// What a quantizer is attached to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,14 +83,19 @@ fn inside_supergroup(g: &Graph, i: usize, cfg: &QuantConfig) -> bool {
     if g.outputs.contains(&n.outputs[0]) {
         return false;
     }
-    let (t0, t1) = (aimet_type(n, g), aimet_type(&g.nodes[c], g));
+    let ty = |n: &Node| match cfg.placement {
+        PlacementStyle::AimetOnnx => aimet_type(n, g),
+        PlacementStyle::Targets => n.op.onnx_type(),
+    };
+    let (t0, t1) = (ty(n), ty(&g.nodes[c]));
     cfg.supergroups
         .iter()
         .any(|sg| sg.windows(2).any(|w| w[0] == t0 && w[1] == t1))
 }
 
 /// A Relu whose only reader is a Min against a constant: CLE's per-channel clip, one
-/// activation (quantized after the Min).
+/// activation (quantized after the Min) in the aimet-onnx style. Targets run the Min as its
+/// own op (ONNX's Clip bounds are scalars), with a quantized input: two activations.
 fn inside_channel_clip(g: &Graph, i: usize) -> bool {
     let n = &g.nodes[i];
     if !matches!(n.op, Op::Unary(crate::graph::attrs::Unary::Relu))
@@ -122,7 +132,7 @@ pub fn place(g: &Graph, cfg: &QuantConfig) -> Placement {
         if out_q
             && !passes_through(&n.op)
             && !inside_supergroup(g, i, cfg)
-            && !inside_channel_clip(g, i)
+            && (cfg.placement != PlacementStyle::AimetOnnx || !inside_channel_clip(g, i))
         {
             for o in n.outputs.iter().filter(|o| !o.is_empty()) {
                 p.activations.push(Quantizer {
