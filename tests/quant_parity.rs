@@ -429,6 +429,15 @@ fn integer_simulation_fuses_gemms_as_onnxruntime_does() {
 
 /// Every encodings format has AIMET's layout and the same names as AIMET's files (less Clip's
 /// constant bounds, which qforge folds).
+/// The entries of an encodings list, by their "name".
+fn by_entry_name(list: &Value) -> HashMap<String, Value> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect()
+}
+
 fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {
     use qforge::quant::export::EncodingsVersion::*;
     let read = |p: PathBuf| -> Value {
@@ -500,15 +509,10 @@ fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {
             }
         }
         if version == V1_0_0 {
-            let acts = |v: &Value| -> HashMap<String, Value> {
-                v["activation_encodings"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
-                    .collect()
-            };
-            let (o, t) = (acts(&ours), acts(&theirs));
+            let (o, t) = (
+                by_entry_name(&ours["activation_encodings"]),
+                by_entry_name(&theirs["activation_encodings"]),
+            );
             for b in &clip_bounds {
                 let want = &t[&aimet_name(b)];
                 let (e, w) = (&o[b], want);
@@ -522,15 +526,10 @@ fn check_exports(sim: &qforge::quant::sim::QuantSim, dir: &std::path::Path) {
             }
         }
         if version == V2_0_0 {
-            let by = |v: &Value| -> HashMap<String, Value> {
-                v["encodings"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
-                    .collect()
-            };
-            let (o, t) = (by(&ours), by(&theirs));
+            let (o, t) = (
+                by_entry_name(&ours["encodings"]),
+                by_entry_name(&theirs["encodings"]),
+            );
             for (name, e) in &o {
                 let te = &t[&aimet_name(name)];
                 assert_eq!(

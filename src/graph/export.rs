@@ -295,6 +295,11 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
 
 /// Exports the graph as ONNX to `path`; refuses to overwrite `source` (the model it came from).
 pub fn save(g: &Graph, path: &Path, source: Option<&Path>) -> Result<()> {
+    save_model(&to_model(g), path, source)
+}
+
+/// Writes a built model (see [`to_model`]) to `path`; refuses to overwrite `source`.
+pub fn save_model(m: &onnx::ModelProto, path: &Path, source: Option<&Path>) -> Result<()> {
     crate::files::check_output(path, source.as_slice())?;
-    crate::files::write_atomic(path, &to_model(g).encode_to_vec())
+    crate::files::write_atomic(path, &m.encode_to_vec())
 }

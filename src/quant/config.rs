@@ -94,15 +94,6 @@ impl PlacementStyle {
     }
 }
 
-impl std::fmt::Display for PlacementStyle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PlacementStyle::Targets => "targets",
-            PlacementStyle::AimetOnnx => "aimet-onnx",
-        })
-    }
-}
-
 /// A parsed quantsim config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantConfig {

@@ -259,8 +259,13 @@ impl QuantSim {
     /// In the aimet-onnx placement, the encodings of Clips' constant bounds: aimet-onnx
     /// quantizes them as activations (calibrated like any tensor: the range of the value and
     /// zero), qforge folds them into the Clip. Named as the exported model names the bounds, so
-    /// that the encodings load strictly into aimet-onnx; empty in the targets' placement.
-    fn clip_bounds(&self, g: &Graph) -> Result<Vec<(String, Encoding)>> {
+    /// that the encodings load strictly into aimet-onnx (`model`: `g` as exported); empty in
+    /// the targets' placement.
+    fn clip_bounds(
+        &self,
+        g: &Graph,
+        model: &crate::graph::onnx::ModelProto,
+    ) -> Result<Vec<(String, Encoding)>> {
         if self.config().placement != PlacementStyle::AimetOnnx {
             return Ok(Vec::new());
         }
@@ -269,7 +274,6 @@ impl QuantSim {
             self.config().strict_symmetric,
             self.config().unsigned_symmetric,
         );
-        let model = crate::graph::export::to_model(g);
         let exported: HashMap<&str, &[String]> = model
             .graph
             .iter()
@@ -307,10 +311,11 @@ impl QuantSim {
             message: e.to_string(),
         })?;
         let g = self.prepared(1)?;
-        crate::graph::export::save(&g, &dir.join(format!("{stem}.onnx")), None)?;
+        let model = crate::graph::export::to_model(&g);
+        crate::graph::export::save_model(&model, &dir.join(format!("{stem}.onnx")), None)?;
         let opts = self.options();
         let mut activations = self.activation_encodings().to_vec();
-        activations.extend(self.clip_bounds(&g)?);
+        activations.extend(self.clip_bounds(&g, &model)?);
         let (activations, params) = (&activations[..], self.param_encodings());
         let args = json!({
             "activation_bitwidth": opts.act_bw,
