@@ -282,7 +282,8 @@ fn assert_campaign(f: &Fixtures, cases: &[Case]) {
 #[test]
 fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
     let f = Fixtures::new("files");
-    let mut cases = vec![
+    let mut cases =
+        vec![
         case("inspect @missing.onnx", "reading model"),
         case("inspect @empty.onnx", "the file is empty"),
         case("inspect @garbage.onnx", "not a valid ONNX"),
@@ -451,6 +452,28 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
         case(
             "quantize @empty.onnx --calib @x.npy --out ^out",
             "the file is empty",
+        ),
+        case(
+            "analyze @model.onnx --calib @x.npy --bins 0 --out ^out",
+            "--bins",
+        ),
+        case(
+            "analyze @model.onnx --calib @x.npy --histogram-samples 0 --out ^out",
+            "--histogram-samples",
+        ),
+        case("analyze @model.onnx --dfq --out ^out", "--calib"),
+        case("analyze @model.onnx --calib @x.npy --out @x.npy", "not a folder"),
+        case(
+            "analyze @model.onnx --calib @x.npy --param-bw 1 --out ^out",
+            "bitwidth",
+        ),
+        case(
+            "analyze @model.onnx --calib @x.npy --integer --out ^out",
+            "unexpected argument",
+        ),
+        case(
+            "analyze @nan_weight.onnx --calib @x.npy --out ^out",
+            "non-finite",
         ),
         case(
             "compress @model.onnx --data @x.npy --target-macs 0 --out ^out",
@@ -673,6 +696,7 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case(&format!("compress @model.onnx --data @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
         case("compress @model.onnx --data @x.npy --multiplicity 100000 --method ssvd --out ^out", "--multiplicity"),
         case("quantize @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
+        case("analyze @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
         case("quantize @model.onnx --calib @wrong_shape.npy --out ^out", "dim 1 = 1"),
         case("finetune @model.onnx --data @x.npy --epochs 0 --out ^out", "--epochs"),
         case("finetune @model.onnx --data @x.npy --lr 0 --out ^out", "learning rate"),

@@ -1,6 +1,7 @@
 //! The `qforge` command line: one clap `Args` struct per subcommand, each calling one library
 //! function (`qforge::jobs`) and printing what it returns.
 
+pub mod analyze;
 pub mod compress;
 pub mod devices;
 pub mod finetune;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Quantize a model (AIMET's QuantSim: BN fold, quantizers from a config, calibration,
     /// fake-quant simulation); writes the prepared model, AIMET encodings, a QDQ model, a report.
     Quantize(quantize::QuantizeArgs),
+    /// Analyze a model's quantization (AIMET's QuantAnalyzer): weight-only and activation-only
+    /// scores, per-layer sensitivity, encoding ranges, histograms; writes analysis.html/.json.
+    Analyze(analyze::AnalyzeArgs),
     /// Compress a model: spatial/weight SVD and channel pruning (least-squares rebuilt), with
     /// per-layer ratios chosen greedily to meet a target MAC or memory ratio.
     Compress(compress::CompressArgs),
@@ -51,6 +55,7 @@ impl Command {
             Command::Devices(a) => devices::main(a),
             Command::Inspect(a) => inspect::main(a),
             Command::Quantize(a) => quantize::main(a),
+            Command::Analyze(a) => analyze::main(a),
             Command::Compress(a) => compress::main(a),
             Command::Finetune(a) => finetune::main(a),
             Command::Run(a) => run::main(a),

@@ -8,9 +8,10 @@ use qforge::quant::export::EncodingsVersion;
 use qforge::quant::sim::Arithmetic;
 use qforge::quant::PlacementStyle;
 
-/// Arguments of `qforge quantize`.
+/// The options every command that builds a simulation takes: model, data, config,
+/// placement, scheme, bitwidths and techniques.
 #[derive(clap::Args, Debug)]
-pub struct QuantizeArgs {
+pub struct SimArgs {
     /// The ONNX model (default: the bundled MobileNetV2).
     model: Option<PathBuf>,
     /// Calibration data: a folder of images, an .npy batch or IDX images (default: the bundled
@@ -25,9 +26,6 @@ pub struct QuantizeArgs {
     /// seed; 0 evaluates on the calibration images themselves (figures labelled in-sample).
     #[arg(long, default_value_t = 0.25, conflicts_with = "eval")]
     holdout: f64,
-    /// Also write the evaluation inputs (.npy), e.g. to run the QDQ export on the same images.
-    #[arg(long)]
-    eval_inputs: Option<PathBuf>,
     /// An AIMET quantsim config JSON (default: AIMET's per-channel default).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -62,21 +60,6 @@ pub struct QuantizeArgs {
     /// Images per GPU batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Output folder.
-    #[arg(long, default_value = "out")]
-    out: PathBuf,
-    /// Also write the simulated outputs on the evaluation data (.npy), e.g. to compare with
-    /// an ONNX Runtime run of the QDQ model.
-    #[arg(long)]
-    sim_outputs: Option<PathBuf>,
-    /// Simulate in integer arithmetic as onnxruntime runs the QDQ export on a CPU (Conv, Gemm,
-    /// Add and GlobalAveragePool on integer codes with its requantization; int32 biases in
-    /// the export) instead of AIMET's float simulation. 8-bit grids only.
-    #[arg(long)]
-    integer: bool,
-    /// AIMET encodings format: 0.6.1, 1.0.0 or 2.0.0.
-    #[arg(long, default_value = "1.0.0")]
-    encodings_version: EncodingsVersion,
     /// Cross-layer equalization (with high-bias absorption) before quantizing.
     #[arg(long)]
     cle: bool,
@@ -93,17 +76,43 @@ pub struct QuantizeArgs {
     /// activation ranges come from batch-norm statistics too.
     #[arg(long)]
     dfq: bool,
-    /// Evaluation samples for the per-layer SQNR table (0 skips it).
-    #[arg(long, default_value_t = 16)]
-    per_layer_samples: usize,
     /// Calibration samples used by --seq-mse and empirical bias correction.
     #[arg(long, default_value_t = 8)]
     ptq_samples: usize,
 }
 
-impl QuantizeArgs {
-    /// The job these arguments ask for, with the bundled model and photos as defaults.
-    pub fn job(self) -> QuantizeJob {
+/// Arguments of `qforge quantize`.
+#[derive(clap::Args, Debug)]
+pub struct QuantizeArgs {
+    #[command(flatten)]
+    sim: SimArgs,
+    /// Also write the evaluation inputs (.npy), e.g. to run the QDQ export on the same images.
+    #[arg(long)]
+    eval_inputs: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Also write the simulated outputs on the evaluation data (.npy), e.g. to compare with
+    /// an ONNX Runtime run of the QDQ model.
+    #[arg(long)]
+    sim_outputs: Option<PathBuf>,
+    /// Simulate in integer arithmetic as onnxruntime runs the QDQ export on a CPU (Conv, Gemm,
+    /// Add and GlobalAveragePool on integer codes with its requantization; int32 biases in
+    /// the export) instead of AIMET's float simulation. 8-bit grids only.
+    #[arg(long)]
+    integer: bool,
+    /// AIMET encodings format: 0.6.1, 1.0.0 or 2.0.0.
+    #[arg(long, default_value = "1.0.0")]
+    encodings_version: EncodingsVersion,
+    /// Evaluation samples for the per-layer SQNR table (0 skips it).
+    #[arg(long, default_value_t = 16)]
+    per_layer_samples: usize,
+}
+
+impl SimArgs {
+    /// The quantize job these options ask for (float arithmetic, written to `out`), with the
+    /// bundled model and photos as defaults.
+    pub fn job(self, out: PathBuf) -> QuantizeJob {
         let photos = super::bundled("data/images");
         let data_free = self.dfq && self.calib.is_none();
         let calib = if data_free {
@@ -126,18 +135,14 @@ impl QuantizeArgs {
             eval_count: self.eval_count,
             holdout: self.holdout,
             labels: self.labels,
-            eval_inputs: self.eval_inputs,
+            eval_inputs: None,
             config: self.config,
             per_tensor: self.per_tensor,
             placement: self.placement,
             scheme: self.scheme,
             param_bw: self.param_bw,
             act_bw: self.act_bw,
-            arithmetic: if self.integer {
-                Arithmetic::Integer
-            } else {
-                Arithmetic::Float
-            },
+            arithmetic: Arithmetic::Float,
             techniques: Techniques {
                 cle: self.cle,
                 bias_correction: self.bias_correction.as_deref().map(|b| {
@@ -151,11 +156,29 @@ impl QuantizeArgs {
                 dfq: self.dfq,
                 samples: self.ptq_samples,
             },
-            per_layer_samples: self.per_layer_samples,
+            per_layer_samples: 0,
             batch: self.batch,
-            out: self.out,
+            out,
+            encodings_version: EncodingsVersion::V1_0_0,
+            sim_outputs: None,
+        }
+    }
+}
+
+impl QuantizeArgs {
+    /// The job these arguments ask for, with the bundled model and photos as defaults.
+    pub fn job(self) -> QuantizeJob {
+        QuantizeJob {
+            eval_inputs: self.eval_inputs,
+            arithmetic: if self.integer {
+                Arithmetic::Integer
+            } else {
+                Arithmetic::Float
+            },
+            per_layer_samples: self.per_layer_samples,
             encodings_version: self.encodings_version,
             sim_outputs: self.sim_outputs,
+            ..self.sim.job(self.out)
         }
     }
 }

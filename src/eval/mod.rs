@@ -8,6 +8,8 @@ use ndarray::{ArrayD, Axis};
 pub struct Sqnr {
     pub signal: f64,
     pub noise: f64,
+    /// Elements added.
+    pub count: u64,
 }
 
 impl Sqnr {
@@ -17,6 +19,12 @@ impl Sqnr {
             self.signal += (a as f64).powi(2);
             self.noise += (a as f64 - b as f64).powi(2);
         }
+        self.count += reference.len().min(test.len()) as u64;
+    }
+
+    /// Mean squared error per element (0 when nothing was added).
+    pub fn mse(&self) -> f64 {
+        self.noise / self.count.max(1) as f64
     }
 
     /// 10 log10(signal / noise) in dB; +inf when the noise is zero.

@@ -136,7 +136,7 @@ impl Runner {
         &self,
         inputs: &[(&str, ArrayViewD<'_, f32>)],
     ) -> Result<Vec<(String, usize)>> {
-        let g = self.model.source();
+        let g = self.model.signature()?;
         let mut dims: BTreeMap<String, usize> = BTreeMap::new();
         for name in &g.inputs {
             let Some((_, x)) = inputs.iter().find(|(n, _)| n == name) else {

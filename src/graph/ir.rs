@@ -372,3 +372,78 @@ impl Graph {
         g
     }
 }
+
+impl Graph {
+    /// The values that cross the cut before node `at` of a resolved graph: runtime inputs and
+    /// values of `nodes[..at]` that `nodes[at..]` read or that are graph outputs, in order of
+    /// first definition.
+    pub fn crossing(&self, at: usize) -> Vec<String> {
+        let at = at.min(self.nodes.len());
+        let later: std::collections::HashSet<&str> = self.nodes[at..]
+            .iter()
+            .flat_map(|n| n.inputs.iter().map(String::as_str))
+            .chain(self.outputs.iter().map(String::as_str))
+            .collect();
+        self.inputs
+            .iter()
+            .chain(self.nodes[..at].iter().flat_map(|n| n.outputs.iter()))
+            .filter(|v| later.contains(v.as_str()) && !self.consts.contains_key(v.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Nodes `from..to` of a resolved graph as a graph of their own (to be resolved at the
+    /// same batch): its inputs are the values crossing the cut before `from` that these nodes
+    /// read, with their resolved shapes as fixed dims; its outputs the values crossing the cut
+    /// before `to` that they compute (the graph's outputs where `to` is the end); its
+    /// constants those they read.
+    pub fn segment(&self, from: usize, to: usize) -> Graph {
+        let to = to.clamp(from, self.nodes.len());
+        let nodes = self.nodes[from..to].to_vec();
+        let read: std::collections::HashSet<&str> = nodes
+            .iter()
+            .flat_map(|n| n.inputs.iter().map(String::as_str))
+            .collect();
+        let inputs: Vec<String> = self
+            .crossing(from)
+            .into_iter()
+            .filter(|v| read.contains(v.as_str()))
+            .collect();
+        let made: std::collections::HashSet<&str> = nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().map(String::as_str))
+            .collect();
+        let outputs = self
+            .crossing(to)
+            .into_iter()
+            .filter(|v| made.contains(v.as_str()))
+            .collect();
+        let input_dims = inputs
+            .iter()
+            .map(|i| {
+                let dims = self
+                    .shapes
+                    .get(i)
+                    .map_or(Vec::new(), |s| s.iter().map(|&d| Dim::Fixed(d)).collect());
+                (i.clone(), dims)
+            })
+            .collect();
+        let consts = self
+            .consts
+            .iter()
+            .filter(|(k, _)| read.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Graph {
+            name: self.name.clone(),
+            opset: self.opset,
+            inputs,
+            input_dims,
+            outputs,
+            nodes,
+            consts,
+            shapes: HashMap::new(),
+            producer: self.producer.clone(),
+        }
+    }
+}

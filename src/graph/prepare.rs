@@ -130,6 +130,9 @@ pub struct Prepared {
     /// Sizes of named dims other than the batch, unless the caller binds them.
     dims: HashMap<String, usize>,
     edits: Edits,
+    /// Only nodes `from..to` of every resolution of this whole model (see
+    /// [`Graph::segment`]).
+    segment: Option<(Arc<Prepared>, usize, usize)>,
     cache: Mutex<Resolutions>,
 }
 
@@ -140,6 +143,7 @@ impl Clone for Prepared {
             fold_bn: self.fold_bn,
             dims: self.dims.clone(),
             edits: self.edits.clone(),
+            segment: self.segment.clone(),
             cache: Mutex::new(self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone()),
         }
     }
@@ -159,6 +163,7 @@ impl Prepared {
             fold_bn: false,
             dims: HashMap::new(),
             edits: Edits::default(),
+            segment: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -174,6 +179,7 @@ impl Prepared {
             fold_bn: true,
             dims,
             edits: Edits::default(),
+            segment: None,
             cache: Mutex::new(HashMap::new()),
         };
         let mut g = p.source.as_ref().clone();
@@ -193,7 +199,31 @@ impl Prepared {
             fold_bn: self.fold_bn,
             dims: self.dims.clone(),
             edits: Edits::default(),
+            segment: self.segment.clone(),
             cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Only nodes `from..to` of this model (as resolved, with its edits) at every batch: a
+    /// graph whose inputs and outputs are the values crossing the two cuts
+    /// ([`Graph::segment`]). Node positions are those of [`Prepared::at`].
+    pub fn segment(&self, from: usize, to: usize) -> Prepared {
+        Prepared {
+            source: self.source.clone(),
+            fold_bn: self.fold_bn,
+            dims: self.dims.clone(),
+            edits: self.edits.clone(),
+            segment: Some((Arc::new(self.clone()), from, to)),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The graph whose inputs and declared dims a run is given: the source, or for a segment
+    /// the segment at batch 1 (fixed dims; named dims of the whole model take its own sizes).
+    pub fn signature(&self) -> Result<Arc<Graph>> {
+        match &self.segment {
+            Some(_) => self.at(1),
+            None => Ok(self.source.clone()),
         }
     }
 
@@ -235,14 +265,24 @@ impl Prepared {
         {
             return Ok(g.clone());
         }
-        let mut all = self.dims.clone();
-        all.extend(dims.iter().cloned());
-        let mut g = self.source.as_ref().clone();
-        g.resolve_with_batch(&all, Some(batch))?;
-        if self.fold_bn {
-            bn_fold::fold_batch_norms(&mut g)?;
-        }
-        self.edits.apply(&mut g)?;
+        let g = match &self.segment {
+            Some((whole, from, to)) => {
+                let mut g = whole.resolved(batch, dims)?.segment(*from, *to);
+                g.resolve_with_batch(&HashMap::new(), Some(batch))?;
+                g
+            }
+            None => {
+                let mut all = self.dims.clone();
+                all.extend(dims.iter().cloned());
+                let mut g = self.source.as_ref().clone();
+                g.resolve_with_batch(&all, Some(batch))?;
+                if self.fold_bn {
+                    bn_fold::fold_batch_norms(&mut g)?;
+                }
+                self.edits.apply(&mut g)?;
+                g
+            }
+        };
         let g = Arc::new(g);
         self.cache
             .lock()

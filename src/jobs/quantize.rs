@@ -108,6 +108,22 @@ pub struct QuantizeOutcome {
 /// Per-output-channel weight ranges of every equalized layer, before and after CLE.
 type CleRanges = Vec<crate::report::CleLayer>;
 
+impl QuantizeJob {
+    /// The files the job reads (no output may replace one).
+    pub fn inputs(&self) -> Vec<&Path> {
+        [
+            Some(self.model.as_path()),
+            self.calib.as_deref(),
+            self.eval.as_deref(),
+            self.labels.as_deref(),
+            self.config.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 fn check(job: &QuantizeJob) -> Result<()> {
     at_least_one("quantize", "--batch", job.batch)?;
     at_least_one("quantize", "--ptq-samples", job.techniques.samples)?;
@@ -152,17 +168,7 @@ fn check(job: &QuantizeJob) -> Result<()> {
 /// Runs `quantize`; `progress` hears of each phase.
 pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<QuantizeOutcome> {
     check(job)?;
-    let t = std::time::Instant::now();
-    let inputs: Vec<&Path> = [
-        Some(job.model.as_path()),
-        job.calib.as_deref(),
-        job.eval.as_deref(),
-        job.labels.as_deref(),
-        job.config.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let inputs = job.inputs();
     for p in job.sim_outputs.iter().chain(&job.eval_inputs) {
         crate::files::check_output(p, &inputs)?;
     }
@@ -180,6 +186,133 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         "split.json".to_string(),
     ];
     Outputs::check(&job.out, &names, &inputs)?;
+    let Calibrated {
+        sim,
+        sets,
+        gpu,
+        techniques,
+        cle_ranges,
+        seconds: [t_load, t_prepare, t_ptq, t_calib],
+    } = calibrated(job, progress)?;
+    let x = job.calib.as_ref().map(|_| &sets.fit);
+    let ev = &sets.eval;
+    let labels = &sets.eval_labels;
+
+    let t = std::time::Instant::now();
+    progress.phase(&format!(
+        "evaluating FP32 and simulated on {} samples",
+        ev.len_of(Axis(0))
+    ));
+    let e = sim.evaluate(ev, job.batch, labels.as_deref())?;
+    let t_eval = t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    progress.phase("per-layer SQNR");
+    let probe = data::first(ev, job.per_layer_samples);
+    let per_layer = if job.per_layer_samples > 0 {
+        sim.per_layer_sqnr(&probe, job.batch)?
+    } else {
+        Vec::new()
+    };
+    let t_layers = t.elapsed().as_secs_f64();
+
+    let t = std::time::Instant::now();
+    let mut out = Outputs::new(&job.out, &inputs)?;
+    let scratch = out.path(&format!("{stem}.onnx"))?;
+    let scratch_dir = scratch
+        .parent()
+        .expect("inside the scratch folder")
+        .to_path_buf();
+    out.path(&format!("{stem}.encodings"))?;
+    sim.export(&scratch_dir, &stem, job.encodings_version)?;
+    if job.act_bw == 8 && job.param_bw == 8 {
+        out.path(&format!("{stem}_qdq.onnx"))?;
+        sim.export_qdq(&scratch_dir, &stem)?;
+    } else {
+        log::warn!(
+            "QDQ export skipped (ONNX QuantizeLinear holds 8-bit grids; this run is W{}A{})",
+            job.param_bw,
+            job.act_bw
+        );
+    }
+    let sim_outputs = match &job.sim_outputs {
+        Some(_) => Some(sim.simulate(ev, job.batch)?.remove(0)),
+        None => None,
+    };
+    let summary = summary_lines(job, &sim, &techniques, &e, &sets, gpu.describe());
+    let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
+    worst.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut weight_ranges: Vec<crate::quant::params::WeightRanges> = Vec::new();
+    for (name, _) in worst.iter().take(3) {
+        if let Some(w) = sim.weight_ranges_for(name)? {
+            if !weight_ranges.iter().any(|(n, _)| *n == w.0) {
+                weight_ranges.push(w);
+            }
+        }
+    }
+    let report = crate::report::QuantReport {
+        model: &stem,
+        summary: summary.clone(),
+        per_layer: &per_layer,
+        activations: sim.activation_encodings(),
+        params: sim.param_encodings(),
+        weight_ranges,
+        cle_ranges,
+    };
+    out.write(
+        "report.html",
+        crate::report::quant_report_html(&report).as_bytes(),
+    )?;
+    out.write("split.json", sets.to_json().as_bytes())?;
+    let mut written = out.commit()?;
+    if let (Some(p), Some(y)) = (&job.sim_outputs, sim_outputs) {
+        data::npy::write(p, &y)?;
+        written.push(p.clone());
+    }
+    if let Some(p) = &job.eval_inputs {
+        data::npy::write(p, ev)?;
+        written.push(p.clone());
+    }
+    let t_export = t.elapsed().as_secs_f64();
+    let p = sim.placement();
+    Ok(QuantizeOutcome {
+        stem,
+        adapter: gpu.describe(),
+        quantizers: (p.activations.len(), p.params.len()),
+        calib_samples: x.as_ref().map_or(0, |x| x.len_of(Axis(0))),
+        techniques,
+        evaluation: e,
+        label: sets.label(),
+        held_out: sets.describe(),
+        per_layer,
+        per_layer_samples: probe.len_of(Axis(0)),
+        seconds: [
+            t_load, t_prepare, t_ptq, t_calib, t_eval, t_layers, t_export,
+        ],
+        written,
+        summary,
+    })
+}
+
+/// A model loaded, prepared, put through the techniques and calibrated as a job asks: what
+/// `quantize` evaluates and exports, and what `analyze` analyzes.
+pub struct Calibrated {
+    pub sim: QuantSim,
+    /// The data, split by image into what calibration fits and what evaluations use.
+    pub sets: Sets,
+    pub gpu: Arc<Gpu>,
+    /// One line per technique applied.
+    pub techniques: Vec<String>,
+    /// Weight ranges CLE changed (before, after).
+    pub cle_ranges: CleRanges,
+    /// Seconds per phase: load, prepare, techniques, calibrate.
+    pub seconds: [f64; 4],
+}
+
+/// Loads, prepares and calibrates `job`'s model with its techniques (the job is checked).
+pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Calibrated> {
+    check(job)?;
+    let t = std::time::Instant::now();
     let cfg = match &job.config {
         Some(p) => QuantConfig::load(p)?,
         None => QuantConfig::default_per_channel(),
@@ -302,99 +435,13 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
     }
     t_ptq += t.elapsed().as_secs_f64();
 
-    let t = std::time::Instant::now();
-    progress.phase(&format!(
-        "evaluating FP32 and simulated on {} samples",
-        ev.len_of(Axis(0))
-    ));
-    let e = sim.evaluate(ev, job.batch, labels.as_deref())?;
-    let t_eval = t.elapsed().as_secs_f64();
-
-    let t = std::time::Instant::now();
-    progress.phase("per-layer SQNR");
-    let probe = data::first(ev, job.per_layer_samples);
-    let per_layer = if job.per_layer_samples > 0 {
-        sim.per_layer_sqnr(&probe, job.batch)?
-    } else {
-        Vec::new()
-    };
-    let t_layers = t.elapsed().as_secs_f64();
-
-    let t = std::time::Instant::now();
-    let mut out = Outputs::new(&job.out, &inputs)?;
-    let scratch = out.path(&format!("{stem}.onnx"))?;
-    let scratch_dir = scratch
-        .parent()
-        .expect("inside the scratch folder")
-        .to_path_buf();
-    out.path(&format!("{stem}.encodings"))?;
-    sim.export(&scratch_dir, &stem, job.encodings_version)?;
-    if job.act_bw == 8 && job.param_bw == 8 {
-        out.path(&format!("{stem}_qdq.onnx"))?;
-        sim.export_qdq(&scratch_dir, &stem)?;
-    } else {
-        log::warn!(
-            "QDQ export skipped (ONNX QuantizeLinear holds 8-bit grids; this run is W{}A{})",
-            job.param_bw,
-            job.act_bw
-        );
-    }
-    let sim_outputs = match &job.sim_outputs {
-        Some(_) => Some(sim.simulate(ev, job.batch)?.remove(0)),
-        None => None,
-    };
-    let summary = summary_lines(job, &sim, &techniques, &e, &sets, gpu.describe());
-    let mut worst: Vec<&(String, f64)> = per_layer.iter().collect();
-    worst.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let mut weight_ranges: Vec<crate::quant::params::WeightRanges> = Vec::new();
-    for (name, _) in worst.iter().take(3) {
-        if let Some(w) = sim.weight_ranges_for(name)? {
-            if !weight_ranges.iter().any(|(n, _)| *n == w.0) {
-                weight_ranges.push(w);
-            }
-        }
-    }
-    let report = crate::report::QuantReport {
-        model: &stem,
-        summary: summary.clone(),
-        per_layer: &per_layer,
-        activations: sim.activation_encodings(),
-        params: sim.param_encodings(),
-        weight_ranges,
-        cle_ranges,
-    };
-    out.write(
-        "report.html",
-        crate::report::quant_report_html(&report).as_bytes(),
-    )?;
-    out.write("split.json", sets.to_json().as_bytes())?;
-    let mut written = out.commit()?;
-    if let (Some(p), Some(y)) = (&job.sim_outputs, sim_outputs) {
-        data::npy::write(p, &y)?;
-        written.push(p.clone());
-    }
-    if let Some(p) = &job.eval_inputs {
-        data::npy::write(p, ev)?;
-        written.push(p.clone());
-    }
-    let t_export = t.elapsed().as_secs_f64();
-    let p = sim.placement();
-    Ok(QuantizeOutcome {
-        stem,
-        adapter: gpu.describe(),
-        quantizers: (p.activations.len(), p.params.len()),
-        calib_samples: x.as_ref().map_or(0, |x| x.len_of(Axis(0))),
+    Ok(Calibrated {
+        sim,
+        sets,
+        gpu,
         techniques,
-        evaluation: e,
-        label: sets.label(),
-        held_out: sets.describe(),
-        per_layer,
-        per_layer_samples: probe.len_of(Axis(0)),
-        seconds: [
-            t_load, t_prepare, t_ptq, t_calib, t_eval, t_layers, t_export,
-        ],
-        written,
-        summary,
+        cle_ranges,
+        seconds: [t_load, t_prepare, t_ptq, t_calib],
     })
 }
 

@@ -1,5 +1,6 @@
 //! Quantization: the encoding math (calibration, simulation and export build on it).
 
+pub mod analysis;
 pub mod analyzers;
 pub mod bias_correction;
 pub mod calibrate;

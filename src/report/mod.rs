@@ -1,5 +1,6 @@
 //! The HTML report: self-contained, plots as inline SVG (no scripts, no external files).
 
+pub mod analysis;
 pub mod compress;
 pub mod svg;
 pub mod train;

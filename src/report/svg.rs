@@ -222,3 +222,51 @@ pub fn line_chart(title: &str, points: &[(f64, f64)], x_label: &str, y_label: &s
     ));
     s
 }
+
+/// A small histogram (equal-width bins over `lo..hi`, counts on a square-root scale so the
+/// tails show) with the encoding's range `(emin, emax)` as red lines; bins outside it, whose
+/// values the quantizer clips, in red.
+pub fn histogram(
+    title: &str,
+    lo: f32,
+    hi: f32,
+    counts: &[u64],
+    (emin, emax): (f32, f32),
+) -> String {
+    let (w, h, l, b) = (260.0, 150.0, 8.0, 22.0);
+    let (pw, ph) = (w - 2.0 * l, h - b - 18.0);
+    let span = (hi - lo).max(f32::MIN_POSITIVE) as f64;
+    let x = |v: f32| l + ((v - lo) as f64 / span).clamp(0.0, 1.0) * pw;
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"9\"><text x=\"{l}\" y=\"11\" font-size=\"10\">{}</text>",
+        esc(title)
+    );
+    let bw = pw / counts.len().max(1) as f64;
+    for (i, &c) in counts.iter().enumerate() {
+        let bh = (c as f64 / top).sqrt() * ph;
+        let centre = lo as f64 + (i as f64 + 0.5) * span / counts.len() as f64;
+        let clipped = centre < emin as f64 || centre > emax as f64;
+        s.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"/>",
+            l + i as f64 * bw,
+            18.0 + ph - bh,
+            bw.max(0.5),
+            if clipped { "#d62728" } else { "#7f7f7f" }
+        ));
+    }
+    for v in [emin, emax] {
+        s.push_str(&format!(
+            "<line x1=\"{0:.1}\" y1=\"18\" x2=\"{0:.1}\" y2=\"{1:.1}\" stroke=\"#d62728\" stroke-width=\"1.2\"/>",
+            x(v),
+            18.0 + ph
+        ));
+    }
+    s.push_str(&format!(
+        "<text x=\"{l}\" y=\"{0:.1}\">{lo:.3}</text><text x=\"{1:.1}\" y=\"{0:.1}\" text-anchor=\"end\">{hi:.3}</text><text x=\"{2:.1}\" y=\"{0:.1}\" text-anchor=\"middle\" fill=\"#d62728\">[{emin:.3}, {emax:.3}]</text></svg>",
+        h - 8.0,
+        w - l,
+        w / 2.0
+    ));
+    s
+}

@@ -50,6 +50,9 @@ use crate::quant::params::{
 };
 use crate::quant::placement::{place, Placement};
 
+mod partial;
+pub use partial::Enabled;
+
 /// Bitwidths and grid options.
 #[derive(Clone, Copy, Debug)]
 pub struct QuantOptions {
@@ -485,6 +488,16 @@ impl QuantSim {
     /// (equalized when CLE ran: its channels are scaled like the simulation's) on `x` (name,
     /// dB), in placement order: signal and noise power summed over all batches.
     pub fn per_layer_sqnr(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<(String, f64)>> {
+        Ok(self
+            .per_layer_error(x, piece)?
+            .into_iter()
+            .map(|(n, p)| (n, p.db()))
+            .collect())
+    }
+
+    /// Signal and noise power of every quantized activation against its value in the
+    /// prepared FP32 model on `x`, in placement order (see [`QuantSim::per_layer_sqnr`]).
+    pub fn per_layer_error(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<(String, Sqnr)>> {
         let names: Vec<String> = self.activations.iter().map(|(n, _)| n.clone()).collect();
         // Every quantized value is a tap, the input too: its quantized copy is an ordinary
         // activation buffer that would otherwise be reused after its last reader.
@@ -498,11 +511,7 @@ impl QuantSim {
                 p.add(f, t);
             }
         }
-        Ok(names
-            .into_iter()
-            .zip(power)
-            .map(|(n, p)| (n, p.db()))
-            .collect())
+        Ok(names.into_iter().zip(power).collect())
     }
 
     /// Per-output-channel (min, max) of the weights feeding the layer that produces `activation`
