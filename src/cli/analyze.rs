@@ -81,19 +81,9 @@ pub fn main(a: AnalyzeArgs) -> qforge::Result<()> {
         "time             calibrate {:.1} s; whole-model {:.1} s, per-layer {:.1} s, per-activation {:.1} s, histograms {:.1} s",
         r.setup_seconds[3], x.seconds.whole, x.seconds.per_layer, x.seconds.errors, x.seconds.histograms
     );
-    let names: Vec<String> = r
-        .written
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
     println!(
         "wrote            {} into {}",
-        names.join(", "),
+        super::file_names(&r.written),
         q.out.display()
     );
     Ok(())

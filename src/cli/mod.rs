@@ -63,6 +63,20 @@ impl Command {
     }
 }
 
+/// The names of the files a job wrote, comma-separated.
+pub fn file_names(written: &[PathBuf]) -> String {
+    written
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A file bundled with the repository (default models and data).
 pub fn bundled(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)

@@ -252,16 +252,6 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
         );
     }
     println!("time             load {load:.1} s, prepare {prepare:.1} s, techniques {ptq:.1} s, calibrate {calib:.1} s, evaluate {eval:.1} s, per-layer {layers:.1} s, export {export:.2} s");
-    let names: Vec<String> = r
-        .written
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    println!("wrote            {} into {} ({}.onnx is the BN-folded FP32 model; encodings in AIMET {:?})", names.join(", "), job.out.display(), r.stem, job.encodings_version);
+    println!("wrote            {} into {} ({}.onnx is the BN-folded FP32 model; encodings in AIMET {:?})", super::file_names(&r.written), job.out.display(), r.stem, job.encodings_version);
     Ok(())
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::data;
 use crate::error::{Error, Result};
 use crate::jobs::output::Outputs;
-use crate::jobs::quantize::{calibrated, Calibrated, QuantizeJob};
+use crate::jobs::quantize::{calibrated, setup_summary, Calibrated, QuantizeJob};
 use crate::jobs::{at_least_one, Progress};
 use crate::quant::analysis::{self, Analysis, AnalysisOptions, Score, FEW_SAMPLES};
 use crate::quant::encoding::Encoding;
@@ -120,35 +120,12 @@ pub fn analyze(job: &AnalyzeJob, progress: &mut dyn Progress) -> Result<AnalyzeO
         .and_then(|s| s.to_str())
         .unwrap_or("model")
         .to_string();
-    let p = sim.placement();
-    let mut summary = vec![
-        ("model".to_string(), q.model.display().to_string()),
-        ("adapter".to_string(), gpu.describe()),
+    let mut summary = setup_summary(q, &sim, &techniques, &sets, gpu.describe());
+    summary.extend([
         (
-            "quantizers".to_string(),
-            format!(
-                "{} activations, {} parameters in {} layers, W{}A{}, placed as {}",
-                p.activations.len(),
-                p.params.len(),
-                a.layers.len(),
-                q.param_bw,
-                q.act_bw,
-                q.placement.describe()
-            ),
+            "layers".to_string(),
+            format!("{} with quantizers (grouped per op as aimet-onnx groups them)", a.layers.len()),
         ),
-        (
-            "calibration".to_string(),
-            format!("{} samples, {:?}", sets.fit_len(), q.scheme),
-        ),
-        (
-            "techniques".to_string(),
-            if techniques.is_empty() {
-                "none".to_string()
-            } else {
-                techniques.join("; ")
-            },
-        ),
-        ("evaluation".to_string(), sets.describe()),
         (
             "time".to_string(),
             format!(
@@ -160,7 +137,7 @@ pub fn analyze(job: &AnalyzeJob, progress: &mut dyn Progress) -> Result<AnalyzeO
                 a.seconds.histograms
             ),
         ),
-    ];
+    ]);
     for w in &warnings {
         summary.push(("warning".to_string(), w.clone()));
     }

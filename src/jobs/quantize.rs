@@ -445,11 +445,12 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
     })
 }
 
-fn summary_lines(
+/// The report's rows on the simulation a job built: model, adapter, quantizers, calibration,
+/// techniques, evaluation data.
+pub fn setup_summary(
     job: &QuantizeJob,
     sim: &QuantSim,
     techniques: &[String],
-    e: &Evaluation,
     sets: &Sets,
     adapter: String,
 ) -> Vec<(String, String)> {
@@ -458,7 +459,6 @@ fn summary_lines(
     } else {
         0
     };
-    let label = sets.label();
     let p = sim.placement();
     let (w, a) = (job.param_bw, job.act_bw);
     let arithmetic = if job.arithmetic == Arithmetic::Integer {
@@ -466,7 +466,7 @@ fn summary_lines(
     } else {
         "float (AIMET's)"
     };
-    let mut s = vec![
+    vec![
         ("model".to_string(), job.model.display().to_string()),
         ("adapter".to_string(), adapter),
         (
@@ -495,6 +495,20 @@ fn summary_lines(
             },
         ),
         ("evaluation".to_string(), sets.describe()),
+    ]
+}
+
+fn summary_lines(
+    job: &QuantizeJob,
+    sim: &QuantSim,
+    techniques: &[String],
+    e: &Evaluation,
+    sets: &Sets,
+    adapter: String,
+) -> Vec<(String, String)> {
+    let label = sets.label();
+    let mut s = setup_summary(job, sim, techniques, sets, adapter);
+    s.extend([
         (
             format!("top-1 agreement (FP32 vs simulated, {label})"),
             format!("{:.1}% of {}", 100.0 * e.top1_agreement, e.samples),
@@ -507,7 +521,7 @@ fn summary_lines(
             format!("output SQNR ({label})"),
             format!("{:.2} dB", e.sqnr_db),
         ),
-    ];
+    ]);
     if let Some((f, q)) = e.accuracy {
         s.push((
             format!("accuracy (labels, {label})"),

@@ -153,7 +153,7 @@ pub fn analysis_report_html(r: &AnalysisReport<'_>) -> String {
         ));
     }
     h.push_str("</div>");
-    h.push_str(&format!("<h2>Encodings</h2><table><tr><th>tensor</th><th>kind</th><th>bitwidth</th><th>channels</th><th>min</th><th>max</th></tr>"));
+    h.push_str("<h2>Encodings</h2><table><tr><th>tensor</th><th>kind</th><th>bitwidth</th><th>channels</th><th>min</th><th>max</th></tr>");
     for (kind, list) in [("activation", r.activations), ("parameter", r.params)] {
         for (n, e) in list {
             let (lo, hi) = (0..e.channels())
