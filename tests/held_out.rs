@@ -50,6 +50,7 @@ fn quantize_job(out: &Path, holdout: f64, eval: Option<PathBuf>, labels: PathBuf
         out: out.to_path_buf(),
         encodings_version: EncodingsVersion::V1_0_0,
         sim_outputs: None,
+        amp: None,
     }
 }
 

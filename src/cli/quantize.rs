@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use qforge::jobs::amp::AmpRequest;
 use qforge::jobs::quantize::{quantize, BiasCorrection, QuantizeJob, Techniques};
+use qforge::quant::amp::{baseline, AmpScore, AmpSearch, Candidate};
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::export::EncodingsVersion;
 use qforge::quant::sim::Arithmetic;
@@ -107,6 +109,33 @@ pub struct QuantizeArgs {
     /// Evaluation samples for the per-layer SQNR table (0 skips it).
     #[arg(long, default_value_t = 16)]
     per_layer_samples: usize,
+    /// Automatic mixed precision: a candidate per quantizer group, the fewest bit-operations
+    /// within --allowed-drop of the widest candidate (the simulation is built at the widest
+    /// candidate; --param-bw/--act-bw are not used). Writes amp_scores.json (phase 1, reused
+    /// by a rerun) and the Pareto curve in report.html.
+    #[arg(long)]
+    amp: bool,
+    /// AMP's candidates, W<bits>A<bits> with 4, 8 or 16 bits.
+    #[arg(long, default_value = "W4A8,W8A8,W8A16,W16A16", requires = "amp")]
+    candidates: String,
+    /// The score drop AMP allows from the widest candidate's: a fraction in [0, 1] of top-1
+    /// agreement (accuracy with --labels), or dB with --amp-score sqnr.
+    #[arg(long, default_value_t = 0.01, requires = "amp")]
+    allowed_drop: f64,
+    /// What AMP holds within the drop: agreement (accuracy with labels, else top-1 agreement
+    /// with FP32) or sqnr (logits SQNR against FP32, dB).
+    #[arg(long, default_value = "agreement", value_parser = ["agreement", "sqnr"], requires = "amp")]
+    amp_score: String,
+    /// AMP's phase 2: binary (search along the ordered moves) or greedy (each move in order,
+    /// kept while within the drop).
+    #[arg(long, default_value = "binary", value_parser = ["binary", "greedy"], requires = "amp")]
+    amp_search: String,
+    /// Calibration samples AMP scores configurations on (never held-out ones).
+    #[arg(long, default_value_t = 16, requires = "amp")]
+    amp_samples: usize,
+    /// Evaluate AMP's phase 1 again even if a matching amp_scores.json is in --out.
+    #[arg(long, requires = "amp")]
+    amp_fresh: bool,
 }
 
 impl SimArgs {
@@ -161,14 +190,43 @@ impl SimArgs {
             out,
             encodings_version: EncodingsVersion::V1_0_0,
             sim_outputs: None,
+            amp: None,
         }
     }
 }
 
 impl QuantizeArgs {
     /// The job these arguments ask for, with the bundled model and photos as defaults.
-    pub fn job(self) -> QuantizeJob {
-        QuantizeJob {
+    pub fn job(self) -> qforge::Result<QuantizeJob> {
+        let amp = if self.amp {
+            Some(AmpRequest {
+                candidates: Candidate::parse_list(&self.candidates)?,
+                allowed_drop: self.allowed_drop,
+                score: if self.amp_score == "sqnr" {
+                    AmpScore::Sqnr
+                } else {
+                    AmpScore::Agreement
+                },
+                search: if self.amp_search == "greedy" {
+                    AmpSearch::Greedy
+                } else {
+                    AmpSearch::Binary
+                },
+                samples: self.amp_samples,
+                fresh: self.amp_fresh,
+            })
+        } else {
+            None
+        };
+        let sim = self.sim.job(self.out);
+        let (param_bw, act_bw) = match &amp {
+            Some(a) => {
+                let top = baseline(&a.candidates);
+                (top.param_bw, top.act_bw)
+            }
+            None => (sim.param_bw, sim.act_bw),
+        };
+        Ok(QuantizeJob {
             eval_inputs: self.eval_inputs,
             arithmetic: if self.integer {
                 Arithmetic::Integer
@@ -178,14 +236,17 @@ impl QuantizeArgs {
             per_layer_samples: self.per_layer_samples,
             encodings_version: self.encodings_version,
             sim_outputs: self.sim_outputs,
-            ..self.sim.job(self.out)
-        }
+            param_bw,
+            act_bw,
+            amp,
+            ..sim
+        })
     }
 }
 
 /// Runs `qforge quantize`.
 pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
-    let job = a.job();
+    let job = a.job()?;
     let r = quantize(&job, &mut super::Bar::new())?;
     let e = &r.evaluation;
     let [load, prepare, ptq, calib, eval, layers, export] = r.seconds;
@@ -225,6 +286,44 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
     }
     for t in &r.techniques {
         println!("technique        {t}");
+    }
+    if let Some(a) = &r.amp {
+        let v = |s: &qforge::quant::analysis::Score| a.score.of(s);
+        let unit = a.score.unit();
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for c in &a.chosen {
+            *counts.entry(c.to_string()).or_default() += 1;
+        }
+        println!(
+            "mixed precision  {} groups: {}; {:.3} of {}'s bit-operations, score {:.4}{unit} vs {:.4}{unit} (allowed drop {}{unit}, on {} calibration samples)",
+            a.groups.len(),
+            counts.iter().map(|(c, n)| format!("{n} x {c}")).collect::<Vec<_>>().join(", "),
+            a.point.relative_bit_ops,
+            a.baseline,
+            v(&a.point.score),
+            v(&a.baseline_score),
+            a.allowed_drop,
+            a.samples
+        );
+        for (c, p) in &a.uniform {
+            println!(
+                "  uniform {c:<7} {:.3} of the bit-operations, score {:.4}{unit}, SQNR {:.2} dB",
+                p.relative_bit_ops,
+                v(&p.score),
+                p.score.sqnr_db
+            );
+        }
+        println!(
+            "  time           encodings {:.1} s, phase 1 {}, phase 2 {:.1} s ({} evaluations)",
+            a.seconds[0],
+            if a.reused {
+                "read from amp_scores.json".to_string()
+            } else {
+                format!("{:.1} s", a.seconds[1])
+            },
+            a.seconds[2],
+            a.evaluations
+        );
     }
     println!("evaluation       {}", r.held_out);
     println!("{:<16} {} samples: FP32 vs simulated INT: top-1 agreement {:.1}%, top-5 {:.1}%, SQNR {:.2} dB", r.label, e.samples, 100.0 * e.top1_agreement, 100.0 * e.top5_agreement, e.sqnr_db);

@@ -115,7 +115,7 @@ pub fn layer(g: &Graph, node: usize) -> std::result::Result<PruneLayer, String> 
                         .iter()
                         .position(|x| &x.name == name)
                         .expect("in graph");
-                    original.macs += crate::compress::cost::node_macs(g, &g.nodes[i]);
+                    original.macs += g.macs(&g.nodes[i]);
                     original.params += g.nodes[i]
                         .inputs
                         .iter()

@@ -447,3 +447,38 @@ impl Graph {
         }
     }
 }
+
+impl Graph {
+    /// Multiply-accumulates of one node for the graph's resolved batch (Conv, ConvTranspose,
+    /// Gemm, MatMul; 0 for the rest).
+    pub fn macs(&self, n: &Node) -> u64 {
+        let shape = |v: &str| {
+            self.shapes
+                .get(v)
+                .cloned()
+                .or_else(|| self.consts.get(v).map(|c| c.shape().to_vec()))
+                .unwrap_or_default()
+        };
+        let prod = |s: &[usize]| s.iter().map(|&d| d as u64).product::<u64>();
+        match &n.op {
+            Op::Conv(_) => {
+                let (y, w) = (shape(&n.outputs[0]), shape(&n.inputs[1]));
+                prod(&y) * prod(&w[1..])
+            }
+            Op::ConvTranspose { .. } => {
+                let (x, w) = (shape(&n.inputs[0]), shape(&n.inputs[1]));
+                prod(&x) * prod(&w[1..])
+            }
+            Op::Gemm { trans_a, .. } => {
+                let (a, y) = (shape(&n.inputs[0]), shape(&n.outputs[0]));
+                let k = if *trans_a { a[0] } else { a[1] };
+                prod(&y) * k as u64
+            }
+            Op::MatMul => {
+                let (a, y) = (shape(&n.inputs[0]), shape(&n.outputs[0]));
+                prod(&y) * *a.last().unwrap_or(&1) as u64
+            }
+            _ => 0,
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! outputs all at once ([`output::Outputs`]: never over an input, nothing half-written) and
 //! returns what it measured. The command line and other front ends call these.
 
+pub mod amp;
 pub mod analyze;
 pub mod compress;
 pub mod finetune;

@@ -10,9 +10,11 @@ use ndarray::{ArrayD, Axis};
 use crate::data;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::jobs::amp::AmpRequest;
 use crate::jobs::output::Outputs;
 use crate::jobs::sets::{Sets, SetsRequest};
 use crate::jobs::{at_least_one, Progress};
+use crate::quant::amp::AmpResult;
 use crate::quant::analyzers::Scheme;
 use crate::quant::export::EncodingsVersion;
 use crate::quant::params::{channel_summary, ParamRange};
@@ -78,6 +80,9 @@ pub struct QuantizeJob {
     pub encodings_version: EncodingsVersion,
     /// Also write the simulated outputs on the evaluation data here (.npy).
     pub sim_outputs: Option<PathBuf>,
+    /// Mixed precision: `param_bw`/`act_bw` are the widest candidate's, and the search picks
+    /// each quantizer group's candidate.
+    pub amp: Option<AmpRequest>,
 }
 
 /// What `quantize` did and measured.
@@ -103,6 +108,8 @@ pub struct QuantizeOutcome {
     pub written: Vec<PathBuf>,
     /// The summary the report shows (label, value).
     pub summary: Vec<(String, String)>,
+    /// What mixed precision chose, with `--amp`.
+    pub amp: Option<AmpResult>,
 }
 
 /// Per-output-channel weight ranges of every equalized layer, before and after CLE.
@@ -154,6 +161,17 @@ fn check(job: &QuantizeJob) -> Result<()> {
             ));
         }
     }
+    if let Some(a) = &job.amp {
+        a.check((job.param_bw, job.act_bw))?;
+        let refused = [
+            (job.arithmetic == Arithmetic::Integer, "--integer", "the integer simulation runs 8-bit grids only"),
+            (job.techniques.seq_mse.is_some(), "--seq-mse", "seq-MSE searches one bitwidth's weight ranges; AMP takes each candidate's from the weights"),
+            (job.calib.is_none(), "--calib", "AMP scores configurations on calibration data"),
+        ];
+        if let Some((_, flag, why)) = refused.into_iter().find(|r| r.0) {
+            return Err(Error::invalid("quantize --amp", flag, "given", why));
+        }
+    }
     if job.arithmetic == Arithmetic::Integer && (job.param_bw != 8 || job.act_bw != 8) {
         return Err(Error::invalid(
             "quantize",
@@ -184,10 +202,11 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         format!("{stem}_qdq.onnx"),
         "report.html".to_string(),
         "split.json".to_string(),
+        crate::jobs::amp::TABLE.to_string(),
     ];
     Outputs::check(&job.out, &names, &inputs)?;
     let Calibrated {
-        sim,
+        mut sim,
         sets,
         gpu,
         techniques,
@@ -197,6 +216,13 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
     let x = job.calib.as_ref().map(|_| &sets.fit);
     let ev = &sets.eval;
     let labels = &sets.eval_labels;
+
+    let amp = match &job.amp {
+        Some(req) => Some(crate::jobs::amp::mixed(
+            req, &mut sim, &sets, &job.out, job.batch, progress,
+        )?),
+        None => None,
+    };
 
     let t = std::time::Instant::now();
     progress.phase(&format!(
@@ -225,15 +251,26 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         .to_path_buf();
     out.path(&format!("{stem}.encodings"))?;
     sim.export(&scratch_dir, &stem, job.encodings_version)?;
-    if job.act_bw == 8 && job.param_bw == 8 {
+    let odd: std::collections::BTreeSet<u32> = sim
+        .activation_encodings()
+        .iter()
+        .chain(sim.param_encodings())
+        .map(|(_, e)| e.bitwidth)
+        .filter(|b| !crate::quant::amp::BITWIDTHS.contains(b))
+        .collect();
+    if odd.is_empty() {
         out.path(&format!("{stem}_qdq.onnx"))?;
         sim.export_qdq(&scratch_dir, &stem)?;
     } else {
         log::warn!(
-            "QDQ export skipped (ONNX QuantizeLinear holds 8-bit grids; this run is W{}A{})",
-            job.param_bw,
-            job.act_bw
+            "QDQ export skipped (ONNX QuantizeLinear holds 4-, 8- and 16-bit grids; this run has {odd:?}-bit ones)"
         );
+    }
+    if let Some(a) = &amp {
+        out.write(
+            crate::jobs::amp::TABLE,
+            a.sensitivities.to_json().as_bytes(),
+        )?;
     }
     let sim_outputs = match &job.sim_outputs {
         Some(_) => Some(sim.simulate(ev, job.batch)?.remove(0)),
@@ -258,6 +295,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         params: sim.param_encodings(),
         weight_ranges,
         cle_ranges,
+        amp: amp.as_ref(),
     };
     out.write(
         "report.html",
@@ -291,6 +329,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         ],
         written,
         summary,
+        amp,
     })
 }
 

@@ -12,13 +12,13 @@
 //! prefix of "only this layer") and in the fully quantized one (the prefix of "all but this
 //! layer"); each layer then runs only the nodes from itself to the end, twice.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use ndarray::{ArrayD, ArrayViewD, Axis};
+use ndarray::{ArrayD, Axis};
 
 use crate::error::{Error, Result};
 use crate::eval::{self, Sqnr};
+use crate::quant::prefix::Prefix;
 use crate::quant::sim::{Enabled, Model, QuantSim};
 
 /// How a (partially) quantized model's first output compares with FP32's.
@@ -32,7 +32,7 @@ pub struct Score {
 }
 
 impl Score {
-    fn of(reference: &ArrayD<f32>, y: &ArrayD<f32>, labels: Option<&[usize]>) -> Score {
+    pub(crate) fn of(reference: &ArrayD<f32>, y: &ArrayD<f32>, labels: Option<&[usize]>) -> Score {
         let ranked = y.ndim() == 2;
         Score {
             sqnr_db: eval::sqnr_db(reference, y),
@@ -261,50 +261,6 @@ pub fn analyze(
     })
 }
 
-/// Values crossing a cut, by name, for each batch.
-type State = Vec<HashMap<String, ArrayD<f32>>>;
-
-/// Runs nodes `from..to` with `enabled` on every batch of `state`: the segment's outputs are
-/// added to each batch's values. Quantizers on segment inputs that an earlier segment computed
-/// were applied there and are left out; model inputs enter raw and are quantized as they enter.
-fn advance(
-    sim: &QuantSim,
-    state: &mut State,
-    enabled: &Enabled,
-    (from, to): (usize, usize),
-    piece: usize,
-) -> Result<Vec<String>> {
-    let g = sim.prepared(1)?;
-    let seg = g.segment(from, to);
-    if seg.nodes.is_empty() || seg.outputs.is_empty() {
-        return Ok(seg.outputs);
-    }
-    let mut e = enabled.clone();
-    for i in seg.inputs.iter().filter(|i| !g.inputs.contains(i)) {
-        e.activations.remove(i);
-    }
-    let r = sim.partial_runner(&e, Some((from, to)))?.batch(piece);
-    for values in state.iter_mut() {
-        let feeds: Vec<(&str, ArrayViewD<'_, f32>)> = seg
-            .inputs
-            .iter()
-            .map(|i| {
-                values
-                    .get(i)
-                    .map(|v| (i.as_str(), v.view()))
-                    .ok_or_else(|| {
-                        Error::invalid("analyze", "cut", i, "a value computed before it")
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let outs = r.run(&feeds)?;
-        for (name, y) in seg.outputs.iter().zip(outs) {
-            values.insert(name.clone(), y);
-        }
-    }
-    Ok(seg.outputs)
-}
-
 /// Only-this-layer and all-but-this-layer scores of every layer, prefixes shared.
 fn per_layer(
     sim: &QuantSim,
@@ -314,47 +270,17 @@ fn per_layer(
     piece: usize,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Vec<Sensitivity>> {
-    let g = sim.prepared(1)?;
-    let end = g.nodes.len();
-    let output = g.outputs[0].clone();
     let all = Enabled::all(sim);
     let layers = layers(sim)?;
-    let start: State = x
-        .axis_chunks_iter(Axis(0), piece)
-        .map(|c| HashMap::from([(sim.input_name().to_string(), c.to_owned())]))
-        .collect();
-    let (mut fp, mut q) = (start.clone(), start);
-    let mut at = 0;
+    let mut fp = Prefix::new(sim, x, Enabled::default(), piece);
+    let mut q = Prefix::new(sim, x, all.clone(), piece);
     let mut out = Vec::with_capacity(layers.len());
     for (k, layer) in layers.into_iter().enumerate() {
         progress("per-layer sensitivity", k, out.capacity());
-        let cut = layer.position;
-        if cut > at {
-            advance(sim, &mut fp, &Enabled::default(), (at, cut), piece)?;
-            advance(sim, &mut q, &all, (at, cut), piece)?;
-            let live = g.crossing(cut);
-            for values in fp.iter_mut().chain(q.iter_mut()) {
-                values.retain(|n, _| live.contains(n));
-            }
-            at = cut;
-        }
-        let score = |state: &State, enabled: &Enabled| -> Result<Score> {
-            let mut s = state.clone();
-            advance(sim, &mut s, enabled, (cut, end), piece)?;
-            let pieces: Vec<ArrayD<f32>> = s
-                .into_iter()
-                .map(|mut v| {
-                    v.remove(&output).ok_or_else(|| {
-                        Error::invalid("analyze", "output", &output, "computed by the model")
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let y =
-                crate::exec::join_batches(pieces.into_iter().map(|p| vec![p]).collect())?.remove(0);
-            Ok(Score::of(reference, &y, labels))
-        };
-        let only = score(&fp, &layer.quantizers)?;
-        let all_but = score(&q, &all.minus(&layer.quantizers))?;
+        fp.advance_to(layer.position)?;
+        q.advance_to(layer.position)?;
+        let only = Score::of(reference, &fp.finish(&layer.quantizers)?, labels);
+        let all_but = Score::of(reference, &q.finish(&all.minus(&layer.quantizers))?, labels);
         out.push(Sensitivity {
             layer,
             only,

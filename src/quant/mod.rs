@@ -1,5 +1,6 @@
 //! Quantization: the encoding math (calibration, simulation and export build on it).
 
+pub mod amp;
 pub mod analysis;
 pub mod analyzers;
 pub mod bias_correction;
@@ -11,6 +12,7 @@ pub mod export;
 pub mod integer;
 pub mod params;
 pub mod placement;
+pub mod prefix;
 pub mod qdq;
 pub mod seq_mse;
 pub mod sim;

@@ -1,6 +1,9 @@
 //! QDQ ONNX: the prepared model with QuantizeLinear/DequantizeLinear pairs on every quantized
 //! activation and int8 weights behind per-axis DequantizeLinear nodes, as ONNX Runtime and
-//! Qualcomm's converters take it. 8-bit grids only (ONNX's uint8/int8 containers).
+//! Qualcomm's converters take it. 8-bit grids go into ONNX's uint8/int8; 16-bit and 4-bit
+//! grids (mixed precision) into uint16/int16 and uint4/int4, with onnxruntime's
+//! `com.microsoft` QuantizeLinear/DequantizeLinear where the model's opset (below 21) has no
+//! such types.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,8 +17,51 @@ use crate::quant::encoding::Encoding;
 
 const INT8: i32 = 3;
 const UINT8: i32 = 2;
+const INT16: i32 = 5;
+const UINT16: i32 = 4;
+const INT4: i32 = 22;
+const UINT4: i32 = 21;
 const FLOAT: i32 = 1;
 const INT32: i32 = 6;
+/// The first standard opset whose QuantizeLinear holds 4- and 16-bit integers.
+const WIDE_OPSET: i64 = 21;
+const MS_DOMAIN: &str = "com.microsoft";
+
+/// The ONNX integer type holding an encoding's codes.
+fn container(name: &str, e: &Encoding) -> Result<i32> {
+    let signed = e.signed_codes();
+    Ok(match (e.bitwidth, signed) {
+        (8, true) => INT8,
+        (8, false) => UINT8,
+        (16, true) => INT16,
+        (16, false) => UINT16,
+        (4, true) => INT4,
+        (4, false) => UINT4,
+        (bw, _) => {
+            return Err(Error::invalid(
+                "qdq export",
+                "bitwidth",
+                format!("{bw} ({name})"),
+                "QDQ models hold 4-, 8- and 16-bit grids (ONNX int4, int8, int16)",
+            ))
+        }
+    })
+}
+
+/// Raw little-endian bytes of integer codes in ONNX type `dt` (4-bit values two per byte,
+/// the first in the low nibble).
+fn pack(codes: impl Iterator<Item = i32>, dt: i32) -> Vec<u8> {
+    match dt {
+        INT8 | UINT8 => codes.map(|c| c as u8).collect(),
+        INT16 | UINT16 => codes.flat_map(|c| (c as u16).to_le_bytes()).collect(),
+        _ => {
+            let v: Vec<u8> = codes.map(|c| (c as u8) & 0x0f).collect();
+            v.chunks(2)
+                .map(|p| p[0] | (p.get(1).copied().unwrap_or(0) << 4))
+                .collect()
+        }
+    }
+}
 
 fn tensor(name: &str, dims: &[usize], data_type: i32, raw: Vec<u8>) -> onnx::TensorProto {
     onnx::TensorProto {
@@ -28,6 +74,7 @@ fn tensor(name: &str, dims: &[usize], data_type: i32, raw: Vec<u8>) -> onnx::Ten
 }
 
 fn node(
+    domain: &Option<String>,
     op: &str,
     name: String,
     inputs: Vec<String>,
@@ -36,6 +83,7 @@ fn node(
 ) -> onnx::NodeProto {
     onnx::NodeProto {
         op_type: Some(op.into()),
+        domain: domain.clone(),
         name: Some(name),
         input: inputs,
         output: vec![output],
@@ -53,9 +101,10 @@ fn node(
     }
 }
 
-/// Scale and zero-point initializers of an encoding (zero point = -offset on unsigned grids).
-fn scale_zp(name: &str, e: &Encoding) -> (onnx::TensorProto, onnx::TensorProto, i32) {
-    let signed = e.signed_codes();
+/// Scale and zero-point initializers of an encoding (zero point = -offset on unsigned grids)
+/// and the type of its codes.
+fn scale_zp(name: &str, e: &Encoding) -> Result<(onnx::TensorProto, onnx::TensorProto, i32)> {
+    let dt = container(name, e)?;
     let dims: Vec<usize> = if e.axis.is_some() {
         vec![e.channels()]
     } else {
@@ -67,16 +116,16 @@ fn scale_zp(name: &str, e: &Encoding) -> (onnx::TensorProto, onnx::TensorProto, 
         FLOAT,
         e.scale.iter().flat_map(|s| s.to_le_bytes()).collect(),
     );
-    let (dt, zp): (i32, Vec<u8>) = if signed {
-        (INT8, vec![0u8; e.channels()])
+    let zp = if e.signed_codes() {
+        pack(std::iter::repeat_n(0, e.channels()), dt)
     } else {
-        (UINT8, e.offset.iter().map(|&o| (-o) as u8).collect())
+        pack(e.offset.iter().map(|&o| (-o) as i32), dt)
     };
-    (
+    Ok((
         scale,
         tensor(&format!("{name}_zero_point"), &dims, dt, zp),
         dt,
-    )
+    ))
 }
 
 /// The QDQ model. `weight_codes` are the integer weights (signed codes, q + offset) of every
@@ -89,18 +138,20 @@ pub fn qdq_model(
     weight_codes: &HashMap<String, ArrayD<i32>>,
     int_biases: &HashMap<String, (Vec<i32>, Vec<f32>)>,
 ) -> Result<onnx::ModelProto> {
+    let mut wide = false;
     for (name, e) in activations.iter().chain(params) {
-        if e.bitwidth != 8 {
-            return Err(Error::invalid(
-                "qdq export",
-                "bitwidth",
-                format!("{} ({name})", e.bitwidth),
-                "QDQ export writes 8-bit grids (ONNX uint8/int8)",
-            ));
-        }
+        wide |= !matches!(container(name, e)?, INT8 | UINT8);
     }
     let mut m = to_model(g);
     m.opset_import[0].version = Some(g.opset.max(13));
+    // Wide grids in an older opset: onnxruntime's contrib QuantizeLinear/DequantizeLinear.
+    let domain = (wide && g.opset < WIDE_OPSET).then(|| MS_DOMAIN.to_string());
+    if domain.is_some() {
+        m.opset_import.push(onnx::OperatorSetIdProto {
+            domain: domain.clone(),
+            version: Some(1),
+        });
+    }
     let graph = m.graph.as_mut().expect("to_model makes a graph");
     let mut head: Vec<onnx::NodeProto> = Vec::new();
     // Weights: int8 initializer + DequantizeLinear producing the original name.
@@ -112,15 +163,13 @@ pub fn qdq_model(
         let codes = weight_codes
             .get(name)
             .ok_or_else(|| Error::invalid("qdq export", "weight codes", name, "missing"))?;
-        let (scale, zp, dt) = scale_zp(name, e);
-        let raw: Vec<u8> = codes
-            .iter()
-            .map(|&c| if dt == INT8 { c as i8 as u8 } else { c as u8 })
-            .collect();
+        let (scale, zp, dt) = scale_zp(name, e)?;
+        let raw = pack(codes.iter().copied(), dt);
         graph
             .initializer
             .push(tensor(&format!("{name}_quantized"), codes.shape(), dt, raw));
         head.push(node(
+            &domain,
             "DequantizeLinear",
             format!("{name}_dequantize"),
             vec![
@@ -159,6 +208,7 @@ pub fn qdq_model(
             vec![0u8; 4 * c],
         ));
         head.push(node(
+            &domain,
             "DequantizeLinear",
             format!("{name}_dequantize"),
             vec![
@@ -175,7 +225,7 @@ pub fn qdq_model(
     let mut after: HashMap<String, Vec<onnx::NodeProto>> = HashMap::new();
     let mut rename: HashMap<String, String> = HashMap::new();
     for (name, e) in activations {
-        let (scale, zp, _) = scale_zp(name, e);
+        let (scale, zp, _) = scale_zp(name, e)?;
         let (sn, zn) = (scale.name.clone().unwrap(), zp.name.clone().unwrap());
         graph.initializer.extend([scale, zp]);
         let is_output = outputs.contains(name);
@@ -191,6 +241,7 @@ pub fn qdq_model(
         }
         let pair = vec![
             node(
+                &domain,
                 "QuantizeLinear",
                 format!("{name}_quantize"),
                 vec![src.clone(), sn.clone(), zn.clone()],
@@ -198,6 +249,7 @@ pub fn qdq_model(
                 None,
             ),
             node(
+                &domain,
                 "DequantizeLinear",
                 format!("{name}_dequantize"),
                 vec![format!("{name}_quantized"), sn, zn],

@@ -1,5 +1,6 @@
 //! The HTML report: self-contained, plots as inline SVG (no scripts, no external files).
 
+mod amp;
 pub mod analysis;
 pub mod compress;
 pub mod svg;
@@ -24,6 +25,8 @@ pub struct QuantReport<'a> {
     /// (weight name, per-output-channel [min, max, mean, std] before CLE, after CLE) of every
     /// equalized layer; empty without CLE.
     pub cle_ranges: Vec<CleLayer>,
+    /// Mixed precision's choice, with `--amp`.
+    pub amp: Option<&'a crate::quant::amp::AmpResult>,
 }
 
 /// How uneven a layer's channels are: the largest channel's max |w| over the median one's
@@ -108,6 +111,9 @@ pub(crate) fn page_start(kind: &str, model: &str, summary: &[(String, String)]) 
 /// The report as one HTML page.
 pub fn quant_report_html(r: &QuantReport<'_>) -> String {
     let mut h = page_start("Quantization", r.model, &r.summary);
+    if let Some(a) = r.amp {
+        amp::section(&mut h, a);
+    }
     let mut worst: Vec<&(String, f64)> = r.per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));
     let worst5: Vec<&str> = worst.iter().take(5).map(|(n, _)| n.as_str()).collect();

@@ -270,3 +270,106 @@ pub fn histogram(
     ));
     s
 }
+
+/// Score (vertical) against relative bit-operations (horizontal, 0..1) of evaluated
+/// configurations: every point grey, the Pareto front joined in blue, each uniform
+/// configuration labelled, the chosen point in red and the lowest allowed score dashed.
+pub fn pareto_chart(
+    points: &[(f64, f64)],
+    front: &[usize],
+    chosen: (f64, f64),
+    uniform: &[(String, f64, f64)],
+    floor: f64,
+    y_label: &str,
+) -> String {
+    let (w, h, l, b) = (640.0, 300.0, 60.0, 34.0);
+    let (pw, ph) = (w - l - 20.0, h - b - 20.0);
+    let ys = points
+        .iter()
+        .map(|p| p.1)
+        .chain(uniform.iter().map(|u| u.2))
+        .chain([chosen.1, floor])
+        .filter(|v| v.is_finite());
+    let (y0, y1) = ys.fold((f64::MAX, f64::MIN), |(a, c), v| (a.min(v), c.max(v)));
+    let (y0, y1) = if y1 > y0 {
+        (y0, y1)
+    } else {
+        (y0 - 1.0, y0 + 1.0)
+    };
+    let x = |r: f64| l + r.clamp(0.0, 1.05) / 1.05 * pw;
+    let y = |v: f64| 20.0 + (1.0 - (v.clamp(y0, y1) - y0) / (y1 - y0)) * ph;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-size=\"10\">"
+    );
+    s.push_str(&format!(
+        "<rect x=\"{l}\" y=\"20\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#aaa\"/>"
+    ));
+    for t in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t}</text>",
+            x(t),
+            h - b + 14.0
+        ));
+    }
+    for v in [y0, (y0 + y1) / 2.0, y1] {
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.3}</text>",
+            l - 4.0,
+            y(v) + 3.0
+        ));
+    }
+    s.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">bit-operations relative to the baseline</text><text x=\"4\" y=\"12\">{}</text>",
+        l + pw / 2.0,
+        h - 4.0,
+        esc(y_label)
+    ));
+    if floor.is_finite() {
+        s.push_str(&format!(
+            "<line x1=\"{l}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#888\" stroke-dasharray=\"4,3\"/>",
+            y(floor),
+            l + pw,
+            y(floor)
+        ));
+    }
+    for &(r, v) in points.iter().filter(|p| p.1.is_finite()) {
+        s.push_str(&format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#bbb\"/>",
+            x(r),
+            y(v)
+        ));
+    }
+    let mut f: Vec<(f64, f64)> = front
+        .iter()
+        .filter_map(|&i| points.get(i).copied())
+        .filter(|p| p.1.is_finite())
+        .collect();
+    f.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let pts: Vec<String> = f
+        .iter()
+        .map(|&(r, v)| format!("{:.1},{:.1}", x(r), y(v)))
+        .collect();
+    s.push_str(&format!(
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>",
+        pts.join(" ")
+    ));
+    for (name, r, v) in uniform.iter().filter(|u| u.2.is_finite()) {
+        s.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"6\" height=\"6\" fill=\"#2ca02c\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            x(*r) - 3.0,
+            y(*v) - 3.0,
+            x(*r) + 5.0,
+            y(*v) - 5.0,
+            esc(name)
+        ));
+    }
+    if chosen.1.is_finite() {
+        s.push_str(&format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\"/>",
+            x(chosen.0),
+            y(chosen.1)
+        ));
+    }
+    s.push_str("</svg>");
+    s
+}

@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use ndarray::{ArrayD, ArrayViewD, Axis};
+use ndarray::{ArrayD, Axis};
 
 use crate::error::{Error, Result};
 use crate::eval::{self, Sqnr};
@@ -39,17 +39,17 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::graph::ir::{Const, Graph, Node};
 use crate::graph::passes::cle::{self, bn_stats, BnStats, CleOptions, CleReport};
 use crate::graph::prepare::{Edits, Prepared};
-use crate::ops::quant::{upload_table, write_table};
 use crate::quant::analyzers::Scheme;
 use crate::quant::calibrate::{Calibrator, Observed};
 use crate::quant::config::QuantConfig;
-use crate::quant::encoding::{Encoding, QuantKind};
+use crate::quant::encoding::Encoding;
 use crate::quant::integer::IntegerPlan;
 use crate::quant::params::{
-    channel_ranges, kind_for, param_encodings, quantize_weights, ParamRange, ParamScheme,
+    channel_ranges, param_encodings, quantize_weights, ParamRange, ParamScheme,
 };
 use crate::quant::placement::{place, Placement};
 
+mod activations;
 mod partial;
 pub use partial::Enabled;
 
@@ -177,6 +177,10 @@ pub struct QuantSim {
     placement: Placement,
     params: Vec<(String, Encoding)>,
     activations: Vec<(String, Encoding)>,
+    /// What each activation encoding came from (placement order).
+    observed: Vec<Observed>,
+    /// The last calibration, where its result depends on the bitwidth (tf-enhanced).
+    calibration: Option<Calibrator>,
     /// The simulated model's weights, quantize-dequantized from the model with `params`.
     weights: BTreeMap<String, Const>,
     /// Activation encoding tables on the GPU, rewritten in place when recalibrated.
@@ -222,6 +226,8 @@ impl QuantSim {
             placement,
             params: Vec::new(),
             activations: Vec::new(),
+            observed: Vec::new(),
+            calibration: None,
             weights: BTreeMap::new(),
             tables: HashMap::new(),
             derived: Mutex::new(Derived::default()),
@@ -244,18 +250,23 @@ impl QuantSim {
     /// Parameter encodings from the current FP32 weights (exact ranges or tf-enhanced, as the
     /// options say), and the simulated model's weights from them.
     fn requantize(&mut self) -> Result<()> {
-        let g = self.model.at(1)?;
-        let params = param_encodings(
-            &g,
+        let params = self.param_encodings_at(self.opts.param_bw)?;
+        self.set_param_encodings(params)
+    }
+
+    /// Every parameter quantizer's encoding at `bitwidth` from the current FP32 weights, with
+    /// the simulation's range scheme (nothing is installed).
+    pub fn param_encodings_at(&self, bitwidth: u32) -> Result<Vec<(String, Encoding)>> {
+        param_encodings(
+            &*self.model.at(1)?,
             &self.placement,
             ParamScheme {
-                bitwidth: self.opts.param_bw,
+                bitwidth,
                 strict: self.config.strict_symmetric,
                 unsigned: self.config.unsigned_symmetric,
                 range: self.opts.param_range,
             },
-        )?;
-        self.set_param_encodings(params)
+        )
     }
 
     /// Replaces the parameter encodings (seq-MSE's search picks its own ranges) and
@@ -565,197 +576,5 @@ impl QuantSim {
     /// Activation encodings (empty until calibrated).
     pub fn activation_encodings(&self) -> &[(String, Encoding)] {
         &self.activations
-    }
-
-    /// Calibration over `batches` (each `[batch, ...]`) with the given scheme, the weights
-    /// quantized as AIMET calibrates. Statistics stay on the GPU; memory is flat in the count.
-    pub fn calibrate<'a>(
-        &mut self,
-        scheme: Scheme,
-        batches: impl IntoIterator<Item = ArrayViewD<'a, f32>>,
-    ) -> Result<()> {
-        let g = self.model.at(1)?;
-        let taps: Vec<String> = self
-            .placement
-            .activations
-            .iter()
-            .map(|q| q.tensor.clone())
-            .filter(|t| !g.inputs.contains(t))
-            .collect();
-        let mut cal = Calibrator::new(
-            self.gpu.clone(),
-            self.runner(Model::Weights)?.taps(&taps),
-            &self.placement,
-            scheme,
-        )?;
-        for b in batches {
-            cal.add(&self.input, b)?;
-        }
-        if cal.samples == 0 {
-            return Err(Error::EmptyTensor {
-                op: "calibrate",
-                tensor: "calibration data".into(),
-            });
-        }
-        let kinds: Vec<QuantKind> = self
-            .placement
-            .activations
-            .iter()
-            .map(|q| {
-                kind_for(
-                    q.symmetric,
-                    self.config.strict_symmetric,
-                    self.config.unsigned_symmetric,
-                )
-            })
-            .collect();
-        let observed = cal.observed(self.opts.act_bw, &kinds)?;
-        for ((q, &(olo, ohi)), &bad) in self
-            .placement
-            .activations
-            .iter()
-            .zip(&cal.ranges)
-            .zip(&cal.non_finite)
-        {
-            if olo > ohi {
-                return Err(Error::NonFinite {
-                    op: "calibrate",
-                    tensor: q.tensor.clone(),
-                    count: bad.max(cal.samples as u64),
-                });
-            }
-        }
-        for (name, bad) in cal
-            .names()
-            .iter()
-            .zip(&cal.non_finite)
-            .filter(|(_, &b)| b > 0)
-        {
-            log::warn!(
-                "calibration: {bad} non-finite values in '{name}' were left out of its range"
-            );
-        }
-        self.set_activations(&observed)?;
-        self.scheme = scheme;
-        Ok(())
-    }
-
-    /// Sets the activation encodings directly (e.g. read from an encodings file with
-    /// [`crate::quant::export::read_activations_1_0_0`]): one per activation quantizer, by name.
-    pub fn set_activation_encodings(&mut self, encodings: &[(String, Encoding)]) -> Result<()> {
-        let by_name: HashMap<&str, &Encoding> =
-            encodings.iter().map(|(n, e)| (n.as_str(), e)).collect();
-        let mut observed = Vec::with_capacity(self.placement.activations.len());
-        let mut missing = Vec::new();
-        for q in &self.placement.activations {
-            match by_name.get(q.tensor.as_str()) {
-                Some(e) if e.bitwidth == self.opts.act_bw => observed.push(Observed::Grid {
-                    scale: e.scale[0],
-                    offset: e.offset[0],
-                }),
-                Some(e) => {
-                    return Err(Error::invalid(
-                        "set_activation_encodings",
-                        "bitwidth",
-                        format!("{} ({})", e.bitwidth, q.tensor),
-                        format!("the simulation's activations are {}-bit", self.opts.act_bw),
-                    ))
-                }
-                None => missing.push(q.tensor.clone()),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(Error::invalid(
-                "set_activation_encodings",
-                "encodings",
-                missing.join(", "),
-                "no encoding for these activation quantizers",
-            ));
-        }
-        self.set_activations(&observed)
-    }
-
-    /// Activation encodings from batch-norm statistics alone (data-free: mean ± 3 std per
-    /// channel where a batch norm measured it, 6 past a linear layer without one; clipped to
-    /// the activation's bounds; the model input taken as N(0, 1)).
-    pub fn calibrate_data_free(&mut self) -> Result<()> {
-        let stats = crate::quant::dfq::channel_stats(&*self.model.at(1)?, &self.bn);
-        let mut ranges = Vec::with_capacity(self.placement.activations.len());
-        let mut unknown = Vec::new();
-        for q in &self.placement.activations {
-            match stats.get(&q.tensor) {
-                Some(s) => ranges.push(s.range()),
-                None => unknown.push(q.tensor.clone()),
-            }
-        }
-        if !unknown.is_empty() {
-            return Err(Error::invalid(
-                "calibrate_data_free",
-                "activations",
-                unknown.join(", "),
-                "their statistics do not follow from batch norms: calibrate on data",
-            ));
-        }
-        let observed: Vec<Observed> = ranges
-            .into_iter()
-            .map(|(lo, hi)| Observed::Range(lo, hi))
-            .collect();
-        self.set_activations(&observed)
-    }
-
-    /// Sets every activation quantizer's encoding from what calibration observed, in placement
-    /// order. A config's encoding constraints replace the observed bounds they name.
-    fn set_activations(&mut self, observed: &[Observed]) -> Result<()> {
-        let mut acts = Vec::with_capacity(observed.len());
-        for (q, &o) in self.placement.activations.iter().zip(observed) {
-            let kind = kind_for(
-                q.symmetric,
-                self.config.strict_symmetric,
-                self.config.unsigned_symmetric,
-            );
-            let from_range = |(lo, hi): (f32, f32)| {
-                let (lo, hi) = match q.constraints {
-                    Some((cmin, cmax)) => (cmin.unwrap_or(lo), cmax.unwrap_or(hi)),
-                    None => (lo, hi),
-                };
-                Encoding::from_ranges(&[lo], &[hi], self.opts.act_bw, kind, None)
-            };
-            let e = match o {
-                Observed::Range(lo, hi) => from_range((lo, hi))?,
-                Observed::Grid { scale, offset } => {
-                    let e = Encoding {
-                        bitwidth: self.opts.act_bw,
-                        kind,
-                        axis: None,
-                        scale: vec![scale],
-                        offset: vec![offset],
-                    };
-                    e.validate("calibrate")?;
-                    if q.constraints.is_some() {
-                        from_range(e.grid_range(0))?
-                    } else {
-                        e
-                    }
-                }
-            };
-            acts.push((q.tensor.clone(), e));
-        }
-        self.activations = acts;
-        for (name, e) in &self.activations {
-            let grid = e.grid()?;
-            match self.tables.get(name) {
-                Some((t, _)) => write_table(&self.gpu, t, &grid)?,
-                None => {
-                    self.tables
-                        .insert(name.clone(), (upload_table(&self.gpu, &grid)?, e.steps()));
-                }
-            }
-        }
-        // Simulated plans hold the tables (rewritten above) but the integer simulation's
-        // fused nodes depend on the encodings.
-        let mut d = self.derived();
-        d.integer = None;
-        d.runners.retain(|(m, _), _| *m != Model::Simulated);
-        Ok(())
     }
 }

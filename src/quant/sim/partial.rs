@@ -1,22 +1,29 @@
 //! Partial simulations: the prepared model with only some of its quantizers enabled, whole or
 //! as a segment of its nodes. QuantAnalyzer's sensitivities (weights only, activations only,
 //! one layer only, all but one layer) are runs of partial simulations; a segment lets a run
-//! start from values a shared prefix computed once.
+//! start from values a shared prefix computed once. Mixed precision's runs enable every
+//! quantizer and give some of them encodings at other bitwidths.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::exec::{Params, Runner};
+use crate::ops::quant::upload_table;
+use crate::quant::encoding::Encoding;
+use crate::quant::params::quantize_weights;
 use crate::quant::sim::{Arithmetic, Model, QuantSim, SimLowering};
 
 /// The quantizers a partial simulation enables, by tensor name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Enabled {
     /// Activation quantizers (values fake-quantized as they are computed or enter).
     pub activations: BTreeSet<String>,
     /// Parameter quantizers (weights and biases replaced by their quantized values).
     pub params: BTreeSet<String>,
+    /// Encodings that replace the simulation's own for some enabled quantizers (another
+    /// bitwidth, as mixed precision tries them); entries for quantizers not enabled are unused.
+    pub encodings: BTreeMap<String, Encoding>,
 }
 
 impl Enabled {
@@ -25,6 +32,7 @@ impl Enabled {
         Enabled {
             activations: sim.activations.iter().map(|(n, _)| n.clone()).collect(),
             params: sim.params.iter().map(|(n, _)| n.clone()).collect(),
+            ..Default::default()
         }
     }
 
@@ -53,7 +61,24 @@ impl Enabled {
                 .cloned()
                 .collect(),
             params: self.params.union(&other.params).cloned().collect(),
+            encodings: self
+                .encodings
+                .iter()
+                .chain(&other.encodings)
+                .map(|(n, e)| (n.clone(), e.clone()))
+                .collect(),
         }
+    }
+
+    /// These quantizers with `encodings` replacing the simulation's own (later entries of the
+    /// same name win).
+    pub fn with_encodings<'a>(
+        mut self,
+        encodings: impl IntoIterator<Item = &'a (String, Encoding)>,
+    ) -> Enabled {
+        self.encodings
+            .extend(encodings.into_iter().map(|(n, e)| (n.clone(), e.clone())));
+        self
     }
 
     /// These quantizers without `other`'s.
@@ -65,6 +90,7 @@ impl Enabled {
                 .cloned()
                 .collect(),
             params: self.params.difference(&other.params).cloned().collect(),
+            encodings: self.encodings.clone(),
         }
     }
 
@@ -113,15 +139,23 @@ impl QuantSim {
                 "quantizers of this simulation (activations once calibrated)",
             ));
         }
+        let g = self.model.at(1)?;
+        let replaced: Vec<(String, Encoding)> = enabled
+            .params
+            .iter()
+            .filter_map(|n| enabled.encodings.get(n).map(|e| (n.clone(), e.clone())))
+            .collect();
+        let replaced = quantize_weights(&g, &replaced)?;
         let all = Enabled::all(self);
         let params: Arc<Params> = if enabled.params.is_empty() {
             self.runner(Model::Fp32)?.params().clone()
-        } else if enabled.params == all.params {
+        } else if enabled.params == all.params && replaced.is_empty() {
             self.runner(Model::Weights)?.params().clone()
         } else {
             let p = Arc::new(Params::new(self.gpu.clone()));
             for name in &enabled.params {
-                p.set(name, &self.weights[name].to_f32().view())?;
+                let w = replaced.get(name).unwrap_or(&self.weights[name]);
+                p.set(name, &w.to_f32().view())?;
             }
             p
         };
@@ -133,12 +167,14 @@ impl QuantSim {
         if enabled.activations.is_empty() {
             return Ok(r);
         }
-        let tables = self
-            .tables
-            .iter()
-            .filter(|(n, _)| enabled.activations.contains(*n))
-            .map(|(n, t)| (n.clone(), t.clone()))
-            .collect();
+        let mut tables = std::collections::HashMap::new();
+        for name in &enabled.activations {
+            let table = match enabled.encodings.get(name) {
+                Some(e) => (upload_table(&self.gpu, &e.grid()?)?, e.steps()),
+                None => self.tables[name].clone(),
+            };
+            tables.insert(name.clone(), table);
+        }
         Ok(r.simulation(Arc::new(SimLowering {
             tables,
             integer: None,
