@@ -60,6 +60,30 @@ impl Fixtures {
             .iter_mut()
             .for_each(|o| o.version = Some(99));
         f.write("opset99.onnx", &opset.encode_to_vec());
+        // One node from the input to the output: an image-shaped output (Relu; two quantizer
+        // groups, its input and output) and a single quantizer group (Flatten).
+        for op in ["Relu", "Flatten"] {
+            let mut one = m.clone();
+            let g = one.graph.as_mut().unwrap();
+            g.node = vec![onnx::NodeProto {
+                op_type: Some(op.into()),
+                name: Some("only".into()),
+                input: vec![g.input[0].name.clone().unwrap()],
+                output: vec![g.output[0].name.clone().unwrap()],
+                ..Default::default()
+            }];
+            g.initializer.clear();
+            g.value_info.clear();
+            g.output[0].r#type = if op == "Relu" {
+                g.input[0].r#type.clone()
+            } else {
+                None
+            };
+            f.write(
+                &format!("{}_only.onnx", op.to_lowercase()),
+                &one.encode_to_vec(),
+            );
+        }
         // Data: a good batch, then every way an .npy goes wrong.
         let x = common::fashion_mnist(true, 8).0;
         qforge::data::npy::write(&f.path("x.npy"), &x).unwrap();
@@ -458,6 +482,38 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             "--bins",
         ),
         case(
+            "quantize @model.onnx --calib @x.npy --amp --candidates W3A8,W8A8 --out ^out",
+            "bitwidths of 4, 8 or 16",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --amp --candidates W8A8 --out ^out",
+            "at least two",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --amp --candidates W16A8,W8A16 --out ^out",
+            "at least as wide",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --amp --allowed-drop 1.5 --out ^out",
+            "[0, 1]",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --amp --allowed-drop=-1 --amp-score sqnr --out ^out",
+            "dB >= 0",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --amp --integer --out ^out",
+            "--integer",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --amp --seq-mse --out ^out",
+            "--seq-mse",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --candidates W4A8,W8A8 --out ^out",
+            "--amp",
+        ),
+        case(
             "analyze @model.onnx --calib @x.npy --histogram-samples 0 --out ^out",
             "--histogram-samples",
         ),
@@ -697,6 +753,8 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case("compress @model.onnx --data @x.npy --multiplicity 100000 --method ssvd --out ^out", "--multiplicity"),
         case("quantize @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
         case("analyze @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
+        case("quantize @flatten_only.onnx --calib @x.npy --amp --out ^out", "groups"),
+        case("quantize @model.onnx --calib @x.npy --amp --amp-samples 0 --out ^out", "--amp-samples"),
         case("quantize @model.onnx --calib @wrong_shape.npy --out ^out", "dim 1 = 1"),
         case("finetune @model.onnx --data @x.npy --epochs 0 --out ^out", "--epochs"),
         case("finetune @model.onnx --data @x.npy --lr 0 --out ^out", "learning rate"),
@@ -710,6 +768,29 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case("finetune @model.onnx --data @x.npy --teacher @opset99.onnx --loss kd --out ^out", "opset"),
     ];
     assert_campaign(&f, &cases);
+}
+
+/// A model whose output is not a `[samples, classes]` array quantizes (agreement is taken over
+/// each sample's values) instead of panicking in the evaluation.
+#[test]
+fn an_image_shaped_output_quantizes() {
+    let Some(_) = common::gpu() else { return };
+    let f = Fixtures::new("image-out");
+    let out = Command::new(env!("CARGO_BIN_EXE_qforge"))
+        .args([
+            "quantize",
+            "relu_only.onnx",
+            "--calib",
+            "x.npy",
+            "--out",
+            "out",
+        ])
+        .env("RUST_LOG", "error")
+        .current_dir(&f.dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
 }
 
 /// A NaN weight reaches the output as onnxruntime computes it: NaN logits, never finite ones.

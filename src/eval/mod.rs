@@ -44,10 +44,12 @@ pub fn sqnr_db(reference: &ArrayD<f32>, test: &ArrayD<f32>) -> f64 {
     s.db()
 }
 
-/// Indices of the k largest values of each row of a `[n, classes]` array.
+/// Indices of the k largest values of each row of a `[n, classes]` array (each sample's
+/// values in standard order for outputs of other ranks).
 pub fn top_k(y: &ArrayD<f32>, k: usize) -> Vec<Vec<usize>> {
     y.axis_iter(Axis(0))
         .map(|row| {
+            let row: Vec<f32> = row.iter().copied().collect();
             let mut idx: Vec<usize> = (0..row.len()).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
             idx.truncate(k);
