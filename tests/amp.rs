@@ -202,6 +202,7 @@ fn search_picks_a_cheaper_configuration_the_simulation_then_computes() {
             mixed.set_activation_encodings(&r.activations).unwrap();
             mixed.set_param_encodings(r.params.clone()).unwrap();
             let e = mixed.evaluate(&x, 4, None).unwrap();
+            exports_keep_each_bitwidth(&mixed);
             assert!(
                 (e.sqnr_db - r.point.score.sqnr_db).abs() <= 1e-3 * e.sqnr_db.abs().max(1.0),
                 "installed {} dB, searched {} dB",
@@ -240,4 +241,107 @@ fn tf_enhanced_encodings_at_other_bitwidths_redo_the_search() {
         sim.activation_encodings_at(8).unwrap(),
         sim.activation_encodings().to_vec()
     );
+}
+
+/// Every encodings version lists each quantizer at its own bitwidth.
+fn exports_keep_each_bitwidth(sim: &QuantSim) {
+    use qforge::quant::export::{read_activations_1_0_0, EncodingsVersion};
+    let dir = std::env::temp_dir().join(format!("qforge-amp-export-{}", std::process::id()));
+    let want: std::collections::HashMap<&str, u32> = sim
+        .activation_encodings()
+        .iter()
+        .chain(sim.param_encodings())
+        .map(|(n, e)| (n.as_str(), e.bitwidth))
+        .collect();
+    let widths: BTreeSet<u32> = want.values().copied().collect();
+    assert!(
+        widths.len() > 1,
+        "the chosen mix has more than one bitwidth: {widths:?}"
+    );
+    for v in [
+        EncodingsVersion::V0_6_1,
+        EncodingsVersion::V1_0_0,
+        EncodingsVersion::V2_0_0,
+    ] {
+        sim.export(&dir, "m", v).unwrap();
+        let text = std::fs::read_to_string(dir.join("m.encodings")).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut seen = 0;
+        let mut check = |name: &str, bits: u64| {
+            if let Some(&w) = want.get(name) {
+                assert_eq!(bits, w as u64, "{v:?}: {name}");
+                seen += 1;
+            }
+        };
+        match v {
+            EncodingsVersion::V0_6_1 => {
+                for section in ["activation_encodings", "param_encodings"] {
+                    for (n, list) in j[section].as_object().unwrap() {
+                        check(n, list[0]["bitwidth"].as_u64().unwrap());
+                    }
+                }
+            }
+            EncodingsVersion::V1_0_0 => {
+                for section in ["activation_encodings", "param_encodings"] {
+                    for e in j[section].as_array().unwrap() {
+                        check(e["name"].as_str().unwrap(), e["bw"].as_u64().unwrap());
+                    }
+                }
+                let back = read_activations_1_0_0(&j, "m.encodings").unwrap();
+                assert_eq!(back, sim.activation_encodings().to_vec());
+            }
+            EncodingsVersion::V2_0_0 => {
+                for e in j["encodings"].as_array().unwrap() {
+                    let dt = e["output_dtype"].as_str().unwrap();
+                    let bits: u64 = dt
+                        .trim_start_matches('u')
+                        .trim_start_matches("int")
+                        .parse()
+                        .unwrap();
+                    if dt != "int32" {
+                        check(e["name"].as_str().unwrap(), bits);
+                    }
+                }
+            }
+        }
+        assert!(
+            seen >= want.len(),
+            "{v:?}: {seen} of {} quantizers listed",
+            want.len()
+        );
+    }
+    // The QDQ model: each zero point in its bitwidth's ONNX type, the pairs in onnxruntime's
+    // domain (the model's opset is below 21).
+    sim.export_qdq(&dir, "m").unwrap();
+    let bytes = std::fs::read(dir.join("m_qdq.onnx")).unwrap();
+    let m = <qforge::graph::onnx::ModelProto as prost::Message>::decode(&bytes[..]).unwrap();
+    let g = m.graph.unwrap();
+    let types: std::collections::HashMap<String, i32> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone().unwrap(), t.data_type.unwrap()))
+        .collect();
+    for (name, &w) in &want {
+        let t = types[&format!("{name}_zero_point")];
+        let ok = match w {
+            8 => [2, 3].contains(&t),
+            16 => [4, 5].contains(&t),
+            4 => [21, 22].contains(&t),
+            _ => false,
+        };
+        assert!(ok, "{name}: {w}-bit grid stored as ONNX type {t}");
+    }
+    assert!(g
+        .node
+        .iter()
+        .filter(|n| n
+            .op_type
+            .as_deref()
+            .is_some_and(|o| o.ends_with("QuantizeLinear")))
+        .all(|n| n.domain.as_deref() == Some("com.microsoft")));
+    assert!(m
+        .opset_import
+        .iter()
+        .any(|o| o.domain.as_deref() == Some("com.microsoft")));
+    let _ = std::fs::remove_dir_all(&dir);
 }
