@@ -2,7 +2,10 @@
 //! same run (Fashion-MNIST CNN, 8 images): the analysis whole and its per-layer phase with
 //! shared prefixes against the same scores from whole-model reruns; AMP's phase 1 (shared
 //! prefixes) against whole reruns, and its whole search. On MobileNetV2 the CLI prints each
-//! phase's time (README: "Analysis", "Mixed precision").
+//! phase's time (README: "Analysis", "Mixed precision"); here, on MobileNetV2 (8 images), a
+//! run from a shared cut (what each per-layer or per-group run is) against a whole-model run,
+//! next to a calibration pass. On the small CNN the runs cost about what their plans cost to
+//! compile, so sharing prefixes saves little there; on MobileNetV2 compute dominates.
 //!
 //! `cargo bench --bench analysis`
 
@@ -124,5 +127,42 @@ fn bench(c: &mut Criterion) {
     grp.finish();
 }
 
-criterion_group!(benches, bench);
+fn mobilenet(c: &mut Criterion) {
+    use qforge::quant::prefix::Prefix;
+    let gpu = common::gpu();
+    let tag = common::tag(&gpu);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
+    let x = ArrayD::from_shape_fn(ndarray::IxDyn(&[8, 3, 224, 224]), |d| {
+        ((d[0] * 5 + d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
+    });
+    let mut s = QuantSim::new(
+        gpu.clone(),
+        qforge::graph::load(&path).unwrap(),
+        &QuantConfig::default_per_channel(),
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
+    let mut grp = c.benchmark_group(format!("prefix mobilenet_v2[{tag}]"));
+    common::timing(&mut grp, 10, 100, 10);
+    grp.bench_function("calibration pass, 8 images (baseline)", |b| {
+        b.iter(|| {
+            s.calibrate(Scheme::MinMax, x.axis_chunks_iter(Axis(0), 8))
+                .unwrap()
+        })
+    });
+    let all = Enabled::all(&s);
+    grp.bench_function("whole simulated run", |b| b.iter(|| whole(&s, &all, &x)));
+    let n = s.prepared(1).unwrap().nodes.len();
+    for (what, cut) in [("half", n / 2), ("last quarter", 3 * n / 4)] {
+        let mut p = Prefix::new(&s, &x, all.clone(), 8);
+        p.advance_to(cut).unwrap();
+        grp.bench_function(format!("run from the shared cut before the {what}"), |b| {
+            b.iter(|| p.finish(&all).unwrap())
+        });
+    }
+    grp.finish();
+}
+
+criterion_group!(benches, bench, mobilenet);
 criterion_main!(benches);
