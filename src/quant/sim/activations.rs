@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use ndarray::ArrayViewD;
+use ndarray::{CowArray, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::ops::quant::{upload_table, write_table};
@@ -16,12 +16,13 @@ use crate::quant::placement::Quantizer;
 use crate::quant::sim::{Arithmetic, Model, QuantSim};
 
 impl QuantSim {
-    /// Calibration over `batches` (each `[batch, ...]`) with the given scheme, the weights
-    /// quantized as AIMET calibrates. Statistics stay on the GPU; memory is flat in the count.
-    pub fn calibrate<'a>(
+    /// Calibration over `batches` (each `[batch, ...]`, views or owned arrays) with the given
+    /// scheme, the weights quantized as AIMET calibrates. Statistics stay on the GPU; memory is
+    /// flat in the count.
+    pub fn calibrate<'a, B: Into<CowArray<'a, f32, IxDyn>>>(
         &mut self,
         scheme: Scheme,
-        batches: impl IntoIterator<Item = ArrayViewD<'a, f32>>,
+        batches: impl IntoIterator<Item = B>,
     ) -> Result<()> {
         let g = self.model.at(1)?;
         let taps: Vec<String> = self
@@ -38,7 +39,7 @@ impl QuantSim {
             scheme,
         )?;
         for b in batches {
-            cal.add(&self.input, b)?;
+            cal.add(&self.input, b.into().view())?;
         }
         if cal.samples == 0 {
             return Err(Error::EmptyTensor {
