@@ -159,6 +159,29 @@ class QuantSim:
         shape = self.input[1]
         self._sim.compute_encodings((_pack(b, "calibration batch", shape) for b in batches), progress)
 
+    def dfq(self) -> int:
+        """Data-free quantization's techniques: CLE, then analytical bias correction (calibrate
+        afterwards, on data or with ``compute_encodings_data_free``). Returns the layers
+        corrected."""
+        return self._sim.dfq()
+
+    def analyze(
+        self,
+        x: np.ndarray,
+        calib: np.ndarray,
+        labels: Optional[Sequence[int]] = None,
+        bins: int = 64,
+        progress: Optional[Callable[[str, int, int], None]] = None,
+    ) -> dict:
+        """AIMET's QuantAnalyzer on ``x``: scores with the weights only, the activations only
+        and both quantized; per layer with only it quantized and with all but it; each
+        activation's SQNR and MSE (histograms of activations on ``calib``). After
+        compute_encodings; ``progress(phase, done, total)``."""
+        return self._sim.analyze(
+            self._x(x, "x"), self._x(calib, "calib"),
+            None if labels is None else [int(v) for v in labels], bins, progress,
+        )
+
     def compute_encodings_data_free(self) -> None:
         """Activation ranges from batch-norm statistics alone (data-free quantization)."""
         self._sim.compute_encodings_data_free()
@@ -207,14 +230,16 @@ class QuantSim:
         score: str = "agreement",
         search: str = "binary",
         labels: Optional[Sequence[int]] = None,
+        progress: Optional[Callable[[str, int, int], None]] = None,
     ) -> dict:
         """AIMET's AMP on ``x``: each quantizer group's candidate, the fewest bit-operations
         within ``allowed_drop`` of the widest candidate (a fraction of agreement/accuracy, or dB
         with ``score="sqnr"``). The simulation must be built at the widest candidate's
-        bitwidths and calibrated; the chosen mix is installed (export writes it)."""
+        bitwidths and calibrated; the chosen mix is installed (export writes it).
+        ``progress(phase, done, total)``."""
         return self._sim.choose_mixed_precision(
             self._x(x, "x"), candidates, allowed_drop, score, search,
-            None if labels is None else [int(v) for v in labels],
+            None if labels is None else [int(v) for v in labels], progress,
         )
 
     @property
@@ -236,13 +261,15 @@ def compress(
     rebuild: np.ndarray,
     methods: Sequence[str] = ("ssvd", "cp"),
     labels: Optional[Sequence[int]] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> Dict[str, float]:
     """Compresses ``model`` to ``target_macs`` of its MACs with ``methods`` in order (``ssvd``,
     ``wsvd``, ``cp``): per-layer ratios chosen greedily by the score on ``scoring`` (top-1
     agreement with the original, accuracy with ``labels``), pruned layers rebuilt by least
-    squares on ``rebuild`` (other images). Writes the compressed ONNX model to ``output``."""
+    squares on ``rebuild`` (other images). Writes the compressed ONNX model to ``output``;
+    ``progress(method, layers_scored, layers)``."""
     return _native.compress(
         _model(model), os.fspath(output), float(target_macs),
         _pack(scoring, "scoring"), _pack(rebuild, "rebuild"), list(methods),
-        None if labels is None else [int(v) for v in labels],
+        None if labels is None else [int(v) for v in labels], progress,
     )

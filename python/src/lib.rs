@@ -194,6 +194,36 @@ fn load_labels(path: PathBuf, limit: Option<usize>) -> PyResult<Vec<usize>> {
     qforge::data::idx::read_labels(&path, limit).map_err(err)
 }
 
+/// A Python progress callback `(phase, done, total)` called from GPU-side loops (the GIL
+/// taken per call); its first exception is kept and raised when the call returns.
+struct Progress {
+    cb: Option<Py<PyAny>>,
+    error: Option<PyErr>,
+}
+
+impl Progress {
+    fn new(cb: Option<Py<PyAny>>) -> Self {
+        Progress { cb, error: None }
+    }
+
+    fn call(&mut self, phase: &str, done: usize, total: usize) {
+        let (Some(cb), None) = (&self.cb, &self.error) else {
+            return;
+        };
+        if let Err(e) = Python::attach(|py| cb.call1(py, (phase, done, total))) {
+            self.error = Some(e);
+        }
+    }
+
+    /// The callback's exception, else `r`.
+    fn finish<T>(self, r: PyResult<T>) -> PyResult<T> {
+        match self.error {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+}
+
 /// AIMET's QuantizationSimModel on the GPU (see `qforge.QuantSim`).
 #[pyclass(unsendable)]
 struct QuantSim {
@@ -379,6 +409,78 @@ impl QuantSim {
             .map_err(err)
     }
 
+    /// Data-free quantization's techniques: CLE, then analytical bias correction (then
+    /// `compute_encodings` on data, or `compute_encodings_data_free`). Returns the layers
+    /// corrected.
+    fn dfq(&mut self, py: Python<'_>) -> PyResult<usize> {
+        let sim = &mut self.sim;
+        py.detach(|| -> qforge::Result<usize> {
+            sim.equalize(Default::default())?;
+            Ok(qforge::quant::bias_correction::analytical(sim)?
+                .corrected
+                .len())
+        })
+        .map_err(err)
+    }
+
+    /// QuantAnalyzer on `x` (histograms of activations on `calib`): scores with weights only,
+    /// activations only and both quantized, and per layer with only it and all but it.
+    #[pyo3(signature = (x, calib, labels = None, bins = 64, progress = None))]
+    fn analyze<'py>(
+        &self,
+        py: Python<'py>,
+        x: (Vec<u8>, Vec<usize>),
+        calib: (Vec<u8>, Vec<usize>),
+        labels: Option<Vec<usize>>,
+        bins: usize,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        use qforge::quant::analysis::{analyze, AnalysisOptions, Score};
+        let (x, calib) = (array(&x.0, &x.1)?, array(&calib.0, &calib.1)?);
+        let (sim, piece) = (&self.sim, self.batch);
+        let mut p = Progress::new(progress);
+        let r = py.detach(|| {
+            analyze(
+                sim,
+                &x,
+                labels.as_deref(),
+                &calib,
+                AnalysisOptions { piece, bins },
+                &mut |phase, done, total| p.call(phase, done, total),
+            )
+        });
+        let a = p.finish(r.map_err(err))?;
+        let score = |s: &Score| -> PyResult<Bound<'py, PyDict>> {
+            let d = PyDict::new(py);
+            d.set_item("sqnr_db", s.sqnr_db)?;
+            d.set_item("top1_agreement", s.top1_agreement)?;
+            d.set_item("accuracy", s.accuracy)?;
+            Ok(d)
+        };
+        let d = PyDict::new(py);
+        d.set_item("samples", a.samples)?;
+        d.set_item("weights_only", score(&a.weights_only)?)?;
+        d.set_item("activations_only", score(&a.activations_only)?)?;
+        d.set_item("quantized", score(&a.quantized)?)?;
+        let layers = pyo3::types::PyList::empty(py);
+        for l in &a.layers {
+            let e = PyDict::new(py);
+            e.set_item("name", &l.layer.name)?;
+            e.set_item("op", &l.layer.op)?;
+            e.set_item("only", score(&l.only)?)?;
+            e.set_item("all_but", score(&l.all_but)?)?;
+            layers.append(e)?;
+        }
+        d.set_item("layers", layers)?;
+        let errors: Vec<(String, f64, f64)> = a
+            .errors
+            .iter()
+            .map(|(n, s)| (n.clone(), s.db(), s.mse()))
+            .collect();
+        d.set_item("activation_errors", errors)?;
+        Ok(d)
+    }
+
     /// Activation ranges from batch-norm statistics alone (data-free).
     fn compute_encodings_data_free(&mut self, py: Python<'_>) -> PyResult<()> {
         let sim = &mut self.sim;
@@ -443,7 +545,7 @@ impl QuantSim {
     }
 
     /// AMP on `x`: installs the chosen mix and returns what it chose.
-    #[pyo3(signature = (x, candidates, allowed_drop, score = "agreement", search = "binary", labels = None))]
+    #[pyo3(signature = (x, candidates, allowed_drop, score = "agreement", search = "binary", labels = None, progress = None))]
     #[allow(clippy::too_many_arguments)]
     fn choose_mixed_precision<'py>(
         &mut self,
@@ -454,6 +556,7 @@ impl QuantSim {
         score: &str,
         search: &str,
         labels: Option<Vec<usize>>,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let x = array(&x.0, &x.1)?;
         let candidates = Candidate::parse_list(candidates).map_err(err)?;
@@ -474,21 +577,21 @@ impl QuantSim {
             curve_points: 8,
         };
         let sim = &mut self.sim;
-        let r = py
-            .detach(|| -> qforge::Result<_> {
-                let r = qforge::quant::amp::search(
-                    sim,
-                    &x,
-                    labels.as_deref(),
-                    &opts,
-                    None,
-                    &mut |_, _, _| {},
-                )?;
-                sim.set_activation_encodings(&r.activations)?;
-                sim.set_param_encodings(r.params.clone())?;
-                Ok(r)
-            })
-            .map_err(err)?;
+        let mut p = Progress::new(progress);
+        let r = py.detach(|| -> qforge::Result<_> {
+            let r = qforge::quant::amp::search(
+                sim,
+                &x,
+                labels.as_deref(),
+                &opts,
+                None,
+                &mut |phase, done, total| p.call(phase, done, total),
+            )?;
+            sim.set_activation_encodings(&r.activations)?;
+            sim.set_param_encodings(r.params.clone())?;
+            Ok(r)
+        });
+        let r = p.finish(r.map_err(err))?;
         let d = PyDict::new(py);
         d.set_item("baseline", baseline(&r.candidates).to_string())?;
         d.set_item("relative_bit_ops", r.point.relative_bit_ops)?;
@@ -543,7 +646,7 @@ impl QuantSim {
 /// on `scoring` and rebuilding pruned ones on `rebuild` ((bytes, shape) each); writes the
 /// compressed model to `output` and returns its cost and scores.
 #[pyfunction]
-#[pyo3(signature = (model, output, target, scoring, rebuild, methods = vec!["ssvd".to_string(), "cp".to_string()], labels = None))]
+#[pyo3(signature = (model, output, target, scoring, rebuild, methods = vec!["ssvd".to_string(), "cp".to_string()], labels = None, progress = None))]
 #[allow(clippy::too_many_arguments)]
 fn compress<'py>(
     py: Python<'py>,
@@ -554,6 +657,7 @@ fn compress<'py>(
     rebuild: (Vec<u8>, Vec<usize>),
     methods: Vec<String>,
     labels: Option<Vec<usize>>,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     use qforge::compress::{pipeline, CompressOptions, Method, Scorer};
     let g = load_model(model)?;
@@ -566,29 +670,29 @@ fn compress<'py>(
         .map(|m| Method::parse(m))
         .collect::<qforge::Result<_>>()
         .map_err(err)?;
-    let o = py
-        .detach(|| -> qforge::Result<_> {
-            let gpu = qforge::gpu::Gpu::shared()?;
-            let scorer = Scorer::new(gpu.clone(), &g, scoring, labels)?;
-            let opts = CompressOptions {
-                target,
-                ..Default::default()
-            };
-            let o = pipeline::compress(
-                gpu,
-                &g,
-                &methods,
-                &opts,
-                &scorer,
-                &rebuild,
-                None,
-                |_, _, _| {},
-            )?;
-            let m = qforge::graph::export::to_model(&o.graph);
-            qforge::graph::export::save_model(&m, &output, None)?;
-            Ok(o)
-        })
-        .map_err(err)?;
+    let mut p = Progress::new(progress);
+    let o = py.detach(|| -> qforge::Result<_> {
+        let gpu = qforge::gpu::Gpu::shared()?;
+        let scorer = Scorer::new(gpu.clone(), &g, scoring, labels)?;
+        let opts = CompressOptions {
+            target,
+            ..Default::default()
+        };
+        let o = pipeline::compress(
+            gpu,
+            &g,
+            &methods,
+            &opts,
+            &scorer,
+            &rebuild,
+            None,
+            |m: Method, done, total| p.call(m.name(), done, total),
+        )?;
+        let m = qforge::graph::export::to_model(&o.graph);
+        qforge::graph::export::save_model(&m, &output, None)?;
+        Ok(o)
+    });
+    let o = p.finish(o.map_err(err))?;
     let d = PyDict::new(py);
     d.set_item("macs_before", o.cost_before.macs)?;
     d.set_item("macs_after", o.cost_after.macs)?;

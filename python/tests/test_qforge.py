@@ -175,6 +175,24 @@ def test_mixed_precision_from_python(tmp_path):
         calibrated().choose_mixed_precision(X, "W4A8,W8A16", 0.01)
 
 
+def test_analysis_and_data_free_quantization():
+    sim = calibrated()
+    phases = []
+    a = sim.analyze(X, X[:4], bins=16, progress=lambda p, d, t: phases.append(p))
+    assert a["samples"] == 8 and len(a["layers"]) >= 2 and phases
+    assert a["quantized"]["sqnr_db"] == pytest.approx(sim.evaluate(X)["sqnr_db"], rel=1e-3)
+
+    def boom(*_):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        sim.analyze(X, X[:4], progress=boom)
+    free = qforge.QuantSim(MODEL)
+    assert free.dfq() >= 0
+    free.compute_encodings_data_free()
+    assert free.evaluate(X)["sqnr_db"] > 5
+
+
 def test_techniques_and_compression(tmp_path):
     sim = qforge.QuantSim(MODEL)
     sim.equalize()
@@ -183,7 +201,10 @@ def test_techniques_and_compression(tmp_path):
     assert sim.bias_correction("empirical", X[:4]) >= 0
     sim.seq_mse(X[:4], candidates=4)
     assert sim.evaluate(X)["sqnr_db"] > 10
-    r = qforge.compress(MODEL, tmp_path / "small.onnx", 0.8, X[:4], X[4:], methods=["ssvd"])
+    steps = []
+    r = qforge.compress(MODEL, tmp_path / "small.onnx", 0.8, X[:4], X[4:], methods=["ssvd"],
+                        progress=lambda m, d, t: steps.append(m))
+    assert set(steps) == {"ssvd"}
     assert r["macs_after"] < r["macs_before"]
     (y,) = qforge.run(tmp_path / "small.onnx", X)
     assert y.shape == (8, 10) and np.isfinite(y).all()
