@@ -74,3 +74,39 @@ fn fake_quantize(v: f32, e: vec4<f32>, qmax: f32, exact: bool) -> f32 {
     let q = clamp(rounded_quotient(v, e, exact) - e.z, 0.0, qmax);
     return select((q + e.z) * e.x, v, is_nan(v));
 }
+
+// a^b as ONNX (and C's pow) define it for real numbers, on every adapter: WGSL's pow is
+// undefined for a < 0 and at a = 0, so only finite positive bases with finite exponents reach
+// it. A negative base with an integral exponent is real, its sign the exponent's parity;
+// x^0 = 1^y = 1 even for NaN; 0, infinite bases and infinite exponents take their limits.
+fn real_pow(a: f32, b: f32) -> f32 {
+    if b == 0.0 || a == 1.0 {
+        return 1.0;
+    }
+    if is_nan(a) || is_nan(b) {
+        return a + b;
+    }
+    // Made from a runtime value: shader front ends refuse infinite and NaN constants.
+    let inf = bitcast<f32>((bitcast<u32>(a) & 0u) | 0x7f800000u);
+    let b_inf = abs(b) == inf;
+    let integral = b_inf || b == floor(b);
+    if a < 0.0 && a != -inf && !integral {
+        return bitcast<f32>((bitcast<u32>(a) & 0u) | 0x7fc00000u);
+    }
+    let odd = !b_inf && abs(b) < 16777216.0 && abs(b) % 2.0 == 1.0;
+    let m = abs(a);
+    var r: f32;
+    if m == 0.0 {
+        r = select(0.0, inf, b < 0.0);
+    } else if m == inf {
+        r = select(inf, 0.0, b < 0.0);
+    } else if m == 1.0 {
+        r = 1.0;
+    } else if b_inf {
+        r = select(0.0, inf, (m > 1.0) == (b > 0.0));
+    } else {
+        r = pow(m, b);
+    }
+    let negative = (bitcast<u32>(a) >> 31u) == 1u;
+    return select(r, -r, odd && negative);
+}

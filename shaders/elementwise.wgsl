@@ -120,7 +120,7 @@ fn binary(op: u32, a: f32, b: f32) -> f32 {
         case 4u: { return select(a, a * b, a < 0.0); }  // PRelu(x = a, slope = b)
         case 5u: { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
         case 6u: { return select(min(a, b), a + b, is_nan(a) || is_nan(b)); }
-        case 7u: { return pow(a, b); }
+        case 7u: { return real_pow(a, b); }  // WGSL pow is undefined for a < 0
         default: { return a; }
     }
 }

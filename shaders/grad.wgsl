@@ -140,15 +140,6 @@ fn broadcast_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 @group(0) @binding(3) var<storage, read> bg_b: array<f32>;
 @group(0) @binding(4) var<storage, read_write> bg_dx: array<f32>;
 
-// a^b as ONNX defines it for real numbers: a negative base with an integral exponent is real.
-fn real_pow(a: f32, b: f32) -> f32 {
-    if a >= 0.0 || b != floor(b) {
-        return pow(a, b);
-    }
-    let m = pow(-a, b);
-    return select(m, -m, (abs(b) % 2.0) == 1.0);
-}
-
 // d (a op b) / d(side) times dy. Max and Min split a tie's gradient evenly (as PyTorch).
 fn local_grad(dy: f32, a: f32, b: f32) -> f32 {
     switch BINARY_OP {

@@ -489,3 +489,50 @@ fn nan_and_inf_propagate_as_onnxruntime() {
         );
     }
 }
+
+/// Pow over its whole real domain as C's pow (and onnxruntime) define it: negative bases with
+/// integral exponents (LayerNorm exported as (x - mean)^2), zero and infinite bases and
+/// exponents, NaN; GPU and CPU reference against Rust's powf.
+#[test]
+fn pow_is_real_for_negative_bases_and_edge_values() {
+    let Some(gpu) = gpu() else { return };
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    let bases = [
+        -3.0, -2.0, -1.5, -1.0, -0.5, -0.0, 0.0, 1e-30, 0.5, 1.0, 2.0, 3.0, 1e30, inf, -inf, nan,
+    ];
+    let exps = [
+        -3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 2.5, 1e9, -1e9, inf, -inf, nan,
+    ];
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for &x in &bases {
+        for &y in &exps {
+            a.push(x);
+            b.push(y);
+        }
+    }
+    let n = a.len();
+    let (ta, tb) = (
+        gpu.upload_slice(&[n], &a).unwrap(),
+        gpu.upload_slice(&[n], &b).unwrap(),
+    );
+    let got = run1(&gpu, &[n], |e, y| {
+        ew::binary_into(e, &gpu, Binary::Pow, &ta, &tb, y).unwrap()
+    });
+    let av = ArrayD::from_shape_vec(IxDyn(&[n]), a.clone()).unwrap();
+    let bv = ArrayD::from_shape_vec(IxDyn(&[n]), b.clone()).unwrap();
+    let cpu = nn::binary(Binary::Pow, &av.view(), &bv.view());
+    for i in 0..n {
+        let want = a[i].powf(b[i]);
+        for (who, v) in [("GPU", got[i]), ("CPU", cpu[i])] {
+            let ok = if want.is_nan() {
+                v.is_nan()
+            } else if want.is_infinite() || want == 0.0 {
+                v == want && v.is_sign_negative() == want.is_sign_negative()
+            } else {
+                ((v - want) / want).abs() <= 1e-5
+            };
+            assert!(ok, "{who}: {}^{} = {v}, expected {want}", a[i], b[i]);
+        }
+    }
+}
