@@ -8,11 +8,29 @@ fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
-// erf with Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+// erf with Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), and below |x| = 1/2 its Maclaurin
+// series (relative error < 1e-8), where that absolute error would be a large relative one.
 fn erf_approx(x: f32) -> f32 {
+    if abs(x) < 0.5 {
+        let x2 = x * x;
+        let s = 1.0 + x2 * (-0.33333333 + x2 * (0.1 + x2 * (-0.023809524 + x2 * (0.0046296296 + x2 * -0.00075757576))));
+        return 1.1283792 * x * s;
+    }
     let t = 1.0 / (1.0 + 0.3275911 * abs(x));
     let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     return sign(x) * (1.0 - poly * exp(-x * x));
+}
+
+// tanh to f32 precision on every adapter. Drivers may evaluate tanh as a quotient of
+// exponentials: it overflows to NaN for large |x| (so the argument is saturated first:
+// tanh(10) rounds to 1 in f32) and loses all relative precision near 0 (so small |x| takes
+// the series x - x^3/3 + 2x^5/15 - 17x^7/315, exact to 2e-9 below 1/8).
+fn tanh_real(x: f32) -> f32 {
+    if abs(x) < 0.125 {
+        let x2 = x * x;
+        return x * (1.0 + x2 * (-0.33333333 + x2 * (0.13333333 + x2 * -0.053968254)));
+    }
+    return tanh(clamp(x, -10.0, 10.0));
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -32,11 +50,12 @@ fn activation(op: u32, x: f32, alpha: f32, beta: f32) -> f32 {
         case 3u: { return sigmoid(x); }                                    // Sigmoid
         case 4u: { return clamp(alpha * x + beta, 0.0, 1.0); }            // HardSigmoid
         case 5u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }           // HardSwish
-        case 6u: { return tanh(x); }                                       // Tanh
+        case 6u: { return tanh_real(x); }                                  // Tanh
         case 7u: { return erf_approx(x); }                                 // Erf
         case 8u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); } // Gelu
         case 9u: { return exp(x); }                                        // Exp
-        case 10u: { return sqrt(x); }                                      // Sqrt
+        // WGSL leaves sqrt of a negative value indeterminate; ONNX's is NaN.
+        case 10u: { return select(sqrt(x), bitcast<f32>(bitcast<u32>(x) | 0x7fc00000u), x < 0.0); } // Sqrt
         case 11u: { return -x; }                                           // Neg
         default: { return x; }
     }

@@ -40,7 +40,7 @@ fn derivative(op: u32, v: f32, alpha: f32, beta: f32) -> f32 {
         case 3u: { let s = sigmoid(v); return s * (1.0 - s); }
         case 4u: { let t = alpha * v + beta; return select(0.0, alpha, t > 0.0 && t < 1.0); }
         case 5u: { return select(select(v / 3.0 + 0.5, 1.0, v > 3.0), 0.0, v < -3.0); }
-        case 6u: { let t = tanh(v); return 1.0 - t * t; }
+        case 6u: { let t = tanh_real(v); return 1.0 - t * t; }
         case 7u: { return 1.1283791670955126 * exp(-v * v); }
         case 8u: {
             return 0.5 * (1.0 + erf_approx(v * 0.70710678118654752))

@@ -536,3 +536,56 @@ fn pow_is_real_for_negative_bases_and_edge_values() {
         }
     }
 }
+
+/// Every unary op over the extremes of its domain (infinities, huge and subnormal values,
+/// signed zeros, negatives where the op is undefined): GPU against the CPU reference, which is
+/// checked against Rust's own functions where they exist.
+#[test]
+fn unary_ops_hold_at_the_ends_of_their_domain() {
+    let Some(gpu) = gpu() else { return };
+    let inf = f32::INFINITY;
+    let xs = vec![
+        -inf, -1e30, -100.0, -20.0, -9.5, -1.0, -1e-39, -0.0, 0.0, 1e-39, 1.0, 9.5, 20.0, 100.0,
+        1e30, inf,
+    ];
+    let n = xs.len();
+    let tx = gpu.upload_slice(&[n], &xs).unwrap();
+    let ops = [
+        Unary::Relu,
+        Unary::Clip(-1.0, 6.0),
+        Unary::LeakyRelu(0.1),
+        Unary::Sigmoid,
+        Unary::HardSigmoid(0.2, 0.5),
+        Unary::HardSwish,
+        Unary::Tanh,
+        Unary::Erf,
+        Unary::Gelu,
+        Unary::Exp,
+        Unary::Sqrt,
+        Unary::Neg,
+    ];
+    for f in ops {
+        let got = run1(&gpu, &[n], |e, y| {
+            ew::unary_into(e, &gpu, f, &tx, y).unwrap()
+        });
+        for (i, &x) in xs.iter().enumerate() {
+            let cpu = nn::unary_value(f, x);
+            let std = match f {
+                Unary::Tanh => Some(x.tanh()),
+                Unary::Exp => Some(x.exp()),
+                Unary::Sqrt => Some(x.sqrt()),
+                Unary::Sigmoid => Some(1.0 / (1.0 + (-x).exp())),
+                _ => None,
+            };
+            let close = |a: f32, b: f32| {
+                (a.is_nan() && b.is_nan())
+                    || a == b
+                    || (a - b).abs() <= 2e-6 * b.abs().max(1e-30) + 1e-37
+            };
+            assert!(close(got[i], cpu), "{f:?}({x}): GPU {}, CPU {cpu}", got[i]);
+            if let Some(s) = std {
+                assert!(close(cpu, s), "{f:?}({x}): CPU {cpu}, std {s}");
+            }
+        }
+    }
+}

@@ -96,7 +96,15 @@ pub fn pool2d(x: &ArrayViewD<'_, f32>, a: &Pool2d, max: bool) -> ArrayD<f32> {
 }
 
 pub(crate) fn erf(x: f64) -> f64 {
-    // Abramowitz & Stegun 7.1.26 in f64 (|error| < 1.5e-7), as the kernel.
+    // As the kernel: the Maclaurin series below |x| = 1/2, Abramowitz & Stegun 7.1.26 above
+    // (|error| < 1.5e-7), in f64.
+    if x.abs() < 0.5 {
+        let x2 = x * x;
+        let s = 1.0
+            + x2 * (-1.0 / 3.0
+                + x2 * (0.1 + x2 * (-1.0 / 42.0 + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0)))));
+        return 2.0 / std::f64::consts::PI.sqrt() * x * s;
+    }
     let t = 1.0 / (1.0 + 0.3275911 * x.abs());
     let poly = t
         * (0.254829592
