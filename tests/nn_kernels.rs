@@ -589,3 +589,44 @@ fn unary_ops_hold_at_the_ends_of_their_domain() {
         }
     }
 }
+
+/// Division, subtraction and products at zeros, infinities and NaN give IEEE's results (1/0 =
+/// inf, 0/0 = NaN, inf - inf = NaN, 0 * inf = NaN), as onnxruntime's do.
+#[test]
+fn arithmetic_at_zeros_and_infinities_is_ieee() {
+    let Some(gpu) = gpu() else { return };
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    let vals = [-inf, -1.0, -0.0, 0.0, 1e-39, 1.0, 3e38, inf, nan];
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for &x in &vals {
+        for &y in &vals {
+            a.push(x);
+            b.push(y);
+        }
+    }
+    let n = a.len();
+    let (ta, tb) = (
+        gpu.upload_slice(&[n], &a).unwrap(),
+        gpu.upload_slice(&[n], &b).unwrap(),
+    );
+    for (op, f) in [
+        (Binary::Add, (|x, y| x + y) as fn(f32, f32) -> f32),
+        (Binary::Sub, |x, y| x - y),
+        (Binary::Mul, |x, y| x * y),
+        (Binary::Div, |x, y| x / y),
+    ] {
+        let got = run1(&gpu, &[n], |e, y| {
+            ew::binary_into(e, &gpu, op, &ta, &tb, y).unwrap()
+        });
+        for i in 0..n {
+            let want = f(a[i], b[i]);
+            let g = got[i];
+            // Subnormal results may be flushed to zero by a GPU.
+            let ok = (want.is_nan() && g.is_nan())
+                || g == want
+                || (want.abs() < f32::MIN_POSITIVE && g.abs() < f32::MIN_POSITIVE)
+                || (g - want).abs() <= 1e-6 * want.abs();
+            assert!(ok, "{op:?}({}, {}) = {g}, expected {want}", a[i], b[i]);
+        }
+    }
+}
