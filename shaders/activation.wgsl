@@ -33,6 +33,32 @@ fn tanh_real(x: f32) -> f32 {
     return tanh(clamp(x, -10.0, 10.0));
 }
 
+// e^x - 1 without the cancellation near 0 (WGSL has no expm1): its series below 1/2^3.
+fn expm1(x: f32) -> f32 {
+    if abs(x) < 0.125 {
+        return x * (1.0 + x * (0.5 + x * (0.16666667 + x * (0.041666668 + x * 0.008333334))));
+    }
+    return exp(x) - 1.0;
+}
+
+// ln x as ONNX defines it on every adapter: -inf at 0, NaN below (WGSL leaves both
+// indeterminate).
+fn real_log(x: f32) -> f32 {
+    if x <= 0.0 {
+        let inf = bitcast<f32>((bitcast<u32>(x) & 0u) | 0x7f800000u);
+        return select(bitcast<f32>(bitcast<u32>(x) | 0x7fc00000u), -inf, x == 0.0);
+    }
+    return log(x);
+}
+
+// ln(1 + e^x) without overflow: max(x, 0) + ln(1 + e^-|x|), the last term by its series
+// (x - x^2/2 + x^3/3) where e^-|x| is small enough that 1 + it would round it away.
+fn softplus(x: f32) -> f32 {
+    let t = exp(-abs(x));
+    let l = select(log(1.0 + t), t * (1.0 - t * (0.5 - t * 0.33333333)), t < 0.01);
+    return max(x, 0.0) + l;
+}
+
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
@@ -57,6 +83,23 @@ fn activation(op: u32, x: f32, alpha: f32, beta: f32) -> f32 {
         // WGSL leaves sqrt of a negative value indeterminate; ONNX's is NaN.
         case 10u: { return select(sqrt(x), bitcast<f32>(bitcast<u32>(x) | 0x7fc00000u), x < 0.0); } // Sqrt
         case 11u: { return -x; }                                           // Neg
+        case 12u: { return abs(x); }                                       // Abs
+        case 13u: { return sign(x); }                                      // Sign
+        case 14u: { return floor(x); }                                     // Floor
+        case 15u: { return ceil(x); }                                      // Ceil
+        case 16u: { return round(x); }                                     // Round (half to even)
+        case 17u: { return 1.0 / x; }                                      // Reciprocal
+        case 18u: { return real_log(x); }                                  // Log
+        case 19u: { return softplus(x); }                                  // Softplus
+        case 20u: { return x / (1.0 + abs(x)); }                           // Softsign
+        case 21u: { return select(x, alpha * expm1(x), x < 0.0); }         // Elu(alpha)
+        case 22u: { return beta * select(x, alpha * expm1(x), x <= 0.0); } // Selu(alpha, gamma)
+        case 23u: { return max(x, 0.0) + min(0.0, alpha * expm1(x / alpha)); } // Celu(alpha)
+        case 24u: { return x * tanh_real(softplus(x)); }                   // Mish
+        case 25u: {                                                        // Shrink(bias, lambd)
+            return select(select(0.0, x - alpha, x > beta), x + alpha, x < -beta);
+        }
+        case 26u: { return select(0.0, x, x > alpha); }                    // ThresholdedRelu
         default: { return x; }
     }
 }

@@ -49,6 +49,21 @@ fn derivative(op: u32, v: f32, alpha: f32, beta: f32) -> f32 {
         case 9u: { return exp(v); }
         case 10u: { return 0.5 / sqrt(v); }
         case 11u: { return -1.0; }
+        case 12u: { return sign(v); }
+        case 13u, 14u, 15u, 16u: { return 0.0; }
+        case 17u: { return -1.0 / (v * v); }
+        case 18u: { return 1.0 / v; }
+        case 19u: { return sigmoid(v); }
+        case 20u: { let d = 1.0 + abs(v); return 1.0 / (d * d); }
+        case 21u: { return select(1.0, alpha * exp(v), v < 0.0); }
+        case 22u: { return beta * select(1.0, alpha * exp(v), v <= 0.0); }
+        case 23u: { return select(1.0, exp(v / alpha), v < 0.0); }
+        case 24u: {
+            let t = tanh_real(softplus(v));
+            return t + v * (1.0 - t * t) * sigmoid(v);
+        }
+        case 25u: { return select(0.0, 1.0, abs(v) > beta); }
+        case 26u: { return select(0.0, 1.0, v > alpha); }
         default: { return 1.0; }
     }
 }

@@ -460,7 +460,7 @@ fn long_conv_grad_reductions_are_split_and_complete() {
 
 // ---- unary -------------------------------------------------------------------------------
 
-const ALL_UNARY: [Unary; 12] = [
+const ALL_UNARY: [Unary; 27] = [
     Unary::Relu,
     Unary::Clip(-0.5, 1.5),
     Unary::LeakyRelu(0.1),
@@ -473,7 +473,27 @@ const ALL_UNARY: [Unary; 12] = [
     Unary::Exp,
     Unary::Sqrt,
     Unary::Neg,
+    Unary::Abs,
+    Unary::Sign,
+    Unary::Floor,
+    Unary::Ceil,
+    Unary::Round,
+    Unary::Reciprocal,
+    Unary::Log,
+    Unary::Softplus,
+    Unary::Softsign,
+    Unary::Elu(0.5),
+    Unary::Selu(1.673_263_2, 1.050_701),
+    Unary::Celu(0.7),
+    Unary::Mish,
+    Unary::Shrink(0.2, 0.5),
+    Unary::ThresholdedRelu(0.3),
 ];
+
+/// Ops defined for positive inputs only (in these tests).
+fn positive(f: Unary) -> bool {
+    matches!(f, Unary::Sqrt | Unary::Log | Unary::Reciprocal)
+}
 
 /// Where an activation's derivative jumps.
 fn kinks(f: Unary) -> Vec<f32> {
@@ -482,6 +502,17 @@ fn kinks(f: Unary) -> Vec<f32> {
         Unary::Clip(lo, hi) => vec![lo, hi],
         Unary::HardSigmoid(a, b) => vec![-b / a, (1.0 - b) / a],
         Unary::HardSwish => vec![-3.0, 3.0],
+        // Softsign's derivative is continuous at 0 but has a cusp there.
+        Unary::Abs
+        | Unary::Sign
+        | Unary::Softsign
+        | Unary::Elu(_)
+        | Unary::Selu(..)
+        | Unary::Celu(_) => vec![0.0],
+        Unary::Floor | Unary::Ceil => (-4..=4).map(|k| k as f32).collect(),
+        Unary::Round => (-4..4).map(|k| k as f32 + 0.5).collect(),
+        Unary::Shrink(_, l) => vec![-l, l],
+        Unary::ThresholdedRelu(a) => vec![a],
         _ => vec![],
     }
 }
@@ -493,13 +524,13 @@ fn unary_grads_match_reference_and_finite_differences() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(42);
     for f in ALL_UNARY {
-        let (lo, hi) = if f == Unary::Sqrt {
+        let (lo, hi) = if positive(f) {
             (0.05, 4.0)
         } else {
             (-4.0, 4.0)
         };
         let mut xv = values(&mut rng, 2001, lo, hi);
-        if f == Unary::Sqrt {
+        if positive(f) {
             xv.iter_mut().filter(|v| **v == 0.0).for_each(|v| *v = 1.0);
         }
         xv.extend(kinks(f));
@@ -537,12 +568,11 @@ fn unary_grads_match_reference_and_finite_differences() {
         // Finite differences at points at least 3 eps from a kink.
         let eps = FD.eps;
         let ks = kinks(f);
-        let xs: Vec<f32> = std::iter::repeat_with(|| {
-            rng.random_range(if f == Unary::Sqrt { 0.2 } else { lo }..hi)
-        })
-        .filter(|v| ks.iter().all(|k| (v - k).abs() > 3.0 * eps))
-        .take(300)
-        .collect();
+        let xs: Vec<f32> =
+            std::iter::repeat_with(|| rng.random_range(if positive(f) { 0.5 } else { lo }..hi))
+                .filter(|v| ks.iter().all(|k| (v - k).abs() > 3.0 * eps))
+                .take(300)
+                .collect();
         let x = ArrayD::from_shape_vec(IxDyn(&[xs.len()]), xs).unwrap();
         let r = uniform(&mut rng, x.shape(), -2.0, 2.0);
         let want = refg::unary_grad(f, &x.view(), &r.view());

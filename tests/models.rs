@@ -193,3 +193,31 @@ fn op_zoo_matches_onnxruntime_and_the_cpu_reference() {
         );
     }
 }
+
+/// Every elementwise unary op over its domain (negatives, zeros, tiny and huge values) as
+/// onnxruntime computes it (tools/make_unary_zoo.py), on the GPU and in the CPU reference.
+#[test]
+fn unary_zoo_matches_onnxruntime_over_the_whole_domain() {
+    let Some(gpu) = gpu() else { return };
+    let g = graph::load(&root().join("tests/golden/unary_zoo.onnx")).unwrap();
+    let names: Vec<String> = g.outputs.clone();
+    let exec = Runner::new(gpu, g);
+    let x = golden("unary_zoo_x.npy");
+    let want = golden("unary_zoo_y.npy");
+    let ys = exec.run(&[("x", x.view())]).unwrap();
+    let resolved = exec.graph(x.shape()[0], &[]).unwrap();
+    let cpu = qforge::reference::graph::run(&resolved, &[("x", x.clone())]).unwrap();
+    for (k, name) in names.iter().enumerate() {
+        let w = want.index_axis(Axis(0), k);
+        for (who, y) in [("GPU", &ys[k]), ("CPU", &cpu[k])] {
+            for ((&g, &e), &xi) in y.iter().zip(w.iter()).zip(x.iter()) {
+                // A GPU may flush the 1e-30 inputs (subnormal results) to zero.
+                let ok = (g.is_nan() && e.is_nan())
+                    || g == e
+                    || (g - e).abs() <= 2e-6 * e.abs() + 1e-6
+                    || (xi.abs() < 1e-20 && (g - e).abs() <= 1e-6);
+                assert!(ok, "{name} {who}: f({xi}) = {g}, onnxruntime {e}");
+            }
+        }
+    }
+}

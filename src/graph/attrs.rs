@@ -91,6 +91,27 @@ pub enum Unary {
     Exp,
     Sqrt,
     Neg,
+    Abs,
+    Sign,
+    Floor,
+    Ceil,
+    /// Round half to even.
+    Round,
+    Reciprocal,
+    Log,
+    Softplus,
+    Softsign,
+    /// alpha * (e^x - 1) below 0.
+    Elu(f32),
+    /// (alpha, gamma): gamma * (alpha * (e^x - 1)) at and below 0, gamma * x above.
+    Selu(f32, f32),
+    /// max(0, x) + min(0, alpha * (e^(x / alpha) - 1)).
+    Celu(f32),
+    Mish,
+    /// (bias, lambd): x + bias below -lambd, x - bias above lambd, 0 between.
+    Shrink(f32, f32),
+    /// x above alpha, else 0.
+    ThresholdedRelu(f32),
 }
 
 /// Binary ops with NumPy broadcasting.

@@ -184,7 +184,15 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                     attrs.extend([attr_float("min", *lo), attr_float("max", *hi)]);
                 }
             }
-            Op::Unary(Unary::LeakyRelu(a)) => attrs.push(attr_float("alpha", *a)),
+            Op::Unary(
+                Unary::LeakyRelu(a) | Unary::Elu(a) | Unary::Celu(a) | Unary::ThresholdedRelu(a),
+            ) => attrs.push(attr_float("alpha", *a)),
+            Op::Unary(Unary::Selu(a, g)) => {
+                attrs.extend([attr_float("alpha", *a), attr_float("gamma", *g)])
+            }
+            Op::Unary(Unary::Shrink(b, l)) => {
+                attrs.extend([attr_float("bias", *b), attr_float("lambd", *l)])
+            }
             Op::Unary(Unary::HardSigmoid(a, b)) => {
                 attrs.extend([attr_float("alpha", *a), attr_float("beta", *b)])
             }

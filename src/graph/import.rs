@@ -503,6 +503,30 @@ fn to_op(
         "Exp" => Op::Unary(Unary::Exp),
         "Sqrt" => Op::Unary(Unary::Sqrt),
         "Neg" => Op::Unary(Unary::Neg),
+        "Abs" => Op::Unary(Unary::Abs),
+        "Sign" => Op::Unary(Unary::Sign),
+        "Floor" => Op::Unary(Unary::Floor),
+        "Ceil" => Op::Unary(Unary::Ceil),
+        "Round" => Op::Unary(Unary::Round),
+        "Reciprocal" => Op::Unary(Unary::Reciprocal),
+        "Log" => Op::Unary(Unary::Log),
+        "Softplus" => Op::Unary(Unary::Softplus),
+        "Softsign" => Op::Unary(Unary::Softsign),
+        "Elu" => Op::Unary(Unary::Elu(a.float("alpha", 1.0))),
+        "Selu" => Op::Unary(Unary::Selu(
+            a.float("alpha", 1.673_263_2),
+            a.float("gamma", 1.050_701),
+        )),
+        "Celu" => {
+            let alpha = a.float("alpha", 1.0);
+            if alpha == 0.0 {
+                return Err("Celu: alpha = 0 divides by zero".into());
+            }
+            Op::Unary(Unary::Celu(alpha))
+        }
+        "Mish" => Op::Unary(Unary::Mish),
+        "Shrink" => Op::Unary(Unary::Shrink(a.float("bias", 0.0), a.float("lambd", 0.5))),
+        "ThresholdedRelu" => Op::Unary(Unary::ThresholdedRelu(a.float("alpha", 1.0))),
         "Add" => Op::Binary(Binary::Add),
         "Sub" => Op::Binary(Binary::Sub),
         "Mul" => Op::Binary(Binary::Mul),

@@ -88,6 +88,21 @@ pub(crate) fn unary_code(f: Unary) -> (u32, f32, f32) {
         Unary::Exp => (9, 0.0, 0.0),
         Unary::Sqrt => (10, 0.0, 0.0),
         Unary::Neg => (11, 0.0, 0.0),
+        Unary::Abs => (12, 0.0, 0.0),
+        Unary::Sign => (13, 0.0, 0.0),
+        Unary::Floor => (14, 0.0, 0.0),
+        Unary::Ceil => (15, 0.0, 0.0),
+        Unary::Round => (16, 0.0, 0.0),
+        Unary::Reciprocal => (17, 0.0, 0.0),
+        Unary::Log => (18, 0.0, 0.0),
+        Unary::Softplus => (19, 0.0, 0.0),
+        Unary::Softsign => (20, 0.0, 0.0),
+        Unary::Elu(a) => (21, a, 0.0),
+        Unary::Selu(a, g) => (22, a, g),
+        Unary::Celu(a) => (23, a, 0.0),
+        Unary::Mish => (24, 0.0, 0.0),
+        Unary::Shrink(b, l) => (25, b, l),
+        Unary::ThresholdedRelu(a) => (26, a, 0.0),
     }
 }
 

@@ -97,6 +97,39 @@ pub fn unary_derivative(f: Unary, x: f32) -> f64 {
         Unary::Exp => v.exp(),
         Unary::Sqrt => 0.5 / v.sqrt(),
         Unary::Neg => -1.0,
+        Unary::Abs => {
+            if v == 0.0 {
+                0.0
+            } else {
+                v.signum()
+            }
+        }
+        Unary::Sign | Unary::Floor | Unary::Ceil | Unary::Round => 0.0,
+        Unary::Reciprocal => -1.0 / (v * v),
+        Unary::Log => 1.0 / v,
+        Unary::Softplus => 1.0 / (1.0 + (-v).exp()),
+        Unary::Softsign => 1.0 / (1.0 + v.abs()).powi(2),
+        Unary::Elu(a) => {
+            if v < 0.0 {
+                a as f64 * v.exp()
+            } else {
+                1.0
+            }
+        }
+        Unary::Selu(a, g) => g as f64 * if v <= 0.0 { a as f64 * v.exp() } else { 1.0 },
+        Unary::Celu(a) => {
+            if v < 0.0 {
+                (v / a as f64).exp()
+            } else {
+                1.0
+            }
+        }
+        Unary::Mish => {
+            let t = crate::reference::nn::softplus(v).tanh();
+            t + v * (1.0 - t * t) / (1.0 + (-v).exp())
+        }
+        Unary::Shrink(_, l) => (v.abs() > l as f64) as u8 as f64,
+        Unary::ThresholdedRelu(a) => (v > a as f64) as u8 as f64,
     }
 }
 

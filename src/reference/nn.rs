@@ -112,6 +112,11 @@ pub(crate) fn erf(x: f64) -> f64 {
     x.signum() * (1.0 - poly * (-x * x).exp())
 }
 
+/// ln(1 + e^x) without overflow.
+pub(crate) fn softplus(v: f64) -> f64 {
+    v.max(0.0) + (-v.abs()).exp().ln_1p()
+}
+
 /// One activation value.
 pub fn unary_value(f: Unary, x: f32) -> f32 {
     if x.is_nan() {
@@ -137,6 +142,47 @@ pub fn unary_value(f: Unary, x: f32) -> f32 {
         Unary::Exp => v.exp(),
         Unary::Sqrt => v.sqrt(),
         Unary::Neg => -v,
+        Unary::Abs => v.abs(),
+        Unary::Sign => {
+            if v == 0.0 {
+                0.0
+            } else {
+                v.signum()
+            }
+        }
+        Unary::Floor => v.floor(),
+        Unary::Ceil => v.ceil(),
+        Unary::Round => v.round_ties_even(),
+        Unary::Reciprocal => 1.0 / v,
+        Unary::Log => v.ln(),
+        Unary::Softplus => softplus(v),
+        Unary::Softsign => v / (1.0 + v.abs()),
+        Unary::Elu(a) => {
+            if v < 0.0 {
+                a as f64 * v.exp_m1()
+            } else {
+                v
+            }
+        }
+        Unary::Selu(a, g) => g as f64 * if v <= 0.0 { a as f64 * v.exp_m1() } else { v },
+        Unary::Celu(a) => v.max(0.0) + (a as f64 * (v / a as f64).exp_m1()).min(0.0),
+        Unary::Mish => v * softplus(v).tanh(),
+        Unary::Shrink(b, l) => {
+            if v < -(l as f64) {
+                v + b as f64
+            } else if v > l as f64 {
+                v - b as f64
+            } else {
+                0.0
+            }
+        }
+        Unary::ThresholdedRelu(a) => {
+            if v > a as f64 {
+                v
+            } else {
+                0.0
+            }
+        }
     }) as f32
 }
 
