@@ -221,3 +221,21 @@ fn unary_zoo_matches_onnxruntime_over_the_whole_domain() {
         }
     }
 }
+
+/// Sum, Mean, Max and Min of one to four broadcasting inputs as onnxruntime computes them
+/// (tools/make_variadic.py).
+#[test]
+fn variadic_sum_mean_max_min_match_onnxruntime() {
+    let Some(gpu) = gpu() else { return };
+    let g = graph::load(&root().join("tests/golden/variadic.onnx")).unwrap();
+    let exec = Runner::new(gpu, g);
+    let x = golden("variadic_x.npy");
+    let want = golden("variadic_y.npy");
+    let ys = exec.run(&[("x", x.view())]).unwrap();
+    assert_eq!(ys.len(), want.shape()[0]);
+    for (k, y) in ys.iter().enumerate() {
+        let w = want.index_axis(Axis(0), k).to_owned();
+        let d = max_abs_diff(y, &w);
+        assert!(d < 1e-6, "output y{k}: max |diff| {d} against onnxruntime");
+    }
+}

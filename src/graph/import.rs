@@ -151,6 +151,10 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
             consts.insert(out, constant_value(&attrs, dir).map_err(ctx)?);
             continue;
         }
+        if let Some(chain) = variadic(&op_type, &node_name, &n.input, &n.output, &mut consts) {
+            nodes.extend(chain);
+            continue;
+        }
         match to_op(&op_type, &attrs, opset, n.input.len()).map_err(ctx)? {
             Some(op) => nodes.push(Node {
                 name: node_name,
@@ -624,6 +628,70 @@ fn to_op(
 }
 
 /// Orders nodes so every input is produced before use; names cycles and dangling inputs.
+/// Sum, Mean, Max and Min of any number of inputs as a chain of broadcasting binary nodes
+/// (Mean then scaled by 1 / n; one input is its own result). `None` for other ops and for the
+/// two-input Max/Min the op table maps directly.
+fn variadic(
+    op_type: &str,
+    name: &str,
+    inputs: &[String],
+    outputs: &[String],
+    consts: &mut BTreeMap<String, Const>,
+) -> Option<Vec<Node>> {
+    let op = match op_type {
+        "Sum" | "Mean" => Binary::Add,
+        "Max" => Binary::Max,
+        "Min" => Binary::Min,
+        _ => return None,
+    };
+    let inputs: Vec<&String> = inputs.iter().filter(|i| !i.is_empty()).collect();
+    let out = outputs.first()?;
+    if inputs.is_empty() || (inputs.len() == 2 && op_type != "Sum" && op_type != "Mean") {
+        return None;
+    }
+    let mean = op_type == "Mean" && inputs.len() > 1;
+    let mut nodes = Vec::new();
+    let mut acc = inputs[0].clone();
+    let steps = inputs.len() - 1;
+    for (k, next) in inputs[1..].iter().enumerate() {
+        let last = k + 1 == steps && !mean;
+        let y = if last {
+            out.clone()
+        } else {
+            format!("{out}/{op_type}_{k}")
+        };
+        nodes.push(Node {
+            name: format!("{name}/{k}"),
+            op: Op::Binary(op),
+            inputs: vec![acc, (*next).clone()],
+            outputs: vec![y.clone()],
+        });
+        acc = y;
+    }
+    if mean {
+        let scale = format!("{out}/Mean_scale");
+        consts.insert(
+            scale.clone(),
+            Const::F32(ndarray::arr0(1.0 / inputs.len() as f32).into_dyn()),
+        );
+        nodes.push(Node {
+            name: format!("{name}/scale"),
+            op: Op::Binary(Binary::Mul),
+            inputs: vec![acc.clone(), scale],
+            outputs: vec![out.clone()],
+        });
+    }
+    if nodes.is_empty() {
+        nodes.push(Node {
+            name: name.to_string(),
+            op: Op::Identity,
+            inputs: vec![acc],
+            outputs: vec![out.clone()],
+        });
+    }
+    Some(nodes)
+}
+
 fn topo_sort(nodes: Vec<Node>, g: &Graph, model: &str) -> Result<Vec<Node>> {
     let mut available: HashSet<String> = g.inputs.iter().chain(g.consts.keys()).cloned().collect();
     available.insert(String::new());
