@@ -229,3 +229,40 @@ fn resize_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         y[i] += acc;
     }
 }
+
+// Local response normalization across channels: one thread per element (grid-stride), the
+// window's squares summed in channel order; (bias + alpha / size * sum) >= bias > 0 for
+// ONNX's defaults, where WGSL's pow is defined.
+struct LrnParams {
+    n: u32,
+    channels: u32,
+    inner: u32,
+    lo: u32,          // channels before c in the window: (size - 1) / 2
+    hi: u32,          // channels after c: ceil((size - 1) / 2)
+    step: u32,
+    alpha_over_size: f32,
+    beta: f32,
+    bias: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> lp: LrnParams;
+
+@compute @workgroup_size(256)
+fn lrn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < lp.n; i += lp.step) {
+        let c = (i / lp.inner) % lp.channels;
+        let base = i - c * lp.inner;
+        let first = select(0u, c - lp.lo, c >= lp.lo);
+        let last = min(lp.channels - 1u, c + lp.hi);
+        var sum = 0.0;
+        for (var k = first; k <= last; k++) {
+            let v = x[base + k * lp.inner];
+            sum += v * v;
+        }
+        y[i] = x[i] / pow(lp.bias + lp.alpha_over_size * sum, lp.beta);
+    }
+}

@@ -239,3 +239,38 @@ fn variadic_sum_mean_max_min_match_onnxruntime() {
         assert!(d < 1e-6, "output y{k}: max |diff| {d} against onnxruntime");
     }
 }
+
+/// LRN (AlexNet's size 5, sizes 3 and 1, a window wider than the channels) as onnxruntime
+/// computes it (tools/make_lrn.py), on the GPU and in the CPU reference; the model exports and
+/// loads again with the same attributes.
+#[test]
+fn lrn_matches_onnxruntime() {
+    let Some(gpu) = gpu() else { return };
+    let g = graph::load(&root().join("tests/golden/lrn.onnx")).unwrap();
+    let again = graph::import(
+        &prost::Message::encode_to_vec(&graph::export::to_model(&g)),
+        "lrn",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        again.nodes.iter().map(|n| &n.op).collect::<Vec<_>>(),
+        g.nodes.iter().map(|n| &n.op).collect::<Vec<_>>()
+    );
+    let exec = Runner::new(gpu, g);
+    let x = golden("lrn_x.npy");
+    let want = golden("lrn_y.npy");
+    let ys = exec.run(&[("x", x.view())]).unwrap();
+    let resolved = exec.graph(x.shape()[0], &[]).unwrap();
+    let cpu = qforge::reference::graph::run(&resolved, &[("x", x.clone())]).unwrap();
+    for k in 0..want.shape()[0] {
+        let w = want.index_axis(Axis(0), k).to_owned();
+        for (who, y) in [("GPU", &ys[k]), ("CPU", &cpu[k])] {
+            let d = max_abs_diff(y, &w);
+            assert!(
+                d < 2e-5,
+                "LRN case {k} {who}: max |diff| {d} against onnxruntime"
+            );
+        }
+    }
+}

@@ -33,6 +33,7 @@ pub fn rule(op: &Op) -> Option<LowerFn> {
         Op::Binary(_) => binary,
         Op::MaxPool(_) | Op::AveragePool(_) => pool2d,
         Op::GlobalAveragePool => global_avg_pool,
+        Op::Lrn { .. } => lrn,
         Op::Resize { .. } => resize,
         Op::Transpose { .. } => transpose,
         Op::Concat { .. } => concat,
@@ -370,6 +371,22 @@ fn global_avg_pool(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
     pool::global_avg_pool_into(cx.steps(), gpu, &x, &y)
+}
+
+fn lrn(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let Op::Lrn {
+        size,
+        alpha,
+        beta,
+        bias,
+    } = n.op
+    else {
+        unreachable!("table")
+    };
+    let x = cx.input(&n.inputs[0])?;
+    let y = cx.output(n, 0)?;
+    pool::lrn_into(cx.steps(), gpu, &x, size, alpha, beta, bias, &y)
 }
 
 fn resize(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {

@@ -196,6 +196,17 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
             Op::Unary(Unary::HardSigmoid(a, b)) => {
                 attrs.extend([attr_float("alpha", *a), attr_float("beta", *b)])
             }
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => attrs.extend([
+                attr_int("size", *size as i64),
+                attr_float("alpha", *alpha),
+                attr_float("beta", *beta),
+                attr_float("bias", *bias),
+            ]),
             Op::MaxPool(p) | Op::AveragePool(p) => {
                 attrs.push(attr_ints("kernel_shape", &p.kernel.map(|v| v as i64)));
                 attrs.push(attr_ints("strides", &p.strides.map(|v| v as i64)));

@@ -547,6 +547,18 @@ fn to_op(
         }
         "AveragePool" => Op::AveragePool(pool()?),
         "GlobalAveragePool" => Op::GlobalAveragePool,
+        "LRN" => {
+            let size = a.int("size", 0);
+            if size < 1 {
+                return Err(format!("LRN: size = {size}, must be at least 1"));
+            }
+            Op::Lrn {
+                size: size as usize,
+                alpha: a.float("alpha", 1e-4),
+                beta: a.float("beta", 0.75),
+                bias: a.float("bias", 1.0),
+            }
+        }
         "Flatten" => Op::Flatten {
             axis: a.int("axis", 1),
         },

@@ -71,6 +71,14 @@ pub enum Op {
     MaxPool(Pool2d),
     AveragePool(Pool2d),
     GlobalAveragePool,
+    /// Local response normalization across channels (AlexNet, Inception-v1):
+    /// `x / (bias + alpha / size * sum of x^2 over size channels) ^ beta`.
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
     Flatten {
         axis: i64,
     },
@@ -180,6 +188,7 @@ impl Op {
             Op::MaxPool(_) => "MaxPool",
             Op::AveragePool(_) => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::Lrn { .. } => "LRN",
             Op::Flatten { .. } => "Flatten",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Transpose",

@@ -433,6 +433,12 @@ pub fn infer(
         Op::MaxPool(a) | Op::AveragePool(a) => {
             one(pool_output_shape(x, a).map_err(|e| e.to_string())?.to_vec())
         }
+        Op::Lrn { .. } => {
+            if x.len() < 3 {
+                return Err(shape_err(format!("needs [n, c, spatial...], got {x:?}")));
+            }
+            one(x.clone())
+        }
         Op::GlobalAveragePool => {
             if x.len() < 3 {
                 return Err(shape_err(format!("needs [n, c, spatial...], got {x:?}")));

@@ -35,6 +35,78 @@ static GLOBAL_AVG: Kernel = Kernel {
     bindings: &[Uniform, Read, ReadWrite],
 };
 
+static LRN: Kernel = Kernel {
+    family: Family::Pool,
+    entry: "lrn",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct LrnParams {
+    n: u32,
+    channels: u32,
+    inner: u32,
+    lo: u32,
+    hi: u32,
+    step: u32,
+    alpha_over_size: f32,
+    beta: f32,
+    bias: f32,
+    _pad: [u32; 3],
+}
+
+/// Local response normalization across the channels (axis 1) of `x` (`[n, c, ...]`) into
+/// `y`: `x / (bias + alpha / size * sum of x^2 over channels c - (size - 1) / 2 ..= c +
+/// ceil((size - 1) / 2))^beta`.
+#[allow(clippy::too_many_arguments)]
+pub fn lrn_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    size: usize,
+    alpha: f32,
+    beta: f32,
+    bias: f32,
+    y: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "LRN";
+    x.expect_dtype(OP, "x", DType::F32)?;
+    let s = x.shape();
+    if s.len() < 3 || y.len() != x.len() || size == 0 {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "x".into(),
+            expected: "[n, c, spatial...], y of the same size, size >= 1".into(),
+            got: s.to_vec(),
+        });
+    }
+    if x.is_empty() {
+        return Ok(());
+    }
+    let (grid, step) = grid_stride(x.len() as u64, gpu.limits().max_groups)?;
+    let params = LrnParams {
+        n: x.len() as u32,
+        channels: s[1] as u32,
+        inner: s[2..].iter().product::<usize>() as u32,
+        lo: ((size - 1) / 2) as u32,
+        hi: (size / 2) as u32,
+        step: step as u32,
+        alpha_over_size: alpha / size as f32,
+        beta,
+        bias,
+        _pad: [0; 3],
+    };
+    enc.dispatch(
+        gpu,
+        &LRN,
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(y)],
+        grid,
+    )
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {

@@ -145,6 +145,12 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             Op::Binary(b) => outs.push(nn::binary(*b, &get(0)?.view(), &get(1)?.view())),
             Op::MaxPool(a) => outs.push(nn::pool2d(&get(0)?.view(), a, true)),
             Op::AveragePool(a) => outs.push(nn::pool2d(&get(0)?.view(), a, false)),
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => outs.push(nn::lrn(&get(0)?.view(), *size, *alpha, *beta, *bias)),
             Op::GlobalAveragePool => {
                 let x = get(0)?;
                 let hw: usize = x.shape()[2..].iter().product();

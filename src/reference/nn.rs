@@ -186,6 +186,29 @@ pub fn unary_value(f: Unary, x: f32) -> f32 {
     }) as f32
 }
 
+/// Local response normalization across channels (axis 1) of `[n, c, ...]`, in f64:
+/// `x / (bias + alpha / size * sum x^2)^beta` over channels `c - (size - 1) / 2 ..= c +
+/// ceil((size - 1) / 2)`.
+pub fn lrn(x: &ArrayViewD<'_, f32>, size: usize, alpha: f32, beta: f32, bias: f32) -> ArrayD<f32> {
+    let x = x.as_standard_layout();
+    let s = x.shape().to_vec();
+    let (c, inner) = (s[1], s[2..].iter().product::<usize>());
+    let (lo, hi) = ((size - 1) / 2, size / 2);
+    let v = x.as_slice().expect("standard layout");
+    let out: Vec<f32> = (0..v.len())
+        .map(|i| {
+            let ch = (i / inner) % c;
+            let base = i - ch * inner;
+            let sum: f64 = (ch.saturating_sub(lo)..=(ch + hi).min(c - 1))
+                .map(|k| (v[base + k * inner] as f64).powi(2))
+                .sum();
+            (v[i] as f64 / (bias as f64 + alpha as f64 / size as f64 * sum).powf(beta as f64))
+                as f32
+        })
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(&s), out).expect("same shape")
+}
+
 /// Broadcasting binary op.
 pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> ArrayD<f32> {
     let out = broadcast_shape(a.shape(), b.shape()).expect("broadcastable");
