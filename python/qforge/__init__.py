@@ -33,6 +33,7 @@ __all__ = [
     "adapter",
     "compress",
     "devices",
+    "finetune",
     "load_data",
     "load_labels",
     "run",
@@ -273,3 +274,36 @@ def compress(
         _pack(scoring, "scoring"), _pack(rebuild, "rebuild"), list(methods),
         None if labels is None else [int(v) for v in labels], progress,
     )
+
+
+def finetune(
+    model: Union[str, "os.PathLike[str]"],
+    data: Union[str, "os.PathLike[str]"],
+    out: Union[str, "os.PathLike[str]"],
+    labels: Optional[Union[str, "os.PathLike[str]"]] = None,
+    eval: Optional[Union[str, "os.PathLike[str]"]] = None,
+    eval_labels: Optional[Union[str, "os.PathLike[str]"]] = None,
+    holdout: float = 0.25,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    batch: int = 32,
+    loss: Optional[str] = None,
+    freeze: Sequence[str] = (),
+    data_count: Optional[int] = None,
+    eval_count: Optional[int] = None,
+    resume: bool = False,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> dict:
+    """Fine-tunes ``model`` on the GPU as ``qforge finetune`` does: ``data`` a folder of images,
+    an .npy batch or IDX images (``holdout`` of them held out by image unless ``eval`` is
+    given); cross-entropy with ``labels``, else distillation from the model as it was
+    (``loss``: ce, kd or mse); ``freeze`` names or patterns of parameters left alone. Writes the
+    tuned model, report.html, split.json and a checkpoint (``resume=True`` continues it) into
+    ``out``; returns the per-epoch scores and the loss curve."""
+    f = lambda p: None if p is None else os.fspath(p)
+    return _native.finetune(
+        os.fspath(model), os.fspath(data), os.fspath(out), f(labels), f(eval), f(eval_labels),
+        float(holdout), int(epochs), float(lr), int(batch), loss, list(freeze), data_count,
+        eval_count, bool(resume), progress,
+    )
+

@@ -14,6 +14,12 @@ def compress(model: Union[str, bytes], output: str, target: float, scoring: Pack
              methods: List[str] = ..., labels: Optional[List[int]] = None,
              progress: Optional[Callable[[str, int, int], None]] = None) -> Dict[str, float]: ...
 
+def finetune(model: str, data: str, out: str, labels: Optional[str] = None, eval: Optional[str] = None,
+             eval_labels: Optional[str] = None, holdout: float = 0.25, epochs: int = 1, lr: float = 1e-4,
+             batch: int = 32, loss: Optional[str] = None, freeze: List[str] = ..., data_count: Optional[int] = None,
+             eval_count: Optional[int] = None, resume: bool = False,
+             progress: Optional[Callable[[str, int, int], None]] = None) -> dict: ...
+
 class QuantSim:
     def __init__(self, model: Union[str, bytes], config: Optional[str] = None, param_bw: int = 8, act_bw: int = 8,
                  scheme: str = "minmax", per_tensor: bool = False, placement: str = "targets", batch: int = 8) -> None: ...

@@ -701,6 +701,72 @@ fn compress<'py>(
     Ok(d)
 }
 
+/// Fine-tunes `model` on `data` (a folder, .npy or IDX; labels or distillation from itself)
+/// as `qforge finetune` does, writing into `out`; returns the scores and losses.
+#[pyfunction]
+#[pyo3(signature = (model, data, out, labels = None, eval = None, eval_labels = None, holdout = 0.25, epochs = 1, lr = 1e-4, batch = 32, loss = None, freeze = Vec::new(), data_count = None, eval_count = None, resume = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn finetune<'py>(
+    py: Python<'py>,
+    model: PathBuf,
+    data: PathBuf,
+    out: PathBuf,
+    labels: Option<PathBuf>,
+    eval: Option<PathBuf>,
+    eval_labels: Option<PathBuf>,
+    holdout: f64,
+    epochs: usize,
+    lr: f32,
+    batch: usize,
+    loss: Option<String>,
+    freeze: Vec<String>,
+    data_count: Option<usize>,
+    eval_count: Option<usize>,
+    resume: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use qforge::jobs::finetune::{finetune as run_job, FinetuneJob, TrainSettings};
+    struct P<'a>(&'a mut Progress);
+    impl qforge::jobs::Progress for P<'_> {
+        fn step(&mut self, what: &str, done: usize, total: usize) {
+            self.0.call(what, done, total)
+        }
+    }
+    let job = FinetuneJob {
+        model,
+        data,
+        labels,
+        teacher: None,
+        eval,
+        eval_labels,
+        holdout,
+        data_count,
+        eval_count,
+        train: TrainSettings {
+            epochs,
+            lr,
+            batch,
+            loss,
+            freeze,
+            ..Default::default()
+        },
+        resume,
+        out,
+    };
+    let mut p = Progress::new(progress);
+    let r = py.detach(|| run_job(&job, &mut P(&mut p)));
+    let o = p.finish(r.map_err(err))?;
+    let d = PyDict::new(py);
+    d.set_item("metric", o.tuned.metric)?;
+    d.set_item("scores", o.tuned.fitted.scores.clone())?;
+    d.set_item("loss", o.tuned.fitted.loss.clone())?;
+    d.set_item("epochs", o.tuned.fitted.epochs)?;
+    d.set_item("images_per_s", o.tuned.fitted.images_per_s)?;
+    let written: Vec<String> = o.written.iter().map(|w| w.display().to_string()).collect();
+    d.set_item("written", written)?;
+    Ok(d)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("QforgeError", m.py().get_type::<QforgeError>())?;
@@ -708,6 +774,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(adapter, m)?)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(compress, m)?)?;
+    m.add_function(wrap_pyfunction!(finetune, m)?)?;
     m.add_function(wrap_pyfunction!(load_data, m)?)?;
     m.add_function(wrap_pyfunction!(load_labels, m)?)?;
     m.add_class::<QuantSim>()?;

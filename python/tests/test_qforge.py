@@ -208,3 +208,16 @@ def test_techniques_and_compression(tmp_path):
     assert r["macs_after"] < r["macs_before"]
     (y,) = qforge.run(tmp_path / "small.onnx", X)
     assert y.shape == (8, 10) and np.isfinite(y).all()
+
+
+def test_finetune_from_python(tmp_path):
+    fm = ROOT / "data" / "fashion-mnist"
+    r = qforge.finetune(MODEL, fm / "train-images-1024-idx3-ubyte.gz", tmp_path / "ft",
+                        labels=fm / "train-labels-1024-idx1-ubyte.gz", data_count=128, batch=32,
+                        lr=1e-4)
+    assert r["metric"] == "accuracy" and r["epochs"] == 1
+    assert len(r["scores"]) == 2 and all(0.0 <= s <= 1.0 for _, s in r["scores"])
+    assert any(w.endswith(".onnx") for w in r["written"])
+    with pytest.raises(qforge.QforgeError, match="epochs"):
+        qforge.finetune(MODEL, fm / "train-images-1024-idx3-ubyte.gz", tmp_path / "bad", epochs=0)
+
