@@ -274,3 +274,38 @@ fn lrn_matches_onnxruntime() {
         }
     }
 }
+
+/// Conv, MaxPool and AveragePool with auto_pad SAME_UPPER, SAME_LOWER and VALID (strides 1
+/// and 2, odd and even kernels) as onnxruntime computes them (tools/make_auto_pad.py); the
+/// unresolved model exports its auto_pad and the resolved one explicit pads.
+#[test]
+fn auto_pad_matches_onnxruntime() {
+    let Some(gpu) = gpu() else { return };
+    let g = graph::load(&root().join("tests/golden/auto_pad.onnx")).unwrap();
+    assert_eq!(g.auto_pads.len(), 36);
+    let again = graph::import(
+        &prost::Message::encode_to_vec(&graph::export::to_model(&g)),
+        "auto_pad",
+        None,
+    )
+    .unwrap();
+    assert_eq!(again.auto_pads, g.auto_pads);
+    let exec = Runner::new(gpu, g);
+    let x = golden("auto_pad_x.npy");
+    let want = golden("auto_pad_y.npy");
+    let ys = exec.run(&[("x", x.view())]).unwrap();
+    let got: Vec<f32> = ys.iter().flat_map(|y| y.iter().copied()).collect();
+    assert_eq!(got.len(), want.len(), "output sizes as onnxruntime's");
+    let d = got
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(d < 1e-4, "max |diff| {d} against onnxruntime");
+    let resolved = exec.graph(2, &[]).unwrap();
+    let m = graph::export::to_model(&resolved);
+    assert!(m.graph.unwrap().node.iter().all(|n| n
+        .attribute
+        .iter()
+        .all(|a| a.name.as_deref() != Some("auto_pad"))));
+}

@@ -39,6 +39,70 @@ pub struct Pool2d {
     pub count_include_pad: bool,
 }
 
+/// ONNX's `auto_pad` on Conv and pools: pads that depend on the input's size, computed when
+/// shapes are resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoPad {
+    /// Output size ceil(in / stride); an odd total pad puts the extra one at the end.
+    SameUpper,
+    /// As SameUpper with the extra pad at the beginning.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+impl AutoPad {
+    /// From ONNX's attribute value (`None` for NOTSET).
+    pub fn parse(s: &str) -> std::result::Result<Option<AutoPad>, String> {
+        match s {
+            "NOTSET" | "" => Ok(None),
+            "SAME_UPPER" => Ok(Some(AutoPad::SameUpper)),
+            "SAME_LOWER" => Ok(Some(AutoPad::SameLower)),
+            "VALID" => Ok(Some(AutoPad::Valid)),
+            other => Err(format!(
+                "auto_pad = {other}: NOTSET, SAME_UPPER, SAME_LOWER or VALID"
+            )),
+        }
+    }
+
+    /// ONNX's name.
+    pub fn onnx(self) -> &'static str {
+        match self {
+            AutoPad::SameUpper => "SAME_UPPER",
+            AutoPad::SameLower => "SAME_LOWER",
+            AutoPad::Valid => "VALID",
+        }
+    }
+
+    /// (top, left, bottom, right) pads of a window `kernel` with `strides` and `dilations`
+    /// over spatial dims `input`.
+    pub fn pads(
+        self,
+        input: [usize; 2],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+    ) -> [usize; 4] {
+        if self == AutoPad::Valid {
+            return [0; 4];
+        }
+        let mut p = [0; 4];
+        for d in 0..2 {
+            let out = input[d].div_ceil(strides[d].max(1));
+            let span = (kernel[d].max(1) - 1) * dilations[d].max(1) + 1;
+            let total = ((out.max(1) - 1) * strides[d].max(1) + span).saturating_sub(input[d]);
+            let small = total / 2;
+            let (begin, end) = match self {
+                AutoPad::SameUpper => (small, total - small),
+                _ => (total - small, small),
+            };
+            p[d] = begin;
+            p[d + 2] = end;
+        }
+        p
+    }
+}
+
 /// ONNX Resize settings qforge runs (spatial dims of NCHW tensors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resize {

@@ -274,6 +274,13 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
             Op::Cast { to } => attrs.push(attr_int("to", *to as i64)),
             _ => {}
         }
+        // Pads not yet computed from the input's size stay ONNX's auto_pad.
+        if let Some(mode) = g.auto_pads.get(&n.name) {
+            if !g.shapes.contains_key(&n.inputs[0]) {
+                attrs.retain(|a| a.name.as_deref() != Some("pads"));
+                attrs.push(attr_str("auto_pad", mode.onnx()));
+            }
+        }
         nodes.push(onnx::NodeProto {
             name: Some(n.name.clone()),
             op_type: Some(n.op.onnx_type().into()),

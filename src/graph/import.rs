@@ -8,7 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
+use crate::graph::attrs::{AutoPad, Binary, Conv2d, Pool2d, Unary};
 use crate::graph::ir::{Const, Dim, Graph, Node, Op};
 use crate::graph::onnx;
 
@@ -154,6 +154,22 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
         if let Some(chain) = variadic(&op_type, &node_name, &n.input, &n.output, &mut consts) {
             nodes.extend(chain);
             continue;
+        }
+        let auto_pad = attrs
+            .get("auto_pad")
+            .and_then(|a| a.s.as_ref())
+            .map(|s| AutoPad::parse(&String::from_utf8_lossy(s)))
+            .transpose()
+            .map_err(ctx)?
+            .flatten();
+        if let Some(mode) = auto_pad {
+            if !matches!(op_type.as_str(), "Conv" | "MaxPool" | "AveragePool") {
+                return Err(ctx(format!(
+                    "auto_pad = {} is supported on Conv, MaxPool and AveragePool; export with explicit pads",
+                    mode.onnx()
+                )));
+            }
+            graph.auto_pads.insert(node_name.clone(), mode);
         }
         match to_op(&op_type, &attrs, opset, n.input.len()).map_err(ctx)? {
             Some(op) => nodes.push(Node {
@@ -410,11 +426,9 @@ impl Attrs<'_> {
         }
     }
     fn pads(&self) -> std::result::Result<[usize; 4], String> {
-        if self.string("auto_pad", "NOTSET") != "NOTSET" {
-            return Err(format!(
-                "auto_pad = {} is not supported; export with explicit pads",
-                self.string("auto_pad", "")
-            ));
+        if AutoPad::parse(&self.string("auto_pad", "NOTSET"))?.is_some() {
+            // Set from the input's size at resolution.
+            return Ok([0; 4]);
         }
         match self.ints("pads") {
             None => Ok([0; 4]),

@@ -249,6 +249,9 @@ pub struct Graph {
     pub consts: BTreeMap<String, Const>,
     /// Static shape of every runtime value, filled by [`Graph::resolve`].
     pub shapes: HashMap<String, Vec<usize>>,
+    /// Conv and pool nodes whose pads follow ONNX's `auto_pad` (by node name): their pads
+    /// are set from the input's size at [`Graph::resolve`].
+    pub auto_pads: BTreeMap<String, crate::graph::attrs::AutoPad>,
     /// Metadata carried through export.
     pub producer: String,
 }
@@ -467,6 +470,7 @@ impl Graph {
             nodes,
             consts,
             shapes: HashMap::new(),
+            auto_pads: self.auto_pads.clone(),
             producer: self.producer.clone(),
         }
     }

@@ -86,6 +86,9 @@ impl Graph {
                     }
                 })
                 .collect::<Result<_>>()?;
+            if let Some(&mode) = self.auto_pads.get(&node.name) {
+                set_auto_pads(&mut node, mode, &in_shapes).map_err(ctx)?;
+            }
             let outs = infer(&node, &in_shapes, &self.consts).map_err(ctx)?;
             for (o, s) in node.outputs.iter().zip(outs) {
                 if !o.is_empty() {
@@ -360,6 +363,33 @@ fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, 
 
 fn shape_err(what: impl Into<String>) -> String {
     what.into()
+}
+
+/// A Conv's or pool's pads from ONNX's `auto_pad` and its input's spatial size.
+fn set_auto_pads(
+    node: &mut Node,
+    mode: crate::graph::attrs::AutoPad,
+    s: &[Vec<usize>],
+) -> std::result::Result<(), String> {
+    let x = s.first().ok_or("no inputs")?;
+    if x.len() != 4 {
+        return Err(format!("auto_pad needs a 4-D input, got {x:?}"));
+    }
+    let input = [x[2], x[3]];
+    match &mut node.op {
+        Op::Conv(a) => {
+            let w = s.get(1).ok_or("no weight")?;
+            if w.len() != 4 {
+                return Err(format!("auto_pad needs a 4-D weight, got {w:?}"));
+            }
+            a.pads = mode.pads(input, [w[2], w[3]], a.strides, a.dilations);
+        }
+        Op::MaxPool(p) | Op::AveragePool(p) => {
+            p.pads = mode.pads(input, p.kernel, p.strides, p.dilations);
+        }
+        _ => return Err("auto_pad on an op without pads".into()),
+    }
+    Ok(())
 }
 
 /// Output shapes of a runtime node from its input shapes.
