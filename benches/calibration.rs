@@ -40,12 +40,7 @@ fn calibration(c: &mut Criterion) {
         ("minmax", Scheme::MinMax),
         ("tf-enhanced", Scheme::TfEnhanced { gamma: 3.0 }),
     ] {
-        let taps: Vec<String> = placement
-            .activations
-            .iter()
-            .map(|q| q.tensor.clone())
-            .filter(|t| !g.inputs.contains(t))
-            .collect();
+        let taps = placement.taps(&g);
         let mut cal = Calibrator::new(
             gpu.clone(),
             Runner::new(gpu.clone(), model.clone()).taps(&taps),

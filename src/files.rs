@@ -181,3 +181,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(tmp.path(), bytes).map_err(|e| io("writing", path, e))?;
     std::fs::rename(tmp.path(), path).map_err(|e| io("renaming into", path, e))
 }
+
+/// Reads a JSON file this project wrote (a saved table); `what` names it in errors. A file
+/// that is not JSON is a config error on its key "(file)".
+pub fn read_json(path: &Path, what: &'static str) -> Result<serde_json::Value> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        action: what,
+        path: file.clone(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        file,
+        key: "(file)".into(),
+        message: format!("not JSON: {e}"),
+    })
+}

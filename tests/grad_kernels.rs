@@ -460,36 +460,6 @@ fn long_conv_grad_reductions_are_split_and_complete() {
 
 // ---- unary -------------------------------------------------------------------------------
 
-const ALL_UNARY: [Unary; 27] = [
-    Unary::Relu,
-    Unary::Clip(-0.5, 1.5),
-    Unary::LeakyRelu(0.1),
-    Unary::Sigmoid,
-    Unary::HardSigmoid(0.2, 0.5),
-    Unary::HardSwish,
-    Unary::Tanh,
-    Unary::Erf,
-    Unary::Gelu,
-    Unary::Exp,
-    Unary::Sqrt,
-    Unary::Neg,
-    Unary::Abs,
-    Unary::Sign,
-    Unary::Floor,
-    Unary::Ceil,
-    Unary::Round,
-    Unary::Reciprocal,
-    Unary::Log,
-    Unary::Softplus,
-    Unary::Softsign,
-    Unary::Elu(0.5),
-    Unary::Selu(1.673_263_2, 1.050_701),
-    Unary::Celu(0.7),
-    Unary::Mish,
-    Unary::Shrink(0.2, 0.5),
-    Unary::ThresholdedRelu(0.3),
-];
-
 /// Ops defined for positive inputs only (in these tests).
 fn positive(f: Unary) -> bool {
     matches!(f, Unary::Sqrt | Unary::Log | Unary::Reciprocal)

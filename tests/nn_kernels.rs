@@ -550,36 +550,7 @@ fn unary_ops_hold_at_the_ends_of_their_domain() {
     ];
     let n = xs.len();
     let tx = gpu.upload_slice(&[n], &xs).unwrap();
-    let ops = [
-        Unary::Relu,
-        Unary::Clip(-1.0, 6.0),
-        Unary::LeakyRelu(0.1),
-        Unary::Sigmoid,
-        Unary::HardSigmoid(0.2, 0.5),
-        Unary::HardSwish,
-        Unary::Tanh,
-        Unary::Erf,
-        Unary::Gelu,
-        Unary::Exp,
-        Unary::Sqrt,
-        Unary::Neg,
-        Unary::Abs,
-        Unary::Sign,
-        Unary::Floor,
-        Unary::Ceil,
-        Unary::Round,
-        Unary::Reciprocal,
-        Unary::Log,
-        Unary::Softplus,
-        Unary::Softsign,
-        Unary::Elu(1.0),
-        Unary::Selu(1.673_263_2, 1.050_701),
-        Unary::Celu(1.0),
-        Unary::Mish,
-        Unary::Shrink(0.2, 0.5),
-        Unary::ThresholdedRelu(1.0),
-    ];
-    for f in ops {
+    for f in ALL_UNARY {
         let got = run1(&gpu, &[n], |e, y| {
             ew::unary_into(e, &gpu, f, &tx, y).unwrap()
         });

@@ -203,12 +203,7 @@ fn minmax_activation_ranges_match_aimet() {
     .unwrap();
     model.edit(Edits::consts(quantize_weights(&g, &pe).unwrap()));
     let calib: ArrayD<f32> = photo_crops(false);
-    let taps: Vec<String> = p
-        .activations
-        .iter()
-        .map(|q| q.tensor.clone())
-        .filter(|t| !g.inputs.contains(t))
-        .collect();
+    let taps = p.taps(&g);
     let mut cal = Calibrator::new(
         gpu.clone(),
         Runner::new(gpu, model).taps(&taps),

@@ -90,18 +90,12 @@ impl ScoreTable {
     /// Reads a table written by [`ScoreTable::save`].
     pub fn load(path: &Path) -> Result<ScoreTable> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            action: "reading score table",
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
+        let v = crate::files::read_json(path, "reading score table")?;
         let bad = |key: &str, message: &str| Error::Config {
             file: file.clone(),
             key: key.into(),
             message: message.into(),
         };
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| bad("(file)", &format!("not JSON: {e}")))?;
         let s = |k: &str| {
             v.get(k)
                 .and_then(Value::as_str)

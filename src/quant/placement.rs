@@ -50,6 +50,18 @@ pub struct Placement {
     pub params: Vec<Quantizer>,
 }
 
+impl Placement {
+    /// The activation quantizers' tensors a run must keep readable to observe them: every one
+    /// but the graph's inputs (read directly), in placement order.
+    pub fn taps(&self, g: &Graph) -> Vec<String> {
+        self.activations
+            .iter()
+            .map(|q| q.tensor.clone())
+            .filter(|t| !g.inputs.contains(t))
+            .collect()
+    }
+}
+
 /// AIMET's op type for a node (depthwise convolutions are their own type).
 pub fn aimet_type(n: &Node, g: &Graph) -> &'static str {
     if let Op::Conv(a) = &n.op {

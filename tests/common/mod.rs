@@ -238,3 +238,34 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Every unary op, with parameters whose kinks lie inside the tests' ranges.
+pub const ALL_UNARY: [qforge::graph::attrs::Unary; 27] = [
+    qforge::graph::attrs::Unary::Relu,
+    qforge::graph::attrs::Unary::Clip(-0.5, 1.5),
+    qforge::graph::attrs::Unary::LeakyRelu(0.1),
+    qforge::graph::attrs::Unary::Sigmoid,
+    qforge::graph::attrs::Unary::HardSigmoid(0.2, 0.5),
+    qforge::graph::attrs::Unary::HardSwish,
+    qforge::graph::attrs::Unary::Tanh,
+    qforge::graph::attrs::Unary::Erf,
+    qforge::graph::attrs::Unary::Gelu,
+    qforge::graph::attrs::Unary::Exp,
+    qforge::graph::attrs::Unary::Sqrt,
+    qforge::graph::attrs::Unary::Neg,
+    qforge::graph::attrs::Unary::Abs,
+    qforge::graph::attrs::Unary::Sign,
+    qforge::graph::attrs::Unary::Floor,
+    qforge::graph::attrs::Unary::Ceil,
+    qforge::graph::attrs::Unary::Round,
+    qforge::graph::attrs::Unary::Reciprocal,
+    qforge::graph::attrs::Unary::Log,
+    qforge::graph::attrs::Unary::Softplus,
+    qforge::graph::attrs::Unary::Softsign,
+    qforge::graph::attrs::Unary::Elu(0.5),
+    qforge::graph::attrs::Unary::Selu(1.673_263_2, 1.050_701),
+    qforge::graph::attrs::Unary::Celu(0.7),
+    qforge::graph::attrs::Unary::Mish,
+    qforge::graph::attrs::Unary::Shrink(0.2, 0.5),
+    qforge::graph::attrs::Unary::ThresholdedRelu(0.3),
+];

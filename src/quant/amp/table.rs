@@ -54,18 +54,12 @@ impl Sensitivities {
     /// Reads a table written by [`Sensitivities::to_json`].
     pub fn load(path: &Path) -> Result<Sensitivities> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            action: "reading the AMP score table",
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
+        let v = crate::files::read_json(path, "reading the AMP score table")?;
         let bad = |key: &str, message: &str| Error::Config {
             file: file.clone(),
             key: key.into(),
             message: message.into(),
         };
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| bad("(file)", &format!("not JSON: {e}")))?;
         if v.get("table").and_then(Value::as_str) != Some("amp phase 1") {
             return Err(bad("table", "not an AMP phase-1 table"));
         }

@@ -25,13 +25,7 @@ impl QuantSim {
         batches: impl IntoIterator<Item = B>,
     ) -> Result<()> {
         let g = self.model.at(1)?;
-        let taps: Vec<String> = self
-            .placement
-            .activations
-            .iter()
-            .map(|q| q.tensor.clone())
-            .filter(|t| !g.inputs.contains(t))
-            .collect();
+        let taps = self.placement.taps(&g);
         let mut cal = Calibrator::new(
             self.gpu.clone(),
             self.runner(Model::Weights)?.taps(&taps),
