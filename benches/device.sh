@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-target/device-bench}"
 mkdir -p "$out"
-export QFORGE_BENCH_QUICK=1 XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+export QFORGE_BENCH_QUICK=1 QFORGE_BENCH_MOBILENET=1 XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 start=$(date +%s)
 
 cargo build --release --benches --examples 2>&1 | tail -n 3
@@ -18,7 +18,7 @@ cargo build --release --benches --examples 2>&1 | tail -n 3
 adapter=$(grep '^\*' "$out/devices.txt" | head -n 1 | sed 's/^\* \[[0-9]*\] //')
 
 rm -rf target/criterion
-for bench in kernels gemm model calibration train; do
+for bench in kernels gemm model calibration train adaround; do
   echo "== $bench ($(( $(date +%s) - start )) s)"
   # One bench that hangs or fails leaves the others' figures in the summary.
   timeout 240 cargo bench --bench "$bench" -- --noplot 2>&1 | tee "$out/$bench.log" | grep -E 'time:|thrpt:|^[a-z].*\[' || echo "$bench: failed or timed out (see $out/$bench.log)"

@@ -238,3 +238,72 @@ fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         op_g[i] = 0.0;
     }
 }
+
+// ---- soft rounding (AdaRound) ----------------------------------------------------------------
+// A weight w of a channel with step s and offset o (o <= 0) is trained through a variable a per
+// element: h(a) = clamp(sigmoid(a) (ZETA - GAMMA) + GAMMA, 0, 1), the weight's code
+// q = clamp(floor(w / s) + h(a) - o, 0, N), and its value (q + o) s. The regularizer
+// reg * sum(1 - |2h - 1|^beta) pushes every h to 0 or 1.
+
+const ZETA: f32 = 1.1;
+const GAMMA: f32 = -0.1;
+
+struct Soft {
+    n: u32,
+    inner: u32,        // elements per channel step along the channel axis
+    channels: u32,
+    step: u32,         // grid stride
+    levels: f32,       // N, the grid's top code
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> sr: Soft;
+@group(0) @binding(1) var<storage, read> sr_a: array<f32>;      // the rounding variables
+@group(0) @binding(2) var<storage, read> sr_floor: array<f32>;  // floor(w / s)
+@group(0) @binding(3) var<storage, read> sr_grid: array<f32>;   // [scale; channels], [offset; channels]
+@group(0) @binding(4) var<storage, read_write> sr_w: array<f32>;     // the weight; its gradient in soft_round_grad
+@group(0) @binding(5) var<storage, read> sr_hyper: array<f32>;  // [beta, regularizer weight]
+@group(0) @binding(6) var<storage, read_write> sr_da: array<f32>;
+
+// (h, dh/da); the derivative is zero where the clamp holds h at 0 or 1.
+fn soft_h(a: f32) -> vec2<f32> {
+    let s = 1.0 / (1.0 + exp(-a));
+    let pre = s * (ZETA - GAMMA) + GAMMA;
+    let inside = pre >= 0.0 && pre <= 1.0;
+    return vec2<f32>(clamp(pre, 0.0, 1.0), select(0.0, s * (1.0 - s) * (ZETA - GAMMA), inside));
+}
+
+@compute @workgroup_size(256)
+fn soft_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < sr.n; i += sr.step) {
+        let c = (i / sr.inner) % sr.channels;
+        let off = sr_grid[sr.channels + c];
+        let q = clamp(sr_floor[i] + soft_h(sr_a[i]).x - off, 0.0, sr.levels);
+        sr_w[i] = (q + off) * sr_grid[c];
+    }
+}
+
+// da += (dw * s * [0 <= code <= N] + reg * d(1 - |2h - 1|^beta)/dh) * dh/da; dw is zeroed (it
+// was consumed).
+@compute @workgroup_size(256)
+fn soft_round_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let beta = sr_hyper[0];
+    let reg = sr_hyper[1];
+    for (var i = (wid.x + wid.y * nwg.x) * 256u + lid; i < sr.n; i += sr.step) {
+        let c = (i / sr.inner) % sr.channels;
+        let hd = soft_h(sr_a[i]);
+        let u = sr_floor[i] + hd.x - sr_grid[sr.channels + c];
+        var g = select(0.0, sr_w[i] * sr_grid[c], u >= 0.0 && u <= sr.levels);
+        let t = 2.0 * hd.x - 1.0;
+        let m = abs(t);
+        if reg != 0.0 && m > 0.0 {
+            g -= reg * 2.0 * beta * pow(m, beta - 1.0) * sign(t);
+        }
+        sr_da[i] += g * hd.y;
+        sr_w[i] = 0.0;
+    }
+}

@@ -1,4 +1,4 @@
-//! Training kernels (`ops::train`) against their f64 CPU references
+//! Training kernels (`ops::train`) against their f64 CPU references, AdaRound's soft rounding included
 //! (`reference::grad::{loss, sgd_step, adam_step}`): per-row losses and their gradients
 //! (cross-entropy, distillation at several temperatures, MSE; the reference gradient also
 //! against finite differences of the reference loss), the loss accumulator, the global
@@ -484,4 +484,154 @@ fn bad_optimizer_state_is_an_error() {
     assert!(step(&mut enc, &gpu, &adam, &h, &p, &g, &m, None).is_err());
     assert!(step(&mut enc, &gpu, &adam, &h, &p, &g, &m, Some(&t(3))).is_err());
     gpu.submit(enc).unwrap();
+}
+
+/// AdaRound's soft rounding and its gradient (recon part times the grid step, plus the
+/// annealed regularizer) against the f64 references over per-tensor and per-channel grids of
+/// 4 and 8 bits, codes pushed past both ends of the grid, variables far into both saturated
+/// tails, and the reference gradient against central differences of the reference loss.
+#[test]
+fn soft_rounding_matches_reference_and_finite_differences() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(64);
+    // (shape, channel axis, levels)
+    let cases: [(&[usize], Option<usize>, u32); 4] = [
+        (&[7, 3, 3, 3], Some(0), 15),
+        (&[300, 17], None, 255),
+        (&[16, 1, 3, 3], Some(0), 14),
+        (&[65, 33], Some(1), 255),
+    ];
+    // The kink of the rectified sigmoid's clamp: h leaves [0, 1] at a = +-ln(11).
+    let kink = 11f64.ln();
+    for (shape, axis, levels) in cases {
+        let n: usize = shape.iter().product();
+        let (channels, inner) = match axis {
+            Some(a) => (shape[a], shape[a + 1..].iter().product::<usize>()),
+            None => (1, n),
+        };
+        let scale = values(&mut rng, channels, 0.01, 0.2);
+        let offset: Vec<f32> = (0..channels)
+            .map(|c| match (levels, c % 2) {
+                (255, 0) => 0.0,
+                (255, _) => -128.0,
+                (l, _) => -((l / 2) as f32) - (c % 3) as f32,
+            })
+            .collect();
+        let mut a = values(&mut rng, n, -6.0, 6.0);
+        for (i, v) in a.iter_mut().enumerate() {
+            match i % 50 {
+                0 => *v = 40.0,
+                1 => *v = -40.0,
+                2 => *v = 0.0,
+                _ if ((*v as f64).abs() - kink).abs() < 1e-3 => *v += 0.01,
+                _ => {}
+            }
+        }
+        let chan = |i: usize| (i / inner) % channels;
+        let floor: Vec<f32> = (0..n)
+            .map(|i| {
+                let c = chan(i);
+                let code = rng.random_range(-2..=levels as i32 + 1) as f32;
+                code + offset[c]
+            })
+            .collect();
+        let dw = values(&mut rng, n, -1.0, 1.0);
+        let mut grid_host = scale.clone();
+        grid_host.extend_from_slice(&offset);
+        let grid_t = gpu.upload_slice(&[2 * channels], &grid_host).unwrap();
+        let grid = train::SoftGrid {
+            grid: &grid_t,
+            channels,
+            inner,
+            levels,
+        };
+        let ta = gpu.upload_slice(&[n], &a).unwrap();
+        let tf = gpu.upload_slice(&[n], &floor).unwrap();
+        let tw = gpu.empty(&[n], DType::F32).unwrap();
+        let mut enc = gpu.encoder();
+        train::soft_round_into(&mut enc, &gpu, &ta, &tf, grid, &tw).unwrap();
+        gpu.finish(enc).unwrap();
+        let lv = levels as f64;
+        let want: Vec<f64> = (0..n)
+            .map(|i| {
+                let c = chan(i);
+                refg::soft_round(
+                    a[i] as f64,
+                    floor[i] as f64,
+                    scale[c] as f64,
+                    offset[c] as f64,
+                    lv,
+                )
+                .1
+            })
+            .collect();
+        let what = format!("soft rounding {shape:?} axis {axis:?} levels {levels}");
+        assert_close(&what, &f64s(&download(&gpu, &tw)), &want, Tol::GEMM);
+        for (beta, reg) in [(20.0f32, 0.0f32), (20.0, 0.01), (7.5, 0.3), (2.0, 1.0)] {
+            let tdw = gpu.upload_slice(&[n], &dw).unwrap();
+            let hyper_t = gpu.upload_slice(&[2], &[beta, reg]).unwrap();
+            let start = values(&mut rng, n, -1.0, 1.0);
+            let tda = gpu.upload_slice(&[n], &start).unwrap();
+            let mut enc = gpu.encoder();
+            train::soft_round_grad_into(&mut enc, &gpu, &ta, &tf, grid, &tdw, &hyper_t, &tda)
+                .unwrap();
+            gpu.finish(enc).unwrap();
+            let grad = |i: usize, ai: f64| {
+                let c = chan(i);
+                refg::soft_round_grad(
+                    ai,
+                    floor[i] as f64,
+                    scale[c] as f64,
+                    offset[c] as f64,
+                    lv,
+                    dw[i] as f64,
+                    beta as f64,
+                    reg as f64,
+                )
+            };
+            let want: Vec<f64> = (0..n)
+                .map(|i| start[i] as f64 + grad(i, a[i] as f64))
+                .collect();
+            let what = format!("{what}, beta {beta} reg {reg}");
+            assert_close(
+                &format!("{what}: da"),
+                &f64s(&download(&gpu, &tda)),
+                &want,
+                Tol {
+                    abs: 1e-5,
+                    rel: 1e-4,
+                },
+            );
+            assert!(
+                download(&gpu, &tdw).iter().all(|&v| v == 0.0),
+                "{what}: dw zeroed"
+            );
+            // The reference against central differences of its loss.
+            let loss = |i: usize, ai: f64| {
+                let c = chan(i);
+                let (h, w) =
+                    refg::soft_round(ai, floor[i] as f64, scale[c] as f64, offset[c] as f64, lv);
+                dw[i] as f64 * w + reg as f64 * (1.0 - (2.0 * h - 1.0).abs().powf(beta as f64))
+            };
+            let eps = 1e-6;
+            for i in (0..n).step_by(7) {
+                let ai = a[i] as f64;
+                let c = chan(i);
+                let u0 = floor[i] as f64 - offset[c] as f64;
+                let near_kink = ((ai.abs() - kink).abs()) < 1e-3;
+                let near_edge = [0.0, lv, -1.0, lv - 1.0]
+                    .iter()
+                    .any(|e| (u0 - e).abs() < 0.5);
+                if near_kink || (near_edge && ai.abs() < kink) {
+                    continue;
+                }
+                let fd = (loss(i, ai + eps) - loss(i, ai - eps)) / (2.0 * eps);
+                let g = grad(i, ai);
+                assert!(
+                    (fd - g).abs() <= 1e-5 + 1e-4 * g.abs(),
+                    "{what}: element {i} (a {ai}): central difference {fd}, reference {g}"
+                );
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 """Runs qforge's QDQ export in onnxruntime and compares it with qforge's own simulation.
 
     qforge quantize [--integer] --calib CALIB --eval EVAL.npy --sim-outputs out/sim.npy
-    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy out/sim.npy [--fp32 FP32.npy | --fp32-model MODEL.onnx] [--save ORT.npy]
+    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy out/sim.npy [--fp32 FP32.npy | --fp32-model MODEL.onnx] [--save ORT.npy] [--labels LABELS-idx1-ubyte.gz]
 
 onnxruntime runs the model twice: as it runs by default (graph optimizations on: with int32
 biases, DequantizeLinear -> op -> QuantizeLinear groups become integer kernels, which
@@ -29,6 +29,7 @@ p.add_argument("sim")
 p.add_argument("--fp32", help="FP32 outputs on the same inputs (.npy)")
 p.add_argument("--fp32-model", help="the FP32 model, run in onnxruntime for the FP32 outputs")
 p.add_argument("--save")
+p.add_argument("--labels", help="IDX labels of the inputs (.gz): print accuracies too")
 a = p.parse_args()
 onnx.checker.check_model(onnx.load(a.qdq), full_check=True)
 x = np.load(a.inputs)
@@ -49,5 +50,12 @@ for label, level in [("default (optimized)", ort.GraphOptimizationLevel.ORT_ENAB
           f"bit-identical {(q == y).mean():.4f}")
     if f is not None:
         print(f"  vs FP32: onnxruntime {sqnr(f, y):.2f} dB / top-1 {(f.argmax(1) == y.argmax(1)).mean():.3f}; qforge {sqnr(f, q):.2f} dB / {(f.argmax(1) == q.argmax(1)).mean():.3f}")
+    if a.labels:
+        import gzip
+        raw = gzip.open(a.labels).read()
+        n = int.from_bytes(raw[4:8], "big")
+        lab = np.frombuffer(raw[8:8 + n], dtype=np.uint8)[: len(x)]
+        acc = lambda o: (o.argmax(1) == lab).mean()
+        print(f"  accuracy: onnxruntime {acc(y):.4f}, qforge {acc(q):.4f}" + (f", FP32 {acc(f):.4f}" if f is not None else ""))
     if a.save and level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL:
         np.save(a.save, y)

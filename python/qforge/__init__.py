@@ -20,7 +20,7 @@ the library raise ``QforgeError`` with its message. Long calls release the GIL.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -199,6 +199,15 @@ class QuantSim:
     def seq_mse(self, x: np.ndarray, candidates: int = 20) -> None:
         """Sequential MSE: per-channel weight ranges searched layer by layer on ``x``."""
         self._sim.seq_mse(self._x(x, "x"), candidates)
+
+    def adaround(self, x: np.ndarray, iterations: Optional[int] = None, batch: int = 32, reg: float = 0.01,
+                 seed: int = 0, progress: Optional[Callable[[str, int, int], None]] = None) -> List[Dict[str, Any]]:
+        """AdaRound: each Conv/Gemm/MatMul weight's rounding learned layer by layer on ``x``
+        (AIMET's defaults: 10,000 iterations per layer, 15,000 below 8 bits); the encodings
+        stay frozen and the rounded weights replace the FP32 ones. Call before
+        ``compute_encodings``. Returns per layer: weight, loss_nearest, loss_adaround,
+        rounded_up, changed, iterations, seconds."""
+        return self._sim.adaround(self._x(x, "x"), iterations, batch, reg, seed, progress)
 
     def evaluate(self, x: np.ndarray, labels: Optional[Sequence[int]] = None) -> Dict[str, float]:
         """SQNR (dB) and top-1/top-5 agreement of the simulated model against FP32 on ``x``;

@@ -409,6 +409,53 @@ impl QuantSim {
             .map_err(err)
     }
 
+    /// AdaRound: learned weight rounding, layer by layer, on `x` (call before
+    /// `compute_encodings`). Returns one dict per layer rounded.
+    #[pyo3(signature = (x, iterations = None, batch = 32, reg = 0.01, seed = 0, progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn adaround<'py>(
+        &mut self,
+        py: Python<'py>,
+        x: (Vec<u8>, Vec<usize>),
+        iterations: Option<usize>,
+        batch: usize,
+        reg: f32,
+        seed: u64,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let x = array(&x.0, &x.1)?;
+        let opts = qforge::quant::adaround::AdaroundOptions {
+            iterations,
+            batch,
+            reg,
+            seed,
+            ..Default::default()
+        };
+        let sim = &mut self.sim;
+        let piece = self.batch;
+        let mut p = Progress::new(progress);
+        let r = py.detach(|| {
+            qforge::quant::adaround::apply(sim, &x, piece, &opts, &mut |layer, layers, it, its| {
+                p.call(&format!("AdaRound layer {}/{layers}", layer + 1), it, its)
+            })
+        });
+        let r = p.finish(r.map_err(err))?;
+        r.layers
+            .iter()
+            .map(|l| {
+                let d = PyDict::new(py);
+                d.set_item("weight", &l.weight)?;
+                d.set_item("loss_nearest", l.loss_nearest)?;
+                d.set_item("loss_adaround", l.loss_adaround)?;
+                d.set_item("rounded_up", l.rounded_up)?;
+                d.set_item("changed", l.changed)?;
+                d.set_item("iterations", l.iterations)?;
+                d.set_item("seconds", l.seconds)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
     /// Data-free quantization's techniques: CLE, then analytical bias correction (then
     /// `compute_encodings` on data, or `compute_encodings_data_free`). Returns the layers
     /// corrected.

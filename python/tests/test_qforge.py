@@ -221,3 +221,16 @@ def test_finetune_from_python(tmp_path):
     with pytest.raises(qforge.QforgeError, match="epochs"):
         qforge.finetune(MODEL, fm / "train-images-1024-idx3-ubyte.gz", tmp_path / "bad", epochs=0)
 
+
+
+def test_adaround_from_python_matches_the_command_line(tmp_path):
+    sim = qforge.QuantSim(MODEL, param_bw=4)
+    steps = []
+    layers = sim.adaround(X, iterations=20, progress=lambda p, d, t: steps.append(p))
+    assert len(layers) == 9 and all(l["loss_adaround"] <= l["loss_nearest"] * 1.5 for l in layers)
+    assert steps and steps[-1] == "AdaRound layer 9/9"
+    sim.compute_encodings([X])
+    sim.export_qdq(tmp_path, "py")
+    cli("quantize", MODEL, "--calib", ROOT / "tests" / "golden" / "fmnist_input8.npy", "--holdout", 0,
+        "--param-bw", 4, "--adaround", "--adaround-iters", 20, "--batch", 8, "--out", tmp_path / "cli")
+    assert (tmp_path / "py_qdq.onnx").read_bytes() == (tmp_path / "cli" / "fmnist_cnn_qdq.onnx").read_bytes()

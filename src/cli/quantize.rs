@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use qforge::jobs::amp::AmpRequest;
-use qforge::jobs::quantize::{quantize, BiasCorrection, QuantizeJob, Techniques};
+use qforge::jobs::quantize::{quantize, AdaroundRequest, BiasCorrection, QuantizeJob, Techniques};
+use qforge::quant::adaround::AdaroundOptions;
 use qforge::quant::amp::{baseline, AmpScore, AmpSearch, Candidate};
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::export::EncodingsVersion;
@@ -81,6 +82,21 @@ pub struct SimArgs {
     /// Calibration samples used by --seq-mse and empirical bias correction.
     #[arg(long, default_value_t = 8)]
     ptq_samples: usize,
+    /// AdaRound: learned weight rounding, layer by layer (after --cle and --seq-mse).
+    #[arg(long)]
+    adaround: bool,
+    /// AdaRound iterations per layer (default 10,000; 15,000 below 8 bits).
+    #[arg(long)]
+    adaround_iters: Option<usize>,
+    /// Calibration samples AdaRound caches per layer (default: all of the calibration part).
+    #[arg(long)]
+    adaround_samples: Option<usize>,
+    /// Samples per AdaRound iteration.
+    #[arg(long, default_value_t = 32)]
+    adaround_batch: usize,
+    /// MiB of cached layer inputs and targets AdaRound keeps on the GPU (beyond: host memory).
+    #[arg(long, default_value_t = 1024)]
+    adaround_gpu_cache_mb: u64,
 }
 
 /// Arguments of `qforge quantize`.
@@ -185,6 +201,15 @@ impl SimArgs {
                 seq_mse: self.seq_mse.then_some(self.seq_mse_candidates),
                 dfq: self.dfq,
                 samples: self.ptq_samples,
+                adaround: self.adaround.then(|| AdaroundRequest {
+                    options: AdaroundOptions {
+                        iterations: self.adaround_iters,
+                        batch: self.adaround_batch,
+                        gpu_cache_bytes: self.adaround_gpu_cache_mb << 20,
+                        ..Default::default()
+                    },
+                    samples: self.adaround_samples,
+                }),
             },
             per_layer_samples: 0,
             batch: self.batch,

@@ -75,6 +75,11 @@ impl Plan {
         self.kept.get(name).or_else(|| self.input_buffers.get(name))
     }
 
+    /// The buffer an input is written into before a forward (to fill it on the GPU).
+    pub fn input_buffer(&self, name: &str) -> Option<&GpuTensor> {
+        self.input_buffers.get(name)
+    }
+
     /// The parameter store the plan binds.
     pub fn params(&self) -> &Arc<Params> {
         &self.params

@@ -14,6 +14,7 @@ use crate::jobs::amp::AmpRequest;
 use crate::jobs::output::Outputs;
 use crate::jobs::sets::{Sets, SetsRequest};
 use crate::jobs::{at_least_one, Progress};
+use crate::quant::adaround::{self, AdaroundOptions, AdaroundReport};
 use crate::quant::amp::AmpResult;
 use crate::quant::analyzers::Scheme;
 use crate::quant::export::EncodingsVersion;
@@ -43,6 +44,16 @@ pub struct Techniques {
     pub dfq: bool,
     /// Calibration samples used by seq-MSE and empirical bias correction.
     pub samples: usize,
+    /// AdaRound after CLE and seq-MSE, before calibration.
+    pub adaround: Option<AdaroundRequest>,
+}
+
+/// AdaRound's settings and the calibration samples it caches.
+#[derive(Clone, Debug)]
+pub struct AdaroundRequest {
+    pub options: AdaroundOptions,
+    /// Samples of the calibration part (`None`: all of it).
+    pub samples: Option<usize>,
 }
 
 /// Everything `quantize` needs.
@@ -143,6 +154,21 @@ fn check(job: &QuantizeJob) -> Result<()> {
     if let Some(n) = job.techniques.seq_mse {
         at_least_one("quantize", "--seq-mse-candidates", n)?;
     }
+    if let Some(a) = &job.techniques.adaround {
+        a.options.validate()?;
+        if let Some(n) = a.samples {
+            at_least_one("quantize", "--adaround-samples", n)?;
+        }
+        let t = &job.techniques;
+        let refused = [
+            (t.bias_correction.is_some() || t.dfq, "--bias-correction / --dfq", "AdaRound fits each layer's rounding to its FP32 output itself; a bias correction before it would be fitted to rounding to nearest, after it would shift the outputs the rounding was fitted to"),
+            (job.amp.is_some(), "--amp", "AdaRound freezes one bitwidth's weight encodings; AMP takes each candidate's from the weights"),
+            (job.calib.is_none(), "--calib", "AdaRound fits the rounding on calibration data"),
+        ];
+        if let Some((_, flag, why)) = refused.into_iter().find(|r| r.0) {
+            return Err(Error::invalid("quantize --adaround", flag, "given", why));
+        }
+    }
     if job.calib.is_none() && !job.techniques.dfq {
         return Err(Error::invalid(
             "quantize",
@@ -211,6 +237,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         gpu,
         techniques,
         cle_ranges,
+        adaround,
         seconds: [t_load, t_prepare, t_ptq, t_calib],
     } = calibrated(job, progress)?;
     let x = job.calib.as_ref().map(|_| &sets.fit);
@@ -296,6 +323,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         weight_ranges,
         cle_ranges,
         amp: amp.as_ref(),
+        adaround: adaround.as_ref(),
     };
     out.write(
         "report.html",
@@ -344,6 +372,8 @@ pub struct Calibrated {
     pub techniques: Vec<String>,
     /// Weight ranges CLE changed (before, after).
     pub cle_ranges: CleRanges,
+    /// What AdaRound did, with `--adaround`.
+    pub adaround: Option<AdaroundReport>,
     /// Seconds per phase: load, prepare, techniques, calibrate.
     pub seconds: [f64; 4],
 }
@@ -432,6 +462,13 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
         job.batch,
         progress,
     )?;
+    let mut rounding = None;
+    if let (Some(req), Some(x)) = (&job.techniques.adaround, &x) {
+        let xa = data::first(x, req.samples.unwrap_or(usize::MAX));
+        let r = rounded(&mut sim, &xa, job.batch, &req.options, progress)?;
+        techniques.push(r.summary(xa.len_of(Axis(0))));
+        rounding = Some(r);
+    }
     let mut t_ptq = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
@@ -480,7 +517,26 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
         gpu,
         techniques,
         cle_ranges,
+        adaround: rounding,
         seconds: [t_load, t_prepare, t_ptq, t_calib],
+    })
+}
+
+/// AdaRound on `x`, with progress per layer.
+fn rounded(
+    sim: &mut QuantSim,
+    x: &ArrayD<f32>,
+    batch: usize,
+    opts: &AdaroundOptions,
+    progress: &mut dyn Progress,
+) -> Result<AdaroundReport> {
+    progress.phase(&format!(
+        "AdaRound on {} samples, {} iterations per layer",
+        x.len_of(Axis(0)),
+        opts.iterations_for(sim.options().param_bw)
+    ));
+    adaround::apply(sim, x, batch, opts, &mut |layer, layers, it, its| {
+        progress.step(&format!("AdaRound layer {}/{layers}", layer + 1), it, its)
     })
 }
 

@@ -25,6 +25,9 @@ pub mod hyper {
     pub const NORM: usize = 5;
 }
 
+/// Rows the loss accumulator sums (one thread).
+pub const MAX_LOSS_ROWS: usize = LOOP_BUDGET as usize;
+
 /// Floats in a `hyper` buffer.
 pub const HYPER_LEN: usize = 8;
 
@@ -470,4 +473,155 @@ pub fn optimizer_step_into(
             )
         }
     }
+}
+
+static SOFT_ROUND: Kernel = Kernel {
+    family: Family::Train,
+    entry: "soft_round",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite],
+};
+static SOFT_ROUND_GRAD: Kernel = Kernel {
+    family: Family::Train,
+    entry: "soft_round_grad",
+    bindings: &[Uniform, Read, Read, Read, ReadWrite, Read, ReadWrite],
+};
+
+/// Where a soft-rounded weight's grid lives: `grid` holds the channels' scales then their
+/// offsets (`[2 * channels]`), channel `c` of element `i` is `(i / inner) % channels`, and
+/// codes run over `0..=levels`.
+#[derive(Clone, Copy, Debug)]
+pub struct SoftGrid<'a> {
+    pub grid: &'a GpuTensor,
+    pub channels: usize,
+    pub inner: usize,
+    pub levels: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct SoftParams {
+    n: u32,
+    inner: u32,
+    channels: u32,
+    step: u32,
+    levels: f32,
+    _pad: [u32; 3],
+}
+
+fn soft_params(
+    op: &'static str,
+    gpu: &Gpu,
+    n: usize,
+    grid: &SoftGrid<'_>,
+) -> Result<(SoftParams, [u32; 3])> {
+    if grid.channels == 0
+        || grid.inner == 0
+        || grid.grid.len() != 2 * grid.channels
+        || n % (grid.channels * grid.inner) != 0
+    {
+        return Err(Error::ShapeMismatch {
+            op,
+            tensor: "grid".into(),
+            expected: format!(
+                "scales and offsets of {} channels (every {} elements) over {n} weights",
+                grid.channels, grid.inner
+            ),
+            got: grid.grid.shape().to_vec(),
+        });
+    }
+    let (groups, stride) = grid_stride(n as u64, gpu.limits().max_groups)?;
+    Ok((
+        SoftParams {
+            n: n as u32,
+            inner: grid.inner as u32,
+            channels: grid.channels as u32,
+            step: stride as u32,
+            levels: grid.levels as f32,
+            _pad: [0; 3],
+        },
+        groups,
+    ))
+}
+
+fn same_len(op: &'static str, n: usize, tensors: &[(&str, &GpuTensor)]) -> Result<()> {
+    for (name, t) in tensors {
+        if t.len() != n {
+            return Err(Error::ShapeMismatch {
+                op,
+                tensor: name.to_string(),
+                expected: format!("{n} elements"),
+                got: t.shape().to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `w = (clamp(floor + h(a) - offset, 0, levels) + offset) * scale` per element, with AdaRound's
+/// rectified sigmoid `h(a) = clamp(sigmoid(a) * 1.2 - 0.1, 0, 1)`.
+pub fn soft_round_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    a: &GpuTensor,
+    floor: &GpuTensor,
+    grid: SoftGrid<'_>,
+    w: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "soft rounding";
+    same_len(OP, a.len(), &[("floor", floor), ("w", w)])?;
+    let (params, groups) = soft_params(OP, gpu, a.len(), &grid)?;
+    enc.dispatch(
+        gpu,
+        &SOFT_ROUND,
+        &[],
+        &params,
+        &[
+            Bind::Whole(a),
+            Bind::Whole(floor),
+            Bind::Whole(grid.grid),
+            Bind::Whole(w),
+        ],
+        groups,
+    )
+}
+
+/// `da += (dw * scale * [0 <= code <= levels] + reg * d(1 - |2h - 1|^beta)/dh) * dh/da` with
+/// `hyper = [beta, reg]` (reg 0: no regularizer), then `dw = 0`.
+#[allow(clippy::too_many_arguments)]
+pub fn soft_round_grad_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    a: &GpuTensor,
+    floor: &GpuTensor,
+    grid: SoftGrid<'_>,
+    dw: &GpuTensor,
+    hyper: &GpuTensor,
+    da: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "soft rounding gradient";
+    same_len(OP, a.len(), &[("floor", floor), ("dw", dw), ("da", da)])?;
+    if hyper.len() < 2 {
+        return Err(Error::invalid(
+            OP,
+            "hyper",
+            hyper.len(),
+            "needs [beta, reg]",
+        ));
+    }
+    let (params, groups) = soft_params(OP, gpu, a.len(), &grid)?;
+    enc.dispatch(
+        gpu,
+        &SOFT_ROUND_GRAD,
+        &[],
+        &params,
+        &[
+            Bind::Whole(a),
+            Bind::Whole(floor),
+            Bind::Whole(grid.grid),
+            Bind::Whole(dw),
+            Bind::Whole(hyper),
+            Bind::Whole(da),
+        ],
+        groups,
+    )
 }

@@ -1,5 +1,6 @@
 //! Quantization: the encoding math (calibration, simulation and export build on it).
 
+pub mod adaround;
 pub mod amp;
 pub mod analysis;
 pub mod analyzers;

@@ -406,6 +406,48 @@ pub fn adam_step(
     }
 }
 
+/// AdaRound's soft rounding of one weight: its rectified-sigmoid `h(a)` and the value
+/// `(clamp(floor + h - offset, 0, levels) + offset) * scale`.
+pub fn soft_round(a: f64, floor: f64, scale: f64, offset: f64, levels: f64) -> (f64, f64) {
+    const ZETA: f64 = 1.1;
+    const GAMMA: f64 = -0.1;
+    let h = (1.0 / (1.0 + (-a).exp()) * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0);
+    let q = (floor + h - offset).clamp(0.0, levels);
+    (h, (q + offset) * scale)
+}
+
+/// `dL/da` of one soft-rounded weight for `L = dw * w(a) + reg * (1 - |2h(a) - 1|^beta)`,
+/// the derivative of every clamp taken as zero where it holds (written from the chain rule).
+#[allow(clippy::too_many_arguments)]
+pub fn soft_round_grad(
+    a: f64,
+    floor: f64,
+    scale: f64,
+    offset: f64,
+    levels: f64,
+    dw: f64,
+    beta: f64,
+    reg: f64,
+) -> f64 {
+    const ZETA: f64 = 1.1;
+    const GAMMA: f64 = -0.1;
+    let s = 1.0 / (1.0 + (-a).exp());
+    let pre = s * (ZETA - GAMMA) + GAMMA;
+    if !(0.0..=1.0).contains(&pre) {
+        return 0.0;
+    }
+    let dh_da = s * (1.0 - s) * (ZETA - GAMMA);
+    let u = floor + pre - offset;
+    let dw_dh = if (0.0..=levels).contains(&u) {
+        scale
+    } else {
+        0.0
+    };
+    let t = 2.0 * pre - 1.0;
+    let dreg_dh = -reg * beta * t.abs().powf(beta - 1.0) * t.signum() * 2.0;
+    (dw * dw_dh + dreg_dh) * dh_da
+}
+
 /// Gradient of [`crate::reference::nn::resize`] (`x` of `x_shape` to `dy`'s spatial size):
 /// Resize is linear in its input, so `dx[k]` is the forward of the k-th unit input dotted with
 /// `dy`, summed in f64.

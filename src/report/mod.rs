@@ -1,5 +1,6 @@
 //! The HTML report: self-contained, plots as inline SVG (no scripts, no external files).
 
+mod adaround;
 mod amp;
 pub mod analysis;
 pub mod compress;
@@ -27,6 +28,8 @@ pub struct QuantReport<'a> {
     pub cle_ranges: Vec<CleLayer>,
     /// Mixed precision's choice, with `--amp`.
     pub amp: Option<&'a crate::quant::amp::AmpResult>,
+    /// What AdaRound did, with `--adaround`.
+    pub adaround: Option<&'a crate::quant::adaround::AdaroundReport>,
 }
 
 /// How uneven a layer's channels are: the largest channel's max |w| over the median one's
@@ -113,6 +116,9 @@ pub fn quant_report_html(r: &QuantReport<'_>) -> String {
     let mut h = page_start("Quantization", r.model, &r.summary);
     if let Some(a) = r.amp {
         amp::section(&mut h, a);
+    }
+    if let Some(a) = r.adaround {
+        adaround::section(&mut h, a);
     }
     let mut worst: Vec<&(String, f64)> = r.per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));

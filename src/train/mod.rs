@@ -10,4 +10,4 @@ mod trainer;
 
 pub use crate::ops::train::{LossKind, Optimizer};
 pub use optim::Schedule;
-pub use trainer::{parameters, LossReading, Target, TrainConfig, Trainer};
+pub use trainer::{parameters, LossReading, Reparam, Target, TrainConfig, Trainer};

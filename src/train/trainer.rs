@@ -10,7 +10,7 @@ use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{DType, Error, Result};
 use crate::exec::{Backward, Compile, Params, Plan};
-use crate::gpu::{Gpu, GpuTensor, Steps};
+use crate::gpu::{Encoder, Gpu, GpuTensor, Steps};
 use crate::graph::ir::{Graph, Op};
 use crate::ops::train::{self as kernels, hyper, LossKind, Optimizer, HYPER_LEN};
 use crate::train::optim::Schedule;
@@ -79,7 +79,31 @@ pub struct LossReading {
     pub grad_norm: f32,
 }
 
-/// One trainable parameter with its gradient and optimizer state.
+/// A parameter trained through another tensor, its latent (AdaRound trains rounding
+/// variables that set a weight): the optimizer updates the latent; before each forward the
+/// parameter is computed from it, after each backward the parameter's gradient is turned into
+/// the latent's.
+pub trait Reparam {
+    /// The parameter of the graph it sets.
+    fn param(&self) -> &str;
+    /// The name its optimizer state is saved under.
+    fn latent_name(&self) -> String;
+    /// The tensor the optimizer updates.
+    fn latent(&self) -> &GpuTensor;
+    /// Records `param = f(latent)`.
+    fn record_forward(&self, steps: &mut Steps, gpu: &Gpu, param: &GpuTensor) -> Result<()>;
+    /// Records `latent_grad += d param / d latent * param_grad` (plus any regularizer of the
+    /// latent) and zeroes `param_grad`.
+    fn record_backward(
+        &self,
+        steps: &mut Steps,
+        gpu: &Gpu,
+        param_grad: &GpuTensor,
+        latent_grad: &GpuTensor,
+    ) -> Result<()>;
+}
+
+/// One trainable parameter (or latent) with its gradient and optimizer state.
 struct Slot {
     name: String,
     value: GpuTensor,
@@ -99,7 +123,11 @@ pub struct Trainer {
     target: GpuTensor,
     loss_acc: GpuTensor,
     hyper: GpuTensor,
+    /// The reparameterized parameters' values from their latents.
+    reparam_steps: Steps,
     loss_steps: Steps,
+    /// The latents' gradients from their parameters'.
+    unreparam_steps: Steps,
     update_steps: Steps,
     slots: Vec<Slot>,
     step: u64,
@@ -129,6 +157,19 @@ pub fn parameters(g: &Graph) -> Vec<String> {
     out
 }
 
+/// The row length the MSE loss kernels split `total` elements into: the last dim, or, when
+/// that makes more rows than one thread sums, the smallest divisor of `total` that does not
+/// (a squared error sums the same over any rows).
+fn mse_row(total: usize, last: usize) -> usize {
+    let budget = kernels::MAX_LOSS_ROWS;
+    if total.div_ceil(last.max(1)) <= budget {
+        return last.max(1);
+    }
+    (total.div_ceil(budget)..=total)
+        .find(|d| total % d == 0)
+        .unwrap_or(total)
+}
+
 impl Trainer {
     /// Compiles the training step of `g` (resolved for its batch) on the parameter store
     /// `params`, training `trainable` and computing the loss on `output`.
@@ -140,7 +181,27 @@ impl Trainer {
         output: &str,
         cfg: TrainConfig,
     ) -> Result<Trainer> {
+        Trainer::reparameterized(gpu, g, params, trainable, output, cfg, &[])
+    }
+
+    /// [`Trainer::new`] where the parameters `reparams` name are trained through their
+    /// latents (each must also be in `trainable`).
+    pub fn reparameterized(
+        gpu: Arc<Gpu>,
+        g: &Graph,
+        params: Arc<Params>,
+        trainable: &HashSet<String>,
+        output: &str,
+        cfg: TrainConfig,
+        reparams: &[&dyn Reparam],
+    ) -> Result<Trainer> {
         cfg.validate()?;
+        if let Some(r) = reparams.iter().find(|r| !trainable.contains(r.param())) {
+            return Err(Error::Graph {
+                model: g.name.clone(),
+                message: format!("reparameterized '{}' is not trainable", r.param()),
+            });
+        }
         if !g.outputs.iter().any(|o| o == output) {
             return Err(Error::Graph {
                 model: g.name.clone(),
@@ -161,7 +222,7 @@ impl Trainer {
         let out_shape = g.shapes.get(output).cloned().unwrap_or_default();
         let total: usize = out_shape.iter().product();
         let len = match cfg.loss {
-            LossKind::Mse => *out_shape.last().unwrap_or(&1),
+            LossKind::Mse => mse_row(total, *out_shape.last().unwrap_or(&1)),
             _ => total / out_shape.first().copied().unwrap_or(1).max(1),
         };
         let rows = total / len.max(1);
@@ -199,11 +260,23 @@ impl Trainer {
         )?;
         kernels::loss_sum_into(&mut loss_steps, &gpu, &row_loss, &loss_acc)?;
         let mut slots = Vec::new();
+        let (mut reparam_steps, mut unreparam_steps) = (Steps::default(), Steps::default());
         for (name, grad) in backward.param_grads() {
             let value = params.get(name).ok_or_else(|| Error::Graph {
                 model: g.name.clone(),
                 message: format!("parameter '{name}' is not bound by the plan"),
             })?;
+            let (name, value, grad) = match reparams.iter().find(|r| r.param() == name) {
+                Some(r) => {
+                    let latent = r.latent().clone();
+                    let latent_grad =
+                        gpu.upload_slice(latent.shape(), &vec![0f32; latent.len()])?;
+                    r.record_forward(&mut reparam_steps, &gpu, &value)?;
+                    r.record_backward(&mut unreparam_steps, &gpu, grad, &latent_grad)?;
+                    (r.latent_name(), latent, latent_grad)
+                }
+                None => (name.clone(), value, grad.clone()),
+            };
             let zeros = vec![0f32; value.len()];
             let m = gpu.upload_slice(value.shape(), &zeros)?;
             let v = match cfg.optimizer.has_second_moment() {
@@ -211,9 +284,9 @@ impl Trainer {
                 false => None,
             };
             slots.push(Slot {
-                name: name.clone(),
+                name,
                 value,
-                grad: grad.clone(),
+                grad,
                 m,
                 v,
             });
@@ -252,7 +325,9 @@ impl Trainer {
             target,
             loss_acc,
             hyper: hyper_buf,
+            reparam_steps,
             loss_steps,
+            unreparam_steps,
             update_steps,
             slots,
             step: 0,
@@ -365,10 +440,29 @@ impl Trainer {
                 enc.copy(out, 0, &self.target, 0, out.bytes());
             }
         }
+        self.record_step(enc)
+    }
+
+    /// Like [`Trainer::step`], with the inputs and the target already on the GPU: `fill`
+    /// records their copies into the forward plan's input tensors and the loss target (a
+    /// class index per row for cross-entropy, else the output's shape).
+    pub fn step_recorded(
+        &mut self,
+        fill: impl FnOnce(&mut Encoder, &Plan, &GpuTensor) -> Result<()>,
+    ) -> Result<()> {
+        let mut enc = self.gpu.encoder();
+        fill(&mut enc, &self.forward, &self.target)?;
+        self.record_step(enc)
+    }
+
+    /// Records the step after the inputs and target are in place, and submits it.
+    fn record_step(&mut self, mut enc: Encoder) -> Result<()> {
+        enc.run(&self.reparam_steps.0);
         self.forward.record(&mut enc);
         self.backward.record_zero(&mut enc);
         enc.run(&self.loss_steps.0);
         self.backward.record(&mut enc);
+        enc.run(&self.unreparam_steps.0);
         self.micro += 1;
         if self.micro == self.cfg.accumulate {
             self.write_hyper();
