@@ -307,3 +307,48 @@ fn soft_round_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         sr_w[i] = 0.0;
     }
 }
+
+// ---- learned quantization ranges (QAT) -------------------------------------------------------
+// A quantizer's encoding table [channels, 4] = (scale, 1 / scale, offset, 0) computed from its
+// learned range [channels, 2] = (scale, offset), the scale held at or above AIMET's minimum;
+// the table's gradient (columns 0 and 2) flows back into the range, the offset's only where it
+// is learned (asymmetric grids).
+
+struct Ranges {
+    channels: u32,
+    learn_offset: u32,
+    min_scale: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> rg: Ranges;
+@group(0) @binding(1) var<storage, read> rg_range: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rg_table: array<f32>;
+@group(0) @binding(1) var<storage, read_write> rg_dtable: array<f32>;  // range_table_grad
+@group(0) @binding(2) var<storage, read_write> rg_drange: array<f32>;  // range_table_grad
+
+@compute @workgroup_size(64)
+fn range_table(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if c >= rg.channels {
+        return;
+    }
+    let s = max(rg_range[2u * c], rg.min_scale);
+    rg_table[4u * c] = s;
+    rg_table[4u * c + 1u] = 1.0 / s;
+    rg_table[4u * c + 2u] = rg_range[2u * c + 1u];
+    rg_table[4u * c + 3u] = 0.0;
+}
+
+@compute @workgroup_size(64)
+fn range_table_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if c >= rg.channels {
+        return;
+    }
+    rg_drange[2u * c] += rg_dtable[4u * c];
+    rg_drange[2u * c + 1u] += select(0.0, rg_dtable[4u * c + 2u], rg.learn_offset != 0u);
+    for (var k = 0u; k < 4u; k++) {
+        rg_dtable[4u * c + k] = 0.0;
+    }
+}

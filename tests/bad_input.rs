@@ -486,6 +486,42 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             "bitwidths of 4, 8 or 16",
         ),
         case(
+            "quantize @model.onnx --calib @x.npy --adaround --adaround-iters 0 --out ^out",
+            "iterations",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --adaround --adaround-batch 0 --out ^out",
+            "batch",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --adaround --adaround-samples 0 --out ^out",
+            "--adaround-samples",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --adaround --bias-correction empirical --out ^out",
+            "fits each layer's rounding",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --adaround --amp --out ^out",
+            "freezes one bitwidth",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --qat --adaround --out ^out",
+            "undo the learned rounding",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --qat --epochs 0 --out ^out",
+            "epochs",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --qat --qat-batch 100000 --out ^out",
+            "training images",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --qat --integer --out ^out",
+            "float simulation",
+        ),
+        case(
             "quantize @model.onnx --calib @x.npy --amp --candidates W8A8 --out ^out",
             "at least two",
         ),

@@ -456,6 +456,42 @@ impl QuantSim {
             .collect()
     }
 
+    /// Quantization-aware training on `x` (after `compute_encodings`): distillation from the
+    /// FP32 model, or cross-entropy with `labels`; ranges learned unless `learn_ranges` is
+    /// false. Returns (optimizer step, loss) readings.
+    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn qat(
+        &mut self,
+        py: Python<'_>,
+        x: (Vec<u8>, Vec<usize>),
+        epochs: usize,
+        batch: usize,
+        lr: f32,
+        learn_ranges: bool,
+        labels: Option<Vec<usize>>,
+        seed: u64,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Vec<(u64, f64)>> {
+        let x = array(&x.0, &x.1)?;
+        let opts = qforge::quant::qat::QatOptions {
+            epochs,
+            batch,
+            lr,
+            learn_ranges,
+            labels,
+            seed,
+        };
+        let sim = &mut self.sim;
+        let mut p = Progress::new(progress);
+        let r = py.detach(|| {
+            qforge::quant::qat::apply(sim, &x, &opts, &mut |epoch, epochs, done, _| {
+                p.call(&format!("QAT epoch {}/{epochs}", epoch + 1), done, 0)
+            })
+        });
+        p.finish(r.map_err(err)).map(|r| r.loss)
+    }
+
     /// Data-free quantization's techniques: CLE, then analytical bias correction (then
     /// `compute_encodings` on data, or `compute_encodings_data_free`). Returns the layers
     /// corrected.

@@ -234,3 +234,13 @@ def test_adaround_from_python_matches_the_command_line(tmp_path):
     cli("quantize", MODEL, "--calib", ROOT / "tests" / "golden" / "fmnist_input8.npy", "--holdout", 0,
         "--param-bw", 4, "--adaround", "--adaround-iters", 20, "--batch", 8, "--out", tmp_path / "cli")
     assert (tmp_path / "py_qdq.onnx").read_bytes() == (tmp_path / "cli" / "fmnist_cnn_qdq.onnx").read_bytes()
+
+
+def test_qat_from_python():
+    sim = calibrated(param_bw=4, act_bw=4)
+    before = sim.evaluate(X)["sqnr_db"]
+    loss = sim.qat(X, epochs=4, batch=4, lr=1e-3)
+    assert len(loss) >= 1 and all(np.isfinite(l) for _, l in loss)
+    assert sim.evaluate(X)["sqnr_db"] > before
+    with pytest.raises(qforge.QforgeError, match="calibrate first"):
+        qforge.QuantSim(MODEL).qat(X)

@@ -8,6 +8,7 @@ use qforge::quant::adaround::AdaroundOptions;
 use qforge::quant::amp::{baseline, AmpScore, AmpSearch, Candidate};
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::export::EncodingsVersion;
+use qforge::quant::qat::QatOptions;
 use qforge::quant::sim::Arithmetic;
 use qforge::quant::PlacementStyle;
 
@@ -97,6 +98,23 @@ pub struct SimArgs {
     /// MiB of cached layer inputs and targets AdaRound keeps on the GPU (beyond: host memory).
     #[arg(long, default_value_t = 1024)]
     adaround_gpu_cache_mb: u64,
+    /// Quantization-aware training after calibration: the simulated model distilled from the
+    /// FP32 one on the calibration part.
+    #[arg(long)]
+    qat: bool,
+    /// QAT epochs.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// QAT learning rate (Adam; weights, biases and ranges).
+    #[arg(long, default_value_t = 1e-4)]
+    qat_lr: f32,
+    /// Images per QAT step.
+    #[arg(long, default_value_t = 32)]
+    qat_batch: usize,
+    /// QAT range learning: scales (and asymmetric offsets) learned from the calibrated ranges
+    /// (tf-init: min-max calibration, tf-enhanced-init: tf-enhanced), or none (ranges frozen).
+    #[arg(long, value_parser = ["tf-init", "tf-enhanced-init", "none"])]
+    range_learning: Option<String>,
 }
 
 /// Arguments of `qforge quantize`.
@@ -185,7 +203,12 @@ impl SimArgs {
             config: self.config,
             per_tensor: self.per_tensor,
             placement: self.placement,
-            scheme: self.scheme,
+            // QAT's range learning starts from the ranges its mode names.
+            scheme: match (self.qat, self.range_learning.as_deref()) {
+                (true, Some("tf-init")) => Scheme::MinMax,
+                (true, Some("tf-enhanced-init")) => Scheme::TfEnhanced { gamma: 3.0 },
+                _ => self.scheme,
+            },
             param_bw: self.param_bw,
             act_bw: self.act_bw,
             arithmetic: Arithmetic::Float,
@@ -209,6 +232,13 @@ impl SimArgs {
                         ..Default::default()
                     },
                     samples: self.adaround_samples,
+                }),
+                qat: self.qat.then(|| QatOptions {
+                    epochs: self.epochs,
+                    batch: self.qat_batch,
+                    lr: self.qat_lr,
+                    learn_ranges: self.range_learning.as_deref() != Some("none"),
+                    ..Default::default()
                 }),
             },
             per_layer_samples: 0,

@@ -49,6 +49,7 @@ pub fn rule(op: &Op) -> Option<GradRule> {
         Op::Slice => (slice, nothing),
         Op::Pad { mode, .. } if mode == "constant" => (pad, nothing),
         Op::Resize { .. } => (resize, nothing),
+        Op::FakeQuant { .. } => (fake_quant, both_inputs),
         _ => return None,
     };
     Some(GradRule { grad, reads })
@@ -743,4 +744,59 @@ fn pad(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     let src = pad_destination(cx.graph(), n, &ys).map_err(|m| cx.err(n, m))?;
     let xs = dx.shape().to_vec();
     grad::strided_acc_into(cx.steps(), gpu, &dy, &src, &dx, &dense(&xs), &xs)
+}
+
+/// Straight-through for the input (zero where the grid clamps); the scale and offset
+/// gradients of AIMET's QuantDequantFunc into columns 0 and 2 of the table's gradient.
+fn fake_quant(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
+    let Op::FakeQuant { axis, steps } = n.op else {
+        unreachable!("table")
+    };
+    let Some(dy) = cx.dy(n, 0) else {
+        return Ok(());
+    };
+    let gpu = cx.gpu();
+    let (x, table) = (cx.value(&n.inputs[0])?, cx.value(&n.inputs[1])?);
+    let g = crate::ops::quant::fake_quant_table_backward(
+        cx.steps(),
+        gpu,
+        &x,
+        &dy,
+        &table,
+        steps,
+        axis,
+    )?;
+    if let Some(dx) = cx.dx(n, 0)? {
+        add_dense(cx, &g.grad_x, &dx)?;
+    }
+    if let Some(dt) = cx.dx(n, 1)? {
+        let c = g.grad_scale.len();
+        let flat = |offset| StridedView {
+            offset,
+            strides: vec![1],
+        };
+        let column = |offset| StridedView {
+            offset,
+            strides: vec![4],
+        };
+        grad::strided_acc_into(
+            cx.steps(),
+            gpu,
+            &g.grad_scale,
+            &flat(0),
+            &dt,
+            &column(0),
+            &[c],
+        )?;
+        grad::strided_acc_into(
+            cx.steps(),
+            gpu,
+            &g.grad_offset,
+            &flat(0),
+            &dt,
+            &column(2),
+            &[c],
+        )?;
+    }
+    Ok(())
 }

@@ -34,6 +34,7 @@ pub fn rule(op: &Op) -> Option<LowerFn> {
         Op::MaxPool(_) | Op::AveragePool(_) => pool2d,
         Op::GlobalAveragePool => global_avg_pool,
         Op::Lrn { .. } => lrn,
+        Op::FakeQuant { .. } => fake_quant,
         Op::Resize { .. } => resize,
         Op::Transpose { .. } => transpose,
         Op::Concat { .. } => concat,
@@ -387,6 +388,16 @@ fn lrn(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
     pool::lrn_into(cx.steps(), gpu, &x, size, alpha, beta, bias, &y)
+}
+
+fn fake_quant(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
+    let Op::FakeQuant { axis, steps } = n.op else {
+        unreachable!("table")
+    };
+    let gpu = cx.gpu();
+    let (x, table) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
+    let y = cx.output(n, 0)?;
+    crate::ops::quant::fake_quant_table_into(cx.steps(), gpu, &x, &table, steps, axis, false, &y)
 }
 
 fn resize(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {

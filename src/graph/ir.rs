@@ -124,6 +124,13 @@ pub enum Op {
     },
     Identity,
     Dropout,
+    /// qforge's own quantize-dequantize (quantization-aware training graphs; never imported
+    /// or exported): input 0 on the grid of input 1, an encoding table `[channels, 4]` of
+    /// (scale, 1 / scale, offset, 0), channels along `axis`, codes `0..=steps`.
+    FakeQuant {
+        axis: Option<usize>,
+        steps: u32,
+    },
     /// Shape-computing ops, folded away at load when their inputs are constant.
     Shape,
     Gather {
@@ -202,6 +209,7 @@ impl Op {
             Op::Squeeze { .. } => "Squeeze",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Identity => "Identity",
+            Op::FakeQuant { .. } => "FakeQuant",
             Op::Dropout => "Dropout",
             Op::Shape => "Shape",
             Op::Gather { .. } => "Gather",

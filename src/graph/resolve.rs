@@ -463,6 +463,7 @@ pub fn infer(
         Op::MaxPool(a) | Op::AveragePool(a) => {
             one(pool_output_shape(x, a).map_err(|e| e.to_string())?.to_vec())
         }
+        Op::FakeQuant { .. } => one(x.clone()),
         Op::Lrn { .. } => {
             if x.len() < 3 {
                 return Err(shape_err(format!("needs [n, c, spatial...], got {x:?}")));

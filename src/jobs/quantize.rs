@@ -19,6 +19,7 @@ use crate::quant::amp::AmpResult;
 use crate::quant::analyzers::Scheme;
 use crate::quant::export::EncodingsVersion;
 use crate::quant::params::{channel_summary, ParamRange};
+use crate::quant::qat::{self, QatOptions, QatReport};
 use crate::quant::sim::{Arithmetic, Evaluation, QuantOptions, QuantSim};
 use crate::quant::{bias_correction, seq_mse, PlacementStyle, QuantConfig};
 
@@ -46,6 +47,8 @@ pub struct Techniques {
     pub samples: usize,
     /// AdaRound after CLE and seq-MSE, before calibration.
     pub adaround: Option<AdaroundRequest>,
+    /// Quantization-aware training after calibration, on the calibration part.
+    pub qat: Option<QatOptions>,
 }
 
 /// AdaRound's settings and the calibration samples it caches.
@@ -169,6 +172,49 @@ fn check(job: &QuantizeJob) -> Result<()> {
             return Err(Error::invalid("quantize --adaround", flag, "given", why));
         }
     }
+    if let Some(q) = &job.techniques.qat {
+        at_least_one("quantize", "--epochs", q.epochs)?;
+        at_least_one("quantize", "--qat-batch", q.batch)?;
+        if !(q.lr > 0.0 && q.lr.is_finite()) {
+            return Err(Error::invalid(
+                "quantize",
+                "--qat-lr",
+                q.lr,
+                "a finite number > 0",
+            ));
+        }
+        let t = &job.techniques;
+        let refused = [
+            (
+                t.adaround.is_some(),
+                "--adaround",
+                "QAT trains the weights in FP32 and would undo the learned rounding",
+            ),
+            (
+                t.bias_correction == Some(BiasCorrection::Empirical),
+                "--bias-correction empirical",
+                "QAT trains the biases itself",
+            ),
+            (
+                job.amp.is_some(),
+                "--amp",
+                "QAT trains one bitwidth's quantizers",
+            ),
+            (
+                job.arithmetic == Arithmetic::Integer,
+                "--integer",
+                "QAT trains the float simulation",
+            ),
+            (
+                job.calib.is_none(),
+                "--calib",
+                "QAT trains on calibration data",
+            ),
+        ];
+        if let Some((_, flag, why)) = refused.into_iter().find(|r| r.0) {
+            return Err(Error::invalid("quantize --qat", flag, "given", why));
+        }
+    }
     if job.calib.is_none() && !job.techniques.dfq {
         return Err(Error::invalid(
             "quantize",
@@ -238,6 +284,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         techniques,
         cle_ranges,
         adaround,
+        qat,
         seconds: [t_load, t_prepare, t_ptq, t_calib],
     } = calibrated(job, progress)?;
     let x = job.calib.as_ref().map(|_| &sets.fit);
@@ -324,6 +371,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         cle_ranges,
         amp: amp.as_ref(),
         adaround: adaround.as_ref(),
+        qat: qat.as_ref(),
     };
     out.write(
         "report.html",
@@ -374,6 +422,8 @@ pub struct Calibrated {
     pub cle_ranges: CleRanges,
     /// What AdaRound did, with `--adaround`.
     pub adaround: Option<AdaroundReport>,
+    /// What QAT did, with `--qat`.
+    pub qat: Option<QatReport>,
     /// Seconds per phase: load, prepare, techniques, calibrate.
     pub seconds: [f64; 4],
 }
@@ -489,6 +539,23 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
     let t_calib = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
+    let mut trained = None;
+    if let (Some(opts), Some(x)) = (&job.techniques.qat, &x) {
+        progress.phase(&format!(
+            "quantization-aware training: {} epochs on {} samples",
+            opts.epochs,
+            x.len_of(Axis(0))
+        ));
+        let r = qat::apply(&mut sim, x, opts, &mut |epoch, epochs, done, _| {
+            progress.step(
+                &format!("QAT epoch {}/{epochs}", epoch + 1),
+                done,
+                x.len_of(Axis(0)) / opts.batch.max(1),
+            )
+        })?;
+        techniques.push(r.summary(opts.epochs));
+        trained = Some(r);
+    }
     if job.techniques.bias_correction == Some(BiasCorrection::Empirical) {
         let px = ptq_x.as_ref().ok_or_else(|| {
             Error::invalid(
@@ -518,6 +585,7 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
         techniques,
         cle_ranges,
         adaround: rounding,
+        qat: trained,
         seconds: [t_load, t_prepare, t_ptq, t_calib],
     })
 }

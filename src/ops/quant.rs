@@ -273,8 +273,33 @@ pub fn fake_quant_backward(
     grad: &GpuTensor,
     q: &QuantGrid,
 ) -> Result<QuantGrads> {
+    check("fake_quant_backward", x, q)?;
+    let table = upload_table(gpu, q)?;
+    fake_quant_table_backward(enc, gpu, x, grad, &table, q.steps, q.axis)
+}
+
+/// Backward pass of [`fake_quant_table_into`] (grid codes `0..=steps`, channels of `table`
+/// along `axis`) for an upstream gradient `grad`.
+pub fn fake_quant_table_backward(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    grad: &GpuTensor,
+    table: &GpuTensor,
+    steps: u32,
+    axis: Option<usize>,
+) -> Result<QuantGrads> {
     const OP: &str = "fake_quant_backward";
-    let view = check(OP, x, q)?;
+    x.expect_dtype(OP, "x", DType::F32)?;
+    let view = ChannelView::new(x.shape(), axis, OP)?;
+    if view.channels as usize * 4 != table.len() {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "table".into(),
+            expected: format!("[{}, 4]", view.channels),
+            got: table.shape().to_vec(),
+        });
+    }
     grad.expect_dtype(OP, "grad", DType::F32)?;
     if grad.shape() != x.shape() {
         return Err(Error::ShapeMismatch {
@@ -293,18 +318,19 @@ pub fn fake_quant_backward(
     let grad_x = gpu.empty(x.shape(), DType::F32)?;
     let gs = gpu.empty(x.shape(), DType::F32)?;
     let go = gpu.empty(x.shape(), DType::F32)?;
-    launch(
+    launch_table(
         enc,
         gpu,
         &BACKWARD,
         x,
         &[grad],
         &[&grad_x, &gs, &go],
-        q,
+        table,
+        (steps, false, false),
         view,
     )?;
-    let grad_scale = calib::channel_sum(enc, gpu, &gs, q.axis)?;
-    let grad_offset = calib::channel_sum(enc, gpu, &go, q.axis)?;
+    let grad_scale = calib::channel_sum(enc, gpu, &gs, axis)?;
+    let grad_offset = calib::channel_sum(enc, gpu, &go, axis)?;
     Ok(QuantGrads {
         grad_x,
         grad_scale,

@@ -625,3 +625,89 @@ pub fn soft_round_grad_into(
         groups,
     )
 }
+
+static RANGE_TABLE: Kernel = Kernel {
+    family: Family::Train,
+    entry: "range_table",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static RANGE_TABLE_GRAD: Kernel = Kernel {
+    family: Family::Train,
+    entry: "range_table_grad",
+    bindings: &[Uniform, ReadWrite, ReadWrite],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct RangeParams {
+    channels: u32,
+    learn_offset: u32,
+    min_scale: f32,
+    _pad: u32,
+}
+
+fn range_params(
+    op: &'static str,
+    range: &GpuTensor,
+    table: &GpuTensor,
+) -> Result<(RangeParams, [u32; 3])> {
+    let channels = range.len() / 2;
+    if channels == 0 || range.len() != 2 * channels || table.len() != 4 * channels {
+        return Err(Error::ShapeMismatch {
+            op,
+            tensor: "range / table".into(),
+            expected: "[channels, 2] and [channels, 4]".into(),
+            got: table.shape().to_vec(),
+        });
+    }
+    Ok((
+        RangeParams {
+            channels: channels as u32,
+            learn_offset: 0,
+            min_scale: f32::EPSILON,
+            _pad: 0,
+        },
+        [(channels as u32).div_ceil(64), 1, 1],
+    ))
+}
+
+/// A quantizer's encoding table `[channels, 4]` = (scale, 1 / scale, offset, 0) from its
+/// learned range `[channels, 2]` = (scale, offset), the scale at least f32 epsilon (AIMET's
+/// smallest step).
+pub fn range_table_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    range: &GpuTensor,
+    table: &GpuTensor,
+) -> Result<()> {
+    let (params, groups) = range_params("range table", range, table)?;
+    enc.dispatch(
+        gpu,
+        &RANGE_TABLE,
+        &[],
+        &params,
+        &[Bind::Whole(range), Bind::Whole(table)],
+        groups,
+    )
+}
+
+/// `drange += (dtable[.., 0], dtable[.., 2])` (the offset's only with `learn_offset`), then
+/// `dtable = 0`.
+pub fn range_table_grad_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    dtable: &GpuTensor,
+    drange: &GpuTensor,
+    learn_offset: bool,
+) -> Result<()> {
+    let (mut params, groups) = range_params("range table gradient", drange, dtable)?;
+    params.learn_offset = learn_offset as u32;
+    enc.dispatch(
+        gpu,
+        &RANGE_TABLE_GRAD,
+        &[],
+        &params,
+        &[Bind::Whole(dtable), Bind::Whole(drange)],
+        groups,
+    )
+}

@@ -141,6 +141,8 @@ pub struct AdaroundLayer {
     /// Share whose code differs from rounding to nearest.
     pub changed: f64,
     pub cache: CacheOn,
+    /// Bytes of its cached inputs and targets.
+    pub cache_bytes: u64,
     /// Seconds for the layer: caching its samples, the iterations, the final losses.
     pub seconds: f64,
     /// Seconds of the iterations alone.
@@ -472,6 +474,7 @@ pub fn apply(
             rounded_up: layer.rounded_up,
             changed: layer.changed,
             cache: cache_on,
+            cache_bytes: 4 * (xs.len() + ts.len()) as u64,
             seconds: t0.elapsed().as_secs_f64(),
             train_seconds: layer.train_seconds,
         });

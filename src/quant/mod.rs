@@ -14,6 +14,7 @@ pub mod integer;
 pub mod params;
 pub mod placement;
 pub mod prefix;
+pub mod qat;
 pub mod qdq;
 pub mod seq_mse;
 pub mod sim;

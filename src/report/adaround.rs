@@ -1,7 +1,9 @@
-//! The AdaRound section of the quantization report: per layer, the reconstruction loss with
-//! rounding to nearest and with the learned rounding, and how the weights were rounded.
+//! The training sections of the quantization report: AdaRound (per layer, the reconstruction
+//! loss with rounding to nearest and with the learned rounding, and how the weights were
+//! rounded) and QAT (the loss and the learned ranges over training).
 
 use crate::quant::adaround::{AdaroundReport, CacheOn};
+use crate::quant::qat::QatReport;
 use crate::report::{esc, svg};
 
 /// Appends the section.
@@ -20,10 +22,10 @@ pub(crate) fn section(h: &mut String, r: &AdaroundReport) {
         })
         .collect();
     h.push_str(&svg::hbar_chart(&bars, "dB"));
-    h.push_str("<table><tr><th>weight</th><th>activation</th><th>samples</th><th>iterations</th><th>loss nearest</th><th>loss AdaRound</th><th>rounded up</th><th>rounded down</th><th>changed vs nearest</th><th>cache</th><th>iterations/s</th></tr>");
+    h.push_str("<table><tr><th>weight</th><th>activation</th><th>samples</th><th>iterations</th><th>loss nearest</th><th>loss AdaRound</th><th>rounded up</th><th>rounded down</th><th>changed vs nearest</th><th>cache</th><th>cache MiB</th><th>iterations/s</th></tr>");
     for l in &r.layers {
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.5}</td><td>{:.5}</td><td>{:.1}%</td><td>{:.1}%</td><td>{:.1}%</td><td>{}</td><td>{:.0}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.5}</td><td>{:.5}</td><td>{:.1}%</td><td>{:.1}%</td><td>{:.1}%</td><td>{}</td><td>{:.1}</td><td>{:.0}</td></tr>",
             esc(&l.weight),
             l.activation.unwrap_or("-"),
             l.samples,
@@ -37,6 +39,7 @@ pub(crate) fn section(h: &mut String, r: &AdaroundReport) {
                 CacheOn::Gpu => "GPU",
                 CacheOn::Host => "host",
             },
+            l.cache_bytes as f64 / (1024.0 * 1024.0),
             l.iterations_per_s()
         ));
     }
@@ -50,6 +53,36 @@ pub(crate) fn section(h: &mut String, r: &AdaroundReport) {
                 "<tr><td>{}</td><td>{}</td></tr>",
                 esc(n),
                 esc(why)
+            ));
+        }
+        h.push_str("</table>");
+    }
+}
+
+/// Appends the QAT section.
+pub(crate) fn qat_section(h: &mut String, r: &QatReport) {
+    let loss: Vec<(f64, f64)> = r.loss.iter().map(|&(s, l)| (s as f64, l)).collect();
+    h.push_str(&format!(
+        "<h2>Quantization-aware training</h2><p>{} optimizer steps on {} images in {:.0} s.</p>",
+        r.steps, r.images, r.seconds
+    ));
+    h.push_str(&svg::line_chart("loss", &loss, "optimizer step", "loss"));
+    if !r.range_curve.is_empty() {
+        let curve: Vec<(f64, f64)> = r.range_curve.iter().map(|&(s, v)| (s as f64, v)).collect();
+        h.push_str(&svg::line_chart(
+            "learned scale / calibrated scale (mean)",
+            &curve,
+            "optimizer step",
+            "ratio",
+        ));
+        h.push_str("<table><tr><th>quantizer</th><th>mean scale calibrated</th><th>mean scale learned</th><th>channels at the minimum</th></tr>");
+        for c in &r.ranges {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{:.6}</td><td>{:.6}</td><td>{}</td></tr>",
+                esc(&c.name),
+                c.before,
+                c.after,
+                c.clamped
             ));
         }
         h.push_str("</table>");

@@ -30,6 +30,8 @@ pub struct QuantReport<'a> {
     pub amp: Option<&'a crate::quant::amp::AmpResult>,
     /// What AdaRound did, with `--adaround`.
     pub adaround: Option<&'a crate::quant::adaround::AdaroundReport>,
+    /// What QAT did, with `--qat`.
+    pub qat: Option<&'a crate::quant::qat::QatReport>,
 }
 
 /// How uneven a layer's channels are: the largest channel's max |w| over the median one's
@@ -119,6 +121,9 @@ pub fn quant_report_html(r: &QuantReport<'_>) -> String {
     }
     if let Some(a) = r.adaround {
         adaround::section(&mut h, a);
+    }
+    if let Some(q) = r.qat {
+        adaround::qat_section(&mut h, q);
     }
     let mut worst: Vec<&(String, f64)> = r.per_layer.iter().collect();
     worst.sort_by(|a, b| a.1.total_cmp(&b.1));
