@@ -1,5 +1,7 @@
-//! AdaRound speed: the whole-model forward at AdaRound's batch (32) next to AdaRound over
-//! every layer at 10 iterations each, in the same run; before timing, one AdaRound run prints
+//! AdaRound and QAT speed: the whole-model forward at AdaRound's batch (32) next to AdaRound
+//! over every layer at 10 iterations each, and QAT (8 steps of 32, the training graph's
+//! compilation included) with per-channel and per-tensor quantizers, in the same run (AIMET's
+//! users see per-channel QAT 50x slower than per-tensor); before timing, one AdaRound run prints
 //! each layer's iterations/s and the whole model's time extrapolated to AIMET's default
 //! 10,000 iterations per layer (caching and losses as measured, iterations at the measured
 //! rate). Fashion-MNIST CNN always; MobileNetV2 too with `QFORGE_BENCH_MOBILENET=1` (slow on
@@ -15,15 +17,21 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ndarray::{ArrayD, IxDyn};
 use qforge::exec::Runner;
 use qforge::quant::adaround::{self, AdaroundOptions};
+use qforge::quant::analyzers::Scheme;
+use qforge::quant::qat::{self, QatOptions};
 use qforge::quant::sim::{QuantOptions, QuantSim};
 use qforge::quant::QuantConfig;
 
 fn sim(gpu: &Arc<qforge::gpu::Gpu>, rel: &str) -> QuantSim {
+    sim_with(gpu, rel, QuantConfig::default_per_channel())
+}
+
+fn sim_with(gpu: &Arc<qforge::gpu::Gpu>, rel: &str, cfg: QuantConfig) -> QuantSim {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
     QuantSim::new(
         gpu.clone(),
         qforge::graph::load(&path).unwrap(),
-        &QuantConfig::default_per_channel(),
+        &cfg,
         QuantOptions {
             param_bw: 4,
             act_bw: 8,
@@ -88,6 +96,25 @@ fn bench(c: &mut Criterion) {
                 })
             },
         );
+        for (label, cfg) in [
+            ("per-channel", QuantConfig::default_per_channel()),
+            (
+                "per-tensor",
+                QuantConfig::default_per_channel().per_tensor(),
+            ),
+        ] {
+            let mut s = sim_with(&gpu, rel, cfg);
+            s.calibrate(Scheme::MinMax, std::iter::once(x.view()))
+                .unwrap();
+            let opts = QatOptions {
+                epochs: 8,
+                ..Default::default()
+            };
+            grp.bench_function(
+                BenchmarkId::new(format!("QAT {label}, 8 steps"), samples),
+                |b| b.iter(|| qat::apply(&mut s, &x, &opts, &mut |_, _, _, _| {}).unwrap()),
+            );
+        }
         grp.finish();
     }
 }

@@ -43,7 +43,11 @@ for label, level in [("default (optimized)", ort.GraphOptimizationLevel.ORT_ENAB
     so = ort.SessionOptions()
     so.graph_optimization_level = level
     so.log_severity_level = 3
-    s = ort.InferenceSession(a.qdq, so, providers=["CPUExecutionProvider"])
+    try:
+        s = ort.InferenceSession(a.qdq, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # e.g. onnxruntime's Clip/QuantizeLinear fusion refuses 4-bit zero points
+        print(f"onnxruntime {label}: the session does not load: {str(e).splitlines()[0][:300]}")
+        continue
     name = s.get_inputs()[0].name
     y = np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
     print(f"onnxruntime {label} vs qforge simulation: SQNR {sqnr(y, q):.2f} dB, top-1 agreement {(q.argmax(1) == y.argmax(1)).mean():.4f}, "
