@@ -1,9 +1,10 @@
-//! Training kernels (`ops::train`) against their f64 CPU references, AdaRound's soft rounding included
-//! (`reference::grad::{loss, sgd_step, adam_step}`): per-row losses and their gradients
+//! Training kernels (`ops::train`) against their f64 CPU references
+//! (`reference::grad::{loss, sgd_step, adam_step, soft_round, soft_round_grad}`): per-row losses and their gradients
 //! (cross-entropy, distillation at several temperatures, MSE; the reference gradient also
 //! against finite differences of the reference loss), the loss accumulator, the global
 //! gradient norm and its clipping factor, and several SGD and Adam(W) steps with the `hyper`
-//! buffer rewritten before each one (and the gradient buffer zeroed by each step).
+//! buffer rewritten before each one (and the gradient buffer zeroed by each step), and
+//! AdaRound's soft rounding with its gradient.
 
 mod common;
 

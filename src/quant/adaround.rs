@@ -428,26 +428,22 @@ pub fn apply(
             .activation
             .as_ref()
             .map_or(&l.node.outputs[0], |a| &a.outputs[0]);
+        let inputs = [(input.as_str(), x.view())];
         let xs = match g.inputs.contains(xname) {
             true => x.clone(),
-            false => run_all(
-                &sim.runner(Model::Weights)?
-                    .outputs(std::slice::from_ref(xname))
-                    .batch(piece),
-                &input,
-                x,
-                piece,
-            )?,
+            false => sim
+                .runner(Model::Weights)?
+                .outputs(std::slice::from_ref(xname))
+                .batch(piece)
+                .run(&inputs)?
+                .remove(0),
         };
-        let ts = run_all(
-            &Runner::new(gpu.clone(), fp32.clone())
-                .with_params(fp32_params.clone())
-                .outputs(std::slice::from_ref(tname))
-                .batch(piece),
-            &input,
-            x,
-            piece,
-        )?;
+        let ts = Runner::new(gpu.clone(), fp32.clone())
+            .with_params(fp32_params.clone())
+            .outputs(std::slice::from_ref(tname))
+            .batch(piece)
+            .run(&inputs)?
+            .remove(0);
         let iterations = opts.iterations_for(l.encoding.bitwidth);
         let (layer, cache_on) = round_layer(
             &gpu,
@@ -480,19 +476,6 @@ pub fn apply(
         });
     }
     Ok(report)
-}
-
-/// One model output over all of `x`, joined.
-fn run_all(r: &Runner, input: &str, x: &ArrayD<f32>, piece: usize) -> Result<ArrayD<f32>> {
-    let mut parts = Vec::new();
-    for chunk in x.axis_chunks_iter(Axis(0), piece) {
-        parts.push(r.run(&[(input, chunk)])?.remove(0));
-    }
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Graph {
-        model: "adaround".into(),
-        message: format!("joining cached samples: {e}"),
-    })
 }
 
 /// A rounded layer.
@@ -661,12 +644,7 @@ fn round_layer(
     let eval = Runner::new(gpu.clone(), Prepared::new(lg.as_ref().clone())).batch(batch);
     let loss_with = |weights: &ArrayD<f32>| -> Result<f64> {
         eval.params().set("w", &weights.view())?;
-        let mut y = Vec::new();
-        for chunk in xs.axis_chunks_iter(Axis(0), batch) {
-            y.push(eval.run(&[("x", chunk)])?.remove(0));
-        }
-        let views: Vec<_> = y.iter().map(|p| p.view()).collect();
-        let y = ndarray::concatenate(Axis(0), &views).expect("same shapes");
+        let y = eval.run(&[("x", xs.view())])?.remove(0);
         Ok(recon_loss(&y, ts))
     };
     let loss_nearest = loss_with(&nearest["w"].to_f32())?;

@@ -117,6 +117,17 @@ struct Quantizer {
     weight: bool,
 }
 
+/// Points every node reading `from` at `to`.
+fn reroute(g: &mut Graph, from: &str, to: &str) {
+    for n in &mut g.nodes {
+        for i in &mut n.inputs {
+            if i == from {
+                *i = to.to_string();
+            }
+        }
+    }
+}
+
 /// The training graph: `g` with a FakeQuant node on every quantized weight and activation.
 fn training_graph(
     g: &Graph,
@@ -136,13 +147,7 @@ fn training_graph(
         let table = format!("{w}#table");
         let q = format!("{w}#q");
         qg.consts.insert(table.clone(), table_const(e)?);
-        for n in &mut qg.nodes {
-            for i in &mut n.inputs {
-                if i == w {
-                    *i = q.clone();
-                }
-            }
-        }
+        reroute(&mut qg, w, &q);
         qg.nodes.insert(
             0,
             Node {
@@ -171,13 +176,7 @@ fn training_graph(
         };
         if qg.inputs.contains(v) {
             let q = format!("{v}#q");
-            for n in &mut qg.nodes {
-                for i in &mut n.inputs {
-                    if i == v {
-                        *i = q.clone();
-                    }
-                }
-            }
+            reroute(&mut qg, v, &q);
             qg.nodes.insert(
                 0,
                 Node {
