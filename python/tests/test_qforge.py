@@ -239,7 +239,7 @@ def test_adaround_from_python_matches_the_command_line(tmp_path):
 def test_qat_from_python():
     sim = calibrated(param_bw=4, act_bw=4)
     before = sim.evaluate(X)["sqnr_db"]
-    loss = sim.qat(X, epochs=4, batch=4, lr=1e-3)
+    loss = sim.qat(X, epochs=4, batch=4)
     assert len(loss) >= 1 and all(np.isfinite(l) for _, l in loss)
     assert sim.evaluate(X)["sqnr_db"] > before
     with pytest.raises(qforge.QforgeError, match="calibrate first"):
