@@ -17,7 +17,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("exec", &["error", "gpu", "graph", "ops"]),
     (
         "quant",
-        &["error", "eval", "exec", "files", "gpu", "graph", "ops"],
+        &[
+            "error", "data", "eval", "exec", "files", "gpu", "graph", "ops", "train",
+        ],
     ),
     (
         "compress",
