@@ -616,12 +616,15 @@ fn round_layer(
     drop(cache);
     // Hard rounding, and the nearest rounding AIMET's simulation would have used.
     let n_levels = levels as f32;
+    let codes = crate::quant::params::weight_codes(w, e)?;
     let mut rounded = w.clone();
+    let mut nearest = w.clone();
     let mut up = 0usize;
     let mut changed = 0usize;
-    for (i, (r, (&a, &fl))) in rounded
+    for (i, ((r, n), (&a, (&fl, &near)))) in rounded
         .iter_mut()
-        .zip(alpha.iter().zip(floor.iter()))
+        .zip(nearest.iter_mut())
+        .zip(alpha.iter().zip(floor.iter().zip(codes.iter())))
         .enumerate()
     {
         let c = (i / inner) % channels;
@@ -629,25 +632,17 @@ fn round_layer(
         let h = if a >= 0.0 { 1.0 } else { 0.0 };
         up += h as usize;
         let q = (fl + h - o).clamp(0.0, n_levels);
-        let nearest = (*r / s - o + 0.5).floor().clamp(0.0, n_levels);
-        changed += (q != nearest) as usize;
+        changed += (q != near) as usize;
         *r = (q + o) * s;
+        *n = (near + o) * s;
     }
-    let nearest = crate::quant::params::quantize_weights(
-        &{
-            let mut one = Graph::default();
-            one.consts.insert("w".into(), Const::F32(w.clone()));
-            one
-        },
-        &[("w".to_string(), e.clone())],
-    )?;
     let eval = Runner::new(gpu.clone(), Prepared::new(lg.as_ref().clone())).batch(batch);
     let loss_with = |weights: &ArrayD<f32>| -> Result<f64> {
         eval.params().set("w", &weights.view())?;
         let y = eval.run(&[("x", xs.view())])?.remove(0);
         Ok(recon_loss(&y, ts))
     };
-    let loss_nearest = loss_with(&nearest["w"].to_f32())?;
+    let loss_nearest = loss_with(&nearest)?;
     let loss_adaround = loss_with(&rounded)?;
     let total = rounded.len().max(1) as f64;
     Ok((
