@@ -156,9 +156,9 @@ fn mobilenet(c: &mut Criterion) {
     let n = s.prepared(1).unwrap().nodes.len();
     for (what, cut) in [("half", n / 2), ("last quarter", 3 * n / 4)] {
         let mut p = Prefix::new(&s, &x, all.clone(), 8);
-        p.advance_to(cut).unwrap();
+        p.advance_to(&s, cut).unwrap();
         grp.bench_function(format!("run from the shared cut before the {what}"), |b| {
-            b.iter(|| p.finish(&all).unwrap())
+            b.iter(|| p.finish(&s, &all).unwrap())
         });
     }
     grp.finish();

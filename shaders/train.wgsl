@@ -318,7 +318,7 @@ struct Ranges {
     channels: u32,
     learn_offset: u32,
     min_scale: f32,
-    _pad: u32,
+    grad_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> rg: Ranges;
@@ -346,8 +346,8 @@ fn range_table_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
     if c >= rg.channels {
         return;
     }
-    rg_drange[2u * c] += rg_dtable[4u * c];
-    rg_drange[2u * c + 1u] += select(0.0, rg_dtable[4u * c + 2u], rg.learn_offset != 0u);
+    rg_drange[2u * c] += rg.grad_scale * rg_dtable[4u * c];
+    rg_drange[2u * c + 1u] += select(0.0, rg.grad_scale * rg_dtable[4u * c + 2u], rg.learn_offset != 0u);
     for (var k = 0u; k < 4u; k++) {
         rg_dtable[4u * c + k] = 0.0;
     }

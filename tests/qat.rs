@@ -96,6 +96,10 @@ fn qat_checks_its_input_and_frozen_ranges_stay() {
             labels: Some(vec![0; 3]),
             ..Default::default()
         },
+        QatOptions {
+            schedule: "linear".into(),
+            ..Default::default()
+        },
     ] {
         assert!(qat::apply(&mut s, &train, &bad, &mut |_, _, _, _| {}).is_err());
     }
@@ -132,6 +136,21 @@ fn qat_checks_its_input_and_frozen_ranges_stay() {
     };
     let r = qat::apply(&mut s, &x, &opts, &mut |_, _, _, _| {}).unwrap();
     assert!(r.loss.iter().all(|l| l.1.is_finite() && l.1 > 0.0));
+    // LSQ's gradient scale and a cosine schedule: ranges learn and stay valid encodings.
+    let opts = QatOptions {
+        batch: 16,
+        lsq: true,
+        schedule: "cosine".into(),
+        lr: 1e-3,
+        ..Default::default()
+    };
+    let r = qat::apply(&mut s, &x, &opts, &mut |_, _, _, _| {}).unwrap();
+    assert!(r.loss.iter().all(|l| l.1.is_finite()));
+    assert!(r.ranges.iter().any(|c| c.after != c.before), "ranges moved");
+    for (name, e) in s.activation_encodings().iter().chain(s.param_encodings()) {
+        e.validate("qat")
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+    }
 }
 
 /// The FakeQuant node's backward through `exec::Backward`: the straight-through input gradient
@@ -247,4 +266,48 @@ fn fake_quant_node_gradients_match_the_reference() {
         col(1).iter().chain(&col(3)).all(|&v| v == 0.0),
         "columns 1 and 3 carry nothing"
     );
+}
+
+#[test]
+fn range_table_gradient_is_scaled_as_lsq_asks() {
+    let Some(gpu) = common::gpu() else { return };
+    // Gradients of a 3-channel table: (scale, 1 / scale, offset, unused) per channel.
+    let dtable: Vec<f32> = (0..12).map(|i| 0.5 + i as f32 * 0.25).collect();
+    for (learn_offset, grad_scale) in [(true, 1.0f32), (true, 0.125), (false, 0.3)] {
+        let dt = gpu.upload_slice(&[3, 4], &dtable).unwrap();
+        let dr = gpu.upload_slice(&[3, 2], &[1.0f32; 6]).unwrap();
+        let mut enc = gpu.encoder();
+        qforge::ops::train::range_table_grad_into(
+            &mut enc,
+            &gpu,
+            &dt,
+            &dr,
+            learn_offset,
+            grad_scale,
+        )
+        .unwrap();
+        gpu.finish(enc).unwrap();
+        let got = gpu
+            .download::<f32>(&dr)
+            .unwrap()
+            .into_raw_vec_and_offset()
+            .0;
+        let cleared = gpu
+            .download::<f32>(&dt)
+            .unwrap()
+            .into_raw_vec_and_offset()
+            .0;
+        for c in 0..3 {
+            assert_eq!(got[2 * c], 1.0 + grad_scale * dtable[4 * c], "scale {c}");
+            let offset = match learn_offset {
+                true => 1.0 + grad_scale * dtable[4 * c + 2],
+                false => 1.0,
+            };
+            assert_eq!(got[2 * c + 1], offset, "offset {c}");
+        }
+        assert!(
+            cleared.iter().all(|&v| v == 0.0),
+            "the table gradient is cleared"
+        );
+    }
 }

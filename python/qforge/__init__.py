@@ -211,14 +211,18 @@ class QuantSim:
 
     def qat(self, x: np.ndarray, epochs: int = 1, batch: int = 32, lr: float = 1e-4, learn_ranges: bool = True,
             labels: Optional[Sequence[int]] = None, seed: int = 0,
-            progress: Optional[Callable[[str, int, int], None]] = None) -> List[Tuple[int, float]]:
+            progress: Optional[Callable[[str, int, int], None]] = None,
+            schedule: str = "constant", lsq: bool = False) -> List[Tuple[int, float]]:
         """Quantization-aware training on ``x`` (after ``compute_encodings``): the simulated
         model distilled from the FP32 one (or trained on ``labels``), weights through the
         straight-through estimator, scales (and asymmetric offsets) learned unless
         ``learn_ranges`` is false; the trained weights and encodings replace the simulation's.
+        ``schedule`` is the learning rate's (constant, step or cosine with warm-up); ``lsq``
+        scales each range's gradient by LSQ's 1 / sqrt(elements x positive levels).
         Returns (optimizer step, loss) readings."""
         return self._sim.qat(self._x(x, "x"), epochs, batch, lr, learn_ranges,
-                             None if labels is None else [int(v) for v in labels], seed, progress)
+                             None if labels is None else [int(v) for v in labels], seed, progress,
+                             schedule, lsq)
 
     def evaluate(self, x: np.ndarray, labels: Optional[Sequence[int]] = None) -> Dict[str, float]:
         """SQNR (dB) and top-1/top-5 agreement of the simulated model against FP32 on ``x``;

@@ -458,8 +458,9 @@ impl QuantSim {
 
     /// Quantization-aware training on `x` (after `compute_encodings`): distillation from the
     /// FP32 model, or cross-entropy with `labels`; ranges learned unless `learn_ranges` is
-    /// false. Returns (optimizer step, loss) readings.
-    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None))]
+    /// false; `schedule` constant, step or cosine; `lsq` scales the range gradients as LSQ does.
+    /// Returns (optimizer step, loss) readings.
+    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None, schedule = "constant".to_string(), lsq = false))]
     #[allow(clippy::too_many_arguments)]
     fn qat(
         &mut self,
@@ -472,6 +473,8 @@ impl QuantSim {
         labels: Option<Vec<usize>>,
         seed: u64,
         progress: Option<Py<PyAny>>,
+        schedule: String,
+        lsq: bool,
     ) -> PyResult<Vec<(u64, f64)>> {
         let x = array(&x.0, &x.1)?;
         let opts = qforge::quant::qat::QatOptions {
@@ -481,6 +484,8 @@ impl QuantSim {
             learn_ranges,
             labels,
             seed,
+            schedule,
+            lsq,
         };
         let sim = &mut self.sim;
         let mut p = Progress::new(progress);

@@ -115,6 +115,13 @@ pub struct SimArgs {
     /// (tf-init: min-max calibration, tf-enhanced-init: tf-enhanced), or none (ranges frozen).
     #[arg(long, value_parser = ["tf-init", "tf-enhanced-init", "none"])]
     range_learning: Option<String>,
+    /// QAT learning-rate schedule: constant, step (x0.1 at 1/3 and 2/3 of the steps) or cosine
+    /// (5% warm-up, then cosine decay to 0).
+    #[arg(long, default_value = "constant", value_parser = ["constant", "step", "cosine"])]
+    qat_schedule: String,
+    /// Scale each learned range's gradient by LSQ's 1 / sqrt(elements x positive levels).
+    #[arg(long)]
+    qat_lsq: bool,
 }
 
 /// Arguments of `qforge quantize`.
@@ -238,6 +245,8 @@ impl SimArgs {
                     batch: self.qat_batch,
                     lr: self.qat_lr,
                     learn_ranges: self.range_learning.as_deref() != Some("none"),
+                    schedule: self.qat_schedule,
+                    lsq: self.qat_lsq,
                     ..Default::default()
                 }),
             },

@@ -643,7 +643,7 @@ struct RangeParams {
     channels: u32,
     learn_offset: u32,
     min_scale: f32,
-    _pad: u32,
+    grad_scale: f32,
 }
 
 fn range_params(
@@ -665,7 +665,7 @@ fn range_params(
             channels: channels as u32,
             learn_offset: 0,
             min_scale: f32::EPSILON,
-            _pad: 0,
+            grad_scale: 1.0,
         },
         [(channels as u32).div_ceil(64), 1, 1],
     ))
@@ -691,17 +691,19 @@ pub fn range_table_into(
     )
 }
 
-/// `drange += (dtable[.., 0], dtable[.., 2])` (the offset's only with `learn_offset`), then
-/// `dtable = 0`.
+/// `drange += grad_scale * (dtable[.., 0], dtable[.., 2])` (the offset's only with
+/// `learn_offset`), then `dtable = 0`. `grad_scale` is 1, or LSQ's `1 / sqrt(elements * Qp)`.
 pub fn range_table_grad_into(
     enc: &mut impl Record,
     gpu: &Gpu,
     dtable: &GpuTensor,
     drange: &GpuTensor,
     learn_offset: bool,
+    grad_scale: f32,
 ) -> Result<()> {
     let (mut params, groups) = range_params("range table gradient", drange, dtable)?;
     params.learn_offset = learn_offset as u32;
+    params.grad_scale = grad_scale;
     enc.dispatch(
         gpu,
         &RANGE_TABLE_GRAD,

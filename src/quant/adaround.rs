@@ -29,7 +29,8 @@ use crate::graph::ir::{Const, Dim, Graph, Node, Op};
 use crate::graph::{Edits, Prepared};
 use crate::ops::train::{self as kernels, SoftGrid};
 use crate::quant::encoding::Encoding;
-use crate::quant::sim::{Model, QuantSim};
+use crate::quant::prefix::Prefix;
+use crate::quant::sim::{Enabled, QuantSim};
 use crate::train::{LossKind, Optimizer, Reparam, Schedule, TrainConfig, Trainer};
 
 /// AdaRound's settings (AIMET's defaults).
@@ -410,40 +411,39 @@ pub fn apply(
     }
     let piece = piece.max(1);
     let gpu = sim.gpu().clone();
-    let input = sim.input_name().to_string();
     let g = sim.prepared(1)?;
     let (todo, skipped) = layers(&g, sim.param_encodings());
-    // The FP32 targets come from the model as it is now, before any layer is rounded.
-    let fp32 = Arc::new(sim.model().clone());
-    let fp32_params = Arc::new(Params::new(gpu.clone()));
     let mut report = AdaroundReport {
         skipped,
         ..Default::default()
     };
+    // Two cuts walk the model once: the model with quantized weights (earlier layers already
+    // rounded) gives each layer its input, the FP32 model the input its target is computed
+    // from. The FP32 cut passes a layer before that layer is rounded, so it never sees a
+    // rounded weight; the quantized cut passes it after.
+    let mut quantized = Prefix::new(sim, x, Enabled::weights_only(sim), piece);
+    let mut fp32 = Prefix::new(sim, x, Enabled::default(), piece);
     let mut rng = Rng::new(opts.seed);
     for (li, l) in todo.iter().enumerate() {
         let t0 = Instant::now();
         let xname = &l.node.inputs[0];
-        let tname = l
-            .activation
-            .as_ref()
-            .map_or(&l.node.outputs[0], |a| &a.outputs[0]);
-        let inputs = [(input.as_str(), x.view())];
-        let xs = match g.inputs.contains(xname) {
-            true => x.clone(),
-            false => sim
-                .runner(Model::Weights)?
-                .outputs(std::slice::from_ref(xname))
-                .batch(piece)
-                .run(&inputs)?
-                .remove(0),
+        let at = g.node_index(&l.node.name)?;
+        quantized.advance_to(sim, at)?;
+        fp32.advance_to(sim, at)?;
+        let input = |p: &Prefix| -> Result<ArrayD<f32>> {
+            p.value(xname)?.ok_or_else(|| {
+                Error::invalid("adaround", "layer input", xname, "a value crossing the cut")
+            })
         };
-        let ts = Runner::new(gpu.clone(), fp32.clone())
-            .with_params(fp32_params.clone())
-            .outputs(std::slice::from_ref(tname))
-            .batch(piece)
-            .run(&inputs)?
-            .remove(0);
+        let xs = input(&quantized)?;
+        let ts = {
+            let lg = layer_graph(&g, l, xs.shape());
+            Runner::new(gpu.clone(), Prepared::new(lg))
+                .batch(piece)
+                .run(&[("x", input(&fp32)?.view())])?
+                .remove(0)
+        };
+        fp32.advance_to(sim, at + 1)?;
         let iterations = opts.iterations_for(l.encoding.bitwidth);
         let (layer, cache_on) = round_layer(
             &gpu,

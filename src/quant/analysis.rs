@@ -277,10 +277,14 @@ fn per_layer(
     let mut out = Vec::with_capacity(layers.len());
     for (k, layer) in layers.into_iter().enumerate() {
         progress("per-layer sensitivity", k, out.capacity());
-        fp.advance_to(layer.position)?;
-        q.advance_to(layer.position)?;
-        let only = Score::of(reference, &fp.finish(&layer.quantizers)?, labels);
-        let all_but = Score::of(reference, &q.finish(&all.minus(&layer.quantizers))?, labels);
+        fp.advance_to(sim, layer.position)?;
+        q.advance_to(sim, layer.position)?;
+        let only = Score::of(reference, &fp.finish(sim, &layer.quantizers)?, labels);
+        let all_but = Score::of(
+            reference,
+            &q.finish(sim, &all.minus(&layer.quantizers))?,
+            labels,
+        );
         out.push(Sensitivity {
             layer,
             only,

@@ -13,25 +13,26 @@ use crate::quant::sim::{Enabled, QuantSim};
 /// Values crossing a cut, by name, for each batch.
 type State = Vec<HashMap<String, ArrayD<f32>>>;
 
-/// The state of a model at a cut, under one set of enabled quantizers.
-pub struct Prefix<'a> {
-    sim: &'a QuantSim,
+/// The state of a model at a cut, under one set of enabled quantizers. It holds values, not
+/// the simulation: each call takes the simulation, and the nodes a call runs use its weights
+/// as they are then (AdaRound rounds a layer's weight after the cut has reached it and before
+/// the cut passes it).
+pub struct Prefix {
     enabled: Enabled,
     state: State,
     at: usize,
     piece: usize,
 }
 
-impl<'a> Prefix<'a> {
+impl Prefix {
     /// The cut before the first node of `sim`'s prepared model, for `x` in batches of `piece`.
-    pub fn new(sim: &'a QuantSim, x: &ArrayD<f32>, enabled: Enabled, piece: usize) -> Self {
+    pub fn new(sim: &QuantSim, x: &ArrayD<f32>, enabled: Enabled, piece: usize) -> Self {
         let piece = piece.max(1);
         let state = x
             .axis_chunks_iter(Axis(0), piece)
             .map(|c| HashMap::from([(sim.input_name().to_string(), c.to_owned())]))
             .collect();
         Prefix {
-            sim,
             enabled,
             state,
             at: 0,
@@ -41,18 +42,18 @@ impl<'a> Prefix<'a> {
 
     /// Moves the cut forward to node position `cut` (never back), keeping only the values
     /// that cross it.
-    pub fn advance_to(&mut self, cut: usize) -> Result<()> {
+    pub fn advance_to(&mut self, sim: &QuantSim, cut: usize) -> Result<()> {
         if cut <= self.at {
             return Ok(());
         }
         advance(
-            self.sim,
+            sim,
             &mut self.state,
             &self.enabled,
             (self.at, cut),
             self.piece,
         )?;
-        let live = self.sim.prepared(1)?.crossing(cut);
+        let live = sim.prepared(1)?.crossing(cut);
         for values in self.state.iter_mut() {
             values.retain(|n, _| live.contains(n));
         }
@@ -60,19 +61,25 @@ impl<'a> Prefix<'a> {
         Ok(())
     }
 
+    /// Value `name` crossing the cut (all batches joined), if it does.
+    pub fn value(&self, name: &str) -> Result<Option<ArrayD<f32>>> {
+        let mut pieces = Vec::with_capacity(self.state.len());
+        for values in &self.state {
+            match values.get(name) {
+                Some(v) => pieces.push(vec![v.clone()]),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(crate::exec::join_batches(pieces)?.remove(0)))
+    }
+
     /// The model's first output when the nodes after the cut run with `enabled` instead
     /// (all batches joined).
-    pub fn finish(&self, enabled: &Enabled) -> Result<ArrayD<f32>> {
-        let g = self.sim.prepared(1)?;
+    pub fn finish(&self, sim: &QuantSim, enabled: &Enabled) -> Result<ArrayD<f32>> {
+        let g = sim.prepared(1)?;
         let output = g.outputs[0].clone();
         let mut s = self.state.clone();
-        advance(
-            self.sim,
-            &mut s,
-            enabled,
-            (self.at, g.nodes.len()),
-            self.piece,
-        )?;
+        advance(sim, &mut s, enabled, (self.at, g.nodes.len()), self.piece)?;
         let pieces: Vec<Vec<ArrayD<f32>>> = s
             .into_iter()
             .map(|mut v| {

@@ -42,6 +42,12 @@ pub struct QatOptions {
     pub learn_ranges: bool,
     /// Class per image: cross-entropy instead of distillation from the FP32 model.
     pub labels: Option<Vec<usize>>,
+    /// Learning-rate schedule by name (`train::Schedule::named`): constant, step, cosine.
+    pub schedule: String,
+    /// LSQ's gradient scale: each quantizer's range gradient times `1 / sqrt(n * Qp)`, `n` the
+    /// elements one scale quantizes (per sample for activations), `Qp` the grid's positive
+    /// levels (Esser et al., "Learned Step Size Quantization").
+    pub lsq: bool,
     /// Seeds the shuffles.
     pub seed: u64,
 }
@@ -54,6 +60,8 @@ impl Default for QatOptions {
             lr: 1e-4,
             learn_ranges: true,
             labels: None,
+            schedule: "constant".into(),
+            lsq: false,
             seed: 0,
         }
     }
@@ -227,6 +235,7 @@ struct LearnedRange {
     table: String,
     range: GpuTensor,
     learn_offset: bool,
+    grad_scale: f32,
 }
 
 impl Reparam for LearnedRange {
@@ -253,8 +262,40 @@ impl Reparam for LearnedRange {
         param_grad: &GpuTensor,
         latent_grad: &GpuTensor,
     ) -> Result<()> {
-        kernels::range_table_grad_into(steps, gpu, param_grad, latent_grad, self.learn_offset)
+        kernels::range_table_grad_into(
+            steps,
+            gpu,
+            param_grad,
+            latent_grad,
+            self.learn_offset,
+            self.grad_scale,
+        )
     }
+}
+
+/// LSQ's gradient scale of quantizer `q` in the training graph `g` resolved at `batch`:
+/// `1 / sqrt(n * Qp)`, `n` the elements each of its scales quantizes in one sample (all of a
+/// weight's channel), `Qp` the levels above zero (N for an asymmetric grid, which spans the
+/// range from its minimum; half the steps for a symmetric one).
+fn lsq_grad_scale(g: &Graph, q: &Quantizer, batch: usize) -> Result<f32> {
+    let shape = match g.consts.get(&q.name) {
+        Some(c) => Some(c.shape()),
+        None => g.shapes.get(&q.name).map(|s| s.as_slice()),
+    }
+    .ok_or_else(|| Error::Graph {
+        model: g.name.clone(),
+        message: format!("no shape for quantized tensor '{}'", q.name),
+    })?;
+    let mut n = shape.iter().product::<usize>() / q.encoding.scale.len().max(1);
+    if !q.weight {
+        n /= batch.max(1);
+    }
+    let steps = q.encoding.steps() as f64;
+    let qp = match q.encoding.kind {
+        QuantKind::Asymmetric | QuantKind::UnsignedSymmetric => steps,
+        _ => (steps / 2.0).floor().max(1.0),
+    };
+    Ok((1.0 / (n.max(1) as f64 * qp).sqrt()) as f32)
 }
 
 /// Trains `sim`'s simulated model on `x` (calibrate first) and writes the result back.
@@ -317,10 +358,15 @@ pub fn apply(
             for (s, o) in q.encoding.scale.iter().zip(&q.encoding.offset) {
                 r.extend([*s, *o]);
             }
+            let grad_scale = match opts.lsq {
+                true => lsq_grad_scale(&g, q, opts.batch)?,
+                false => 1.0,
+            };
             ranges.push(LearnedRange {
                 table: q.table.clone(),
                 range: gpu.upload_slice(&[q.encoding.scale.len(), 2], &r)?,
                 learn_offset: q.encoding.kind == QuantKind::Asymmetric,
+                grad_scale,
             });
             trainable.insert(q.table.clone());
         }
@@ -329,7 +375,7 @@ pub fn apply(
     let cfg = TrainConfig {
         optimizer: Optimizer::adam(),
         lr: opts.lr,
-        schedule: Schedule::Constant,
+        schedule: Schedule::named(&opts.schedule, (opts.epochs * (n / opts.batch)) as u64)?,
         loss: match opts.labels {
             Some(_) => LossKind::CrossEntropy,
             None => LossKind::Distill { temperature: 1.0 },

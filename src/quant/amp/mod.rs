@@ -411,7 +411,7 @@ pub fn search(
             let mut scores = Vec::with_capacity(groups.len());
             for (k, g) in groups.iter().enumerate() {
                 progress("AMP phase 1: group sensitivity", k, groups.len());
-                prefix.advance_to(g.position)?;
+                prefix.advance_to(sim, g.position)?;
                 let mut row = Vec::new();
                 for c in distinct(g, &opts.candidates, top) {
                     let e = all.clone().with_encodings(&g.encodings(
@@ -419,7 +419,7 @@ pub fn search(
                         &sets.params,
                         (c.param_bw, c.act_bw),
                     ));
-                    row.push((c, Score::of(&reference, &prefix.finish(&e)?, labels)));
+                    row.push((c, Score::of(&reference, &prefix.finish(sim, &e)?, labels)));
                 }
                 scores.push(row);
             }
