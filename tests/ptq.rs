@@ -24,8 +24,11 @@ fn sqnr(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     qforge::eval::sqnr_db(a, b)
 }
 
+/// AIMET's per-tensor config in aimet-onnx's style (the AIMET parity checks use it).
 fn per_tensor_sim(gpu: Arc<qforge::gpu::Gpu>) -> QuantSim {
-    let cfg = QuantConfig::load(&common::repo("configs/aimet/default_config.json")).unwrap();
+    let cfg = QuantConfig::load(&common::repo("configs/aimet/default_config.json"))
+        .unwrap()
+        .with_placement(qforge::quant::PlacementStyle::AimetOnnx);
     QuantSim::new(
         gpu,
         mobilenet(),

@@ -644,7 +644,9 @@ fn tf_enhanced_matches_aimets_analyzer() {
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx"),
     )
     .unwrap();
-    let cfg = QuantConfig::load(&repo("configs/aimet/default_config.json")).unwrap();
+    let cfg = QuantConfig::load(&repo("configs/aimet/default_config.json"))
+        .unwrap()
+        .with_placement(PlacementStyle::AimetOnnx);
     let opts = QuantOptions {
         param_range: ParamRange::TfEnhanced { gamma: 3.0 },
         ..Default::default()

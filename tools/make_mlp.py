@@ -4,7 +4,7 @@ model whose QDQ export onnxruntime runs through QGemm. The integer simulation's 
 (tests/golden/mlp_integer_ort.npy) is onnxruntime's run of qforge's export of it:
 
     python tools/make_mlp.py
-    cargo run --release -- quantize tests/golden/mlp.onnx --calib tests/golden/mlp_x.npy --integer \
+    cargo run --release -- quantize tests/golden/mlp.onnx --calib tests/golden/mlp_x.npy --holdout 0 --integer \
         --out /tmp/mlp --sim-outputs /tmp/mlp/sim.npy
     python tools/check_qdq.py /tmp/mlp/mlp_qdq.onnx tests/golden/mlp_x.npy /tmp/mlp/sim.npy --save tests/golden/mlp_integer_ort.npy
 """

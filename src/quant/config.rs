@@ -55,18 +55,25 @@ impl SupportedKernel {
     }
 }
 
-/// Whose fusion rules decide where quantizers go: the same config places differently under
-/// aimet-onnx's op-type matching and under the targets' own fusion.
+/// Whose rules a simulation follows: the deployment targets' (where their quantizers go and
+/// the grids their quantizers compute) or aimet-onnx 2.42's, exactly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PlacementStyle {
-    /// As the deployment targets fuse (onnxruntime's QDQ quantizer, QNN, TFLite): a
+    /// As the deployment targets quantize (onnxruntime's QDQ quantizer, QNN, TFLite): a
     /// supergroup's `Conv` matches every convolution, depthwise included, so no quantizer sits
-    /// between a depthwise Conv and the Clip/Relu the target fuses into it.
+    /// between a depthwise Conv and the Clip/Relu the target fuses into it; a view's output
+    /// (Flatten, Reshape, ...) of a quantized value is quantized again with the same grid, so
+    /// the op after it runs on integers; symmetric weights use the grid without its most
+    /// negative code ([-127, 127] at 8 bits, as onnxruntime and TFLite store weights, and
+    /// valid on every target); activations are calibrated on the FP32 model, as the targets'
+    /// calibrators do.
     #[default]
     Targets,
     /// aimet-onnx 2.42 exactly: a depthwise convolution is its own op type
     /// (`DepthwiseConv2d`), which `Conv` supergroups do not match, so its pre-activation
-    /// output is quantized.
+    /// output is quantized; views reuse their input's quantizer; symmetric grids as the
+    /// config's `strict_symmetric` says (AIMET's default keeps the most negative code);
+    /// activations calibrated with the weights quantized.
     AimetOnnx,
 }
 
@@ -88,7 +95,7 @@ impl PlacementStyle {
     /// How reports name the placement ("placed as …").
     pub fn describe(self) -> &'static str {
         match self {
-            PlacementStyle::Targets => "the targets fuse (default)",
+            PlacementStyle::Targets => "the targets quantize (default)",
             PlacementStyle::AimetOnnx => "aimet-onnx 2.42 places",
         }
     }
@@ -119,6 +126,14 @@ pub struct QuantConfig {
     pub supported_kernels: Vec<SupportedKernel>,
     /// How the supergroups are matched (not part of AIMET's file format).
     pub placement: PlacementStyle,
+}
+
+impl QuantConfig {
+    /// Whether parameters' symmetric grids leave out the most negative code: the config's
+    /// `strict_symmetric`, and always in the targets' style.
+    pub fn params_strict_symmetric(&self) -> bool {
+        self.strict_symmetric || self.placement == PlacementStyle::Targets
+    }
 }
 
 /// AIMET's per-channel default (default_config_per_channel.json), built in.

@@ -13,6 +13,7 @@ use crate::graph::ir::{Graph, Op};
 use crate::quant::analyzers::Scheme;
 use crate::quant::config::PlacementStyle;
 use crate::quant::encoding::{Encoding, QuantKind};
+use crate::quant::integer::IntegerPlan;
 use crate::quant::params::{kind_for, stored_weight_codes};
 use crate::quant::sim::QuantSim;
 
@@ -368,9 +369,11 @@ impl QuantSim {
     }
 
     /// Writes `<stem>_qdq.onnx`: the prepared model with QuantizeLinear/DequantizeLinear on
-    /// every quantized activation and int8 weights (8-bit grids); with integer arithmetic, the
-    /// fused layers' biases as int32 behind DequantizeLinear (scale `s_x * s_w`), as the
-    /// simulation used them.
+    /// every quantized activation and int8 weights (8-bit grids); the biases of the layers an
+    /// integer runtime fuses as int32 behind DequantizeLinear (scale `s_x * s_w`), as the
+    /// integer simulation uses them: with integer arithmetic, and in the targets' style
+    /// wherever every grid is 8-bit (onnxruntime runs a Conv or Gemm with a float bias in
+    /// float; its quantizer, QNN and TFLite store int32 biases).
     pub fn export_qdq(&self, dir: &Path, stem: &str) -> Result<()> {
         if self.activation_encodings().is_empty() {
             return Err(Error::invalid(
@@ -389,10 +392,15 @@ impl QuantSim {
             })?;
             codes.insert(name.clone(), stored_weight_codes(w, e)?);
         }
-        let biases = self
-            .integer_plan()?
-            .map(|p| p.biases.clone())
-            .unwrap_or_default();
+        let biases = match self.integer_plan()? {
+            Some(p) => p.biases.clone(),
+            None if self.config().placement == PlacementStyle::Targets => {
+                IntegerPlan::new(&g, self.activation_encodings(), self.param_encodings())
+                    .map(|p| p.biases)
+                    .unwrap_or_default()
+            }
+            None => HashMap::new(),
+        };
         let model = crate::quant::qdq::qdq_model(
             &g,
             self.activation_encodings(),

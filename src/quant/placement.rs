@@ -5,7 +5,10 @@
 //!   type is quantized, except outputs inside a supergroup (a Conv followed only by its Relu
 //!   has one quantizer, after the Relu) and outputs of ops that only move or reinterpret data
 //!   (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, Transpose, Gather, Cast): those
-//!   reuse their input's grid.
+//!   reuse their input's grid. In the targets' style a view's output (Reshape, Flatten,
+//!   Squeeze, Unsqueeze, Identity, Dropout, Transpose) whose input is quantized is quantized
+//!   again, as onnxruntime's QDQ quantizer does: the same values, so calibration gives it its
+//!   input's grid, and the op reading it runs on integers (QGemm after Flatten).
 //! * Supergroups are matched per the config's [`PlacementStyle`]: by default as the targets
 //!   fuse (a supergroup's `Conv` is every convolution, depthwise included: onnxruntime's QDQ
 //!   quantizer, QNN and TFLite fuse a depthwise Conv with its Clip as a dense one); with
@@ -141,7 +144,20 @@ pub fn place(g: &Graph, cfg: &QuantConfig) -> Placement {
         let out_q = op_cfg
             .and_then(|o| o.is_output_quantized)
             .unwrap_or(cfg.ops_output_quantized);
-        if out_q
+        let view_of = match cfg.placement {
+            PlacementStyle::Targets if n.op.is_view() || matches!(n.op, Op::Transpose { .. }) => n
+                .inputs
+                .first()
+                .and_then(|x| p.activations.iter().find(|q| &q.tensor == x))
+                .cloned(),
+            _ => None,
+        };
+        if let (Some(q), Some(o)) = (view_of, n.outputs.first()) {
+            p.activations.push(Quantizer {
+                tensor: o.clone(),
+                ..q
+            });
+        } else if out_q
             && !passes_through(&n.op)
             && !inside_supergroup(g, i, cfg)
             && (cfg.placement != PlacementStyle::AimetOnnx || !inside_channel_clip(g, i))

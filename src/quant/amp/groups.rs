@@ -5,7 +5,8 @@
 //! grouped with the activation quantizers that quantize its input (the nearest quantized
 //! values upstream, through ops without quantizers such as Flatten or MaxPool), so that the
 //! layer's cost, MACs x weight bits x input activation bits, depends on its group alone. Layers
-//! reading one quantized value share a group. Activation quantizers no layer with parameters
+//! reading one quantized value share a group, and a view's quantizer (the targets' style
+//! quantizes Flatten's output again) shares its input's. Activation quantizers no layer with parameters
 //! reads (a model output, an Add feeding only other Adds) are groups of their own and cost
 //! nothing in bit-operations.
 
@@ -155,6 +156,21 @@ pub fn groups(sim: &QuantSim) -> Result<Vec<Group>> {
             }
         }
         layer_members.push((i, members));
+    }
+    // A view of a quantized value is quantized on its input's grid: one group.
+    for n in &g.nodes {
+        let (Some(x), Some(y)) = (n.inputs.first(), n.outputs.first()) else {
+            continue;
+        };
+        if (n.op.is_view() || matches!(n.op, crate::graph::ir::Op::Transpose { .. }))
+            && acts.contains(x)
+            && acts.contains(y)
+        {
+            let (a, b) = (root(&mut parent, x), root(&mut parent, y));
+            if a != b {
+                parent.insert(b, a);
+            }
+        }
     }
     let position_of = |q: &str| -> usize {
         if acts.contains(q) {

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::ops::quant::{upload_table, write_table};
 use crate::quant::analyzers::Scheme;
 use crate::quant::calibrate::{Calibrator, Observed};
+use crate::quant::config::PlacementStyle;
 use crate::quant::encoding::{Encoding, QuantKind};
 use crate::quant::params::kind_for;
 use crate::quant::placement::Quantizer;
@@ -17,7 +18,7 @@ use crate::quant::sim::{Arithmetic, Model, QuantSim};
 
 impl QuantSim {
     /// Calibration over `batches` (each `[batch, ...]`, views or owned arrays) with the given
-    /// scheme, the weights quantized as AIMET calibrates. Statistics stay on the GPU; memory is
+    /// scheme, on the model the style calibrates ([`QuantSim::calibration_model`]). Statistics stay on the GPU; memory is
     /// flat in the count.
     pub fn calibrate<'a, B: Into<CowArray<'a, f32, IxDyn>>>(
         &mut self,
@@ -28,7 +29,7 @@ impl QuantSim {
         let taps = self.placement.taps(&g);
         let mut cal = Calibrator::new(
             self.gpu.clone(),
-            self.runner(Model::Weights)?.taps(&taps),
+            self.runner(self.calibration_model())?.taps(&taps),
             &self.placement,
             scheme,
         )?;
@@ -73,6 +74,16 @@ impl QuantSim {
         self.calibration = matches!(scheme, Scheme::TfEnhanced { .. }).then_some(cal);
         self.scheme = scheme;
         Ok(())
+    }
+
+    /// The model whose activations calibration observes: the FP32 model in the targets'
+    /// style (as onnxruntime's, QNN's and TFLite's calibrators run it), the model with its
+    /// weights quantized in aimet-onnx's (as AIMET's `compute_encodings` runs it).
+    pub fn calibration_model(&self) -> Model {
+        match self.config.placement {
+            PlacementStyle::Targets => Model::Fp32,
+            PlacementStyle::AimetOnnx => Model::Weights,
+        }
     }
 
     /// Sets the activation encodings directly (e.g. read from an encodings file with

@@ -262,7 +262,7 @@ impl QuantSim {
             &self.placement,
             ParamScheme {
                 bitwidth,
-                strict: self.config.strict_symmetric,
+                strict: self.config.params_strict_symmetric(),
                 unsigned: self.config.unsigned_symmetric,
                 range: self.opts.param_range,
             },
