@@ -13,7 +13,8 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{ArrayD, Axis};
-use qforge::quant::amp::{groups, search, AmpOptions, AmpScore, AmpSearch, Candidate};
+use qforge::eval::ScoreKind;
+use qforge::quant::amp::{groups, search, AmpOptions, AmpSearch, Candidate};
 use qforge::quant::analysis::{analyze, layers, AnalysisOptions};
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::sim::{Enabled, QuantOptions, QuantSim};
@@ -84,7 +85,7 @@ fn bench(c: &mut Criterion) {
     let o = AmpOptions {
         candidates: Candidate::parse_list("W4A8,W8A8,W8A16").unwrap(),
         allowed_drop: 1.0,
-        score: AmpScore::Sqnr,
+        score: ScoreKind::Sqnr,
         search: AmpSearch::Binary,
         piece: 8,
         curve_points: 8,

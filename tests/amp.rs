@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ndarray::{ArrayD, Axis};
+use qforge::eval::ScoreKind;
 use qforge::quant::amp::{
-    baseline, groups, search, AmpOptions, AmpScore, AmpSearch, Candidate, Sensitivities,
+    baseline, groups, search, AmpOptions, AmpSearch, Candidate, Sensitivities,
 };
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::sim::{Enabled, QuantOptions, QuantSim};
@@ -37,7 +38,7 @@ fn sim_at(gpu: Arc<qforge::gpu::Gpu>, c: Candidate, scheme: Scheme, x: &ArrayD<f
     sim
 }
 
-fn options(list: &str, drop: f64, score: AmpScore, search: AmpSearch) -> AmpOptions {
+fn options(list: &str, drop: f64, score: ScoreKind, search: AmpSearch) -> AmpOptions {
     AmpOptions {
         candidates: Candidate::parse_list(list).unwrap(),
         allowed_drop: drop,
@@ -65,9 +66,9 @@ fn candidates_parse_and_bad_lists_are_typed_errors() {
         assert!(e.to_string().contains("candidate"), "{bad}: {e}");
     }
     for (drop, score) in [
-        (1.5, AmpScore::Agreement),
-        (-0.1, AmpScore::Agreement),
-        (f64::NAN, AmpScore::Sqnr),
+        (1.5, ScoreKind::Agreement),
+        (-0.1, ScoreKind::Agreement),
+        (f64::NAN, ScoreKind::Sqnr),
     ] {
         let o = options("W4A8,W8A8", drop, score, AmpSearch::Binary);
         assert!(o.check().is_err(), "{drop}");
@@ -106,7 +107,7 @@ fn search_picks_a_cheaper_configuration_the_simulation_then_computes() {
     let top: Candidate = "W8A16".parse().unwrap();
     let mut sim = sim_at(gpu, top, Scheme::MinMax, &x);
     for search_kind in [AmpSearch::Binary, AmpSearch::Greedy] {
-        let o = options("W4A8,W8A8,W8A16", 1.0, AmpScore::Sqnr, search_kind);
+        let o = options("W4A8,W8A8,W8A16", 1.0, ScoreKind::Sqnr, search_kind);
         let r = search(&sim, &x, None, &o, None, &mut |_, _, _| {}).unwrap();
         assert_eq!(r.chosen.len(), r.groups.len());
         assert!(
@@ -212,7 +213,7 @@ fn search_picks_a_cheaper_configuration_the_simulation_then_computes() {
         }
     }
     // A simulation not built at the baseline is refused.
-    let o = options("W4A8,W8A8", 0.01, AmpScore::Agreement, AmpSearch::Binary);
+    let o = options("W4A8,W8A8", 0.01, ScoreKind::Agreement, AmpSearch::Binary);
     let e = search(&sim, &x, None, &o, None, &mut |_, _, _| {}).expect_err("refused");
     assert!(e.to_string().contains("W8A8"), "{e}");
     sim.set_activation_encodings(&sim.activation_encodings_at(4).unwrap())

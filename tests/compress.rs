@@ -17,7 +17,7 @@ use qforge::compress::svd::{self, SvdKind};
 use qforge::compress::{
     model_cost, prune, CompressOptions, Compressor, Cost, CostMetric, Method, Scorer,
 };
-use qforge::eval::sqnr_db;
+use qforge::eval::{sqnr_db, ScoreKind};
 use qforge::exec::Runner;
 use qforge::graph::{Const, Graph};
 
@@ -350,6 +350,9 @@ fn table(layers: &[(&str, Entries<'_>)]) -> ScoreTable {
                     .map(|&(ratio, score, saved)| Entry {
                         ratio,
                         score,
+                        // SQNR in the score's order, except that it also ranks by how much
+                        // is saved where scores tie.
+                        sqnr: 40.0 * score - saved as f64 / 1000.0,
                         macs_saved: saved,
                         params_saved: saved / 10,
                     })
@@ -368,23 +371,45 @@ fn greedy_selection_meets_targets_and_tables_round_trip() {
             &[(0.25, 0.8, 400), (0.5, f64::NAN, 250), (0.75, 0.88, 120)],
         ),
     ]);
-    let s = greedy(&t, 0.6, CostMetric::Macs).unwrap();
+    let s = greedy(&t, 0.6, CostMetric::Macs, ScoreKind::Agreement).unwrap();
     // Highest threshold reaching 600 MACs: 0.8 (a at 0.5 saves 200, b at 0.25 saves 400).
     assert_eq!(
         s.ratios,
         vec![("a".to_string(), 0.5), ("b".to_string(), 0.25)]
     );
     assert_eq!(s.cost.macs, 400);
-    let s = greedy(&t, 0.9, CostMetric::Macs).unwrap();
+    let s = greedy(&t, 0.9, CostMetric::Macs, ScoreKind::Agreement).unwrap();
     assert!(s.cost.macs <= 900 && s.threshold >= 0.88, "{s:?}");
-    let e = greedy(&t, 0.2, CostMetric::Macs).unwrap_err().to_string();
+    let e = greedy(&t, 0.2, CostMetric::Macs, ScoreKind::Agreement)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not reachable") && e.contains("0.300"), "{e}");
+    // Scores that tie on the few scoring images: agreement cannot tell the candidates apart
+    // and takes the strongest of each layer (far past the target); SQNR ranks them and stops
+    // at the first threshold that meets it.
+    let mut tie = table(&[
+        ("a", &[(0.25, 1.0, 450), (0.5, 1.0, 300)]),
+        ("b", &[(0.5, 1.0, 200)]),
+    ]);
+    for (e, db) in tie.layers[0].entries.iter_mut().zip([20.0, 30.0]) {
+        e.sqnr = db;
+    }
+    tie.layers[1].entries[0].sqnr = 25.0;
+    let s = greedy(&tie, 0.7, CostMetric::Macs, ScoreKind::Agreement).unwrap();
+    assert_eq!(s.cost.macs, 350, "{s:?}");
+    let s = greedy(&tie, 0.7, CostMetric::Macs, ScoreKind::Sqnr).unwrap();
+    assert_eq!(
+        (s.ratios.clone(), s.cost.macs),
+        (vec![("a".to_string(), 0.5), ("b".to_string(), 1.0)], 700),
+        "{s:?}"
+    );
     let dir = std::env::temp_dir().join(format!("qforge-scores-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("cp.scores.json");
     t.save(&f).unwrap();
     let back = ScoreTable::load(&f).unwrap();
     assert!(back.layers[1].entries[1].score.is_nan());
+    assert_eq!(back.layers[0].entries[0].sqnr, t.layers[0].entries[0].sqnr);
     assert_eq!(
         format!("{:?}", back.layers[0]),
         format!("{:?}", t.layers[0])

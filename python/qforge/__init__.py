@@ -287,16 +287,18 @@ def compress(
     methods: Sequence[str] = ("ssvd", "cp"),
     labels: Optional[Sequence[int]] = None,
     progress: Optional[Callable[[str, int, int], None]] = None,
+    score: str = "agreement",
 ) -> Dict[str, float]:
     """Compresses ``model`` to ``target_macs`` of its MACs with ``methods`` in order (``ssvd``,
-    ``wsvd``, ``cp``): per-layer ratios chosen greedily by the score on ``scoring`` (top-1
-    agreement with the original, accuracy with ``labels``), pruned layers rebuilt by least
-    squares on ``rebuild`` (other images). Writes the compressed ONNX model to ``output``;
+    ``wsvd``, ``cp``): per-layer ratios chosen greedily by the score on ``scoring`` (``score``:
+    ``agreement``, top-1 agreement with the original or accuracy with ``labels``, or ``sqnr``,
+    the outputs' SQNR against the original), pruned layers rebuilt by least squares on
+    ``rebuild`` (other images). Writes the compressed ONNX model to ``output``;
     ``progress(method, layers_scored, layers)``."""
     return _native.compress(
         _model(model), os.fspath(output), float(target_macs),
         _pack(scoring, "scoring"), _pack(rebuild, "rebuild"), list(methods),
-        None if labels is None else [int(v) for v in labels], progress,
+        None if labels is None else [int(v) for v in labels], progress, score,
     )
 
 

@@ -12,7 +12,8 @@ def load_data(path: str, limit: Optional[int] = None) -> Tuple[Optional[List[str
 def load_labels(path: str, limit: Optional[int] = None) -> List[int]: ...
 def compress(model: Union[str, bytes], output: str, target: float, scoring: Packed, rebuild: Packed,
              methods: List[str] = ..., labels: Optional[List[int]] = None,
-             progress: Optional[Callable[[str, int, int], None]] = None) -> Dict[str, float]: ...
+             progress: Optional[Callable[[str, int, int], None]] = None,
+             score: str = "agreement") -> Dict[str, float]: ...
 
 def finetune(model: str, data: str, out: str, labels: Optional[str] = None, eval: Optional[str] = None,
              eval_labels: Optional[str] = None, holdout: float = 0.25, epochs: int = 1, lr: float = 1e-4,

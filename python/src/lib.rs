@@ -11,7 +11,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyIterator};
-use qforge::quant::amp::{baseline, AmpOptions, AmpScore, AmpSearch, Candidate};
+use qforge::eval::ScoreKind;
+use qforge::quant::amp::{baseline, AmpOptions, AmpSearch, Candidate};
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::export::EncodingsVersion;
 use qforge::quant::params::ParamRange;
@@ -652,8 +653,8 @@ impl QuantSim {
             candidates,
             allowed_drop,
             score: match score {
-                "agreement" => AmpScore::Agreement,
-                "sqnr" => AmpScore::Sqnr,
+                "agreement" => ScoreKind::Agreement,
+                "sqnr" => ScoreKind::Sqnr,
                 s => return Err(bad(format!("score '{s}': agreement or sqnr"))),
             },
             search: match search {
@@ -734,7 +735,7 @@ impl QuantSim {
 /// on `scoring` and rebuilding pruned ones on `rebuild` ((bytes, shape) each); writes the
 /// compressed model to `output` and returns its cost and scores.
 #[pyfunction]
-#[pyo3(signature = (model, output, target, scoring, rebuild, methods = vec!["ssvd".to_string(), "cp".to_string()], labels = None, progress = None))]
+#[pyo3(signature = (model, output, target, scoring, rebuild, methods = vec!["ssvd".to_string(), "cp".to_string()], labels = None, progress = None, score = "agreement".to_string()))]
 #[allow(clippy::too_many_arguments)]
 fn compress<'py>(
     py: Python<'py>,
@@ -746,8 +747,14 @@ fn compress<'py>(
     methods: Vec<String>,
     labels: Option<Vec<usize>>,
     progress: Option<Py<PyAny>>,
+    score: String,
 ) -> PyResult<Bound<'py, PyDict>> {
     use qforge::compress::{pipeline, CompressOptions, Method, Scorer};
+    let score = qforge::eval::ScoreKind::named(&score).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "score '{score}': expected agreement or sqnr"
+        ))
+    })?;
     let g = load_model(model)?;
     let (scoring, rebuild) = (
         array(&scoring.0, &scoring.1)?,
@@ -764,6 +771,7 @@ fn compress<'py>(
         let scorer = Scorer::new(gpu.clone(), &g, scoring, labels)?;
         let opts = CompressOptions {
             target,
+            score,
             ..Default::default()
         };
         let o = pipeline::compress(

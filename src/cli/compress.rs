@@ -72,6 +72,11 @@ pub struct CompressArgs {
     /// (each channel's output energy on the sampled inputs).
     #[arg(long, default_value = "magnitude", value_parser = ["magnitude", "energy"])]
     selection: String,
+    /// What the greedy selection ranks layers by: agreement (top-1 agreement with the
+    /// original, accuracy with --labels; AIMET's) or sqnr (the outputs' SQNR against the
+    /// original, which still ranks layers where few scoring images tie in agreement).
+    #[arg(long, default_value = "agreement", value_parser = ["agreement", "sqnr"])]
+    score: String,
     /// Prune without rebuilding the weights by least squares.
     #[arg(long)]
     no_reconstruct: bool,
@@ -115,6 +120,8 @@ pub fn main(a: CompressArgs) -> qforge::Result<()> {
         multiplicity: a.multiplicity,
         samples_per_image: a.samples_per_image,
         reconstruct: !a.no_reconstruct,
+        score: qforge::eval::ScoreKind::named(&a.score)
+            .unwrap_or(qforge::eval::ScoreKind::Agreement),
     };
     let job = CompressJob {
         model: a

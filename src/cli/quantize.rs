@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
+use qforge::eval::ScoreKind;
 use qforge::jobs::amp::AmpRequest;
 use qforge::jobs::quantize::{quantize, AdaroundRequest, BiasCorrection, QuantizeJob, Techniques};
 use qforge::quant::adaround::AdaroundOptions;
-use qforge::quant::amp::{baseline, AmpScore, AmpSearch, Candidate};
+use qforge::quant::amp::{baseline, AmpSearch, Candidate};
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::export::EncodingsVersion;
 use qforge::quant::qat::QatOptions;
@@ -268,9 +269,9 @@ impl QuantizeArgs {
                 candidates: Candidate::parse_list(&self.candidates)?,
                 allowed_drop: self.allowed_drop,
                 score: if self.amp_score == "sqnr" {
-                    AmpScore::Sqnr
+                    ScoreKind::Sqnr
                 } else {
-                    AmpScore::Agreement
+                    ScoreKind::Agreement
                 },
                 search: if self.amp_search == "greedy" {
                     AmpSearch::Greedy
@@ -353,7 +354,7 @@ pub fn main(a: QuantizeArgs) -> qforge::Result<()> {
         println!("technique        {t}");
     }
     if let Some(a) = &r.amp {
-        let v = |s: &qforge::quant::analysis::Score| a.score.of(s);
+        let v = |s: &qforge::quant::analysis::Score| s.value(a.score);
         let unit = a.score.unit();
         let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
         for c in &a.chosen {

@@ -26,6 +26,7 @@ use crate::compress::rebuild::{Equations, Rebuild, RebuildData};
 use crate::compress::select::{LayerScores, ScoreTable};
 use crate::compress::svd::{SvdKind, SvdLayer};
 use crate::error::{Error, Result};
+use crate::eval::ScoreKind;
 use crate::exec::Runner;
 use crate::gpu::Gpu;
 use crate::graph::ir::Graph;
@@ -127,6 +128,10 @@ pub struct CompressOptions {
     pub reconstruct: bool,
     /// How pruning ranks the input channels it keeps.
     pub selection: prune::Selection,
+    /// What the greedy selection ranks layers by: accuracy or top-1 agreement (AIMET's), or
+    /// the outputs' SQNR, which still tells layers apart where few scoring images leave
+    /// agreement in coarse steps.
+    pub score: ScoreKind,
 }
 
 impl Default for CompressOptions {
@@ -140,6 +145,7 @@ impl Default for CompressOptions {
             samples_per_image: 10,
             reconstruct: true,
             selection: prune::Selection::Magnitude,
+            score: ScoreKind::Agreement,
         }
     }
 }
@@ -526,9 +532,11 @@ impl Compressor {
             for (k, &ratio) in self.opts.candidates.iter().enumerate() {
                 if let Some(g) = self.compress_layer(&self.graph, i, ratio)? {
                     let c = model_cost(&g);
+                    let (score, sqnr) = scorer.evaluate(&g)?;
                     entries.push(select::Entry {
                         ratio,
-                        score: scorer.score(&g)?,
+                        score,
+                        sqnr,
                         macs_saved: base_cost.macs - c.macs,
                         params_saved: base_cost.params - c.params,
                     });

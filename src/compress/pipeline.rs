@@ -120,7 +120,7 @@ pub fn compress(
                 t
             }
         };
-        let selection = match greedy(&table, stage_target, opts.metric) {
+        let selection = match greedy(&table, stage_target, opts.metric, opts.score) {
             Ok(s) => Some(s),
             Err(e) if k + 1 < methods.len() => {
                 log::warn!(

@@ -1,7 +1,8 @@
 //! AIMET's greedy per-layer ratio selection: every layer is scored alone at every candidate
-//! ratio (the score table); then the highest score threshold is found at which choosing, per
-//! layer, the strongest compression that still scores at least the threshold brings the
-//! whole model to the target cost. The table is saved as JSON so a rerun skips evaluation.
+//! ratio (the score table: accuracy or agreement, and the outputs' SQNR); then the highest
+//! threshold is found at which choosing, per layer, the strongest compression that still
+//! scores at least the threshold brings the whole model to the target cost. The table is
+//! saved as JSON so a rerun skips evaluation, whichever score ranks.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::compress::{Cost, CostMetric};
 use crate::error::{Error, Result};
+use crate::eval::ScoreKind;
 
 /// One layer compressed alone at one ratio.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,12 +20,22 @@ pub struct Entry {
     /// Evaluation score of the model with only this layer compressed (NaN: outputs were
     /// not finite; never chosen).
     pub score: f64,
+    /// SQNR (dB) of that model's outputs against the original's on the same images.
+    pub sqnr: f64,
     /// Cost the whole model saves.
     pub macs_saved: u64,
     pub params_saved: u64,
 }
 
 impl Entry {
+    /// The value the selection ranks by.
+    pub fn value(&self, by: ScoreKind) -> f64 {
+        match by {
+            ScoreKind::Agreement => self.score,
+            ScoreKind::Sqnr => self.sqnr,
+        }
+    }
+
     fn saved(&self, metric: CostMetric) -> u64 {
         match metric {
             CostMetric::Macs => self.macs_saved,
@@ -66,14 +78,16 @@ impl ScoreTable {
         let num = |v: f64| {
             if v.is_finite() {
                 json!(v)
-            } else {
+            } else if v.is_nan() {
                 json!("NaN")
+            } else {
+                json!(if v > 0.0 { "inf" } else { "-inf" })
             }
         };
         let layers: Vec<Value> = self
             .layers
             .iter()
-            .map(|l| json!({"name": l.name, "entries": l.entries.iter().map(|e| json!({"ratio": e.ratio, "score": num(e.score), "macs_saved": e.macs_saved, "params_saved": e.params_saved})).collect::<Vec<_>>()}))
+            .map(|l| json!({"name": l.name, "entries": l.entries.iter().map(|e| json!({"ratio": e.ratio, "score": num(e.score), "sqnr": num(e.sqnr), "macs_saved": e.macs_saved, "params_saved": e.params_saved})).collect::<Vec<_>>()}))
             .collect();
         let v = json!({"method": self.method, "metric": self.metric, "baseline": self.baseline, "macs": self.cost.macs, "params": self.cost.params, "layers": layers});
         let text = serde_json::to_string_pretty(&v).expect("plain JSON");
@@ -109,6 +123,8 @@ impl ScoreTable {
         };
         let f = |v: &Value, k: &str| match v.get(k) {
             Some(Value::String(t)) if t == "NaN" => Ok(f64::NAN),
+            Some(Value::String(t)) if t == "inf" => Ok(f64::INFINITY),
+            Some(Value::String(t)) if t == "-inf" => Ok(f64::NEG_INFINITY),
             Some(x) => x.as_f64().ok_or_else(|| bad(k, "not a number")),
             None => Err(bad(k, "missing")),
         };
@@ -133,6 +149,7 @@ impl ScoreTable {
                 entries.push(Entry {
                     ratio: f(e, "ratio")?,
                     score: f(e, "score")?,
+                    sqnr: f(e, "sqnr")?,
                     macs_saved: u(e, "macs_saved")?,
                     params_saved: u(e, "params_saved")?,
                 });
@@ -160,8 +177,13 @@ impl ScoreTable {
 }
 
 /// Picks per-layer ratios meeting `target` (fraction of the table's cost in `metric`) at the
-/// highest score threshold that reaches it.
-pub fn greedy(table: &ScoreTable, target: f64, metric: CostMetric) -> Result<Selection> {
+/// highest threshold of the `by` score that reaches it.
+pub fn greedy(
+    table: &ScoreTable,
+    target: f64,
+    metric: CostMetric,
+    by: ScoreKind,
+) -> Result<Selection> {
     let base = metric.of(&table.cost) as f64;
     let budget = target * base;
     let choose = |t: f64| -> (Vec<(String, f64)>, u64, u64) {
@@ -174,7 +196,7 @@ pub fn greedy(table: &ScoreTable, target: f64, metric: CostMetric) -> Result<Sel
                 let best = l
                     .entries
                     .iter()
-                    .filter(|e| e.score >= t)
+                    .filter(|e| e.value(by) >= t)
                     .max_by_key(|e| e.saved(metric));
                 match best {
                     Some(e) => {
@@ -191,8 +213,8 @@ pub fn greedy(table: &ScoreTable, target: f64, metric: CostMetric) -> Result<Sel
     let mut thresholds: Vec<f64> = table
         .layers
         .iter()
-        .flat_map(|l| l.entries.iter().map(|e| e.score))
-        .filter(|s| s.is_finite())
+        .flat_map(|l| l.entries.iter().map(|e| e.value(by)))
+        .filter(|s| !s.is_nan())
         .collect();
     thresholds.sort_by(|a, b| b.total_cmp(a));
     thresholds.dedup();

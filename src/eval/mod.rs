@@ -2,6 +2,35 @@
 
 use ndarray::{ArrayD, Axis};
 
+/// Which score a search holds (mixed precision's allowed drop) or ranks by (compression's
+/// greedy selection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoreKind {
+    /// Accuracy with labels, else top-1 agreement with FP32 (fractions; AIMET's accuracy).
+    Agreement,
+    /// SQNR of the logits against FP32, in dB.
+    Sqnr,
+}
+
+impl ScoreKind {
+    /// The unit of a difference of scores.
+    pub fn unit(self) -> &'static str {
+        match self {
+            ScoreKind::Sqnr => "dB",
+            ScoreKind::Agreement => "",
+        }
+    }
+
+    /// By name: `agreement` (accuracy with labels) or `sqnr`.
+    pub fn named(name: &str) -> Option<ScoreKind> {
+        match name {
+            "agreement" | "accuracy" => Some(ScoreKind::Agreement),
+            "sqnr" => Some(ScoreKind::Sqnr),
+            _ => None,
+        }
+    }
+}
+
 /// Signal and noise power summed over any number of (reference, test) pairs, in f64: the SQNR
 /// of several batches taken together.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

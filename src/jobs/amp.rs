@@ -8,10 +8,11 @@ use ndarray::Axis;
 
 use crate::data;
 use crate::error::{Error, Result};
+use crate::eval::ScoreKind;
 use crate::jobs::sets::Sets;
 use crate::jobs::Progress;
 use crate::quant::amp::{
-    baseline, search, AmpOptions, AmpResult, AmpScore, AmpSearch, Candidate, Sensitivities,
+    baseline, search, AmpOptions, AmpResult, AmpSearch, Candidate, Sensitivities,
 };
 use crate::quant::sim::QuantSim;
 
@@ -24,7 +25,7 @@ pub struct AmpRequest {
     pub candidates: Vec<Candidate>,
     /// See [`AmpOptions::allowed_drop`].
     pub allowed_drop: f64,
-    pub score: AmpScore,
+    pub score: ScoreKind,
     pub search: AmpSearch,
     /// Calibration samples the configurations are scored on.
     pub samples: usize,

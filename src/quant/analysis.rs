@@ -32,6 +32,17 @@ pub struct Score {
 }
 
 impl Score {
+    /// The value of `kind`: SQNR in dB, or accuracy (top-1 agreement without labels).
+    pub fn value(&self, kind: crate::eval::ScoreKind) -> f64 {
+        match kind {
+            crate::eval::ScoreKind::Sqnr => self.sqnr_db,
+            crate::eval::ScoreKind::Agreement => self
+                .accuracy
+                .or(self.top1_agreement)
+                .unwrap_or(self.sqnr_db),
+        }
+    }
+
     pub(crate) fn of(reference: &ArrayD<f32>, y: &ArrayD<f32>, labels: Option<&[usize]>) -> Score {
         let ranked = y.ndim() == 2;
         Score {

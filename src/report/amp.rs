@@ -7,7 +7,7 @@ use crate::report::svg::pareto_chart;
 
 /// Appends the section for `a` to the page `h`.
 pub fn section(h: &mut String, a: &AmpResult) {
-    let v = |s: &crate::quant::analysis::Score| a.score.of(s);
+    let v = |s: &crate::quant::analysis::Score| s.value(a.score);
     let unit = a.score.unit();
     h.push_str(&format!(
         "<h2>Mixed precision (AMP)</h2><p>{} quantizer groups, candidates {}; baseline {} scores {:.4}{unit} on {} calibration samples; allowed drop {}{unit}. Chosen: {:.3} of the baseline's bit-operations at {:.4}{unit} (SQNR {:.2} dB). Phase 1 {}; {} evaluations in phase 2.</p>",

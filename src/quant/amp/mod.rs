@@ -27,6 +27,7 @@ use std::time::Instant;
 use ndarray::{ArrayD, Axis};
 
 use crate::error::{Error, Result};
+use crate::eval::ScoreKind;
 use crate::quant::analysis::Score;
 use crate::quant::encoding::Encoding;
 use crate::quant::prefix::Prefix;
@@ -120,33 +121,6 @@ pub fn baseline(candidates: &[Candidate]) -> Candidate {
         .expect("candidate lists are not empty")
 }
 
-/// What phase 2 holds within the allowed drop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AmpScore {
-    /// Accuracy with labels, else top-1 agreement with FP32 (fractions; AIMET's accuracy).
-    Agreement,
-    /// SQNR of the logits against FP32, in dB.
-    Sqnr,
-}
-
-impl AmpScore {
-    /// The score's value of a scored run.
-    pub fn of(self, s: &Score) -> f64 {
-        match self {
-            AmpScore::Sqnr => s.sqnr_db,
-            AmpScore::Agreement => s.accuracy.or(s.top1_agreement).unwrap_or(s.sqnr_db),
-        }
-    }
-
-    /// The unit of the drop.
-    pub fn unit(self) -> &'static str {
-        match self {
-            AmpScore::Sqnr => "dB",
-            AmpScore::Agreement => "",
-        }
-    }
-}
-
 /// How phase 2 searches the ordered moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AmpSearch {
@@ -161,9 +135,9 @@ pub enum AmpSearch {
 pub struct AmpOptions {
     pub candidates: Vec<Candidate>,
     /// Largest score drop from the baseline allowed: a fraction in [0, 1] for
-    /// [`AmpScore::Agreement`], dB for [`AmpScore::Sqnr`].
+    /// [`ScoreKind::Agreement`], dB for [`ScoreKind::Sqnr`].
     pub allowed_drop: f64,
-    pub score: AmpScore,
+    pub score: ScoreKind,
     pub search: AmpSearch,
     /// Samples per GPU batch.
     pub piece: usize,
@@ -177,8 +151,8 @@ impl AmpOptions {
     pub fn check(&self) -> Result<()> {
         let d = self.allowed_drop;
         let ok = match self.score {
-            AmpScore::Agreement => (0.0..=1.0).contains(&d),
-            AmpScore::Sqnr => d.is_finite() && d >= 0.0,
+            ScoreKind::Agreement => (0.0..=1.0).contains(&d),
+            ScoreKind::Sqnr => d.is_finite() && d >= 0.0,
         };
         if !ok {
             return Err(Error::invalid(
@@ -186,8 +160,8 @@ impl AmpOptions {
                 "allowed drop",
                 d,
                 match self.score {
-                    AmpScore::Agreement => "a fraction of accuracy (or top-1 agreement) in [0, 1]",
-                    AmpScore::Sqnr => "a finite number of dB >= 0",
+                    ScoreKind::Agreement => "a fraction of accuracy (or top-1 agreement) in [0, 1]",
+                    ScoreKind::Sqnr => "a finite number of dB >= 0",
                 },
             ));
         }
@@ -222,7 +196,7 @@ pub struct Sensitivities {
 pub struct AmpResult {
     pub candidates: Vec<Candidate>,
     pub baseline: Candidate,
-    pub score: AmpScore,
+    pub score: ScoreKind,
     pub allowed_drop: f64,
     pub samples: usize,
     pub groups: Vec<Group>,
@@ -252,7 +226,7 @@ pub struct AmpResult {
 impl AmpResult {
     /// Indices into `curve` of the points no other point beats in both cost and score.
     pub fn front(&self) -> Vec<usize> {
-        let v = |p: &Point| self.score.of(&p.score);
+        let v = |p: &Point| p.score.value(self.score);
         (0..self.curve.len())
             .filter(|&i| {
                 let p = &self.curve[i];
@@ -388,7 +362,7 @@ pub fn search(
 
     let t = Instant::now();
     let base_score = run(&base_choice)?;
-    let base_value = opts.score.of(&base_score);
+    let base_value = base_score.value(opts.score);
     let mut t_phase2 = t.elapsed().as_secs_f64();
 
     // Phase 1.
@@ -440,7 +414,7 @@ pub fn search(
             let saved = g
                 .bit_ops(top.param_bw, top.act_bw)
                 .saturating_sub(g.bit_ops(c.param_bw, c.act_bw));
-            moves.push((gi, *c, base_value - opts.score.of(s), saved));
+            moves.push((gi, *c, base_value - s.value(opts.score), saved));
         }
     }
     moves.sort_by(|a, b| {
@@ -466,7 +440,7 @@ pub fn search(
         a < b || (a == b && c.param_bw <= now.param_bw && c.act_bw <= now.act_bw && c != now)
     };
     let target = base_value - opts.allowed_drop;
-    let within = |s: &Score| opts.score.of(s) >= target;
+    let within = |s: &Score| s.value(opts.score) >= target;
     let mut curve: Vec<Point> = vec![point(&base_choice, Some(0), base_score)];
     let mut evaluations = 1;
     let (chosen_choice, chosen_score) = match opts.search {
