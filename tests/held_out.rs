@@ -33,6 +33,7 @@ fn quantize_job(out: &Path, holdout: f64, eval: Option<PathBuf>, labels: PathBuf
         eval_count: None,
         holdout,
         labels: Some(labels),
+        calib_labels: None,
         eval_inputs: Some(out.with_extension("eval.npy")),
         config: None,
         per_tensor: false,

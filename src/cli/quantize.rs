@@ -56,6 +56,10 @@ pub struct SimArgs {
     /// of --eval, or of the calibration data it splits. Reports FP32 and simulated accuracy.
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// Labels (IDX) of the calibration images: --qat trains on them by cross-entropy instead of
+    /// distilling from the FP32 model.
+    #[arg(long)]
+    calib_labels: Option<PathBuf>,
     /// Use at most this many calibration samples (after the held-out split).
     #[arg(long)]
     calib_count: Option<usize>,
@@ -207,6 +211,7 @@ impl SimArgs {
             eval_count: self.eval_count,
             holdout: self.holdout,
             labels: self.labels,
+            calib_labels: self.calib_labels,
             eval_inputs: None,
             config: self.config,
             per_tensor: self.per_tensor,

@@ -74,6 +74,10 @@ pub struct QuantizeJob {
     pub holdout: f64,
     /// Labels (IDX) of the images evaluated: of `eval`, or of the calibration data it splits.
     pub labels: Option<PathBuf>,
+    /// Labels (IDX) of the calibration images: QAT trains on them by cross-entropy instead of
+    /// distilling from the FP32 model. Without `eval` they also label the held-out part (then
+    /// `labels` is not given).
+    pub calib_labels: Option<PathBuf>,
     /// Also write the evaluation inputs here (.npy), e.g. to run the QDQ export on them.
     pub eval_inputs: Option<PathBuf>,
     /// An AIMET quantsim config (`None`: AIMET's per-channel default).
@@ -156,6 +160,24 @@ fn check(job: &QuantizeJob) -> Result<()> {
     }
     if let Some(n) = job.techniques.seq_mse {
         at_least_one("quantize", "--seq-mse-candidates", n)?;
+    }
+    if job.calib_labels.is_some() {
+        if job.calib.is_none() {
+            return Err(Error::invalid(
+                "quantize",
+                "--calib-labels",
+                "given",
+                "label calibration images (--calib)",
+            ));
+        }
+        if job.eval.is_none() && job.labels.is_some() {
+            return Err(Error::invalid(
+                "quantize",
+                "--calib-labels",
+                "given with --labels",
+                "without --eval both label the same split data: give one of them",
+            ));
+        }
     }
     if let Some(a) = &job.techniques.adaround {
         a.options.validate()?;
@@ -454,8 +476,11 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
             what: "the calibration data",
             data: c,
             eval: job.eval.as_deref(),
-            labels: job.labels.as_deref(),
-            data_labels: None,
+            labels: job.labels.as_deref().or(match job.eval {
+                None => job.calib_labels.as_deref(),
+                Some(_) => None,
+            }),
+            data_labels: job.calib_labels.as_deref(),
             holdout: job.holdout,
             fit_count: job.calib_count,
             eval_count: job.eval_count,
@@ -546,6 +571,14 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
             opts.epochs,
             x.len_of(Axis(0))
         ));
+        // Labelled calibration images train by cross-entropy.
+        let opts = &QatOptions {
+            labels: opts
+                .labels
+                .clone()
+                .or_else(|| sets.fit_labels.clone().filter(|_| job.calib_labels.is_some())),
+            ..opts.clone()
+        };
         let r = qat::apply(&mut sim, x, opts, &mut |epoch, epochs, done, _| {
             progress.step(
                 &format!("QAT epoch {}/{epochs}", epoch + 1),
