@@ -522,6 +522,22 @@ fn bad_files_and_flags_are_typed_errors_on_every_subcommand() {
             "float simulation",
         ),
         case(
+            "quantize @model.onnx --calib @x.npy --qat --qat-schedule linear --out ^out",
+            "linear",
+        ),
+        case(
+            "quantize @model.onnx --calib @x.npy --qat --calib-labels @few-labels-idx1-ubyte --labels @few-labels-idx1-ubyte --out ^out",
+            "give one of them",
+        ),
+        case(
+            "quantize @model.onnx --eval @x.npy --dfq --calib-labels @few-labels-idx1-ubyte --out ^out",
+            "--calib-labels",
+        ),
+        case(
+            "compress @model.onnx --data @x.npy --score psnr --out ^out",
+            "psnr",
+        ),
+        case(
             "quantize @model.onnx --calib @x.npy --amp --candidates W8A8 --out ^out",
             "at least two",
         ),
@@ -784,6 +800,7 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case("run @model.onnx --input @nan.npy", "non-finite"),
         case(&format!("quantize @model.onnx --calib @x.npy --eval @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
         case(&format!("quantize @model.onnx --calib @x.npy --eval @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
+        case("quantize @model.onnx --calib @x.npy --eval @x.npy --qat --calib-labels @few-labels-idx1-ubyte --out ^out", "label"),
         case(&format!("compress @model.onnx --data @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
         case(&format!("compress @model.onnx --data @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
         case("compress @model.onnx --data @x.npy --multiplicity 100000 --method ssvd --out ^out", "--multiplicity"),
