@@ -210,6 +210,22 @@ fn search_picks_a_cheaper_configuration_the_simulation_then_computes() {
                 e.sqnr_db,
                 r.point.score.sqnr_db
             );
+            // QAT then trains the mix, each quantizer at the bitwidth AMP chose.
+            let bits = |s: &QuantSim| -> Vec<u32> {
+                s.activation_encodings()
+                    .iter()
+                    .chain(s.param_encodings())
+                    .map(|(_, e)| e.bitwidth)
+                    .collect()
+            };
+            let chosen = bits(&mixed);
+            let opts = qforge::quant::qat::QatOptions {
+                batch: 8,
+                ..Default::default()
+            };
+            qforge::quant::qat::apply(&mut mixed, &x, &opts, &mut |_, _, _, _| {}).unwrap();
+            assert_eq!(bits(&mixed), chosen, "QAT keeps AMP's bitwidths");
+            exports_keep_each_bitwidth(&mixed);
         }
     }
     // A simulation not built at the baseline is refused.

@@ -218,11 +218,6 @@ fn check(job: &QuantizeJob) -> Result<()> {
                 "QAT trains the biases itself",
             ),
             (
-                job.amp.is_some(),
-                "--amp",
-                "QAT trains one bitwidth's quantizers",
-            ),
-            (
                 job.arithmetic == Arithmetic::Integer,
                 "--integer",
                 "QAT trains the float simulation",
@@ -318,6 +313,11 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
             req, &mut sim, &sets, &job.out, job.batch, progress,
         )?),
         None => None,
+    };
+    let mut techniques = techniques;
+    let qat = match (&amp, qat) {
+        (Some(_), _) => trained(&mut sim, job, &sets, &mut techniques, progress)?,
+        (None, q) => q,
     };
 
     let t = std::time::Instant::now();
@@ -564,31 +564,11 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
     let t_calib = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
-    let mut trained = None;
-    if let (Some(opts), Some(x)) = (&job.techniques.qat, &x) {
-        progress.phase(&format!(
-            "quantization-aware training: {} epochs on {} samples",
-            opts.epochs,
-            x.len_of(Axis(0))
-        ));
-        // Labelled calibration images train by cross-entropy.
-        let opts = &QatOptions {
-            labels: opts
-                .labels
-                .clone()
-                .or_else(|| sets.fit_labels.clone().filter(|_| job.calib_labels.is_some())),
-            ..opts.clone()
-        };
-        let r = qat::apply(&mut sim, x, opts, &mut |epoch, epochs, done, _| {
-            progress.step(
-                &format!("QAT epoch {}/{epochs}", epoch + 1),
-                done,
-                x.len_of(Axis(0)) / opts.batch.max(1),
-            )
-        })?;
-        techniques.push(r.summary(opts.epochs));
-        trained = Some(r);
-    }
+    // With AMP, QAT trains the mix AMP chooses (after it, in `quantize`).
+    let trained = match job.amp {
+        None => trained(&mut sim, job, &sets, &mut techniques, progress)?,
+        Some(_) => None,
+    };
     if job.techniques.bias_correction == Some(BiasCorrection::Empirical) {
         let px = ptq_x.as_ref().ok_or_else(|| {
             Error::invalid(
@@ -621,6 +601,43 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
         qat: trained,
         seconds: [t_load, t_prepare, t_ptq, t_calib],
     })
+}
+
+/// QAT on the calibration part when the job asks for it (labelled calibration images train
+/// by cross-entropy), its summary added to `techniques`.
+fn trained(
+    sim: &mut QuantSim,
+    job: &QuantizeJob,
+    sets: &Sets,
+    techniques: &mut Vec<String>,
+    progress: &mut dyn Progress,
+) -> Result<Option<QatReport>> {
+    let (Some(opts), Some(_)) = (&job.techniques.qat, &job.calib) else {
+        return Ok(None);
+    };
+    let x = &sets.fit;
+    progress.phase(&format!(
+        "quantization-aware training: {} epochs on {} samples",
+        opts.epochs,
+        x.len_of(Axis(0))
+    ));
+    let opts = &QatOptions {
+        labels: opts.labels.clone().or_else(|| {
+            sets.fit_labels
+                .clone()
+                .filter(|_| job.calib_labels.is_some())
+        }),
+        ..opts.clone()
+    };
+    let r = qat::apply(sim, x, opts, &mut |epoch, epochs, done, _| {
+        progress.step(
+            &format!("QAT epoch {}/{epochs}", epoch + 1),
+            done,
+            x.len_of(Axis(0)) / opts.batch.max(1),
+        )
+    })?;
+    techniques.push(r.summary(opts.epochs));
+    Ok(Some(r))
 }
 
 /// AdaRound on `x`, with progress per layer.
