@@ -239,6 +239,40 @@ fn pruning_traces_chains_and_rebuild_helps() {
     }
 }
 
+/// The score table runs each candidate only from the first node it changes, after a cut
+/// that walks the original model once: its scores and SQNRs are those of whole runs.
+#[test]
+fn score_tables_from_shared_prefixes_equal_whole_runs() {
+    let Some(gpu) = gpu() else { return };
+    let g = folded("fmnist_cnn.onnx");
+    let (train, _) = fashion_mnist(false, 48);
+    let (fit, check) = (first(&train, 0..32), first(&train, 32..48));
+    let data = RebuildData {
+        input: &g.inputs[0],
+        fit: &fit,
+        check: &check,
+    };
+    let opts = CompressOptions {
+        candidates: vec![0.25, 0.5, 0.75],
+        ..Default::default()
+    };
+    let scorer = Scorer::new(gpu.clone(), &g, check.clone(), None).unwrap();
+    for method in [Method::ChannelPruning, Method::SpatialSvd] {
+        let c = Compressor::new(gpu.clone(), &g, method, opts.clone(), Some(data)).unwrap();
+        let t = c.score_table(&scorer, |_, _| {}).unwrap();
+        let mut checked = 0;
+        for (i, l) in t.layers.iter().enumerate() {
+            for e in &l.entries {
+                let whole = c.candidate(i, e.ratio).unwrap().unwrap();
+                let (score, sqnr) = scorer.evaluate(&whole).unwrap();
+                assert_eq!((e.score, e.sqnr), (score, sqnr), "{} at {}", l.name, e.ratio);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "{method:?}: {checked} candidates");
+    }
+}
+
 /// The first images of `x` in `range`.
 fn first(x: &ArrayD<f32>, range: std::ops::Range<usize>) -> ArrayD<f32> {
     x.slice_axis(Axis(0), range.into()).to_owned()

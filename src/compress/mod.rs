@@ -18,7 +18,7 @@ pub mod svd;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Axis};
 
 use crate::compress::linalg::{svd_batched, Svd, SvdOptions};
 use crate::compress::prune::PruneLayer;
@@ -27,7 +27,7 @@ use crate::compress::select::{LayerScores, ScoreTable};
 use crate::compress::svd::{SvdKind, SvdLayer};
 use crate::error::{Error, Result};
 use crate::eval::ScoreKind;
-use crate::exec::Runner;
+use crate::exec::{Prefix, Runner};
 use crate::gpu::Gpu;
 use crate::graph::ir::Graph;
 use crate::graph::prepare::Prepared;
@@ -260,14 +260,35 @@ impl Scorer {
 
     /// The score of `g` and the SQNR (dB) of its outputs against the original's.
     pub fn evaluate(&self, g: &Graph) -> Result<(f64, f64)> {
-        let y = self.outputs(g)?;
+        Ok(self.judge(&self.outputs(g)?))
+    }
+
+    /// The score and SQNR of outputs `y` computed on the images (NaN for non-finite outputs).
+    fn judge(&self, y: &ArrayD<f32>) -> (f64, f64) {
         if y.iter().any(|v| !v.is_finite()) {
-            return Ok((f64::NAN, f64::NAN));
+            return (f64::NAN, f64::NAN);
         }
-        Ok((
-            crate::eval::accuracy(&y, self.labels.as_ref().unwrap_or(&self.reference)),
-            crate::eval::sqnr_db(&self.reference_outputs, &y),
-        ))
+        (
+            crate::eval::accuracy(y, self.labels.as_ref().unwrap_or(&self.reference)),
+            crate::eval::sqnr_db(&self.reference_outputs, y),
+        )
+    }
+
+    /// The score and SQNR of `g`, which computes what the original does before node
+    /// `cut.at()`: only the nodes after the cut run (`original`: the graph the cut was made
+    /// in). A cut past `g`'s first change is moved there first when it can move; otherwise
+    /// the whole model runs.
+    fn evaluate_from(&self, original: &Graph, cut: &mut Prefix, g: &Graph) -> Result<(f64, f64)> {
+        let first = first_change(original, g);
+        if first < cut.at() {
+            return self.evaluate(g);
+        }
+        let segment = |g: &Graph, from: usize, to: usize| {
+            Runner::new(self.gpu.clone(), Prepared::new(g.clone()).segment(from, to))
+        };
+        cut.advance(original, first, &segment(original, cut.at(), first))?;
+        let y = cut.finish(g, &segment(g, first, g.nodes.len()))?;
+        Ok(self.judge(&y))
     }
 
     /// The evaluation images.
@@ -470,6 +491,12 @@ impl Compressor {
         }
     }
 
+    /// The model with only layer `i` (of [`Compressor::layer_names`]) compressed to `ratio`
+    /// of its cost, as the score table scores it (`None`: the ratio changes nothing).
+    pub fn candidate(&self, i: usize, ratio: f64) -> Result<Option<Graph>> {
+        self.compress_layer(&self.graph, i, ratio)
+    }
+
     /// `g` with layer `i` compressed to `ratio` of its cost (`None`: the ratio changes
     /// nothing, e.g. a rank at or above the full rank).
     fn compress_layer(&self, g: &Graph, i: usize, ratio: f64) -> Result<Option<Graph>> {
@@ -527,12 +554,19 @@ impl Compressor {
         let baseline = scorer.score(&self.graph)?;
         let total = names.len() * self.opts.candidates.len();
         let mut layers = Vec::new();
+        // Layers come in graph order: one cut walks the original model once, and each
+        // candidate runs only from the first node it changes.
+        let mut cut = Prefix::new(
+            scorer.input(),
+            scorer.images(),
+            scorer.images().len_of(Axis(0)),
+        );
         for (i, name) in names.iter().enumerate() {
             let mut entries = Vec::new();
             for (k, &ratio) in self.opts.candidates.iter().enumerate() {
-                if let Some(g) = self.compress_layer(&self.graph, i, ratio)? {
+                if let Some(g) = self.candidate(i, ratio)? {
                     let c = model_cost(&g);
-                    let (score, sqnr) = scorer.evaluate(&g)?;
+                    let (score, sqnr) = scorer.evaluate_from(&self.graph, &mut cut, &g)?;
                     entries.push(select::Entry {
                         ratio,
                         score,
@@ -621,4 +655,16 @@ impl Compressor {
         }
         Ok((g, rebuilds))
     }
+}
+
+/// The position of the first node of `b` that differs from `a`'s (its op, its values, or a
+/// constant it reads); nodes before it compute the same values in both.
+fn first_change(a: &Graph, b: &Graph) -> usize {
+    let reads_other_constant =
+        |n: &crate::graph::ir::Node| n.inputs.iter().any(|i| a.consts.get(i) != b.consts.get(i));
+    a.nodes
+        .iter()
+        .zip(&b.nodes)
+        .position(|(x, y)| x != y || reads_other_constant(y))
+        .unwrap_or(a.nodes.len().min(b.nodes.len()))
 }

@@ -1,6 +1,7 @@
 //! Running graphs on the GPU. [`Plan`]: one resolved graph compiled for one batch size
 //! (lowering in `lower`, buffers by liveness in `memory`, parameters by name in [`Params`]).
-//! [`Runner`]: any batch, one plan cache, pieces that fit the adapter.
+//! [`Runner`]: any batch, one plan cache, pieces that fit the adapter. [`Prefix`]: a model's
+//! values at a cut, so runs that differ only after it start there.
 
 mod backward;
 mod fuse;
@@ -9,6 +10,7 @@ mod lower;
 mod memory;
 mod params;
 mod plan;
+mod prefix;
 mod rules;
 mod runner;
 
@@ -17,5 +19,6 @@ pub use grads::{rule as grad_rule, GradFn, GradRule};
 pub use lower::{FakeQuant, Lowering, Scratch, Simulation};
 pub use params::Params;
 pub use plan::{Compile, Plan};
+pub use prefix::Prefix;
 pub use rules::{rule, LowerFn};
 pub use runner::{join_batches, Runner};
