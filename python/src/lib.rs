@@ -686,8 +686,8 @@ impl QuantSim {
         d.set_item("relative_bit_ops", r.point.relative_bit_ops)?;
         d.set_item("sqnr_db", r.point.score.sqnr_db)?;
         d.set_item("baseline_sqnr_db", r.baseline_score.sqnr_db)?;
-        d.set_item("score", r.score.of(&r.point.score))?;
-        d.set_item("baseline_score", r.score.of(&r.baseline_score))?;
+        d.set_item("score", r.point.score.value(r.score))?;
+        d.set_item("baseline_score", r.baseline_score.value(r.score))?;
         let groups: Vec<(String, String)> = r
             .groups
             .iter()
@@ -698,7 +698,7 @@ impl QuantSim {
         let curve: Vec<(f64, f64)> = r
             .curve
             .iter()
-            .map(|p| (p.relative_bit_ops, r.score.of(&p.score)))
+            .map(|p| (p.relative_bit_ops, p.score.value(r.score)))
             .collect();
         d.set_item("curve", curve)?;
         Ok(d)
