@@ -265,7 +265,13 @@ fn score_tables_from_shared_prefixes_equal_whole_runs() {
             for e in &l.entries {
                 let whole = c.candidate(i, e.ratio).unwrap().unwrap();
                 let (score, sqnr) = scorer.evaluate(&whole).unwrap();
-                assert_eq!((e.score, e.sqnr), (score, sqnr), "{} at {}", l.name, e.ratio);
+                assert_eq!(
+                    (e.score, e.sqnr),
+                    (score, sqnr),
+                    "{} at {}",
+                    l.name,
+                    e.ratio
+                );
                 checked += 1;
             }
         }
