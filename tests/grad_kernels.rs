@@ -391,6 +391,31 @@ fn conv_grads_match_reference_and_finite_differences() {
         FLIPPED.load(std::sync::atomic::Ordering::Relaxed) >= 8,
         "flipped cases"
     );
+    // Pointwise (1x1, stride 1, no pads): the GEMM form adds W^T dy straight into dx and
+    // takes the input as its columns.
+    for case in 0..6 {
+        let (cin, cout) = (rng.random_range(1..40), rng.random_range(1..40));
+        let a = Conv2d {
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            groups: 1,
+        };
+        let xs = [
+            rng.random_range(1..4),
+            cin,
+            rng.random_range(1..17),
+            rng.random_range(1..17),
+        ];
+        let ws = [cout, cin, 1, 1];
+        let ys = conv_output_shape(&xs, &ws, &a).unwrap();
+        let x = random(&mut rng, &xs, -2.0, 2.0);
+        let wt = random(&mut rng, &ws, -2.0, 2.0);
+        let dy = random(&mut rng, &ys, -2.0, 2.0);
+        let want = refg::conv2d_grad(&x.view(), &wt.view(), &dy.view(), &a);
+        let what = format!("pointwise case {case} x {xs:?} w {ws:?}");
+        check_conv_gpu(&gpu, &mut rng, &what, &x, &wt, &dy, &a, &want);
+    }
 }
 
 /// Weight gradients over more than LOOP_BUDGET / 2 output positions and input gradients over

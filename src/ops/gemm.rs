@@ -119,6 +119,9 @@ pub enum Bias<'a> {
     PerRow(&'a GpuTensor),
     /// `[M, N]`, shared by every batch item.
     Full(&'a GpuTensor),
+    /// C's own values: `C += alpha * A B` (a gradient added into its buffer). One f32 add per
+    /// output, as a separate add of the product would make.
+    Accumulate,
 }
 
 const TILE: u64 = 64;
@@ -248,7 +251,7 @@ pub fn matmul_with(
         },
     );
     let (bias_mode, bias_t, bias_len) = match bias {
-        Bias::None => (0, a, 0),
+        Bias::None | Bias::Accumulate => (0, a, 0),
         Bias::PerColumn(t) => (1, t, n),
         Bias::PerRow(t) => (2, t, m),
         Bias::Full(t) => (3, t, m * n),
@@ -346,7 +349,7 @@ pub fn matmul_with(
         let [eb0, eb1, eb2, eb3] = epi.binds(residual, bias_t);
         for k_begin in (0..k).step_by(K_PER_DISPATCH) {
             let k_end = (k_begin + K_PER_DISPATCH).min(k);
-            let accumulate = (k_begin > 0) as u32;
+            let accumulate = (k_begin > 0 || matches!(bias, Bias::Accumulate)) as u32;
             let params = Params {
                 m: m as u32,
                 n: n as u32,

@@ -801,7 +801,14 @@ pub fn conv_grad_input_flipped_into(
     strided_acc_into(enc, gpu, &t, &flat, dx, &flat, &[dx.len()])
 }
 
-/// [`conv_grad_input_into`] as a GEMM into the columns `colg` then col2im (groups 1).
+/// Whether a convolution with weights of shape `w` is pointwise: 1x1, stride 1, no padding,
+/// one group (its im2col columns are its input, and col2im an add).
+fn pointwise(w: &[usize], a: &Conv2d) -> bool {
+    w.len() == 4 && w[2..] == [1, 1] && a.strides == [1, 1] && a.pads == [0; 4] && a.groups == 1
+}
+
+/// [`conv_grad_input_into`] as a GEMM into the columns `colg` then col2im (groups 1); for a
+/// pointwise convolution the GEMM adds into `dx` directly.
 pub fn conv_grad_input_gemm_into(
     enc: &mut impl Record,
     gpu: &Gpu,
@@ -817,11 +824,26 @@ pub fn conv_grad_input_gemm_into(
     let p = conv_params(dx.shape(), w.shape(), a, dy)?;
     let [n, k, npix] = im2col_output_shape(dx.shape(), w.shape(), a)?;
     let cout = w.shape()[0];
-    let (wv, dyv, cv) = (
+    let (wv, dyv) = (
         w.view(&[cout, k], DType::F32)?,
         dy.view(&[n, cout, npix], DType::F32)?,
-        colg.view(&[n, k, npix], DType::F32)?,
     );
+    if pointwise(w.shape(), a) {
+        // The columns are the input itself: the product adds straight into dx.
+        let dxv = dx.view(&[n, k, npix], DType::F32)?;
+        return matmul_into(
+            enc,
+            gpu,
+            &wv,
+            &dyv,
+            true,
+            false,
+            1.0,
+            Bias::Accumulate,
+            &dxv,
+        );
+    }
+    let cv = colg.view(&[n, k, npix], DType::F32)?;
     matmul_into(enc, gpu, &wv, &dyv, true, false, 1.0, Bias::None, &cv)?;
     enc.dispatch(
         gpu,
@@ -862,8 +884,15 @@ pub fn conv_grad_weight_gemm_into(
     conv_params(x.shape(), dw.shape(), a, dy)?;
     let [n, k, npix] = im2col_output_shape(x.shape(), dw.shape(), a)?;
     let cout = dw.shape()[0];
-    let cv = col.view(&[n, k, npix], DType::F32)?;
-    im2col_into(enc, gpu, x, dw.shape(), a, &cv)?;
+    // A pointwise convolution's columns are its input.
+    let cv = match pointwise(dw.shape(), a) {
+        true => x.view(&[n, k, npix], DType::F32)?,
+        false => {
+            let cv = col.view(&[n, k, npix], DType::F32)?;
+            im2col_into(enc, gpu, x, dw.shape(), a, &cv)?;
+            cv
+        }
+    };
     let (dyv, pv) = (
         dy.view(&[n, cout, npix], DType::F32)?,
         prod.view(&[n, cout, k], DType::F32)?,
