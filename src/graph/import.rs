@@ -9,11 +9,13 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::graph::attrs::{AutoPad, Binary, Conv2d, Pool2d, Unary};
-use crate::graph::ir::{Const, Dim, Graph, Node, Op};
-use crate::graph::onnx;
+use crate::graph::ir::{Const, Dim, ElemType, Graph, Node, Op};
+use crate::graph::{legacy, onnx};
 
-/// Opsets qforge reads.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 7..=21;
+/// Opsets qforge reads: 6 to the newest onnx 1.23 defines. Forms older opsets give ops
+/// (attributes later opsets take as inputs, Upsample, opset 6's broadcast) are rewritten to
+/// today's at import (`graph::legacy`).
+pub const OPSETS: std::ops::RangeInclusive<i64> = 6..=28;
 
 /// ONNX TensorProto data types qforge reads.
 mod dtype {
@@ -85,10 +87,11 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
         if consts.contains_key(&vname) {
             continue;
         }
-        graph.input_dims.insert(
-            vname.clone(),
-            dims_of(vi).map_err(|m| bad(format!("input '{vname}': {m}")))?,
-        );
+        let (dims, elem) = dims_of(vi).map_err(|m| bad(format!("input '{vname}': {m}")))?;
+        graph.input_dims.insert(vname.clone(), dims);
+        if elem != ElemType::F32 {
+            graph.input_types.insert(vname.clone(), elem);
+        }
         graph.inputs.push(vname);
     }
     graph.outputs = g
@@ -105,6 +108,17 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
         ));
     }
 
+    let declared_ranks: HashMap<String, usize> = g
+        .value_info
+        .iter()
+        .chain(&g.output)
+        .filter_map(|vi| {
+            let onnx::type_proto::Value::TensorType(t) = vi.r#type.as_ref()?.value.as_ref()? else {
+                return None;
+            };
+            Some((vi.name.clone()?, t.shape.as_ref()?.dim.len()))
+        })
+        .collect();
     let mut used_names: HashSet<String> = g
         .node
         .iter()
@@ -172,12 +186,30 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
             graph.auto_pads.insert(node_name.clone(), mode);
         }
         match to_op(&op_type, &attrs, opset, n.input.len()).map_err(ctx)? {
-            Some(op) => nodes.push(Node {
-                name: node_name,
-                op,
-                inputs: n.input.clone(),
-                outputs: n.output.clone(),
-            }),
+            Some(op) => {
+                let ranks: Vec<Option<usize>> = n
+                    .input
+                    .iter()
+                    .map(|i| {
+                        consts
+                            .get(i)
+                            .map(|c| c.shape().len())
+                            .or_else(|| graph.input_dims.get(i).map(Vec::len))
+                            .or_else(|| declared_ranks.get(i).copied())
+                    })
+                    .collect();
+                let mut node = Node {
+                    name: node_name.clone(),
+                    op,
+                    inputs: n.input.clone(),
+                    outputs: n.output.clone(),
+                };
+                let before =
+                    legacy::rewrite(&op_type, &attrs, opset, &mut node, &mut consts, &ranks)
+                        .map_err(ctx)?;
+                nodes.extend(before);
+                nodes.push(node);
+            }
             None => unsupported.push(format!("{op_type} (node '{node_name}')")),
         }
     }
@@ -204,30 +236,35 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
     Ok(graph)
 }
 
-fn dims_of(vi: &onnx::ValueInfoProto) -> std::result::Result<Vec<Dim>, String> {
+/// An input's declared dims and element type. A dim without a name (or named `?`) is its
+/// own unknown, `input[i]`, never shared with another input's.
+fn dims_of(vi: &onnx::ValueInfoProto) -> std::result::Result<(Vec<Dim>, ElemType), String> {
     use onnx::tensor_shape_proto::dimension::Value;
     let Some(onnx::type_proto::Value::TensorType(t)) =
         vi.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
         return Err("is not a tensor".into());
     };
-    if !matches!(t.elem_type, Some(dtype::FLOAT) | None) {
-        return Err(format!(
-            "has element type {} (qforge's models take f32 inputs)",
-            t.elem_type.unwrap_or(0)
-        ));
-    }
+    let code = t.elem_type.unwrap_or(dtype::FLOAT);
+    let elem = ElemType::from_onnx(code).ok_or_else(|| {
+        format!(
+            "has element type {} (qforge's inputs are float32, int64, int32, int8, uint8 or bool)",
+            ElemType::onnx_name(code)
+        )
+    })?;
     let shape = t.shape.as_ref().ok_or("has no shape")?;
-    Ok(shape
+    let input = vi.name.clone().unwrap_or_default();
+    let dims = shape
         .dim
         .iter()
         .enumerate()
         .map(|(i, d)| match &d.value {
             Some(Value::DimValue(v)) if *v > 0 => Dim::Fixed(*v as usize),
-            Some(Value::DimParam(p)) if !p.is_empty() => Dim::Named(p.clone()),
-            _ => Dim::Named(format!("dim{i}")),
+            Some(Value::DimParam(p)) if !p.is_empty() && p != "?" => Dim::Named(p.clone()),
+            _ => Dim::Named(format!("{input}[{i}]")),
         })
-        .collect())
+        .collect();
+    Ok((dims, elem))
 }
 
 /// Decodes a TensorProto into a constant (f32 or i64), reading external data from `dir`.
@@ -599,22 +636,14 @@ fn to_op(
                 .map(|&s| s.max(0) as usize)
                 .collect(),
         },
-        "Slice" => {
-            if opset < 10 {
-                return Err("Slice before opset 10 (attribute form) is not supported".into());
-            }
-            Op::Slice
-        }
-        "Pad" => {
-            if opset < 11 {
-                return Err("Pad before opset 11 (attribute form) is not supported".into());
-            }
-            Op::Pad {
-                mode: a.string("mode", "constant"),
-                value: 0.0,
-            }
-        }
-        "Resize" if opset >= 11 => Op::Resize {
+        "Slice" => Op::Slice,
+        "Pad" => Op::Pad {
+            mode: a.string("mode", "constant"),
+            value: 0.0,
+        },
+        "Upsample" => legacy::upsample(&a.string("mode", "nearest"))?,
+        "Resize" if opset < 11 => legacy::upsample(&a.string("mode", "nearest"))?,
+        "Resize" => Op::Resize {
             mode: a.string("mode", "nearest"),
             coordinate_transformation: a.string("coordinate_transformation_mode", "half_pixel"),
             nearest_mode: a.string("nearest_mode", "round_prefer_floor"),

@@ -40,6 +40,97 @@ impl Const {
     }
 }
 
+/// The element type ONNX declares for a runtime value.
+///
+/// Every runtime value lives on the GPU as f32. Integer and bool values are carried there as
+/// exact f32 integers (`|v| <= 2^24`; bool as 0 and 1): inputs are checked and converted as
+/// they enter, outputs are written back in their type, and the few ops whose result depends on
+/// the type (integer Div and Mod truncate, Cast) lower by it. Constants keep their own arrays
+/// ([`Const`]) and are exact at any size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ElemType {
+    #[default]
+    F32,
+    I64,
+    I32,
+    I8,
+    U8,
+    Bool,
+}
+
+impl ElemType {
+    /// The type of an ONNX `TensorProto.DataType` code, if qforge carries it.
+    pub fn from_onnx(code: i32) -> Option<ElemType> {
+        Some(match code {
+            1 => ElemType::F32,
+            7 => ElemType::I64,
+            6 => ElemType::I32,
+            3 => ElemType::I8,
+            2 => ElemType::U8,
+            9 => ElemType::Bool,
+            _ => return None,
+        })
+    }
+
+    /// The ONNX `TensorProto.DataType` code.
+    pub fn onnx(self) -> i32 {
+        match self {
+            ElemType::F32 => 1,
+            ElemType::I64 => 7,
+            ElemType::I32 => 6,
+            ElemType::I8 => 3,
+            ElemType::U8 => 2,
+            ElemType::Bool => 9,
+        }
+    }
+
+    /// NumPy's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "float32",
+            ElemType::I64 => "int64",
+            ElemType::I32 => "int32",
+            ElemType::I8 => "int8",
+            ElemType::U8 => "uint8",
+            ElemType::Bool => "bool",
+        }
+    }
+
+    /// Integer types (bool excluded): their Div and Mod truncate.
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            ElemType::I64 | ElemType::I32 | ElemType::I8 | ElemType::U8
+        )
+    }
+
+    /// The name of an ONNX data type code, for messages (`"float64"`, `"type 40"`).
+    pub fn onnx_name(code: i32) -> String {
+        match code {
+            10 => "float16".into(),
+            11 => "float64".into(),
+            16 => "bfloat16".into(),
+            8 => "string".into(),
+            4 => "uint16".into(),
+            5 => "int16".into(),
+            12 => "uint32".into(),
+            13 => "uint64".into(),
+            14 => "complex64".into(),
+            15 => "complex128".into(),
+            c => match ElemType::from_onnx(c) {
+                Some(t) => t.name().into(),
+                None => format!("type {c}"),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ElemType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A dimension of a graph input as declared: fixed, or named (batch, height …).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dim {
@@ -251,12 +342,16 @@ pub struct Graph {
     pub inputs: Vec<String>,
     /// Declared dims of each runtime input (named dims resolved at [`Graph::resolve`]).
     pub input_dims: HashMap<String, Vec<Dim>>,
+    /// Declared element type of each runtime input (absent: f32).
+    pub input_types: HashMap<String, ElemType>,
     pub outputs: Vec<String>,
     pub nodes: Vec<Node>,
     /// Weights and constants by name.
     pub consts: BTreeMap<String, Const>,
     /// Static shape of every runtime value, filled by [`Graph::resolve`].
     pub shapes: HashMap<String, Vec<usize>>,
+    /// Element type of every runtime value that is not f32, filled by [`Graph::resolve`].
+    pub types: HashMap<String, ElemType>,
     /// Conv and pool nodes whose pads follow ONNX's `auto_pad` (by node name): their pads
     /// are set from the input's size at [`Graph::resolve`].
     pub auto_pads: BTreeMap<String, crate::graph::attrs::AutoPad>,
@@ -291,6 +386,21 @@ impl Graph {
                 model: self.name.clone(),
                 message: format!("no node named '{name}'"),
             })
+    }
+
+    /// The element type of a value: a constant's own, a runtime value's as resolved, an
+    /// input's as declared (f32 when nothing says otherwise).
+    pub fn elem_type(&self, value: &str) -> ElemType {
+        match self.consts.get(value) {
+            Some(Const::F32(_)) => ElemType::F32,
+            Some(Const::I64(_)) => ElemType::I64,
+            None => self
+                .types
+                .get(value)
+                .or_else(|| self.input_types.get(value))
+                .copied()
+                .unwrap_or_default(),
+        }
     }
 
     /// An f32 constant by name.
@@ -463,6 +573,10 @@ impl Graph {
                 (i.clone(), dims)
             })
             .collect();
+        let input_types = inputs
+            .iter()
+            .map(|i| (i.clone(), self.elem_type(i)))
+            .collect();
         let consts = self
             .consts
             .iter()
@@ -473,11 +587,13 @@ impl Graph {
             name: self.name.clone(),
             opset: self.opset,
             inputs,
+            input_types,
             input_dims,
             outputs,
             nodes,
             consts,
             shapes: HashMap::new(),
+            types: HashMap::new(),
             auto_pads: self.auto_pads.clone(),
             producer: self.producer.clone(),
         }

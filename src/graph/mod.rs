@@ -5,6 +5,7 @@ pub mod attrs;
 pub mod export;
 pub mod import;
 pub mod ir;
+pub mod legacy;
 #[rustfmt::skip]
 #[allow(clippy::all)]
 pub mod onnx;
@@ -12,7 +13,8 @@ pub mod passes;
 pub mod prepare;
 pub mod resolve;
 pub mod shape;
+pub mod values;
 
 pub use import::{import, load};
-pub use ir::{Const, Dim, Graph, Node, Op};
+pub use ir::{Const, Dim, ElemType, Graph, Node, Op};
 pub use prepare::{Edits, Prepared};

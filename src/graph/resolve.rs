@@ -9,7 +9,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
 use crate::graph::attrs::{Binary, Resize, Unary};
-use crate::graph::ir::{Const, Dim, Graph, Node, Op};
+use crate::graph::ir::{Const, Dim, ElemType, Graph, Node, Op};
 use crate::graph::shape::{
     broadcast_shape, conv_output_shape, conv_transpose_output_shape, norm_axis, pool_output_shape,
     slice_spec,
@@ -29,12 +29,34 @@ impl Graph {
         dims: &HashMap<String, usize>,
         batch: Option<usize>,
     ) -> Result<()> {
+        self.resolve_with(dims, batch, &[])
+    }
+
+    /// As [`Graph::resolve_with_batch`], with the inputs in `values` bound to those values:
+    /// they become constants (the graph's [value inputs](Graph::value_inputs), a Reshape's
+    /// shape or a Range's limits given at run time, fold like any constant).
+    pub fn resolve_with(
+        &mut self,
+        dims: &HashMap<String, usize>,
+        batch: Option<usize>,
+        values: &[(String, Const)],
+    ) -> Result<()> {
         let model = self.name.clone();
         let err = |message: String| Error::Graph {
             model: model.clone(),
             message,
         };
+        for (name, v) in values {
+            if !self.inputs.contains(name) {
+                return Err(err(format!("'{name}' is not an input of the model")));
+            }
+            self.inputs.retain(|i| i != name);
+            self.input_dims.remove(name);
+            self.input_types.remove(name);
+            self.consts.insert(name.clone(), v.clone());
+        }
         self.shapes.clear();
+        self.types.clear();
         for input in &self.inputs {
             let mut missing = Vec::new();
             let shape: Vec<usize> = self.input_dims[input]
@@ -57,6 +79,7 @@ impl Graph {
             self.shapes.insert(input.clone(), shape);
         }
         let nodes = std::mem::take(&mut self.nodes);
+        let mut folded_types: HashMap<String, ElemType> = HashMap::new();
         for mut node in nodes {
             let label = format!("node '{}' ({})", node.name, node.op.onnx_type());
             let ctx = |m: String| Error::Graph {
@@ -66,8 +89,14 @@ impl Graph {
             fold_attribute_inputs(&mut node, &self.consts).map_err(ctx)?;
             let folded = fold_node(&node, self).map_err(ctx)?;
             if let Some(values) = folded {
-                for (o, v) in node.outputs.iter().zip(values) {
+                let in_types: Vec<ElemType> =
+                    node.inputs.iter().map(|i| self.elem_type(i)).collect();
+                let types =
+                    crate::graph::values::output_types(&node.op, &in_types, node.outputs.len());
+                for ((o, v), t) in node.outputs.iter().zip(values).zip(types) {
                     self.consts.insert(o.clone(), v);
+                    // Kept for a constant output, written back in its type.
+                    folded_types.insert(o.clone(), t);
                 }
                 continue;
             }
@@ -90,17 +119,49 @@ impl Graph {
                 set_auto_pads(&mut node, mode, &in_shapes).map_err(ctx)?;
             }
             let outs = infer(&node, &in_shapes, &self.consts).map_err(ctx)?;
-            for (o, s) in node.outputs.iter().zip(outs) {
+            let in_types: Vec<ElemType> = node.inputs.iter().map(|i| self.elem_type(i)).collect();
+            let types = crate::graph::values::output_types(&node.op, &in_types, node.outputs.len());
+            for ((o, s), t) in node.outputs.iter().zip(outs).zip(types) {
                 if !o.is_empty() {
                     self.shapes.insert(o.clone(), s);
+                    if t != ElemType::F32 {
+                        self.types.insert(o.clone(), t);
+                    }
                 }
             }
             self.nodes.push(node);
         }
-        for o in &self.outputs {
-            if !self.shapes.contains_key(o) {
-                return Err(err(format!("output '{o}' is a constant or unreachable; qforge needs outputs computed from inputs")));
+        for o in self.outputs.clone() {
+            if self.shapes.contains_key(&o) {
+                continue;
             }
+            if self.inputs.contains(&o) {
+                return Err(err(format!(
+                    "output '{o}' is an input; qforge needs outputs computed by nodes"
+                )));
+            }
+            // A constant output (every input it depends on is known at load): an Identity
+            // of the constant, so the plan reads it back like any other output.
+            let Some(c) = self.consts.remove(&o) else {
+                return Err(err(format!("output '{o}' is unreachable")));
+            };
+            let stem = self.unique_name(&format!("{o}/value"));
+            self.shapes.insert(o.clone(), c.shape().to_vec());
+            let t = folded_types.get(&o).copied().unwrap_or(match c {
+                Const::F32(_) => ElemType::F32,
+                Const::I64(_) => ElemType::I64,
+            });
+            if t != ElemType::F32 {
+                self.types.insert(o.clone(), t);
+            }
+            self.consts.insert(stem.clone(), c);
+            let name = self.unique_name(&format!("{o}/constant"));
+            self.nodes.push(Node {
+                name,
+                op: Op::Identity,
+                inputs: vec![stem],
+                outputs: vec![o],
+            });
         }
         Ok(())
     }
