@@ -35,10 +35,15 @@ pub fn rule(op: &Op) -> Option<GradRule> {
         Op::ConvTranspose { .. } => (conv_transpose, conv_reads),
         Op::Gemm { .. } => (gemm, both_inputs),
         Op::MatMul => (matmul, both_inputs),
+        // Predicates, Sin and Cos have no backward kernel (refused at plan time).
+        Op::Unary(u) if u.is_predicate() || matches!(u, Unary::Sin | Unary::Cos) => return None,
+        Op::Binary(b) if b.is_predicate() || matches!(b, Binary::Mod { .. }) => return None,
         Op::Unary(Unary::Relu | Unary::Clip(..)) => (unary, output),
         Op::Unary(_) => (unary, first_input),
         Op::Binary(Binary::Add | Binary::Sub) => (binary, nothing),
         Op::Binary(_) => (binary, both_inputs),
+        // The average pool's backward kernel has no dilations.
+        Op::AveragePool(p) if p.dilations != [1, 1] => return None,
         Op::MaxPool(_) | Op::AveragePool(_) => (pool, first_input),
         Op::GlobalAveragePool => (global_avg_pool, nothing),
         Op::Softmax { .. } => (softmax, output),

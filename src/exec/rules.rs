@@ -9,13 +9,15 @@ use crate::error::{DType, Result};
 use crate::exec::fuse::Fusion;
 use crate::exec::lower::{FakeQuant, Lowering};
 use crate::gpu::GpuTensor;
-use crate::graph::attrs::Resize;
+use crate::graph::attrs::{Binary, Resize};
 use crate::graph::ir::{Const, Node, Op};
 use crate::graph::shape::{matmul_output_shape, norm_axis, resize_scales, slice_spec, strides};
 use crate::ops::elementwise::{self as ew, StridedView};
 use crate::ops::epilogue::{Epilogue, Quantize};
 use crate::ops::gemm::{self, Bias, GemmKernel};
 use crate::ops::{conv, pool, reduce};
+
+mod select;
 
 /// A lowering function: records `node` through the context.
 pub type LowerFn = fn(&mut Lowering<'_>, &Node) -> Result<()>;
@@ -43,6 +45,11 @@ pub fn rule(op: &Op) -> Option<LowerFn> {
         Op::Pad { .. } => pad,
         Op::Softmax { .. } => softmax,
         Op::ReduceMean { .. } => reduce_mean,
+        Op::Cast { .. } => select::cast,
+        Op::Where => select::where_,
+        Op::Gather { .. } | Op::GatherElements { .. } => select::gather,
+        Op::Expand => select::expand,
+        Op::Tile => select::tile,
         _ => return None,
     })
 }
@@ -354,6 +361,9 @@ fn binary(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     };
     let (a, c) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
     let y = cx.output(n, 0)?;
+    if b == Binary::Div && cx.graph().elem_type(&n.outputs[0]).is_integer() {
+        return ew::div_trunc_into(cx.steps(), gpu, &a, &c, &y);
+    }
     ew::binary_into(cx.steps(), gpu, b, &a, &c, &y)
 }
 

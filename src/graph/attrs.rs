@@ -176,6 +176,24 @@ pub enum Unary {
     Shrink(f32, f32),
     /// x above alpha, else 0.
     ThresholdedRelu(f32),
+    /// Logical not of a bool carried as 0/1: 1 where x is 0, else 0.
+    Not,
+    /// 1 where x is NaN, else 0.
+    IsNaN,
+    /// 1 where x is +inf (when `positive`) or -inf (when `negative`), else 0.
+    IsInf {
+        positive: bool,
+        negative: bool,
+    },
+    Sin,
+    Cos,
+}
+
+impl Unary {
+    /// Ops whose result is a bool (0 or 1) and that have no gradient.
+    pub fn is_predicate(self) -> bool {
+        matches!(self, Unary::Not | Unary::IsNaN | Unary::IsInf { .. })
+    }
 }
 
 /// Binary ops with NumPy broadcasting.
@@ -190,6 +208,36 @@ pub enum Binary {
     Max,
     Min,
     Pow,
+    /// Comparisons and logic: 1 or 0 (bools carried as f32), false where a NaN is compared.
+    Equal,
+    Less,
+    Greater,
+    LessOrEqual,
+    GreaterOrEqual,
+    And,
+    Or,
+    Xor,
+    /// Remainder: with `fmod` C's fmod (the sign of a), otherwise the sign of b (integers).
+    Mod {
+        fmod: bool,
+    },
+}
+
+impl Binary {
+    /// Comparisons and logic ops: their result is a bool and they have no gradient.
+    pub fn is_predicate(self) -> bool {
+        matches!(
+            self,
+            Binary::Equal
+                | Binary::Less
+                | Binary::Greater
+                | Binary::LessOrEqual
+                | Binary::GreaterOrEqual
+                | Binary::And
+                | Binary::Or
+                | Binary::Xor
+        )
+    }
 }
 
 /// A fake-quantization grid as the kernels apply it: per channel along `axis` (or one for the

@@ -197,6 +197,13 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
             Op::Unary(Unary::Shrink(b, l)) => {
                 attrs.extend([attr_float("bias", *b), attr_float("lambd", *l)])
             }
+            Op::Unary(Unary::IsInf { positive, negative }) => attrs.extend([
+                attr_int("detect_positive", *positive as i64),
+                attr_int("detect_negative", *negative as i64),
+            ]),
+            Op::Binary(crate::graph::attrs::Binary::Mod { fmod }) => {
+                attrs.push(attr_int("fmod", *fmod as i64))
+            }
             Op::Unary(Unary::HardSigmoid(a, b)) => {
                 attrs.extend([attr_float("alpha", *a), attr_float("beta", *b)])
             }
@@ -274,7 +281,17 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                     attrs.push(attr_ints("axes", axes));
                 }
             }
-            Op::Gather { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::Gather { axis } | Op::GatherElements { axis } => {
+                attrs.push(attr_int("axis", *axis))
+            }
+            Op::Shape { start, end } => {
+                if *start != 0 {
+                    attrs.push(attr_int("start", *start));
+                }
+                if let Some(e) = end {
+                    attrs.push(attr_int("end", *e));
+                }
+            }
             Op::Cast { to } => attrs.push(attr_int("to", *to as i64)),
             _ => {}
         }

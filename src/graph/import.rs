@@ -208,7 +208,9 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
                     legacy::rewrite(&op_type, &attrs, opset, &mut node, &mut consts, &ranks)
                         .map_err(ctx)?;
                 nodes.extend(before);
+                let mask = dropout_mask(&mut node);
                 nodes.push(node);
+                nodes.extend(mask);
             }
             None => unsupported.push(format!("{op_type} (node '{node_name}')")),
         }
@@ -582,6 +584,25 @@ fn to_op(
         "Mish" => Op::Unary(Unary::Mish),
         "Shrink" => Op::Unary(Unary::Shrink(a.float("bias", 0.0), a.float("lambd", 0.5))),
         "ThresholdedRelu" => Op::Unary(Unary::ThresholdedRelu(a.float("alpha", 1.0))),
+        "Not" => Op::Unary(Unary::Not),
+        "IsNaN" => Op::Unary(Unary::IsNaN),
+        "IsInf" => Op::Unary(Unary::IsInf {
+            positive: a.int("detect_positive", 1) != 0,
+            negative: a.int("detect_negative", 1) != 0,
+        }),
+        "Sin" => Op::Unary(Unary::Sin),
+        "Cos" => Op::Unary(Unary::Cos),
+        "Equal" => Op::Binary(Binary::Equal),
+        "Less" => Op::Binary(Binary::Less),
+        "Greater" => Op::Binary(Binary::Greater),
+        "LessOrEqual" => Op::Binary(Binary::LessOrEqual),
+        "GreaterOrEqual" => Op::Binary(Binary::GreaterOrEqual),
+        "And" => Op::Binary(Binary::And),
+        "Or" => Op::Binary(Binary::Or),
+        "Xor" => Op::Binary(Binary::Xor),
+        "Mod" => Op::Binary(Binary::Mod {
+            fmod: a.int("fmod", 0) != 0,
+        }),
         "Add" => Op::Binary(Binary::Add),
         "Sub" => Op::Binary(Binary::Sub),
         "Mul" => Op::Binary(Binary::Mul),
@@ -643,6 +664,18 @@ fn to_op(
         },
         "Upsample" => legacy::upsample(&a.string("mode", "nearest"))?,
         "Resize" if opset < 11 => legacy::upsample(&a.string("mode", "nearest"))?,
+        "Resize" if a.int("antialias", 0) != 0 => {
+            return Err("Resize with antialias = 1 is not supported".into())
+        }
+        "Resize" if attrs.contains_key("axes") => {
+            return Err("Resize with an axes attribute is not supported (give every axis)".into())
+        }
+        "Resize" if a.string("keep_aspect_ratio_policy", "stretch") != "stretch" => {
+            return Err(format!(
+                "Resize keep_aspect_ratio_policy = {} is not supported (stretch only)",
+                a.string("keep_aspect_ratio_policy", "stretch")
+            ))
+        }
         "Resize" => Op::Resize {
             mode: a.string("mode", "nearest"),
             coordinate_transformation: a.string("coordinate_transformation_mode", "half_pixel"),
@@ -660,26 +693,96 @@ fn to_op(
         "Unsqueeze" => Op::Unsqueeze { axes: axes() },
         "Identity" => Op::Identity,
         "Dropout" => Op::Dropout,
-        "Shape" => Op::Shape,
+        "Shape" => Op::Shape {
+            start: a.int("start", 0),
+            end: attrs.get("end").and_then(|v| v.i),
+        },
+        "Size" => Op::Size,
+        "Range" => Op::Range,
+        "Expand" => Op::Expand,
+        "Tile" => Op::Tile,
+        "Where" => Op::Where,
+        "CastLike" => Op::CastLike,
         "Gather" => Op::Gather {
             axis: a.int("axis", 0),
         },
-        "Cast" => Op::Cast {
-            to: a.int("to", dtype::FLOAT as i64) as i32,
+        "GatherElements" => Op::GatherElements {
+            axis: a.int("axis", 0),
         },
-        "ConstantOfShape" => Op::ConstantOfShape {
-            value: match attrs.get("value").and_then(|v| v.t.as_ref()) {
-                Some(t) => tensor(t, None)?
-                    .to_f32()
-                    .iter()
-                    .next()
-                    .copied()
-                    .unwrap_or(0.0),
-                None => 0.0,
-            },
-        },
+        "Cast" => {
+            let to = a.int("to", dtype::FLOAT as i64) as i32;
+            // float16, float64 and bfloat16 values inside a graph are computed in f32.
+            if ElemType::from_onnx(to).is_none() && !matches!(to, 10 | 11 | 16) {
+                return Err(format!(
+                    "Cast to {} is not supported",
+                    ElemType::onnx_name(to)
+                ));
+            }
+            Op::Cast { to }
+        }
+        "ConstantOfShape" => {
+            let value = match attrs.get("value").and_then(|v| v.t.as_ref()) {
+                Some(t) => {
+                    let c = tensor(t, None)?;
+                    if c.shape().iter().product::<usize>() != 1 {
+                        return Err("ConstantOfShape's value must hold one element".into());
+                    }
+                    let elem = ElemType::from_onnx(t.data_type.unwrap_or(1)).ok_or_else(|| {
+                        format!(
+                            "ConstantOfShape of {} is not supported",
+                            ElemType::onnx_name(t.data_type.unwrap_or(0))
+                        )
+                    })?;
+                    let value = match c {
+                        Const::F32(a) => Const::F32(
+                            ndarray::arr0(a.iter().copied().next().unwrap_or(0.0)).into_dyn(),
+                        ),
+                        Const::I64(a) => Const::I64(
+                            ndarray::arr0(a.iter().copied().next().unwrap_or(0)).into_dyn(),
+                        ),
+                    };
+                    (value, elem)
+                }
+                None => (Const::F32(ndarray::arr0(0.0f32).into_dyn()), ElemType::F32),
+            };
+            Op::ConstantOfShape {
+                value: value.0,
+                elem: value.1,
+            }
+        }
         _ => return Ok(None),
     }))
+}
+
+/// An inference Dropout's mask output (every element kept) as nodes of its own that fold
+/// at load: `ConstantOfShape(Shape(x), true)`.
+fn dropout_mask(node: &mut Node) -> Vec<Node> {
+    if node.op != Op::Dropout || node.outputs.get(1).is_none_or(|m| m.is_empty()) {
+        return Vec::new();
+    }
+    let mask = node.outputs.remove(1);
+    node.outputs.truncate(1);
+    let shape = format!("{}/mask_shape", node.name);
+    vec![
+        Node {
+            name: format!("{}/shape", node.name),
+            op: Op::Shape {
+                start: 0,
+                end: None,
+            },
+            inputs: vec![node.inputs[0].clone()],
+            outputs: vec![shape.clone()],
+        },
+        Node {
+            name: format!("{}/mask", node.name),
+            op: Op::ConstantOfShape {
+                value: Const::I64(ndarray::arr0(1i64).into_dyn()),
+                elem: ElemType::Bool,
+            },
+            inputs: vec![shape],
+            outputs: vec![mask],
+        },
+    ]
 }
 
 /// Orders nodes so every input is produced before use; names cycles and dangling inputs.

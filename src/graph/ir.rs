@@ -222,16 +222,39 @@ pub enum Op {
         axis: Option<usize>,
         steps: u32,
     },
-    /// Shape-computing ops, folded away at load when their inputs are constant.
-    Shape,
+    /// Shape-computing ops, folded away at load when their inputs are constant. Shape gives
+    /// dims `start..end` of its input's shape.
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    /// The number of elements of input 0.
+    Size,
+    /// start, limit and delta from inputs (constants: Range folds at load).
+    Range,
+    /// Input 0 broadcast to the shape in input 1 (a constant).
+    Expand,
+    /// Input 0 repeated along each dim as many times as input 1 (a constant) says.
+    Tile,
+    /// Input 1 where input 0 (a bool) is true, else input 2; the three broadcast.
+    Where,
+    /// Cast to input 1's element type (a Cast once types resolve).
+    CastLike,
     Gather {
+        axis: i64,
+    },
+    /// Input 0 read at input 1's indices along `axis`, elementwise (the output has the
+    /// indices' shape).
+    GatherElements {
         axis: i64,
     },
     Cast {
         to: i32,
     },
+    /// A tensor of the shape in input 0 filled with `value` (a scalar of its type).
     ConstantOfShape {
-        value: f32,
+        value: Const,
+        elem: ElemType,
     },
 }
 
@@ -272,6 +295,11 @@ impl Op {
                 Unary::Mish => "Mish",
                 Unary::Shrink(..) => "Shrink",
                 Unary::ThresholdedRelu(_) => "ThresholdedRelu",
+                Unary::Not => "Not",
+                Unary::IsNaN => "IsNaN",
+                Unary::IsInf { .. } => "IsInf",
+                Unary::Sin => "Sin",
+                Unary::Cos => "Cos",
             },
             Op::Binary(b) => match b {
                 Binary::Add => "Add",
@@ -282,6 +310,15 @@ impl Op {
                 Binary::Max => "Max",
                 Binary::Min => "Min",
                 Binary::Pow => "Pow",
+                Binary::Equal => "Equal",
+                Binary::Less => "Less",
+                Binary::Greater => "Greater",
+                Binary::LessOrEqual => "LessOrEqual",
+                Binary::GreaterOrEqual => "GreaterOrEqual",
+                Binary::And => "And",
+                Binary::Or => "Or",
+                Binary::Xor => "Xor",
+                Binary::Mod { .. } => "Mod",
             },
             Op::MaxPool(_) => "MaxPool",
             Op::AveragePool(_) => "AveragePool",
@@ -302,8 +339,15 @@ impl Op {
             Op::Identity => "Identity",
             Op::FakeQuant { .. } => "FakeQuant",
             Op::Dropout => "Dropout",
-            Op::Shape => "Shape",
+            Op::Shape { .. } => "Shape",
+            Op::Size => "Size",
+            Op::Range => "Range",
+            Op::Expand => "Expand",
+            Op::Tile => "Tile",
+            Op::Where => "Where",
+            Op::CastLike => "CastLike",
             Op::Gather { .. } => "Gather",
+            Op::GatherElements { .. } => "GatherElements",
             Op::Cast { .. } => "Cast",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
         }

@@ -3,6 +3,7 @@
 
 pub mod attrs;
 pub mod export;
+pub mod fold;
 pub mod import;
 pub mod ir;
 pub mod legacy;

@@ -5,10 +5,8 @@
 
 use std::collections::HashMap;
 
-use ndarray::{ArrayD, Axis, IxDyn, Slice};
-
 use crate::error::{Error, Result};
-use crate::graph::attrs::{Binary, Resize, Unary};
+use crate::graph::attrs::{Resize, Unary};
 use crate::graph::ir::{Const, Dim, ElemType, Graph, Node, Op};
 use crate::graph::shape::{
     broadcast_shape, conv_output_shape, conv_transpose_output_shape, norm_axis, pool_output_shape,
@@ -87,7 +85,12 @@ impl Graph {
                 message: format!("{label}: {m}"),
             };
             fold_attribute_inputs(&mut node, &self.consts).map_err(ctx)?;
-            let folded = fold_node(&node, self).map_err(ctx)?;
+            if let Op::CastLike = node.op {
+                let to = self.elem_type(&node.inputs[1]).onnx();
+                node.op = Op::Cast { to };
+                node.inputs.truncate(1);
+            }
+            let folded = crate::graph::fold::fold_node(&node, self).map_err(ctx)?;
             if let Some(values) = folded {
                 let in_types: Vec<ElemType> =
                     node.inputs.iter().map(|i| self.elem_type(i)).collect();
@@ -219,6 +222,23 @@ fn fold_attribute_inputs(
             *axes = const_ints(consts, &node.inputs[1])?;
             node.inputs.truncate(1);
         }
+        Op::Dropout if node.inputs.len() > 1 => {
+            let ratio = scalar(&node.inputs[1])?.unwrap_or(0.5);
+            let training = node
+                .inputs
+                .get(2)
+                .map(|n| scalar(n))
+                .transpose()?
+                .flatten()
+                .unwrap_or(0.0);
+            if training != 0.0 && ratio != 0.0 {
+                return Err(format!(
+                    "Dropout in training mode (ratio {ratio}) drops at random; qforge runs \
+                     inference"
+                ));
+            }
+            node.inputs.truncate(1);
+        }
         Op::Pad { value, .. } if node.inputs.len() > 2 && !node.inputs[2].is_empty() => {
             *value = scalar(&node.inputs[2])?.unwrap_or(0.0);
             node.inputs.truncate(2);
@@ -226,200 +246,6 @@ fn fold_attribute_inputs(
         _ => {}
     }
     Ok(())
-}
-
-fn arr_i64(shape: &[usize], v: Vec<i64>) -> Const {
-    Const::I64(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches"))
-}
-
-/// Evaluates a node on the host when its value is known at load time.
-fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, String> {
-    let c = |i: usize| node.inputs.get(i).and_then(|n| g.consts.get(n));
-    let all_const = node
-        .inputs
-        .iter()
-        .all(|i| i.is_empty() || g.consts.contains_key(i));
-    if let Op::Shape = node.op {
-        let s = g
-            .shapes
-            .get(&node.inputs[0])
-            .cloned()
-            .or_else(|| c(0).map(|c| c.shape().to_vec()))
-            .ok_or("input shape unknown")?;
-        return Ok(Some(vec![arr_i64(
-            &[s.len()],
-            s.iter().map(|&d| d as i64).collect(),
-        )]));
-    }
-    let Some(x) = c(0).filter(|_| all_const) else {
-        return Ok(None);
-    };
-    let out = match &node.op {
-        Op::Gather { axis } => {
-            let idx = c(1).ok_or("Gather needs indices")?;
-            let axis = norm_axis(*axis, x.shape().len()).ok_or("axis out of range")?;
-            let dim = x.shape()[axis] as i64;
-            let picks: Vec<usize> = idx
-                .to_i64()
-                .iter()
-                .map(|&i| if i < 0 { i + dim } else { i })
-                .map(|i| {
-                    usize::try_from(i)
-                        .ok()
-                        .filter(|&i| (i as i64) < dim)
-                        .ok_or("index out of range")
-                })
-                .collect::<std::result::Result<_, _>>()?;
-            let gather = |a: &ArrayD<i64>| -> ArrayD<i64> {
-                let sel = a.select(Axis(axis), &picks);
-                let mut shape: Vec<usize> = a.shape()[..axis].to_vec();
-                shape.extend(idx.shape());
-                shape.extend(&a.shape()[axis + 1..]);
-                sel.into_shape_with_order(IxDyn(&shape))
-                    .expect("gather shape")
-            };
-            match x {
-                Const::I64(a) => Const::I64(gather(a)),
-                Const::F32(a) => Const::F32(
-                    gather(&a.mapv(|v| v.to_bits() as i64)).mapv(|b| f32::from_bits(b as u32)),
-                ),
-            }
-        }
-        Op::Unsqueeze { .. }
-        | Op::Squeeze { .. }
-        | Op::Reshape { .. }
-        | Op::Flatten { .. }
-        | Op::Identity
-        | Op::Dropout => {
-            let shapes: Vec<Vec<usize>> = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    g.consts
-                        .get(i)
-                        .map(|c| c.shape().to_vec())
-                        .unwrap_or_default()
-                })
-                .collect();
-            let s = infer(node, &shapes, &g.consts)?.remove(0);
-            match x {
-                Const::I64(a) => {
-                    Const::I64(a.to_shape(IxDyn(&s)).map_err(|e| e.to_string())?.to_owned())
-                }
-                Const::F32(a) => {
-                    Const::F32(a.to_shape(IxDyn(&s)).map_err(|e| e.to_string())?.to_owned())
-                }
-            }
-        }
-        Op::Concat { axis } => {
-            let parts: Vec<Const> = node.inputs.iter().map(|i| g.consts[i].clone()).collect();
-            let rank = x.shape().len();
-            let axis = norm_axis(*axis, rank).ok_or("axis out of range")?;
-            if parts.iter().all(|p| matches!(p, Const::I64(_))) {
-                let views: Vec<ArrayD<i64>> = parts
-                    .iter()
-                    .map(|p| {
-                        if let Const::I64(a) = p {
-                            a.clone()
-                        } else {
-                            unreachable!()
-                        }
-                    })
-                    .collect();
-                Const::I64(
-                    ndarray::concatenate(
-                        Axis(axis),
-                        &views.iter().map(|a| a.view()).collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| e.to_string())?,
-                )
-            } else {
-                let views: Vec<ArrayD<f32>> = parts.iter().map(Const::to_f32).collect();
-                Const::F32(
-                    ndarray::concatenate(
-                        Axis(axis),
-                        &views.iter().map(|a| a.view()).collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| e.to_string())?,
-                )
-            }
-        }
-        Op::Cast { to } => match *to {
-            1 | 10 | 11 => Const::F32(x.to_f32()),
-            _ => Const::I64(match x {
-                Const::F32(a) => a.mapv(|v| v as i64),
-                Const::I64(a) => a.clone(),
-            }),
-        },
-        Op::ConstantOfShape { value } => {
-            let s: Vec<usize> = x.to_i64().iter().map(|&d| d.max(0) as usize).collect();
-            Const::F32(ArrayD::from_elem(IxDyn(&s), *value))
-        }
-        Op::Binary(b) if node.inputs.len() == 2 => {
-            let y = c(1).ok_or("needs two inputs")?;
-            let out = broadcast_shape(x.shape(), y.shape()).ok_or("shapes do not broadcast")?;
-            match (x, y) {
-                (Const::I64(a), Const::I64(bv)) => {
-                    let (a, bv) = (
-                        a.broadcast(IxDyn(&out)).ok_or("broadcast")?,
-                        bv.broadcast(IxDyn(&out)).ok_or("broadcast")?,
-                    );
-                    let f = |p: i64, q: i64| match b {
-                        Binary::Add => Ok(p + q),
-                        Binary::Sub => Ok(p - q),
-                        Binary::Mul => Ok(p * q),
-                        Binary::Div if q != 0 => Ok(p / q),
-                        _ => Err(format!("{b:?} of integer constants")),
-                    };
-                    let v: Vec<i64> = a
-                        .iter()
-                        .zip(bv.iter())
-                        .map(|(&p, &q)| f(p, q))
-                        .collect::<std::result::Result<_, _>>()?;
-                    arr_i64(&out, v)
-                }
-                _ => return Ok(None),
-            }
-        }
-        Op::Slice => {
-            let Const::I64(a) = x else { return Ok(None) };
-            let (starts, ends) = (
-                const_ints(&g.consts, &node.inputs[1])?,
-                const_ints(&g.consts, &node.inputs[2])?,
-            );
-            let axes = node
-                .inputs
-                .get(3)
-                .filter(|n| !n.is_empty())
-                .map(|n| const_ints(&g.consts, n))
-                .transpose()?;
-            let steps = node
-                .inputs
-                .get(4)
-                .filter(|n| !n.is_empty())
-                .map(|n| const_ints(&g.consts, n))
-                .transpose()?;
-            let spec = slice_spec(a.shape(), &starts, &ends, axes.as_deref(), steps.as_deref())?;
-            let mut v = a.view();
-            for (d, s) in spec.iter().enumerate() {
-                v.slice_axis_inplace(
-                    Axis(d),
-                    Slice::new(
-                        s.start as isize,
-                        Some(
-                            s.start as isize
-                                + (s.len as isize - 1) * s.step as isize
-                                + s.step.signum() as isize,
-                        ),
-                        s.step as isize,
-                    ),
-                );
-            }
-            Const::I64(v.to_owned())
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(vec![out]))
 }
 
 fn shape_err(what: impl Into<String>) -> String {
@@ -778,9 +604,47 @@ pub fn infer(
             one(out)
         }
         Op::Identity | Op::Dropout => Ok(vec![x.clone(); node.outputs.len().min(1)]),
-        Op::Shape | Op::Gather { .. } | Op::Cast { .. } | Op::ConstantOfShape { .. } => {
+        Op::Cast { .. } => one(x.clone()),
+        Op::Gather { axis } => {
+            let a = norm_axis(*axis, x.len()).ok_or("axis out of range")?;
+            let idx = s.get(1).ok_or("Gather needs indices")?;
+            let mut out = x[..a].to_vec();
+            out.extend(idx);
+            out.extend(&x[a + 1..]);
+            one(out)
+        }
+        Op::GatherElements { axis } => {
+            let idx = s.get(1).ok_or("GatherElements needs indices")?;
+            norm_axis(*axis, x.len()).ok_or("axis out of range")?;
+            if idx.len() != x.len() {
+                return Err(format!("indices {idx:?} and data {x:?} differ in rank"));
+            }
+            one(idx.clone())
+        }
+        Op::Expand => {
+            let target: Vec<usize> = const_ints(consts, &node.inputs[1])?
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
+            one(broadcast_shape(x, &target)
+                .ok_or(format!("{x:?} does not expand to {target:?}"))?)
+        }
+        Op::Tile => {
+            let reps = const_ints(consts, &node.inputs[1])?;
+            if reps.len() != x.len() || reps.iter().any(|&r| r < 0) {
+                return Err(format!("repeats {reps:?} for a tensor of shape {x:?}"));
+            }
+            one(x.iter().zip(&reps).map(|(&d, &r)| d * r as usize).collect())
+        }
+        Op::Where => {
+            let (a, b) = (s.get(1).ok_or("no X")?, s.get(2).ok_or("no Y")?);
+            one(broadcast_shape(x, a)
+                .and_then(|o| broadcast_shape(&o, b))
+                .ok_or(format!("shapes {x:?}, {a:?} and {b:?} do not broadcast"))?)
+        }
+        Op::Shape { .. } | Op::Size | Op::Range | Op::ConstantOfShape { .. } | Op::CastLike => {
             Err(format!(
-                "{} on runtime tensors is not supported (only in constant shape chains)",
+                "{} needs inputs known at load (a shape, or constants)",
                 node.op.onnx_type()
             ))
         }

@@ -11,9 +11,13 @@ use crate::graph::ir::{Const, ElemType, Graph, Op};
 pub fn output_types(op: &Op, inputs: &[ElemType], outputs: usize) -> Vec<ElemType> {
     let first = inputs.first().copied().unwrap_or_default();
     let mut t = match op {
-        Op::Shape => vec![ElemType::I64],
+        Op::Shape { .. } | Op::Size => vec![ElemType::I64],
         Op::Cast { to } => vec![ElemType::from_onnx(*to).unwrap_or_default()],
-        Op::ConstantOfShape { .. } => vec![ElemType::F32],
+        Op::CastLike => vec![inputs.get(1).copied().unwrap_or_default()],
+        Op::ConstantOfShape { elem, .. } => vec![*elem],
+        Op::Unary(u) if u.is_predicate() => vec![ElemType::Bool],
+        Op::Binary(b) if b.is_predicate() => vec![ElemType::Bool],
+        Op::Where => vec![inputs.get(1).copied().unwrap_or_default()],
         _ => vec![],
     };
     t.resize(outputs.max(t.len()), first);
@@ -32,8 +36,10 @@ pub fn value_slots(op: &Op) -> &'static [usize] {
         }
         Op::Unary(crate::graph::attrs::Unary::Clip(..)) => &[1, 2],
         Op::Resize { .. } => &[1, 2, 3],
-        Op::ConstantOfShape { .. } => &[0],
+        Op::ConstantOfShape { .. } | Op::Range => &[0, 1, 2],
+        Op::Expand | Op::Tile => &[1],
         Op::BatchNorm { .. } => &[1, 2, 3, 4],
+        Op::Dropout => &[1, 2],
         Op::Gemm { .. } => &[2],
         _ => &[],
     }
@@ -80,7 +86,9 @@ impl Graph {
     pub fn value_inputs(&self) -> Vec<String> {
         let mut need: HashSet<&str> = HashSet::new();
         for n in self.nodes.iter().rev() {
-            if n.outputs.iter().any(|o| need.contains(o.as_str())) && !matches!(n.op, Op::Shape) {
+            if n.outputs.iter().any(|o| need.contains(o.as_str()))
+                && !matches!(n.op, Op::Shape { .. } | Op::Size)
+            {
                 need.extend(n.inputs.iter().map(String::as_str));
             }
             for &i in value_slots(&n.op) {

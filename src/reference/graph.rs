@@ -142,7 +142,39 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 outs.push(y);
             }
             Op::Unary(f) => outs.push(get(0)?.mapv(|v| nn::unary_value(*f, v))),
+            Op::Binary(Binary::Div) if g.elem_type(&node.outputs[0]).is_integer() => {
+                outs.push(nn::div_trunc(&get(0)?.view(), &get(1)?.view()))
+            }
             Op::Binary(b) => outs.push(nn::binary(*b, &get(0)?.view(), &get(1)?.view())),
+            Op::Cast { to } => {
+                let to = crate::graph::ElemType::from_onnx(*to).unwrap_or_default();
+                outs.push(get(0)?.mapv(|v| nn::convert_value(to, v)))
+            }
+            Op::Where => outs.push(nn::where_(
+                &get(0)?.view(),
+                &get(1)?.view(),
+                &get(2)?.view(),
+            )),
+            Op::Gather { axis } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                outs.push(nn::gather(&x.view(), &get(1)?.view(), a));
+            }
+            Op::GatherElements { axis } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                outs.push(nn::gather_elements(&x.view(), &get(1)?.view(), a));
+            }
+            Op::Expand => outs.push(
+                get(0)?
+                    .broadcast(IxDyn(&out_shape(0)))
+                    .ok_or_else(|| err("Expand does not broadcast".into()))?
+                    .to_owned(),
+            ),
+            Op::Tile => {
+                let reps = ints(1).unwrap_or_default();
+                outs.push(crate::graph::fold::tile(&get(0)?, &reps).map_err(err)?);
+            }
             Op::MaxPool(a) => outs.push(nn::pool2d(&get(0)?.view(), a, true)),
             Op::AveragePool(a) => outs.push(nn::pool2d(&get(0)?.view(), a, false)),
             Op::Lrn {

@@ -1,7 +1,7 @@
 //! CPU references of the network kernels (conv, pooling, activations, broadcasting, row
 //! reductions), f64 accumulation.
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 
 use crate::graph::attrs::{Binary, Conv2d, Pool2d, Resize, Unary};
 use crate::graph::shape::{
@@ -66,7 +66,7 @@ pub fn pool2d(x: &ArrayViewD<'_, f32>, a: &Pool2d, max: bool) -> ArrayD<f32> {
                     let (mut m, mut s, mut cnt, mut cnt_pad) =
                         (f32::NEG_INFINITY, 0f64, 0usize, 0usize);
                     for ky in 0..a.kernel[0] {
-                        let dil = if max { a.dilations } else { [1, 1] };
+                        let dil = a.dilations;
                         let iy = (oy * a.strides[0] + ky * dil[0]) as isize - a.pads[0] as isize;
                         for kx in 0..a.kernel[1] {
                             let ix =
@@ -119,6 +119,15 @@ pub(crate) fn softplus(v: f64) -> f64 {
 
 /// One activation value.
 pub fn unary_value(f: Unary, x: f32) -> f32 {
+    let bool01 = |b: bool| if b { 1.0 } else { 0.0 };
+    match f {
+        Unary::IsNaN => return bool01(x.is_nan()),
+        Unary::Not => return bool01(x == 0.0),
+        Unary::IsInf { positive, negative } => {
+            return bool01(x.is_infinite() && if x > 0.0 { positive } else { negative })
+        }
+        _ => {}
+    }
     if x.is_nan() {
         return x;
     }
@@ -183,7 +192,78 @@ pub fn unary_value(f: Unary, x: f32) -> f32 {
                 0.0
             }
         }
+        Unary::Sin => return x.sin(),
+        Unary::Cos => return x.cos(),
+        Unary::Not | Unary::IsNaN | Unary::IsInf { .. } => unreachable!("answered above"),
     }) as f32
+}
+
+/// Cast's conversion of one value carried as f32 (`ops::elementwise::Convert`): toward zero
+/// for integer types, 0/1 (NaN is true) for bool, unchanged for float.
+pub fn convert_value(to: crate::graph::ElemType, x: f32) -> f32 {
+    use crate::graph::ElemType;
+    match to {
+        ElemType::F32 => x,
+        ElemType::Bool => {
+            if x != 0.0 || x.is_nan() {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        _ => x.trunc(),
+    }
+}
+
+/// One binary op on two values (`trunc_div`: Div of integers, toward zero).
+pub fn binary_value(op: Binary, p: f32, q: f32, trunc_div: bool) -> f32 {
+    let bool01 = |b: bool| if b { 1.0 } else { 0.0 };
+    match op {
+        Binary::Add => p + q,
+        Binary::Sub => p - q,
+        Binary::Mul => p * q,
+        Binary::Div if trunc_div => (p / q).trunc(),
+        Binary::Div => p / q,
+        Binary::PRelu => {
+            if p < 0.0 {
+                p * q
+            } else {
+                p
+            }
+        }
+        Binary::Max if p.is_nan() || q.is_nan() => f32::NAN,
+        Binary::Min if p.is_nan() || q.is_nan() => f32::NAN,
+        Binary::Max => p.max(q),
+        Binary::Min => p.min(q),
+        Binary::Pow => p.powf(q),
+        Binary::Equal => bool01(p == q),
+        Binary::Less => bool01(p < q),
+        Binary::Greater => bool01(p > q),
+        Binary::LessOrEqual => bool01(p <= q),
+        Binary::GreaterOrEqual => bool01(p >= q),
+        Binary::And => bool01(p != 0.0 && q != 0.0),
+        Binary::Or => bool01(p != 0.0 || q != 0.0),
+        Binary::Xor => bool01((p != 0.0) != (q != 0.0)),
+        Binary::Mod { fmod } => {
+            let r = p as f64 % q as f64;
+            if fmod {
+                return r as f32;
+            }
+            // NumPy's mod: the sign of the divisor, -0 for a zero remainder of a negative one.
+            // The remainder is exact in f32; the adjustment rounds as f32 does.
+            let r = r as f32;
+            let r = if r != 0.0 && (r < 0.0) != (q < 0.0) {
+                r + q
+            } else {
+                r
+            };
+            if r == 0.0 {
+                0.0f32.copysign(q)
+            } else {
+                r
+            }
+        }
+    }
 }
 
 /// Local response normalization across channels (axis 1) of `[n, c, ...]`, in f64:
@@ -209,7 +289,7 @@ pub fn lrn(x: &ArrayViewD<'_, f32>, size: usize, alpha: f32, beta: f32, bias: f3
     ArrayD::from_shape_vec(IxDyn(&s), out).expect("same shape")
 }
 
-/// Broadcasting binary op.
+/// Broadcasting binary op (Div of floats; `binary_trunc` divides integers).
 pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> ArrayD<f32> {
     let out = broadcast_shape(a.shape(), b.shape()).expect("broadcastable");
     let (a, b) = (
@@ -219,26 +299,94 @@ pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> A
     let data: Vec<f32> = a
         .iter()
         .zip(b.iter())
-        .map(|(&p, &q)| match op {
-            Binary::Add => p + q,
-            Binary::Sub => p - q,
-            Binary::Mul => p * q,
-            Binary::Div => p / q,
-            Binary::PRelu => {
-                if p < 0.0 {
-                    p * q
-                } else {
-                    p
-                }
-            }
-            Binary::Max if p.is_nan() || q.is_nan() => f32::NAN,
-            Binary::Min if p.is_nan() || q.is_nan() => f32::NAN,
-            Binary::Max => p.max(q),
-            Binary::Min => p.min(q),
-            Binary::Pow => p.powf(q),
-        })
+        .map(|(&p, &q)| binary_value(op, p, q, false))
         .collect();
     ArrayD::from_shape_vec(IxDyn(&out), data).expect("shape")
+}
+
+/// Broadcasting Div of integers carried as f32: the quotient toward zero.
+pub fn div_trunc(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> ArrayD<f32> {
+    let out = broadcast_shape(a.shape(), b.shape()).expect("broadcastable");
+    let (a, b) = (
+        a.broadcast(IxDyn(&out)).unwrap(),
+        b.broadcast(IxDyn(&out)).unwrap(),
+    );
+    let data: Vec<f32> = a
+        .iter()
+        .zip(b.iter())
+        .map(|(&p, &q)| binary_value(Binary::Div, p, q, true))
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(&out), data).expect("shape")
+}
+
+/// `c != 0 ? a : b`, the three broadcast together.
+pub fn where_(
+    c: &ArrayViewD<'_, f32>,
+    a: &ArrayViewD<'_, f32>,
+    b: &ArrayViewD<'_, f32>,
+) -> ArrayD<f32> {
+    let out = broadcast_shape(c.shape(), a.shape())
+        .and_then(|s| broadcast_shape(&s, b.shape()))
+        .expect("broadcastable");
+    let (c, a, b) = (
+        c.broadcast(IxDyn(&out)).unwrap(),
+        a.broadcast(IxDyn(&out)).unwrap(),
+        b.broadcast(IxDyn(&out)).unwrap(),
+    );
+    ndarray::Zip::from(&c)
+        .and(&a)
+        .and(&b)
+        .map_collect(|&c, &a, &b| if c != 0.0 { a } else { b })
+}
+
+/// The index `i` (an integer carried as f32) into a dim of `dim`: negative from the end;
+/// `None` outside `[-dim, dim)` (the kernels then give 0).
+fn index(i: f32, dim: usize) -> Option<usize> {
+    let i = i as i64;
+    let i = if i < 0 { i + dim as i64 } else { i };
+    (0..dim as i64).contains(&i).then_some(i as usize)
+}
+
+/// Gather along `axis` (an index outside the dim gives 0).
+pub fn gather(x: &ArrayViewD<'_, f32>, idx: &ArrayViewD<'_, f32>, axis: usize) -> ArrayD<f32> {
+    let s = x.shape();
+    let mut shape = s[..axis].to_vec();
+    shape.extend(idx.shape());
+    shape.extend(&s[axis + 1..]);
+    let x = x.as_standard_layout();
+    let xv = x.as_slice().expect("standard");
+    let (dim, inner) = (s[axis], s[axis + 1..].iter().product::<usize>());
+    let outer: usize = s[..axis].iter().product();
+    let mut out = Vec::with_capacity(outer * idx.len() * inner);
+    for o in 0..outer {
+        for &i in idx.iter() {
+            match index(i, dim) {
+                Some(k) => {
+                    out.extend_from_slice(&xv[(o * dim + k) * inner..(o * dim + k + 1) * inner])
+                }
+                None => out.extend(std::iter::repeat_n(0.0, inner)),
+            }
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape")
+}
+
+/// GatherElements along `axis` (an index outside the dim gives 0).
+pub fn gather_elements(
+    x: &ArrayViewD<'_, f32>,
+    idx: &ArrayViewD<'_, f32>,
+    axis: usize,
+) -> ArrayD<f32> {
+    let dim = x.shape()[axis];
+    let mut y = ArrayD::<f32>::zeros(idx.raw_dim());
+    for (c, v) in y.indexed_iter_mut() {
+        if let Some(k) = index(idx[&c], dim) {
+            let mut at = c.slice().to_vec();
+            at[axis] = k;
+            *v = x[IxDyn(&at)];
+        }
+    }
+    y
 }
 
 /// Softmax over consecutive rows of `len` elements.
@@ -332,7 +480,9 @@ pub fn resize(
                 if out_len <= 1 {
                     0.0
                 } else {
-                    of * (in_len - 1) as f32 / (out_len - 1) as f32
+                    // ONNX's length_resized is in_len * scale, unrounded (out_len when the
+                    // model gives sizes).
+                    of * (in_len - 1) as f32 / (in_len as f32 * scale - 1.0)
                 }
             }
             3 => {
