@@ -19,7 +19,10 @@ pub(crate) fn data_inputs(node: &Node) -> &[String] {
         | Op::Slice
         | Op::Resize { .. }
         | Op::Expand
-        | Op::Tile => 1,
+        | Op::Tile
+        | Op::Reduce { .. }
+        | Op::TopK { .. }
+        | Op::CumSum { .. } => 1,
         _ => node.inputs.len(),
     };
     &node.inputs[..n.min(node.inputs.len())]

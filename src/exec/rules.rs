@@ -17,6 +17,7 @@ use crate::ops::epilogue::{Epilogue, Quantize};
 use crate::ops::gemm::{self, Bias, GemmKernel};
 use crate::ops::{conv, pool, reduce};
 
+mod rows;
 mod select;
 
 /// A lowering function: records `node` through the context.
@@ -50,6 +51,15 @@ pub fn rule(op: &Op) -> Option<LowerFn> {
         Op::Gather { .. } | Op::GatherElements { .. } => select::gather,
         Op::Expand => select::expand,
         Op::Tile => select::tile,
+        Op::Reduce { .. } => rows::reduce,
+        Op::GlobalMaxPool => rows::global_max_pool,
+        Op::Arg { .. } => rows::arg,
+        Op::LogSoftmax { .. } | Op::Hardmax { .. } => rows::softmax_like,
+        Op::CumSum { .. } => rows::cumsum,
+        Op::TopK { .. } => rows::topk,
+        Op::MeanVarianceNorm { .. } => rows::mean_variance_norm,
+        Op::LayerNorm { .. } => rows::layer_norm,
+        Op::InstanceNorm { .. } | Op::GroupNorm { .. } => rows::channel_norm,
         _ => return None,
     })
 }

@@ -196,6 +196,65 @@ impl Unary {
     }
 }
 
+/// A reduction of a tensor's axes to one value each (ReduceMean is `Op::ReduceMean`). NaN
+/// propagates through every one; an empty reduction gives [`Reduce::empty`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    Sum,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
+}
+
+impl Reduce {
+    /// The value of an empty reduction.
+    pub fn empty(self) -> f32 {
+        match self {
+            Reduce::Max | Reduce::LogSum | Reduce::LogSumExp => f32::NEG_INFINITY,
+            Reduce::Min => f32::INFINITY,
+            Reduce::Prod => 1.0,
+            _ => 0.0,
+        }
+    }
+
+    /// The ONNX op type.
+    pub fn onnx(self) -> &'static str {
+        match self {
+            Reduce::Sum => "ReduceSum",
+            Reduce::Max => "ReduceMax",
+            Reduce::Min => "ReduceMin",
+            Reduce::Prod => "ReduceProd",
+            Reduce::L1 => "ReduceL1",
+            Reduce::L2 => "ReduceL2",
+            Reduce::LogSum => "ReduceLogSum",
+            Reduce::LogSumExp => "ReduceLogSumExp",
+            Reduce::SumSquare => "ReduceSumSquare",
+        }
+    }
+
+    /// The reduction of an ONNX op type.
+    pub fn from_onnx(op: &str) -> Option<Reduce> {
+        [
+            Reduce::Sum,
+            Reduce::Max,
+            Reduce::Min,
+            Reduce::Prod,
+            Reduce::L1,
+            Reduce::L2,
+            Reduce::LogSum,
+            Reduce::LogSumExp,
+            Reduce::SumSquare,
+        ]
+        .into_iter()
+        .find(|r| r.onnx() == op)
+    }
+}
+
 /// Binary ops with NumPy broadcasting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {

@@ -263,7 +263,58 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                     attr_str("nearest_mode", nearest_mode),
                 ]);
             }
-            Op::Softmax { axis, .. } => attrs.push(attr_int("axis", *axis)),
+            Op::Softmax { axis, .. } | Op::LogSoftmax { axis, .. } | Op::Hardmax { axis, .. } => {
+                attrs.push(attr_int("axis", *axis))
+            }
+            Op::Reduce {
+                op,
+                axes,
+                keepdims,
+                noop_empty,
+            } => {
+                attrs.push(attr_int("keepdims", *keepdims as i64));
+                if *noop_empty {
+                    attrs.push(attr_int("noop_with_empty_axes", 1));
+                }
+                // ReduceSum takes its axes as an input from opset 13, the others from 18.
+                let as_input =
+                    opset >= 18 || (opset >= 13 && *op == crate::graph::attrs::Reduce::Sum);
+                if !axes.is_empty() {
+                    if as_input {
+                        inputs.push(extra_const(&format!("{}_axes", n.name), ints_const(axes)));
+                    } else {
+                        attrs.push(attr_ints("axes", axes));
+                    }
+                }
+            }
+            Op::Arg {
+                axis,
+                keepdims,
+                last,
+                ..
+            } => attrs.extend([
+                attr_int("axis", *axis),
+                attr_int("keepdims", *keepdims as i64),
+                attr_int("select_last_index", *last as i64),
+            ]),
+            Op::TopK { axis, largest } => attrs.extend([
+                attr_int("axis", *axis),
+                attr_int("largest", *largest as i64),
+                attr_int("sorted", 1),
+            ]),
+            Op::CumSum { exclusive, reverse } => attrs.extend([
+                attr_int("exclusive", *exclusive as i64),
+                attr_int("reverse", *reverse as i64),
+            ]),
+            Op::LayerNorm { axis, epsilon } => {
+                attrs.extend([attr_int("axis", *axis), attr_float("epsilon", *epsilon)])
+            }
+            Op::InstanceNorm { epsilon } => attrs.push(attr_float("epsilon", *epsilon)),
+            Op::GroupNorm { groups, epsilon } => attrs.extend([
+                attr_int("num_groups", *groups as i64),
+                attr_float("epsilon", *epsilon),
+            ]),
+            Op::MeanVarianceNorm { axes } => attrs.push(attr_ints("axes", axes)),
             Op::ReduceMean { axes, keepdims } => {
                 attrs.push(attr_int("keepdims", *keepdims as i64));
                 if !axes.is_empty() {

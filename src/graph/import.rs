@@ -8,7 +8,7 @@ use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::graph::attrs::{AutoPad, Binary, Conv2d, Pool2d, Unary};
+use crate::graph::attrs::{AutoPad, Binary, Conv2d, Pool2d, Reduce, Unary};
 use crate::graph::ir::{Const, Dim, ElemType, Graph, Node, Op};
 use crate::graph::{legacy, onnx};
 
@@ -685,9 +685,63 @@ fn to_op(
             axis: a.int("axis", if opset < 13 { 1 } else { -1 }),
             legacy: opset < 13,
         },
+        "ReduceMean"
+            if a.int("noop_with_empty_axes", 0) != 0 && n_inputs < 2 && axes().is_empty() =>
+        {
+            Op::Identity
+        }
         "ReduceMean" => Op::ReduceMean {
             axes: axes(),
             keepdims: a.int("keepdims", 1) != 0,
+        },
+        t if Reduce::from_onnx(t).is_some() => Op::Reduce {
+            op: Reduce::from_onnx(t).expect("checked"),
+            axes: axes(),
+            keepdims: a.int("keepdims", 1) != 0,
+            noop_empty: a.int("noop_with_empty_axes", 0) != 0,
+        },
+        "ArgMax" | "ArgMin" => Op::Arg {
+            min: op_type == "ArgMin",
+            axis: a.int("axis", 0),
+            keepdims: a.int("keepdims", 1) != 0,
+            last: a.int("select_last_index", 0) != 0,
+        },
+        "LogSoftmax" => Op::LogSoftmax {
+            axis: a.int("axis", if opset < 13 { 1 } else { -1 }),
+            legacy: opset < 13,
+        },
+        "Hardmax" => Op::Hardmax {
+            axis: a.int("axis", if opset < 13 { 1 } else { -1 }),
+            legacy: opset < 13,
+        },
+        "TopK" => Op::TopK {
+            axis: a.int("axis", -1),
+            largest: a.int("largest", 1) != 0,
+        },
+        "CumSum" => Op::CumSum {
+            exclusive: a.int("exclusive", 0) != 0,
+            reverse: a.int("reverse", 0) != 0,
+        },
+        "GlobalMaxPool" => Op::GlobalMaxPool,
+        "LayerNormalization" => Op::LayerNorm {
+            axis: a.int("axis", -1),
+            epsilon: a.float("epsilon", 1e-5),
+        },
+        "InstanceNormalization" => Op::InstanceNorm {
+            epsilon: a.float("epsilon", 1e-5),
+        },
+        "GroupNormalization" => {
+            let groups = a.int("num_groups", 0);
+            if groups < 1 {
+                return Err(format!("GroupNormalization: num_groups = {groups}"));
+            }
+            Op::GroupNorm {
+                groups: groups as usize,
+                epsilon: a.float("epsilon", 1e-5),
+            }
+        }
+        "MeanVarianceNormalization" => Op::MeanVarianceNorm {
+            axes: a.ints("axes").unwrap_or_else(|| vec![0, 2, 3]),
         },
         "Squeeze" => Op::Squeeze { axes: axes() },
         "Unsqueeze" => Op::Unsqueeze { axes: axes() },

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ndarray::ArrayD;
 
-use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
+use crate::graph::attrs::{Binary, Conv2d, Pool2d, Reduce, Unary};
 
 /// A tensor known at load time: a weight, an initializer, a folded constant.
 #[derive(Clone, Debug, PartialEq)]
@@ -207,6 +207,63 @@ pub enum Op {
         axes: Vec<i64>,
         keepdims: bool,
     },
+    /// ReduceSum, ReduceMax … over `axes` (all when empty, unless `noop_empty`: then the
+    /// input itself).
+    Reduce {
+        op: Reduce,
+        axes: Vec<i64>,
+        keepdims: bool,
+        noop_empty: bool,
+    },
+    /// ArgMax (or ArgMin with `min`) along `axis`; the first of equal values, or the last.
+    Arg {
+        min: bool,
+        axis: i64,
+        keepdims: bool,
+        last: bool,
+    },
+    /// log(Softmax); `legacy` (opset < 13): over the input coerced to 2-D at `axis`.
+    LogSoftmax {
+        axis: i64,
+        legacy: bool,
+    },
+    /// 1 at the first maximum along `axis`, 0 elsewhere; `legacy` as LogSoftmax.
+    Hardmax {
+        axis: i64,
+        legacy: bool,
+    },
+    /// The k (input 1, a constant) largest or smallest values along `axis` and their indices.
+    TopK {
+        axis: i64,
+        largest: bool,
+    },
+    /// Cumulative sums along the axis in input 1 (a constant).
+    CumSum {
+        exclusive: bool,
+        reverse: bool,
+    },
+    /// Max over every spatial dim.
+    GlobalMaxPool,
+    /// (x - mean) / sqrt(var + epsilon) over dims `axis..`, times input 1, plus input 2;
+    /// outputs 1 and 2 (optional) the mean and 1 / sqrt(var + epsilon).
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
+    /// Normalized over each (sample, channel)'s spatial dims, then scale and bias per channel.
+    InstanceNorm {
+        epsilon: f32,
+    },
+    /// Normalized over each group of channels' values, then scale and bias per channel (or,
+    /// opset 18, per group).
+    GroupNorm {
+        groups: usize,
+        epsilon: f32,
+    },
+    /// (x - mean) / (std + 1e-9) over `axes`.
+    MeanVarianceNorm {
+        axes: Vec<i64>,
+    },
     Squeeze {
         axes: Vec<i64>,
     },
@@ -334,6 +391,18 @@ impl Op {
             Op::Resize { .. } => "Resize",
             Op::Softmax { .. } => "Softmax",
             Op::ReduceMean { .. } => "ReduceMean",
+            Op::Reduce { op, .. } => op.onnx(),
+            Op::Arg { min: false, .. } => "ArgMax",
+            Op::Arg { min: true, .. } => "ArgMin",
+            Op::LogSoftmax { .. } => "LogSoftmax",
+            Op::Hardmax { .. } => "Hardmax",
+            Op::TopK { .. } => "TopK",
+            Op::CumSum { .. } => "CumSum",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::LayerNorm { .. } => "LayerNormalization",
+            Op::InstanceNorm { .. } => "InstanceNormalization",
+            Op::GroupNorm { .. } => "GroupNormalization",
+            Op::MeanVarianceNorm { .. } => "MeanVarianceNormalization",
             Op::Squeeze { .. } => "Squeeze",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Identity => "Identity",

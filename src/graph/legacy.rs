@@ -149,6 +149,13 @@ pub fn rewrite(
             };
             node.inputs = vec![node.inputs[0].clone(), String::new(), scales];
         }
+        "TopK" if opset < 10 => {
+            let k = attrs.get("k").and_then(|a| a.i).ok_or("TopK needs k")?;
+            node.inputs = vec![
+                node.inputs[0].clone(),
+                add_const(consts, &node.name, "k", ints_const(&[k])),
+            ];
+        }
         "Resize" if opset < 11 => {
             let scales = node.inputs.get(1).cloned().ok_or("Resize needs scales")?;
             node.inputs = vec![node.inputs[0].clone(), String::new(), scales];

@@ -216,7 +216,11 @@ fn fold_attribute_inputs(
                 .collect();
             node.inputs.truncate(1);
         }
-        Op::Squeeze { axes } | Op::Unsqueeze { axes } | Op::ReduceMean { axes, .. }
+        Op::Squeeze { axes }
+        | Op::Unsqueeze { axes }
+        | Op::ReduceMean { axes, .. }
+        | Op::Reduce { axes, .. }
+        | Op::MeanVarianceNorm { axes }
             if node.inputs.len() > 1 && !node.inputs[1].is_empty() =>
         {
             *axes = const_ints(consts, &node.inputs[1])?;
@@ -246,6 +250,31 @@ fn fold_attribute_inputs(
         _ => {}
     }
     Ok(())
+}
+
+/// The shape of `x` reduced over `axes` (all when empty), reduced dims kept as 1 or dropped.
+fn reduced_shape(
+    x: &[usize],
+    axes: &[i64],
+    keepdims: bool,
+) -> std::result::Result<Vec<usize>, String> {
+    let axes: Vec<usize> = if axes.is_empty() {
+        (0..x.len()).collect()
+    } else {
+        axes.iter()
+            .map(|&a| norm_axis(a, x.len()).ok_or(format!("axis {a} out of range for {x:?}")))
+            .collect::<std::result::Result<_, _>>()?
+    };
+    Ok(x.iter()
+        .enumerate()
+        .filter_map(|(d, &v)| {
+            if axes.contains(&d) {
+                keepdims.then_some(1)
+            } else {
+                Some(v)
+            }
+        })
+        .collect())
 }
 
 fn shape_err(what: impl Into<String>) -> String {
@@ -548,26 +577,63 @@ pub fn infer(
             norm_axis(*axis, x.len()).ok_or("axis out of range")?;
             one(x.clone())
         }
-        Op::ReduceMean { axes, keepdims } => {
-            let axes: Vec<usize> = if axes.is_empty() {
-                (0..x.len()).collect()
-            } else {
-                axes.iter()
-                    .map(|&a| norm_axis(a, x.len()).ok_or("axis out of range"))
-                    .collect::<std::result::Result<_, _>>()?
-            };
-            let out = x
-                .iter()
-                .enumerate()
-                .filter_map(|(d, &v)| {
-                    if axes.contains(&d) {
-                        keepdims.then_some(1)
-                    } else {
-                        Some(v)
-                    }
-                })
-                .collect();
-            one(out)
+        Op::Reduce {
+            axes, noop_empty, ..
+        } if axes.is_empty() && *noop_empty => one(x.clone()),
+        Op::ReduceMean { axes, keepdims } | Op::Reduce { axes, keepdims, .. } => {
+            one(reduced_shape(x, axes, *keepdims)?)
+        }
+        Op::Arg { axis, keepdims, .. } => one(reduced_shape(x, &[*axis], *keepdims)?),
+        Op::LogSoftmax { axis, .. } | Op::Hardmax { axis, .. } => {
+            norm_axis(*axis, x.len()).ok_or("axis out of range")?;
+            one(x.clone())
+        }
+        Op::TopK { axis, .. } => {
+            let a = norm_axis(*axis, x.len()).ok_or("axis out of range")?;
+            let k = const_ints(consts, node.inputs.get(1).ok_or("TopK needs k")?)?
+                .first()
+                .copied()
+                .ok_or("k is empty")?;
+            if k < 0 || k as usize > x[a] {
+                return Err(format!("k = {k} along a dim of {}", x[a]));
+            }
+            let mut o = x.clone();
+            o[a] = k as usize;
+            Ok(vec![o.clone(), o])
+        }
+        Op::CumSum { .. } => {
+            let ax = const_ints(consts, node.inputs.get(1).ok_or("CumSum needs an axis")?)?;
+            norm_axis(*ax.first().ok_or("axis is empty")?, x.len()).ok_or("axis out of range")?;
+            one(x.clone())
+        }
+        Op::GlobalMaxPool => {
+            if x.len() < 3 {
+                return Err(shape_err(format!("needs [n, c, spatial...], got {x:?}")));
+            }
+            let mut o = x.clone();
+            o[2..].iter_mut().for_each(|d| *d = 1);
+            one(o)
+        }
+        Op::LayerNorm { axis, .. } => {
+            let a = norm_axis(*axis, x.len()).ok_or("axis out of range")?;
+            let mut stats = x[..a].to_vec();
+            stats.resize(x.len(), 1);
+            Ok(vec![x.clone(), stats.clone(), stats])
+        }
+        Op::InstanceNorm { .. } | Op::GroupNorm { .. } => {
+            if x.len() < 3 {
+                return Err(format!("needs [n, c, spatial...], got {x:?}"));
+            }
+            if let Op::GroupNorm { groups, .. } = node.op {
+                if x[1] % groups != 0 {
+                    return Err(format!("{} channels in {groups} groups", x[1]));
+                }
+            }
+            one(x.clone())
+        }
+        Op::MeanVarianceNorm { axes } => {
+            reduced_shape(x, axes, true)?;
+            one(x.clone())
         }
         Op::Squeeze { axes } => {
             let axes: Vec<usize> = axes

@@ -18,6 +18,9 @@ pub fn output_types(op: &Op, inputs: &[ElemType], outputs: usize) -> Vec<ElemTyp
         Op::Unary(u) if u.is_predicate() => vec![ElemType::Bool],
         Op::Binary(b) if b.is_predicate() => vec![ElemType::Bool],
         Op::Where => vec![inputs.get(1).copied().unwrap_or_default()],
+        Op::Arg { .. } => vec![ElemType::I64],
+        Op::TopK { .. } => vec![first, ElemType::I64],
+        Op::LayerNorm { .. } => vec![first, ElemType::F32, ElemType::F32],
         _ => vec![],
     };
     t.resize(outputs.max(t.len()), first);
@@ -37,7 +40,7 @@ pub fn value_slots(op: &Op) -> &'static [usize] {
         Op::Unary(crate::graph::attrs::Unary::Clip(..)) => &[1, 2],
         Op::Resize { .. } => &[1, 2, 3],
         Op::ConstantOfShape { .. } | Op::Range => &[0, 1, 2],
-        Op::Expand | Op::Tile => &[1],
+        Op::Expand | Op::Tile | Op::Reduce { .. } | Op::TopK { .. } | Op::CumSum { .. } => &[1],
         Op::BatchNorm { .. } => &[1, 2, 3, 4],
         Op::Dropout => &[1, 2],
         Op::Gemm { .. } => &[2],

@@ -6,10 +6,25 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
+use crate::graph::attrs::Reduce;
 use crate::graph::attrs::{Binary, Resize};
 use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::shape::{norm_axis, resize_scales, slice_spec};
-use crate::reference::{gemm, nn};
+use crate::reference::{gemm, nn, rows};
+
+/// `axes` normalized and sorted (every axis when empty).
+fn sorted_axes(axes: &[i64], rank: usize) -> std::result::Result<Vec<usize>, String> {
+    if axes.is_empty() {
+        return Ok((0..rank).collect());
+    }
+    let mut v: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, rank).ok_or(format!("axis {a} out of range")))
+        .collect::<std::result::Result<_, _>>()?;
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
 
 /// Runs a resolved graph on the CPU; returns the outputs in model order.
 pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>> {
@@ -164,6 +179,112 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 let x = get(0)?;
                 let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
                 outs.push(nn::gather_elements(&x.view(), &get(1)?.view(), a));
+            }
+            Op::Reduce {
+                op,
+                axes,
+                noop_empty,
+                ..
+            } => {
+                let x = get(0)?;
+                if axes.is_empty() && *noop_empty {
+                    outs.push(x);
+                } else {
+                    let a = sorted_axes(axes, x.ndim()).map_err(err)?;
+                    outs.push(rows::reduce(&x.view(), *op, &a, &out_shape(0)));
+                }
+            }
+            Op::GlobalMaxPool => {
+                let x = get(0)?;
+                let a: Vec<usize> = (2..x.ndim()).collect();
+                outs.push(rows::reduce(&x.view(), Reduce::Max, &a, &out_shape(0)));
+            }
+            Op::Arg {
+                min, axis, last, ..
+            } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                outs.push(rows::arg(&x.view(), a, *min, *last, &out_shape(0)));
+            }
+            Op::LogSoftmax { axis, legacy } | Op::Hardmax { axis, legacy } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                let log = matches!(node.op, Op::LogSoftmax { .. });
+                outs.push(rows::softmax_like(&x.view(), a, *legacy, log));
+            }
+            Op::TopK { axis, largest } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                let k = out_shape(0)[a];
+                let (v, i) = rows::topk(&x.view(), a, k, *largest);
+                outs.extend([v, i]);
+            }
+            Op::CumSum { exclusive, reverse } => {
+                let x = get(0)?;
+                let axis = ints(1).and_then(|v| v.first().copied()).unwrap_or(0);
+                let a = norm_axis(axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                outs.push(rows::cumsum(&x.view(), a, *exclusive, *reverse));
+            }
+            Op::MeanVarianceNorm { axes } => {
+                let x = get(0)?;
+                let a = sorted_axes(axes, x.ndim()).map_err(err)?;
+                outs.push(rows::normalize(&x.view(), &a, 1e-9, true).0);
+            }
+            Op::LayerNorm { axis, epsilon } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                let axes: Vec<usize> = (a..x.ndim()).collect();
+                let (t, stats) = rows::normalize(&x.view(), &axes, *epsilon, false);
+                let mut y = nn::binary(Binary::Mul, &t.view(), &get(1)?.view());
+                if node.inputs.get(2).is_some_and(|b| !b.is_empty()) {
+                    y = nn::binary(Binary::Add, &y.view(), &get(2)?.view());
+                }
+                outs.push(y);
+                for k in 0..2 {
+                    let v: Vec<f32> = stats
+                        .iter()
+                        .map(|s| if k == 0 { s.0 } else { s.1 } as f32)
+                        .collect();
+                    outs.push(ArrayD::from_shape_vec(IxDyn(&out_shape(1 + k)), v).expect("stats"));
+                }
+            }
+            Op::InstanceNorm { epsilon } | Op::GroupNorm { epsilon, .. } => {
+                let x = get(0)?;
+                let s = x.shape().to_vec();
+                let c = s[1];
+                let groups = match node.op {
+                    Op::GroupNorm { groups, .. } => groups,
+                    _ => c,
+                };
+                // Normalize each (sample, group) as a row of the grouped view.
+                let mut gs = vec![s[0], groups, c / groups];
+                gs.extend(&s[2..]);
+                let xg = x
+                    .view()
+                    .into_shape_with_order(IxDyn(&gs))
+                    .map_err(|e| err(e.to_string()))?;
+                let axes: Vec<usize> = (2..gs.len()).collect();
+                let (t, _) = rows::normalize(&xg, &axes, *epsilon, false);
+                let t = t
+                    .into_shape_with_order(IxDyn(&s))
+                    .map_err(|e| err(e.to_string()))?;
+                let (scale, bias) = (get(1)?, get(2)?);
+                let per = |p: &ArrayD<f32>, ch: usize| -> f32 {
+                    let v = p.as_standard_layout();
+                    let v = v.as_slice().expect("standard");
+                    if v.len() == c {
+                        v[ch]
+                    } else {
+                        v[ch / (c / groups)]
+                    }
+                };
+                let inner: usize = s[2..].iter().product();
+                let mut y = t.as_standard_layout().to_owned();
+                for (i, v) in y.iter_mut().enumerate() {
+                    let ch = (i / inner.max(1)) % c;
+                    *v = *v * per(&scale, ch) + per(&bias, ch);
+                }
+                outs.push(y);
             }
             Op::Expand => outs.push(
                 get(0)?

@@ -9,6 +9,7 @@ pub mod integer;
 pub mod linalg;
 pub mod nn;
 pub mod quant;
+pub mod rows;
 
 use crate::error::{Error, Result};
 
