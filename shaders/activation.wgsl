@@ -111,6 +111,9 @@ fn activation(op: u32, x: f32, alpha: f32, beta: f32) -> f32 {
         case 30u: { return sin(x); }                                       // Sin
         case 31u: { return cos(x); }                                       // Cos
         case 32u: { return trunc(x); }                                     // Cast to an integer
+        case 34u: {                                                        // Gelu, tanh form
+            return 0.5 * x * (1.0 + tanh_real(0.7978845608 * (x + 0.044715 * x * x * x)));
+        }
         default: { return x; }
     }
 }

@@ -357,3 +357,125 @@ fn gather_elements(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         ge_y[t] = select(0.0, ge_x[off], k >= 0 && k < i32(ge.xdim));
     }
 }
+
+// ---- Pad of any mode with signed pads (a negative pad crops): y[o] = x[o - begin] where that
+// lies inside x, else by mode: 0 constant (p.value), 1 edge (the nearest element), 2 reflect
+// (mirrored about the edge element), 3 wrap (periodic).
+
+struct PadP {
+    n: u32,
+    ndim: u32,
+    step: u32,
+    mode: u32,
+    value: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    dims: array<vec4<u32>, 2>,    // y's shape
+    in_dims: array<vec4<u32>, 2>, // x's shape
+    begin: array<vec4<i32>, 2>,   // pads at the start of each dim
+    xs: array<vec4<u32>, 2>,      // x's strides
+}
+
+@group(0) @binding(0) var<uniform> pd: PadP;
+@group(0) @binding(1) var<storage, read> pad_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pad_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn pad_any(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    for (var t = first_index(wid, nwg, lid); t < pd.n; t += pd.step) {
+        var rem = t;
+        var off = 0u;
+        var inside = true;
+        for (var d = i32(pd.ndim) - 1; d >= 0; d--) {
+            let u = u32(d);
+            let dim = at(pd.dims, u);
+            let o = i32(rem % dim);
+            rem /= dim;
+            let n = i32(at(pd.in_dims, u));
+            var i = o - pd.begin[u / 4u][u % 4u];
+            if i < 0 || i >= n {
+                switch pd.mode {
+                    case 1u: { i = clamp(i, 0, n - 1); }
+                    case 2u: {
+                        // Reflect about the edge elements (period 2n - 2).
+                        let period = max(2 * n - 2, 1);
+                        var r = i % period;
+                        if r < 0 {
+                            r += period;
+                        }
+                        i = select(r, period - r, r >= n);
+                    }
+                    case 3u: {
+                        var r = i % n;
+                        if r < 0 {
+                            r += n;
+                        }
+                        i = r;
+                    }
+                    default: { inside = false; }
+                }
+            }
+            off += u32(max(i, 0)) * at(pd.xs, u);
+        }
+        pad_y[t] = select(pd.value, pad_x[off], inside);
+    }
+}
+
+// ---- ScatterND: each thread one element of the update slices, applying the updates in order
+// (duplicates included, deterministically): y[offset(indices[i]) + t] combined with
+// updates[i * slice + t] (mode 0 replace, 1 add, 2 mul, 3 max, 4 min). y holds the data
+// already. Indices are integers carried as f32, negative from the end; an index outside its
+// dim skips the update. One dispatch applies updates _pad0 .. nidx.
+
+struct ScatP {
+    slice: u32,
+    nidx: u32,
+    k: u32,
+    mode: u32,
+    step: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    dims: array<vec4<u32>, 2>,   // data's first k dims
+    xs: array<vec4<u32>, 2>,     // data's strides of those dims
+}
+
+@group(0) @binding(0) var<uniform> sc: ScatP;
+@group(0) @binding(1) var<storage, read> sc_idx: array<f32>;
+@group(0) @binding(2) var<storage, read> sc_upd: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sc_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn scatter_nd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    for (var t = first_index(wid, nwg, lid); t < sc.slice; t += sc.step) {
+        for (var i = sc._pad0; i < sc.nidx; i++) {
+            var off = 0u;
+            var ok = true;
+            for (var j = 0u; j < sc.k; j++) {
+                let dim = i32(at(sc.dims, j));
+                var c = i32(sc_idx[i * sc.k + j]);
+                if c < 0 {
+                    c += dim;
+                }
+                ok = ok && c >= 0 && c < dim;
+                off += u32(max(c, 0)) * at(sc.xs, j);
+            }
+            if !ok {
+                continue;
+            }
+            let at_y = off + t;
+            let u = sc_upd[i * sc.slice + t];
+            let v = sc_y[at_y];
+            switch sc.mode {
+                case 1u: { sc_y[at_y] = v + u; }
+                case 2u: { sc_y[at_y] = v * u; }
+                case 3u: { sc_y[at_y] = select(max(v, u), v + u, is_nan(v) || is_nan(u)); }
+                case 4u: { sc_y[at_y] = select(min(v, u), v + u, is_nan(v) || is_nan(u)); }
+                default: { sc_y[at_y] = u; }
+            }
+        }
+    }
+}

@@ -36,7 +36,11 @@ pub fn rule(op: &Op) -> Option<GradRule> {
         Op::Gemm { .. } => (gemm, both_inputs),
         Op::MatMul => (matmul, both_inputs),
         // Predicates, Sin and Cos have no backward kernel (refused at plan time).
-        Op::Unary(u) if u.is_predicate() || matches!(u, Unary::Sin | Unary::Cos) => return None,
+        Op::Unary(u)
+            if u.is_predicate() || matches!(u, Unary::Sin | Unary::Cos | Unary::GeluTanh) =>
+        {
+            return None
+        }
         Op::Binary(b) if b.is_predicate() || matches!(b, Binary::Mod { .. }) => return None,
         Op::Unary(Unary::Relu | Unary::Clip(..)) => (unary, output),
         Op::Unary(_) => (unary, first_input),
@@ -111,6 +115,15 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         return Ok(());
     };
     let (xs, ws) = (cx.shape(&n.inputs[0]), cx.shape(&n.inputs[1]));
+    if ws.len() != 4 {
+        return Err(crate::error::Error::Graph {
+            model: cx.graph().name.clone(),
+            message: format!(
+                "node '{}' (Conv): the backward of a 1-D convolution is not supported",
+                n.name
+            ),
+        });
+    }
     let form = ConvGrad::pick(gpu, &xs, &ws, a);
     if let Some(dx) = cx.dx(n, 0)? {
         let w = cx.value(&n.inputs[1])?;
@@ -180,6 +193,15 @@ fn conv_transpose(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     let Some(dy) = cx.dy(n, 0) else {
         return Ok(());
     };
+    if cx.shape(&n.inputs[1]).len() != 4 {
+        return Err(crate::error::Error::Graph {
+            model: cx.graph().name.clone(),
+            message: format!(
+                "node '{}' (ConvTranspose): the backward of a 1-D convolution is not supported",
+                n.name
+            ),
+        });
+    }
     if let Some(dx) = cx.dx(n, 0)? {
         let w = cx.value(&n.inputs[1])?;
         let (slot, t) = cx.scratch(&cx.shape(&n.inputs[0]))?;

@@ -22,7 +22,8 @@ pub(crate) fn data_inputs(node: &Node) -> &[String] {
         | Op::Tile
         | Op::Reduce { .. }
         | Op::TopK { .. }
-        | Op::CumSum { .. } => 1,
+        | Op::CumSum { .. }
+        | Op::Trilu { .. } => 1,
         _ => node.inputs.len(),
     };
     &node.inputs[..n.min(node.inputs.len())]

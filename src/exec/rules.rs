@@ -51,6 +51,9 @@ pub fn rule(op: &Op) -> Option<LowerFn> {
         Op::Gather { .. } | Op::GatherElements { .. } => select::gather,
         Op::Expand => select::expand,
         Op::Tile => select::tile,
+        Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } => select::depth_space,
+        Op::Trilu { .. } => select::trilu,
+        Op::ScatterNd { .. } => select::scatter_nd,
         Op::Reduce { .. } => rows::reduce,
         Op::GlobalMaxPool => rows::global_max_pool,
         Op::Arg { .. } => rows::arg,
@@ -66,6 +69,15 @@ pub fn rule(op: &Op) -> Option<LowerFn> {
 
 fn view(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     cx.alias(&n.outputs[0], &n.inputs[0])
+}
+
+/// A 1-D convolution's weight `[out, in, k]` viewed as `[out, in, 1, k]` (its input was
+/// unsqueezed at resolution).
+fn weight_4d(w: GpuTensor) -> Result<GpuTensor> {
+    match *w.shape() {
+        [o, i, k] => w.view(&[o, i, 1, k], DType::F32),
+        _ => Ok(w),
+    }
 }
 
 fn conv(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
@@ -148,7 +160,7 @@ fn conv_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()> 
     };
     let (x, w, b) = (
         cx.input(&n.inputs[0])?,
-        cx.input(&n.inputs[1])?,
+        weight_4d(cx.input(&n.inputs[1])?)?,
         cx.optional_input(n, 2)?,
     );
     let epi = EpilogueTensors::of(cx, f)?;
@@ -178,7 +190,7 @@ fn conv_transpose(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     };
     let (x, w, b) = (
         cx.input(&n.inputs[0])?,
-        cx.input(&n.inputs[1])?,
+        weight_4d(cx.input(&n.inputs[1])?)?,
         cx.optional_input(n, 2)?,
     );
     let y = cx.output(n, 0)?;
@@ -271,7 +283,34 @@ fn matmul_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()
     let (a, b) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
     let epi = EpilogueTensors::of(cx, f)?;
     let y = output_of(cx, n, f)?;
-    let (sa, sb) = (a.shape().to_vec(), b.shape().to_vec());
+    // A 1-D A is a row, a 1-D B a column (their dim is not in the output).
+    let (mut a, mut b) = (a, b);
+    if a.shape().len() == 1 {
+        a = a.view(&[1, a.shape()[0]], DType::F32)?;
+    }
+    if b.shape().len() == 1 {
+        b = b.view(&[b.shape()[0], 1], DType::F32)?;
+    }
+    let (mut sa, mut sb) = (a.shape().to_vec(), b.shape().to_vec());
+    let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+    let special =
+        bb.iter().product::<usize>() == 1 || ba == bb || ba.iter().product::<usize>() == 1;
+    let mut scratch = Vec::new();
+    if !special {
+        // Batch dims that broadcast otherwise: both operands expanded to the common batch.
+        let batch = crate::graph::shape::broadcast_shape(ba, bb)
+            .ok_or_else(|| cx.err(n, "batch dims do not broadcast"))?;
+        for (t, s) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
+            let mut full = batch.clone();
+            full.extend(&s[s.len() - 2..]);
+            let e = cx.scratch(&full, DType::F32)?;
+            let src = t.view(s, DType::F32)?;
+            crate::ops::index::expand_into(cx.steps(), gpu, &src, &e.tensor)?;
+            *t = e.tensor.clone();
+            *s = full;
+            scratch.push(e);
+        }
+    }
     let (m, k, cols) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
     let batch_a: usize = sa[..sa.len() - 2].iter().product();
     let batch_b: usize = sb[..sb.len() - 2].iter().product();
@@ -320,7 +359,11 @@ fn matmul_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()
         Bias::None,
         &e,
         &yv,
-    )
+    )?;
+    for s in scratch {
+        cx.free(s);
+    }
+    Ok(())
 }
 
 fn batch_norm(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
@@ -578,6 +621,11 @@ pub(crate) fn pad_destination(
         .get(&n.inputs[1])
         .map(Const::to_i64)
         .ok_or_else(|| "pads must be a constant".to_string())?;
+    if pads.iter().any(|&p| p < 0) {
+        return Err(format!(
+            "negative pads {pads:?} (a crop) have no destination view"
+        ));
+    }
     let ys = strides(shape);
     Ok(StridedView {
         offset: ys
@@ -591,11 +639,25 @@ pub(crate) fn pad_destination(
 
 fn pad(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Pad { value, .. } = n.op else {
+    let Op::Pad { value, mode } = &n.op else {
         unreachable!("table")
     };
+    let value = *value;
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
+    let pads = cx
+        .graph()
+        .consts
+        .get(&n.inputs[1])
+        .map(Const::to_i64)
+        .ok_or_else(|| cx.err(n, "pads must be a constant"))?;
+    if mode != "constant" || pads.iter().any(|&p| p < 0) || x.is_empty() {
+        // Edge, reflect, wrap, crops: the general kernel.
+        let m = crate::ops::index::PadMode::parse(mode)
+            .ok_or_else(|| cx.err(n, format!("Pad mode '{mode}' is not supported")))?;
+        let begin = &pads[..x.shape().len()];
+        return crate::ops::index::pad_into(cx.steps(), gpu, &x, begin, m, value, &y);
+    }
     let dst = pad_destination(cx.graph(), n, y.shape()).map_err(|m| cx.err(n, m))?;
     ew::fill_into(cx.steps(), gpu, &y, value)?;
     ew::strided_copy_into(cx.steps(), gpu, &x, &dense(x.shape()), &y, &dst, x.shape())

@@ -152,6 +152,8 @@ pub enum Unary {
     Tanh,
     Erf,
     Gelu,
+    /// Gelu with `approximate = tanh`: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+    GeluTanh,
     Exp,
     Sqrt,
     Neg,

@@ -315,6 +315,16 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 attr_float("epsilon", *epsilon),
             ]),
             Op::MeanVarianceNorm { axes } => attrs.push(attr_ints("axes", axes)),
+            Op::Unary(Unary::GeluTanh) => attrs.push(attr_str("approximate", "tanh")),
+            Op::DepthToSpace { blocksize, crd } => attrs.extend([
+                attr_int("blocksize", *blocksize as i64),
+                attr_str("mode", if *crd { "CRD" } else { "DCR" }),
+            ]),
+            Op::SpaceToDepth { blocksize } => attrs.push(attr_int("blocksize", *blocksize as i64)),
+            Op::Trilu { upper } => attrs.push(attr_int("upper", *upper as i64)),
+            Op::ScatterNd { reduction } if reduction != "none" => {
+                attrs.push(attr_str("reduction", reduction))
+            }
             Op::ReduceMean { axes, keepdims } => {
                 attrs.push(attr_int("keepdims", *keepdims as i64));
                 if !axes.is_empty() {

@@ -453,14 +453,18 @@ impl Attrs<'_> {
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .unwrap_or_else(|| default.to_string())
     }
+    /// A window attribute of 2-D (or, 1 value, 1-D: run as 1 x n) windows.
     fn pair(&self, k: &str, default: usize) -> std::result::Result<[usize; 2], String> {
+        // 1-D windows run as 2-D ones of height 1 (kernel 1, stride 1, dilation 1).
+        let one = if k == "output_padding" { 0 } else { 1 };
         match self.ints(k) {
             None => Ok([default; 2]),
             Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => {
                 Ok([v[0] as usize, v[1] as usize])
             }
+            Some(v) if v.len() == 1 && v[0] >= 0 => Ok([one, v[0] as usize]),
             Some(v) => Err(format!(
-                "attribute {k} = {v:?}: qforge runs 2-D windows with non-negative values"
+                "attribute {k} = {v:?}: qforge runs 1-D and 2-D windows with non-negative values"
             )),
         }
     }
@@ -475,8 +479,12 @@ impl Attrs<'_> {
             Some(v) if v.len() == 4 && v.iter().all(|&x| x >= 0) => {
                 Ok([v[0] as usize, v[1] as usize, v[2] as usize, v[3] as usize])
             }
+            // 1-D: (begin, end) of the width.
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => {
+                Ok([0, v[0] as usize, 0, v[1] as usize])
+            }
             Some(v) => Err(format!(
-                "pads = {v:?}: qforge runs 2-D windows with non-negative pads"
+                "pads = {v:?}: qforge runs 1-D and 2-D windows with non-negative pads"
             )),
         }
     }
@@ -501,7 +509,7 @@ fn to_op(
     let pool = || -> std::result::Result<Pool2d, String> {
         let kernel = a.pair("kernel_shape", 0)?;
         if kernel.contains(&0) {
-            return Err("kernel_shape must be 2 positive values".into());
+            return Err("kernel_shape must be 1 or 2 positive values".into());
         }
         Ok(Pool2d {
             kernel,
@@ -557,6 +565,43 @@ fn to_op(
         "Tanh" => Op::Unary(Unary::Tanh),
         "Erf" => Op::Unary(Unary::Erf),
         "Gelu" if a.string("approximate", "none") == "none" => Op::Unary(Unary::Gelu),
+        "Gelu" if a.string("approximate", "none") == "tanh" => Op::Unary(Unary::GeluTanh),
+        "DepthToSpace" | "SpaceToDepth" => {
+            let b = a.int("blocksize", 0);
+            if b < 1 {
+                return Err(format!("{op_type}: blocksize = {b}"));
+            }
+            let mode = a.string("mode", "DCR");
+            if op_type == "DepthToSpace" {
+                Op::DepthToSpace {
+                    blocksize: b as usize,
+                    crd: match mode.as_str() {
+                        "DCR" => false,
+                        "CRD" => true,
+                        m => return Err(format!("DepthToSpace mode '{m}'")),
+                    },
+                }
+            } else {
+                if mode != "DCR" {
+                    return Err(format!(
+                        "SpaceToDepth mode '{mode}' is not supported (DCR only)"
+                    ));
+                }
+                Op::SpaceToDepth {
+                    blocksize: b as usize,
+                }
+            }
+        }
+        "Trilu" => Op::Trilu {
+            upper: a.int("upper", 1) != 0,
+        },
+        "ScatterND" => {
+            let r = a.string("reduction", "none");
+            if !matches!(r.as_str(), "none" | "add" | "mul" | "max" | "min") {
+                return Err(format!("ScatterND reduction '{r}'"));
+            }
+            Op::ScatterNd { reduction: r }
+        }
         "Exp" => Op::Unary(Unary::Exp),
         "Sqrt" => Op::Unary(Unary::Sqrt),
         "Neg" => Op::Unary(Unary::Neg),
@@ -811,7 +856,10 @@ fn to_op(
 /// An inference Dropout's mask output (every element kept) as nodes of its own that fold
 /// at load: `ConstantOfShape(Shape(x), true)`.
 fn dropout_mask(node: &mut Node) -> Vec<Node> {
-    if node.op != Op::Dropout || node.outputs.get(1).is_none_or(|m| m.is_empty()) {
+    if node.op != Op::Dropout
+        || node.inputs.is_empty()
+        || node.outputs.get(1).is_none_or(|m| m.is_empty())
+    {
         return Vec::new();
     }
     let mask = node.outputs.remove(1);

@@ -244,6 +244,26 @@ pub enum Op {
     },
     /// Max over every spatial dim.
     GlobalMaxPool,
+    /// Channels moved into blocks of `blocksize` x `blocksize` pixels (`crd`: channels read
+    /// column-row-depth, else depth-column-row).
+    DepthToSpace {
+        blocksize: usize,
+        crd: bool,
+    },
+    /// Blocks of pixels moved into channels (DepthToSpace's inverse in DCR order).
+    SpaceToDepth {
+        blocksize: usize,
+    },
+    /// The upper (or lower) triangle of the last two dims from the diagonal offset by input
+    /// 1 (a constant, 0 when absent); zeros elsewhere.
+    Trilu {
+        upper: bool,
+    },
+    /// Input 0 with the slices input 1's index tuples name replaced by (or combined with, by
+    /// `reduction`: add, mul, max, min) input 2's.
+    ScatterNd {
+        reduction: String,
+    },
     /// (x - mean) / sqrt(var + epsilon) over dims `axis..`, times input 1, plus input 2;
     /// outputs 1 and 2 (optional) the mean and 1 / sqrt(var + epsilon).
     LayerNorm {
@@ -333,7 +353,7 @@ impl Op {
                 Unary::HardSwish => "HardSwish",
                 Unary::Tanh => "Tanh",
                 Unary::Erf => "Erf",
-                Unary::Gelu => "Gelu",
+                Unary::Gelu | Unary::GeluTanh => "Gelu",
                 Unary::Exp => "Exp",
                 Unary::Sqrt => "Sqrt",
                 Unary::Neg => "Neg",
@@ -399,6 +419,10 @@ impl Op {
             Op::TopK { .. } => "TopK",
             Op::CumSum { .. } => "CumSum",
             Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::DepthToSpace { .. } => "DepthToSpace",
+            Op::SpaceToDepth { .. } => "SpaceToDepth",
+            Op::Trilu { .. } => "Trilu",
+            Op::ScatterNd { .. } => "ScatterND",
             Op::LayerNorm { .. } => "LayerNormalization",
             Op::InstanceNorm { .. } => "InstanceNormalization",
             Op::GroupNorm { .. } => "GroupNormalization",

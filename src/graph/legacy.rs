@@ -56,7 +56,7 @@ pub fn rewrite(
         t if opset < 7 && LEGACY_BROADCAST.contains(&t) => {
             let broadcast = attrs.get("broadcast").and_then(|a| a.i).unwrap_or(0);
             if broadcast != 0 {
-                if let Some(axis) = attrs.get("axis").and_then(|a| a.i) {
+                if let (Some(axis), 2) = (attrs.get("axis").and_then(|a| a.i), node.inputs.len()) {
                     // B's dims line up with A's from `axis`: trailing ones make NumPy's
                     // broadcasting (which aligns the last dims) do the same.
                     let (a, b) = (&node.inputs[0], &node.inputs[1]);
@@ -94,7 +94,7 @@ pub fn rewrite(
         "PRelu" if opset < 7 => {
             // Before opset 7 a 1-D slope holds one value per channel (dim 1).
             let rank = |i: usize| ranks.get(i).copied().flatten();
-            if let (Some(rx), Some(1)) = (rank(0), rank(1)) {
+            if let (Some(rx), Some(1), 2) = (rank(0), rank(1), node.inputs.len()) {
                 if rx > 2 {
                     let axes: Vec<i64> = (1..rx as i64 - 1).collect();
                     let out = format!("{}/per_channel", node.name);
@@ -107,6 +107,9 @@ pub fn rewrite(
                     node.inputs[1] = out;
                 }
             }
+        }
+        "Slice" | "Pad" | "Upsample" | "Resize" | "TopK" if node.inputs.is_empty() => {
+            return Err(format!("{op_type} needs an input"));
         }
         "Slice" if opset < 10 => {
             let starts = ints("starts").ok_or("Slice needs starts")?;

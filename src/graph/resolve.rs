@@ -76,17 +76,32 @@ impl Graph {
             }
             self.shapes.insert(input.clone(), shape);
         }
-        let nodes = std::mem::take(&mut self.nodes);
+        let mut queue: std::collections::VecDeque<Node> = std::mem::take(&mut self.nodes).into();
         let mut folded_types: HashMap<String, ElemType> = HashMap::new();
-        for mut node in nodes {
+        while let Some(mut node) = queue.pop_front() {
+            if let Some(nodes) = self.windows_as_2d(&node) {
+                for n in nodes.into_iter().rev() {
+                    queue.push_front(n);
+                }
+                continue;
+            }
             let label = format!("node '{}' ({})", node.name, node.op.onnx_type());
             let ctx = |m: String| Error::Graph {
                 model: model.clone(),
                 message: format!("{label}: {m}"),
             };
+            if matches!(node.op, Op::Pad { .. })
+                && node.inputs.get(3).is_some_and(|a| !a.is_empty())
+            {
+                self.pads_on_axes(&mut node).map_err(ctx)?;
+            }
             fold_attribute_inputs(&mut node, &self.consts).map_err(ctx)?;
             if let Op::CastLike = node.op {
-                let to = self.elem_type(&node.inputs[1]).onnx();
+                let like = node
+                    .inputs
+                    .get(1)
+                    .ok_or_else(|| ctx("CastLike needs two inputs".into()))?;
+                let to = self.elem_type(like).onnx();
                 node.op = Op::Cast { to };
                 node.inputs.truncate(1);
             }
@@ -166,6 +181,82 @@ impl Graph {
                 outputs: vec![o],
             });
         }
+        Ok(())
+    }
+}
+
+impl Graph {
+    /// A Conv, ConvTranspose or pool of a 3-D (1-D spatial) input as the 2-D op of height 1
+    /// between an Unsqueeze and a Squeeze of dim 2 (its attributes were read as 1 x n); `None`
+    /// for other nodes.
+    fn windows_as_2d(&mut self, node: &Node) -> Option<Vec<Node>> {
+        if !matches!(
+            node.op,
+            Op::Conv(_) | Op::ConvTranspose { .. } | Op::MaxPool(_) | Op::AveragePool(_)
+        ) {
+            return None;
+        }
+        let rank = |g: &Graph, v: &str| {
+            g.shapes
+                .get(v)
+                .map(Vec::len)
+                .or_else(|| g.consts.get(v).map(|c| c.shape().len()))
+        };
+        if rank(self, node.inputs.first()?) != Some(3) {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut op2 = node.clone();
+        // The weight keeps its name (edits and parameters find it); a 3-D weight is read as
+        // [out, in, 1, k] by the shape rule and the lowering.
+        let x2 = self.unique_name(&format!("{}/x_2d", node.name));
+        out.push(Node {
+            name: format!("{x2}/unsqueeze"),
+            op: Op::Unsqueeze { axes: vec![2] },
+            inputs: vec![node.inputs[0].clone()],
+            outputs: vec![x2.clone()],
+        });
+        op2.inputs[0] = x2;
+        let y2 = self.unique_name(&format!("{}/y_2d", node.name));
+        op2.outputs = vec![y2.clone()];
+        out.push(op2);
+        out.push(Node {
+            name: format!("{}/squeeze", node.name),
+            op: Op::Squeeze { axes: vec![2] },
+            inputs: vec![y2],
+            outputs: vec![node.outputs[0].clone()],
+        });
+        Some(out)
+    }
+
+    /// A Pad with an axes input as one with pads for every dim (a new constant).
+    fn pads_on_axes(&mut self, node: &mut Node) -> std::result::Result<(), String> {
+        let rank = self
+            .shapes
+            .get(&node.inputs[0])
+            .map(Vec::len)
+            .or_else(|| self.consts.get(&node.inputs[0]).map(|c| c.shape().len()))
+            .ok_or("input shape unknown")?;
+        let axes = const_ints(&self.consts, &node.inputs[3])?;
+        let pads = const_ints(&self.consts, &node.inputs[1])?;
+        if pads.len() != 2 * axes.len() {
+            return Err(format!("pads {pads:?} for axes {axes:?}"));
+        }
+        let mut full = vec![0i64; 2 * rank];
+        for (k, &a) in axes.iter().enumerate() {
+            let d = norm_axis(a, rank).ok_or(format!("axis {a} out of range"))?;
+            full[d] = pads[k];
+            full[d + rank] = pads[k + axes.len()];
+        }
+        let name = self.unique_name(&format!("{}/pads", node.name));
+        self.consts.insert(
+            name.clone(),
+            Const::I64(
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2 * rank]), full).expect("1-D"),
+            ),
+        );
+        node.inputs[1] = name;
+        node.inputs.truncate(3);
         Ok(())
     }
 }
@@ -252,6 +343,15 @@ fn fold_attribute_inputs(
     Ok(())
 }
 
+/// A 1-D convolution's weight `[out, in, k]` read as the 2-D one `[out, in, 1, k]`.
+pub fn weight_4d(w: &[usize]) -> Vec<usize> {
+    if w.len() == 3 {
+        vec![w[0], w[1], 1, w[2]]
+    } else {
+        w.to_vec()
+    }
+}
+
 /// The shape of `x` reduced over `axes` (all when empty), reduced dims kept as 1 or dropped.
 fn reduced_shape(
     x: &[usize],
@@ -295,6 +395,7 @@ fn set_auto_pads(
     match &mut node.op {
         Op::Conv(a) => {
             let w = s.get(1).ok_or("no weight")?;
+            let w = &weight_4d(w);
             if w.len() != 4 {
                 return Err(format!("auto_pad needs a 4-D weight, got {w:?}"));
             }
@@ -317,17 +418,22 @@ pub fn infer(
     let x = s.first().ok_or("no inputs")?;
     let one = |v: Vec<usize>| Ok(vec![v]);
     match &node.op {
-        Op::Conv(a) => one(conv_output_shape(x, s.get(1).ok_or("no weight")?, a)
-            .map_err(|e| e.to_string())?
-            .to_vec()),
-        Op::ConvTranspose {
-            conv: c,
-            output_padding,
-        } => one(
-            conv_transpose_output_shape(x, s.get(1).ok_or("no weight")?, c, *output_padding)
+        Op::Conv(a) => one(
+            conv_output_shape(x, &weight_4d(s.get(1).ok_or("no weight")?), a)
                 .map_err(|e| e.to_string())?
                 .to_vec(),
         ),
+        Op::ConvTranspose {
+            conv: c,
+            output_padding,
+        } => one(conv_transpose_output_shape(
+            x,
+            &weight_4d(s.get(1).ok_or("no weight")?),
+            c,
+            *output_padding,
+        )
+        .map_err(|e| e.to_string())?
+        .to_vec()),
         Op::Gemm {
             trans_a, trans_b, ..
         } => {
@@ -348,12 +454,21 @@ pub fn infer(
             one(vec![m, n])
         }
         Op::MatMul => {
-            let (a, b) = (x, s.get(1).ok_or("no B")?);
-            if a.len() < 2 || b.len() < 2 {
-                return Err(format!(
-                    "MatMul of {a:?} and {b:?}: 1-D operands are not supported"
-                ));
+            let (a0, b0) = (x, s.get(1).ok_or("no B")?);
+            if a0.is_empty() || b0.is_empty() {
+                return Err(format!("MatMul of {a0:?} and {b0:?}: a scalar operand"));
             }
+            // A 1-D A is a row [1, k], a 1-D B a column [k, 1]; their dim leaves the output.
+            let a = &if a0.len() == 1 {
+                vec![1, a0[0]]
+            } else {
+                a0.clone()
+            };
+            let b = &if b0.len() == 1 {
+                vec![b0[0], 1]
+            } else {
+                b0.clone()
+            };
             let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
             let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
             if k != k2 {
@@ -361,7 +476,12 @@ pub fn infer(
             }
             let mut batch = broadcast_shape(&a[..a.len() - 2], &b[..b.len() - 2])
                 .ok_or("batch dims do not broadcast")?;
-            batch.extend([m, n]);
+            if a0.len() > 1 {
+                batch.push(m);
+            }
+            if b0.len() > 1 {
+                batch.push(n);
+            }
             one(batch)
         }
         Op::BatchNorm { .. } => {
@@ -508,26 +628,31 @@ pub fn infer(
             one(spec.iter().map(|a| a.len).collect())
         }
         Op::Pad { mode, .. } => {
-            if mode != "constant" {
+            if !matches!(mode.as_str(), "constant" | "edge" | "reflect" | "wrap") {
                 return Err(format!(
-                    "Pad mode '{mode}' is not supported (constant only)"
+                    "Pad mode '{mode}' is not supported (constant, edge, reflect, wrap)"
                 ));
             }
             let pads = const_ints(consts, node.inputs.get(1).ok_or("Pad needs pads")?)?;
-            if node.inputs.len() > 3 {
-                return Err("Pad with an axes input is not supported".into());
+            if pads.len() != 2 * x.len() {
+                return Err(format!("pads {pads:?} for a rank-{} tensor", x.len()));
             }
-            if pads.len() != 2 * x.len() || pads.iter().any(|&p| p < 0) {
-                return Err(format!(
-                    "pads {pads:?} for a rank-{} tensor (non-negative only)",
-                    x.len()
-                ));
-            }
-            one(x
+            let out: Vec<i64> = x
                 .iter()
                 .enumerate()
-                .map(|(d, &v)| v + pads[d] as usize + pads[d + x.len()] as usize)
-                .collect())
+                .map(|(d, &v)| v as i64 + pads[d] + pads[d + x.len()])
+                .collect();
+            if out.iter().any(|&d| d < 0) {
+                return Err(format!("pads {pads:?} crop more than {x:?} holds"));
+            }
+            if mode == "reflect"
+                && (0..x.len()).any(|d| pads[d].max(pads[d + x.len()]) >= x[d] as i64)
+            {
+                return Err(format!(
+                    "reflect pads {pads:?} must be smaller than the dims {x:?}"
+                ));
+            }
+            one(out.iter().map(|&d| d as usize).collect())
         }
         Op::Resize {
             mode,
@@ -599,6 +724,9 @@ pub fn infer(
             }
             let mut o = x.clone();
             o[a] = k as usize;
+            if node.outputs.len() != 2 {
+                return Err("TopK has two outputs (values, indices)".into());
+            }
             Ok(vec![o.clone(), o])
         }
         Op::CumSum { .. } => {
@@ -616,11 +744,17 @@ pub fn infer(
         }
         Op::LayerNorm { axis, .. } => {
             let a = norm_axis(*axis, x.len()).ok_or("axis out of range")?;
+            if node.inputs.len() < 2 {
+                return Err("LayerNormalization needs a scale".into());
+            }
             let mut stats = x[..a].to_vec();
             stats.resize(x.len(), 1);
             Ok(vec![x.clone(), stats.clone(), stats])
         }
         Op::InstanceNorm { .. } | Op::GroupNorm { .. } => {
+            if node.inputs.len() < 3 || node.inputs[1..3].iter().any(String::is_empty) {
+                return Err("needs a scale and a bias".into());
+            }
             if x.len() < 3 {
                 return Err(format!("needs [n, c, spatial...], got {x:?}"));
             }
@@ -628,6 +762,37 @@ pub fn infer(
                 if x[1] % groups != 0 {
                     return Err(format!("{} channels in {groups} groups", x[1]));
                 }
+            }
+            one(x.clone())
+        }
+        Op::DepthToSpace { blocksize: b, .. } => {
+            if x.len() != 4 || x[1] % (b * b) != 0 {
+                return Err(format!("DepthToSpace of {x:?} with blocksize {b}"));
+            }
+            one(vec![x[0], x[1] / (b * b), x[2] * b, x[3] * b])
+        }
+        Op::SpaceToDepth { blocksize: b } => {
+            if x.len() != 4 || x[2] % b != 0 || x[3] % b != 0 {
+                return Err(format!("SpaceToDepth of {x:?} with blocksize {b}"));
+            }
+            one(vec![x[0], x[1] * b * b, x[2] / b, x[3] / b])
+        }
+        Op::Trilu { .. } => {
+            if x.len() < 2 {
+                return Err(format!("Trilu needs at least 2 dims, got {x:?}"));
+            }
+            one(x.clone())
+        }
+        Op::ScatterNd { .. } => {
+            let (i, u) = (s.get(1).ok_or("no indices")?, s.get(2).ok_or("no updates")?);
+            let k = *i.last().ok_or("indices are a scalar")?;
+            let mut want = i[..i.len() - 1].to_vec();
+            want.extend(
+                x.get(k..)
+                    .ok_or(format!("index tuples of {k} into {x:?}"))?,
+            );
+            if *u != want {
+                return Err(format!("updates {u:?}, expected {want:?}"));
             }
             one(x.clone())
         }
@@ -688,15 +853,16 @@ pub fn infer(
             one(idx.clone())
         }
         Op::Expand => {
-            let target: Vec<usize> = const_ints(consts, &node.inputs[1])?
-                .iter()
-                .map(|&d| d.max(0) as usize)
-                .collect();
+            let target: Vec<usize> =
+                const_ints(consts, node.inputs.get(1).ok_or("Expand needs a shape")?)?
+                    .iter()
+                    .map(|&d| d.max(0) as usize)
+                    .collect();
             one(broadcast_shape(x, &target)
                 .ok_or(format!("{x:?} does not expand to {target:?}"))?)
         }
         Op::Tile => {
-            let reps = const_ints(consts, &node.inputs[1])?;
+            let reps = const_ints(consts, node.inputs.get(1).ok_or("Tile needs repeats")?)?;
             if reps.len() != x.len() || reps.iter().any(|&r| r < 0) {
                 return Err(format!("repeats {reps:?} for a tensor of shape {x:?}"));
             }
@@ -704,6 +870,9 @@ pub fn infer(
         }
         Op::Where => {
             let (a, b) = (s.get(1).ok_or("no X")?, s.get(2).ok_or("no Y")?);
+            if node.inputs[1..3].iter().any(String::is_empty) {
+                return Err("Where needs X and Y".into());
+            }
             one(broadcast_shape(x, a)
                 .and_then(|o| broadcast_shape(&o, b))
                 .ok_or(format!("shapes {x:?}, {a:?} and {b:?} do not broadcast"))?)

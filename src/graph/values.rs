@@ -40,7 +40,12 @@ pub fn value_slots(op: &Op) -> &'static [usize] {
         Op::Unary(crate::graph::attrs::Unary::Clip(..)) => &[1, 2],
         Op::Resize { .. } => &[1, 2, 3],
         Op::ConstantOfShape { .. } | Op::Range => &[0, 1, 2],
-        Op::Expand | Op::Tile | Op::Reduce { .. } | Op::TopK { .. } | Op::CumSum { .. } => &[1],
+        Op::Expand
+        | Op::Tile
+        | Op::Reduce { .. }
+        | Op::TopK { .. }
+        | Op::CumSum { .. }
+        | Op::Trilu { .. } => &[1],
         Op::BatchNorm { .. } => &[1, 2, 3, 4],
         Op::Dropout => &[1, 2],
         Op::Gemm { .. } => &[2],

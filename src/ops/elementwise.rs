@@ -85,6 +85,7 @@ pub(crate) fn unary_code(f: Unary) -> (u32, f32, f32) {
         Unary::Tanh => (6, 0.0, 0.0),
         Unary::Erf => (7, 0.0, 0.0),
         Unary::Gelu => (8, 0.0, 0.0),
+        Unary::GeluTanh => (34, 0.0, 0.0),
         Unary::Exp => (9, 0.0, 0.0),
         Unary::Sqrt => (10, 0.0, 0.0),
         Unary::Neg => (11, 0.0, 0.0),

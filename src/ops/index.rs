@@ -354,3 +354,207 @@ pub fn tile_into(
         &dims,
     )
 }
+
+static PAD: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "pad_any",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static SCATTER_ND: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "scatter_nd",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct PadP {
+    n: u32,
+    ndim: u32,
+    step: u32,
+    mode: u32,
+    value: f32,
+    _pad: [u32; 3],
+    dims: [u32; MAX_DIMS],
+    in_dims: [u32; MAX_DIMS],
+    begin: [i32; MAX_DIMS],
+    xs: [u32; MAX_DIMS],
+}
+
+/// Pad's modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    Constant,
+    Edge,
+    Reflect,
+    Wrap,
+}
+
+impl PadMode {
+    /// The mode of ONNX's attribute value.
+    pub fn parse(s: &str) -> Option<PadMode> {
+        Some(match s {
+            "constant" => PadMode::Constant,
+            "edge" => PadMode::Edge,
+            "reflect" => PadMode::Reflect,
+            "wrap" => PadMode::Wrap,
+            _ => return None,
+        })
+    }
+}
+
+/// `y` = `x` padded by `begin` at the start of each dim (negative: cropped) to `y`'s shape,
+/// new elements by `mode` (`value` for constant).
+pub fn pad_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    begin: &[i64],
+    mode: PadMode,
+    value: f32,
+    y: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "pad";
+    let (s, ys) = (x.shape(), y.shape());
+    if begin.len() != s.len() || ys.len() != s.len() {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "y".into(),
+            expected: format!("the rank of x {s:?}, one begin pad per dim"),
+            got: ys.to_vec(),
+        });
+    }
+    if mode != PadMode::Constant && x.is_empty() && !y.is_empty() {
+        return Err(Error::EmptyTensor {
+            op: OP,
+            tensor: "x (edge, reflect and wrap need elements)".into(),
+        });
+    }
+    check(OP, gpu, s.len(), &[("x", x), ("y", y)])?;
+    if y.is_empty() {
+        return Ok(());
+    }
+    if x.is_empty() {
+        // Constant mode reads nothing of an empty x (and a zero-sized binding is invalid).
+        return crate::ops::elementwise::fill_into(enc, gpu, y, value);
+    }
+    let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
+    let mut b = [0i32; MAX_DIMS];
+    for (o, &v) in b.iter_mut().zip(begin) {
+        *o = v as i32;
+    }
+    let params = PadP {
+        n: y.len() as u32,
+        ndim: s.len() as u32,
+        step: step as u32,
+        mode: match mode {
+            PadMode::Constant => 0,
+            PadMode::Edge => 1,
+            PadMode::Reflect => 2,
+            PadMode::Wrap => 3,
+        },
+        value,
+        dims: pack(ys),
+        in_dims: pack(s),
+        begin: b,
+        xs: pack(&strides(s)),
+        ..Default::default()
+    };
+    enc.dispatch(
+        gpu,
+        &PAD,
+        &[],
+        &params,
+        &[Bind::Whole(x), Bind::Whole(y)],
+        grid,
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct ScatP {
+    slice: u32,
+    nidx: u32,
+    k: u32,
+    mode: u32,
+    step: u32,
+    from: u32,
+    _pad: [u32; 2],
+    dims: [u32; MAX_DIMS],
+    xs: [u32; MAX_DIMS],
+}
+
+/// How ScatterND combines an update with the element it lands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScatterMode {
+    Replace,
+    Add,
+    Mul,
+    Max,
+    Min,
+}
+
+/// ScatterND into `y` (holding the data): for each index tuple `indices[i]` (the last dim of
+/// `indices` long, `k`), the slice of `y` it names combined with `updates[i]`, in order.
+pub fn scatter_nd_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    indices: &GpuTensor,
+    updates: &GpuTensor,
+    mode: ScatterMode,
+    y: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "scatter_nd";
+    let (ds, is) = (y.shape(), indices.shape());
+    let k = *is.last().unwrap_or(&0);
+    let nidx: usize = is[..is.len().saturating_sub(1)].iter().product();
+    let slice: usize = ds[k.min(ds.len())..].iter().product();
+    let mut want = is[..is.len().saturating_sub(1)].to_vec();
+    want.extend(&ds[k.min(ds.len())..]);
+    if is.is_empty() || k == 0 || k > ds.len() || updates.shape() != want {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            tensor: "updates".into(),
+            expected: format!("{want:?} (indices {is:?} into data {ds:?})"),
+            got: updates.shape().to_vec(),
+        });
+    }
+    check(
+        OP,
+        gpu,
+        k,
+        &[("indices", indices), ("updates", updates), ("y", y)],
+    )?;
+    if nidx == 0 || slice == 0 {
+        return Ok(());
+    }
+    let (grid, step) = grid_stride(slice as u64, gpu.limits().max_groups)?;
+    let per_thread = slice.div_ceil(step as usize) as u64;
+    let chunk = (crate::gpu::launch::LOOP_BUDGET / (per_thread * (k as u64 + 1))).max(1) as usize;
+    let xs = strides(ds);
+    let mut from = 0;
+    while from < nidx {
+        let to = (from + chunk).min(nidx);
+        let params = ScatP {
+            slice: slice as u32,
+            nidx: to as u32,
+            k: k as u32,
+            mode: mode as u32,
+            step: step as u32,
+            from: from as u32,
+            dims: pack(&ds[..k]),
+            xs: pack(&xs[..k]),
+            ..Default::default()
+        };
+        enc.dispatch(
+            gpu,
+            &SCATTER_ND,
+            &[],
+            &params,
+            &[Bind::Whole(indices), Bind::Whole(updates), Bind::Whole(y)],
+            grid,
+        )?;
+        from = to;
+    }
+    Ok(())
+}

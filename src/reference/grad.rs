@@ -131,6 +131,7 @@ pub fn unary_derivative(f: Unary, x: f32) -> f64 {
         Unary::Shrink(_, l) => (v.abs() > l as f64) as u8 as f64,
         Unary::ThresholdedRelu(a) => (v > a as f64) as u8 as f64,
         Unary::Sin => v.cos(),
+        Unary::GeluTanh => 0.0,
         Unary::Cos => -v.sin(),
         Unary::Not | Unary::IsNaN | Unary::IsInf { .. } => 0.0,
     }

@@ -12,6 +12,15 @@ use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::shape::{norm_axis, resize_scales, slice_spec};
 use crate::reference::{gemm, nn, rows};
 
+/// A 1-D convolution's weight `[out, in, k]` as `[out, in, 1, k]`.
+fn weight_4d(w: ArrayD<f32>) -> ArrayD<f32> {
+    if w.ndim() == 3 {
+        w.insert_axis(Axis(2))
+    } else {
+        w
+    }
+}
+
 /// `axes` normalized and sorted (every axis when empty).
 fn sorted_axes(axes: &[i64], rank: usize) -> std::result::Result<Vec<usize>, String> {
     if axes.is_empty() {
@@ -68,7 +77,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                     .transpose()?;
                 outs.push(nn::conv2d(
                     &get(0)?.view(),
-                    &get(1)?.view(),
+                    &weight_4d(get(1)?).view(),
                     b.as_ref().map(|b| b.view()).as_ref(),
                     a,
                 ));
@@ -85,7 +94,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                     .transpose()?;
                 outs.push(nn::conv_transpose2d(
                     &get(0)?.view(),
-                    &get(1)?.view(),
+                    &weight_4d(get(1)?).view(),
                     b.as_ref().map(|b| b.view()).as_ref(),
                     conv,
                     *output_padding,
@@ -129,6 +138,31 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             }
             Op::MatMul => {
                 let (a, b) = (get(0)?, get(1)?);
+                // 1-D operands promoted; batch dims broadcast to one batch.
+                let a = if a.ndim() == 1 {
+                    a.insert_axis(Axis(0))
+                } else {
+                    a
+                };
+                let b = if b.ndim() == 1 {
+                    b.insert_axis(Axis(1))
+                } else {
+                    b
+                };
+                let (ra, rb) = (a.ndim(), b.ndim());
+                let batch = crate::graph::shape::broadcast_shape(
+                    &a.shape()[..ra - 2],
+                    &b.shape()[..rb - 2],
+                )
+                .ok_or_else(|| err("MatMul batch dims do not broadcast".into()))?;
+                let full = |t: &ArrayD<f32>| -> Result<ArrayD<f32>> {
+                    let mut s = batch.clone();
+                    s.extend(&t.shape()[t.ndim() - 2..]);
+                    Ok(t.broadcast(IxDyn(&s))
+                        .ok_or_else(|| err("MatMul broadcast".into()))?
+                        .to_owned())
+                };
+                let (a, b) = (full(&a)?, full(&b)?);
                 let (m, k, n) = (
                     a.shape()[a.ndim() - 2],
                     a.shape()[a.ndim() - 1],
@@ -286,6 +320,63 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 }
                 outs.push(y);
             }
+            Op::DepthToSpace { blocksize: b, crd } => {
+                let x = get(0)?;
+                let s = x.shape().to_vec();
+                let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+                let c2 = c / (b * b);
+                let (shape6, perm) = if *crd {
+                    ([n, c2, *b, *b, h, w], [0, 1, 4, 2, 5, 3])
+                } else {
+                    ([n, *b, *b, c2, h, w], [0, 3, 4, 1, 5, 2])
+                };
+                let v = x
+                    .into_shape_with_order(IxDyn(&shape6))
+                    .map_err(|e| err(e.to_string()))?
+                    .permuted_axes(IxDyn(&perm))
+                    .as_standard_layout()
+                    .into_owned();
+                outs.push(
+                    v.into_shape_with_order(IxDyn(&out_shape(0)))
+                        .map_err(|e| err(e.to_string()))?,
+                );
+            }
+            Op::SpaceToDepth { blocksize: b } => {
+                let x = get(0)?;
+                let s = x.shape().to_vec();
+                let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+                let v = x
+                    .into_shape_with_order(IxDyn(&[n, c, h / b, *b, w / b, *b]))
+                    .map_err(|e| err(e.to_string()))?
+                    .permuted_axes(IxDyn(&[0, 3, 5, 1, 2, 4]))
+                    .as_standard_layout()
+                    .into_owned();
+                outs.push(
+                    v.into_shape_with_order(IxDyn(&out_shape(0)))
+                        .map_err(|e| err(e.to_string()))?,
+                );
+            }
+            Op::Trilu { upper } => {
+                let mut y = get(0)?;
+                let k = ints(1).and_then(|v| v.first().copied()).unwrap_or(0);
+                let r = y.ndim();
+                for (c, v) in y.indexed_iter_mut() {
+                    let (i, j) = (c[r - 2] as i64, c[r - 1] as i64);
+                    let keep = if *upper { j - i >= k } else { j - i <= k };
+                    if !keep {
+                        *v = 0.0;
+                    }
+                }
+                outs.push(y);
+            }
+            Op::ScatterNd { reduction } => {
+                let mut y = get(0)?;
+                let (idx, upd) = (get(1)?, get(2)?);
+                outs.push({
+                    nn::scatter_nd(&mut y, &idx.view(), &upd.view(), reduction);
+                    y
+                });
+            }
             Op::Expand => outs.push(
                 get(0)?
                     .broadcast(IxDyn(&out_shape(0)))
@@ -377,16 +468,16 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 }
                 outs.push(v.to_owned());
             }
-            Op::Pad { value, .. } => {
+            Op::Pad { value, mode } => {
                 let x = get(0)?;
                 let pads = ints(1).unwrap_or_default();
-                let mut y = ArrayD::from_elem(IxDyn(&out_shape(0)), *value);
-                let mut v = y.view_mut();
-                for (d, (&p, &n)) in pads.iter().zip(x.shape()).enumerate() {
-                    v.slice_axis_inplace(Axis(d), Slice::from(p as usize..p as usize + n));
-                }
-                v.assign(&x);
-                outs.push(y);
+                outs.push(nn::pad(
+                    &x.view(),
+                    &pads[..x.ndim()],
+                    mode,
+                    *value,
+                    &out_shape(0),
+                ));
             }
             Op::Softmax { axis, legacy } => {
                 let x = get(0)?;

@@ -148,6 +148,10 @@ pub fn unary_value(f: Unary, x: f32) -> f32 {
         Unary::Tanh => v.tanh(),
         Unary::Erf => erf(v),
         Unary::Gelu => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
+        Unary::GeluTanh => {
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+        }
         Unary::Exp => v.exp(),
         Unary::Sqrt => v.sqrt(),
         Unary::Neg => -v,
@@ -317,6 +321,89 @@ pub fn div_trunc(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> ArrayD<f32
         .map(|(&p, &q)| binary_value(Binary::Div, p, q, true))
         .collect();
     ArrayD::from_shape_vec(IxDyn(&out), data).expect("shape")
+}
+
+/// Pad to `shape` with `begin` pads at the start of each dim (negative: cropped), new elements
+/// by `mode`: `value` (constant), the nearest element (edge), mirrored about the edge element
+/// (reflect), periodic (wrap).
+pub fn pad(
+    x: &ArrayViewD<'_, f32>,
+    begin: &[i64],
+    mode: &str,
+    value: f32,
+    shape: &[usize],
+) -> ArrayD<f32> {
+    let mut y = ArrayD::from_elem(IxDyn(shape), value);
+    for (c, v) in y.indexed_iter_mut() {
+        let mut at = Vec::with_capacity(shape.len());
+        let mut inside = true;
+        for (d, &o) in c.slice().iter().enumerate() {
+            let n = x.shape()[d] as i64;
+            let mut i = o as i64 - begin[d];
+            if i < 0 || i >= n {
+                match mode {
+                    "edge" => i = i.clamp(0, n - 1),
+                    "reflect" => {
+                        let period = (2 * n - 2).max(1);
+                        let r = i.rem_euclid(period);
+                        i = if r >= n { period - r } else { r };
+                    }
+                    "wrap" => i = i.rem_euclid(n),
+                    _ => inside = false,
+                }
+            }
+            at.push(i.max(0) as usize);
+        }
+        if inside {
+            *v = x[IxDyn(&at)];
+        }
+    }
+    y
+}
+
+/// ScatterND into `y` in order (`reduction`: none, add, mul, max, min); an index tuple with
+/// an entry outside its dim is skipped, as the kernel does.
+pub fn scatter_nd(
+    y: &mut ArrayD<f32>,
+    idx: &ArrayViewD<'_, f32>,
+    upd: &ArrayViewD<'_, f32>,
+    reduction: &str,
+) {
+    let k = *idx.shape().last().expect("indices have a last dim");
+    let ds = y.shape().to_vec();
+    let slice: usize = ds[k..].iter().product();
+    let idx = idx.as_standard_layout();
+    let upd = upd.as_standard_layout();
+    let (iv, uv) = (
+        idx.as_slice().expect("standard"),
+        upd.as_slice().expect("standard"),
+    );
+    let st = crate::graph::shape::strides(&ds);
+    let yv = y.as_slice_mut().expect("standard");
+    for (i, tuple) in iv.chunks(k).enumerate() {
+        let mut off = 0usize;
+        let mut ok = true;
+        for (j, &c) in tuple.iter().enumerate() {
+            match index(c, ds[j]) {
+                Some(c) => off += c * st[j],
+                None => ok = false,
+            }
+        }
+        if !ok {
+            continue;
+        }
+        for t in 0..slice {
+            let (v, u) = (yv[off + t], uv[i * slice + t]);
+            yv[off + t] = match reduction {
+                "add" => v + u,
+                "mul" => v * u,
+                "max" | "min" if v.is_nan() || u.is_nan() => v + u,
+                "max" => v.max(u),
+                "min" => v.min(u),
+                _ => u,
+            };
+        }
+    }
 }
 
 /// `c != 0 ? a : b`, the three broadcast together.

@@ -75,3 +75,105 @@ pub(crate) fn tile(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let y = cx.output(n, 0)?;
     index::tile_into(cx.steps(), gpu, &x, &reps, &y)
 }
+
+/// DepthToSpace and SpaceToDepth as one strided copy: `y` walked in its own order as the 6-D
+/// view the ONNX definition transposes to, `x` read through the matching strides.
+pub(crate) fn depth_space(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
+    let gpu = cx.gpu();
+    let x = cx.input(&n.inputs[0])?;
+    let y = cx.output(n, 0)?;
+    let (dims, src) = depth_space_view(&n.op, x.shape()).ok_or_else(|| cx.err(n, "needs NCHW"))?;
+    ew::strided_copy_into(
+        cx.steps(),
+        gpu,
+        &x,
+        &ew::StridedView {
+            offset: 0,
+            strides: src,
+        },
+        &y,
+        &super::dense(&dims),
+        &dims,
+    )
+}
+
+/// The 6-D iteration shape (the output's elements in order) and the input's strides over it.
+pub(crate) fn depth_space_view(op: &Op, s: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
+    let [n, c, h, w] = <[usize; 4]>::try_from(s).ok()?;
+    let (hw, chw) = (h * w, c * h * w);
+    Some(match *op {
+        Op::DepthToSpace { blocksize: b, crd } => {
+            let c2 = c / (b * b);
+            // y[n, c', h, i, w, j] = x[n, channel, h, w].
+            let src = if crd {
+                vec![chw, b * b * hw, w, b * hw, 1, hw]
+            } else {
+                vec![chw, hw, w, b * c2 * hw, 1, c2 * hw]
+            };
+            (vec![n, c2, h, b, w, b], src)
+        }
+        Op::SpaceToDepth { blocksize: b } => {
+            // y[n, i, j, c, h', w'] = x[n, c, h' b + i, w' b + j].
+            (
+                vec![n, b, b, c, h / b, w / b],
+                vec![chw, w, 1, hw, b * w, b],
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// Trilu as Where(mask, x, 0) with the triangle's mask made on the host.
+pub(crate) fn trilu(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
+    let Op::Trilu { upper } = n.op else {
+        unreachable!("table")
+    };
+    let gpu = cx.gpu();
+    let x = cx.input(&n.inputs[0])?;
+    let y = cx.output(n, 0)?;
+    let k = match n.inputs.get(1).filter(|v| !v.is_empty()) {
+        Some(v) => cx
+            .graph()
+            .consts
+            .get(v)
+            .and_then(|c| c.to_i64().first().copied())
+            .ok_or_else(|| cx.err(n, "k must be a constant"))?,
+        None => 0,
+    };
+    let s = x.shape();
+    let (rows, cols) = (s[s.len() - 2], s[s.len() - 1]);
+    let mask: Vec<f32> = (0..rows * cols)
+        .map(|e| {
+            let (i, j) = ((e / cols) as i64, (e % cols) as i64);
+            let keep = if upper { j - i >= k } else { j - i <= k };
+            keep as u8 as f32
+        })
+        .collect();
+    let mask = cx.upload(&[rows, cols], &mask)?;
+    let zero = cx.upload(&[1], &[0.0f32])?;
+    index::where_into(cx.steps(), gpu, &mask, &x, &zero, &y)
+}
+
+/// ScatterND: the data copied into the output, then the updates applied in order.
+pub(crate) fn scatter_nd(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
+    let Op::ScatterNd { reduction } = &n.op else {
+        unreachable!("table")
+    };
+    let mode = match reduction.as_str() {
+        "add" => index::ScatterMode::Add,
+        "mul" => index::ScatterMode::Mul,
+        "max" => index::ScatterMode::Max,
+        "min" => index::ScatterMode::Min,
+        _ => index::ScatterMode::Replace,
+    };
+    let gpu = cx.gpu();
+    let (x, idx, upd) = (
+        cx.input(&n.inputs[0])?,
+        cx.input(&n.inputs[1])?,
+        cx.input(&n.inputs[2])?,
+    );
+    let y = cx.output(n, 0)?;
+    let d = super::dense(x.shape());
+    ew::strided_copy_into(cx.steps(), gpu, &x, &d, &y, &d, x.shape())?;
+    index::scatter_nd_into(cx.steps(), gpu, &idx, &upd, mode, &y)
+}
