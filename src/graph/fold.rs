@@ -5,7 +5,7 @@
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
-use crate::graph::attrs::{Binary, Unary};
+use crate::graph::attrs::{Binary, Reduce, Unary};
 use crate::graph::ir::{Const, ElemType, Graph, Node, Op};
 use crate::graph::resolve::infer;
 use crate::graph::shape::{broadcast_shape, norm_axis, slice_spec};
@@ -259,6 +259,82 @@ pub(crate) fn fold_node(node: &Node, g: &Graph) -> R<Option<Vec<Const>>> {
             })),
             _ => return Ok(None),
         },
+        Op::Reduce {
+            op,
+            axes,
+            keepdims,
+            noop_empty,
+        } => {
+            if axes.is_empty() && *noop_empty {
+                x.clone()
+            } else {
+                let t = g.elem_type(&node.inputs[0]);
+                let mut r = reduce_const(x, Some(*op), axes, *keepdims)?;
+                // An empty max or min of integers is the type's extreme (false, true for bool).
+                if x.shape().contains(&0) && t != ElemType::F32 {
+                    if let (Const::I64(a), Reduce::Max | Reduce::Min) = (&mut r, op) {
+                        let (lo, hi) = match t {
+                            ElemType::Bool => (0, 1),
+                            ElemType::U8 => (0, 255),
+                            ElemType::I8 => (-128, 127),
+                            ElemType::I32 => (i32::MIN as i64, i32::MAX as i64),
+                            _ => (i64::MIN, i64::MAX),
+                        };
+                        a.fill(if *op == Reduce::Max { lo } else { hi });
+                    }
+                }
+                r
+            }
+        }
+        Op::ReduceMean { axes, keepdims } => reduce_const(x, None, axes, *keepdims)?,
+        Op::Split { axis, .. } => {
+            let shapes = infer(node, &[x.shape().to_vec()], &g.consts)?;
+            let a = norm_axis(*axis, x.shape().len()).ok_or("axis out of range")?;
+            let mut at = 0;
+            let mut parts = Vec::new();
+            for s in shapes {
+                let k = s[a];
+                parts.push(each(x, |v| {
+                    Ok(v.slice_axis(Axis(a), Slice::from(at..at + k)).to_owned())
+                })?);
+                at += k;
+            }
+            return Ok(Some(parts));
+        }
+        Op::Trilu { upper } => {
+            let k = c(1)
+                .filter(|_| node.inputs.get(1).is_some_and(|n| !n.is_empty()))
+                .map(|c| ints(c).first().copied().unwrap_or(0))
+                .unwrap_or(0);
+            let r = x.shape().len();
+            if r < 2 {
+                return Err("Trilu needs at least 2 dims".into());
+            }
+            let keep = |i: usize, j: usize| {
+                let d = j as i64 - i as i64;
+                if *upper {
+                    d >= k
+                } else {
+                    d <= k
+                }
+            };
+            match x {
+                Const::I64(a) => {
+                    let mut a = a.clone();
+                    a.indexed_iter_mut()
+                        .filter(|(c, _)| !keep(c[r - 2], c[r - 1]))
+                        .for_each(|(_, v)| *v = 0);
+                    Const::I64(a)
+                }
+                Const::F32(a) => {
+                    let mut a = a.clone();
+                    a.indexed_iter_mut()
+                        .filter(|(c, _)| !keep(c[r - 2], c[r - 1]))
+                        .for_each(|(_, v)| *v = 0.0);
+                    Const::F32(a)
+                }
+            }
+        }
         Op::Slice => {
             let (starts, ends) = (ints(c(1).ok_or("no starts")?), ints(c(2).ok_or("no ends")?));
             let axes = c(3)
@@ -295,6 +371,86 @@ pub(crate) fn fold_node(node: &Node, g: &Graph) -> R<Option<Vec<Const>>> {
         _ => return Ok(None),
     };
     Ok(Some(vec![out]))
+}
+
+/// A reduction of a constant over `axes` (all when empty); `None` is the mean. Integer sums,
+/// products, maxima and minima stay exact; the rest is computed in f64.
+fn reduce_const(x: &Const, op: Option<Reduce>, axes: &[i64], keepdims: bool) -> R<Const> {
+    let rank = x.shape().len();
+    let mut ax: Vec<usize> = if axes.is_empty() {
+        (0..rank).collect()
+    } else {
+        axes.iter()
+            .map(|&a| norm_axis(a, rank).ok_or(format!("axis {a} out of range")))
+            .collect::<R<_>>()?
+    };
+    ax.sort_unstable();
+    ax.dedup();
+    let v = x.to_f32().mapv(f64::from);
+    let mut out = v.clone();
+    for &a in ax.iter().rev() {
+        out = out.map_axis(Axis(a), |lane| {
+            let r: Vec<f64> = lane.iter().copied().collect();
+            reduce_values(op, &r)
+        });
+    }
+    let mut shape = x.shape().to_vec();
+    for &a in &ax {
+        shape[a] = 1;
+    }
+    if !keepdims {
+        shape = x
+            .shape()
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| !ax.contains(d))
+            .map(|(_, &s)| s)
+            .collect();
+    }
+    let out = out
+        .into_shape_with_order(IxDyn(&shape))
+        .map_err(|e| e.to_string())?;
+    let integral = matches!(
+        op,
+        Some(
+            Reduce::Sum | Reduce::Prod | Reduce::Max | Reduce::Min | Reduce::SumSquare | Reduce::L1
+        )
+    );
+    Ok(match x {
+        Const::I64(_) if integral => Const::I64(out.mapv(|v| v as i64)),
+        _ => Const::F32(out.mapv(|v| v as f32)),
+    })
+}
+
+/// One lane reduced (`None`: the mean); empty lanes give the reduction's identity.
+fn reduce_values(op: Option<Reduce>, r: &[f64]) -> f64 {
+    let Some(op) = op else {
+        return r.iter().sum::<f64>() / r.len() as f64;
+    };
+    if r.is_empty() {
+        return op.empty() as f64;
+    }
+    let nan = r.iter().any(|v| v.is_nan());
+    match op {
+        Reduce::Sum => r.iter().sum(),
+        Reduce::Max if nan => f64::NAN,
+        Reduce::Min if nan => f64::NAN,
+        Reduce::Max => r.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        Reduce::Min => r.iter().copied().fold(f64::INFINITY, f64::min),
+        Reduce::Prod => r.iter().product(),
+        Reduce::L1 => r.iter().map(|v| v.abs()).sum(),
+        Reduce::L2 => r.iter().map(|v| v * v).sum::<f64>().sqrt(),
+        Reduce::LogSum => r.iter().sum::<f64>().ln(),
+        Reduce::SumSquare => r.iter().map(|v| v * v).sum(),
+        Reduce::LogSumExp => {
+            let m = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if m.is_infinite() || nan {
+                m
+            } else {
+                m + r.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+            }
+        }
+    }
 }
 
 /// Cast of a constant (integers toward zero, bool as "not zero").

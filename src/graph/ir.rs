@@ -528,15 +528,14 @@ impl Graph {
     /// The element type of a value: a constant's own, a runtime value's as resolved, an
     /// input's as declared (f32 when nothing says otherwise).
     pub fn elem_type(&self, value: &str) -> ElemType {
+        if let Some(&t) = self.types.get(value) {
+            // A runtime value, or a value input bound as a constant (its declared type).
+            return t;
+        }
         match self.consts.get(value) {
             Some(Const::F32(_)) => ElemType::F32,
             Some(Const::I64(_)) => ElemType::I64,
-            None => self
-                .types
-                .get(value)
-                .or_else(|| self.input_types.get(value))
-                .copied()
-                .unwrap_or_default(),
+            None => self.input_types.get(value).copied().unwrap_or_default(),
         }
     }
 

@@ -44,17 +44,19 @@ impl Graph {
             model: model.clone(),
             message,
         };
+        self.shapes.clear();
+        self.types.clear();
         for (name, v) in values {
             if !self.inputs.contains(name) {
                 return Err(err(format!("'{name}' is not an input of the model")));
             }
             self.inputs.retain(|i| i != name);
             self.input_dims.remove(name);
-            self.input_types.remove(name);
+            if let Some(t) = self.input_types.remove(name) {
+                self.types.insert(name.clone(), t);
+            }
             self.consts.insert(name.clone(), v.clone());
         }
-        self.shapes.clear();
-        self.types.clear();
         for input in &self.inputs {
             let mut missing = Vec::new();
             let shape: Vec<usize> = self.input_dims[input]
