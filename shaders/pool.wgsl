@@ -141,6 +141,13 @@ fn source_coord(o: u32, out_len: u32, in_len: u32, scale: f32) -> f32 {
             }
             return (o_f + 0.5) / scale - 0.5;
         }
+        case 4u: {
+            // half_pixel_symmetric: half_pixel shifted so that the output is centred on the
+            // input when the output length was rounded.
+            let adj = f32(out_len) / (f32(in_len) * scale);
+            let offset = f32(in_len) * 0.5 * (1.0 - adj);
+            return offset + (o_f + 0.5) / scale - 0.5;
+        }
         default: { return (o_f + 0.5) / scale - 0.5; }
     }
 }

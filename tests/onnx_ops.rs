@@ -910,3 +910,116 @@ fn one_dimensional_convolutions_and_pools() {
         );
     close("ConvTranspose1d", &m, &[("x", x)], Tol::GEMM);
 }
+
+#[test]
+fn resize_axes_aspect_policies_and_half_pixel_symmetric() {
+    let Some(_) = common::gpu() else { return };
+    let mut rng = common::rng(15);
+    let x = arr(&[1, 2, 5, 6], values_with_ties(&mut rng, 60, false));
+    let s = common::build::string;
+    // Scales for axes (3, 2) only; sizes with each policy; half_pixel_symmetric.
+    let cases: Vec<(Model, &str)> = vec![
+        (
+            Model::new(19)
+                .input("x", FLOAT, &[1, 2, 5, 6])
+                .init_f32("sc", &[2], &[1.5, 2.0])
+                .output("y")
+                .node(
+                    "Resize",
+                    &["x", "", "sc"],
+                    &["y"],
+                    vec![ints("axes", &[3, 2]), s("mode", "linear")],
+                ),
+            "axes scales",
+        ),
+        (
+            Model::new(19)
+                .input("x", FLOAT, &[1, 2, 5, 6])
+                .init_i64("sz", &[2], &[8, 8])
+                .output("y")
+                .node(
+                    "Resize",
+                    &["x", "", "", "sz"],
+                    &["y"],
+                    vec![
+                        ints("axes", &[2, 3]),
+                        s("keep_aspect_ratio_policy", "not_larger"),
+                    ],
+                ),
+            "not_larger",
+        ),
+        (
+            Model::new(19)
+                .input("x", FLOAT, &[1, 2, 5, 6])
+                .init_i64("sz", &[2], &[7, 7])
+                .output("y")
+                .node(
+                    "Resize",
+                    &["x", "", "", "sz"],
+                    &["y"],
+                    vec![
+                        ints("axes", &[-2, -1]),
+                        s("keep_aspect_ratio_policy", "not_smaller"),
+                        s("mode", "linear"),
+                    ],
+                ),
+            "not_smaller",
+        ),
+        (
+            Model::new(19)
+                .input("x", FLOAT, &[1, 2, 5, 6])
+                .init_f32("sc", &[4], &[1.0, 1.0, 0.7, 1.3])
+                .output("y")
+                .node(
+                    "Resize",
+                    &["x", "", "sc"],
+                    &["y"],
+                    vec![
+                        s("coordinate_transformation_mode", "half_pixel_symmetric"),
+                        s("mode", "linear"),
+                    ],
+                ),
+            "half_pixel_symmetric",
+        ),
+    ];
+    for (m, what) in cases {
+        close(
+            what,
+            &m,
+            &[("x", x.clone())],
+            Tol {
+                abs: 1e-5,
+                rel: 1e-5,
+            },
+        );
+    }
+}
+
+#[test]
+fn gemm_with_a_computed_c() {
+    let Some(_) = common::gpu() else { return };
+    let mut rng = common::rng(16);
+    let m = Model::new(13)
+        .input("a", FLOAT, &[3, 4])
+        .input("b", FLOAT, &[4, 5])
+        .input("c", FLOAT, &[3, 5])
+        .output("y")
+        .node("Relu", &["c"], &["rc"], vec![])
+        .node(
+            "Gemm",
+            &["a", "b", "rc"],
+            &["g"],
+            vec![common::build::float("beta", 0.5)],
+        )
+        .node("Relu", &["g"], &["y"], vec![]);
+    close(
+        "Gemm runtime C",
+        &m,
+        &[
+            ("a", arr(&[3, 4], values_with_ties(&mut rng, 12, false))),
+            ("b", arr(&[4, 5], values_with_ties(&mut rng, 20, false))),
+            ("c", arr(&[3, 5], values_with_ties(&mut rng, 15, false))),
+        ],
+        Tol::GEMM,
+    );
+}

@@ -221,6 +221,7 @@ fn resize(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         mode,
         coordinate_transformation,
         nearest_mode,
+        ..
     } = &n.op
     else {
         unreachable!("table")

@@ -213,6 +213,48 @@ fn gemm_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()> 
         unreachable!("table")
     };
     let (a, b) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
+    if let Some(c) = n
+        .inputs
+        .get(2)
+        .filter(|c| !c.is_empty() && cx.constant(c).is_none())
+    {
+        // A runtime C: the product, then beta * C added with broadcasting.
+        if f.is_some() {
+            return Err(cx.err(n, "a runtime C with a fused epilogue"));
+        }
+        let c = cx.input(c)?;
+        let y = cx.output(n, 0)?;
+        let t = cx.scratch(y.shape(), DType::F32)?;
+        let kernel = GemmKernel::pick(gpu, y.shape()[0], y.shape()[1]);
+        gemm::matmul_with(
+            cx.steps(),
+            gpu,
+            kernel,
+            &a,
+            &b,
+            trans_a,
+            trans_b,
+            alpha,
+            Bias::None,
+            &Epilogue::NONE,
+            &t.tensor,
+        )?;
+        let scaled = if beta == 1.0 {
+            None
+        } else {
+            let s = cx.scratch(c.shape(), DType::F32)?;
+            let k = cx.upload(&[1], &[beta])?;
+            ew::binary_into(cx.steps(), gpu, Binary::Mul, &c, &k, &s.tensor)?;
+            Some(s)
+        };
+        let c2 = scaled.as_ref().map_or(&c, |s| &s.tensor);
+        ew::binary_into(cx.steps(), gpu, Binary::Add, &t.tensor, c2, &y)?;
+        cx.free(t);
+        if let Some(s) = scaled {
+            cx.free(s);
+        }
+        return Ok(());
+    }
     let epi = EpilogueTensors::of(cx, f)?;
     let y = output_of(cx, n, f)?;
     let (m, cols) = (y.shape()[0], y.shape()[1]);
@@ -469,6 +511,7 @@ fn resize(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
         mode,
         coordinate_transformation,
         nearest_mode,
+        ..
     } = &n.op
     else {
         unreachable!("table")

@@ -128,6 +128,7 @@ impl Resize {
                 "asymmetric",
                 "align_corners",
                 "pytorch_half_pixel",
+                "half_pixel_symmetric",
             ]
             .iter()
             .position(|&c| c == coordinates)? as u32,

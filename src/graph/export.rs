@@ -256,6 +256,7 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 mode,
                 coordinate_transformation,
                 nearest_mode,
+                ..
             } => {
                 attrs.extend([
                     attr_str("mode", mode),

@@ -712,12 +712,14 @@ fn to_op(
         "Resize" if a.int("antialias", 0) != 0 => {
             return Err("Resize with antialias = 1 is not supported".into())
         }
-        "Resize" if attrs.contains_key("axes") => {
-            return Err("Resize with an axes attribute is not supported (give every axis)".into())
-        }
-        "Resize" if a.string("keep_aspect_ratio_policy", "stretch") != "stretch" => {
+        "Resize"
+            if !matches!(
+                a.string("keep_aspect_ratio_policy", "stretch").as_str(),
+                "stretch" | "not_larger" | "not_smaller"
+            ) =>
+        {
             return Err(format!(
-                "Resize keep_aspect_ratio_policy = {} is not supported (stretch only)",
+                "Resize keep_aspect_ratio_policy = {}",
                 a.string("keep_aspect_ratio_policy", "stretch")
             ))
         }
@@ -725,6 +727,8 @@ fn to_op(
             mode: a.string("mode", "nearest"),
             coordinate_transformation: a.string("coordinate_transformation_mode", "half_pixel"),
             nearest_mode: a.string("nearest_mode", "round_prefer_floor"),
+            axes: axes(),
+            keep_aspect: a.string("keep_aspect_ratio_policy", "stretch"),
         },
         "Softmax" => Op::Softmax {
             axis: a.int("axis", if opset < 13 { 1 } else { -1 }),

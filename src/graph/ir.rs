@@ -194,10 +194,15 @@ pub enum Op {
         mode: String,
         value: f32,
     },
+    /// Scales (input 2) or sizes (input 3) of every dim; `axes` (opset 18) lists the dims
+    /// they give and `keep_aspect` (not_larger, not_smaller) one scale for those dims from
+    /// the sizes; both are made full-rank at resolution.
     Resize {
         mode: String,
         coordinate_transformation: String,
         nearest_mode: String,
+        axes: Vec<i64>,
+        keep_aspect: String,
     },
     Softmax {
         axis: i64,

@@ -187,5 +187,7 @@ pub fn upsample(mode: &str) -> Result<Op, String> {
         mode: mode.into(),
         coordinate_transformation: "asymmetric".into(),
         nearest_mode: "floor".into(),
+        axes: Vec::new(),
+        keep_aspect: "stretch".into(),
     })
 }

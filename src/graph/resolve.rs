@@ -97,6 +97,14 @@ impl Graph {
             {
                 self.pads_on_axes(&mut node).map_err(ctx)?;
             }
+            if let Op::Resize {
+                axes, keep_aspect, ..
+            } = &node.op
+            {
+                if !axes.is_empty() || keep_aspect != "stretch" {
+                    self.resize_full_rank(&mut node).map_err(ctx)?;
+                }
+            }
             fold_attribute_inputs(&mut node, &self.consts).map_err(ctx)?;
             if let Op::CastLike = node.op {
                 let like = node
@@ -229,6 +237,96 @@ impl Graph {
             outputs: vec![node.outputs[0].clone()],
         });
         Some(out)
+    }
+
+    /// A Resize whose scales or sizes name some axes (opset 18's `axes`) or keep the aspect
+    /// ratio (`not_larger`, `not_smaller`: one scale for the listed axes, the smallest or the
+    /// largest of sizes / input, and the output rounded) as one with full-rank scales (the
+    /// coordinates the kernel maps) and sizes (the output): new constants.
+    fn resize_full_rank(&mut self, node: &mut Node) -> std::result::Result<(), String> {
+        let Op::Resize {
+            axes, keep_aspect, ..
+        } = &mut node.op
+        else {
+            return Ok(());
+        };
+        let x = self
+            .shapes
+            .get(&node.inputs[0])
+            .cloned()
+            .ok_or("input shape unknown")?;
+        let rank = x.len();
+        let ax: Vec<usize> = if axes.is_empty() {
+            (0..rank).collect()
+        } else {
+            axes.iter()
+                .map(|&a| norm_axis(a, rank).ok_or(format!("axis {a} out of range")))
+                .collect::<std::result::Result<_, _>>()?
+        };
+        let given = |i: usize| node.inputs.get(i).filter(|v| !v.is_empty()).cloned();
+        let mut scales = vec![1.0f32; rank];
+        let mut sizes = x.clone();
+        if let Some(sz) = given(3) {
+            let v = const_ints(&self.consts, &sz)?;
+            if v.len() != ax.len() {
+                return Err(format!("sizes {v:?} for axes {ax:?}"));
+            }
+            let ratios: Vec<f32> = ax
+                .iter()
+                .zip(&v)
+                .map(|(&a, &s)| s as f32 / x[a] as f32)
+                .collect();
+            let common = match keep_aspect.as_str() {
+                "not_larger" => Some(ratios.iter().copied().fold(f32::INFINITY, f32::min)),
+                "not_smaller" => Some(ratios.iter().copied().fold(0.0, f32::max)),
+                _ => None,
+            };
+            for (k, &a) in ax.iter().enumerate() {
+                let s = common.unwrap_or(ratios[k]);
+                scales[a] = s;
+                sizes[a] = match common {
+                    Some(c) => (x[a] as f32 * c).round() as usize,
+                    None => v[k].max(0) as usize,
+                };
+            }
+        } else if let Some(sc) = given(2) {
+            let v: Vec<f32> = self
+                .consts
+                .get(&sc)
+                .map(|c| c.to_f32().iter().copied().collect())
+                .ok_or("scales must be constant")?;
+            if v.len() != ax.len() {
+                return Err(format!("scales {v:?} for axes {ax:?}"));
+            }
+            for (k, &a) in ax.iter().enumerate() {
+                scales[a] = v[k];
+                sizes[a] = (x[a] as f32 * v[k]).floor() as usize;
+            }
+        } else {
+            return Err("Resize needs scales or sizes".into());
+        }
+        let sc_name = self.unique_name(&format!("{}/scales", node.name));
+        let sz_name = self.unique_name(&format!("{}/sizes", node.name));
+        self.consts.insert(
+            sc_name.clone(),
+            Const::F32(
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[rank]), scales).expect("1-D"),
+            ),
+        );
+        self.consts.insert(
+            sz_name.clone(),
+            Const::I64(
+                ndarray::ArrayD::from_shape_vec(
+                    ndarray::IxDyn(&[rank]),
+                    sizes.iter().map(|&s| s as i64).collect(),
+                )
+                .expect("1-D"),
+            ),
+        );
+        node.inputs = vec![node.inputs[0].clone(), String::new(), sc_name, sz_name];
+        *axes = Vec::new();
+        *keep_aspect = "stretch".into();
+        Ok(())
     }
 
     /// A Pad with an axes input as one with pads for every dim (a new constant).

@@ -48,7 +48,6 @@ pub fn value_slots(op: &Op) -> &'static [usize] {
         | Op::Trilu { .. } => &[1],
         Op::BatchNorm { .. } => &[1, 2, 3, 4],
         Op::Dropout => &[1, 2],
-        Op::Gemm { .. } => &[2],
         _ => &[],
     }
 }

@@ -104,6 +104,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 mode,
                 coordinate_transformation,
                 nearest_mode,
+                ..
             } => {
                 let x = get(0)?;
                 let r = Resize::from_onnx(mode, coordinate_transformation, nearest_mode)

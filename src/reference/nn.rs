@@ -579,6 +579,10 @@ pub fn resize(
                     (of + 0.5) / scale - 0.5
                 }
             }
+            4 => {
+                let adj = out_len as f32 / (in_len as f32 * scale);
+                in_len as f32 * 0.5 * (1.0 - adj) + (of + 0.5) / scale - 0.5
+            }
             _ => (of + 0.5) / scale - 0.5,
         }
     };
