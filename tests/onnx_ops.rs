@@ -1023,3 +1023,50 @@ fn gemm_with_a_computed_c() {
         Tol::GEMM,
     );
 }
+
+#[test]
+fn weights_larger_than_one_binding_split_into_blocks() {
+    let Some(mut g) = common::own_gpu() else {
+        return;
+    };
+    // 64 KiB bindings: every weight below is several bindings large.
+    g.set_max_binding(64 * 1024);
+    let gpu = std::sync::Arc::new(g);
+    let mut rng = common::rng(17);
+    let (m, k, n) = (5usize, 300usize, 130usize);
+    let a = arr(&[m, k], values_with_ties(&mut rng, m * k, false));
+    let w = values_with_ties(&mut rng, k * n, false);
+    let bias = values_with_ties(&mut rng, n, false);
+    let models = [
+        // Gemm with a transposed weight [n, k] (split by output columns) and a bias.
+        Model::new(13)
+            .input("a", FLOAT, &[m as i64, k as i64])
+            .init_f32("w", &[n as i64, k as i64], &w)
+            .init_f32("c", &[n as i64], &bias)
+            .output("y")
+            .node(
+                "Gemm",
+                &["a", "w", "c"],
+                &["g"],
+                vec![int("transB", 1), common::build::float("beta", 0.5)],
+            )
+            .node("Relu", &["g"], &["y"], vec![]),
+        // MatMul with a plain weight [k, n] (split along k, partial products summed).
+        Model::new(13)
+            .input("a", FLOAT, &[m as i64, k as i64])
+            .init_f32("w", &[k as i64, n as i64], &w)
+            .output("y")
+            .node("MatMul", &["a", "w"], &["y"], vec![]),
+    ];
+    for (i, model) in models.iter().enumerate() {
+        let got = build::run(&gpu, &model.bytes(), &[("a", a.clone())]).unwrap();
+        let want = build::reference(&model.bytes(), &[("a", a.clone())]).unwrap();
+        let f = |x: &ArrayD<f32>| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        assert_close(
+            &format!("split weight {i}"),
+            &f(&got[0]),
+            &f(&want[0]),
+            Tol::GEMM,
+        );
+    }
+}

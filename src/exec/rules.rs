@@ -19,6 +19,7 @@ use crate::ops::{conv, pool, reduce};
 
 mod rows;
 mod select;
+pub(crate) mod split;
 
 /// A lowering function: records `node` through the context.
 pub type LowerFn = fn(&mut Lowering<'_>, &Node) -> Result<()>;
@@ -213,11 +214,36 @@ fn gemm_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()> 
         unreachable!("table")
     };
     let (a, b) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
-    if let Some(c) = n
+    let computed_c = n
         .inputs
         .get(2)
-        .filter(|c| !c.is_empty() && cx.constant(c).is_none())
-    {
+        .is_some_and(|c| !c.is_empty() && cx.constant(c).is_none());
+    if f.is_none() && split::too_big(gpu, b.len()) {
+        // A weight larger than one binding: the product block by block, then beta * C.
+        let y = cx.output(n, 0)?;
+        let Some(c) = n.inputs.get(2).filter(|c| !c.is_empty()) else {
+            return split::gemm(cx, n, &a, &b, trans_a, trans_b, alpha, &y);
+        };
+        let t = cx.scratch(y.shape(), DType::F32)?;
+        split::gemm(cx, n, &a, &b, trans_a, trans_b, alpha, &t.tensor)?;
+        let c = cx.input(c)?;
+        let scaled = if beta == 1.0 {
+            None
+        } else {
+            let s = cx.scratch(c.shape(), DType::F32)?;
+            let k = cx.upload(&[1], &[beta])?;
+            ew::binary_into(cx.steps(), gpu, Binary::Mul, &c, &k, &s.tensor)?;
+            Some(s)
+        };
+        let c2 = scaled.as_ref().map_or(&c, |s| &s.tensor);
+        ew::binary_into(cx.steps(), gpu, Binary::Add, &t.tensor, c2, &y)?;
+        cx.free(t);
+        if let Some(s) = scaled {
+            cx.free(s);
+        }
+        return Ok(());
+    }
+    if let Some(c) = n.inputs.get(2).filter(|_| computed_c) {
         // A runtime C: the product, then beta * C added with broadcasting.
         if f.is_some() {
             return Err(cx.err(n, "a runtime C with a fused epilogue"));
@@ -356,6 +382,13 @@ fn matmul_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()
     let (m, k, cols) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
     let batch_a: usize = sa[..sa.len() - 2].iter().product();
     let batch_b: usize = sb[..sb.len() - 2].iter().product();
+    if batch_b == 1 && f.is_none() && scratch.is_empty() && split::too_big(gpu, b.len()) {
+        // A 2-D weight larger than one binding, every row of A against it.
+        let av = a.view(&[batch_a * m, k], DType::F32)?;
+        let bv = b.view(&[k, cols], DType::F32)?;
+        let yv = y.view(&[batch_a * m, cols], DType::F32)?;
+        return split::gemm(cx, n, &av, &bv, false, false, 1.0, &yv);
+    }
     let (av, bv) = if batch_b == 1 {
         (
             a.view(&[batch_a * m, k], DType::F32)?,
