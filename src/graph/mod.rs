@@ -5,6 +5,8 @@ pub mod attrs;
 pub mod export;
 pub mod fold;
 pub mod import;
+mod import_ops;
+pub mod infer;
 pub mod ir;
 pub mod legacy;
 #[rustfmt::skip]
@@ -13,6 +15,7 @@ pub mod onnx;
 pub mod passes;
 pub mod prepare;
 pub mod resolve;
+pub mod rewrite;
 pub mod shape;
 pub mod values;
 

@@ -10,7 +10,7 @@ use crate::graph::attrs::Reduce;
 use crate::graph::attrs::{Binary, Resize};
 use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::shape::{norm_axis, resize_scales, slice_spec};
-use crate::reference::{gemm, nn, rows};
+use crate::reference::{gemm, index, nn, rows};
 
 /// A 1-D convolution's weight `[out, in, k]` as `[out, in, 1, k]`.
 fn weight_4d(w: ArrayD<f32>) -> ArrayD<f32> {
@@ -200,7 +200,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 let to = crate::graph::ElemType::from_onnx(*to).unwrap_or_default();
                 outs.push(get(0)?.mapv(|v| nn::convert_value(to, v)))
             }
-            Op::Where => outs.push(nn::where_(
+            Op::Where => outs.push(index::where_(
                 &get(0)?.view(),
                 &get(1)?.view(),
                 &get(2)?.view(),
@@ -208,12 +208,12 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             Op::Gather { axis } => {
                 let x = get(0)?;
                 let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
-                outs.push(nn::gather(&x.view(), &get(1)?.view(), a));
+                outs.push(index::gather(&x.view(), &get(1)?.view(), a));
             }
             Op::GatherElements { axis } => {
                 let x = get(0)?;
                 let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
-                outs.push(nn::gather_elements(&x.view(), &get(1)?.view(), a));
+                outs.push(index::gather_elements(&x.view(), &get(1)?.view(), a));
             }
             Op::Reduce {
                 op,
@@ -374,7 +374,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 let mut y = get(0)?;
                 let (idx, upd) = (get(1)?, get(2)?);
                 outs.push({
-                    nn::scatter_nd(&mut y, &idx.view(), &upd.view(), reduction);
+                    index::scatter_nd(&mut y, &idx.view(), &upd.view(), reduction);
                     y
                 });
             }
@@ -472,7 +472,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             Op::Pad { value, mode } => {
                 let x = get(0)?;
                 let pads = ints(1).unwrap_or_default();
-                outs.push(nn::pad(
+                outs.push(index::pad(
                     &x.view(),
                     &pads[..x.ndim()],
                     mode,

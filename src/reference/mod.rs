@@ -5,6 +5,7 @@ pub mod calib;
 pub mod gemm;
 pub mod grad;
 pub mod graph;
+pub mod index;
 pub mod integer;
 pub mod linalg;
 pub mod nn;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod build;
+pub mod ops;
 
 use std::sync::Arc;
 
