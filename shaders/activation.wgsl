@@ -66,8 +66,11 @@ fn sigmoid(x: f32) -> f32 {
 // Unary op codes (src/ops/elementwise.rs: unary_code) with their two parameters. NaN
 // propagates through every op, as in onnxruntime (min, max and clamp alone may drop it).
 fn activation(op: u32, x: f32, alpha: f32, beta: f32) -> f32 {
+    if op == 28u || op == 33u {                                            // IsNaN, Cast to bool
+        return select(0.0, 1.0, is_nan(x) || (op == 33u && x != 0.0));
+    }
     if is_nan(x) {
-        return x;
+        return select(x, 0.0, op == 27u || op == 29u);                     // Not, IsInf: false
     }
     switch op {
         case 0u: { return max(x, 0.0); }                                   // Relu
@@ -100,6 +103,17 @@ fn activation(op: u32, x: f32, alpha: f32, beta: f32) -> f32 {
             return select(select(0.0, x - alpha, x > beta), x + alpha, x < -beta);
         }
         case 26u: { return select(0.0, x, x > alpha); }                    // ThresholdedRelu
+        case 27u: { return select(0.0, 1.0, x == 0.0); }                   // Not (bool as 0/1)
+        case 29u: {                                                        // IsInf(pos, neg)
+            let inf = (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
+            return select(0.0, 1.0, inf && ((x > 0.0 && alpha != 0.0) || (x < 0.0 && beta != 0.0)));
+        }
+        case 30u: { return sin(x); }                                       // Sin
+        case 31u: { return cos(x); }                                       // Cos
+        case 32u: { return trunc(x); }                                     // Cast to an integer
+        case 34u: {                                                        // Gelu, tanh form
+            return 0.5 * x * (1.0 + tanh_real(0.7978845608 * (x + 0.044715 * x * x * x)));
+        }
         default: { return x; }
     }
 }

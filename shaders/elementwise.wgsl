@@ -111,6 +111,79 @@ fn nd_offsets(i: u32) -> vec2<u32> {
     return o;
 }
 
+// C's fmod, exact, on every adapter (subnormals included, whatever the driver does with
+// them in float arithmetic): a long division of the two significands as integers. NaN for
+// b = 0, an infinite a or a NaN; a itself for |a| < |b| (an infinite b included). The result,
+// exact in IEEE arithmetic, is built from its bits; a - b * trunc(a / b) would lose it once
+// |a / b| passes 2^24.
+fn real_fmod(a: f32, b: f32) -> f32 {
+    let ua = bitcast<u32>(a);
+    let ub = bitcast<u32>(b);
+    let sign = ua & 0x80000000u;
+    let ma = ua & 0x7fffffffu;
+    let mb = ub & 0x7fffffffu;
+    if mb == 0u || mb > 0x7f800000u || ma >= 0x7f800000u {
+        return bitcast<f32>(0x7fc00000u);
+    }
+    if ma < mb {
+        return a;
+    }
+    if ma == mb {
+        return bitcast<f32>(sign);
+    }
+    // Significands with the implicit bit, exponents of their lowest bit (subnormals normalised).
+    var ea = i32(ma >> 23u);
+    var eb = i32(mb >> 23u);
+    var sa = ma & 0x7fffffu;
+    var sb = mb & 0x7fffffu;
+    if ea == 0 {
+        ea = 1;
+        while (sa & 0x800000u) == 0u {
+            sa <<= 1u;
+            ea -= 1;
+        }
+    } else {
+        sa |= 0x800000u;
+    }
+    if eb == 0 {
+        eb = 1;
+        while (sb & 0x800000u) == 0u {
+            sb <<= 1u;
+            eb -= 1;
+        }
+    } else {
+        sb |= 0x800000u;
+    }
+    // Shift-and-subtract, one exponent step at a time (at most 277 steps).
+    for (; ea > eb; ea -= 1) {
+        if sa >= sb {
+            sa -= sb;
+            if sa == 0u {
+                return bitcast<f32>(sign);
+            }
+        }
+        sa <<= 1u;
+    }
+    if sa >= sb {
+        sa -= sb;
+        if sa == 0u {
+            return bitcast<f32>(sign);
+        }
+    }
+    // Normalise back, then pack (as a subnormal below the smallest normal exponent).
+    while (sa & 0x800000u) == 0u {
+        sa <<= 1u;
+        ea -= 1;
+    }
+    var bits: u32;
+    if ea >= 1 {
+        bits = (u32(ea) << 23u) | (sa & 0x7fffffu);
+    } else {
+        bits = sa >> u32(1 - ea);
+    }
+    return bitcast<f32>(bits | sign);
+}
+
 fn binary(op: u32, a: f32, b: f32) -> f32 {
     switch op {
         case 0u: { return a + b; }
@@ -121,6 +194,25 @@ fn binary(op: u32, a: f32, b: f32) -> f32 {
         case 5u: { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
         case 6u: { return select(min(a, b), a + b, is_nan(a) || is_nan(b)); }
         case 7u: { return real_pow(a, b); }  // WGSL pow is undefined for a < 0
+        // Comparisons and logic: bools as 0/1; a comparison with NaN is false (by the bits:
+        // compilers may fold comparisons with NaN).
+        case 8u: { return select(0.0, 1.0, !is_nan(a) && !is_nan(b) && a == b); }   // Equal
+        case 9u: { return select(0.0, 1.0, !is_nan(a) && !is_nan(b) && a < b); }    // Less
+        case 10u: { return select(0.0, 1.0, !is_nan(a) && !is_nan(b) && a > b); }   // Greater
+        case 11u: { return select(0.0, 1.0, !is_nan(a) && !is_nan(b) && a <= b); }  // LessOrEqual
+        case 12u: { return select(0.0, 1.0, !is_nan(a) && !is_nan(b) && a >= b); }  // GreaterOrEqual
+        case 13u: { return select(0.0, 1.0, a != 0.0 && b != 0.0); }                // And
+        case 14u: { return select(0.0, 1.0, a != 0.0 || b != 0.0); }                // Or
+        case 15u: { return select(0.0, 1.0, (a != 0.0) != (b != 0.0)); }            // Xor
+        case 16u: { return real_fmod(a, b); }                                       // Mod, fmod = 1
+        case 17u: {                                 // Mod, fmod = 0: the sign of b (NumPy's mod)
+            var r = real_fmod(a, b);
+            if r != 0.0 && (r < 0.0) != (b < 0.0) {
+                r += b;
+            }
+            return select(r, bitcast<f32>(bitcast<u32>(b) & 0x80000000u), r == 0.0);
+        }
+        case 18u: { return trunc(a / b); }                                          // Div of integers
         default: { return a; }
     }
 }
@@ -144,5 +236,246 @@ fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
         let o = nd_offsets(i);
         st_y[q.y_off + o.y] = st_x[q.a_off + o.x];
+    }
+}
+
+// ---- Where: y = c != 0 ? a : b, the three broadcast to y (strides 0 on broadcast dims) ------
+
+struct Nd3 {
+    n: u32,
+    ndim: u32,
+    step: u32,
+    _pad0: u32,
+    dims: array<vec4<u32>, 2>,
+    sc: array<vec4<u32>, 2>,
+    sa: array<vec4<u32>, 2>,
+    sb: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> w: Nd3;
+@group(0) @binding(1) var<storage, read> where_c: array<f32>;
+@group(0) @binding(2) var<storage, read> where_a: array<f32>;
+@group(0) @binding(3) var<storage, read> where_b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> where_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn where_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < w.n; i += w.step) {
+        var rem = i;
+        var o = vec3<u32>(0u, 0u, 0u);
+        for (var d = i32(w.ndim) - 1; d >= 0; d--) {
+            let dim = at(w.dims, u32(d));
+            let c = rem % dim;
+            rem /= dim;
+            o += c * vec3<u32>(at(w.sc, u32(d)), at(w.sa, u32(d)), at(w.sb, u32(d)));
+        }
+        where_y[i] = select(where_b[o.z], where_a[o.y], where_c[o.x] != 0.0);
+    }
+}
+
+// ---- Gather along an axis with runtime indices: x viewed as [outer, dim, inner], indices
+// flat [nidx] (integers carried as f32), y as [outer, nidx, inner]. A negative index counts
+// from the end; one outside [-dim, dim) reads 0 (never memory outside x).
+
+struct Gath {
+    n: u32,
+    step: u32,
+    inner: u32,
+    nidx: u32,
+    dim: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> gp: Gath;
+@group(0) @binding(1) var<storage, read> gather_x: array<f32>;
+@group(0) @binding(2) var<storage, read> gather_idx: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gather_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    for (var t = first_index(wid, nwg, lid); t < gp.n; t += gp.step) {
+        let i = t % gp.inner;
+        let j = (t / gp.inner) % gp.nidx;
+        let o = t / (gp.inner * gp.nidx);
+        var k = i32(gather_idx[j]);
+        if k < 0 {
+            k += i32(gp.dim);
+        }
+        var v = 0.0;
+        if k >= 0 && k < i32(gp.dim) {
+            v = gather_x[(o * gp.dim + u32(k)) * gp.inner + i];
+        }
+        gather_y[t] = v;
+    }
+}
+
+// ---- GatherElements: y (of the indices' shape) at coordinates c reads x at c with the
+// coordinate along `axis` replaced by the index there (negative from the end, outside the
+// dim: 0).
+
+struct GathEl {
+    n: u32,
+    ndim: u32,
+    step: u32,
+    axis: u32,
+    xdim: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    dims: array<vec4<u32>, 2>,   // the indices' (and y's) shape
+    xs: array<vec4<u32>, 2>,     // x's strides
+}
+
+@group(0) @binding(0) var<uniform> ge: GathEl;
+@group(0) @binding(1) var<storage, read> ge_x: array<f32>;
+@group(0) @binding(2) var<storage, read> ge_idx: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ge_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn gather_elements(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    for (var t = first_index(wid, nwg, lid); t < ge.n; t += ge.step) {
+        var k = i32(ge_idx[t]);
+        if k < 0 {
+            k += i32(ge.xdim);
+        }
+        var rem = t;
+        var off = 0u;
+        for (var d = i32(ge.ndim) - 1; d >= 0; d--) {
+            let dim = at(ge.dims, u32(d));
+            var c = rem % dim;
+            rem /= dim;
+            if u32(d) == ge.axis {
+                c = u32(max(k, 0));
+            }
+            off += c * at(ge.xs, u32(d));
+        }
+        ge_y[t] = select(0.0, ge_x[off], k >= 0 && k < i32(ge.xdim));
+    }
+}
+
+// ---- Pad of any mode with signed pads (a negative pad crops): y[o] = x[o - begin] where that
+// lies inside x, else by mode: 0 constant (p.value), 1 edge (the nearest element), 2 reflect
+// (mirrored about the edge element), 3 wrap (periodic).
+
+struct PadP {
+    n: u32,
+    ndim: u32,
+    step: u32,
+    mode: u32,
+    value: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    dims: array<vec4<u32>, 2>,    // y's shape
+    in_dims: array<vec4<u32>, 2>, // x's shape
+    begin: array<vec4<i32>, 2>,   // pads at the start of each dim
+    xs: array<vec4<u32>, 2>,      // x's strides
+}
+
+@group(0) @binding(0) var<uniform> pd: PadP;
+@group(0) @binding(1) var<storage, read> pad_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pad_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn pad_any(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    for (var t = first_index(wid, nwg, lid); t < pd.n; t += pd.step) {
+        var rem = t;
+        var off = 0u;
+        var inside = true;
+        for (var d = i32(pd.ndim) - 1; d >= 0; d--) {
+            let u = u32(d);
+            let dim = at(pd.dims, u);
+            let o = i32(rem % dim);
+            rem /= dim;
+            let n = i32(at(pd.in_dims, u));
+            var i = o - pd.begin[u / 4u][u % 4u];
+            if i < 0 || i >= n {
+                switch pd.mode {
+                    case 1u: { i = clamp(i, 0, n - 1); }
+                    case 2u: {
+                        // Reflect about the edge elements (period 2n - 2).
+                        let period = max(2 * n - 2, 1);
+                        var r = i % period;
+                        if r < 0 {
+                            r += period;
+                        }
+                        i = select(r, period - r, r >= n);
+                    }
+                    case 3u: {
+                        var r = i % n;
+                        if r < 0 {
+                            r += n;
+                        }
+                        i = r;
+                    }
+                    default: { inside = false; }
+                }
+            }
+            off += u32(max(i, 0)) * at(pd.xs, u);
+        }
+        pad_y[t] = select(pd.value, pad_x[off], inside);
+    }
+}
+
+// ---- ScatterND: each thread one element of the update slices, applying the updates in order
+// (duplicates included, deterministically): y[offset(indices[i]) + t] combined with
+// updates[i * slice + t] (mode 0 replace, 1 add, 2 mul, 3 max, 4 min). y holds the data
+// already. Indices are integers carried as f32, negative from the end; an index outside its
+// dim skips the update. One dispatch applies updates _pad0 .. nidx.
+
+struct ScatP {
+    slice: u32,
+    nidx: u32,
+    k: u32,
+    mode: u32,
+    step: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    dims: array<vec4<u32>, 2>,   // data's first k dims
+    xs: array<vec4<u32>, 2>,     // data's strides of those dims
+}
+
+@group(0) @binding(0) var<uniform> sc: ScatP;
+@group(0) @binding(1) var<storage, read> sc_idx: array<f32>;
+@group(0) @binding(2) var<storage, read> sc_upd: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sc_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn scatter_nd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    for (var t = first_index(wid, nwg, lid); t < sc.slice; t += sc.step) {
+        for (var i = sc._pad0; i < sc.nidx; i++) {
+            var off = 0u;
+            var ok = true;
+            for (var j = 0u; j < sc.k; j++) {
+                let dim = i32(at(sc.dims, j));
+                var c = i32(sc_idx[i * sc.k + j]);
+                if c < 0 {
+                    c += dim;
+                }
+                ok = ok && c >= 0 && c < dim;
+                off += u32(max(c, 0)) * at(sc.xs, j);
+            }
+            if !ok {
+                continue;
+            }
+            let at_y = off + t;
+            let u = sc_upd[i * sc.slice + t];
+            let v = sc_y[at_y];
+            switch sc.mode {
+                case 1u: { sc_y[at_y] = v + u; }
+                case 2u: { sc_y[at_y] = v * u; }
+                case 3u: { sc_y[at_y] = select(max(v, u), v + u, is_nan(v) || is_nan(u)); }
+                case 4u: { sc_y[at_y] = select(min(v, u), v + u, is_nan(v) || is_nan(u)); }
+                default: { sc_y[at_y] = u; }
+            }
+        }
     }
 }

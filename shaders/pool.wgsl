@@ -71,9 +71,9 @@ fn avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         var cnt = 0u;
         var cnt_pad = 0u;
         for (var ky = 0u; ky < p.kh; ky++) {
-            let iy = i32(oy * p.stride_h + ky) - i32(p.pad_t);
+            let iy = i32(oy * p.stride_h + ky * p.dil_h) - i32(p.pad_t);
             for (var kx = 0u; kx < p.kw; kx++) {
-                let ix = i32(ox * p.stride_w + kx) - i32(p.pad_l);
+                let ix = i32(ox * p.stride_w + kx * p.dil_w) - i32(p.pad_l);
                 let inside_pad = iy < i32(p.h + p.pad_b) && ix < i32(p.w + p.pad_r);
                 if inside_pad {
                     cnt_pad += 1u;
@@ -131,13 +131,22 @@ fn source_coord(o: u32, out_len: u32, in_len: u32, scale: f32) -> f32 {
             if out_len <= 1u {
                 return 0.0;
             }
-            return o_f * f32(in_len - 1u) / f32(out_len - 1u);
+            // ONNX's length_resized is in_len * scale, unrounded (out_len when the model
+            // gives sizes).
+            return o_f * f32(in_len - 1u) / (f32(in_len) * scale - 1.0);
         }
         case 3u: {
             if out_len <= 1u {
                 return 0.0;
             }
             return (o_f + 0.5) / scale - 0.5;
+        }
+        case 4u: {
+            // half_pixel_symmetric: half_pixel shifted so that the output is centred on the
+            // input when the output length was rounded.
+            let adj = f32(out_len) / (f32(in_len) * scale);
+            let offset = f32(in_len) * 0.5 * (1.0 - adj);
+            return offset + (o_f + 0.5) / scale - 0.5;
         }
         default: { return (o_f + 0.5) / scale - 0.5; }
     }

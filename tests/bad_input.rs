@@ -41,6 +41,8 @@ impl Fixtures {
         extra.name = Some("second".into());
         g.input.push(extra);
         f.write("two_inputs.onnx", &two_in.encode_to_vec());
+        f.write("add2.onnx", &add2_model());
+        f.write("gather_ids.onnx", &gather_ids_model());
         let mut nan_w = m.clone();
         let g = nan_w.graph.as_mut().unwrap();
         let t = g
@@ -111,6 +113,14 @@ impl Fixtures {
         qforge::data::npy::write(&f.path("wrong_shape.npy"), &wrong).unwrap();
         let rank = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 784]));
         qforge::data::npy::write(&f.path("wrong_rank.npy"), &rank).unwrap();
+        let c3 = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[8, 3, 28, 28]));
+        qforge::data::npy::write(&f.path("x_c3.npy"), &c3).unwrap();
+        let big = ndarray::ArrayD::<i64>::from_shape_vec(ndarray::IxDyn(&[3]), vec![1, 1 << 25, 2])
+            .unwrap();
+        qforge::data::npy::write_any(&f.path("big_ids.npy"), &qforge::data::npy::Npy::I64(big))
+            .unwrap();
+        let two = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 1, 28, 28]));
+        qforge::data::npy::write(&f.path("x_batch2.npy"), &two).unwrap();
         let zero = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[0, 1, 28, 28]));
         qforge::data::npy::write(&f.path("zero_batch.npy"), &zero).unwrap();
         // IDX: headers that lie.
@@ -184,6 +194,114 @@ impl Drop for Fixtures {
 }
 
 /// An .npy header (version 1) for `descr` and `shape`, followed by `data` zero bytes.
+/// A model of two inputs, `a` and `b`, both `[N, C, 28, 28]` float32: `y = a + b`.
+fn add2_model() -> Vec<u8> {
+    use onnx::tensor_shape_proto::{dimension::Value, Dimension};
+    let input = |name: &str| onnx::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(onnx::TypeProto {
+            value: Some(onnx::type_proto::Value::TensorType(
+                onnx::type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: Some(onnx::TensorShapeProto {
+                        dim: [
+                            Value::DimParam("N".into()),
+                            Value::DimParam("C".into()),
+                            Value::DimValue(28),
+                            Value::DimValue(28),
+                        ]
+                        .into_iter()
+                        .map(|v| Dimension {
+                            value: Some(v),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    }),
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut y = input("y");
+    y.r#type = None;
+    onnx::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![onnx::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(onnx::GraphProto {
+            name: Some("add2".into()),
+            node: vec![onnx::NodeProto {
+                op_type: Some("Add".into()),
+                input: vec!["a".into(), "b".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            input: vec![input("a"), input("b")],
+            output: vec![y],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// An embedding lookup: `ids` (int64 `[N]`) gathered from a constant `[10, 3]` table.
+fn gather_ids_model() -> Vec<u8> {
+    use onnx::tensor_shape_proto::{dimension::Value, Dimension};
+    let ids = onnx::ValueInfoProto {
+        name: Some("ids".into()),
+        r#type: Some(onnx::TypeProto {
+            value: Some(onnx::type_proto::Value::TensorType(
+                onnx::type_proto::Tensor {
+                    elem_type: Some(7),
+                    shape: Some(onnx::TensorShapeProto {
+                        dim: vec![Dimension {
+                            value: Some(Value::DimParam("N".into())),
+                            ..Default::default()
+                        }],
+                    }),
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    onnx::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![onnx::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(onnx::GraphProto {
+            name: Some("gather_ids".into()),
+            node: vec![onnx::NodeProto {
+                op_type: Some("Gather".into()),
+                input: vec!["table".into(), "ids".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            initializer: vec![onnx::TensorProto {
+                name: Some("table".into()),
+                dims: vec![10, 3],
+                data_type: Some(1),
+                float_data: (0..30).map(|v| v as f32).collect(),
+                ..Default::default()
+            }],
+            input: vec![ids],
+            output: vec![onnx::ValueInfoProto {
+                name: Some("y".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
 fn npy_header(descr: &str, shape: &str, data: usize) -> Vec<u8> {
     let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     while (h.len() + 11) % 64 != 0 {
@@ -798,6 +916,20 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case("run @model.onnx --input @wrong_rank.npy", "4 dims"),
         case("run @model.onnx --input @zero_batch.npy", "empty"),
         case("run @model.onnx --input @nan.npy", "non-finite"),
+        // Several inputs, one .npy each.
+        case("run @add2.onnx --input @x.npy", "one input"),
+        case("run @add2.onnx --input a=x.npy", "input 'b'"),
+        case("run @add2.onnx --input a=x.npy --input c=x.npy", "no input named"),
+        case("run @add2.onnx --input a=x.npy --input a=x.npy --input b=x.npy", "twice"),
+        case("run @add2.onnx --input @x.npy --input b=x.npy", "NAME=FILE"),
+        case("run @add2.onnx --input a=x.npy --input b=wrong_rank.npy", "4 dims"),
+        case("run @add2.onnx --input a=x.npy --input b=x_batch2.npy", "dim 0 = 8 as in input 'a'"),
+        case("run @add2.onnx --input a=x.npy --input b=x_c3.npy", "dim 'C' = 1 as in input 'a'"),
+        case("run @add2.onnx --input a=x.npy --input b=int.npy", "'<i8'"),
+        case("run @add2.onnx --input a=x.npy --input b=missing.npy", "missing.npy"),
+        // Integer inputs: the declared type, and values exact in the GPU's f32.
+        case("run @gather_ids.onnx --input @big_ids.npy", "element 1 is 33554432"),
+        case("run @gather_ids.onnx --input @x.npy", "declares int64"),
         case(&format!("quantize @model.onnx --calib @x.npy --eval @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
         case(&format!("quantize @model.onnx --calib @x.npy --eval @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
         case("quantize @model.onnx --calib @x.npy --eval @x.npy --qat --calib-labels @few-labels-idx1-ubyte --out ^out", "label"),

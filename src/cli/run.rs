@@ -1,4 +1,4 @@
-//! `qforge run`: a model on a .npy batch or a folder of images.
+//! `qforge run`: a model on .npy files (one per input) or a folder of images.
 
 use std::path::PathBuf;
 
@@ -11,9 +11,11 @@ use qforge::jobs::run::{run, RunInput, RunJob};
 pub struct RunArgs {
     /// The ONNX model.
     model: PathBuf,
-    /// Input tensor (.npy, f32); its shape gives the batch and other named dims.
+    /// Input tensors: `FILE.npy` for a model with one input, or `NAME=FILE.npy` once per
+    /// input (in the type the model declares: float32, int64, int32, int8, uint8 or bool);
+    /// shapes give the batch and every named dim.
     #[arg(long, conflicts_with = "images", required_unless_present = "images")]
-    input: Option<PathBuf>,
+    input: Vec<String>,
     /// A folder of .jpg/.png images, resized, centre-cropped and normalised.
     #[arg(long)]
     images: Option<PathBuf>,
@@ -37,11 +39,22 @@ pub struct RunArgs {
     outputs: Option<PathBuf>,
 }
 
+/// `--input NAME=FILE` as (name, file); `FILE` alone (or a path that exists as written, '='
+/// and all) as (None, file).
+fn input_arg(s: &str) -> (Option<String>, PathBuf) {
+    match s.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !std::path::Path::new(s).exists() => {
+            (Some(name.to_string()), PathBuf::from(file))
+        }
+        _ => (None, PathBuf::from(s)),
+    }
+}
+
 /// Runs `qforge run`.
 pub fn main(a: RunArgs) -> qforge::Result<()> {
-    let input = match (a.input, a.images) {
-        (Some(p), _) => RunInput::Npy(p),
-        (None, Some(d)) => {
+    let input = match (a.input.is_empty(), a.images) {
+        (false, _) => RunInput::Npy(a.input.iter().map(|s| input_arg(s)).collect()),
+        (true, Some(d)) => {
             let channels = a.mean.len();
             let resize = a
                 .resize
@@ -57,7 +70,7 @@ pub fn main(a: RunArgs) -> qforge::Result<()> {
                 },
             )
         }
-        (None, None) => {
+        (true, None) => {
             return Err(qforge::Error::invalid(
                 "run",
                 "--input",
@@ -79,8 +92,8 @@ pub fn main(a: RunArgs) -> qforge::Result<()> {
         r.input_shape,
         r.seconds
     );
-    let (name, y) = &r.outputs[0];
-    if y.ndim() == 2 && y.shape()[1] > 1 {
+    let y = &r.outputs[0].1;
+    if r.outputs.len() == 1 && y.ndim() == 2 && y.shape()[1] > 1 {
         for (i, row) in y.axis_iter(Axis(0)).enumerate() {
             let mut idx: Vec<usize> = (0..row.len()).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
@@ -97,7 +110,9 @@ pub fn main(a: RunArgs) -> qforge::Result<()> {
             println!("{label}: top-5 {}", top.join(", "));
         }
     } else {
-        println!("output {name:?}: shape {:?}", y.shape());
+        for ((name, y), t) in r.outputs.iter().zip(&r.output_types) {
+            println!("output {name:?}: {t} {:?}", y.shape());
+        }
     }
     for p in &r.written {
         eprintln!("wrote {}", p.display());

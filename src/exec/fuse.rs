@@ -95,6 +95,15 @@ impl<'g> Fuser<'g> {
         let head = &self.g.nodes[k];
         let conv = match &head.op {
             Op::Conv(_) => true,
+            // A Gemm whose C is computed at run time adds it after the product: no epilogue.
+            Op::Gemm { .. }
+                if head
+                    .inputs
+                    .get(2)
+                    .is_some_and(|c| !c.is_empty() && !self.g.consts.contains_key(c)) =>
+            {
+                return None
+            }
             Op::Gemm { .. } | Op::MatMul => false,
             _ => return None,
         };

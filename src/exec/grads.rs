@@ -35,10 +35,19 @@ pub fn rule(op: &Op) -> Option<GradRule> {
         Op::ConvTranspose { .. } => (conv_transpose, conv_reads),
         Op::Gemm { .. } => (gemm, both_inputs),
         Op::MatMul => (matmul, both_inputs),
+        // Predicates, Sin and Cos have no backward kernel (refused at plan time).
+        Op::Unary(u)
+            if u.is_predicate() || matches!(u, Unary::Sin | Unary::Cos | Unary::GeluTanh) =>
+        {
+            return None
+        }
+        Op::Binary(b) if b.is_predicate() || matches!(b, Binary::Mod { .. }) => return None,
         Op::Unary(Unary::Relu | Unary::Clip(..)) => (unary, output),
         Op::Unary(_) => (unary, first_input),
         Op::Binary(Binary::Add | Binary::Sub) => (binary, nothing),
         Op::Binary(_) => (binary, both_inputs),
+        // The average pool's backward kernel has no dilations.
+        Op::AveragePool(p) if p.dilations != [1, 1] => return None,
         Op::MaxPool(_) | Op::AveragePool(_) => (pool, first_input),
         Op::GlobalAveragePool => (global_avg_pool, nothing),
         Op::Softmax { .. } => (softmax, output),
@@ -106,6 +115,15 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         return Ok(());
     };
     let (xs, ws) = (cx.shape(&n.inputs[0]), cx.shape(&n.inputs[1]));
+    if ws.len() != 4 {
+        return Err(crate::error::Error::Graph {
+            model: cx.graph().name.clone(),
+            message: format!(
+                "node '{}' (Conv): the backward of a 1-D convolution is not supported",
+                n.name
+            ),
+        });
+    }
     let form = ConvGrad::pick(gpu, &xs, &ws, a);
     if let Some(dx) = cx.dx(n, 0)? {
         let w = cx.value(&n.inputs[1])?;
@@ -175,6 +193,15 @@ fn conv_transpose(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     let Some(dy) = cx.dy(n, 0) else {
         return Ok(());
     };
+    if cx.shape(&n.inputs[1]).len() != 4 {
+        return Err(crate::error::Error::Graph {
+            model: cx.graph().name.clone(),
+            message: format!(
+                "node '{}' (ConvTranspose): the backward of a 1-D convolution is not supported",
+                n.name
+            ),
+        });
+    }
     if let Some(dx) = cx.dx(n, 0)? {
         let w = cx.value(&n.inputs[1])?;
         let (slot, t) = cx.scratch(&cx.shape(&n.inputs[0]))?;
@@ -194,6 +221,7 @@ fn resize(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         mode,
         coordinate_transformation,
         nearest_mode,
+        ..
     } = &n.op
     else {
         unreachable!("table")

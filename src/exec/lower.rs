@@ -349,7 +349,11 @@ pub(crate) fn lower(
             cx.retire(n, k, keep);
             continue;
         }
-        let fusion = if fuse { fuser.after(k) } else { None };
+        let fusion = if fuse && !rules::split::splits(gpu, g, n) {
+            fuser.after(k)
+        } else {
+            None
+        };
         match (sim, &fusion) {
             (Some(s), _) if s.owns(n) => s.lower(&mut cx, n)?,
             (_, Some(f)) => rules::fused(&mut cx, n, f)?,

@@ -14,7 +14,16 @@ use crate::graph::ir::{Graph, Node, Op};
 /// Which inputs of a node are read at run time (the others are folded attributes).
 pub(crate) fn data_inputs(node: &Node) -> &[String] {
     let n = match node.op {
-        Op::Reshape { .. } | Op::Pad { .. } | Op::Slice | Op::Resize { .. } => 1,
+        Op::Reshape { .. }
+        | Op::Pad { .. }
+        | Op::Slice
+        | Op::Resize { .. }
+        | Op::Expand
+        | Op::Tile
+        | Op::Reduce { .. }
+        | Op::TopK { .. }
+        | Op::CumSum { .. }
+        | Op::Trilu { .. } => 1,
         _ => node.inputs.len(),
     };
     &node.inputs[..n.min(node.inputs.len())]

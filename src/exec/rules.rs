@@ -3,19 +3,21 @@
 
 use std::collections::HashSet;
 
-use ndarray::IxDyn;
-
 use crate::error::{DType, Result};
 use crate::exec::fuse::Fusion;
 use crate::exec::lower::{FakeQuant, Lowering};
 use crate::gpu::GpuTensor;
-use crate::graph::attrs::Resize;
+use crate::graph::attrs::{Binary, Resize};
 use crate::graph::ir::{Const, Node, Op};
-use crate::graph::shape::{matmul_output_shape, norm_axis, resize_scales, slice_spec, strides};
+use crate::graph::shape::{norm_axis, resize_scales, slice_spec, strides};
 use crate::ops::elementwise::{self as ew, StridedView};
 use crate::ops::epilogue::{Epilogue, Quantize};
-use crate::ops::gemm::{self, Bias, GemmKernel};
 use crate::ops::{conv, pool, reduce};
+
+mod linear;
+mod rows;
+mod select;
+pub(crate) mod split;
 
 /// A lowering function: records `node` through the context.
 pub type LowerFn = fn(&mut Lowering<'_>, &Node) -> Result<()>;
@@ -26,8 +28,8 @@ pub fn rule(op: &Op) -> Option<LowerFn> {
         op if op.is_view() => view,
         Op::Conv(_) => conv,
         Op::ConvTranspose { .. } => conv_transpose,
-        Op::Gemm { .. } => gemm,
-        Op::MatMul => matmul,
+        Op::Gemm { .. } => linear::gemm,
+        Op::MatMul => linear::matmul,
         Op::BatchNorm { .. } => batch_norm,
         Op::Unary(_) => unary,
         Op::Binary(_) => binary,
@@ -43,12 +45,38 @@ pub fn rule(op: &Op) -> Option<LowerFn> {
         Op::Pad { .. } => pad,
         Op::Softmax { .. } => softmax,
         Op::ReduceMean { .. } => reduce_mean,
+        Op::Cast { .. } => select::cast,
+        Op::Where => select::where_,
+        Op::Gather { .. } | Op::GatherElements { .. } => select::gather,
+        Op::Expand => select::expand,
+        Op::Tile => select::tile,
+        Op::DepthToSpace { .. } | Op::SpaceToDepth { .. } => select::depth_space,
+        Op::Trilu { .. } => select::trilu,
+        Op::ScatterNd { .. } => select::scatter_nd,
+        Op::Reduce { .. } => rows::reduce,
+        Op::GlobalMaxPool => rows::global_max_pool,
+        Op::Arg { .. } => rows::arg,
+        Op::LogSoftmax { .. } | Op::Hardmax { .. } => rows::softmax_like,
+        Op::CumSum { .. } => rows::cumsum,
+        Op::TopK { .. } => rows::topk,
+        Op::MeanVarianceNorm { .. } => rows::mean_variance_norm,
+        Op::LayerNorm { .. } => rows::layer_norm,
+        Op::InstanceNorm { .. } | Op::GroupNorm { .. } => rows::channel_norm,
         _ => return None,
     })
 }
 
 fn view(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     cx.alias(&n.outputs[0], &n.inputs[0])
+}
+
+/// A 1-D convolution's weight `[out, in, k]` viewed as `[out, in, 1, k]` (its input was
+/// unsqueezed at resolution).
+fn weight_4d(w: GpuTensor) -> Result<GpuTensor> {
+    match *w.shape() {
+        [o, i, k] => w.view(&[o, i, 1, k], DType::F32),
+        _ => Ok(w),
+    }
 }
 
 fn conv(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
@@ -59,22 +87,22 @@ fn conv(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 pub(crate) fn fused(cx: &mut Lowering<'_>, n: &Node, f: &Fusion) -> Result<()> {
     match n.op {
         Op::Conv(_) => conv_with(cx, n, Some(f)),
-        Op::Gemm { .. } => gemm_with(cx, n, Some(f)),
-        Op::MatMul => matmul_with(cx, n, Some(f)),
+        Op::Gemm { .. } => linear::gemm_with(cx, n, Some(f)),
+        Op::MatMul => linear::matmul_with(cx, n, Some(f)),
         _ => Err(cx.err(n, "has no epilogue to fuse into")),
     }
 }
 
 /// A fusion's epilogue with its tensors resolved (nothing when there is no fusion).
 #[derive(Default)]
-struct EpilogueTensors<'f> {
+pub(super) struct EpilogueTensors<'f> {
     fusion: Option<&'f Fusion>,
     affine: Option<GpuTensor>,
     residual: Option<GpuTensor>,
 }
 
 impl<'f> EpilogueTensors<'f> {
-    fn of(cx: &mut Lowering<'_>, f: Option<&'f Fusion>) -> Result<EpilogueTensors<'f>> {
+    pub(super) fn of(cx: &mut Lowering<'_>, f: Option<&'f Fusion>) -> Result<EpilogueTensors<'f>> {
         let Some(f) = f else {
             return Ok(EpilogueTensors::default());
         };
@@ -93,7 +121,7 @@ impl<'f> EpilogueTensors<'f> {
         })
     }
 
-    fn epilogue(&self) -> Epilogue<'_> {
+    pub(super) fn epilogue(&self) -> Epilogue<'_> {
         let Some(f) = self.fusion else {
             return Epilogue::NONE;
         };
@@ -117,7 +145,7 @@ fn quantize(q: &FakeQuant) -> Quantize<'_> {
 }
 
 /// The output buffer of `n`, or of the last node fused into it.
-fn output_of(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<GpuTensor> {
+pub(super) fn output_of(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<GpuTensor> {
     match f {
         Some(f) => cx.output_value(n, &f.out),
         None => cx.output(n, 0),
@@ -131,7 +159,7 @@ fn conv_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()> 
     };
     let (x, w, b) = (
         cx.input(&n.inputs[0])?,
-        cx.input(&n.inputs[1])?,
+        weight_4d(cx.input(&n.inputs[1])?)?,
         cx.optional_input(n, 2)?,
     );
     let epi = EpilogueTensors::of(cx, f)?;
@@ -161,149 +189,11 @@ fn conv_transpose(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     };
     let (x, w, b) = (
         cx.input(&n.inputs[0])?,
-        cx.input(&n.inputs[1])?,
+        weight_4d(cx.input(&n.inputs[1])?)?,
         cx.optional_input(n, 2)?,
     );
     let y = cx.output(n, 0)?;
     conv::conv_transpose2d_into(cx.steps(), gpu, &x, &w, b.as_ref(), a, *output_padding, &y)
-}
-
-fn gemm(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
-    gemm_with(cx, n, None)
-}
-
-fn gemm_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()> {
-    let gpu = cx.gpu();
-    let Op::Gemm {
-        alpha,
-        beta,
-        trans_a,
-        trans_b,
-    } = n.op
-    else {
-        unreachable!("table")
-    };
-    let (a, b) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
-    let epi = EpilogueTensors::of(cx, f)?;
-    let y = output_of(cx, n, f)?;
-    let (m, cols) = (y.shape()[0], y.shape()[1]);
-    let bias_t = match n.inputs.get(2).filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => {
-            let v = cx.constant(c).ok_or_else(|| {
-                cx.err(n, "a runtime C input is not supported (constant bias only)")
-            })?;
-            let per_column = v.shape().iter().rev().skip(1).all(|&d| d == 1)
-                && v.shape().last().copied().unwrap_or(1) == cols;
-            Some(if per_column && beta == 1.0 {
-                // The bias as it is: a parameter handle.
-                (true, cx.input(c)?.view(&[cols], DType::F32)?)
-            } else {
-                let full = v
-                    .broadcast(IxDyn(&[m, cols]))
-                    .ok_or_else(|| cx.err(n, "C does not broadcast"))?
-                    .mapv(|e| e * beta);
-                if per_column {
-                    (
-                        true,
-                        cx.upload(
-                            &[cols],
-                            &full.iter().take(cols).copied().collect::<Vec<f32>>(),
-                        )?,
-                    )
-                } else {
-                    (
-                        false,
-                        cx.upload(
-                            &[m, cols],
-                            full.as_standard_layout().as_slice().expect("contiguous"),
-                        )?,
-                    )
-                }
-            })
-        }
-    };
-    let bias = match &bias_t {
-        None => Bias::None,
-        Some((true, t)) => Bias::PerColumn(t),
-        Some((false, t)) => Bias::Full(t),
-    };
-    let kernel = GemmKernel::pick(gpu, m, cols);
-    let e = epi.epilogue();
-    gemm::matmul_with(
-        cx.steps(),
-        gpu,
-        kernel,
-        &a,
-        &b,
-        trans_a,
-        trans_b,
-        alpha,
-        bias,
-        &e,
-        &y,
-    )
-}
-
-fn matmul(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
-    matmul_with(cx, n, None)
-}
-
-fn matmul_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()> {
-    let gpu = cx.gpu();
-    let (a, b) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
-    let epi = EpilogueTensors::of(cx, f)?;
-    let y = output_of(cx, n, f)?;
-    let (sa, sb) = (a.shape().to_vec(), b.shape().to_vec());
-    let (m, k, cols) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
-    let batch_a: usize = sa[..sa.len() - 2].iter().product();
-    let batch_b: usize = sb[..sb.len() - 2].iter().product();
-    let (av, bv) = if batch_b == 1 {
-        (
-            a.view(&[batch_a * m, k], DType::F32)?,
-            b.view(&[k, cols], DType::F32)?,
-        )
-    } else if sa[..sa.len() - 2] == sb[..sb.len() - 2] {
-        (
-            a.view(&[batch_a, m, k], DType::F32)?,
-            b.view(&[batch_b, k, cols], DType::F32)?,
-        )
-    } else if batch_a == 1 {
-        (
-            a.view(&[1, m, k], DType::F32)?,
-            b.view(&[batch_b, k, cols], DType::F32)?,
-        )
-    } else {
-        return Err(cx.err(
-            n,
-            format!("batch dims of {sa:?} and {sb:?} broadcast in a way qforge does not run"),
-        ));
-    };
-    let shape = matmul_output_shape(av.shape(), bv.shape(), false, false)?;
-    let yv = y.view(&shape, DType::F32)?;
-    let residual = match &epi.residual {
-        Some(r) => Some(r.view(&shape, DType::F32)?),
-        None => None,
-    };
-    let kernel = GemmKernel::pick(gpu, shape[shape.len() - 2], shape[shape.len() - 1]);
-    let e = Epilogue {
-        residual: residual.as_ref(),
-        ..epi.epilogue()
-    };
-    let steps = cx.steps();
-    gemm::matmul_with(
-        steps,
-        gpu,
-        kernel,
-        &av,
-        &bv,
-        false,
-        false,
-        1.0,
-        Bias::None,
-        &e,
-        &yv,
-    )
 }
 
 fn batch_norm(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
@@ -354,6 +244,9 @@ fn binary(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     };
     let (a, c) = (cx.input(&n.inputs[0])?, cx.input(&n.inputs[1])?);
     let y = cx.output(n, 0)?;
+    if b == Binary::Div && cx.graph().elem_type(&n.outputs[0]).is_integer() {
+        return ew::div_trunc_into(cx.steps(), gpu, &a, &c, &y);
+    }
     ew::binary_into(cx.steps(), gpu, b, &a, &c, &y)
 }
 
@@ -406,6 +299,7 @@ fn resize(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
         mode,
         coordinate_transformation,
         nearest_mode,
+        ..
     } = &n.op
     else {
         unreachable!("table")
@@ -558,6 +452,11 @@ pub(crate) fn pad_destination(
         .get(&n.inputs[1])
         .map(Const::to_i64)
         .ok_or_else(|| "pads must be a constant".to_string())?;
+    if pads.iter().any(|&p| p < 0) {
+        return Err(format!(
+            "negative pads {pads:?} (a crop) have no destination view"
+        ));
+    }
     let ys = strides(shape);
     Ok(StridedView {
         offset: ys
@@ -571,11 +470,25 @@ pub(crate) fn pad_destination(
 
 fn pad(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let Op::Pad { value, .. } = n.op else {
+    let Op::Pad { value, mode } = &n.op else {
         unreachable!("table")
     };
+    let value = *value;
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
+    let pads = cx
+        .graph()
+        .consts
+        .get(&n.inputs[1])
+        .map(Const::to_i64)
+        .ok_or_else(|| cx.err(n, "pads must be a constant"))?;
+    if mode != "constant" || pads.iter().any(|&p| p < 0) || x.is_empty() {
+        // Edge, reflect, wrap, crops: the general kernel.
+        let m = crate::ops::index::PadMode::parse(mode)
+            .ok_or_else(|| cx.err(n, format!("Pad mode '{mode}' is not supported")))?;
+        let begin = &pads[..x.shape().len()];
+        return crate::ops::index::pad_into(cx.steps(), gpu, &x, begin, m, value, &y);
+    }
     let dst = pad_destination(cx.graph(), n, y.shape()).map_err(|m| cx.err(n, m))?;
     ew::fill_into(cx.steps(), gpu, &y, value)?;
     ew::strided_copy_into(cx.steps(), gpu, &x, &dense(x.shape()), &y, &dst, x.shape())

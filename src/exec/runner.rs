@@ -13,8 +13,8 @@ use crate::exec::lower::Simulation;
 use crate::exec::params::Params;
 use crate::exec::plan::{Compile, Plan};
 use crate::gpu::Gpu;
-use crate::graph::ir::{Dim, Graph};
-use crate::graph::prepare::Prepared;
+use crate::graph::ir::{Const, Dim, ElemType, Graph};
+use crate::graph::prepare::{value_key, Prepared, ValueKey};
 
 impl From<Graph> for Arc<Prepared> {
     fn from(g: Graph) -> Arc<Prepared> {
@@ -22,8 +22,16 @@ impl From<Graph> for Arc<Prepared> {
     }
 }
 
-/// Plans by (batch, named dims).
-type Plans = HashMap<(usize, Vec<(String, usize)>), Arc<Plan>>;
+/// Plans by (batch, named dims, value inputs' values).
+type Plans = HashMap<(Option<usize>, Vec<(String, usize)>, Vec<ValueKey>), Arc<Plan>>;
+
+/// How one run feeds the model: its value inputs as constants, the other inputs, and whether
+/// dim 0 is a batch the runner may split.
+struct Feed<'i, 'a> {
+    values: Vec<(String, Const)>,
+    data: Vec<(&'i str, ArrayViewD<'a, f32>)>,
+    batched: bool,
+}
 
 /// Runs a model; plans are compiled on first use of each (batch, dims) and cached.
 pub struct Runner {
@@ -36,6 +44,8 @@ pub struct Runner {
     params: Arc<Params>,
     /// Largest batch per plan (the caller's batch size).
     max_batch: Option<usize>,
+    /// Every dim as the inputs give it, never split into batch pieces.
+    exact: bool,
     plans: Mutex<Plans>,
 }
 
@@ -51,6 +61,7 @@ impl Runner {
             simulation: None,
             params,
             max_batch: None,
+            exact: false,
             plans: Mutex::new(HashMap::new()),
         }
     }
@@ -79,6 +90,14 @@ impl Runner {
         self
     }
 
+    /// Runs every input at the shape it is given, dim 0 included, in one piece (ONNX's node
+    /// tests, models whose inputs share no batch). Without it a run splits along dim 0 when
+    /// the model has one input, or every input's dim 0 is the same named dim or 1.
+    pub fn exact(mut self) -> Runner {
+        self.exact = true;
+        self
+    }
+
     /// Binds `params` instead of a store of its own (parameters set there are used as they
     /// are; others are uploaded from the model's constants on first use).
     pub fn with_params(mut self, params: Arc<Params>) -> Runner {
@@ -103,7 +122,18 @@ impl Runner {
 
     /// The graph the plans run for one batch size and named dims.
     pub fn graph(&self, batch: usize, dims: &[(String, usize)]) -> Result<Arc<Graph>> {
-        let g = self.model.resolved(batch, dims)?;
+        self.graph_with(Some(batch), dims, &[])
+    }
+
+    /// The graph the plans run for a batch (`None`: dims as given), named dims and the values
+    /// of value inputs.
+    pub fn graph_with(
+        &self,
+        batch: Option<usize>,
+        dims: &[(String, usize)],
+        values: &[(String, Const)],
+    ) -> Result<Arc<Graph>> {
+        let g = self.model.resolved_with(batch, dims, values)?;
         Ok(match &self.outputs {
             Some(o) => Arc::new(g.truncated(o)),
             None => g,
@@ -112,14 +142,30 @@ impl Runner {
 
     /// The compiled plan for one batch size and named dims (cached).
     pub fn plan(&self, batch: usize, dims: &[(String, usize)]) -> Result<Arc<Plan>> {
-        let k = (batch, dims.to_vec());
+        self.plan_with(Some(batch), dims, &[])
+    }
+
+    /// The compiled plan for a batch (`None`: dims as given), named dims and the values of
+    /// value inputs (cached). A plan with value inputs binds a parameter store of its own:
+    /// the constants folded from them differ from value to value under the same names.
+    pub fn plan_with(
+        &self,
+        batch: Option<usize>,
+        dims: &[(String, usize)],
+        values: &[(String, Const)],
+    ) -> Result<Arc<Plan>> {
+        let k = (
+            batch,
+            dims.to_vec(),
+            values.iter().map(|(n, c)| value_key(n, c)).collect(),
+        );
         if let Some(p) = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&k) {
             return Ok(p.clone());
         }
-        let g = self.graph(batch, dims)?;
+        let g = self.graph_with(batch, dims, values)?;
         let c = Compile {
             taps: &self.taps,
-            params: Some(self.params.clone()),
+            params: values.is_empty().then(|| self.params.clone()),
             simulation: self.simulation.as_deref(),
         };
         let plan = Arc::new(Plan::compile(self.gpu.clone(), &g, c)?);
@@ -137,51 +183,71 @@ impl Runner {
         inputs: &[(&str, ArrayViewD<'_, f32>)],
     ) -> Result<Vec<(String, usize)>> {
         let g = self.model.signature()?;
-        let mut dims: BTreeMap<String, usize> = BTreeMap::new();
-        for name in &g.inputs {
-            let Some((_, x)) = inputs.iter().find(|(n, _)| n == name) else {
+        let values = g.value_inputs();
+        bind(&g, &values, inputs, true)
+    }
+
+    /// Splits the inputs into value inputs and data, and decides whether dim 0 is a batch.
+    fn feed<'i, 'a>(&self, inputs: &[(&'i str, ArrayViewD<'a, f32>)]) -> Result<Feed<'i, 'a>> {
+        let g = self.model.signature()?;
+        let value_names = g.value_inputs();
+        let mut values = Vec::new();
+        let mut data = Vec::new();
+        if let Some(missing) = g
+            .inputs
+            .iter()
+            .find(|i| !inputs.iter().any(|(n, _)| n == *i))
+        {
+            return Err(Error::Graph {
+                model: g.name.clone(),
+                message: format!(
+                    "missing input '{missing}' (declared {}; inputs: {:?})",
+                    show_dims(&g.input_dims[missing]),
+                    g.inputs
+                ),
+            });
+        }
+        for (name, x) in inputs {
+            if !g.inputs.iter().any(|i| i == name) {
                 return Err(Error::Graph {
                     model: g.name.clone(),
-                    message: format!("missing input '{name}' (inputs: {:?})", g.inputs),
-                });
-            };
-            let declared = &g.input_dims[name];
-            if declared.len() != x.ndim() {
-                return Err(Error::ShapeMismatch {
-                    op: "run",
-                    tensor: name.clone(),
-                    expected: format!("{} dims {declared:?}", declared.len()),
-                    got: x.shape().to_vec(),
+                    message: format!(
+                        "'{name}' is not an input of the model (inputs: {:?})",
+                        g.inputs
+                    ),
                 });
             }
-            for (i, (d, &v)) in declared.iter().zip(x.shape()).enumerate().skip(1) {
-                match d {
-                    Dim::Fixed(f) if *f != v => {
-                        return Err(Error::ShapeMismatch {
-                            op: "run",
-                            tensor: name.clone(),
-                            expected: format!("dim {i} = {f} (declared {declared:?})"),
-                            got: x.shape().to_vec(),
-                        });
-                    }
-                    Dim::Named(n) => {
-                        if let Some(&prev) = dims.get(n) {
-                            if prev != v {
-                                return Err(Error::ShapeMismatch {
-                                    op: "run",
-                                    tensor: name.clone(),
-                                    expected: format!("dim '{n}' = {prev} as in another input"),
-                                    got: x.shape().to_vec(),
-                                });
-                            }
-                        }
-                        dims.insert(n.clone(), v);
-                    }
-                    _ => {}
-                }
+            // In an exact run an empty input is bound as a value too: kernels take no empty
+            // tensors, and what reads it folds on the host.
+            if value_names.iter().any(|v| v == name) || (self.exact && x.is_empty()) {
+                let c = match g.elem_type(name) {
+                    ElemType::F32 => Const::F32(x.to_owned()),
+                    _ => Const::I64(x.mapv(|v| v as i64)),
+                };
+                values.push((name.to_string(), c));
+            } else {
+                data.push((*name, x.clone()));
             }
         }
-        Ok(dims.into_iter().collect())
+        let declared: Vec<&Vec<Dim>> = g
+            .inputs
+            .iter()
+            .filter(|i| !values.iter().any(|(v, _)| v == *i))
+            .map(|i| &g.input_dims[i])
+            .collect();
+        let firsts: Vec<Option<&Dim>> = declared.iter().map(|d| d.first()).collect();
+        let batched = !self.exact
+            && !firsts.is_empty()
+            && firsts.iter().all(Option::is_some)
+            && (firsts.len() == 1
+                || firsts.iter().all(|d| *d == Some(&Dim::Fixed(1)))
+                || (matches!(firsts[0], Some(Dim::Named(_)))
+                    && firsts.iter().all(|d| *d == firsts[0])));
+        Ok(Feed {
+            values,
+            data,
+            batched,
+        })
     }
 
     /// The batch to run at once: `batch` itself (or the caller's batch size, if smaller)
@@ -207,13 +273,28 @@ impl Runner {
             .min(batch))
     }
 
-    /// Calls `f` with the plan and the inputs of each piece of the batch, in order.
+    /// Calls `f` with the plan and the inputs of each piece of the batch, in order (value
+    /// inputs are bound into the plan, not passed to `f`).
     pub fn for_each_piece(
         &self,
         inputs: &[(&str, ArrayViewD<'_, f32>)],
         mut f: impl FnMut(&Plan, &[(&str, ArrayViewD<'_, f32>)]) -> Result<()>,
     ) -> Result<()> {
-        let dims = self.bind_dims(inputs)?;
+        let g = self.model.signature()?;
+        let feed = self.feed(inputs)?;
+        let value_names: Vec<String> = feed.values.iter().map(|(n, _)| n.clone()).collect();
+        let dims = bind(&g, &value_names, &feed.data, feed.batched)?;
+        if !feed.batched {
+            if let Some((name, _)) = feed.data.iter().find(|(_, x)| x.is_empty()) {
+                return Err(Error::EmptyTensor {
+                    op: "run",
+                    tensor: name.to_string(),
+                });
+            }
+            let plan = self.plan_with(None, &dims, &feed.values)?;
+            return f(&plan, &feed.data);
+        }
+        let inputs = &feed.data[..];
         let batch = inputs
             .first()
             .map(|(_, x)| x.shape().first().copied().unwrap_or(1))
@@ -226,22 +307,29 @@ impl Runner {
                     .map_or("input".to_string(), |i| i.0.to_string()),
             });
         }
-        if inputs
+        if let Some((name, x)) = inputs
             .iter()
-            .any(|(_, x)| x.shape().first() != Some(&batch))
+            .find(|(_, x)| x.shape().first() != Some(&batch))
         {
-            return Err(Error::invalid(
-                "run",
-                "batch",
-                batch,
-                "every input needs the same batch size (dim 0)",
-            ));
+            return Err(Error::ShapeMismatch {
+                op: "run",
+                tensor: name.to_string(),
+                expected: format!(
+                    "dim 0 = {batch} as in input '{}' (every input's dim 0 is the batch)",
+                    inputs[0].0
+                ),
+                got: x.shape().to_vec(),
+            });
         }
-        let chunk = self.batch_piece(batch, &dims)?;
+        let chunk = if feed.values.is_empty() {
+            self.batch_piece(batch, &dims)?
+        } else {
+            batch
+        };
         let mut start = 0;
         while start < batch {
             let n = chunk.min(batch - start);
-            let plan = self.plan(n, &dims)?;
+            let plan = self.plan_with(Some(n), &dims, &feed.values)?;
             let part: Vec<(&str, ArrayViewD<'_, f32>)> = inputs
                 .iter()
                 .map(|(name, x)| (*name, x.slice_axis(Axis(0), (start..start + n).into())))
@@ -286,6 +374,82 @@ impl Runner {
         })?;
         join_batches(pieces)
     }
+}
+
+/// Named dims bound from the inputs' shapes (dim 0 too unless `batched`); checks every input
+/// but the value inputs is given, with its declared rank and fixed dims, and that a named dim
+/// has one size in every input that declares it.
+fn bind(
+    g: &Graph,
+    values: &[String],
+    inputs: &[(&str, ArrayViewD<'_, f32>)],
+    batched: bool,
+) -> Result<Vec<(String, usize)>> {
+    let mut dims: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for name in g.inputs.iter().filter(|i| !values.contains(i)) {
+        let declared = &g.input_dims[name];
+        let Some((_, x)) = inputs.iter().find(|(n, _)| n == name) else {
+            return Err(Error::Graph {
+                model: g.name.clone(),
+                message: format!(
+                    "missing input '{name}' (declared {}; inputs: {:?})",
+                    show_dims(declared),
+                    g.inputs
+                ),
+            });
+        };
+        if declared.len() != x.ndim() {
+            return Err(Error::ShapeMismatch {
+                op: "run",
+                tensor: name.clone(),
+                expected: format!("{} dims {}", declared.len(), show_dims(declared)),
+                got: x.shape().to_vec(),
+            });
+        }
+        let skip = usize::from(batched);
+        for (i, (d, &v)) in declared.iter().zip(x.shape()).enumerate().skip(skip) {
+            match d {
+                Dim::Fixed(f) if *f != v => {
+                    return Err(Error::ShapeMismatch {
+                        op: "run",
+                        tensor: name.clone(),
+                        expected: format!("dim {i} = {f} (declared {})", show_dims(declared)),
+                        got: x.shape().to_vec(),
+                    });
+                }
+                Dim::Named(n) => {
+                    if let Some((prev, other)) = dims.get(n) {
+                        if *prev != v {
+                            return Err(Error::ShapeMismatch {
+                                op: "run",
+                                tensor: name.clone(),
+                                expected: format!(
+                                    "dim '{n}' = {prev} as in input '{other}' (declared {})",
+                                    show_dims(declared)
+                                ),
+                                got: x.shape().to_vec(),
+                            });
+                        }
+                    }
+                    dims.insert(n.clone(), (v, name.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(dims.into_iter().map(|(n, (v, _))| (n, v)).collect())
+}
+
+/// Declared dims as `[N, 3, 224, 224]`.
+fn show_dims(d: &[Dim]) -> String {
+    let parts: Vec<String> = d
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(v) => v.to_string(),
+            Dim::Named(n) => n.clone(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 /// Joins the outputs of consecutive batch pieces (each a list of outputs) along the batch axis.

@@ -128,6 +128,7 @@ impl Resize {
                 "asymmetric",
                 "align_corners",
                 "pytorch_half_pixel",
+                "half_pixel_symmetric",
             ]
             .iter()
             .position(|&c| c == coordinates)? as u32,
@@ -152,6 +153,8 @@ pub enum Unary {
     Tanh,
     Erf,
     Gelu,
+    /// Gelu with `approximate = tanh`: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+    GeluTanh,
     Exp,
     Sqrt,
     Neg,
@@ -176,6 +179,83 @@ pub enum Unary {
     Shrink(f32, f32),
     /// x above alpha, else 0.
     ThresholdedRelu(f32),
+    /// Logical not of a bool carried as 0/1: 1 where x is 0, else 0.
+    Not,
+    /// 1 where x is NaN, else 0.
+    IsNaN,
+    /// 1 where x is +inf (when `positive`) or -inf (when `negative`), else 0.
+    IsInf {
+        positive: bool,
+        negative: bool,
+    },
+    Sin,
+    Cos,
+}
+
+impl Unary {
+    /// Ops whose result is a bool (0 or 1) and that have no gradient.
+    pub fn is_predicate(self) -> bool {
+        matches!(self, Unary::Not | Unary::IsNaN | Unary::IsInf { .. })
+    }
+}
+
+/// A reduction of a tensor's axes to one value each (ReduceMean is `Op::ReduceMean`). NaN
+/// propagates through every one; an empty reduction gives [`Reduce::empty`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    Sum,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
+}
+
+impl Reduce {
+    /// The value of an empty reduction.
+    pub fn empty(self) -> f32 {
+        match self {
+            Reduce::Max | Reduce::LogSum | Reduce::LogSumExp => f32::NEG_INFINITY,
+            Reduce::Min => f32::INFINITY,
+            Reduce::Prod => 1.0,
+            _ => 0.0,
+        }
+    }
+
+    /// The ONNX op type.
+    pub fn onnx(self) -> &'static str {
+        match self {
+            Reduce::Sum => "ReduceSum",
+            Reduce::Max => "ReduceMax",
+            Reduce::Min => "ReduceMin",
+            Reduce::Prod => "ReduceProd",
+            Reduce::L1 => "ReduceL1",
+            Reduce::L2 => "ReduceL2",
+            Reduce::LogSum => "ReduceLogSum",
+            Reduce::LogSumExp => "ReduceLogSumExp",
+            Reduce::SumSquare => "ReduceSumSquare",
+        }
+    }
+
+    /// The reduction of an ONNX op type.
+    pub fn from_onnx(op: &str) -> Option<Reduce> {
+        [
+            Reduce::Sum,
+            Reduce::Max,
+            Reduce::Min,
+            Reduce::Prod,
+            Reduce::L1,
+            Reduce::L2,
+            Reduce::LogSum,
+            Reduce::LogSumExp,
+            Reduce::SumSquare,
+        ]
+        .into_iter()
+        .find(|r| r.onnx() == op)
+    }
 }
 
 /// Binary ops with NumPy broadcasting.
@@ -190,6 +270,36 @@ pub enum Binary {
     Max,
     Min,
     Pow,
+    /// Comparisons and logic: 1 or 0 (bools carried as f32), false where a NaN is compared.
+    Equal,
+    Less,
+    Greater,
+    LessOrEqual,
+    GreaterOrEqual,
+    And,
+    Or,
+    Xor,
+    /// Remainder: with `fmod` C's fmod (the sign of a), otherwise the sign of b (integers).
+    Mod {
+        fmod: bool,
+    },
+}
+
+impl Binary {
+    /// Comparisons and logic ops: their result is a bool and they have no gradient.
+    pub fn is_predicate(self) -> bool {
+        matches!(
+            self,
+            Binary::Equal
+                | Binary::Less
+                | Binary::Greater
+                | Binary::LessOrEqual
+                | Binary::GreaterOrEqual
+                | Binary::And
+                | Binary::Or
+                | Binary::Xor
+        )
+    }
 }
 
 /// A fake-quantization grid as the kernels apply it: per channel along `axis` (or one for the

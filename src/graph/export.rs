@@ -7,7 +7,7 @@ use prost::Message;
 
 use crate::error::Result;
 use crate::graph::attrs::Unary;
-use crate::graph::ir::{Const, Dim, Graph, Op};
+use crate::graph::ir::{Const, Dim, ElemType, Graph, Op};
 use crate::graph::onnx;
 
 fn attr_int(name: &str, v: i64) -> onnx::AttributeProto {
@@ -58,7 +58,7 @@ pub fn tensor_proto(name: &str, c: &Const) -> onnx::TensorProto {
     }
 }
 
-fn value_info(name: &str, dims: Option<Vec<Dim>>) -> onnx::ValueInfoProto {
+fn value_info(name: &str, dims: Option<Vec<Dim>>, elem: ElemType) -> onnx::ValueInfoProto {
     use onnx::tensor_shape_proto::{dimension::Value, Dimension};
     let shape = dims.map(|d| onnx::TensorShapeProto {
         dim: d
@@ -77,7 +77,7 @@ fn value_info(name: &str, dims: Option<Vec<Dim>>) -> onnx::ValueInfoProto {
         r#type: Some(onnx::TypeProto {
             value: Some(onnx::type_proto::Value::TensorType(
                 onnx::type_proto::Tensor {
-                    elem_type: Some(1),
+                    elem_type: Some(elem.onnx()),
                     shape,
                 },
             )),
@@ -145,6 +145,10 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
         )
     };
     let scalar = |v: f32| Const::F32(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), v));
+    // Models imported below opset 11 were rewritten to today's forms (Slice and Pad bounds as
+    // inputs, Upsample as Resize, graph::legacy): they export at opset 11, where those forms
+    // exist and the others mean what they meant.
+    let opset = g.opset.max(11);
     let mut nodes = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
         let mut inputs = n.inputs.clone();
@@ -177,7 +181,7 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
             }
             Op::BatchNorm { epsilon } => attrs.push(attr_float("epsilon", *epsilon)),
             Op::Unary(Unary::Clip(lo, hi)) => {
-                if g.opset >= 11 {
+                if opset >= 11 {
                     inputs.push(extra_const(&format!("{}_min", n.name), scalar(*lo)));
                     inputs.push(extra_const(&format!("{}_max", n.name), scalar(*hi)));
                 } else {
@@ -192,6 +196,13 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
             }
             Op::Unary(Unary::Shrink(b, l)) => {
                 attrs.extend([attr_float("bias", *b), attr_float("lambd", *l)])
+            }
+            Op::Unary(Unary::IsInf { positive, negative }) => attrs.extend([
+                attr_int("detect_positive", *positive as i64),
+                attr_int("detect_negative", *negative as i64),
+            ]),
+            Op::Binary(crate::graph::attrs::Binary::Mod { fmod }) => {
+                attrs.push(attr_int("fmod", *fmod as i64))
             }
             Op::Unary(Unary::HardSigmoid(a, b)) => {
                 attrs.extend([attr_float("alpha", *a), attr_float("beta", *b)])
@@ -229,7 +240,7 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 attrs.push(attr_int("axis", *axis));
                 if !split.is_empty() {
                     let v: Vec<i64> = split.iter().map(|&s| s as i64).collect();
-                    if g.opset >= 13 {
+                    if opset >= 13 {
                         inputs.push(extra_const(&format!("{}_split", n.name), ints_const(&v)));
                     } else {
                         attrs.push(attr_ints("split", &v));
@@ -245,6 +256,7 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 mode,
                 coordinate_transformation,
                 nearest_mode,
+                ..
             } => {
                 attrs.extend([
                     attr_str("mode", mode),
@@ -252,11 +264,72 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                     attr_str("nearest_mode", nearest_mode),
                 ]);
             }
-            Op::Softmax { axis, .. } => attrs.push(attr_int("axis", *axis)),
+            Op::Softmax { axis, .. } | Op::LogSoftmax { axis, .. } | Op::Hardmax { axis, .. } => {
+                attrs.push(attr_int("axis", *axis))
+            }
+            Op::Reduce {
+                op,
+                axes,
+                keepdims,
+                noop_empty,
+            } => {
+                attrs.push(attr_int("keepdims", *keepdims as i64));
+                if *noop_empty {
+                    attrs.push(attr_int("noop_with_empty_axes", 1));
+                }
+                // ReduceSum takes its axes as an input from opset 13, the others from 18.
+                let as_input =
+                    opset >= 18 || (opset >= 13 && *op == crate::graph::attrs::Reduce::Sum);
+                if !axes.is_empty() {
+                    if as_input {
+                        inputs.push(extra_const(&format!("{}_axes", n.name), ints_const(axes)));
+                    } else {
+                        attrs.push(attr_ints("axes", axes));
+                    }
+                }
+            }
+            Op::Arg {
+                axis,
+                keepdims,
+                last,
+                ..
+            } => attrs.extend([
+                attr_int("axis", *axis),
+                attr_int("keepdims", *keepdims as i64),
+                attr_int("select_last_index", *last as i64),
+            ]),
+            Op::TopK { axis, largest } => attrs.extend([
+                attr_int("axis", *axis),
+                attr_int("largest", *largest as i64),
+                attr_int("sorted", 1),
+            ]),
+            Op::CumSum { exclusive, reverse } => attrs.extend([
+                attr_int("exclusive", *exclusive as i64),
+                attr_int("reverse", *reverse as i64),
+            ]),
+            Op::LayerNorm { axis, epsilon } => {
+                attrs.extend([attr_int("axis", *axis), attr_float("epsilon", *epsilon)])
+            }
+            Op::InstanceNorm { epsilon } => attrs.push(attr_float("epsilon", *epsilon)),
+            Op::GroupNorm { groups, epsilon } => attrs.extend([
+                attr_int("num_groups", *groups as i64),
+                attr_float("epsilon", *epsilon),
+            ]),
+            Op::MeanVarianceNorm { axes } => attrs.push(attr_ints("axes", axes)),
+            Op::Unary(Unary::GeluTanh) => attrs.push(attr_str("approximate", "tanh")),
+            Op::DepthToSpace { blocksize, crd } => attrs.extend([
+                attr_int("blocksize", *blocksize as i64),
+                attr_str("mode", if *crd { "CRD" } else { "DCR" }),
+            ]),
+            Op::SpaceToDepth { blocksize } => attrs.push(attr_int("blocksize", *blocksize as i64)),
+            Op::Trilu { upper } => attrs.push(attr_int("upper", *upper as i64)),
+            Op::ScatterNd { reduction } if reduction != "none" => {
+                attrs.push(attr_str("reduction", reduction))
+            }
             Op::ReduceMean { axes, keepdims } => {
                 attrs.push(attr_int("keepdims", *keepdims as i64));
                 if !axes.is_empty() {
-                    if g.opset >= 18 {
+                    if opset >= 18 {
                         inputs.push(extra_const(&format!("{}_axes", n.name), ints_const(axes)));
                     } else {
                         attrs.push(attr_ints("axes", axes));
@@ -264,13 +337,23 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 }
             }
             Op::Squeeze { axes } | Op::Unsqueeze { axes } if !axes.is_empty() => {
-                if g.opset >= 13 {
+                if opset >= 13 {
                     inputs.push(extra_const(&format!("{}_axes", n.name), ints_const(axes)));
                 } else {
                     attrs.push(attr_ints("axes", axes));
                 }
             }
-            Op::Gather { axis } => attrs.push(attr_int("axis", *axis)),
+            Op::Gather { axis } | Op::GatherElements { axis } => {
+                attrs.push(attr_int("axis", *axis))
+            }
+            Op::Shape { start, end } => {
+                if *start != 0 {
+                    attrs.push(attr_int("start", *start));
+                }
+                if let Some(e) = end {
+                    attrs.push(attr_int("end", *e));
+                }
+            }
             Op::Cast { to } => attrs.push(attr_int("to", *to as i64)),
             _ => {}
         }
@@ -297,12 +380,12 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
         input: g
             .inputs
             .iter()
-            .map(|i| value_info(i, g.input_dims.get(i).cloned()))
+            .map(|i| value_info(i, g.input_dims.get(i).cloned(), g.elem_type(i)))
             .collect(),
         output: g
             .outputs
             .iter()
-            .map(|o| value_info(o, output_dims(g, o)))
+            .map(|o| value_info(o, output_dims(g, o), g.elem_type(o)))
             .collect(),
         ..Default::default()
     };
@@ -310,7 +393,7 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
         ir_version: Some(8),
         opset_import: vec![onnx::OperatorSetIdProto {
             domain: Some(String::new()),
-            version: Some(g.opset),
+            version: Some(opset),
         }],
         producer_name: Some("qforge".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),

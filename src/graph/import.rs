@@ -8,15 +8,18 @@ use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::graph::attrs::{AutoPad, Binary, Conv2d, Pool2d, Unary};
-use crate::graph::ir::{Const, Dim, Graph, Node, Op};
-use crate::graph::onnx;
+use crate::graph::attrs::AutoPad;
+use crate::graph::import_ops::{dropout_mask, to_op, variadic};
+use crate::graph::ir::{Const, Dim, ElemType, Graph, Node};
+use crate::graph::{legacy, onnx};
 
-/// Opsets qforge reads.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 7..=21;
+/// Opsets qforge reads: 6 to the newest onnx 1.23 defines. Forms older opsets give ops
+/// (attributes later opsets take as inputs, Upsample, opset 6's broadcast) are rewritten to
+/// today's at import (`graph::legacy`).
+pub const OPSETS: std::ops::RangeInclusive<i64> = 6..=28;
 
 /// ONNX TensorProto data types qforge reads.
-mod dtype {
+pub(crate) mod dtype {
     pub const FLOAT: i32 = 1;
     pub const UINT8: i32 = 2;
     pub const INT8: i32 = 3;
@@ -85,10 +88,11 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
         if consts.contains_key(&vname) {
             continue;
         }
-        graph.input_dims.insert(
-            vname.clone(),
-            dims_of(vi).map_err(|m| bad(format!("input '{vname}': {m}")))?,
-        );
+        let (dims, elem) = dims_of(vi).map_err(|m| bad(format!("input '{vname}': {m}")))?;
+        graph.input_dims.insert(vname.clone(), dims);
+        if elem != ElemType::F32 {
+            graph.input_types.insert(vname.clone(), elem);
+        }
         graph.inputs.push(vname);
     }
     graph.outputs = g
@@ -105,6 +109,17 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
         ));
     }
 
+    let declared_ranks: HashMap<String, usize> = g
+        .value_info
+        .iter()
+        .chain(&g.output)
+        .filter_map(|vi| {
+            let onnx::type_proto::Value::TensorType(t) = vi.r#type.as_ref()?.value.as_ref()? else {
+                return None;
+            };
+            Some((vi.name.clone()?, t.shape.as_ref()?.dim.len()))
+        })
+        .collect();
     let mut used_names: HashSet<String> = g
         .node
         .iter()
@@ -172,12 +187,32 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
             graph.auto_pads.insert(node_name.clone(), mode);
         }
         match to_op(&op_type, &attrs, opset, n.input.len()).map_err(ctx)? {
-            Some(op) => nodes.push(Node {
-                name: node_name,
-                op,
-                inputs: n.input.clone(),
-                outputs: n.output.clone(),
-            }),
+            Some(op) => {
+                let ranks: Vec<Option<usize>> = n
+                    .input
+                    .iter()
+                    .map(|i| {
+                        consts
+                            .get(i)
+                            .map(|c| c.shape().len())
+                            .or_else(|| graph.input_dims.get(i).map(Vec::len))
+                            .or_else(|| declared_ranks.get(i).copied())
+                    })
+                    .collect();
+                let mut node = Node {
+                    name: node_name.clone(),
+                    op,
+                    inputs: n.input.clone(),
+                    outputs: n.output.clone(),
+                };
+                let before =
+                    legacy::rewrite(&op_type, &attrs, opset, &mut node, &mut consts, &ranks)
+                        .map_err(ctx)?;
+                nodes.extend(before);
+                let mask = dropout_mask(&mut node);
+                nodes.push(node);
+                nodes.extend(mask);
+            }
             None => unsupported.push(format!("{op_type} (node '{node_name}')")),
         }
     }
@@ -204,30 +239,35 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
     Ok(graph)
 }
 
-fn dims_of(vi: &onnx::ValueInfoProto) -> std::result::Result<Vec<Dim>, String> {
+/// An input's declared dims and element type. A dim without a name (or named `?`) is its
+/// own unknown, `input[i]`, never shared with another input's.
+fn dims_of(vi: &onnx::ValueInfoProto) -> std::result::Result<(Vec<Dim>, ElemType), String> {
     use onnx::tensor_shape_proto::dimension::Value;
     let Some(onnx::type_proto::Value::TensorType(t)) =
         vi.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
         return Err("is not a tensor".into());
     };
-    if !matches!(t.elem_type, Some(dtype::FLOAT) | None) {
-        return Err(format!(
-            "has element type {} (qforge's models take f32 inputs)",
-            t.elem_type.unwrap_or(0)
-        ));
-    }
+    let code = t.elem_type.unwrap_or(dtype::FLOAT);
+    let elem = ElemType::from_onnx(code).ok_or_else(|| {
+        format!(
+            "has element type {} (qforge's inputs are float32, int64, int32, int8, uint8 or bool)",
+            ElemType::onnx_name(code)
+        )
+    })?;
     let shape = t.shape.as_ref().ok_or("has no shape")?;
-    Ok(shape
+    let input = vi.name.clone().unwrap_or_default();
+    let dims = shape
         .dim
         .iter()
         .enumerate()
         .map(|(i, d)| match &d.value {
             Some(Value::DimValue(v)) if *v > 0 => Dim::Fixed(*v as usize),
-            Some(Value::DimParam(p)) if !p.is_empty() => Dim::Named(p.clone()),
-            _ => Dim::Named(format!("dim{i}")),
+            Some(Value::DimParam(p)) if !p.is_empty() && p != "?" => Dim::Named(p.clone()),
+            _ => Dim::Named(format!("{input}[{i}]")),
         })
-        .collect())
+        .collect();
+    Ok((dims, elem))
 }
 
 /// Decodes a TensorProto into a constant (f32 or i64), reading external data from `dir`.
@@ -395,329 +435,7 @@ fn constant_value(
     Err("Constant without a supported value attribute".into())
 }
 
-struct Attrs<'a>(&'a HashMap<&'a str, &'a onnx::AttributeProto>);
-
-impl Attrs<'_> {
-    fn int(&self, k: &str, default: i64) -> i64 {
-        self.0.get(k).and_then(|a| a.i).unwrap_or(default)
-    }
-    fn float(&self, k: &str, default: f32) -> f32 {
-        self.0.get(k).and_then(|a| a.f).unwrap_or(default)
-    }
-    fn ints(&self, k: &str) -> Option<Vec<i64>> {
-        self.0.get(k).map(|a| a.ints.clone())
-    }
-    fn string(&self, k: &str, default: &str) -> String {
-        self.0
-            .get(k)
-            .and_then(|a| a.s.as_ref())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .unwrap_or_else(|| default.to_string())
-    }
-    fn pair(&self, k: &str, default: usize) -> std::result::Result<[usize; 2], String> {
-        match self.ints(k) {
-            None => Ok([default; 2]),
-            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 0) => {
-                Ok([v[0] as usize, v[1] as usize])
-            }
-            Some(v) => Err(format!(
-                "attribute {k} = {v:?}: qforge runs 2-D windows with non-negative values"
-            )),
-        }
-    }
-    fn pads(&self) -> std::result::Result<[usize; 4], String> {
-        if AutoPad::parse(&self.string("auto_pad", "NOTSET"))?.is_some() {
-            // Set from the input's size at resolution.
-            return Ok([0; 4]);
-        }
-        match self.ints("pads") {
-            None => Ok([0; 4]),
-            // ONNX order: begin_h, begin_w, end_h, end_w.
-            Some(v) if v.len() == 4 && v.iter().all(|&x| x >= 0) => {
-                Ok([v[0] as usize, v[1] as usize, v[2] as usize, v[3] as usize])
-            }
-            Some(v) => Err(format!(
-                "pads = {v:?}: qforge runs 2-D windows with non-negative pads"
-            )),
-        }
-    }
-}
-
-/// The typed op for an ONNX node; `Ok(None)` for an op qforge does not run.
-fn to_op(
-    op_type: &str,
-    attrs: &HashMap<&str, &onnx::AttributeProto>,
-    opset: i64,
-    n_inputs: usize,
-) -> std::result::Result<Option<Op>, String> {
-    let a = Attrs(attrs);
-    let conv = || -> std::result::Result<Conv2d, String> {
-        Ok(Conv2d {
-            strides: a.pair("strides", 1)?,
-            pads: a.pads()?,
-            dilations: a.pair("dilations", 1)?,
-            groups: a.int("group", 1).max(1) as usize,
-        })
-    };
-    let pool = || -> std::result::Result<Pool2d, String> {
-        let kernel = a.pair("kernel_shape", 0)?;
-        if kernel.contains(&0) {
-            return Err("kernel_shape must be 2 positive values".into());
-        }
-        Ok(Pool2d {
-            kernel,
-            strides: a.pair("strides", 1)?,
-            pads: a.pads()?,
-            dilations: a.pair("dilations", 1)?,
-            ceil_mode: a.int("ceil_mode", 0) != 0,
-            count_include_pad: a.int("count_include_pad", 0) != 0,
-        })
-    };
-    let axes = || a.ints("axes").unwrap_or_default();
-    Ok(Some(match op_type {
-        "Conv" => Op::Conv(conv()?),
-        "ConvTranspose" => {
-            if a.ints("output_shape").is_some() {
-                return Err(
-                    "ConvTranspose with output_shape is not supported; export with pads".into(),
-                );
-            }
-            Op::ConvTranspose {
-                conv: conv()?,
-                output_padding: a.pair("output_padding", 0)?,
-            }
-        }
-        "Gemm" => Op::Gemm {
-            alpha: a.float("alpha", 1.0),
-            beta: a.float("beta", 1.0),
-            trans_a: a.int("transA", 0) != 0,
-            trans_b: a.int("transB", 0) != 0,
-        },
-        "MatMul" => Op::MatMul,
-        "BatchNormalization" => {
-            if a.int("training_mode", 0) != 0 {
-                return Err("training_mode BatchNormalization is not supported".into());
-            }
-            Op::BatchNorm {
-                epsilon: a.float("epsilon", 1e-5),
-            }
-        }
-        "Relu" => Op::Unary(Unary::Relu),
-        // Opset < 11 Clip has min/max attributes; later ones take inputs (resolved at load).
-        "Clip" => Op::Unary(Unary::Clip(
-            a.float("min", f32::MIN),
-            a.float("max", f32::MAX),
-        )),
-        "LeakyRelu" => Op::Unary(Unary::LeakyRelu(a.float("alpha", 0.01))),
-        "Sigmoid" => Op::Unary(Unary::Sigmoid),
-        "HardSigmoid" => Op::Unary(Unary::HardSigmoid(
-            a.float("alpha", 0.2),
-            a.float("beta", 0.5),
-        )),
-        "HardSwish" => Op::Unary(Unary::HardSwish),
-        "Tanh" => Op::Unary(Unary::Tanh),
-        "Erf" => Op::Unary(Unary::Erf),
-        "Gelu" if a.string("approximate", "none") == "none" => Op::Unary(Unary::Gelu),
-        "Exp" => Op::Unary(Unary::Exp),
-        "Sqrt" => Op::Unary(Unary::Sqrt),
-        "Neg" => Op::Unary(Unary::Neg),
-        "Abs" => Op::Unary(Unary::Abs),
-        "Sign" => Op::Unary(Unary::Sign),
-        "Floor" => Op::Unary(Unary::Floor),
-        "Ceil" => Op::Unary(Unary::Ceil),
-        "Round" => Op::Unary(Unary::Round),
-        "Reciprocal" => Op::Unary(Unary::Reciprocal),
-        "Log" => Op::Unary(Unary::Log),
-        "Softplus" => Op::Unary(Unary::Softplus),
-        "Softsign" => Op::Unary(Unary::Softsign),
-        "Elu" => Op::Unary(Unary::Elu(a.float("alpha", 1.0))),
-        "Selu" => Op::Unary(Unary::Selu(
-            a.float("alpha", 1.673_263_2),
-            a.float("gamma", 1.050_701),
-        )),
-        "Celu" => {
-            let alpha = a.float("alpha", 1.0);
-            if alpha == 0.0 {
-                return Err("Celu: alpha = 0 divides by zero".into());
-            }
-            Op::Unary(Unary::Celu(alpha))
-        }
-        "Mish" => Op::Unary(Unary::Mish),
-        "Shrink" => Op::Unary(Unary::Shrink(a.float("bias", 0.0), a.float("lambd", 0.5))),
-        "ThresholdedRelu" => Op::Unary(Unary::ThresholdedRelu(a.float("alpha", 1.0))),
-        "Add" => Op::Binary(Binary::Add),
-        "Sub" => Op::Binary(Binary::Sub),
-        "Mul" => Op::Binary(Binary::Mul),
-        "Div" => Op::Binary(Binary::Div),
-        "PRelu" => Op::Binary(Binary::PRelu),
-        "Pow" => Op::Binary(Binary::Pow),
-        "Max" if n_inputs == 2 => Op::Binary(Binary::Max),
-        "Min" if n_inputs == 2 => Op::Binary(Binary::Min),
-        "MaxPool" => {
-            if a.int("storage_order", 0) != 0 {
-                return Err("MaxPool storage_order = 1 is not supported".into());
-            }
-            Op::MaxPool(pool()?)
-        }
-        "AveragePool" => Op::AveragePool(pool()?),
-        "GlobalAveragePool" => Op::GlobalAveragePool,
-        "LRN" => {
-            let size = a.int("size", 0);
-            if size < 1 {
-                return Err(format!("LRN: size = {size}, must be at least 1"));
-            }
-            Op::Lrn {
-                size: size as usize,
-                alpha: a.float("alpha", 1e-4),
-                beta: a.float("beta", 0.75),
-                bias: a.float("bias", 1.0),
-            }
-        }
-        "Flatten" => Op::Flatten {
-            axis: a.int("axis", 1),
-        },
-        "Reshape" => Op::Reshape {
-            allow_zero: a.int("allowzero", 0) != 0,
-        },
-        "Transpose" => Op::Transpose {
-            perm: a
-                .ints("perm")
-                .unwrap_or_default()
-                .iter()
-                .map(|&p| p as usize)
-                .collect(),
-        },
-        "Concat" => Op::Concat {
-            axis: a.int("axis", 0),
-        },
-        "Split" => Op::Split {
-            axis: a.int("axis", 0),
-            split: a
-                .ints("split")
-                .unwrap_or_default()
-                .iter()
-                .map(|&s| s.max(0) as usize)
-                .collect(),
-        },
-        "Slice" => {
-            if opset < 10 {
-                return Err("Slice before opset 10 (attribute form) is not supported".into());
-            }
-            Op::Slice
-        }
-        "Pad" => {
-            if opset < 11 {
-                return Err("Pad before opset 11 (attribute form) is not supported".into());
-            }
-            Op::Pad {
-                mode: a.string("mode", "constant"),
-                value: 0.0,
-            }
-        }
-        "Resize" if opset >= 11 => Op::Resize {
-            mode: a.string("mode", "nearest"),
-            coordinate_transformation: a.string("coordinate_transformation_mode", "half_pixel"),
-            nearest_mode: a.string("nearest_mode", "round_prefer_floor"),
-        },
-        "Softmax" => Op::Softmax {
-            axis: a.int("axis", if opset < 13 { 1 } else { -1 }),
-            legacy: opset < 13,
-        },
-        "ReduceMean" => Op::ReduceMean {
-            axes: axes(),
-            keepdims: a.int("keepdims", 1) != 0,
-        },
-        "Squeeze" => Op::Squeeze { axes: axes() },
-        "Unsqueeze" => Op::Unsqueeze { axes: axes() },
-        "Identity" => Op::Identity,
-        "Dropout" => Op::Dropout,
-        "Shape" => Op::Shape,
-        "Gather" => Op::Gather {
-            axis: a.int("axis", 0),
-        },
-        "Cast" => Op::Cast {
-            to: a.int("to", dtype::FLOAT as i64) as i32,
-        },
-        "ConstantOfShape" => Op::ConstantOfShape {
-            value: match attrs.get("value").and_then(|v| v.t.as_ref()) {
-                Some(t) => tensor(t, None)?
-                    .to_f32()
-                    .iter()
-                    .next()
-                    .copied()
-                    .unwrap_or(0.0),
-                None => 0.0,
-            },
-        },
-        _ => return Ok(None),
-    }))
-}
-
 /// Orders nodes so every input is produced before use; names cycles and dangling inputs.
-/// Sum, Mean, Max and Min of any number of inputs as a chain of broadcasting binary nodes
-/// (Mean then scaled by 1 / n; one input is its own result). `None` for other ops and for the
-/// two-input Max/Min the op table maps directly.
-fn variadic(
-    op_type: &str,
-    name: &str,
-    inputs: &[String],
-    outputs: &[String],
-    consts: &mut BTreeMap<String, Const>,
-) -> Option<Vec<Node>> {
-    let op = match op_type {
-        "Sum" | "Mean" => Binary::Add,
-        "Max" => Binary::Max,
-        "Min" => Binary::Min,
-        _ => return None,
-    };
-    let inputs: Vec<&String> = inputs.iter().filter(|i| !i.is_empty()).collect();
-    let out = outputs.first()?;
-    if inputs.is_empty() || (inputs.len() == 2 && op_type != "Sum" && op_type != "Mean") {
-        return None;
-    }
-    let mean = op_type == "Mean" && inputs.len() > 1;
-    let mut nodes = Vec::new();
-    let mut acc = inputs[0].clone();
-    let steps = inputs.len() - 1;
-    for (k, next) in inputs[1..].iter().enumerate() {
-        let last = k + 1 == steps && !mean;
-        let y = if last {
-            out.clone()
-        } else {
-            format!("{out}/{op_type}_{k}")
-        };
-        nodes.push(Node {
-            name: format!("{name}/{k}"),
-            op: Op::Binary(op),
-            inputs: vec![acc, (*next).clone()],
-            outputs: vec![y.clone()],
-        });
-        acc = y;
-    }
-    if mean {
-        let scale = format!("{out}/Mean_scale");
-        consts.insert(
-            scale.clone(),
-            Const::F32(ndarray::arr0(1.0 / inputs.len() as f32).into_dyn()),
-        );
-        nodes.push(Node {
-            name: format!("{name}/scale"),
-            op: Op::Binary(Binary::Mul),
-            inputs: vec![acc.clone(), scale],
-            outputs: vec![out.clone()],
-        });
-    }
-    if nodes.is_empty() {
-        nodes.push(Node {
-            name: name.to_string(),
-            op: Op::Identity,
-            inputs: vec![acc],
-            outputs: vec![out.clone()],
-        });
-    }
-    Some(nodes)
-}
-
 fn topo_sort(nodes: Vec<Node>, g: &Graph, model: &str) -> Result<Vec<Node>> {
     let mut available: HashSet<String> = g.inputs.iter().chain(g.consts.keys()).cloned().collect();
     available.insert(String::new());

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ndarray::ArrayD;
 
-use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
+use crate::graph::attrs::{Binary, Conv2d, Pool2d, Reduce, Unary};
 
 /// A tensor known at load time: a weight, an initializer, a folded constant.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +37,97 @@ impl Const {
             Const::F32(a) => a.clone(),
             Const::I64(a) => a.mapv(|v| v as f32),
         }
+    }
+}
+
+/// The element type ONNX declares for a runtime value.
+///
+/// Every runtime value lives on the GPU as f32. Integer and bool values are carried there as
+/// exact f32 integers (`|v| <= 2^24`; bool as 0 and 1): inputs are checked and converted as
+/// they enter, outputs are written back in their type, and the few ops whose result depends on
+/// the type (integer Div and Mod truncate, Cast) lower by it. Constants keep their own arrays
+/// ([`Const`]) and are exact at any size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ElemType {
+    #[default]
+    F32,
+    I64,
+    I32,
+    I8,
+    U8,
+    Bool,
+}
+
+impl ElemType {
+    /// The type of an ONNX `TensorProto.DataType` code, if qforge carries it.
+    pub fn from_onnx(code: i32) -> Option<ElemType> {
+        Some(match code {
+            1 => ElemType::F32,
+            7 => ElemType::I64,
+            6 => ElemType::I32,
+            3 => ElemType::I8,
+            2 => ElemType::U8,
+            9 => ElemType::Bool,
+            _ => return None,
+        })
+    }
+
+    /// The ONNX `TensorProto.DataType` code.
+    pub fn onnx(self) -> i32 {
+        match self {
+            ElemType::F32 => 1,
+            ElemType::I64 => 7,
+            ElemType::I32 => 6,
+            ElemType::I8 => 3,
+            ElemType::U8 => 2,
+            ElemType::Bool => 9,
+        }
+    }
+
+    /// NumPy's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "float32",
+            ElemType::I64 => "int64",
+            ElemType::I32 => "int32",
+            ElemType::I8 => "int8",
+            ElemType::U8 => "uint8",
+            ElemType::Bool => "bool",
+        }
+    }
+
+    /// Integer types (bool excluded): their Div and Mod truncate.
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            ElemType::I64 | ElemType::I32 | ElemType::I8 | ElemType::U8
+        )
+    }
+
+    /// The name of an ONNX data type code, for messages (`"float64"`, `"type 40"`).
+    pub fn onnx_name(code: i32) -> String {
+        match code {
+            10 => "float16".into(),
+            11 => "float64".into(),
+            16 => "bfloat16".into(),
+            8 => "string".into(),
+            4 => "uint16".into(),
+            5 => "int16".into(),
+            12 => "uint32".into(),
+            13 => "uint64".into(),
+            14 => "complex64".into(),
+            15 => "complex128".into(),
+            c => match ElemType::from_onnx(c) {
+                Some(t) => t.name().into(),
+                None => format!("type {c}"),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ElemType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -103,10 +194,15 @@ pub enum Op {
         mode: String,
         value: f32,
     },
+    /// Scales (input 2) or sizes (input 3) of every dim; `axes` (opset 18) lists the dims
+    /// they give and `keep_aspect` (not_larger, not_smaller) one scale for those dims from
+    /// the sizes; both are made full-rank at resolution.
     Resize {
         mode: String,
         coordinate_transformation: String,
         nearest_mode: String,
+        axes: Vec<i64>,
+        keep_aspect: String,
     },
     Softmax {
         axis: i64,
@@ -115,6 +211,83 @@ pub enum Op {
     ReduceMean {
         axes: Vec<i64>,
         keepdims: bool,
+    },
+    /// ReduceSum, ReduceMax … over `axes` (all when empty, unless `noop_empty`: then the
+    /// input itself).
+    Reduce {
+        op: Reduce,
+        axes: Vec<i64>,
+        keepdims: bool,
+        noop_empty: bool,
+    },
+    /// ArgMax (or ArgMin with `min`) along `axis`; the first of equal values, or the last.
+    Arg {
+        min: bool,
+        axis: i64,
+        keepdims: bool,
+        last: bool,
+    },
+    /// log(Softmax); `legacy` (opset < 13): over the input coerced to 2-D at `axis`.
+    LogSoftmax {
+        axis: i64,
+        legacy: bool,
+    },
+    /// 1 at the first maximum along `axis`, 0 elsewhere; `legacy` as LogSoftmax.
+    Hardmax {
+        axis: i64,
+        legacy: bool,
+    },
+    /// The k (input 1, a constant) largest or smallest values along `axis` and their indices.
+    TopK {
+        axis: i64,
+        largest: bool,
+    },
+    /// Cumulative sums along the axis in input 1 (a constant).
+    CumSum {
+        exclusive: bool,
+        reverse: bool,
+    },
+    /// Max over every spatial dim.
+    GlobalMaxPool,
+    /// Channels moved into blocks of `blocksize` x `blocksize` pixels (`crd`: channels read
+    /// column-row-depth, else depth-column-row).
+    DepthToSpace {
+        blocksize: usize,
+        crd: bool,
+    },
+    /// Blocks of pixels moved into channels (DepthToSpace's inverse in DCR order).
+    SpaceToDepth {
+        blocksize: usize,
+    },
+    /// The upper (or lower) triangle of the last two dims from the diagonal offset by input
+    /// 1 (a constant, 0 when absent); zeros elsewhere.
+    Trilu {
+        upper: bool,
+    },
+    /// Input 0 with the slices input 1's index tuples name replaced by (or combined with, by
+    /// `reduction`: add, mul, max, min) input 2's.
+    ScatterNd {
+        reduction: String,
+    },
+    /// (x - mean) / sqrt(var + epsilon) over dims `axis..`, times input 1, plus input 2;
+    /// outputs 1 and 2 (optional) the mean and 1 / sqrt(var + epsilon).
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
+    /// Normalized over each (sample, channel)'s spatial dims, then scale and bias per channel.
+    InstanceNorm {
+        epsilon: f32,
+    },
+    /// Normalized over each group of channels' values, then scale and bias per channel (or,
+    /// opset 18, per group).
+    GroupNorm {
+        groups: usize,
+        epsilon: f32,
+    },
+    /// (x - mean) / (std + 1e-9) over `axes`.
+    MeanVarianceNorm {
+        axes: Vec<i64>,
     },
     Squeeze {
         axes: Vec<i64>,
@@ -131,16 +304,39 @@ pub enum Op {
         axis: Option<usize>,
         steps: u32,
     },
-    /// Shape-computing ops, folded away at load when their inputs are constant.
-    Shape,
+    /// Shape-computing ops, folded away at load when their inputs are constant. Shape gives
+    /// dims `start..end` of its input's shape.
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    /// The number of elements of input 0.
+    Size,
+    /// start, limit and delta from inputs (constants: Range folds at load).
+    Range,
+    /// Input 0 broadcast to the shape in input 1 (a constant).
+    Expand,
+    /// Input 0 repeated along each dim as many times as input 1 (a constant) says.
+    Tile,
+    /// Input 1 where input 0 (a bool) is true, else input 2; the three broadcast.
+    Where,
+    /// Cast to input 1's element type (a Cast once types resolve).
+    CastLike,
     Gather {
+        axis: i64,
+    },
+    /// Input 0 read at input 1's indices along `axis`, elementwise (the output has the
+    /// indices' shape).
+    GatherElements {
         axis: i64,
     },
     Cast {
         to: i32,
     },
+    /// A tensor of the shape in input 0 filled with `value` (a scalar of its type).
     ConstantOfShape {
-        value: f32,
+        value: Const,
+        elem: ElemType,
     },
 }
 
@@ -162,7 +358,7 @@ impl Op {
                 Unary::HardSwish => "HardSwish",
                 Unary::Tanh => "Tanh",
                 Unary::Erf => "Erf",
-                Unary::Gelu => "Gelu",
+                Unary::Gelu | Unary::GeluTanh => "Gelu",
                 Unary::Exp => "Exp",
                 Unary::Sqrt => "Sqrt",
                 Unary::Neg => "Neg",
@@ -181,6 +377,11 @@ impl Op {
                 Unary::Mish => "Mish",
                 Unary::Shrink(..) => "Shrink",
                 Unary::ThresholdedRelu(_) => "ThresholdedRelu",
+                Unary::Not => "Not",
+                Unary::IsNaN => "IsNaN",
+                Unary::IsInf { .. } => "IsInf",
+                Unary::Sin => "Sin",
+                Unary::Cos => "Cos",
             },
             Op::Binary(b) => match b {
                 Binary::Add => "Add",
@@ -191,6 +392,15 @@ impl Op {
                 Binary::Max => "Max",
                 Binary::Min => "Min",
                 Binary::Pow => "Pow",
+                Binary::Equal => "Equal",
+                Binary::Less => "Less",
+                Binary::Greater => "Greater",
+                Binary::LessOrEqual => "LessOrEqual",
+                Binary::GreaterOrEqual => "GreaterOrEqual",
+                Binary::And => "And",
+                Binary::Or => "Or",
+                Binary::Xor => "Xor",
+                Binary::Mod { .. } => "Mod",
             },
             Op::MaxPool(_) => "MaxPool",
             Op::AveragePool(_) => "AveragePool",
@@ -206,13 +416,36 @@ impl Op {
             Op::Resize { .. } => "Resize",
             Op::Softmax { .. } => "Softmax",
             Op::ReduceMean { .. } => "ReduceMean",
+            Op::Reduce { op, .. } => op.onnx(),
+            Op::Arg { min: false, .. } => "ArgMax",
+            Op::Arg { min: true, .. } => "ArgMin",
+            Op::LogSoftmax { .. } => "LogSoftmax",
+            Op::Hardmax { .. } => "Hardmax",
+            Op::TopK { .. } => "TopK",
+            Op::CumSum { .. } => "CumSum",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::DepthToSpace { .. } => "DepthToSpace",
+            Op::SpaceToDepth { .. } => "SpaceToDepth",
+            Op::Trilu { .. } => "Trilu",
+            Op::ScatterNd { .. } => "ScatterND",
+            Op::LayerNorm { .. } => "LayerNormalization",
+            Op::InstanceNorm { .. } => "InstanceNormalization",
+            Op::GroupNorm { .. } => "GroupNormalization",
+            Op::MeanVarianceNorm { .. } => "MeanVarianceNormalization",
             Op::Squeeze { .. } => "Squeeze",
             Op::Unsqueeze { .. } => "Unsqueeze",
             Op::Identity => "Identity",
             Op::FakeQuant { .. } => "FakeQuant",
             Op::Dropout => "Dropout",
-            Op::Shape => "Shape",
+            Op::Shape { .. } => "Shape",
+            Op::Size => "Size",
+            Op::Range => "Range",
+            Op::Expand => "Expand",
+            Op::Tile => "Tile",
+            Op::Where => "Where",
+            Op::CastLike => "CastLike",
             Op::Gather { .. } => "Gather",
+            Op::GatherElements { .. } => "GatherElements",
             Op::Cast { .. } => "Cast",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
         }
@@ -251,12 +484,16 @@ pub struct Graph {
     pub inputs: Vec<String>,
     /// Declared dims of each runtime input (named dims resolved at [`Graph::resolve`]).
     pub input_dims: HashMap<String, Vec<Dim>>,
+    /// Declared element type of each runtime input (absent: f32).
+    pub input_types: HashMap<String, ElemType>,
     pub outputs: Vec<String>,
     pub nodes: Vec<Node>,
     /// Weights and constants by name.
     pub consts: BTreeMap<String, Const>,
     /// Static shape of every runtime value, filled by [`Graph::resolve`].
     pub shapes: HashMap<String, Vec<usize>>,
+    /// Element type of every runtime value that is not f32, filled by [`Graph::resolve`].
+    pub types: HashMap<String, ElemType>,
     /// Conv and pool nodes whose pads follow ONNX's `auto_pad` (by node name): their pads
     /// are set from the input's size at [`Graph::resolve`].
     pub auto_pads: BTreeMap<String, crate::graph::attrs::AutoPad>,
@@ -291,6 +528,20 @@ impl Graph {
                 model: self.name.clone(),
                 message: format!("no node named '{name}'"),
             })
+    }
+
+    /// The element type of a value: a constant's own, a runtime value's as resolved, an
+    /// input's as declared (f32 when nothing says otherwise).
+    pub fn elem_type(&self, value: &str) -> ElemType {
+        if let Some(&t) = self.types.get(value) {
+            // A runtime value, or a value input bound as a constant (its declared type).
+            return t;
+        }
+        match self.consts.get(value) {
+            Some(Const::F32(_)) => ElemType::F32,
+            Some(Const::I64(_)) => ElemType::I64,
+            None => self.input_types.get(value).copied().unwrap_or_default(),
+        }
     }
 
     /// An f32 constant by name.
@@ -463,6 +714,10 @@ impl Graph {
                 (i.clone(), dims)
             })
             .collect();
+        let input_types = inputs
+            .iter()
+            .map(|i| (i.clone(), self.elem_type(i)))
+            .collect();
         let consts = self
             .consts
             .iter()
@@ -473,11 +728,13 @@ impl Graph {
             name: self.name.clone(),
             opset: self.opset,
             inputs,
+            input_types,
             input_dims,
             outputs,
             nodes,
             consts,
             shapes: HashMap::new(),
+            types: HashMap::new(),
             auto_pads: self.auto_pads.clone(),
             producer: self.producer.clone(),
         }

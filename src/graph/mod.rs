@@ -3,16 +3,22 @@
 
 pub mod attrs;
 pub mod export;
+pub mod fold;
 pub mod import;
+mod import_ops;
+pub mod infer;
 pub mod ir;
+pub mod legacy;
 #[rustfmt::skip]
 #[allow(clippy::all)]
 pub mod onnx;
 pub mod passes;
 pub mod prepare;
 pub mod resolve;
+pub mod rewrite;
 pub mod shape;
+pub mod values;
 
 pub use import::{import, load};
-pub use ir::{Const, Dim, Graph, Node, Op};
+pub use ir::{Const, Dim, ElemType, Graph, Node, Op};
 pub use prepare::{Edits, Prepared};

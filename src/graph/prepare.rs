@@ -120,8 +120,24 @@ impl Edits {
     }
 }
 
-/// Resolved graphs by (batch, named dims).
-type Resolutions = HashMap<(usize, Vec<(String, usize)>), Arc<Graph>>;
+/// A resolution's key: the batch (`None`: every dim as the inputs give it), named dims, and
+/// the values of value inputs (shape and bits).
+type Key = (Option<usize>, Vec<(String, usize)>, Vec<ValueKey>);
+
+/// A value input's name, shape and bits, as part of a resolution's key.
+pub type ValueKey = (String, Vec<usize>, Vec<u64>);
+
+/// The key of a value input's value.
+pub fn value_key(name: &str, c: &Const) -> ValueKey {
+    let bits = match c {
+        Const::F32(a) => a.iter().map(|v| v.to_bits() as u64).collect(),
+        Const::I64(a) => a.iter().map(|&v| v as u64).collect(),
+    };
+    (name.to_string(), c.shape().to_vec(), bits)
+}
+
+/// Resolved graphs by key.
+type Resolutions = HashMap<Key, Arc<Graph>>;
 
 /// A source graph, optionally BN-folded, with edits; resolved per batch and named dims.
 pub struct Prepared {
@@ -188,7 +204,7 @@ impl Prepared {
         p.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((1, Vec::new()), Arc::new(g));
+            .insert((Some(1), Vec::new(), Vec::new()), Arc::new(g));
         Ok((p, folded))
     }
 
@@ -256,7 +272,24 @@ impl Prepared {
     /// The model resolved for `batch`, named dims bound from `dims` first, then from the
     /// model's own sizes.
     pub fn resolved(&self, batch: usize, dims: &[(String, usize)]) -> Result<Arc<Graph>> {
-        let key = (batch, dims.to_vec());
+        self.resolved_with(Some(batch), dims, &[])
+    }
+
+    /// The model resolved for `batch` (`None`: dim 0 of every input as declared or bound by
+    /// `dims`, like any other dim), named dims bound from `dims` first, then from the model's
+    /// own sizes; the value inputs in `values` bound to those values
+    /// ([`Graph::resolve_with`]).
+    pub fn resolved_with(
+        &self,
+        batch: Option<usize>,
+        dims: &[(String, usize)],
+        values: &[(String, Const)],
+    ) -> Result<Arc<Graph>> {
+        let key = (
+            batch,
+            dims.to_vec(),
+            values.iter().map(|(n, c)| value_key(n, c)).collect(),
+        );
         if let Some(g) = self
             .cache
             .lock()
@@ -267,15 +300,17 @@ impl Prepared {
         }
         let g = match &self.segment {
             Some((whole, from, to)) => {
-                let mut g = whole.resolved(batch, dims)?.segment(*from, *to);
-                g.resolve_with_batch(&HashMap::new(), Some(batch))?;
+                let mut g = whole
+                    .resolved_with(batch, dims, values)?
+                    .segment(*from, *to);
+                g.resolve_with_batch(&HashMap::new(), batch)?;
                 g
             }
             None => {
                 let mut all = self.dims.clone();
                 all.extend(dims.iter().cloned());
                 let mut g = self.source.as_ref().clone();
-                g.resolve_with_batch(&all, Some(batch))?;
+                g.resolve_with(&all, batch, values)?;
                 if self.fold_bn {
                     bn_fold::fold_batch_norms(&mut g)?;
                 }

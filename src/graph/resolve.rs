@@ -1,19 +1,17 @@
 //! Static shapes and constant folding: named input dims are bound, shape-computing chains
-//! (Shape, Gather, Concat, Unsqueeze, Cast …) become constants, ops whose attributes arrive
-//! as constant inputs (Clip, Reshape, Slice, Pad, Resize, Split, Squeeze …) get them folded in,
-//! and every runtime value gets its shape.
+//! (Shape, Gather, Concat, Unsqueeze, Cast …) become constants (`graph::fold`), ops whose
+//! attributes arrive as constant inputs (Clip, Reshape, Slice, Pad, Resize, Split, Squeeze …)
+//! get them folded in, forms that resolve to other ops are rewritten (`graph::rewrite`), and
+//! every runtime value gets its shape (`graph::infer`) and element type (`graph::values`).
 
 use std::collections::HashMap;
 
-use ndarray::{ArrayD, Axis, IxDyn, Slice};
-
 use crate::error::{Error, Result};
-use crate::graph::attrs::{Binary, Resize, Unary};
-use crate::graph::ir::{Const, Dim, Graph, Node, Op};
-use crate::graph::shape::{
-    broadcast_shape, conv_output_shape, conv_transpose_output_shape, norm_axis, pool_output_shape,
-    slice_spec,
-};
+use crate::graph::attrs::Unary;
+use crate::graph::infer::{const_ints, weight_4d};
+use crate::graph::ir::{Const, Dim, ElemType, Graph, Node, Op};
+
+pub use crate::graph::infer::infer;
 
 impl Graph {
     /// Binds named input dims (`dims`: name → size, e.g. "N" → 8), folds constants and infers
@@ -29,12 +27,36 @@ impl Graph {
         dims: &HashMap<String, usize>,
         batch: Option<usize>,
     ) -> Result<()> {
+        self.resolve_with(dims, batch, &[])
+    }
+
+    /// As [`Graph::resolve_with_batch`], with the inputs in `values` bound to those values:
+    /// they become constants (the graph's [value inputs](Graph::value_inputs), a Reshape's
+    /// shape or a Range's limits given at run time, fold like any constant).
+    pub fn resolve_with(
+        &mut self,
+        dims: &HashMap<String, usize>,
+        batch: Option<usize>,
+        values: &[(String, Const)],
+    ) -> Result<()> {
         let model = self.name.clone();
         let err = |message: String| Error::Graph {
             model: model.clone(),
             message,
         };
         self.shapes.clear();
+        self.types.clear();
+        for (name, v) in values {
+            if !self.inputs.contains(name) {
+                return Err(err(format!("'{name}' is not an input of the model")));
+            }
+            self.inputs.retain(|i| i != name);
+            self.input_dims.remove(name);
+            if let Some(t) = self.input_types.remove(name) {
+                self.types.insert(name.clone(), t);
+            }
+            self.consts.insert(name.clone(), v.clone());
+        }
         for input in &self.inputs {
             let mut missing = Vec::new();
             let shape: Vec<usize> = self.input_dims[input]
@@ -56,18 +78,53 @@ impl Graph {
             }
             self.shapes.insert(input.clone(), shape);
         }
-        let nodes = std::mem::take(&mut self.nodes);
-        for mut node in nodes {
+        let mut queue: std::collections::VecDeque<Node> = std::mem::take(&mut self.nodes).into();
+        let mut folded_types: HashMap<String, ElemType> = HashMap::new();
+        while let Some(mut node) = queue.pop_front() {
+            if let Some(nodes) = self.windows_as_2d(&node) {
+                for n in nodes.into_iter().rev() {
+                    queue.push_front(n);
+                }
+                continue;
+            }
             let label = format!("node '{}' ({})", node.name, node.op.onnx_type());
             let ctx = |m: String| Error::Graph {
                 model: model.clone(),
                 message: format!("{label}: {m}"),
             };
+            if matches!(node.op, Op::Pad { .. })
+                && node.inputs.get(3).is_some_and(|a| !a.is_empty())
+            {
+                self.pads_on_axes(&mut node).map_err(ctx)?;
+            }
+            if let Op::Resize {
+                axes, keep_aspect, ..
+            } = &node.op
+            {
+                if !axes.is_empty() || keep_aspect != "stretch" {
+                    self.resize_full_rank(&mut node).map_err(ctx)?;
+                }
+            }
             fold_attribute_inputs(&mut node, &self.consts).map_err(ctx)?;
-            let folded = fold_node(&node, self).map_err(ctx)?;
+            if let Op::CastLike = node.op {
+                let like = node
+                    .inputs
+                    .get(1)
+                    .ok_or_else(|| ctx("CastLike needs two inputs".into()))?;
+                let to = self.elem_type(like).onnx();
+                node.op = Op::Cast { to };
+                node.inputs.truncate(1);
+            }
+            let folded = crate::graph::fold::fold_node(&node, self).map_err(ctx)?;
             if let Some(values) = folded {
-                for (o, v) in node.outputs.iter().zip(values) {
+                let in_types: Vec<ElemType> =
+                    node.inputs.iter().map(|i| self.elem_type(i)).collect();
+                let types =
+                    crate::graph::values::output_types(&node.op, &in_types, node.outputs.len());
+                for ((o, v), t) in node.outputs.iter().zip(values).zip(types) {
                     self.consts.insert(o.clone(), v);
+                    // Kept for a constant output, written back in its type.
+                    folded_types.insert(o.clone(), t);
                 }
                 continue;
             }
@@ -90,30 +147,52 @@ impl Graph {
                 set_auto_pads(&mut node, mode, &in_shapes).map_err(ctx)?;
             }
             let outs = infer(&node, &in_shapes, &self.consts).map_err(ctx)?;
-            for (o, s) in node.outputs.iter().zip(outs) {
+            let in_types: Vec<ElemType> = node.inputs.iter().map(|i| self.elem_type(i)).collect();
+            let types = crate::graph::values::output_types(&node.op, &in_types, node.outputs.len());
+            for ((o, s), t) in node.outputs.iter().zip(outs).zip(types) {
                 if !o.is_empty() {
                     self.shapes.insert(o.clone(), s);
+                    if t != ElemType::F32 {
+                        self.types.insert(o.clone(), t);
+                    }
                 }
             }
             self.nodes.push(node);
         }
-        for o in &self.outputs {
-            if !self.shapes.contains_key(o) {
-                return Err(err(format!("output '{o}' is a constant or unreachable; qforge needs outputs computed from inputs")));
+        for o in self.outputs.clone() {
+            if self.shapes.contains_key(&o) {
+                continue;
             }
+            if self.inputs.contains(&o) {
+                return Err(err(format!(
+                    "output '{o}' is an input; qforge needs outputs computed by nodes"
+                )));
+            }
+            // A constant output (every input it depends on is known at load): an Identity
+            // of the constant, so the plan reads it back like any other output.
+            let Some(c) = self.consts.remove(&o) else {
+                return Err(err(format!("output '{o}' is unreachable")));
+            };
+            let stem = self.unique_name(&format!("{o}/value"));
+            self.shapes.insert(o.clone(), c.shape().to_vec());
+            let t = folded_types.get(&o).copied().unwrap_or(match c {
+                Const::F32(_) => ElemType::F32,
+                Const::I64(_) => ElemType::I64,
+            });
+            if t != ElemType::F32 {
+                self.types.insert(o.clone(), t);
+            }
+            self.consts.insert(stem.clone(), c);
+            let name = self.unique_name(&format!("{o}/constant"));
+            self.nodes.push(Node {
+                name,
+                op: Op::Identity,
+                inputs: vec![stem],
+                outputs: vec![o],
+            });
         }
         Ok(())
     }
-}
-
-fn const_ints(
-    consts: &std::collections::BTreeMap<String, Const>,
-    name: &str,
-) -> std::result::Result<Vec<i64>, String> {
-    consts
-        .get(name)
-        .map(Const::to_i64)
-        .ok_or_else(|| format!("input '{name}' must be a constant"))
 }
 
 /// Moves constant "attribute inputs" into the op (and drops them from the inputs).
@@ -152,10 +231,31 @@ fn fold_attribute_inputs(
                 .collect();
             node.inputs.truncate(1);
         }
-        Op::Squeeze { axes } | Op::Unsqueeze { axes } | Op::ReduceMean { axes, .. }
+        Op::Squeeze { axes }
+        | Op::Unsqueeze { axes }
+        | Op::ReduceMean { axes, .. }
+        | Op::Reduce { axes, .. }
+        | Op::MeanVarianceNorm { axes }
             if node.inputs.len() > 1 && !node.inputs[1].is_empty() =>
         {
             *axes = const_ints(consts, &node.inputs[1])?;
+            node.inputs.truncate(1);
+        }
+        Op::Dropout if node.inputs.len() > 1 => {
+            let ratio = scalar(&node.inputs[1])?.unwrap_or(0.5);
+            let training = node
+                .inputs
+                .get(2)
+                .map(|n| scalar(n))
+                .transpose()?
+                .flatten()
+                .unwrap_or(0.0);
+            if training != 0.0 && ratio != 0.0 {
+                return Err(format!(
+                    "Dropout in training mode (ratio {ratio}) drops at random; qforge runs \
+                     inference"
+                ));
+            }
             node.inputs.truncate(1);
         }
         Op::Pad { value, .. } if node.inputs.len() > 2 && !node.inputs[2].is_empty() => {
@@ -165,204 +265,6 @@ fn fold_attribute_inputs(
         _ => {}
     }
     Ok(())
-}
-
-fn arr_i64(shape: &[usize], v: Vec<i64>) -> Const {
-    Const::I64(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches"))
-}
-
-/// Evaluates a node on the host when its value is known at load time.
-fn fold_node(node: &Node, g: &Graph) -> std::result::Result<Option<Vec<Const>>, String> {
-    let c = |i: usize| node.inputs.get(i).and_then(|n| g.consts.get(n));
-    let all_const = node
-        .inputs
-        .iter()
-        .all(|i| i.is_empty() || g.consts.contains_key(i));
-    if let Op::Shape = node.op {
-        let s = g
-            .shapes
-            .get(&node.inputs[0])
-            .cloned()
-            .or_else(|| c(0).map(|c| c.shape().to_vec()))
-            .ok_or("input shape unknown")?;
-        return Ok(Some(vec![arr_i64(
-            &[s.len()],
-            s.iter().map(|&d| d as i64).collect(),
-        )]));
-    }
-    let Some(x) = c(0).filter(|_| all_const) else {
-        return Ok(None);
-    };
-    let out = match &node.op {
-        Op::Gather { axis } => {
-            let idx = c(1).ok_or("Gather needs indices")?;
-            let axis = norm_axis(*axis, x.shape().len()).ok_or("axis out of range")?;
-            let dim = x.shape()[axis] as i64;
-            let picks: Vec<usize> = idx
-                .to_i64()
-                .iter()
-                .map(|&i| if i < 0 { i + dim } else { i })
-                .map(|i| {
-                    usize::try_from(i)
-                        .ok()
-                        .filter(|&i| (i as i64) < dim)
-                        .ok_or("index out of range")
-                })
-                .collect::<std::result::Result<_, _>>()?;
-            let gather = |a: &ArrayD<i64>| -> ArrayD<i64> {
-                let sel = a.select(Axis(axis), &picks);
-                let mut shape: Vec<usize> = a.shape()[..axis].to_vec();
-                shape.extend(idx.shape());
-                shape.extend(&a.shape()[axis + 1..]);
-                sel.into_shape_with_order(IxDyn(&shape))
-                    .expect("gather shape")
-            };
-            match x {
-                Const::I64(a) => Const::I64(gather(a)),
-                Const::F32(a) => Const::F32(
-                    gather(&a.mapv(|v| v.to_bits() as i64)).mapv(|b| f32::from_bits(b as u32)),
-                ),
-            }
-        }
-        Op::Unsqueeze { .. }
-        | Op::Squeeze { .. }
-        | Op::Reshape { .. }
-        | Op::Flatten { .. }
-        | Op::Identity
-        | Op::Dropout => {
-            let shapes: Vec<Vec<usize>> = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    g.consts
-                        .get(i)
-                        .map(|c| c.shape().to_vec())
-                        .unwrap_or_default()
-                })
-                .collect();
-            let s = infer(node, &shapes, &g.consts)?.remove(0);
-            match x {
-                Const::I64(a) => {
-                    Const::I64(a.to_shape(IxDyn(&s)).map_err(|e| e.to_string())?.to_owned())
-                }
-                Const::F32(a) => {
-                    Const::F32(a.to_shape(IxDyn(&s)).map_err(|e| e.to_string())?.to_owned())
-                }
-            }
-        }
-        Op::Concat { axis } => {
-            let parts: Vec<Const> = node.inputs.iter().map(|i| g.consts[i].clone()).collect();
-            let rank = x.shape().len();
-            let axis = norm_axis(*axis, rank).ok_or("axis out of range")?;
-            if parts.iter().all(|p| matches!(p, Const::I64(_))) {
-                let views: Vec<ArrayD<i64>> = parts
-                    .iter()
-                    .map(|p| {
-                        if let Const::I64(a) = p {
-                            a.clone()
-                        } else {
-                            unreachable!()
-                        }
-                    })
-                    .collect();
-                Const::I64(
-                    ndarray::concatenate(
-                        Axis(axis),
-                        &views.iter().map(|a| a.view()).collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| e.to_string())?,
-                )
-            } else {
-                let views: Vec<ArrayD<f32>> = parts.iter().map(Const::to_f32).collect();
-                Const::F32(
-                    ndarray::concatenate(
-                        Axis(axis),
-                        &views.iter().map(|a| a.view()).collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| e.to_string())?,
-                )
-            }
-        }
-        Op::Cast { to } => match *to {
-            1 | 10 | 11 => Const::F32(x.to_f32()),
-            _ => Const::I64(match x {
-                Const::F32(a) => a.mapv(|v| v as i64),
-                Const::I64(a) => a.clone(),
-            }),
-        },
-        Op::ConstantOfShape { value } => {
-            let s: Vec<usize> = x.to_i64().iter().map(|&d| d.max(0) as usize).collect();
-            Const::F32(ArrayD::from_elem(IxDyn(&s), *value))
-        }
-        Op::Binary(b) if node.inputs.len() == 2 => {
-            let y = c(1).ok_or("needs two inputs")?;
-            let out = broadcast_shape(x.shape(), y.shape()).ok_or("shapes do not broadcast")?;
-            match (x, y) {
-                (Const::I64(a), Const::I64(bv)) => {
-                    let (a, bv) = (
-                        a.broadcast(IxDyn(&out)).ok_or("broadcast")?,
-                        bv.broadcast(IxDyn(&out)).ok_or("broadcast")?,
-                    );
-                    let f = |p: i64, q: i64| match b {
-                        Binary::Add => Ok(p + q),
-                        Binary::Sub => Ok(p - q),
-                        Binary::Mul => Ok(p * q),
-                        Binary::Div if q != 0 => Ok(p / q),
-                        _ => Err(format!("{b:?} of integer constants")),
-                    };
-                    let v: Vec<i64> = a
-                        .iter()
-                        .zip(bv.iter())
-                        .map(|(&p, &q)| f(p, q))
-                        .collect::<std::result::Result<_, _>>()?;
-                    arr_i64(&out, v)
-                }
-                _ => return Ok(None),
-            }
-        }
-        Op::Slice => {
-            let Const::I64(a) = x else { return Ok(None) };
-            let (starts, ends) = (
-                const_ints(&g.consts, &node.inputs[1])?,
-                const_ints(&g.consts, &node.inputs[2])?,
-            );
-            let axes = node
-                .inputs
-                .get(3)
-                .filter(|n| !n.is_empty())
-                .map(|n| const_ints(&g.consts, n))
-                .transpose()?;
-            let steps = node
-                .inputs
-                .get(4)
-                .filter(|n| !n.is_empty())
-                .map(|n| const_ints(&g.consts, n))
-                .transpose()?;
-            let spec = slice_spec(a.shape(), &starts, &ends, axes.as_deref(), steps.as_deref())?;
-            let mut v = a.view();
-            for (d, s) in spec.iter().enumerate() {
-                v.slice_axis_inplace(
-                    Axis(d),
-                    Slice::new(
-                        s.start as isize,
-                        Some(
-                            s.start as isize
-                                + (s.len as isize - 1) * s.step as isize
-                                + s.step.signum() as isize,
-                        ),
-                        s.step as isize,
-                    ),
-                );
-            }
-            Const::I64(v.to_owned())
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(vec![out]))
-}
-
-fn shape_err(what: impl Into<String>) -> String {
-    what.into()
 }
 
 /// A Conv's or pool's pads from ONNX's `auto_pad` and its input's spatial size.
@@ -379,6 +281,7 @@ fn set_auto_pads(
     match &mut node.op {
         Op::Conv(a) => {
             let w = s.get(1).ok_or("no weight")?;
+            let w = &weight_4d(w);
             if w.len() != 4 {
                 return Err(format!("auto_pad needs a 4-D weight, got {w:?}"));
             }
@@ -390,338 +293,4 @@ fn set_auto_pads(
         _ => return Err("auto_pad on an op without pads".into()),
     }
     Ok(())
-}
-
-/// Output shapes of a runtime node from its input shapes.
-pub fn infer(
-    node: &Node,
-    s: &[Vec<usize>],
-    consts: &std::collections::BTreeMap<String, Const>,
-) -> std::result::Result<Vec<Vec<usize>>, String> {
-    let x = s.first().ok_or("no inputs")?;
-    let one = |v: Vec<usize>| Ok(vec![v]);
-    match &node.op {
-        Op::Conv(a) => one(conv_output_shape(x, s.get(1).ok_or("no weight")?, a)
-            .map_err(|e| e.to_string())?
-            .to_vec()),
-        Op::ConvTranspose {
-            conv: c,
-            output_padding,
-        } => one(
-            conv_transpose_output_shape(x, s.get(1).ok_or("no weight")?, c, *output_padding)
-                .map_err(|e| e.to_string())?
-                .to_vec(),
-        ),
-        Op::Gemm {
-            trans_a, trans_b, ..
-        } => {
-            let (a, b) = (x, s.get(1).ok_or("no B")?);
-            if a.len() != 2 || b.len() != 2 {
-                return Err(format!("Gemm needs 2-D A and B, got {a:?} and {b:?}"));
-            }
-            let (m, k) = if *trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
-            let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
-            if k != k2 {
-                return Err(format!("Gemm inner dims differ: A {a:?} B {b:?}"));
-            }
-            if let Some(c) = s.get(2).filter(|c| !c.is_empty()) {
-                broadcast_shape(c, &[m, n])
-                    .filter(|o| o == &[m, n])
-                    .ok_or(format!("C {c:?} does not broadcast to [{m}, {n}]"))?;
-            }
-            one(vec![m, n])
-        }
-        Op::MatMul => {
-            let (a, b) = (x, s.get(1).ok_or("no B")?);
-            if a.len() < 2 || b.len() < 2 {
-                return Err(format!(
-                    "MatMul of {a:?} and {b:?}: 1-D operands are not supported"
-                ));
-            }
-            let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
-            let (k2, n) = (b[b.len() - 2], b[b.len() - 1]);
-            if k != k2 {
-                return Err(format!("MatMul inner dims differ: {a:?} x {b:?}"));
-            }
-            let mut batch = broadcast_shape(&a[..a.len() - 2], &b[..b.len() - 2])
-                .ok_or("batch dims do not broadcast")?;
-            batch.extend([m, n]);
-            one(batch)
-        }
-        Op::BatchNorm { .. } => {
-            let c = x.get(1).ok_or("BatchNormalization needs [n, c, ...]")?;
-            for (i, p) in s.iter().enumerate().skip(1).take(4) {
-                if p.iter().product::<usize>() != *c {
-                    return Err(format!("parameter {i} has shape {p:?}, expected [{c}]"));
-                }
-            }
-            one(x.clone())
-        }
-        Op::Unary(_) => one(x.clone()),
-        Op::Binary(_) => one(broadcast_shape(x, s.get(1).ok_or("needs two inputs")?)
-            .ok_or(format!("shapes {x:?} and {:?} do not broadcast", s[1]))?),
-        Op::MaxPool(a) | Op::AveragePool(a) => {
-            one(pool_output_shape(x, a).map_err(|e| e.to_string())?.to_vec())
-        }
-        Op::FakeQuant { .. } => one(x.clone()),
-        Op::Lrn { .. } => {
-            if x.len() < 3 {
-                return Err(shape_err(format!("needs [n, c, spatial...], got {x:?}")));
-            }
-            one(x.clone())
-        }
-        Op::GlobalAveragePool => {
-            if x.len() < 3 {
-                return Err(shape_err(format!("needs [n, c, spatial...], got {x:?}")));
-            }
-            let mut o = x.clone();
-            o[2..].iter_mut().for_each(|d| *d = 1);
-            one(o)
-        }
-        Op::Flatten { axis } => {
-            let a = if *axis < 0 {
-                axis + x.len() as i64
-            } else {
-                *axis
-            };
-            if !(0..=x.len() as i64).contains(&a) {
-                return Err(format!("axis {axis} out of range for {x:?}"));
-            }
-            let a = a as usize;
-            one(vec![x[..a].iter().product(), x[a..].iter().product()])
-        }
-        Op::Reshape { allow_zero } => {
-            let target = const_ints(
-                consts,
-                node.inputs.get(1).ok_or("Reshape needs a shape input")?,
-            )?;
-            let mut out = Vec::with_capacity(target.len());
-            let mut infer_at = None;
-            for (i, &t) in target.iter().enumerate() {
-                match t {
-                    -1 if infer_at.is_none() => {
-                        infer_at = Some(i);
-                        out.push(1);
-                    }
-                    0 if !allow_zero => out.push(*x.get(i).ok_or("0 copies a missing dim")?),
-                    t if t >= 0 => out.push(t as usize),
-                    _ => return Err(format!("bad target shape {target:?}")),
-                }
-            }
-            let n: usize = x.iter().product();
-            if let Some(i) = infer_at {
-                let rest: usize = out.iter().product();
-                if rest == 0 || n % rest != 0 {
-                    return Err(format!("cannot reshape {x:?} to {target:?}"));
-                }
-                out[i] = n / rest;
-            }
-            if out.iter().product::<usize>() != n {
-                return Err(format!("cannot reshape {x:?} ({n} elements) to {target:?}"));
-            }
-            one(out)
-        }
-        Op::Transpose { perm } => {
-            let perm: Vec<usize> = if perm.is_empty() {
-                (0..x.len()).rev().collect()
-            } else {
-                perm.clone()
-            };
-            let mut sorted = perm.clone();
-            sorted.sort_unstable();
-            if sorted != (0..x.len()).collect::<Vec<_>>() {
-                return Err(format!(
-                    "perm {perm:?} is not a permutation of {} dims",
-                    x.len()
-                ));
-            }
-            one(perm.iter().map(|&p| x[p]).collect())
-        }
-        Op::Concat { axis } => {
-            let a = norm_axis(*axis, x.len()).ok_or("axis out of range")?;
-            let mut out = x.clone();
-            for o in &s[1..] {
-                if o.len() != x.len() || o.iter().enumerate().any(|(d, &v)| d != a && v != x[d]) {
-                    return Err(format!("cannot concatenate {x:?} and {o:?} on axis {a}"));
-                }
-                out[a] += o[a];
-            }
-            one(out)
-        }
-        Op::Split { axis, split } => {
-            let a = norm_axis(*axis, x.len()).ok_or("axis out of range")?;
-            let n = node.outputs.len();
-            let sizes = if split.is_empty() {
-                let base = x[a].div_ceil(n);
-                (0..n)
-                    .map(|i| base.min(x[a].saturating_sub(base * i)))
-                    .collect()
-            } else {
-                split.clone()
-            };
-            if sizes.len() != n || sizes.iter().sum::<usize>() != x[a] {
-                return Err(format!(
-                    "split {sizes:?} does not divide dim {} into {n} outputs",
-                    x[a]
-                ));
-            }
-            Ok(sizes
-                .iter()
-                .map(|&k| {
-                    let mut o = x.clone();
-                    o[a] = k;
-                    o
-                })
-                .collect())
-        }
-        Op::Slice => {
-            let get = |i: usize| {
-                node.inputs
-                    .get(i)
-                    .filter(|n| !n.is_empty())
-                    .map(|n| const_ints(consts, n))
-                    .transpose()
-            };
-            let spec = slice_spec(
-                x,
-                &get(1)?.ok_or("no starts")?,
-                &get(2)?.ok_or("no ends")?,
-                get(3)?.as_deref(),
-                get(4)?.as_deref(),
-            )?;
-            one(spec.iter().map(|a| a.len).collect())
-        }
-        Op::Pad { mode, .. } => {
-            if mode != "constant" {
-                return Err(format!(
-                    "Pad mode '{mode}' is not supported (constant only)"
-                ));
-            }
-            let pads = const_ints(consts, node.inputs.get(1).ok_or("Pad needs pads")?)?;
-            if node.inputs.len() > 3 {
-                return Err("Pad with an axes input is not supported".into());
-            }
-            if pads.len() != 2 * x.len() || pads.iter().any(|&p| p < 0) {
-                return Err(format!(
-                    "pads {pads:?} for a rank-{} tensor (non-negative only)",
-                    x.len()
-                ));
-            }
-            one(x
-                .iter()
-                .enumerate()
-                .map(|(d, &v)| v + pads[d] as usize + pads[d + x.len()] as usize)
-                .collect())
-        }
-        Op::Resize {
-            mode,
-            coordinate_transformation,
-            ..
-        } => {
-            let Op::Resize { nearest_mode, .. } = &node.op else {
-                unreachable!()
-            };
-            if Resize::from_onnx(mode, coordinate_transformation, nearest_mode).is_none() {
-                return Err(format!("Resize mode '{mode}' / '{coordinate_transformation}' / '{nearest_mode}' is not supported"));
-            }
-            let sizes = node
-                .inputs
-                .get(3)
-                .filter(|n| !n.is_empty())
-                .map(|n| const_ints(consts, n))
-                .transpose()?;
-            let scales = node
-                .inputs
-                .get(2)
-                .filter(|n| !n.is_empty())
-                .map(|n| {
-                    consts
-                        .get(n)
-                        .map(|c| c.to_f32().iter().copied().collect::<Vec<_>>())
-                        .ok_or("scales must be constant")
-                })
-                .transpose()?;
-            let out: Vec<usize> = match (sizes, scales) {
-                (Some(sz), _) if sz.len() == x.len() => {
-                    sz.iter().map(|&v| v.max(0) as usize).collect()
-                }
-                (_, Some(sc)) if sc.len() == x.len() => x
-                    .iter()
-                    .zip(&sc)
-                    .map(|(&d, &f)| (d as f32 * f).floor() as usize)
-                    .collect(),
-                _ => return Err("Resize needs constant scales or sizes of the input's rank".into()),
-            };
-            if out.len() != 4 || out[0] != x[0] || out[1] != x[1] {
-                return Err("Resize is supported on the spatial dims of NCHW tensors".into());
-            }
-            one(out)
-        }
-        Op::Softmax { axis, .. } => {
-            norm_axis(*axis, x.len()).ok_or("axis out of range")?;
-            one(x.clone())
-        }
-        Op::ReduceMean { axes, keepdims } => {
-            let axes: Vec<usize> = if axes.is_empty() {
-                (0..x.len()).collect()
-            } else {
-                axes.iter()
-                    .map(|&a| norm_axis(a, x.len()).ok_or("axis out of range"))
-                    .collect::<std::result::Result<_, _>>()?
-            };
-            let out = x
-                .iter()
-                .enumerate()
-                .filter_map(|(d, &v)| {
-                    if axes.contains(&d) {
-                        keepdims.then_some(1)
-                    } else {
-                        Some(v)
-                    }
-                })
-                .collect();
-            one(out)
-        }
-        Op::Squeeze { axes } => {
-            let axes: Vec<usize> = axes
-                .iter()
-                .map(|&a| norm_axis(a, x.len()).ok_or("axis out of range"))
-                .collect::<std::result::Result<_, _>>()?;
-            if axes.iter().any(|&a| x[a] != 1) {
-                return Err(format!("cannot squeeze non-1 dims {axes:?} of {x:?}"));
-            }
-            one(x
-                .iter()
-                .enumerate()
-                .filter(|(d, &v)| {
-                    if axes.is_empty() {
-                        v != 1
-                    } else {
-                        !axes.contains(d)
-                    }
-                })
-                .map(|(_, &v)| v)
-                .collect())
-        }
-        Op::Unsqueeze { axes } => {
-            let rank = x.len() + axes.len();
-            let mut axes: Vec<usize> = axes
-                .iter()
-                .map(|&a| norm_axis(a, rank).ok_or("axis out of range"))
-                .collect::<std::result::Result<_, _>>()?;
-            axes.sort_unstable();
-            let mut out = x.clone();
-            for a in axes {
-                out.insert(a, 1);
-            }
-            one(out)
-        }
-        Op::Identity | Op::Dropout => Ok(vec![x.clone(); node.outputs.len().min(1)]),
-        Op::Shape | Op::Gather { .. } | Op::Cast { .. } | Op::ConstantOfShape { .. } => {
-            Err(format!(
-                "{} on runtime tensors is not supported (only in constant shape chains)",
-                node.op.onnx_type()
-            ))
-        }
-    }
 }

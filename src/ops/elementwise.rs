@@ -85,6 +85,7 @@ pub(crate) fn unary_code(f: Unary) -> (u32, f32, f32) {
         Unary::Tanh => (6, 0.0, 0.0),
         Unary::Erf => (7, 0.0, 0.0),
         Unary::Gelu => (8, 0.0, 0.0),
+        Unary::GeluTanh => (34, 0.0, 0.0),
         Unary::Exp => (9, 0.0, 0.0),
         Unary::Sqrt => (10, 0.0, 0.0),
         Unary::Neg => (11, 0.0, 0.0),
@@ -103,7 +104,48 @@ pub(crate) fn unary_code(f: Unary) -> (u32, f32, f32) {
         Unary::Mish => (24, 0.0, 0.0),
         Unary::Shrink(b, l) => (25, b, l),
         Unary::ThresholdedRelu(a) => (26, a, 0.0),
+        Unary::Not => (27, 0.0, 0.0),
+        Unary::IsNaN => (28, 0.0, 0.0),
+        Unary::IsInf { positive, negative } => (29, positive as u8 as f32, negative as u8 as f32),
+        Unary::Sin => (30, 0.0, 0.0),
+        Unary::Cos => (31, 0.0, 0.0),
     }
+}
+
+/// A conversion Cast makes between element types carried as f32 (`graph::ElemType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Convert {
+    /// To an integer type: toward zero (NaN and values past the type's range are undefined in
+    /// ONNX; they stay as the f32 gives them).
+    Trunc,
+    /// To bool: 1 where x is not 0 (NaN included), else 0.
+    ToBool,
+}
+
+/// `y = convert(x)` elementwise.
+pub fn convert_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    c: Convert,
+    x: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<()> {
+    check_f32("cast", "x", x)?;
+    check_same_len("cast", x, y)?;
+    let op = match c {
+        Convert::Trunc => 32,
+        Convert::ToBool => 33,
+    };
+    flat(
+        enc,
+        gpu,
+        &UNARY,
+        &[("UNARY_OP", op as f64)],
+        x,
+        None,
+        y,
+        Params::default(),
+    )
 }
 
 /// The shader's op code of a binary op.
@@ -117,8 +159,21 @@ pub(crate) fn binary_code(op: Binary) -> u32 {
         Binary::Max => 5,
         Binary::Min => 6,
         Binary::Pow => 7,
+        Binary::Equal => 8,
+        Binary::Less => 9,
+        Binary::Greater => 10,
+        Binary::LessOrEqual => 11,
+        Binary::GreaterOrEqual => 12,
+        Binary::And => 13,
+        Binary::Or => 14,
+        Binary::Xor => 15,
+        Binary::Mod { fmod: true } => 16,
+        Binary::Mod { fmod: false } => 17,
     }
 }
+
+/// The shader's code of integer division (the quotient toward zero), for Div of integers.
+pub(crate) const DIV_TRUNC: u32 = 18;
 
 fn check_f32(op: &'static str, name: &str, t: &GpuTensor) -> Result<()> {
     t.expect_dtype(op, name, DType::F32)
@@ -313,6 +368,28 @@ pub fn binary_into(
     b: &GpuTensor,
     y: &GpuTensor,
 ) -> Result<()> {
+    binary_code_into(enc, gpu, binary_code(op), a, b, y)
+}
+
+/// `y = a / b` toward zero (Div of integers carried as f32) with NumPy broadcasting.
+pub fn div_trunc_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<()> {
+    binary_code_into(enc, gpu, DIV_TRUNC, a, b, y)
+}
+
+fn binary_code_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    code: u32,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    y: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "binary";
     check_f32(OP, "a", a)?;
     check_f32(OP, "b", b)?;
@@ -344,7 +421,7 @@ pub fn binary_into(
     enc.dispatch(
         gpu,
         &BINARY,
-        &[("BINARY_OP", binary_code(op) as f64)],
+        &[("BINARY_OP", code as f64)],
         &params,
         &[Bind::Whole(a), Bind::Whole(b), Bind::Whole(y)],
         grid,

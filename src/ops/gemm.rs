@@ -210,7 +210,38 @@ pub fn matmul_with(
     epi: &Epilogue<'_>,
     c: &GpuTensor,
 ) -> Result<()> {
+    matmul_b_at(
+        enc, gpu, kernel, a, b, 0, trans_a, trans_b, alpha, bias, epi, c,
+    )
+}
+
+/// [`matmul_with`] with B read from element `b_offset` of its buffer: `b` is a view of the
+/// piece's shape (`[rows, k]` of a weight stored `[n, k]` and split by rows), so a weight
+/// larger than one storage binding is multiplied a block of columns of C at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_b_at(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: GemmKernel,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    b_offset: u64,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    bias: Bias<'_>,
+    epi: &Epilogue<'_>,
+    c: &GpuTensor,
+) -> Result<()> {
     const OP: &str = "matmul";
+    if b_offset > 0 && (b.shape().len() != 2 || b_offset + b.len() as u64 > b.capacity() as u64) {
+        return Err(Error::invalid(
+            OP,
+            "b offset",
+            b_offset,
+            format!("a 2-D piece {:?} inside B's buffer", b.shape()),
+        ));
+    }
     if !GemmKernel::available(gpu).contains(&kernel) {
         return Err(Error::invalid(
             OP,
@@ -320,6 +351,7 @@ pub fn matmul_with(
     while b0 < batch as u64 {
         let nb = step.min(batch as u64 - b0);
         // A shared operand (stride 0) is bound whole; others from the aligned start of item b0.
+        #[allow(clippy::too_many_arguments)]
         fn bind(
             t: &GpuTensor,
             b0: u64,
@@ -327,10 +359,15 @@ pub fn matmul_with(
             align_e: u64,
             s: u64,
             item: u64,
+            base: u64,
         ) -> (Bind<'_>, u32) {
-            let first = b0 * s;
+            let first = base + b0 * s;
             let start = first / align_e * align_e;
-            let len = if s == 0 { item } else { first - start + nb * s };
+            let len = if s == 0 {
+                first - start + item
+            } else {
+                first - start + nb * s
+            };
             (
                 Bind::Range {
                     tensor: t,
@@ -340,12 +377,12 @@ pub fn matmul_with(
                 (first - start) as u32,
             )
         }
-        let (ab, a_skip) = bind(a, b0, nb, align_e, sa, (m * k) as u64);
-        let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, (k * n) as u64);
-        let (cbind, c_skip) = bind(c, b0, nb, align_e, sc, (m * n) as u64);
+        let (ab, a_skip) = bind(a, b0, nb, align_e, sa, (m * k) as u64, 0);
+        let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, (k * n) as u64, b_offset);
+        let (cbind, c_skip) = bind(c, b0, nb, align_e, sc, (m * n) as u64, 0);
         let residual = epi
             .residual
-            .map(|r| bind(r, b0, nb, align_e, sc, (m * n) as u64).0);
+            .map(|r| bind(r, b0, nb, align_e, sc, (m * n) as u64, 0).0);
         let [eb0, eb1, eb2, eb3] = epi.binds(residual, bias_t);
         for k_begin in (0..k).step_by(K_PER_DISPATCH) {
             let k_end = (k_begin + K_PER_DISPATCH).min(k);

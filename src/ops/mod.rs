@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod epilogue;
 pub mod gemm;
 pub mod grad;
+pub mod index;
 pub mod linalg;
 pub mod pool;
 pub mod quant;

@@ -303,8 +303,12 @@ fn resize_ranges(r: Resize, out_len: usize, in_len: usize, scale: f32, into: &mu
         let of = o as f64;
         let c = match r.coordinates {
             1 => of / scale as f64,
-            2 if out_len > 1 => of * (in_len - 1) as f64 / (out_len - 1) as f64,
+            2 if out_len > 1 => of * (in_len - 1) as f64 / (in_len as f64 * scale as f64 - 1.0),
             2 | 3 if out_len <= 1 => 0.0,
+            4 => {
+                let adj = out_len as f64 / (in_len as f64 * scale as f64);
+                in_len as f64 * 0.5 * (1.0 - adj) + (of + 0.5) / scale as f64 - 0.5
+            }
             _ => (of + 0.5) / scale as f64 - 0.5,
         };
         let last = in_len as f64 - 1.0;

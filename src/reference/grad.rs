@@ -130,6 +130,10 @@ pub fn unary_derivative(f: Unary, x: f32) -> f64 {
         }
         Unary::Shrink(_, l) => (v.abs() > l as f64) as u8 as f64,
         Unary::ThresholdedRelu(a) => (v > a as f64) as u8 as f64,
+        Unary::Sin => v.cos(),
+        Unary::GeluTanh => 0.0,
+        Unary::Cos => -v.sin(),
+        Unary::Not | Unary::IsNaN | Unary::IsInf { .. } => 0.0,
     }
 }
 
@@ -214,6 +218,8 @@ pub fn binary_grad(
                 d * q * real_pow(p, q - 1.0),
                 if p > 0.0 { d * p.powf(q) * p.ln() } else { 0.0 },
             ),
+            // Piecewise constant in both operands (the executor refuses their backward).
+            _ => (0.0, 0.0),
         };
         *ga = x;
         *gb = y;

@@ -6,10 +6,34 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
+use crate::graph::attrs::Reduce;
 use crate::graph::attrs::{Binary, Resize};
 use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::shape::{norm_axis, resize_scales, slice_spec};
-use crate::reference::{gemm, nn};
+use crate::reference::{gemm, index, nn, rows};
+
+/// A 1-D convolution's weight `[out, in, k]` as `[out, in, 1, k]`.
+fn weight_4d(w: ArrayD<f32>) -> ArrayD<f32> {
+    if w.ndim() == 3 {
+        w.insert_axis(Axis(2))
+    } else {
+        w
+    }
+}
+
+/// `axes` normalized and sorted (every axis when empty).
+fn sorted_axes(axes: &[i64], rank: usize) -> std::result::Result<Vec<usize>, String> {
+    if axes.is_empty() {
+        return Ok((0..rank).collect());
+    }
+    let mut v: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, rank).ok_or(format!("axis {a} out of range")))
+        .collect::<std::result::Result<_, _>>()?;
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
 
 /// Runs a resolved graph on the CPU; returns the outputs in model order.
 pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>> {
@@ -53,7 +77,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                     .transpose()?;
                 outs.push(nn::conv2d(
                     &get(0)?.view(),
-                    &get(1)?.view(),
+                    &weight_4d(get(1)?).view(),
                     b.as_ref().map(|b| b.view()).as_ref(),
                     a,
                 ));
@@ -70,7 +94,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                     .transpose()?;
                 outs.push(nn::conv_transpose2d(
                     &get(0)?.view(),
-                    &get(1)?.view(),
+                    &weight_4d(get(1)?).view(),
                     b.as_ref().map(|b| b.view()).as_ref(),
                     conv,
                     *output_padding,
@@ -80,6 +104,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 mode,
                 coordinate_transformation,
                 nearest_mode,
+                ..
             } => {
                 let x = get(0)?;
                 let r = Resize::from_onnx(mode, coordinate_transformation, nearest_mode)
@@ -114,6 +139,31 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             }
             Op::MatMul => {
                 let (a, b) = (get(0)?, get(1)?);
+                // 1-D operands promoted; batch dims broadcast to one batch.
+                let a = if a.ndim() == 1 {
+                    a.insert_axis(Axis(0))
+                } else {
+                    a
+                };
+                let b = if b.ndim() == 1 {
+                    b.insert_axis(Axis(1))
+                } else {
+                    b
+                };
+                let (ra, rb) = (a.ndim(), b.ndim());
+                let batch = crate::graph::shape::broadcast_shape(
+                    &a.shape()[..ra - 2],
+                    &b.shape()[..rb - 2],
+                )
+                .ok_or_else(|| err("MatMul batch dims do not broadcast".into()))?;
+                let full = |t: &ArrayD<f32>| -> Result<ArrayD<f32>> {
+                    let mut s = batch.clone();
+                    s.extend(&t.shape()[t.ndim() - 2..]);
+                    Ok(t.broadcast(IxDyn(&s))
+                        .ok_or_else(|| err("MatMul broadcast".into()))?
+                        .to_owned())
+                };
+                let (a, b) = (full(&a)?, full(&b)?);
                 let (m, k, n) = (
                     a.shape()[a.ndim() - 2],
                     a.shape()[a.ndim() - 1],
@@ -142,7 +192,202 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 outs.push(y);
             }
             Op::Unary(f) => outs.push(get(0)?.mapv(|v| nn::unary_value(*f, v))),
+            Op::Binary(Binary::Div) if g.elem_type(&node.outputs[0]).is_integer() => {
+                outs.push(nn::div_trunc(&get(0)?.view(), &get(1)?.view()))
+            }
             Op::Binary(b) => outs.push(nn::binary(*b, &get(0)?.view(), &get(1)?.view())),
+            Op::Cast { to } => {
+                let to = crate::graph::ElemType::from_onnx(*to).unwrap_or_default();
+                outs.push(get(0)?.mapv(|v| nn::convert_value(to, v)))
+            }
+            Op::Where => outs.push(index::where_(
+                &get(0)?.view(),
+                &get(1)?.view(),
+                &get(2)?.view(),
+            )),
+            Op::Gather { axis } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                outs.push(index::gather(&x.view(), &get(1)?.view(), a));
+            }
+            Op::GatherElements { axis } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                outs.push(index::gather_elements(&x.view(), &get(1)?.view(), a));
+            }
+            Op::Reduce {
+                op,
+                axes,
+                noop_empty,
+                ..
+            } => {
+                let x = get(0)?;
+                if axes.is_empty() && *noop_empty {
+                    outs.push(x);
+                } else {
+                    let a = sorted_axes(axes, x.ndim()).map_err(err)?;
+                    outs.push(rows::reduce(&x.view(), *op, &a, &out_shape(0)));
+                }
+            }
+            Op::GlobalMaxPool => {
+                let x = get(0)?;
+                let a: Vec<usize> = (2..x.ndim()).collect();
+                outs.push(rows::reduce(&x.view(), Reduce::Max, &a, &out_shape(0)));
+            }
+            Op::Arg {
+                min, axis, last, ..
+            } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                outs.push(rows::arg(&x.view(), a, *min, *last, &out_shape(0)));
+            }
+            Op::LogSoftmax { axis, legacy } | Op::Hardmax { axis, legacy } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                let log = matches!(node.op, Op::LogSoftmax { .. });
+                outs.push(rows::softmax_like(&x.view(), a, *legacy, log));
+            }
+            Op::TopK { axis, largest } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                let k = out_shape(0)[a];
+                let (v, i) = rows::topk(&x.view(), a, k, *largest);
+                outs.extend([v, i]);
+            }
+            Op::CumSum { exclusive, reverse } => {
+                let x = get(0)?;
+                let axis = ints(1).and_then(|v| v.first().copied()).unwrap_or(0);
+                let a = norm_axis(axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                outs.push(rows::cumsum(&x.view(), a, *exclusive, *reverse));
+            }
+            Op::MeanVarianceNorm { axes } => {
+                let x = get(0)?;
+                let a = sorted_axes(axes, x.ndim()).map_err(err)?;
+                outs.push(rows::normalize(&x.view(), &a, 1e-9, true).0);
+            }
+            Op::LayerNorm { axis, epsilon } => {
+                let x = get(0)?;
+                let a = norm_axis(*axis, x.ndim()).ok_or_else(|| err("axis".into()))?;
+                let axes: Vec<usize> = (a..x.ndim()).collect();
+                let (t, stats) = rows::normalize(&x.view(), &axes, *epsilon, false);
+                let mut y = nn::binary(Binary::Mul, &t.view(), &get(1)?.view());
+                if node.inputs.get(2).is_some_and(|b| !b.is_empty()) {
+                    y = nn::binary(Binary::Add, &y.view(), &get(2)?.view());
+                }
+                outs.push(y);
+                for k in 0..2 {
+                    let v: Vec<f32> = stats
+                        .iter()
+                        .map(|s| if k == 0 { s.0 } else { s.1 } as f32)
+                        .collect();
+                    outs.push(ArrayD::from_shape_vec(IxDyn(&out_shape(1 + k)), v).expect("stats"));
+                }
+            }
+            Op::InstanceNorm { epsilon } | Op::GroupNorm { epsilon, .. } => {
+                let x = get(0)?;
+                let s = x.shape().to_vec();
+                let c = s[1];
+                let groups = match node.op {
+                    Op::GroupNorm { groups, .. } => groups,
+                    _ => c,
+                };
+                // Normalize each (sample, group) as a row of the grouped view.
+                let mut gs = vec![s[0], groups, c / groups];
+                gs.extend(&s[2..]);
+                let xg = x
+                    .view()
+                    .into_shape_with_order(IxDyn(&gs))
+                    .map_err(|e| err(e.to_string()))?;
+                let axes: Vec<usize> = (2..gs.len()).collect();
+                let (t, _) = rows::normalize(&xg, &axes, *epsilon, false);
+                let t = t
+                    .into_shape_with_order(IxDyn(&s))
+                    .map_err(|e| err(e.to_string()))?;
+                let (scale, bias) = (get(1)?, get(2)?);
+                let per = |p: &ArrayD<f32>, ch: usize| -> f32 {
+                    let v = p.as_standard_layout();
+                    let v = v.as_slice().expect("standard");
+                    if v.len() == c {
+                        v[ch]
+                    } else {
+                        v[ch / (c / groups)]
+                    }
+                };
+                let inner: usize = s[2..].iter().product();
+                let mut y = t.as_standard_layout().to_owned();
+                for (i, v) in y.iter_mut().enumerate() {
+                    let ch = (i / inner.max(1)) % c;
+                    *v = *v * per(&scale, ch) + per(&bias, ch);
+                }
+                outs.push(y);
+            }
+            Op::DepthToSpace { blocksize: b, crd } => {
+                let x = get(0)?;
+                let s = x.shape().to_vec();
+                let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+                let c2 = c / (b * b);
+                let (shape6, perm) = if *crd {
+                    ([n, c2, *b, *b, h, w], [0, 1, 4, 2, 5, 3])
+                } else {
+                    ([n, *b, *b, c2, h, w], [0, 3, 4, 1, 5, 2])
+                };
+                let v = x
+                    .into_shape_with_order(IxDyn(&shape6))
+                    .map_err(|e| err(e.to_string()))?
+                    .permuted_axes(IxDyn(&perm))
+                    .as_standard_layout()
+                    .into_owned();
+                outs.push(
+                    v.into_shape_with_order(IxDyn(&out_shape(0)))
+                        .map_err(|e| err(e.to_string()))?,
+                );
+            }
+            Op::SpaceToDepth { blocksize: b } => {
+                let x = get(0)?;
+                let s = x.shape().to_vec();
+                let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+                let v = x
+                    .into_shape_with_order(IxDyn(&[n, c, h / b, *b, w / b, *b]))
+                    .map_err(|e| err(e.to_string()))?
+                    .permuted_axes(IxDyn(&[0, 3, 5, 1, 2, 4]))
+                    .as_standard_layout()
+                    .into_owned();
+                outs.push(
+                    v.into_shape_with_order(IxDyn(&out_shape(0)))
+                        .map_err(|e| err(e.to_string()))?,
+                );
+            }
+            Op::Trilu { upper } => {
+                let mut y = get(0)?;
+                let k = ints(1).and_then(|v| v.first().copied()).unwrap_or(0);
+                let r = y.ndim();
+                for (c, v) in y.indexed_iter_mut() {
+                    let (i, j) = (c[r - 2] as i64, c[r - 1] as i64);
+                    let keep = if *upper { j - i >= k } else { j - i <= k };
+                    if !keep {
+                        *v = 0.0;
+                    }
+                }
+                outs.push(y);
+            }
+            Op::ScatterNd { reduction } => {
+                let mut y = get(0)?;
+                let (idx, upd) = (get(1)?, get(2)?);
+                outs.push({
+                    index::scatter_nd(&mut y, &idx.view(), &upd.view(), reduction);
+                    y
+                });
+            }
+            Op::Expand => outs.push(
+                get(0)?
+                    .broadcast(IxDyn(&out_shape(0)))
+                    .ok_or_else(|| err("Expand does not broadcast".into()))?
+                    .to_owned(),
+            ),
+            Op::Tile => {
+                let reps = ints(1).unwrap_or_default();
+                outs.push(crate::graph::fold::tile(&get(0)?, &reps).map_err(err)?);
+            }
             Op::MaxPool(a) => outs.push(nn::pool2d(&get(0)?.view(), a, true)),
             Op::AveragePool(a) => outs.push(nn::pool2d(&get(0)?.view(), a, false)),
             Op::Lrn {
@@ -224,16 +469,16 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                 }
                 outs.push(v.to_owned());
             }
-            Op::Pad { value, .. } => {
+            Op::Pad { value, mode } => {
                 let x = get(0)?;
                 let pads = ints(1).unwrap_or_default();
-                let mut y = ArrayD::from_elem(IxDyn(&out_shape(0)), *value);
-                let mut v = y.view_mut();
-                for (d, (&p, &n)) in pads.iter().zip(x.shape()).enumerate() {
-                    v.slice_axis_inplace(Axis(d), Slice::from(p as usize..p as usize + n));
-                }
-                v.assign(&x);
-                outs.push(y);
+                outs.push(index::pad(
+                    &x.view(),
+                    &pads[..x.ndim()],
+                    mode,
+                    *value,
+                    &out_shape(0),
+                ));
             }
             Op::Softmax { axis, legacy } => {
                 let x = get(0)?;

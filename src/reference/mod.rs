@@ -5,10 +5,12 @@ pub mod calib;
 pub mod gemm;
 pub mod grad;
 pub mod graph;
+pub mod index;
 pub mod integer;
 pub mod linalg;
 pub mod nn;
 pub mod quant;
+pub mod rows;
 
 use crate::error::{Error, Result};
 

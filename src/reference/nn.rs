@@ -66,7 +66,7 @@ pub fn pool2d(x: &ArrayViewD<'_, f32>, a: &Pool2d, max: bool) -> ArrayD<f32> {
                     let (mut m, mut s, mut cnt, mut cnt_pad) =
                         (f32::NEG_INFINITY, 0f64, 0usize, 0usize);
                     for ky in 0..a.kernel[0] {
-                        let dil = if max { a.dilations } else { [1, 1] };
+                        let dil = a.dilations;
                         let iy = (oy * a.strides[0] + ky * dil[0]) as isize - a.pads[0] as isize;
                         for kx in 0..a.kernel[1] {
                             let ix =
@@ -119,6 +119,15 @@ pub(crate) fn softplus(v: f64) -> f64 {
 
 /// One activation value.
 pub fn unary_value(f: Unary, x: f32) -> f32 {
+    let bool01 = |b: bool| if b { 1.0 } else { 0.0 };
+    match f {
+        Unary::IsNaN => return bool01(x.is_nan()),
+        Unary::Not => return bool01(x == 0.0),
+        Unary::IsInf { positive, negative } => {
+            return bool01(x.is_infinite() && if x > 0.0 { positive } else { negative })
+        }
+        _ => {}
+    }
     if x.is_nan() {
         return x;
     }
@@ -139,6 +148,10 @@ pub fn unary_value(f: Unary, x: f32) -> f32 {
         Unary::Tanh => v.tanh(),
         Unary::Erf => erf(v),
         Unary::Gelu => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
+        Unary::GeluTanh => {
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+        }
         Unary::Exp => v.exp(),
         Unary::Sqrt => v.sqrt(),
         Unary::Neg => -v,
@@ -183,7 +196,78 @@ pub fn unary_value(f: Unary, x: f32) -> f32 {
                 0.0
             }
         }
+        Unary::Sin => return x.sin(),
+        Unary::Cos => return x.cos(),
+        Unary::Not | Unary::IsNaN | Unary::IsInf { .. } => unreachable!("answered above"),
     }) as f32
+}
+
+/// Cast's conversion of one value carried as f32 (`ops::elementwise::Convert`): toward zero
+/// for integer types, 0/1 (NaN is true) for bool, unchanged for float.
+pub fn convert_value(to: crate::graph::ElemType, x: f32) -> f32 {
+    use crate::graph::ElemType;
+    match to {
+        ElemType::F32 => x,
+        ElemType::Bool => {
+            if x != 0.0 || x.is_nan() {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        _ => x.trunc(),
+    }
+}
+
+/// One binary op on two values (`trunc_div`: Div of integers, toward zero).
+pub fn binary_value(op: Binary, p: f32, q: f32, trunc_div: bool) -> f32 {
+    let bool01 = |b: bool| if b { 1.0 } else { 0.0 };
+    match op {
+        Binary::Add => p + q,
+        Binary::Sub => p - q,
+        Binary::Mul => p * q,
+        Binary::Div if trunc_div => (p / q).trunc(),
+        Binary::Div => p / q,
+        Binary::PRelu => {
+            if p < 0.0 {
+                p * q
+            } else {
+                p
+            }
+        }
+        Binary::Max if p.is_nan() || q.is_nan() => f32::NAN,
+        Binary::Min if p.is_nan() || q.is_nan() => f32::NAN,
+        Binary::Max => p.max(q),
+        Binary::Min => p.min(q),
+        Binary::Pow => p.powf(q),
+        Binary::Equal => bool01(p == q),
+        Binary::Less => bool01(p < q),
+        Binary::Greater => bool01(p > q),
+        Binary::LessOrEqual => bool01(p <= q),
+        Binary::GreaterOrEqual => bool01(p >= q),
+        Binary::And => bool01(p != 0.0 && q != 0.0),
+        Binary::Or => bool01(p != 0.0 || q != 0.0),
+        Binary::Xor => bool01((p != 0.0) != (q != 0.0)),
+        Binary::Mod { fmod } => {
+            let r = p as f64 % q as f64;
+            if fmod {
+                return r as f32;
+            }
+            // NumPy's mod: the sign of the divisor, -0 for a zero remainder of a negative one.
+            // The remainder is exact in f32; the adjustment rounds as f32 does.
+            let r = r as f32;
+            let r = if r != 0.0 && (r < 0.0) != (q < 0.0) {
+                r + q
+            } else {
+                r
+            };
+            if r == 0.0 {
+                0.0f32.copysign(q)
+            } else {
+                r
+            }
+        }
+    }
 }
 
 /// Local response normalization across channels (axis 1) of `[n, c, ...]`, in f64:
@@ -209,7 +293,7 @@ pub fn lrn(x: &ArrayViewD<'_, f32>, size: usize, alpha: f32, beta: f32, bias: f3
     ArrayD::from_shape_vec(IxDyn(&s), out).expect("same shape")
 }
 
-/// Broadcasting binary op.
+/// Broadcasting binary op (Div of floats; `binary_trunc` divides integers).
 pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> ArrayD<f32> {
     let out = broadcast_shape(a.shape(), b.shape()).expect("broadcastable");
     let (a, b) = (
@@ -219,24 +303,22 @@ pub fn binary(op: Binary, a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> A
     let data: Vec<f32> = a
         .iter()
         .zip(b.iter())
-        .map(|(&p, &q)| match op {
-            Binary::Add => p + q,
-            Binary::Sub => p - q,
-            Binary::Mul => p * q,
-            Binary::Div => p / q,
-            Binary::PRelu => {
-                if p < 0.0 {
-                    p * q
-                } else {
-                    p
-                }
-            }
-            Binary::Max if p.is_nan() || q.is_nan() => f32::NAN,
-            Binary::Min if p.is_nan() || q.is_nan() => f32::NAN,
-            Binary::Max => p.max(q),
-            Binary::Min => p.min(q),
-            Binary::Pow => p.powf(q),
-        })
+        .map(|(&p, &q)| binary_value(op, p, q, false))
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(&out), data).expect("shape")
+}
+
+/// Broadcasting Div of integers carried as f32: the quotient toward zero.
+pub fn div_trunc(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> ArrayD<f32> {
+    let out = broadcast_shape(a.shape(), b.shape()).expect("broadcastable");
+    let (a, b) = (
+        a.broadcast(IxDyn(&out)).unwrap(),
+        b.broadcast(IxDyn(&out)).unwrap(),
+    );
+    let data: Vec<f32> = a
+        .iter()
+        .zip(b.iter())
+        .map(|(&p, &q)| binary_value(Binary::Div, p, q, true))
         .collect();
     ArrayD::from_shape_vec(IxDyn(&out), data).expect("shape")
 }
@@ -332,7 +414,9 @@ pub fn resize(
                 if out_len <= 1 {
                     0.0
                 } else {
-                    of * (in_len - 1) as f32 / (out_len - 1) as f32
+                    // ONNX's length_resized is in_len * scale, unrounded (out_len when the
+                    // model gives sizes).
+                    of * (in_len - 1) as f32 / (in_len as f32 * scale - 1.0)
                 }
             }
             3 => {
@@ -341,6 +425,10 @@ pub fn resize(
                 } else {
                     (of + 0.5) / scale - 0.5
                 }
+            }
+            4 => {
+                let adj = out_len as f32 / (in_len as f32 * scale);
+                in_len as f32 * 0.5 * (1.0 - adj) + (of + 0.5) / scale - 0.5
             }
             _ => (of + 0.5) / scale - 0.5,
         }

@@ -1,6 +1,9 @@
 //! Shared test helpers: the GPU (or a loud skip), seeded data, tolerance presets.
 #![allow(dead_code)]
 
+pub mod build;
+pub mod ops;
+
 use std::sync::Arc;
 
 use qforge::gpu::Gpu;
