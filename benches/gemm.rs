@@ -1,5 +1,5 @@
 //! GEMM in GFLOP/s (criterion's elements/s = FLOP/s) for every kernel the adapter can run, at
-//! n = 256..1024 and on MobileNetV2's first pointwise shape, next to ndarray's `dot` on the CPU
+//! n = 256..1024 and on two of MobileNetV2's pointwise shapes, next to ndarray's `dot` on the CPU
 //! in the same run.
 //!
 //! `cargo bench --bench gemm`
@@ -51,6 +51,8 @@ fn gemm_bench(c: &mut Criterion) {
         ("n=512", 1, 512, 512, 512),
         ("n=1024", 1, 1024, 1024, 1024),
         ("pointwise 24x144x3136 b8", 8, 24, 144, 3136),
+        // A 7 x 7 pointwise conv: N = 49 is no multiple of 4, so B is read by elements.
+        ("pointwise 960x160x49 b8", 8, 960, 160, 49),
     ];
     // The size GPU peak fractions are quoted at (minutes per sample on a software adapter).
     if !gpu.adapter().is_software() {

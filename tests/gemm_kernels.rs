@@ -120,6 +120,41 @@ fn every_kernel_at_block_edges() {
     }
 }
 
+/// The subgroup kernel stacks 1 to 4 blocks of 8 rows by M (8, 13, 33 and 100 rows take 1, 2,
+/// 3 and 4): each height with rows past M, K a multiple of the 8 lanes and not, A transposed or
+/// not, in its vector form (B plain, N a multiple of 4) and its general one.
+#[test]
+fn every_row_block_height() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(23);
+    for (i, &(m, n, k)) in [
+        (8, 12, 9),
+        (13, 4, 16),
+        (33, 20, 27),
+        (100, 8, 40),
+        (24, 16, 5),
+        (8, 7, 16),
+        (13, 9, 21),
+        (33, 49, 8),
+        (100, 12, 19),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ta, tb) = (i % 2 == 1, i % 3 == 2);
+        let a = random3(&mut rng, if ta { (3, k, m) } else { (3, m, k) });
+        let b = random3(&mut rng, if tb { (3, n, k) } else { (3, k, n) });
+        check(
+            &gpu,
+            &a,
+            &b,
+            ta,
+            tb,
+            &format!("{m}x{k} * {k}x{n} ta={ta} tb={tb}"),
+        );
+    }
+}
+
 #[test]
 fn two_d_operands_give_a_two_d_result() {
     let Some(gpu) = gpu() else { return };

@@ -49,8 +49,9 @@ pub enum GemmKernel {
     /// 8 x 4 outputs per invocation in registers, no workgroup memory or barrier: for CPU
     /// adapters (lavapipe, llvmpipe on GL, WARP, SwiftShader).
     Blocked,
-    /// `Blocked` with the shared A operand loaded once per 8 lanes and handed out by a subgroup
-    /// shuffle: CPU adapters whose subgroups have at least 8 lanes (lavapipe on AVX2).
+    /// `Blocked` with the shared A operand loaded once per 8 lanes and handed out by subgroup
+    /// broadcasts, and 8 to 32 rows per invocation by M: CPU adapters whose
+    /// subgroups have at least 8 lanes (lavapipe on AVX2).
     Subgroup,
 }
 
@@ -107,6 +108,19 @@ impl GemmKernel {
             }
         }
     }
+}
+
+/// Row blocks of 8 per invocation of the subgroup kernel for `m` rows (1 to 4):
+/// the fewest padded rows weighed by the cost of a row, which falls with the block height
+/// because each loaded B vector feeds more FMAs (the weight 11 fits lavapipe's speeds at
+/// 8, 16, 24 and 32 rows). 24 rows give MobileNetV2's 24- and 144-channel layers no padding.
+fn row_blocks(m: u64) -> u64 {
+    (1..=4u64)
+        .min_by_key(|&b| {
+            let rows = 8 * b;
+            m.div_ceil(rows) * rows * (rows + 11) * 96 / rows
+        })
+        .unwrap()
 }
 
 /// What is added to every product matrix.
@@ -333,7 +347,12 @@ pub fn matmul_b_at(
         .min(per_binding(sc))
         .min(limits.max_groups as u64)
         .max(1);
-    let grid_xy = kernel.grid(m as u64, n as u64);
+    let subgroup = kernel == GemmKernel::Subgroup;
+    // B read as vectors of 4 (its items then start on a multiple of 4: `align_e` is one too).
+    let vec4 = subgroup && !trans_b && n % 4 == 0 && b_offset % 4 == 0;
+    let blocks = if subgroup { row_blocks(m as u64) } else { 1 };
+    let mut grid_xy = kernel.grid(m as u64, n as u64);
+    grid_xy[1] = grid_xy[1].div_ceil(blocks);
     if grid_xy.iter().any(|&g| g > limits.max_groups as u64) {
         return Err(Error::invalid(
             OP,
@@ -342,10 +361,13 @@ pub fn matmul_b_at(
             "more row or column tiles than one dispatch allows",
         ));
     }
-    let constants = [
+    let mut constants = vec![
         ("TRANS_A", trans_a as u32 as f64),
         ("TRANS_B", trans_b as u32 as f64),
     ];
+    if subgroup {
+        constants.push(("BLOCKS", blocks as f64));
+    }
     let last_constants: Vec<_> = constants.iter().copied().chain(epi.constants()).collect();
     let mut b0 = 0u64;
     while b0 < batch as u64 {
@@ -406,7 +428,7 @@ pub fn matmul_b_at(
                 epi: epi.params(),
             };
             let last = k_end == k;
-            let vec4 = kernel == GemmKernel::Subgroup && !trans_b && n % 4 == 0 && b_skip % 4 == 0;
+            debug_assert!(!vec4 || b_skip % 4 == 0);
             enc.dispatch(
                 gpu,
                 if vec4 {
