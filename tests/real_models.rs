@@ -12,6 +12,11 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use ndarray_npy::read_npy;
 use qforge::exec::Runner;
 use qforge::graph;
+use qforge::jobs::quantize::{quantize, QuantizeJob, Techniques};
+use qforge::jobs::Silent;
+use qforge::quant::analyzers::Scheme;
+use qforge::quant::export::EncodingsVersion;
+use qforge::quant::sim::Arithmetic;
 
 fn golden(name: &str) -> ArrayD<f32> {
     read_npy(repo("tests/golden/real").join(name)).unwrap()
@@ -72,7 +77,10 @@ fn ppocr_v4_text_detector_matches_onnxruntime() {
     let Some(gpu) = gpu() else { return };
     let r = runner(gpu, "ch_PP-OCRv4_det_infer.onnx");
     let x = golden("ppocr_det_x.npy");
-    let y = timed("PP-OCRv4 det 1x3x96x128", || r.run(&[("x", x.view())]).unwrap()).remove(0);
+    let y = timed("PP-OCRv4 det 1x3x96x128", || {
+        r.run(&[("x", x.view())]).unwrap()
+    })
+    .remove(0);
     let want = golden("ppocr_det_y.npy");
     check("PP-OCRv4 det probabilities", &y, &want, 2e-4);
     // The text mask as DBNet's post-processing thresholds it (0.3) is the same.
@@ -92,7 +100,10 @@ fn ppocr_v4_text_recognizer_matches_onnxruntime() {
     let Some(gpu) = gpu() else { return };
     let r = runner(gpu, "ch_PP-OCRv4_rec_infer.onnx");
     let x = golden("ppocr_rec_x.npy");
-    let y = timed("PP-OCRv4 rec 1x3x48x160", || r.run(&[("x", x.view())]).unwrap()).remove(0);
+    let y = timed("PP-OCRv4 rec 1x3x48x160", || {
+        r.run(&[("x", x.view())]).unwrap()
+    })
+    .remove(0);
     let want = golden("ppocr_rec_y.npy");
     check("PP-OCRv4 rec character probabilities", &y, &want, 1e-4);
     // Greedy CTC decoding: the same character per step, and the expected ones
@@ -126,7 +137,12 @@ fn picodet_layout_detector_matches_onnxruntime() {
     let scores = cat(&ys[..4]);
     let want = golden("layout_scores.npy");
     check("PicoDet class scores", &scores, &want, 1e-5);
-    check("PicoDet box distributions", &cat(&ys[4..]), &golden("layout_boxes.npy"), 1e-4);
+    check(
+        "PicoDet box distributions",
+        &cat(&ys[4..]),
+        &golden("layout_boxes.npy"),
+        1e-4,
+    );
     // Every anchor's best class is the same where onnxruntime's is not a near tie.
     let (got, exp) = (argmax_rows(&scores), argmax_rows(&want));
     let w = want.as_slice().unwrap();
@@ -170,7 +186,12 @@ fn silero_vad_v5_matches_onnxruntime() {
         enc.run(&[("input", audio.view())]).unwrap()
     })
     .remove(0);
-    check("Silero encoder features", &e, &golden("silero_encoded.npy"), 1e-4);
+    check(
+        "Silero encoder features",
+        &e,
+        &golden("silero_encoded.npy"),
+        1e-4,
+    );
     let mut state = ArrayD::<f32>::zeros(IxDyn(&[2, 1, 128]));
     let mut probs = Vec::new();
     for i in 0..4 {
@@ -187,6 +208,139 @@ fn silero_vad_v5_matches_onnxruntime() {
         state = ys.remove(1);
     }
     let probs = ArrayD::from_shape_vec(IxDyn(&[4]), probs).unwrap();
-    check("Silero speech probabilities", &probs, &golden("silero_probs.npy"), 1e-4);
-    check("Silero final state", &state, &golden("silero_state.npy"), 1e-4);
+    check(
+        "Silero speech probabilities",
+        &probs,
+        &golden("silero_probs.npy"),
+        1e-4,
+    );
+    check(
+        "Silero final state",
+        &state,
+        &golden("silero_state.npy"),
+        1e-4,
+    );
+}
+
+/// `quantize` binds a model's named dims after the batch from its calibration data (the OCR
+/// detector declares `[N, 3, H, W]`): calibrated and evaluated at the data's 32x64.
+#[test]
+fn quantize_takes_the_named_dims_of_its_data() {
+    let Some(_gpu) = gpu() else { return };
+    let dir = Scratch::new("real-quantize-dims");
+    let data = dir.path().join("calib.npy");
+    let mut r = rng(185);
+    let x = ArrayD::from_shape_vec(
+        IxDyn(&[8, 3, 32, 64]),
+        values(&mut r, 8 * 3 * 32 * 64, -2.0, 2.0),
+    )
+    .unwrap();
+    ndarray_npy::write_npy(&data, &x).unwrap();
+    let mut job = quantize_job("ch_PP-OCRv4_det_infer.onnx", &data, dir.path());
+    job.batch = 4;
+    let out = quantize(&job, &mut Silent).unwrap();
+    assert_eq!(out.calib_samples, 6);
+    assert_eq!(out.evaluation.samples, 2);
+    assert!(out.evaluation.sqnr_db.is_finite());
+    // Data of another rank, or at odds with a fixed dim, is refused naming the input.
+    let g = graph::load(&repo("models/real/ch_PP-OCRv4_det_infer.onnx")).unwrap();
+    let dims = g.dims_from_data("x", &[8, 3, 32, 64]).unwrap();
+    let mut bound: Vec<usize> = dims.values().copied().collect();
+    bound.sort();
+    assert_eq!(bound, [32, 64]);
+    let e = g.dims_from_data("x", &[8, 32, 64]).unwrap_err().to_string();
+    assert!(e.contains("rank 3"), "{e}");
+    let e = g
+        .dims_from_data("x", &[8, 1, 32, 64])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fixes it at 3"), "{e}");
+}
+
+/// A model of 1-D convolutions (run as 2-D of height 1) exports valid ONNX: each conv's
+/// weight is written 4-D with the unit axis, in the FP32 model and behind the QDQ export's
+/// DequantizeLinear, and the FP32 export runs back to onnxruntime's features.
+#[test]
+fn one_dimensional_convolutions_export_four_dimensional_weights() {
+    let Some(gpu) = gpu() else { return };
+    let dir = Scratch::new("real-export-1d");
+    let audio = golden("silero_audio.npy");
+    let calib = dir.path().join("calib.npy");
+    let x = ndarray::concatenate(Axis(0), &[audio.view(), audio.view()]).unwrap();
+    ndarray_npy::write_npy(&calib, &x).unwrap();
+    let mut job = quantize_job("silero_encoder_v5.onnx", &calib, dir.path());
+    job.holdout = 0.0;
+    quantize(&job, &mut Silent).unwrap();
+    use prost::Message;
+    for file in ["silero_encoder_v5.onnx", "silero_encoder_v5_qdq.onnx"] {
+        let bytes = std::fs::read(dir.path().join(file)).unwrap();
+        let m = qforge::graph::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
+        let g = m.graph.unwrap();
+        let dq: std::collections::HashMap<&str, &str> = g
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("DequantizeLinear"))
+            .map(|n| (n.output[0].as_str(), n.input[0].as_str()))
+            .collect();
+        let mut convs = 0;
+        for n in g
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("Conv"))
+        {
+            let w = n.input[1].as_str();
+            let w = dq.get(w).copied().unwrap_or(w);
+            let t = g
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(w))
+                .unwrap();
+            assert_eq!(t.dims.len(), 4, "{file}: weight {w} dims {:?}", t.dims);
+            assert_eq!(t.dims[2], 1, "{file}: weight {w} dims {:?}", t.dims);
+            convs += 1;
+        }
+        assert_eq!(convs, 5, "{file}");
+    }
+    let back = Runner::new(
+        gpu,
+        graph::load(&dir.path().join("silero_encoder_v5.onnx")).unwrap(),
+    );
+    let e = back.run(&[("input", audio.view())]).unwrap().remove(0);
+    check(
+        "Silero encoder exported and reloaded",
+        &e,
+        &golden("silero_encoded.npy"),
+        1e-4,
+    );
+}
+
+fn quantize_job(model: &str, calib: &std::path::Path, out: &std::path::Path) -> QuantizeJob {
+    QuantizeJob {
+        model: repo("models/real").join(model),
+        calib: Some(calib.to_path_buf()),
+        calib_count: None,
+        eval: None,
+        eval_count: None,
+        holdout: 0.25,
+        labels: None,
+        calib_labels: None,
+        eval_inputs: None,
+        config: None,
+        per_tensor: false,
+        placement: Default::default(),
+        scheme: Scheme::MinMax,
+        param_bw: 8,
+        act_bw: 8,
+        arithmetic: Arithmetic::Float,
+        techniques: Techniques {
+            samples: 8,
+            ..Default::default()
+        },
+        per_layer_samples: 0,
+        batch: 8,
+        out: out.to_path_buf(),
+        encodings_version: EncodingsVersion::V1_0_0,
+        sim_outputs: None,
+        amp: None,
+    }
 }

@@ -7,9 +7,18 @@ Writes tests/golden/real/<model>_*.npy: seeded small inputs and onnxruntime's ou
 1x3x800x608 (fixed in the model); to keep the committed file small its seeded input is a
 1x3x50x38 array, repeated 16 times along each spatial axis (tests/real_models.rs repeats it the
 same way). models/real/SOURCES.md says which package each model comes from.
+
+With --calib DIR it writes calibration sets for `qforge quantize` instead (README, "Real
+models"): DIR/det.npy (64 text images 3x96x128), rec.npy (64 text lines 3x48x160), layout.npy
+(16 text pages 3x800x608), centerface.npy (80 photos 3x32x32 from CROPS.npy, the
+crops example's 224x224 crops of data/images, averaged 7x7 and back to 0..255) and
+silero.npy (128 windows of 576 samples):
+    cargo run --release --example crops -- data/images 1 3 /tmp/crops224.npy
+    python tools/make_real_goldens.py --calib /tmp/real_calib /tmp/crops224.npy
 The project itself never needs Python.
 """
 import os
+import sys
 import numpy as np
 import onnxruntime as ort
 
@@ -58,6 +67,44 @@ def session(name):
 
 def save(name, a):
     np.save(os.path.join(OUT, name), np.ascontiguousarray(a))
+
+
+LETTERS = [c for c in GLYPHS if c != " "]
+MEAN = np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1)
+STD = np.array([0.229, 0.224, 0.225]).reshape(3, 1, 1)
+
+
+def words(rng, n):
+    return "".join(rng.choice(LETTERS + [" "], size=n, p=[0.85 / len(LETTERS)] * len(LETTERS) + [0.15]))
+
+
+def tone(rng, n):
+    t = np.arange(n) / 16000.0
+    f, am = rng.uniform(80, 600), rng.uniform(0.5, 6)
+    level = rng.choice([0.0, 0.05, 0.3])
+    y = level * np.sin(2 * np.pi * f * t) * np.sin(2 * np.pi * am * t)
+    return y + rng.uniform(0.005, 0.05) * rng.normal(size=n)
+
+
+def calib(out, crops):
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(190)
+    det = []
+    for _ in range(64):
+        lines = [(int(rng.integers(4, 30)) + 36 * i, int(rng.integers(0, 24)), words(rng, 8)) for i in range(2)]
+        det.append((text_image(96, 128, lines, 2, rng) / 255.0 - MEAN) / STD)
+    np.save(os.path.join(out, "det.npy"), np.stack(det).astype(np.float32))
+    rec = [text_image(48, 160, [(10, int(rng.integers(0, 12)), words(rng, 6))], 4, rng) / 127.5 - 1.0 for _ in range(64)]
+    np.save(os.path.join(out, "rec.npy"), np.stack(rec).astype(np.float32))
+    pages = []
+    for _ in range(16):
+        lines = [(40 + 30 * i, int(rng.integers(20, 120)), words(rng, int(rng.integers(10, 40)))) for i in range(24)]
+        pages.append((text_image(800, 608, lines, 3, rng) / 255.0 - MEAN) / STD)
+    np.save(os.path.join(out, "layout.npy"), np.stack(pages).astype(np.float32))
+    x = np.load(crops)[:80]
+    x = x.reshape(80, 3, 32, 7, 32, 7).mean(axis=(3, 5))
+    np.save(os.path.join(out, "centerface.npy"), np.clip((x * STD + MEAN) * 255.0, 0, 255).astype(np.float32))
+    np.save(os.path.join(out, "silero.npy"), np.stack([tone(rng, 576) for _ in range(128)]).astype(np.float32))
 
 
 def main():
@@ -121,4 +168,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--calib":
+        calib(sys.argv[2], sys.argv[3])
+    else:
+        main()
