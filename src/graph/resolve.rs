@@ -43,9 +43,10 @@ impl Graph {
         let mut dims = HashMap::new();
         for (i, (d, &n)) in declared.iter().zip(shape).enumerate().skip(1) {
             match d {
-                Dim::Fixed(v) if *v != n => return Err(err(format!(
-                    "dim {i} of the data is {n}, the model fixes it at {v} (data shape {shape:?})"
-                ))),
+                Dim::Fixed(v) if *v != n => {
+                    let m = format!("dim {i} of the data is {n}, the model fixes it at {v}");
+                    return Err(err(format!("{m} (data shape {shape:?})")));
+                }
                 Dim::Fixed(_) => {}
                 Dim::Named(name) => {
                     if let Some(&prev) = dims.get(name) {
