@@ -110,6 +110,20 @@ fn output_dims(g: &Graph, name: &str) -> Option<Vec<Dim>> {
 }
 
 /// Builds the ONNX model of a graph.
+/// The 3-D weights of 1-D convolutions that run as 2-D (`graph::rewrite`: the input gets a
+/// height-1 axis, the weight keeps its shape and name and is read as `[.., .., 1, k]`). ONNX
+/// needs such a weight 4-D: the exports write it with the unit axis at 2.
+pub fn weights_of_2d_windows(g: &Graph) -> std::collections::HashSet<String> {
+    g.nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv(_) | Op::ConvTranspose { .. }))
+        .filter(|n| n.inputs.first().and_then(|x| g.shapes.get(x)).map(Vec::len) == Some(4))
+        .filter_map(|n| n.inputs.get(1))
+        .filter(|w| g.consts.get(*w).map(|c| c.shape().len()) == Some(3))
+        .cloned()
+        .collect()
+}
+
 pub fn to_model(g: &Graph) -> onnx::ModelProto {
     // Only constants something reads (folded attribute inputs such as Clip's bounds are not).
     let used: std::collections::HashSet<&str> = g
@@ -125,6 +139,12 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
         .filter(|(n, _)| used.contains(n.as_str()))
         .map(|(n, c)| tensor_proto(n, c))
         .collect();
+    let windows = weights_of_2d_windows(g);
+    for t in &mut initializers {
+        if windows.contains(t.name.as_deref().unwrap_or("")) {
+            t.dims.insert(2, 1);
+        }
+    }
     let mut extra_const = |stem: &str, c: Const| {
         let mut name = stem.to_string();
         let mut k = 1;

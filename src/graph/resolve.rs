@@ -20,6 +20,49 @@ impl Graph {
         self.resolve_with_batch(dims, None)
     }
 
+    /// The named dims after dim 0 of the single input `input`, bound from the shape of one
+    /// batch of data for it (`shape[0]` is the batch): what a job fed from an .npy file (a
+    /// calibration set) resolves a model with, as a run binds them from its inputs. The rank
+    /// and every fixed dim after dim 0 must match.
+    pub fn dims_from_data(&self, input: &str, shape: &[usize]) -> Result<HashMap<String, usize>> {
+        let declared = self.input_dims.get(input).ok_or_else(|| Error::Graph {
+            model: self.name.clone(),
+            message: format!("'{input}' is not an input of the model"),
+        })?;
+        let err = |message: String| Error::Graph {
+            model: self.name.clone(),
+            message: format!("input '{input}': {message}"),
+        };
+        if declared.len() != shape.len() {
+            return Err(err(format!(
+                "the data has rank {} ({shape:?}), the model declares rank {}",
+                shape.len(),
+                declared.len()
+            )));
+        }
+        let mut dims = HashMap::new();
+        for (i, (d, &n)) in declared.iter().zip(shape).enumerate().skip(1) {
+            match d {
+                Dim::Fixed(v) if *v != n => {
+                    let m = format!("dim {i} of the data is {n}, the model fixes it at {v}");
+                    return Err(err(format!("{m} (data shape {shape:?})")));
+                }
+                Dim::Fixed(_) => {}
+                Dim::Named(name) => {
+                    if let Some(&prev) = dims.get(name) {
+                        if prev != n {
+                            return Err(err(format!(
+                                "dim '{name}' is {prev} and {n} in the data (shape {shape:?})"
+                            )));
+                        }
+                    }
+                    dims.insert(name.clone(), n);
+                }
+            }
+        }
+        Ok(dims)
+    }
+
     /// As [`Graph::resolve`], and with `batch` set, dim 0 of every input becomes `batch`
     /// (whether it was declared named or fixed at 1, as exported classifiers often are).
     pub fn resolve_with_batch(

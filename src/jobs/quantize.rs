@@ -510,6 +510,11 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
         Scheme::TfEnhanced { gamma } => ParamRange::TfEnhanced { gamma },
         _ => ParamRange::MinMax,
     };
+    // Named dims after the batch (an OCR model's height and width) are the data's.
+    let dims = match g.inputs.as_slice() {
+        [input] => g.dims_from_data(input, x.unwrap_or(ev).shape())?,
+        _ => Default::default(),
+    };
     let mut sim = QuantSim::new(
         gpu.clone(),
         g,
@@ -520,7 +525,7 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
             param_range,
             arithmetic: job.arithmetic,
         },
-        Default::default(),
+        dims,
     )?;
     if let Some(l) = &labels {
         sim.reference_graph(1)?

@@ -156,6 +156,7 @@ pub fn qdq_model(
     let mut head: Vec<onnx::NodeProto> = Vec::new();
     // Weights: int8 initializer + DequantizeLinear producing the original name.
     let param_names: HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    let windows = crate::graph::export::weights_of_2d_windows(g);
     graph
         .initializer
         .retain(|t| !param_names.contains(t.name.as_deref().unwrap_or("")));
@@ -165,9 +166,13 @@ pub fn qdq_model(
             .ok_or_else(|| Error::invalid("qdq export", "weight codes", name, "missing"))?;
         let (scale, zp, dt) = scale_zp(name, e)?;
         let raw = pack(codes.iter().copied(), dt);
+        let mut dims = codes.shape().to_vec();
+        if windows.contains(name) {
+            dims.insert(2, 1);
+        }
         graph
             .initializer
-            .push(tensor(&format!("{name}_quantized"), codes.shape(), dt, raw));
+            .push(tensor(&format!("{name}_quantized"), &dims, dt, raw));
         head.push(node(
             &domain,
             "DequantizeLinear",
