@@ -121,6 +121,17 @@ fn finetune_trains_exports_what_it_reports_and_resumes_exactly() {
             "{name}: resumed and straight runs agree exactly"
         );
     }
+    // A checkpoint that has trained every epoch asked for leaves nothing to resume.
+    let mut again = constant(a.path(), 2);
+    again.resume = true;
+    let Err(e) = finetune(&again, &mut Silent) else {
+        panic!("a resume past --epochs was accepted")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("--epochs") && e.contains("already trained"),
+        "{e}"
+    );
 }
 
 #[test]

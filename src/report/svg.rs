@@ -174,8 +174,21 @@ pub fn sensitivity_chart(
 }
 
 /// A line chart of one series of (x, y) points with its axis labels and ranges.
+/// With no finite point it says so instead of drawing axes.
 pub fn line_chart(title: &str, points: &[(f64, f64)], x_label: &str, y_label: &str) -> String {
     let (w, h, left, bottom) = (640.0, 220.0, 60.0, 30.0);
+    let finite: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    if finite.is_empty() {
+        return format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"40\" font-size=\"10\"><text x=\"{left}\" y=\"9\">{}</text><text x=\"{left}\" y=\"28\">no points to plot</text></svg>",
+            esc(title)
+        );
+    }
+    let points = &finite[..];
     let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
         points.iter().map(pick).fold(init, f)
     };
@@ -372,4 +385,22 @@ pub fn pareto_chart(
     }
     s.push_str("</svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_without_finite_points_says_so() {
+        for points in [vec![], vec![(0.0, f64::NAN)], vec![(f64::INFINITY, 1.0)]] {
+            let s = line_chart("loss", &points, "step", "loss");
+            assert!(s.contains("no points to plot"), "{s}");
+            assert!(!s.contains("e308") && !s.contains("17976931"), "{s}");
+        }
+        assert!(
+            !line_chart("loss", &[(0.0, 1.0), (1.0, f64::NAN)], "step", "loss")
+                .contains("no points")
+        );
+    }
 }

@@ -198,6 +198,16 @@ pub fn fit(
         trainer.load_state(&c.tensors)?;
         trainer.set_steps(c.step);
         epoch0 = c.epoch as usize;
+        if epoch0 >= opts.epochs {
+            return Err(Error::invalid(
+                "fine-tune",
+                "--epochs",
+                opts.epochs,
+                format!(
+                    "more than the {epoch0} epochs the checkpoint has already trained (--resume continues to --epochs)"
+                ),
+            ));
+        }
     }
     // The trained values within a state read back (which also holds the optimizer's moments).
     let trained: HashSet<String> = trainer.trained().into_iter().collect();
