@@ -940,7 +940,7 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case("analyze @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
         case("quantize @flatten_only.onnx --calib @x.npy --amp --out ^out", "groups"),
         case("quantize @model.onnx --calib @x.npy --amp --amp-samples 0 --out ^out", "--amp-samples"),
-        case("quantize @model.onnx --calib @wrong_shape.npy --out ^out", "dim 1 = 1"),
+        case("quantize @model.onnx --calib @wrong_shape.npy --out ^out", "dim 1 of the data is 3, the model fixes it at 1"),
         case("finetune @model.onnx --data @x.npy --epochs 0 --out ^out", "--epochs"),
         case("finetune @model.onnx --data @x.npy --lr 0 --out ^out", "learning rate"),
         case("finetune @model.onnx --data @x.npy --loss ce --out ^out", "cross-entropy needs"),
