@@ -149,7 +149,8 @@ fn store(c_base: u32, row: u32, col: u32, acc: f32) {
 // Row and column indices are clamped so that every load is in range; `store` drops the
 // clamped duplicates. Each output adds its products in k order with fma from 0, as `matmul`
 // does, so both give the same bits.
-// Grid: x = column block of LANES * 4, y = row block of 8, z = batch item.
+// Grid: x = column block of LANES * 4 (LANES * 8 for matmul_blocked), y = row block of 8, z =
+// batch item.
 const LANES: u32 = 8u;
 
 fn a_at(base: u32, row: u32, kk: u32) -> f32 {
@@ -219,18 +220,25 @@ fn store_block(c_base: u32, row0: u32, col0: u32, acc: Block) {
     store_row(c_base, row0 + 7u, col0, acc.r7);
 }
 
+// matmul_blocked holds two 8 x 4 blocks side by side (8 x 8 outputs): each A column it loads
+// feeds 64 FMAs, each B row 8.
 @compute @workgroup_size(8)
 fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row0 = wid.y * 8u;
-    let col0 = (wid.x * LANES + lid) * 4u;
+    let col0 = (wid.x * LANES + lid) * 8u;
     let a_base = p.a_skip + wid.z * p.a_stride;
     let b_base = p.b_skip + wid.z * p.b_stride;
     let rows = clamped_rows(row0);
-    let cols = clamped_cols(col0);
-    var acc: Block;
+    let left = clamped_cols(col0);
+    let right = clamped_cols(col0 + 4u);
+    var l: Block;
+    var r: Block;
     for (var kk = p.k_begin; kk < p.k_end; kk++) {
         let av = a_col(a_base, rows, kk);
-        acc = block_fma(acc, av[0], av[1], b_row(b_base, kk, cols));
+        l = block_fma(l, av[0], av[1], b_row(b_base, kk, left));
+        r = block_fma(r, av[0], av[1], b_row(b_base, kk, right));
     }
-    store_block(p.c_skip + wid.z * p.c_stride, row0, col0, acc);
+    let c_base = p.c_skip + wid.z * p.c_stride;
+    store_block(c_base, row0, col0, l);
+    store_block(c_base, row0, col0 + 4u, r);
 }

@@ -46,7 +46,7 @@ static SUBGROUP_VEC4: Kernel = Kernel {
 pub enum GemmKernel {
     /// 64 x 64 x 16 tiles in workgroup memory: for GPUs.
     Tiled,
-    /// 8 x 4 outputs per invocation in registers, no workgroup memory or barrier: for CPU
+    /// 8 x 8 outputs per invocation in registers, no workgroup memory or barrier: for CPU
     /// adapters (lavapipe, llvmpipe on GL, WARP, SwiftShader).
     Blocked,
     /// `Blocked` with the shared A operand loaded once per 8 lanes and handed out by subgroup
@@ -103,9 +103,8 @@ impl GemmKernel {
     fn grid(self, m: u64, n: u64) -> [u64; 2] {
         match self {
             GemmKernel::Tiled => [n.div_ceil(TILE), m.div_ceil(TILE)],
-            GemmKernel::Blocked | GemmKernel::Subgroup => {
-                [n.div_ceil(LANES * BLOCK.1), m.div_ceil(BLOCK.0)]
-            }
+            GemmKernel::Blocked => [n.div_ceil(LANES * 2 * BLOCK.1), m.div_ceil(BLOCK.0)],
+            GemmKernel::Subgroup => [n.div_ceil(LANES * BLOCK.1), m.div_ceil(BLOCK.0)],
         }
     }
 }
