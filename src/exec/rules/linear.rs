@@ -7,7 +7,8 @@ use ndarray::IxDyn;
 use super::{output_of, split, EpilogueTensors};
 use crate::error::{DType, Result};
 use crate::exec::fuse::Fusion;
-use crate::exec::lower::Lowering;
+use crate::exec::lower::{Lowering, Scratch};
+use crate::gpu::GpuTensor;
 use crate::graph::attrs::Binary;
 use crate::graph::ir::{Node, Op};
 use crate::graph::shape::matmul_output_shape;
@@ -17,6 +18,32 @@ use crate::ops::gemm::{self, Bias, GemmKernel};
 
 pub(super) fn gemm(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     gemm_with(cx, n, None)
+}
+
+/// `y = product + beta * c` (c broadcast), freeing the product's scratch `t`.
+fn add_beta_c(
+    cx: &mut Lowering<'_>,
+    t: Scratch,
+    c: &GpuTensor,
+    beta: f32,
+    y: &GpuTensor,
+) -> Result<()> {
+    let gpu = cx.gpu();
+    let scaled = if beta == 1.0 {
+        None
+    } else {
+        let s = cx.scratch(c.shape(), DType::F32)?;
+        let k = cx.upload(&[1], &[beta])?;
+        ew::binary_into(cx.steps(), gpu, Binary::Mul, c, &k, &s.tensor)?;
+        Some(s)
+    };
+    let c2 = scaled.as_ref().map_or(c, |s| &s.tensor);
+    ew::binary_into(cx.steps(), gpu, Binary::Add, &t.tensor, c2, y)?;
+    cx.free(t);
+    if let Some(s) = scaled {
+        cx.free(s);
+    }
+    Ok(())
 }
 
 pub(super) fn gemm_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> Result<()> {
@@ -44,21 +71,7 @@ pub(super) fn gemm_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> 
         let t = cx.scratch(y.shape(), DType::F32)?;
         split::gemm(cx, n, &a, &b, trans_a, trans_b, alpha, &t.tensor)?;
         let c = cx.input(c)?;
-        let scaled = if beta == 1.0 {
-            None
-        } else {
-            let s = cx.scratch(c.shape(), DType::F32)?;
-            let k = cx.upload(&[1], &[beta])?;
-            ew::binary_into(cx.steps(), gpu, Binary::Mul, &c, &k, &s.tensor)?;
-            Some(s)
-        };
-        let c2 = scaled.as_ref().map_or(&c, |s| &s.tensor);
-        ew::binary_into(cx.steps(), gpu, Binary::Add, &t.tensor, c2, &y)?;
-        cx.free(t);
-        if let Some(s) = scaled {
-            cx.free(s);
-        }
-        return Ok(());
+        return add_beta_c(cx, t, &c, beta, &y);
     }
     if let Some(c) = n.inputs.get(2).filter(|_| computed_c) {
         // A runtime C: the product, then beta * C added with broadcasting.
@@ -82,21 +95,7 @@ pub(super) fn gemm_with(cx: &mut Lowering<'_>, n: &Node, f: Option<&Fusion>) -> 
             &Epilogue::NONE,
             &t.tensor,
         )?;
-        let scaled = if beta == 1.0 {
-            None
-        } else {
-            let s = cx.scratch(c.shape(), DType::F32)?;
-            let k = cx.upload(&[1], &[beta])?;
-            ew::binary_into(cx.steps(), gpu, Binary::Mul, &c, &k, &s.tensor)?;
-            Some(s)
-        };
-        let c2 = scaled.as_ref().map_or(&c, |s| &s.tensor);
-        ew::binary_into(cx.steps(), gpu, Binary::Add, &t.tensor, c2, &y)?;
-        cx.free(t);
-        if let Some(s) = scaled {
-            cx.free(s);
-        }
-        return Ok(());
+        return add_beta_c(cx, t, &c, beta, &y);
     }
     let epi = EpilogueTensors::of(cx, f)?;
     let y = output_of(cx, n, f)?;
