@@ -83,6 +83,16 @@ fn eight_steps(acc: Rows, a0: array<vec4<f32>, 2>, a1: array<vec4<f32>, 2>, a2: 
     return r;
 }
 
+// One k step past the last full eight, its A values taken from lane t (a variable lane: the
+// tail runs fewer than LANES steps, so its cost is bounded).
+fn lane_step(acc: Rows, a0: array<vec4<f32>, 2>, a1: array<vec4<f32>, 2>, a2: array<vec4<f32>, 2>,
+             a3: array<vec4<f32>, 2>, t: u32, bv: vec4<f32>) -> Rows {
+    return rows_fma(acc, subgroupShuffle(a0[0], t), subgroupShuffle(a0[1], t),
+                    subgroupShuffle(a1[0], t), subgroupShuffle(a1[1], t),
+                    subgroupShuffle(a2[0], t), subgroupShuffle(a2[1], t),
+                    subgroupShuffle(a3[0], t), subgroupShuffle(a3[1], t), bv);
+}
+
 // The first row of this invocation's blocks, and the k range every lane covers in full steps.
 fn first_row(wid: vec3<u32>) -> u32 {
     return wid.y * 8u * BLOCKS;
@@ -137,11 +147,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         let a2 = a_col(a_base, clamped_rows(row0 + 16u), kk);
         let a3 = a_col(a_base, clamped_rows(row0 + 24u), kk);
         for (var t = 0u; t < p.k_end - full; t++) {
-            acc = rows_fma(acc, subgroupShuffle(a0[0], t), subgroupShuffle(a0[1], t),
-                           subgroupShuffle(a1[0], t), subgroupShuffle(a1[1], t),
-                           subgroupShuffle(a2[0], t), subgroupShuffle(a2[1], t),
-                           subgroupShuffle(a3[0], t), subgroupShuffle(a3[1], t),
-                           b_row(b_base, full + t, cols));
+            acc = lane_step(acc, a0, a1, a2, a3, t, b_row(b_base, full + t, cols));
         }
     }
     store_rows(wid, col0, acc);
@@ -180,11 +186,7 @@ fn matmul_subgroup_vec4(@builtin(workgroup_id) wid: vec3<u32>,
         let a2 = a_col(a_base, clamped_rows(row0 + 16u), kk);
         let a3 = a_col(a_base, clamped_rows(row0 + 24u), kk);
         for (var t = 0u; t < p.k_end - full; t++) {
-            acc = rows_fma(acc, subgroupShuffle(a0[0], t), subgroupShuffle(a0[1], t),
-                           subgroupShuffle(a1[0], t), subgroupShuffle(a1[1], t),
-                           subgroupShuffle(a2[0], t), subgroupShuffle(a2[1], t),
-                           subgroupShuffle(a3[0], t), subgroupShuffle(a3[1], t),
-                           b4[b_base + (full + t) * n4 + col4]);
+            acc = lane_step(acc, a0, a1, a2, a3, t, b4[b_base + (full + t) * n4 + col4]);
         }
     }
     store_rows(wid, col0, acc);
