@@ -7,6 +7,7 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{ArrayD, IxDyn};
+use qforge::graph::attrs::Binary;
 use qforge::ops::{calib, elementwise, quant};
 use qforge::quant::{Encoding, QuantKind};
 use qforge::reference;
@@ -120,5 +121,73 @@ fn bandwidth(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bandwidth);
+/// Broadcasting binary ops and strided copies (transposes), with the kernel choice picked for
+/// this adapter and with the other one (CPU adapters walk runs of 8 elements per lane, GPUs one
+/// element per lane), next to the plain copy kernel.
+fn strided(c: &mut Criterion) {
+    let gpu = common::gpu();
+    let mut other = qforge::gpu::Gpu::new().unwrap();
+    other.set_cpu_kernels(!gpu.cpu_kernels());
+    let tag = common::tag(&gpu);
+    let mut g = c.benchmark_group(format!("strided[{tag}]"));
+    common::timing(&mut g, 20, 500, 3);
+    let n = 1usize << 22;
+    for (which, gpu) in [("picked", &*gpu), ("other", &other)] {
+        let cpu = if gpu.cpu_kernels() { "cpu" } else { "gpu" };
+        let x = gpu.upload(&data(n).view()).unwrap();
+        let nchw = x.reshape(&[4, 64, 128, 128]).unwrap();
+        let bias = gpu
+            .upload(&ArrayD::<f32>::ones(IxDyn(&[64, 1, 1])).view())
+            .unwrap();
+        let y = gpu.empty(&[4, 64, 128, 128], qforge::DType::F32).unwrap();
+        g.throughput(Throughput::Bytes(2 * 4 * n as u64));
+        g.bench_function(format!("copy_kernel ({which}: {cpu})"), |b| {
+            b.iter(|| common::run(gpu, |e| drop(elementwise::copy(e, gpu, &x).unwrap())))
+        });
+        g.throughput(Throughput::Bytes(3 * 4 * n as u64));
+        g.bench_function(format!("add same shape ({which}: {cpu})"), |b| {
+            b.iter(|| {
+                common::run(gpu, |e| {
+                    elementwise::binary_into(e, gpu, Binary::Add, &nchw, &nchw, &y).unwrap()
+                })
+            })
+        });
+        g.throughput(Throughput::Bytes(2 * 4 * n as u64));
+        g.bench_function(format!("add per channel ({which}: {cpu})"), |b| {
+            b.iter(|| {
+                common::run(gpu, |e| {
+                    elementwise::binary_into(e, gpu, Binary::Add, &nchw, &bias, &y).unwrap()
+                })
+            })
+        });
+        // NCHW -> NHWC.
+        let src = elementwise::StridedView {
+            offset: 0,
+            strides: vec![64 * 128 * 128, 128, 1, 128 * 128],
+        };
+        let dst = elementwise::StridedView {
+            offset: 0,
+            strides: vec![128 * 128 * 64, 128 * 64, 64, 1],
+        };
+        g.bench_function(format!("transpose NCHW->NHWC ({which}: {cpu})"), |b| {
+            b.iter(|| {
+                common::run(gpu, |e| {
+                    elementwise::strided_copy_into(
+                        e,
+                        gpu,
+                        &nchw,
+                        &src,
+                        &y,
+                        &dst,
+                        &[4, 128, 128, 64],
+                    )
+                    .unwrap()
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bandwidth, strided);
 criterion_main!(benches);

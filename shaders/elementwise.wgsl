@@ -78,7 +78,7 @@ fn channel_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 struct Nd {
     n: u32,
     ndim: u32,
-    _pad_op: u32,   // the op code is the constant BINARY_OP
+    runs: u32,      // ceil(n / RUN)
     step: u32,
     a_off: u32,     // strided copy: input element offset
     y_off: u32,     // strided copy: output element offset
@@ -98,19 +98,33 @@ fn at(v: array<vec4<u32>, 2>, d: u32) -> u32 {
     return v[d / 4u][d % 4u];
 }
 
-// Flat element i of the iteration shape as offsets into the two strided layouts (sa, sb).
-fn nd_offsets(i: u32) -> vec2<u32> {
+// Consecutive elements one invocation handles: 1 where lanes should touch neighbouring
+// elements (GPUs coalesce them); more on CPU adapters, where an integer division is a scalar
+// loop over the lanes and a run pays for one index decomposition.
+override RUN: u32 = 1u;
+
+// Flat element i of the iteration shape as (offset into sa's layout, offset into sb's, its
+// coordinate along the innermost dim). The outermost coordinate needs no division (i < n).
+fn nd_start(i: u32) -> vec3<u32> {
     var rem = i;
     var o = vec2<u32>(0u, 0u);
-    for (var d = i32(q.ndim) - 1; d >= 0; d--) {
-        let dim = at(q.dims, u32(d));
+    let last = q.ndim - 1u;
+    var inner = i;
+    for (var d = last; d > 0u; d--) {
+        let dim = at(q.dims, d);
         let c = rem % dim;
+        if d == last {
+            inner = c;
+        }
         rem /= dim;
-        o += c * vec2<u32>(at(q.sa, u32(d)), at(q.sb, u32(d)));
+        o += c * vec2<u32>(at(q.sa, d), at(q.sb, d));
     }
-    return o;
+    o += rem * vec2<u32>(at(q.sa, 0u), at(q.sb, 0u));
+    return vec3<u32>(o, inner);
 }
 
+// binary_op and strided_copy visit runs of RUN consecutive elements, stepping along the
+// innermost dim without a division and decomposing again only where a run crosses its end.
 // C's fmod, exact, on every adapter (subnormals included, whatever the driver does with
 // them in float arithmetic): a long division of the two significands as integers. NaN for
 // b = 0, an infinite a or a NaN; a itself for |a| < |b| (an infinite b included). The result,
@@ -220,9 +234,20 @@ fn binary(op: u32, a: f32, b: f32) -> f32 {
 @compute @workgroup_size(256)
 fn binary_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
-        let o = nd_offsets(i);
-        bin_y[i] = binary(BINARY_OP, bin_a[o.x], bin_b[o.y]);
+    let last = q.ndim - 1u;
+    let inner_dim = at(q.dims, last);
+    let along = vec2<u32>(at(q.sa, last), at(q.sb, last));
+    for (var r = first_index(wid, nwg, lid); r < q.runs; r += q.step) {
+        let start = r * RUN;
+        let end = min(start + RUN, q.n);
+        var s = nd_start(start);
+        for (var i = start; i < end; i++) {
+            if s.z == inner_dim {
+                s = nd_start(i);
+            }
+            bin_y[i] = binary(BINARY_OP, bin_a[s.x], bin_b[s.y]);
+            s += vec3<u32>(along, 1u);
+        }
     }
 }
 
@@ -233,9 +258,20 @@ fn binary_op(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 @compute @workgroup_size(256)
 fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    for (var i = first_index(wid, nwg, lid); i < q.n; i += q.step) {
-        let o = nd_offsets(i);
-        st_y[q.y_off + o.y] = st_x[q.a_off + o.x];
+    let last = q.ndim - 1u;
+    let inner_dim = at(q.dims, last);
+    let along = vec2<u32>(at(q.sa, last), at(q.sb, last));
+    for (var r = first_index(wid, nwg, lid); r < q.runs; r += q.step) {
+        let start = r * RUN;
+        let end = min(start + RUN, q.n);
+        var s = nd_start(start);
+        for (var i = start; i < end; i++) {
+            if s.z == inner_dim {
+                s = nd_start(i);
+            }
+            st_y[q.y_off + s.y] = st_x[q.a_off + s.x];
+            s += vec3<u32>(along, 1u);
+        }
     }
 }
 

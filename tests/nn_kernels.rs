@@ -296,49 +296,84 @@ fn activations_match_reference() {
     }
 }
 
+/// Broadcasting binary ops and strided copies with both kernel choices (runs of consecutive
+/// elements on CPU adapters, one element per lane on GPUs), on shapes whose innermost dim is
+/// shorter than a run, ends mid-run, or disappears when dims collapse.
 #[test]
 fn broadcasting_binary_ops_match_reference() {
-    let Some(gpu) = gpu() else { return };
+    let Some(shared) = gpu() else { return };
+    let Some(mut other) = own_gpu() else { return };
+    other.set_cpu_kernels(!shared.cpu_kernels());
     let mut rng = rng(33);
-    let pairs: [(&[usize], &[usize]); 6] = [
+    let pairs: [(&[usize], &[usize]); 10] = [
         (&[2, 3, 4, 5], &[2, 3, 4, 5]),
         (&[2, 3, 4, 5], &[1, 3, 1, 1]),
         (&[2, 3, 4, 5], &[5]),
         (&[4, 1], &[1, 6]),
         (&[1], &[3, 7]),
         (&[2, 1, 3, 1, 2, 1, 2, 3], &[1, 4, 1, 2, 1, 3, 1, 1]),
+        (&[5, 3], &[5, 1]),
+        (&[7, 3, 1], &[1, 3, 1]),
+        (&[3, 11, 13], &[3, 11, 1]),
+        (&[], &[]),
     ];
-    for (sa, sb) in pairs {
-        let (a, b) = (
-            random(&mut rng, sa),
-            random(&mut rng, sb).mapv(|v| if v.abs() < 0.1 { 0.5 } else { v }),
-        );
-        let (ta, tb) = (
-            gpu.upload(&a.view()).unwrap(),
-            gpu.upload(&b.view()).unwrap(),
-        );
-        for op in [
-            Binary::Add,
-            Binary::Sub,
-            Binary::Mul,
-            Binary::Div,
-            Binary::PRelu,
-            Binary::Max,
-            Binary::Min,
-        ] {
-            let want = nn::binary(op, &a.view(), &b.view());
-            let got = run1(&gpu, want.shape(), |e, y| {
-                ew::binary_into(e, &gpu, op, &ta, &tb, y).unwrap()
-            });
-            close(
-                &format!("{op:?} {sa:?} {sb:?}"),
-                &got,
-                &want,
-                Tol {
-                    abs: 1e-6,
-                    rel: 1e-6,
-                },
+    for gpu in [&*shared, &other] {
+        for (sa, sb) in pairs {
+            let (a, b) = (
+                random(&mut rng, sa),
+                random(&mut rng, sb).mapv(|v| if v.abs() < 0.1 { 0.5 } else { v }),
             );
+            let (ta, tb) = (
+                gpu.upload(&a.view()).unwrap(),
+                gpu.upload(&b.view()).unwrap(),
+            );
+            for op in [
+                Binary::Add,
+                Binary::Sub,
+                Binary::Mul,
+                Binary::Div,
+                Binary::PRelu,
+                Binary::Max,
+                Binary::Min,
+            ] {
+                let want = nn::binary(op, &a.view(), &b.view());
+                let got = run1(gpu, want.shape(), |e, y| {
+                    ew::binary_into(e, gpu, op, &ta, &tb, y).unwrap()
+                });
+                close(
+                    &format!("{op:?} {sa:?} {sb:?} cpu kernels {}", gpu.cpu_kernels()),
+                    &got,
+                    &want,
+                    Tol {
+                        abs: 1e-6,
+                        rel: 1e-6,
+                    },
+                );
+            }
+        }
+        // Transposes: the output walked in order, the input with strides.
+        for (shape, perm) in [
+            (&[3, 5, 7][..], &[2, 0, 1][..]),
+            (&[2, 3, 4, 5], &[0, 2, 1, 3]),
+            (&[9, 2], &[1, 0]),
+            (&[4, 1, 6], &[1, 2, 0]),
+        ] {
+            let x = random(&mut rng, shape);
+            let want = x.view().permuted_axes(perm).as_standard_layout().to_owned();
+            let st = qforge::graph::shape::strides(shape);
+            let src = ew::StridedView {
+                offset: 0,
+                strides: perm.iter().map(|&p| st[p]).collect(),
+            };
+            let dst = ew::StridedView {
+                offset: 0,
+                strides: qforge::graph::shape::strides(want.shape()),
+            };
+            let tx = gpu.upload(&x.view()).unwrap();
+            let got = run1(gpu, want.shape(), |e, y| {
+                ew::strided_copy_into(e, gpu, &tx, &src, y, &dst, want.shape()).unwrap()
+            });
+            assert_eq!(got, want, "transpose {shape:?} by {perm:?}");
         }
     }
 }

@@ -203,21 +203,10 @@ impl Backward {
         &self.params
     }
 
-    /// Runs each backward dispatch in a submission of its own and returns the seconds spent per
-    /// kernel, slowest first: where a backward's time goes (the total is not the pass's time,
-    /// since separate submissions add waits). Gradients are added into as in a real pass.
+    /// Seconds per backward kernel, slowest first ([`Steps::profile`]); gradients are added
+    /// into as in a real pass.
     pub fn profile(&self, gpu: &Gpu) -> Result<Vec<(String, f64)>> {
-        let mut by: HashMap<&str, f64> = HashMap::new();
-        for s in &self.steps.0 {
-            let t = std::time::Instant::now();
-            let mut enc = gpu.encoder();
-            enc.run(std::slice::from_ref(s));
-            gpu.finish(enc)?;
-            *by.entry(s.label()).or_default() += t.elapsed().as_secs_f64();
-        }
-        let mut out: Vec<(String, f64)> = by.into_iter().map(|(l, t)| (l.to_string(), t)).collect();
-        out.sort_by(|a, b| b.1.total_cmp(&a.1));
-        Ok(out)
+        self.steps.profile(gpu)
     }
 
     /// Number of prepared dispatches in one backward.

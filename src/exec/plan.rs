@@ -100,6 +100,12 @@ impl Plan {
         self.steps.0.len()
     }
 
+    /// Seconds per kernel of one forward on the inputs written last, slowest first
+    /// ([`Steps::profile`]).
+    pub fn profile(&self) -> Result<Vec<(String, f64)>> {
+        self.steps.profile(&self.gpu)
+    }
+
     /// (node name, first step index) of every node, in order.
     pub fn node_steps(&self) -> &[(String, usize)] {
         &self.node_steps

@@ -84,6 +84,26 @@ impl Record for Encoder {
 #[derive(Default)]
 pub struct Steps(pub Vec<Step>);
 
+impl Steps {
+    /// Runs each dispatch in a submission of its own and returns the seconds spent per kernel
+    /// entry point, slowest first: where a pass's time goes (the total is not the pass's time,
+    /// since separate submissions add waits). The dispatches write their outputs as in a real
+    /// pass (accumulating ones add again).
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<(String, f64)>> {
+        let mut by: std::collections::HashMap<&str, f64> = Default::default();
+        for s in &self.0 {
+            let t = std::time::Instant::now();
+            let mut enc = gpu.encoder();
+            enc.run(std::slice::from_ref(s));
+            gpu.finish(enc)?;
+            *by.entry(s.label()).or_default() += t.elapsed().as_secs_f64();
+        }
+        let mut out: Vec<(String, f64)> = by.into_iter().map(|(l, t)| (l.to_string(), t)).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(out)
+    }
+}
+
 impl Record for Steps {
     fn dispatch<P: bytemuck::Pod>(
         &mut self,

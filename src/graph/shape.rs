@@ -345,3 +345,19 @@ pub fn resize_scales(g: &Graph, node: &Node, x: &[usize], y: &[usize]) -> [f32; 
         None => [y[2] as f32 / x[2] as f32, y[3] as f32 / x[3] as f32],
     }
 }
+
+/// Strides of `shape` (right-aligned to `rank` dims, NumPy broadcasting) with 0 on the dims
+/// it lacks or has size 1 in.
+pub fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
+    let st = strides(shape);
+    let lead = rank - shape.len();
+    (0..rank)
+        .map(|i| {
+            if i < lead || shape[i - lead] == 1 {
+                0
+            } else {
+                st[i - lead]
+            }
+        })
+        .collect()
+}

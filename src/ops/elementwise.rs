@@ -4,10 +4,10 @@
 
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
-use crate::gpu::launch::{grid_stride, linear_chunks};
+use crate::gpu::launch::{grid_1d, grid_stride, linear_chunks, WG};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::attrs::{Binary, Unary};
-use crate::graph::shape::{broadcast_shape, strides};
+use crate::graph::shape::{broadcast_shape, broadcast_strides};
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -63,7 +63,7 @@ struct Params {
 struct NdParams {
     n: u32,
     ndim: u32,
-    _pad0: u32,
+    runs: u32,
     step: u32,
     a_off: u32,
     y_off: u32,
@@ -315,21 +315,6 @@ pub fn channel_affine_into(
     )
 }
 
-/// Strides of `shape` seen inside the broadcast `out` shape (0 on broadcast dims).
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<u32> {
-    let st = strides(shape);
-    let lead = out.len() - shape.len();
-    (0..out.len())
-        .map(|i| {
-            if i < lead || shape[i - lead] == 1 {
-                0
-            } else {
-                st[i - lead] as u32
-            }
-        })
-        .collect()
-}
-
 fn check_nd(op: &'static str, gpu: &Gpu, shape: &[usize], tensors: &[&GpuTensor]) -> Result<()> {
     if shape.len() > MAX_DIMS {
         return Err(Error::invalid(
@@ -357,6 +342,75 @@ fn pack(v: &[u32]) -> [u32; MAX_DIMS] {
     let mut out = [0u32; MAX_DIMS];
     out[..v.len()].copy_from_slice(v);
     out
+}
+
+/// The iteration shape with its size-1 dims dropped and neighbouring dims merged wherever both
+/// layouts step through them as one (`s[d] == s[d + 1] * dims[d + 1]`): a same-shape binary op
+/// becomes one dim, a per-channel one three. Never empty (a scalar is `[1]`).
+fn collapse(dims: &[usize], layouts: [&[usize]; 2]) -> (Vec<usize>, [Vec<usize>; 2]) {
+    let mut out: Vec<usize> = Vec::new();
+    let mut st: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    for (d, &n) in dims.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let merges = out.last().is_some_and(|_| {
+            (0..2).all(|k| *st[k].last().expect("same length") == layouts[k][d] * n)
+        });
+        if merges {
+            *out.last_mut().expect("checked") *= n;
+            for k in 0..2 {
+                *st[k].last_mut().expect("checked") = layouts[k][d];
+            }
+        } else {
+            out.push(n);
+            for k in 0..2 {
+                st[k].push(layouts[k][d]);
+            }
+        }
+    }
+    if out.is_empty() {
+        return (vec![1], [vec![0], vec![0]]);
+    }
+    (out, st)
+}
+
+/// The `[dims, strides a, strides b]` of a collapsed strided kernel, its run length, run
+/// count and grid-stride launch.
+struct NdLaunch {
+    params: NdParams,
+    run: u32,
+    grid: [u32; 3],
+}
+
+fn nd_launch(gpu: &Gpu, dims: &[usize], layouts: [&[usize]; 2]) -> Result<NdLaunch> {
+    let n: usize = dims.iter().product();
+    let (dims, [sa, sb]) = collapse(dims, layouts);
+    // On CPU adapters one run of 32 per lane (1.1-1.7x faster than runs of 8 on lavapipe);
+    // on GPUs a grid-stride loop over single elements.
+    let (run, runs, (grid, step)) = if gpu.cpu_kernels() {
+        let runs = (n as u64).div_ceil(32);
+        let grid = grid_1d(runs.div_ceil(WG).max(1), gpu.limits().max_groups)?;
+        (32, runs, (grid, grid[0] as u64 * grid[1] as u64 * WG))
+    } else {
+        let n = n as u64;
+        (1, n, grid_stride(n, gpu.limits().max_groups)?)
+    };
+    let to32 = |v: &[usize]| pack(&v.iter().map(|&d| d as u32).collect::<Vec<_>>());
+    Ok(NdLaunch {
+        params: NdParams {
+            n: n as u32,
+            ndim: dims.len() as u32,
+            runs: runs as u32,
+            step: step as u32,
+            dims: to32(&dims),
+            sa: to32(&sa),
+            sb: to32(&sb),
+            ..Default::default()
+        },
+        run,
+        grid,
+    })
 }
 
 /// `y = a op b` with NumPy broadcasting; `y` has the broadcast shape.
@@ -408,23 +462,21 @@ fn binary_code_into(
         });
     }
     check_nd(OP, gpu, &out, &[a, b, y])?;
-    let (grid, step) = grid_stride(y.len() as u64, gpu.limits().max_groups)?;
-    let params = NdParams {
-        n: y.len() as u32,
-        ndim: out.len() as u32,
-        step: step as u32,
-        dims: pack(&out.iter().map(|&d| d as u32).collect::<Vec<_>>()),
-        sa: pack(&broadcast_strides(a.shape(), &out)),
-        sb: pack(&broadcast_strides(b.shape(), &out)),
-        ..Default::default()
-    };
+    let l = nd_launch(
+        gpu,
+        &out,
+        [
+            &broadcast_strides(a.shape(), out.len()),
+            &broadcast_strides(b.shape(), out.len()),
+        ],
+    )?;
     enc.dispatch(
         gpu,
         &BINARY,
-        &[("BINARY_OP", code as f64)],
-        &params,
+        &[("BINARY_OP", code as f64), ("RUN", l.run as f64)],
+        &l.params,
         &[Bind::Whole(a), Bind::Whole(b), Bind::Whole(y)],
-        grid,
+        l.grid,
     )
 }
 
@@ -482,25 +534,15 @@ pub fn strided_copy_into(
         return Ok(());
     }
     check_regions(OP, x, src, y, dst, dims)?;
-    let (grid, step) = grid_stride(n as u64, gpu.limits().max_groups)?;
-    let to32 = |v: &[usize]| pack(&v.iter().map(|&d| d as u32).collect::<Vec<_>>());
-    let params = NdParams {
-        n: n as u32,
-        ndim: dims.len() as u32,
-        step: step as u32,
-        a_off: src.offset as u32,
-        y_off: dst.offset as u32,
-        dims: to32(dims),
-        sa: to32(&src.strides),
-        sb: to32(&dst.strides),
-        ..Default::default()
-    };
+    let mut l = nd_launch(gpu, dims, [&src.strides, &dst.strides])?;
+    l.params.a_off = src.offset as u32;
+    l.params.y_off = dst.offset as u32;
     enc.dispatch(
         gpu,
         &STRIDED,
-        &[],
-        &params,
+        &[("RUN", l.run as f64)],
+        &l.params,
         &[Bind::Whole(x), Bind::Whole(y)],
-        grid,
+        l.grid,
     )
 }

@@ -8,7 +8,9 @@ use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::{grid_1d, grid_stride, LOOP_BUDGET};
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
-use crate::graph::shape::{broadcast_shape, conv_output_shape, pool_output_shape, strides};
+use crate::graph::shape::{
+    broadcast_shape, broadcast_strides, conv_output_shape, pool_output_shape, strides,
+};
 use crate::ops::conv::{conv2d_into, im2col_into, im2col_output_shape, ConvKernel};
 use crate::ops::elementwise::{binary_code, check_regions, unary_code, StridedView, MAX_DIMS};
 use crate::ops::gemm::{matmul_into, Bias};
@@ -264,21 +266,6 @@ pub fn strided_acc_into(
         &[Bind::Whole(x), Bind::Whole(y)],
         grid,
     )
-}
-
-/// Strides of `shape` (right-aligned to `rank` dims) with 0 on its size-1 (broadcast) dims.
-fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
-    let st = strides(shape);
-    let lead = rank - shape.len();
-    (0..rank)
-        .map(|i| {
-            if i < lead || shape[i - lead] == 1 {
-                0
-            } else {
-                st[i - lead]
-            }
-        })
-        .collect()
 }
 
 /// `dx += alpha * dy` broadcast from `dy`'s shape (right-aligned, size 1 on the dims it

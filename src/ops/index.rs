@@ -7,7 +7,7 @@ use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::grid_stride;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
-use crate::graph::shape::{broadcast_shape, strides};
+use crate::graph::shape::{broadcast_shape, broadcast_strides, strides};
 use crate::ops::elementwise::{strided_copy_into, StridedView, MAX_DIMS};
 
 use Access::{Read, ReadWrite, Uniform};
@@ -71,21 +71,6 @@ fn pack(v: &[usize]) -> [u32; MAX_DIMS] {
         *o = x as u32;
     }
     out
-}
-
-/// Strides of `shape` inside the broadcast shape `out` (0 on broadcast dims).
-pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let st = strides(shape);
-    let lead = out.len() - shape.len();
-    (0..out.len())
-        .map(|i| {
-            if i < lead || shape[i - lead] == 1 {
-                0
-            } else {
-                st[i - lead]
-            }
-        })
-        .collect()
 }
 
 fn check(op: &'static str, gpu: &Gpu, rank: usize, tensors: &[(&str, &GpuTensor)]) -> Result<()> {
@@ -153,9 +138,9 @@ pub fn where_into(
         ndim: out.len() as u32,
         step: step as u32,
         dims: pack(&out),
-        sc: pack(&broadcast_strides(c.shape(), &out)),
-        sa: pack(&broadcast_strides(a.shape(), &out)),
-        sb: pack(&broadcast_strides(b.shape(), &out)),
+        sc: pack(&broadcast_strides(c.shape(), out.len())),
+        sa: pack(&broadcast_strides(a.shape(), out.len())),
+        sb: pack(&broadcast_strides(b.shape(), out.len())),
         ..Default::default()
     };
     enc.dispatch(
@@ -287,7 +272,7 @@ pub fn expand_into(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor, y: &GpuTenso
     }
     let src = StridedView {
         offset: 0,
-        strides: broadcast_strides(x.shape(), &out),
+        strides: broadcast_strides(x.shape(), out.len()),
     };
     let dst = StridedView {
         offset: 0,
