@@ -3,7 +3,8 @@
 //! next to the plain forward of the same model and batch in the same run (the target:
 //! a step costs <= 3.5 forwards). Before timing, each model's GPU memory is printed: the bytes
 //! held by an inference plan (parameters + activations) and the peak held while a training step
-//! is built and run, against the target 3 x activations + 4 x parameters.
+//! is built and run, against the target 3 x activations + 4 x parameters, and the kernels the
+//! step's time goes to (forward and backward, each dispatch timed alone: `Steps::profile`).
 //!
 //! `cargo bench --bench train`
 
@@ -65,6 +66,20 @@ fn memory(name: &str, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>, labels: &[u
         .unwrap();
     t.read_loss().unwrap();
     let training = gpu.pool_stats().peak_bytes - base;
+    let top = |p: Vec<(String, f64)>| {
+        let total: f64 = p.iter().map(|(_, s)| s).sum();
+        let head: Vec<String> = p
+            .iter()
+            .take(6)
+            .map(|(k, s)| format!("{k} {:.0}%", 100.0 * s / total))
+            .collect();
+        format!("{:.3} s: {}", total, head.join(", "))
+    };
+    eprintln!(
+        "kernels[{name}]: forward {}; backward {}",
+        top(t.forward().profile().unwrap()),
+        top(t.backward().profile(&gpu).unwrap())
+    );
     let acts = inference.saturating_sub(params);
     let budget = 3 * acts + 4 * params;
     eprintln!(

@@ -91,6 +91,24 @@ fn avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 
 var<workgroup> sh: array<f32, 256>;
 
+// One thread per (n, c) plane, its h * w values added in order: planes up to
+// GAP_SERIAL_MAX values (the spatial sizes of classifier heads), on every adapter, where a
+// workgroup's barrier tree would cost more than the sum (on CPU adapters each barrier switches
+// coroutines). 1-D grid-stride over planes.
+@compute @workgroup_size(256)
+fn global_avg_pool_serial(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let hw = p.h * p.w;
+    for (var plane = (wid.x + wid.y * nwg.x) * 256u + lid; plane < p.nc; plane += p.step) {
+        var s = 0.0;
+        for (var i = 0u; i < hw; i++) {
+            s += x[plane * hw + i];
+        }
+        y[plane] = s / f32(hw);
+    }
+}
+
 // One workgroup per (n, c) plane: mean over h * w. Grid folded: plane = x + y * nwg.x.
 @compute @workgroup_size(256)
 fn global_avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

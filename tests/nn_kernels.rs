@@ -246,19 +246,29 @@ fn pools_match_reference() {
             );
         }
     }
-    let x = random(&mut rng, &[3, 5, 17, 9]);
-    let tx = gpu.upload(&x.view()).unwrap();
-    let got = run1(&gpu, &[3, 5, 1, 1], |e, y| {
-        pool::global_avg_pool_into(e, &gpu, &tx, y).unwrap()
-    });
-    let want = x
-        .mean_axis(ndarray::Axis(3))
-        .unwrap()
-        .mean_axis(ndarray::Axis(2))
-        .unwrap()
-        .into_shape_with_order(IxDyn(&[3, 5, 1, 1]))
-        .unwrap();
-    close("global average pool", &got, &want, Tol::STATS);
+    // Planes summed in one thread (up to 1,024 values; more planes than one pass of the
+    // grid) and by a workgroup each (larger planes).
+    for shape in [[3, 5, 17, 9], [4, 700, 7, 7], [2, 3, 40, 33]] {
+        let x = random(&mut rng, &shape);
+        let tx = gpu.upload(&x.view()).unwrap();
+        let out = [shape[0], shape[1], 1, 1];
+        let got = run1(&gpu, &out, |e, y| {
+            pool::global_avg_pool_into(e, &gpu, &tx, y).unwrap()
+        });
+        let want = x
+            .mean_axis(ndarray::Axis(3))
+            .unwrap()
+            .mean_axis(ndarray::Axis(2))
+            .unwrap()
+            .into_shape_with_order(IxDyn(&out))
+            .unwrap();
+        close(
+            &format!("global average pool {shape:?}"),
+            &got,
+            &want,
+            Tol::STATS,
+        );
+    }
 }
 
 #[test]

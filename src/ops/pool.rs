@@ -35,6 +35,16 @@ static GLOBAL_AVG: Kernel = Kernel {
     bindings: &[Uniform, Read, ReadWrite],
 };
 
+static GLOBAL_AVG_SERIAL: Kernel = Kernel {
+    family: Family::Pool,
+    entry: "global_avg_pool_serial",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+
+/// Largest plane [`global_avg_pool_into`] sums in one thread (larger ones take a workgroup
+/// each); chosen by shape alone, so every adapter adds in the same order.
+const GAP_SERIAL_MAX: usize = 1024;
+
 static LRN: Kernel = Kernel {
     family: Family::Pool,
     entry: "lrn",
@@ -201,16 +211,23 @@ pub fn global_avg_pool_into(
         });
     }
     let nc = s[0] * s[1];
-    let params = Params {
+    let hw = x.len() / nc.max(1);
+    let mut params = Params {
         nc: nc as u32,
         h: 1,
-        w: (x.len() / nc.max(1)) as u32,
+        w: hw as u32,
         ..Default::default()
     };
-    let grid = grid_1d(nc as u64, gpu.limits().max_groups)?;
+    let (kernel, grid) = if hw <= GAP_SERIAL_MAX {
+        let (grid, step) = grid_stride(nc as u64, gpu.limits().max_groups)?;
+        params.step = step as u32;
+        (&GLOBAL_AVG_SERIAL, grid)
+    } else {
+        (&GLOBAL_AVG, grid_1d(nc as u64, gpu.limits().max_groups)?)
+    };
     enc.dispatch(
         gpu,
-        &GLOBAL_AVG,
+        kernel,
         &[],
         &params,
         &[Bind::Whole(x), Bind::Whole(y)],
