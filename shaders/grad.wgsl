@@ -5,6 +5,10 @@
 
 override UNARY_OP: u32 = 0u;
 override BINARY_OP: u32 = 0u;
+// conv_grad_input and col2im_acc: the convolution's strides as constants, so that the
+// division by a stride compiles to a shift (or nothing) where it is a power of two.
+override STRIDE_H: u32 = 1u;
+override STRIDE_W: u32 = 1u;
 override SIDE: u32 = 0u;        // binary_grad: 0 = gradient of a, 1 = of b
 
 fn first_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -285,7 +289,7 @@ struct Conv {
 
 // The output index a tap at input offset `t` (input index + pad - tap * dilation) came from,
 // or -1 when none did. Integer division is a scalar loop per lane on CPU adapters: stride 1
-// skips it, and other strides divide once.
+// skips it, and other strides (pipeline constants) divide once, by a shift for powers of two.
 fn tap_source(t: i32, stride: u32, len: u32) -> i32 {
     if t < 0 {
         return -1;
@@ -324,13 +328,13 @@ fn conv_grad_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         let dy_base = (n * c.cout + co) * c.oh * c.ow;
         let w_base = (co * cin_g + ci_g) * c.kh * c.kw;
         for (var ky = 0u; ky < c.kh; ky++) {
-            let sy = tap_source(i32(iy + c.pad_t) - i32(ky * c.dil_h), c.stride_h, c.oh);
+            let sy = tap_source(i32(iy + c.pad_t) - i32(ky * c.dil_h), STRIDE_H, c.oh);
             if sy < 0 {
                 continue;
             }
             let oy = u32(sy);
             for (var kx = 0u; kx < c.kw; kx++) {
-                let sx = tap_source(i32(ix + c.pad_l) - i32(kx * c.dil_w), c.stride_w, c.ow);
+                let sx = tap_source(i32(ix + c.pad_l) - i32(kx * c.dil_w), STRIDE_W, c.ow);
                 if sx < 0 {
                     continue;
                 }
@@ -421,12 +425,12 @@ fn col2im_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let base = n * c.cin * c.kh * c.kw;
     var s = 0.0;
     for (var ky = 0u; ky < c.kh; ky++) {
-        let sy = tap_source(i32(iy + c.pad_t) - i32(ky * c.dil_h), c.stride_h, c.oh);
+        let sy = tap_source(i32(iy + c.pad_t) - i32(ky * c.dil_h), STRIDE_H, c.oh);
         if sy < 0 {
             continue;
         }
         for (var kx = 0u; kx < c.kw; kx++) {
-            let sx = tap_source(i32(ix + c.pad_l) - i32(kx * c.dil_w), c.stride_w, c.ow);
+            let sx = tap_source(i32(ix + c.pad_l) - i32(kx * c.dil_w), STRIDE_W, c.ow);
             if sx < 0 {
                 continue;
             }

@@ -602,6 +602,14 @@ fn conv_params(
     })
 }
 
+/// The strides of `a` as the pipeline constants of the kernels that divide by them.
+fn stride_constants(a: &Conv2d) -> [(&'static str, f64); 2] {
+    [
+        ("STRIDE_H", a.strides[0] as f64),
+        ("STRIDE_W", a.strides[1] as f64),
+    ]
+}
+
 /// `dx += conv2d_input_grad(w, dy)`: for every input element, the products of the output
 /// gradients and weights of the taps that read it (any groups, strides, dilations, pads).
 pub fn conv_grad_input_into(
@@ -627,7 +635,7 @@ pub fn conv_grad_input_into(
         enc.dispatch(
             gpu,
             &CONV_INPUT,
-            &[],
+            &stride_constants(a),
             &params,
             &[Bind::Whole(w), Bind::Whole(dy), Bind::Whole(dx)],
             grid64(gpu, dx.len())?,
@@ -835,7 +843,7 @@ pub fn conv_grad_input_gemm_into(
     enc.dispatch(
         gpu,
         &COL2IM,
-        &[],
+        &stride_constants(a),
         &p,
         // Binding 2 (the direct kernel's dy) is not read by col2im.
         &[Bind::Whole(&cv), Bind::Whole(&cv), Bind::Whole(dx)],
