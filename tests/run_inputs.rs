@@ -45,9 +45,19 @@ fn several_inputs_typed_outputs_and_value_inputs() {
         ]),
         output: None,
         outputs: Some(d.join("out")),
+        profile: true,
     })
     .unwrap();
     assert_eq!(r.outputs.len(), 2);
+    assert!(
+        r.profile.iter().any(|(k, s)| k == "binary_op" && *s > 0.0),
+        "{:?}",
+        r.profile
+    );
+    assert!(
+        r.profile.windows(2).all(|w| w[0].1 >= w[1].1),
+        "slowest first"
+    );
     let y = npy::read_any(&d.join("out/y.npy")).unwrap();
     let want = vec![1.5f32, 5.0, 3.0, 0.5, -1.0, 4.0];
     assert_eq!(
@@ -95,6 +105,7 @@ fn unnamed_dims_belong_to_their_input() {
         ]),
         output: None,
         outputs: None,
+        profile: false,
     })
     .unwrap();
     assert_eq!(r.outputs[0].1.shape(), &[2, 8]);

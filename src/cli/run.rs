@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Write every output as DIR/<output name>.npy.
     #[arg(long)]
     outputs: Option<PathBuf>,
+    /// Also time each kernel of the forward alone and print where the time goes.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// `--input NAME=FILE` as (name, file); `FILE` alone (or a path that exists as written, '='
@@ -84,6 +87,7 @@ pub fn main(a: RunArgs) -> qforge::Result<()> {
         input,
         output: a.output,
         outputs: a.outputs,
+        profile: a.profile,
     })?;
     eprintln!("adapter: {}", r.adapter);
     eprintln!(
@@ -112,6 +116,13 @@ pub fn main(a: RunArgs) -> qforge::Result<()> {
     } else {
         for ((name, y), t) in r.outputs.iter().zip(&r.output_types) {
             println!("output {name:?}: {t} {:?}", y.shape());
+        }
+    }
+    if !r.profile.is_empty() {
+        let total: f64 = r.profile.iter().map(|(_, s)| s).sum();
+        eprintln!("kernel time, each dispatch alone ({total:.3} s in all):");
+        for (k, s) in &r.profile {
+            eprintln!("  {k:<28} {s:>8.3} s {:>5.1}%", 100.0 * s / total);
         }
     }
     for p in &r.written {

@@ -361,6 +361,22 @@ impl Runner {
         join_batches(pieces)
     }
 
+    /// Seconds per kernel of a forward on `inputs`, slowest first, summed over the batch
+    /// pieces ([`Plan::profile`]: each dispatch timed in a submission of its own).
+    pub fn profile(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<(String, f64)>> {
+        let mut by: HashMap<String, f64> = HashMap::new();
+        self.for_each_piece(inputs, |plan, part| {
+            plan.write_inputs(part)?;
+            for (k, s) in plan.profile()? {
+                *by.entry(k).or_default() += s;
+            }
+            Ok(())
+        })?;
+        let mut out: Vec<(String, f64)> = by.into_iter().collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(out)
+    }
+
     /// Runs the model and returns `names` (outputs or taps), batch pieces joined.
     pub fn run_names(
         &self,

@@ -34,6 +34,8 @@ pub struct RunJob {
     pub output: Option<PathBuf>,
     /// Write every output as `<dir>/<output name>.npy`.
     pub outputs: Option<PathBuf>,
+    /// After the run, time each kernel of the forward alone ([`RunOutcome::profile`]).
+    pub profile: bool,
 }
 
 /// What `run` computed.
@@ -50,6 +52,9 @@ pub struct RunOutcome {
     pub output_types: Vec<ElemType>,
     pub seconds: f64,
     pub written: Vec<PathBuf>,
+    /// Seconds per kernel, slowest first, each dispatch timed in a submission of its own
+    /// (empty unless asked for).
+    pub profile: Vec<(String, f64)>,
 }
 
 /// File name for an output: characters other than letters, digits, '-', '_' and '.' become '_'.
@@ -270,6 +275,11 @@ pub fn run(job: &RunJob) -> Result<RunOutcome> {
     let t0 = std::time::Instant::now();
     let ys = runner.run(&views)?;
     let seconds = t0.elapsed().as_secs_f64();
+    let profile = if job.profile {
+        runner.profile(&views)?
+    } else {
+        Vec::new()
+    };
     let mut written = Vec::new();
     if let Some(dir) = &job.outputs {
         let mut out = Outputs::new(dir, &inputs)?;
@@ -294,5 +304,6 @@ pub fn run(job: &RunJob) -> Result<RunOutcome> {
         output_types,
         seconds,
         written,
+        profile,
     })
 }
