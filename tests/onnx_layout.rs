@@ -1,7 +1,7 @@
 //! ONNX's layout and linear ops on the GPU against the CPU reference: Pad of every mode with
 //! crops and axes, DepthToSpace/SpaceToDepth, Trilu, ScatterND, Gelu (tanh), MatMul of vectors
 //! and broadcasting batches, 1-D convolutions and pools, Resize's axes and policies, Gemm with a
-//! computed C, weights larger than one storage binding.
+//! computed C, weights larger than one storage binding, Einsum against its definition.
 
 mod common;
 
@@ -388,5 +388,127 @@ fn weights_larger_than_one_binding_split_into_blocks() {
             &f(&want[0]),
             Tol::GEMM,
         );
+    }
+}
+
+/// Einsum by its definition: every assignment of the labels, the operands' product added into
+/// the output's element (labels as letters; `...` spelled out by the caller).
+fn einsum_by_definition(terms: &[&str], out: &str, xs: &[ArrayD<f32>]) -> ArrayD<f32> {
+    let mut size = std::collections::BTreeMap::new();
+    for (t, x) in terms.iter().zip(xs) {
+        for (c, &d) in t.chars().zip(x.shape()) {
+            size.insert(c, d);
+        }
+    }
+    let labels: Vec<char> = size.keys().copied().collect();
+    let out_shape: Vec<usize> = out.chars().map(|c| size[&c]).collect();
+    let mut y = ArrayD::<f64>::zeros(ndarray::IxDyn(&out_shape));
+    let total: usize = labels.iter().map(|c| size[c]).product();
+    for flat in 0..total {
+        let mut rem = flat;
+        let mut at = std::collections::BTreeMap::new();
+        for c in labels.iter().rev() {
+            at.insert(*c, rem % size[c]);
+            rem /= size[c];
+        }
+        let idx = |t: &str| t.chars().map(|c| at[&c]).collect::<Vec<_>>();
+        let p: f64 = terms
+            .iter()
+            .zip(xs)
+            .map(|(t, x)| x[ndarray::IxDyn(&idx(t))] as f64)
+            .product();
+        y[ndarray::IxDyn(&idx(out))] += p;
+    }
+    y.mapv(|v| v as f32)
+}
+
+/// Einsum as its exporters write it (attention scores and values, bilinear forms, batched
+/// products with `...`, transposes, traces of products, sums, an implicit output, three
+/// operands) against the definition; what it cannot do (a diagonal, a label of two sizes)
+/// is a typed error naming the equation.
+#[test]
+fn einsum_equations_match_their_definition() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng(23);
+    // (equation, operand shapes, the equation with `...` and the implicit output spelled out)
+    let cases: [(&str, &[&[usize]], &str); 14] = [
+        ("ij,jk->ik", &[&[3, 4], &[4, 5]], "ij,jk->ik"),
+        (
+            "bhqd,bhkd->bhqk",
+            &[&[2, 3, 5, 4], &[2, 3, 6, 4]],
+            "bhqd,bhkd->bhqk",
+        ),
+        (
+            "bhqk,bhkd->bhqd",
+            &[&[2, 3, 5, 6], &[2, 3, 6, 4]],
+            "bhqk,bhkd->bhqd",
+        ),
+        (
+            "...ij,...jk->...ik",
+            &[&[2, 3, 4, 5], &[3, 5, 2]],
+            "xyij,yjk->xyik",
+        ),
+        ("ij->ji", &[&[3, 7]], "ij->ji"),
+        ("ij->", &[&[3, 7]], "ij->"),
+        ("ijk->ki", &[&[2, 3, 4]], "ijk->ki"),
+        ("i,i->", &[&[9], &[9]], "i,i->"),
+        ("i,j->ij", &[&[4], &[3]], "i,j->ij"),
+        ("ij,ij->i", &[&[5, 6], &[5, 6]], "ij,ij->i"),
+        (
+            "bn,anm,bm->ba",
+            &[&[2, 3], &[4, 3, 5], &[2, 5]],
+            "bn,anm,bm->ba",
+        ),
+        ("ij,jk", &[&[3, 4], &[4, 2]], "ij,jk->ik"),
+        ("ba,ca", &[&[3, 4], &[2, 4]], "ba,ca->bc"),
+        ("ij,jk,kl->il", &[&[2, 3], &[3, 4], &[4, 5]], "ij,jk,kl->il"),
+    ];
+    for (eq, shapes, spelled) in cases {
+        let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut m = Model::new(17).output("y");
+        for (n, s) in names.iter().zip(shapes) {
+            m = m.input(n, FLOAT, &dims(s));
+        }
+        let m = m.node("Einsum", &refs, &["y"], vec![build::string("equation", eq)]);
+        let xs: Vec<ArrayD<f32>> = shapes
+            .iter()
+            .map(|s| arr(s, common::values(&mut rng, s.iter().product(), -2.0, 2.0)))
+            .collect();
+        let (lhs, out) = spelled.split_once("->").unwrap();
+        let terms: Vec<&str> = lhs.split(',').collect();
+        let want = einsum_by_definition(&terms, out, &xs);
+        let inputs: Vec<(&str, ArrayD<f32>)> = refs.iter().copied().zip(xs).collect();
+        let got = build::run(&gpu, &m.bytes(), &inputs).unwrap();
+        assert_eq!(got[0].shape(), want.shape(), "{eq}");
+        assert_close(
+            eq,
+            &got[0].iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            &want.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            Tol::GEMM,
+        );
+    }
+    for (eq, shapes, says) in [
+        ("ii->i", &[&[3usize, 3][..]][..], "diagonal"),
+        ("ij,jk->ik", &[&[3, 4], &[5, 2]], "label 'j'"),
+        ("ij,jk->iq", &[&[3, 4], &[4, 2]], "output label 'q'"),
+        ("ijk->i", &[&[3, 4]], "names 3 dims"),
+    ] {
+        let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut m = Model::new(17).output("y");
+        for (n, s) in names.iter().zip(shapes) {
+            m = m.input(n, FLOAT, &dims(s));
+        }
+        let m = m.node("Einsum", &refs, &["y"], vec![build::string("equation", eq)]);
+        let inputs: Vec<(&str, ArrayD<f32>)> = refs
+            .iter()
+            .zip(shapes.iter())
+            .map(|(n, s)| (*n, ArrayD::zeros(ndarray::IxDyn(s))))
+            .collect();
+        let e = build::run(&gpu, &m.bytes(), &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says) && e.contains(eq), "{eq}: {e}");
     }
 }

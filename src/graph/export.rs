@@ -336,6 +336,7 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 attr_float("epsilon", *epsilon),
             ]),
             Op::MeanVarianceNorm { axes } => attrs.push(attr_ints("axes", axes)),
+            Op::Einsum { equation } => attrs.push(attr_str("equation", equation)),
             Op::Unary(Unary::GeluTanh) => attrs.push(attr_str("approximate", "tanh")),
             Op::DepthToSpace { blocksize, crd } => attrs.extend([
                 attr_int("blocksize", *blocksize as i64),

@@ -137,6 +137,9 @@ pub(crate) fn to_op(
             a.float("beta", 0.5),
         )),
         "HardSwish" => Op::Unary(Unary::HardSwish),
+        "Einsum" => Op::Einsum {
+            equation: a.string("equation", ""),
+        },
         "Tanh" => Op::Unary(Unary::Tanh),
         "Erf" => Op::Unary(Unary::Erf),
         "Gelu" if a.string("approximate", "none") == "none" => Op::Unary(Unary::Gelu),

@@ -66,6 +66,7 @@ pub fn infer(
     let x = s.first().ok_or("no inputs")?;
     let one = |v: Vec<usize>| Ok(vec![v]);
     match &node.op {
+        Op::Einsum { .. } => Err("Einsum is rewritten before shapes are inferred".into()),
         Op::Conv(a) => one(
             conv_output_shape(x, &weight_4d(s.get(1).ok_or("no weight")?), a)
                 .map_err(|e| e.to_string())?

@@ -212,6 +212,10 @@ pub enum Op {
         axes: Vec<i64>,
         keepdims: bool,
     },
+    /// Einsum: rewritten at resolution into the nodes that compute it (`graph::einsum`).
+    Einsum {
+        equation: String,
+    },
     /// ReduceSum, ReduceMax … over `axes` (all when empty, unless `noop_empty`: then the
     /// input itself).
     Reduce {
@@ -414,6 +418,7 @@ impl Op {
             Op::Slice => "Slice",
             Op::Pad { .. } => "Pad",
             Op::Resize { .. } => "Resize",
+            Op::Einsum { .. } => "Einsum",
             Op::Softmax { .. } => "Softmax",
             Op::ReduceMean { .. } => "ReduceMean",
             Op::Reduce { op, .. } => op.onnx(),

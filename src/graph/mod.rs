@@ -12,6 +12,7 @@ pub mod legacy;
 #[rustfmt::skip]
 #[allow(clippy::all)]
 pub mod onnx;
+mod einsum;
 pub mod passes;
 pub mod prepare;
 pub mod resolve;

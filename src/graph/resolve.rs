@@ -135,6 +135,12 @@ impl Graph {
                 model: model.clone(),
                 message: format!("{label}: {m}"),
             };
+            if let Some(nodes) = self.einsum_lowered(&node) {
+                for n in nodes.map_err(ctx)?.into_iter().rev() {
+                    queue.push_front(n);
+                }
+                continue;
+            }
             if matches!(node.op, Op::Pad { .. })
                 && node.inputs.get(3).is_some_and(|a| !a.is_empty())
             {
