@@ -90,6 +90,7 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             }
         }
     }
+    let eq = epi_encodings();
     for (var k = 0u; k < COB; k++) {
         let co = co0 + k;
         if co < p.cout {
@@ -100,7 +101,7 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             } else if p.has_bias != 0u {
                 v += bias[co];
             }
-            y[at] = epilogue(v, at, co, p.epi);
+            y[at] = epilogue(v, at, co, p.epi, eq);
         }
     }
 }
@@ -273,6 +274,7 @@ fn depthwise3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
     }
     let out = array(lo, hi);
+    let eq = epi_encodings();
     for (var j = 0u; j < 8u; j++) {
         let ox = ox0 + j;
         if ox < p.ow {
@@ -283,7 +285,7 @@ fn depthwise3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             } else if p.has_bias != 0u {
                 v += bias[c];
             }
-            y[at] = epilogue(v, at, c, p.epi);
+            y[at] = epilogue(v, at, c, p.epi, eq);
         }
     }
 }

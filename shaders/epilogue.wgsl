@@ -31,8 +31,27 @@ struct Epi {
 @group(0) @binding(7) var<storage, read> epi_enc: array<f32>;      // (scale, 1 / scale, offset, -)
 @group(0) @binding(8) var<storage, read> epi_enc_pre: array<f32>;  // the same, before the activation
 
+// The quantizers' encodings, read from their tables once per invocation (before the outputs
+// are stored): on CPU adapters every storage load is a scalar loop over the lanes, and an
+// invocation storing 8 to 128 outputs would otherwise read them for each.
+struct EpiQ {
+    q: vec4<f32>,
+    pre: vec4<f32>,
+}
+
+fn epi_encodings() -> EpiQ {
+    var e: EpiQ;
+    if EPI_QUANT {
+        e.q = vec4(epi_enc[0], epi_enc[1], epi_enc[2], epi_enc[3]);
+    }
+    if EPI_QUANT_PRE {
+        e.pre = vec4(epi_enc_pre[0], epi_enc_pre[1], epi_enc_pre[2], epi_enc_pre[3]);
+    }
+    return e;
+}
+
 // `v` (bias added) at output index `at` of channel `ch`, with the selected parts applied.
-fn epilogue(v: f32, at: u32, ch: u32, e: Epi) -> f32 {
+fn epilogue(v: f32, at: u32, ch: u32, e: Epi, eq: EpiQ) -> f32 {
     var r = v;
     if EPI_AFFINE {
         r = fma(r, epi_affine[2u * ch], epi_affine[2u * ch + 1u]);
@@ -41,15 +60,13 @@ fn epilogue(v: f32, at: u32, ch: u32, e: Epi) -> f32 {
         r = r + epi_residual[at];
     }
     if EPI_QUANT_PRE {
-        let q = vec4(epi_enc_pre[0], epi_enc_pre[1], epi_enc_pre[2], epi_enc_pre[3]);
-        r = fake_quantize(r, q, e.qmax_pre, EPI_EXACT);
+        r = fake_quantize(r, eq.pre, e.qmax_pre, EPI_EXACT);
     }
     if EPI_ACT != 0u {
         r = activation(EPI_ACT - 1u, r, e.act_alpha, e.act_beta);
     }
     if EPI_QUANT {
-        let q = vec4(epi_enc[0], epi_enc[1], epi_enc[2], epi_enc[3]);
-        r = fake_quantize(r, q, e.qmax, EPI_EXACT);
+        r = fake_quantize(r, eq.q, e.qmax, EPI_EXACT);
     }
     return r;
 }

@@ -114,16 +114,17 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         }
         workgroupBarrier();
     }
+    let eq = epi_encodings();
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            store(c_base, row0 + lid3.y * 4u + i, col0 + lid3.x * 4u + j, acc[i * 4u + j]);
+            store(c_base, row0 + lid3.y * 4u + i, col0 + lid3.x * 4u + j, acc[i * 4u + j], eq);
         }
     }
 }
 
 // Writes alpha * v (+ bias, or + the C of an earlier k range), then the epilogue, at (row,
 // col) when in range.
-fn store(c_base: u32, row: u32, col: u32, acc: f32) {
+fn store(c_base: u32, row: u32, col: u32, acc: f32, eq: EpiQ) {
     if row >= p.m || col >= p.n {
         return;
     }
@@ -139,7 +140,7 @@ fn store(c_base: u32, row: u32, col: u32, acc: f32) {
         }
     }
     let at = c_base + row * p.n + col;
-    c[at] = epilogue(v, at, row, p.epi);
+    c[at] = epilogue(v, at, row, p.epi, eq);
 }
 
 // Register-blocked form for CPU adapters (llvmpipe, WARP, SwiftShader), where every storage or
@@ -189,11 +190,11 @@ fn clamped_cols(col0: u32) -> vec4<u32> {
     return min(vec4(col0) + vec4(0u, 1u, 2u, 3u), vec4(p.n - 1u));
 }
 
-fn store_row(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
-    store(c_base, row, col0, v.x);
-    store(c_base, row, col0 + 1u, v.y);
-    store(c_base, row, col0 + 2u, v.z);
-    store(c_base, row, col0 + 3u, v.w);
+fn store_row(c_base: u32, row: u32, col0: u32, v: vec4<f32>, eq: EpiQ) {
+    store(c_base, row, col0, v.x, eq);
+    store(c_base, row, col0 + 1u, v.y, eq);
+    store(c_base, row, col0 + 2u, v.z, eq);
+    store(c_base, row, col0 + 3u, v.w, eq);
 }
 
 // The 8 x 4 block's accumulators, one vector per row.
@@ -209,15 +210,15 @@ fn block_fma(acc: Block, lo: vec4<f32>, hi: vec4<f32>, bv: vec4<f32>) -> Block {
                  fma(vec4(hi.z), bv, acc.r6), fma(vec4(hi.w), bv, acc.r7));
 }
 
-fn store_block(c_base: u32, row0: u32, col0: u32, acc: Block) {
-    store_row(c_base, row0, col0, acc.r0);
-    store_row(c_base, row0 + 1u, col0, acc.r1);
-    store_row(c_base, row0 + 2u, col0, acc.r2);
-    store_row(c_base, row0 + 3u, col0, acc.r3);
-    store_row(c_base, row0 + 4u, col0, acc.r4);
-    store_row(c_base, row0 + 5u, col0, acc.r5);
-    store_row(c_base, row0 + 6u, col0, acc.r6);
-    store_row(c_base, row0 + 7u, col0, acc.r7);
+fn store_block(c_base: u32, row0: u32, col0: u32, acc: Block, eq: EpiQ) {
+    store_row(c_base, row0, col0, acc.r0, eq);
+    store_row(c_base, row0 + 1u, col0, acc.r1, eq);
+    store_row(c_base, row0 + 2u, col0, acc.r2, eq);
+    store_row(c_base, row0 + 3u, col0, acc.r3, eq);
+    store_row(c_base, row0 + 4u, col0, acc.r4, eq);
+    store_row(c_base, row0 + 5u, col0, acc.r5, eq);
+    store_row(c_base, row0 + 6u, col0, acc.r6, eq);
+    store_row(c_base, row0 + 7u, col0, acc.r7, eq);
 }
 
 // matmul_blocked holds two 8 x 4 blocks side by side (8 x 8 outputs): each A column it loads
@@ -239,6 +240,7 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         r = block_fma(r, av[0], av[1], b_row(b_base, kk, right));
     }
     let c_base = p.c_skip + wid.z * p.c_stride;
-    store_block(c_base, row0, col0, l);
-    store_block(c_base, row0, col0 + 4u, r);
+    let eq = epi_encodings();
+    store_block(c_base, row0, col0, l, eq);
+    store_block(c_base, row0, col0 + 4u, r, eq);
 }

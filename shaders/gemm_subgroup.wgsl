@@ -105,15 +105,16 @@ fn full_end() -> u32 {
 fn store_rows(wid: vec3<u32>, col0: u32, acc: Rows) {
     let c_base = p.c_skip + wid.z * p.c_stride;
     let row0 = first_row(wid);
-    store_block(c_base, row0, col0, acc.b0);
+    let eq = epi_encodings();
+    store_block(c_base, row0, col0, acc.b0, eq);
     if BLOCKS > 1u {
-        store_block(c_base, row0 + 8u, col0, acc.b1);
+        store_block(c_base, row0 + 8u, col0, acc.b1, eq);
     }
     if BLOCKS > 2u {
-        store_block(c_base, row0 + 16u, col0, acc.b2);
+        store_block(c_base, row0 + 16u, col0, acc.b2, eq);
     }
     if BLOCKS > 3u {
-        store_block(c_base, row0 + 24u, col0, acc.b3);
+        store_block(c_base, row0 + 24u, col0, acc.b3, eq);
     }
 }
 
