@@ -422,6 +422,24 @@ fn einsum_by_definition(terms: &[&str], out: &str, xs: &[ArrayD<f32>]) -> ArrayD
     y.mapv(|v| v as f32)
 }
 
+/// A one-node Einsum model of `eq` over inputs `x0, x1, ...` of the operands' shapes, run on
+/// the GPU.
+fn einsum(
+    gpu: &std::sync::Arc<qforge::gpu::Gpu>,
+    eq: &str,
+    xs: Vec<ArrayD<f32>>,
+) -> qforge::Result<Vec<ArrayD<f32>>> {
+    let names: Vec<String> = (0..xs.len()).map(|i| format!("x{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut m = Model::new(17).output("y");
+    for (n, x) in names.iter().zip(&xs) {
+        m = m.input(n, FLOAT, &dims(x.shape()));
+    }
+    let m = m.node("Einsum", &refs, &["y"], vec![build::string("equation", eq)]);
+    let inputs: Vec<(&str, ArrayD<f32>)> = refs.into_iter().zip(xs).collect();
+    build::run(gpu, &m.bytes(), &inputs)
+}
+
 /// Einsum as its exporters write it (attention scores and values, bilinear forms, batched
 /// products with `...`, transposes, traces of products, sums, an implicit output, three
 /// operands) against the definition; what it cannot do (a diagonal, a label of two sizes)
@@ -464,13 +482,6 @@ fn einsum_equations_match_their_definition() {
         ("ij,jk,kl->il", &[&[2, 3], &[3, 4], &[4, 5]], "ij,jk,kl->il"),
     ];
     for (eq, shapes, spelled) in cases {
-        let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut m = Model::new(17).output("y");
-        for (n, s) in names.iter().zip(shapes) {
-            m = m.input(n, FLOAT, &dims(s));
-        }
-        let m = m.node("Einsum", &refs, &["y"], vec![build::string("equation", eq)]);
         let xs: Vec<ArrayD<f32>> = shapes
             .iter()
             .map(|s| arr(s, common::values(&mut rng, s.iter().product(), -2.0, 2.0)))
@@ -478,8 +489,7 @@ fn einsum_equations_match_their_definition() {
         let (lhs, out) = spelled.split_once("->").unwrap();
         let terms: Vec<&str> = lhs.split(',').collect();
         let want = einsum_by_definition(&terms, out, &xs);
-        let inputs: Vec<(&str, ArrayD<f32>)> = refs.iter().copied().zip(xs).collect();
-        let got = build::run(&gpu, &m.bytes(), &inputs).unwrap();
+        let got = einsum(&gpu, eq, xs).unwrap();
         assert_eq!(got[0].shape(), want.shape(), "{eq}");
         assert_close(
             eq,
@@ -494,21 +504,11 @@ fn einsum_equations_match_their_definition() {
         ("ij,jk->iq", &[&[3, 4], &[4, 2]], "output label 'q'"),
         ("ijk->i", &[&[3, 4]], "names 3 dims"),
     ] {
-        let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut m = Model::new(17).output("y");
-        for (n, s) in names.iter().zip(shapes) {
-            m = m.input(n, FLOAT, &dims(s));
-        }
-        let m = m.node("Einsum", &refs, &["y"], vec![build::string("equation", eq)]);
-        let inputs: Vec<(&str, ArrayD<f32>)> = refs
+        let xs = shapes
             .iter()
-            .zip(shapes.iter())
-            .map(|(n, s)| (*n, ArrayD::zeros(ndarray::IxDyn(s))))
+            .map(|s| ArrayD::zeros(ndarray::IxDyn(s)))
             .collect();
-        let e = build::run(&gpu, &m.bytes(), &inputs)
-            .unwrap_err()
-            .to_string();
+        let e = einsum(&gpu, eq, xs).unwrap_err().to_string();
         assert!(e.contains(says) && e.contains(eq), "{eq}: {e}");
     }
 }

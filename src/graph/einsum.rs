@@ -119,7 +119,8 @@ fn is_ell(c: char) -> bool {
     ('\u{E000}'..'\u{F000}').contains(&c)
 }
 
-/// Builds the nodes: `v` values with their labels and shapes, new constants in the graph.
+/// Collects the nodes of one Einsum's rewrite (new constants go into the graph) under names
+/// made unique from the node's own.
 struct Builder<'a> {
     g: &'a mut Graph,
     stem: String,
