@@ -1,6 +1,7 @@
 //! GEMM in GFLOP/s (criterion's elements/s = FLOP/s) for every kernel the adapter can run, at
 //! n = 256..1024 and on two of MobileNetV2's pointwise shapes, next to ndarray's `dot` on the CPU
-//! in the same run.
+//! in the same run; and MobileNetV2's depthwise 3x3 convs with every conv kernel that computes
+//! them (`cargo bench --bench gemm -- depthwise`).
 //!
 //! `cargo bench --bench gemm`
 
@@ -10,6 +11,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ndarray::{Array2, Array3};
 use qforge::error::DType;
 use qforge::gpu::{Gpu, GpuTensor};
+use qforge::graph::attrs::Conv2d;
+use qforge::graph::shape::conv_output_shape;
+use qforge::ops::conv::{conv2d_with, ConvKernel};
 use qforge::ops::epilogue::Epilogue;
 use qforge::ops::gemm::{matmul_with, Bias, GemmKernel};
 
@@ -83,5 +87,56 @@ fn gemm_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_bench);
+/// MobileNetV2's depthwise 3x3 convs at batch 8 (channels, input size, stride; pads 1), in
+/// GFLOP/s, for every kernel that computes them.
+fn depthwise_bench(c: &mut Criterion) {
+    let gpu = common::gpu();
+    let tag = common::tag(&gpu);
+    let mut g = c.benchmark_group(format!("depthwise[{tag}]"));
+    common::timing(&mut g, 10, 300, 3);
+    for (ch, size, stride) in [
+        (32, 112, 1),
+        (96, 112, 2),
+        (144, 56, 1),
+        (144, 56, 2),
+        (192, 28, 1),
+        (384, 14, 1),
+        (960, 7, 1),
+    ] {
+        let a = Conv2d {
+            strides: [stride; 2],
+            pads: [1; 4],
+            dilations: [1, 1],
+            groups: ch,
+        };
+        let (xs, ws) = ([8, ch, size, size], [ch, 1, 3, 3]);
+        let x = Array3::from_shape_fn((8, ch, size * size), |(n, c, i)| value(i, n * ch + c));
+        let w = Array2::from_shape_fn((ch, 9), |(c, i)| value(i, c));
+        let x = gpu
+            .upload(&x.into_shape_with_order(xs).unwrap().into_dyn().view())
+            .unwrap();
+        let w = gpu
+            .upload(&w.into_shape_with_order(ws).unwrap().into_dyn().view())
+            .unwrap();
+        let ys = conv_output_shape(&xs, &ws, &a).unwrap();
+        let y = gpu.empty(&ys, DType::F32).unwrap();
+        g.throughput(Throughput::Elements(
+            2 * 9 * ys.iter().product::<usize>() as u64,
+        ));
+        let name = format!("{ch}x{size}x{size} s{stride} b8");
+        for kernel in [ConvKernel::Depthwise3x3, ConvKernel::Direct] {
+            let id = BenchmarkId::new(format!("gpu {kernel:?}"), &name);
+            g.bench_function(id, |bch| {
+                bch.iter(|| {
+                    common::run(&gpu, |e| {
+                        conv2d_with(e, &gpu, kernel, &x, &w, None, &a, &NONE, None, &y).unwrap()
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_bench, depthwise_bench);
 criterion_main!(benches);

@@ -29,6 +29,11 @@ static DEPTHWISE3X3: Kernel = Kernel {
     entry: "depthwise3x3",
     bindings: WITH_EPILOGUE,
 };
+static DEPTHWISE3X3_VEC4: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "depthwise3x3_vec4",
+    bindings: WITH_EPILOGUE,
+};
 static IM2COL: Kernel = Kernel {
     family: Family::Conv,
     entry: "im2col",
@@ -51,7 +56,8 @@ pub enum ConvKernel {
     /// A pointwise conv (1x1, stride 1, no pads, groups 1) as the batched GEMM
     /// `y[n] = W[cout, cin] * x[n][cin, h * w]`; every adapter.
     Pointwise,
-    /// 8 adjacent outputs of one channel per invocation, weights and input rows loaded once:
+    /// 4 x 8 adjacent outputs of one channel per invocation, weights and input rows loaded
+    /// once (as vectors of 4 where rows are a multiple of 4 wide and the left pad is 1):
     /// depthwise 3x3, dilation 1, horizontal stride 1 or 2. For CPU adapters.
     Depthwise3x3,
     /// The columns copied into a scratch matrix ([`ConvKernel::scratch`]), then the GEMM the
@@ -426,7 +432,7 @@ pub fn conv2d_with(
     };
     let [e0, e1, e2, e3] = epi.binds(epi.residual.map(Bind::Whole), x);
     if kernel == ConvKernel::Depthwise3x3 {
-        let strips = cout * oh * ow.div_ceil(8);
+        let strips = cout * oh.div_ceil(4) * ow.div_ceil(8);
         let grid = grid_of(
             OP,
             gpu,
@@ -444,7 +450,14 @@ pub fn conv2d_with(
             e2,
             e3,
         ];
-        return enc.dispatch(gpu, &DEPTHWISE3X3, &epi.constants(), &params, &binds, grid);
+        // Rows of whole vectors, the segments starting one value before one.
+        let vec4 = s[3] % 4 == 0 && a.pads[1] == 1;
+        let k = if vec4 {
+            &DEPTHWISE3X3_VEC4
+        } else {
+            &DEPTHWISE3X3
+        };
+        return enc.dispatch(gpu, k, &epi.constants(), &params, &binds, grid);
     }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
