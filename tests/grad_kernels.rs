@@ -14,6 +14,7 @@ use ndarray::{Array2, ArrayD, ArrayView2, IxDyn};
 use qforge::gpu::{Encoder, Gpu, GpuTensor};
 use qforge::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
 use qforge::graph::shape::{broadcast_shape, conv_output_shape, pool_output_shape, strides};
+use qforge::ops::conv::ConvKernel;
 use qforge::ops::elementwise::StridedView;
 use qforge::ops::grad::{self, Layout, Product, Side};
 use qforge::reference::{grad as refg, nn};
@@ -257,6 +258,34 @@ fn check_conv_gpu(
         );
         FLIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+    if ConvKernel::Depthwise3x3.supports(x.shape(), wt.shape(), a) {
+        // The block sums add the same weight gradient.
+        let [blocks, part] = grad::WeightGrad::depthwise_scratch(x.shape(), wt.shape(), a).unwrap();
+        let blocks = gpu.empty(&blocks, DType::F32).unwrap();
+        let part = (part[0] > 0).then(|| gpu.empty(&part, DType::F32).unwrap());
+        check_adds(
+            &format!("{what} dw (depthwise)"),
+            gpu,
+            rng,
+            wt.shape(),
+            flat(&want.1),
+            sum_tol(dw_terms),
+            |e, t| {
+                grad::conv_grad_weight_depthwise_into(
+                    e,
+                    gpu,
+                    &tx,
+                    &tdy,
+                    a,
+                    &blocks,
+                    part.as_ref(),
+                    t,
+                )
+                .unwrap()
+            },
+        );
+        DEPTHWISE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     // The bias is added as a [1, C, 1, 1] operand; its values do not enter Add's gradient.
     let tb = gpu
         .upload_slice(&[1, cout, 1, 1], &vec![0.5f32; cout])
@@ -274,6 +303,8 @@ fn check_conv_gpu(
 
 /// Convolutions [`check_conv_gpu`] also checked in the flipped form.
 static FLIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Convolutions [`check_conv_gpu`] also checked with the depthwise weight-gradient form.
+static DEPTHWISE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Dense, grouped, depthwise and channel-multiplier convolutions with strides 1-3,
 /// dilations 1-2 and asymmetric pads; and depthwise 3x3 stride-1 ones (the flipped form).
@@ -391,6 +422,43 @@ fn conv_grads_match_reference_and_finite_differences() {
         FLIPPED.load(std::sync::atomic::Ordering::Relaxed) >= 8,
         "flipped cases"
     );
+    // Depthwise 3x3 at horizontal strides 1-2 and vertical 1-3, widths that are multiples of 4
+    // (the vector forms) or not, heights that cut blocks of 4 rows short, and one batch with
+    // more blocks than one pass of the sum takes: the depthwise weight-gradient form.
+    let before = DEPTHWISE.load(std::sync::atomic::Ordering::Relaxed);
+    for case in 0..10 {
+        let c = rng.random_range(1..6);
+        let stride_w = 1 + case % 2;
+        let a = Conv2d {
+            strides: [1 + case % 3, stride_w],
+            pads: [
+                rng.random_range(0..3),
+                if case < 6 { 1 } else { case % 3 },
+                rng.random_range(0..3),
+                if case < 4 { 1 } else { rng.random_range(0..3) },
+            ],
+            dilations: [1, 1],
+            groups: c,
+        };
+        let (h, w) = match case {
+            0..=3 => (
+                rng.random_range(3..15),
+                8 * stride_w * rng.random_range(1..4),
+            ),
+            9 => (96, 96),
+            _ => (rng.random_range(3..15), rng.random_range(3..30)),
+        };
+        let xs = [1 + case % 2, c, h, w];
+        let ws = [c, 1, 3, 3];
+        let ys = conv_output_shape(&xs, &ws, &a).unwrap();
+        let x = random(&mut rng, &xs, -2.0, 2.0);
+        let wt = random(&mut rng, &ws, -2.0, 2.0);
+        let dy = random(&mut rng, &ys, -2.0, 2.0);
+        let want = refg::conv2d_grad(&x.view(), &wt.view(), &dy.view(), &a);
+        let what = format!("depthwise 3x3 case {case} {a:?} x {xs:?}");
+        check_conv_gpu(&gpu, &mut rng, &what, &x, &wt, &dy, &a, &want);
+    }
+    assert!(DEPTHWISE.load(std::sync::atomic::Ordering::Relaxed) - before >= 10);
     // Pointwise (1x1, stride 1, no pads): the GEMM form adds W^T dy straight into dx and
     // takes the input as its columns.
     for case in 0..6 {

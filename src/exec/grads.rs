@@ -12,7 +12,7 @@ use crate::graph::attrs::{Binary, Unary};
 use crate::graph::ir::{Node, Op};
 use crate::graph::shape::{norm_axis, strides};
 use crate::ops::elementwise::StridedView;
-use crate::ops::grad::{self, ConvGrad, Layout, Product, Side, Sum};
+use crate::ops::grad::{self, ConvGrad, Layout, Product, Side, Sum, WeightGrad};
 
 /// Records the gradient kernels of one node.
 pub type GradFn = fn(&mut GradCx<'_>, &Node) -> Result<()>;
@@ -146,26 +146,54 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     }
     if let Some(dw) = cx.dx(n, 1)? {
         let x = cx.value(&n.inputs[0])?;
-        if form == ConvGrad::Gemm {
-            let [col, prod, part] = ConvGrad::scratch(&xs, &ws, a)?;
-            let (s1, col) = cx.scratch(&col)?;
-            let (s2, prod) = cx.scratch(&prod)?;
-            let part = match part[0] {
-                0 => None,
-                _ => Some(cx.scratch(&part)?),
-            };
-            let p = part.as_ref().map(|(_, t)| t);
-            grad::conv_grad_weight_gemm_into(cx.steps(), gpu, &x, &dy, a, &col, &prod, p, &dw)?;
-            cx.free(s1);
-            cx.free(s2);
-            if let Some((s3, _)) = part {
-                cx.free(s3);
+        match WeightGrad::pick(gpu, &xs, &ws, a) {
+            WeightGrad::Gemm => {
+                let [col, prod, part] = ConvGrad::scratch(&xs, &ws, a)?;
+                let (s1, col) = cx.scratch(&col)?;
+                let (s2, prod) = cx.scratch(&prod)?;
+                let part = partials(cx, &part)?;
+                let p = part.as_ref().map(|(_, t)| t);
+                grad::conv_grad_weight_gemm_into(cx.steps(), gpu, &x, &dy, a, &col, &prod, p, &dw)?;
+                cx.free(s1);
+                cx.free(s2);
+                if let Some((s3, _)) = part {
+                    cx.free(s3);
+                }
             }
-        } else {
-            grad::conv_grad_weight_into(cx.steps(), gpu, &x, &dy, a, &dw)?;
+            WeightGrad::Depthwise => {
+                let [blocks, part] = WeightGrad::depthwise_scratch(&xs, &ws, a)?;
+                let (s1, blocks) = cx.scratch(&blocks)?;
+                let part = partials(cx, &part)?;
+                let p = part.as_ref().map(|(_, t)| t);
+                grad::conv_grad_weight_depthwise_into(
+                    cx.steps(),
+                    gpu,
+                    &x,
+                    &dy,
+                    a,
+                    &blocks,
+                    p,
+                    &dw,
+                )?;
+                cx.free(s1);
+                if let Some((s2, _)) = part {
+                    cx.free(s2);
+                }
+            }
+            WeightGrad::Direct => {
+                grad::conv_grad_weight_into(cx.steps(), gpu, &x, &dy, a, &dw)?;
+            }
         }
     }
     conv_bias(cx, n, &dy)
+}
+
+/// A scratch buffer for a sum's partial sums of shape `[count]`, none when `count` is 0.
+fn partials(cx: &mut GradCx<'_>, shape: &[usize]) -> Result<Option<(usize, GpuTensor)>> {
+    match shape[0] {
+        0 => Ok(None),
+        _ => cx.scratch(shape).map(Some),
+    }
 }
 
 /// The bias gradient of a Conv or ConvTranspose: `dy` summed over batch and positions.

@@ -96,7 +96,8 @@ impl Family {
             Family::Conv => concat!(
                 include_str!("../../shaders/activation.wgsl"),
                 include_str!("../../shaders/epilogue.wgsl"),
-                include_str!("../../shaders/conv.wgsl")
+                include_str!("../../shaders/conv.wgsl"),
+                include_str!("../../shaders/depthwise.wgsl")
             ),
             Family::Pool => include_str!("../../shaders/pool.wgsl"),
             Family::Reduce => include_str!("../../shaders/reduce.wgsl"),

@@ -34,6 +34,16 @@ static DEPTHWISE3X3_VEC4: Kernel = Kernel {
     entry: "depthwise3x3_vec4",
     bindings: WITH_EPILOGUE,
 };
+static DEPTHWISE3X3_WGRAD: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "depthwise3x3_wgrad",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
+static DEPTHWISE3X3_WGRAD_VEC4: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "depthwise3x3_wgrad_vec4",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
 static IM2COL: Kernel = Kernel {
     family: Family::Conv,
     entry: "im2col",
@@ -483,6 +493,79 @@ pub fn conv2d_with(
         grid,
         &epi.constants(),
     )
+}
+
+/// The shape of [`depthwise3x3_weight_grad_into`]'s partial sums for input `x` and weights
+/// `w`: `[n * blocks, cout * 9]`, one row per batch item and block of 4 x 8 outputs.
+pub fn depthwise3x3_weight_grad_partials(
+    x: &[usize],
+    w: &[usize],
+    a: &Conv2d,
+) -> Result<[usize; 2]> {
+    let [n, cout, oh, ow] = conv_output_shape(x, w, a)?;
+    Ok([n * oh.div_ceil(4) * ow.div_ceil(8), cout * 9])
+}
+
+/// The weight gradient of a depthwise 3x3 convolution that [`ConvKernel::Depthwise3x3`]
+/// computes, as partial sums over blocks of outputs into `part`
+/// ([`depthwise3x3_weight_grad_partials`]): `part[q, c * 9 + t]` is the sum of `dy * x` under
+/// tap t over block q. Summing its rows gives the gradient.
+pub fn depthwise3x3_weight_grad_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    w_shape: &[usize],
+    a: &Conv2d,
+    part: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "depthwise conv backward (weight)";
+    for (name, t) in [("x", x), ("dy", dy), ("part", part)] {
+        t.expect_dtype(OP, name, DType::F32)?;
+        if t.bytes() > gpu.limits().max_binding {
+            return Err(Error::TooLarge {
+                op: OP,
+                tensor: name.into(),
+                bytes: t.bytes(),
+                limit: gpu.limits().max_binding,
+                which: "storage binding (split the batch)",
+            });
+        }
+    }
+    let s = x.shape();
+    if !ConvKernel::Depthwise3x3.supports(s, w_shape, a) {
+        return Err(Error::invalid(
+            OP,
+            "convolution",
+            format!("{a:?}"),
+            format!("is no depthwise 3x3 with weights {w_shape:?}"),
+        ));
+    }
+    let [n, cout, oh, ow] = conv_output_shape(s, w_shape, a)?;
+    expect_shape(OP, "dy", dy, &[n, cout, oh, ow])?;
+    expect_shape(
+        OP,
+        "part",
+        part,
+        &depthwise3x3_weight_grad_partials(s, w_shape, a)?,
+    )?;
+    let blocks = cout * oh.div_ceil(4) * ow.div_ceil(8);
+    let grid = grid_of(
+        OP,
+        gpu,
+        [blocks.div_ceil(PIXELS_PER_GROUP), 1, n],
+        dy.shape(),
+    )?;
+    let params = Params::new(s, [3, 3], a, [cout, oh, ow], false);
+    // As the forward's vector form, with dy's rows whole vectors too.
+    let vec4 = s[3] % 4 == 0 && a.pads[1] == 1 && ow % 4 == 0;
+    let k = if vec4 {
+        &DEPTHWISE3X3_WGRAD_VEC4
+    } else {
+        &DEPTHWISE3X3_WGRAD
+    };
+    let binds = [Bind::Whole(x), Bind::Whole(dy), Bind::Whole(part)];
+    enc.dispatch(gpu, k, &[], &params, &binds, grid)
 }
 
 /// Transposed convolution into a preallocated `y` of [`conv_transpose_output_shape`].

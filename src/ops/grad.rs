@@ -11,7 +11,10 @@ use crate::graph::attrs::{Binary, Conv2d, Pool2d, Unary};
 use crate::graph::shape::{
     broadcast_shape, broadcast_strides, conv_output_shape, pool_output_shape, strides,
 };
-use crate::ops::conv::{conv2d_into, im2col_into, im2col_output_shape, ConvKernel};
+use crate::ops::conv::{
+    conv2d_into, depthwise3x3_weight_grad_into, depthwise3x3_weight_grad_partials, im2col_into,
+    im2col_output_shape, ConvKernel,
+};
 use crate::ops::elementwise::{binary_code, check_regions, unary_code, StridedView, MAX_DIMS};
 use crate::ops::gemm::{matmul_into, Bias};
 
@@ -677,7 +680,8 @@ pub fn conv_grad_weight_into(
     Ok(())
 }
 
-/// How a convolution's input and weight gradients are computed: the one place that decides.
+/// How a convolution's input gradient (and, for [`ConvGrad::Gemm`], its weight gradient) is
+/// computed: the one place that decides; [`WeightGrad`] decides the weight gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvGrad {
     /// The direct kernels (any groups); one thread per input element or weight.
@@ -688,8 +692,7 @@ pub enum ConvGrad {
     Gemm,
     /// Depthwise convolutions (multiplier 1) of stride and dilation 1 on CPU adapters: the
     /// input gradient is the forward convolution of `dy` with the flipped kernel, run by the
-    /// adapter's depthwise forward kernel ([`conv_grad_input_flipped_into`]); the weight
-    /// gradient direct.
+    /// adapter's depthwise forward kernel ([`conv_grad_input_flipped_into`]).
     Flipped,
 }
 
@@ -746,6 +749,75 @@ impl ConvGrad {
             vec![sum.partials()],
         ])
     }
+}
+
+/// How a convolution's weight gradient is computed: the one place that decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightGrad {
+    /// [`conv_grad_weight_into`]: one thread per weight, looping over every output position.
+    Direct,
+    /// [`conv_grad_weight_gemm_into`], where [`ConvGrad::pick`] takes the GEMM form.
+    Gemm,
+    /// [`conv_grad_weight_depthwise_into`]: depthwise 3x3 convolutions the depthwise forward
+    /// kernel computes, summed per block of outputs, then over the blocks. On every adapter:
+    /// the direct form has only 9 threads per channel to spread a whole batch's positions over.
+    Depthwise,
+}
+
+impl WeightGrad {
+    /// The form for a convolution of `x` with `w`.
+    pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> WeightGrad {
+        let limit = gpu.limits().max_binding;
+        if x.len() == 4 && w.len() == 4 && ConvKernel::Depthwise3x3.supports(x, w, a) {
+            if let Ok(s) = depthwise3x3_weight_grad_partials(x, w, a) {
+                if (s[0] * s[1]) as u64 * 4 <= limit {
+                    return WeightGrad::Depthwise;
+                }
+            }
+        }
+        match ConvGrad::pick(gpu, x, w, a) {
+            ConvGrad::Gemm => WeightGrad::Gemm,
+            _ => WeightGrad::Direct,
+        }
+    }
+
+    /// The scratch shapes of the depthwise form: the block sums and the partial sums of their
+    /// sum (`[0]`: none needed).
+    pub fn depthwise_scratch(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[Vec<usize>; 2]> {
+        let [rows, e] = depthwise3x3_weight_grad_partials(x, w, a)?;
+        let sum = Sum {
+            outer: rows,
+            e,
+            inner: 1,
+        };
+        Ok([vec![rows, e], vec![sum.partials()]])
+    }
+}
+
+/// `dw += conv2d_weight_grad(x, dy)` for [`WeightGrad::Depthwise`]: the block sums into
+/// `blocks`, then their sum through `partials` (see [`WeightGrad::depthwise_scratch`]).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_grad_weight_depthwise_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    a: &Conv2d,
+    blocks: &GpuTensor,
+    partials: Option<&GpuTensor>,
+    dw: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "conv backward (weight, depthwise)";
+    f32s(OP, &[("x", x), ("dy", dy), ("blocks", blocks), ("dw", dw)])?;
+    conv_params(x.shape(), dw.shape(), a, dy)?;
+    depthwise3x3_weight_grad_into(enc, gpu, x, dy, dw.shape(), a, blocks)?;
+    let [rows, e] = depthwise3x3_weight_grad_partials(x.shape(), dw.shape(), a)?;
+    let sum = Sum {
+        outer: rows,
+        e,
+        inner: 1,
+    };
+    sum_acc_into(enc, gpu, blocks, sum, 1.0, partials, dw)
 }
 
 /// [`conv_grad_input_into`] for the convolutions [`flipped_conv`] takes: the kernel flipped
