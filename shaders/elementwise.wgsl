@@ -37,12 +37,23 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 
 @group(0) @binding(1) var<storage, read_write> fill_dst: array<f32>;
+@group(0) @binding(1) var<storage, read_write> fill_dst4: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     for (var i = first_index(wid, nwg, lid); i < p.n; i += p.step) {
         fill_dst[i] = p.alpha;
+    }
+}
+
+// fill over vectors of 4 (p.n counts vectors): a quarter of the stores, each a per-lane loop
+// on CPU adapters.
+@compute @workgroup_size(256)
+fn fill4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < p.n; i += p.step) {
+        fill_dst4[i] = vec4(p.alpha);
     }
 }
 

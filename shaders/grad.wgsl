@@ -242,6 +242,40 @@ fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
+// sum_partial for inner a multiple of 4 (so is rd.chunk): the terms as vectors of 4, which
+// never cross a run of `inner`, walked by counters instead of a division per term.
+@group(0) @binding(1) var<storage, read> rd_src4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn sum_partial_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let t = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if t >= rd.e * rd.chunks {
+        return;
+    }
+    let e = t % rd.e;
+    let c = t / rd.e;
+    let first = c * rd.chunk;
+    let end = min(rd.r, first + rd.chunk);
+    var row = first / rd.inner;
+    var col = first % rd.inner;
+    var s4 = vec4(0.0);
+    for (var r = first; r < end; r += 4u) {
+        s4 += rd_src4[((row * rd.e + e) * rd.inner + col) / 4u];
+        col += 4u;
+        if col == rd.inner {
+            col = 0u;
+            row += 1u;
+        }
+    }
+    let s = (s4.x + s4.y) + (s4.z + s4.w);
+    if rd.direct != 0u {
+        rd_dst[e] += rd.alpha * s;
+    } else {
+        rd_dst[t] = s;
+    }
+}
+
 // Thread e: alpha times the sum of its partials, added into the result.
 @compute @workgroup_size(64)
 fn sum_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

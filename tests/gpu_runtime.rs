@@ -142,6 +142,29 @@ fn pool_reuses_buffers_by_size_class() {
     );
 }
 
+/// fill sets exactly the tensor's elements, by vectors of 4 or one by one (lengths that are
+/// multiples of 4 or not), and nothing next to them.
+#[test]
+fn fill_sets_every_element_and_no_other() {
+    let Some(gpu) = gpu() else { return };
+    for len in [1usize, 3, 4, 7, 64, 1000, 1001, 4099] {
+        let before = gpu
+            .upload_slice(&[len + 8], &vec![1.0f32; len + 8])
+            .unwrap();
+        let mut enc = gpu.encoder();
+        let y = gpu.upload_slice(&[len], &vec![2.0f32; len]).unwrap();
+        ops::elementwise::fill_into(&mut enc, &gpu, &y, -3.5).unwrap();
+        let out = gpu.submit_and_read(enc, &[&y, &before]).unwrap();
+        let y: Vec<f32> = bytemuck::pod_collect_to_vec(&out[0]);
+        let other: Vec<f32> = bytemuck::pod_collect_to_vec(&out[1]);
+        assert!(y.iter().all(|&v| v == -3.5), "length {len}: {y:?}");
+        assert!(
+            other.iter().all(|&v| v == 1.0),
+            "length {len}: another buffer changed"
+        );
+    }
+}
+
 #[test]
 fn pipelines_are_cached_per_entry_and_constants() {
     let Some(gpu) = own_gpu() else { return };

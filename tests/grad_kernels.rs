@@ -1652,6 +1652,10 @@ fn sum_acc_matches_plain_loops() {
         (300, 1, 5),
         (8, 24, 12544),
         (70_000, 2, 1),
+        // Runs a multiple of 4 (the vector form): one chunk, chunks ending mid-run.
+        (5, 3, 8),
+        (40, 3, 12),
+        (2, 2, 1000),
     ];
     for (outer, e, inner) in cases {
         let s = grad::Sum { outer, e, inner };

@@ -21,6 +21,11 @@ static FILL: Kernel = Kernel {
     entry: "fill",
     bindings: &[Uniform, ReadWrite],
 };
+static FILL4: Kernel = Kernel {
+    family: Family::Elementwise,
+    entry: "fill4",
+    bindings: &[Uniform, ReadWrite],
+};
 static UNARY: Kernel = Kernel {
     family: Family::Elementwise,
     entry: "unary_op",
@@ -215,9 +220,7 @@ fn flat(
         params.step = step as u32;
         params.base = ch.start as u32;
         let mut binds = Vec::with_capacity(3);
-        if !std::ptr::eq(kernel, &FILL) {
-            binds.push(range(x));
-        }
+        binds.push(range(x));
         binds.extend(extra.map(Bind::Whole));
         binds.push(range(y));
         enc.dispatch(gpu, kernel, constants, &params, &binds, grid)?;
@@ -234,22 +237,29 @@ pub fn copy(enc: &mut impl Record, gpu: &Gpu, x: &GpuTensor) -> Result<GpuTensor
     Ok(out)
 }
 
-/// Sets every element of `y` to `value`.
+/// Sets every element of `y` to `value` (by vectors of 4 where its length allows).
 pub fn fill_into(enc: &mut impl Record, gpu: &Gpu, y: &GpuTensor, value: f32) -> Result<()> {
     check_f32("fill", "y", y)?;
-    flat(
-        enc,
-        gpu,
-        &FILL,
-        &[],
-        y,
-        None,
-        y,
-        Params {
+    let limits = gpu.limits();
+    let vec4 = y.len() % 4 == 0;
+    let (kernel, per) = if vec4 { (&FILL4, 4) } else { (&FILL, 1) };
+    for ch in linear_chunks(y.len() as u64, &limits) {
+        // Chunks start on the offset alignment, a multiple of 4 elements.
+        let (grid, step) = grid_stride(ch.len / per, limits.max_groups)?;
+        let params = Params {
+            n: (ch.len / per) as u32,
+            step: step as u32,
             alpha: value,
             ..Default::default()
-        },
-    )
+        };
+        let bind = Bind::Range {
+            tensor: y,
+            offset: ch.start * 4,
+            size: ch.len * 4,
+        };
+        enc.dispatch(gpu, kernel, &[], &params, &[bind], grid)?;
+    }
+    Ok(())
 }
 
 /// `y = f(x)` elementwise.

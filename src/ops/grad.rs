@@ -65,6 +65,11 @@ static SUM_PARTIAL: Kernel = Kernel {
     entry: "sum_partial",
     bindings: &[Uniform, Read, ReadWrite],
 };
+static SUM_PARTIAL_VEC4: Kernel = Kernel {
+    family: Family::Grad,
+    entry: "sum_partial_vec4",
+    bindings: &[Uniform, Read, ReadWrite],
+};
 static SUM_FINISH: Kernel = Kernel {
     family: Family::Grad,
     entry: "sum_finish",
@@ -495,6 +500,11 @@ pub fn sum_acc_into(
     }
     let r = s.outer * s.inner;
     let chunks = r.div_ceil(SUM_CHUNK).max(1);
+    let partial = if s.inner % 4 == 0 {
+        &SUM_PARTIAL_VEC4
+    } else {
+        &SUM_PARTIAL
+    };
     let p = RedParams {
         e: s.e as u32,
         inner: s.inner.max(1) as u32,
@@ -508,7 +518,7 @@ pub fn sum_acc_into(
     if chunks == 1 {
         return enc.dispatch(
             gpu,
-            &SUM_PARTIAL,
+            partial,
             &[],
             &p,
             &[Bind::Whole(src), Bind::Whole(dx)],
@@ -529,7 +539,7 @@ pub fn sum_acc_into(
     }
     enc.dispatch(
         gpu,
-        &SUM_PARTIAL,
+        partial,
         &[],
         &p,
         &[Bind::Whole(src), Bind::Whole(part)],
