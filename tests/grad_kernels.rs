@@ -243,10 +243,12 @@ fn check_conv_gpu(
             },
         );
     }
-    if grad::flipped_conv(x.shape(), wt.shape(), a).is_some() {
-        // The flipped forward adds the same input gradient.
+    let flipped = grad::flipped_conv(x.shape(), wt.shape(), a)
+        .filter(|(f, us)| ConvKernel::Depthwise3x3.supports(us, wt.shape(), f));
+    if let Some((_, us)) = flipped {
+        // The flipped forward (over dy upsampled by the strides) adds the same input gradient.
         let wf = gpu.empty(wt.shape(), DType::F32).unwrap();
-        let t = gpu.empty(x.shape(), DType::F32).unwrap();
+        let u = (a.strides != [1, 1]).then(|| gpu.empty(&us, DType::F32).unwrap());
         check_adds(
             &format!("{what} dx (flipped)"),
             gpu,
@@ -254,7 +256,10 @@ fn check_conv_gpu(
             x.shape(),
             flat(&want.0),
             sum_tol(dx_terms),
-            |e, d| grad::conv_grad_input_flipped_into(e, gpu, &tw, &tdy, a, &wf, &t, d).unwrap(),
+            |e, d| {
+                grad::conv_grad_input_flipped_into(e, gpu, &tw, &tdy, a, &wf, u.as_ref(), d)
+                    .unwrap()
+            },
         );
         FLIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -418,10 +423,6 @@ fn conv_grads_match_reference_and_finite_differences() {
         let what = format!("depthwise case {case} {a:?} x {xs:?} w {ws:?}");
         check_conv_gpu(&gpu, &mut rng, &what, &x, &wt, &dy, &a, &want);
     }
-    assert!(
-        FLIPPED.load(std::sync::atomic::Ordering::Relaxed) >= 8,
-        "flipped cases"
-    );
     // Depthwise 3x3 at horizontal strides 1-2 and vertical 1-3, widths that are multiples of 4
     // (the vector forms) or not, heights that cut blocks of 4 rows short, and one batch with
     // more blocks than one pass of the sum takes: the depthwise weight-gradient form.
@@ -459,6 +460,23 @@ fn conv_grads_match_reference_and_finite_differences() {
         check_conv_gpu(&gpu, &mut rng, &what, &x, &wt, &dy, &a, &want);
     }
     assert!(DEPTHWISE.load(std::sync::atomic::Ordering::Relaxed) - before >= 10);
+    assert!(
+        FLIPPED.load(std::sync::atomic::Ordering::Relaxed) >= 16,
+        "flipped cases"
+    );
+    // MobileNetV2's first stride-2 depthwise conv: dy [56, 56] upsampled to rows of 111 values,
+    // widened to 112 (the vector form) with the right pad one less.
+    let s2 = Conv2d {
+        strides: [2, 2],
+        pads: [1; 4],
+        dilations: [1, 1],
+        groups: 96,
+    };
+    let (f, us) = grad::flipped_conv(&[1, 96, 112, 112], &[96, 1, 3, 3], &s2).unwrap();
+    assert_eq!(
+        (us, f.pads, f.strides),
+        ([1, 96, 111, 112], [1, 1, 2, 1], [1, 1])
+    );
     // Pointwise (1x1, stride 1, no pads): the GEMM form adds W^T dy straight into dx and
     // takes the input as its columns.
     for case in 0..6 {

@@ -136,10 +136,16 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
             }
             ConvGrad::Flipped => {
                 let (s1, wf) = cx.scratch(&ws)?;
-                let (s2, t) = cx.scratch(&xs)?;
-                grad::conv_grad_input_flipped_into(cx.steps(), gpu, &w, &dy, a, &wf, &t, &dx)?;
+                let u = match grad::flipped_conv(&xs, &ws, a) {
+                    Some((_, us)) if a.strides != [1, 1] => Some(cx.scratch(&us)?),
+                    _ => None,
+                };
+                let ut = u.as_ref().map(|(_, t)| t);
+                grad::conv_grad_input_flipped_into(cx.steps(), gpu, &w, &dy, a, &wf, ut, &dx)?;
                 cx.free(s1);
-                cx.free(s2);
+                if let Some((s2, _)) = u {
+                    cx.free(s2);
+                }
             }
             ConvGrad::Direct => grad::conv_grad_input_into(cx.steps(), gpu, &w, &dy, a, &dx)?,
         }

@@ -442,13 +442,6 @@ pub fn conv2d_with(
     };
     let [e0, e1, e2, e3] = epi.binds(epi.residual.map(Bind::Whole), x);
     if kernel == ConvKernel::Depthwise3x3 {
-        let strips = cout * oh.div_ceil(4) * ow.div_ceil(8);
-        let grid = grid_of(
-            OP,
-            gpu,
-            [strips.div_ceil(PIXELS_PER_GROUP), 1, n],
-            y.shape(),
-        )?;
         let bias = bias.unwrap_or(w);
         let binds = [
             Bind::Whole(x),
@@ -460,14 +453,7 @@ pub fn conv2d_with(
             e2,
             e3,
         ];
-        // Rows of whole vectors, the segments starting one value before one.
-        let vec4 = s[3] % 4 == 0 && a.pads[1] == 1;
-        let k = if vec4 {
-            &DEPTHWISE3X3_VEC4
-        } else {
-            &DEPTHWISE3X3
-        };
-        return enc.dispatch(gpu, k, &epi.constants(), &params, &binds, grid);
+        return dispatch_depthwise(enc, gpu, a, &params, &binds, &epi.constants());
     }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
@@ -493,6 +479,86 @@ pub fn conv2d_with(
         grid,
         &epi.constants(),
     )
+}
+
+/// Records the depthwise 3x3 kernel for `params` (the form by the input's width and left pad).
+fn dispatch_depthwise(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    a: &Conv2d,
+    params: &Params,
+    binds: &[Bind<'_>],
+    constants: &[(&'static str, f64)],
+) -> Result<()> {
+    let blocks = (params.cout * params.oh.div_ceil(4) * params.ow.div_ceil(8)) as usize;
+    let size = [params.n, params.cout, params.oh, params.ow].map(|d| d as usize);
+    let grid = grid_of(
+        "Conv",
+        gpu,
+        [blocks.div_ceil(PIXELS_PER_GROUP), 1, size[0]],
+        &size,
+    )?;
+    // Rows of whole vectors, the segments starting one value before one.
+    let vec4 = params.w % 4 == 0 && a.pads[1] == 1;
+    let k = if vec4 {
+        &DEPTHWISE3X3_VEC4
+    } else {
+        &DEPTHWISE3X3
+    };
+    enc.dispatch(gpu, k, constants, params, binds, grid)
+}
+
+/// `y += conv2d(x, w)` for a convolution [`ConvKernel::Depthwise3x3`] computes (no bias, no
+/// epilogue): the depthwise kernel adding into `y` instead of writing it.
+pub fn depthwise3x3_acc_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    a: &Conv2d,
+    y: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "Conv (accumulate)";
+    for (name, t) in [("x", x), ("w", w), ("y", y)] {
+        t.expect_dtype(OP, name, DType::F32)?;
+        if t.bytes() > gpu.limits().max_binding {
+            return Err(Error::TooLarge {
+                op: OP,
+                tensor: name.into(),
+                bytes: t.bytes(),
+                limit: gpu.limits().max_binding,
+                which: "storage binding (split the batch)",
+            });
+        }
+    }
+    let s = x.shape();
+    if !ConvKernel::Depthwise3x3.supports(s, w.shape(), a) {
+        return Err(Error::invalid(
+            OP,
+            "convolution",
+            format!("{a:?}"),
+            format!("is no depthwise 3x3 with weights {:?}", w.shape()),
+        ));
+    }
+    let [n, cout, oh, ow] = conv_output_shape(s, w.shape(), a)?;
+    expect_shape(OP, "y", y, &[n, cout, oh, ow])?;
+    let params = Params {
+        accumulate: 1,
+        ..Params::new(s, [3, 3], a, [cout, oh, ow], false)
+    };
+    let none = Epilogue::NONE;
+    let [e0, e1, e2, e3] = none.binds(None, x);
+    let binds = [
+        Bind::Whole(x),
+        Bind::Whole(w),
+        Bind::Whole(w),
+        Bind::Whole(y),
+        e0,
+        e1,
+        e2,
+        e3,
+    ];
+    dispatch_depthwise(enc, gpu, a, &params, &binds, &none.constants())
 }
 
 /// The shape of [`depthwise3x3_weight_grad_into`]'s partial sums for input `x` and weights

@@ -12,10 +12,12 @@ use crate::graph::shape::{
     broadcast_shape, broadcast_strides, conv_output_shape, pool_output_shape, strides,
 };
 use crate::ops::conv::{
-    conv2d_into, depthwise3x3_weight_grad_into, depthwise3x3_weight_grad_partials, im2col_into,
-    im2col_output_shape, ConvKernel,
+    depthwise3x3_acc_into, depthwise3x3_weight_grad_into, depthwise3x3_weight_grad_partials,
+    im2col_into, im2col_output_shape, ConvKernel,
 };
-use crate::ops::elementwise::{binary_code, check_regions, unary_code, StridedView, MAX_DIMS};
+use crate::ops::elementwise::{
+    binary_code, check_regions, fill_into, strided_copy_into, unary_code, StridedView, MAX_DIMS,
+};
 use crate::ops::gemm::{matmul_into, Bias};
 
 use Access::{Read, ReadWrite, Uniform};
@@ -700,18 +702,21 @@ pub enum ConvGrad {
     /// the adapter picks: column gradients `W^T dy` then col2im for the input; `dy col^T`
     /// per batch item, summed, for the weight.
     Gemm,
-    /// Depthwise convolutions (multiplier 1) of stride and dilation 1 on CPU adapters: the
-    /// input gradient is the forward convolution of `dy` with the flipped kernel, run by the
-    /// adapter's depthwise forward kernel ([`conv_grad_input_flipped_into`]).
+    /// Depthwise 3x3 convolutions (multiplier 1, dilation 1, any strides) on CPU adapters:
+    /// the input gradient is the stride-1 forward convolution of `dy` (upsampled by the
+    /// strides) with the flipped kernel, run by the adapter's depthwise forward kernel
+    /// ([`conv_grad_input_flipped_into`]).
     Flipped,
 }
 
-/// The convolution whose forward is the input gradient of `a` (weights `w`), when `a` is
-/// depthwise with multiplier 1, stride 1, dilation 1 and pads below the kernel size: the same
-/// kernel flipped, pads `k - 1 - pad`.
-pub fn flipped_conv(x: &[usize], w: &[usize], a: &Conv2d) -> Option<Conv2d> {
+/// The convolution whose forward is the input gradient of a depthwise `a` (multiplier 1,
+/// dilation 1, pads below the kernel size) with weights `w`: the same kernel flipped, stride 1,
+/// over `dy` upsampled by the strides (its values `stride` apart, zeros between; `dy` itself
+/// at stride 1). Returns the convolution and the upsampled shape. Upsampled rows are widened
+/// to a multiple of 4 values (more zeros) where that lets the depthwise kernel load vectors.
+pub fn flipped_conv(x: &[usize], w: &[usize], a: &Conv2d) -> Option<(Conv2d, [usize; 4])> {
     let depthwise = x.len() == 4 && w.len() == 4 && a.groups == x[1] && w[0] == x[1] && w[1] == 1;
-    if !depthwise || a.strides != [1, 1] || a.dilations != [1, 1] {
+    if !depthwise || a.dilations != [1, 1] {
         return None;
     }
     let (kh, kw) = (w[2], w[3]);
@@ -719,10 +724,24 @@ pub fn flipped_conv(x: &[usize], w: &[usize], a: &Conv2d) -> Option<Conv2d> {
     if (0..4).any(|i| a.pads[i] >= k[i]) {
         return None;
     }
-    Some(Conv2d {
-        pads: [0, 1, 2, 3].map(|i| k[i] - 1 - a.pads[i]),
+    let [n, c, oh, ow] = conv_output_shape(x, w, a).ok()?;
+    let (uh, mut uw) = ((oh - 1) * a.strides[0] + 1, (ow - 1) * a.strides[1] + 1);
+    let (top, left) = (kh - 1 - a.pads[0], kw - 1 - a.pads[1]);
+    // The output is x's size: u + pads - k + 1 = x; the bottom and right pads are >= 0 since
+    // (o - 1) * stride <= x + pad_begin + pad_end - k and pad_end < k.
+    let bottom = x[2] + a.pads[0] - uh;
+    let mut right = x[3] + a.pads[1] - uw;
+    let widen = uw.next_multiple_of(4) - uw;
+    if a.strides[1] > 1 && left == 1 && right >= widen {
+        uw += widen;
+        right -= widen;
+    }
+    let f = Conv2d {
+        strides: [1, 1],
+        pads: [top, left, bottom, right],
         ..*a
-    })
+    };
+    Some((f, [n, c, uh, uw]))
 }
 
 impl ConvGrad {
@@ -732,8 +751,8 @@ impl ConvGrad {
     pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> ConvGrad {
         let limit = gpu.limits().max_binding;
         let fits = |s: &[usize]| (s.iter().product::<usize>() as u64) * 4 <= limit;
-        if let (Some(f), Ok(y)) = (flipped_conv(x, w, a), conv_output_shape(x, w, a)) {
-            if gpu.cpu_kernels() && ConvKernel::Depthwise3x3.supports(&y, w, &f) {
+        if let Some((f, u)) = flipped_conv(x, w, a) {
+            if gpu.cpu_kernels() && ConvKernel::Depthwise3x3.supports(&u, w, &f) {
                 return ConvGrad::Flipped;
             }
         }
@@ -830,9 +849,10 @@ pub fn conv_grad_weight_depthwise_into(
     sum_acc_into(enc, gpu, blocks, sum, 1.0, partials, dw)
 }
 
-/// [`conv_grad_input_into`] for the convolutions [`flipped_conv`] takes: the kernel flipped
-/// into `wf` (`w`'s shape), the forward convolution of `dy` with it into `t` (`dx`'s shape),
-/// added into `dx`.
+/// [`conv_grad_input_into`] for the 3x3 convolutions [`flipped_conv`] takes: the kernel
+/// flipped into `wf` (`w`'s shape); at strides above 1, `dy` upsampled into `u` (of
+/// flipped_conv's shape; `None` at stride 1); the depthwise forward kernel's convolution of
+/// `dy` or `u` with `wf`, added into `dx`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_grad_input_flipped_into(
     enc: &mut impl Record,
@@ -841,27 +861,22 @@ pub fn conv_grad_input_flipped_into(
     dy: &GpuTensor,
     a: &Conv2d,
     wf: &GpuTensor,
-    t: &GpuTensor,
+    u: Option<&GpuTensor>,
     dx: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "conv backward (input, flipped)";
-    f32s(
-        OP,
-        &[("w", w), ("dy", dy), ("wf", wf), ("t", t), ("dx", dx)],
-    )?;
+    f32s(OP, &[("w", w), ("dy", dy), ("wf", wf), ("dx", dx)])?;
     let p = conv_params(dx.shape(), w.shape(), a, dy)?;
-    let f = flipped_conv(dx.shape(), w.shape(), a).ok_or_else(|| {
+    let (f, us) = flipped_conv(dx.shape(), w.shape(), a).ok_or_else(|| {
         Error::invalid(
             OP,
             "convolution",
             format!("{a:?}"),
-            "needs a depthwise convolution of stride 1 and dilation 1 with pads below the kernel",
+            "needs a depthwise 3x3 convolution of dilation 1 with pads below the kernel",
         )
     })?;
     same_len(OP, "wf", wf, w.len())?;
-    same_len(OP, "t", t, dx.len())?;
     let wf = wf.view(w.shape(), DType::F32)?;
-    let t = t.view(dx.shape(), DType::F32)?;
     enc.dispatch(
         gpu,
         &FLIP_TAPS,
@@ -870,12 +885,29 @@ pub fn conv_grad_input_flipped_into(
         &[Bind::Whole(w), Bind::Whole(w), Bind::Whole(&wf)],
         grid64(gpu, w.len())?,
     )?;
-    conv2d_into(enc, gpu, dy, &wf, None, &f, &t)?;
-    let flat = StridedView {
-        offset: 0,
-        strides: vec![1],
+    let src = if a.strides == [1, 1] {
+        dy.clone()
+    } else {
+        let u = u.ok_or_else(|| {
+            Error::invalid(OP, "u", "none", format!("{us:?} needed at strides > 1"))
+        })?;
+        same_len(OP, "u", u, us.iter().product())?;
+        let u = u.view(&us, DType::F32)?;
+        fill_into(enc, gpu, &u, 0.0)?;
+        let ds = dy.shape();
+        let [_, c, uh, uw] = us;
+        let to = StridedView {
+            offset: 0,
+            strides: vec![c * uh * uw, uh * uw, a.strides[0] * uw, a.strides[1]],
+        };
+        let from = StridedView {
+            offset: 0,
+            strides: strides(ds),
+        };
+        strided_copy_into(enc, gpu, dy, &from, &u, &to, ds)?;
+        u
     };
-    strided_acc_into(enc, gpu, &t, &flat, dx, &flat, &[dx.len()])
+    depthwise3x3_acc_into(enc, gpu, &src, &wf, &f, dx)
 }
 
 /// Whether a convolution with weights of shape `w` is pointwise: 1x1, stride 1, no padding,
