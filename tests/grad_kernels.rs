@@ -604,17 +604,23 @@ fn kinks(f: Unary) -> Vec<f32> {
 fn unary_grads_match_reference_and_finite_differences() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(42);
-    for f in ALL_UNARY {
+    for (i, f) in ALL_UNARY.into_iter().enumerate() {
         let (lo, hi) = if positive(f) {
             (0.05, 4.0)
         } else {
             (-4.0, 4.0)
         };
-        let mut xv = values(&mut rng, 2001, lo, hi);
+        let mut xv = kinks(f);
+        xv.extend(values(&mut rng, 2001, lo, hi));
         if positive(f) {
             xv.iter_mut().filter(|v| **v == 0.0).for_each(|v| *v = 1.0);
         }
-        xv.extend(kinks(f));
+        // Lengths that are a multiple of 4 (the vector form) for half the activations.
+        if i % 2 == 0 {
+            xv.truncate(xv.len() / 4 * 4);
+        } else if xv.len() % 4 == 0 {
+            xv.pop();
+        }
         let x = ArrayD::from_shape_vec(IxDyn(&[xv.len()]), xv).unwrap();
         let dy = random(&mut rng, x.shape(), -2.0, 2.0);
         let want = refg::unary_grad(f, &x.view(), &dy.view());

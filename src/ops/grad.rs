@@ -27,6 +27,11 @@ static UNARY: Kernel = Kernel {
     entry: "unary_grad",
     bindings: &[Uniform, Read, Read, ReadWrite],
 };
+static UNARY_VEC4: Kernel = Kernel {
+    family: Family::Grad,
+    entry: "unary_grad_vec4",
+    bindings: &[Uniform, Read, Read, ReadWrite],
+};
 static STRIDED: Kernel = Kernel {
     family: Family::Grad,
     entry: "strided_acc",
@@ -177,9 +182,13 @@ pub fn unary_grad_into(
     same_len(OP, "dx", dx, v.len())?;
     fits(OP, gpu, &[v, dy, dx])?;
     let (op, alpha, beta) = unary_code(f);
-    let (grid, step) = grid_stride(v.len() as u64, gpu.limits().max_groups)?;
+    let (kernel, per) = match v.len() % 4 {
+        0 => (&UNARY_VEC4, 4),
+        _ => (&UNARY, 1),
+    };
+    let (grid, step) = grid_stride((v.len() / per) as u64, gpu.limits().max_groups)?;
     let params = Flat {
-        n: v.len() as u32,
+        n: (v.len() / per) as u32,
         step: step as u32,
         alpha,
         beta,
@@ -187,7 +196,7 @@ pub fn unary_grad_into(
     };
     enc.dispatch(
         gpu,
-        &UNARY,
+        kernel,
         &[("UNARY_OP", op as f64)],
         &params,
         &[Bind::Whole(v), Bind::Whole(dy), Bind::Whole(dx)],
