@@ -136,10 +136,11 @@ fn global_avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 }
 
 // Resize of the spatial dims (NCHW), ONNX semantics. Uses the window Params as:
-// kh = mode (0 nearest, 1 linear), kw = coordinate transform (0 half_pixel, 1 asymmetric,
-// 2 align_corners, 3 pytorch_half_pixel), stride_h = nearest mode (0 round_prefer_floor,
-// 1 round_prefer_ceil, 2 floor, 3 ceil); scales in rs.
-@group(0) @binding(3) var<storage, read> rs: array<f32>; // (scale_h, scale_w)
+// kh = mode (0 nearest, 1 linear, 2 cubic), kw = coordinate transform (0 half_pixel,
+// 1 asymmetric, 2 align_corners, 3 pytorch_half_pixel, 4 half_pixel_symmetric), stride_h =
+// nearest mode (0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil), stride_w =
+// exclude_outside, pad_t = antialias; scales and cubic_coeff_a in rs.
+@group(0) @binding(3) var<storage, read> rs: array<f32>; // (scale_h, scale_w, cubic_coeff_a)
 
 fn source_coord(o: u32, out_len: u32, in_len: u32, scale: f32) -> f32 {
     let o_f = f32(o);
@@ -181,6 +182,79 @@ fn nearest(c: f32, len: u32) -> u32 {
     return u32(clamp(r, 0.0, f32(len - 1u)));
 }
 
+// The filter form (cubic, or linear with antialias), as ONNX's reference computes it: for a
+// source coordinate c = c0 + r (c0 an integer, r in (0, 1]: an integral c takes r = 1), taps at
+// c0 + i for i in [i0, 2 - i0) weigh f((i - r) * s), where f is the cubic convolution kernel
+// (support 2, coefficient A) or the triangle (support 1), s = the scale when antialiasing a
+// downscale (the filter stretched over 1 / s inputs) and 1 otherwise, i0 = floor(-support / s)
+// + 1. Taps outside the input read the edge value, or weigh 0 with exclude_outside; the
+// weights are normalised to sum 1 with antialias or exclude_outside.
+fn filter_weight(t: f32) -> f32 {
+    let a = abs(t);
+    if p.kh == 2u {
+        let A = rs[2];
+        if a <= 1.0 {
+            return ((A + 2.0) * a - (A + 3.0)) * a * a + 1.0;
+        }
+        if a < 2.0 {
+            return ((A * a - 5.0 * A) * a + 8.0 * A) * a - 4.0 * A;
+        }
+        return 0.0;
+    }
+    return max(0.0, 1.0 - a);
+}
+
+// The taps of one axis: (first tap index c0 + i0 as i32, tap count, r, s).
+fn filter_taps(c: f32, scale: f32) -> vec4<f32> {
+    let s = select(1.0, scale, p.pad_t != 0u && scale < 1.0);
+    let support = select(1.0, 2.0, p.kh == 2u);
+    var c0 = floor(c);
+    var r = c - c0;
+    if r == 0.0 {
+        c0 -= 1.0;
+        r = 1.0;
+    }
+    let i0 = floor(-support / s) + 1.0;
+    return vec4(c0 + i0, 2.0 - 2.0 * i0, r - i0, s);
+}
+
+fn filtered(base: u32, sy: f32, sx: f32) -> f32 {
+    let ty = filter_taps(sy, rs[0]);
+    let tx = filter_taps(sx, rs[1]);
+    let exclude = p.stride_w != 0u;
+    var acc = 0.0;
+    var wsum_y = 0.0;
+    for (var i = 0; i < i32(ty.y); i++) {
+        let iy = i32(ty.x) + i;
+        var wy = filter_weight((f32(i) - ty.z) * ty.w);
+        if exclude && (iy < 0 || iy >= i32(p.h)) {
+            wy = 0.0;
+        }
+        wsum_y += wy;
+        let row = base + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
+        var line = 0.0;
+        for (var j = 0; j < i32(tx.y); j++) {
+            let ix = i32(tx.x) + j;
+            var wx = filter_weight((f32(j) - tx.z) * tx.w);
+            if exclude && (ix < 0 || ix >= i32(p.w)) {
+                wx = 0.0;
+            }
+            line += wx * x[row + u32(clamp(ix, 0, i32(p.w) - 1))];
+        }
+        acc += wy * line;
+    }
+    if p.pad_t != 0u || exclude {
+        var wsum_x = 0.0;
+        for (var j = 0; j < i32(tx.y); j++) {
+            let ix = i32(tx.x) + j;
+            let out = exclude && (ix < 0 || ix >= i32(p.w));
+            wsum_x += select(filter_weight((f32(j) - tx.z) * tx.w), 0.0, out);
+        }
+        acc /= wsum_y * wsum_x;
+    }
+    return acc;
+}
+
 @compute @workgroup_size(256)
 fn resize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -193,6 +267,8 @@ fn resize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         let sx = source_coord(ox, p.ow, p.w, rs[1]);
         if p.kh == 0u {
             y[i] = x[base + nearest(sy, p.h) * p.w + nearest(sx, p.w)];
+        } else if p.kh == 2u || p.pad_t != 0u {
+            y[i] = filtered(base, sy, sx);
         } else {
             let cy = clamp(sy, 0.0, f32(p.h - 1u));
             let cx = clamp(sx, 0.0, f32(p.w - 1u));

@@ -1788,4 +1788,13 @@ fn resize_grads_match_reference_and_finite_differences() {
             dot(&nn::resize(&x.view(), r, scales, out), &dy)
         });
     }
+    // Cubic and antialiased resizes have no backward: a typed error, not a wrong gradient.
+    let cubic = qforge::graph::attrs::Resize::from_onnx("cubic", "half_pixel", "floor").unwrap();
+    let (dx, dy) = (
+        gpu.empty(&[1, 1, 4, 4], DType::F32).unwrap(),
+        gpu.empty(&[1, 1, 8, 8], DType::F32).unwrap(),
+    );
+    let mut enc = gpu.encoder();
+    let err = qforge::ops::pool::resize_grad_into(&mut enc, &gpu, &dy, cubic, [2.0, 2.0], &dx);
+    assert!(err.is_err(), "cubic resize backward must be refused");
 }

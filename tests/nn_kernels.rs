@@ -678,3 +678,52 @@ fn arithmetic_at_zeros_and_infinities_is_ieee() {
         }
     }
 }
+
+/// Cubic (two coefficients, with and without exclude_outside) and antialiased linear and cubic
+/// resizes, every coordinate transform, up and down by integer and fractional factors, against
+/// the reference (ONNX's tap rule, in f64); the ONNX node cases check the reference's rule.
+#[test]
+fn filtered_resizes_match_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(36);
+    let coords = [
+        "half_pixel",
+        "asymmetric",
+        "align_corners",
+        "pytorch_half_pixel",
+        "half_pixel_symmetric",
+    ];
+    for case in 0..40 {
+        let mode = if case % 4 == 3 { "linear" } else { "cubic" };
+        let base = qforge::graph::attrs::Resize::from_onnx(mode, coords[case % 5], "floor");
+        let r = qforge::graph::attrs::Resize {
+            cubic_a: if case % 2 == 0 { -0.75 } else { -0.5 },
+            exclude_outside: case % 3 == 0,
+            antialias: mode == "linear" || case % 5 == 1,
+            ..base.unwrap()
+        };
+        assert!(r.filtered());
+        let xs = [
+            rng.random_range(1..3),
+            rng.random_range(1..3),
+            rng.random_range(2..12),
+            rng.random_range(2..12),
+        ];
+        let pick = |rng: &mut rand::rngs::StdRng| {
+            [0.3f32, 0.5, 0.8, 1.0, 1.7, 3.0][rng.random_range(0..6)]
+        };
+        let scales = [pick(&mut rng), pick(&mut rng)];
+        let out = [
+            ((xs[2] as f32 * scales[0]).floor() as usize).max(1),
+            ((xs[3] as f32 * scales[1]).floor() as usize).max(1),
+        ];
+        let x = random(&mut rng, &xs);
+        let want = nn::resize(&x.view(), r, scales, out);
+        let tx = gpu.upload(&x.view()).unwrap();
+        let got = run1(&gpu, &[xs[0], xs[1], out[0], out[1]], |e, y| {
+            pool::resize_into(e, &gpu, &tx, r, scales, y).unwrap()
+        });
+        let what = format!("resize case {case} {r:?} x {xs:?} scales {scales:?}");
+        close(&what, &got, &want, Tol::GEMM);
+    }
+}

@@ -251,17 +251,15 @@ fn conv_transpose(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
 }
 
 fn resize(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
-    let Op::Resize {
-        mode,
-        coordinate_transformation,
-        nearest_mode,
-        ..
-    } = &n.op
-    else {
-        unreachable!("table")
-    };
-    let r = crate::graph::attrs::Resize::from_onnx(mode, coordinate_transformation, nearest_mode)
-        .ok_or_else(|| cx.err(n, "unsupported mode"))?;
+    let r =
+        n.op.resize_settings()
+            .ok_or_else(|| cx.err(n, "unsupported mode"))?;
+    if r.filtered() {
+        return Err(cx.err(
+            n,
+            "the backward of a cubic or antialiased Resize is not supported",
+        ));
+    }
     let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
         return Ok(());
     };

@@ -104,25 +104,29 @@ impl AutoPad {
 }
 
 /// ONNX Resize settings qforge runs (spatial dims of NCHW tensors).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Resize {
-    /// false = nearest, true = linear.
-    pub linear: bool,
-    /// 0 half_pixel, 1 asymmetric, 2 align_corners, 3 pytorch_half_pixel.
+    /// 0 nearest, 1 linear, 2 cubic.
+    pub mode: u32,
+    /// 0 half_pixel, 1 asymmetric, 2 align_corners, 3 pytorch_half_pixel, 4 half_pixel_symmetric.
     pub coordinates: u32,
     /// 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.
     pub nearest: u32,
+    /// `cubic_coeff_a`: the cubic convolution kernel's coefficient (ONNX's default -0.75).
+    pub cubic_a: f32,
+    /// `exclude_outside`: taps outside the input weigh 0 and the rest are renormalised.
+    pub exclude_outside: bool,
+    /// `antialias`: a linear or cubic downscale stretches its filter over 1 / scale inputs.
+    pub antialias: bool,
 }
 
 impl Resize {
-    /// From ONNX attribute strings.
+    /// From ONNX attribute strings, with the defaults of the other attributes.
     pub fn from_onnx(mode: &str, coordinates: &str, nearest: &str) -> Option<Resize> {
         Some(Resize {
-            linear: match mode {
-                "nearest" => false,
-                "linear" => true,
-                _ => return None,
-            },
+            mode: ["nearest", "linear", "cubic"]
+                .iter()
+                .position(|&m| m == mode)? as u32,
             coordinates: [
                 "half_pixel",
                 "asymmetric",
@@ -135,7 +139,16 @@ impl Resize {
             nearest: ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
                 .iter()
                 .position(|&c| c == nearest)? as u32,
+            cubic_a: -0.75,
+            exclude_outside: false,
+            antialias: false,
         })
+    }
+
+    /// True when outputs are filtered (cubic, or antialiased linear) rather than picked or
+    /// interpolated between two inputs per axis.
+    pub fn filtered(&self) -> bool {
+        self.mode == 2 || (self.mode == 1 && self.antialias)
     }
 }
 

@@ -276,6 +276,9 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 mode,
                 coordinate_transformation,
                 nearest_mode,
+                cubic_coeff_a,
+                exclude_outside,
+                antialias,
                 ..
             } => {
                 attrs.extend([
@@ -283,6 +286,15 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                     attr_str("coordinate_transformation_mode", coordinate_transformation),
                     attr_str("nearest_mode", nearest_mode),
                 ]);
+                if mode == "cubic" {
+                    attrs.push(attr_float("cubic_coeff_a", *cubic_coeff_a));
+                }
+                if *exclude_outside {
+                    attrs.push(attr_int("exclude_outside", 1));
+                }
+                if *antialias {
+                    attrs.push(attr_int("antialias", 1));
+                }
             }
             Op::Softmax { axis, .. } | Op::LogSoftmax { axis, .. } | Op::Hardmax { axis, .. } => {
                 attrs.push(attr_int("axis", *axis))

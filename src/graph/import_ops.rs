@@ -287,9 +287,6 @@ pub(crate) fn to_op(
         },
         "Upsample" => legacy::upsample(&a.string("mode", "nearest"))?,
         "Resize" if opset < 11 => legacy::upsample(&a.string("mode", "nearest"))?,
-        "Resize" if a.int("antialias", 0) != 0 => {
-            return Err("Resize with antialias = 1 is not supported".into())
-        }
         "Resize"
             if !matches!(
                 a.string("keep_aspect_ratio_policy", "stretch").as_str(),
@@ -307,6 +304,9 @@ pub(crate) fn to_op(
             nearest_mode: a.string("nearest_mode", "round_prefer_floor"),
             axes: axes(),
             keep_aspect: a.string("keep_aspect_ratio_policy", "stretch"),
+            cubic_coeff_a: a.float("cubic_coeff_a", -0.75),
+            exclude_outside: a.int("exclude_outside", 0) != 0,
+            antialias: a.int("antialias", 0) != 0,
         },
         "Softmax" => Op::Softmax {
             axis: a.int("axis", if opset < 13 { 1 } else { -1 }),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ndarray::ArrayD;
 
-use crate::graph::attrs::{Binary, Conv2d, Pool2d, Reduce, Unary};
+use crate::graph::attrs::{Binary, Conv2d, Pool2d, Reduce, Resize, Unary};
 
 /// A tensor known at load time: a weight, an initializer, a folded constant.
 #[derive(Clone, Debug, PartialEq)]
@@ -203,6 +203,9 @@ pub enum Op {
         nearest_mode: String,
         axes: Vec<i64>,
         keep_aspect: String,
+        cubic_coeff_a: f32,
+        exclude_outside: bool,
+        antialias: bool,
     },
     Softmax {
         axis: i64,
@@ -345,6 +348,28 @@ pub enum Op {
 }
 
 impl Op {
+    /// The settings of a Resize qforge runs (`None`: not a Resize, or modes it does not run).
+    pub fn resize_settings(&self) -> Option<Resize> {
+        let Op::Resize {
+            mode,
+            coordinate_transformation,
+            nearest_mode,
+            cubic_coeff_a,
+            exclude_outside,
+            antialias,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(Resize {
+            cubic_a: *cubic_coeff_a,
+            exclude_outside: *exclude_outside,
+            antialias: *antialias,
+            ..Resize::from_onnx(mode, coordinate_transformation, nearest_mode)?
+        })
+    }
+
     /// The ONNX op type.
     pub fn onnx_type(&self) -> &'static str {
         match self {

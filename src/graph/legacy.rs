@@ -189,5 +189,8 @@ pub fn upsample(mode: &str) -> Result<Op, String> {
         nearest_mode: "floor".into(),
         axes: Vec::new(),
         keep_aspect: "stretch".into(),
+        cubic_coeff_a: -0.75,
+        exclude_outside: false,
+        antialias: false,
     })
 }

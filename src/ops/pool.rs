@@ -278,9 +278,11 @@ fn resize_params(
         w: s[3] as u32,
         oh: o[2] as u32,
         ow: o[3] as u32,
-        kh: r.linear as u32,
+        kh: r.mode,
         kw: r.coordinates,
         stride_h: r.nearest,
+        stride_w: r.exclude_outside as u32,
+        pad_t: r.antialias as u32,
         step: step as u32,
         ..Default::default()
     };
@@ -300,7 +302,7 @@ pub fn resize_into(
     const OP: &str = "Resize";
     x.expect_dtype(OP, "x", DType::F32)?;
     let (params, grid) = resize_params(gpu, OP, ["x", "y"], x.shape(), y, r, scales, y.len())?;
-    let table = gpu.upload_slice(&[2], &scales)?;
+    let table = gpu.upload_slice(&[3], &[scales[0], scales[1], r.cubic_a])?;
     enc.dispatch(
         gpu,
         &RESIZE,
@@ -352,6 +354,14 @@ pub fn resize_grad_into(
     dx: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "Resize backward";
+    if r.filtered() {
+        return Err(Error::invalid(
+            OP,
+            "mode",
+            format!("{r:?}"),
+            "only nearest and linear (without antialias) have a backward",
+        ));
+    }
     dy.expect_dtype(OP, "dy", DType::F32)?;
     dx.expect_dtype(OP, "dx", DType::F32)?;
     let (params, grid) = resize_params(gpu, OP, ["dx", "dy"], dx.shape(), dy, r, scales, dx.len())?;

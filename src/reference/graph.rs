@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
+use crate::graph::attrs::Binary;
 use crate::graph::attrs::Reduce;
-use crate::graph::attrs::{Binary, Resize};
 use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::shape::{norm_axis, resize_scales, slice_spec};
 use crate::reference::{gemm, index, nn, rows};
@@ -100,14 +100,11 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
                     *output_padding,
                 ));
             }
-            Op::Resize {
-                mode,
-                coordinate_transformation,
-                nearest_mode,
-                ..
-            } => {
+            Op::Resize { .. } => {
                 let x = get(0)?;
-                let r = Resize::from_onnx(mode, coordinate_transformation, nearest_mode)
+                let r = node
+                    .op
+                    .resize_settings()
                     .ok_or_else(|| err("unsupported Resize mode".into()))?;
                 let o = out_shape(0);
                 let scales = resize_scales(g, node, x.shape(), &o);

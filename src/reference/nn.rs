@@ -398,7 +398,61 @@ pub fn conv_transpose2d(
     y
 }
 
-/// ONNX Resize of the spatial dims (nearest or linear), as the kernel.
+/// The taps of one axis of a filtered Resize ([`Resize::filtered`]) at source coordinate `c`:
+/// (input index, weight), as ONNX's reference computes them (f64): taps at c0 + i for i in
+/// [i0, 2 - i0) with c = c0 + r, r in (0, 1], weights f((i - r) s) of the cubic convolution
+/// kernel or the triangle, s the scale of an antialiased downscale (else 1); indices outside
+/// the input read the edge, or weigh 0 with exclude_outside; weights normalised with antialias
+/// or exclude_outside.
+fn filter_taps(r: Resize, c: f32, scale: f32, len: usize) -> Vec<(usize, f64)> {
+    let a = r.cubic_a as f64;
+    let f = |t: f64| {
+        let t = t.abs();
+        if r.mode == 2 {
+            if t <= 1.0 {
+                ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+            } else if t < 2.0 {
+                ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
+            } else {
+                0.0
+            }
+        } else {
+            (1.0 - t).max(0.0)
+        }
+    };
+    let s = if r.antialias && scale < 1.0 {
+        scale as f64
+    } else {
+        1.0
+    };
+    let support = if r.mode == 2 { 2.0 } else { 1.0 };
+    let c = c as f64;
+    let (mut c0, mut ratio) = (c.floor(), c - c.floor());
+    if ratio == 0.0 {
+        c0 -= 1.0;
+        ratio = 1.0;
+    }
+    let i0 = (-support / s).floor() as i64 + 1;
+    let mut taps: Vec<(usize, f64)> = (i0..2 - i0)
+        .map(|i| {
+            let at = c0 as i64 + i;
+            let outside = at < 0 || at >= len as i64;
+            let wt = if r.exclude_outside && outside {
+                0.0
+            } else {
+                f((i as f64 - ratio) * s)
+            };
+            (at.clamp(0, len as i64 - 1) as usize, wt)
+        })
+        .collect();
+    if r.antialias || r.exclude_outside {
+        let sum: f64 = taps.iter().map(|t| t.1).sum();
+        taps.iter_mut().for_each(|t| t.1 /= sum);
+    }
+    taps
+}
+
+/// ONNX Resize of the spatial dims (nearest, linear or cubic), as the kernel.
 pub fn resize(
     x: &ArrayViewD<'_, f32>,
     r: Resize,
@@ -461,8 +515,20 @@ pub fn resize(
             for oy in 0..out[0] {
                 for ox in 0..out[1] {
                     let (sy, sx) = (src(oy, out[0], h, scales[0]), src(ox, out[1], w, scales[1]));
-                    y[[b, ch, oy, ox]] = if !r.linear {
+                    y[[b, ch, oy, ox]] = if r.mode == 0 {
                         x[[b, ch, nearest(sy, h), nearest(sx, w)]]
+                    } else if r.filtered() {
+                        let (ty, tx) = (
+                            filter_taps(r, sy, scales[0], h),
+                            filter_taps(r, sx, scales[1], w),
+                        );
+                        let mut acc = 0.0f64;
+                        for &(iy, wy) in &ty {
+                            for &(ix, wx) in &tx {
+                                acc += wy * wx * x[[b, ch, iy, ix]] as f64;
+                            }
+                        }
+                        acc as f32
                     } else {
                         let (cy, cx) =
                             (sy.clamp(0.0, (h - 1) as f32), sx.clamp(0.0, (w - 1) as f32));
