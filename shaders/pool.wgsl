@@ -139,11 +139,15 @@ fn global_avg_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 // kh = mode (0 nearest, 1 linear, 2 cubic), kw = coordinate transform (0 half_pixel,
 // 1 asymmetric, 2 align_corners, 3 pytorch_half_pixel, 4 half_pixel_symmetric), stride_h =
 // nearest mode (0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil), stride_w =
-// exclude_outside, pad_t = antialias; scales and cubic_coeff_a in rs.
-@group(0) @binding(3) var<storage, read> rs: array<f32>; // (scale_h, scale_w, cubic_coeff_a)
+// exclude_outside, pad_t = antialias; in rs: the scales, cubic_coeff_a, and for
+// tf_crop_and_resize (kw = 5) the region of interest and the extrapolation value.
+@group(0) @binding(3) var<storage, read> rs: array<f32>; // (scale_h, scale_w, cubic_coeff_a,
+                                                         //  roi h0, h1, w0, w1, extrapolation)
 
-fn source_coord(o: u32, out_len: u32, in_len: u32, scale: f32) -> f32 {
+// The source coordinate of output o along spatial axis `axis` (0: rows, 1: columns).
+fn source_coord(o: u32, out_len: u32, in_len: u32, axis: u32) -> f32 {
     let o_f = f32(o);
+    let scale = rs[axis];
     switch p.kw {
         case 1u: { return o_f / scale; }
         case 2u: {
@@ -159,6 +163,14 @@ fn source_coord(o: u32, out_len: u32, in_len: u32, scale: f32) -> f32 {
                 return 0.0;
             }
             return (o_f + 0.5) / scale - 0.5;
+        }
+        case 5u: {
+            let r0 = rs[3u + 2u * axis];
+            let r1 = rs[4u + 2u * axis];
+            if out_len <= 1u {
+                return 0.5 * (r0 + r1) * f32(in_len - 1u);
+            }
+            return r0 * f32(in_len - 1u) + o_f * (r1 - r0) * f32(in_len - 1u) / f32(out_len - 1u);
         }
         case 4u: {
             // half_pixel_symmetric: half_pixel shifted so that the output is centred on the
@@ -263,9 +275,12 @@ fn resize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         let ox = i % p.ow;
         let oy = (i / p.ow) % p.oh;
         let base = (i / (p.ow * p.oh)) * p.h * p.w;
-        let sy = source_coord(oy, p.oh, p.h, rs[0]);
-        let sx = source_coord(ox, p.ow, p.w, rs[1]);
-        if p.kh == 0u {
+        let sy = source_coord(oy, p.oh, p.h, 0u);
+        let sx = source_coord(ox, p.ow, p.w, 1u);
+        let outside = sy < 0.0 || sy > f32(p.h - 1u) || sx < 0.0 || sx > f32(p.w - 1u);
+        if p.kw == 5u && outside {
+            y[i] = rs[7];
+        } else if p.kh == 0u {
             y[i] = x[base + nearest(sy, p.h) * p.w + nearest(sx, p.w)];
         } else if p.kh == 2u || p.pad_t != 0u {
             y[i] = filtered(base, sy, sx);
@@ -291,8 +306,8 @@ fn resize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 // forward's own coordinate functions, so each output's taps are exactly the forward's.
 @group(0) @binding(4) var<storage, read> ranges: array<u32>;  // [2 h] rows, then [2 w] columns
 
-fn resize_tap(o: u32, i: u32, out_len: u32, in_len: u32, scale: f32) -> f32 {
-    let s = source_coord(o, out_len, in_len, scale);
+fn resize_tap(o: u32, i: u32, out_len: u32, in_len: u32, axis: u32) -> f32 {
+    let s = source_coord(o, out_len, in_len, axis);
     if p.kh == 0u {
         return select(0.0, 1.0, nearest(s, in_len) == i);
     }
@@ -320,13 +335,13 @@ fn resize_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let base = (i / (p.w * p.h)) * p.oh * p.ow;
         var acc = 0.0;
         for (var oy = ranges[2u * iy]; oy < ranges[2u * iy + 1u]; oy++) {
-            let wy = resize_tap(oy, iy, p.oh, p.h, rs[0]);
+            let wy = resize_tap(oy, iy, p.oh, p.h, 0u);
             if wy == 0.0 {
                 continue;
             }
             let col = 2u * p.h + 2u * ix;
             for (var ox = ranges[col]; ox < ranges[col + 1u]; ox++) {
-                acc += wy * resize_tap(ox, ix, p.ow, p.w, rs[1]) * x[base + oy * p.ow + ox];
+                acc += wy * resize_tap(ox, ix, p.ow, p.w, 1u) * x[base + oy * p.ow + ox];
             }
         }
         y[i] += acc;

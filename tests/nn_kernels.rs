@@ -680,8 +680,9 @@ fn arithmetic_at_zeros_and_infinities_is_ieee() {
 }
 
 /// Cubic (two coefficients, with and without exclude_outside) and antialiased linear and cubic
-/// resizes, every coordinate transform, up and down by integer and fractional factors, against
-/// the reference (ONNX's tap rule, in f64); the ONNX node cases check the reference's rule.
+/// resizes, every coordinate transform, up and down by integer and fractional factors, and
+/// tf_crop_and_resize in every mode, against the reference (ONNX's tap rule, in f64); the ONNX
+/// node cases check the reference's rule.
 #[test]
 fn filtered_resizes_match_reference() {
     let Some(gpu) = gpu() else { return };
@@ -724,6 +725,38 @@ fn filtered_resizes_match_reference() {
             pool::resize_into(e, &gpu, &tx, r, scales, y).unwrap()
         });
         let what = format!("resize case {case} {r:?} x {xs:?} scales {scales:?}");
+        close(&what, &got, &want, Tol::GEMM);
+    }
+    // tf_crop_and_resize: regions inside and reaching outside the input (extrapolated), each
+    // mode, one-pixel outputs.
+    for case in 0..24 {
+        let mode = ["nearest", "linear", "cubic"][case % 3];
+        let mut roi = [0.0f32; 4];
+        for k in 0..2 {
+            let a = rng.random_range(-0.3f32..0.6);
+            roi[2 * k] = a;
+            roi[2 * k + 1] = a + rng.random_range(0.2f32..1.0);
+        }
+        let r = qforge::graph::attrs::Resize {
+            roi,
+            extrapolation: if case % 2 == 0 { 0.0 } else { 10.0 },
+            ..qforge::graph::attrs::Resize::from_onnx(
+                mode,
+                "tf_crop_and_resize",
+                "round_prefer_ceil",
+            )
+            .unwrap()
+        };
+        let xs = [1, 2, rng.random_range(2..10), rng.random_range(2..10)];
+        let out = [rng.random_range(1..9), rng.random_range(1..9)];
+        let scales = [out[0] as f32 / xs[2] as f32, out[1] as f32 / xs[3] as f32];
+        let x = random(&mut rng, &xs);
+        let want = nn::resize(&x.view(), r, scales, out);
+        let tx = gpu.upload(&x.view()).unwrap();
+        let got = run1(&gpu, &[xs[0], xs[1], out[0], out[1]], |e, y| {
+            pool::resize_into(e, &gpu, &tx, r, scales, y).unwrap()
+        });
+        let what = format!("tf_crop_and_resize case {case} {r:?} x {xs:?} -> {out:?}");
         close(&what, &got, &want, Tol::GEMM);
     }
 }

@@ -254,10 +254,10 @@ fn resize(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     let r =
         n.op.resize_settings()
             .ok_or_else(|| cx.err(n, "unsupported mode"))?;
-    if r.filtered() {
+    if r.filtered() || r.coordinates == 5 {
         return Err(cx.err(
             n,
-            "the backward of a cubic or antialiased Resize is not supported",
+            "the backward of a cubic, antialiased or tf_crop_and_resize Resize is not supported",
         ));
     }
     let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {

@@ -7,7 +7,7 @@ use crate::error::{DType, Result};
 use crate::exec::fuse::Fusion;
 use crate::exec::lower::{FakeQuant, Lowering};
 use crate::gpu::GpuTensor;
-use crate::graph::attrs::Binary;
+use crate::graph::attrs::{Binary, Resize};
 use crate::graph::ir::{Const, Node, Op};
 use crate::graph::shape::{norm_axis, resize_scales, slice_spec, strides};
 use crate::ops::elementwise::{self as ew, StridedView};
@@ -295,9 +295,12 @@ fn fake_quant(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
 
 fn resize(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let gpu = cx.gpu();
-    let r =
-        n.op.resize_settings()
-            .ok_or_else(|| cx.err(n, "unsupported mode"))?;
+    let r = Resize {
+        roi: crate::graph::shape::resize_spatial_roi(cx.graph(), n),
+        ..n.op
+            .resize_settings()
+            .ok_or_else(|| cx.err(n, "unsupported mode"))?
+    };
     let x = cx.input(&n.inputs[0])?;
     let y = cx.output(n, 0)?;
     let scales = resize_scales(cx.graph(), n, x.shape(), y.shape());

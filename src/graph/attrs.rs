@@ -108,7 +108,8 @@ impl AutoPad {
 pub struct Resize {
     /// 0 nearest, 1 linear, 2 cubic.
     pub mode: u32,
-    /// 0 half_pixel, 1 asymmetric, 2 align_corners, 3 pytorch_half_pixel, 4 half_pixel_symmetric.
+    /// 0 half_pixel, 1 asymmetric, 2 align_corners, 3 pytorch_half_pixel, 4 half_pixel_symmetric,
+    /// 5 tf_crop_and_resize.
     pub coordinates: u32,
     /// 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.
     pub nearest: u32,
@@ -118,6 +119,11 @@ pub struct Resize {
     pub exclude_outside: bool,
     /// `antialias`: a linear or cubic downscale stretches its filter over 1 / scale inputs.
     pub antialias: bool,
+    /// tf_crop_and_resize: the region of interest of the spatial dims, `[h0, h1, w0, w1]` as
+    /// fractions of the input (the Resize's `roi` input).
+    pub roi: [f32; 4],
+    /// tf_crop_and_resize: the value of outputs whose source lies outside the input.
+    pub extrapolation: f32,
 }
 
 impl Resize {
@@ -133,6 +139,7 @@ impl Resize {
                 "align_corners",
                 "pytorch_half_pixel",
                 "half_pixel_symmetric",
+                "tf_crop_and_resize",
             ]
             .iter()
             .position(|&c| c == coordinates)? as u32,
@@ -142,6 +149,8 @@ impl Resize {
             cubic_a: -0.75,
             exclude_outside: false,
             antialias: false,
+            roi: [0.0, 1.0, 0.0, 1.0],
+            extrapolation: 0.0,
         })
     }
 

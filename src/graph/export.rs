@@ -279,6 +279,7 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 cubic_coeff_a,
                 exclude_outside,
                 antialias,
+                extrapolation_value,
                 ..
             } => {
                 attrs.extend([
@@ -294,6 +295,9 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 }
                 if *antialias {
                     attrs.push(attr_int("antialias", 1));
+                }
+                if coordinate_transformation == "tf_crop_and_resize" {
+                    attrs.push(attr_float("extrapolation_value", *extrapolation_value));
                 }
             }
             Op::Softmax { axis, .. } | Op::LogSoftmax { axis, .. } | Op::Hardmax { axis, .. } => {

@@ -307,6 +307,7 @@ pub(crate) fn to_op(
             cubic_coeff_a: a.float("cubic_coeff_a", -0.75),
             exclude_outside: a.int("exclude_outside", 0) != 0,
             antialias: a.int("antialias", 0) != 0,
+            extrapolation_value: a.float("extrapolation_value", 0.0),
         },
         "Softmax" => Op::Softmax {
             axis: a.int("axis", if opset < 13 { 1 } else { -1 }),

@@ -335,11 +335,18 @@ pub fn infer(
                 (Some(sz), _) if sz.len() == x.len() => {
                     sz.iter().map(|&v| v.max(0) as usize).collect()
                 }
-                (_, Some(sc)) if sc.len() == x.len() => x
-                    .iter()
-                    .zip(&sc)
-                    .map(|(&d, &f)| (d as f32 * f).floor() as usize)
-                    .collect(),
+                (_, Some(sc)) if sc.len() == x.len() => {
+                    // tf_crop_and_resize scales the region of interest, not the input.
+                    let roi = (coordinate_transformation == "tf_crop_and_resize")
+                        .then(|| crate::graph::shape::resize_roi(consts, node, x.len()))
+                        .flatten();
+                    let extent = |i: usize| roi.as_ref().map_or(1.0, |r| r[x.len() + i] - r[i]);
+                    x.iter()
+                        .zip(&sc)
+                        .enumerate()
+                        .map(|(i, (&d, &f))| (d as f32 * extent(i) * f).floor() as usize)
+                        .collect()
+                }
                 _ => return Err("Resize needs constant scales or sizes of the input's rank".into()),
             };
             if out.len() != 4 || out[0] != x[0] || out[1] != x[1] {

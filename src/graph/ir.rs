@@ -206,6 +206,7 @@ pub enum Op {
         cubic_coeff_a: f32,
         exclude_outside: bool,
         antialias: bool,
+        extrapolation_value: f32,
     },
     Softmax {
         axis: i64,
@@ -348,7 +349,9 @@ pub enum Op {
 }
 
 impl Op {
-    /// The settings of a Resize qforge runs (`None`: not a Resize, or modes it does not run).
+    /// The settings of a Resize qforge runs (`None`: not a Resize, or modes it does not run);
+    /// the region of interest is the whole input (`graph::shape::resize_spatial_roi` reads the
+    /// node's).
     pub fn resize_settings(&self) -> Option<Resize> {
         let Op::Resize {
             mode,
@@ -357,12 +360,14 @@ impl Op {
             cubic_coeff_a,
             exclude_outside,
             antialias,
+            extrapolation_value,
             ..
         } = self
         else {
             return None;
         };
         Some(Resize {
+            extrapolation: *extrapolation_value,
             cubic_a: *cubic_coeff_a,
             exclude_outside: *exclude_outside,
             antialias: *antialias,

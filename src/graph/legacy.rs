@@ -192,5 +192,6 @@ pub fn upsample(mode: &str) -> Result<Op, String> {
         cubic_coeff_a: -0.75,
         exclude_outside: false,
         antialias: false,
+        extrapolation_value: 0.0,
     })
 }

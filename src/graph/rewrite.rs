@@ -56,11 +56,15 @@ impl Graph {
     /// coordinates the kernel maps) and sizes (the output): new constants.
     pub(crate) fn resize_full_rank(&mut self, node: &mut Node) -> std::result::Result<(), String> {
         let Op::Resize {
-            axes, keep_aspect, ..
+            axes,
+            keep_aspect,
+            coordinate_transformation,
+            ..
         } = &mut node.op
         else {
             return Ok(());
         };
+        let crop = coordinate_transformation == "tf_crop_and_resize";
         let x = self
             .shapes
             .get(&node.inputs[0])
@@ -75,6 +79,22 @@ impl Graph {
                 .collect::<std::result::Result<_, _>>()?
         };
         let given = |i: usize| node.inputs.get(i).filter(|v| !v.is_empty()).cloned();
+        // The region of interest, full rank: [starts.., ends..], the whole of unlisted dims.
+        let mut roi: Vec<f32> = [vec![0.0; rank], vec![1.0; rank]].concat();
+        if let Some(name) = given(1).filter(|_| crop) {
+            let v: Vec<f32> = self
+                .consts
+                .get(&name)
+                .map(|c| c.to_f32().iter().copied().collect())
+                .ok_or("roi must be constant")?;
+            if v.len() != 2 * ax.len() {
+                return Err(format!("roi {v:?} for axes {ax:?}"));
+            }
+            for (k, &a) in ax.iter().enumerate() {
+                roi[a] = v[k];
+                roi[rank + a] = v[ax.len() + k];
+            }
+        }
         let mut scales = vec![1.0f32; rank];
         let mut sizes = x.clone();
         if let Some(sz) = given(3) {
@@ -111,7 +131,8 @@ impl Graph {
             }
             for (k, &a) in ax.iter().enumerate() {
                 scales[a] = v[k];
-                sizes[a] = (x[a] as f32 * v[k]).floor() as usize;
+                let extent = if crop { roi[rank + a] - roi[a] } else { 1.0 };
+                sizes[a] = (x[a] as f32 * extent * v[k]).floor() as usize;
             }
         } else {
             return Err("Resize needs scales or sizes".into());
@@ -134,7 +155,17 @@ impl Graph {
                 .expect("1-D"),
             ),
         );
-        node.inputs = vec![node.inputs[0].clone(), String::new(), sc_name, sz_name];
+        let roi_name = match crop {
+            true => {
+                let name = self.unique_name(&format!("{}/roi", node.name));
+                let roi = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2 * rank]), roi);
+                self.consts
+                    .insert(name.clone(), Const::F32(roi.expect("1-D")));
+                name
+            }
+            false => String::new(),
+        };
+        node.inputs = vec![node.inputs[0].clone(), roi_name, sc_name, sz_name];
         *axes = Vec::new();
         *keep_aspect = "stretch".into();
         Ok(())

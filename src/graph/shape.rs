@@ -346,6 +346,30 @@ pub fn resize_scales(g: &Graph, node: &Node, x: &[usize], y: &[usize]) -> [f32; 
     }
 }
 
+/// A Resize's region of interest (input 1, `[starts.., ends..]` of every dim, as fractions of
+/// the input) when it is a constant of `rank * 2` values; `None` otherwise.
+pub fn resize_roi(
+    consts: &std::collections::BTreeMap<String, crate::graph::ir::Const>,
+    node: &Node,
+    rank: usize,
+) -> Option<Vec<f32>> {
+    node.inputs
+        .get(1)
+        .filter(|n| !n.is_empty())
+        .and_then(|n| consts.get(n))
+        .map(|c| c.to_f32().iter().copied().collect::<Vec<f32>>())
+        .filter(|v| v.len() == 2 * rank)
+}
+
+/// The (start, end) of the region of interest of the two spatial dims of a 4-D Resize, for
+/// tf_crop_and_resize: `[h0, h1, w0, w1]` (the whole input when the model gives none).
+pub fn resize_spatial_roi(g: &Graph, node: &Node) -> [f32; 4] {
+    match resize_roi(&g.consts, node, 4) {
+        Some(r) => [r[2], r[6], r[3], r[7]],
+        None => [0.0, 1.0, 0.0, 1.0],
+    }
+}
+
 /// Strides of `shape` (right-aligned to `rank` dims, NumPy broadcasting) with 0 on the dims
 /// it lacks or has size 1 in.
 pub fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {

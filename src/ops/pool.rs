@@ -302,7 +302,18 @@ pub fn resize_into(
     const OP: &str = "Resize";
     x.expect_dtype(OP, "x", DType::F32)?;
     let (params, grid) = resize_params(gpu, OP, ["x", "y"], x.shape(), y, r, scales, y.len())?;
-    let table = gpu.upload_slice(&[3], &[scales[0], scales[1], r.cubic_a])?;
+    let [h0, h1, w0, w1] = r.roi;
+    let table = [
+        scales[0],
+        scales[1],
+        r.cubic_a,
+        h0,
+        h1,
+        w0,
+        w1,
+        r.extrapolation,
+    ];
+    let table = gpu.upload_slice(&[8], &table)?;
     enc.dispatch(
         gpu,
         &RESIZE,
@@ -354,12 +365,12 @@ pub fn resize_grad_into(
     dx: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "Resize backward";
-    if r.filtered() {
+    if r.filtered() || r.coordinates == 5 {
         return Err(Error::invalid(
             OP,
             "mode",
             format!("{r:?}"),
-            "only nearest and linear (without antialias) have a backward",
+            "only nearest and linear (without antialias or tf_crop_and_resize) have a backward",
         ));
     }
     dy.expect_dtype(OP, "dy", DType::F32)?;

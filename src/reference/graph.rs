@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
-use crate::graph::attrs::Binary;
 use crate::graph::attrs::Reduce;
+use crate::graph::attrs::{Binary, Resize};
 use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::shape::{norm_axis, resize_scales, slice_spec};
 use crate::reference::{gemm, index, nn, rows};
@@ -102,10 +102,13 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             }
             Op::Resize { .. } => {
                 let x = get(0)?;
-                let r = node
-                    .op
-                    .resize_settings()
-                    .ok_or_else(|| err("unsupported Resize mode".into()))?;
+                let r = Resize {
+                    roi: crate::graph::shape::resize_spatial_roi(g, node),
+                    ..node
+                        .op
+                        .resize_settings()
+                        .ok_or_else(|| err("unsupported Resize mode".into()))?
+                };
                 let o = out_shape(0);
                 let scales = resize_scales(g, node, x.shape(), &o);
                 outs.push(nn::resize(&x.view(), r, scales, [o[2], o[3]]));

@@ -460,10 +460,20 @@ pub fn resize(
     out: [usize; 2],
 ) -> ArrayD<f32> {
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let src = |o: usize, out_len: usize, in_len: usize, scale: f32| -> f32 {
+    let src = |o: usize, out_len: usize, in_len: usize, axis: usize| -> f32 {
         let of = o as f32;
+        let scale = scales[axis];
         match r.coordinates {
             1 => of / scale,
+            5 => {
+                let (r0, r1) = (r.roi[2 * axis], r.roi[2 * axis + 1]);
+                if out_len <= 1 {
+                    0.5 * (r0 + r1) * (in_len - 1) as f32
+                } else {
+                    r0 * (in_len - 1) as f32
+                        + of * (r1 - r0) * (in_len - 1) as f32 / (out_len - 1) as f32
+                }
+            }
             2 => {
                 if out_len <= 1 {
                     0.0
@@ -514,8 +524,12 @@ pub fn resize(
         for ch in 0..c {
             for oy in 0..out[0] {
                 for ox in 0..out[1] {
-                    let (sy, sx) = (src(oy, out[0], h, scales[0]), src(ox, out[1], w, scales[1]));
-                    y[[b, ch, oy, ox]] = if r.mode == 0 {
+                    let (sy, sx) = (src(oy, out[0], h, 0), src(ox, out[1], w, 1));
+                    let outside =
+                        sy < 0.0 || sy > (h - 1) as f32 || sx < 0.0 || sx > (w - 1) as f32;
+                    y[[b, ch, oy, ox]] = if r.coordinates == 5 && outside {
+                        r.extrapolation
+                    } else if r.mode == 0 {
                         x[[b, ch, nearest(sy, h), nearest(sx, w)]]
                     } else if r.filtered() {
                         let (ty, tx) = (
