@@ -1,7 +1,8 @@
 //! ONNX's layout and linear ops on the GPU against the CPU reference: Pad of every mode with
 //! crops and axes, DepthToSpace/SpaceToDepth, Trilu, ScatterND, Gelu (tanh), MatMul of vectors
 //! and broadcasting batches, 1-D convolutions and pools, Resize's axes and policies, Gemm with a
-//! computed C, weights larger than one storage binding, Einsum against its definition.
+//! computed C, weights larger than one storage binding, Einsum against its definition,
+//! ConvTranspose's output_shape and auto_pad against the explicit pads they stand for.
 
 mod common;
 
@@ -313,6 +314,75 @@ fn resize_axes_aspect_policies_and_half_pixel_symmetric() {
             },
         );
     }
+}
+
+/// A ConvTranspose's output_shape or SAME auto_pad gives the same outputs as the explicit pads
+/// and output padding ONNX's rule derives (an output one larger than the natural one: output
+/// padding; SAME_LOWER: the odd pad first); an output that would need negative leading pads is
+/// a typed error.
+#[test]
+fn conv_transpose_output_shape_and_auto_pad() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng(16);
+    let x1 = arr(&[2, 4, 17], values_with_ties(&mut rng, 136, false));
+    let w1 = values_with_ties(&mut rng, 36, false);
+    let one_d = |attrs| {
+        Model::new(13)
+            .input("x", FLOAT, &[2, 4, 17])
+            .init_f32("w", &[4, 3, 3], &w1)
+            .output("y")
+            .node("ConvTranspose", &["x", "w"], &["y"], attrs)
+    };
+    let x2 = arr(&[1, 2, 5, 6], values_with_ties(&mut rng, 60, false));
+    let w2 = values_with_ties(&mut rng, 54, false);
+    let two_d = |attrs| {
+        Model::new(13)
+            .input("x", FLOAT, &[1, 2, 5, 6])
+            .init_f32("w", &[2, 3, 3, 3], &w2)
+            .output("y")
+            .node("ConvTranspose", &["x", "w"], &["y"], attrs)
+    };
+    let s = common::build::string;
+    let pairs = [
+        (
+            "1-D output_shape one past the natural size",
+            one_d(vec![ints("strides", &[2]), ints("output_shape", &[36])]),
+            one_d(vec![ints("strides", &[2]), ints("output_padding", &[1])]),
+            &x1,
+            vec![2, 3, 36],
+        ),
+        (
+            "SAME_LOWER",
+            two_d(vec![ints("strides", &[2, 2]), s("auto_pad", "SAME_LOWER")]),
+            two_d(vec![ints("strides", &[2, 2]), ints("pads", &[1, 1, 0, 0])]),
+            &x2,
+            vec![1, 3, 10, 12],
+        ),
+        (
+            "SAME_UPPER with output_shape",
+            two_d(vec![
+                ints("strides", &[2, 2]),
+                s("auto_pad", "SAME_UPPER"),
+                ints("output_shape", &[9, 10]),
+            ]),
+            two_d(vec![ints("strides", &[2, 2]), ints("pads", &[1, 1, 1, 2])]),
+            &x2,
+            vec![1, 3, 9, 10],
+        ),
+    ];
+    for (what, implicit, explicit, x, shape) in pairs {
+        let got = close(what, &implicit, &[("x", x.clone())], Tol::GEMM);
+        assert_eq!(got[0].shape(), &shape[..], "{what}");
+        let want = build::run(&gpu, &explicit.bytes(), &[("x", x.clone())]).unwrap();
+        let f = |a: &ArrayD<f32>| a.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        assert_close(what, &f(&got[0]), &f(&want[0]), Tol::GEMM);
+    }
+    let too_large = two_d(vec![
+        ints("strides", &[2, 2]),
+        ints("output_shape", &[14, 12]),
+    ]);
+    let err = build::run(&gpu, &too_large.bytes(), &[("x", x2)]).unwrap_err();
+    assert!(err.to_string().contains("leading outputs"), "{err}");
 }
 
 #[test]

@@ -183,6 +183,7 @@ fn conv_transpose(cx: &mut Lowering<'_>, n: &Node) -> Result<()> {
     let Op::ConvTranspose {
         conv: a,
         output_padding,
+        ..
     } = &n.op
     else {
         unreachable!("table")

@@ -179,11 +179,21 @@ pub fn to_model(g: &Graph) -> onnx::ModelProto {
                 attrs.push(attr_ints("pads", &c.pads.map(|v| v as i64)));
                 attrs.push(attr_ints("dilations", &c.dilations.map(|v| v as i64)));
                 attrs.push(attr_int("group", c.groups as i64));
-                if let Op::ConvTranspose { output_padding, .. } = &n.op {
+                if let Op::ConvTranspose {
+                    output_padding,
+                    output_shape,
+                    ..
+                } = &n.op
+                {
                     attrs.push(attr_ints(
                         "output_padding",
                         &output_padding.map(|v| v as i64),
                     ));
+                    // Not yet turned into pads (the input's size unknown): kept as given.
+                    if !output_shape.is_empty() {
+                        let os: Vec<i64> = output_shape.iter().map(|&d| d as i64).collect();
+                        attrs.push(attr_ints("output_shape", &os));
+                    }
                 }
             }
             Op::Gemm {

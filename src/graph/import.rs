@@ -178,9 +178,12 @@ pub fn import(bytes: &[u8], name: &str, dir: Option<&Path>) -> Result<Graph> {
             .map_err(ctx)?
             .flatten();
         if let Some(mode) = auto_pad {
-            if !matches!(op_type.as_str(), "Conv" | "MaxPool" | "AveragePool") {
+            if !matches!(
+                op_type.as_str(),
+                "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool"
+            ) {
                 return Err(ctx(format!(
-                    "auto_pad = {} is supported on Conv, MaxPool and AveragePool; export with explicit pads",
+                    "auto_pad = {} is supported on Conv, ConvTranspose, MaxPool and AveragePool; export with explicit pads",
                     mode.onnx()
                 )));
             }

@@ -99,14 +99,16 @@ pub(crate) fn to_op(
     Ok(Some(match op_type {
         "Conv" => Op::Conv(conv()?),
         "ConvTranspose" => {
-            if a.ints("output_shape").is_some() {
-                return Err(
-                    "ConvTranspose with output_shape is not supported; export with pads".into(),
-                );
+            let output_shape = a.ints("output_shape").unwrap_or_default();
+            if output_shape.len() > 2 || output_shape.iter().any(|&d| d <= 0) {
+                return Err(format!(
+                    "ConvTranspose output_shape = {output_shape:?}: 1 or 2 positive spatial sizes"
+                ));
             }
             Op::ConvTranspose {
                 conv: conv()?,
                 output_padding: a.pair("output_padding", 0)?,
+                output_shape: output_shape.iter().map(|&d| d as usize).collect(),
             }
         }
         "Gemm" => Op::Gemm {

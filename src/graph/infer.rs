@@ -75,6 +75,7 @@ pub fn infer(
         Op::ConvTranspose {
             conv: c,
             output_padding,
+            ..
         } => one(conv_transpose_output_shape(
             x,
             &weight_4d(s.get(1).ok_or("no weight")?),

@@ -142,9 +142,12 @@ pub enum Dim {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Conv(Conv2d),
+    /// `output_shape` (spatial, as given; empty: none) is turned into pads and output padding
+    /// at resolution, once the input's size is known.
     ConvTranspose {
         conv: Conv2d,
         output_padding: [usize; 2],
+        output_shape: Vec<usize>,
     },
     /// Y = alpha * op(A) * op(B) + beta * C.
     Gemm {

@@ -192,8 +192,11 @@ impl Graph {
                     }
                 })
                 .collect::<Result<_>>()?;
+            let transpose_shape = matches!(&node.op, Op::ConvTranspose { output_shape, .. } if !output_shape.is_empty());
             if let Some(&mode) = self.auto_pads.get(&node.name) {
-                set_auto_pads(&mut node, mode, &in_shapes).map_err(ctx)?;
+                set_auto_pads(&mut node, Some(mode), &in_shapes).map_err(ctx)?;
+            } else if transpose_shape {
+                set_auto_pads(&mut node, None, &in_shapes).map_err(ctx)?;
             }
             let outs = infer(&node, &in_shapes, &self.consts).map_err(ctx)?;
             let in_types: Vec<ElemType> = node.inputs.iter().map(|i| self.elem_type(i)).collect();
@@ -316,10 +319,70 @@ fn fold_attribute_inputs(
     Ok(())
 }
 
-/// A Conv's or pool's pads from ONNX's `auto_pad` and its input's spatial size.
+/// ONNX's ConvTranspose pads: the output is `output_shape` (its last dims), or input x stride
+/// with a SAME `auto_pad`; the total padding, natural output minus that, is split with the odd
+/// one at the end for SAME_UPPER and at the start otherwise (Python's floor division, as the
+/// reference); a negative end pad (an output larger than the natural one) becomes output
+/// padding. VALID with no output_shape: no pads.
+fn transpose_pads(
+    mode: Option<crate::graph::attrs::AutoPad>,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    conv: &mut crate::graph::attrs::Conv2d,
+    output_padding: &mut [usize; 2],
+    output_shape: &mut Vec<usize>,
+) -> std::result::Result<(), String> {
+    use crate::graph::attrs::AutoPad;
+    let same = matches!(mode, Some(AutoPad::SameUpper | AutoPad::SameLower));
+    if output_shape.is_empty() && !same {
+        if mode == Some(AutoPad::Valid) {
+            conv.pads = [0; 4];
+        }
+        return Ok(());
+    }
+    for d in 0..2 {
+        let (st, dil) = (
+            conv.strides[d].max(1) as i64,
+            conv.dilations[d].max(1) as i64,
+        );
+        let natural = st * (input[d] as i64 - 1)
+            + output_padding[d] as i64
+            + (kernel[d] as i64 - 1) * dil
+            + 1;
+        // A 1-D output_shape (read as 1 x n) gives the width only.
+        let target = match (output_shape.len(), d) {
+            (0, _) => input[d] as i64 * st,
+            (1, 0) => natural,
+            (1, _) => output_shape[0] as i64,
+            _ => output_shape[d] as i64,
+        };
+        let total = natural - target;
+        let half = total.div_euclid(2);
+        let (begin, end) = match mode {
+            Some(AutoPad::SameUpper) => (half, total - half),
+            _ => (total - half, half),
+        };
+        if begin < 0 {
+            return Err(format!(
+                "ConvTranspose output size {target} needs {} more leading outputs than the input gives",
+                -begin
+            ));
+        }
+        if end < 0 {
+            output_padding[d] += (-end) as usize;
+        }
+        conv.pads[d] = begin as usize;
+        conv.pads[d + 2] = end.max(0) as usize;
+    }
+    output_shape.clear();
+    Ok(())
+}
+
+/// A Conv's or pool's pads from ONNX's `auto_pad` and its input's spatial size; a
+/// ConvTranspose's from its `output_shape` and/or `auto_pad` (`mode` `None`: NOTSET).
 fn set_auto_pads(
     node: &mut Node,
-    mode: crate::graph::attrs::AutoPad,
+    mode: Option<crate::graph::attrs::AutoPad>,
     s: &[Vec<usize>],
 ) -> std::result::Result<(), String> {
     let x = s.first().ok_or("no inputs")?;
@@ -334,10 +397,31 @@ fn set_auto_pads(
             if w.len() != 4 {
                 return Err(format!("auto_pad needs a 4-D weight, got {w:?}"));
             }
+            let mode = mode.ok_or("no auto_pad")?;
             a.pads = mode.pads(input, [w[2], w[3]], a.strides, a.dilations);
         }
         Op::MaxPool(p) | Op::AveragePool(p) => {
+            let mode = mode.ok_or("no auto_pad")?;
             p.pads = mode.pads(input, p.kernel, p.strides, p.dilations);
+        }
+        Op::ConvTranspose {
+            conv,
+            output_padding,
+            output_shape,
+        } => {
+            let w = s.get(1).ok_or("no weight")?;
+            let w = &weight_4d(w);
+            if w.len() != 4 {
+                return Err(format!("auto_pad needs a 4-D weight, got {w:?}"));
+            }
+            transpose_pads(
+                mode,
+                input,
+                [w[2], w[3]],
+                conv,
+                output_padding,
+                output_shape,
+            )?;
         }
         _ => return Err("auto_pad on an op without pads".into()),
     }

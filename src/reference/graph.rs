@@ -85,6 +85,7 @@ pub fn run(g: &Graph, inputs: &[(&str, ArrayD<f32>)]) -> Result<Vec<ArrayD<f32>>
             Op::ConvTranspose {
                 conv,
                 output_padding,
+                ..
             } => {
                 let b = node
                     .inputs
