@@ -44,8 +44,9 @@ impl Family {
         Family::Train,
     ];
 
-    /// Files prepended to families' sources rather than families of their own.
-    pub const SHARED: [&'static str; 2] = ["activation.wgsl", "epilogue.wgsl"];
+    /// Files joined to families' sources rather than families of their own (depthwise.wgsl:
+    /// appended to conv.wgsl, whose parameters and bindings it uses).
+    pub const SHARED: [&'static str; 3] = ["activation.wgsl", "epilogue.wgsl", "depthwise.wgsl"];
 
     /// The file name without extension.
     pub fn name(self) -> &'static str {
