@@ -129,6 +129,16 @@ fn dw_store_row(r: DwPair, n: u32, c: u32, oy: u32, ox0: u32, eq: EpiQ) {
     }
 }
 
+/// Blocks of DW_ROWS x 8 outputs per channel.
+fn dw_blocks() -> u32 {
+    return ((p.oh + DW_ROWS - 1u) / DW_ROWS) * ((p.ow + 7u) / 8u);
+}
+
+/// Input rows a block reads.
+fn dw_rows_in() -> u32 {
+    return (DW_ROWS - 1u) * p.stride_h + 3u;
+}
+
 /// The block of invocation `item` of batch item n: (channel, first output row, first column).
 fn dw_block(item: u32) -> vec3<u32> {
     let strips = (p.ow + 7u) / 8u;
@@ -153,8 +163,7 @@ fn dw_store(acc: DwAcc, n: u32, c: u32, oy0: u32, ox0: u32) {
 @compute @workgroup_size(64)
 fn depthwise3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let item = wid.x * 64u + lid;
-    let strips = (p.ow + 7u) / 8u;
-    if item >= p.cout * ((p.oh + DW_ROWS - 1u) / DW_ROWS) * strips {
+    if item >= p.cout * dw_blocks() {
         return;
     }
     let blk = dw_block(item);
@@ -164,7 +173,7 @@ fn depthwise3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let ix0 = i32(blk.z * p.stride_w) - i32(p.pad_l);
     let k = dw_weights(blk.x);
     var acc: DwAcc;
-    for (var j = 0u; j < (DW_ROWS - 1u) * p.stride_h + 3u; j++) {
+    for (var j = 0u; j < dw_rows_in(); j++) {
         acc = dw_row(acc, dw_window(base, iy0 + i32(j), ix0), j, k);
     }
     dw_store(acc, n, blk.x, blk.y, blk.z);
@@ -174,8 +183,7 @@ fn depthwise3x3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 fn depthwise3x3_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let item = wid.x * 64u + lid;
-    let strips = (p.ow + 7u) / 8u;
-    if item >= p.cout * ((p.oh + DW_ROWS - 1u) / DW_ROWS) * strips {
+    if item >= p.cout * dw_blocks() {
         return;
     }
     let blk = dw_block(item);
@@ -184,7 +192,7 @@ fn depthwise3x3_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     let iy0 = i32(blk.y * p.stride_h) - i32(p.pad_t);
     let k = dw_weights(blk.x);
     var acc: DwAcc;
-    for (var j = 0u; j < (DW_ROWS - 1u) * p.stride_h + 3u; j++) {
+    for (var j = 0u; j < dw_rows_in(); j++) {
         acc = dw_row(acc, dw_window_vec4(base4, iy0 + i32(j), blk.z), j, k);
     }
     dw_store(acc, n, blk.x, blk.y, blk.z);
@@ -252,8 +260,7 @@ fn dyv_row(plane4: u32, oy: u32, ox0: u32) -> DwPair {
 }
 
 fn dw_write_taps(g: DwTaps, item: u32, n: u32, c: u32) {
-    let blocks = ((p.oh + DW_ROWS - 1u) / DW_ROWS) * ((p.ow + 7u) / 8u);
-    let at = ((n * blocks + item % blocks) * p.cout + c) * 9u;
+    let at = ((n * dw_blocks() + item % dw_blocks()) * p.cout + c) * 9u;
     part[at] = g.t0.x;
     part[at + 1u] = g.t0.y;
     part[at + 2u] = g.t0.z;
@@ -269,7 +276,7 @@ fn dw_write_taps(g: DwTaps, item: u32, n: u32, c: u32) {
 fn depthwise3x3_wgrad(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let item = wid.x * 64u + lid;
-    if item >= p.cout * ((p.oh + DW_ROWS - 1u) / DW_ROWS) * ((p.ow + 7u) / 8u) {
+    if item >= p.cout * dw_blocks() {
         return;
     }
     let blk = dw_block(item);
@@ -281,7 +288,7 @@ fn depthwise3x3_wgrad(@builtin(workgroup_id) wid: vec3<u32>,
     let iy0 = i32(blk.y * p.stride_h) - i32(p.pad_t);
     let ix0 = i32(blk.z * p.stride_w) - i32(p.pad_l);
     var g: DwTaps;
-    for (var j = 0u; j < (DW_ROWS - 1u) * p.stride_h + 3u; j++) {
+    for (var j = 0u; j < dw_rows_in(); j++) {
         g = dw_wrow(g, dw_window(base, iy0 + i32(j), ix0), j, d);
     }
     dw_write_taps(g, item, n, blk.x);
@@ -291,7 +298,7 @@ fn depthwise3x3_wgrad(@builtin(workgroup_id) wid: vec3<u32>,
 fn depthwise3x3_wgrad_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
     let item = wid.x * 64u + lid;
-    if item >= p.cout * ((p.oh + DW_ROWS - 1u) / DW_ROWS) * ((p.ow + 7u) / 8u) {
+    if item >= p.cout * dw_blocks() {
         return;
     }
     let blk = dw_block(item);
@@ -302,7 +309,7 @@ fn depthwise3x3_wgrad_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                   dyv_row(plane4, blk.y + 2u, blk.z), dyv_row(plane4, blk.y + 3u, blk.z));
     let iy0 = i32(blk.y * p.stride_h) - i32(p.pad_t);
     var g: DwTaps;
-    for (var j = 0u; j < (DW_ROWS - 1u) * p.stride_h + 3u; j++) {
+    for (var j = 0u; j < dw_rows_in(); j++) {
         g = dw_wrow(g, dw_window_vec4(base4, iy0 + i32(j), blk.z), j, d);
     }
     dw_write_taps(g, item, n, blk.x);

@@ -239,6 +239,16 @@ struct Red {
 @group(0) @binding(1) var<storage, read> rd_src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> rd_dst: array<f32>;
 
+// Thread t's chunk sum s of element e: alpha * s added into the result with one chunk, else
+// written to partial t.
+fn sum_store(t: u32, e: u32, s: f32) {
+    if rd.direct != 0u {
+        rd_dst[e] += rd.alpha * s;
+    } else {
+        rd_dst[t] = s;
+    }
+}
+
 // Thread (c, e): the sum of chunk c of e's terms, into partial[c * e_count + e] (or, with one
 // chunk, alpha times it added into the result).
 @compute @workgroup_size(64)
@@ -254,11 +264,7 @@ fn sum_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     for (var r = c * rd.chunk; r < min(rd.r, (c + 1u) * rd.chunk); r++) {
         s += rd_src[((r / rd.inner) * rd.e + e) * rd.inner + r % rd.inner];
     }
-    if rd.direct != 0u {
-        rd_dst[e] += rd.alpha * s;
-    } else {
-        rd_dst[t] = s;
-    }
+    sum_store(t, e, s);
 }
 
 // sum_partial for inner a multiple of 4 (so is rd.chunk): the terms as vectors of 4, which
@@ -288,11 +294,7 @@ fn sum_partial_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         }
     }
     let s = (s4.x + s4.y) + (s4.z + s4.w);
-    if rd.direct != 0u {
-        rd_dst[e] += rd.alpha * s;
-    } else {
-        rd_dst[t] = s;
-    }
+    sum_store(t, e, s);
 }
 
 // Thread e: alpha times the sum of its partials, added into the result.

@@ -278,10 +278,7 @@ fn reduce(
     dx: &GpuTensor,
 ) -> Result<()> {
     let gpu = cx.gpu();
-    let part = match sum.partials() {
-        0 => None,
-        k => Some(cx.scratch(&[k])?),
-    };
+    let part = partials(cx, &[sum.partials()])?;
     grad::sum_acc_into(
         cx.steps(),
         gpu,

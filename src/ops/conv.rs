@@ -377,18 +377,7 @@ pub fn conv2d_with(
     y: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "Conv";
-    for (name, t) in [("x", x), ("w", w), ("y", y)] {
-        t.expect_dtype(OP, name, DType::F32)?;
-        if t.bytes() > gpu.limits().max_binding {
-            return Err(Error::TooLarge {
-                op: OP,
-                tensor: name.into(),
-                bytes: t.bytes(),
-                limit: gpu.limits().max_binding,
-                which: "storage binding (split the batch)",
-            });
-        }
-    }
+    f32_bindings(OP, gpu, &[("x", x), ("w", w), ("y", y)])?;
     let [n, cout, oh, ow] = conv_output_shape(x.shape(), w.shape(), a)?;
     expect_shape(OP, "y", y, &[n, cout, oh, ow])?;
     if let Some(b) = bias {
@@ -481,6 +470,54 @@ pub fn conv2d_with(
     )
 }
 
+/// Errors unless every tensor is f32 and fits one storage binding.
+fn f32_bindings(op: &'static str, gpu: &Gpu, tensors: &[(&str, &GpuTensor)]) -> Result<()> {
+    for &(name, t) in tensors {
+        t.expect_dtype(op, name, DType::F32)?;
+        if t.bytes() > gpu.limits().max_binding {
+            return Err(Error::TooLarge {
+                op,
+                tensor: name.into(),
+                bytes: t.bytes(),
+                limit: gpu.limits().max_binding,
+                which: "storage binding (split the batch)",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The output shape of a convolution the depthwise 3x3 kernels compute; an error otherwise.
+fn depthwise3x3_output(
+    op: &'static str,
+    x: &[usize],
+    w: &[usize],
+    a: &Conv2d,
+) -> Result<[usize; 4]> {
+    if !ConvKernel::Depthwise3x3.supports(x, w, a) {
+        return Err(Error::invalid(
+            op,
+            "convolution",
+            format!("{a:?}"),
+            format!("is no depthwise 3x3 with weights {w:?}"),
+        ));
+    }
+    conv_output_shape(x, w, a)
+}
+
+/// Blocks of 4 x 8 outputs (shaders/depthwise.wgsl's DW_ROWS x 8) per channel of an
+/// `oh` x `ow` output.
+fn depthwise3x3_blocks(oh: usize, ow: usize) -> usize {
+    oh.div_ceil(4) * ow.div_ceil(8)
+}
+
+/// The grid of the depthwise 3x3 kernels for an output of shape `y`: every channel's blocks
+/// in groups of 64, one z per batch item.
+fn depthwise3x3_grid(op: &'static str, gpu: &Gpu, y: [usize; 4]) -> Result<[u32; 3]> {
+    let blocks = y[1] * depthwise3x3_blocks(y[2], y[3]);
+    grid_of(op, gpu, [blocks.div_ceil(PIXELS_PER_GROUP), 1, y[0]], &y)
+}
+
 /// Records the depthwise 3x3 kernel for `params` (the form by the input's width and left pad).
 fn dispatch_depthwise(
     enc: &mut impl Record,
@@ -490,14 +527,8 @@ fn dispatch_depthwise(
     binds: &[Bind<'_>],
     constants: &[(&'static str, f64)],
 ) -> Result<()> {
-    let blocks = (params.cout * params.oh.div_ceil(4) * params.ow.div_ceil(8)) as usize;
     let size = [params.n, params.cout, params.oh, params.ow].map(|d| d as usize);
-    let grid = grid_of(
-        "Conv",
-        gpu,
-        [blocks.div_ceil(PIXELS_PER_GROUP), 1, size[0]],
-        &size,
-    )?;
+    let grid = depthwise3x3_grid("Conv", gpu, size)?;
     // Rows of whole vectors, the segments starting one value before one.
     let vec4 = params.w % 4 == 0 && a.pads[1] == 1;
     let k = if vec4 {
@@ -519,28 +550,9 @@ pub fn depthwise3x3_acc_into(
     y: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "Conv (accumulate)";
-    for (name, t) in [("x", x), ("w", w), ("y", y)] {
-        t.expect_dtype(OP, name, DType::F32)?;
-        if t.bytes() > gpu.limits().max_binding {
-            return Err(Error::TooLarge {
-                op: OP,
-                tensor: name.into(),
-                bytes: t.bytes(),
-                limit: gpu.limits().max_binding,
-                which: "storage binding (split the batch)",
-            });
-        }
-    }
+    f32_bindings(OP, gpu, &[("x", x), ("w", w), ("y", y)])?;
     let s = x.shape();
-    if !ConvKernel::Depthwise3x3.supports(s, w.shape(), a) {
-        return Err(Error::invalid(
-            OP,
-            "convolution",
-            format!("{a:?}"),
-            format!("is no depthwise 3x3 with weights {:?}", w.shape()),
-        ));
-    }
-    let [n, cout, oh, ow] = conv_output_shape(s, w.shape(), a)?;
+    let [n, cout, oh, ow] = depthwise3x3_output(OP, s, w.shape(), a)?;
     expect_shape(OP, "y", y, &[n, cout, oh, ow])?;
     let params = Params {
         accumulate: 1,
@@ -569,7 +581,7 @@ pub fn depthwise3x3_weight_grad_partials(
     a: &Conv2d,
 ) -> Result<[usize; 2]> {
     let [n, cout, oh, ow] = conv_output_shape(x, w, a)?;
-    Ok([n * oh.div_ceil(4) * ow.div_ceil(8), cout * 9])
+    Ok([n * depthwise3x3_blocks(oh, ow), cout * 9])
 }
 
 /// The weight gradient of a depthwise 3x3 convolution that [`ConvKernel::Depthwise3x3`]
@@ -586,28 +598,9 @@ pub fn depthwise3x3_weight_grad_into(
     part: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "depthwise conv backward (weight)";
-    for (name, t) in [("x", x), ("dy", dy), ("part", part)] {
-        t.expect_dtype(OP, name, DType::F32)?;
-        if t.bytes() > gpu.limits().max_binding {
-            return Err(Error::TooLarge {
-                op: OP,
-                tensor: name.into(),
-                bytes: t.bytes(),
-                limit: gpu.limits().max_binding,
-                which: "storage binding (split the batch)",
-            });
-        }
-    }
+    f32_bindings(OP, gpu, &[("x", x), ("dy", dy), ("part", part)])?;
     let s = x.shape();
-    if !ConvKernel::Depthwise3x3.supports(s, w_shape, a) {
-        return Err(Error::invalid(
-            OP,
-            "convolution",
-            format!("{a:?}"),
-            format!("is no depthwise 3x3 with weights {w_shape:?}"),
-        ));
-    }
-    let [n, cout, oh, ow] = conv_output_shape(s, w_shape, a)?;
+    let [n, cout, oh, ow] = depthwise3x3_output(OP, s, w_shape, a)?;
     expect_shape(OP, "dy", dy, &[n, cout, oh, ow])?;
     expect_shape(
         OP,
@@ -615,13 +608,7 @@ pub fn depthwise3x3_weight_grad_into(
         part,
         &depthwise3x3_weight_grad_partials(s, w_shape, a)?,
     )?;
-    let blocks = cout * oh.div_ceil(4) * ow.div_ceil(8);
-    let grid = grid_of(
-        OP,
-        gpu,
-        [blocks.div_ceil(PIXELS_PER_GROUP), 1, n],
-        dy.shape(),
-    )?;
+    let grid = depthwise3x3_grid(OP, gpu, [n, cout, oh, ow])?;
     let params = Params::new(s, [3, 3], a, [cout, oh, ow], false);
     // As the forward's vector form, with dy's rows whole vectors too.
     let vec4 = s[3] % 4 == 0 && a.pads[1] == 1 && ow % 4 == 0;
