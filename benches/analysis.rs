@@ -43,7 +43,7 @@ fn whole(sim: &QuantSim, e: &Enabled, x: &ArrayD<f32>) -> ArrayD<f32> {
     sim.partial_runner(e, None)
         .unwrap()
         .batch(8)
-        .run(&[(sim.input_name(), x.view())])
+        .run(&[(sim.inputs()[0].as_str(), x.view())])
         .unwrap()
         .remove(0)
 }
@@ -156,7 +156,7 @@ fn mobilenet(c: &mut Criterion) {
     grp.bench_function("whole simulated run", |b| b.iter(|| whole(&s, &all, &x)));
     let n = s.prepared(1).unwrap().nodes.len();
     for (what, cut) in [("half", n / 2), ("last quarter", 3 * n / 4)] {
-        let mut p = Prefix::new(&s, &x, all.clone(), 8);
+        let mut p = Prefix::new(&s, &x, all.clone(), 8).unwrap();
         p.advance_to(&s, cut).unwrap();
         grp.bench_function(format!("run from the shared cut before the {what}"), |b| {
             b.iter(|| p.finish(&s, &all).unwrap())

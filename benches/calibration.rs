@@ -48,9 +48,9 @@ fn calibration(c: &mut Criterion) {
             scheme,
         )
         .unwrap();
-        cal.add("input", x.view()).unwrap();
+        cal.add(&[("input", x.view())]).unwrap();
         grp.bench_function(BenchmarkId::new(format!("calibrate {name}"), batch), |b| {
-            b.iter(|| cal.add("input", x.view()).unwrap())
+            b.iter(|| cal.add(&[("input", x.view())]).unwrap())
         });
     }
     grp.finish();

@@ -163,7 +163,7 @@ fn search_picks_a_cheaper_configuration_the_simulation_then_computes() {
                 .partial_runner(&Enabled::all(&sim).with_encodings(&enc), None)
                 .unwrap()
                 .batch(4)
-                .run(&[(sim.input_name(), x.view())])
+                .run(&[(sim.inputs()[0].as_str(), x.view())])
                 .unwrap()
                 .remove(0);
             let want = qforge::eval::sqnr_db(&reference, &y);

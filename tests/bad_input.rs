@@ -119,6 +119,28 @@ impl Fixtures {
             .unwrap();
         qforge::data::npy::write_any(&f.path("big_ids.npy"), &qforge::data::npy::Npy::I64(big))
             .unwrap();
+        // Several inputs' data: .npz files for two_inputs.onnx that lack an input, add one,
+        // disagree on the sample count, or are damaged.
+        use qforge::data::npy::Npy;
+        let first = m.graph.as_ref().unwrap().input[0].name.clone().unwrap();
+        let npz = |file: &str, arrays: &[(&str, &ndarray::ArrayD<f32>)]| {
+            let arrays: Vec<(String, Npy)> = arrays
+                .iter()
+                .map(|(n, a)| (n.to_string(), Npy::F32((*a).clone())))
+                .collect();
+            qforge::data::npz::write(&f.path(file), &arrays).unwrap();
+        };
+        let x2 = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 1, 28, 28]));
+        npz("two.npz", &[(&first, &x), ("second", &x)]);
+        npz("one_of_two.npz", &[(&first, &x)]);
+        npz("three.npz", &[(&first, &x), ("second", &x), ("third", &x)]);
+        npz("uneven.npz", &[(&first, &x), ("second", &x2)]);
+        let mut damaged = std::fs::read(f.path("two.npz")).unwrap();
+        // Inside the first entry's array data (after its 30-byte header, name and .npy header).
+        let at = 30 + first.len() + 4 + 200;
+        damaged[at] ^= 0x10;
+        f.write("damaged.npz", &damaged);
+        f.write("not_a_zip.npz", b"PK but not really a zip archive");
         let two = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 1, 28, 28]));
         qforge::data::npy::write(&f.path("x_batch2.npy"), &two).unwrap();
         let zero = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[0, 1, 28, 28]));
@@ -936,8 +958,16 @@ fn bad_inputs_found_on_the_gpu_are_typed_errors() {
         case(&format!("compress @model.onnx --data @x.npy {labels} @bad-labels-idx1-ubyte --out ^out"), "outside the model's 10 classes"),
         case(&format!("compress @model.onnx --data @x.npy {labels} @few-labels-idx1-ubyte --out ^out"), "label"),
         case("compress @model.onnx --data @x.npy --multiplicity 100000 --method ssvd --out ^out", "--multiplicity"),
-        case("quantize @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
-        case("analyze @two_inputs.onnx --calib @x.npy --out ^out", "one input"),
+        case("quantize @two_inputs.onnx --calib @x.npy --out ^out", "one array per input"),
+        case("analyze @two_inputs.onnx --calib @x.npy --out ^out", "one array per input"),
+        case("quantize @two_inputs.onnx --calib @one_of_two.npz --out ^out", "no array for the input 'second'"),
+        case("quantize @two_inputs.onnx --calib @three.npz --out ^out", "'third', which is not an input"),
+        case("quantize @two_inputs.onnx --calib @uneven.npz --out ^out", "8 samples as in"),
+        case("quantize @two_inputs.onnx --calib @damaged.npz --out ^out", "CRC-32"),
+        case("quantize @two_inputs.onnx --calib @not_a_zip.npz --out ^out", "not a zip archive"),
+        case("quantize @model.onnx --calib @two.npz --out ^out", "not an input of the model"),
+        case("compress @two_inputs.onnx --data @two.npz --out ^out", "a model with one input"),
+        case("finetune @two_inputs.onnx --data @two.npz --out ^out", "a model with one input"),
         case("quantize @flatten_only.onnx --calib @x.npy --amp --out ^out", "groups"),
         case("quantize @model.onnx --calib @x.npy --amp --amp-samples 0 --out ^out", "--amp-samples"),
         case("quantize @model.onnx --calib @wrong_shape.npy --out ^out", "dim 1 of the data is 3, the model fixes it at 1"),

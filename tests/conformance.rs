@@ -343,7 +343,7 @@ fn try_case(
             .collect();
         let mut ys = Vec::new();
         runner
-            .for_each_piece(&views, |plan, part| {
+            .for_each_piece(&views, |plan, part, _| {
                 ys = plan.run(part, plan.outputs())?;
                 Ok(())
             })

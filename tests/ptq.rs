@@ -352,13 +352,7 @@ fn bias_correction_and_seq_mse_help_4_bit_weights_on_fashion_mnist() {
     let pc = QuantConfig::default_per_channel();
     let naive = score(&mut new(&pc));
     let mut s = new(&pc);
-    let r = seq_mse::apply(
-        &mut s,
-        &calib.slice_axis(Axis(0), (0..32).into()).to_owned(),
-        24,
-        20,
-    )
-    .unwrap();
+    let r = seq_mse::apply(&mut s, calib.slice_axis(Axis(0), (0..32).into()), 24, 20).unwrap();
     assert_eq!(r.layers.len(), 9, "every conv and the classifier");
     assert!(
         r.layers.iter().all(|l| l.3 <= l.2 * (1.0 + 1e-9)),
@@ -373,12 +367,8 @@ fn bias_correction_and_seq_mse_help_4_bit_weights_on_fashion_mnist() {
     let mut s = new(&pc);
     let mut s2 = new(&pc);
     let naive_s = score(&mut s);
-    let bc = bias_correction::empirical(
-        &mut s,
-        &calib.slice_axis(Axis(0), (0..64).into()).to_owned(),
-        48,
-    )
-    .unwrap();
+    let bc =
+        bias_correction::empirical(&mut s, calib.slice_axis(Axis(0), (0..64).into()), 48).unwrap();
     assert_eq!(bc.corrected.len(), 9);
     let emp = s.evaluate(&test, 150, Some(&labels)).unwrap();
     let ana = bias_correction::analytical(&mut s2).unwrap();

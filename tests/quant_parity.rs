@@ -212,7 +212,7 @@ fn minmax_activation_ranges_match_aimet() {
     )
     .unwrap();
     for chunk in calib.axis_chunks_iter(Axis(0), 8) {
-        cal.add("input", chunk).unwrap();
+        cal.add(&[("input", chunk)]).unwrap();
     }
     assert_eq!(cal.samples, 16);
     let want = by_name(&aimet(), "activation_encodings");
@@ -366,7 +366,7 @@ fn integer_simulation_equals_onnxruntime_bit_for_bit() {
         photo_crops(false).axis_chunks_iter(Axis(0), 8),
     )
     .unwrap();
-    let e = sim.evaluate(&photo_crops(true), 8, None).unwrap();
+    let e = sim.evaluate(photo_crops(true), 8, None).unwrap();
     eprintln!(
         "integer simulation vs FP32: SQNR {:.2} dB, top-1 {:.3}",
         e.sqnr_db, e.top1_agreement

@@ -194,6 +194,50 @@ fn centerface_matches_onnxruntime() {
     }
 }
 
+/// A model that fixes its batch (CenterFace's 10) runs any number of samples: in pieces of
+/// 10, the last filled up with copies and its extra rows dropped. `quantize` runs it at its
+/// default `--batch` (batches of 10 instead), calibrating on whole batches only.
+#[test]
+fn a_model_with_a_fixed_batch_runs_and_quantizes_any_count() {
+    let Some(gpu) = gpu() else { return };
+    let r = runner(gpu, "centerface.onnx");
+    let x = golden("centerface_x.npy");
+    let x13 =
+        ndarray::concatenate(Axis(0), &[x.view(), x.slice_axis(Axis(0), (0..3).into())]).unwrap();
+    let ys = r.run(&[("input.1", x13.view())]).unwrap();
+    for (i, y) in ys.iter().enumerate() {
+        let want = golden(&format!("centerface_y{i}.npy"));
+        assert_eq!(y.shape()[0], 13);
+        let again = ndarray::concatenate(
+            Axis(0),
+            &[want.view(), want.slice_axis(Axis(0), (0..3).into())],
+        )
+        .unwrap();
+        check(
+            &format!("CenterFace output {i}, 13 samples"),
+            y,
+            &again,
+            1e-4,
+        );
+    }
+    let dir = Scratch::new("real-quantize-fixed-batch");
+    let calib = dir.path().join("calib.npy");
+    let mut rr = rng(186);
+    let noise =
+        ArrayD::from_shape_vec(x13.raw_dim(), values(&mut rr, x13.len(), -4.0, 4.0)).unwrap();
+    let noisy = &x13 + &noise;
+    let data = ndarray::concatenate(Axis(0), &[x13.view(), noisy.view()]).unwrap();
+    ndarray_npy::write_npy(&calib, &data).unwrap();
+    let mut job = quantize_job("centerface.onnx", &calib, dir.path());
+    job.per_layer_samples = 3;
+    let q = quantize(&job, &mut Silent).unwrap();
+    // 26 samples: 7 held out and evaluated in a filled batch (per-layer SQNR on 3 of them);
+    // of the 19 others, one whole batch of 10 calibrates and the report says 10.
+    assert_eq!(q.calib_samples, 10);
+    assert_eq!(q.evaluation.samples, 7);
+    assert!(q.evaluation.sqnr_db > 5.0, "{}", q.evaluation.sqnr_db);
+}
+
 /// Silero VAD v5 as faster-whisper ships it: the encoder (an STFT as a strided Conv1d, then
 /// four Conv1d + ReLU) on 4 windows of 512 samples with 64 of context, then the decoder (an
 /// LSTM cell unrolled into Gemm, Sigmoid and Tanh, and a Conv1d head) stepped over the windows,
@@ -266,14 +310,17 @@ fn quantize_takes_the_named_dims_of_its_data() {
     assert!(out.evaluation.sqnr_db.is_finite());
     // Data of another rank, or at odds with a fixed dim, is refused naming the input.
     let g = graph::load(&repo("models/real/ch_PP-OCRv4_det_infer.onnx")).unwrap();
-    let dims = g.dims_from_data("x", &[8, 3, 32, 64]).unwrap();
+    let dims = g.dims_from_data(&[("x", &[8, 3, 32, 64])]).unwrap();
     let mut bound: Vec<usize> = dims.values().copied().collect();
     bound.sort();
     assert_eq!(bound, [32, 64]);
-    let e = g.dims_from_data("x", &[8, 32, 64]).unwrap_err().to_string();
+    let e = g
+        .dims_from_data(&[("x", &[8, 32, 64])])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rank 3"), "{e}");
     let e = g
-        .dims_from_data("x", &[8, 1, 32, 64])
+        .dims_from_data(&[("x", &[8, 1, 32, 64])])
         .unwrap_err()
         .to_string();
     assert!(e.contains("fixes it at 3"), "{e}");
@@ -334,6 +381,106 @@ fn one_dimensional_convolutions_export_four_dimensional_weights() {
         &golden("silero_encoded.npy"),
         1e-4,
     );
+}
+
+/// `quantize` takes a model with several inputs from an .npz (one array per input) or a
+/// folder holding NAME.npy for each: the Silero decoder's features and its recurrent state,
+/// whose samples lie along axis 1 (`[2, batch, 128]`). Each of the encoder's 4 windows is
+/// paired with each of the 4 states the decoder passes through (16 samples). Both forms give
+/// the same figures; the evaluation inputs come back as an .npz, and the exported model runs on
+/// them (tools/check_qdq.py runs the QDQ export on them in onnxruntime: README).
+#[test]
+fn quantize_takes_several_inputs_from_an_npz_or_a_folder() {
+    let Some(gpu) = gpu() else { return };
+    let dir = Scratch::new("real-quantize-inputs");
+    let enc = runner(gpu.clone(), "silero_encoder_v5.onnx");
+    let dec = runner(gpu.clone(), "silero_decoder_v5.onnx");
+    let e = enc
+        .run(&[("input", golden("silero_audio.npy").view())])
+        .unwrap()
+        .remove(0);
+    let windows: Vec<ArrayD<f32>> = (0..4)
+        .map(|i| {
+            e.index_axis(Axis(0), i)
+                .to_shape((1, 128))
+                .unwrap()
+                .into_owned()
+                .into_dyn()
+        })
+        .collect();
+    let mut states = vec![ArrayD::<f32>::zeros(IxDyn(&[2, 1, 128]))];
+    for w in &windows[..3] {
+        let s = states.last().unwrap().clone();
+        states.push(
+            dec.run(&[("input", w.view()), ("state", s.view())])
+                .unwrap()
+                .remove(1),
+        );
+    }
+    let (mut xs, mut ss) = (Vec::new(), Vec::new());
+    for w in &windows {
+        for s in &states {
+            xs.push(w.view());
+            ss.push(s.view());
+        }
+    }
+    let x = ndarray::concatenate(Axis(0), &xs).unwrap();
+    let state = ndarray::concatenate(Axis(1), &ss).unwrap();
+    use qforge::data::npy::Npy;
+    let npz = dir.path().join("calib.npz");
+    qforge::data::npz::write(
+        &npz,
+        &[
+            ("state".into(), Npy::F32(state.clone())),
+            ("input".into(), Npy::F32(x.clone())),
+        ],
+    )
+    .unwrap();
+    let folder = dir.path().join("calib");
+    std::fs::create_dir_all(&folder).unwrap();
+    ndarray_npy::write_npy(folder.join("input.npy"), &x).unwrap();
+    ndarray_npy::write_npy(folder.join("state.npy"), &state).unwrap();
+    let mut runs = Vec::new();
+    for (k, data) in [npz, folder].iter().enumerate() {
+        let out = dir.path().join(format!("out{k}"));
+        let mut job = quantize_job("silero_decoder_v5.onnx", data, &out);
+        job.batch = 4;
+        job.per_layer_samples = 4;
+        job.eval_inputs = Some(dir.path().join(format!("eval{k}.npz")));
+        job.sim_outputs = Some(dir.path().join(format!("sim{k}.npy")));
+        let q = quantize(&job, &mut Silent).unwrap();
+        assert_eq!(q.calib_samples, 12);
+        assert_eq!(q.evaluation.samples, 4);
+        println!(
+            "Silero decoder W8A8, 4 held-out samples: {:.2} dB",
+            q.evaluation.sqnr_db
+        );
+        assert!(q.evaluation.sqnr_db > 10.0, "{}", q.evaluation.sqnr_db);
+        runs.push(q.evaluation.sqnr_db);
+        let eval = qforge::data::npz::read(job.eval_inputs.as_ref().unwrap()).unwrap();
+        let get = |name: &str| match eval.iter().find(|(n, _)| n == name) {
+            Some((_, Npy::F32(a))) => a.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        let (ex, es) = (get("input"), get("state"));
+        assert_eq!(ex.shape(), [4, 128]);
+        assert_eq!(es.shape(), [2, 4, 128]);
+        // The exported FP32 model keeps both inputs: run on them, it gives the original's
+        // outputs; the simulation's outputs are near them.
+        let feed = [("input", ex.view()), ("state", es.view())];
+        let want = dec.run(&feed).unwrap().remove(0);
+        let back = Runner::new(
+            gpu.clone(),
+            graph::load(&out.join("silero_decoder_v5.onnx")).unwrap(),
+        )
+        .run(&feed)
+        .unwrap()
+        .remove(0);
+        check("Silero decoder exported and reloaded", &back, &want, 1e-5);
+        let sim: ArrayD<f32> = read_npy(job.sim_outputs.as_ref().unwrap()).unwrap();
+        check("Silero decoder simulated vs FP32", &sim, &want, 0.05);
+    }
+    assert_eq!(runs[0], runs[1]);
 }
 
 fn quantize_job(model: &str, calib: &std::path::Path, out: &std::path::Path) -> QuantizeJob {

@@ -1,7 +1,7 @@
 """Runs qforge's QDQ export in onnxruntime and compares it with qforge's own simulation.
 
     qforge quantize [--integer] --calib CALIB --eval EVAL.npy --sim-outputs out/sim.npy
-    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy out/sim.npy [--fp32 FP32.npy | --fp32-model MODEL.onnx] [--save ORT.npy] [--labels LABELS-idx1-ubyte.gz]
+    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy|EVAL.npz out/sim.npy [--fp32 FP32.npy | --fp32-model MODEL.onnx] [--save ORT.npy] [--labels LABELS-idx1-ubyte.gz]
 
 onnxruntime runs the model twice: as it runs by default (graph optimizations on: with int32
 biases, DequantizeLinear -> op -> QuantizeLinear groups become integer kernels, which
@@ -32,13 +32,22 @@ p.add_argument("--save")
 p.add_argument("--labels", help="IDX labels of the inputs (.gz): print accuracies too")
 a = p.parse_args()
 onnx.checker.check_model(onnx.load(a.qdq), full_check=True)
-x = np.load(a.inputs)
+# An .npz holds one array per input (a model with several): the whole set runs as one batch.
+many = a.inputs.endswith(".npz")
+x = dict(np.load(a.inputs)) if many else np.load(a.inputs)
+
+
+def run(s):
+    if many:
+        return s.run(None, x)[0]
+    name = s.get_inputs()[0].name
+    return np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
 q = np.load(a.sim)
 f = np.load(a.fp32) if a.fp32 else None
 if a.fp32_model:
-    s = ort.InferenceSession(a.fp32_model, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    f = np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    f = run(ort.InferenceSession(a.fp32_model, providers=["CPUExecutionProvider"]))
 for label, level in [("default (optimized)", ort.GraphOptimizationLevel.ORT_ENABLE_ALL), ("unoptimized", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)]:
     so = ort.SessionOptions()
     so.graph_optimization_level = level
@@ -48,8 +57,7 @@ for label, level in [("default (optimized)", ort.GraphOptimizationLevel.ORT_ENAB
     except Exception as e:  # e.g. onnxruntime's Clip/QuantizeLinear fusion refuses 4-bit zero points
         print(f"onnxruntime {label}: the session does not load: {str(e).splitlines()[0][:300]}")
         continue
-    name = s.get_inputs()[0].name
-    y = np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    y = run(s)
     print(f"onnxruntime {label} vs qforge simulation: SQNR {sqnr(y, q):.2f} dB, top-1 agreement {(q.argmax(1) == y.argmax(1)).mean():.4f}, "
           f"bit-identical {(q == y).mean():.4f}")
     if f is not None:

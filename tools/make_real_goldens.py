@@ -12,7 +12,8 @@ With --calib DIR it writes calibration sets for `qforge quantize` instead (READM
 models"): DIR/det.npy (64 text images 3x96x128), rec.npy (64 text lines 3x48x160), layout.npy
 (16 text pages 3x800x608), centerface.npy (80 photos 3x32x32 from CROPS.npy, the
 crops example's 224x224 crops of data/images, averaged 7x7 and back to 0..255) and
-silero.npy (128 windows of 576 samples):
+silero.npy (128 windows of 576 samples), and silero_decoder.npz (the decoder's two inputs on
+those windows; `--silero-decoder DIR` makes it alone from DIR/silero.npy):
     cargo run --release --example crops -- data/images 1 3 /tmp/crops224.npy
     python tools/make_real_goldens.py --calib /tmp/real_calib /tmp/crops224.npy
 The project itself never needs Python.
@@ -104,7 +105,23 @@ def calib(out, crops):
     x = np.load(crops)[:80]
     x = x.reshape(80, 3, 32, 7, 32, 7).mean(axis=(3, 5))
     np.save(os.path.join(out, "centerface.npy"), np.clip((x * STD + MEAN) * 255.0, 0, 255).astype(np.float32))
-    np.save(os.path.join(out, "silero.npy"), np.stack([tone(rng, 576) for _ in range(128)]).astype(np.float32))
+    windows = np.stack([tone(rng, 576) for _ in range(128)]).astype(np.float32)
+    np.save(os.path.join(out, "silero.npy"), windows)
+    silero_decoder(out, windows)
+
+
+def silero_decoder(out, windows):
+    """The decoder's inputs as it runs: the encoder's features of 8 streams of 16 windows, each
+    stream stepped from a zero state; every step's features and the state it starts from."""
+    enc = session("silero_encoder_v5.onnx").run(None, {"input": windows})[0][:, :, 0]
+    dec = session("silero_decoder_v5.onnx")
+    states = []
+    for s in range(8):
+        state = np.zeros((2, 1, 128), np.float32)
+        for i in range(16 * s, 16 * s + 16):
+            states.append(state)
+            state = dec.run(None, {"input": enc[i : i + 1], "state": state})[1]
+    np.savez(os.path.join(out, "silero_decoder.npz"), input=enc, state=np.concatenate(states, axis=1))
 
 
 def main():
@@ -170,5 +187,7 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--calib":
         calib(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--silero-decoder":
+        silero_decoder(sys.argv[2], np.load(os.path.join(sys.argv[2], "silero.npy")))
     else:
         main()

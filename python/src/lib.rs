@@ -716,11 +716,12 @@ impl QuantSim {
         encodings(py, self.sim.param_encodings())
     }
 
-    /// The model input's name and its shape (None for a free dim).
+    /// The model input's name and its shape (None for a free dim); the first input of a
+    /// model with several (the Python API feeds one array).
     #[getter]
     fn input(&self) -> PyResult<(String, Vec<Option<usize>>)> {
         let g = self.sim.reference_graph(1).map_err(err)?;
-        let name = self.sim.input_name().to_string();
+        let name = self.sim.inputs()[0].clone();
         let shape = g.shapes.get(&name).cloned().unwrap_or_default();
         // Batch 1 resolves every dim; the first is the batch.
         let mut dims: Vec<Option<usize>> = shape.into_iter().map(Some).collect();

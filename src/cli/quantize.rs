@@ -19,12 +19,15 @@ use qforge::quant::PlacementStyle;
 pub struct SimArgs {
     /// The ONNX model (default: the bundled MobileNetV2).
     model: Option<PathBuf>,
-    /// Calibration data: a folder of images, an .npy batch or IDX images (default: the bundled
-    /// photos; none with --dfq: ranges from batch-norm statistics). Without --eval, --holdout
-    /// of it is held out (by image) for the evaluation.
+    /// Calibration data: a folder of images, an .npy batch or IDX images; for a model with
+    /// several inputs, an .npz with one array per input or a folder holding NAME.npy for each
+    /// (each input's samples along its batch dim). Default: the bundled photos; none with
+    /// --dfq (ranges from batch-norm statistics). Without --eval, --holdout of it is held out
+    /// (by sample) for the evaluation.
     #[arg(long)]
     calib: Option<PathBuf>,
-    /// An explicit evaluation set (default: --holdout of the calibration data).
+    /// An explicit evaluation set, in --calib's forms (default: --holdout of the calibration
+    /// data).
     #[arg(long)]
     eval: Option<PathBuf>,
     /// Share of the calibration data held out for the evaluation, split by image with a fixed
@@ -134,7 +137,8 @@ pub struct SimArgs {
 pub struct QuantizeArgs {
     #[command(flatten)]
     sim: SimArgs,
-    /// Also write the evaluation inputs (.npy), e.g. to run the QDQ export on the same images.
+    /// Also write the evaluation inputs (.npy; an .npz of one array per input for a model with
+    /// several), e.g. to run the QDQ export on the same samples.
     #[arg(long)]
     eval_inputs: Option<PathBuf>,
     /// Output folder.

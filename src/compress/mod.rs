@@ -557,10 +557,10 @@ impl Compressor {
         // Layers come in graph order: one cut walks the original model once, and each
         // candidate runs only from the first node it changes.
         let mut cut = Prefix::new(
-            scorer.input(),
-            scorer.images(),
+            &[scorer.input().to_string()],
+            &scorer.images().into(),
             scorer.images().len_of(Axis(0)),
-        );
+        )?;
         for (i, name) in names.iter().enumerate() {
             let mut entries = Vec::new();
             for (k, &ratio) in self.opts.candidates.iter().enumerate() {

@@ -161,7 +161,12 @@ fn accumulate(
         let runner = Runner::new(gpu.clone(), original.truncated(&outs))
             .taps(&names)
             .batch(piece);
-        runner.for_each_piece(&[(input, images.view())], |plan, part| {
+        runner.for_each_piece(&[(input, images.view())], |plan, part, rows| {
+            // A piece filled up to the model's fixed batch holds copies: left out.
+            if rows < part[0].1.len_of(Axis(0)) {
+                first += rows;
+                return Ok(());
+            }
             let v = plan.run(part, &names)?;
             for k in 0..nodes.len() {
                 add(k, &v[k], &v[nodes.len() + k], first)?;

@@ -1,10 +1,11 @@
-//! Input data: image folders (decode, resize, crop, normalise), .npy files and (Fashion-)MNIST
-//! IDX files.
+//! Input data: image folders (decode, resize, crop, normalise), .npy and .npz files and
+//! (Fashion-)MNIST IDX files.
 
 pub mod augment;
 pub mod idx;
 pub mod images;
 pub mod npy;
+pub mod npz;
 pub mod rng;
 pub mod split;
 

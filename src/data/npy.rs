@@ -143,12 +143,21 @@ pub fn read(path: &Path) -> Result<ArrayD<f32>> {
 /// Reads an .npy file of float32, float64, int64, int32, int8, uint8 or bool (C or Fortran
 /// order, little-endian).
 pub fn read_any(path: &Path) -> Result<Npy> {
-    let bad = |message: String| Error::Io {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
         action: "reading .npy",
         path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    parse(&bytes, &path.display().to_string())
+}
+
+/// An .npy file's bytes as [`read_any`] reads them; `origin` names them in errors.
+pub fn parse(bytes: &[u8], origin: &str) -> Result<Npy> {
+    let bad = |message: String| Error::Io {
+        action: "reading .npy",
+        path: origin.to_string(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     if bytes.is_empty() {
         return Err(bad("the file is empty".into()));
     }
@@ -244,6 +253,11 @@ pub fn read_any(path: &Path) -> Result<Npy> {
 
 /// Writes an .npy file of any [`Npy`] type atomically.
 pub fn write_any(path: &Path, a: &Npy) -> Result<()> {
+    crate::files::write_atomic(path, &encode(path, a)?)
+}
+
+/// The bytes of an .npy file holding `a` (`path` names it in errors).
+pub fn encode(path: &Path, a: &Npy) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let r = match a {
         Npy::F32(a) => ndarray_npy::WriteNpyExt::write_npy(a, &mut bytes),
@@ -259,7 +273,7 @@ pub fn write_any(path: &Path, a: &Npy) -> Result<()> {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    crate::files::write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 /// Writes an f32 .npy file atomically.

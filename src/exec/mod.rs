@@ -1,7 +1,8 @@
 //! Running graphs on the GPU. [`Plan`]: one resolved graph compiled for one batch size
 //! (lowering in `lower`, buffers by liveness in `memory`, parameters by name in [`Params`]).
 //! [`Runner`]: any batch, one plan cache, pieces that fit the adapter. [`Prefix`]: a model's
-//! values at a cut, so runs that differ only after it start there.
+//! values at a cut, so runs that differ only after it start there. [`Samples`]: a model's
+//! inputs for a number of samples.
 
 mod backward;
 mod fuse;
@@ -13,6 +14,7 @@ mod plan;
 mod prefix;
 mod rules;
 mod runner;
+mod samples;
 
 pub use backward::{Backward, GradCx};
 pub use grads::{rule as grad_rule, GradFn, GradRule};
@@ -22,3 +24,4 @@ pub use plan::{Compile, Plan};
 pub use prefix::Prefix;
 pub use rules::{rule, LowerFn};
 pub use runner::{join_batches, Runner};
+pub use samples::Samples;

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use ndarray::{ArrayD, ArrayViewD, Axis};
+use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{Error, Result};
-use crate::exec::{join_batches, Runner};
+use crate::exec::{join_batches, Runner, Samples};
 use crate::graph::ir::Graph;
 
 /// Values crossing a cut, by name, for each batch.
@@ -22,15 +22,19 @@ pub struct Prefix {
 }
 
 impl Prefix {
-    /// The cut before the first node, for `x` (fed as `input`) in batches of `piece`.
-    pub fn new(input: &str, x: &ArrayD<f32>, piece: usize) -> Prefix {
-        Prefix {
-            state: x
-                .axis_chunks_iter(Axis(0), piece.max(1))
-                .map(|c| HashMap::from([(input.to_string(), c.to_owned())]))
-                .collect(),
-            at: 0,
-        }
+    /// The cut before the first node, for samples `x` of the model's `inputs` in batches of
+    /// `piece`.
+    pub fn new(inputs: &[String], x: &Samples, piece: usize) -> Result<Prefix> {
+        let state = x
+            .chunks(piece)
+            .map(|c| {
+                Ok(c.feed(inputs)?
+                    .into_iter()
+                    .map(|(n, v)| (n.to_string(), v.to_owned()))
+                    .collect())
+            })
+            .collect::<Result<_>>()?;
+        Ok(Prefix { state, at: 0 })
     }
 
     /// The node position of the cut.

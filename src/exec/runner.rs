@@ -30,7 +30,8 @@ type Plans = HashMap<(Option<usize>, Vec<(String, usize)>, Vec<ValueKey>), Arc<P
 struct Feed<'i, 'a> {
     values: Vec<(String, Const)>,
     data: Vec<(&'i str, ArrayViewD<'a, f32>)>,
-    batched: bool,
+    /// With a batch to split: each data input's sample axis (`Graph::sample_axis`).
+    axes: Option<Vec<usize>>,
 }
 
 /// Runs a model; plans are compiled on first use of each (batch, dims) and cached.
@@ -229,24 +230,21 @@ impl Runner {
                 data.push((*name, x.clone()));
             }
         }
-        let declared: Vec<&Vec<Dim>> = g
-            .inputs
-            .iter()
-            .filter(|i| !values.iter().any(|(v, _)| v == *i))
-            .map(|i| &g.input_dims[i])
-            .collect();
-        let firsts: Vec<Option<&Dim>> = declared.iter().map(|d| d.first()).collect();
+        // A batch splits when every data input holds it: one input, inputs all of batch 1, or
+        // a named batch dim (dim 0 of the first input) that every input has somewhere.
+        let firsts: Vec<Option<&Dim>> =
+            data.iter().map(|(n, _)| g.input_dims[*n].first()).collect();
+        let axes: Option<Vec<usize>> = data.iter().map(|(n, _)| g.sample_axis(n)).collect();
         let batched = !self.exact
             && !firsts.is_empty()
             && firsts.iter().all(Option::is_some)
             && (firsts.len() == 1
                 || firsts.iter().all(|d| *d == Some(&Dim::Fixed(1)))
-                || (matches!(firsts[0], Some(Dim::Named(_)))
-                    && firsts.iter().all(|d| *d == firsts[0])));
+                || matches!(g.input_dims[&g.inputs[0]].first(), Some(Dim::Named(_))));
         Ok(Feed {
             values,
             data,
-            batched,
+            axes: axes.filter(|_| batched),
         })
     }
 
@@ -273,18 +271,21 @@ impl Runner {
             .min(batch))
     }
 
-    /// Calls `f` with the plan and the inputs of each piece of the batch, in order (value
-    /// inputs are bound into the plan, not passed to `f`).
+    /// Calls `f` with the plan, the inputs of each piece of the batch, in order, and the
+    /// number of samples in it (value inputs are bound into the plan, not passed to `f`). A
+    /// model that fixes its batch at k > 1 runs pieces of k: the last piece is filled up with
+    /// copies of its last sample, and `f` is told how many rows are real (outputs past them are
+    /// copies; statistics should leave such a piece out).
     pub fn for_each_piece(
         &self,
         inputs: &[(&str, ArrayViewD<'_, f32>)],
-        mut f: impl FnMut(&Plan, &[(&str, ArrayViewD<'_, f32>)]) -> Result<()>,
+        mut f: impl FnMut(&Plan, &[(&str, ArrayViewD<'_, f32>)], usize) -> Result<()>,
     ) -> Result<()> {
         let g = self.model.signature()?;
         let feed = self.feed(inputs)?;
         let value_names: Vec<String> = feed.values.iter().map(|(n, _)| n.clone()).collect();
-        let dims = bind(&g, &value_names, &feed.data, feed.batched)?;
-        if !feed.batched {
+        let dims = bind(&g, &value_names, &feed.data, feed.axes.is_some())?;
+        let Some(axes) = &feed.axes else {
             if let Some((name, _)) = feed.data.iter().find(|(_, x)| x.is_empty()) {
                 return Err(Error::EmptyTensor {
                     op: "run",
@@ -292,12 +293,16 @@ impl Runner {
                 });
             }
             let plan = self.plan_with(None, &dims, &feed.values)?;
-            return f(&plan, &feed.data);
-        }
+            let rows = feed
+                .data
+                .first()
+                .map_or(1, |(_, x)| x.shape().first().copied().unwrap_or(1));
+            return f(&plan, &feed.data, rows);
+        };
         let inputs = &feed.data[..];
         let batch = inputs
             .first()
-            .map(|(_, x)| x.shape().first().copied().unwrap_or(1))
+            .map(|(_, x)| x.len_of(Axis(axes[0])))
             .unwrap_or(1);
         if batch == 0 {
             return Err(Error::EmptyTensor {
@@ -307,34 +312,60 @@ impl Runner {
                     .map_or("input".to_string(), |i| i.0.to_string()),
             });
         }
-        if let Some((name, x)) = inputs
+        if let Some(((name, x), axis)) = inputs
             .iter()
-            .find(|(_, x)| x.shape().first() != Some(&batch))
+            .zip(axes)
+            .find(|((_, x), &a)| x.len_of(Axis(a)) != batch)
         {
             return Err(Error::ShapeMismatch {
                 op: "run",
                 tensor: name.to_string(),
                 expected: format!(
-                    "dim 0 = {batch} as in input '{}' (every input's dim 0 is the batch)",
+                    "dim {axis} = {batch} as in input '{}' (the batch, dim 0 of the first input)",
                     inputs[0].0
                 ),
                 got: x.shape().to_vec(),
             });
         }
-        let chunk = if feed.values.is_empty() {
-            self.batch_piece(batch, &dims)?
-        } else {
-            batch
+        let fixed = match g.input_dims[inputs[0].0].first() {
+            Some(Dim::Fixed(k)) if *k > 1 => Some(*k),
+            _ => None,
+        };
+        let chunk = match fixed {
+            Some(k) => k,
+            None if feed.values.is_empty() => self.batch_piece(batch, &dims)?,
+            None => batch,
         };
         let mut start = 0;
         while start < batch {
             let n = chunk.min(batch - start);
-            let plan = self.plan_with(Some(n), &dims, &feed.values)?;
+            let plan = self.plan_with(Some(fixed.unwrap_or(n)), &dims, &feed.values)?;
             let part: Vec<(&str, ArrayViewD<'_, f32>)> = inputs
                 .iter()
-                .map(|(name, x)| (*name, x.slice_axis(Axis(0), (start..start + n).into())))
+                .zip(axes)
+                .map(|((name, x), &a)| (*name, x.slice_axis(Axis(a), (start..start + n).into())))
                 .collect();
-            f(&plan, &part)?;
+            match fixed {
+                Some(k) if n < k => {
+                    let filled: Vec<ArrayD<f32>> = part
+                        .iter()
+                        .zip(axes)
+                        .map(|((_, x), &a)| {
+                            let last = x.slice_axis(Axis(a), (n - 1..n).into());
+                            let mut views = vec![x.view()];
+                            views.extend(std::iter::repeat_n(last, k - n));
+                            ndarray::concatenate(Axis(a), &views).expect("same shapes")
+                        })
+                        .collect();
+                    let filled: Vec<(&str, ArrayViewD<'_, f32>)> = part
+                        .iter()
+                        .zip(&filled)
+                        .map(|((name, _), x)| (*name, x.view()))
+                        .collect();
+                    f(&plan, &filled, n)?;
+                }
+                _ => f(&plan, &part, n)?,
+            }
             start += n;
         }
         Ok(())
@@ -354,8 +385,8 @@ impl Runner {
             }
         }
         let mut pieces = Vec::new();
-        self.for_each_piece(inputs, |plan, part| {
-            pieces.push(plan.run(part, plan.outputs())?);
+        self.for_each_piece(inputs, |plan, part, rows| {
+            pieces.push(real_rows(plan.run(part, plan.outputs())?, part, rows));
             Ok(())
         })?;
         join_batches(pieces)
@@ -365,7 +396,7 @@ impl Runner {
     /// pieces ([`Plan::profile`]: each dispatch timed in a submission of its own).
     pub fn profile(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<(String, f64)>> {
         let mut by: HashMap<String, f64> = HashMap::new();
-        self.for_each_piece(inputs, |plan, part| {
+        self.for_each_piece(inputs, |plan, part, _| {
             plan.write_inputs(part)?;
             for (k, s) in plan.profile()? {
                 *by.entry(k).or_default() += s;
@@ -384,12 +415,30 @@ impl Runner {
         names: &[String],
     ) -> Result<Vec<ArrayD<f32>>> {
         let mut pieces = Vec::new();
-        self.for_each_piece(inputs, |plan, part| {
-            pieces.push(plan.run(part, names)?);
+        self.for_each_piece(inputs, |plan, part, rows| {
+            pieces.push(real_rows(plan.run(part, names)?, part, rows));
             Ok(())
         })?;
         join_batches(pieces)
     }
+}
+
+/// The outputs of a piece without the rows that filled it up to a fixed batch: values whose
+/// dim 0 is the piece's batch keep their first `rows`.
+fn real_rows(
+    ys: Vec<ArrayD<f32>>,
+    part: &[(&str, ArrayViewD<'_, f32>)],
+    rows: usize,
+) -> Vec<ArrayD<f32>> {
+    let batch = part.first().and_then(|(_, x)| x.shape().first().copied());
+    ys.into_iter()
+        .map(|y| match batch {
+            Some(b) if rows < b && y.shape().first() == Some(&b) => {
+                y.slice_axis(Axis(0), (0..rows).into()).to_owned()
+            }
+            _ => y,
+        })
+        .collect()
 }
 
 /// Named dims bound from the inputs' shapes (dim 0 too unless `batched`); checks every input
@@ -422,8 +471,11 @@ fn bind(
                 got: x.shape().to_vec(),
             });
         }
-        let skip = usize::from(batched);
-        for (i, (d, &v)) in declared.iter().zip(x.shape()).enumerate().skip(skip) {
+        let skip = g.sample_axis(name).filter(|_| batched);
+        for (i, (d, &v)) in declared.iter().zip(x.shape()).enumerate() {
+            if Some(i) == skip {
+                continue;
+            }
             match d {
                 Dim::Fixed(f) if *f != v => {
                     return Err(Error::ShapeMismatch {

@@ -20,51 +20,74 @@ impl Graph {
         self.resolve_with_batch(dims, None)
     }
 
-    /// The named dims after dim 0 of the single input `input`, bound from the shape of one
-    /// batch of data for it (`shape[0]` is the batch): what a job fed from an .npy file (a
-    /// calibration set) resolves a model with, as a run binds them from its inputs. The rank
-    /// and every fixed dim after dim 0 must match.
-    pub fn dims_from_data(&self, input: &str, shape: &[usize]) -> Result<HashMap<String, usize>> {
-        let declared = self.input_dims.get(input).ok_or_else(|| Error::Graph {
-            model: self.name.clone(),
-            message: format!("'{input}' is not an input of the model"),
-        })?;
-        let err = |message: String| Error::Graph {
-            model: self.name.clone(),
-            message: format!("input '{input}': {message}"),
-        };
-        if declared.len() != shape.len() {
-            return Err(err(format!(
-                "the data has rank {} ({shape:?}), the model declares rank {}",
-                shape.len(),
-                declared.len()
-            )));
-        }
-        let mut dims = HashMap::new();
-        for (i, (d, &n)) in declared.iter().zip(shape).enumerate().skip(1) {
-            match d {
-                Dim::Fixed(v) if *v != n => {
-                    let m = format!("dim {i} of the data is {n}, the model fixes it at {v}");
-                    return Err(err(format!("{m} (data shape {shape:?})")));
+    /// The named dims other than the batch, bound from the shapes of one batch of data for
+    /// the model's inputs (`inputs`: name and shape; each input's [sample
+    /// axis](Graph::sample_axis) is the batch): what a job fed from files (a calibration set)
+    /// resolves a model with, as a run binds them from its inputs. Every input's rank and fixed
+    /// dims must match, and a named dim must have one size in all of them.
+    pub fn dims_from_data(&self, inputs: &[(&str, &[usize])]) -> Result<HashMap<String, usize>> {
+        let mut dims: HashMap<String, usize> = HashMap::new();
+        for &(input, shape) in inputs {
+            let declared = self.input_dims.get(input).ok_or_else(|| Error::Graph {
+                model: self.name.clone(),
+                message: format!("'{input}' is not an input of the model"),
+            })?;
+            let err = |message: String| Error::Graph {
+                model: self.name.clone(),
+                message: format!("input '{input}': {message}"),
+            };
+            if declared.len() != shape.len() {
+                return Err(err(format!(
+                    "the data has rank {} ({shape:?}), the model declares rank {}",
+                    shape.len(),
+                    declared.len()
+                )));
+            }
+            let batch = self.sample_axis(input);
+            for (i, (d, &n)) in declared.iter().zip(shape).enumerate() {
+                if Some(i) == batch {
+                    continue;
                 }
-                Dim::Fixed(_) => {}
-                Dim::Named(name) => {
-                    if let Some(&prev) = dims.get(name) {
-                        if prev != n {
-                            return Err(err(format!(
-                                "dim '{name}' is {prev} and {n} in the data (shape {shape:?})"
-                            )));
-                        }
+                match d {
+                    Dim::Fixed(v) if *v != n => {
+                        let m = format!("dim {i} of the data is {n}, the model fixes it at {v}");
+                        return Err(err(format!("{m} (data shape {shape:?})")));
                     }
-                    dims.insert(name.clone(), n);
+                    Dim::Fixed(_) => {}
+                    Dim::Named(name) => {
+                        if let Some(&prev) = dims.get(name) {
+                            if prev != n {
+                                return Err(err(format!(
+                                    "dim '{name}' is {prev} and {n} in the data (shape {shape:?})"
+                                )));
+                            }
+                        }
+                        dims.insert(name.clone(), n);
+                    }
                 }
             }
         }
         Ok(dims)
     }
 
+    /// The axis of input `input` that counts samples (the batch): dim 0 of the first input,
+    /// and in the others the dim of the same name (a recurrent state `[layers, batch, width]`
+    /// has it at 1), or dim 0 when the batch is a fixed size they share. `None` for an input
+    /// without it (the same for every sample), or that is not an input.
+    pub fn sample_axis(&self, input: &str) -> Option<usize> {
+        let first = self.input_dims.get(self.inputs.first()?)?.first()?;
+        let dims = self.input_dims.get(input)?;
+        match first {
+            Dim::Named(b) => dims
+                .iter()
+                .position(|d| matches!(d, Dim::Named(n) if n == b)),
+            Dim::Fixed(_) => (dims.first() == Some(first)).then_some(0),
+        }
+    }
+
     /// As [`Graph::resolve`], and with `batch` set, dim 0 of every input becomes `batch`
-    /// (whether it was declared named or fixed at 1, as exported classifiers often are).
+    /// (whether it was declared named or fixed at 1, as exported classifiers often are), and
+    /// so does every dim named as the first input's dim 0.
     pub fn resolve_with_batch(
         &mut self,
         dims: &HashMap<String, usize>,
@@ -100,6 +123,11 @@ impl Graph {
             }
             self.consts.insert(name.clone(), v.clone());
         }
+        // The batch's name (dim 0 of the first input) sizes that dim wherever it appears.
+        let batch_name = match self.inputs.first().and_then(|i| self.input_dims[i].first()) {
+            Some(Dim::Named(n)) if batch.is_some() => Some(n.clone()),
+            _ => None,
+        };
         for input in &self.inputs {
             let mut missing = Vec::new();
             let shape: Vec<usize> = self.input_dims[input]
@@ -107,6 +135,7 @@ impl Graph {
                 .enumerate()
                 .map(|(i, d)| match (i, batch, d) {
                     (0, Some(b), Dim::Named(_) | Dim::Fixed(1)) => b,
+                    (_, Some(b), Dim::Named(n)) if Some(n) == batch_name.as_ref() => b,
                     (_, _, d) => match d {
                         Dim::Fixed(v) => *v,
                         Dim::Named(n) => dims.get(n).copied().unwrap_or_else(|| {

@@ -4,9 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::Axis;
-
-use crate::data;
 use crate::error::{Error, Result};
 use crate::eval::ScoreKind;
 use crate::jobs::sets::Sets;
@@ -80,8 +77,8 @@ pub fn mixed(
     piece: usize,
     progress: &mut dyn Progress,
 ) -> Result<AmpResult> {
-    let x = data::first(&sets.fit, req.samples);
-    let n = x.len_of(Axis(0));
+    let x = sets.fit.first(req.samples);
+    let n = x.len();
     if n < crate::quant::analysis::FEW_SAMPLES {
         log::warn!(
             "AMP scores configurations on {n} calibration samples: fewer than {} rank groups by noise (--amp-samples)",

@@ -4,10 +4,8 @@
 
 use std::path::PathBuf;
 
-use ndarray::Axis;
 use serde_json::{json, Value};
 
-use crate::data;
 use crate::error::{Error, Result};
 use crate::jobs::output::Outputs;
 use crate::jobs::quantize::{calibrated, setup_summary, Calibrated, QuantizeJob};
@@ -78,7 +76,7 @@ pub fn analyze(job: &AnalyzeJob, progress: &mut dyn Progress) -> Result<AnalyzeO
         ..
     } = calibrated(q, progress)?;
     let ev = &sets.eval;
-    let n = ev.len_of(Axis(0));
+    let n = ev.len();
     let layers = analysis::layers(&sim)?;
     let mut warnings = Vec::new();
     if n < FEW_SAMPLES {
@@ -93,7 +91,7 @@ pub fn analyze(job: &AnalyzeJob, progress: &mut dyn Progress) -> Result<AnalyzeO
     for w in &warnings {
         log::warn!("{w}");
     }
-    let hist_x = data::first(&sets.fit, job.histogram_samples);
+    let hist_x = sets.fit.first(job.histogram_samples);
     let mut report = |what: &str, done: usize, total: usize| {
         if total <= 1 {
             progress.phase(what)

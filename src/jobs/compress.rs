@@ -139,6 +139,7 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
     }
     let sets = Sets::load(&SetsRequest {
         what: "the compression data",
+        model: &g,
         data: &job.data,
         eval: job.eval.as_deref(),
         labels: job.labels.as_deref(),
@@ -148,6 +149,7 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
         eval_count: job.eval_count,
     })?;
     let (score_idx, rebuild_idx) = fitting_parts(job, sets.fit_len())?;
+    let (fit, eval) = sets.single("compress")?;
     let gpu = Arc::new(Gpu::new()?);
     let part_labels = |idx: &[usize]| {
         sets.fit_labels
@@ -157,11 +159,11 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
     let scorer = Scorer::new(
         gpu.clone(),
         &g,
-        take(&sets.fit, &score_idx),
+        take(&fit, &score_idx),
         part_labels(&score_idx),
     )?;
-    let rebuild_images = take(&sets.fit, &rebuild_idx);
-    let held = Scorer::new(gpu.clone(), &g, sets.eval.clone(), sets.eval_labels.clone())?;
+    let rebuild_images = take(&fit, &rebuild_idx);
+    let held = Scorer::new(gpu.clone(), &g, eval.clone(), sets.eval_labels.clone())?;
     let mut out = Outputs::new(&job.out, &inputs)?;
     let tables = job.out.join(format!("{stem}.scores"));
     if job.rescore {
@@ -261,7 +263,7 @@ pub fn compress(job: &CompressJob, progress: &mut dyn Progress) -> Result<Compre
     out.write("split.json", sets.to_json().as_bytes())?;
     let mut written = out.commit()?;
     if let Some(p) = &job.eval_inputs {
-        data::npy::write(p, &sets.eval)?;
+        data::npy::write(p, &eval)?;
         written.push(p.clone());
     }
     Ok(CompressOutcome {

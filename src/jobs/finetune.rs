@@ -182,6 +182,7 @@ pub fn finetune(job: &FinetuneJob, progress: &mut dyn Progress) -> Result<Finetu
     };
     let sets = Sets::load(&SetsRequest {
         what: "the training data",
+        model: &g,
         data: &job.data,
         eval: job.eval.as_deref(),
         labels: if job.eval.is_some() {
@@ -425,12 +426,8 @@ pub fn tune(
     let g1 = student.at(1)?;
     let (trainable, all) = trainable(&g1, &settings.freeze)?;
     let teacher_graph = teacher.at(1)?;
-    let scorer = Scorer::new(
-        gpu.clone(),
-        &teacher_graph,
-        sets.eval.clone(),
-        sets.eval_labels.clone(),
-    )?;
+    let (fit, eval) = sets.single("finetune")?;
+    let scorer = Scorer::new(gpu.clone(), &teacher_graph, eval, sets.eval_labels.clone())?;
     let metric = if scorer.labelled() {
         "accuracy"
     } else {
@@ -446,7 +443,7 @@ pub fn tune(
         resume,
     };
     let data = FitData {
-        images: &sets.fit,
+        images: &fit,
         labels: sets.fit_labels.as_deref(),
         augment,
     };

@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ndarray::{ArrayD, Axis};
-
 use crate::data;
 use crate::error::{Error, Result};
+use crate::exec::Samples;
 use crate::gpu::Gpu;
 use crate::jobs::amp::AmpRequest;
 use crate::jobs::output::Outputs;
-use crate::jobs::sets::{Sets, SetsRequest};
+use crate::jobs::sets::{write_samples, Sets, SetsRequest};
 use crate::jobs::{at_least_one, Progress};
 use crate::quant::adaround::{self, AdaroundOptions, AdaroundReport};
 use crate::quant::amp::AmpResult;
@@ -304,7 +303,6 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         qat,
         seconds: [t_load, t_prepare, t_ptq, t_calib],
     } = calibrated(job, progress)?;
-    let x = job.calib.as_ref().map(|_| &sets.fit);
     let ev = &sets.eval;
     let labels = &sets.eval_labels;
 
@@ -323,14 +321,14 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
     let t = std::time::Instant::now();
     progress.phase(&format!(
         "evaluating FP32 and simulated on {} samples",
-        ev.len_of(Axis(0))
+        ev.len()
     ));
     let e = sim.evaluate(ev, job.batch, labels.as_deref())?;
     let t_eval = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
     progress.phase("per-layer SQNR");
-    let probe = data::first(ev, job.per_layer_samples);
+    let probe = ev.first(job.per_layer_samples);
     let per_layer = if job.per_layer_samples > 0 {
         sim.per_layer_sqnr(&probe, job.batch)?
     } else {
@@ -406,7 +404,7 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         written.push(p.clone());
     }
     if let Some(p) = &job.eval_inputs {
-        data::npy::write(p, ev)?;
+        write_samples(p, ev, &*sim.reference_graph(1)?)?;
         written.push(p.clone());
     }
     let t_export = t.elapsed().as_secs_f64();
@@ -415,13 +413,13 @@ pub fn quantize(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Quanti
         stem,
         adapter: gpu.describe(),
         quantizers: (p.activations.len(), p.params.len()),
-        calib_samples: x.as_ref().map_or(0, |x| x.len_of(Axis(0))),
+        calib_samples: sim.calibrated_on(),
         techniques,
         evaluation: e,
         label: sets.label(),
         held_out: sets.describe(),
         per_layer,
-        per_layer_samples: probe.len_of(Axis(0)),
+        per_layer_samples: probe.len(),
         seconds: [
             t_load, t_prepare, t_ptq, t_calib, t_eval, t_layers, t_export,
         ],
@@ -466,6 +464,30 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
     .with_placement(job.placement);
     let g = crate::graph::load(&job.model)?;
     g.check_finite_weights()?;
+    // A model that fixes its batch at k > 1 runs k samples at a time (the runner fills up
+    // the last piece); calibration, which leaves out a filled piece, is fed whole ones.
+    let fixed = g
+        .inputs
+        .first()
+        .and_then(|i| match g.input_dims[i].first() {
+            Some(crate::graph::ir::Dim::Fixed(k)) if *k > 1 && *k != job.batch => Some(*k),
+            _ => None,
+        });
+    let resized;
+    let job = match fixed {
+        Some(k) => {
+            log::info!(
+                "the model fixes its batch at {k}: batches of {k} instead of {}",
+                job.batch
+            );
+            resized = QuantizeJob {
+                batch: k,
+                ..job.clone()
+            };
+            &resized
+        }
+        None => job,
+    };
     let ops: std::collections::BTreeSet<&str> = g.nodes.iter().map(|n| n.op.onnx_type()).collect();
     let outside = cfg.unsupported(job.act_bw, job.param_bw, ops);
     if !outside.is_empty() {
@@ -474,6 +496,7 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
     let sets = match &job.calib {
         Some(c) => Sets::load(&SetsRequest {
             what: "the calibration data",
+            model: &g,
             data: c,
             eval: job.eval.as_deref(),
             labels: job.labels.as_deref().or(match job.eval {
@@ -494,7 +517,7 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
                     "data-free quantization needs evaluation data",
                 )
             })?;
-            Sets::data_free(p, job.eval_count, job.labels.as_deref())?
+            Sets::data_free(&g, p, job.eval_count, job.labels.as_deref())?
         }
     };
     // Data-free: nothing is calibrated on data.
@@ -511,10 +534,9 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
         _ => ParamRange::MinMax,
     };
     // Named dims after the batch (an OCR model's height and width) are the data's.
-    let dims = match g.inputs.as_slice() {
-        [input] => g.dims_from_data(input, x.unwrap_or(ev).shape())?,
-        _ => Default::default(),
-    };
+    let data = x.unwrap_or(ev).feed(&g.inputs)?;
+    let shapes: Vec<(&str, &[usize])> = data.iter().map(|(n, v)| (*n, v.shape())).collect();
+    let dims = g.dims_from_data(&shapes)?;
     let mut sim = QuantSim::new(
         gpu.clone(),
         g,
@@ -529,24 +551,27 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
     )?;
     if let Some(l) = &labels {
         sim.reference_graph(1)?
-            .check_labels("quantize", l, ev.len_of(Axis(0)))?;
+            .check_labels("quantize", l, ev.len())?;
     }
     let t_prepare = t.elapsed().as_secs_f64();
 
     let t = std::time::Instant::now();
-    let ptq_x = x.as_ref().map(|x| data::first(x, job.techniques.samples));
+    let ptq_x = x.as_ref().map(|x| x.first(job.techniques.samples));
     let (mut techniques, cle_ranges) = techniques_before(
         &mut sim,
         &job.techniques,
-        ptq_x.as_ref().unwrap_or(ev),
+        &match &ptq_x {
+            Some(p) => p.view(),
+            None => ev.view(),
+        },
         job.batch,
         progress,
     )?;
     let mut rounding = None;
     if let (Some(req), Some(x)) = (&job.techniques.adaround, &x) {
-        let xa = data::first(x, req.samples.unwrap_or(usize::MAX));
+        let xa = x.first(req.samples.unwrap_or(usize::MAX));
         let r = rounded(&mut sim, &xa, job.batch, &req.options, progress)?;
-        techniques.push(r.summary(xa.len_of(Axis(0))));
+        techniques.push(r.summary(xa.len()));
         rounding = Some(r);
     }
     let mut t_ptq = t.elapsed().as_secs_f64();
@@ -555,11 +580,11 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
     match &x {
         None => sim.calibrate_data_free()?,
         Some(x) => {
-            let chunks = x.len_of(Axis(0)).div_ceil(job.batch);
+            let chunks = x.len().div_ceil(job.batch);
             let mut done = 0;
             sim.calibrate(
                 job.scheme,
-                x.axis_chunks_iter(Axis(0), job.batch).inspect(|_| {
+                x.chunks(job.batch).inspect(|_| {
                     done += 1;
                     progress.step("calibrating", done, chunks);
                 }),
@@ -585,7 +610,7 @@ pub fn calibrated(job: &QuantizeJob, progress: &mut dyn Progress) -> Result<Cali
         })?;
         progress.phase(&format!(
             "empirical bias correction on {} samples",
-            px.len_of(Axis(0))
+            px.len()
         ));
         let bc = bias_correction::empirical(&mut sim, px, job.batch)?;
         techniques.push(format!(
@@ -624,7 +649,7 @@ fn trained(
     progress.phase(&format!(
         "quantization-aware training: {} epochs on {} samples",
         opts.epochs,
-        x.len_of(Axis(0))
+        x.len()
     ));
     let opts = &QatOptions {
         labels: opts.labels.clone().or_else(|| {
@@ -638,7 +663,7 @@ fn trained(
         progress.step(
             &format!("QAT epoch {}/{epochs}", epoch + 1),
             done,
-            x.len_of(Axis(0)) / opts.batch.max(1),
+            x.len() / opts.batch.max(1),
         )
     })?;
     techniques.push(r.summary(opts.epochs));
@@ -648,14 +673,14 @@ fn trained(
 /// AdaRound on `x`, with progress per layer.
 fn rounded(
     sim: &mut QuantSim,
-    x: &ArrayD<f32>,
+    x: &Samples,
     batch: usize,
     opts: &AdaroundOptions,
     progress: &mut dyn Progress,
 ) -> Result<AdaroundReport> {
     progress.phase(&format!(
         "AdaRound on {} samples, {} iterations per layer",
-        x.len_of(Axis(0)),
+        x.len(),
         opts.iterations_for(sim.options().param_bw)
     ));
     adaround::apply(sim, x, batch, opts, &mut |layer, layers, it, its| {
@@ -672,11 +697,7 @@ pub fn setup_summary(
     sets: &Sets,
     adapter: String,
 ) -> Vec<(String, String)> {
-    let calib_samples = if job.calib.is_some() {
-        sets.fit_len()
-    } else {
-        0
-    };
+    let calib_samples = sim.calibrated_on();
     let p = sim.placement();
     let (w, a) = (job.param_bw, job.act_bw);
     let arithmetic = if job.arithmetic == Arithmetic::Integer {
@@ -754,7 +775,7 @@ fn summary_lines(
 fn techniques_before(
     sim: &mut QuantSim,
     t: &Techniques,
-    x: &ArrayD<f32>,
+    x: &Samples,
     batch: usize,
     progress: &mut dyn Progress,
 ) -> Result<(Vec<String>, CleRanges)> {
@@ -764,7 +785,7 @@ fn techniques_before(
         let before = sim.prepared(1)?;
         let r = sim.equalize(Default::default())?;
         let after = sim.prepared(1)?;
-        let probe = data::first(x, 4);
+        let probe = x.first(4);
         let change = sim.fp32_change_db(&probe, batch)?;
         for name in r.sets.iter().flatten() {
             let Some(n) = after.nodes.iter().find(|n| &n.name == name) else {
@@ -785,7 +806,7 @@ fn techniques_before(
             r.relu6_replaced.len(),
             r.absorbed.len(),
             change,
-            probe.len_of(Axis(0)),
+            probe.len(),
             if r.zero_channels.is_empty() { String::new() } else { format!(", zero-range channels left alone: {:?}", r.zero_channels) }
         ));
     }
@@ -810,7 +831,7 @@ fn techniques_before(
     if let Some(candidates) = t.seq_mse {
         progress.phase(&format!(
             "sequential MSE on {} samples, {candidates} candidates per layer",
-            x.len_of(Axis(0))
+            x.len()
         ));
         let r = seq_mse::apply(sim, x, batch, candidates)?;
         let mean_frac = r.layers.iter().map(|l| l.1).sum::<f32>() / r.layers.len().max(1) as f32;

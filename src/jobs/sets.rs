@@ -1,14 +1,103 @@
 //! The data of a job that fits anything, split by image into what it fits on and what its
 //! figures are measured on: an explicit evaluation set, or a seeded held-out share of the data
 //! (`--holdout`), or, with `--holdout 0`, the fitting data itself (figures labelled in-sample).
+//! A model with one input takes images, an .npy or IDX file; a model with several takes an
+//! .npz with one array per input or a folder holding `NAME.npy` for each.
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 
 use crate::data;
-use crate::data::split::{draw, split, take, SEED};
+use crate::data::npy::Npy;
+use crate::data::split::{draw, split, SEED};
 use crate::error::{Error, Result};
+use crate::exec::Samples;
+use crate::graph::ir::Graph;
+use crate::jobs::run::{from_runtime, to_runtime};
+
+/// The samples in `path` for `g`'s inputs, at most `limit`, with a name per sample (the
+/// image's file name for a folder of images, `#i` otherwise). Refuses NaN and Inf values.
+pub fn load_samples(
+    path: &Path,
+    g: &Graph,
+    limit: Option<usize>,
+) -> Result<(Vec<String>, Samples<'static>)> {
+    let per_input = data::npz::is_npz(path)
+        || (path.is_dir()
+            && g.inputs.len() > 1
+            && g.inputs
+                .iter()
+                .all(|i| path.join(format!("{i}.npy")).is_file()));
+    if !per_input {
+        if g.inputs.len() != 1 {
+            return Err(Error::invalid(
+                "data",
+                "path",
+                path.display(),
+                format!(
+                    "an .npz with one array per input, or a folder holding NAME.npy for each: \
+                     the model has {} inputs ({})",
+                    g.inputs.len(),
+                    g.inputs.join(", ")
+                ),
+            ));
+        }
+        let (names, x) = data::load_named(path, limit)?;
+        return Ok((names, x.into()));
+    }
+    let arrays: Vec<(String, Npy)> = if path.is_dir() {
+        g.inputs
+            .iter()
+            .map(|i| {
+                Ok((
+                    i.clone(),
+                    data::npy::read_any(&path.join(format!("{i}.npy")))?,
+                ))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        data::npz::read(path)?
+    };
+    let bad = |reason: String| Error::invalid("data", "path", path.display(), reason);
+    if let Some((n, _)) = arrays.iter().find(|(n, _)| !g.inputs.contains(n)) {
+        return Err(bad(format!(
+            "holds '{n}', which is not an input of the model ({})",
+            g.inputs.join(", ")
+        )));
+    }
+    let values = g.value_inputs();
+    let mut parts = Vec::with_capacity(g.inputs.len());
+    for name in &g.inputs {
+        let Some((_, a)) = arrays.iter().find(|(n, _)| n == name) else {
+            return Err(bad(format!("holds no array for the input '{name}'")));
+        };
+        let x = to_runtime(name, a, g.elem_type(name), !values.contains(name)).map_err(
+            |e| match e {
+                Error::InvalidArgument { reason, .. } => bad(format!("input '{name}': {reason}")),
+                other => other,
+            },
+        )?;
+        let bad_values = x.iter().filter(|v| !v.is_finite()).count();
+        if bad_values > 0 {
+            return Err(Error::NonFinite {
+                op: "loading data",
+                tensor: format!("{}: {name}", path.display()),
+                count: bad_values as u64,
+            });
+        }
+        parts.push((name.clone(), g.sample_axis(name), x));
+    }
+    let all = Samples::named(parts)?;
+    let x = all.first(limit.unwrap_or(usize::MAX)).into_owned();
+    if x.is_empty() {
+        return Err(Error::EmptyTensor {
+            op: "loading data",
+            tensor: path.display().to_string(),
+        });
+    }
+    Ok(((0..x.len()).map(|i| format!("#{i}")).collect(), x))
+}
 
 /// The labels (IDX) of `n` images: exactly one each.
 fn labels_for(p: &Path, n: usize) -> Result<Vec<usize>> {
@@ -38,11 +127,31 @@ pub enum HeldOut {
     InSample,
 }
 
+/// Writes samples as a job reads them back: an .npy for one unnamed tensor, otherwise an .npz
+/// of one array per input in the type `g` declares.
+pub fn write_samples(path: &Path, x: &Samples, g: &Graph) -> Result<()> {
+    let tensors = x.tensors();
+    if let [(None, t)] = tensors.as_slice() {
+        return data::npy::write(path, &t.to_owned());
+    }
+    let arrays: Vec<(String, Npy)> = tensors
+        .into_iter()
+        .map(|(n, t)| {
+            let n = n.unwrap_or("input").to_string();
+            let a = from_runtime(&t.to_owned(), g.elem_type(&n));
+            (n, a)
+        })
+        .collect();
+    data::npz::write(path, &arrays)
+}
+
 /// What a job needs to know to load and split its data.
 #[derive(Clone, Debug)]
 pub struct SetsRequest<'a> {
     /// The job's name for the data in messages ("the calibration data").
     pub what: &'a str,
+    /// The model the data feeds (its inputs decide how the data is read).
+    pub model: &'a Graph,
     pub data: &'a Path,
     /// An explicit evaluation set (then all of `data` fits).
     pub eval: Option<&'a Path>,
@@ -62,11 +171,11 @@ pub struct SetsRequest<'a> {
 /// The fitting and evaluation images, their names and labels.
 #[derive(Clone, Debug)]
 pub struct Sets {
-    pub fit: ArrayD<f32>,
+    pub fit: Samples<'static>,
     pub fit_names: Vec<String>,
     /// Labels of the fitting images (when the labels belong to the split data).
     pub fit_labels: Option<Vec<usize>>,
-    pub eval: ArrayD<f32>,
+    pub eval: Samples<'static>,
     pub eval_names: Vec<String>,
     pub eval_labels: Option<Vec<usize>>,
     pub held_out: HeldOut,
@@ -75,8 +184,8 @@ pub struct Sets {
 impl Sets {
     /// Loads and splits the data as `r` asks.
     pub fn load(r: &SetsRequest) -> Result<Sets> {
-        let (names, x) = data::load_named(r.data, None)?;
-        let n = x.len_of(Axis(0));
+        let (names, x) = load_samples(r.data, r.model, None)?;
+        let n = x.len();
         let read_labels = labels_for;
         // A count below the part's size takes a seeded random subset of it, so that a folder
         // sorted by name is not cut to its first sources.
@@ -93,19 +202,16 @@ impl Sets {
         let pick =
             |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| names[i].clone()).collect() };
         if let Some(e) = r.eval {
-            let (enames, ex) = data::load_named(e, r.eval_count)?;
+            let (enames, ex) = load_samples(e, r.model, r.eval_count)?;
             let fit = cap((0..n).collect(), r.fit_count);
-            let eval_labels = r
-                .labels
-                .map(|l| read_labels(l, ex.len_of(Axis(0))))
-                .transpose()?;
+            let eval_labels = r.labels.map(|l| read_labels(l, ex.len())).transpose()?;
             let fit_labels = r
                 .data_labels
                 .map(|l| read_labels(l, n))
                 .transpose()?
                 .map(|l| fit.iter().map(|&i| l[i]).collect());
             return Ok(Sets {
-                fit: take(&x, &fit),
+                fit: x.select(&fit),
                 fit_names: pick(&fit),
                 fit_labels,
                 eval: ex,
@@ -124,10 +230,10 @@ impl Sets {
         let (fit, held) = (cap(fit, r.fit_count), cap(held, r.eval_count));
         let sub = |idx: &[usize]| labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect());
         Ok(Sets {
-            fit: take(&x, &fit),
+            fit: x.select(&fit),
             fit_names: pick(&fit),
             fit_labels: sub(&fit),
-            eval: take(&x, &held),
+            eval: x.select(&held),
             eval_names: pick(&held),
             eval_labels: sub(&held),
             held_out: if r.holdout == 0.0 {
@@ -142,18 +248,15 @@ impl Sets {
 
     /// A data-free job's evaluation set: nothing is fitted on data, so all of `eval` is held out.
     pub fn data_free(
+        model: &Graph,
         eval: &Path,
         eval_count: Option<usize>,
         labels: Option<&Path>,
     ) -> Result<Sets> {
-        let (eval_names, ex) = data::load_named(eval, eval_count)?;
-        let mut shape = ex.shape().to_vec();
-        shape[0] = 0;
-        let eval_labels = labels
-            .map(|l| labels_for(l, ex.len_of(Axis(0))))
-            .transpose()?;
+        let (eval_names, ex) = load_samples(eval, model, eval_count)?;
+        let eval_labels = labels.map(|l| labels_for(l, ex.len())).transpose()?;
         Ok(Sets {
-            fit: ArrayD::zeros(shape),
+            fit: ex.select(&[]),
             fit_names: Vec::new(),
             fit_labels: None,
             eval: ex,
@@ -163,14 +266,28 @@ impl Sets {
         })
     }
 
+    /// The fitting and evaluation samples as single arrays, for a job that takes models with
+    /// one input.
+    pub fn single(&self, job: &'static str) -> Result<(ArrayD<f32>, ArrayD<f32>)> {
+        match (self.fit.single(), self.eval.single()) {
+            (Some(f), Some(e)) => Ok((f.to_owned(), e.to_owned())),
+            _ => Err(Error::invalid(
+                job,
+                "model",
+                "several inputs",
+                "a model with one input (quantize takes models with several)",
+            )),
+        }
+    }
+
     /// Images fitted on.
     pub fn fit_len(&self) -> usize {
-        self.fit.len_of(Axis(0))
+        self.fit.len()
     }
 
     /// Images evaluated on.
     pub fn eval_len(&self) -> usize {
-        self.eval.len_of(Axis(0))
+        self.eval.len()
     }
 
     /// Whether the evaluation images are the fitting images.

@@ -22,7 +22,7 @@ use ndarray::{ArrayD, Axis, IxDyn};
 
 use crate::data::rng::Rng;
 use crate::error::{Error, Result};
-use crate::exec::{Params, Runner};
+use crate::exec::{Params, Runner, Samples};
 use crate::gpu::{Encoder, Gpu, GpuTensor, Steps};
 use crate::graph::attrs::Unary;
 use crate::graph::ir::{Const, Dim, Graph, Node, Op};
@@ -397,15 +397,16 @@ enum Cache {
 
 /// Runs AdaRound over `x` (in GPU batches of `piece`), layer by layer; `progress` hears
 /// (layer, layers, iteration, iterations) every few hundred iterations.
-pub fn apply(
+pub fn apply<'a>(
     sim: &mut QuantSim,
-    x: &ArrayD<f32>,
+    x: impl Into<Samples<'a>>,
     piece: usize,
     opts: &AdaroundOptions,
     progress: &mut dyn FnMut(usize, usize, usize, usize),
 ) -> Result<AdaroundReport> {
     opts.validate()?;
-    let samples = x.len_of(Axis(0));
+    let x = x.into();
+    let samples = x.len();
     if samples == 0 {
         return Err(Error::invalid("adaround", "samples", 0, "at least 1"));
     }
@@ -421,8 +422,8 @@ pub fn apply(
     // rounded) gives each layer its input, the FP32 model the input its target is computed
     // from. The FP32 cut passes a layer before that layer is rounded, so it never sees a
     // rounded weight; the quantized cut passes it after.
-    let mut quantized = Prefix::new(sim, x, Enabled::weights_only(sim), piece);
-    let mut fp32 = Prefix::new(sim, x, Enabled::default(), piece);
+    let mut quantized = Prefix::new(sim, &x, Enabled::weights_only(sim), piece)?;
+    let mut fp32 = Prefix::new(sim, &x, Enabled::default(), piece)?;
     let mut rng = Rng::new(opts.seed);
     for (li, l) in todo.iter().enumerate() {
         let t0 = Instant::now();

@@ -14,10 +14,11 @@
 
 use std::time::Instant;
 
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 
 use crate::error::{Error, Result};
 use crate::eval::{self, Sqnr};
+use crate::exec::Samples;
 use crate::quant::prefix::Prefix;
 use crate::quant::sim::{Enabled, Model, QuantSim};
 
@@ -184,15 +185,16 @@ pub fn layers(sim: &QuantSim) -> Result<Vec<Layer>> {
 /// Analyzes a calibrated simulation on `x` (`labels` of its samples, optional); histograms
 /// of activations on `calib` (what the ranges were fitted on). `progress` hears
 /// (phase, done, total).
-pub fn analyze(
+pub fn analyze<'a, 'c>(
     sim: &QuantSim,
-    x: &ArrayD<f32>,
+    x: impl Into<Samples<'a>>,
     labels: Option<&[usize]>,
-    calib: &ArrayD<f32>,
+    calib: impl Into<Samples<'c>>,
     opts: AnalysisOptions,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Analysis> {
-    let samples = x.len_of(Axis(0));
+    let (x, calib) = (x.into(), calib.into());
+    let samples = x.len();
     if samples == 0 {
         return Err(Error::EmptyTensor {
             op: "analyze",
@@ -225,7 +227,7 @@ pub fn analyze(
 
     let t = Instant::now();
     progress("whole-model scores", 0, 4);
-    let reference = sim.fp32(x, piece)?.remove(0);
+    let reference = sim.fp32(&x, piece)?.remove(0);
     let fp32_accuracy = labels
         .filter(|_| reference.ndim() == 2)
         .map(|l| eval::accuracy(&reference, l));
@@ -233,7 +235,7 @@ pub fn analyze(
         let y = sim
             .partial_runner(e, None)?
             .batch(piece)
-            .run(&[(sim.input_name(), x.view())])?
+            .run(&x.feed(sim.inputs())?)?
             .remove(0);
         Ok(Score::of(&reference, &y, labels))
     };
@@ -246,7 +248,7 @@ pub fn analyze(
     seconds.whole = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let layers = per_layer(sim, x, &reference, labels, piece, progress)?;
+    let layers = per_layer(sim, &x, &reference, labels, piece, progress)?;
     seconds.per_layer = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -256,7 +258,7 @@ pub fn analyze(
 
     let t = Instant::now();
     progress("histograms", 0, 1);
-    let histograms = histograms(sim, calib, piece, opts.bins)?;
+    let histograms = histograms(sim, &calib, piece, opts.bins)?;
     seconds.histograms = t.elapsed().as_secs_f64();
     Ok(Analysis {
         samples,
@@ -267,7 +269,7 @@ pub fn analyze(
         layers,
         errors,
         histograms,
-        histogram_samples: calib.len_of(Axis(0)),
+        histogram_samples: calib.len(),
         seconds,
     })
 }
@@ -275,7 +277,7 @@ pub fn analyze(
 /// Only-this-layer and all-but-this-layer scores of every layer, prefixes shared.
 fn per_layer(
     sim: &QuantSim,
-    x: &ArrayD<f32>,
+    x: &Samples,
     reference: &ArrayD<f32>,
     labels: Option<&[usize]>,
     piece: usize,
@@ -283,8 +285,8 @@ fn per_layer(
 ) -> Result<Vec<Sensitivity>> {
     let all = Enabled::all(sim);
     let layers = layers(sim)?;
-    let mut fp = Prefix::new(sim, x, Enabled::default(), piece);
-    let mut q = Prefix::new(sim, x, all.clone(), piece);
+    let mut fp = Prefix::new(sim, x, Enabled::default(), piece)?;
+    let mut q = Prefix::new(sim, x, all.clone(), piece)?;
     let mut out = Vec::with_capacity(layers.len());
     for (k, layer) in layers.into_iter().enumerate() {
         progress("per-layer sensitivity", k, out.capacity());
@@ -311,7 +313,7 @@ fn per_layer(
 /// model, as calibration saw them) and of every parameter's FP32 values.
 fn histograms(
     sim: &QuantSim,
-    calib: &ArrayD<f32>,
+    calib: &Samples,
     piece: usize,
     bins: usize,
 ) -> Result<Vec<Histogram>> {
@@ -321,12 +323,12 @@ fn histograms(
         .map(|(n, _)| n.clone())
         .collect();
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); names.len()];
-    if calib.len_of(Axis(0)) > 0 {
+    if !calib.is_empty() {
         let r = sim.runner(Model::Weights)?.taps(&names).batch(piece);
-        for chunk in calib.axis_chunks_iter(Axis(0), piece) {
+        for chunk in calib.chunks(piece) {
             for (v, y) in values
                 .iter_mut()
-                .zip(r.run_names(&[(sim.input_name(), chunk)], &names)?)
+                .zip(r.run_names(&chunk.feed(sim.inputs())?, &names)?)
             {
                 v.extend(y.iter().copied());
             }

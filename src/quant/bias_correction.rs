@@ -13,10 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::error::Result;
-use crate::exec::Runner;
+use crate::exec::{Runner, Samples};
 use crate::graph::ir::{Const, Graph, Op};
 use crate::graph::prepare::Edits;
 use crate::ops::calib::channel_sum;
@@ -124,14 +124,20 @@ pub fn analytical(sim: &mut QuantSim) -> Result<BiasCorrection> {
 /// Per-channel (axis 1) means of `names` over `x`, from `runner` (tapping them).
 fn channel_means(
     runner: &Runner,
-    input: &str,
-    x: &ArrayD<f32>,
+    x: &[(&str, ArrayViewD<'_, f32>)],
     names: &[String],
 ) -> Result<Vec<Vec<f64>>> {
     let gpu = runner.gpu().clone();
     let mut sums: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut count = vec![0usize; names.len()];
-    runner.for_each_piece(&[(input, x.view())], |plan, part| {
+    runner.for_each_piece(x, |plan, part, rows| {
+        // A piece filled up to the model's fixed batch holds copies: left out.
+        if part
+            .first()
+            .is_some_and(|(_, x)| x.shape().first() != Some(&rows))
+        {
+            return Ok(());
+        }
         let tensors = plan.run_with(part, |enc, p| {
             names
                 .iter()
@@ -161,11 +167,17 @@ fn channel_means(
         .collect())
 }
 
-/// Empirical bias correction on `x` (`[samples, ...]`, in GPU batches of `piece`); the
-/// simulation must be calibrated (activations are quantized while measuring).
-pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<BiasCorrection> {
+/// Empirical bias correction on samples `x` (in GPU batches of `piece`); the simulation must
+/// be calibrated (activations are quantized while measuring).
+pub fn empirical<'a>(
+    sim: &mut QuantSim,
+    x: impl Into<Samples<'a>>,
+    piece: usize,
+) -> Result<BiasCorrection> {
     let piece = piece.max(1);
-    let input = sim.input_name().to_string();
+    let x = x.into();
+    let inputs = sim.inputs().to_vec();
+    let x = x.feed(&inputs)?;
     let g = sim.prepared(1)?;
     let t = targets(sim, &g);
     let names: Vec<String> = t
@@ -174,8 +186,7 @@ pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<Bi
         .collect();
     let want = channel_means(
         &sim.runner(Model::Fp32)?.taps(&names).batch(piece),
-        &input,
-        x,
+        &x,
         &names,
     )?;
     let mut out = BiasCorrection::default();
@@ -188,8 +199,7 @@ pub fn empirical(sim: &mut QuantSim, x: &ArrayD<f32>, piece: usize) -> Result<Bi
         let one = std::slice::from_ref(name);
         let got = channel_means(
             &sim.runner(Model::Simulated)?.outputs(one).batch(piece),
-            &input,
-            x,
+            &x,
             one,
         )?
         .remove(0);

@@ -105,10 +105,25 @@ impl Calibrator {
         })
     }
 
-    /// Adds one batch (`input` name → `[batch, ...]`), in pieces the adapter holds.
-    pub fn add(&mut self, input: &str, x: ArrayViewD<'_, f32>) -> Result<()> {
+    /// Adds one batch (each input by name, `[batch, ...]`), in pieces the adapter holds.
+    pub fn add(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<()> {
         let runner = self.runner.clone();
-        runner.for_each_piece(&[(input, x)], |plan, part| self.add_piece(plan, part))
+        runner.for_each_piece(inputs, |plan, part, rows| {
+            // A piece filled up to the model's fixed batch holds copies, which would weigh
+            // in histograms: left out.
+            if part
+                .first()
+                .is_some_and(|(_, x)| x.shape().first() != Some(&rows))
+            {
+                log::warn!(
+                    "calibration leaves out the last {rows} samples: the model fixes its batch \
+                     at {}, and calibrates on whole batches",
+                    part[0].1.shape()[0]
+                );
+                return Ok(());
+            }
+            self.add_piece(plan, part)
+        })
     }
 
     /// One piece: one submission and one readback for the min/max (and, until each

@@ -6,7 +6,7 @@
 use ndarray::ArrayD;
 
 use crate::error::Result;
-use crate::exec::Runner;
+use crate::exec::{Runner, Samples};
 use crate::quant::sim::{Enabled, QuantSim};
 
 /// The state of a simulation at a cut, under one set of enabled quantizers. It holds values,
@@ -20,13 +20,19 @@ pub struct Prefix {
 }
 
 impl Prefix {
-    /// The cut before the first node of `sim`'s prepared model, for `x` in batches of `piece`.
-    pub fn new(sim: &QuantSim, x: &ArrayD<f32>, enabled: Enabled, piece: usize) -> Self {
-        Prefix {
+    /// The cut before the first node of `sim`'s prepared model, for samples `x` in batches of
+    /// `piece`.
+    pub fn new<'a>(
+        sim: &QuantSim,
+        x: impl Into<Samples<'a>>,
+        enabled: Enabled,
+        piece: usize,
+    ) -> Result<Self> {
+        Ok(Prefix {
             enabled,
-            cut: crate::exec::Prefix::new(sim.input_name(), x, piece),
+            cut: crate::exec::Prefix::new(sim.inputs(), &x.into(), piece)?,
             piece: piece.max(1),
-        }
+        })
     }
 
     /// Moves the cut forward to node position `cut` (never back), keeping only the values

@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 use crate::data::rng::Rng;
 use crate::error::{Error, Result};
-use crate::exec::{Compile, Params, Plan};
+use crate::exec::{Compile, Params, Plan, Samples};
 use crate::gpu::{Gpu, GpuTensor, Steps};
 use crate::graph::ir::{Const, Graph, Node, Op};
 use crate::graph::{Edits, Prepared};
@@ -299,13 +299,14 @@ fn lsq_grad_scale(g: &Graph, q: &Quantizer, batch: usize) -> Result<f32> {
 }
 
 /// Trains `sim`'s simulated model on `x` (calibrate first) and writes the result back.
-pub fn apply(
+pub fn apply<'a>(
     sim: &mut QuantSim,
-    x: &ArrayD<f32>,
+    x: impl Into<Samples<'a>>,
     opts: &QatOptions,
     progress: &mut dyn FnMut(usize, usize, usize, Option<f64>),
 ) -> Result<QatReport> {
-    let n = x.len_of(Axis(0));
+    let x = x.into();
+    let n = x.len();
     if sim.activation_encodings().is_empty() {
         return Err(Error::invalid(
             "qat",
@@ -392,26 +393,17 @@ pub fn apply(
         &*sim.reference_graph(opts.batch)?,
         Compile::default(),
     )?;
-    let input = sim.input_name().to_string();
+    let inputs = sim.inputs().to_vec();
     let batches = n / opts.batch;
     let mut report = QatReport {
         images: n,
         ..Default::default()
     };
-    let sample: usize = x.shape()[1..].iter().product();
-    let flat = x.as_standard_layout();
-    let flat = flat.as_slice().expect("standard");
-    let mut shape = x.shape().to_vec();
-    shape[0] = opts.batch;
     for epoch in 0..opts.epochs {
         let order = Rng::new(opts.seed + epoch as u64).permutation(n);
         for b in 0..batches {
             let rows = &order[b * opts.batch..(b + 1) * opts.batch];
-            let mut v = Vec::with_capacity(opts.batch * sample);
-            for &r in rows {
-                v.extend_from_slice(&flat[r * sample..(r + 1) * sample]);
-            }
-            let xb = ArrayD::from_shape_vec(IxDyn(&shape), v).expect("sized");
+            let xb = x.select(rows);
             let labels: Option<Vec<usize>> = opts
                 .labels
                 .as_ref()
@@ -420,7 +412,7 @@ pub fn apply(
                 Some(l) => Target::Labels(l),
                 None => Target::Teacher(&teacher),
             };
-            trainer.step(&[(&input, xb.view())], target)?;
+            trainer.step(&xb.feed(&inputs)?, target)?;
             let mut loss = None;
             if (b + 1) % 10 == 0 || b + 1 == batches {
                 let r = trainer.read_loss()?;

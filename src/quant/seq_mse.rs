@@ -13,7 +13,7 @@
 use ndarray::{ArrayD, Axis};
 
 use crate::error::{Error, Result};
-use crate::exec::Runner;
+use crate::exec::{Runner, Samples};
 use crate::graph::attrs::Binary;
 use crate::graph::ir::{Const, Dim, Graph, Node, Op};
 use crate::quant::encoding::Encoding;
@@ -96,12 +96,13 @@ fn loss_graph(
 }
 
 /// Runs sequential MSE over `x` (in GPU batches of `piece`) with `candidates` ranges per layer.
-pub fn apply(
+pub fn apply<'a>(
     sim: &mut QuantSim,
-    x: &ArrayD<f32>,
+    x: impl Into<Samples<'a>>,
     piece: usize,
     candidates: usize,
 ) -> Result<SeqMse> {
+    let x = x.into();
     if candidates == 0 {
         return Err(Error::invalid(
             "seq_mse",
@@ -112,7 +113,7 @@ pub fn apply(
     }
     let piece = piece.max(1);
     let gpu = sim.gpu().clone();
-    let input = sim.input_name().to_string();
+    let inputs = sim.inputs().to_vec();
     let g = sim.prepared(1)?;
     let mut params = sim.param_encodings().to_vec();
     let mut report = SeqMse::default();
@@ -176,10 +177,16 @@ pub fn apply(
             .map(|r| r.outputs(xname).batch(piece));
         let mut loss = vec![vec![0f64; maxes.len()]; candidates];
         let mut losses: Option<Runner> = None;
-        for chunk in x.axis_chunks_iter(Axis(0), piece) {
+        for chunk in x.chunks(piece) {
+            let feed = chunk.feed(&inputs)?;
             let xin = match &prefix {
-                Some(r) => r.run(&[(&input, chunk)])?.remove(0),
-                None => chunk.to_owned(),
+                Some(r) => r.run(&feed)?.remove(0),
+                None => feed
+                    .iter()
+                    .find(|(n, _)| *n == layer.inputs[0])
+                    .expect("the layer reads a model input")
+                    .1
+                    .to_owned(),
             };
             let n = xin.shape()[0];
             if losses.is_none() {

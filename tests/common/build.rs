@@ -208,7 +208,7 @@ pub fn run(
     let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
         inputs.iter().map(|(n, x)| (*n, x.view())).collect();
     let mut ys = Vec::new();
-    runner.for_each_piece(&views, |plan, part| {
+    runner.for_each_piece(&views, |plan, part, _| {
         ys = plan.run(part, plan.outputs())?;
         Ok(())
     })?;

@@ -24,10 +24,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
 
-use ndarray::{ArrayD, Axis};
-
 use crate::error::{Error, Result};
 use crate::eval::ScoreKind;
+use crate::exec::Samples;
 use crate::quant::analysis::Score;
 use crate::quant::encoding::Encoding;
 use crate::quant::prefix::Prefix;
@@ -303,9 +302,9 @@ fn total_bit_ops(groups: &[Group], choice: &[Candidate]) -> u64 {
 /// on `x` (with `labels`, optional) against the reference FP32 model. `cached` is a phase-1
 /// table from an earlier run of the same simulation, data and candidates (it is used when its
 /// shape matches). `progress` hears (phase, done, total).
-pub fn search(
+pub fn search<'a>(
     sim: &QuantSim,
-    x: &ArrayD<f32>,
+    x: impl Into<Samples<'a>>,
     labels: Option<&[usize]>,
     opts: &AmpOptions,
     cached: Option<Sensitivities>,
@@ -322,7 +321,8 @@ pub fn search(
             format!("the baseline candidate {top}: build and calibrate the simulation at it"),
         ));
     }
-    let samples = x.len_of(Axis(0));
+    let x = x.into();
+    let samples = x.len();
     if samples == 0 {
         return Err(Error::EmptyTensor {
             op: "amp",
@@ -342,13 +342,13 @@ pub fn search(
     let t = Instant::now();
     let sets = Sets::new(sim, &opts.candidates)?;
     let t_sets = t.elapsed().as_secs_f64();
-    let reference = sim.fp32(x, piece)?.remove(0);
+    let reference = sim.fp32(&x, piece)?.remove(0);
     let all = Enabled::all(sim);
     let run = |choice: &[Candidate]| -> Result<Score> {
         let y = sim
             .partial_runner(&sets.enabled(sim, &groups, choice), None)?
             .batch(piece)
-            .run(&[(sim.input_name(), x.view())])?
+            .run(&x.feed(sim.inputs())?)?
             .remove(0);
         Ok(Score::of(&reference, &y, labels))
     };
@@ -381,7 +381,7 @@ pub fn search(
     let sensitivities = match cached {
         Some(s) => s,
         None => {
-            let mut prefix = Prefix::new(sim, x, all.clone(), piece);
+            let mut prefix = Prefix::new(sim, &x, all.clone(), piece)?;
             let mut scores = Vec::with_capacity(groups.len());
             for (k, g) in groups.iter().enumerate() {
                 progress("AMP phase 1: group sensitivity", k, groups.len());

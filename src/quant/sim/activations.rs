@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 
-use ndarray::{CowArray, IxDyn};
-
 use crate::error::{Error, Result};
+use crate::exec::Samples;
 use crate::ops::quant::{upload_table, write_table};
 use crate::quant::analyzers::Scheme;
 use crate::quant::calibrate::{Calibrator, Observed};
@@ -17,10 +16,11 @@ use crate::quant::placement::Quantizer;
 use crate::quant::sim::{Arithmetic, Model, QuantSim};
 
 impl QuantSim {
-    /// Calibration over `batches` (each `[batch, ...]`, views or owned arrays) with the given
-    /// scheme, on the model the style calibrates ([`QuantSim::calibration_model`]). Statistics stay on the GPU; memory is
+    /// Calibration over `batches` (each [`Samples`], or an array `[batch, ...]` for a model
+    /// with one input, views or owned) with the given scheme, on the model the style
+    /// calibrates ([`QuantSim::calibration_model`]). Statistics stay on the GPU; memory is
     /// flat in the count.
-    pub fn calibrate<'a, B: Into<CowArray<'a, f32, IxDyn>>>(
+    pub fn calibrate<'a, B: Into<Samples<'a>>>(
         &mut self,
         scheme: Scheme,
         batches: impl IntoIterator<Item = B>,
@@ -34,7 +34,7 @@ impl QuantSim {
             scheme,
         )?;
         for b in batches {
-            cal.add(&self.input, b.into().view())?;
+            cal.add(&b.into().feed(&self.inputs)?)?;
         }
         if cal.samples == 0 {
             return Err(Error::EmptyTensor {
@@ -71,6 +71,7 @@ impl QuantSim {
         let acts = self.encodings_from(&observed, self.opts.act_bw)?;
         self.install_activations(acts, observed)?;
         // A search over densities depends on the bitwidth: keep them for other bitwidths.
+        self.calibrated_on = cal.samples;
         self.calibration = matches!(scheme, Scheme::TfEnhanced { .. }).then_some(cal);
         self.scheme = scheme;
         Ok(())
@@ -141,6 +142,7 @@ impl QuantSim {
     /// channel where a batch norm measured it, 6 past a linear layer without one; clipped to
     /// the activation's bounds; the model input taken as N(0, 1)).
     pub fn calibrate_data_free(&mut self) -> Result<()> {
+        self.calibrated_on = 0;
         let stats = crate::quant::dfq::channel_stats(&*self.model.at(1)?, &self.bn);
         let mut ranges = Vec::with_capacity(self.placement.activations.len());
         let mut unknown = Vec::new();

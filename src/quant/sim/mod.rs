@@ -30,11 +30,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 
 use crate::error::{Error, Result};
 use crate::eval::{self, Sqnr};
-use crate::exec::{FakeQuant, Lowering, Params, Runner, Simulation};
+use crate::exec::{FakeQuant, Lowering, Params, Runner, Samples, Simulation};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::graph::ir::{Const, Graph, Node};
 use crate::graph::passes::cle::{self, bn_stats, BnStats, CleOptions, CleReport};
@@ -186,7 +186,10 @@ pub struct QuantSim {
     /// Activation encoding tables on the GPU, rewritten in place when recalibrated.
     tables: HashMap<String, (GpuTensor, u32)>,
     derived: Mutex<Derived>,
-    input: String,
+    /// The model's inputs, in order.
+    inputs: Vec<String>,
+    /// Samples the last calibration observed (0 before one, and data-free).
+    calibrated_on: usize,
     scheme: Scheme,
 }
 
@@ -200,20 +203,19 @@ impl QuantSim {
         opts: QuantOptions,
         dims: HashMap<String, usize>,
     ) -> Result<QuantSim> {
-        if graph.inputs.len() != 1 {
+        if graph.inputs.is_empty() {
             return Err(Error::Graph {
                 model: graph.name.clone(),
-                message: format!(
-                    "quantization takes models with one input; this one has {:?}",
-                    graph.inputs
-                ),
+                message: "quantization needs a model with an input to calibrate on; this one \
+                          has none"
+                    .into(),
             });
         }
         if opts.arithmetic == Arithmetic::Integer && (opts.param_bw != 8 || opts.act_bw != 8) {
             return Err(Error::invalid("QuantSim", "bitwidths", format!("W{}A{}", opts.param_bw, opts.act_bw), "the integer simulation runs 8-bit grids (uint8/int8), as onnxruntime's integer kernels do"));
         }
         graph.check_finite_weights()?;
-        let input = graph.inputs[0].clone();
+        let inputs = graph.inputs.clone();
         let (model, folded) = Prepared::bn_folded(graph, dims)?;
         let placement = place(&*model.at(1)?, config);
         let mut sim = QuantSim {
@@ -231,7 +233,8 @@ impl QuantSim {
             weights: BTreeMap::new(),
             tables: HashMap::new(),
             derived: Mutex::new(Derived::default()),
-            input,
+            inputs,
+            calibrated_on: 0,
             scheme: Scheme::MinMax,
         };
         sim.requantize()?;
@@ -341,9 +344,14 @@ impl QuantSim {
         &self.gpu
     }
 
-    /// The model's input name.
-    pub fn input_name(&self) -> &str {
-        &self.input
+    /// The samples the last calibration on data observed (0 before one, or data-free).
+    pub fn calibrated_on(&self) -> usize {
+        self.calibrated_on
+    }
+
+    /// The model's input names, in order (what [`Samples`] feed).
+    pub fn inputs(&self) -> &[String] {
+        &self.inputs
     }
 
     /// The prepared FP32 model.
@@ -440,57 +448,64 @@ impl QuantSim {
         Ok(r)
     }
 
-    fn run(&self, which: Model, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
+    fn run(&self, which: Model, x: &Samples, piece: usize) -> Result<Vec<ArrayD<f32>>> {
         self.cached(which, piece.max(1))?
-            .run(&[(&self.input, x.view())])
+            .run(&x.feed(&self.inputs)?)
     }
 
-    /// The simulated (fake-quantized) outputs for `x` (`[batch, ...]`), in pieces of `piece`.
-    pub fn simulate(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
-        self.run(Model::Simulated, x, piece)
+    /// The simulated (fake-quantized) outputs for samples `x` (an array `[batch, ...]` for a
+    /// model with one input), in pieces of `piece`.
+    pub fn simulate<'a>(
+        &self,
+        x: impl Into<Samples<'a>>,
+        piece: usize,
+    ) -> Result<Vec<ArrayD<f32>>> {
+        self.run(Model::Simulated, &x.into(), piece)
     }
 
     /// The FP32 outputs of the reference (the BN-folded original model).
-    pub fn fp32(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
-        self.run(Model::Reference, x, piece)
+    pub fn fp32<'a>(&self, x: impl Into<Samples<'a>>, piece: usize) -> Result<Vec<ArrayD<f32>>> {
+        self.run(Model::Reference, &x.into(), piece)
     }
 
     /// SQNR of the prepared FP32 model's first output (equalized, bias-corrected) against the
     /// reference on `x`: what the techniques changed in the FP32 function itself.
-    pub fn fp32_change_db(&self, x: &ArrayD<f32>, piece: usize) -> Result<f64> {
+    pub fn fp32_change_db<'a>(&self, x: impl Into<Samples<'a>>, piece: usize) -> Result<f64> {
+        let x = x.into();
         Ok(eval::sqnr_db(
-            &self.fp32(x, piece)?.remove(0),
-            &self.run(Model::Fp32, x, piece)?.remove(0),
+            &self.run(Model::Reference, &x, piece)?.remove(0),
+            &self.run(Model::Fp32, &x, piece)?.remove(0),
         ))
     }
 
     /// SQNR and top-1/top-5 agreement of the first output, simulated vs FP32, and accuracy of
     /// both when `labels` are given.
-    pub fn evaluate(
+    pub fn evaluate<'a>(
         &self,
-        x: &ArrayD<f32>,
+        x: impl Into<Samples<'a>>,
         piece: usize,
         labels: Option<&[usize]>,
     ) -> Result<Evaluation> {
+        let x = x.into();
         if let Some(l) = labels {
-            if l.len() != x.len_of(Axis(0)) {
+            if l.len() != x.len() {
                 return Err(Error::invalid(
                     "evaluate",
                     "labels",
                     l.len(),
-                    format!("{} samples to label", x.len_of(Axis(0))),
+                    format!("{} samples to label", x.len()),
                 ));
             }
         }
         let (f, q) = (
-            self.fp32(x, piece)?.remove(0),
-            self.simulate(x, piece)?.remove(0),
+            self.run(Model::Reference, &x, piece)?.remove(0),
+            self.run(Model::Simulated, &x, piece)?.remove(0),
         );
         Ok(Evaluation {
             sqnr_db: eval::sqnr_db(&f, &q),
             top1_agreement: eval::top1_agreement(&f, &q),
             top5_agreement: eval::top5_agreement(&f, &q),
-            samples: x.len_of(Axis(0)),
+            samples: x.len(),
             accuracy: labels.map(|l| (eval::accuracy(&f, l), eval::accuracy(&q, l))),
         })
     }
@@ -498,7 +513,11 @@ impl QuantSim {
     /// SQNR of every quantized activation against its value in the prepared FP32 model
     /// (equalized when CLE ran: its channels are scaled like the simulation's) on `x` (name,
     /// dB), in placement order: signal and noise power summed over all batches.
-    pub fn per_layer_sqnr(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<(String, f64)>> {
+    pub fn per_layer_sqnr<'a>(
+        &self,
+        x: impl Into<Samples<'a>>,
+        piece: usize,
+    ) -> Result<Vec<(String, f64)>> {
         Ok(self
             .per_layer_error(x, piece)?
             .into_iter()
@@ -508,16 +527,22 @@ impl QuantSim {
 
     /// Signal and noise power of every quantized activation against its value in the
     /// prepared FP32 model on `x`, in placement order (see [`QuantSim::per_layer_sqnr`]).
-    pub fn per_layer_error(&self, x: &ArrayD<f32>, piece: usize) -> Result<Vec<(String, Sqnr)>> {
+    pub fn per_layer_error<'a>(
+        &self,
+        x: impl Into<Samples<'a>>,
+        piece: usize,
+    ) -> Result<Vec<(String, Sqnr)>> {
+        let x = x.into();
         let names: Vec<String> = self.activations.iter().map(|(n, _)| n.clone()).collect();
         // Every quantized value is a tap, the input too: its quantized copy is an ordinary
         // activation buffer that would otherwise be reused after its last reader.
         let fp = self.runner(Model::Fp32)?.taps(&names).batch(piece);
         let q = self.runner(Model::Simulated)?.taps(&names).batch(piece);
         let mut power = vec![Sqnr::default(); names.len()];
-        for chunk in x.axis_chunks_iter(Axis(0), piece.max(1)) {
-            let a = fp.run_names(&[(&self.input, chunk.view())], &names)?;
-            let c = q.run_names(&[(&self.input, chunk.view())], &names)?;
+        for chunk in x.chunks(piece) {
+            let feed = chunk.feed(&self.inputs)?;
+            let a = fp.run_names(&feed, &names)?;
+            let c = q.run_names(&feed, &names)?;
             for (p, (f, t)) in power.iter_mut().zip(a.iter().zip(&c)) {
                 p.add(f, t);
             }
