@@ -138,6 +138,59 @@ fn ppocr_v4_text_recognizer_matches_onnxruntime() {
     assert_eq!(text, [4731, 1219, 4741, 5127, 5128, 4381]);
 }
 
+/// trueocr's reading-order model: a transformer encoder (4 pre-norm blocks of 4-head
+/// self-attention with a -inf key mask, Erf GELU feed-forwards, LayerNormalization) over the
+/// text lines of a page, from their box and text features and a bool mask of the real lines,
+/// then pairwise order, same-block and table heads and a block class per line. One seeded page
+/// of 24 lines, 4 of them padding.
+#[test]
+fn trueocr_reading_order_transformer_matches_onnxruntime() {
+    let Some(gpu) = gpu() else { return };
+    let r = runner(gpu.clone(), "trueocr_order.onnx");
+    let feats = golden("trueocr_feats.npy");
+    let mask = match qforge::data::npy::read_any(&repo("tests/golden/real/trueocr_mask.npy")) {
+        Ok(qforge::data::npy::Npy::Bool(m)) => m.mapv(|v| f32::from(u8::from(v))),
+        other => panic!("{other:?}"),
+    };
+    let ys = timed("trueocr order, 24 lines", 1, || {
+        r.run(&[("feats", feats.view()), ("mask", mask.view())])
+            .unwrap()
+    });
+    for (y, name) in ys.iter().zip(["a", "cls", "same", "tab"]) {
+        check(
+            &format!("trueocr order output {name}"),
+            y,
+            &golden(&format!("trueocr_{name}.npy")),
+            1e-4,
+        );
+    }
+    // Quantized, the bool mask and the values carrying the mask's -inf get no quantizer (a
+    // grid would saturate -inf and unmask).
+    let g = graph::load(&repo("models/real/trueocr_order.onnx")).unwrap();
+    let sim = qforge::quant::sim::QuantSim::new(
+        gpu,
+        g,
+        &qforge::quant::QuantConfig::default_per_channel(),
+        Default::default(),
+        std::collections::HashMap::from([("N".to_string(), 24)]),
+    )
+    .unwrap();
+    let placed: Vec<&str> = sim
+        .placement()
+        .activations
+        .iter()
+        .map(|q| q.tensor.as_str())
+        .collect();
+    assert!(placed.contains(&"feats") && !placed.contains(&"mask"));
+    assert!(!placed.contains(&"/Where_output_0"), "the -inf mask");
+    assert!(
+        !placed.contains(&"/layers.0/Add_output_0"),
+        "scores plus the mask"
+    );
+    assert!(placed.contains(&"/layers.0/Softmax_output_0"));
+    assert!(placed.contains(&"/layers.0/Add_1_output_0"), "the residual");
+}
+
 /// PicoDet (PP-LCNet backbone) trained for document layout on CDLA: per anchor point, scores
 /// of 10 classes and box-side distributions, on four strides. Input fixed at 1x3x800x608.
 #[test]

@@ -32,13 +32,18 @@ p.add_argument("--save")
 p.add_argument("--labels", help="IDX labels of the inputs (.gz): print accuracies too")
 a = p.parse_args()
 onnx.checker.check_model(onnx.load(a.qdq), full_check=True)
-# An .npz holds one array per input (a model with several): the whole set runs as one batch.
+# An .npz holds one array per input (a model with several): the whole set runs as one batch
+# (sample by sample where the model fixes its batch at 1).
 many = a.inputs.endswith(".npz")
 x = dict(np.load(a.inputs)) if many else np.load(a.inputs)
 
 
 def run(s):
     if many:
+        if all(i.shape and i.shape[0] == 1 for i in s.get_inputs()):
+            # A model that fixes its batch at 1 runs sample by sample.
+            n = len(next(iter(x.values())))
+            return np.concatenate([s.run(None, {k: v[i : i + 1] for k, v in x.items()})[0] for i in range(n)])
         return s.run(None, x)[0]
     name = s.get_inputs()[0].name
     return np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])

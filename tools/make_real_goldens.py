@@ -16,6 +16,9 @@ silero.npy (128 windows of 576 samples), and silero_decoder.npz (the decoder's t
 those windows; `--silero-decoder DIR` makes it alone from DIR/silero.npy):
     cargo run --release --example crops -- data/images 1 3 /tmp/crops224.npy
     python tools/make_real_goldens.py --calib /tmp/real_calib /tmp/crops224.npy
+trueocr's reading-order model needs the package's own feature function, read from its wheel
+(`pip download --no-deps trueocr==0.1.1`): `--trueocr WHEEL` writes its goldens, `--trueocr
+WHEEL DIR` its calibration set DIR/trueocr.npz (64 seeded pages).
 The project itself never needs Python.
 """
 import os
@@ -124,6 +127,75 @@ def silero_decoder(out, windows):
     np.savez(os.path.join(out, "silero_decoder.npz"), input=enc, state=np.concatenate(states, axis=1))
 
 
+def trueocr_features(wheel):
+    """trueocr's own feature function (trueocr/order.py), loaded from its wheel: the package's
+    __init__ imports OpenCV, which the reading-order features do not need."""
+    import types
+    import zipfile
+
+    source = zipfile.ZipFile(wheel).read("trueocr/order.py").decode()
+    module = types.ModuleType("trueocr_order")
+    exec(compile(source, "trueocr/order.py", "exec"), module.__dict__)
+    return module.line_features
+
+
+def page_lines(rng, n, real):
+    """`n` text lines of a seeded page (a header, two columns of body lines, a footer), the
+    last `n - real` of them padding: boxes (x0, y0, x1, y1) on a 1240x1754 page and texts."""
+    boxes, texts = [], []
+    for i in range(real):
+        if i == 0:
+            x0, y0, w = 300, 120, 640
+        elif i == real - 1:
+            x0, y0, w = 560, 1660, 120
+        else:
+            col, row = (i - 1) % 2, (i - 1) // 2
+            x0, y0, w = 100 + 560 * col, 220 + 44 * row, int(rng.integers(300, 500))
+        x0 += int(rng.integers(-6, 6))
+        boxes.append((x0, y0, x0 + w, y0 + int(rng.integers(24, 32))))
+        t = "".join(rng.choice(list("abcdefghij klmnopqrstuvwxyz0123456789"), size=int(rng.integers(8, 60))))
+        texts.append(("1. " if rng.random() < 0.1 else "") + t.strip().capitalize() + ("." if rng.random() < 0.5 else ""))
+    boxes += [(0, 0, 1, 1)] * (n - real)
+    texts += [""] * (n - real)
+    mask = np.arange(n) < real
+    return np.array(boxes, np.float32), texts, mask
+
+
+def trueocr_pages(wheel, rng, count, n):
+    """Features and masks of `count` seeded pages of `n` lines (some padded), as trueocr
+    computes them, stacked on the batch dim."""
+    features = trueocr_features(wheel)
+    feats, masks = [], []
+    for _ in range(count):
+        real = int(rng.integers(n - 6, n + 1))
+        boxes, texts, mask = page_lines(rng, n, real)
+        f = features(boxes, (1240.0, 1754.0), texts)
+        f[~mask] = 0.0
+        feats.append(f)
+        masks.append(mask)
+    return np.stack(feats).astype(np.float32), np.stack(masks)
+
+
+def trueocr(wheel, calib_dir=None):
+    """trueocr 0.1.1's reading-order model (a transformer encoder over text lines): goldens on
+    one seeded page of 24 lines (4 of them padding), or with `calib_dir` a calibration set of
+    64 pages (trueocr.npz: feats and mask)."""
+    rng = np.random.default_rng(187)
+    if calib_dir:
+        feats, mask = trueocr_pages(wheel, rng, 64, 24)
+        np.savez(os.path.join(calib_dir, "trueocr.npz"), feats=feats, mask=mask)
+        return
+    boxes, texts, mask = page_lines(rng, 24, 20)
+    feats = trueocr_features(wheel)(boxes, (1240.0, 1754.0), texts)
+    feats[~mask] = 0.0
+    feats, mask = feats[None].astype(np.float32), mask[None]
+    save("trueocr_feats.npy", feats)
+    save("trueocr_mask.npy", mask)
+    ys = session("trueocr_order.onnx").run(None, {"feats": feats, "mask": mask})
+    for name, y in zip(["a", "cls", "same", "tab"], ys):
+        save(f"trueocr_{name}.npy", y.astype(np.float32))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
 
@@ -187,6 +259,8 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--calib":
         calib(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) in (3, 4) and sys.argv[1] == "--trueocr":
+        trueocr(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else None)
     elif len(sys.argv) == 3 and sys.argv[1] == "--silero-decoder":
         silero_decoder(sys.argv[2], np.load(os.path.join(sys.argv[2], "silero.npy")))
     else:

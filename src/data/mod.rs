@@ -60,9 +60,3 @@ pub fn load_named(path: &Path, limit: Option<usize>) -> Result<(Vec<String>, Arr
     );
     Ok((names, x))
 }
-
-/// The first `n` samples of `x` (all of them when it holds fewer).
-pub fn first(x: &ArrayD<f32>, n: usize) -> ArrayD<f32> {
-    x.slice_axis(Axis(0), (0..n.min(x.len_of(Axis(0)))).into())
-        .to_owned()
-}

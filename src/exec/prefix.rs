@@ -116,7 +116,9 @@ fn run_segment(
                     })
             })
             .collect::<Result<_>>()?;
-        let outs = runner.run(&feeds)?;
+        // Values inside the model may hold infinities it means (attention masks): not
+        // refused as a model input's would be.
+        let outs = runner.run_names(&feeds, &seg.outputs)?;
         for (name, y) in seg.outputs.iter().zip(outs) {
             values.insert(name.clone(), y);
         }

@@ -590,12 +590,37 @@ impl Graph {
         }
     }
 
-    /// Refuses NaN or infinite values in any f32 constant (a pipeline that fits encodings or
-    /// factors to the weights needs them finite), naming the first such constant.
+    /// Refuses NaN in any f32 constant, and infinite values in the weights, biases and
+    /// scales of Conv, ConvTranspose, Gemm, MatMul and the normalizations (a pipeline that
+    /// fits encodings or factors to them needs them finite), naming the first such constant.
+    /// An infinity elsewhere is a value the model means: attention masks fill with -inf.
     pub fn check_finite_weights(&self) -> crate::error::Result<()> {
+        let params: std::collections::HashSet<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n.op,
+                    Op::Conv(_)
+                        | Op::ConvTranspose { .. }
+                        | Op::Gemm { .. }
+                        | Op::MatMul
+                        | Op::BatchNorm { .. }
+                        | Op::LayerNorm { .. }
+                        | Op::InstanceNorm { .. }
+                        | Op::GroupNorm { .. }
+                )
+            })
+            .flat_map(|n| &n.inputs)
+            .map(String::as_str)
+            .collect();
         for (name, c) in &self.consts {
             if let Const::F32(a) = c {
-                let bad = a.iter().filter(|v| !v.is_finite()).count();
+                let param = params.contains(name.as_str());
+                let bad = a
+                    .iter()
+                    .filter(|v| v.is_nan() || (param && v.is_infinite()))
+                    .count();
                 if bad > 0 {
                     return Err(crate::error::Error::NonFinite {
                         op: "model weights",

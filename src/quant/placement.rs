@@ -123,6 +123,56 @@ fn inside_channel_clip(g: &Graph, i: usize) -> bool {
 
 /// Places quantizers on a resolved (and usually BN-folded) graph.
 pub fn place(g: &Graph, cfg: &QuantConfig) -> Placement {
+    let mut p = placed(g, cfg);
+    // Only float values have grids: a bool mask, integer ids and shapes pass as they are.
+    p.activations
+        .retain(|q| g.elem_type(&q.tensor) == crate::graph::ir::ElemType::F32);
+    // A value that carries a constant's infinity (an attention mask filled with -inf, and the
+    // scores it is added to) is left in float: a grid would saturate -inf to its minimum and
+    // unmask, in the simulation and on the targets alike.
+    let infinite = infinite_values(g);
+    let before = p.activations.len();
+    p.activations.retain(|q| !infinite.contains(&q.tensor));
+    if p.activations.len() < before {
+        log::info!(
+            "{} activations carry a constant's infinity (attention masks) and stay in float",
+            before - p.activations.len()
+        );
+    }
+    p
+}
+
+/// The values that may hold an infinity taken from an f32 constant: the constant itself and
+/// everything computed from it, up to an op that maps infinities to finite values (Softmax,
+/// Sigmoid, Tanh, Erf, HardSigmoid) or reads only the shape.
+fn infinite_values(g: &Graph) -> std::collections::HashSet<String> {
+    use crate::graph::attrs::Unary;
+    use crate::graph::ir::Const;
+    let mut marked: std::collections::HashSet<String> = g
+        .consts
+        .iter()
+        .filter(|(_, c)| matches!(c, Const::F32(a) if a.iter().any(|v| v.is_infinite())))
+        .map(|(n, _)| n.clone())
+        .collect();
+    if marked.is_empty() {
+        return marked;
+    }
+    for n in &g.nodes {
+        let finite = matches!(
+            n.op,
+            Op::Softmax { .. }
+                | Op::Shape { .. }
+                | Op::Unary(Unary::Sigmoid | Unary::Tanh | Unary::Erf | Unary::HardSigmoid(..))
+        );
+        if !finite && n.inputs.iter().any(|i| marked.contains(i)) {
+            marked.extend(n.outputs.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
+    marked
+}
+
+/// The quantizers `cfg` places on `g`, before values that carry infinities are left out.
+fn placed(g: &Graph, cfg: &QuantConfig) -> Placement {
     let mut p = Placement::default();
     if cfg.model_input_quantized {
         for i in &g.inputs {
