@@ -304,22 +304,28 @@ impl Sets {
         }
     }
 
-    /// One line saying what the figures rest on.
+    /// One line saying what the figures rest on (images, or samples of several inputs).
     pub fn describe(&self) -> String {
+        let u = if self.fit.is_named() || self.eval.is_named() {
+            "samples"
+        } else {
+            "images"
+        };
         match &self.held_out {
             HeldOut::Split { fraction } => format!(
-                "held-out: {} images ({fraction} of the data, split by image, seed {SEED:#x}); fitted on the other {}",
+                "held-out: {} {u} ({fraction} of the data, split by {one}, seed {SEED:#x}); fitted on the other {}",
                 self.eval_len(),
-                self.fit_len()
+                self.fit_len(),
+                one = u.trim_end_matches('s'),
             ),
             HeldOut::Explicit(p) => format!(
-                "held-out: {} images of {}; fitted on {} others",
+                "held-out: {} {u} of {}; fitted on {} others",
                 self.eval_len(),
                 p.display(),
                 self.fit_len()
             ),
             HeldOut::InSample => format!(
-                "in-sample: the {} images fitted on (--holdout 0); these figures do not say how the model does on new data",
+                "in-sample: the {} {u} fitted on (--holdout 0); these figures do not say how the model does on new data",
                 self.eval_len()
             ),
         }
