@@ -163,7 +163,7 @@ fn accumulate(
             .batch(piece);
         runner.for_each_piece(&[(input, images.view())], |plan, part, rows| {
             // A piece filled up to the model's fixed batch holds copies: left out.
-            if rows < part[0].1.len_of(Axis(0)) {
+            if crate::exec::filled(part, rows) {
                 first += rows;
                 return Ok(());
             }

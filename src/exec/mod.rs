@@ -23,5 +23,5 @@ pub use params::Params;
 pub use plan::{Compile, Plan};
 pub use prefix::Prefix;
 pub use rules::{rule, LowerFn};
-pub use runner::{join_batches, Runner};
+pub use runner::{filled, join_batches, Runner};
 pub use samples::Samples;

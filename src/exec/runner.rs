@@ -423,6 +423,14 @@ impl Runner {
     }
 }
 
+/// Whether a piece [`Runner::for_each_piece`] passes was filled up past its `rows` real
+/// samples to the model's fixed batch (statistics leave such a piece out).
+pub fn filled(part: &[(&str, ArrayViewD<'_, f32>)], rows: usize) -> bool {
+    part.first()
+        .and_then(|(_, x)| x.shape().first())
+        .is_some_and(|&b| rows < b)
+}
+
 /// The outputs of a piece without the rows that filled it up to a fixed batch: values whose
 /// dim 0 is the piece's batch keep their first `rows`.
 fn real_rows(
@@ -430,13 +438,14 @@ fn real_rows(
     part: &[(&str, ArrayViewD<'_, f32>)],
     rows: usize,
 ) -> Vec<ArrayD<f32>> {
-    let batch = part.first().and_then(|(_, x)| x.shape().first().copied());
+    if !filled(part, rows) {
+        return ys;
+    }
+    let batch = part[0].1.shape()[0];
     ys.into_iter()
-        .map(|y| match batch {
-            Some(b) if rows < b && y.shape().first() == Some(&b) => {
-                y.slice_axis(Axis(0), (0..rows).into()).to_owned()
-            }
-            _ => y,
+        .map(|y| match y.shape().first() == Some(&batch) {
+            true => y.slice_axis(Axis(0), (0..rows).into()).to_owned(),
+            false => y,
         })
         .collect()
 }

@@ -132,10 +132,7 @@ fn channel_means(
     let mut count = vec![0usize; names.len()];
     runner.for_each_piece(x, |plan, part, rows| {
         // A piece filled up to the model's fixed batch holds copies: left out.
-        if part
-            .first()
-            .is_some_and(|(_, x)| x.shape().first() != Some(&rows))
-        {
+        if crate::exec::filled(part, rows) {
             return Ok(());
         }
         let tensors = plan.run_with(part, |enc, p| {

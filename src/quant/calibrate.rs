@@ -111,10 +111,7 @@ impl Calibrator {
         runner.for_each_piece(inputs, |plan, part, rows| {
             // A piece filled up to the model's fixed batch holds copies, which would weigh
             // in histograms: left out.
-            if part
-                .first()
-                .is_some_and(|(_, x)| x.shape().first() != Some(&rows))
-            {
+            if crate::exec::filled(part, rows) {
                 log::warn!(
                     "calibration leaves out the last {rows} samples: the model fixes its batch \
                      at {}, and calibrates on whole batches",
