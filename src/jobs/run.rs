@@ -200,19 +200,35 @@ fn npy_inputs(
             )));
         };
         let a = npy::read_any(path)?;
-        let x = to_runtime(name, &a, g.elem_type(name), !values.contains(name)).map_err(
-            |e| match e {
-                Error::InvalidArgument { reason, .. } => Error::Io {
-                    action: "reading input",
-                    path: path.display().to_string(),
-                    message: format!("input '{name}': {reason}"),
-                },
-                other => other,
-            },
-        )?;
-        out.push((name.clone(), x));
+        out.push((name.clone(), model_input(g, &values, name, &a, path)?));
     }
     Ok(out)
+}
+
+/// Input `name` of `g` from array `a`, read from `path`: [`to_runtime`] with the type the
+/// model declares (a value input, among `values`, may hold any integer), its errors naming
+/// the file.
+pub fn model_input(
+    g: &Graph,
+    values: &[String],
+    name: &str,
+    a: &Npy,
+    path: &Path,
+) -> Result<ArrayD<f32>> {
+    to_runtime(
+        name,
+        a,
+        g.elem_type(name),
+        !values.iter().any(|v| v == name),
+    )
+    .map_err(|e| match e {
+        Error::InvalidArgument { reason, .. } => Error::Io {
+            action: "reading input",
+            path: path.display().to_string(),
+            message: format!("input '{name}': {reason}"),
+        },
+        other => other,
+    })
 }
 
 /// Declared dims as `[N, 3, 224, 224]`.

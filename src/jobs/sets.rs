@@ -14,7 +14,7 @@ use crate::data::split::{draw, split, SEED};
 use crate::error::{Error, Result};
 use crate::exec::Samples;
 use crate::graph::ir::Graph;
-use crate::jobs::run::{from_runtime, to_runtime};
+use crate::jobs::run::{from_runtime, model_input};
 
 /// The samples in `path` for `g`'s inputs, at most `limit`, with a name per sample (the
 /// image's file name for a folder of images, `#i` otherwise). Refuses NaN and Inf values.
@@ -72,12 +72,7 @@ pub fn load_samples(
         let Some((_, a)) = arrays.iter().find(|(n, _)| n == name) else {
             return Err(bad(format!("holds no array for the input '{name}'")));
         };
-        let x = to_runtime(name, a, g.elem_type(name), !values.contains(name)).map_err(
-            |e| match e {
-                Error::InvalidArgument { reason, .. } => bad(format!("input '{name}': {reason}")),
-                other => other,
-            },
-        )?;
+        let x = model_input(g, &values, name, a, path)?;
         let bad_values = x.iter().filter(|v| !v.is_finite()).count();
         if bad_values > 0 {
             return Err(Error::NonFinite {
