@@ -6,7 +6,8 @@
 // Grid: x = column tile, y = row tile, z = batch (within the bound chunk).
 // One dispatch covers the inner dimension's range [k_begin, k_end): long reductions are split
 // into dispatches (software adapters cut long loops short); after the first, `accumulate` adds
-// to C instead of writing alpha * AB + bias.
+// to C instead of writing alpha * AB + bias. With `sum_items`, one invocation adds the products
+// of that many batch items (each over the k range, item by item) into one C.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -26,7 +27,7 @@ struct Params {
     k_begin: u32,
     k_end: u32,
     accumulate: u32,
-    _pad0: u32,
+    sum_items: u32, // > 0: C += the sum of this many items' products (z is 0, c_stride 0)
     _pad1: u32,
     epi: Epi,       // the fused epilogue (epilogue.wgsl; its channel is the row)
 }
@@ -69,50 +70,52 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
           @builtin(local_invocation_index) lid: u32) {
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
-    let a_base = p.a_skip + wid.z * p.a_stride;
-    let b_base = p.b_skip + wid.z * p.b_stride;
     let c_base = p.c_skip + wid.z * p.c_stride;
     var acc: array<f32, 16>;
-    for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
-        for (var t = 0u; t < 4u; t++) {
-            let e = lid + t * 256u;
-            // Consecutive threads read consecutive addresses of the stored layout.
-            var ar: u32;
-            var ak: u32;
-            if TRANS_A {
-                ak = e / TM;
-                ar = e % TM;
-            } else {
-                ar = e / TK;
-                ak = e % TK;
+    for (var it = 0u; it < items(); it++) {
+        let a_base = p.a_skip + (wid.z + it) * p.a_stride;
+        let b_base = p.b_skip + (wid.z + it) * p.b_stride;
+        for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
+            for (var t = 0u; t < 4u; t++) {
+                let e = lid + t * 256u;
+                // Consecutive threads read consecutive addresses of the stored layout.
+                var ar: u32;
+                var ak: u32;
+                if TRANS_A {
+                    ak = e / TM;
+                    ar = e % TM;
+                } else {
+                    ar = e / TK;
+                    ak = e % TK;
+                }
+                sa[ak * TM + ar] = load_a(a_base, row0 + ar, k0 + ak);
+                var bk: u32;
+                var bc: u32;
+                if TRANS_B {
+                    bc = e / TK;
+                    bk = e % TK;
+                } else {
+                    bk = e / TN;
+                    bc = e % TN;
+                }
+                sb[bk * TN + bc] = load_b(b_base, k0 + bk, col0 + bc);
             }
-            sa[ak * TM + ar] = load_a(a_base, row0 + ar, k0 + ak);
-            var bk: u32;
-            var bc: u32;
-            if TRANS_B {
-                bc = e / TK;
-                bk = e % TK;
-            } else {
-                bk = e / TN;
-                bc = e % TN;
-            }
-            sb[bk * TN + bc] = load_b(b_base, k0 + bk, col0 + bc);
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = sa[kk * TM + lid3.y * 4u + i];
-                bv[i] = sb[kk * TN + lid3.x * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
+            workgroupBarrier();
+            for (var kk = 0u; kk < TK; kk++) {
+                var av: array<f32, 4>;
+                var bv: array<f32, 4>;
+                for (var i = 0u; i < 4u; i++) {
+                    av[i] = sa[kk * TM + lid3.y * 4u + i];
+                    bv[i] = sb[kk * TN + lid3.x * 4u + i];
+                }
+                for (var i = 0u; i < 4u; i++) {
+                    for (var j = 0u; j < 4u; j++) {
+                        acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
+                    }
                 }
             }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
     let eq = epi_encodings();
     for (var i = 0u; i < 4u; i++) {
@@ -120,6 +123,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             store(c_base, row0 + lid3.y * 4u + i, col0 + lid3.x * 4u + j, acc[i * 4u + j], eq);
         }
     }
+}
+
+// Batch items whose products one invocation adds (1 unless `sum_items`).
+fn items() -> u32 {
+    return max(p.sum_items, 1u);
 }
 
 // Writes alpha * v (+ bias, or + the C of an earlier k range), then the epilogue, at (row,
@@ -227,17 +235,19 @@ fn store_block(c_base: u32, row0: u32, col0: u32, acc: Block, eq: EpiQ) {
 fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row0 = wid.y * 8u;
     let col0 = (wid.x * LANES + lid) * 8u;
-    let a_base = p.a_skip + wid.z * p.a_stride;
-    let b_base = p.b_skip + wid.z * p.b_stride;
     let rows = clamped_rows(row0);
     let left = clamped_cols(col0);
     let right = clamped_cols(col0 + 4u);
     var l: Block;
     var r: Block;
-    for (var kk = p.k_begin; kk < p.k_end; kk++) {
-        let av = a_col(a_base, rows, kk);
-        l = block_fma(l, av[0], av[1], b_row(b_base, kk, left));
-        r = block_fma(r, av[0], av[1], b_row(b_base, kk, right));
+    for (var it = 0u; it < items(); it++) {
+        let a_base = p.a_skip + (wid.z + it) * p.a_stride;
+        let b_base = p.b_skip + (wid.z + it) * p.b_stride;
+        for (var kk = p.k_begin; kk < p.k_end; kk++) {
+            let av = a_col(a_base, rows, kk);
+            l = block_fma(l, av[0], av[1], b_row(b_base, kk, left));
+            r = block_fma(r, av[0], av[1], b_row(b_base, kk, right));
+        }
     }
     let c_base = p.c_skip + wid.z * p.c_stride;
     let eq = epi_encodings();

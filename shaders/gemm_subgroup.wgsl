@@ -124,31 +124,33 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(subgroup_invocation_id) lane: u32) {
     let row0 = first_row(wid);
     let col0 = (wid.x * LANES + lid) * 4u;
-    let a_base = p.a_skip + wid.z * p.a_stride;
-    let b_base = p.b_skip + wid.z * p.b_stride;
     let cols = clamped_cols(col0);
     var acc: Rows;
     let full = full_end();
-    for (var k0 = p.k_begin; k0 < full; k0 += LANES) {
-        let kk = k0 + lane;
-        acc = eight_steps(acc, a_col(a_base, clamped_rows(row0), kk),
-                          a_col(a_base, clamped_rows(row0 + 8u), kk),
-                          a_col(a_base, clamped_rows(row0 + 16u), kk),
-                          a_col(a_base, clamped_rows(row0 + 24u), kk),
-                          b_row(b_base, k0, cols), b_row(b_base, k0 + 1u, cols),
-                          b_row(b_base, k0 + 2u, cols), b_row(b_base, k0 + 3u, cols),
-                          b_row(b_base, k0 + 4u, cols), b_row(b_base, k0 + 5u, cols),
-                          b_row(b_base, k0 + 6u, cols), b_row(b_base, k0 + 7u, cols));
-    }
-    if full < p.k_end {
-        // This lane's k; past the end it loads a valid k whose products are never used.
-        let kk = min(full + lane, p.k_end - 1u);
-        let a0 = a_col(a_base, clamped_rows(row0), kk);
-        let a1 = a_col(a_base, clamped_rows(row0 + 8u), kk);
-        let a2 = a_col(a_base, clamped_rows(row0 + 16u), kk);
-        let a3 = a_col(a_base, clamped_rows(row0 + 24u), kk);
-        for (var t = 0u; t < p.k_end - full; t++) {
-            acc = lane_step(acc, a0, a1, a2, a3, t, b_row(b_base, full + t, cols));
+    for (var it = 0u; it < items(); it++) {
+        let a_base = p.a_skip + (wid.z + it) * p.a_stride;
+        let b_base = p.b_skip + (wid.z + it) * p.b_stride;
+        for (var k0 = p.k_begin; k0 < full; k0 += LANES) {
+            let kk = k0 + lane;
+            acc = eight_steps(acc, a_col(a_base, clamped_rows(row0), kk),
+                              a_col(a_base, clamped_rows(row0 + 8u), kk),
+                              a_col(a_base, clamped_rows(row0 + 16u), kk),
+                              a_col(a_base, clamped_rows(row0 + 24u), kk),
+                              b_row(b_base, k0, cols), b_row(b_base, k0 + 1u, cols),
+                              b_row(b_base, k0 + 2u, cols), b_row(b_base, k0 + 3u, cols),
+                              b_row(b_base, k0 + 4u, cols), b_row(b_base, k0 + 5u, cols),
+                              b_row(b_base, k0 + 6u, cols), b_row(b_base, k0 + 7u, cols));
+        }
+        if full < p.k_end {
+            // This lane's k; past the end it loads a valid k whose products are never used.
+            let kk = min(full + lane, p.k_end - 1u);
+            let a0 = a_col(a_base, clamped_rows(row0), kk);
+            let a1 = a_col(a_base, clamped_rows(row0 + 8u), kk);
+            let a2 = a_col(a_base, clamped_rows(row0 + 16u), kk);
+            let a3 = a_col(a_base, clamped_rows(row0 + 24u), kk);
+            for (var t = 0u; t < p.k_end - full; t++) {
+                acc = lane_step(acc, a0, a1, a2, a3, t, b_row(b_base, full + t, cols));
+            }
         }
     }
     store_rows(wid, col0, acc);
@@ -164,30 +166,32 @@ fn matmul_subgroup_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(subgroup_invocation_id) lane: u32) {
     let row0 = first_row(wid);
     let col0 = (wid.x * LANES + lid) * 4u;
-    let a_base = p.a_skip + wid.z * p.a_stride;
-    let b_base = (p.b_skip + wid.z * p.b_stride) / 4u;
     let col4 = min(col0, p.n - 4u) / 4u;
     let n4 = p.n / 4u;
     var acc: Rows;
     let full = full_end();
-    for (var k0 = p.k_begin; k0 < full; k0 += LANES) {
-        let kk = k0 + lane;
-        let at = b_base + k0 * n4 + col4;
-        acc = eight_steps(acc, a_col(a_base, clamped_rows(row0), kk),
-                          a_col(a_base, clamped_rows(row0 + 8u), kk),
-                          a_col(a_base, clamped_rows(row0 + 16u), kk),
-                          a_col(a_base, clamped_rows(row0 + 24u), kk),
-                          b4[at], b4[at + n4], b4[at + 2u * n4], b4[at + 3u * n4],
-                          b4[at + 4u * n4], b4[at + 5u * n4], b4[at + 6u * n4], b4[at + 7u * n4]);
-    }
-    if full < p.k_end {
-        let kk = min(full + lane, p.k_end - 1u);
-        let a0 = a_col(a_base, clamped_rows(row0), kk);
-        let a1 = a_col(a_base, clamped_rows(row0 + 8u), kk);
-        let a2 = a_col(a_base, clamped_rows(row0 + 16u), kk);
-        let a3 = a_col(a_base, clamped_rows(row0 + 24u), kk);
-        for (var t = 0u; t < p.k_end - full; t++) {
-            acc = lane_step(acc, a0, a1, a2, a3, t, b4[b_base + (full + t) * n4 + col4]);
+    for (var it = 0u; it < items(); it++) {
+        let a_base = p.a_skip + (wid.z + it) * p.a_stride;
+        let b_base = (p.b_skip + (wid.z + it) * p.b_stride) / 4u;
+        for (var k0 = p.k_begin; k0 < full; k0 += LANES) {
+            let kk = k0 + lane;
+            let at = b_base + k0 * n4 + col4;
+            acc = eight_steps(acc, a_col(a_base, clamped_rows(row0), kk),
+                              a_col(a_base, clamped_rows(row0 + 8u), kk),
+                              a_col(a_base, clamped_rows(row0 + 16u), kk),
+                              a_col(a_base, clamped_rows(row0 + 24u), kk),
+                              b4[at], b4[at + n4], b4[at + 2u * n4], b4[at + 3u * n4],
+                              b4[at + 4u * n4], b4[at + 5u * n4], b4[at + 6u * n4], b4[at + 7u * n4]);
+        }
+        if full < p.k_end {
+            let kk = min(full + lane, p.k_end - 1u);
+            let a0 = a_col(a_base, clamped_rows(row0), kk);
+            let a1 = a_col(a_base, clamped_rows(row0 + 8u), kk);
+            let a2 = a_col(a_base, clamped_rows(row0 + 16u), kk);
+            let a3 = a_col(a_base, clamped_rows(row0 + 24u), kk);
+            for (var t = 0u; t < p.k_end - full; t++) {
+                acc = lane_step(acc, a0, a1, a2, a3, t, b4[b_base + (full + t) * n4 + col4]);
+            }
         }
     }
     store_rows(wid, col0, acc);

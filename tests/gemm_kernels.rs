@@ -6,7 +6,7 @@ use common::*;
 use ndarray::{Array3, ArrayD};
 use qforge::gpu::Gpu;
 use qforge::ops::epilogue::Epilogue;
-use qforge::ops::gemm::{matmul, matmul_with, Bias, GemmKernel};
+use qforge::ops::gemm::{matmul, matmul_sum_into, matmul_with, Bias, GemmKernel};
 use qforge::reference;
 use rand::Rng;
 
@@ -225,5 +225,60 @@ fn long_reductions_are_complete() {
         check(&gpu, &a, &b, false, false, &format!("3x{k} * {k}x5"));
         let bt = random3(&mut rng, (1, 5, k));
         check(&gpu, &a, &bt, false, true, &format!("3x{k} * ({k}x5)^T"));
+    }
+}
+
+/// `matmul_sum_into`: every kernel adds the batch's products into C (which it accumulates
+/// into) as the reference's sum over the batch, with items that take several dispatches (items
+/// times K past one invocation's loop budget, and K past it alone), transposes, a shared
+/// operand, and a batch split across bindings.
+#[test]
+fn summed_batches_match_the_reference_sum() {
+    let Some(mut gpu) = own_gpu() else { return };
+    let mut rng = rng(24);
+    let cases = [
+        (5, 9, 13, 17, false, true, false),
+        (3, 33, 20, 27, true, false, false),
+        (40, 24, 16, 784, false, true, false),
+        (2, 8, 12, 20_000, false, false, false),
+        (7, 13, 9, 21, false, false, true),
+        (11, 37, 29, 45, true, true, false),
+    ];
+    for (i, &(batch, m, n, k, ta, tb, shared_b)) in cases.iter().enumerate() {
+        if i == cases.len() - 1 {
+            gpu.set_max_binding(32 << 10);
+        }
+        let a = random3(&mut rng, if ta { (batch, k, m) } else { (batch, m, k) });
+        let bb = if shared_b { 1 } else { batch };
+        let b = random3(&mut rng, if tb { (bb, n, k) } else { (bb, k, n) });
+        let per_item = reference::gemm::matmul(&a.view(), &b.view(), ta, tb);
+        let c0 = random3(&mut rng, (1, m, n));
+        let sum = per_item.mapv(|v| v as f64).sum_axis(ndarray::Axis(0));
+        let want = (sum + c0.index_axis(ndarray::Axis(0), 0).mapv(|v| v as f64))
+            .into_raw_vec_and_offset()
+            .0;
+        let (ta_t, tb_t) = (
+            gpu.upload(&a.view().into_dyn()).unwrap(),
+            gpu.upload(&b.view().into_dyn()).unwrap(),
+        );
+        let what = format!("sum of {batch} x {m}x{k} * {k}x{n} ta={ta} tb={tb}");
+        let tol = Tol {
+            abs: Tol::GEMM.abs * ((batch * k) as f64).sqrt(),
+            rel: Tol::GEMM.rel,
+        };
+        for kernel in GemmKernel::available(&gpu) {
+            let c = gpu.upload(&c0.view().into_dyn()).unwrap();
+            let c = c.view(&[m, n], qforge::error::DType::F32).unwrap();
+            let mut enc = gpu.encoder();
+            matmul_sum_into(&mut enc, &gpu, kernel, &ta_t, &tb_t, ta, tb, 1.0, &c).unwrap();
+            gpu.submit(enc).unwrap();
+            let got: ArrayD<f32> = gpu.download(&c).unwrap();
+            assert_close(
+                &format!("{what} {kernel:?}"),
+                &got.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                &want,
+                tol,
+            );
+        }
     }
 }

@@ -208,7 +208,7 @@ fn check_conv_gpu(
     if a.groups == 1 {
         // The GEMM form, through its scratch buffers, adds the same gradients.
         let [col, prod, part] = grad::ConvGrad::scratch(x.shape(), wt.shape(), a).unwrap();
-        let col = gpu.empty(&col, DType::F32).unwrap();
+        let col = (col != [0]).then(|| gpu.empty(&col, DType::F32).unwrap());
         let prod = gpu.empty(&prod, DType::F32).unwrap();
         let part = (part[0] > 0).then(|| gpu.empty(&part, DType::F32).unwrap());
         check_adds(
@@ -218,7 +218,7 @@ fn check_conv_gpu(
             x.shape(),
             flat(&want.0),
             sum_tol(dx_terms),
-            |e, t| grad::conv_grad_input_gemm_into(e, gpu, &tw, &tdy, a, &col, t).unwrap(),
+            |e, t| grad::conv_grad_input_gemm_into(e, gpu, &tw, &tdy, a, col.as_ref(), t).unwrap(),
         );
         check_adds(
             &format!("{what} dw (gemm)"),
@@ -234,13 +234,23 @@ fn check_conv_gpu(
                     &tx,
                     &tdy,
                     a,
-                    &col,
+                    col.as_ref(),
                     &prod,
                     part.as_ref(),
                     t,
                 )
                 .unwrap()
             },
+        );
+        // The summed GEMM (the batch added inside the GEMM) adds the same weight gradient.
+        check_adds(
+            &format!("{what} dw (gemm, summed)"),
+            gpu,
+            rng,
+            wt.shape(),
+            flat(&want.1),
+            sum_tol(dw_terms),
+            |e, t| grad::conv_grad_weight_sum_into(e, gpu, &tx, &tdy, a, col.as_ref(), t).unwrap(),
         );
     }
     let flipped = grad::flipped_conv(x.shape(), wt.shape(), a)

@@ -130,9 +130,10 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         match form {
             ConvGrad::Gemm => {
                 let [col, _, _] = ConvGrad::scratch(&xs, &ws, a)?;
-                let (slot, colg) = cx.scratch(&col)?;
-                grad::conv_grad_input_gemm_into(cx.steps(), gpu, &w, &dy, a, &colg, &dx)?;
-                cx.free(slot);
+                let colg = optional(cx, &col)?;
+                let c = colg.as_ref().map(|(_, t)| t);
+                grad::conv_grad_input_gemm_into(cx.steps(), gpu, &w, &dy, a, c, &dx)?;
+                release(cx, colg);
             }
             ConvGrad::Flipped => {
                 let (s1, wf) = cx.scratch(&ws)?;
@@ -143,9 +144,7 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
                 let ut = u.as_ref().map(|(_, t)| t);
                 grad::conv_grad_input_flipped_into(cx.steps(), gpu, &w, &dy, a, &wf, ut, &dx)?;
                 cx.free(s1);
-                if let Some((s2, _)) = u {
-                    cx.free(s2);
-                }
+                release(cx, u);
             }
             ConvGrad::Direct => grad::conv_grad_input_into(cx.steps(), gpu, &w, &dy, a, &dx)?,
         }
@@ -155,21 +154,26 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         match WeightGrad::pick(gpu, &xs, &ws, a) {
             WeightGrad::Gemm => {
                 let [col, prod, part] = ConvGrad::scratch(&xs, &ws, a)?;
-                let (s1, col) = cx.scratch(&col)?;
+                let col = optional(cx, &col)?;
                 let (s2, prod) = cx.scratch(&prod)?;
-                let part = partials(cx, &part)?;
-                let p = part.as_ref().map(|(_, t)| t);
-                grad::conv_grad_weight_gemm_into(cx.steps(), gpu, &x, &dy, a, &col, &prod, p, &dw)?;
-                cx.free(s1);
+                let part = optional(cx, &part)?;
+                let (c, p) = (col.as_ref().map(|(_, t)| t), part.as_ref().map(|(_, t)| t));
+                grad::conv_grad_weight_gemm_into(cx.steps(), gpu, &x, &dy, a, c, &prod, p, &dw)?;
+                release(cx, col);
                 cx.free(s2);
-                if let Some((s3, _)) = part {
-                    cx.free(s3);
-                }
+                release(cx, part);
+            }
+            WeightGrad::GemmSum => {
+                let [col, _, _] = ConvGrad::scratch(&xs, &ws, a)?;
+                let col = optional(cx, &col)?;
+                let c = col.as_ref().map(|(_, t)| t);
+                grad::conv_grad_weight_sum_into(cx.steps(), gpu, &x, &dy, a, c, &dw)?;
+                release(cx, col);
             }
             WeightGrad::Depthwise => {
                 let [blocks, part] = WeightGrad::depthwise_scratch(&xs, &ws, a)?;
                 let (s1, blocks) = cx.scratch(&blocks)?;
-                let part = partials(cx, &part)?;
+                let part = optional(cx, &part)?;
                 let p = part.as_ref().map(|(_, t)| t);
                 grad::conv_grad_weight_depthwise_into(
                     cx.steps(),
@@ -182,9 +186,7 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
                     &dw,
                 )?;
                 cx.free(s1);
-                if let Some((s2, _)) = part {
-                    cx.free(s2);
-                }
+                release(cx, part);
             }
             WeightGrad::Direct => {
                 grad::conv_grad_weight_into(cx.steps(), gpu, &x, &dy, a, &dw)?;
@@ -194,11 +196,19 @@ fn conv(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     conv_bias(cx, n, &dy)
 }
 
-/// A scratch buffer for a sum's partial sums of shape `[count]`, none when `count` is 0.
-fn partials(cx: &mut GradCx<'_>, shape: &[usize]) -> Result<Option<(usize, GpuTensor)>> {
-    match shape[0] {
-        0 => Ok(None),
+/// A scratch buffer of `shape`, none when the shape is `[0]` (a sum's partial sums where
+/// none are needed, a pointwise convolution's columns).
+fn optional(cx: &mut GradCx<'_>, shape: &[usize]) -> Result<Option<(usize, GpuTensor)>> {
+    match shape {
+        [0] => Ok(None),
         _ => cx.scratch(shape).map(Some),
+    }
+}
+
+/// Frees a buffer [`optional`] made.
+fn release(cx: &mut GradCx<'_>, slot: Option<(usize, GpuTensor)>) {
+    if let Some((s, _)) = slot {
+        cx.free(s);
     }
 }
 
@@ -278,7 +288,7 @@ fn reduce(
     dx: &GpuTensor,
 ) -> Result<()> {
     let gpu = cx.gpu();
-    let part = partials(cx, &[sum.partials()])?;
+    let part = optional(cx, &[sum.partials()])?;
     grad::sum_acc_into(
         cx.steps(),
         gpu,

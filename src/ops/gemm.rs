@@ -160,7 +160,8 @@ struct Params {
     k_begin: u32,
     k_end: u32,
     accumulate: u32,
-    _pad: [u32; 2],
+    sum_items: u32,
+    _pad: u32,
     epi: EpiParams,
 }
 
@@ -246,6 +247,63 @@ pub fn matmul_b_at(
     epi: &Epilogue<'_>,
     c: &GpuTensor,
 ) -> Result<()> {
+    record(
+        enc, gpu, kernel, a, b, b_offset, trans_a, trans_b, alpha, bias, epi, c, false,
+    )
+}
+
+/// `C += alpha * sum_b op(A[b]) * op(B[b])` into `c` of `[M, N]` (any shape of that many
+/// elements), with the kernel [`GemmKernel::pick`] chooses: a batch of products summed in
+/// the GEMM itself (each invocation adds item after item into its registers), so no per-item
+/// products are stored and summed afterwards. Weight gradients use it with the batch folded
+/// into the reduction.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_sum_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: GemmKernel,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    c: &GpuTensor,
+) -> Result<()> {
+    let epi = &Epilogue::NONE;
+    record(
+        enc,
+        gpu,
+        kernel,
+        a,
+        b,
+        0,
+        trans_a,
+        trans_b,
+        alpha,
+        Bias::Accumulate,
+        epi,
+        c,
+        true,
+    )
+}
+
+/// The dispatches of [`matmul_b_at`] and, with `sum`, of [`matmul_sum_into`].
+#[allow(clippy::too_many_arguments)]
+fn record(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    kernel: GemmKernel,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    b_offset: u64,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    bias: Bias<'_>,
+    epi: &Epilogue<'_>,
+    c: &GpuTensor,
+    sum: bool,
+) -> Result<()> {
     const OP: &str = "matmul";
     if b_offset > 0 && (b.shape().len() != 2 || b_offset + b.len() as u64 > b.capacity() as u64) {
         return Err(Error::invalid(
@@ -267,15 +325,23 @@ pub fn matmul_b_at(
     for (name, t) in [("a", a), ("b", b), ("c", c)] {
         t.expect_dtype(OP, name, DType::F32)?;
     }
-    if c.shape().iter().product::<usize>() != shape.iter().product::<usize>() {
+    let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let c_len = match sum {
+        true => m * n,
+        false => shape.iter().product::<usize>(),
+    };
+    if c.shape().iter().product::<usize>() != c_len {
+        let want = match sum {
+            true => vec![m, n],
+            false => shape.clone(),
+        };
         return Err(Error::ShapeMismatch {
             op: OP,
             tensor: "c".into(),
-            expected: format!("{shape:?}"),
+            expected: format!("{want:?}"),
             got: c.shape().to_vec(),
         });
     }
-    let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
     let k = if trans_a {
         a.shape()[a.shape().len() - 2]
     } else {
@@ -321,7 +387,7 @@ pub fn matmul_b_at(
     let limits = gpu.limits();
     let (sa, sb, sc) = ((m * k) as u64, (k * n) as u64, (m * n) as u64);
     let stride = |shared: bool, s: u64| if shared { 0 } else { s };
-    let (sa, sb) = (stride(ba == 1, sa), stride(bb == 1, sb));
+    let (sa, sb, sc) = (stride(ba == 1, sa), stride(bb == 1, sb), stride(sum, sc));
     let item_max = (m * k).max(k * n).max(m * n) as u64 * 4;
     let align_e = (limits.offset_align / 4).max(1);
     if item_max + limits.offset_align > limits.max_binding
@@ -345,6 +411,11 @@ pub fn matmul_b_at(
         .min(per_binding(sb))
         .min(per_binding(sc))
         .min(limits.max_groups as u64)
+        .min(match sum {
+            // Summed items run one after another in an invocation's loop.
+            true => (K_PER_DISPATCH / k) as u64,
+            false => u64::MAX,
+        })
         .max(1);
     let subgroup = kernel == GemmKernel::Subgroup;
     // B read as vectors of 4 (its items then start on a multiple of 4: `align_e` is one too).
@@ -407,7 +478,8 @@ pub fn matmul_b_at(
         let [eb0, eb1, eb2, eb3] = epi.binds(residual, bias_t);
         for k_begin in (0..k).step_by(K_PER_DISPATCH) {
             let k_end = (k_begin + K_PER_DISPATCH).min(k);
-            let accumulate = (k_begin > 0 || matches!(bias, Bias::Accumulate)) as u32;
+            let accumulate =
+                (k_begin > 0 || (sum && b0 > 0) || matches!(bias, Bias::Accumulate)) as u32;
             let params = Params {
                 m: m as u32,
                 n: n as u32,
@@ -423,10 +495,11 @@ pub fn matmul_b_at(
                 k_begin: k_begin as u32,
                 k_end: k_end as u32,
                 accumulate,
-                _pad: [0; 2],
+                sum_items: if sum { nb as u32 } else { 0 },
+                _pad: 0,
                 epi: epi.params(),
             };
-            let last = k_end == k;
+            let last = k_end == k && (!sum || b0 + nb == batch as u64);
             debug_assert!(!vec4 || b_skip % 4 == 0);
             enc.dispatch(
                 gpu,
@@ -438,7 +511,11 @@ pub fn matmul_b_at(
                 if last { &last_constants } else { &constants },
                 &params,
                 &[ab, bbind, Bind::Whole(bias_t), cbind, eb0, eb1, eb2, eb3],
-                [grid_xy[0] as u32, grid_xy[1] as u32, nb as u32],
+                [
+                    grid_xy[0] as u32,
+                    grid_xy[1] as u32,
+                    if sum { 1 } else { nb as u32 },
+                ],
             )?;
         }
         b0 += nb;

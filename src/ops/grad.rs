@@ -18,7 +18,7 @@ use crate::ops::conv::{
 use crate::ops::elementwise::{
     binary_code, check_regions, fill_into, strided_copy_into, unary_code, StridedView, MAX_DIMS,
 };
-use crate::ops::gemm::{matmul_into, Bias};
+use crate::ops::gemm::{matmul_into, matmul_sum_into, Bias, GemmKernel};
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -772,17 +772,22 @@ impl ConvGrad {
     }
 
     /// The scratch shapes of the GEMM form: the columns `[n, cin * kh * kw, oh * ow]` (for
-    /// either gradient), the per-item weight products `[n, cout, cin * kh * kw]` and the
-    /// partial sums over the batch (`[0]`: none needed).
+    /// either gradient; `[0]`: none, a pointwise convolution's columns are its input), the
+    /// per-item weight products `[n, cout, cin * kh * kw]` and the partial sums over the batch
+    /// (`[0]`: none needed; neither for [`WeightGrad::GemmSum`]).
     pub fn scratch(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[Vec<usize>; 3]> {
-        let [n, k, _] = im2col_output_shape(x, w, a)?;
+        let col = im2col_output_shape(x, w, a)?;
+        let [n, k, _] = col;
         let sum = Sum {
             outer: n,
             e: w[0] * k,
             inner: 1,
         };
         Ok([
-            im2col_output_shape(x, w, a)?.to_vec(),
+            match pointwise(w, a) {
+                true => vec![0],
+                false => col.to_vec(),
+            },
             vec![n, w[0], k],
             vec![sum.partials()],
         ])
@@ -794,8 +799,14 @@ impl ConvGrad {
 pub enum WeightGrad {
     /// [`conv_grad_weight_into`]: one thread per weight, looping over every output position.
     Direct,
-    /// [`conv_grad_weight_gemm_into`], where [`ConvGrad::pick`] takes the GEMM form.
+    /// [`conv_grad_weight_gemm_into`], where [`ConvGrad::pick`] takes the GEMM form, on GPUs:
+    /// a product per batch item (parallel over the batch), then their sum.
     Gemm,
+    /// [`conv_grad_weight_sum_into`], where [`ConvGrad::pick`] takes the GEMM form, on CPU
+    /// adapters: one GEMM that adds the batch items' products in its invocations (no per-item
+    /// products in memory, no sum pass; a CPU adapter's few threads are busy without
+    /// spreading the batch over them).
+    GemmSum,
     /// [`conv_grad_weight_depthwise_into`]: depthwise 3x3 convolutions the depthwise forward
     /// kernel computes, summed per block of outputs, then over the blocks. On every adapter:
     /// the direct form has only 9 threads per channel to spread a whole batch's positions over.
@@ -814,6 +825,7 @@ impl WeightGrad {
             }
         }
         match ConvGrad::pick(gpu, x, w, a) {
+            ConvGrad::Gemm if gpu.cpu_kernels() => WeightGrad::GemmSum,
             ConvGrad::Gemm => WeightGrad::Gemm,
             _ => WeightGrad::Direct,
         }
@@ -926,19 +938,19 @@ fn pointwise(w: &[usize], a: &Conv2d) -> bool {
 }
 
 /// [`conv_grad_input_into`] as a GEMM into the columns `colg` then col2im (groups 1); for a
-/// pointwise convolution the GEMM adds into `dx` directly.
+/// pointwise convolution the GEMM adds into `dx` directly (`colg` `None`).
 pub fn conv_grad_input_gemm_into(
     enc: &mut impl Record,
     gpu: &Gpu,
     w: &GpuTensor,
     dy: &GpuTensor,
     a: &Conv2d,
-    colg: &GpuTensor,
+    colg: Option<&GpuTensor>,
     dx: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "conv backward (input)";
-    f32s(OP, &[("w", w), ("dy", dy), ("colg", colg), ("dx", dx)])?;
-    fits(OP, gpu, &[w, dy, colg, dx])?;
+    f32s(OP, &[("w", w), ("dy", dy), ("dx", dx)])?;
+    fits(OP, gpu, &[w, dy, dx])?;
     let p = conv_params(dx.shape(), w.shape(), a, dy)?;
     let [n, k, npix] = im2col_output_shape(dx.shape(), w.shape(), a)?;
     let cout = w.shape()[0];
@@ -961,6 +973,16 @@ pub fn conv_grad_input_gemm_into(
             &dxv,
         );
     }
+    let colg = colg.ok_or_else(|| {
+        Error::invalid(
+            OP,
+            "colg",
+            "none",
+            "a convolution that is not pointwise needs it",
+        )
+    })?;
+    f32s(OP, &[("colg", colg)])?;
+    fits(OP, gpu, &[colg])?;
     let cv = colg.view(&[n, k, npix], DType::F32)?;
     matmul_into(enc, gpu, &wv, &dyv, true, false, 1.0, Bias::None, &cv)?;
     enc.dispatch(
@@ -983,38 +1005,16 @@ pub fn conv_grad_weight_gemm_into(
     x: &GpuTensor,
     dy: &GpuTensor,
     a: &Conv2d,
-    col: &GpuTensor,
+    col: Option<&GpuTensor>,
     prod: &GpuTensor,
     partials: Option<&GpuTensor>,
     dw: &GpuTensor,
 ) -> Result<()> {
     const OP: &str = "conv backward (weight)";
-    f32s(
-        OP,
-        &[
-            ("x", x),
-            ("dy", dy),
-            ("col", col),
-            ("prod", prod),
-            ("dw", dw),
-        ],
-    )?;
-    conv_params(x.shape(), dw.shape(), a, dy)?;
-    let [n, k, npix] = im2col_output_shape(x.shape(), dw.shape(), a)?;
-    let cout = dw.shape()[0];
-    // A pointwise convolution's columns are its input.
-    let cv = match pointwise(dw.shape(), a) {
-        true => x.view(&[n, k, npix], DType::F32)?,
-        false => {
-            let cv = col.view(&[n, k, npix], DType::F32)?;
-            im2col_into(enc, gpu, x, dw.shape(), a, &cv)?;
-            cv
-        }
-    };
-    let (dyv, pv) = (
-        dy.view(&[n, cout, npix], DType::F32)?,
-        prod.view(&[n, cout, k], DType::F32)?,
-    );
+    f32s(OP, &[("prod", prod)])?;
+    let (cv, dyv) = weight_grad_operands(enc, gpu, x, dy, a, col, dw)?;
+    let [n, cout, k] = [dyv.shape()[0], dw.shape()[0], cv.shape()[1]];
+    let pv = prod.view(&[n, cout, k], DType::F32)?;
     matmul_into(enc, gpu, &dyv, &cv, false, true, 1.0, Bias::None, &pv)?;
     let sum = Sum {
         outer: n,
@@ -1022,6 +1022,71 @@ pub fn conv_grad_weight_gemm_into(
         inner: 1,
     };
     sum_acc_into(enc, gpu, &pv, sum, 1.0, partials, dw)
+}
+
+/// [`conv_grad_weight_into`] (groups 1) as one GEMM through the columns `col` that adds every
+/// batch item's `dy col^T` into `dw` (see [`WeightGrad::GemmSum`]).
+pub fn conv_grad_weight_sum_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    a: &Conv2d,
+    col: Option<&GpuTensor>,
+    dw: &GpuTensor,
+) -> Result<()> {
+    let (cv, dyv) = weight_grad_operands(enc, gpu, x, dy, a, col, dw)?;
+    let dwv = dw.view(&[dw.shape()[0], cv.shape()[1]], DType::F32)?;
+    let kernel = GemmKernel::pick(gpu, dwv.shape()[0], dwv.shape()[1]);
+    matmul_sum_into(enc, gpu, kernel, &dyv, &cv, false, true, 1.0, &dwv)
+}
+
+/// The GEMM forms' operands of a weight gradient: the columns `[n, K, npix]` (im2col into
+/// `col`, or the input itself for a pointwise convolution) and `dy` as `[n, cout, npix]`.
+fn weight_grad_operands(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    a: &Conv2d,
+    col: Option<&GpuTensor>,
+    dw: &GpuTensor,
+) -> Result<(GpuTensor, GpuTensor)> {
+    const OP: &str = "conv backward (weight)";
+    f32s(OP, &[("x", x), ("dy", dy), ("dw", dw)])?;
+    conv_params(x.shape(), dw.shape(), a, dy)?;
+    let [n, _, npix] = im2col_output_shape(x.shape(), dw.shape(), a)?;
+    let cv = columns(enc, gpu, OP, x, dw.shape(), a, col)?;
+    Ok((cv, dy.view(&[n, dw.shape()[0], npix], DType::F32)?))
+}
+
+/// The columns `[n, K, npix]` of a convolution of `x` with weights of shape `w`: a pointwise
+/// convolution's input itself, otherwise im2col recorded into `col` (which it needs).
+fn columns(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    op: &'static str,
+    x: &GpuTensor,
+    w: &[usize],
+    a: &Conv2d,
+    col: Option<&GpuTensor>,
+) -> Result<GpuTensor> {
+    let shape = im2col_output_shape(x.shape(), w, a)?;
+    if pointwise(w, a) {
+        return x.view(&shape, DType::F32);
+    }
+    let col = col.ok_or_else(|| {
+        Error::invalid(
+            op,
+            "col",
+            "none",
+            "a convolution that is not pointwise needs it",
+        )
+    })?;
+    f32s(op, &[("col", col)])?;
+    let cv = col.view(&shape, DType::F32)?;
+    im2col_into(enc, gpu, x, w, a, &cv)?;
+    Ok(cv)
 }
 
 /// How an operand of [`matmul_acc_into`] is laid out: element strides per output batch,
