@@ -318,6 +318,46 @@ fn trained_values(t: &Trainer) -> Vec<(String, ArrayD<f32>)> {
         .collect()
 }
 
+/// The training step's memory on a GPU of its own, against the training engine's budget of
+/// 3 x the inference activations + 4 x the parameters: the backward's gradients reuse the
+/// forward's activation buffers once the values in them are read for the last time. The
+/// Fashion-MNIST CNN's peak at batch 64 is 0.61 of the budget with the reuse and 0.88
+/// without it; the test holds it under 0.7.
+#[test]
+fn a_training_step_stays_within_its_memory_budget() {
+    let Some(gpu) = own_gpu() else { return };
+    let gpu = Arc::new(gpu);
+    let g = fmnist(64);
+    let (x, y) = fmnist_data(64);
+    let input = g.inputs[0].clone();
+    let base = gpu.pool_stats().live_bytes;
+    let plan = Plan::compile(gpu.clone(), &g, Compile::default()).unwrap();
+    plan.run(&[(&input, x.view())], plan.outputs()).unwrap();
+    let inference = gpu.pool_stats().live_bytes - base;
+    let params: u64 = plan
+        .params()
+        .names()
+        .iter()
+        .filter_map(|n| plan.params().get(n))
+        .map(|t| qforge::gpu::pool::size_class(t.bytes()))
+        .sum();
+    drop(plan);
+    let base = gpu.pool_stats().live_bytes;
+    gpu.reset_peak_bytes();
+    let trainable: HashSet<String> = train::parameters(&g).into_iter().collect();
+    let store = Arc::new(Params::new(gpu.clone()));
+    let cfg = config(Optimizer::adam(), 1e-4);
+    let mut t = Trainer::new(gpu.clone(), &g, store, &trainable, &g.outputs[0], cfg).unwrap();
+    t.step(&[(&input, x.view())], Target::Labels(&y)).unwrap();
+    t.read_loss().unwrap();
+    let peak = gpu.pool_stats().peak_bytes - base;
+    let budget = 3 * (inference - params) + 4 * params;
+    assert!(
+        (peak as f64) < 0.7 * budget as f64,
+        "training step peak {peak} bytes, budget {budget} (inference {inference}, parameters {params})"
+    );
+}
+
 #[test]
 fn two_accumulated_micro_batches_equal_one_batch_of_both() {
     if gpu().is_none() {

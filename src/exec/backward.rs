@@ -13,7 +13,9 @@
 //! - Gradient buffers: every kernel adds into its gradient buffer, so a value read by several
 //!   nodes sums its gradients in place. Activation gradients live in slots shared by liveness
 //!   in reverse order (a value's gradient exists from its last reader's backward to its
-//!   producer's), zeroed when a slot is taken. Parameter gradients are persistent and are
+//!   producer's), zeroed when a slot is taken. The forward's activation buffers join those
+//!   slots as their taps are read for the last time (`Plan::spare`), so the first layers'
+//!   gradients reuse the last layers' activations. Parameter gradients are persistent and are
 //!   zeroed by the optimizer step, so micro-batches accumulate into them. The outputs'
 //!   gradients are zeroed by [`Backward::record_zero`], before the loss adds into them.
 
@@ -133,6 +135,8 @@ impl Backward {
         trainable: &HashSet<String>,
     ) -> Result<Backward> {
         let a = Analysis::of(g, trainable)?;
+        let rules = a.rules(g);
+        let mut spare = SpareSlots::new(forward, &rules, &a.requires);
         let mut cx = GradCx {
             gpu: &gpu,
             graph: g,
@@ -143,7 +147,9 @@ impl Backward {
             grads: HashMap::new(),
             param_grads: HashMap::new(),
             steps: Steps::default(),
+            donated: HashSet::new(),
         };
+        spare.release(&mut cx, None);
         let mut zero = Steps::default();
         let mut outputs = Vec::new();
         for o in g.outputs.iter().filter(|o| a.requires.contains(*o)) {
@@ -152,10 +158,11 @@ impl Backward {
             cx.grads.insert(o.clone(), (t.clone(), None));
             outputs.push((o.clone(), t));
         }
-        for (n, r) in a.rules(g).into_iter().rev() {
+        for (n, r) in rules.into_iter().rev() {
             if n.outputs.iter().any(|o| cx.grads.contains_key(o)) {
                 (r.grad)(&mut cx, n)?;
             }
+            spare.release(&mut cx, Some((n, &r)));
             for o in &n.outputs {
                 if g.outputs.contains(o) {
                     continue;
@@ -226,6 +233,67 @@ pub struct GradCx<'a> {
     grads: HashMap<String, (GpuTensor, Option<usize>)>,
     param_grads: HashMap<String, GpuTensor>,
     steps: Steps,
+    /// Taps whose buffers gradients may now occupy (reading one is an error).
+    donated: HashSet<String>,
+}
+
+/// The forward's spare activation buffers ([`Plan::spare`]) handed to the backward's memory
+/// as soon as the taps in them are read for the last time: the gradients of the first layers
+/// (the largest) then live where the last layers' activations were, instead of beside every
+/// activation. Slots holding a tap the backward does not read are never handed over.
+struct SpareSlots {
+    /// Per spare slot: its buffer and the taps in it not yet read for the last time.
+    slots: Vec<(GpuTensor, Vec<String>)>,
+    /// Readers left per tap (active nodes whose rule reads it).
+    readers: HashMap<String, usize>,
+}
+
+impl SpareSlots {
+    fn new(forward: &Plan, rules: &[(&Node, GradRule)], requires: &HashSet<String>) -> SpareSlots {
+        let mut readers: HashMap<String, usize> = HashMap::new();
+        for (n, r) in rules {
+            let mut reads = (r.reads)(n, &|v: &str| requires.contains(v));
+            reads.sort();
+            reads.dedup();
+            for v in reads {
+                *readers.entry(v).or_default() += 1;
+            }
+        }
+        let slots = forward
+            .spare()
+            .iter()
+            .filter(|s| s.taps.iter().all(|t| readers.contains_key(t)))
+            .map(|s| (s.buffer.clone(), s.taps.clone()))
+            .collect();
+        SpareSlots { slots, readers }
+    }
+
+    /// After `done`'s backward is recorded (`None`: before any), hands over the slots whose
+    /// taps have no reader left.
+    fn release(&mut self, cx: &mut GradCx<'_>, done: Option<(&Node, &GradRule)>) {
+        if let Some((n, r)) = done {
+            let mut reads = (r.reads)(n, &|v: &str| cx.requires.contains(v));
+            reads.sort();
+            reads.dedup();
+            for v in reads {
+                if let Some(k) = self.readers.get_mut(&v) {
+                    *k -= 1;
+                }
+            }
+        }
+        let readers = &self.readers;
+        let finished = |t: &String| readers.get(t).is_some_and(|&k| k == 0);
+        let mut kept = Vec::with_capacity(self.slots.len());
+        for (buffer, taps) in self.slots.drain(..) {
+            if taps.iter().all(finished) {
+                cx.donated.extend(taps);
+                cx.memory.donate(buffer);
+            } else {
+                kept.push((buffer, taps));
+            }
+        }
+        self.slots = kept;
+    }
 }
 
 impl<'a> GradCx<'a> {
@@ -271,6 +339,15 @@ impl<'a> GradCx<'a> {
     pub fn value(&self, name: &str) -> Result<GpuTensor> {
         if let Some(c) = self.graph.consts.get(name) {
             return self.params.get_or_upload(name, c);
+        }
+        if self.donated.contains(name) {
+            return Err(Error::Graph {
+                model: self.graph.name.clone(),
+                message: format!(
+                    "backward reads '{name}' after its last listed reader (its buffer holds \
+                     gradients now)"
+                ),
+            });
         }
         self.forward
             .tensor(name)

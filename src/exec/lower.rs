@@ -63,6 +63,8 @@ pub struct Lowering<'a> {
     live: Liveness,
     values: Vec<Option<Value>>,
     memory: Memory,
+    /// Slots of the buffers the host writes inputs into.
+    input_slots: Vec<usize>,
 }
 
 impl<'a> Lowering<'a> {
@@ -77,6 +79,7 @@ impl<'a> Lowering<'a> {
             live,
             values,
             memory: Memory::default(),
+            input_slots: Vec::new(),
         }
     }
 
@@ -247,6 +250,7 @@ impl<'a> Lowering<'a> {
     pub(crate) fn define_input(&mut self, name: &str) -> Result<GpuTensor> {
         let (slot, t) = self.define_new(name, &self.shape(name))?;
         self.memory.retain(slot);
+        self.input_slots.push(slot);
         Ok(t)
     }
 
@@ -301,6 +305,45 @@ impl<'a> Lowering<'a> {
                 }
             }
         }
+    }
+
+    /// The activation buffers whose contents nothing needs once a forward's values have been
+    /// read: every slot but those of inputs and outputs, each with the taps living in it
+    /// (none: a slot of values and scratch the forward alone used).
+    fn spare(&self, keep: &HashSet<&str>) -> Vec<Spare> {
+        let slot_of = |name: &str| {
+            self.live
+                .get(name)
+                .and_then(|id| self.values[id].as_ref())
+                .and_then(|v| v.slot)
+        };
+        let mut taps: Vec<Vec<String>> = vec![Vec::new(); self.memory.buffers().len()];
+        let mut held: HashSet<usize> = self.input_slots.iter().copied().collect();
+        for name in keep.iter().copied() {
+            match slot_of(name) {
+                Some(s) if self.graph.outputs.iter().any(|o| o == name) => {
+                    held.insert(s);
+                }
+                Some(s) => taps[s].push(name.to_string()),
+                None => {}
+            }
+        }
+        let users = self.memory.users();
+        self.memory
+            .buffers()
+            .iter()
+            .zip(taps)
+            .enumerate()
+            // A slot still used by something other than taps is never spare.
+            .filter(|(s, (_, t))| !held.contains(s) && (users[*s] == 0 || !t.is_empty()))
+            .map(|(_, (buffer, mut taps))| {
+                taps.sort();
+                Spare {
+                    buffer: buffer.clone(),
+                    taps,
+                }
+            })
+            .collect()
     }
 
     /// The tensor of every value still defined, by name (inputs, outputs, taps).
@@ -388,12 +431,25 @@ pub(crate) fn lower(
         .iter()
         .filter_map(|k| cx.tensor_of(k).map(|t| (k.to_string(), t)))
         .collect();
+    let spare = cx.spare(keep);
     Ok(Lowered {
         steps: cx.into_steps(),
         inputs,
         kept,
         node_steps,
+        spare,
     })
+}
+
+/// An activation buffer of a plan that work recorded after a forward may reuse once the taps
+/// living in it have been read for the last time (at once when there are none). The next
+/// forward writes every value it holds before reading it.
+#[derive(Clone)]
+pub struct Spare {
+    /// The whole buffer (an f32 view of its capacity).
+    pub buffer: GpuTensor,
+    /// The taps living in it, sorted.
+    pub taps: Vec<String>,
 }
 
 /// What lowering produced.
@@ -404,4 +460,5 @@ pub(crate) struct Lowered {
     /// Outputs and taps.
     pub kept: Vec<(String, GpuTensor)>,
     pub node_steps: Vec<(String, usize)>,
+    pub spare: Vec<Spare>,
 }

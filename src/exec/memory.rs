@@ -136,6 +136,23 @@ impl Memory {
         Ok((slot, self.slots[slot].view(shape, dtype)?))
     }
 
+    /// Every slot's whole buffer, by slot.
+    pub fn buffers(&self) -> &[GpuTensor] {
+        &self.slots
+    }
+
+    /// Live values (and pins) per slot.
+    pub fn users(&self) -> &[usize] {
+        &self.users
+    }
+
+    /// Adds a buffer that nothing uses any more (another plan's spare slot) as a free slot.
+    pub fn donate(&mut self, buffer: GpuTensor) {
+        self.slots.push(buffer);
+        self.users.push(0);
+        self.free.push(self.slots.len() - 1);
+    }
+
     /// One more user of `slot` (a view, or a pin).
     pub fn retain(&mut self, slot: usize) {
         self.users[slot] += 1;

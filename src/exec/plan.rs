@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{Error, Result};
-use crate::exec::lower::{lower, Simulation};
+use crate::exec::lower::{lower, Simulation, Spare};
 use crate::exec::params::Params;
 use crate::gpu::{Encoder, Gpu, GpuTensor, Steps};
 use crate::graph::ir::Graph;
@@ -27,6 +27,8 @@ pub struct Plan {
     steps: Steps,
     /// (node name, index of its first step) for profiling and error messages.
     node_steps: Vec<(String, usize)>,
+    /// Activation buffers free for reuse after a forward (see [`Spare`]).
+    spare: Vec<Spare>,
 }
 
 /// How to compile a plan: values to keep readable, the parameter store, a simulation.
@@ -66,6 +68,7 @@ impl Plan {
             params,
             steps: l.steps,
             node_steps: l.node_steps,
+            spare: l.spare,
         })
     }
 
@@ -73,6 +76,12 @@ impl Plan {
     /// a tapped input's value is after its quantizer, if it has one).
     pub fn tensor(&self, name: &str) -> Option<&GpuTensor> {
         self.kept.get(name).or_else(|| self.input_buffers.get(name))
+    }
+
+    /// The activation buffers that work recorded after a forward (a backward pass) may reuse:
+    /// none holds an input or an output, each lists the taps living in it.
+    pub(crate) fn spare(&self) -> &[Spare] {
+        &self.spare
     }
 
     /// The buffer an input is written into before a forward (to fill it on the GPU).
