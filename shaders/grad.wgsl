@@ -171,6 +171,22 @@ fn broadcast_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
+// dst[r * r_count + j] += alpha * src[r] for j < r_count: broadcast_acc where src holds dst's
+// leading dims and is broadcast along all the others (global average pooling's backward), one
+// row per invocation with no per-element index arithmetic.
+@compute @workgroup_size(256)
+fn broadcast_rows_acc(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    for (var r = first_index(wid, nwg, lid); r < q.n; r += q.step) {
+        let v = q.alpha * st_src[r];
+        let base = r * q.r_count;
+        for (var j = 0u; j < q.r_count; j++) {
+            st_dst[base + j] += v;
+        }
+    }
+}
+
 // ---- broadcasting binary ops ----------------------------------------------------------------
 
 @group(0) @binding(1) var<storage, read> bg_dy: array<f32>;

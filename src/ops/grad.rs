@@ -42,6 +42,11 @@ static BROADCAST: Kernel = Kernel {
     entry: "broadcast_acc",
     bindings: &[Uniform, Read, ReadWrite],
 };
+static BROADCAST_ROWS: Kernel = Kernel {
+    family: Family::Grad,
+    entry: "broadcast_rows_acc",
+    bindings: &[Uniform, Read, ReadWrite],
+};
 static BINARY: Kernel = Kernel {
     family: Family::Grad,
     entry: "binary_grad",
@@ -287,8 +292,12 @@ pub fn strided_acc_into(
     )
 }
 
+/// Longest row [`broadcast_acc_into`] spreads one value over in one invocation's loop.
+const MAX_BROADCAST_ROW: usize = 4096;
+
 /// `dx += alpha * dy` broadcast from `dy`'s shape (right-aligned, size 1 on the dims it
-/// lacks) to `dx`'s: the backward of global average pooling and ReduceMean.
+/// lacks) to `dx`'s: the backward of global average pooling and ReduceMean. Where `dy` holds
+/// `dx`'s leading dims and rows are short, each invocation spreads one value over its row.
 pub fn broadcast_acc_into(
     enc: &mut impl Record,
     gpu: &Gpu,
@@ -319,6 +328,32 @@ pub fn broadcast_acc_into(
     }
     if dx.is_empty() {
         return Ok(());
+    }
+    // dy as dx's leading dims, broadcast along every trailing one: rows of `inner` elements.
+    let padded: Vec<usize> = std::iter::repeat_n(1, out.len() - dy_shape.len())
+        .chain(dy_shape.iter().copied())
+        .collect();
+    let lead = (0..=out.len())
+        .find(|&k| padded[k..].iter().all(|&d| d == 1))
+        .unwrap_or(out.len());
+    let inner: usize = out[lead..].iter().product();
+    if padded[..lead] == out[..lead] && inner <= MAX_BROADCAST_ROW {
+        let (grid, step) = grid_stride(dy.len() as u64, gpu.limits().max_groups)?;
+        let params = Nd {
+            n: dy.len() as u32,
+            step: step as u32,
+            r_count: inner as u32,
+            alpha,
+            ..Default::default()
+        };
+        return enc.dispatch(
+            gpu,
+            &BROADCAST_ROWS,
+            &[],
+            &params,
+            &[Bind::Whole(dy), Bind::Whole(dx)],
+            grid,
+        );
     }
     let (grid, step) = grid_stride(dx.len() as u64, gpu.limits().max_groups)?;
     let params = Nd {
