@@ -42,8 +42,13 @@ const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
 
-var<workgroup> sa: array<f32, 1024>; // [TK][TM]
-var<workgroup> sb: array<f32, 1024>; // [TK][TN]
+// Rows of the shared tiles padded by one value: the loads below write a column of a tile
+// (consecutive threads, consecutive k) for A stored M x K and B stored N x K, which at a row
+// stride of 64 would put every thread of a warp on one memory bank.
+const SA: u32 = TM + 1u;
+const SB: u32 = TN + 1u;
+var<workgroup> sa: array<f32, 1040>; // [TK][SA]
+var<workgroup> sb: array<f32, 1040>; // [TK][SB]
 
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
     if row >= p.m || kk >= p.k {
@@ -88,7 +93,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                     ar = e / TK;
                     ak = e % TK;
                 }
-                sa[ak * TM + ar] = load_a(a_base, row0 + ar, k0 + ak);
+                sa[ak * SA + ar] = load_a(a_base, row0 + ar, k0 + ak);
                 var bk: u32;
                 var bc: u32;
                 if TRANS_B {
@@ -98,15 +103,15 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                     bk = e / TN;
                     bc = e % TN;
                 }
-                sb[bk * TN + bc] = load_b(b_base, k0 + bk, col0 + bc);
+                sb[bk * SB + bc] = load_b(b_base, k0 + bk, col0 + bc);
             }
             workgroupBarrier();
             for (var kk = 0u; kk < TK; kk++) {
                 var av: array<f32, 4>;
                 var bv: array<f32, 4>;
                 for (var i = 0u; i < 4u; i++) {
-                    av[i] = sa[kk * TM + lid3.y * 4u + i];
-                    bv[i] = sb[kk * TN + lid3.x * 4u + i];
+                    av[i] = sa[kk * SA + lid3.y * 4u + i];
+                    bv[i] = sb[kk * SB + lid3.x * 4u + i];
                 }
                 for (var i = 0u; i < 4u; i++) {
                     for (var j = 0u; j < 4u; j++) {
