@@ -18,7 +18,9 @@ use ndarray::{ArrayD, IxDyn};
 use qforge::exec::{Compile, Params, Plan};
 use qforge::gpu::Gpu;
 use qforge::graph::Prepared;
-use qforge::train::{self, LossKind, Optimizer, Schedule, Target, TrainConfig, Trainer};
+use qforge::train::{
+    self, LossKind, Optimizer, Schedule, StepMemory, Target, TrainConfig, Trainer,
+};
 
 fn model(rel: &str, batch: usize) -> Arc<qforge::graph::ir::Graph> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
@@ -27,45 +29,40 @@ fn model(rel: &str, batch: usize) -> Arc<qforge::graph::ir::Graph> {
     p.at(batch).unwrap()
 }
 
-fn trainer(gpu: &Arc<Gpu>, g: &qforge::graph::ir::Graph) -> Trainer {
-    let trainable: HashSet<String> = train::parameters(g).into_iter().collect();
-    let cfg = TrainConfig {
+fn config() -> TrainConfig {
+    TrainConfig {
         optimizer: Optimizer::adam(),
         lr: 1e-5,
         schedule: Schedule::Constant,
         loss: LossKind::CrossEntropy,
         max_grad_norm: None,
         accumulate: 1,
-    };
+    }
+}
+
+fn trainer(gpu: &Arc<Gpu>, g: &qforge::graph::ir::Graph) -> Trainer {
+    let trainable: HashSet<String> = train::parameters(g).into_iter().collect();
     let params = Arc::new(Params::new(gpu.clone()));
-    Trainer::new(gpu.clone(), g, params, &trainable, &g.outputs[0], cfg).unwrap()
+    Trainer::new(gpu.clone(), g, params, &trainable, &g.outputs[0], config()).unwrap()
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Prints inference and training-step memory for `g` on a GPU of its own.
+/// Prints inference and training-step memory for `g` on a GPU of its own, and where the
+/// step's kernel time goes.
 fn memory(name: &str, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>, labels: &[usize]) {
     let gpu = Arc::new(Gpu::new().unwrap());
-    let input = g.inputs[0].as_str();
-    let base = gpu.pool_stats().live_bytes;
-    let plan = Plan::compile(gpu.clone(), g, Compile::default()).unwrap();
-    plan.run(&[(input, x.view())], plan.outputs()).unwrap();
-    let inference = gpu.pool_stats().live_bytes - base;
-    let params: u64 = plan
-        .params()
-        .names()
-        .iter()
-        .filter_map(|n| plan.params().get(n))
-        .map(|t| qforge::gpu::pool::size_class(t.bytes()))
-        .sum();
-    drop(plan);
-    let base = gpu.pool_stats().live_bytes;
-    gpu.reset_peak_bytes();
-    let mut t = trainer(&gpu, g);
-    t.step(&[(input, x.view())], Target::Labels(labels))
-        .unwrap();
-    t.read_loss().unwrap();
-    let training = gpu.pool_stats().peak_bytes - base;
+    let trainable: HashSet<String> = train::parameters(g).into_iter().collect();
+    let inputs = [(g.inputs[0].as_str(), x.view())];
+    let (m, t) = StepMemory::measure(
+        &gpu,
+        g,
+        &trainable,
+        config(),
+        &inputs,
+        Target::Labels(labels),
+    )
+    .unwrap();
     let top = |p: Vec<(String, f64)>| {
         let total: f64 = p.iter().map(|(_, s)| s).sum();
         let head: Vec<String> = p
@@ -80,15 +77,13 @@ fn memory(name: &str, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>, labels: &[u
         top(t.forward().profile().unwrap()),
         top(t.backward().profile(&gpu).unwrap())
     );
-    let acts = inference.saturating_sub(params);
-    let budget = 3 * acts + 4 * params;
     eprintln!(
         "memory[{name}]: inference {:.1} MiB (parameters {:.1}, activations {:.1}); training step peak {:.1} MiB = {:.2} x (3 x activations + 4 x parameters)",
-        inference as f64 / MIB,
-        params as f64 / MIB,
-        acts as f64 / MIB,
-        training as f64 / MIB,
-        training as f64 / budget.max(1) as f64
+        (m.params + m.activations) as f64 / MIB,
+        m.params as f64 / MIB,
+        m.activations as f64 / MIB,
+        m.peak as f64 / MIB,
+        m.budget_ratio()
     );
 }
 

@@ -16,7 +16,9 @@ use qforge::gpu::Gpu;
 use qforge::graph::ir::{Const, Graph};
 use qforge::graph::Prepared;
 use qforge::reference;
-use qforge::train::{self, LossKind, Optimizer, Schedule, Target, TrainConfig, Trainer};
+use qforge::train::{
+    self, LossKind, Optimizer, Schedule, StepMemory, Target, TrainConfig, Trainer,
+};
 use rand::Rng;
 
 fn root() -> PathBuf {
@@ -329,32 +331,15 @@ fn a_training_step_stays_within_its_memory_budget() {
     let gpu = Arc::new(gpu);
     let g = fmnist(64);
     let (x, y) = fmnist_data(64);
-    let input = g.inputs[0].clone();
-    let base = gpu.pool_stats().live_bytes;
-    let plan = Plan::compile(gpu.clone(), &g, Compile::default()).unwrap();
-    plan.run(&[(&input, x.view())], plan.outputs()).unwrap();
-    let inference = gpu.pool_stats().live_bytes - base;
-    let params: u64 = plan
-        .params()
-        .names()
-        .iter()
-        .filter_map(|n| plan.params().get(n))
-        .map(|t| qforge::gpu::pool::size_class(t.bytes()))
-        .sum();
-    drop(plan);
-    let base = gpu.pool_stats().live_bytes;
-    gpu.reset_peak_bytes();
     let trainable: HashSet<String> = train::parameters(&g).into_iter().collect();
-    let store = Arc::new(Params::new(gpu.clone()));
+    let inputs = [(g.inputs[0].as_str(), x.view())];
     let cfg = config(Optimizer::adam(), 1e-4);
-    let mut t = Trainer::new(gpu.clone(), &g, store, &trainable, &g.outputs[0], cfg).unwrap();
-    t.step(&[(&input, x.view())], Target::Labels(&y)).unwrap();
-    t.read_loss().unwrap();
-    let peak = gpu.pool_stats().peak_bytes - base;
-    let budget = 3 * (inference - params) + 4 * params;
+    let (m, _) =
+        StepMemory::measure(&gpu, &g, &trainable, cfg, &inputs, Target::Labels(&y)).unwrap();
     assert!(
-        (peak as f64) < 0.7 * budget as f64,
-        "training step peak {peak} bytes, budget {budget} (inference {inference}, parameters {params})"
+        m.budget_ratio() < 0.7,
+        "{m:?}: {:.2} of the budget",
+        m.budget_ratio()
     );
 }
 
