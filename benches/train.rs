@@ -3,7 +3,8 @@
 //! next to the plain forward of the same model and batch in the same run (the target:
 //! a step costs <= 3.5 forwards). Before timing, each model's GPU memory is printed: the bytes
 //! held by an inference plan (parameters + activations) and the peak held while a training step
-//! is built and run, against the target 3 x activations + 4 x parameters, and the kernels the
+//! is built and run, against the target 3 x activations + 4 x parameters (also with
+//! `TrainConfig::recompute`), and the kernels the
 //! step's time goes to (forward and backward, each dispatch timed alone: `Steps::profile`).
 //!
 //! `cargo bench --bench train`
@@ -37,6 +38,7 @@ fn config() -> TrainConfig {
         loss: LossKind::CrossEntropy,
         max_grad_norm: None,
         accumulate: 1,
+        recompute: false,
     }
 }
 
@@ -77,13 +79,22 @@ fn memory(name: &str, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>, labels: &[u
         top(t.forward().profile().unwrap()),
         top(t.backward().profile(&gpu).unwrap())
     );
+    let cfg = TrainConfig {
+        recompute: true,
+        ..config()
+    };
+    let gpu = Arc::new(Gpu::new().unwrap());
+    let (r, _) =
+        StepMemory::measure(&gpu, g, &trainable, cfg, &inputs, Target::Labels(labels)).unwrap();
     eprintln!(
-        "memory[{name}]: inference {:.1} MiB (parameters {:.1}, activations {:.1}); training step peak {:.1} MiB = {:.2} x (3 x activations + 4 x parameters)",
+        "memory[{name}]: inference {:.1} MiB (parameters {:.1}, activations {:.1}); training step peak {:.1} MiB = {:.2} x (3 x activations + 4 x parameters); with recompute {:.1} MiB = {:.2} x",
         (m.params + m.activations) as f64 / MIB,
         m.params as f64 / MIB,
         m.activations as f64 / MIB,
         m.peak as f64 / MIB,
-        m.budget_ratio()
+        m.budget_ratio(),
+        r.peak as f64 / MIB,
+        r.budget_ratio()
     );
 }
 

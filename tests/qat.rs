@@ -213,7 +213,7 @@ fn fake_quant_node_gradients_match_the_reference() {
     g.outputs = vec!["y".into()];
     let g = qforge::graph::Prepared::new(g).at(2).unwrap();
     let trainable: std::collections::HashSet<String> = ["b".to_string(), "t".to_string()].into();
-    let taps = Backward::taps(&g, &trainable).unwrap();
+    let taps = Backward::taps(&gpu, &g, &trainable, false).unwrap();
     let params = Arc::new(Params::new(gpu.clone()));
     let plan = Plan::compile(
         gpu.clone(),
@@ -225,7 +225,7 @@ fn fake_quant_node_gradients_match_the_reference() {
         },
     )
     .unwrap();
-    let backward = Backward::build(gpu.clone(), &g, &plan, &trainable).unwrap();
+    let backward = Backward::build(gpu.clone(), &g, &plan, &trainable, false).unwrap();
     plan.write_inputs(&[("x", x.view())]).unwrap();
     let tdy = gpu.upload(&dy.view()).unwrap();
     let mut enc = gpu.encoder();

@@ -87,6 +87,11 @@ pub struct FinetuneArgs {
     /// Read the loss back every this many micro-batches.
     #[arg(long, default_value_t = 10)]
     read_every: usize,
+    /// Recompute the activations after pointwise expansions (1x1 convolutions to twice their
+    /// input's channels or more, then Relu/Clip) in the backward instead of keeping them: less
+    /// GPU memory per step (MobileNetV2: 46% less kept), one more convolution each per step.
+    #[arg(long)]
+    recompute: bool,
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -125,6 +130,7 @@ pub fn main(a: FinetuneArgs) -> qforge::Result<()> {
             crop_scale: a.crop_scale,
             seed: a.seed,
             read_every: a.read_every,
+            recompute: a.recompute,
         },
         resume: a.resume,
         out: a.out,

@@ -25,10 +25,13 @@ use std::sync::Arc;
 use crate::error::{DType, Error, Result};
 use crate::exec::grads::{rule, GradRule};
 use crate::exec::memory::{data_inputs, Memory};
+use crate::exec::recompute::{self, Recompute};
 use crate::exec::{Params, Plan};
 use crate::gpu::{Gpu, GpuTensor, Steps};
-use crate::graph::ir::{Graph, Node};
+use crate::graph::ir::{Graph, Node, Op};
+use crate::ops::conv::{self, ConvKernel};
 use crate::ops::elementwise as ew;
+use crate::ops::epilogue::Epilogue;
 
 /// The recorded backward pass of one forward plan.
 pub struct Backward {
@@ -98,6 +101,36 @@ impl Analysis {
         Ok(Analysis { requires, active })
     }
 
+    /// The values the forward keeps for the backward on `gpu` (sorted), and those the backward
+    /// recomputes instead when asked to ([`recompute`]; where the adapter runs epilogues).
+    fn kept(
+        &self,
+        gpu: &Gpu,
+        g: &Graph,
+        recompute: bool,
+    ) -> (Vec<String>, HashMap<String, Recompute>) {
+        let mut reads: Vec<String> = self
+            .rules(g)
+            .into_iter()
+            .flat_map(|(n, r)| (r.reads)(n, &|v: &str| self.requires.contains(v)))
+            .filter(|v| !v.is_empty() && !g.consts.contains_key(v))
+            .collect();
+        reads.sort();
+        reads.dedup();
+        let again = match recompute && Epilogue::supported(gpu) {
+            true => recompute::choose(g, &reads),
+            false => HashMap::new(),
+        };
+        let mut taps: Vec<String> = reads
+            .into_iter()
+            .filter(|v| !again.contains_key(v))
+            .chain(again.values().map(|r| r.input.clone()))
+            .collect();
+        taps.sort();
+        taps.dedup();
+        (taps, again)
+    }
+
     /// The active nodes with their rules, in graph order.
     fn rules<'g>(&self, g: &'g Graph) -> Vec<(&'g Node, GradRule)> {
         g.nodes
@@ -110,33 +143,33 @@ impl Analysis {
 }
 
 impl Backward {
-    /// The runtime values the backward of `g` reads (compile the forward with them as taps).
-    /// Fails, naming the node, when a node between the trainable parameters and the outputs
-    /// has no backward.
-    pub fn taps(g: &Graph, trainable: &HashSet<String>) -> Result<Vec<String>> {
+    /// The runtime values the backward of `g` on `gpu` reads from the forward (compile the
+    /// forward with them as taps): what the rules read, except the values it recomputes, whose
+    /// inputs it keeps instead. Fails, naming the node, when a node between the trainable
+    /// parameters and the outputs has no backward.
+    pub fn taps(
+        gpu: &Gpu,
+        g: &Graph,
+        trainable: &HashSet<String>,
+        recompute: bool,
+    ) -> Result<Vec<String>> {
         let a = Analysis::of(g, trainable)?;
-        let mut taps: Vec<String> = a
-            .rules(g)
-            .into_iter()
-            .flat_map(|(n, r)| (r.reads)(n, &|v: &str| a.requires.contains(v)))
-            .filter(|v| !v.is_empty() && !g.consts.contains_key(v))
-            .collect();
-        taps.sort();
-        taps.dedup();
-        Ok(taps)
+        Ok(a.kept(gpu, g, recompute).0)
     }
 
-    /// Records the backward of `forward` (compiled from `g` with [`Backward::taps`]) for the
-    /// `trainable` parameters.
+    /// Records the backward of `forward` (compiled from `g` with [`Backward::taps`], with the
+    /// same `recompute`) for the `trainable` parameters.
     pub fn build(
         gpu: Arc<Gpu>,
         g: &Graph,
         forward: &Plan,
         trainable: &HashSet<String>,
+        recompute: bool,
     ) -> Result<Backward> {
         let a = Analysis::of(g, trainable)?;
         let rules = a.rules(g);
-        let mut spare = SpareSlots::new(forward, &rules, &a.requires);
+        let (_, again) = a.kept(&gpu, g, recompute);
+        let mut spare = SpareSlots::new(forward, &rules, &a.requires, &again);
         let mut cx = GradCx {
             gpu: &gpu,
             graph: g,
@@ -148,6 +181,8 @@ impl Backward {
             param_grads: HashMap::new(),
             steps: Steps::default(),
             donated: HashSet::new(),
+            again,
+            recomputed: HashMap::new(),
         };
         spare.release(&mut cx, None);
         let mut zero = Steps::default();
@@ -235,6 +270,10 @@ pub struct GradCx<'a> {
     steps: Steps,
     /// Taps whose buffers gradients may now occupy (reading one is an error).
     donated: HashSet<String>,
+    /// Values recomputed when first read instead of kept, and those recomputed so far (slot,
+    /// tensor) until their last reader's backward.
+    again: HashMap<String, Recompute>,
+    recomputed: HashMap<String, (usize, GpuTensor)>,
 }
 
 /// The forward's spare activation buffers ([`Plan::spare`]) handed to the backward's memory
@@ -249,7 +288,12 @@ struct SpareSlots {
 }
 
 impl SpareSlots {
-    fn new(forward: &Plan, rules: &[(&Node, GradRule)], requires: &HashSet<String>) -> SpareSlots {
+    fn new(
+        forward: &Plan,
+        rules: &[(&Node, GradRule)],
+        requires: &HashSet<String>,
+        again: &HashMap<String, Recompute>,
+    ) -> SpareSlots {
         let mut readers: HashMap<String, usize> = HashMap::new();
         for (n, r) in rules {
             let mut reads = (r.reads)(n, &|v: &str| requires.contains(v));
@@ -258,6 +302,10 @@ impl SpareSlots {
             for v in reads {
                 *readers.entry(v).or_default() += 1;
             }
+        }
+        // A recomputation reads its input until the recomputed value's last reader is done.
+        for r in again.values() {
+            *readers.entry(r.input.clone()).or_default() += 1;
         }
         let slots = forward
             .spare()
@@ -278,6 +326,17 @@ impl SpareSlots {
             for v in reads {
                 if let Some(k) = self.readers.get_mut(&v) {
                     *k -= 1;
+                    if *k == 0 {
+                        if let Some(r) = cx.again.get(&v) {
+                            let input = r.input.clone();
+                            if let Some((slot, _)) = cx.recomputed.remove(&v) {
+                                cx.memory.release(slot);
+                            }
+                            if let Some(k) = self.readers.get_mut(&input) {
+                                *k -= 1;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -335,10 +394,14 @@ impl<'a> GradCx<'a> {
             .unwrap_or_default()
     }
 
-    /// The forward value of `name` (a parameter, or a value the forward kept for backward).
-    pub fn value(&self, name: &str) -> Result<GpuTensor> {
+    /// The forward value of `name`: a parameter, a value the forward kept for backward, or one
+    /// recomputed from a kept one (recorded the first time it is read).
+    pub fn value(&mut self, name: &str) -> Result<GpuTensor> {
         if let Some(c) = self.graph.consts.get(name) {
             return self.params.get_or_upload(name, c);
+        }
+        if let Some(r) = self.again.get(name).cloned() {
+            return self.recomputed(name, &r);
         }
         if self.donated.contains(name) {
             return Err(Error::Graph {
@@ -356,6 +419,52 @@ impl<'a> GradCx<'a> {
                 model: self.graph.name.clone(),
                 message: format!("backward reads '{name}', which the forward plan did not keep"),
             })
+    }
+
+    /// `name` computed again as `r` says, into a buffer of its own until its last reader's
+    /// backward is recorded.
+    fn recomputed(&mut self, name: &str, r: &Recompute) -> Result<GpuTensor> {
+        if let Some((_, t)) = self.recomputed.get(name) {
+            return Ok(t.clone());
+        }
+        let p = &self.graph.nodes[r.conv];
+        let Op::Conv(a) = &p.op else {
+            return Err(self.err(p, "is recomputed as a convolution but is not one"));
+        };
+        let x = self.value(&p.inputs[0])?;
+        let w = self.value(&p.inputs[1])?;
+        let b = match p.inputs.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => Some(self.value(b)?),
+            None => None,
+        };
+        let kernel = ConvKernel::pick(self.gpu, x.shape(), w.shape(), a);
+        let col = match kernel.scratch(x.shape(), w.shape(), a)? {
+            Some(s) => Some(self.scratch(&s)?),
+            None => None,
+        };
+        let (slot, y) = self.memory.alloc(self.gpu, &self.shape(name), DType::F32)?;
+        let epi = Epilogue {
+            act: Some(r.act),
+            ..Epilogue::NONE
+        };
+        let c = col.as_ref().map(|(_, t)| t);
+        conv::conv2d_with(
+            &mut self.steps,
+            self.gpu,
+            kernel,
+            &x,
+            &w,
+            b.as_ref(),
+            a,
+            &epi,
+            c,
+            &y,
+        )?;
+        if let Some((s, _)) = col {
+            self.free(s);
+        }
+        self.recomputed.insert(name.to_string(), (slot, y.clone()));
+        Ok(y)
     }
 
     /// A scratch buffer for work inside one node's backward; give it back with

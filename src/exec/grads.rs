@@ -611,7 +611,7 @@ fn binary(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
         return Ok(());
     }
     // Add and Sub read only the operands' shapes: views of dy stand in for their values.
-    let operand = |cx: &GradCx<'_>, i: usize| -> Result<GpuTensor> {
+    let operand = |cx: &mut GradCx<'_>, i: usize| -> Result<GpuTensor> {
         match op {
             Binary::Add | Binary::Sub => dy.view(&cx.shape(&n.inputs[i]), DType::F32),
             _ => cx.value(&n.inputs[i]),

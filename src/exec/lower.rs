@@ -65,6 +65,8 @@ pub struct Lowering<'a> {
     memory: Memory,
     /// Slots of the buffers the host writes inputs into.
     input_slots: Vec<usize>,
+    /// Values kept to the end of the plan (outputs and taps).
+    keep: HashSet<String>,
 }
 
 impl<'a> Lowering<'a> {
@@ -80,6 +82,7 @@ impl<'a> Lowering<'a> {
             values,
             memory: Memory::default(),
             input_slots: Vec::new(),
+            keep: HashSet::new(),
         }
     }
 
@@ -183,9 +186,17 @@ impl<'a> Lowering<'a> {
         Ok(self.define_new(name, &shape)?.1)
     }
 
-    /// A new buffer of `shape` defined as the value `name`; returns its slot and tensor.
+    /// A new buffer of `shape` defined as the value `name`; returns its slot and tensor. A value
+    /// kept to the end takes a free slot at most twice its size (or a new one), so that the
+    /// larger slots stay free for the work after the forward (`spare`).
     fn define_new(&mut self, name: &str, shape: &[usize]) -> Result<(usize, GpuTensor)> {
-        let (slot, tensor) = self.memory.alloc(self.gpu, shape, DType::F32)?;
+        let slack = match self.keep.contains(name) {
+            true => 2,
+            false => usize::MAX,
+        };
+        let (slot, tensor) = self
+            .memory
+            .alloc_within(self.gpu, shape, DType::F32, slack)?;
         self.set(
             name,
             Value {
@@ -371,6 +382,7 @@ pub(crate) fn lower(
     keep: &HashSet<&str>,
 ) -> Result<Lowered> {
     let mut cx = Lowering::new(gpu, g, params);
+    cx.keep = keep.iter().map(|k| k.to_string()).collect();
     let mut inputs = Vec::with_capacity(g.inputs.len());
     for i in &g.inputs {
         inputs.push((i.clone(), cx.define_input(i)?));

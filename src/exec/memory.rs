@@ -116,12 +116,27 @@ impl Memory {
         shape: &[usize],
         dtype: DType,
     ) -> Result<(usize, GpuTensor)> {
+        self.alloc_within(gpu, shape, dtype, usize::MAX)
+    }
+
+    /// [`Memory::alloc`] taking a free slot only if it holds at most `slack` times the
+    /// tensor (a value kept to the end should not pin a much larger slot).
+    pub fn alloc_within(
+        &mut self,
+        gpu: &Gpu,
+        shape: &[usize],
+        dtype: DType,
+        slack: usize,
+    ) -> Result<(usize, GpuTensor)> {
         let n: usize = shape.iter().product();
         let best = self
             .free
             .iter()
             .enumerate()
-            .filter(|(_, &s)| self.slots[s].capacity() >= n)
+            .filter(|(_, &s)| {
+                let c = self.slots[s].capacity();
+                c >= n && c / slack.max(1) <= n.max(1)
+            })
             .min_by_key(|(_, &s)| self.slots[s].capacity())
             .map(|(i, _)| i);
         let slot = match best {

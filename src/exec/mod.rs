@@ -12,6 +12,7 @@ mod memory;
 mod params;
 mod plan;
 mod prefix;
+mod recompute;
 mod rules;
 mod runner;
 mod samples;

@@ -56,6 +56,8 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Read the loss back every this many micro-batches.
     pub read_every: usize,
+    /// Recompute pointwise expansions' activations instead of keeping them.
+    pub recompute: bool,
 }
 
 impl Default for TrainSettings {
@@ -78,6 +80,7 @@ impl Default for TrainSettings {
             crop_scale: 0.35,
             seed: 0,
             read_every: 10,
+            recompute: false,
         }
     }
 }
@@ -338,6 +341,7 @@ fn config(s: &TrainSettings, n: usize, labelled: bool) -> Result<TrainConfig> {
         loss,
         max_grad_norm: s.max_grad_norm,
         accumulate: s.accumulate,
+        recompute: s.recompute,
     };
     cfg.validate()?;
     Ok(cfg)

@@ -542,6 +542,7 @@ fn round_layer(
         loss: LossKind::Mse,
         max_grad_norm: None,
         accumulate: 1,
+        recompute: false,
     };
     let out = lg.outputs[0].clone();
     let mut trainer = Trainer::reparameterized(

@@ -383,6 +383,7 @@ pub fn apply<'a>(
         },
         max_grad_norm: None,
         accumulate: 1,
+        recompute: false,
     };
     let params = Arc::new(Params::new(gpu.clone()));
     let output = g.outputs[0].clone();

@@ -27,6 +27,9 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f32>,
     /// Micro-batches whose gradients add up before each optimizer step (>= 1).
     pub accumulate: usize,
+    /// Recompute the activations after pointwise expansions in the backward instead of
+    /// keeping them (less memory, one more convolution each per step).
+    pub recompute: bool,
 }
 
 impl TrainConfig {
@@ -208,7 +211,7 @@ impl Trainer {
                 message: format!("'{output}' is not an output of the model"),
             });
         }
-        let taps = Backward::taps(g, trainable)?;
+        let taps = Backward::taps(&gpu, g, trainable, cfg.recompute)?;
         let forward = Plan::compile(
             gpu.clone(),
             g,
@@ -218,7 +221,7 @@ impl Trainer {
                 simulation: None,
             },
         )?;
-        let backward = Backward::build(gpu.clone(), g, &forward, trainable)?;
+        let backward = Backward::build(gpu.clone(), g, &forward, trainable, cfg.recompute)?;
         let out_shape = g.shapes.get(output).cloned().unwrap_or_default();
         let total: usize = out_shape.iter().product();
         let len = match cfg.loss {
