@@ -287,6 +287,14 @@ struct SpareSlots {
     readers: HashMap<String, usize>,
 }
 
+/// The values node `n`'s rule reads, each once.
+fn node_reads(n: &Node, r: &GradRule, requires: &HashSet<String>) -> Vec<String> {
+    let mut reads = (r.reads)(n, &|v: &str| requires.contains(v));
+    reads.sort();
+    reads.dedup();
+    reads
+}
+
 impl SpareSlots {
     fn new(
         forward: &Plan,
@@ -296,10 +304,7 @@ impl SpareSlots {
     ) -> SpareSlots {
         let mut readers: HashMap<String, usize> = HashMap::new();
         for (n, r) in rules {
-            let mut reads = (r.reads)(n, &|v: &str| requires.contains(v));
-            reads.sort();
-            reads.dedup();
-            for v in reads {
+            for v in node_reads(n, r, requires) {
                 *readers.entry(v).or_default() += 1;
             }
         }
@@ -320,10 +325,7 @@ impl SpareSlots {
     /// taps have no reader left.
     fn release(&mut self, cx: &mut GradCx<'_>, done: Option<(&Node, &GradRule)>) {
         if let Some((n, r)) = done {
-            let mut reads = (r.reads)(n, &|v: &str| cx.requires.contains(v));
-            reads.sort();
-            reads.dedup();
-            for v in reads {
+            for v in node_reads(n, r, cx.requires) {
                 if let Some(k) = self.readers.get_mut(&v) {
                     *k -= 1;
                     if *k == 0 {
