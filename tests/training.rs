@@ -209,6 +209,54 @@ fn op_zoo_gradients_match_central_differences_of_the_reference() {
     }
 }
 
+/// MatMul's gradients for every batch layout: batches broadcast on both sides, a repeated
+/// inner batch dim, 1-D operands on either side. Each operand is a parameter or the product
+/// of the input with one, so the gradients of both operands are checked.
+#[test]
+fn matmul_gradients_broadcast_any_batch_and_promote_1d_operands() {
+    if gpu().is_none() {
+        return;
+    }
+    use common::build::{Model, FLOAT};
+    let mut rng = rng(5);
+    // (x, p, q, whether x p is the left operand of the second MatMul).
+    type Case<'a> = (&'a [i64], &'a [i64], &'a [i64], bool);
+    let cases: [Case; 5] = [
+        // [2,1,3,4] x [1,3,4,5]: both sides broadcast.
+        (&[2, 1, 3, 2], &[2, 4], &[1, 3, 4, 5], true),
+        // [2,3,3,4] x [3,4,5]: the inner batch dim repeats B.
+        (&[2, 3, 3, 2], &[2, 4], &[3, 4, 5], true),
+        // [2,3,4] x [4]: a 1-D B.
+        (&[2, 3, 2], &[2, 4], &[4], true),
+        // [4] x [2,4,5]: a 1-D A (q [4] on the left of x p).
+        (&[2, 4, 2], &[2, 5], &[4], false),
+        // [3,1,2,4] x [2,4,3] with both operands' batches partly broadcast.
+        (&[3, 1, 2, 2], &[2, 4], &[2, 4, 3], true),
+    ];
+    for (xs, ps, qs, xp_left) in cases {
+        let len = |s: &[i64]| s.iter().product::<i64>() as usize;
+        let mut m = Model::new(13)
+            .input("x", FLOAT, xs)
+            .output("y")
+            .init_f32("p", ps, &values(&mut rng, len(ps), -1.0, 1.0))
+            .init_f32("q", qs, &values(&mut rng, len(qs), -1.0, 1.0))
+            .node("MatMul", &["x", "p"], &["xp"], vec![]);
+        m = if xp_left {
+            m.node("MatMul", &["xp", "q"], &["y"], vec![])
+        } else {
+            m.node("MatMul", &["q", "xp"], &["y"], vec![])
+        };
+        let mut g = qforge::graph::import(&m.bytes(), "built", None).unwrap();
+        g.resolve(&Default::default()).unwrap();
+        let xs: Vec<usize> = xs.iter().map(|&d| d as usize).collect();
+        let x =
+            ArrayD::from_shape_vec(IxDyn(&xs), values(&mut rng, xs.iter().product(), -1.0, 1.0))
+                .unwrap();
+        let worst = check_gradients(&g, &x, 4, 1e-2);
+        eprintln!("MatMul {xs:?} {ps:?} {qs:?}: worst relative error {worst:.2e}");
+    }
+}
+
 #[test]
 fn mobilenet_v2_gradients_match_central_differences_of_the_reference() {
     if gpu().is_none() {

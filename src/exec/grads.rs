@@ -2,6 +2,8 @@
 //! recording its gradient kernels through [`GradCx`] (the counterpart of `rules::rule`).
 //! Every kernel adds into the gradient buffers `GradCx::dx` hands out.
 
+mod product;
+
 use std::collections::HashSet;
 
 use crate::error::{DType, Result};
@@ -12,7 +14,7 @@ use crate::graph::attrs::{Binary, Unary};
 use crate::graph::ir::{Node, Op};
 use crate::graph::shape::{norm_axis, strides};
 use crate::ops::elementwise::StridedView;
-use crate::ops::grad::{self, ConvGrad, Layout, Product, Side, Sum, WeightGrad};
+use crate::ops::grad::{self, ConvGrad, Side, Sum, WeightGrad};
 
 /// Records the gradient kernels of one node.
 pub type GradFn = fn(&mut GradCx<'_>, &Node) -> Result<()>;
@@ -33,8 +35,8 @@ pub fn rule(op: &Op) -> Option<GradRule> {
         op if op.is_view() => (view, nothing),
         Op::Conv(_) => (conv, conv_reads),
         Op::ConvTranspose { .. } => (conv_transpose, conv_reads),
-        Op::Gemm { .. } => (gemm, both_inputs),
-        Op::MatMul => (matmul, both_inputs),
+        Op::Gemm { .. } => (product::gemm, both_inputs),
+        Op::MatMul => (product::matmul, both_inputs),
         // Predicates, Sin and Cos have no backward kernel (refused at plan time).
         Op::Unary(u)
             if u.is_predicate() || matches!(u, Unary::Sin | Unary::Cos | Unary::GeluTanh) =>
@@ -300,285 +302,6 @@ fn reduce(
     )?;
     if let Some((slot, _)) = part {
         cx.free(slot);
-    }
-    Ok(())
-}
-
-/// A matrix in a buffer: element (r, c) at `r * rows + c * cols`.
-#[derive(Clone, Copy)]
-struct Mat {
-    rows: usize,
-    cols: usize,
-}
-
-impl Mat {
-    fn dense(cols: usize) -> Mat {
-        Mat {
-            rows: cols,
-            cols: 1,
-        }
-    }
-    fn t(self) -> Mat {
-        Mat {
-            rows: self.cols,
-            cols: self.rows,
-        }
-    }
-}
-
-/// One product term of a gradient: `c += alpha * l . r` with `l` [m, k] and `r` [k, n].
-struct Term<'t> {
-    l: (&'t GpuTensor, Mat),
-    r: (&'t GpuTensor, Mat),
-    m: usize,
-    n: usize,
-    k: usize,
-}
-
-/// Batches of a gradient product: output batches (each operand's stride per batch) and
-/// reduced batches (summed into each output).
-#[derive(Clone, Copy, Default)]
-struct Batches {
-    count: usize,
-    reduce: usize,
-    l: (usize, usize),
-    r: (usize, usize),
-}
-
-fn record_term(
-    cx: &mut GradCx<'_>,
-    t: Term<'_>,
-    b: Batches,
-    alpha: f32,
-    c: &GpuTensor,
-) -> Result<()> {
-    let gpu = cx.gpu();
-    let p = Product {
-        batches: b.count.max(1),
-        reduce: b.reduce.max(1),
-        m: t.m,
-        n: t.n,
-        k: t.k,
-        alpha,
-        a: Layout {
-            batch: b.l.0,
-            reduce: b.l.1,
-            rows: t.l.1.rows,
-            cols: t.l.1.cols,
-        },
-        b: Layout {
-            batch: b.r.0,
-            reduce: b.r.1,
-            rows: t.r.1.rows,
-            cols: t.r.1.cols,
-        },
-    };
-    grad::matmul_acc_into(cx.steps(), gpu, t.l.0, t.r.0, &p, c)
-}
-
-/// Gradients of `P = alpha * X' Y'` (`X'` [m, k] = X or its transpose, `Y'` [k, n]) into X
-/// and Y in their stored layouts, for the batch layouts given.
-#[allow(clippy::too_many_arguments)]
-fn product_grads(
-    cx: &mut GradCx<'_>,
-    n: &Node,
-    (x, x_t): (&GpuTensor, bool),
-    (y, y_t): (&GpuTensor, bool),
-    (m, k, nn): (usize, usize, usize),
-    alpha: f32,
-    dp: &GpuTensor,
-    batches: [Batches; 2],
-) -> Result<()> {
-    // Views of op(X) [m, k], op(Y) [k, n] and dP [m, n] inside one batch.
-    let xv = if x_t {
-        Mat::dense(m).t()
-    } else {
-        Mat::dense(k)
-    };
-    let yv = if y_t {
-        Mat::dense(k).t()
-    } else {
-        Mat::dense(nn)
-    };
-    let dv = Mat::dense(nn);
-    if let Some(dx) = cx.dx(n, 0)? {
-        // dX' = dP Y'^T [m, k]; stored transposed: dX = Y' dP^T [k, m].
-        let t = if x_t {
-            Term {
-                l: (y, yv),
-                r: (dp, dv.t()),
-                m: k,
-                n: m,
-                k: nn,
-            }
-        } else {
-            Term {
-                l: (dp, dv),
-                r: (y, yv.t()),
-                m,
-                n: k,
-                k: nn,
-            }
-        };
-        let [bx, _] = batches;
-        let b = if x_t { swap(bx) } else { bx };
-        record_term(cx, t, b, alpha, &dx)?;
-    }
-    if let Some(dy) = cx.dx(n, 1)? {
-        // dY' = X'^T dP [k, n]; stored transposed: dY = dP^T X' [n, k].
-        let t = if y_t {
-            Term {
-                l: (dp, dv.t()),
-                r: (x, xv),
-                m: nn,
-                n: k,
-                k: m,
-            }
-        } else {
-            Term {
-                l: (x, xv.t()),
-                r: (dp, dv),
-                m: k,
-                n: nn,
-                k: m,
-            }
-        };
-        let [_, by] = batches;
-        let b = if y_t { swap(by) } else { by };
-        record_term(cx, t, b, alpha, &dy)?;
-    }
-    Ok(())
-}
-
-/// The batch strides with the operands' roles exchanged.
-fn swap(b: Batches) -> Batches {
-    Batches {
-        l: b.r,
-        r: b.l,
-        ..b
-    }
-}
-
-fn gemm(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
-    let Op::Gemm {
-        alpha,
-        beta,
-        trans_a,
-        trans_b,
-    } = n.op
-    else {
-        unreachable!("table")
-    };
-    let Some(dp) = cx.dy(n, 0) else {
-        return Ok(());
-    };
-    let (sa, sb) = (cx.shape(&n.inputs[0]), cx.shape(&n.inputs[1]));
-    let (m, k) = if trans_a {
-        (sa[1], sa[0])
-    } else {
-        (sa[0], sa[1])
-    };
-    let nn = if trans_b { sb[0] } else { sb[1] };
-    if cx.dx(n, 0)?.is_some() || cx.dx(n, 1)?.is_some() {
-        let (a, b) = (cx.value(&n.inputs[0])?, cx.value(&n.inputs[1])?);
-        // One batch: the first batch set is for dA (dP and B), the second for dB (A and dP).
-        product_grads(
-            cx,
-            n,
-            (&a, trans_a),
-            (&b, trans_b),
-            (m, k, nn),
-            alpha,
-            &dp,
-            [Batches::default(); 2],
-        )?;
-    }
-    if let Some(dc) = cx.dx(n, 2)? {
-        // C broadcasts to [M, N] along leading or trailing dims only (ONNX's unidirectional
-        // broadcast), so its gradient is always one sum.
-        let c_shape = cx.shape(&n.inputs[2]);
-        let sum = Sum::of(&c_shape, dp.shape())
-            .ok_or_else(|| cx.err(n, format!("C of shape {c_shape:?} does not broadcast")))?;
-        reduce(cx, &dp, sum, beta, &dc)?;
-    }
-    Ok(())
-}
-
-fn matmul(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
-    let Some(dp) = cx.dy(n, 0) else {
-        return Ok(());
-    };
-    let (sa, sb) = (cx.shape(&n.inputs[0]), cx.shape(&n.inputs[1]));
-    if sa.len() < 2 || sb.len() < 2 {
-        return Err(cx.err(
-            n,
-            "backward of a MatMul with a 1-D operand is not supported",
-        ));
-    }
-    let (m, k, nn) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
-    let (ba, bb): (usize, usize) = (
-        sa[..sa.len() - 2].iter().product(),
-        sb[..sb.len() - 2].iter().product(),
-    );
-    let out_batch: usize = dp.len() / (m * nn).max(1);
-    let (mk, kn, mn) = (m * k, k * nn, m * nn);
-    // Batch layouts: [for dA: (dP, B) strides], [for dB: (A, dP) strides].
-    let batches = if ba == out_batch && bb == out_batch {
-        let one = |l, r| Batches {
-            count: out_batch,
-            reduce: 1,
-            l: (l, 0),
-            r: (r, 0),
-        };
-        [one(mn, kn), one(mk, mn)]
-    } else if ba == out_batch && bb == 1 {
-        [
-            Batches {
-                count: out_batch,
-                reduce: 1,
-                l: (mn, 0),
-                r: (0, 0),
-            },
-            Batches {
-                count: 1,
-                reduce: out_batch,
-                l: (0, mk),
-                r: (0, mn),
-            },
-        ]
-    } else if bb == out_batch && ba == 1 {
-        [
-            Batches {
-                count: 1,
-                reduce: out_batch,
-                l: (0, mn),
-                r: (0, kn),
-            },
-            Batches {
-                count: out_batch,
-                reduce: 1,
-                l: (0, 0),
-                r: (mn, 0),
-            },
-        ]
-    } else {
-        return Err(cx.err(
-            n,
-            format!("backward of a MatMul broadcasting batches {sa:?} x {sb:?} is not supported"),
-        ));
-    };
-    if cx.dx(n, 0)?.is_some() || cx.dx(n, 1)?.is_some() {
-        let (a, b) = (cx.value(&n.inputs[0])?, cx.value(&n.inputs[1])?);
-        product_grads(
-            cx,
-            n,
-            (&a, false),
-            (&b, false),
-            (m, k, nn),
-            1.0,
-            &dp,
-            batches,
-        )?;
     }
     Ok(())
 }
