@@ -2,7 +2,8 @@
 // memory. bias_mode: 0 none, 1 per column [N], 2 per row [M], 3 full [M, N].
 // op(A) is M x K, op(B) is K x N. TRANS_A: A is stored K x M; TRANS_B: B is stored N x K.
 // A batch stride of 0 broadcasts that operand across the batch.
-// Tile 64 x 64 x 16; 256 threads, each computing a 4 x 4 block.
+// Tiles of TM x TN x 16 (TM = 16 RM, TN = 16 RN, each 16, 32 or 64: chosen by shape); 256
+// threads, each computing an RM x RN block.
 // Grid: x = column tile, y = row tile, z = batch (within the bound chunk).
 // One dispatch covers the inner dimension's range [k_begin, k_end): long reductions are split
 // into dispatches (software adapters cut long loops short); after the first, `accumulate` adds
@@ -11,6 +12,9 @@
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+// Rows and columns of the tiled kernel's block per thread: 1, 2 or 4.
+override RM: u32 = 4u;
+override RN: u32 = 4u;
 
 struct Params {
     m: u32,
@@ -38,16 +42,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
+override TM: u32 = 16u * RM;
+override TN: u32 = 16u * RN;
 const TK: u32 = 16u;
 
 // Rows of the shared tiles padded by one value: the loads below write a column of a tile
 // (consecutive threads, consecutive k) for A stored M x K and B stored N x K, which at a row
 // stride of 64 would put every thread of a warp on one memory bank.
-const SA: u32 = TM + 1u;
-const SB: u32 = TN + 1u;
-var<workgroup> sa: array<f32, 1040>; // [TK][SA]
+override SA: u32 = TM + 1u;
+override SB: u32 = TN + 1u;
+var<workgroup> sa: array<f32, 1040>; // [TK][SA], at most 64 + 1 per row
 var<workgroup> sb: array<f32, 1040>; // [TK][SB]
 
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
@@ -81,9 +85,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         let a_base = p.a_skip + (wid.z + it) * p.a_stride;
         let b_base = p.b_skip + (wid.z + it) * p.b_stride;
         for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
-            for (var t = 0u; t < 4u; t++) {
+            // Consecutive threads read consecutive addresses of the stored layout.
+            for (var t = 0u; t < RM; t++) {
                 let e = lid + t * 256u;
-                // Consecutive threads read consecutive addresses of the stored layout.
                 var ar: u32;
                 var ak: u32;
                 if TRANS_A {
@@ -94,6 +98,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                     ak = e % TK;
                 }
                 sa[ak * SA + ar] = load_a(a_base, row0 + ar, k0 + ak);
+            }
+            for (var t = 0u; t < RN; t++) {
+                let e = lid + t * 256u;
                 var bk: u32;
                 var bc: u32;
                 if TRANS_B {
@@ -109,12 +116,14 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             for (var kk = 0u; kk < TK; kk++) {
                 var av: array<f32, 4>;
                 var bv: array<f32, 4>;
-                for (var i = 0u; i < 4u; i++) {
-                    av[i] = sa[kk * SA + lid3.y * 4u + i];
-                    bv[i] = sb[kk * SB + lid3.x * 4u + i];
+                for (var i = 0u; i < RM; i++) {
+                    av[i] = sa[kk * SA + lid3.y * RM + i];
                 }
-                for (var i = 0u; i < 4u; i++) {
-                    for (var j = 0u; j < 4u; j++) {
+                for (var j = 0u; j < RN; j++) {
+                    bv[j] = sb[kk * SB + lid3.x * RN + j];
+                }
+                for (var i = 0u; i < RM; i++) {
+                    for (var j = 0u; j < RN; j++) {
                         acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
                     }
                 }
@@ -123,9 +132,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         }
     }
     let eq = epi_encodings();
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            store(c_base, row0 + lid3.y * 4u + i, col0 + lid3.x * 4u + j, acc[i * 4u + j], eq);
+    for (var i = 0u; i < RM; i++) {
+        for (var j = 0u; j < RN; j++) {
+            store(c_base, row0 + lid3.y * RM + i, col0 + lid3.x * RN + j, acc[i * 4u + j], eq);
         }
     }
 }

@@ -155,6 +155,38 @@ fn every_row_block_height() {
     }
 }
 
+/// The tiled kernel's tiles by shape: rows and columns of 16 (5, 16 rows), 32 (24, 196) and
+/// 64 (49, 100, 128), each with a ragged edge and K not a multiple of the 16-deep tile, in
+/// every transpose; the same bits as the other kernels.
+#[test]
+fn every_tile_shape_of_the_tiled_kernel() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = rng(24);
+    for (i, &(m, n, k)) in [
+        (5, 49, 17),
+        (24, 196, 9),
+        (128, 13, 33),
+        (100, 24, 16),
+        (16, 16, 20),
+        (196, 5, 7),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ta, tb) = (i % 2 == 1, i / 2 % 2 == 1);
+        let a = random3(&mut rng, if ta { (2, k, m) } else { (2, m, k) });
+        let b = random3(&mut rng, if tb { (2, n, k) } else { (2, k, n) });
+        check(
+            &gpu,
+            &a,
+            &b,
+            ta,
+            tb,
+            &format!("{m}x{k} * {k}x{n} ta={ta} tb={tb}"),
+        );
+    }
+}
+
 #[test]
 fn two_d_operands_give_a_two_d_result() {
     let Some(gpu) = gpu() else { return };

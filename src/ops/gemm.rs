@@ -44,7 +44,7 @@ static SUBGROUP_VEC4: Kernel = Kernel {
 /// they give the same bits; they differ only in speed per adapter class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmKernel {
-    /// 64 x 64 x 16 tiles in workgroup memory: for GPUs.
+    /// Tiles of 16 to 64 rows and columns by shape, 16 deep, in workgroup memory: for GPUs.
     Tiled,
     /// 8 x 8 outputs per invocation in registers, no workgroup memory or barrier: for CPU
     /// adapters (lavapipe, llvmpipe on GL, WARP, SwiftShader).
@@ -76,8 +76,9 @@ impl GemmKernel {
     /// GPUs the tiled one; a product with more blocks than one dispatch allows falls back to
     /// the tiled kernel's larger tiles.
     pub fn pick(gpu: &Gpu, m: usize, n: usize) -> GemmKernel {
+        let max_groups = gpu.limits().max_groups as u64;
         let fits = |k: GemmKernel| {
-            k.grid(m as u64, n as u64)
+            k.grid(m as u64, n as u64, max_groups)
                 .iter()
                 .all(|&g| g <= gpu.limits().max_groups as u64)
         };
@@ -100,13 +101,29 @@ impl GemmKernel {
     }
 
     /// Workgroups along (columns, rows) for an `m x n` product.
-    fn grid(self, m: u64, n: u64) -> [u64; 2] {
+    fn grid(self, m: u64, n: u64, max_groups: u64) -> [u64; 2] {
         match self {
-            GemmKernel::Tiled => [n.div_ceil(TILE), m.div_ceil(TILE)],
+            GemmKernel::Tiled => {
+                let (tm, tn) = (tile_side(m, max_groups), tile_side(n, max_groups));
+                [n.div_ceil(tn), m.div_ceil(tm)]
+            }
             GemmKernel::Blocked => [n.div_ceil(LANES * 2 * BLOCK.1), m.div_ceil(BLOCK.0)],
             GemmKernel::Subgroup => [n.div_ceil(LANES * BLOCK.1), m.div_ceil(BLOCK.0)],
         }
     }
+}
+
+/// The tiled kernel's tile rows (or columns) for a dimension of `d`: 16, 32 or 64, the fewest
+/// padded rows weighed by a row's cost, which falls with the tile because each value loaded
+/// into workgroup memory feeds more FMAs (the weight 8 is a guess no GPU has tuned yet), among
+/// the tiles that keep the grid within `max_groups`. MobileNetV2's 16-160 channels and its
+/// 14 x 14 and 28 x 28 planes take 16 or 32; its 7 x 7 planes and large sizes keep 64.
+fn tile_side(d: u64, max_groups: u64) -> u64 {
+    [64u64, 32, 16]
+        .into_iter()
+        .filter(|&t| d.div_ceil(t) <= max_groups)
+        .min_by_key(|&t| d.div_ceil(t) * (t + 8))
+        .unwrap_or(64)
 }
 
 /// Row blocks of 8 per invocation of the subgroup kernel for `m` rows (1 to 4):
@@ -137,7 +154,6 @@ pub enum Bias<'a> {
     Accumulate,
 }
 
-const TILE: u64 = 64;
 /// Inner-dimension elements one dispatch reduces over: a multiple of the 16-deep tile that keeps
 /// an invocation's loop within [`LOOP_BUDGET`] (longer reductions came back silently wrong on
 /// llvmpipe from K of about 50,000).
@@ -421,9 +437,10 @@ fn record(
     // B read as vectors of 4 (its items then start on a multiple of 4: `align_e` is one too).
     let vec4 = subgroup && !trans_b && n % 4 == 0 && b_offset % 4 == 0;
     let blocks = if subgroup { row_blocks(m as u64) } else { 1 };
-    let mut grid_xy = kernel.grid(m as u64, n as u64);
+    let max_groups = limits.max_groups as u64;
+    let mut grid_xy = kernel.grid(m as u64, n as u64, max_groups);
     grid_xy[1] = grid_xy[1].div_ceil(blocks);
-    if grid_xy.iter().any(|&g| g > limits.max_groups as u64) {
+    if grid_xy.iter().any(|&g| g > max_groups) {
         return Err(Error::invalid(
             OP,
             "matrix size",
@@ -437,6 +454,10 @@ fn record(
     ];
     if subgroup {
         constants.push(("BLOCKS", blocks as f64));
+    }
+    if kernel == GemmKernel::Tiled {
+        constants.push(("RM", (tile_side(m as u64, max_groups) / 16) as f64));
+        constants.push(("RN", (tile_side(n as u64, max_groups) / 16) as f64));
     }
     let last_constants: Vec<_> = constants.iter().copied().chain(epi.constants()).collect();
     let mut b0 = 0u64;
