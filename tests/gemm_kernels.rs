@@ -68,6 +68,25 @@ fn check(gpu: &Gpu, a: &Array3<f32>, b: &Array3<f32>, ta: bool, tb: bool, what: 
     );
 }
 
+/// [`check`] on each `(m, n, k)` of `shapes` with `batch` items of seeded operands, transposed
+/// as `transposes` says for the shape's index.
+fn check_shapes(
+    gpu: &Gpu,
+    seed: u64,
+    batch: usize,
+    shapes: &[(usize, usize, usize)],
+    transposes: impl Fn(usize) -> (bool, bool),
+) {
+    let mut rng = rng(seed);
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        let (ta, tb) = transposes(i);
+        let a = random3(&mut rng, if ta { (batch, k, m) } else { (batch, m, k) });
+        let b = random3(&mut rng, if tb { (batch, n, k) } else { (batch, k, n) });
+        let what = format!("{m}x{k} * {k}x{n} ta={ta} tb={tb}");
+        check(gpu, &a, &b, ta, tb, &what);
+    }
+}
+
 #[test]
 fn matmul_matches_reference_with_transposes_and_broadcast() {
     let Some(gpu) = gpu() else { return };
@@ -101,23 +120,13 @@ fn matmul_matches_reference_with_transposes_and_broadcast() {
 #[test]
 fn every_kernel_at_block_edges() {
     let Some(gpu) = gpu() else { return };
-    let mut rng = rng(22);
-    for (i, &(m, n, k)) in [(1, 1, 1), (9, 33, 17), (8, 12, 9), (17, 4, 40), (3, 64, 7)]
-        .iter()
-        .enumerate()
-    {
-        let (ta, tb) = (i % 2 == 1, i % 3 == 1);
-        let a = random3(&mut rng, if ta { (2, k, m) } else { (2, m, k) });
-        let b = random3(&mut rng, if tb { (2, n, k) } else { (2, k, n) });
-        check(
-            &gpu,
-            &a,
-            &b,
-            ta,
-            tb,
-            &format!("{m}x{k} * {k}x{n} ta={ta} tb={tb}"),
-        );
-    }
+    check_shapes(
+        &gpu,
+        22,
+        2,
+        &[(1, 1, 1), (9, 33, 17), (8, 12, 9), (17, 4, 40), (3, 64, 7)],
+        |i| (i % 2 == 1, i % 3 == 1),
+    );
 }
 
 /// The subgroup kernel stacks 1 to 4 blocks of 8 rows by M (8, 13, 33 and 100 rows take 1, 2,
@@ -126,33 +135,23 @@ fn every_kernel_at_block_edges() {
 #[test]
 fn every_row_block_height() {
     let Some(gpu) = gpu() else { return };
-    let mut rng = rng(23);
-    for (i, &(m, n, k)) in [
-        (8, 12, 9),
-        (13, 4, 16),
-        (33, 20, 27),
-        (100, 8, 40),
-        (24, 16, 5),
-        (8, 7, 16),
-        (13, 9, 21),
-        (33, 49, 8),
-        (100, 12, 19),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let (ta, tb) = (i % 2 == 1, i % 3 == 2);
-        let a = random3(&mut rng, if ta { (3, k, m) } else { (3, m, k) });
-        let b = random3(&mut rng, if tb { (3, n, k) } else { (3, k, n) });
-        check(
-            &gpu,
-            &a,
-            &b,
-            ta,
-            tb,
-            &format!("{m}x{k} * {k}x{n} ta={ta} tb={tb}"),
-        );
-    }
+    check_shapes(
+        &gpu,
+        23,
+        3,
+        &[
+            (8, 12, 9),
+            (13, 4, 16),
+            (33, 20, 27),
+            (100, 8, 40),
+            (24, 16, 5),
+            (8, 7, 16),
+            (13, 9, 21),
+            (33, 49, 8),
+            (100, 12, 19),
+        ],
+        |i| (i % 2 == 1, i % 3 == 2),
+    );
 }
 
 /// The tiled kernel's tiles by shape: rows and columns of 16 (5, 16 rows), 32 (24, 196) and
@@ -161,30 +160,20 @@ fn every_row_block_height() {
 #[test]
 fn every_tile_shape_of_the_tiled_kernel() {
     let Some(gpu) = gpu() else { return };
-    let mut rng = rng(24);
-    for (i, &(m, n, k)) in [
-        (5, 49, 17),
-        (24, 196, 9),
-        (128, 13, 33),
-        (100, 24, 16),
-        (16, 16, 20),
-        (196, 5, 7),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let (ta, tb) = (i % 2 == 1, i / 2 % 2 == 1);
-        let a = random3(&mut rng, if ta { (2, k, m) } else { (2, m, k) });
-        let b = random3(&mut rng, if tb { (2, n, k) } else { (2, k, n) });
-        check(
-            &gpu,
-            &a,
-            &b,
-            ta,
-            tb,
-            &format!("{m}x{k} * {k}x{n} ta={ta} tb={tb}"),
-        );
-    }
+    check_shapes(
+        &gpu,
+        24,
+        2,
+        &[
+            (5, 49, 17),
+            (24, 196, 9),
+            (128, 13, 33),
+            (100, 24, 16),
+            (16, 16, 20),
+            (196, 5, 7),
+        ],
+        |i| (i % 2 == 1, i / 2 % 2 == 1),
+    );
 }
 
 #[test]
