@@ -99,6 +99,35 @@ fn unary_grad_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
 }
 
+// unary_grad in place: the output's gradient becomes the input's, g = g * f'(v) (the input's
+// gradient had no other term yet, so this is what adding into zeros gives, but for the sign of
+// a zero), with no buffer and no zero fill of its own.
+@group(0) @binding(2) var<storage, read_write> un_g: array<f32>;
+@group(0) @binding(2) var<storage, read_write> un_g4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn unary_grad_in_place(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < f.n; i += f.step) {
+        un_g[i] = un_g[i] * derivative(UNARY_OP, un_v[i], f.alpha, f.beta);
+    }
+}
+
+@compute @workgroup_size(256)
+fn unary_grad_in_place_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                            @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    for (var i = first_index(wid, nwg, lid); i < f.n; i += f.step) {
+        let v = un_v4[i];
+        let d = vec4(derivative(UNARY_OP, v.x, f.alpha, f.beta),
+                     derivative(UNARY_OP, v.y, f.alpha, f.beta),
+                     derivative(UNARY_OP, v.z, f.alpha, f.beta),
+                     derivative(UNARY_OP, v.w, f.alpha, f.beta));
+        un_g4[i] = un_g4[i] * d;
+    }
+}
+
 // ---- shapes of up to 8 dims with three stride sets --------------------------------------------
 
 struct Nd {

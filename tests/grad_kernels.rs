@@ -661,6 +661,22 @@ fn unary_grads_match_reference_and_finite_differences() {
                 |e, t| grad::unary_grad_into(e, &gpu, f, &ty, &tdy, t).unwrap(),
             );
         }
+        // In place over dy: the values of adding into zeros (a zero's sign aside).
+        let zeros = up(&gpu, &ArrayD::zeros(x.shape()));
+        let in_place = up(&gpu, &dy);
+        let mut enc = gpu.encoder();
+        grad::unary_grad_into(&mut enc, &gpu, f, &tx, &tdy, &zeros).unwrap();
+        grad::unary_grad_in_place(&mut enc, &gpu, f, &tx, &in_place).unwrap();
+        gpu.submit(enc).unwrap();
+        let (added, over) = (
+            gpu.download::<f32>(&zeros).unwrap(),
+            gpu.download::<f32>(&in_place).unwrap(),
+        );
+        let same = added
+            .iter()
+            .zip(&over)
+            .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+        assert!(same, "{f:?}: in place differs from adding into zeros");
 
         // Finite differences at points at least 3 eps from a kink.
         let eps = FD.eps;

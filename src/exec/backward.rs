@@ -488,6 +488,35 @@ impl<'a> GradCx<'a> {
             .map(|(t, _)| t.clone())
     }
 
+    /// Hands the gradient buffer of `node`'s output 0 to its input `i` when that input
+    /// carries a gradient no other rule has added to yet and has as many elements: the caller
+    /// then writes the input's gradient over the output's in place, instead of adding into a
+    /// new zeroed buffer. `None` (nothing changed) where that cannot be done: the input is
+    /// a parameter, is read twice by `node`, already has a gradient, or the output's
+    /// gradient is a graph output's.
+    pub fn take_dy(&mut self, node: &Node, i: usize) -> Option<GpuTensor> {
+        let name = node.inputs.get(i).filter(|v| !v.is_empty())?;
+        let out = node.outputs.first()?;
+        let once = node.inputs.iter().filter(|v| *v == name).count() == 1;
+        if !once
+            || !self.requires.contains(name)
+            || self.graph.consts.contains_key(name)
+            || self.grads.contains_key(name)
+            || !matches!(self.grads.get(out), Some((_, Some(_))))
+        {
+            return None;
+        }
+        let shape = self.shape(name);
+        let (t, slot) = self.grads.get(out)?;
+        if shape.iter().product::<usize>() != t.len() {
+            return None;
+        }
+        let (t, slot) = (t.view(&shape, DType::F32).ok()?, *slot);
+        self.grads.remove(out);
+        self.grads.insert(name.clone(), (t.clone(), slot));
+        Some(t)
+    }
+
     /// The gradient buffer of input `i` of `node`, to add into (`None`: the input carries no
     /// gradient — data, a frozen parameter, or a value nothing trainable feeds).
     pub fn dx(&mut self, node: &Node, i: usize) -> Result<Option<GpuTensor>> {

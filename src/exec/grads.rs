@@ -311,13 +311,21 @@ fn unary(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     let Op::Unary(f) = n.op else {
         unreachable!("table")
     };
-    let (Some(dy), Some(dx)) = (cx.dy(n, 0), cx.dx(n, 0)?) else {
+    let Some(dy) = cx.dy(n, 0) else {
         return Ok(());
     };
-    let v = match f {
-        Unary::Relu | Unary::Clip(..) => cx.value(&n.outputs[0])?,
-        _ => cx.value(&n.inputs[0])?,
+    let v = |cx: &mut GradCx<'_>| match f {
+        Unary::Relu | Unary::Clip(..) => cx.value(&n.outputs[0]),
+        _ => cx.value(&n.inputs[0]),
     };
+    if let Some(g) = cx.take_dy(n, 0) {
+        let v = v(cx)?;
+        return grad::unary_grad_in_place(cx.steps(), gpu, f, &v, &g);
+    }
+    let Some(dx) = cx.dx(n, 0)? else {
+        return Ok(());
+    };
+    let v = v(cx)?;
     grad::unary_grad_into(cx.steps(), gpu, f, &v, &dy, &dx)
 }
 
@@ -329,7 +337,11 @@ fn binary(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     let Some(dy) = cx.dy(n, 0) else {
         return Ok(());
     };
-    let (da, db) = (cx.dx(n, 0)?, cx.dx(n, 1)?);
+    // Add and Sub: dy becomes A's gradient in place where A has dy's size and nothing else
+    // has added to its gradient yet; B's term below reads it before anything else can.
+    let taken = matches!(op, Binary::Add | Binary::Sub) && cx.take_dy(n, 0).is_some();
+    let da = if taken { None } else { cx.dx(n, 0)? };
+    let db = cx.dx(n, 1)?;
     if da.is_none() && db.is_none() {
         return Ok(());
     }

@@ -32,6 +32,16 @@ static UNARY_VEC4: Kernel = Kernel {
     entry: "unary_grad_vec4",
     bindings: &[Uniform, Read, Read, ReadWrite],
 };
+static UNARY_IN_PLACE: Kernel = Kernel {
+    family: Family::Grad,
+    entry: "unary_grad_in_place",
+    bindings: &[Uniform, Read, ReadWrite],
+};
+static UNARY_IN_PLACE_VEC4: Kernel = Kernel {
+    family: Family::Grad,
+    entry: "unary_grad_in_place_vec4",
+    bindings: &[Uniform, Read, ReadWrite],
+};
 static STRIDED: Kernel = Kernel {
     family: Family::Grad,
     entry: "strided_acc",
@@ -205,6 +215,43 @@ pub fn unary_grad_into(
         &[("UNARY_OP", op as f64)],
         &params,
         &[Bind::Whole(v), Bind::Whole(dy), Bind::Whole(dx)],
+        grid,
+    )
+}
+
+/// `g = g * f'(v)` in place: the gradient of an activation's output turned into its input's
+/// (see [`unary_grad_into`] for `v`), where the input's gradient has no other term yet. The
+/// same values as adding into a zeroed buffer, but for the sign of a zero.
+pub fn unary_grad_in_place(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    f: Unary,
+    v: &GpuTensor,
+    g: &GpuTensor,
+) -> Result<()> {
+    const OP: &str = "unary backward in place";
+    f32s(OP, &[("v", v), ("g", g)])?;
+    same_len(OP, "g", g, v.len())?;
+    fits(OP, gpu, &[v, g])?;
+    let (op, alpha, beta) = unary_code(f);
+    let (kernel, per) = match v.len() % 4 {
+        0 => (&UNARY_IN_PLACE_VEC4, 4),
+        _ => (&UNARY_IN_PLACE, 1),
+    };
+    let (grid, step) = grid_stride((v.len() / per) as u64, gpu.limits().max_groups)?;
+    let params = Flat {
+        n: (v.len() / per) as u32,
+        step: step as u32,
+        alpha,
+        beta,
+        ..Default::default()
+    };
+    enc.dispatch(
+        gpu,
+        kernel,
+        &[("UNARY_OP", op as f64)],
+        &params,
+        &[Bind::Whole(v), Bind::Whole(g)],
         grid,
     )
 }
