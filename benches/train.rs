@@ -1,7 +1,7 @@
 //! Training throughput: one step (forward, cross-entropy, backward, Adam update, in one
 //! submission) of the BN-folded Fashion-MNIST CNN at batch 128 and MobileNetV2 at batch 16,
-//! next to the plain forward of the same model and batch in the same run (the target:
-//! a step costs <= 3.5 forwards). Before timing, each model's GPU memory is printed: the bytes
+//! with and without `TrainConfig::recompute`, next to the plain forward of the same model and
+//! batch in the same run (the target: a step costs <= 3.5 forwards). Before timing, each model's GPU memory is printed: the bytes
 //! held by an inference plan (parameters + activations) and the peak held while a training step
 //! is built and run, against the target 3 x activations + 4 x parameters (also with
 //! `TrainConfig::recompute`), and the kernels the
@@ -42,10 +42,14 @@ fn config() -> TrainConfig {
     }
 }
 
-fn trainer(gpu: &Arc<Gpu>, g: &qforge::graph::ir::Graph) -> Trainer {
+fn trainer(gpu: &Arc<Gpu>, g: &qforge::graph::ir::Graph, recompute: bool) -> Trainer {
     let trainable: HashSet<String> = train::parameters(g).into_iter().collect();
     let params = Arc::new(Params::new(gpu.clone()));
-    Trainer::new(gpu.clone(), g, params, &trainable, &g.outputs[0], config()).unwrap()
+    let cfg = TrainConfig {
+        recompute,
+        ..config()
+    };
+    Trainer::new(gpu.clone(), g, params, &trainable, &g.outputs[0], cfg).unwrap()
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -84,8 +88,13 @@ fn memory(name: &str, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>, labels: &[u
         ..config()
     };
     let gpu = Arc::new(Gpu::new().unwrap());
-    let (r, _) =
+    let (r, rt) =
         StepMemory::measure(&gpu, g, &trainable, cfg, &inputs, Target::Labels(labels)).unwrap();
+    eprintln!(
+        "kernels[{name}, recompute]: forward {}; backward {}",
+        top(rt.forward().profile().unwrap()),
+        top(rt.backward().profile(&gpu).unwrap())
+    );
     eprintln!(
         "memory[{name}]: inference {:.1} MiB (parameters {:.1}, activations {:.1}); training step peak {:.1} MiB = {:.2} x (3 x activations + 4 x parameters); with recompute {:.1} MiB = {:.2} x",
         (m.params + m.activations) as f64 / MIB,
@@ -122,14 +131,19 @@ fn step(c: &mut Criterion) {
             b.iter(|| common::run(&gpu, |e| plan.record(e)))
         });
         drop(plan);
-        let mut t = trainer(&gpu, &g);
-        grp.bench_function(BenchmarkId::new("train step (adam)", batch), |b| {
-            b.iter(|| {
-                t.step(&[(&input, x.view())], Target::Labels(&labels))
-                    .unwrap();
-                t.read_loss().unwrap()
-            })
-        });
+        for (what, recompute) in [
+            ("train step (adam)", false),
+            ("train step (adam, recompute)", true),
+        ] {
+            let mut t = trainer(&gpu, &g, recompute);
+            grp.bench_function(BenchmarkId::new(what, batch), |b| {
+                b.iter(|| {
+                    t.step(&[(&input, x.view())], Target::Labels(&labels))
+                        .unwrap();
+                    t.read_loss().unwrap()
+                })
+            });
+        }
         grp.finish();
     }
 }

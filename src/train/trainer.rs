@@ -27,8 +27,9 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f32>,
     /// Micro-batches whose gradients add up before each optimizer step (>= 1).
     pub accumulate: usize,
-    /// Recompute the activations after pointwise expansions in the backward instead of
-    /// keeping them (less memory, one more convolution each per step).
+    /// Recompute the activations after pointwise expansions from narrow inputs in the
+    /// backward instead of keeping them (`exec::recompute`: less memory, one more 1x1
+    /// convolution each per step).
     pub recompute: bool,
 }
 
