@@ -86,16 +86,19 @@ fn unary_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @group(0) @binding(2) var<storage, read> un_dy4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> un_dx4: array<vec4<f32>>;
 
+// The derivative of each of four values.
+fn derivative4(v: vec4<f32>) -> vec4<f32> {
+    return vec4(derivative(UNARY_OP, v.x, f.alpha, f.beta),
+                derivative(UNARY_OP, v.y, f.alpha, f.beta),
+                derivative(UNARY_OP, v.z, f.alpha, f.beta),
+                derivative(UNARY_OP, v.w, f.alpha, f.beta));
+}
+
 @compute @workgroup_size(256)
 fn unary_grad_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     for (var i = first_index(wid, nwg, lid); i < f.n; i += f.step) {
-        let v = un_v4[i];
-        let d = vec4(derivative(UNARY_OP, v.x, f.alpha, f.beta),
-                     derivative(UNARY_OP, v.y, f.alpha, f.beta),
-                     derivative(UNARY_OP, v.z, f.alpha, f.beta),
-                     derivative(UNARY_OP, v.w, f.alpha, f.beta));
-        un_dx4[i] += un_dy4[i] * d;
+        un_dx4[i] += un_dy4[i] * derivative4(un_v4[i]);
     }
 }
 
@@ -119,12 +122,7 @@ fn unary_grad_in_place_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                             @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
     for (var i = first_index(wid, nwg, lid); i < f.n; i += f.step) {
-        let v = un_v4[i];
-        let d = vec4(derivative(UNARY_OP, v.x, f.alpha, f.beta),
-                     derivative(UNARY_OP, v.y, f.alpha, f.beta),
-                     derivative(UNARY_OP, v.z, f.alpha, f.beta),
-                     derivative(UNARY_OP, v.w, f.alpha, f.beta));
-        un_g4[i] = un_g4[i] * d;
+        un_g4[i] = un_g4[i] * derivative4(un_v4[i]);
     }
 }
 

@@ -196,14 +196,28 @@ pub fn unary_grad_into(
     same_len(OP, "dy", dy, v.len())?;
     same_len(OP, "dx", dx, v.len())?;
     fits(OP, gpu, &[v, dy, dx])?;
+    let binds = [Bind::Whole(v), Bind::Whole(dy), Bind::Whole(dx)];
+    unary_dispatch(enc, gpu, f, v.len(), [&UNARY, &UNARY_VEC4], &binds)
+}
+
+/// Records one of an activation backward's kernels (`[scalar, vec4]`, the vector form where
+/// `len` is a multiple of 4) over `len` elements, with `binds` after the parameters.
+fn unary_dispatch(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    f: Unary,
+    len: usize,
+    [scalar, vec4]: [&'static Kernel; 2],
+    binds: &[Bind<'_>],
+) -> Result<()> {
     let (op, alpha, beta) = unary_code(f);
-    let (kernel, per) = match v.len() % 4 {
-        0 => (&UNARY_VEC4, 4),
-        _ => (&UNARY, 1),
+    let (kernel, per) = match len % 4 {
+        0 => (vec4, 4),
+        _ => (scalar, 1),
     };
-    let (grid, step) = grid_stride((v.len() / per) as u64, gpu.limits().max_groups)?;
+    let (grid, step) = grid_stride((len / per) as u64, gpu.limits().max_groups)?;
     let params = Flat {
-        n: (v.len() / per) as u32,
+        n: (len / per) as u32,
         step: step as u32,
         alpha,
         beta,
@@ -214,7 +228,7 @@ pub fn unary_grad_into(
         kernel,
         &[("UNARY_OP", op as f64)],
         &params,
-        &[Bind::Whole(v), Bind::Whole(dy), Bind::Whole(dx)],
+        binds,
         grid,
     )
 }
@@ -233,26 +247,14 @@ pub fn unary_grad_in_place(
     f32s(OP, &[("v", v), ("g", g)])?;
     same_len(OP, "g", g, v.len())?;
     fits(OP, gpu, &[v, g])?;
-    let (op, alpha, beta) = unary_code(f);
-    let (kernel, per) = match v.len() % 4 {
-        0 => (&UNARY_IN_PLACE_VEC4, 4),
-        _ => (&UNARY_IN_PLACE, 1),
-    };
-    let (grid, step) = grid_stride((v.len() / per) as u64, gpu.limits().max_groups)?;
-    let params = Flat {
-        n: (v.len() / per) as u32,
-        step: step as u32,
-        alpha,
-        beta,
-        ..Default::default()
-    };
-    enc.dispatch(
+    let kernels = [&UNARY_IN_PLACE, &UNARY_IN_PLACE_VEC4];
+    unary_dispatch(
+        enc,
         gpu,
-        kernel,
-        &[("UNARY_OP", op as f64)],
-        &params,
+        f,
+        v.len(),
+        kernels,
         &[Bind::Whole(v), Bind::Whole(g)],
-        grid,
     )
 }
 
