@@ -1,10 +1,10 @@
 //! Training throughput: one step (forward, cross-entropy, backward, Adam update, in one
 //! submission) of the BN-folded Fashion-MNIST CNN at batch 128 and MobileNetV2 at batch 16,
 //! with and without `TrainConfig::recompute`, next to the plain forward of the same model and
-//! batch in the same run (the target: a step costs <= 3.5 forwards). Before timing, each model's GPU memory is printed: the bytes
-//! held by an inference plan (parameters + activations) and the peak held while a training step
-//! is built and run, against the target 3 x activations + 4 x parameters (also with
-//! `TrainConfig::recompute`), and the kernels the
+//! batch in the same run (the target: a step costs <= 3.5 forwards). Before timing,
+//! each model's GPU memory is printed: the bytes held by an inference plan (parameters +
+//! activations) and the peak held while a training step is built and run, with and without
+//! recomputation, against the target 3 x activations + 4 x parameters; and the kernels each
 //! step's time goes to (forward and backward, each dispatch timed alone: `Steps::profile`).
 //!
 //! `cargo bench --bench train`
@@ -54,21 +54,11 @@ fn trainer(gpu: &Arc<Gpu>, g: &qforge::graph::ir::Graph, recompute: bool) -> Tra
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Prints inference and training-step memory for `g` on a GPU of its own, and where the
-/// step's kernel time goes.
+/// Prints inference and training-step memory for `g` on a GPU of its own, with and without
+/// recomputation, and where each step's kernel time goes.
 fn memory(name: &str, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>, labels: &[usize]) {
-    let gpu = Arc::new(Gpu::new().unwrap());
     let trainable: HashSet<String> = train::parameters(g).into_iter().collect();
     let inputs = [(g.inputs[0].as_str(), x.view())];
-    let (m, t) = StepMemory::measure(
-        &gpu,
-        g,
-        &trainable,
-        config(),
-        &inputs,
-        Target::Labels(labels),
-    )
-    .unwrap();
     let top = |p: Vec<(String, f64)>| {
         let total: f64 = p.iter().map(|(_, s)| s).sum();
         let head: Vec<String> = p
@@ -78,23 +68,23 @@ fn memory(name: &str, g: &qforge::graph::ir::Graph, x: &ArrayD<f32>, labels: &[u
             .collect();
         format!("{:.3} s: {}", total, head.join(", "))
     };
-    eprintln!(
-        "kernels[{name}]: forward {}; backward {}",
-        top(t.forward().profile().unwrap()),
-        top(t.backward().profile(&gpu).unwrap())
-    );
-    let cfg = TrainConfig {
-        recompute: true,
-        ..config()
-    };
-    let gpu = Arc::new(Gpu::new().unwrap());
-    let (r, rt) =
-        StepMemory::measure(&gpu, g, &trainable, cfg, &inputs, Target::Labels(labels)).unwrap();
-    eprintln!(
-        "kernels[{name}, recompute]: forward {}; backward {}",
-        top(rt.forward().profile().unwrap()),
-        top(rt.backward().profile(&gpu).unwrap())
-    );
+    let mut peaks = Vec::new();
+    for (tag, recompute) in [("", false), (", recompute", true)] {
+        let gpu = Arc::new(Gpu::new().unwrap());
+        let cfg = TrainConfig {
+            recompute,
+            ..config()
+        };
+        let (m, t) =
+            StepMemory::measure(&gpu, g, &trainable, cfg, &inputs, Target::Labels(labels)).unwrap();
+        eprintln!(
+            "kernels[{name}{tag}]: forward {}; backward {}",
+            top(t.forward().profile().unwrap()),
+            top(t.backward().profile(&gpu).unwrap())
+        );
+        peaks.push(m);
+    }
+    let [m, r] = [peaks[0], peaks[1]];
     eprintln!(
         "memory[{name}]: inference {:.1} MiB (parameters {:.1}, activations {:.1}); training step peak {:.1} MiB = {:.2} x (3 x activations + 4 x parameters); with recompute {:.1} MiB = {:.2} x",
         (m.params + m.activations) as f64 / MIB,

@@ -502,18 +502,19 @@ impl<'a> GradCx<'a> {
             || !self.requires.contains(name)
             || self.graph.consts.contains_key(name)
             || self.grads.contains_key(name)
-            || !matches!(self.grads.get(out), Some((_, Some(_))))
         {
             return None;
         }
+        let Some((t, Some(slot))) = self.grads.get(out) else {
+            return None;
+        };
         let shape = self.shape(name);
-        let (t, slot) = self.grads.get(out)?;
         if shape.iter().product::<usize>() != t.len() {
             return None;
         }
         let (t, slot) = (t.view(&shape, DType::F32).ok()?, *slot);
         self.grads.remove(out);
-        self.grads.insert(name.clone(), (t.clone(), slot));
+        self.grads.insert(name.clone(), (t.clone(), Some(slot)));
         Some(t)
     }
 

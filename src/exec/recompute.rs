@@ -30,7 +30,7 @@ pub(crate) struct Recompute {
 /// The values of `g` among `reads` (what the backward's rules read) that are recomputed: each
 /// the output of a unary node whose input is a pointwise convolution's output read by nothing
 /// else, the convolution's weight and bias constants, its output channels at least twice its
-/// input channels, neither value a graph output.
+/// input channels and those at most [`MAX_INPUT_CHANNELS`], neither value a graph output.
 pub(crate) fn choose(g: &Graph, reads: &[String]) -> HashMap<String, Recompute> {
     let mut readers: HashMap<&str, usize> = HashMap::new();
     let mut producer: HashMap<&str, usize> = HashMap::new();

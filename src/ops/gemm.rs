@@ -80,7 +80,7 @@ impl GemmKernel {
         let fits = |k: GemmKernel| {
             k.grid(m as u64, n as u64, max_groups)
                 .iter()
-                .all(|&g| g <= gpu.limits().max_groups as u64)
+                .all(|&g| g <= max_groups)
         };
         if !gpu.cpu_kernels() {
             return GemmKernel::Tiled;
@@ -104,7 +104,7 @@ impl GemmKernel {
     fn grid(self, m: u64, n: u64, max_groups: u64) -> [u64; 2] {
         match self {
             GemmKernel::Tiled => {
-                let (tm, tn) = (tile_side(m, max_groups), tile_side(n, max_groups));
+                let [tm, tn] = tiles(m, n, max_groups);
                 [n.div_ceil(tn), m.div_ceil(tm)]
             }
             GemmKernel::Blocked => [n.div_ceil(LANES * 2 * BLOCK.1), m.div_ceil(BLOCK.0)],
@@ -124,6 +124,11 @@ fn tile_side(d: u64, max_groups: u64) -> u64 {
         .filter(|&t| d.div_ceil(t) <= max_groups)
         .min_by_key(|&t| d.div_ceil(t) * (t + 8))
         .unwrap_or(64)
+}
+
+/// The tiled kernel's tile rows and columns for an `m x n` product ([`tile_side`] of each).
+fn tiles(m: u64, n: u64, max_groups: u64) -> [u64; 2] {
+    [tile_side(m, max_groups), tile_side(n, max_groups)]
 }
 
 /// Row blocks of 8 per invocation of the subgroup kernel for `m` rows (1 to 4):
@@ -456,8 +461,9 @@ fn record(
         constants.push(("BLOCKS", blocks as f64));
     }
     if kernel == GemmKernel::Tiled {
-        constants.push(("RM", (tile_side(m as u64, max_groups) / 16) as f64));
-        constants.push(("RN", (tile_side(n as u64, max_groups) / 16) as f64));
+        let [tm, tn] = tiles(m as u64, n as u64, max_groups);
+        constants.push(("RM", (tm / 16) as f64));
+        constants.push(("RN", (tn / 16) as f64));
     }
     let last_constants: Vec<_> = constants.iter().copied().chain(epi.constants()).collect();
     let mut b0 = 0u64;

@@ -241,8 +241,11 @@ pub(super) fn matmul(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
     if cx.dx(n, 0)?.is_none() && cx.dx(n, 1)?.is_none() {
         return Ok(());
     }
+    let a = cx.value(&n.inputs[0])?.view(&sa, DType::F32)?;
+    let b = cx.value(&n.inputs[1])?.view(&sb, DType::F32)?;
     let (mk, kn, mn) = (m * k, k * nn, m * nn);
-    // Batch layouts: [for dA: (dP, B) strides], [for dB: (A, dP) strides].
+    // Batch layouts one stride per operand can walk: [for dA: (dP, B) strides], [for dB:
+    // (A, dP) strides].
     let batches = if ba == out_batch && bb == out_batch {
         let one = |l, r| Batches {
             count: out_batch,
@@ -250,9 +253,9 @@ pub(super) fn matmul(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
             l: (l, 0),
             r: (r, 0),
         };
-        [one(mn, kn), one(mk, mn)]
+        Some([one(mn, kn), one(mk, mn)])
     } else if ba == out_batch && bb == 1 {
-        [
+        Some([
             Batches {
                 count: out_batch,
                 reduce: 1,
@@ -265,9 +268,9 @@ pub(super) fn matmul(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
                 l: (0, mk),
                 r: (0, mn),
             },
-        ]
+        ])
     } else if bb == out_batch && ba == 1 {
-        [
+        Some([
             Batches {
                 count: 1,
                 reduce: out_batch,
@@ -280,24 +283,23 @@ pub(super) fn matmul(cx: &mut GradCx<'_>, n: &Node) -> Result<()> {
                 l: (0, 0),
                 r: (mn, 0),
             },
-        ]
+        ])
     } else {
-        let (a, b) = (cx.value(&n.inputs[0])?, cx.value(&n.inputs[1])?);
-        let a = a.view(&sa, DType::F32)?;
-        let b = b.view(&sb, DType::F32)?;
-        return broadcast_matmul_grads(cx, n, &a, &b, &batch, &dp);
+        None
     };
-    let (a, b) = (cx.value(&n.inputs[0])?, cx.value(&n.inputs[1])?);
-    product_grads(
-        cx,
-        n,
-        (&a, false),
-        (&b, false),
-        (m, k, nn),
-        1.0,
-        &dp,
-        batches,
-    )
+    match batches {
+        Some(batches) => product_grads(
+            cx,
+            n,
+            (&a, false),
+            (&b, false),
+            (m, k, nn),
+            1.0,
+            &dp,
+            batches,
+        ),
+        None => broadcast_matmul_grads(cx, n, &a, &b, &batch, &dp),
+    }
 }
 
 /// The gradients of a MatMul whose batches broadcast in a way one stride per operand cannot
