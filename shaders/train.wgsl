@@ -178,7 +178,7 @@ struct Opt {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    _pad0: u32,
+    lr_scale: f32,     // this parameter's rate relative to the schedule's
     _pad1: u32,
     _pad2: u32,
 }
@@ -199,7 +199,7 @@ fn first_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 @compute @workgroup_size(256)
 fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let lr = op_hyper[LR];
+    let lr = op_hyper[LR] * o.lr_scale;
     let clip = op_hyper[CLIP];
     for (var i = first_index(wid, nwg, lid); i < o.n; i += o.step) {
         var g = op_g[i] * clip + o.weight_decay * op_p[i];
@@ -218,7 +218,7 @@ fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 @compute @workgroup_size(256)
 fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let lr = op_hyper[LR];
+    let lr = op_hyper[LR] * o.lr_scale;
     let clip = op_hyper[CLIP];
     let b1 = op_hyper[BIAS1];
     let b2 = op_hyper[BIAS2];
@@ -310,7 +310,8 @@ fn soft_round_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 
 // ---- learned quantization ranges (QAT) -------------------------------------------------------
 // A quantizer's encoding table [channels, 4] = (scale, 1 / scale, offset, 0) computed from its
-// learned range [channels, 2] = (scale, offset), the scale held at or above AIMET's minimum;
+// learned range [channels, 2] = (ln scale, offset), the scale held at or above AIMET's minimum, a
+// learned offset rounded onto the grid;
 // the table's gradient (columns 0 and 2) flows back into the range, the offset's only where it
 // is learned (asymmetric grids).
 
@@ -319,13 +320,17 @@ struct Ranges {
     learn_offset: u32,
     min_scale: f32,
     grad_scale: f32,
+    steps: f32,        // the grid's steps: a learned offset is held in [-steps, 0]
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> rg: Ranges;
 @group(0) @binding(1) var<storage, read> rg_range: array<f32>;
 @group(0) @binding(2) var<storage, read_write> rg_table: array<f32>;
-@group(0) @binding(1) var<storage, read_write> rg_dtable: array<f32>;  // range_table_grad
-@group(0) @binding(2) var<storage, read_write> rg_drange: array<f32>;  // range_table_grad
+@group(0) @binding(2) var<storage, read_write> rg_dtable: array<f32>;  // range_table_grad
+@group(0) @binding(3) var<storage, read_write> rg_drange: array<f32>;  // range_table_grad
 
 @compute @workgroup_size(64)
 fn range_table(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -333,10 +338,16 @@ fn range_table(@builtin(global_invocation_id) gid: vec3<u32>) {
     if c >= rg.channels {
         return;
     }
-    let s = max(rg_range[2u * c], rg.min_scale);
+    let s = max(exp(rg_range[2u * c]), rg.min_scale);
     rg_table[4u * c] = s;
     rg_table[4u * c + 1u] = 1.0 / s;
-    rg_table[4u * c + 2u] = rg_range[2u * c + 1u];
+    // A learned offset is used on the grid, as it is exported: rounded half away from zero
+    // and held in range (its gradient passes straight through).
+    var o = rg_range[2u * c + 1u];
+    if rg.learn_offset != 0u {
+        o = clamp(sign(o) * floor(abs(o) + 0.5), -rg.steps, 0.0);
+    }
+    rg_table[4u * c + 2u] = o;
     rg_table[4u * c + 3u] = 0.0;
 }
 
@@ -346,7 +357,8 @@ fn range_table_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
     if c >= rg.channels {
         return;
     }
-    rg_drange[2u * c] += rg.grad_scale * rg_dtable[4u * c];
+    // d scale / d ln(scale) = scale.
+    rg_drange[2u * c] += rg.grad_scale * exp(rg_range[2u * c]) * rg_dtable[4u * c];
     rg_drange[2u * c + 1u] += select(0.0, rg.grad_scale * rg_dtable[4u * c + 2u], rg.learn_offset != 0u);
     for (var k = 0u; k < 4u; k++) {
         rg_dtable[4u * c + k] = 0.0;

@@ -100,6 +100,14 @@ fn qat_checks_its_input_and_frozen_ranges_stay() {
             schedule: "linear".into(),
             ..Default::default()
         },
+        QatOptions {
+            range_lr: -1e-3,
+            ..Default::default()
+        },
+        QatOptions {
+            range_lr: f32::NAN,
+            ..Default::default()
+        },
     ] {
         assert!(qat::apply(&mut s, &train, &bad, &mut |_, _, _, _| {}).is_err());
     }
@@ -273,13 +281,18 @@ fn range_table_gradient_is_scaled_as_lsq_asks() {
     let Some(gpu) = common::gpu() else { return };
     // Gradients of a 3-channel table: (scale, 1 / scale, offset, unused) per channel.
     let dtable: Vec<f32> = (0..12).map(|i| 0.5 + i as f32 * 0.25).collect();
+    // The range is (ln scale, offset): the scale's gradient is carried to its logarithm.
+    let scales = [0.5f32, 2.0, 0.0125];
+    let range: Vec<f32> = scales.iter().flat_map(|s| [s.ln(), -3.0]).collect();
     for (learn_offset, grad_scale) in [(true, 1.0f32), (true, 0.125), (false, 0.3)] {
         let dt = gpu.upload_slice(&[3, 4], &dtable).unwrap();
         let dr = gpu.upload_slice(&[3, 2], &[1.0f32; 6]).unwrap();
+        let r = gpu.upload_slice(&[3, 2], &range).unwrap();
         let mut enc = gpu.encoder();
         qforge::ops::train::range_table_grad_into(
             &mut enc,
             &gpu,
+            &r,
             &dt,
             &dr,
             learn_offset,
@@ -298,7 +311,12 @@ fn range_table_gradient_is_scaled_as_lsq_asks() {
             .into_raw_vec_and_offset()
             .0;
         for c in 0..3 {
-            assert_eq!(got[2 * c], 1.0 + grad_scale * dtable[4 * c], "scale {c}");
+            let want = 1.0 + grad_scale as f64 * scales[c] as f64 * dtable[4 * c] as f64;
+            assert!(
+                (got[2 * c] as f64 - want).abs() <= 1e-6 * want.abs(),
+                "ln scale {c}: {} against {want}",
+                got[2 * c]
+            );
             let offset = match learn_offset {
                 true => 1.0 + grad_scale * dtable[4 * c + 2],
                 false => 1.0,
@@ -309,5 +327,43 @@ fn range_table_gradient_is_scaled_as_lsq_asks() {
             cleared.iter().all(|&v| v == 0.0),
             "the table gradient is cleared"
         );
+    }
+}
+
+#[test]
+fn learned_offsets_are_used_on_the_grid_as_exported() {
+    let Some(gpu) = common::gpu() else { return };
+    // (ln scale, offset) per channel: offsets at halves both ways and past both ends of a
+    // 4-bit grid; the last scale below AIMET's minimum.
+    let want_scale = [0.5f32, 0.25, 1.0, 2.0, f32::EPSILON];
+    let offsets = [-2.5f32, 0.4, -20.0, 3.0, -7.5];
+    let mut range: Vec<f32> = want_scale
+        .iter()
+        .zip(offsets)
+        .flat_map(|(s, o)| [s.ln(), o])
+        .collect();
+    range[8] = -40.0;
+    for (learned, want_offset) in [
+        (Some(15), [-3.0f32, 0.0, -15.0, 0.0, -8.0]),
+        (None, [-2.5, 0.4, -20.0, 3.0, -7.5]),
+    ] {
+        let r = gpu.upload_slice(&[5, 2], &range).unwrap();
+        let t = gpu.upload_slice(&[5, 4], &[9f32; 20]).unwrap();
+        let mut enc = gpu.encoder();
+        qforge::ops::train::range_table_into(&mut enc, &gpu, &r, &t, learned).unwrap();
+        gpu.finish(enc).unwrap();
+        let table = gpu.download::<f32>(&t).unwrap().into_raw_vec_and_offset().0;
+        for c in 0..5 {
+            let row = &table[4 * c..4 * c + 4];
+            let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * b.abs();
+            assert!(close(row[0], want_scale[c]), "scale {c}: {}", row[0]);
+            assert!(
+                close(row[1], 1.0 / want_scale[c]),
+                "1 / scale {c}: {}",
+                row[1]
+            );
+            assert_eq!(row[2], want_offset[c], "offset {c} ({learned:?})");
+            assert_eq!(row[3], 0.0, "unused column {c}");
+        }
     }
 }

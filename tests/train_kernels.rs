@@ -397,8 +397,13 @@ fn optimizer_steps_match_reference() {
                 train::clip_scale_into(&mut enc, &gpu, &sums, &hyper_t).unwrap();
             }
             let state_v = is_adam.then_some(&tv);
-            train::optimizer_step_into(&mut enc, &gpu, &step, &hyper_t, &tp, &tg, &tm, state_v)
-                .unwrap();
+            // A parameter's own rate multiplies the schedule's.
+            let lr_scale = [1.0, 0.5, 3.0][t as usize % 3];
+            train::optimizer_step_into(
+                &mut enc, &gpu, &step, &hyper_t, lr_scale, &tp, &tg, &tm, state_v,
+            )
+            .unwrap();
+            let lr = lr * lr_scale;
             gpu.submit(enc).unwrap();
 
             let ge: Vec<f64> = g.iter().map(|&x| x as f64 * factor).collect();
@@ -478,12 +483,12 @@ fn bad_optimizer_state_is_an_error() {
         decoupled: true,
     };
     let step = train::optimizer_step_into;
-    assert!(step(&mut enc, &gpu, &sgd, &h, &p, &g, &m, None).is_ok());
-    assert!(step(&mut enc, &gpu, &adam, &h, &p, &g, &m, Some(&v)).is_ok());
-    assert!(step(&mut enc, &gpu, &sgd, &h, &p, &t(9), &m, None).is_err());
-    assert!(step(&mut enc, &gpu, &sgd, &h, &p, &g, &t(11), None).is_err());
-    assert!(step(&mut enc, &gpu, &adam, &h, &p, &g, &m, None).is_err());
-    assert!(step(&mut enc, &gpu, &adam, &h, &p, &g, &m, Some(&t(3))).is_err());
+    assert!(step(&mut enc, &gpu, &sgd, &h, 1.0, &p, &g, &m, None).is_ok());
+    assert!(step(&mut enc, &gpu, &adam, &h, 1.0, &p, &g, &m, Some(&v)).is_ok());
+    assert!(step(&mut enc, &gpu, &sgd, &h, 1.0, &p, &t(9), &m, None).is_err());
+    assert!(step(&mut enc, &gpu, &sgd, &h, 1.0, &p, &g, &t(11), None).is_err());
+    assert!(step(&mut enc, &gpu, &adam, &h, 1.0, &p, &g, &m, None).is_err());
+    assert!(step(&mut enc, &gpu, &adam, &h, 1.0, &p, &g, &m, Some(&t(3))).is_err());
     gpu.submit(enc).unwrap();
 }
 

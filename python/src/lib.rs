@@ -459,9 +459,10 @@ impl QuantSim {
 
     /// Quantization-aware training on `x` (after `compute_encodings`): distillation from the
     /// FP32 model, or cross-entropy with `labels`; ranges learned unless `learn_ranges` is
-    /// false; `schedule` constant, step or cosine; `lsq` scales the range gradients as LSQ does.
-    /// Returns (optimizer step, loss) readings.
-    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None, schedule = "constant".to_string(), lsq = false))]
+    /// false, at `range_lr` (learned as logarithms: about the fraction of a scale one step
+    /// moves); `schedule` constant, step or cosine; `lsq` scales the range gradients as LSQ
+    /// does. Returns (optimizer step, loss) readings.
+    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None, schedule = "constant".to_string(), lsq = false, range_lr = 1e-2))]
     #[allow(clippy::too_many_arguments)]
     fn qat(
         &mut self,
@@ -476,12 +477,14 @@ impl QuantSim {
         progress: Option<Py<PyAny>>,
         schedule: String,
         lsq: bool,
+        range_lr: f32,
     ) -> PyResult<Vec<(u64, f64)>> {
         let x = array(&x.0, &x.1)?;
         let opts = qforge::quant::qat::QatOptions {
             epochs,
             batch,
             lr,
+            range_lr,
             learn_ranges,
             labels,
             seed,

@@ -113,9 +113,13 @@ pub struct SimArgs {
     /// QAT epochs.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
-    /// QAT learning rate (Adam; weights, biases and ranges).
+    /// QAT learning rate of the weights and biases (Adam).
     #[arg(long, default_value_t = 1e-4)]
     qat_lr: f32,
+    /// QAT learning rate of the learned ranges, which are learned as logarithms: about the
+    /// fraction of a scale one step can move it (Adam, same schedule as --qat-lr).
+    #[arg(long, default_value_t = 1e-2)]
+    qat_range_lr: f32,
     /// Images per QAT step.
     #[arg(long, default_value_t = 32)]
     qat_batch: usize,
@@ -254,6 +258,7 @@ impl SimArgs {
                     epochs: self.epochs,
                     batch: self.qat_batch,
                     lr: self.qat_lr,
+                    range_lr: self.qat_range_lr,
                     learn_ranges: self.range_learning.as_deref() != Some("none"),
                     schedule: self.qat_schedule,
                     lsq: self.qat_lsq,

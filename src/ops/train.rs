@@ -380,23 +380,34 @@ struct OptParams {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    _pad: [u32; 3],
+    lr_scale: f32,
+    _pad: [u32; 2],
 }
 
 /// One optimizer step on parameter `p` with gradient `g` (times `hyper[CLIP]`), state `m`
-/// (and `v` for Adam); `g` is zeroed for the next accumulation.
+/// (and `v` for Adam), at `lr_scale` times the learning rate `hyper[LR]`; `g` is zeroed for
+/// the next accumulation.
 #[allow(clippy::too_many_arguments)]
 pub fn optimizer_step_into(
     enc: &mut impl Record,
     gpu: &Gpu,
     step: &Optimizer,
     hyper: &GpuTensor,
+    lr_scale: f32,
     p: &GpuTensor,
     g: &GpuTensor,
     m: &GpuTensor,
     v: Option<&GpuTensor>,
 ) -> Result<()> {
     const OP: &str = "optimizer step";
+    if !(lr_scale >= 0.0 && lr_scale.is_finite()) {
+        return Err(Error::invalid(
+            OP,
+            "lr_scale",
+            lr_scale,
+            "a finite number >= 0",
+        ));
+    }
     for (n, t) in [("g", g), ("m", m)] {
         if t.len() != p.len() {
             return Err(Error::ShapeMismatch {
@@ -411,6 +422,7 @@ pub fn optimizer_step_into(
     let mut params = OptParams {
         n: p.len() as u32,
         step: stride as u32,
+        lr_scale,
         ..Default::default()
     };
     match *step {
@@ -634,7 +646,7 @@ static RANGE_TABLE: Kernel = Kernel {
 static RANGE_TABLE_GRAD: Kernel = Kernel {
     family: Family::Train,
     entry: "range_table_grad",
-    bindings: &[Uniform, ReadWrite, ReadWrite],
+    bindings: &[Uniform, Read, ReadWrite, ReadWrite],
 };
 
 #[repr(C)]
@@ -644,6 +656,8 @@ struct RangeParams {
     learn_offset: u32,
     min_scale: f32,
     grad_scale: f32,
+    steps: f32,
+    _pad: [u32; 3],
 }
 
 fn range_params(
@@ -666,21 +680,30 @@ fn range_params(
             learn_offset: 0,
             min_scale: f32::EPSILON,
             grad_scale: 1.0,
+            ..Default::default()
         },
         [(channels as u32).div_ceil(64), 1, 1],
     ))
 }
 
 /// A quantizer's encoding table `[channels, 4]` = (scale, 1 / scale, offset, 0) from its
-/// learned range `[channels, 2]` = (scale, offset), the scale at least f32 epsilon (AIMET's
-/// smallest step).
+/// learned range `[channels, 2]` = (ln scale, offset), the scale at least f32 epsilon (AIMET's
+/// smallest step). The scale is learned as its logarithm so that one optimizer step changes
+/// every scale by the same fraction, whatever its size (a weight channel's scale can be a
+/// hundredth of an activation's), and no step takes it below zero. With `learned_offset: Some(steps)` the offset is rounded (half away from
+/// zero) and held in `[-steps, 0]`, as the exported encoding's is; else it is copied.
 pub fn range_table_into(
     enc: &mut impl Record,
     gpu: &Gpu,
     range: &GpuTensor,
     table: &GpuTensor,
+    learned_offset: Option<u32>,
 ) -> Result<()> {
-    let (params, groups) = range_params("range table", range, table)?;
+    let (mut params, groups) = range_params("range table", range, table)?;
+    if let Some(steps) = learned_offset {
+        params.learn_offset = 1;
+        params.steps = steps as f32;
+    }
     enc.dispatch(
         gpu,
         &RANGE_TABLE,
@@ -691,17 +714,28 @@ pub fn range_table_into(
     )
 }
 
-/// `drange += grad_scale * (dtable[.., 0], dtable[.., 2])` (the offset's only with
-/// `learn_offset`), then `dtable = 0`. `grad_scale` is 1, or LSQ's `1 / sqrt(elements * Qp)`.
+/// `drange += grad_scale * (scale * dtable[.., 0], dtable[.., 2])` for the range `[channels, 2]`
+/// = (ln scale, offset) that made the table (the offset's only with `learn_offset`), then
+/// `dtable = 0`. `grad_scale` is 1, or LSQ's `1 / sqrt(elements * Qp)`.
+#[allow(clippy::too_many_arguments)]
 pub fn range_table_grad_into(
     enc: &mut impl Record,
     gpu: &Gpu,
+    range: &GpuTensor,
     dtable: &GpuTensor,
     drange: &GpuTensor,
     learn_offset: bool,
     grad_scale: f32,
 ) -> Result<()> {
     let (mut params, groups) = range_params("range table gradient", drange, dtable)?;
+    if range.len() != drange.len() {
+        return Err(Error::ShapeMismatch {
+            op: "range table gradient",
+            tensor: "range".into(),
+            expected: format!("{:?}, the gradient's shape", drange.shape()),
+            got: range.shape().to_vec(),
+        });
+    }
     params.learn_offset = learn_offset as u32;
     params.grad_scale = grad_scale;
     enc.dispatch(
@@ -709,7 +743,7 @@ pub fn range_table_grad_into(
         &RANGE_TABLE_GRAD,
         &[],
         &params,
-        &[Bind::Whole(dtable), Bind::Whole(drange)],
+        &[Bind::Whole(range), Bind::Whole(dtable), Bind::Whole(drange)],
         groups,
     )
 }

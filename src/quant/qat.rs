@@ -7,7 +7,11 @@
 //! through the straight-through estimator. With range learning each quantizer's scale (and an
 //! asymmetric grid's offset) is a parameter too, initialised from calibration, with the
 //! gradients of AIMET v2's QuantDequantFunc (the fake-quant backward kernel); the encoding
-//! table the forward reads is computed from it each step (`train::Reparam`). The loss is
+//! table the forward reads is computed from it each step (`train::Reparam`), a learned offset
+//! rounded onto the grid as it is exported. The scale is learned as its logarithm, at its own
+//! rate (`range_lr`): one step moves a weight channel's scale and an activation's by the same
+//! fraction, where a shared absolute rate would move the first a hundred times as much (at
+//! the weights' rate, 3 epochs moved the Fashion-MNIST CNN's ranges by under 1%). The loss is
 //! distillation from the FP32 model (no labels needed) or cross-entropy with labels. After
 //! training, the weights, biases and learned encodings are written back into the simulation,
 //! so its evaluation, encodings and QDQ export are the trained model.
@@ -35,8 +39,11 @@ pub struct QatOptions {
     pub epochs: usize,
     /// Images per step.
     pub batch: usize,
-    /// Adam's learning rate (weights, biases and ranges).
+    /// Adam's learning rate of the weights and biases.
     pub lr: f32,
+    /// Adam's learning rate of the ranges' logarithms: the fraction by which a step moves a
+    /// scale (same schedule as `lr`).
+    pub range_lr: f32,
     /// Learn the quantizers' scales (and asymmetric offsets); `false` keeps the calibrated
     /// ranges and trains the weights only.
     pub learn_ranges: bool,
@@ -58,6 +65,7 @@ impl Default for QatOptions {
             epochs: 1,
             batch: 32,
             lr: 1e-4,
+            range_lr: 1e-2,
             learn_ranges: true,
             labels: None,
             schedule: "constant".into(),
@@ -235,7 +243,10 @@ struct LearnedRange {
     table: String,
     range: GpuTensor,
     learn_offset: bool,
+    /// The grid's steps (a learned offset stays in `[-steps, 0]`).
+    steps: u32,
     grad_scale: f32,
+    lr_scale: f32,
 }
 
 impl Reparam for LearnedRange {
@@ -252,7 +263,8 @@ impl Reparam for LearnedRange {
     }
 
     fn record_forward(&self, steps: &mut Steps, gpu: &Gpu, param: &GpuTensor) -> Result<()> {
-        kernels::range_table_into(steps, gpu, &self.range, param)
+        let offset_steps = self.learn_offset.then_some(self.steps);
+        kernels::range_table_into(steps, gpu, &self.range, param, offset_steps)
     }
 
     fn record_backward(
@@ -265,11 +277,16 @@ impl Reparam for LearnedRange {
         kernels::range_table_grad_into(
             steps,
             gpu,
+            &self.range,
             param_grad,
             latent_grad,
             self.learn_offset,
             self.grad_scale,
         )
+    }
+
+    fn lr_scale(&self) -> f32 {
+        self.lr_scale
     }
 }
 
@@ -318,6 +335,14 @@ pub fn apply<'a>(
     if opts.epochs == 0 {
         return Err(Error::invalid("qat", "epochs", 0, "at least 1"));
     }
+    if !(opts.range_lr >= 0.0 && opts.range_lr.is_finite()) {
+        return Err(Error::invalid(
+            "qat",
+            "range learning rate",
+            opts.range_lr,
+            "a finite number >= 0",
+        ));
+    }
     if opts.batch == 0 || opts.batch > n {
         return Err(Error::invalid(
             "qat",
@@ -357,7 +382,7 @@ pub fn apply<'a>(
         for q in &quantizers {
             let mut r = Vec::with_capacity(2 * q.encoding.scale.len());
             for (s, o) in q.encoding.scale.iter().zip(&q.encoding.offset) {
-                r.extend([*s, *o]);
+                r.extend([s.max(MIN_SCALE as f32).ln(), *o]);
             }
             let grad_scale = match opts.lsq {
                 true => lsq_grad_scale(&g, q, opts.batch)?,
@@ -367,7 +392,9 @@ pub fn apply<'a>(
                 table: q.table.clone(),
                 range: gpu.upload_slice(&[q.encoding.scale.len(), 2], &r)?,
                 learn_offset: q.encoding.kind == QuantKind::Asymmetric,
+                steps: q.encoding.steps(),
                 grad_scale,
+                lr_scale: opts.range_lr / opts.lr,
             });
             trainable.insert(q.table.clone());
         }
@@ -426,7 +453,7 @@ pub fn apply<'a>(
                     for (q, b) in quantizers.iter().zip(&bytes) {
                         let v: &[f32] = bytemuck::cast_slice(b);
                         for (c, pair) in v.chunks(2).enumerate() {
-                            sum += pair[0] as f64 / q.encoding.scale[c] as f64;
+                            sum += (pair[0] as f64).exp() / q.encoding.scale[c] as f64;
                             count += 1;
                         }
                     }
@@ -451,7 +478,10 @@ pub fn apply<'a>(
         if let Some(r) = state.get(&format!("{}.range", q.table)) {
             let mut clamped = 0;
             for (c, pair) in r.as_slice().expect("standard").chunks(2).enumerate() {
-                let s = if pair[0].is_finite() { pair[0] } else { 0.0 };
+                let s = match pair[0].is_finite() {
+                    true => pair[0].exp(),
+                    false => 0.0,
+                };
                 if (s as f64) < MIN_SCALE {
                     clamped += 1;
                 }

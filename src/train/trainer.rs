@@ -105,11 +105,16 @@ pub trait Reparam {
         param_grad: &GpuTensor,
         latent_grad: &GpuTensor,
     ) -> Result<()>;
+    /// The latent's learning rate relative to the schedule's (1: the same).
+    fn lr_scale(&self) -> f32 {
+        1.0
+    }
 }
 
 /// One trainable parameter (or latent) with its gradient and optimizer state.
 struct Slot {
     name: String,
+    lr_scale: f32,
     value: GpuTensor,
     grad: GpuTensor,
     m: GpuTensor,
@@ -270,16 +275,16 @@ impl Trainer {
                 model: g.name.clone(),
                 message: format!("parameter '{name}' is not bound by the plan"),
             })?;
-            let (name, value, grad) = match reparams.iter().find(|r| r.param() == name) {
+            let (name, lr_scale, value, grad) = match reparams.iter().find(|r| r.param() == name) {
                 Some(r) => {
                     let latent = r.latent().clone();
                     let latent_grad =
                         gpu.upload_slice(latent.shape(), &vec![0f32; latent.len()])?;
                     r.record_forward(&mut reparam_steps, &gpu, &value)?;
                     r.record_backward(&mut unreparam_steps, &gpu, grad, &latent_grad)?;
-                    (r.latent_name(), latent, latent_grad)
+                    (r.latent_name(), r.lr_scale(), latent, latent_grad)
                 }
-                None => (name.clone(), value, grad.clone()),
+                None => (name.clone(), 1.0, value, grad.clone()),
             };
             let zeros = vec![0f32; value.len()];
             let m = gpu.upload_slice(value.shape(), &zeros)?;
@@ -289,6 +294,7 @@ impl Trainer {
             };
             slots.push(Slot {
                 name,
+                lr_scale,
                 value,
                 grad,
                 m,
@@ -313,6 +319,7 @@ impl Trainer {
                 &gpu,
                 &cfg.optimizer,
                 &hyper_buf,
+                s.lr_scale,
                 &s.value,
                 &s.grad,
                 &s.m,
