@@ -489,6 +489,8 @@ fn bad_optimizer_state_is_an_error() {
     assert!(step(&mut enc, &gpu, &sgd, &h, 1.0, &p, &g, &t(11), None).is_err());
     assert!(step(&mut enc, &gpu, &adam, &h, 1.0, &p, &g, &m, None).is_err());
     assert!(step(&mut enc, &gpu, &adam, &h, 1.0, &p, &g, &m, Some(&t(3))).is_err());
+    assert!(step(&mut enc, &gpu, &sgd, &h, -1.0, &p, &g, &m, None).is_err());
+    assert!(step(&mut enc, &gpu, &adam, &h, f32::NAN, &p, &g, &m, Some(&v)).is_err());
     gpu.submit(enc).unwrap();
 }
 

@@ -690,8 +690,9 @@ fn range_params(
 /// learned range `[channels, 2]` = (ln scale, offset), the scale at least f32 epsilon (AIMET's
 /// smallest step). The scale is learned as its logarithm so that one optimizer step changes
 /// every scale by the same fraction, whatever its size (a weight channel's scale can be a
-/// hundredth of an activation's), and no step takes it below zero. With `learned_offset: Some(steps)` the offset is rounded (half away from
-/// zero) and held in `[-steps, 0]`, as the exported encoding's is; else it is copied.
+/// hundredth of an activation's), and no step takes it below zero. With
+/// `learned_offset: Some(steps)` the offset is rounded (half away from zero) and held in
+/// `[-steps, 0]`, as the exported encoding's is; else it is copied.
 pub fn range_table_into(
     enc: &mut impl Record,
     gpu: &Gpu,
@@ -717,7 +718,6 @@ pub fn range_table_into(
 /// `drange += grad_scale * (scale * dtable[.., 0], dtable[.., 2])` for the range `[channels, 2]`
 /// = (ln scale, offset) that made the table (the offset's only with `learn_offset`), then
 /// `dtable = 0`. `grad_scale` is 1, or LSQ's `1 / sqrt(elements * Qp)`.
-#[allow(clippy::too_many_arguments)]
 pub fn range_table_grad_into(
     enc: &mut impl Record,
     gpu: &Gpu,

@@ -242,9 +242,9 @@ fn training_graph(
 struct LearnedRange {
     table: String,
     range: GpuTensor,
-    learn_offset: bool,
-    /// The grid's steps (a learned offset stays in `[-steps, 0]`).
-    steps: u32,
+    /// The grid's steps where the offset is learned (asymmetric grids): it stays in
+    /// `[-steps, 0]`.
+    learned_offset: Option<u32>,
     grad_scale: f32,
     lr_scale: f32,
 }
@@ -263,8 +263,7 @@ impl Reparam for LearnedRange {
     }
 
     fn record_forward(&self, steps: &mut Steps, gpu: &Gpu, param: &GpuTensor) -> Result<()> {
-        let offset_steps = self.learn_offset.then_some(self.steps);
-        kernels::range_table_into(steps, gpu, &self.range, param, offset_steps)
+        kernels::range_table_into(steps, gpu, &self.range, param, self.learned_offset)
     }
 
     fn record_backward(
@@ -280,7 +279,7 @@ impl Reparam for LearnedRange {
             &self.range,
             param_grad,
             latent_grad,
-            self.learn_offset,
+            self.learned_offset.is_some(),
             self.grad_scale,
         )
     }
@@ -391,8 +390,8 @@ pub fn apply<'a>(
             ranges.push(LearnedRange {
                 table: q.table.clone(),
                 range: gpu.upload_slice(&[q.encoding.scale.len(), 2], &r)?,
-                learn_offset: q.encoding.kind == QuantKind::Asymmetric,
-                steps: q.encoding.steps(),
+                learned_offset: (q.encoding.kind == QuantKind::Asymmetric)
+                    .then(|| q.encoding.steps()),
                 grad_scale,
                 lr_scale: opts.range_lr / opts.lr,
             });
