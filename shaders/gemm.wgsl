@@ -9,12 +9,32 @@
 // into dispatches (software adapters cut long loops short); after the first, `accumulate` adds
 // to C instead of writing alpha * AB + bias. With `sum_items`, one invocation adds the products
 // of that many batch items (each over the k range, item by item) into one C.
+// CONV (the tiled kernel only): a convolution as an implicit GEMM. B is the input image
+// [cin, h, w] of each batch item, read as its columns [cin * kh * kw, oh * ow] (the matrix
+// im2col would copy out, zero in the padding) without storing them.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 // Rows and columns of the tiled kernel's block per thread: 1, 2 or 4.
 override RM: u32 = 4u;
 override RN: u32 = 4u;
+override CONV: bool = false;
+
+// A convolution's geometry, for CONV.
+struct Cols {
+    cin: u32,
+    h: u32,
+    w: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_t: u32,
+    pad_l: u32,
+    dil_h: u32,
+    dil_w: u32,
+    ow: u32,
+}
 
 struct Params {
     m: u32,
@@ -33,6 +53,7 @@ struct Params {
     accumulate: u32,
     sum_items: u32, // > 0: C += the sum of this many items' products (z is 0, c_stride 0)
     _pad1: u32,
+    cols: Cols,
     epi: Epi,       // the fused epilogue (epilogue.wgsl; its channel is the row)
 }
 
@@ -68,10 +89,27 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
     if kk >= p.k || col >= p.n {
         return 0.0;
     }
+    if CONV {
+        return load_col(base, kk, col);
+    }
     if TRANS_B {
         return b[base + col * p.k + kk];
     }
     return b[base + kk * p.n + col];
+}
+
+// Row kk = (ci * kh + ky) * kw + kx, column col = oy * ow + ox of the image's columns.
+fn load_col(base: u32, kk: u32, col: u32) -> f32 {
+    let g = p.cols;
+    let kx = kk % g.kw;
+    let ky = (kk / g.kw) % g.kh;
+    let ci = kk / (g.kw * g.kh);
+    let iy = i32((col / g.ow) * g.stride_h + ky * g.dil_h) - i32(g.pad_t);
+    let ix = i32((col % g.ow) * g.stride_w + kx * g.dil_w) - i32(g.pad_l);
+    if iy < 0 || ix < 0 || iy >= i32(g.h) || ix >= i32(g.w) {
+        return 0.0;
+    }
+    return b[base + (ci * g.h + u32(iy)) * g.w + u32(ix)];
 }
 
 @compute @workgroup_size(16, 16)

@@ -211,6 +211,7 @@ fn every_conv_kernel_fuses_every_epilogue_part_bit_exactly() {
             ConvKernel::Depthwise3x3,
             ConvKernel::Pointwise,
             ConvKernel::Im2col,
+            ConvKernel::Implicit,
         ] {
             if !kernel.supports(&xs, &ws, &a) {
                 continue;

@@ -135,6 +135,15 @@ fn conv2d_matches_reference() {
                 .zip(&direct)
                 .all(|(p, q)| p.to_bits() == q.to_bits());
             assert!(same, "{what}: im2col and direct differ");
+            let implicit = run1(&gpu, &shape, |e, y| {
+                let k = ConvKernel::Implicit;
+                conv::conv2d_with(e, &gpu, k, &tx, &tw, b, &a, &NONE, None, y).unwrap()
+            });
+            let same = implicit
+                .iter()
+                .zip(&direct)
+                .all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{what}: the implicit GEMM and direct differ");
             if ConvKernel::Pointwise.supports(x.shape(), wt.shape(), &a) {
                 let gemm = run1(&gpu, &shape, |e, y| {
                     conv::conv2d_with(

@@ -7,7 +7,7 @@ use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::attrs::Conv2d;
 use crate::graph::shape::{conv_output_shape, conv_transpose_output_shape};
 use crate::ops::epilogue::{EpiParams, Epilogue};
-use crate::ops::gemm::{matmul_with, Bias, GemmKernel};
+use crate::ops::gemm::{conv_gemm_into, matmul_with, Bias, Cols, GemmKernel};
 
 use Access::{Read, ReadWrite, Uniform};
 
@@ -74,6 +74,10 @@ pub enum ConvKernel {
     /// adapter picks: dense convs (groups = 1) on CPU adapters, where the GEMM reuses each load
     /// 4-8 times.
     Im2col,
+    /// The tiled GEMM reading the columns straight from the input (an implicit GEMM, no
+    /// scratch): dense convs (groups = 1) on GPUs, where its tiles in workgroup memory reuse
+    /// each loaded value 16-64 times and the direct kernel none. Same bits as `Im2col`.
+    Implicit,
 }
 
 /// Scratch matrices above this size make [`ConvKernel::pick`] keep the direct kernel.
@@ -106,7 +110,9 @@ impl ConvKernel {
                     && a.strides == [1, 1]
                     && a.pads == [0; 4]
             }
-            ConvKernel::Im2col => a.groups == 1 && x.len() == 4 && w.len() == 4,
+            ConvKernel::Im2col | ConvKernel::Implicit => {
+                a.groups == 1 && x.len() == 4 && w.len() == 4
+            }
             ConvKernel::Depthwise3x3 => {
                 a.groups == x[1]
                     && w[0] == x[1]
@@ -118,8 +124,9 @@ impl ConvKernel {
     }
 
     /// The kernel for this convolution on this adapter: the one place that decides. CPU
-    /// adapters take the depthwise kernel where it applies; GPUs keep the direct one (no GPU
-    /// was at hand to measure the other there).
+    /// adapters take the depthwise kernel where it applies and im2col for dense convs; GPUs
+    /// the implicit GEMM for dense convs (its tiles fitting one dispatch) and the direct kernel
+    /// for grouped ones.
     pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> ConvKernel {
         if x.len() != 4 || w.len() != 4 {
             return ConvKernel::Direct;
@@ -128,7 +135,13 @@ impl ConvKernel {
             return ConvKernel::Pointwise;
         }
         if !gpu.cpu_kernels() {
-            return ConvKernel::Direct;
+            let implicit = ConvKernel::Implicit.supports(x, w, a)
+                && conv_output_shape(x, w, a)
+                    .is_ok_and(|[_, c, oh, ow]| GemmKernel::Tiled.fits(gpu, c, oh * ow));
+            return match implicit {
+                true => ConvKernel::Implicit,
+                false => ConvKernel::Direct,
+            };
         }
         if ConvKernel::Depthwise3x3.supports(x, w, a) {
             return ConvKernel::Depthwise3x3;
@@ -405,6 +418,27 @@ pub fn conv2d_with(
         let col = scratch
             .ok_or_else(|| Error::invalid(OP, "kernel", "Im2col", "needs its scratch matrix"))?;
         return im2col_gemm(enc, gpu, (x, w, bias, a), epi, col, y);
+    }
+    if kernel == ConvKernel::Implicit {
+        let k = s[1] * kh * kw;
+        let wv = w.view(&[cout, k], DType::F32)?;
+        let yv = y.view(&[n, cout, oh * ow], DType::F32)?;
+        let b = bias.map_or(Bias::None, Bias::PerRow);
+        let cols = Cols {
+            cin: s[1] as u32,
+            h: s[2] as u32,
+            w: s[3] as u32,
+            kh: kh as u32,
+            kw: kw as u32,
+            stride_h: a.strides[0] as u32,
+            stride_w: a.strides[1] as u32,
+            pad_t: a.pads[0] as u32,
+            pad_l: a.pads[1] as u32,
+            dil_h: a.dilations[0] as u32,
+            dil_w: a.dilations[1] as u32,
+            ow: ow as u32,
+        };
+        return conv_gemm_into(enc, gpu, &wv, x, cols, b, epi, &yv);
     }
     if kernel == ConvKernel::Pointwise {
         // A pointwise conv is a batched GEMM: y[n] = W[cout, cin] * x[n][cin, h*w] + bias.

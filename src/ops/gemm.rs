@@ -76,12 +76,7 @@ impl GemmKernel {
     /// GPUs the tiled one; a product with more blocks than one dispatch allows falls back to
     /// the tiled kernel's larger tiles.
     pub fn pick(gpu: &Gpu, m: usize, n: usize) -> GemmKernel {
-        let max_groups = gpu.limits().max_groups as u64;
-        let fits = |k: GemmKernel| {
-            k.grid(m as u64, n as u64, max_groups)
-                .iter()
-                .all(|&g| g <= max_groups)
-        };
+        let fits = |k: GemmKernel| k.fits(gpu, m, n);
         if !gpu.cpu_kernels() {
             return GemmKernel::Tiled;
         }
@@ -90,6 +85,14 @@ impl GemmKernel {
             .into_iter()
             .find(|&k| available.contains(&k) && fits(k))
             .unwrap_or(GemmKernel::Tiled)
+    }
+
+    /// True when an `m x n` product's tiles fit one dispatch's grid.
+    pub fn fits(self, gpu: &Gpu, m: usize, n: usize) -> bool {
+        let max_groups = gpu.limits().max_groups as u64;
+        self.grid(m as u64, n as u64, max_groups)
+            .iter()
+            .all(|&g| g <= max_groups)
     }
 
     fn kernel(self) -> &'static Kernel {
@@ -144,6 +147,44 @@ fn row_blocks(m: u64) -> u64 {
         .unwrap()
 }
 
+/// The product's shape `[n, M, oh * ow]` for [`conv_gemm_into`]'s `w` `[M, K]`, `x`
+/// `[n, cin, h, w]` and `c` `[n, M, oh * ow]`, which must agree with `g`; only the tiled kernel
+/// reads columns. (The shader reads only inside the image, whatever the geometry.)
+fn conv_output(w: &GpuTensor, x: &GpuTensor, c: &GpuTensor, g: Cols) -> Result<Vec<usize>> {
+    const OP: &str = "matmul";
+    let mismatch = |tensor: &str, expected: String, got: &[usize]| Error::ShapeMismatch {
+        op: OP,
+        tensor: tensor.into(),
+        expected,
+        got: got.to_vec(),
+    };
+    let (xs, ws, cs) = (x.shape(), w.shape(), c.shape());
+    if xs.len() != 4 || xs[1..] != [g.cin, g.h, g.w].map(|d| d as usize) {
+        let want = format!("[n, {}, {}, {}]", g.cin, g.h, g.w);
+        return Err(mismatch("x", want, xs));
+    }
+    if ws.len() != 2 || ws[1] != g.k() {
+        return Err(mismatch("w", format!("[cout, {}]", g.k()), ws));
+    }
+    let steps = [g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.ow];
+    if steps.contains(&0) {
+        return Err(Error::invalid(
+            OP,
+            "convolution columns",
+            format!("{g:?}"),
+            "kernel, strides, dilations and output width of at least 1",
+        ));
+    }
+    match cs {
+        [n, m, npix] if *n == xs[0] && *m == ws[0] && npix % g.ow as usize == 0 => Ok(cs.to_vec()),
+        _ => Err(mismatch(
+            "c",
+            format!("[{}, {}, oh * {}]", xs[0], ws[0], g.ow),
+            cs,
+        )),
+    }
+}
+
 /// What is added to every product matrix.
 #[derive(Clone, Copy, Debug)]
 pub enum Bias<'a> {
@@ -183,7 +224,41 @@ struct Params {
     accumulate: u32,
     sum_items: u32,
     _pad: u32,
+    cols: Cols,
     epi: EpiParams,
+}
+
+/// A convolution's geometry for the tiled kernel's implicit GEMM (`CONV` in gemm.wgsl): B is
+/// its input `[n, cin, h, w]`, read as the columns `[n, cin * kh * kw, oh * ow]` that im2col
+/// would copy out (zero in the padding), so no column matrix is stored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Cols {
+    pub cin: u32,
+    pub h: u32,
+    pub w: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub stride_h: u32,
+    pub stride_w: u32,
+    pub pad_t: u32,
+    pub pad_l: u32,
+    pub dil_h: u32,
+    pub dil_w: u32,
+    /// Output columns: the product's N is `oh * ow`.
+    pub ow: u32,
+}
+
+impl Cols {
+    /// Rows of the column matrix: the product's K.
+    fn k(&self) -> usize {
+        (self.cin * self.kh * self.kw) as usize
+    }
+
+    /// Elements of one batch item of the input.
+    fn image(&self) -> usize {
+        (self.cin * self.h * self.w) as usize
+    }
 }
 
 /// `C[b] = op(A[b]) * op(B[b])` with `op` a transpose when `trans_a` / `trans_b` is set.
@@ -269,7 +344,29 @@ pub fn matmul_b_at(
     c: &GpuTensor,
 ) -> Result<()> {
     record(
-        enc, gpu, kernel, a, b, b_offset, trans_a, trans_b, alpha, bias, epi, c, false,
+        enc, gpu, kernel, a, b, b_offset, trans_a, trans_b, alpha, bias, epi, c, false, None,
+    )
+}
+
+/// `C[b] = W * cols(X[b]) + bias` with the tiled kernel reading the columns of the convolution
+/// `cols` describes straight from `x` `[n, cin, h, w]` (an implicit GEMM): `w` is `[M,
+/// cin * kh * kw]`, `c` `[n, M, oh * ow]`. It adds the products in k order as [`matmul_with`]
+/// does on the columns im2col stores, so both give the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_gemm_into(
+    enc: &mut impl Record,
+    gpu: &Gpu,
+    w: &GpuTensor,
+    x: &GpuTensor,
+    cols: Cols,
+    bias: Bias<'_>,
+    epi: &Epilogue<'_>,
+    c: &GpuTensor,
+) -> Result<()> {
+    let (kernel, sum) = (GemmKernel::Tiled, false);
+    let conv = Some(cols);
+    record(
+        enc, gpu, kernel, w, x, 0, false, false, 1.0, bias, epi, c, sum, conv,
     )
 }
 
@@ -305,10 +402,12 @@ pub fn matmul_sum_into(
         epi,
         c,
         true,
+        None,
     )
 }
 
-/// The dispatches of [`matmul_b_at`] and, with `sum`, of [`matmul_sum_into`].
+/// The dispatches of [`matmul_b_at`], with `sum` of [`matmul_sum_into`] and with `conv` of
+/// [`conv_gemm_into`].
 #[allow(clippy::too_many_arguments)]
 fn record(
     enc: &mut impl Record,
@@ -324,6 +423,7 @@ fn record(
     epi: &Epilogue<'_>,
     c: &GpuTensor,
     sum: bool,
+    conv: Option<Cols>,
 ) -> Result<()> {
     const OP: &str = "matmul";
     if b_offset > 0 && (b.shape().len() != 2 || b_offset + b.len() as u64 > b.capacity() as u64) {
@@ -342,7 +442,18 @@ fn record(
             "not available on this adapter",
         ));
     }
-    let shape = matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?;
+    let shape = match conv {
+        None => matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?,
+        Some(_) if kernel != GemmKernel::Tiled => {
+            return Err(Error::invalid(
+                OP,
+                "kernel",
+                format!("{kernel:?}"),
+                "only the tiled kernel reads a convolution's columns",
+            ))
+        }
+        Some(g) => conv_output(a, b, c, g)?,
+    };
     for (name, t) in [("a", a), ("b", b), ("c", c)] {
         t.expect_dtype(OP, name, DType::F32)?;
     }
@@ -375,12 +486,14 @@ fn record(
         } else {
             1
         },
-        if b.shape().len() == 3 {
+        if b.shape().len() == 3 || conv.is_some() {
             b.shape()[0]
         } else {
             1
         },
     );
+    // Elements of one batch item of B as stored.
+    let b_item = conv.map_or(k * n, |g| g.image());
     let (bias_mode, bias_t, bias_len) = match bias {
         Bias::None | Bias::Accumulate => (0, a, 0),
         Bias::PerColumn(t) => (1, t, n),
@@ -406,13 +519,13 @@ fn record(
         });
     }
     let limits = gpu.limits();
-    let (sa, sb, sc) = ((m * k) as u64, (k * n) as u64, (m * n) as u64);
+    let (sa, sb, sc) = ((m * k) as u64, b_item as u64, (m * n) as u64);
     let stride = |shared: bool, s: u64| if shared { 0 } else { s };
     let (sa, sb, sc) = (stride(ba == 1, sa), stride(bb == 1, sb), stride(sum, sc));
-    let item_max = (m * k).max(k * n).max(m * n) as u64 * 4;
+    let item_max = (m * k).max(b_item).max(m * n) as u64 * 4;
     let align_e = (limits.offset_align / 4).max(1);
     if item_max + limits.offset_align > limits.max_binding
-        || (m * k).max(k * n).max(m * n) as u64 > u32::MAX as u64
+        || (m * k).max(b_item).max(m * n) as u64 > u32::MAX as u64
     {
         return Err(Error::TooLarge {
             op: OP,
@@ -457,6 +570,9 @@ fn record(
         ("TRANS_A", trans_a as u32 as f64),
         ("TRANS_B", trans_b as u32 as f64),
     ];
+    if conv.is_some() {
+        constants.push(("CONV", 1.0));
+    }
     if subgroup {
         constants.push(("BLOCKS", blocks as f64));
     }
@@ -497,7 +613,7 @@ fn record(
             )
         }
         let (ab, a_skip) = bind(a, b0, nb, align_e, sa, (m * k) as u64, 0);
-        let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, (k * n) as u64, b_offset);
+        let (bbind, b_skip) = bind(b, b0, nb, align_e, sb, b_item as u64, b_offset);
         let (cbind, c_skip) = bind(c, b0, nb, align_e, sc, (m * n) as u64, 0);
         let residual = epi
             .residual
@@ -524,6 +640,7 @@ fn record(
                 accumulate,
                 sum_items: if sum { nb as u32 } else { 0 },
                 _pad: 0,
+                cols: conv.unwrap_or_default(),
                 epi: epi.params(),
             };
             let last = k_end == k && (!sum || b0 + nb == batch as u64);
