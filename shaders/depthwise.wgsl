@@ -314,3 +314,67 @@ fn depthwise3x3_wgrad_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     }
     dw_write_taps(g, item, n, blk.x);
 }
+
+// Depthwise convolution for GPUs (one input channel per output channel, any kernel, stride,
+// dilation and pads whose input patch fits DW_PATCH): each workgroup computes a 16 x 16 tile of
+// one channel's outputs from the input patch it covers (the tile's receptive field, halo
+// included), loaded once into workgroup memory by the whole workgroup, so each input value is
+// read from storage once per tile instead of once per tap. Each output adds its taps in conv2d's
+// (ky, kx) order with fma from 0 and skips the padded ones as conv2d does, so both give the same
+// bits. Grid: x = output tiles of the map (row-major), y = channel, z = batch item.
+
+const DW_TILE: u32 = 16u;
+const DW_PATCH: u32 = 2304u; // 48 x 48 values: 9 KiB
+var<workgroup> dw_patch: array<f32, 2304>;
+
+@compute @workgroup_size(16, 16)
+fn depthwise_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(local_invocation_id) lid3: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let tiles_x = (p.ow + DW_TILE - 1u) / DW_TILE;
+    let oy0 = wid.x / tiles_x * DW_TILE;
+    let ox0 = wid.x % tiles_x * DW_TILE;
+    let c = wid.y;
+    let n = wid.z;
+    // The patch: rows iy0 .. iy0 + ph, columns ix0 .. ix0 + pw of the channel's image.
+    let iy0 = i32(oy0 * p.stride_h) - i32(p.pad_t);
+    let ix0 = i32(ox0 * p.stride_w) - i32(p.pad_l);
+    let ph = (DW_TILE - 1u) * p.stride_h + (p.kh - 1u) * p.dil_h + 1u;
+    let pw = (DW_TILE - 1u) * p.stride_w + (p.kw - 1u) * p.dil_w + 1u;
+    let base = (n * p.cin + c) * p.h * p.w;
+    for (var e = lid; e < ph * pw; e += 256u) {
+        dw_patch[e] = x_at(base, iy0 + i32(e / pw), ix0 + i32(e % pw));
+    }
+    workgroupBarrier();
+    let oy = oy0 + lid3.y;
+    let ox = ox0 + lid3.x;
+    if oy >= p.oh || ox >= p.ow {
+        return;
+    }
+    var acc = 0.0;
+    let ty0 = lid3.y * p.stride_h;
+    let tx0 = lid3.x * p.stride_w;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let ty = ty0 + ky * p.dil_h;
+        let iy = iy0 + i32(ty);
+        if iy < 0 || iy >= i32(p.h) {
+            continue;
+        }
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let tx = tx0 + kx * p.dil_w;
+            let ix = ix0 + i32(tx);
+            if ix < 0 || ix >= i32(p.w) {
+                continue;
+            }
+            acc = fma(dw_patch[ty * pw + tx], wt[(c * p.kh + ky) * p.kw + kx], acc);
+        }
+    }
+    let at = (n * p.cout + c) * p.oh * p.ow + oy * p.ow + ox;
+    var v = acc;
+    if p.accumulate != 0u {
+        v += y[at];
+    } else if p.has_bias != 0u {
+        v += bias[c];
+    }
+    y[at] = epilogue(v, at, c, p.epi, epi_encodings());
+}

@@ -49,6 +49,7 @@ fn run1(
 fn conv2d_matches_reference() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(30);
+    let mut depthwise_cases = 0;
     for case in 0..50 {
         let groups = [1, 1, 2, 3, 0][case % 5];
         let cin_g = rng.random_range(1..6);
@@ -117,6 +118,21 @@ fn conv2d_matches_reference() {
             wt.shape()
         );
         close(&what, &got, &want, Tol::GEMM);
+        // Depthwise convs from the patch in workgroup memory give the direct kernel's bits.
+        if ConvKernel::DepthwiseTiled.supports(x.shape(), wt.shape(), &a) {
+            let b = with_bias.then_some(&tb);
+            let [tiled, direct] = [ConvKernel::DepthwiseTiled, ConvKernel::Direct].map(|k| {
+                run1(&gpu, &shape, |e, y| {
+                    conv::conv2d_with(e, &gpu, k, &tx, &tw, b, &a, &NONE, None, y).unwrap()
+                })
+            });
+            let same = tiled
+                .iter()
+                .zip(&direct)
+                .all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{what}: tiled depthwise and direct differ");
+            depthwise_cases += 1;
+        }
         // Dense convs through im2col + GEMM give the direct kernel's bits.
         if a.groups == 1 {
             let k = ConvKernel::Im2col;
@@ -168,6 +184,20 @@ fn conv2d_matches_reference() {
             }
         }
     }
+    assert!(depthwise_cases >= 5, "{depthwise_cases} depthwise cases");
+    // The tiled depthwise kernel takes any window whose 48 x 48 patch fits, and no other.
+    let dw = |k: usize, s: usize, d: usize| {
+        let a = Conv2d {
+            strides: [s, s],
+            pads: [1; 4],
+            dilations: [d, d],
+            groups: 8,
+        };
+        ConvKernel::DepthwiseTiled.supports(&[1, 8, 64, 64], &[8, 1, k, k], &a)
+    };
+    assert!(dw(3, 1, 1) && dw(3, 2, 1) && dw(5, 2, 2) && dw(7, 2, 2));
+    assert!(dw(3, 3, 1), "a patch of 48 x 48 exactly");
+    assert!(!dw(7, 2, 3) && !dw(3, 4, 1));
 }
 
 /// The depthwise 3x3 kernel against the reference, and bit for bit against the direct kernel,

@@ -44,6 +44,11 @@ static DEPTHWISE3X3_WGRAD_VEC4: Kernel = Kernel {
     entry: "depthwise3x3_wgrad_vec4",
     bindings: &[Uniform, Read, Read, ReadWrite],
 };
+static DEPTHWISE_TILED: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "depthwise_tiled",
+    bindings: WITH_EPILOGUE,
+};
 static IM2COL: Kernel = Kernel {
     family: Family::Conv,
     entry: "im2col",
@@ -78,7 +83,19 @@ pub enum ConvKernel {
     /// scratch): dense convs (groups = 1) on GPUs, where its tiles in workgroup memory reuse
     /// each loaded value 16-64 times and the direct kernel none. Same bits as `Im2col`.
     Implicit,
+    /// 16 x 16 outputs of one channel per workgroup from the input patch they cover (halo
+    /// included) loaded once into workgroup memory: depthwise convs (one input channel per
+    /// output channel) of any kernel, stride and dilation whose patch fits
+    /// [`DEPTHWISE_PATCH`] values. For GPUs.
+    DepthwiseTiled,
 }
+
+/// Values of the input patch [`ConvKernel::DepthwiseTiled`] holds in workgroup memory
+/// (`DW_PATCH` in depthwise.wgsl): 48 x 48.
+pub const DEPTHWISE_PATCH: usize = 2304;
+
+/// Outputs per side of [`ConvKernel::DepthwiseTiled`]'s tile (`DW_TILE`).
+const DEPTHWISE_TILE: usize = 16;
 
 /// Scratch matrices above this size make [`ConvKernel::pick`] keep the direct kernel.
 const IM2COL_MAX_BYTES: u64 = 64 << 20;
@@ -113,6 +130,18 @@ impl ConvKernel {
             ConvKernel::Im2col | ConvKernel::Implicit => {
                 a.groups == 1 && x.len() == 4 && w.len() == 4
             }
+            ConvKernel::DepthwiseTiled => {
+                let side =
+                    |k: usize, s: usize, d: usize| (DEPTHWISE_TILE - 1) * s + (k - 1) * d + 1;
+                a.groups == x[1]
+                    && w[0] == x[1]
+                    && w[1] == 1
+                    && w[2] > 0
+                    && w[3] > 0
+                    && side(w[2], a.strides[0], a.dilations[0])
+                        * side(w[3], a.strides[1], a.dilations[1])
+                        <= DEPTHWISE_PATCH
+            }
             ConvKernel::Depthwise3x3 => {
                 a.groups == x[1]
                     && w[0] == x[1]
@@ -125,8 +154,8 @@ impl ConvKernel {
 
     /// The kernel for this convolution on this adapter: the one place that decides. CPU
     /// adapters take the depthwise kernel where it applies and im2col for dense convs; GPUs
-    /// the implicit GEMM for dense convs (its tiles fitting one dispatch) and the direct kernel
-    /// for grouped ones.
+    /// the implicit GEMM for dense convs (its tiles fitting one dispatch), the tiled depthwise
+    /// kernel where its patch fits, and the direct kernel for other grouped ones.
     pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> ConvKernel {
         if x.len() != 4 || w.len() != 4 {
             return ConvKernel::Direct;
@@ -138,10 +167,13 @@ impl ConvKernel {
             let implicit = ConvKernel::Implicit.supports(x, w, a)
                 && conv_output_shape(x, w, a)
                     .is_ok_and(|[_, c, oh, ow]| GemmKernel::Tiled.fits(gpu, c, oh * ow));
-            return match implicit {
-                true => ConvKernel::Implicit,
-                false => ConvKernel::Direct,
-            };
+            if implicit {
+                return ConvKernel::Implicit;
+            }
+            if ConvKernel::DepthwiseTiled.supports(x, w, a) {
+                return ConvKernel::DepthwiseTiled;
+            }
+            return ConvKernel::Direct;
         }
         if ConvKernel::Depthwise3x3.supports(x, w, a) {
             return ConvKernel::Depthwise3x3;
@@ -477,6 +509,23 @@ pub fn conv2d_with(
             e3,
         ];
         return dispatch_depthwise(enc, gpu, a, &params, &binds, &epi.constants());
+    }
+    if kernel == ConvKernel::DepthwiseTiled {
+        let tiles = oh.div_ceil(DEPTHWISE_TILE) * ow.div_ceil(DEPTHWISE_TILE);
+        let grid = grid_of(OP, gpu, [tiles, cout, n], y.shape())?;
+        let bias = bias.unwrap_or(w);
+        let binds = [
+            Bind::Whole(x),
+            Bind::Whole(w),
+            Bind::Whole(bias),
+            Bind::Whole(y),
+            e0,
+            e1,
+            e2,
+            e3,
+        ];
+        let k = &DEPTHWISE_TILED;
+        return enc.dispatch(gpu, k, &epi.constants(), &params, &binds, grid);
     }
     let cout_g = cout / a.groups;
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
