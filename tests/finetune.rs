@@ -282,11 +282,20 @@ fn bad_finetune_input_is_a_typed_error() {
     );
 
     // One good epoch, then a diverging one: the error names the step and the checkpoint of
-    // epoch 1 stays as it was.
-    finetune(&job(out.path(), 1), &mut Silent).unwrap();
+    // epoch 1 stays as it was. (64 images in batches of 8: 8 steps an epoch.)
+    let small = |epochs| FinetuneJob {
+        data_count: Some(64),
+        eval_count: Some(32),
+        train: TrainSettings {
+            batch: 8,
+            ..job(out.path(), epochs).train
+        },
+        ..job(out.path(), epochs)
+    };
+    finetune(&small(1), &mut Silent).unwrap();
     let ckpt = out.path().join(CHECKPOINT);
     let before = std::fs::read(&ckpt).unwrap();
-    let mut j = job(out.path(), 2);
+    let mut j = small(2);
     j.resume = true;
     j.train.lr = 1e30;
     j.train.optimizer = "sgd".into();

@@ -176,6 +176,28 @@ pub fn fit(
             got: data.images.shape().to_vec(),
         });
     }
+    // The checkpoint is read before the plans are built, so a missing or spent one fails fast.
+    let resumed = match opts.resume {
+        true => {
+            let path = opts.checkpoint.as_ref().ok_or_else(|| {
+                Error::invalid("fine-tune", "--resume", "set", "needs a checkpoint path")
+            })?;
+            let c = checkpoint::load(path)?;
+            if c.epoch as usize >= opts.epochs {
+                return Err(Error::invalid(
+                    "fine-tune",
+                    "--epochs",
+                    opts.epochs,
+                    format!(
+                        "more than the {} epochs the checkpoint has already trained (--resume continues to --epochs)",
+                        c.epoch
+                    ),
+                ));
+            }
+            Some(c)
+        }
+        false => None,
+    };
     let params = Arc::new(Params::new(gpu.clone()));
     let mut trainer = Trainer::new(
         gpu.clone(),
@@ -190,24 +212,10 @@ pub fn fit(
         _ => None,
     };
     let mut epoch0 = 0;
-    if opts.resume {
-        let path = opts.checkpoint.as_ref().ok_or_else(|| {
-            Error::invalid("fine-tune", "--resume", "set", "needs a checkpoint path")
-        })?;
-        let c = checkpoint::load(path)?;
+    if let Some(c) = resumed {
         trainer.load_state(&c.tensors)?;
         trainer.set_steps(c.step);
         epoch0 = c.epoch as usize;
-        if epoch0 >= opts.epochs {
-            return Err(Error::invalid(
-                "fine-tune",
-                "--epochs",
-                opts.epochs,
-                format!(
-                    "more than the {epoch0} epochs the checkpoint has already trained (--resume continues to --epochs)"
-                ),
-            ));
-        }
     }
     // The trained values within a state read back (which also holds the optimizer's moments).
     let trained: HashSet<String> = trainer.trained().into_iter().collect();
