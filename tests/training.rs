@@ -163,6 +163,38 @@ fn fmnist_cnn_gradients_match_central_differences_of_the_reference() {
     eprintln!("fmnist: worst relative error {worst:.2e}");
 }
 
+/// The backward of the kernels picked for GPUs (implicit-GEMM convs, tiled GEMMs) and of those
+/// picked for CPU adapters give the same parameter gradients, up to the order of their sums
+/// (both run here on whatever adapter the tests have).
+#[test]
+fn kernel_choices_give_the_same_gradients() {
+    let Some(shared) = gpu() else { return };
+    let Some(mut other) = own_gpu() else { return };
+    other.set_cpu_kernels(!shared.cpu_kernels());
+    let other = Arc::new(other);
+    let g = fmnist(4);
+    let (x, _) = fmnist_data(4);
+    let mut rng = rng(9);
+    let out = g.shapes[&g.outputs[0]].clone();
+    let r = ArrayD::from_shape_vec(
+        IxDyn(&out),
+        (0..out.iter().product::<usize>())
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect(),
+    )
+    .unwrap();
+    let trainable: HashSet<String> = train::parameters(&g).into_iter().collect();
+    let picked = gpu_grads(&shared, &g, &x, &r, &trainable);
+    let swapped = gpu_grads(&other, &g, &x, &r, &trainable);
+    assert_eq!(picked.len(), swapped.len());
+    for ((name, a), (name_b, b)) in picked.iter().zip(&swapped) {
+        assert_eq!(name, name_b);
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let diff = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(diff / scale < 1e-5, "{name}: max |diff| {diff} of {scale}");
+    }
+}
+
 /// The op zoo (tools/make_op_zoo.py: grouped convs, LeakyRelu, HardSwish, ceil-mode pools,
 /// Concat/Split, PRelu, Sigmoid, strided Slice, Pad, Transpose, Softmax, ReduceMean, Reshape,
 /// Gemm, MatMul, Erf, Div, Tanh, Squeeze/Unsqueeze, ConvTranspose), BN-folded, trained on
