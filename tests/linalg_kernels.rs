@@ -129,13 +129,15 @@ fn batched_svd_matches_nalgebra_on_mixed_batch() {
     }
 }
 
+/// A large matrix: 383 rounds a sweep, split into dispatches of 6 rounds under the loop
+/// budget. (2048 x 576 took 100 s of the suite's time on lavapipe for no further coverage.)
 #[test]
-fn svd_of_2048x576_matches_nalgebra() {
+fn svd_of_1024x384_matches_nalgebra() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(12);
-    let a = conditioned(&mut rng, 2048, 576, 3.0);
+    let a = conditioned(&mut rng, 1024, 384, 3.0);
     let out = svd_batched(&gpu, &[a.view()], &SvdOptions::default()).unwrap();
-    check("2048x576, 1e-3 condition", &a, &out[0]);
+    check("1024x384, 1e-3 condition", &a, &out[0]);
 }
 
 #[test]
