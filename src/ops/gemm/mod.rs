@@ -1,158 +1,17 @@
-//! Batched matrix multiply (`shaders/gemm.wgsl`).
+//! Batched matrix multiply (`shaders/gemm.wgsl`): the kernels and which one runs (`kernel`),
+//! the products and their dispatches here.
+
+mod kernel;
 
 use crate::error::{DType, Error, Result};
-use crate::gpu::kernels::{Access, Family, Kernel};
 use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::shape::matmul_output_shape;
 use crate::ops::epilogue::{EpiParams, Epilogue};
 
-/// Uniform, a, b, bias, c, then the epilogue's affine, residual and quantizer tables.
-const BINDINGS: &[Access] = &[
-    Access::Uniform,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::ReadWrite,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-    Access::Read,
-];
-static TILED: Kernel = Kernel {
-    family: Family::Gemm,
-    entry: "matmul",
-    bindings: BINDINGS,
-};
-static BLOCKED: Kernel = Kernel {
-    family: Family::Gemm,
-    entry: "matmul_blocked",
-    bindings: BINDINGS,
-};
-static SUBGROUP: Kernel = Kernel {
-    family: Family::GemmSubgroup,
-    entry: "matmul_subgroup",
-    bindings: BINDINGS,
-};
-static SUBGROUP_VEC4: Kernel = Kernel {
-    family: Family::GemmSubgroup,
-    entry: "matmul_subgroup_vec4",
-    bindings: BINDINGS,
-};
+pub use kernel::GemmKernel;
 
-/// The GEMM kernels. All three add each output's products in k order with fma from zero, so
-/// they give the same bits; they differ only in speed per adapter class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GemmKernel {
-    /// Tiles of 16 to 128 rows and columns by shape (up to 128 x 64 and 64 x 128), 16 deep,
-    /// in workgroup memory: for GPUs.
-    Tiled,
-    /// 8 x 8 outputs per invocation in registers, no workgroup memory or barrier: for CPU
-    /// adapters (lavapipe, llvmpipe on GL, WARP, SwiftShader).
-    Blocked,
-    /// `Blocked` with the shared A operand loaded once per 8 lanes and handed out by subgroup
-    /// broadcasts, and 8 to 32 rows per invocation by M: CPU adapters whose
-    /// subgroups have at least 8 lanes (lavapipe on AVX2).
-    Subgroup,
-}
-
-/// Lanes that share one row block in the blocked kernels (`LANES` in gemm.wgsl).
-const LANES: u64 = 8;
-/// Output rows and columns per invocation of the blocked kernels (`BM`, `BN`).
-const BLOCK: (u64, u64) = (8, 4);
-
-impl GemmKernel {
-    /// Every kernel `gpu` can run.
-    pub fn available(gpu: &Gpu) -> Vec<GemmKernel> {
-        let a = gpu.adapter();
-        let mut all = vec![GemmKernel::Tiled, GemmKernel::Blocked];
-        if a.subgroups && a.subgroup_min >= LANES as u32 {
-            all.push(GemmKernel::Subgroup);
-        }
-        all
-    }
-
-    /// The kernel for an `m x n` product on this adapter: the one place that decides.
-    /// Software adapters take the register-blocked forms (the subgroup one where it can run),
-    /// GPUs the tiled one; a product with more blocks than one dispatch allows falls back to
-    /// the tiled kernel's larger tiles.
-    pub fn pick(gpu: &Gpu, m: usize, n: usize) -> GemmKernel {
-        let fits = |k: GemmKernel| k.fits(gpu, m, n);
-        if !gpu.cpu_kernels() {
-            return GemmKernel::Tiled;
-        }
-        let available = GemmKernel::available(gpu);
-        [GemmKernel::Subgroup, GemmKernel::Blocked]
-            .into_iter()
-            .find(|&k| available.contains(&k) && fits(k))
-            .unwrap_or(GemmKernel::Tiled)
-    }
-
-    /// True when an `m x n` product's tiles fit one dispatch's grid.
-    pub fn fits(self, gpu: &Gpu, m: usize, n: usize) -> bool {
-        let max_groups = gpu.limits().max_groups as u64;
-        self.grid(m as u64, n as u64, max_groups)
-            .iter()
-            .all(|&g| g <= max_groups)
-    }
-
-    fn kernel(self) -> &'static Kernel {
-        match self {
-            GemmKernel::Tiled => &TILED,
-            GemmKernel::Blocked => &BLOCKED,
-            GemmKernel::Subgroup => &SUBGROUP,
-        }
-    }
-
-    /// Workgroups along (columns, rows) for an `m x n` product.
-    fn grid(self, m: u64, n: u64, max_groups: u64) -> [u64; 2] {
-        match self {
-            GemmKernel::Tiled => {
-                let [tm, tn] = tiles(m, n, max_groups);
-                [n.div_ceil(tn), m.div_ceil(tm)]
-            }
-            GemmKernel::Blocked => [n.div_ceil(LANES * 2 * BLOCK.1), m.div_ceil(BLOCK.0)],
-            GemmKernel::Subgroup => [n.div_ceil(LANES * BLOCK.1), m.div_ceil(BLOCK.0)],
-        }
-    }
-}
-
-/// Largest tile (values in rows x columns) of the tiled kernel: 128 x 64 or 64 x 128 (its
-/// workgroup array holds both tiles, 16 deep, with rows padded by one).
-const TILE_MAX: u64 = 128 * 64;
-
-/// The tiled kernel's tile rows and columns for an `m x n` product: each 16 to 128, at most
-/// [`TILE_MAX`] values, the grid within `max_groups`, and the fewest padded rows and columns
-/// weighed by a row's cost, which falls with the tile because each value loaded into
-/// workgroup memory feeds more FMAs: `ceil(m / tm) (tm + 8) * ceil(n / tn) (tn + 8)` (the
-/// weight 8 is a guess no GPU has tuned yet; ties go to the larger tile). MobileNetV2's 16-160
-/// channels and its 14 x 14 and 28 x 28 planes take 16 or 32; large products 128 x 64.
-fn tiles(m: u64, n: u64, max_groups: u64) -> [u64; 2] {
-    const SIDES: [u64; 4] = [128, 64, 32, 16];
-    let cost = |d: u64, t: u64| d.div_ceil(t) * (t + 8);
-    SIDES
-        .iter()
-        .flat_map(|&tm| SIDES.iter().map(move |&tn| [tm, tn]))
-        .filter(|&[tm, tn]| {
-            tm * tn <= TILE_MAX && m.div_ceil(tm) <= max_groups && n.div_ceil(tn) <= max_groups
-        })
-        .min_by_key(|&[tm, tn]| cost(m, tm) * cost(n, tn))
-        .unwrap_or([128, 64])
-}
-
-/// Row blocks of 8 per invocation of the subgroup kernel for `m` rows (1 to 4):
-/// the fewest padded rows weighed by the cost of a row, which falls with the block height
-/// because each loaded B vector feeds more FMAs (the weight 11 fits lavapipe's speeds at
-/// 8, 16, 24 and 32 rows). 24 rows give MobileNetV2's 24- and 144-channel layers no padding.
-fn row_blocks(m: u64) -> u64 {
-    (1..=4u64)
-        .min_by_key(|&b| {
-            let rows = 8 * b;
-            m.div_ceil(rows) * rows * (rows + 11) * 96 / rows
-        })
-        .unwrap()
-}
-
+use kernel::{row_blocks, tiles, SUBGROUP_VEC4};
 /// The product's shape `[n, M, oh * ow]` for [`conv_gemm_into`]'s `w` `[M, K]`, `x`
 /// `[n, cin, h, w]` and `c` `[n, M, oh * ow]`, which must agree with `g`; only the tiled kernel
 /// reads columns. (The shader reads only inside the image, whatever the geometry.)

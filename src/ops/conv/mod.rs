@@ -1,4 +1,8 @@
-//! 2-D convolution (`shaders/conv.wgsl`), NCHW.
+//! 2-D convolution (`shaders/conv.wgsl`, `shaders/depthwise.wgsl`), NCHW: the kernels and
+//! which one runs (`kernel`), the depthwise 3x3 kernels' dispatches (`depthwise`), the rest here.
+
+mod depthwise;
+mod kernel;
 
 use crate::error::{DType, Error, Result};
 use crate::gpu::kernels::{Access, Family, Kernel};
@@ -9,6 +13,13 @@ use crate::graph::shape::{conv_output_shape, conv_transpose_output_shape};
 use crate::ops::epilogue::{EpiParams, Epilogue};
 use crate::ops::gemm::{conv_gemm_into, matmul_with, Bias, Cols, GemmKernel};
 
+pub use depthwise::{
+    depthwise3x3_acc_into, depthwise3x3_weight_grad_into, depthwise3x3_weight_grad_partials,
+};
+pub use kernel::{ConvKernel, DEPTHWISE_PATCH};
+
+use depthwise::dispatch_depthwise;
+use kernel::{im2col_shape, DEPTHWISE_TILE};
 use Access::{Read, ReadWrite, Uniform};
 
 /// x, w, bias, y, then the epilogue's affine, residual and quantizer tables.
@@ -61,134 +72,6 @@ static CONV_T2D: Kernel = Kernel {
 };
 
 const PIXELS_PER_GROUP: usize = 64;
-
-/// The float convolution kernels (pointwise convs are GEMMs, see [`conv2d_into`]). Both add
-/// each output's products in the same order from zero, so they give the same bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvKernel {
-    /// One output pixel (and up to 4 channels) per invocation; any shape.
-    Direct,
-    /// A pointwise conv (1x1, stride 1, no pads, groups 1) as the batched GEMM
-    /// `y[n] = W[cout, cin] * x[n][cin, h * w]`; every adapter.
-    Pointwise,
-    /// 4 x 8 adjacent outputs of one channel per invocation, weights and input rows loaded
-    /// once (as vectors of 4 where rows are a multiple of 4 wide and the left pad is 1):
-    /// depthwise 3x3, dilation 1, horizontal stride 1 or 2. For CPU adapters.
-    Depthwise3x3,
-    /// The columns copied into a scratch matrix ([`ConvKernel::scratch`]), then the GEMM the
-    /// adapter picks: dense convs (groups = 1) on CPU adapters, where the GEMM reuses each load
-    /// 4-8 times.
-    Im2col,
-    /// The tiled GEMM reading the columns straight from the input (an implicit GEMM, no
-    /// scratch): dense convs (groups = 1) on GPUs, where its tiles in workgroup memory reuse
-    /// each loaded value 16-64 times and the direct kernel none. Same bits as `Im2col`.
-    Implicit,
-    /// 16 x 16 outputs of one channel per workgroup from the input patch they cover (halo
-    /// included) loaded once into workgroup memory: depthwise convs (one input channel per
-    /// output channel) of any kernel, stride and dilation whose patch fits
-    /// [`DEPTHWISE_PATCH`] values. For GPUs.
-    DepthwiseTiled,
-}
-
-/// Values of the input patch [`ConvKernel::DepthwiseTiled`] holds in workgroup memory
-/// (`DW_PATCH` in depthwise.wgsl): 48 x 48.
-pub const DEPTHWISE_PATCH: usize = 2304;
-
-/// Outputs per side of [`ConvKernel::DepthwiseTiled`]'s tile (`DW_TILE`).
-const DEPTHWISE_TILE: usize = 16;
-
-/// Scratch matrices above this size make [`ConvKernel::pick`] keep the direct kernel.
-const IM2COL_MAX_BYTES: u64 = 64 << 20;
-
-/// The matrix [`ConvKernel::Im2col`] copies the columns into: `[n, cin * kh * kw, oh * ow]`.
-fn im2col_shape(x: &[usize], w: &[usize], a: &Conv2d) -> Result<[usize; 3]> {
-    let [n, _, oh, ow] = conv_output_shape(x, w, a)?;
-    Ok([n, x[1] * w[2] * w[3], oh * ow])
-}
-
-impl ConvKernel {
-    /// The f32 scratch tensor this kernel needs for the convolution, if any (the caller
-    /// allocates it and passes it to [`conv2d_with`]).
-    pub fn scratch(self, x: &[usize], w: &[usize], a: &Conv2d) -> Result<Option<[usize; 3]>> {
-        match self {
-            ConvKernel::Im2col => im2col_shape(x, w, a).map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// True when `kernel` computes this convolution (`x` `[n, c, h, w]`, `w` `[cout, c/g, kh, kw]`).
-    pub fn supports(self, x: &[usize], w: &[usize], a: &Conv2d) -> bool {
-        match self {
-            ConvKernel::Direct => true,
-            ConvKernel::Pointwise => {
-                a.groups == 1
-                    && w.len() == 4
-                    && w[2..] == [1, 1]
-                    && a.strides == [1, 1]
-                    && a.pads == [0; 4]
-            }
-            ConvKernel::Im2col | ConvKernel::Implicit => {
-                a.groups == 1 && x.len() == 4 && w.len() == 4
-            }
-            ConvKernel::DepthwiseTiled => {
-                let side =
-                    |k: usize, s: usize, d: usize| (DEPTHWISE_TILE - 1) * s + (k - 1) * d + 1;
-                a.groups == x[1]
-                    && w[0] == x[1]
-                    && w[1] == 1
-                    && w[2] > 0
-                    && w[3] > 0
-                    && side(w[2], a.strides[0], a.dilations[0])
-                        * side(w[3], a.strides[1], a.dilations[1])
-                        <= DEPTHWISE_PATCH
-            }
-            ConvKernel::Depthwise3x3 => {
-                a.groups == x[1]
-                    && w[0] == x[1]
-                    && w[1..] == [1, 3, 3]
-                    && a.dilations == [1, 1]
-                    && (a.strides[1] == 1 || a.strides[1] == 2)
-            }
-        }
-    }
-
-    /// The kernel for this convolution on this adapter: the one place that decides. CPU
-    /// adapters take the depthwise kernel where it applies and im2col for dense convs; GPUs
-    /// the implicit GEMM for dense convs (its tiles fitting one dispatch), the tiled depthwise
-    /// kernel where its patch fits, and the direct kernel for other grouped ones.
-    pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> ConvKernel {
-        if x.len() != 4 || w.len() != 4 {
-            return ConvKernel::Direct;
-        }
-        if ConvKernel::Pointwise.supports(x, w, a) {
-            return ConvKernel::Pointwise;
-        }
-        if !gpu.cpu_kernels() {
-            let implicit = ConvKernel::Implicit.supports(x, w, a)
-                && conv_output_shape(x, w, a)
-                    .is_ok_and(|[_, c, oh, ow]| GemmKernel::Tiled.fits(gpu, c, oh * ow));
-            if implicit {
-                return ConvKernel::Implicit;
-            }
-            if ConvKernel::DepthwiseTiled.supports(x, w, a) {
-                return ConvKernel::DepthwiseTiled;
-            }
-            return ConvKernel::Direct;
-        }
-        if ConvKernel::Depthwise3x3.supports(x, w, a) {
-            return ConvKernel::Depthwise3x3;
-        }
-        let col_bytes = im2col_shape(x, w, a)
-            .map(|s| s.iter().product::<usize>() as u64 * 4)
-            .unwrap_or(u64::MAX);
-        if ConvKernel::Im2col.supports(x, w, a)
-            && col_bytes <= IM2COL_MAX_BYTES.min(gpu.limits().max_binding)
-        {
-            return ConvKernel::Im2col;
-        }
-        ConvKernel::Direct
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -568,140 +451,6 @@ fn f32_bindings(op: &'static str, gpu: &Gpu, tensors: &[(&str, &GpuTensor)]) -> 
         }
     }
     Ok(())
-}
-
-/// The output shape of a convolution the depthwise 3x3 kernels compute; an error otherwise.
-fn depthwise3x3_output(
-    op: &'static str,
-    x: &[usize],
-    w: &[usize],
-    a: &Conv2d,
-) -> Result<[usize; 4]> {
-    if !ConvKernel::Depthwise3x3.supports(x, w, a) {
-        return Err(Error::invalid(
-            op,
-            "convolution",
-            format!("{a:?}"),
-            format!("is no depthwise 3x3 with weights {w:?}"),
-        ));
-    }
-    conv_output_shape(x, w, a)
-}
-
-/// Blocks of 4 x 8 outputs (shaders/depthwise.wgsl's DW_ROWS x 8) per channel of an
-/// `oh` x `ow` output.
-fn depthwise3x3_blocks(oh: usize, ow: usize) -> usize {
-    oh.div_ceil(4) * ow.div_ceil(8)
-}
-
-/// The grid of the depthwise 3x3 kernels for an output of shape `y`: every channel's blocks
-/// in groups of 64, one z per batch item.
-fn depthwise3x3_grid(op: &'static str, gpu: &Gpu, y: [usize; 4]) -> Result<[u32; 3]> {
-    let blocks = y[1] * depthwise3x3_blocks(y[2], y[3]);
-    grid_of(op, gpu, [blocks.div_ceil(PIXELS_PER_GROUP), 1, y[0]], &y)
-}
-
-/// Records the depthwise 3x3 kernel for `params` (the form by the input's width and left pad).
-fn dispatch_depthwise(
-    enc: &mut impl Record,
-    gpu: &Gpu,
-    a: &Conv2d,
-    params: &Params,
-    binds: &[Bind<'_>],
-    constants: &[(&'static str, f64)],
-) -> Result<()> {
-    let size = [params.n, params.cout, params.oh, params.ow].map(|d| d as usize);
-    let grid = depthwise3x3_grid("Conv", gpu, size)?;
-    // Rows of whole vectors, the segments starting one value before one.
-    let vec4 = params.w % 4 == 0 && a.pads[1] == 1;
-    let k = if vec4 {
-        &DEPTHWISE3X3_VEC4
-    } else {
-        &DEPTHWISE3X3
-    };
-    enc.dispatch(gpu, k, constants, params, binds, grid)
-}
-
-/// `y += conv2d(x, w)` for a convolution [`ConvKernel::Depthwise3x3`] computes (no bias, no
-/// epilogue): the depthwise kernel adding into `y` instead of writing it.
-pub fn depthwise3x3_acc_into(
-    enc: &mut impl Record,
-    gpu: &Gpu,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    a: &Conv2d,
-    y: &GpuTensor,
-) -> Result<()> {
-    const OP: &str = "Conv (accumulate)";
-    f32_bindings(OP, gpu, &[("x", x), ("w", w), ("y", y)])?;
-    let s = x.shape();
-    let [n, cout, oh, ow] = depthwise3x3_output(OP, s, w.shape(), a)?;
-    expect_shape(OP, "y", y, &[n, cout, oh, ow])?;
-    let params = Params {
-        accumulate: 1,
-        ..Params::new(s, [3, 3], a, [cout, oh, ow], false)
-    };
-    let none = Epilogue::NONE;
-    let [e0, e1, e2, e3] = none.binds(None, x);
-    let binds = [
-        Bind::Whole(x),
-        Bind::Whole(w),
-        Bind::Whole(w),
-        Bind::Whole(y),
-        e0,
-        e1,
-        e2,
-        e3,
-    ];
-    dispatch_depthwise(enc, gpu, a, &params, &binds, &none.constants())
-}
-
-/// The shape of [`depthwise3x3_weight_grad_into`]'s partial sums for input `x` and weights
-/// `w`: `[n * blocks, cout * 9]`, one row per batch item and block of 4 x 8 outputs.
-pub fn depthwise3x3_weight_grad_partials(
-    x: &[usize],
-    w: &[usize],
-    a: &Conv2d,
-) -> Result<[usize; 2]> {
-    let [n, cout, oh, ow] = conv_output_shape(x, w, a)?;
-    Ok([n * depthwise3x3_blocks(oh, ow), cout * 9])
-}
-
-/// The weight gradient of a depthwise 3x3 convolution that [`ConvKernel::Depthwise3x3`]
-/// computes, as partial sums over blocks of outputs into `part`
-/// ([`depthwise3x3_weight_grad_partials`]): `part[q, c * 9 + t]` is the sum of `dy * x` under
-/// tap t over block q. Summing its rows gives the gradient.
-pub fn depthwise3x3_weight_grad_into(
-    enc: &mut impl Record,
-    gpu: &Gpu,
-    x: &GpuTensor,
-    dy: &GpuTensor,
-    w_shape: &[usize],
-    a: &Conv2d,
-    part: &GpuTensor,
-) -> Result<()> {
-    const OP: &str = "depthwise conv backward (weight)";
-    f32_bindings(OP, gpu, &[("x", x), ("dy", dy), ("part", part)])?;
-    let s = x.shape();
-    let [n, cout, oh, ow] = depthwise3x3_output(OP, s, w_shape, a)?;
-    expect_shape(OP, "dy", dy, &[n, cout, oh, ow])?;
-    expect_shape(
-        OP,
-        "part",
-        part,
-        &depthwise3x3_weight_grad_partials(s, w_shape, a)?,
-    )?;
-    let grid = depthwise3x3_grid(OP, gpu, [n, cout, oh, ow])?;
-    let params = Params::new(s, [3, 3], a, [cout, oh, ow], false);
-    // As the forward's vector form, with dy's rows whole vectors too.
-    let vec4 = s[3] % 4 == 0 && a.pads[1] == 1 && ow % 4 == 0;
-    let k = if vec4 {
-        &DEPTHWISE3X3_WGRAD_VEC4
-    } else {
-        &DEPTHWISE3X3_WGRAD
-    };
-    let binds = [Bind::Whole(x), Bind::Whole(dy), Bind::Whole(part)];
-    enc.dispatch(gpu, k, &[], &params, &binds, grid)
 }
 
 /// Transposed convolution into a preallocated `y` of [`conv_transpose_output_shape`].
