@@ -113,27 +113,6 @@ fn load_col(base: u32, kk: u32, col: u32) -> f32 {
     return b[base + (ci * g.h + u32(iy)) * g.w + u32(ix)];
 }
 
-// Where value t (0 .. RM) of the A tile this thread loads sits: (row, k) within the tile.
-// Consecutive threads read consecutive addresses of the stored layout.
-fn a_slot(lid: u32, t: u32) -> vec2<u32> {
-    let e = lid + t * 256u;
-    if TRANS_A {
-        return vec2(e % TM, e / TM);
-    }
-    return vec2(e / TK, e % TK);
-}
-
-// Where value t (0 .. RN) of the B tile this thread loads sits: (k, column) within the tile.
-fn b_slot(lid: u32, t: u32) -> vec2<u32> {
-    let e = lid + t * 256u;
-    if TRANS_B {
-        return vec2(e % TK, e / TK);
-    }
-    return vec2(e / TN, e % TN);
-}
-
-// The tiles are double-buffered through registers: the values of the next k tile are loaded
-// from storage before the FMAs of the current one, so their latency hides behind them.
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -142,40 +121,38 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let c_base = p.c_skip + wid.z * p.c_stride;
     var acc: array<f32, 32>;
     let sb0 = TK * SA;
-    var next_a: array<f32, 8>;
-    var next_b: array<f32, 8>;
     for (var it = 0u; it < items(); it++) {
         let a_base = p.a_skip + (wid.z + it) * p.a_stride;
         let b_base = p.b_skip + (wid.z + it) * p.b_stride;
-        for (var t = 0u; t < RM; t++) {
-            let s = a_slot(lid, t);
-            next_a[t] = load_a(a_base, row0 + s.x, p.k_begin + s.y);
-        }
-        for (var t = 0u; t < RN; t++) {
-            let s = b_slot(lid, t);
-            next_b[t] = load_b(b_base, p.k_begin + s.x, col0 + s.y);
-        }
         for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
+            // Consecutive threads read consecutive addresses of the stored layout.
             for (var t = 0u; t < RM; t++) {
-                let s = a_slot(lid, t);
-                tiles[s.y * SA + s.x] = next_a[t];
+                let e = lid + t * 256u;
+                var ar: u32;
+                var ak: u32;
+                if TRANS_A {
+                    ak = e / TM;
+                    ar = e % TM;
+                } else {
+                    ar = e / TK;
+                    ak = e % TK;
+                }
+                tiles[ak * SA + ar] = load_a(a_base, row0 + ar, k0 + ak);
             }
             for (var t = 0u; t < RN; t++) {
-                let s = b_slot(lid, t);
-                tiles[sb0 + s.x * SB + s.y] = next_b[t];
+                let e = lid + t * 256u;
+                var bk: u32;
+                var bc: u32;
+                if TRANS_B {
+                    bc = e / TK;
+                    bk = e % TK;
+                } else {
+                    bk = e / TN;
+                    bc = e % TN;
+                }
+                tiles[sb0 + bk * SB + bc] = load_b(b_base, k0 + bk, col0 + bc);
             }
             workgroupBarrier();
-            let k1 = k0 + TK;
-            if k1 < p.k_end {
-                for (var t = 0u; t < RM; t++) {
-                    let s = a_slot(lid, t);
-                    next_a[t] = load_a(a_base, row0 + s.x, k1 + s.y);
-                }
-                for (var t = 0u; t < RN; t++) {
-                    let s = b_slot(lid, t);
-                    next_b[t] = load_b(b_base, k1 + s.x, col0 + s.y);
-                }
-            }
             for (var kk = 0u; kk < TK; kk++) {
                 var av: array<f32, 8>;
                 var bv: array<f32, 8>;
