@@ -2,8 +2,8 @@
 // memory. bias_mode: 0 none, 1 per column [N], 2 per row [M], 3 full [M, N].
 // op(A) is M x K, op(B) is K x N. TRANS_A: A is stored K x M; TRANS_B: B is stored N x K.
 // A batch stride of 0 broadcasts that operand across the batch.
-// Tiles of TM x TN x 16 (TM = 16 RM, TN = 16 RN, each 16 to 128, TM * TN at most 8,192:
-// chosen by shape); 256 threads, each computing an RM x RN block.
+// Tiles of TM x TN x 16 (TM = 16 RM, TN = 16 RN, each 16, 32 or 64: chosen by shape); 256
+// threads, each computing an RM x RN block.
 // Grid: x = column tile, y = row tile, z = batch (within the bound chunk).
 // One dispatch covers the inner dimension's range [k_begin, k_end): long reductions are split
 // into dispatches (software adapters cut long loops short); after the first, `accumulate` adds
@@ -15,7 +15,7 @@
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-// Rows and columns of the tiled kernel's block per thread: 1, 2, 4 or 8 (RM * RN <= 32).
+// Rows and columns of the tiled kernel's block per thread: 1, 2 or 4.
 override RM: u32 = 4u;
 override RN: u32 = 4u;
 override CONV: bool = false;
@@ -72,9 +72,8 @@ const TK: u32 = 16u;
 // stride of 64 would put every thread of a warp on one memory bank.
 override SA: u32 = TM + 1u;
 override SB: u32 = TN + 1u;
-// The A tile [TK][SA] at 0, then the B tile [TK][SB] at TK * SA: tiles of 128 x 64 or 64 x 128
-// at most (3,104 values, 12.4 KiB of the 16 KiB every adapter has).
-var<workgroup> tiles: array<f32, 3104>;
+var<workgroup> sa: array<f32, 1040>; // [TK][SA], at most 64 + 1 per row
+var<workgroup> sb: array<f32, 1040>; // [TK][SB]
 
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
     if row >= p.m || kk >= p.k {
@@ -119,8 +118,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
     let c_base = p.c_skip + wid.z * p.c_stride;
-    var acc: array<f32, 32>;
-    let sb0 = TK * SA;
+    var acc: array<f32, 16>;
     for (var it = 0u; it < items(); it++) {
         let a_base = p.a_skip + (wid.z + it) * p.a_stride;
         let b_base = p.b_skip + (wid.z + it) * p.b_stride;
@@ -137,7 +135,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                     ar = e / TK;
                     ak = e % TK;
                 }
-                tiles[ak * SA + ar] = load_a(a_base, row0 + ar, k0 + ak);
+                sa[ak * SA + ar] = load_a(a_base, row0 + ar, k0 + ak);
             }
             for (var t = 0u; t < RN; t++) {
                 let e = lid + t * 256u;
@@ -150,21 +148,21 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                     bk = e / TN;
                     bc = e % TN;
                 }
-                tiles[sb0 + bk * SB + bc] = load_b(b_base, k0 + bk, col0 + bc);
+                sb[bk * SB + bc] = load_b(b_base, k0 + bk, col0 + bc);
             }
             workgroupBarrier();
             for (var kk = 0u; kk < TK; kk++) {
-                var av: array<f32, 8>;
-                var bv: array<f32, 8>;
+                var av: array<f32, 4>;
+                var bv: array<f32, 4>;
                 for (var i = 0u; i < RM; i++) {
-                    av[i] = tiles[kk * SA + lid3.y * RM + i];
+                    av[i] = sa[kk * SA + lid3.y * RM + i];
                 }
                 for (var j = 0u; j < RN; j++) {
-                    bv[j] = tiles[sb0 + kk * SB + lid3.x * RN + j];
+                    bv[j] = sb[kk * SB + lid3.x * RN + j];
                 }
                 for (var i = 0u; i < RM; i++) {
                     for (var j = 0u; j < RN; j++) {
-                        acc[i * RN + j] = fma(av[i], bv[j], acc[i * RN + j]);
+                        acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
                     }
                 }
             }
@@ -174,7 +172,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let eq = epi_encodings();
     for (var i = 0u; i < RM; i++) {
         for (var j = 0u; j < RN; j++) {
-            store(c_base, row0 + lid3.y * RM + i, col0 + lid3.x * RN + j, acc[i * RN + j], eq);
+            store(c_base, row0 + lid3.y * RM + i, col0 + lid3.x * RN + j, acc[i * 4u + j], eq);
         }
     }
 }

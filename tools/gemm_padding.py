@@ -1,7 +1,6 @@
 """Multiply-adds the GPU tiled GEMM executes for a model's dense convolutions and Gemm/MatMul
-layers against the useful ones, with 64 x 64 tiles and with the tiles `ops::gemm::tiles` picks
-by shape (16 to 128 rows and columns, 128 x 64 values at most: the fewest padded rows and
-columns weighed by (t + 8) / t).
+layers against the useful ones, with 64 x 64 tiles and with the tiles `ops::gemm::tile_side`
+picks by shape (16, 32 or 64 rows and columns: the fewest padded rows weighed by (t + 8) / t).
 Convolutions run as one GEMM per image: M = output channels, N = output positions, K = input
 channels x kernel size. Usage: python tools/gemm_padding.py MODEL.onnx [--batch B]"""
 import argparse
@@ -11,15 +10,8 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 
-SIDES = [128, 64, 32, 16]
-
-
-def tiles(m, n):
-    def cost(d, t):
-        return math.ceil(d / t) * (t + 8)
-
-    pairs = [(tm, tn) for tm in SIDES for tn in SIDES if tm * tn <= 128 * 64]
-    return min(pairs, key=lambda p: cost(m, p[0]) * cost(n, p[1]))
+def tile_side(d):
+    return min([64, 32, 16], key=lambda t: math.ceil(d / t) * (t + 8))
 
 
 def padded(d, side):
@@ -52,8 +44,7 @@ def main():
             continue
         useful += mm * nn * k
         old += padded(mm, 64) * padded(nn, 64) * k
-        tm, tn = tiles(mm, nn)
-        new += padded(mm, tm) * padded(nn, tn) * k
+        new += padded(mm, tile_side(mm)) * padded(nn, tile_side(nn)) * k
     print(f"useful {2 * useful / 1e9:.3f} GFLOP per image")
     print(f"64 x 64 tiles: {2 * old / 1e9:.3f} GFLOP, {old / useful:.2f}x")
     print(f"tiles by shape: {2 * new / 1e9:.3f} GFLOP, {new / useful:.2f}x")

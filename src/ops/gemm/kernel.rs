@@ -40,8 +40,7 @@ pub(super) static SUBGROUP_VEC4: Kernel = Kernel {
 /// they give the same bits; they differ only in speed per adapter class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmKernel {
-    /// Tiles of 16 to 128 rows and columns by shape (up to 128 x 64 and 64 x 128), 16 deep,
-    /// in workgroup memory: for GPUs.
+    /// Tiles of 16 to 64 rows and columns by shape, 16 deep, in workgroup memory: for GPUs.
     Tiled,
     /// 8 x 8 outputs per invocation in registers, no workgroup memory or barrier: for CPU
     /// adapters (lavapipe, llvmpipe on GL, WARP, SwiftShader).
@@ -113,27 +112,22 @@ impl GemmKernel {
     }
 }
 
-/// Largest tile (values in rows x columns) of the tiled kernel: 128 x 64 or 64 x 128 (its
-/// workgroup array holds both tiles, 16 deep, with rows padded by one).
-const TILE_MAX: u64 = 128 * 64;
+/// The tiled kernel's tile rows (or columns) for a dimension of `d`: 16, 32 or 64, the fewest
+/// padded rows weighed by a row's cost, which falls with the tile because each value loaded
+/// into workgroup memory feeds more FMAs (the weight 8 is a guess no GPU has tuned yet), among
+/// the tiles that keep the grid within `max_groups`. MobileNetV2's 16-160 channels and its
+/// 14 x 14 and 28 x 28 planes take 16 or 32; its 7 x 7 planes and large sizes keep 64.
+fn tile_side(d: u64, max_groups: u64) -> u64 {
+    [64u64, 32, 16]
+        .into_iter()
+        .filter(|&t| d.div_ceil(t) <= max_groups)
+        .min_by_key(|&t| d.div_ceil(t) * (t + 8))
+        .unwrap_or(64)
+}
 
-/// The tiled kernel's tile rows and columns for an `m x n` product: each 16 to 128, at most
-/// [`TILE_MAX`] values, the grid within `max_groups`, and the fewest padded rows and columns
-/// weighed by a row's cost, which falls with the tile because each value loaded into
-/// workgroup memory feeds more FMAs: `ceil(m / tm) (tm + 8) * ceil(n / tn) (tn + 8)` (the
-/// weight 8 is a guess no GPU has tuned yet; ties go to the larger tile). MobileNetV2's 16-160
-/// channels and its 14 x 14 and 28 x 28 planes take 16 or 32; large products 128 x 64.
+/// The tiled kernel's tile rows and columns for an `m x n` product ([`tile_side`] of each).
 pub(super) fn tiles(m: u64, n: u64, max_groups: u64) -> [u64; 2] {
-    const SIDES: [u64; 4] = [128, 64, 32, 16];
-    let cost = |d: u64, t: u64| d.div_ceil(t) * (t + 8);
-    SIDES
-        .iter()
-        .flat_map(|&tm| SIDES.iter().map(move |&tn| [tm, tn]))
-        .filter(|&[tm, tn]| {
-            tm * tn <= TILE_MAX && m.div_ceil(tm) <= max_groups && n.div_ceil(tn) <= max_groups
-        })
-        .min_by_key(|&[tm, tn]| cost(m, tm) * cost(n, tn))
-        .unwrap_or([128, 64])
+    [tile_side(m, max_groups), tile_side(n, max_groups)]
 }
 
 /// Row blocks of 8 per invocation of the subgroup kernel for `m` rows (1 to 4):
