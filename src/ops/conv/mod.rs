@@ -379,34 +379,24 @@ pub fn conv2d_with(
         ..Params::new(s, [kh, kw], a, [cout, oh, ow], bias.is_some())
     };
     let [e0, e1, e2, e3] = epi.binds(epi.residual.map(Bind::Whole), x);
+    // Without a bias the weights stand in for its binding (`has_bias` is 0).
+    let bias = bias.unwrap_or(w);
+    let binds = [
+        Bind::Whole(x),
+        Bind::Whole(w),
+        Bind::Whole(bias),
+        Bind::Whole(y),
+        e0,
+        e1,
+        e2,
+        e3,
+    ];
     if kernel == ConvKernel::Depthwise3x3 {
-        let bias = bias.unwrap_or(w);
-        let binds = [
-            Bind::Whole(x),
-            Bind::Whole(w),
-            Bind::Whole(bias),
-            Bind::Whole(y),
-            e0,
-            e1,
-            e2,
-            e3,
-        ];
         return dispatch_depthwise(enc, gpu, a, &params, &binds, &epi.constants());
     }
     if kernel == ConvKernel::DepthwiseTiled {
         let tiles = oh.div_ceil(DEPTHWISE_TILE) * ow.div_ceil(DEPTHWISE_TILE);
         let grid = grid_of(OP, gpu, [tiles, cout, n], y.shape())?;
-        let bias = bias.unwrap_or(w);
-        let binds = [
-            Bind::Whole(x),
-            Bind::Whole(w),
-            Bind::Whole(bias),
-            Bind::Whole(y),
-            e0,
-            e1,
-            e2,
-            e3,
-        ];
         let k = &DEPTHWISE_TILED;
         return enc.dispatch(gpu, k, &epi.constants(), &params, &binds, grid);
     }
@@ -414,26 +404,8 @@ pub fn conv2d_with(
     let cob = if cout_g % 4 == 0 { 4 } else { 1 };
     let pixels = (oh * ow).div_ceil(PIXELS_PER_GROUP);
     let grid = grid_of(OP, gpu, [pixels, cout.div_ceil(cob), n], y.shape())?;
-    let bias = bias.unwrap_or(w);
-    dispatch_split(
-        enc,
-        gpu,
-        &CONV2D,
-        cob,
-        params,
-        &[
-            Bind::Whole(x),
-            Bind::Whole(w),
-            Bind::Whole(bias),
-            Bind::Whole(y),
-            e0,
-            e1,
-            e2,
-            e3,
-        ],
-        grid,
-        &epi.constants(),
-    )
+    let constants = epi.constants();
+    dispatch_split(enc, gpu, &CONV2D, cob, params, &binds, grid, &constants)
 }
 
 /// Errors unless every tensor is f32 and fits one storage binding.
