@@ -432,9 +432,8 @@ pub fn tune(
     let (trainable, all) = trainable(&g1, &settings.freeze)?;
     let teacher_graph = teacher.at(1)?;
     let (fit, eval) = sets.single("finetune")?;
-    // Made at the first evaluation, after `fit` has checked its input: it runs the teacher.
-    let mut scorer: Option<Scorer> = None;
-    let metric = if sets.eval_labels.is_some() {
+    let scorer = Scorer::new(gpu.clone(), &teacher_graph, eval, sets.eval_labels.clone())?;
+    let metric = if scorer.labelled() {
         "accuracy"
     } else {
         "top-1 agreement with the teacher"
@@ -455,15 +454,6 @@ pub fn tune(
     };
     progress.phase("scoring the model before training");
     let mut evaluate = |g: &Graph| -> Result<f64> {
-        let scorer = match &mut scorer {
-            Some(s) => s,
-            None => scorer.insert(Scorer::new(
-                gpu.clone(),
-                &teacher_graph,
-                eval.clone(),
-                sets.eval_labels.clone(),
-            )?),
-        };
         let s = scorer.score(g)?;
         if s.is_nan() {
             return Err(Error::Diverged {
