@@ -476,7 +476,7 @@ pub fn tune(
         );
     };
     let fitted = fit::fit(
-        gpu.clone(),
+        gpu,
         student,
         Some(teacher),
         &trainable,
