@@ -1,53 +1,5 @@
-// Least squares through the normal equations: Gram accumulation and batched Cholesky solves.
-
-struct GramParams {
-    samples: u32,
-    k: u32,
-    o: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> gp: GramParams;
-// Samples x k features and samples x o targets, row-major.
-@group(0) @binding(1) var<storage, read> gx: array<f32>;
-@group(0) @binding(2) var<storage, read> gy: array<f32>;
-// k x o, row-major: accumulated into (c += x^T y).
-@group(0) @binding(3) var<storage, read_write> gc: array<f32>;
-
-const T: u32 = 16u;
-var<workgroup> tx: array<array<f32, 16>, 16>;
-var<workgroup> ty: array<array<f32, 16>, 16>;
-
-// c[i, j] += sum_s x[s, i] * y[s, j]; workgroup (x, y) = 16 x 16 block of columns j, rows i.
-@compute @workgroup_size(16, 16)
-fn gram_accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let i = wid.y * T + l.y;
-    let j = wid.x * T + l.x;
-    var acc = 0.0;
-    for (var s0 = 0u; s0 < gp.samples; s0 += T) {
-        // tx[s][i'] = x[s0 + s, block_i + i'], ty[s][j'] = y[s0 + s, block_j + j'].
-        let s = s0 + l.y;
-        let xi = wid.y * T + l.x;
-        var vx = 0.0;
-        var vy = 0.0;
-        if s < gp.samples && xi < gp.k {
-            vx = gx[s * gp.k + xi];
-        }
-        if s < gp.samples && j < gp.o {
-            vy = gy[s * gp.o + j];
-        }
-        tx[l.y][l.x] = vx;
-        ty[l.y][l.x] = vy;
-        workgroupBarrier();
-        for (var t = 0u; t < T; t++) {
-            acc += tx[t][l.y] * ty[t][l.x];
-        }
-        workgroupBarrier();
-    }
-    if i < gp.k && j < gp.o {
-        gc[i * gp.o + j] += acc;
-    }
-}
+// Least squares through the normal equations: batched Cholesky solves (the Gram matrices are
+// GEMMs, ops::gemm).
 
 // Batched Cholesky solves, split into dispatches that each run a bounded number of loop
 // iterations per invocation (llvmpipe stops any loop nest after 65535 iterations in total).

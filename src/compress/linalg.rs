@@ -7,9 +7,8 @@ use ndarray::{Array2, ArrayView2};
 use crate::error::{Error, Result};
 use crate::gpu::launch::LOOP_BUDGET;
 use crate::gpu::{to_array, Gpu, GpuTensor};
-use crate::ops::linalg::{
-    cholesky_solve, gram_accumulate, jacobi_round, jacobi_rounds, JacobiBatch, GRAM_MAX_SAMPLES,
-};
+use crate::ops::gemm::{matmul_sum_into, GemmKernel};
+use crate::ops::linalg::{cholesky_solve, jacobi_round, jacobi_rounds, JacobiBatch};
 
 /// Controls of [`svd_batched`].
 #[derive(Clone, Copy, Debug)]
@@ -287,14 +286,32 @@ impl NormalEquations {
                 got: y.shape().to_vec(),
             });
         }
+        // `G += x^T x` and `B += x^T y` are GEMMs summing over the samples; each upload is as
+        // many samples as one storage binding holds.
+        let (k, o) = (x.ncols(), y.ncols());
+        let l = gpu.limits();
+        let rows = ((l.max_binding - l.offset_align) / 4) as usize / k.max(o).max(1);
+        let (gram_kernel, rhs_kernel) = (GemmKernel::pick(gpu, k, k), GemmKernel::pick(gpu, k, o));
         let mut enc = gpu.encoder();
         let mut start = 0;
         while start < x.nrows() {
-            let end = (start + GRAM_MAX_SAMPLES).min(x.nrows());
+            let end = (start + rows.max(1)).min(x.nrows());
             let xt = gpu.upload(&x.slice(ndarray::s![start..end, ..]).into_dyn())?;
             let yt = gpu.upload(&y.slice(ndarray::s![start..end, ..]).into_dyn())?;
-            gram_accumulate(&mut enc, gpu, &xt, &xt, &self.gram)?;
-            gram_accumulate(&mut enc, gpu, &xt, &yt, &self.rhs)?;
+            matmul_sum_into(
+                &mut enc,
+                gpu,
+                gram_kernel,
+                &xt,
+                &xt,
+                true,
+                false,
+                1.0,
+                &self.gram,
+            )?;
+            matmul_sum_into(
+                &mut enc, gpu, rhs_kernel, &xt, &yt, true, false, 1.0, &self.rhs,
+            )?;
             start = end;
         }
         gpu.submit(enc)?;

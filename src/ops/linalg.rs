@@ -21,11 +21,6 @@ static JACOBI_ROUNDS: Kernel = Kernel {
     entry: "jacobi_rounds",
     bindings: &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
 };
-static GRAM: Kernel = Kernel {
-    family: Family::Lstsq,
-    entry: "gram_accumulate",
-    bindings: &[Uniform, Read, Read, ReadWrite],
-};
 static RIDGE: Kernel = Kernel {
     family: Family::Lstsq,
     entry: "add_ridge",
@@ -178,95 +173,6 @@ pub fn jacobi_rounds(
     };
     let groups = crate::gpu::launch::grid_1d(batch as u64, 65535)?;
     enc.dispatch(gpu, &JACOBI_ROUNDS, &[], &params, &b.binds(), groups)
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GramParams {
-    samples: u32,
-    k: u32,
-    o: u32,
-    _pad: u32,
-}
-
-/// `c += x^T y` for `x` `[samples, k]`, `y` `[samples, o]`, `c` `[k, o]` (row-major). With
-/// `y = x` this accumulates the Gram matrix; called once per chunk of samples (at most
-/// [`GRAM_MAX_SAMPLES`] per call).
-/// Samples one [`gram_accumulate`] call takes (its sample loop stays within the loop budget).
-pub const GRAM_MAX_SAMPLES: usize = (LOOP_BUDGET / 17 * 16) as usize;
-
-pub fn gram_accumulate(
-    enc: &mut impl Record,
-    gpu: &Gpu,
-    x: &GpuTensor,
-    y: &GpuTensor,
-    c: &GpuTensor,
-) -> Result<()> {
-    const OP: &str = "gram_accumulate";
-    for (name, t) in [("x", x), ("y", y), ("c", c)] {
-        t.expect_dtype(OP, name, DType::F32)?;
-    }
-    let (s, k) = match *x.shape() {
-        [s, k] => (s, k),
-        _ => {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                tensor: "x".into(),
-                expected: "[samples, k]".into(),
-                got: x.shape().to_vec(),
-            })
-        }
-    };
-    let o = match *y.shape() {
-        [sy, o] if sy == s => o,
-        _ => {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                tensor: "y".into(),
-                expected: format!("[{s}, outputs]"),
-                got: y.shape().to_vec(),
-            })
-        }
-    };
-    if c.shape() != [k, o] {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            tensor: "c".into(),
-            expected: format!("[{k}, {o}]"),
-            got: c.shape().to_vec(),
-        });
-    }
-    let groups = [(o as u64).div_ceil(16), (k as u64).div_ceil(16)];
-    if groups.iter().any(|&g| g > gpu.limits().max_groups as u64) {
-        return Err(Error::invalid(
-            OP,
-            "size",
-            format!("{k}x{o}"),
-            "more tiles than one dispatch allows",
-        ));
-    }
-    if s > GRAM_MAX_SAMPLES {
-        return Err(Error::invalid(
-            OP,
-            "samples",
-            s,
-            format!("at most {GRAM_MAX_SAMPLES} per call"),
-        ));
-    }
-    let params = GramParams {
-        samples: s as u32,
-        k: k as u32,
-        o: o as u32,
-        _pad: 0,
-    };
-    enc.dispatch(
-        gpu,
-        &GRAM,
-        &[],
-        &params,
-        &[Bind::Whole(x), Bind::Whole(y), Bind::Whole(c)],
-        [groups[0] as u32, groups[1] as u32, 1],
-    )
 }
 
 #[repr(C)]
