@@ -30,7 +30,7 @@ committed subset stays small while the test still lists every case. --max-bytes 
 the data of cases larger than N bytes the same way (their data.json says "too large").
 
 qforge itself never runs Python: the test reads the files this writes
-(tests/conformance.rs; the committed subset is under tests/conformance/).
+(tests/suite/conformance.rs; the committed subset is under tests/conformance/).
 
 --pack stores each kind's folder as one file, OUT_DIR/<kind>.pack.gz (gzip of records:
 u32 LE path length, the path relative to the kind's folder, u64 LE data length, the data),

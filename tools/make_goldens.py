@@ -1,7 +1,7 @@
 """Makes the golden files tests compare against (onnxruntime on the CPU).
 
 Run from the repository root with a Python that has onnx, onnxruntime and numpy, after
-writing the evaluation crops of the bundled photos (tests/common::photo_crops makes the same):
+writing the evaluation crops of the bundled photos (tests/suite/common::photo_crops makes the same):
     cargo run --release --example crops -- data/photos 4 1 /tmp/eval.npy --random-only
     python tools/make_goldens.py /tmp/eval.npy
 Writes tests/golden/mobilenet_v2_eval4_logits.npy, fmnist_input8.npy, fmnist_logits8.npy and

@@ -1,11 +1,11 @@
-"""Makes the golden files of the real public models in models/real (tests/real_models.rs).
+"""Makes the golden files of the real public models in models/real (tests/suite/real_models.rs).
 
 Run from the repository root with a Python that has onnx, onnxruntime and numpy:
     python tools/make_real_goldens.py
 Writes tests/golden/real/<model>_*.npy: seeded small inputs and onnxruntime's outputs on them
 (CPU, graph optimisations off, i.e. the models as written). The layout detector's input is
 1x3x800x608 (fixed in the model); to keep the committed file small its seeded input is a
-1x3x50x38 array, repeated 16 times along each spatial axis (tests/real_models.rs repeats it the
+1x3x50x38 array, repeated 16 times along each spatial axis (tests/suite/real_models.rs repeats it the
 same way). models/real/SOURCES.md says which package each model comes from.
 
 With --calib DIR it writes calibration sets for `qforge quantize` instead (README, "Real

@@ -1,6 +1,6 @@
 """Makes tests/golden/unary_zoo.onnx (opset 18): every elementwise unary op qforge runs, each
 applied to one input that spans its domain (negatives, zeros, huge and tiny values; qforge
-refuses non-finite inputs, whose propagation tests/nn_kernels.rs covers), one output per op,
+refuses non-finite inputs, whose propagation tests/suite/nn_kernels.rs covers), one output per op,
 and onnxruntime's outputs (tests/golden/unary_zoo_x.npy, unary_zoo_y.npy).
 
     python tools/make_unary_zoo.py
