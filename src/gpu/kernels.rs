@@ -259,6 +259,7 @@ impl KernelCache {
         get_or_create(&self.pipelines, &key, || {
             let module = self.module(device, kernel.family)?;
             let layout = self.layout(device, kernel.bindings);
+            let t0 = std::time::Instant::now();
             let pipeline = scoped(
                 device,
                 || {
@@ -280,6 +281,12 @@ impl KernelCache {
                     message,
                 },
             )?;
+            log::debug!(
+                "pipeline {}::{} {constants:?} created in {:.0} ms",
+                kernel.family.name(),
+                kernel.entry,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
             Ok(CachedPipeline {
                 pipeline,
                 layout: layout.0.clone(),

@@ -21,7 +21,10 @@ thread_local! {
 
 /// The shared GPU, or `None` with a loud message. With `QFORGE_REQUIRE_GPU=1` a missing
 /// adapter fails the test instead. On GL the calling test holds the GPU until it ends.
+/// `RUST_LOG` is honoured (`RUST_LOG=qforge::gpu::kernels=debug` times each pipeline's
+/// creation; `--nocapture` shows it).
 pub fn gpu() -> Option<Arc<Gpu>> {
+    let _ = env_logger::builder().is_test(true).try_init();
     match Gpu::shared() {
         Ok(g) => {
             if g.adapter().backend == wgpu::Backend::Gl {
