@@ -166,6 +166,8 @@ fn gram_and_cholesky_match_cpu() {
         (1, 3, 10),
         (300, 17, 1000),
         (270, 3, 2000),
+        // Chunks past one GEMM dispatch's k range (the samples are the GEMM's inner dimension).
+        (6, 2, 60000),
     ] {
         let mut ne = NormalEquations::new(&gpu, k, o).unwrap();
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
