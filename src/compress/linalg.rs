@@ -289,13 +289,12 @@ impl NormalEquations {
         // `G += x^T x` and `B += x^T y` are GEMMs summing over the samples; each upload is as
         // many samples as one storage binding holds.
         let (k, o) = (x.ncols(), y.ncols());
-        let l = gpu.limits();
-        let rows = ((l.max_binding - l.offset_align) / 4) as usize / k.max(o).max(1);
+        let rows = gpu.limits().rows_per_binding(k.max(o));
         let (gram_kernel, rhs_kernel) = (GemmKernel::pick(gpu, k, k), GemmKernel::pick(gpu, k, o));
         let mut enc = gpu.encoder();
         let mut start = 0;
         while start < x.nrows() {
-            let end = (start + rows.max(1)).min(x.nrows());
+            let end = (start + rows).min(x.nrows());
             let xt = gpu.upload(&x.slice(ndarray::s![start..end, ..]).into_dyn())?;
             let yt = gpu.upload(&y.slice(ndarray::s![start..end, ..]).into_dyn())?;
             matmul_sum_into(

@@ -84,6 +84,14 @@ pub struct GpuLimits {
     pub storage_buffers: u32,
 }
 
+impl GpuLimits {
+    /// Rows of `row` f32 elements that fit one storage binding with room for its offset
+    /// alignment (at least 1).
+    pub fn rows_per_binding(&self, row: usize) -> usize {
+        ((self.max_binding - self.offset_align) / 4 / row.max(1) as u64).max(1) as usize
+    }
+}
+
 /// The device qforge computes on, with its kernel cache and buffer pool.
 ///
 /// One `Gpu` can be shared across threads; ops record into [`crate::gpu::Encoder`]s and

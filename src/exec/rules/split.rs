@@ -47,7 +47,7 @@ pub(crate) fn gemm(
     let (m, cols) = (ys[0], ys[1]);
     let row = bs[1];
     // Rows of B per block: what fits one binding with room for its alignment.
-    let per = ((l.max_binding - l.offset_align) / 4 / row as u64).max(1) as usize;
+    let per = l.rows_per_binding(row);
     if trans_b {
         // B is [n, k]: a block of rows is a block of C's columns.
         let k = row;
