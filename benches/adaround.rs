@@ -7,7 +7,7 @@
 //! rate). Fashion-MNIST CNN always; MobileNetV2 too with `QFORGE_BENCH_MOBILENET=1` (slow on
 //! software adapters: every layer caches 32 photos' inputs through the model before it).
 //!
-//! `cargo bench --bench adaround`
+//! `cargo bench -p qforge-benches --bench adaround`
 
 mod common;
 
@@ -27,7 +27,7 @@ fn sim(gpu: &Arc<qforge::gpu::Gpu>, rel: &str) -> QuantSim {
 }
 
 fn sim_with(gpu: &Arc<qforge::gpu::Gpu>, rel: &str, cfg: QuantConfig) -> QuantSim {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let path = common::repo(rel);
     QuantSim::new(
         gpu.clone(),
         qforge::graph::load(&path).unwrap(),

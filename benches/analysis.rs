@@ -7,7 +7,7 @@
 //! next to a calibration pass. On the small CNN the runs cost about what their plans cost to
 //! compile, so sharing prefixes saves little there; on MobileNetV2 compute dominates.
 //!
-//! `cargo bench --bench analysis`
+//! `cargo bench -p qforge-benches --bench analysis`
 
 mod common;
 
@@ -21,7 +21,7 @@ use qforge::quant::sim::{Enabled, QuantOptions, QuantSim};
 use qforge::quant::QuantConfig;
 
 fn sim(gpu: &std::sync::Arc<qforge::gpu::Gpu>, c: Candidate, x: &ArrayD<f32>) -> QuantSim {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fmnist_cnn.onnx");
+    let path = common::repo("models/fmnist_cnn.onnx");
     let mut sim = QuantSim::new(
         gpu.clone(),
         qforge::graph::load(&path).unwrap(),
@@ -51,8 +51,7 @@ fn whole(sim: &QuantSim, e: &Enabled, x: &ArrayD<f32>) -> ArrayD<f32> {
 fn bench(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fmnist_input8.npy");
+    let path = common::repo("tests/golden/fmnist_input8.npy");
     let x: ArrayD<f32> = ndarray_npy::read_npy(path).unwrap();
     let w8a8: Candidate = "W8A8".parse().unwrap();
     let mut s = sim(&gpu, w8a8, &x);
@@ -132,7 +131,7 @@ fn mobilenet(c: &mut Criterion) {
     use qforge::quant::prefix::Prefix;
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
+    let path = common::repo("models/mobilenet_v2.onnx");
     let x = ArrayD::from_shape_fn(ndarray::IxDyn(&[8, 3, 224, 224]), |d| {
         ((d[0] * 5 + d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0
     });

@@ -2,7 +2,7 @@
 //! observers, next to the plain FP32 forward of the same prepared model in the same run; and
 //! the simulated forward, float (AIMET's) and integer (onnxruntime's arithmetic), against it.
 //!
-//! `cargo bench --bench calibration`
+//! `cargo bench -p qforge-benches --bench calibration`
 
 mod common;
 
@@ -17,7 +17,7 @@ use qforge::quant::{place, QuantConfig};
 fn calibration(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
+    let path = common::repo("models/mobilenet_v2.onnx");
     let model = std::sync::Arc::new(
         Prepared::bn_folded(qforge::graph::load(&path).unwrap(), Default::default())
             .unwrap()
@@ -60,7 +60,7 @@ fn simulation(c: &mut Criterion) {
     use qforge::quant::sim::{Arithmetic, QuantOptions, QuantSim};
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
+    let path = common::repo("models/mobilenet_v2.onnx");
     let batch = 8;
     let x = ArrayD::from_shape_fn(IxDyn(&[batch, 3, 224, 224]), |d| {
         ((d[1] * 7 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0

@@ -8,6 +8,14 @@ use criterion::measurement::Measurement;
 use criterion::BenchmarkGroup;
 use qforge::gpu::{Encoder, Gpu};
 
+/// A path in the repository (this package is its `benches/` folder).
+#[allow(dead_code)]
+pub fn repo(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
+
 /// The shared GPU; panics with the reason when there is none (benches need one).
 pub fn gpu() -> Arc<Gpu> {
     let gpu =

@@ -3,7 +3,7 @@
 //! and the greedy selection's score table on the Fashion-MNIST CNN (spatial SVD, 3 candidates,
 //! 64 images). The whole MobileNetV2 selection is timed by the CLI (see README).
 //!
-//! `cargo bench --bench compress`
+//! `cargo bench -p qforge-benches --bench compress`
 
 mod common;
 
@@ -68,7 +68,7 @@ fn svd(c: &mut Criterion) {
 
     let mut grp = c.benchmark_group(format!("greedy fmnist_cnn[{tag}]"));
     common::timing(&mut grp, 10, 100, 10);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fmnist_cnn.onnx");
+    let path = common::repo("models/fmnist_cnn.onnx");
     let g = qforge::graph::load(&path).unwrap();
     let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[64, 1, 28, 28]), |d| {
         ((d[0] * 5 + d[2] * 3 + d[3]) % 17) as f32 / 8.0 - 1.0

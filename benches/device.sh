@@ -13,7 +13,7 @@ mkdir -p "$out"
 export QFORGE_BENCH_QUICK=1 QFORGE_BENCH_MOBILENET=1 XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 start=$(date +%s)
 
-cargo build --release --benches --examples 2>&1 | tail -n 3
+cargo build --release -p qforge -p qforge-benches --benches --examples 2>&1 | tail -n 3
 ./target/release/qforge devices | tee "$out/devices.txt"
 adapter=$(grep '^\*' "$out/devices.txt" | head -n 1 | sed 's/^\* \[[0-9]*\] //')
 
@@ -21,7 +21,7 @@ rm -rf target/criterion
 for bench in kernels gemm model calibration train adaround; do
   echo "== $bench ($(( $(date +%s) - start )) s)"
   # One bench that hangs or fails leaves the others' figures in the summary.
-  timeout 240 cargo bench --bench "$bench" -- --noplot 2>&1 | tee "$out/$bench.log" | grep -E 'time:|thrpt:|^[a-z].*\[' || echo "$bench: failed or timed out (see $out/$bench.log)"
+  timeout 240 cargo bench -p qforge-benches --bench "$bench" -- --noplot 2>&1 | tee "$out/$bench.log" | grep -E 'time:|thrpt:|^[a-z].*\[' || echo "$bench: failed or timed out (see $out/$bench.log)"
 done
 
 cargo run --release --example bench_summary -- target/criterion "$out" "$adapter"

@@ -1,9 +1,9 @@
 //! GEMM in GFLOP/s (criterion's elements/s = FLOP/s) for every kernel the adapter can run, at
 //! n = 256..1024 and on two of MobileNetV2's pointwise shapes, next to ndarray's `dot` on the CPU
 //! in the same run; and MobileNetV2's depthwise 3x3 convs with every conv kernel that computes
-//! them (`cargo bench --bench gemm -- depthwise`).
+//! them (`cargo bench -p qforge-benches --bench gemm -- depthwise`).
 //!
-//! `cargo bench --bench gemm`
+//! `cargo bench -p qforge-benches --bench gemm`
 
 mod common;
 

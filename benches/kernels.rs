@@ -1,7 +1,7 @@
 //! Memory-bound kernels in GB/s (bytes read + written) next to a plain buffer copy on the same
 //! adapter (the roofline), and next to the CPU reference in the same run.
 //!
-//! `cargo bench --bench kernels`
+//! `cargo bench -p qforge-benches --bench kernels`
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! (criterion's elements/s = FLOP/s) for MobileNetV2's conv shapes with the picked kernel and
 //! the direct one.
 //!
-//! `cargo bench --bench model`
+//! `cargo bench -p qforge-benches --bench model`
 
 mod common;
 
@@ -27,7 +27,7 @@ fn input(batch: usize) -> ArrayD<f32> {
 fn forward(c: &mut Criterion) {
     let gpu = common::gpu();
     let tag = common::tag(&gpu);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mobilenet_v2.onnx");
+    let path = common::repo("models/mobilenet_v2.onnx");
     let model = graph::load(&path).unwrap();
     let mut g = c.benchmark_group(format!("mobilenet_v2[{tag}]"));
     common::timing(&mut g, 10, 100, 5);

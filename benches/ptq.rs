@@ -4,7 +4,7 @@
 //! correction and seq-MSE run one forward per layer, so on MobileNetV2 they are timed by the
 //! CLI (see README).
 //!
-//! `cargo bench --bench ptq`
+//! `cargo bench -p qforge-benches --bench ptq`
 
 mod common;
 
@@ -18,9 +18,7 @@ use qforge::quant::sim::QuantSim;
 use qforge::quant::{bias_correction, seq_mse, QuantConfig};
 
 fn sim(gpu: &std::sync::Arc<qforge::gpu::Gpu>, model: &str) -> QuantSim {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(model);
+    let path = common::repo(&format!("models/{model}"));
     QuantSim::new(
         gpu.clone(),
         qforge::graph::load(&path).unwrap(),

@@ -7,7 +7,7 @@
 //! recomputation, against the target 3 x activations + 4 x parameters; and the kernels each
 //! step's time goes to (forward and backward, each dispatch timed alone: `Steps::profile`).
 //!
-//! `cargo bench --bench train`
+//! `cargo bench -p qforge-benches --bench train`
 
 mod common;
 
@@ -24,7 +24,7 @@ use qforge::train::{
 };
 
 fn model(rel: &str, batch: usize) -> Arc<qforge::graph::ir::Graph> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let path = common::repo(rel);
     let (p, _) =
         Prepared::bn_folded(qforge::graph::load(&path).unwrap(), Default::default()).unwrap();
     p.at(batch).unwrap()

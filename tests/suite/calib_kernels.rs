@@ -9,7 +9,7 @@ use qforge::ops::calib::{self, histogram, min_max, moments, RunningHistogram};
 use qforge::reference;
 use rand::Rng;
 
-fn random_axis(rng: &mut rand::rngs::StdRng, ndim: usize) -> Option<usize> {
+fn random_axis(rng: &mut crate::common::TestRng, ndim: usize) -> Option<usize> {
     if rng.random_bool(0.4) {
         None
     } else {

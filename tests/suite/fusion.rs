@@ -69,7 +69,7 @@ struct Parts {
 impl Parts {
     fn draw(
         gpu: &Gpu,
-        rng: &mut rand::rngs::StdRng,
+        rng: &mut crate::common::TestRng,
         case: usize,
         y: &[usize],
         channels: usize,
@@ -155,7 +155,7 @@ impl Parts {
 /// case of [`CASES`] ([`GL_CASES`] on GL).
 fn every_case(
     gpu: &Gpu,
-    rng: &mut rand::rngs::StdRng,
+    rng: &mut crate::common::TestRng,
     (shape, channels, inner): (&[usize], usize, usize),
     run: impl Fn(&Epilogue<'_>) -> GpuTensor,
     what: &str,

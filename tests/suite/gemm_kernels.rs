@@ -8,7 +8,7 @@ use qforge::ops::gemm::{matmul, matmul_sum_into, matmul_with, Bias, GemmKernel};
 use qforge::reference;
 use rand::Rng;
 
-fn random3(rng: &mut rand::rngs::StdRng, shape: (usize, usize, usize)) -> Array3<f32> {
+fn random3(rng: &mut crate::common::TestRng, shape: (usize, usize, usize)) -> Array3<f32> {
     Array3::from_shape_fn(shape, |_| rng.random_range(-1.0f32..1.0))
 }
 

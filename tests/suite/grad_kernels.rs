@@ -17,23 +17,22 @@ use qforge::ops::elementwise::StridedView;
 use qforge::ops::grad::{self, Layout, Product, Side};
 use qforge::reference::{grad as refg, nn};
 use qforge::DType;
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
 /// `values` (with exact zeros and ties) in an array of `shape`.
-fn random(rng: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> ArrayD<f32> {
+fn random(rng: &mut TestRng, shape: &[usize], lo: f32, hi: f32) -> ArrayD<f32> {
     let n = shape.iter().product();
     ArrayD::from_shape_vec(IxDyn(shape), values(rng, n, lo, hi)).unwrap()
 }
 
 /// Uniform values in [lo, hi) with no exact zeros or ties, for finite differences.
-fn uniform(rng: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> ArrayD<f32> {
+fn uniform(rng: &mut TestRng, shape: &[usize], lo: f32, hi: f32) -> ArrayD<f32> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(lo..hi))
 }
 
 /// Uniform values with |v| in [lo, hi) and a random sign.
-fn away_from_zero(rng: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> ArrayD<f32> {
+fn away_from_zero(rng: &mut TestRng, shape: &[usize], lo: f32, hi: f32) -> ArrayD<f32> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| {
         let v = rng.random_range(lo..hi);
         if rng.random_bool(0.5) {
@@ -65,7 +64,7 @@ fn sum_tol(terms: usize) -> Tol {
 fn check_adds(
     what: &str,
     gpu: &Gpu,
-    rng: &mut StdRng,
+    rng: &mut TestRng,
     shape: &[usize],
     want: &[f64],
     tol: Tol,
@@ -120,7 +119,7 @@ const FD: Fd = Fd {
 /// against `grad` (the reference gradient of `loss`, flat in `x`'s order).
 fn check_fd(
     what: &str,
-    rng: &mut StdRng,
+    rng: &mut TestRng,
     x: &ArrayD<f32>,
     grad: &[f64],
     fd: Fd,
@@ -172,7 +171,7 @@ fn flat(a: &ArrayD<f64>) -> &[f64] {
 #[allow(clippy::too_many_arguments)]
 fn check_conv_gpu(
     gpu: &Gpu,
-    rng: &mut StdRng,
+    rng: &mut TestRng,
     what: &str,
     x: &ArrayD<f32>,
     wt: &ArrayD<f32>,
@@ -734,7 +733,7 @@ const PAIRS: [(&[usize], &[usize]); 10] = [
 /// |a - b| >= 0.05 for Max and Min (a on a grid offset from b's), positive bases for Pow
 /// (`negative`: negative bases with integral exponents).
 fn smooth_operands(
-    rng: &mut StdRng,
+    rng: &mut TestRng,
     op: Binary,
     sa: &[usize],
     sb: &[usize],
@@ -766,7 +765,7 @@ fn smooth_operands(
 /// Operands for the GPU comparison: exact zeros and ties kept (Max/Min split ties), |b| kept
 /// from 0 for Div, no zero bases for Pow.
 fn gpu_operands(
-    rng: &mut StdRng,
+    rng: &mut TestRng,
     op: Binary,
     sa: &[usize],
     sb: &[usize],
@@ -791,7 +790,7 @@ fn gpu_operands(
 /// Both sides of the GPU's binary backward (into prefilled buffers) against the reference.
 fn check_binary_gpu(
     gpu: &Gpu,
-    rng: &mut StdRng,
+    rng: &mut TestRng,
     what: &str,
     op: Binary,
     a: &ArrayD<f32>,
@@ -921,7 +920,7 @@ fn stacked(a: &ArrayD<f32>, idx: usize) -> ArrayView2<'_, f32> {
 #[allow(clippy::too_many_arguments)]
 fn check_matmul(
     gpu: &Gpu,
-    rng: &mut StdRng,
+    rng: &mut TestRng,
     what: &str,
     a: &ArrayD<f32>,
     b: &ArrayD<f32>,
@@ -969,7 +968,7 @@ fn matmul_acc_matches_plain_loops() {
         );
         let bs = rng.random_range(2..5);
         let alpha = [1.0f32, 0.5, -1.5][case % 3];
-        let g = |rng: &mut StdRng, s: &[usize]| random(rng, s, -2.0, 2.0);
+        let g = |rng: &mut TestRng, s: &[usize]| random(rng, s, -2.0, 2.0);
 
         // c = a b
         let (a, b) = (g(&mut rng, &[m, k]), g(&mut rng, &[k, n]));
@@ -1116,7 +1115,7 @@ fn matmul_acc_matches_plain_loops() {
 
     // Longer than one dispatch's loop budget: split along k, along k with reduced batches,
     // and along the reduced batches.
-    let g = |rng: &mut StdRng, s: &[usize]| random(rng, s, -2.0, 2.0);
+    let g = |rng: &mut TestRng, s: &[usize]| random(rng, s, -2.0, 2.0);
     let (a, b) = (g(&mut rng, &[2, 20000]), g(&mut rng, &[20000, 3]));
     let p = Product {
         batches: 1,
@@ -1185,7 +1184,7 @@ fn matmul_acc_matches_plain_loops() {
 // ---- pooling -----------------------------------------------------------------------------
 
 /// Distinct values 0.05 apart (no ties, and no ±eps perturbation changes a window's maximum).
-fn distinct(rng: &mut StdRng, shape: &[usize]) -> ArrayD<f32> {
+fn distinct(rng: &mut TestRng, shape: &[usize]) -> ArrayD<f32> {
     let n: usize = shape.iter().product();
     let mut v: Vec<f32> = (0..n).map(|i| (i as f32 - n as f32 / 2.0) * 0.05).collect();
     v.shuffle(rng);
@@ -1787,7 +1786,7 @@ fn resize_grads_match_reference_and_finite_differences() {
             rng.random_range(1..9),
             rng.random_range(1..9),
         ];
-        let pick = |rng: &mut StdRng| [0.5f32, 0.75, 1.0, 1.5, 2.0, 3.0][rng.random_range(0..6)];
+        let pick = |rng: &mut TestRng| [0.5f32, 0.75, 1.0, 1.5, 2.0, 3.0][rng.random_range(0..6)];
         let scales = [pick(&mut rng), pick(&mut rng)];
         let out = [
             ((xs[2] as f32 * scales[0]).floor() as usize).max(1),

@@ -137,7 +137,7 @@ fn try_model(bytes: &[u8]) {
     }
 }
 
-fn mutate_fields(rng: &mut rand::rngs::StdRng, m: &mut onnx::ModelProto) {
+fn mutate_fields(rng: &mut crate::common::TestRng, m: &mut onnx::ModelProto) {
     let g = m.graph.as_mut().unwrap();
     match rng.random_range(0..9) {
         0 => {

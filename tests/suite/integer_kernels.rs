@@ -23,7 +23,7 @@ fn assert_same(what: &str, got: &[f32], want: &[f32]) {
 }
 
 /// Dequantized values `r * scale` for random integer codes `r` in `[lo, hi]`.
-fn on_grid(rng: &mut rand::rngs::StdRng, n: usize, scale: f32, lo: i32, hi: i32) -> Vec<f32> {
+fn on_grid(rng: &mut crate::common::TestRng, n: usize, scale: f32, lo: i32, hi: i32) -> Vec<f32> {
     (0..n)
         .map(|_| rng.random_range(lo..=hi) as f32 * scale)
         .collect()
@@ -171,14 +171,14 @@ fn qadd_matches_reference() {
         } else {
             (0.0, 255.0)
         };
-        let zp = |rng: &mut rand::rngs::StdRng| {
+        let zp = |rng: &mut crate::common::TestRng| {
             if signed {
                 0.0
             } else {
                 rng.random_range(0..256) as f32
             }
         };
-        let sc = |rng: &mut rand::rngs::StdRng| 10f32.powf(rng.random_range(-3.0..0.0));
+        let sc = |rng: &mut crate::common::TestRng| 10f32.powf(rng.random_range(-3.0..0.0));
         let g = AddGrids {
             a: (sc(&mut rng), zp(&mut rng)),
             b: (sc(&mut rng), zp(&mut rng)),

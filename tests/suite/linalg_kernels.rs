@@ -10,13 +10,13 @@ use qforge::compress::linalg::{
 use qforge::reference::linalg as cpu;
 use rand::Rng;
 
-fn random(rng: &mut rand::rngs::StdRng, m: usize, n: usize) -> Array2<f32> {
+fn random(rng: &mut crate::common::TestRng, m: usize, n: usize) -> Array2<f32> {
     Array2::from_shape_fn((m, n), |_| rng.random_range(-1.0f32..1.0))
 }
 
 /// `Q1 diag(s) Q2^T` with singular values from 1 down to 10^-decades (random orthogonal Q's
 /// from nalgebra's SVD of random matrices).
-fn conditioned(rng: &mut rand::rngs::StdRng, m: usize, n: usize, decades: f32) -> Array2<f32> {
+fn conditioned(rng: &mut crate::common::TestRng, m: usize, n: usize, decades: f32) -> Array2<f32> {
     let k = m.min(n);
     let (q1, _, _) = cpu::svd(random(rng, m, k).view());
     let (q2, _, _) = cpu::svd(random(rng, n, k).view());

@@ -16,7 +16,7 @@ use rand::Rng;
 
 const NONE: qforge::ops::epilogue::Epilogue<'static> = qforge::ops::epilogue::Epilogue::NONE;
 
-fn random(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> ArrayD<f32> {
+fn random(rng: &mut crate::common::TestRng, shape: &[usize]) -> ArrayD<f32> {
     let n = shape.iter().product();
     ArrayD::from_shape_vec(IxDyn(shape), values(rng, n, -2.0, 2.0)).unwrap()
 }
@@ -747,7 +747,7 @@ fn filtered_resizes_match_reference() {
             rng.random_range(2..12),
             rng.random_range(2..12),
         ];
-        let pick = |rng: &mut rand::rngs::StdRng| {
+        let pick = |rng: &mut crate::common::TestRng| {
             [0.3f32, 0.5, 0.8, 1.0, 1.7, 3.0][rng.random_range(0..6)]
         };
         let scales = [pick(&mut rng), pick(&mut rng)];

@@ -48,7 +48,7 @@ fn fake_quant_backward(
 /// An encoding for `x` along a random axis (or per tensor) from its own ranges, shrunk a little
 /// so that some values clamp.
 fn encoding_for(
-    rng: &mut rand::rngs::StdRng,
+    rng: &mut crate::common::TestRng,
     x: &ArrayD<f32>,
     kind: QuantKind,
     bw: u32,

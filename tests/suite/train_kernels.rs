@@ -14,7 +14,6 @@ use qforge::ops::grad;
 use qforge::ops::train::{self, hyper, LossKind, Optimizer, HYPER_LEN};
 use qforge::reference::grad::{self as refg, Loss};
 use qforge::DType;
-use rand::rngs::StdRng;
 use rand::Rng;
 
 fn f64s(v: &[f32]) -> Vec<f64> {
@@ -60,7 +59,7 @@ const KINDS: [(LossKind, Loss); 5] = [
 ];
 
 /// Outputs and targets for `kind`: class indices for cross-entropy, teacher values otherwise.
-fn loss_data(rng: &mut StdRng, kind: Loss, rows: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+fn loss_data(rng: &mut TestRng, kind: Loss, rows: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
     let s = values(rng, rows * len, -4.0, 4.0);
     let t = match kind {
         Loss::CrossEntropy => (0..rows).map(|_| rng.random_range(0..len) as f32).collect(),

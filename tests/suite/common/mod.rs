@@ -7,8 +7,12 @@ pub mod ops;
 use std::sync::Arc;
 
 use qforge::gpu::Gpu;
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// The tests' seeded generator. Xoshiro256++ (rand's `small_rng`): with only this feature the
+/// tests' dependencies enable no feature of a crate the library shares, so `cargo test
+/// --release` and the Python package's build compile the library once between them.
+pub type TestRng = rand::rngs::SmallRng;
 
 /// On wgpu's GL backend one context serves every thread and wgpu panics when a thread waits
 /// more than 6 s for it (llvmpipe runs one long dispatch in that time): GL tests take turns.
@@ -53,12 +57,12 @@ pub fn own_gpu() -> Option<Gpu> {
 }
 
 /// Seeded generator for one test.
-pub fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
+pub fn rng(seed: u64) -> TestRng {
+    TestRng::seed_from_u64(seed)
 }
 
 /// `n` values spread over [lo, hi), with a sprinkling of exact zeros and exact grid ties.
-pub fn values(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+pub fn values(rng: &mut TestRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..n)
         .map(|_| match rng.random_range(0..20) {
             0 => 0.0,
@@ -70,7 +74,7 @@ pub fn values(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
 }
 
 /// A random shape of 1..=4 dims with odd sizes and size-1 dims, at most `max_elems` elements.
-pub fn shape(rng: &mut StdRng, max_elems: usize) -> Vec<usize> {
+pub fn shape(rng: &mut TestRng, max_elems: usize) -> Vec<usize> {
     loop {
         let dims = rng.random_range(1..=4);
         let s: Vec<usize> = (0..dims)

@@ -13,7 +13,7 @@ pub fn arr(shape: &[usize], v: Vec<f32>) -> ArrayD<f32> {
 
 /// Values over a float op's whole domain: ordinary ones, zeros of both signs, ±inf, NaN,
 /// subnormals and huge ones.
-pub fn floats(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
+pub fn floats(rng: &mut super::TestRng, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| match rng.random_range(0..16) {
             0 => 0.0,
@@ -30,7 +30,7 @@ pub fn floats(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
 }
 
 /// Integers (as f32) in `lo..hi`.
-pub fn integers(rng: &mut rand::rngs::StdRng, n: usize, lo: i32, hi: i32) -> Vec<f32> {
+pub fn integers(rng: &mut super::TestRng, n: usize, lo: i32, hi: i32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(lo..hi) as f32).collect()
 }
 
@@ -74,7 +74,7 @@ pub fn close(what: &str, m: &Model, inputs: &[(&str, ArrayD<f32>)], tol: Tol) ->
 }
 
 /// Ordinary values with ties (small integers) and, with `special`, NaN and infinities.
-pub fn values_with_ties(rng: &mut rand::rngs::StdRng, n: usize, special: bool) -> Vec<f32> {
+pub fn values_with_ties(rng: &mut super::TestRng, n: usize, special: bool) -> Vec<f32> {
     (0..n)
         .map(|_| match rng.random_range(0..20) {
             0 if special => f32::NAN,
