@@ -461,8 +461,8 @@ impl QuantSim {
     /// FP32 model, or cross-entropy with `labels`; ranges learned unless `learn_ranges` is
     /// false, at `range_lr` (learned as logarithms: about the fraction of a scale one step
     /// moves); `schedule` constant, step or cosine; `lsq` scales the range gradients as LSQ
-    /// does. Returns (optimizer step, loss) readings.
-    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None, schedule = "constant".to_string(), lsq = false, range_lr = 1e-2))]
+    /// does; `temperature` softens distillation's outputs. Returns (optimizer step, loss) readings.
+    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None, schedule = "constant".to_string(), lsq = false, range_lr = 1e-2, temperature = 1.0))]
     #[allow(clippy::too_many_arguments)]
     fn qat(
         &mut self,
@@ -478,6 +478,7 @@ impl QuantSim {
         schedule: String,
         lsq: bool,
         range_lr: f32,
+        temperature: f32,
     ) -> PyResult<Vec<(u64, f64)>> {
         let x = array(&x.0, &x.1)?;
         let opts = qforge::quant::qat::QatOptions {
@@ -490,6 +491,7 @@ impl QuantSim {
             seed,
             schedule,
             lsq,
+            temperature,
         };
         let sim = &mut self.sim;
         let mut p = Progress::new(progress);

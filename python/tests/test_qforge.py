@@ -244,3 +244,5 @@ def test_qat_from_python():
     assert sim.evaluate(X)["sqnr_db"] > before
     with pytest.raises(qforge.QforgeError, match="calibrate first"):
         qforge.QuantSim(MODEL).qat(X)
+    with pytest.raises(qforge.QforgeError, match="temperature"):
+        sim.qat(X, temperature=0.0)

@@ -134,6 +134,13 @@ pub struct SimArgs {
     /// Scale each learned range's gradient by LSQ's 1 / sqrt(elements x positive levels).
     #[arg(long)]
     qat_lsq: bool,
+    /// QAT distillation temperature: the loss is the KL divergence of the FP32 and simulated
+    /// outputs softened by T, times T^2 (ignored with --calib-labels).
+    #[arg(long, default_value_t = 1.0)]
+    qat_temperature: f32,
+    /// Seed of QAT's shuffles (epoch e shuffles with seed + e).
+    #[arg(long, default_value_t = 0)]
+    qat_seed: u64,
 }
 
 /// Arguments of `qforge quantize`.
@@ -262,6 +269,8 @@ impl SimArgs {
                     learn_ranges: self.range_learning.as_deref() != Some("none"),
                     schedule: self.qat_schedule,
                     lsq: self.qat_lsq,
+                    temperature: self.qat_temperature,
+                    seed: self.qat_seed,
                     ..Default::default()
                 }),
             },

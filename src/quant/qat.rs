@@ -55,6 +55,9 @@ pub struct QatOptions {
     /// elements one scale quantizes (per sample for activations), `Qp` the grid's positive
     /// levels (Esser et al., "Learned Step Size Quantization").
     pub lsq: bool,
+    /// Distillation temperature (ignored with `labels`): the KL divergence of the
+    /// temperature-softened outputs, times T^2.
+    pub temperature: f32,
     /// Seeds the shuffles.
     pub seed: u64,
 }
@@ -70,6 +73,7 @@ impl Default for QatOptions {
             labels: None,
             schedule: "constant".into(),
             lsq: false,
+            temperature: 1.0,
             seed: 0,
         }
     }
@@ -405,7 +409,9 @@ pub fn apply<'a>(
         schedule: Schedule::named(&opts.schedule, (opts.epochs * (n / opts.batch)) as u64)?,
         loss: match opts.labels {
             Some(_) => LossKind::CrossEntropy,
-            None => LossKind::Distill { temperature: 1.0 },
+            None => LossKind::Distill {
+                temperature: opts.temperature,
+            },
         },
         max_grad_norm: None,
         accumulate: 1,

@@ -108,6 +108,10 @@ fn qat_checks_its_input_and_frozen_ranges_stay() {
             range_lr: f32::NAN,
             ..Default::default()
         },
+        QatOptions {
+            temperature: 0.0,
+            ..Default::default()
+        },
     ] {
         assert!(qat::apply(&mut s, &train, &bad, &mut |_, _, _, _| {}).is_err());
     }
