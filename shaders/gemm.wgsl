@@ -2,8 +2,10 @@
 // memory. bias_mode: 0 none, 1 per column [N], 2 per row [M], 3 full [M, N].
 // op(A) is M x K, op(B) is K x N. TRANS_A: A is stored K x M; TRANS_B: B is stored N x K.
 // A batch stride of 0 broadcasts that operand across the batch.
-// Tiles of TM x TN x 16 (TM = 16 RM, TN = 16 RN, each 16, 32 or 64: chosen by shape); 256
-// threads, each computing an RM x RN block.
+// Tiles of TM x TN x TK (TM = 16 RM, TN = 16 RN: 16, 32 or 64 rows and columns 16 deep, chosen
+// by shape; or 128 x 128 x 8 for large products); 256 threads, each computing an RM x RN block
+// strided by 16: thread (x, y) owns rows y + 16 i and columns x + 16 j of the tile, so a warp
+// reads consecutive columns of the B tile and stores consecutive columns of C.
 // Grid: x = column tile, y = row tile, z = batch (within the bound chunk).
 // One dispatch covers the inner dimension's range [k_begin, k_end): long reductions are split
 // into dispatches (software adapters cut long loops short); after the first, `accumulate` adds
@@ -15,9 +17,12 @@
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-// Rows and columns of the tiled kernel's block per thread: 1, 2 or 4.
+// Rows and columns of the tiled kernel's block per thread: 1, 2 or 4 (8 for `matmul_wide`).
 override RM: u32 = 4u;
 override RN: u32 = 4u;
+// The tiled kernel's tile depth: 16, or 8 for 128-wide tiles (both fit the same workgroup
+// arrays, whose rows are TM + 1 or TN + 1 long).
+override TK: u32 = 16u;
 override CONV: bool = false;
 
 // A convolution's geometry, for CONV.
@@ -65,15 +70,17 @@ struct Params {
 
 override TM: u32 = 16u * RM;
 override TN: u32 = 16u * RN;
-const TK: u32 = 16u;
 
 // Rows of the shared tiles padded by one value: the loads below write a column of a tile
 // (consecutive threads, consecutive k) for A stored M x K and B stored N x K, which at a row
 // stride of 64 would put every thread of a warp on one memory bank.
 override SA: u32 = TM + 1u;
 override SB: u32 = TN + 1u;
-var<workgroup> sa: array<f32, 1040>; // [TK][SA], at most 64 + 1 per row
+var<workgroup> sa: array<f32, 1040>; // [TK][SA]: 16 x (64 + 1) or 8 x (128 + 1) at most
 var<workgroup> sb: array<f32, 1040>; // [TK][SB]
+// The next tile's values this thread loads (TM x TK and TN x TK are at most 1024 = 4 x 256).
+var<private> ra: array<f32, 4>;
+var<private> rb: array<f32, 4>;
 
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
     if row >= p.m || kk >= p.k {
@@ -112,6 +119,65 @@ fn load_col(base: u32, kk: u32, col: u32) -> f32 {
     return b[base + (ci * g.h + u32(iy)) * g.w + u32(ix)];
 }
 
+// Element e of the A tile: (row, k). Consecutive threads read consecutive addresses of the
+// stored layout.
+fn a_slot(e: u32) -> vec2<u32> {
+    if TRANS_A {
+        return vec2(e % TM, e / TM);
+    }
+    return vec2(e / TK, e % TK);
+}
+
+// Element e of the B tile: (k, column).
+fn b_slot(e: u32) -> vec2<u32> {
+    if TRANS_B {
+        return vec2(e % TK, e / TK);
+    }
+    return vec2(e / TN, e % TN);
+}
+
+// Loads this thread's share of the tiles at depth k0 into registers. The four slots are
+// written out, not looped over: llvmpipe's loop limiter counts every iteration of a loop nest
+// (`LOOP_BUDGET`), and a loop here would double the iterations per k of 8-deep tiles.
+fn fetch(a_base: u32, b_base: u32, row0: u32, col0: u32, k0: u32, lid: u32) {
+    fetch_slot(0u, a_base, b_base, row0, col0, k0, lid);
+    fetch_slot(1u, a_base, b_base, row0, col0, k0, lid);
+    fetch_slot(2u, a_base, b_base, row0, col0, k0, lid);
+    fetch_slot(3u, a_base, b_base, row0, col0, k0, lid);
+}
+
+fn fetch_slot(t: u32, a_base: u32, b_base: u32, row0: u32, col0: u32, k0: u32, lid: u32) {
+    let e = lid + t * 256u;
+    if e < TM * TK {
+        let s = a_slot(e);
+        ra[t] = load_a(a_base, row0 + s.x, k0 + s.y);
+    }
+    if e < TN * TK {
+        let s = b_slot(e);
+        rb[t] = load_b(b_base, k0 + s.x, col0 + s.y);
+    }
+}
+
+// Writes the fetched values into the workgroup's tiles (slots written out as in `fetch`).
+fn stage(lid: u32) {
+    stage_slot(0u, lid);
+    stage_slot(1u, lid);
+    stage_slot(2u, lid);
+    stage_slot(3u, lid);
+}
+
+fn stage_slot(t: u32, lid: u32) {
+    let e = lid + t * 256u;
+    if e < TM * TK {
+        let s = a_slot(e);
+        sa[s.y * SA + s.x] = ra[t];
+    }
+    if e < TN * TK {
+        let s = b_slot(e);
+        sb[s.x * SB + s.y] = rb[t];
+    }
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -122,43 +188,23 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     for (var it = 0u; it < items(); it++) {
         let a_base = p.a_skip + (wid.z + it) * p.a_stride;
         let b_base = p.b_skip + (wid.z + it) * p.b_stride;
+        fetch(a_base, b_base, row0, col0, p.k_begin, lid);
         for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
-            // Consecutive threads read consecutive addresses of the stored layout.
-            for (var t = 0u; t < RM; t++) {
-                let e = lid + t * 256u;
-                var ar: u32;
-                var ak: u32;
-                if TRANS_A {
-                    ak = e / TM;
-                    ar = e % TM;
-                } else {
-                    ar = e / TK;
-                    ak = e % TK;
-                }
-                sa[ak * SA + ar] = load_a(a_base, row0 + ar, k0 + ak);
-            }
-            for (var t = 0u; t < RN; t++) {
-                let e = lid + t * 256u;
-                var bk: u32;
-                var bc: u32;
-                if TRANS_B {
-                    bc = e / TK;
-                    bk = e % TK;
-                } else {
-                    bk = e / TN;
-                    bc = e % TN;
-                }
-                sb[bk * SB + bc] = load_b(b_base, k0 + bk, col0 + bc);
-            }
             workgroupBarrier();
+            stage(lid);
+            workgroupBarrier();
+            // The next tile's loads are issued before this tile's FMAs, which hide their latency.
+            if k0 + TK < p.k_end {
+                fetch(a_base, b_base, row0, col0, k0 + TK, lid);
+            }
             for (var kk = 0u; kk < TK; kk++) {
                 var av: array<f32, 4>;
                 var bv: array<f32, 4>;
                 for (var i = 0u; i < RM; i++) {
-                    av[i] = sa[kk * SA + lid3.y * RM + i];
+                    av[i] = sa[kk * SA + lid3.y + 16u * i];
                 }
                 for (var j = 0u; j < RN; j++) {
-                    bv[j] = sb[kk * SB + lid3.x * RN + j];
+                    bv[j] = sb[kk * SB + lid3.x + 16u * j];
                 }
                 for (var i = 0u; i < RM; i++) {
                     for (var j = 0u; j < RN; j++) {
@@ -166,13 +212,74 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
                     }
                 }
             }
-            workgroupBarrier();
         }
     }
     let eq = epi_encodings();
     for (var i = 0u; i < RM; i++) {
         for (var j = 0u; j < RN; j++) {
-            store(c_base, row0 + lid3.y * RM + i, col0 + lid3.x * RN + j, acc[i * 4u + j], eq);
+            store(c_base, row0 + lid3.y + 16u * i, col0 + lid3.x + 16u * j, acc[i * 4u + j], eq);
+        }
+    }
+}
+
+// The tiled kernel with 128 x 128 x 8 tiles (RM = RN = 8, TK = 8): `matmul` with its 8 x 8
+// block's products written out on vectors. The loops `matmul` runs over RM and RN are not
+// unrolled at 8 on llvmpipe, whose loop limiter (`LOOP_BUDGET`) counts their iterations too.
+// acc[2 i] holds columns x + 16 j of row y + 16 i for j = 0..3, acc[2 i + 1] for j = 4..7.
+@compute @workgroup_size(16, 16)
+fn matmul_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let c_base = p.c_skip + wid.z * p.c_stride;
+    var acc: array<vec4<f32>, 16>;
+    for (var it = 0u; it < items(); it++) {
+        let a_base = p.a_skip + (wid.z + it) * p.a_stride;
+        let b_base = p.b_skip + (wid.z + it) * p.b_stride;
+        fetch(a_base, b_base, row0, col0, p.k_begin, lid);
+        for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
+            workgroupBarrier();
+            stage(lid);
+            workgroupBarrier();
+            if k0 + TK < p.k_end {
+                fetch(a_base, b_base, row0, col0, k0 + TK, lid);
+            }
+            for (var kk = 0u; kk < TK; kk++) {
+                let ar = kk * SA + lid3.y;
+                let br = kk * SB + lid3.x;
+                let a0 = vec4(sa[ar], sa[ar + 16u], sa[ar + 32u], sa[ar + 48u]);
+                let a1 = vec4(sa[ar + 64u], sa[ar + 80u], sa[ar + 96u], sa[ar + 112u]);
+                let b0 = vec4(sb[br], sb[br + 16u], sb[br + 32u], sb[br + 48u]);
+                let b1 = vec4(sb[br + 64u], sb[br + 80u], sb[br + 96u], sb[br + 112u]);
+                acc[0] = fma(vec4(a0.x), b0, acc[0]);
+                acc[1] = fma(vec4(a0.x), b1, acc[1]);
+                acc[2] = fma(vec4(a0.y), b0, acc[2]);
+                acc[3] = fma(vec4(a0.y), b1, acc[3]);
+                acc[4] = fma(vec4(a0.z), b0, acc[4]);
+                acc[5] = fma(vec4(a0.z), b1, acc[5]);
+                acc[6] = fma(vec4(a0.w), b0, acc[6]);
+                acc[7] = fma(vec4(a0.w), b1, acc[7]);
+                acc[8] = fma(vec4(a1.x), b0, acc[8]);
+                acc[9] = fma(vec4(a1.x), b1, acc[9]);
+                acc[10] = fma(vec4(a1.y), b0, acc[10]);
+                acc[11] = fma(vec4(a1.y), b1, acc[11]);
+                acc[12] = fma(vec4(a1.z), b0, acc[12]);
+                acc[13] = fma(vec4(a1.z), b1, acc[13]);
+                acc[14] = fma(vec4(a1.w), b0, acc[14]);
+                acc[15] = fma(vec4(a1.w), b1, acc[15]);
+            }
+        }
+    }
+    let eq = epi_encodings();
+    for (var i = 0u; i < 8u; i++) {
+        let row = row0 + lid3.y + 16u * i;
+        for (var h = 0u; h < 2u; h++) {
+            let v = acc[2u * i + h];
+            let col = col0 + lid3.x + 64u * h;
+            store(c_base, row, col, v.x, eq);
+            store(c_base, row, col + 16u, v.y, eq);
+            store(c_base, row, col + 32u, v.z, eq);
+            store(c_base, row, col + 48u, v.w, eq);
         }
     }
 }

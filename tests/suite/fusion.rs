@@ -259,7 +259,14 @@ fn every_gemm_kernel_fuses_every_epilogue_part_bit_exactly() {
     let mut rng = rng(42);
     // Odd sizes past the block edges, a batch, and an inner dimension past one dispatch. All
     // within one 16 x 16 tile of the tiled kernel, so that GL compiles one tile shape of it
-    // per epilogue (its tile shapes are `gemm_kernels`' test).
+    // per epilogue (its tile shapes are `gemm_kernels`' test). GL leaves out `TiledWide`, whose
+    // epilogue is the tiled kernel's own `store` (the other backends check it here; GL
+    // compiles it in `gemm_kernels::every_kernel_at_block_edges`).
+    let gl = gpu.adapter().backend == wgpu::Backend::Gl;
+    let kernels: Vec<_> = GemmKernel::available(&gpu)
+        .into_iter()
+        .filter(|&k| !(gl && k == GemmKernel::TiledWide))
+        .collect();
     for (batch, m, k, n) in [(1, 13, 19, 11), (3, 9, 8, 12), (1, 5, 20000, 6)] {
         let a = upload(
             &gpu,
@@ -269,7 +276,7 @@ fn every_gemm_kernel_fuses_every_epilogue_part_bit_exactly() {
         let b = upload(&gpu, &[k, n], &values(&mut rng, k * n, -1.0, 1.0));
         let bias = upload(&gpu, &[m], &values(&mut rng, m, -0.5, 0.5));
         let shape = [batch, m, n];
-        for kernel in GemmKernel::available(&gpu) {
+        for &kernel in &kernels {
             let run = |epi: &Epilogue<'_>| {
                 let c = gpu.empty(&shape, DType::F32).unwrap();
                 let mut enc = gpu.encoder();

@@ -154,7 +154,8 @@ fn every_row_block_height() {
 
 /// The tiled kernel's tiles by shape: rows and columns of 16 (5, 16 rows), 32 (24, 196) and
 /// 64 (49, 100, 128), each with a ragged edge and K not a multiple of the 16-deep tile, in
-/// every transpose; the same bits as the other kernels.
+/// every transpose; the same bits as the other kernels (the 128-wide tiles of `TiledWide`
+/// among them, past one tile in both directions in the last two shapes).
 #[test]
 fn every_tile_shape_of_the_tiled_kernel() {
     let Some(gpu) = gpu() else { return };
@@ -169,6 +170,8 @@ fn every_tile_shape_of_the_tiled_kernel() {
             (100, 24, 16),
             (16, 16, 20),
             (196, 5, 7),
+            (200, 131, 21),
+            (131, 260, 3),
         ],
         |i| (i % 2 == 1, i / 2 % 2 == 1),
     );

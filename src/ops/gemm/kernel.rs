@@ -20,6 +20,11 @@ static TILED: Kernel = Kernel {
     entry: "matmul",
     bindings: BINDINGS,
 };
+static TILED_WIDE: Kernel = Kernel {
+    family: Family::Gemm,
+    entry: "matmul_wide",
+    bindings: BINDINGS,
+};
 static BLOCKED: Kernel = Kernel {
     family: Family::Gemm,
     entry: "matmul_blocked",
@@ -36,12 +41,15 @@ pub(super) static SUBGROUP_VEC4: Kernel = Kernel {
     bindings: BINDINGS,
 };
 
-/// The GEMM kernels. All three add each output's products in k order with fma from zero, so
+/// The GEMM kernels. All four add each output's products in k order with fma from zero, so
 /// they give the same bits; they differ only in speed per adapter class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmKernel {
     /// Tiles of 16 to 64 rows and columns by shape, 16 deep, in workgroup memory: for GPUs.
     Tiled,
+    /// The tiled kernel with tiles of 128 x 128, 8 deep (8 x 8 outputs per thread): for GPUs,
+    /// on products with enough tiles to fill one.
+    TiledWide,
     /// 8 x 8 outputs per invocation in registers, no workgroup memory or barrier: for CPU
     /// adapters (lavapipe, llvmpipe on GL, WARP, SwiftShader).
     Blocked,
@@ -50,6 +58,13 @@ pub enum GemmKernel {
     /// subgroups have at least 8 lanes (lavapipe on AVX2).
     Subgroup,
 }
+
+/// Tile rows and columns of [`GemmKernel::TiledWide`].
+const WIDE: u64 = 128;
+/// Tiles a product needs before GPUs take [`GemmKernel::TiledWide`]: two per multiprocessor of
+/// a 128-SM GPU, so that the larger tiles still fill one. A guess until the device bench,
+/// which times both tiled forms at every size, has run on GPUs.
+const WIDE_TILES: u64 = 256;
 
 /// Lanes that share one row block in the blocked kernels (`LANES` in gemm.wgsl).
 const LANES: u64 = 8;
@@ -60,7 +75,11 @@ impl GemmKernel {
     /// Every kernel `gpu` can run.
     pub fn available(gpu: &Gpu) -> Vec<GemmKernel> {
         let a = gpu.adapter();
-        let mut all = vec![GemmKernel::Tiled, GemmKernel::Blocked];
+        let mut all = vec![
+            GemmKernel::Tiled,
+            GemmKernel::TiledWide,
+            GemmKernel::Blocked,
+        ];
         if a.subgroups && a.subgroup_min >= LANES as u32 {
             all.push(GemmKernel::Subgroup);
         }
@@ -69,12 +88,16 @@ impl GemmKernel {
 
     /// The kernel for an `m x n` product on this adapter: the one place that decides.
     /// Software adapters take the register-blocked forms (the subgroup one where it can run),
-    /// GPUs the tiled one; a product with more blocks than one dispatch allows falls back to
-    /// the tiled kernel's larger tiles.
+    /// GPUs the tiled one, with 128 x 128 tiles where a product has at least `WIDE_TILES` of
+    /// them; a product with more blocks than one dispatch allows falls back to the tiled
+    /// kernel's larger tiles.
     pub fn pick(gpu: &Gpu, m: usize, n: usize) -> GemmKernel {
         let fits = |k: GemmKernel| k.fits(gpu, m, n);
         if !gpu.cpu_kernels() {
-            return GemmKernel::Tiled;
+            return match wide(m as u64, n as u64) && fits(GemmKernel::TiledWide) {
+                true => GemmKernel::TiledWide,
+                false => GemmKernel::Tiled,
+            };
         }
         let available = GemmKernel::available(gpu);
         [GemmKernel::Subgroup, GemmKernel::Blocked]
@@ -94,6 +117,7 @@ impl GemmKernel {
     pub(super) fn kernel(self) -> &'static Kernel {
         match self {
             GemmKernel::Tiled => &TILED,
+            GemmKernel::TiledWide => &TILED_WIDE,
             GemmKernel::Blocked => &BLOCKED,
             GemmKernel::Subgroup => &SUBGROUP,
         }
@@ -106,10 +130,16 @@ impl GemmKernel {
                 let [tm, tn] = tiles(m, n, max_groups);
                 [n.div_ceil(tn), m.div_ceil(tm)]
             }
+            GemmKernel::TiledWide => [n.div_ceil(WIDE), m.div_ceil(WIDE)],
             GemmKernel::Blocked => [n.div_ceil(LANES * 2 * BLOCK.1), m.div_ceil(BLOCK.0)],
             GemmKernel::Subgroup => [n.div_ceil(LANES * BLOCK.1), m.div_ceil(BLOCK.0)],
         }
     }
+}
+
+/// True when an `m x n` product has at least [`WIDE_TILES`] tiles of 128 x 128.
+fn wide(m: u64, n: u64) -> bool {
+    m.div_ceil(WIDE) * n.div_ceil(WIDE) >= WIDE_TILES
 }
 
 /// The tiled kernel's tile rows (or columns) for a dimension of `d`: 16, 32 or 64, the fewest
@@ -141,4 +171,20 @@ pub(super) fn row_blocks(m: u64) -> u64 {
             m.div_ceil(rows) * rows * (rows + 11) * 96 / rows
         })
         .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_tiles_only_where_they_fill_a_gpu() {
+        assert!(wide(4096, 4096));
+        assert!(wide(2048, 2048));
+        assert!(!wide(1024, 1024));
+        // MobileNetV2's pointwise convs: few output channels, one tile row; a tall product
+        // of 196 x 1 tiles.
+        assert!(!wide(24, 3136));
+        assert!(!wide(25088, 24));
+    }
 }

@@ -65,7 +65,7 @@ pub enum Bias<'a> {
     Accumulate,
 }
 
-/// Inner-dimension elements one dispatch reduces over: a multiple of the 16-deep tile that keeps
+/// Inner-dimension elements one dispatch reduces over: a multiple of every tile depth that keeps
 /// an invocation's loop within [`LOOP_BUDGET`] (longer reductions came back silently wrong on
 /// llvmpipe from K of about 50,000).
 const K_PER_DISPATCH: usize = LOOP_BUDGET as usize;
@@ -441,10 +441,14 @@ fn record(
     if subgroup {
         constants.push(("BLOCKS", blocks as f64));
     }
-    if kernel == GemmKernel::Tiled {
-        let [tm, tn] = tiles(m as u64, n as u64, max_groups);
-        constants.push(("RM", (tm / 16) as f64));
-        constants.push(("RN", (tn / 16) as f64));
+    match kernel {
+        GemmKernel::Tiled => {
+            let [tm, tn] = tiles(m as u64, n as u64, max_groups);
+            constants.push(("RM", (tm / 16) as f64));
+            constants.push(("RN", (tn / 16) as f64));
+        }
+        GemmKernel::TiledWide => constants.extend([("RM", 8.0), ("RN", 8.0), ("TK", 8.0)]),
+        GemmKernel::Blocked | GemmKernel::Subgroup => {}
     }
     let last_constants: Vec<_> = constants.iter().copied().chain(epi.constants()).collect();
     let mut b0 = 0u64;
