@@ -178,6 +178,17 @@ fn stage_slot(t: u32, lid: u32) {
     }
 }
 
+// Puts the fetched tile at k0 into workgroup memory (once every thread is done with the
+// previous one), then issues the next tile's loads, which the FMAs on this one hide.
+fn advance(a_base: u32, b_base: u32, row0: u32, col0: u32, k0: u32, lid: u32) {
+    workgroupBarrier();
+    stage(lid);
+    workgroupBarrier();
+    if k0 + TK < p.k_end {
+        fetch(a_base, b_base, row0, col0, k0 + TK, lid);
+    }
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -190,13 +201,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         let b_base = p.b_skip + (wid.z + it) * p.b_stride;
         fetch(a_base, b_base, row0, col0, p.k_begin, lid);
         for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
-            workgroupBarrier();
-            stage(lid);
-            workgroupBarrier();
-            // The next tile's loads are issued before this tile's FMAs, which hide their latency.
-            if k0 + TK < p.k_end {
-                fetch(a_base, b_base, row0, col0, k0 + TK, lid);
-            }
+            advance(a_base, b_base, row0, col0, k0, lid);
             for (var kk = 0u; kk < TK; kk++) {
                 var av: array<f32, 4>;
                 var bv: array<f32, 4>;
@@ -238,12 +243,7 @@ fn matmul_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         let b_base = p.b_skip + (wid.z + it) * p.b_stride;
         fetch(a_base, b_base, row0, col0, p.k_begin, lid);
         for (var k0 = p.k_begin; k0 < p.k_end; k0 += TK) {
-            workgroupBarrier();
-            stage(lid);
-            workgroupBarrier();
-            if k0 + TK < p.k_end {
-                fetch(a_base, b_base, row0, col0, k0 + TK, lid);
-            }
+            advance(a_base, b_base, row0, col0, k0, lid);
             for (var kk = 0u; kk < TK; kk++) {
                 let ar = kk * SA + lid3.y;
                 let br = kk * SB + lid3.x;
