@@ -1,7 +1,10 @@
 """Runs qforge's QDQ export in onnxruntime and compares it with qforge's own simulation.
 
     qforge quantize [--integer] --calib CALIB --eval EVAL.npy --sim-outputs out/sim.npy
-    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy|EVAL.npz out/sim.npy [--fp32 FP32.npy | --fp32-model MODEL.onnx] [--save ORT.npy] [--labels LABELS-idx1-ubyte.gz]
+    python tools/check_qdq.py out/mobilenet_v2_qdq.onnx EVAL.npy|EVAL.npz [out/sim.npy] [--fp32 FP32.npy | --fp32-model MODEL.onnx] [--save ORT.npy] [--labels LABELS-idx1-ubyte.gz]
+
+Without qforge's outputs (out/sim.npy) it reports onnxruntime's figures alone, e.g. the accuracy
+of an export on a test set qforge never evaluated it on.
 
 onnxruntime runs the model twice: as it runs by default (graph optimizations on: with int32
 biases, DequantizeLinear -> op -> QuantizeLinear groups become integer kernels, which
@@ -25,7 +28,7 @@ def sqnr(ref, x):
 p = argparse.ArgumentParser()
 p.add_argument("qdq")
 p.add_argument("inputs")
-p.add_argument("sim")
+p.add_argument("sim", nargs="?", help="qforge's simulated outputs on the same inputs")
 p.add_argument("--fp32", help="FP32 outputs on the same inputs (.npy)")
 p.add_argument("--fp32-model", help="the FP32 model, run in onnxruntime for the FP32 outputs")
 p.add_argument("--save")
@@ -49,7 +52,7 @@ def run(s):
     return np.concatenate([s.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
-q = np.load(a.sim)
+q = np.load(a.sim) if a.sim else None
 f = np.load(a.fp32) if a.fp32 else None
 if a.fp32_model:
     f = run(ort.InferenceSession(a.fp32_model, providers=["CPUExecutionProvider"]))
@@ -63,16 +66,21 @@ for label, level in [("default (optimized)", ort.GraphOptimizationLevel.ORT_ENAB
         print(f"onnxruntime {label}: the session does not load: {str(e).splitlines()[0][:300]}")
         continue
     y = run(s)
-    print(f"onnxruntime {label} vs qforge simulation: SQNR {sqnr(y, q):.2f} dB, top-1 agreement {(q.argmax(1) == y.argmax(1)).mean():.4f}, "
-          f"bit-identical {(q == y).mean():.4f}")
+    if q is None:
+        print(f"onnxruntime {label}: ran {len(y)} samples")
+    else:
+        print(f"onnxruntime {label} vs qforge simulation: SQNR {sqnr(y, q):.2f} dB, top-1 agreement {(q.argmax(1) == y.argmax(1)).mean():.4f}, "
+              f"bit-identical {(q == y).mean():.4f}")
     if f is not None:
-        print(f"  vs FP32: onnxruntime {sqnr(f, y):.2f} dB / top-1 {(f.argmax(1) == y.argmax(1)).mean():.3f}; qforge {sqnr(f, q):.2f} dB / {(f.argmax(1) == q.argmax(1)).mean():.3f}")
+        print(f"  vs FP32: onnxruntime {sqnr(f, y):.2f} dB / top-1 {(f.argmax(1) == y.argmax(1)).mean():.3f}"
+              + ("" if q is None else f"; qforge {sqnr(f, q):.2f} dB / {(f.argmax(1) == q.argmax(1)).mean():.3f}"))
     if a.labels:
         import gzip
         raw = gzip.open(a.labels).read()
         n = int.from_bytes(raw[4:8], "big")
         lab = np.frombuffer(raw[8:8 + n], dtype=np.uint8)[: len(x)]
         acc = lambda o: (o.argmax(1) == lab).mean()
-        print(f"  accuracy: onnxruntime {acc(y):.4f}, qforge {acc(q):.4f}" + (f", FP32 {acc(f):.4f}" if f is not None else ""))
+        print(f"  accuracy: onnxruntime {acc(y):.4f}" + ("" if q is None else f", qforge {acc(q):.4f}")
+              + (f", FP32 {acc(f):.4f}" if f is not None else ""))
     if a.save and level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL:
         np.save(a.save, y)

@@ -245,4 +245,4 @@ def test_qat_from_python():
     with pytest.raises(qforge.QforgeError, match="calibrate first"):
         qforge.QuantSim(MODEL).qat(X)
     with pytest.raises(qforge.QforgeError, match="temperature"):
-        sim.qat(X, temperature=0.0)
+        sim.qat(X, batch=4, temperature=0.0)
