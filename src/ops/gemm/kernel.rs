@@ -61,6 +61,9 @@ pub enum GemmKernel {
 
 /// Tile rows and columns of [`GemmKernel::TiledWide`].
 const WIDE: u64 = 128;
+/// Tile depth of [`GemmKernel::TiledWide`]: 8 rows of 128 + 1 fit the workgroup arrays sized
+/// for 16 rows of 64 + 1.
+const WIDE_DEPTH: u64 = 8;
 /// Tiles a product needs before GPUs take [`GemmKernel::TiledWide`]: two per multiprocessor of
 /// a 128-SM GPU, so that the larger tiles still fill one. A guess until the device bench,
 /// which times both tiled forms at every size, has run on GPUs.
@@ -123,6 +126,27 @@ impl GemmKernel {
         }
     }
 
+    /// The tiled forms' pipeline constants for an `m x n` product: block rows and columns per
+    /// thread (`RM`, `RN`: a sixteenth of the tile's) and, for 128-wide tiles, their depth `TK`.
+    pub(super) fn tile_constants(
+        self,
+        m: u64,
+        n: u64,
+        max_groups: u64,
+    ) -> Vec<(&'static str, f64)> {
+        match self {
+            GemmKernel::Tiled => {
+                let [tm, tn] = tiles(m, n, max_groups);
+                vec![("RM", (tm / 16) as f64), ("RN", (tn / 16) as f64)]
+            }
+            GemmKernel::TiledWide => {
+                let r = (WIDE / 16) as f64;
+                vec![("RM", r), ("RN", r), ("TK", WIDE_DEPTH as f64)]
+            }
+            GemmKernel::Blocked | GemmKernel::Subgroup => Vec::new(),
+        }
+    }
+
     /// Workgroups along (columns, rows) for an `m x n` product.
     pub(super) fn grid(self, m: u64, n: u64, max_groups: u64) -> [u64; 2] {
         match self {
@@ -156,7 +180,7 @@ fn tile_side(d: u64, max_groups: u64) -> u64 {
 }
 
 /// The tiled kernel's tile rows and columns for an `m x n` product ([`tile_side`] of each).
-pub(super) fn tiles(m: u64, n: u64, max_groups: u64) -> [u64; 2] {
+fn tiles(m: u64, n: u64, max_groups: u64) -> [u64; 2] {
     [tile_side(m, max_groups), tile_side(n, max_groups)]
 }
 

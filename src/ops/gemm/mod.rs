@@ -11,7 +11,7 @@ use crate::ops::epilogue::{EpiParams, Epilogue};
 
 pub use kernel::GemmKernel;
 
-use kernel::{row_blocks, tiles, SUBGROUP_VEC4};
+use kernel::{row_blocks, SUBGROUP_VEC4};
 /// The product's shape `[n, M, oh * ow]` for [`conv_gemm_into`]'s `w` `[M, K]`, `x`
 /// `[n, cin, h, w]` and `c` `[n, M, oh * ow]`, which must agree with `g`; only the tiled kernel
 /// reads columns. (The shader reads only inside the image, whatever the geometry.)
@@ -441,15 +441,7 @@ fn record(
     if subgroup {
         constants.push(("BLOCKS", blocks as f64));
     }
-    match kernel {
-        GemmKernel::Tiled => {
-            let [tm, tn] = tiles(m as u64, n as u64, max_groups);
-            constants.push(("RM", (tm / 16) as f64));
-            constants.push(("RN", (tn / 16) as f64));
-        }
-        GemmKernel::TiledWide => constants.extend([("RM", 8.0), ("RN", 8.0), ("TK", 8.0)]),
-        GemmKernel::Blocked | GemmKernel::Subgroup => {}
-    }
+    constants.extend(kernel.tile_constants(m as u64, n as u64, max_groups));
     let last_constants: Vec<_> = constants.iter().copied().chain(epi.constants()).collect();
     let mut b0 = 0u64;
     while b0 < batch as u64 {
