@@ -270,7 +270,12 @@ impl KernelCache {
                         entry_point: Some(kernel.entry),
                         compilation_options: wgpu::PipelineCompilationOptions {
                             constants,
-                            zero_initialize_workgroup_memory: true,
+                            // No kernel reads a workgroup value its workgroup has not written
+                            // (tiles and patches are staged whole each step, reductions store
+                            // every slot first, histograms zero their bins; tile padding is
+                            // never read), so wgpu's zeroing is skipped: on GL its polyfill
+                            // made llvmpipe take 25-30 s to compile each tiled GEMM pipeline.
+                            zero_initialize_workgroup_memory: false,
                         },
                         cache: None,
                     })

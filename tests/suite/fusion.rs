@@ -35,11 +35,6 @@ const CASES: [usize; 8] = [
     6 | 1 << 4,
 ];
 
-/// The cases on GL, where llvmpipe takes seconds to compile each pipeline (the GL smoke run
-/// in CI would spend minutes on [`CASES`]): between them every part, a quantizer before and
-/// after the activation, and both fake-quant forms. The other backends run every case.
-const GL_CASES: [usize; 3] = [15 | 2 << 4, 14 | 3 << 4, 12 | 4 << 4];
-
 const ACTS: [Unary; 5] = [
     Unary::Relu,
     Unary::Clip(0.0, 6.0),
@@ -152,7 +147,7 @@ impl Parts {
 
 /// `run` (a kernel writing an output of `shape` with `channels` channels of `inner` elements,
 /// applying the epilogue it is given) against the unfused parts on its plain output, for every
-/// case of [`CASES`] ([`GL_CASES`] on GL).
+/// case of [`CASES`].
 fn every_case(
     gpu: &Gpu,
     rng: &mut crate::common::TestRng,
@@ -161,11 +156,7 @@ fn every_case(
     what: &str,
 ) {
     let plain = run(&Epilogue::NONE);
-    let cases: &[usize] = match gpu.adapter().backend {
-        wgpu::Backend::Gl => &GL_CASES,
-        _ => &CASES,
-    };
-    for &case in cases {
+    for case in CASES {
         let exact = (case >> 5) % 2 == 1;
         let parts = Parts::draw(gpu, rng, case, shape, channels);
         let fused = read(gpu, &run(&parts.epilogue(exact)));
@@ -258,15 +249,9 @@ fn every_gemm_kernel_fuses_every_epilogue_part_bit_exactly() {
     let Some(gpu) = gpu() else { return };
     let mut rng = rng(42);
     // Odd sizes past the block edges, a batch, and an inner dimension past one dispatch. All
-    // within one 16 x 16 tile of the tiled kernel, so that GL compiles one tile shape of it
-    // per epilogue (its tile shapes are `gemm_kernels`' test). GL leaves out `TiledWide`, whose
-    // epilogue is the tiled kernel's own `store` (the other backends check it here; GL
-    // compiles it in `gemm_kernels::every_kernel_at_block_edges`).
-    let gl = gpu.adapter().backend == wgpu::Backend::Gl;
-    let kernels: Vec<_> = GemmKernel::available(&gpu)
-        .into_iter()
-        .filter(|&k| !(gl && k == GemmKernel::TiledWide))
-        .collect();
+    // within one 16 x 16 tile of the tiled kernel, so that one tile shape of it is compiled
+    // per epilogue (its tile shapes are `gemm_kernels`' test).
+    let kernels = GemmKernel::available(&gpu);
     for (batch, m, k, n) in [(1, 13, 19, 11), (3, 9, 8, 12), (1, 5, 20000, 6)] {
         let a = upload(
             &gpu,
