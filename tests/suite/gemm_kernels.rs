@@ -114,7 +114,7 @@ fn matmul_matches_reference_with_transposes_and_broadcast() {
 
 /// Every kernel at the edges of its blocks (1 x 1, sizes one past a block, N a multiple of 4
 /// for the vector loads, K shorter and longer than the 8 lanes), with each transpose. Small
-/// enough for the GL smoke run.
+/// enough for a quick run on any backend.
 #[test]
 fn every_kernel_at_block_edges() {
     let Some(gpu) = gpu() else { return };
