@@ -60,16 +60,14 @@ def acc(out):
 fp32 = onnx.load(a.fp32)
 qdq = onnx.load(a.qdq)
 g = qdq.graph
-inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-consumers = {}
-for n in g.node:
-    for v in n.input:
-        consumers.setdefault(v, []).append(n)
-q_in = next(n for n in consumers[g.input[0].name] if n.op_type == "QuantizeLinear")
-scale = float(inits[q_in.input[1]])
-zp_init = next(i for i in g.initializer if i.name == q_in.input[2])
-zp = int(inits[q_in.input[2]])
-bits = 4 if zp_init.data_type in (onnx.TensorProto.UINT4, onnx.TensorProto.INT4) else 8
+inits = {i.name: i for i in g.initializer}
+q_in = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == g.input[0].name)
+scale = float(numpy_helper.to_array(inits[q_in.input[1]]))
+zp_type = inits[q_in.input[2]].data_type
+if zp_type not in (onnx.TensorProto.UINT4, onnx.TensorProto.UINT8):
+    raise SystemExit("the input's grid must be unsigned (uint4 or uint8 zero point)")
+zp = int(numpy_helper.to_array(inits[q_in.input[2]]))
+bits = 4 if zp_type == onnx.TensorProto.UINT4 else 8
 levels = 2**bits - 1
 
 print(f"FP32 model: {acc(run(fp32, x)):.2f}%")
