@@ -213,7 +213,8 @@ class QuantSim:
             labels: Optional[Sequence[int]] = None, seed: int = 0,
             progress: Optional[Callable[[str, int, int], None]] = None,
             schedule: str = "constant", lsq: bool = False, range_lr: float = 1e-2,
-            temperature: float = 1.0) -> List[Tuple[int, float]]:
+            temperature: float = 1.0, augment: str = "none",
+            crop_scale: float = 0.35) -> List[Tuple[int, float]]:
         """Quantization-aware training on ``x`` (after ``compute_encodings``): the simulated
         model distilled from the FP32 one (or trained on ``labels``), weights through the
         straight-through estimator, scales (and asymmetric offsets) learned unless
@@ -221,11 +222,13 @@ class QuantSim:
         ``schedule`` is the learning rate's (constant, step or cosine with warm-up); ``lsq``
         scales each range's gradient by LSQ's 1 / sqrt(elements x positive levels);
         ``range_lr`` is the ranges' rate (learned as logarithms: about the fraction of a scale
-        one step moves); ``temperature`` softens both outputs for distillation.
+        one step moves); ``temperature`` softens both outputs for distillation; ``augment``
+        (none, or a comma list of flip, crop: crops keep at least ``crop_scale`` of the area)
+        varies each image ``[C, H, W]`` as it enters a batch, the teacher seeing the same one.
         Returns (optimizer step, loss) readings."""
         return self._sim.qat(self._x(x, "x"), epochs, batch, lr, learn_ranges,
                              None if labels is None else [int(v) for v in labels], seed, progress,
-                             schedule, lsq, range_lr, temperature)
+                             schedule, lsq, range_lr, temperature, augment, crop_scale)
 
     def evaluate(self, x: np.ndarray, labels: Optional[Sequence[int]] = None) -> Dict[str, float]:
         """SQNR (dB) and top-1/top-5 agreement of the simulated model against FP32 on ``x``;

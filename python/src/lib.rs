@@ -461,8 +461,10 @@ impl QuantSim {
     /// FP32 model, or cross-entropy with `labels`; ranges learned unless `learn_ranges` is
     /// false, at `range_lr` (learned as logarithms: about the fraction of a scale one step
     /// moves); `schedule` constant, step or cosine; `lsq` scales the range gradients as LSQ
-    /// does; `temperature` softens distillation's outputs. Returns (optimizer step, loss) readings.
-    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None, schedule = "constant".to_string(), lsq = false, range_lr = 1e-2, temperature = 1.0))]
+    /// does; `temperature` softens distillation's outputs; `augment` (none, or a comma list of
+    /// flip, crop, crops keeping at least `crop_scale` of the area) varies each image `[C, H,
+    /// W]` as it enters a batch. Returns (optimizer step, loss) readings.
+    #[pyo3(signature = (x, epochs = 1, batch = 32, lr = 1e-4, learn_ranges = true, labels = None, seed = 0, progress = None, schedule = "constant".to_string(), lsq = false, range_lr = 1e-2, temperature = 1.0, augment = "none".to_string(), crop_scale = 0.35))]
     #[allow(clippy::too_many_arguments)]
     fn qat(
         &mut self,
@@ -479,8 +481,11 @@ impl QuantSim {
         lsq: bool,
         range_lr: f32,
         temperature: f32,
+        augment: String,
+        crop_scale: f64,
     ) -> PyResult<Vec<(u64, f64)>> {
         let x = array(&x.0, &x.1)?;
+        let augment = qforge::data::augment::Augment::named(&augment, crop_scale).map_err(err)?;
         let opts = qforge::quant::qat::QatOptions {
             epochs,
             batch,
@@ -492,6 +497,7 @@ impl QuantSim {
             schedule,
             lsq,
             temperature,
+            augment,
         };
         let sim = &mut self.sim;
         let mut p = Progress::new(progress);

@@ -25,7 +25,7 @@ pub struct AnalyzeArgs {
 /// Runs `qforge analyze`.
 pub fn main(a: AnalyzeArgs) -> qforge::Result<()> {
     let job = AnalyzeJob {
-        quantize: a.sim.job(a.out),
+        quantize: a.sim.job(a.out)?,
         histogram_samples: a.histogram_samples,
         bins: a.bins,
     };

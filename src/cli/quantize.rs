@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use qforge::data::augment::Augment;
 use qforge::eval::ScoreKind;
 use qforge::jobs::amp::AmpRequest;
 use qforge::jobs::quantize::{quantize, AdaroundRequest, BiasCorrection, QuantizeJob, Techniques};
@@ -138,9 +139,16 @@ pub struct SimArgs {
     /// outputs softened by T, times T^2 (ignored with --calib-labels).
     #[arg(long, default_value_t = 1.0)]
     qat_temperature: f32,
-    /// Seed of QAT's shuffles (epoch e shuffles with seed + e).
+    /// Seed of QAT's shuffles and augmentations (epoch e draws with seed + e).
     #[arg(long, default_value_t = 0)]
     qat_seed: u64,
+    /// QAT augmentation of each training image: none, or a comma list of flip, crop (the
+    /// teacher sees the same varied image).
+    #[arg(long, default_value = "none")]
+    qat_augment: String,
+    /// Smallest share of the image area a QAT random crop keeps.
+    #[arg(long, default_value_t = 0.35)]
+    qat_crop_scale: f64,
 }
 
 /// Arguments of `qforge quantize`.
@@ -203,7 +211,8 @@ pub struct QuantizeArgs {
 impl SimArgs {
     /// The quantize job these options ask for (float arithmetic, written to `out`), with the
     /// bundled model and photos as defaults.
-    pub fn job(self, out: PathBuf) -> QuantizeJob {
+    pub fn job(self, out: PathBuf) -> qforge::Result<QuantizeJob> {
+        let qat_augment = Augment::named(&self.qat_augment, self.qat_crop_scale)?;
         let photos = super::bundled("data/images");
         let data_free = self.dfq && self.calib.is_none();
         let calib = if data_free {
@@ -216,7 +225,7 @@ impl SimArgs {
         } else {
             self.eval
         };
-        QuantizeJob {
+        Ok(QuantizeJob {
             model: self
                 .model
                 .unwrap_or_else(|| super::bundled("models/mobilenet_v2.onnx")),
@@ -270,6 +279,7 @@ impl SimArgs {
                     schedule: self.qat_schedule,
                     lsq: self.qat_lsq,
                     temperature: self.qat_temperature,
+                    augment: qat_augment,
                     seed: self.qat_seed,
                     ..Default::default()
                 }),
@@ -280,7 +290,7 @@ impl SimArgs {
             encodings_version: EncodingsVersion::V1_0_0,
             sim_outputs: None,
             amp: None,
-        }
+        })
     }
 }
 
@@ -307,7 +317,7 @@ impl QuantizeArgs {
         } else {
             None
         };
-        let sim = self.sim.job(self.out);
+        let sim = self.sim.job(self.out)?;
         let (param_bw, act_bw) = match &amp {
             Some(a) => {
                 let top = baseline(&a.candidates);

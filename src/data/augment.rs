@@ -5,7 +5,7 @@
 //! loaded from a folder were already resized and centre-cropped, so crops are drawn from that
 //! view.
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array3, ArrayD, ArrayView3, Axis, Ix3, IxDyn};
 
 use crate::data::rng::Rng;
 use crate::error::{Error, Result};
@@ -61,6 +61,25 @@ impl Augment {
     /// Whether it changes anything.
     pub fn is_none(&self) -> bool {
         *self == Augment::NONE
+    }
+
+    /// A batch `[N, C, H, W]` with each image varied (drawing from `rng` image by image);
+    /// any other rank is returned as it is.
+    pub fn batch(&self, x: ArrayD<f32>, rng: &mut Rng) -> ArrayD<f32> {
+        if self.is_none() || x.ndim() != 4 {
+            return x;
+        }
+        let mut out = x.clone();
+        for (i, mut o) in out.outer_iter_mut().enumerate() {
+            let img = x
+                .index_axis(Axis(0), i)
+                .into_dimensionality::<Ix3>()
+                .expect("4-d batch");
+            let shape = IxDyn(o.shape());
+            let a = self.apply(img, rng).into_dyn();
+            o.assign(&a.into_shape_with_order(shape).expect("same size"));
+        }
+        out
     }
 
     /// One varied copy of `x` (`[C, H, W]`), drawing from `rng`.
@@ -171,6 +190,26 @@ mod tests {
         let crop = Augment::named("crop,flip", 0.5).unwrap();
         let y = crop.apply(ramp(3, 16, 16).view(), &mut rng);
         assert_eq!(y.dim(), (3, 16, 16));
+        let batch = ndarray::Array4::from_shape_fn((6, 1, 3, 4), |(n, _, i, j)| {
+            (n * 100 + i * 10 + j) as f32
+        })
+        .into_dyn();
+        let varied = flip.batch(batch.clone(), &mut rng);
+        for (x, y) in batch.outer_iter().zip(varied.outer_iter()) {
+            let mut mirrored = x.to_owned();
+            mirrored.invert_axis(ndarray::Axis(2));
+            assert!(y == x || y == mirrored, "each image kept or mirrored");
+        }
+        let flat = batch
+            .clone()
+            .into_shape_with_order((6, 12))
+            .unwrap()
+            .into_dyn();
+        assert_eq!(
+            flip.batch(flat.clone(), &mut rng),
+            flat,
+            "not images: as it is"
+        );
         assert!(Augment::named("rotate", 0.5).is_err());
         assert!(Augment::named("crop", 0.0).is_err());
     }

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use ndarray::{ArrayD, IxDyn};
 
+use crate::data::augment::Augment;
 use crate::data::rng::Rng;
 use crate::error::{Error, Result};
 use crate::exec::{Compile, Params, Plan, Samples};
@@ -58,7 +59,10 @@ pub struct QatOptions {
     /// Distillation temperature (ignored with `labels`): the KL divergence of the
     /// temperature-softened outputs, times T^2.
     pub temperature: f32,
-    /// Seeds the shuffles.
+    /// Applied to each training image as it enters a batch (images `[N, C, H, W]` of a
+    /// one-input model); the teacher sees the same varied image.
+    pub augment: Augment,
+    /// Seeds the shuffles and augmentations (epoch `e` draws from `seed + e`).
     pub seed: u64,
 }
 
@@ -74,6 +78,7 @@ impl Default for QatOptions {
             schedule: "constant".into(),
             lsq: false,
             temperature: 1.0,
+            augment: Augment::NONE,
             seed: 0,
         }
     }
@@ -364,6 +369,14 @@ pub fn apply<'a>(
             ));
         }
     }
+    if !opts.augment.is_none() && x.single().is_none_or(|t| t.ndim() != 4) {
+        return Err(Error::invalid(
+            "qat",
+            "augmentation",
+            format!("{:?}", opts.augment),
+            "needs one input of images [N, C, H, W]",
+        ));
+    }
     let t0 = Instant::now();
     let gpu = sim.gpu().clone();
     let base = sim.prepared(1)?;
@@ -433,10 +446,15 @@ pub fn apply<'a>(
         ..Default::default()
     };
     for epoch in 0..opts.epochs {
-        let order = Rng::new(opts.seed + epoch as u64).permutation(n);
+        let mut rng = Rng::new(opts.seed + epoch as u64);
+        let order = rng.permutation(n);
         for b in 0..batches {
             let rows = &order[b * opts.batch..(b + 1) * opts.batch];
-            let xb = x.select(rows);
+            let mut xb = x.select(rows);
+            if !opts.augment.is_none() {
+                let images = xb.single().expect("checked above").to_owned();
+                xb = opts.augment.batch(images, &mut rng).into();
+            }
             let labels: Option<Vec<usize>> = opts
                 .labels
                 .as_ref()

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ndarray::{ArrayD, Axis, Ix3, IxDyn};
+use ndarray::{ArrayD, Axis};
 
 use crate::data::augment::Augment;
 use crate::data::rng::Rng;
@@ -238,7 +238,9 @@ pub fn fit(
         let mut last = None;
         for b in 0..batches {
             let idx = &order[b * opts.batch..(b + 1) * opts.batch];
-            let x = batch_of(data, idx, &mut rng);
+            let x = data
+                .augment
+                .batch(data.images.select(Axis(0), idx), &mut rng);
             let labels: Vec<usize> = match (labelled, data.labels) {
                 (true, Some(l)) => idx.iter().map(|&i| l[i]).collect(),
                 _ => Vec::new(),
@@ -318,29 +320,6 @@ fn teacher_plan(gpu: Arc<Gpu>, teacher: &Prepared, batch: usize) -> Result<Plan>
             simulation: None,
         },
     )
-}
-
-/// The images `idx` of `data`, each augmented.
-fn batch_of(data: &FitData<'_>, idx: &[usize], rng: &mut Rng) -> ArrayD<f32> {
-    let x = data.images.select(Axis(0), idx);
-    if data.augment.is_none() || x.ndim() != 4 {
-        return x;
-    }
-    let mut out = x.clone();
-    for (i, mut o) in out.outer_iter_mut().enumerate() {
-        let img = x
-            .index_axis(Axis(0), i)
-            .into_dimensionality::<Ix3>()
-            .expect("4-d batch");
-        let a = data.augment.apply(img, rng);
-        let shape = IxDyn(o.shape());
-        o.assign(
-            &a.into_dyn()
-                .into_shape_with_order(shape)
-                .expect("same size"),
-        );
-    }
-    out
 }
 
 /// The error of a fit that stopped on a non-finite value during `epoch` (0-based).

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ndarray::{ArrayD, Axis};
+use qforge::data::augment::Augment;
 use qforge::quant::analyzers::Scheme;
 use qforge::quant::qat::{self, QatOptions};
 use qforge::quant::sim::{QuantOptions, QuantSim};
@@ -148,6 +149,38 @@ fn qat_checks_its_input_and_frozen_ranges_stay() {
     };
     let r = qat::apply(&mut s, &x, &opts, &mut |_, _, _, _| {}).unwrap();
     assert!(r.loss.iter().all(|l| l.1.is_finite() && l.1 > 0.0));
+    // Augmentation: seeded (the same run twice gives the same weights) and seen by training
+    // (flips give other weights than none); refused on inputs that are not images.
+    let flip = Augment::named("flip", 0.35).unwrap();
+    let trained = |augment: Augment| {
+        let mut t = sim(&gpu, 4, 8, &train);
+        let opts = QatOptions {
+            batch: 16,
+            augment,
+            ..Default::default()
+        };
+        qat::apply(&mut t, &x, &opts, &mut |_, _, _, _| {}).unwrap();
+        t.prepared(1).unwrap().weight(name).cloned()
+    };
+    let flipped = trained(flip);
+    assert_eq!(flipped, trained(flip), "seeded augmentation");
+    assert_ne!(
+        flipped,
+        trained(Augment::NONE),
+        "augmented images trained on"
+    );
+    let flat = x
+        .clone()
+        .into_shape_with_order((32, 784))
+        .unwrap()
+        .into_dyn();
+    let opts = QatOptions {
+        batch: 16,
+        augment: flip,
+        ..Default::default()
+    };
+    let e = qat::apply(&mut s, &flat, &opts, &mut |_, _, _, _| {}).unwrap_err();
+    assert!(e.to_string().contains("[N, C, H, W]"), "{e}");
     // LSQ's gradient scale and a cosine schedule: ranges learn and stay valid encodings.
     let opts = QatOptions {
         batch: 16,
