@@ -1,7 +1,8 @@
 //! GEMM in GFLOP/s (criterion's elements/s = FLOP/s) for every kernel the adapter can run, at
 //! n = 256..1024 and on two of MobileNetV2's pointwise shapes, next to ndarray's `dot` on the CPU
-//! in the same run; and MobileNetV2's depthwise 3x3 convs with every conv kernel that computes
-//! them (`cargo bench -p qforge-benches --bench gemm -- depthwise`).
+//! in the same run; MobileNetV2's depthwise 3x3 convs with every conv kernel that computes
+//! them (`cargo bench -p qforge-benches --bench gemm -- depthwise`); and ResNet's dense 3x3
+//! convs with the dense-conv kernels of the adapter class (`-- dense`).
 //!
 //! `cargo bench -p qforge-benches --bench gemm`
 
@@ -138,5 +139,64 @@ fn depthwise_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_bench, depthwise_bench);
+/// Dense 3x3 convs (pads 1) of ResNet's stages, in GFLOP/s, with the kernels for dense convs
+/// on this adapter class (im2col on CPU adapters; the implicit GEMMs on both tile sizes on
+/// GPUs, at batch 32, where [`ConvKernel::pick`] takes the 128-wide tiles for the larger two)
+/// and the direct kernel (`cargo bench -p qforge-benches --bench gemm -- dense`).
+fn dense_conv_bench(c: &mut Criterion) {
+    let gpu = common::gpu();
+    let tag = common::tag(&gpu);
+    let mut g = c.benchmark_group(format!("dense conv[{tag}]"));
+    common::timing(&mut g, 10, 300, 3);
+    let (batch, kernels) = match gpu.cpu_kernels() {
+        true => (8, vec![ConvKernel::Im2col, ConvKernel::Direct]),
+        false => (
+            32,
+            vec![
+                ConvKernel::Implicit,
+                ConvKernel::ImplicitWide,
+                ConvKernel::Direct,
+            ],
+        ),
+    };
+    for (ch, size) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+        let a = Conv2d {
+            pads: [1; 4],
+            ..Conv2d::default()
+        };
+        let (xs, ws) = ([batch, ch, size, size], [ch, ch, 3, 3]);
+        let x = Array2::from_shape_fn((batch * ch, size * size), |(r, i)| value(i, r));
+        let w = Array2::from_shape_fn((ch, ch * 9), |(r, i)| value(i, r) / 16.0);
+        let x = gpu
+            .upload(&x.into_shape_with_order(xs).unwrap().into_dyn().view())
+            .unwrap();
+        let w = gpu
+            .upload(&w.into_shape_with_order(ws).unwrap().into_dyn().view())
+            .unwrap();
+        let ys = conv_output_shape(&xs, &ws, &a).unwrap();
+        let y = gpu.empty(&ys, DType::F32).unwrap();
+        g.throughput(Throughput::Elements(
+            2 * 9 * ch as u64 * ys.iter().product::<usize>() as u64,
+        ));
+        let name = format!("{ch}x{size}x{size} b{batch}");
+        for &kernel in &kernels {
+            let col = kernel
+                .scratch(&xs, &ws, &a)
+                .unwrap()
+                .map(|s| gpu.empty(&s, DType::F32).unwrap());
+            let id = BenchmarkId::new(format!("gpu {kernel:?}"), &name);
+            g.bench_function(id, |bch| {
+                bch.iter(|| {
+                    common::run(&gpu, |e| {
+                        conv2d_with(e, &gpu, kernel, &x, &w, None, &a, &NONE, col.as_ref(), &y)
+                            .unwrap()
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_bench, depthwise_bench, dense_conv_bench);
 criterion_main!(benches);

@@ -60,7 +60,9 @@ fn row(bench: &Path) -> Option<Row> {
         .flatten()
         .collect::<Vec<_>>()
         .join(" / ");
-    let flops = ["gemm", "conv"].iter().any(|g| group.starts_with(g));
+    let flops = ["gemm", "conv", "depthwise", "dense conv"]
+        .iter()
+        .any(|g| group.starts_with(g));
     let images = ["mobilenet", "calibration", "simulation"]
         .iter()
         .any(|g| group.starts_with(g));

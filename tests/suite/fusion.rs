@@ -210,6 +210,7 @@ fn every_conv_kernel_fuses_every_epilogue_part_bit_exactly() {
             ConvKernel::Pointwise,
             ConvKernel::Im2col,
             ConvKernel::Implicit,
+            ConvKernel::ImplicitWide,
             ConvKernel::DepthwiseTiled,
         ] {
             if !kernel.supports(&xs, &ws, &a) {

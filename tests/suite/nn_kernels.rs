@@ -149,15 +149,16 @@ fn conv2d_matches_reference() {
                 .zip(&direct)
                 .all(|(p, q)| p.to_bits() == q.to_bits());
             assert!(same, "{what}: im2col and direct differ");
-            let implicit = run1(&gpu, &shape, |e, y| {
-                let k = ConvKernel::Implicit;
-                conv::conv2d_with(e, &gpu, k, &tx, &tw, b, &a, &NONE, None, y).unwrap()
-            });
-            let same = implicit
-                .iter()
-                .zip(&direct)
-                .all(|(p, q)| p.to_bits() == q.to_bits());
-            assert!(same, "{what}: the implicit GEMM and direct differ");
+            for k in [ConvKernel::Implicit, ConvKernel::ImplicitWide] {
+                let implicit = run1(&gpu, &shape, |e, y| {
+                    conv::conv2d_with(e, &gpu, k, &tx, &tw, b, &a, &NONE, None, y).unwrap()
+                });
+                let same = implicit
+                    .iter()
+                    .zip(&direct)
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{what}: {k:?} and direct differ");
+            }
             if ConvKernel::Pointwise.supports(x.shape(), wt.shape(), &a) {
                 let gemm = run1(&gpu, &shape, |e, y| {
                     conv::conv2d_with(
@@ -183,6 +184,47 @@ fn conv2d_matches_reference() {
         }
     }
     assert!(depthwise_cases >= 5, "{depthwise_cases} depthwise cases");
+    // The implicit GEMMs past one 128 x 128 tile in both directions, ragged, strided and
+    // padded: the direct kernel's bits.
+    for (xs, ws, strides) in [
+        ([2, 5, 13, 12], [130, 5, 3, 3], [1, 1]),
+        ([1, 3, 31, 19], [257, 3, 2, 3], [2, 1]),
+    ] {
+        let a = Conv2d {
+            strides,
+            pads: [1, 0, 2, 1],
+            dilations: [1, 1],
+            groups: 1,
+        };
+        let (x, wt, b) = (
+            random(&mut rng, &xs),
+            random(&mut rng, &ws),
+            random(&mut rng, &ws[..1]),
+        );
+        let shape = conv_output_shape(x.shape(), wt.shape(), &a).unwrap();
+        assert!(shape[1] > 128 && shape[2] * shape[3] > 128, "{shape:?}");
+        let (tx, tw, tb) = (
+            gpu.upload(&x.view()).unwrap(),
+            gpu.upload(&wt.view()).unwrap(),
+            gpu.upload(&b.view()).unwrap(),
+        );
+        let [direct, tiled, wide] = [
+            ConvKernel::Direct,
+            ConvKernel::Implicit,
+            ConvKernel::ImplicitWide,
+        ]
+        .map(|k| {
+            run1(&gpu, &shape, |e, y| {
+                conv::conv2d_with(e, &gpu, k, &tx, &tw, Some(&tb), &a, &NONE, None, y).unwrap()
+            })
+        });
+        let bits = |v: &ArrayD<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&tiled), bits(&direct), "{xs:?} {ws:?}: Implicit");
+        assert_eq!(bits(&wide), bits(&direct), "{xs:?} {ws:?}: ImplicitWide");
+        let bv = b.view();
+        let want = nn::conv2d(&x.view(), &wt.view(), Some(&bv), &a);
+        close(&format!("{xs:?} {ws:?}"), &direct, &want, Tol::GEMM);
+    }
     // The tiled depthwise kernel takes any window whose 48 x 48 patch fits, and no other.
     let dw = |k: usize, s: usize, d: usize| {
         let a = Conv2d {

@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::graph::attrs::Conv2d;
 use crate::graph::shape::conv_output_shape;
-use crate::ops::gemm::GemmKernel;
+use crate::ops::gemm::{prefers_wide, GemmKernel};
 
 /// The float convolution kernels (pointwise convs are GEMMs, see [`super::conv2d_into`]). Both add
 /// each output's products in the same order from zero, so they give the same bits.
@@ -27,6 +27,9 @@ pub enum ConvKernel {
     /// scratch): dense convs (groups = 1) on GPUs, where its tiles in workgroup memory reuse
     /// each loaded value 16-64 times and the direct kernel none. Same bits as `Im2col`.
     Implicit,
+    /// [`ConvKernel::Implicit`] on the 128 x 128 x 8 tiles of [`GemmKernel::TiledWide`]: dense
+    /// convs on GPUs with enough output channels, pixels and images to fill one with them.
+    ImplicitWide,
     /// 16 x 16 outputs of one channel per workgroup from the input patch they cover (halo
     /// included) loaded once into workgroup memory: depthwise convs (one input channel per
     /// output channel) of any kernel, stride and dilation whose patch fits
@@ -71,7 +74,7 @@ impl ConvKernel {
                     && a.strides == [1, 1]
                     && a.pads == [0; 4]
             }
-            ConvKernel::Im2col | ConvKernel::Implicit => {
+            ConvKernel::Im2col | ConvKernel::Implicit | ConvKernel::ImplicitWide => {
                 a.groups == 1 && x.len() == 4 && w.len() == 4
             }
             ConvKernel::DepthwiseTiled => {
@@ -96,9 +99,19 @@ impl ConvKernel {
         }
     }
 
+    /// The GEMM kernel an implicit-GEMM form runs on.
+    pub(super) fn implicit_gemm(self) -> Option<GemmKernel> {
+        match self {
+            ConvKernel::Implicit => Some(GemmKernel::Tiled),
+            ConvKernel::ImplicitWide => Some(GemmKernel::TiledWide),
+            _ => None,
+        }
+    }
+
     /// The kernel for this convolution on this adapter: the one place that decides. CPU
     /// adapters take the depthwise kernel where it applies and im2col for dense convs; GPUs
-    /// the implicit GEMM for dense convs (its tiles fitting one dispatch), the tiled depthwise
+    /// the implicit GEMM for dense convs (its tiles fitting one dispatch; 128 x 128 tiles
+    /// where the images' products have enough of them, as for a GEMM), the tiled depthwise
     /// kernel where its patch fits, and the direct kernel for other grouped ones.
     pub fn pick(gpu: &Gpu, x: &[usize], w: &[usize], a: &Conv2d) -> ConvKernel {
         if x.len() != 4 || w.len() != 4 {
@@ -108,11 +121,17 @@ impl ConvKernel {
             return ConvKernel::Pointwise;
         }
         if !gpu.cpu_kernels() {
-            let implicit = ConvKernel::Implicit.supports(x, w, a)
-                && conv_output_shape(x, w, a)
-                    .is_ok_and(|[_, c, oh, ow]| GemmKernel::Tiled.fits(gpu, c, oh * ow));
-            if implicit {
-                return ConvKernel::Implicit;
+            if let (true, Ok([n, c, oh, ow])) = (
+                ConvKernel::Implicit.supports(x, w, a),
+                conv_output_shape(x, w, a),
+            ) {
+                let wide = GemmKernel::TiledWide;
+                if prefers_wide(c, oh * ow, n) && wide.fits(gpu, c, oh * ow) {
+                    return ConvKernel::ImplicitWide;
+                }
+                if GemmKernel::Tiled.fits(gpu, c, oh * ow) {
+                    return ConvKernel::Implicit;
+                }
             }
             if ConvKernel::DepthwiseTiled.supports(x, w, a) {
                 return ConvKernel::DepthwiseTiled;

@@ -334,7 +334,7 @@ pub fn conv2d_with(
             .ok_or_else(|| Error::invalid(OP, "kernel", "Im2col", "needs its scratch matrix"))?;
         return im2col_gemm(enc, gpu, (x, w, bias, a), epi, col, y);
     }
-    if kernel == ConvKernel::Implicit {
+    if let Some(gemm) = kernel.implicit_gemm() {
         let k = s[1] * kh * kw;
         let wv = w.view(&[cout, k], DType::F32)?;
         let yv = y.view(&[n, cout, oh * ow], DType::F32)?;
@@ -353,7 +353,7 @@ pub fn conv2d_with(
             dil_w: a.dilations[1] as u32,
             ow: ow as u32,
         };
-        return conv_gemm_into(enc, gpu, &wv, x, cols, b, epi, &yv);
+        return conv_gemm_into(enc, gpu, gemm, &wv, x, cols, b, epi, &yv);
     }
     if kernel == ConvKernel::Pointwise {
         // A pointwise conv is a batched GEMM: y[n] = W[cout, cin] * x[n][cin, h*w] + bias.

@@ -97,7 +97,7 @@ impl GemmKernel {
     pub fn pick(gpu: &Gpu, m: usize, n: usize) -> GemmKernel {
         let fits = |k: GemmKernel| k.fits(gpu, m, n);
         if !gpu.cpu_kernels() {
-            return match wide(m as u64, n as u64) && fits(GemmKernel::TiledWide) {
+            return match prefers_wide(m, n, 1) && fits(GemmKernel::TiledWide) {
                 true => GemmKernel::TiledWide,
                 false => GemmKernel::Tiled,
             };
@@ -161,9 +161,12 @@ impl GemmKernel {
     }
 }
 
-/// True when an `m x n` product has at least [`WIDE_TILES`] tiles of 128 x 128.
-fn wide(m: u64, n: u64) -> bool {
-    m.div_ceil(WIDE) * n.div_ceil(WIDE) >= WIDE_TILES
+/// True when GPUs should take the 128 x 128 tiles for `items` products of `m x n` (one
+/// dispatch's batch, e.g. a convolution's images): both sides at least one tile (a narrower
+/// side would leave most of each tile empty), and at least [`WIDE_TILES`] tiles in all.
+pub(crate) fn prefers_wide(m: usize, n: usize, items: usize) -> bool {
+    let (m, n, items) = (m as u64, n as u64, items as u64);
+    m >= WIDE && n >= WIDE && m.div_ceil(WIDE) * n.div_ceil(WIDE) * items >= WIDE_TILES
 }
 
 /// The tiled kernel's tile rows (or columns) for a dimension of `d`: 16, 32 or 64, the fewest
@@ -203,12 +206,16 @@ mod tests {
 
     #[test]
     fn wide_tiles_only_where_they_fill_a_gpu() {
-        assert!(wide(4096, 4096));
-        assert!(wide(2048, 2048));
-        assert!(!wide(1024, 1024));
+        assert!(prefers_wide(4096, 4096, 1));
+        assert!(prefers_wide(2048, 2048, 1));
+        assert!(!prefers_wide(1024, 1024, 1));
         // MobileNetV2's pointwise convs: few output channels, one tile row; a tall product
         // of 196 x 1 tiles.
-        assert!(!wide(24, 3136));
-        assert!(!wide(25088, 24));
+        assert!(!prefers_wide(24, 3136, 1));
+        assert!(!prefers_wide(25088, 24, 1));
+        assert!(!prefers_wide(64, 1 << 20, 1), "half of each tile empty");
+        // A convolution's images count: ResNet's 256-channel 3x3 convs at 28 x 28, batch 32.
+        assert!(prefers_wide(256, 784, 32));
+        assert!(!prefers_wide(128, 784, 1));
     }
 }

@@ -9,6 +9,7 @@ use crate::gpu::{Bind, Gpu, GpuTensor, Record};
 use crate::graph::shape::matmul_output_shape;
 use crate::ops::epilogue::{EpiParams, Epilogue};
 
+pub(crate) use kernel::prefers_wide;
 pub use kernel::GemmKernel;
 
 use kernel::{row_blocks, SUBGROUP_VEC4};
@@ -213,14 +214,15 @@ pub fn matmul_b_at(
     )
 }
 
-/// `C[b] = W * cols(X[b]) + bias` with the tiled kernel reading the columns of the convolution
-/// `cols` describes straight from `x` `[n, cin, h, w]` (an implicit GEMM): `w` is `[M,
-/// cin * kh * kw]`, `c` `[n, M, oh * ow]`. It adds the products in k order as [`matmul_with`]
-/// does on the columns im2col stores, so both give the same bits.
+/// `C[b] = W * cols(X[b]) + bias` with a tiled kernel (`Tiled` or `TiledWide`) reading the
+/// columns of the convolution `cols` describes straight from `x` `[n, cin, h, w]` (an implicit
+/// GEMM): `w` is `[M, cin * kh * kw]`, `c` `[n, M, oh * ow]`. It adds the products in k order
+/// as [`matmul_with`] does on the columns im2col stores, so both give the same bits.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_gemm_into(
     enc: &mut impl Record,
     gpu: &Gpu,
+    kernel: GemmKernel,
     w: &GpuTensor,
     x: &GpuTensor,
     cols: Cols,
@@ -228,8 +230,7 @@ pub fn conv_gemm_into(
     epi: &Epilogue<'_>,
     c: &GpuTensor,
 ) -> Result<()> {
-    let (kernel, sum) = (GemmKernel::Tiled, false);
-    let conv = Some(cols);
+    let (sum, conv) = (false, Some(cols));
     record(
         enc, gpu, kernel, w, x, 0, false, false, 1.0, bias, epi, c, sum, conv,
     )
@@ -309,12 +310,12 @@ fn record(
     }
     let shape = match conv {
         None => matmul_output_shape(a.shape(), b.shape(), trans_a, trans_b)?,
-        Some(_) if kernel != GemmKernel::Tiled => {
+        Some(_) if !matches!(kernel, GemmKernel::Tiled | GemmKernel::TiledWide) => {
             return Err(Error::invalid(
                 OP,
                 "kernel",
                 format!("{kernel:?}"),
-                "only the tiled kernel reads a convolution's columns",
+                "only the tiled kernels read a convolution's columns",
             ))
         }
         Some(g) => conv_output(a, b, c, g)?,
