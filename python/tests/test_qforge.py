@@ -246,3 +246,7 @@ def test_qat_from_python():
         qforge.QuantSim(MODEL).qat(X)
     with pytest.raises(qforge.QforgeError, match="temperature"):
         sim.qat(X, batch=4, temperature=0.0)
+    loss = sim.qat(X, batch=4, augment="flip,crop", crop_scale=0.8)
+    assert all(np.isfinite(l) for _, l in loss)
+    with pytest.raises(qforge.QforgeError, match="rotate"):
+        sim.qat(X, batch=4, augment="rotate")
