@@ -88,6 +88,26 @@ fn gemm_bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// A convolution's input `xs` and weights `ws` (scaled by `w_scale`) on the GPU, filled with
+/// [`value`] row by row, and its output tensor with the output's shape.
+fn conv_operands(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    ws: [usize; 4],
+    a: &Conv2d,
+    w_scale: f32,
+) -> (GpuTensor, GpuTensor, GpuTensor, [usize; 4]) {
+    let upload = |shape: [usize; 4], scale: f32| {
+        let rows = shape[0] * shape[1];
+        let x = Array2::from_shape_fn((rows, shape[2] * shape[3]), |(r, i)| scale * value(i, r));
+        gpu.upload(&x.into_shape_with_order(shape).unwrap().into_dyn().view())
+            .unwrap()
+    };
+    let ys = conv_output_shape(&xs, &ws, a).unwrap();
+    let y = gpu.empty(&ys, DType::F32).unwrap();
+    (upload(xs, 1.0), upload(ws, w_scale), y, ys)
+}
+
 /// MobileNetV2's depthwise 3x3 convs at batch 8 (channels, input size, stride; pads 1), in
 /// GFLOP/s, for every kernel that computes them.
 fn depthwise_bench(c: &mut Criterion) {
@@ -110,17 +130,7 @@ fn depthwise_bench(c: &mut Criterion) {
             dilations: [1, 1],
             groups: ch,
         };
-        let (xs, ws) = ([8, ch, size, size], [ch, 1, 3, 3]);
-        let x = Array3::from_shape_fn((8, ch, size * size), |(n, c, i)| value(i, n * ch + c));
-        let w = Array2::from_shape_fn((ch, 9), |(c, i)| value(i, c));
-        let x = gpu
-            .upload(&x.into_shape_with_order(xs).unwrap().into_dyn().view())
-            .unwrap();
-        let w = gpu
-            .upload(&w.into_shape_with_order(ws).unwrap().into_dyn().view())
-            .unwrap();
-        let ys = conv_output_shape(&xs, &ws, &a).unwrap();
-        let y = gpu.empty(&ys, DType::F32).unwrap();
+        let (x, w, y, ys) = conv_operands(&gpu, [8, ch, size, size], [ch, 1, 3, 3], &a, 1.0);
         g.throughput(Throughput::Elements(
             2 * 9 * ys.iter().product::<usize>() as u64,
         ));
@@ -165,16 +175,7 @@ fn dense_conv_bench(c: &mut Criterion) {
             ..Conv2d::default()
         };
         let (xs, ws) = ([batch, ch, size, size], [ch, ch, 3, 3]);
-        let x = Array2::from_shape_fn((batch * ch, size * size), |(r, i)| value(i, r));
-        let w = Array2::from_shape_fn((ch, ch * 9), |(r, i)| value(i, r) / 16.0);
-        let x = gpu
-            .upload(&x.into_shape_with_order(xs).unwrap().into_dyn().view())
-            .unwrap();
-        let w = gpu
-            .upload(&w.into_shape_with_order(ws).unwrap().into_dyn().view())
-            .unwrap();
-        let ys = conv_output_shape(&xs, &ws, &a).unwrap();
-        let y = gpu.empty(&ys, DType::F32).unwrap();
+        let (x, w, y, ys) = conv_operands(&gpu, xs, ws, &a, 1.0 / 16.0);
         g.throughput(Throughput::Elements(
             2 * 9 * ch as u64 * ys.iter().product::<usize>() as u64,
         ));
