@@ -10,8 +10,9 @@ For a QDQ export (from `qforge quantize`) of a model with one input and one outp
   offset round(min / scale), so the minimum itself may fall off the grid), the narrowest grid
   that holds the minimum exactly, and the export's own input encoding (the one QAT learned, for
   a QAT export);
-- the export's accuracy, how many outputs tie at the top (argmax takes the first), and the
-  export's accuracy with its output quantizer bypassed.
+- the export's accuracy, how many outputs tie at the top (argmax takes the first), the
+  export's accuracy with its output quantizer bypassed, and the output grid against the
+  logits (how often the top logit is above the grid, how many ties are at its top).
 """
 import argparse
 import gzip
@@ -103,4 +104,17 @@ for n in list(bypass.graph.node):
         del n.input[1:]
         del n.attribute[:]
         n.output[0] = dq_out.output[0]
-print(f"export with its output quantizer bypassed: {acc(run(bypass, x)):.2f}%")
+logits = run(bypass, x)
+print(f"export with its output quantizer bypassed: {acc(logits):.2f}%")
+o_scale = float(numpy_helper.to_array(inits[q_out.input[1]]))
+o_zp = int(numpy_helper.to_array(inits[q_out.input[2]]))
+T = onnx.TensorProto
+qmin, qmax = {T.UINT4: (0, 15), T.INT4: (-8, 7), T.UINT8: (0, 255), T.INT8: (-128, 127)}[
+    inits[q_out.input[2]].data_type]
+o_lo, o_hi = (qmin - o_zp) * o_scale, (qmax - o_zp) * o_scale
+top = out.max(1)
+tied = (out == top[:, None]).sum(1) > 1
+print(f"output grid [{o_lo:.2f}, {o_hi:.2f}] in steps of {o_scale:.2f}; logits span "
+      f"[{logits.min():.2f}, {logits.max():.2f}]; the top logit is above the grid for "
+      f"{100 * (logits.max(1) > o_hi).mean():.1f}% of the images; {(tied & (top >= o_hi - o_scale / 2)).sum()} "
+      f"of the ties are at the grid's top")
