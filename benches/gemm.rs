@@ -135,7 +135,11 @@ fn depthwise_bench(c: &mut Criterion) {
             2 * 9 * ys.iter().product::<usize>() as u64,
         ));
         let name = format!("{ch}x{size}x{size} s{stride} b8");
-        for kernel in [ConvKernel::Depthwise3x3, ConvKernel::Direct] {
+        for kernel in [
+            ConvKernel::Depthwise3x3,
+            ConvKernel::DepthwiseTiled,
+            ConvKernel::Direct,
+        ] {
             let id = BenchmarkId::new(format!("gpu {kernel:?}"), &name);
             g.bench_function(id, |bch| {
                 bch.iter(|| {
