@@ -64,12 +64,14 @@ g = qdq.graph
 inits = {i.name: i for i in g.initializer}
 q_in = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == g.input[0].name)
 scale = float(numpy_helper.to_array(inits[q_in.input[1]]))
-zp_type = inits[q_in.input[2]].data_type
-if zp_type not in (onnx.TensorProto.UINT4, onnx.TensorProto.UINT8):
+T = onnx.TensorProto
+# Integer range of each zero-point type a QDQ export writes.
+QRANGE = {T.UINT4: (0, 15), T.INT4: (-8, 7), T.UINT8: (0, 255), T.INT8: (-128, 127)}
+qmin, levels = QRANGE[inits[q_in.input[2]].data_type]
+if qmin != 0:
     raise SystemExit("the input's grid must be unsigned (uint4 or uint8 zero point)")
 zp = int(numpy_helper.to_array(inits[q_in.input[2]]))
-bits = 4 if zp_type == onnx.TensorProto.UINT4 else 8
-levels = 2**bits - 1
+bits = 4 if levels == 15 else 8
 
 print(f"FP32 model: {acc(run(fp32, x)):.2f}%")
 lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
@@ -89,8 +91,9 @@ print(f"FP32, input on the export's grid (scale {scale:.4f}, offset {-zp}; min {
       f"{acc(run(fp32, grid(x, scale, -zp, levels))):.2f}%")
 
 out = run(qdq, x)
-ties = ((out == out.max(1, keepdims=True)).sum(1) > 1).sum()
-print(f"export: {acc(out):.2f}%, {ties} of {len(x)} outputs tie at the top")
+top = out.max(1)
+tied = (out == top[:, None]).sum(1) > 1
+print(f"export: {acc(out):.2f}%, {tied.sum()} of {len(x)} outputs tie at the top")
 # Bypass the output's QuantizeLinear -> DequantizeLinear pair.
 dq_out = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.output[0] == g.output[0].name)
 q_out = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.output[0] == dq_out.input[0])
@@ -108,12 +111,8 @@ logits = run(bypass, x)
 print(f"export with its output quantizer bypassed: {acc(logits):.2f}%")
 o_scale = float(numpy_helper.to_array(inits[q_out.input[1]]))
 o_zp = int(numpy_helper.to_array(inits[q_out.input[2]]))
-T = onnx.TensorProto
-qmin, qmax = {T.UINT4: (0, 15), T.INT4: (-8, 7), T.UINT8: (0, 255), T.INT8: (-128, 127)}[
-    inits[q_out.input[2]].data_type]
-o_lo, o_hi = (qmin - o_zp) * o_scale, (qmax - o_zp) * o_scale
-top = out.max(1)
-tied = (out == top[:, None]).sum(1) > 1
+o_min, o_max = QRANGE[inits[q_out.input[2]].data_type]
+o_lo, o_hi = (o_min - o_zp) * o_scale, (o_max - o_zp) * o_scale
 print(f"output grid [{o_lo:.2f}, {o_hi:.2f}] in steps of {o_scale:.2f}; logits span "
       f"[{logits.min():.2f}, {logits.max():.2f}]; the top logit is above the grid for "
       f"{100 * (logits.max(1) > o_hi).mean():.1f}% of the images; {(tied & (top >= o_hi - o_scale / 2)).sum()} "
